@@ -1,0 +1,81 @@
+"""Who is calling, as the gateway established it, carried to backends in metadata.
+
+The gateway authenticates the organisation (client certificate) and takes the operator, purpose and
+case reference from the request; it forwards them as `x-juki-*` metadata. Backends trust these keys
+only on calls from the gateway's certificate (checked by `TrustedPeerInterceptor`) and expose them to
+handlers through a context variable.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+ORGANIZATION_KEY = "x-juki-organization"
+OPERATOR_KEY = "x-juki-operator"
+PURPOSE_KEY = "x-juki-purpose"
+CASE_REFERENCE_KEY = "x-juki-case-reference"
+REQUEST_ID_KEY = "x-request-id"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated caller of the current RPC."""
+
+    organization: str
+    operator: str = ""
+    purpose: str = ""
+    case_reference: str = ""
+    request_id: str = ""
+    peer: str = ""
+
+    def to_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata the gateway sends to a backend."""
+        pairs = (
+            (ORGANIZATION_KEY, self.organization),
+            (OPERATOR_KEY, self.operator),
+            (PURPOSE_KEY, self.purpose),
+            (CASE_REFERENCE_KEY, self.case_reference),
+            (REQUEST_ID_KEY, self.request_id),
+        )
+        return tuple((k, v) for k, v in pairs if v)
+
+
+def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str:
+    """The first value of `key` in invocation metadata, or ''."""
+    for k, v in metadata or ():
+        if k == key:
+            return v.decode() if isinstance(v, bytes) else v
+    return ""
+
+
+def caller_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None, peer: str) -> Caller:
+    """Build the caller from gateway-set metadata (backends only)."""
+    return Caller(
+        organization=metadata_value(metadata, ORGANIZATION_KEY),
+        operator=metadata_value(metadata, OPERATOR_KEY),
+        purpose=metadata_value(metadata, PURPOSE_KEY),
+        case_reference=metadata_value(metadata, CASE_REFERENCE_KEY),
+        request_id=metadata_value(metadata, REQUEST_ID_KEY),
+        peer=peer,
+    )
+
+
+_current: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("juki_caller", default=None)
+
+
+def set_current(caller: Caller) -> contextvars.Token[Caller | None]:
+    return _current.set(caller)
+
+
+def reset_current(token: contextvars.Token[Caller | None]) -> None:
+    _current.reset(token)
+
+
+def current() -> Caller:
+    """The caller of the RPC being handled. Raises if called outside an RPC."""
+    caller = _current.get()
+    if caller is None:
+        raise RuntimeError("no caller in context: called outside an RPC handler")
+    return caller

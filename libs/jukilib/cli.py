@@ -1,0 +1,202 @@
+"""The `juki` command: run the suite, run one service, prepare databases and certificates, call it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, load_service_config
+
+logger = logging.getLogger("juki")
+
+
+def _home() -> Path:
+    return Path(os.environ.get("JUKI_HOME", ".juki"))
+
+
+def _run(coroutine: object) -> int:
+    try:
+        import uvloop
+
+        result = uvloop.run(coroutine)  # type: ignore[arg-type]
+    except ImportError:
+        result = asyncio.run(coroutine)  # type: ignore[arg-type]
+    return int(result or 0)
+
+
+# --- juki serve <service> ------------------------------------------------------------------------
+
+async def _serve(service: str) -> int:
+    from jukilib.grpc.server import GrpcService, serve_forever
+    from jukilib.jsonlog import setup_logging
+    from jukilib.telemetry import setup_tracing, shutdown_tracing
+
+    config = load_service_config(service)
+    setup_logging(service, config.log_level)
+    setup_tracing(service, config.home)
+    app = importlib.import_module(f"services.{service}.app")
+    try:
+        return await serve_forever(GrpcService(config, app.migrations(), app.build))
+    finally:
+        shutdown_tracing()
+
+
+# --- juki migrate / db-bootstrap -----------------------------------------------------------------
+
+async def _migrate(service: str) -> int:
+    import asyncpg
+
+    from jukilib.db import migrations as migrations_mod
+    from jukilib.db.bootstrap import runtime_role
+    from jukilib.suite import service_migrations
+
+    url = Env().text("JUKI_MIGRATION_DATABASE_URL")
+    connection = await asyncpg.connect(url)
+    try:
+        applied = await migrations_mod.apply(connection, service, service_migrations(service), runtime_role(service))
+    finally:
+        await connection.close()
+    print(f"{service}: {len(applied)} migration(s) applied: {', '.join(applied) or '-'}")
+    return 0
+
+
+async def _db_bootstrap() -> int:
+    from jukilib.db.bootstrap import bootstrap, owner_role, runtime_role
+
+    env = Env()
+    passwords = {}
+    for service in SERVICES:
+        passwords[runtime_role(service)] = env.text(f"JUKI_{service.upper()}_DB_PASSWORD")
+        passwords[owner_role(service)] = env.text(f"JUKI_{service.upper()}_OWNER_DB_PASSWORD")
+    await bootstrap(env.text("JUKI_ADMIN_DATABASE_URL"), SERVICES, passwords,
+                    env.text("JUKI_DATABASE_NAME", "juki"))
+    print("database, schemas and roles ready")
+    return 0
+
+
+# --- juki up -------------------------------------------------------------------------------------
+
+async def _up(residents: int, annex: int) -> int:
+    from jukilib.client import Endpoints
+    from jukilib.demo.load import load_demo_residents
+    from jukilib.suite import Suite, _passwords, dev_pki, prepare_database
+
+    home = _home()
+    home.mkdir(parents=True, exist_ok=True)
+    suite = Suite(home)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print("juki: creating development certificates ...", flush=True)
+        pki = dev_pki(home)
+        print("juki: starting PostgreSQL and applying migrations ...", flush=True)
+        admin_url = await asyncio.to_thread(suite.start_database)
+        urls = await prepare_database(admin_url, _passwords(home))
+        ports = suite.start_children(pki, urls)
+        print("juki: waiting for every service to be SERVING ...", flush=True)
+        await suite.wait_serving(pki, timeout=60)
+        path = suite.write_endpoints(pki, ports, admin_url)
+        print(f"juki: loading {residents} synthetic residents through the gateway ...", flush=True)
+        await load_demo_residents(Endpoints.load(path), residents, annex)
+        _print_welcome(path, ports["gateway"])
+        await stop.wait()
+        print("\njuki: stopping ...", flush=True)
+        return 0
+    finally:
+        await asyncio.to_thread(suite.stop)
+        print("juki: stopped", flush=True)
+
+
+def _print_welcome(path: Path, gateway_port: int) -> None:
+    print(f"""
+juki is up. Gateway: 127.0.0.1:{gateway_port} (mTLS; endpoints and certificates in {path})
+
+Try, in another terminal:
+  .venv/bin/juki call lookup --as kyoiku-iinkai --purpose EDU-SCHOLARSHIP-30-15-2-2 --demo-resident 0
+  .venv/bin/juki call notify --as maebashi-cs
+  .venv/bin/juki call lookup --as kyoiku-iinkai              # no purpose: PERMISSION_DENIED
+  .venv/bin/juki call oplog --as auditor
+Traces: {path.parent / 'traces'}   Logs: {path.parent / 'logs'}
+Press Ctrl-C to stop everything.""", flush=True)
+
+
+# --- juki health ---------------------------------------------------------------------------------
+
+async def _health(args: argparse.Namespace) -> int:
+    from jukilib.client import health_status
+
+    tls = TlsConfig(cert=Path(args.cert), key=Path(args.key), ca=Path(args.tls_ca))
+    status = await health_status(args.target, tls, args.service)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+# --- argument parsing ----------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    from jukilib import calls
+
+    parser = argparse.ArgumentParser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="run the whole suite on an embedded PostgreSQL with demo data")
+    up.add_argument("--residents", type=int, default=300)
+    up.add_argument("--annex-residents", type=int, default=60)
+    serve = commands.add_parser("serve", help="run one service (configured from JUKI_* variables)")
+    serve.add_argument("service", choices=SERVICES)
+    migrate = commands.add_parser("migrate", help="apply a service's migrations (JUKI_MIGRATION_DATABASE_URL)")
+    migrate.add_argument("service", choices=SERVICES)
+    commands.add_parser("db-bootstrap", help="create the database, schemas and roles (JUKI_ADMIN_DATABASE_URL)")
+    certs = commands.add_parser("dev-certs", help="create development CA and certificates under .juki/pki")
+    certs.add_argument("--force", action="store_true", help="issue everything again")
+    health = commands.add_parser("health", help="exit 0 when a service reports SERVING")
+    health.add_argument("--target", required=True)
+    health.add_argument("--tls-ca", required=True)
+    health.add_argument("--cert", required=True)
+    health.add_argument("--key", required=True)
+    health.add_argument("--service", default="")
+    calls.add_call_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as error:
+        print(f"juki: configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _run(_serve(args.service))
+    if args.command == "up":
+        logging.basicConfig(level=logging.WARNING)
+        return _run(_up(args.residents, args.annex_residents))
+    if args.command == "migrate":
+        return _run(_migrate(args.service))
+    if args.command == "db-bootstrap":
+        return _run(_db_bootstrap())
+    if args.command == "dev-certs":
+        from jukilib.suite import dev_pki
+
+        pki = dev_pki(_home(), force=args.force)
+        print(f"development certificates in {pki.ca_cert.parent}")
+        return 0
+    if args.command == "health":
+        return _run(_health(args))
+    from jukilib import calls
+
+    return _run(calls.run_call(args, _home()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

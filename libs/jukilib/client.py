@@ -1,0 +1,63 @@
+"""A small typed client for calling juki through the gateway (used by `juki call`, the demo loader
+and the tests): an mTLS channel as a given caller, and the metadata that declares a purpose."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from jukilib import caller
+from jukilib.config import TlsConfig
+from jukilib.grpc.channels import secure_channel
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """`.juki/endpoints.json`, written by `juki up` once every service is SERVING."""
+
+    gateway: str
+    services: dict[str, str]
+    ca_cert: Path
+    client_certs: dict[str, dict[str, str]]
+    database_url: str
+
+    @classmethod
+    def load(cls, path: Path) -> Endpoints:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(gateway=data["gateway"], services=data["services"], ca_cert=Path(data["ca_cert"]),
+                   client_certs=data["client_certs"], database_url=data["database_url"])
+
+    def tls_for(self, caller_name: str) -> TlsConfig:
+        if caller_name not in self.client_certs:
+            raise KeyError(f"unknown caller {caller_name!r}; known: {', '.join(sorted(self.client_certs))}")
+        pair = self.client_certs[caller_name]
+        return TlsConfig(cert=Path(pair["cert"]), key=Path(pair["key"]), ca=self.ca_cert)
+
+
+def gateway_channel(endpoints: Endpoints, caller_name: str) -> aio.Channel:
+    """A channel to the gateway presenting `caller_name`'s client certificate."""
+    return secure_channel(endpoints.gateway, endpoints.tls_for(caller_name))
+
+
+def purpose_metadata(purpose: str, *, case_reference: str = "", operator: str = "",
+                     request_id: str = "") -> tuple[tuple[str, str], ...]:
+    """Metadata declaring the purpose of use of a call (and optionally case, operator, request id)."""
+    pairs = ((caller.PURPOSE_KEY, purpose), (caller.CASE_REFERENCE_KEY, case_reference),
+             (caller.OPERATOR_KEY, operator), (caller.REQUEST_ID_KEY, request_id))
+    return tuple((k, v) for k, v in pairs if v)
+
+
+async def health_status(target: str, tls: TlsConfig, service: str = "", timeout: float = 3.0) -> str:
+    """The health status name of `service` at `target` ('UNREACHABLE' when it cannot be asked)."""
+    async with secure_channel(target, tls) as channel:
+        try:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))

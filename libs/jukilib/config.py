@@ -1,0 +1,214 @@
+"""Configuration from the environment, in one place.
+
+Every setting of every juki process is read here, once, at start-up, into frozen dataclasses that
+are passed down explicitly. A missing or malformed variable stops start-up with an error that names
+the variable (never its value, which may be a secret).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = ("identity", "annex", "disclosure", "agency", "gateway")
+BACKENDS = ("identity", "annex", "disclosure", "agency")
+
+# Who may call each service (certificate common names). Backends accept only the gateway; the agency
+# stand-in also accepts the relays of identity and annex. The gateway accepts any certificate issued
+# by the prefecture's CA and decides per organisation.
+DEFAULT_TRUSTED_PEERS: Mapping[str, frozenset[str]] = {
+    "identity": frozenset({"gateway"}),
+    "annex": frozenset({"gateway"}),
+    "disclosure": frozenset({"gateway"}),
+    "agency": frozenset({"gateway", "identity", "annex"}),
+    "gateway": frozenset(),
+}
+
+
+class ConfigError(Exception):
+    """A configuration variable is missing or malformed."""
+
+
+class Env:
+    """Typed reads of environment variables that fail naming the variable."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self._environ.get(name, "").strip()
+        if value:
+            return value
+        if default is None:
+            raise ConfigError(f"{name} is required but not set")
+        return default
+
+    def optional(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}")
+        return value
+
+    def seconds(self, name: str, default: float) -> float:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds") from None
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._environ.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}")
+        return value
+
+    def existing_file(self, name: str) -> Path:
+        path = Path(self.text(name))
+        if not path.is_file():
+            raise ConfigError(f"{name} does not point to a readable file")
+        return path
+
+    def names(self, name: str, default: frozenset[str]) -> frozenset[str]:
+        raw = self._environ.get(name)
+        if raw is None:
+            return default
+        return frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """mTLS material of one process (PEM files)."""
+
+    cert: Path
+    """This process's certificate; used as server certificate and as client certificate on calls out."""
+    key: Path
+    """Its private key."""
+    ca: Path
+    """The prefecture's CA: the only issuer whose client certificates are accepted."""
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        return self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes()
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """How a service reaches PostgreSQL. Every wait is bounded."""
+
+    url: str
+    """The service's own role (JUKI_DATABASE_URL)."""
+    migration_url: str | None
+    """The schema owner's role; when set, migrations are applied at start-up (JUKI_MIGRATION_DATABASE_URL)."""
+    pool_min: int = 1
+    pool_max: int = 10
+    acquire_timeout: float = 5.0
+    """Seconds to wait for a free connection before answering UNAVAILABLE."""
+    command_timeout: float = 10.0
+    """Seconds any one statement may take."""
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """The outbox relay that forwards applied changes to the agency (30-7, 30-42)."""
+
+    workers: int = 1
+    batch_size: int = 50
+    max_attempts: int = 12
+    """After this many failed deliveries a row is dead-lettered for `juki outbox retry`."""
+    base_delay: float = 0.5
+    max_delay: float = 60.0
+    poll_interval: float = 0.2
+    call_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything one service process needs."""
+
+    service: str
+    listen: str
+    tls: TlsConfig
+    database: DatabaseConfig
+    trusted_peers: frozenset[str]
+    reflection: bool = False
+    log_level: str = "INFO"
+    home: Path = Path(".juki")
+    targets: Mapping[str, str] = field(default_factory=dict)
+    """host:port of the services this one calls (gateway: every backend; identity, annex: agency)."""
+    policy_file: Path | None = None
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    resident_code_check: str = "warn"
+    """住民票コード check digit: off | warn | reject. The formula (告示436号) is UNVERIFIED, so warn."""
+    disclosure_target_days: int = 14
+    shutdown_grace: float = 5.0
+
+
+def _targets(env: Env, service: str) -> dict[str, str]:
+    wanted = {"gateway": BACKENDS, "identity": ("agency",), "annex": ("agency",)}.get(service, ())
+    return {name: env.text(f"JUKI_{name.upper()}_TARGET") for name in wanted}
+
+
+def load_service_config(service: str, environ: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Read the configuration of `service` from the environment; raises ConfigError naming the variable."""
+    if service not in SERVICES:
+        raise ConfigError(f"unknown service; expected one of {', '.join(SERVICES)}")
+    env = Env(environ)
+    policy = env.optional("JUKI_POLICY_FILE")
+    return ServiceConfig(
+        service=service,
+        listen=env.text("JUKI_LISTEN", "127.0.0.1:0"),
+        tls=TlsConfig(
+            cert=env.existing_file("JUKI_TLS_CERT"),
+            key=env.existing_file("JUKI_TLS_KEY"),
+            ca=env.existing_file("JUKI_TLS_CA"),
+        ),
+        database=DatabaseConfig(
+            url=env.text("JUKI_DATABASE_URL"),
+            migration_url=env.optional("JUKI_MIGRATION_DATABASE_URL"),
+            pool_min=env.integer("JUKI_DB_POOL_MIN", 1),
+            pool_max=env.integer("JUKI_DB_POOL_MAX", 10, minimum=1),
+            acquire_timeout=env.seconds("JUKI_DB_ACQUIRE_TIMEOUT", 5.0),
+            command_timeout=env.seconds("JUKI_DB_COMMAND_TIMEOUT", 10.0),
+        ),
+        trusted_peers=env.names("JUKI_TRUSTED_PEERS", DEFAULT_TRUSTED_PEERS[service]),
+        reflection=env.flag("JUKI_REFLECTION", False),
+        log_level=env.choice("JUKI_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+        home=Path(env.text("JUKI_HOME", ".juki")),
+        targets=_targets(env, service),
+        policy_file=Path(policy) if policy else None,
+        relay=RelayConfig(
+            workers=env.integer("JUKI_RELAY_WORKERS", 1, minimum=0),
+            max_attempts=env.integer("JUKI_RELAY_MAX_ATTEMPTS", 12, minimum=1),
+            base_delay=env.seconds("JUKI_RELAY_BASE_DELAY", 0.5),
+            max_delay=env.seconds("JUKI_RELAY_MAX_DELAY", 60.0),
+        ),
+        resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")),
+        disclosure_target_days=env.integer("JUKI_DISCLOSURE_TARGET_DAYS", 14, minimum=1),
+        shutdown_grace=env.seconds("JUKI_SHUTDOWN_GRACE", 5.0),
+    )

@@ -1,0 +1,1 @@
+"""PostgreSQL access: the connection pool, migrations, role bootstrap and the embedded server."""

@@ -1,0 +1,3 @@
+"""Synthetic demonstration data for juki. Nothing here is, or is derived from, real personal data."""
+
+from __future__ import annotations

@@ -1,0 +1,114 @@
+"""Validation and search forms of free text, names and name readings.
+
+DOMAIN.md §4.5: Juki-net names are 住基ネット統一文字 / MJ characters, rendered in Unicode (IVS allowed).
+Names must **never be normalised destructively** and unknown characters must not be rejected (they go to
+文字同定 review). So :func:`text_problems` rejects only what can never be legitimate text (control
+characters, bidi overrides, lone surrogates, non-characters), and :func:`search_key` derives a separate
+degraded (縮退) form used for search only; the stored name is never replaced by it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+# Bidirectional embedding/override/isolate controls (Cf): they can disguise text in logs and screens.
+_BIDI_CONTROLS = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A))
+
+# Variation selectors: standardized (U+FE00–FE0F), ideographic variation sequences (IVS, U+E0100–E01EF),
+# Mongolian free variation selectors (U+180B–180D, U+180F).
+_VARIATION_SELECTORS = (
+    frozenset(range(0xFE00, 0xFE10))
+    | frozenset(range(0xE0100, 0xE01F0))
+    | frozenset((0x180B, 0x180C, 0x180D, 0x180F))
+)
+
+# Common 異体字 folded to one form for SEARCH ONLY (degraded form, DOMAIN §4.5). Not a legal mapping:
+# e.g. 齊 is the traditional form of 斉, folded here to 斎 so that サイトウ spellings find each other.
+ITAIJI_FOLD: dict[str, str] = {
+    "髙": "高",
+    "﨑": "崎",  # U+FA11 is a unified ideograph in the compatibility block; NFKC keeps it
+    "𥔎": "崎",  # U+2550E たつさき
+    "邊": "辺",
+    "邉": "辺",
+    "齋": "斎",
+    "齊": "斎",
+    "濵": "浜",
+    "濱": "浜",
+    "德": "徳",
+    "澤": "沢",
+    "嶋": "島",
+    "嶌": "島",
+    "廣": "広",
+    "櫻": "桜",
+    "國": "国",
+    "榮": "栄",
+    "眞": "真",
+}
+_ITAIJI_TABLE = str.maketrans(ITAIJI_FOLD)
+
+_HIRAGANA_TO_KATAKANA = str.maketrans(
+    {cp: cp + 0x60 for cp in (*range(0x3041, 0x3097), 0x309D, 0x309E)}
+)
+
+_KATAKANA_READING_EXTRA = frozenset("ー・ \u3000")  # prolonged sound mark, middle dot, spaces
+
+
+def _is_noncharacter(cp: int) -> bool:
+    """Unicode non-characters: U+FDD0–FDEF and the last two code points of every plane."""
+    return 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE
+
+
+def _char_problems(value: str) -> list[str]:
+    problems: list[str] = []
+    categories = [unicodedata.category(ch) for ch in value]
+    if "Cc" in categories:
+        problems.append("contains control characters")
+    if any(ord(ch) in _BIDI_CONTROLS for ch in value):
+        problems.append("contains bidirectional control characters")
+    if "Cs" in categories:
+        problems.append("contains unpaired surrogates")
+    if any(_is_noncharacter(ord(ch)) for ch in value):
+        problems.append("contains non-characters")
+    return problems
+
+
+def text_problems(value: str, *, max_length: int, allow_empty: bool = False) -> list[str]:
+    """Problems with ``value`` (empty list = ok). Length counts code points (an IVS counts as one).
+
+    Messages never contain the value: it may be personal data.
+    """
+    problems: list[str] = []
+    if not value and not allow_empty:
+        problems.append("must not be empty")
+    if len(value) > max_length:
+        problems.append(f"must be at most {max_length} characters")
+    return problems + _char_problems(value)
+
+
+def _strip(value: str) -> str:
+    """Remove whitespace (incl. U+3000) and variation selectors."""
+    return "".join(ch for ch in value if not ch.isspace() and ord(ch) not in _VARIATION_SELECTORS)
+
+
+def search_key(name: str) -> str:
+    """Degraded (縮退) search form of a name or reading (DOMAIN §4.5). Never store it in place of the name.
+
+    NFKC (half-width kana → full-width, full-width Latin → ASCII), drop whitespace and variation
+    selectors (IVS), hiragana → katakana (so readings compare), NFKC again (re-composes a dakuten
+    separated by a removed space), then fold the common 異体字 of :data:`ITAIJI_FOLD`. Idempotent.
+    """
+    stripped = _strip(unicodedata.normalize("NFKC", name))
+    katakana = stripped.translate(_HIRAGANA_TO_KATAKANA)
+    return unicodedata.normalize("NFKC", katakana).translate(_ITAIJI_TABLE)
+
+
+def is_katakana_reading(value: str) -> bool:
+    """True for a non-blank reading in full-width katakana (ァ–ヺ, ヽヾ), ー, ・ and spaces.
+
+    Municipal systems keep フリガナ in katakana (DOMAIN §4.6, VERIFIED jyuki-stnd j180).
+    """
+    if not value.strip():
+        return False
+    return all(
+        "\u30a1" <= ch <= "\u30fa" or ch in "\u30fd\u30fe" or ch in _KATAKANA_READING_EXTRA for ch in value
+    )

@@ -1,0 +1,197 @@
+"""Server interceptors: error mapping (every service) and trusted-peer checks (backends).
+
+Order on every server (outermost first): OpenTelemetry, `ErrorInterceptor`, then
+`TrustedPeerInterceptor` on backends. Interceptors wrap the handler returned by `continuation` so
+that they see the request context (TLS peer, metadata), as the OpenTelemetry interceptor does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc import aio
+
+from jukilib import caller
+from jukilib.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    Internal,
+    JukiError,
+    PermissionDenied,
+    Unavailable,
+    status_trailer,
+)
+
+logger = logging.getLogger(__name__)
+
+# Services any authenticated peer may call (probes, tooling).
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+                 "/grpc.reflection.v1.ServerReflection/")
+
+# asyncpg errors by SQLSTATE (STYLE: one table). Serialization failures are retried by the store
+# before they get here; if they still arrive the caller may retry.
+_SQLSTATE_ERRORS: dict[str, Callable[[], JukiError]] = {
+    "23505": lambda: AlreadyExists("the resource already exists"),
+    "40001": lambda: JukiError("concurrent update, retry", "CONCURRENT_UPDATE", {}, grpc.StatusCode.ABORTED),
+    "40P01": lambda: JukiError("concurrent update, retry", "CONCURRENT_UPDATE", {}, grpc.StatusCode.ABORTED),
+    "57014": lambda: DeadlineExceeded("the database did not answer in time", "DATABASE_TIMEOUT"),
+    "53300": lambda: Unavailable("the database is out of connections", "DATABASE_UNAVAILABLE"),
+    "57P01": lambda: Unavailable("the database is shutting down", "DATABASE_UNAVAILABLE"),
+}
+
+
+def translate(exc: BaseException) -> JukiError:
+    """Any exception to the error a caller may see; unexpected ones become INTERNAL."""
+    if isinstance(exc, JukiError):
+        return exc
+    if isinstance(exc, asyncpg.PostgresError):
+        factory = _SQLSTATE_ERRORS.get(exc.sqlstate or "")
+        if factory is not None:
+            return factory()
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return Unavailable("a dependency did not answer in time", "DEPENDENCY_TIMEOUT")
+    if isinstance(exc, OSError | asyncpg.InterfaceError):
+        return Unavailable("a dependency is unreachable", "DEPENDENCY_UNAVAILABLE")
+    return Internal()
+
+
+def log_unexpected(method: str, exc: BaseException) -> None:
+    """Log an unexpected exception without its message: messages of drivers can carry values."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    sqlstate = getattr(exc, "sqlstate", None)
+    logger.error(
+        "unhandled error in %s: %s",
+        method,
+        type(exc).__name__,
+        extra={"error_type": type(exc).__name__, "sqlstate": sqlstate, "frames": frames},
+    )
+
+
+async def abort_with(context: aio.ServicerContext[Any, Any], error: JukiError) -> None:
+    """Abort the RPC with `error` as a rich `google.rpc.Status` (AIP-193)."""
+    await context.abort(error.code, error.message, trailing_metadata=status_trailer(error))
+
+
+Behavior = Callable[..., Any]
+
+
+def _wrap(handler: grpc.RpcMethodHandler, wrap_unary: Callable[[Behavior], Behavior],
+          wrap_stream: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler:
+    """Rebuild `handler` with its behaviour wrapped, whatever its arity."""
+    kwargs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(wrap_unary(handler.unary_unary), **kwargs)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(wrap_unary(handler.stream_unary), **kwargs)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(wrap_stream(handler.unary_stream), **kwargs)
+    assert handler.stream_stream is not None
+    return grpc.stream_stream_rpc_method_handler(wrap_stream(handler.stream_stream), **kwargs)
+
+
+class ErrorInterceptor(aio.ServerInterceptor):
+    """Turns domain errors into rich statuses; never lets a raw exception text reach a caller."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+
+        def wrap_unary(behavior: Behavior) -> Behavior:
+            async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+                try:
+                    return await behavior(request, context)
+                except aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await self._fail(method, context, exc)
+
+            return guarded
+
+        def wrap_stream(behavior: Behavior) -> Behavior:
+            async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await self._fail(method, context, exc)
+
+            return guarded
+
+        return _wrap(handler, wrap_unary, wrap_stream)
+
+    @staticmethod
+    async def _fail(method: str, context: aio.ServicerContext[Any, Any], exc: Exception) -> None:
+        error = translate(exc)
+        if isinstance(error, Internal) or not isinstance(exc, JukiError):
+            log_unexpected(method, exc)
+        await abort_with(context, error)
+
+
+def peer_common_name(context: aio.ServicerContext[Any, Any]) -> str:
+    """The CN of the TLS client certificate, or ''."""
+    values = context.auth_context().get("x509_common_name") or []
+    return values[0].decode() if values else ""
+
+
+class TrustedPeerInterceptor(aio.ServerInterceptor):
+    """Backends: accept calls only from trusted certificates, and expose the caller to handlers.
+
+    The gateway sets `x-juki-*` metadata (organisation, operator, purpose, ...); a backend trusts it
+    only because the TLS peer is the gateway (DESIGN §3).
+    """
+
+    def __init__(self, trusted_common_names: Collection[str]) -> None:
+        self._trusted = frozenset(trusted_common_names)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(OPEN_SERVICES):
+            return handler
+
+        def wrap_unary(behavior: Behavior) -> Behavior:
+            async def checked(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+                token = caller.set_current(self._caller(context))
+                try:
+                    return await behavior(request, context)
+                finally:
+                    caller.reset_current(token)
+
+            return checked
+
+        def wrap_stream(behavior: Behavior) -> Behavior:
+            async def checked(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                token = caller.set_current(self._caller(context))
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                finally:
+                    caller.reset_current(token)
+
+            return checked
+
+        return _wrap(handler, wrap_unary, wrap_stream)
+
+    def _caller(self, context: aio.ServicerContext[Any, Any]) -> caller.Caller:
+        peer = peer_common_name(context)
+        if peer not in self._trusted:
+            raise PermissionDenied("this service accepts calls only from the gateway", "UNTRUSTED_PEER")
+        return caller.caller_from_metadata(context.invocation_metadata(), peer)

@@ -1,0 +1,181 @@
+"""gRPC server bootstrap for every juki service: an explicit init → start → ready → stop lifecycle.
+
+1. start: the server listens at once (mTLS, client certificates required) with the health service
+   reporting NOT_SERVING;
+2. ready: it connects to PostgreSQL (bounded retries), applies or waits for its migrations, then
+   reports SERVING and starts its background tasks (e.g. the outbox relay);
+3. stop (SIGTERM/SIGINT): NOT_SERVING, background tasks cancelled, in-flight calls given a grace
+   period, the pool closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from jukilib.config import ServiceConfig
+from jukilib.db import migrations as migrations_mod
+from jukilib.db.bootstrap import runtime_role
+from jukilib.db.pool import Database
+from jukilib.grpc.interceptors import ErrorInterceptor, TrustedPeerInterceptor
+
+logger = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class ServiceParts:
+    """What a service contributes to its server."""
+
+    service_names: Sequence[str]
+    """Full names of the gRPC services it serves (health and reflection report these)."""
+    register: Callable[[aio.Server], None]
+    """Adds the servicers to the server."""
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Long-running tasks started once ready and cancelled on stop."""
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Clean-ups after the server stopped (e.g. closing outgoing channels)."""
+
+
+def server_credentials(config: ServiceConfig) -> grpc.ServerCredentials:
+    cert, key, ca = config.tls.read()
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+
+
+class GrpcService:
+    """One service process: server, pool, migrations, health, background tasks."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        migrations: Sequence[migrations_mod.Migration],
+        build: Callable[[ServiceConfig, Database], ServiceParts],
+    ) -> None:
+        self.config = config
+        self.database = Database(config.database)
+        self._migrations = list(migrations)
+        self._build = build
+        self._health = health.aio.HealthServicer()
+        self._server: aio.Server | None = None
+        self._parts: ServiceParts | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.port = 0
+
+    def _interceptors(self) -> list[aio.ServerInterceptor]:
+        chain: list[aio.ServerInterceptor] = [aio_server_interceptor(), ErrorInterceptor()]
+        if self.config.trusted_peers:
+            chain.append(TrustedPeerInterceptor(self.config.trusted_peers))
+        return chain
+
+    async def start(self) -> int:
+        """Listen (NOT_SERVING) and begin getting ready in the background; returns the port."""
+        self._server = aio.server(interceptors=self._interceptors())
+        self._parts = self._build(self.config, self.database)
+        self._parts.register(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        await self._set_health(NOT_SERVING)
+        if self.config.reflection:
+            names = [*self._parts.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+            reflection.enable_server_reflection(names, self._server)
+        self.port = self._server.add_secure_port(self.config.listen, server_credentials(self.config))
+        await self._server.start()
+        logger.info("listening", extra={"service": self.config.service, "port": self.port})
+        self._tasks.append(asyncio.create_task(self._become_ready(), name="become-ready"))
+        return self.port
+
+    async def wait_ready(self, timeout: float) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def _become_ready(self) -> None:
+        try:
+            await self.database.connect()
+            await self._migrate()
+        except Exception as exc:
+            logger.error("could not get ready", extra={"service": self.config.service, "error_type": type(exc).__name__,
+                                                        "error": str(exc) if isinstance(exc, migrations_mod.MigrationError)
+                                                        else ""})
+            self.failed.set()
+            return
+        assert self._parts is not None
+        for job in self._parts.background:
+            self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "background")))
+        await self._set_health(SERVING)
+        self._ready.set()
+        logger.info("serving", extra={"service": self.config.service})
+
+    async def _migrate(self) -> None:
+        schema = self.config.service
+        url = self.config.database.migration_url
+        if url:
+            connection = await asyncpg.connect(url, timeout=self.config.database.acquire_timeout)
+            try:
+                applied = await migrations_mod.apply(connection, schema, self._migrations, runtime_role(schema))
+            finally:
+                await connection.close()
+            logger.info("migrations applied", extra={"count": len(applied)})
+            return
+        # Without the owner's URL, wait until someone (juki migrate) has applied them.
+        while True:
+            async with self.database.connection() as connection:
+                todo = await migrations_mod.pending(connection, schema, self._migrations)
+            if not todo:
+                return
+            logger.warning("waiting for migrations", extra={"pending": len(todo)})
+            await asyncio.sleep(2.0)
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        assert self._parts is not None
+        for name in ("", *self._parts.service_names):
+            await self._health.set(name, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop serving: health first, then background tasks, in-flight calls, the pool."""
+        if self._server is None:
+            return
+        grace = self.config.shutdown_grace if grace is None else grace
+        await self._set_health(NOT_SERVING)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self._server.stop(grace)
+        self._server = None
+        assert self._parts is not None
+        for clean_up in self._parts.on_stop:
+            await clean_up()
+        await self.database.close()
+        logger.info("stopped", extra={"service": self.config.service})
+
+
+async def serve_forever(service: GrpcService) -> int:
+    """Run `service` until SIGTERM or SIGINT, then stop it gracefully. Returns the exit code:
+    0 after a requested stop, 1 when the service could not get ready."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    await service.start()
+    waits = [asyncio.create_task(stop_requested.wait()), asyncio.create_task(service.failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
+    logger.info("stopping", extra={"service": service.config.service, "failed": service.failed.is_set()})
+    await service.stop()
+    return 1 if service.failed.is_set() else 0

@@ -1,0 +1,132 @@
+"""The outbox relay: forwards every applied change to the agency (30-7 / 30-42).
+
+At least once, with an idempotency key so the agency applies each change exactly once; in order per
+person (a change waits while an earlier change of the same person is undelivered, dead ones
+included); exponential backoff with full jitter; dead-lettered after `max_attempts`. Safe with
+several workers and replicas: rows are claimed with `FOR UPDATE SKIP LOCKED` and the claim is held
+for the duration of the delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import grpc
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+
+from jukilib.config import RelayConfig
+from jukilib.db.pool import Database
+from jukilib.register import store
+from jukilib.register.model import StoredVersion
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+Deliver = Callable[[StoredVersion, str], Awaitable[None]]
+
+_CLAIM = """
+SELECT o.id, o.person_id, o.version, o.idempotency_key, o.attempts, o.trace_parent
+FROM outbox o
+WHERE o.state = 'pending' AND o.next_attempt_at <= now()
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox earlier
+      WHERE earlier.person_id = o.person_id AND earlier.id < o.id AND earlier.state <> 'delivered')
+ORDER BY o.id
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+
+def backoff_seconds(attempts: int, config: RelayConfig) -> float:
+    """Full-jitter exponential backoff for the `attempts`-th failure."""
+    ceiling = min(config.max_delay, config.base_delay * (2 ** max(attempts - 1, 0)))
+    return random.uniform(config.base_delay / 2, ceiling)  # noqa: S311 - jitter, not security
+
+
+def _error_label(exc: BaseException) -> str:
+    """A label without message text (messages could quote data)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"grpc:{exc.code().name}"
+    return type(exc).__name__
+
+
+class OutboxRelay:
+    """Delivers outbox rows of one register through `deliver`."""
+
+    def __init__(self, database: Database, register: str, deliver: Deliver, config: RelayConfig) -> None:
+        self._database = database
+        self._register = register
+        self._deliver = deliver
+        self._config = config
+
+    async def run(self) -> None:
+        """Deliver until cancelled."""
+        while True:
+            try:
+                handled = await self.run_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                logger.warning("relay pass failed", extra={"register": self._register, "error_type": type(exc).__name__})
+                handled = 0
+            if handled == 0:
+                await asyncio.sleep(self._config.poll_interval)
+
+    async def run_once(self) -> int:
+        """Claim a batch of due rows and try each once; returns how many were tried."""
+        async with self._database.transaction() as connection:
+            rows = await connection.fetch(_CLAIM, self._config.batch_size)
+            for row in rows:
+                await self._attempt(connection, row)
+            return len(rows)
+
+    async def _attempt(self, connection: asyncpg.Connection, row: asyncpg.Record) -> None:
+        parent = trace.get_current_span(extract({"traceparent": row["trace_parent"]})) if row["trace_parent"] else None
+        links = [trace.Link(parent.get_span_context())] if parent is not None else []
+        with tracer.start_as_current_span("outbox.deliver", links=links,
+                                          attributes={"juki.register": self._register,
+                                                      "juki.outbox.attempt": row["attempts"] + 1}) as span:
+            version = await store.fetch_version(connection, row["person_id"], row["version"])
+            assert version is not None, "outbox row without its version (foreign key)"
+            try:
+                await asyncio.wait_for(self._deliver(version, row["idempotency_key"]), self._config.call_timeout)
+            except (grpc.aio.AioRpcError, OSError, TimeoutError) as exc:
+                span.set_attribute("juki.outbox.error", _error_label(exc))
+                await self._failed(connection, row, _error_label(exc))
+                return
+            await connection.execute(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = now(),"
+                " last_error = NULL WHERE id = $1",
+                row["id"],
+            )
+
+    async def _failed(self, connection: asyncpg.Connection, row: asyncpg.Record, label: str) -> None:
+        attempts = row["attempts"] + 1
+        if attempts >= self._config.max_attempts:
+            await connection.execute(
+                "UPDATE outbox SET state = 'dead', attempts = $2, last_error = $3 WHERE id = $1",
+                row["id"], attempts, label,
+            )
+            logger.error("outbox row dead-lettered", extra={"register": self._register, "outbox_id": row["id"]})
+            return
+        delay = backoff_seconds(attempts, self._config)
+        await connection.execute(
+            "UPDATE outbox SET attempts = $2, last_error = $3,"
+            " next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
+            row["id"], attempts, label, delay,
+        )
+        logger.info("delivery failed, will retry",
+                    extra={"register": self._register, "outbox_id": row["id"], "attempts": attempts, "error": label})
+
+
+async def outbox_backlog(connection: asyncpg.Connection) -> tuple[int, float]:
+    """(undelivered rows, age in seconds of the oldest) for metrics and `juki outbox list`."""
+    row = await connection.fetchrow(
+        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
+        " FROM outbox WHERE state <> 'delivered'"
+    )
+    assert row is not None
+    return int(row["n"]), float(row["age"])

@@ -1,0 +1,197 @@
+"""`juki up`: the whole suite on one machine, from nothing, with an SRE-readable lifecycle.
+
+init   → development certificates, PostgreSQL (embedded unless JUKI_DATABASE_URL), roles, schemas,
+         migrations (applied here with each owner role; services run with their runtime roles);
+start  → one child process per service on 127.0.0.1;
+ready  → every health check SERVING, demo data loaded, `.juki/endpoints.json` written;
+stop   → on Ctrl-C or SIGTERM: SIGTERM to every child, SIGKILL after a grace period, database stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from jukilib.config import SERVICES, TlsConfig
+from jukilib.db import migrations as migrations_mod
+from jukilib.db.bootstrap import ServiceDatabase, bootstrap, owner_role, runtime_role
+from jukilib.db.embedded import EmbeddedPostgres
+from jukilib.devcerts import DevPki, ensure_dev_pki
+from jukilib.domain.municipalities import gunma_municipalities
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_CALLERS = {
+    "maebashi-cs": "102016",          # 前橋市 CS: submits 30-6 / 30-41 notifications
+    "kyoiku-iinkai": "kyoiku-iinkai",  # 教育委員会: an executive organ receiving provisions (30-15 ②)
+    "kikaku-bu": "kikaku-bu",          # a department of the governor (transfer, 30-15 ①; 30-44-6; ⑤)
+    "disclosure-desk": "disclosure-desk",
+    "auditor": "audit-office",
+}
+START_ORDER = ("agency", "identity", "annex", "disclosure", "gateway")
+
+
+def all_callers() -> dict[str, str]:
+    """Sample callers plus one CS certificate per municipality of the prefecture (`cs-<code>`)."""
+    callers = dict(SAMPLE_CALLERS)
+    callers.update({f"cs-{m.code6}": m.code6 for m in gunma_municipalities()})
+    return callers
+
+
+def dev_pki(home: Path, force: bool = False) -> DevPki:
+    return ensure_dev_pki(home / "pki", servers=SERVICES, clients=all_callers(), force=force)
+
+
+def _passwords(home: Path) -> dict[str, str]:
+    """Per-role database passwords, generated once and kept in `.juki/db-credentials.json` (0600)."""
+    path = home / "db-credentials.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    for service in SERVICES:
+        for role in (runtime_role(service), owner_role(service)):
+            stored.setdefault(role, secrets.token_urlsafe(24))
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(json.dumps(stored, indent=2))
+    return stored
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def service_migrations(service: str) -> list[migrations_mod.Migration]:
+    app = importlib.import_module(f"services.{service}.app")
+    found: list[migrations_mod.Migration] = app.migrations()
+    return found
+
+
+async def prepare_database(admin_url: str, passwords: dict[str, str], database: str = "juki"
+                           ) -> dict[str, ServiceDatabase]:
+    """Roles, schemas and every service's migrations."""
+    urls = await bootstrap(admin_url, SERVICES, passwords, database)
+    for service, target in urls.items():
+        connection = await asyncpg.connect(target.migration_url)
+        try:
+            await migrations_mod.apply(connection, service, service_migrations(service), target.runtime_role)
+        finally:
+            await connection.close()
+    return urls
+
+
+@dataclass
+class Child:
+    service: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+
+def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dict[str, int],
+                      home: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JUKI_")}
+    pair = pki.servers[service]
+    env.update({
+        "JUKI_LISTEN": f"127.0.0.1:{ports[service]}",
+        "JUKI_DATABASE_URL": db.url,
+        "JUKI_TLS_CERT": str(pair.cert), "JUKI_TLS_KEY": str(pair.key), "JUKI_TLS_CA": str(pki.ca_cert),
+        "JUKI_HOME": str(home),
+        "JUKI_REFLECTION": "true",
+    })
+    for name, port in ports.items():
+        env[f"JUKI_{name.upper()}_TARGET"] = f"127.0.0.1:{port}"
+    return env
+
+
+class Suite:
+    """The running suite: database, children, endpoints."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home.resolve()
+        self.embedded: EmbeddedPostgres | None = None
+        self.children: list[Child] = []
+        self.admin_url = ""
+
+    def start_database(self) -> str:
+        external = os.environ.get("JUKI_DATABASE_URL", "").strip()
+        if external:
+            self.admin_url = external
+        else:
+            self.embedded = EmbeddedPostgres(self.home / "pgdata")
+            self.admin_url = self.embedded.start()
+        return self.admin_url
+
+    def start_children(self, pki: DevPki, urls: dict[str, ServiceDatabase]) -> dict[str, int]:
+        ports = {service: free_port() for service in SERVICES}
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for service in START_ORDER:
+            env = child_environment(service, pki, urls[service], ports, self.home)
+            with (logs / f"{service}.log").open("ab") as log:
+                process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                    [sys.executable, "-m", "jukilib.cli", "serve", service],
+                    env=env, stdout=log, stderr=log, start_new_session=True,
+                )
+            self.children.append(Child(service, ports[service], process))
+        return ports
+
+    async def wait_serving(self, pki: DevPki, timeout: float) -> None:
+        from jukilib.client import health_status
+
+        tls = TlsConfig(cert=pki.servers["gateway"].cert, key=pki.servers["gateway"].key, ca=pki.ca_cert)
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            while (status := await health_status(f"127.0.0.1:{child.port}", tls)) != "SERVING":
+                if child.process.poll() is not None:
+                    raise RuntimeError(f"{child.service} exited with code {child.process.returncode}; "
+                                       f"see {self.home / 'logs' / (child.service + '.log')}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{child.service} not SERVING within {timeout:.0f}s (last: {status})")
+                await asyncio.sleep(0.3)
+
+    def write_endpoints(self, pki: DevPki, ports: dict[str, int], database_url: str) -> Path:
+        endpoints = {
+            "gateway": f"127.0.0.1:{ports['gateway']}",
+            "services": {service: f"127.0.0.1:{port}" for service, port in ports.items()},
+            "ca_cert": str(pki.ca_cert),
+            "client_certs": {name: {"cert": str(p.cert), "key": str(p.key)} for name, p in pki.clients.items()},
+            "database_url": database_url,
+        }
+        path = self.home / "endpoints.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(endpoints, indent=2, ensure_ascii=False))
+        temporary.replace(path)
+        return path
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every child, SIGKILL what is left after `grace`, then stop the database."""
+        (self.home / "endpoints.json").unlink(missing_ok=True)
+        for child in self.children:
+            if child.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in self.children:
+            try:
+                child.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+        self.children.clear()
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None

@@ -1,0 +1,88 @@
+"""OpenTelemetry set-up: traces over every gRPC hop and every database call.
+
+Spans go to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, otherwise to a local
+JSON-lines file under `.juki/traces/`. W3C trace context is propagated by the gRPC instrumentation
+on every hop. Span attributes never carry request or response contents: the gRPC instrumentation
+records methods and status codes, the asyncpg instrumentation parameterised SQL without values.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+_lock = threading.Lock()
+_asyncpg_instrumented = False
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends each finished span as one JSON object per line."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = "".join(span.to_json(indent=None) + "\n" for span in spans)
+        with self._lock, self._path.open("a", encoding="utf-8") as out:
+            out.write(lines)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def _default_exporter(service: str, home: Path) -> SpanExporter:
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    return JsonLinesSpanExporter(home / "traces" / f"{service}.jsonl")
+
+
+def setup_tracing(service: str, home: Path, exporter: SpanExporter | None = None) -> TracerProvider:
+    """Install the process-wide tracer provider (once) and instrument asyncpg."""
+    with _lock:
+        current: Any = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            provider = current
+        else:
+            resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"juki-{service}"),
+                                        "service.namespace": "juki"})
+            provider = TracerProvider(resource=resource)
+            provider.add_span_processor(BatchSpanProcessor(exporter or _default_exporter(service, home)))
+            trace.set_tracer_provider(provider)
+        _instrument_asyncpg()
+    return provider
+
+
+def _instrument_asyncpg() -> None:
+    global _asyncpg_instrumented
+    if _asyncpg_instrumented:
+        return
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    AsyncPGInstrumentor(capture_parameters=False).instrument()
+    _asyncpg_instrumented = True
+
+
+def current_trace_id() -> str:
+    """The current trace id as 32 hex digits, or '' outside a trace."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else ""
+
+
+def shutdown_tracing() -> None:
+    """Flush and stop the exporter (end of process)."""
+    provider: Any = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()

@@ -1,0 +1,29 @@
+"""Wiring of the agency stand-in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grpc import aio
+
+from juki.agency.v1 import agency_pb2, agency_pb2_grpc
+from jukilib.config import ServiceConfig
+from jukilib.db.migrations import Migration, load_migrations
+from jukilib.db.pool import Database
+from jukilib.grpc.server import ServiceParts
+from services.agency.servicer import AgencyServicer
+
+SERVICE_NAME = agency_pb2.DESCRIPTOR.services_by_name["AgencyService"].full_name
+
+
+def migrations() -> list[Migration]:
+    return load_migrations([Path(__file__).parent / "migrations"])
+
+
+def build(config: ServiceConfig, database: Database) -> ServiceParts:
+    servicer = AgencyServicer(database)
+
+    def register(server: aio.Server) -> None:
+        agency_pb2_grpc.add_AgencyServiceServicer_to_server(servicer, server)
+
+    return ServiceParts(service_names=[SERVICE_NAME], register=register)

@@ -1,0 +1,93 @@
+"""The stand-in agency: records forwarded changes idempotently, answers queries, injects faults."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from grpc import aio
+
+from juki.agency.v1 import agency_pb2, agency_pb2_grpc
+from juki.identity.v1 import identity_pb2
+from jukilib.db.pool import Database
+from jukilib.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
+from jukilib.register.validation import Violations
+
+
+@dataclass
+class Faults:
+    """Faults applied to incoming changes (stand-in control)."""
+
+    fail_next_calls: int = 0
+    delay_seconds: float = 0.0
+
+
+class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._faults = Faults()
+
+    async def _inject_faults(self) -> None:
+        if self._faults.delay_seconds:
+            await asyncio.sleep(self._faults.delay_seconds)
+        if self._faults.fail_next_calls > 0:
+            self._faults.fail_next_calls -= 1
+            raise Unavailable("the agency stand-in was told to fail this call", "INJECTED_FAULT")
+
+    async def _record(self, register: str, key: str, resident_code: str, version: int,
+                      payload: bytes) -> agency_pb2.ChangeReceipt:
+        if not key:
+            raise InvalidArgument([FieldViolation("idempotency_key", "is required", "REQUIRED_FIELD")])
+        await self._inject_faults()
+        async with self._database.transaction() as connection:
+            inserted = await connection.fetchval(
+                """INSERT INTO received_change (idempotency_key, register, resident_code, version, payload)
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING RETURNING received_at""",
+                key, register, resident_code, version, payload,
+            )
+            received_at = inserted or await connection.fetchval(
+                "SELECT received_at FROM received_change WHERE idempotency_key = $1", key)
+        receipt = agency_pb2.ChangeReceipt(idempotency_key=key, duplicate=inserted is None)
+        receipt.receive_time.FromDatetime(received_at)
+        return receipt
+
+    async def RecordIdentityChange(
+        self, request: agency_pb2.RecordIdentityChangeRequest, context: aio.ServicerContext[Any, Any]
+    ) -> agency_pb2.ChangeReceipt:
+        version = request.resident_version
+        return await self._record("identity", request.idempotency_key, version.record.resident_code,
+                                  version.version, version.SerializeToString())
+
+    async def RecordAnnexChange(
+        self, request: agency_pb2.RecordAnnexChangeRequest, context: aio.ServicerContext[Any, Any]
+    ) -> agency_pb2.ChangeReceipt:
+        version = request.annex_resident_version
+        return await self._record("annex", request.idempotency_key, version.record.resident_code,
+                                  version.version, version.SerializeToString())
+
+    async def QueryResident(
+        self, request: agency_pb2.QueryResidentRequest, context: aio.ServicerContext[Any, Any]
+    ) -> identity_pb2.ResidentVersion:
+        violations = Violations()
+        if len(request.resident_code) != 11 or not request.resident_code.isascii() or not request.resident_code.isdigit():
+            violations.add("resident_code", "must be 11 digits")
+        violations.raise_if_any()
+        async with self._database.connection() as connection:
+            payload = await connection.fetchval(
+                """SELECT payload FROM received_change WHERE register = 'identity' AND resident_code = $1
+                   ORDER BY received_at DESC, version DESC LIMIT 1""",
+                request.resident_code,
+            )
+        if payload is None:
+            raise NotFound("the agency holds no record with this resident code", "PERSON_NOT_FOUND")
+        return identity_pb2.ResidentVersion.FromString(payload)
+
+    async def SetFaultInjection(
+        self, request: agency_pb2.SetFaultInjectionRequest, context: aio.ServicerContext[Any, Any]
+    ) -> agency_pb2.FaultInjection:
+        faults = request.fault_injection
+        if faults.fail_next_calls < 0:
+            raise InvalidArgument([FieldViolation("fault_injection.fail_next_calls", "must not be negative")])
+        self._faults = Faults(faults.fail_next_calls, faults.delay.ToTimedelta().total_seconds())
+        return faults

@@ -1,0 +1,1 @@
+"""gateway: the only door into juki — caller identity, purpose of use, minimisation, operation log."""

@@ -1,0 +1,75 @@
+"""Wiring of the gateway: routes to every backend, the policy catalogue and the operation log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from grpc import aio
+
+from juki.agency.v1 import agency_pb2
+from juki.annex.v1 import annex_pb2
+from juki.disclosure.v1 import disclosure_pb2
+from juki.gateway.v1 import operation_log_pb2
+from juki.identity.v1 import identity_pb2
+from jukilib import caller
+from jukilib.config import ServiceConfig
+from jukilib.db.migrations import Migration, load_migrations
+from jukilib.db.pool import Database
+from jukilib.domain.municipalities import gunma_municipalities
+from jukilib.grpc.channels import secure_channel
+from jukilib.grpc.server import ServiceParts
+from services.gateway.oplog import OperationLog, OperationLogServicer
+from services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
+from services.gateway.proxy import Gateway, Route, backend_routes
+
+IDENTITY = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
+ANNEX = annex_pb2.DESCRIPTOR.services_by_name["AnnexService"]
+DISCLOSURE = disclosure_pb2.DESCRIPTOR.services_by_name["DisclosureService"]
+AGENCY = agency_pb2.DESCRIPTOR.services_by_name["AgencyService"]
+OPERATION_LOG = operation_log_pb2.DESCRIPTOR.services_by_name["OperationLogService"]
+# The agency stand-in's control methods are not exposed: only ⑤ queries go through the gateway.
+AGENCY_METHODS_EXPOSED = ("QueryResident",)
+
+
+def migrations() -> list[Migration]:
+    return load_migrations([Path(__file__).parent / "migrations"])
+
+
+def _local_operation_log_route(database: Database) -> Route:
+    servicer = OperationLogServicer(database)
+    method = OPERATION_LOG.methods_by_name["ListOperationLogEntries"]
+
+    async def invoke(request: bytes, who: caller.Caller) -> bytes:
+        parsed = operation_log_pb2.ListOperationLogEntriesRequest.FromString(request)
+        context: Any = None  # the servicer does not use its context
+        answer = await servicer.ListOperationLogEntries(parsed, context)
+        return answer.SerializeToString()
+
+    return Route(method, invoke)
+
+
+def build(config: ServiceConfig, database: Database) -> ServiceParts:
+    catalogue = load_catalogue(config.policy_file or DEFAULT_CATALOGUE, gunma_municipalities())
+    channels = {name: secure_channel(target, config.tls) for name, target in config.targets.items()}
+    routes = [
+        *backend_routes(IDENTITY, channels["identity"]),
+        *backend_routes(ANNEX, channels["annex"]),
+        *backend_routes(DISCLOSURE, channels["disclosure"]),
+        *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED),
+        _local_operation_log_route(database),
+    ]
+    gateway = Gateway(lambda: catalogue, OperationLog(database))
+
+    def register(server: aio.Server) -> None:
+        server.add_generic_rpc_handlers((gateway.generic_handler(routes),))
+
+    async def close_channels() -> None:
+        for channel in channels.values():
+            await channel.close()
+
+    return ServiceParts(
+        service_names=[s.full_name for s in (IDENTITY, ANNEX, DISCLOSURE, AGENCY, OPERATION_LOG)],
+        register=register,
+        on_stop=[close_channels],
+    )

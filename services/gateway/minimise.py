@@ -1,0 +1,81 @@
+"""Minimisation of answers to the purpose's field mask, and what a message touches.
+
+Every message in an answer that carries a `record` (a resident, a version, ...) is cut down to the
+paths the purpose allows: fields outside the mask are absent from the bytes that leave the gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from google.protobuf import field_mask_pb2, message
+from google.protobuf.descriptor import FieldDescriptor
+
+from jukilib.errors import PermissionDenied
+
+RESIDENT_CODE_FIELDS = frozenset({"resident_code", "subject_resident_code"})
+
+
+def _children(msg: message.Message) -> Iterator[message.Message]:
+    for descriptor, value in msg.ListFields():
+        if descriptor.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        if descriptor.is_repeated:
+            if not descriptor.message_type.GetOptions().map_entry:
+                yield from value
+        else:
+            yield value
+
+
+def resources(msg: message.Message) -> Iterator[message.Message]:
+    """Messages in `msg` (itself included) that carry a `record` field."""
+    if "record" in msg.DESCRIPTOR.fields_by_name:
+        yield msg
+        return
+    for child in _children(msg):
+        yield from resources(child)
+
+
+def resident_codes(msg: message.Message) -> list[str]:
+    """Every 住民票コード anywhere in `msg`."""
+    found: list[str] = []
+    for descriptor, value in msg.ListFields():
+        if descriptor.name in RESIDENT_CODE_FIELDS and isinstance(value, str) and value:
+            found.append(value)
+    for child in _children(msg):
+        found.extend(resident_codes(child))
+    return found
+
+
+def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
+    paths: list[str] = []
+    for descriptor, value in msg.ListFields():
+        path = f"{prefix}{descriptor.name}"
+        if descriptor.type == FieldDescriptor.TYPE_MESSAGE and not descriptor.is_repeated and prefix == "":
+            if descriptor.name == "record":
+                paths.extend(_set_paths(value, "record."))
+                continue
+        paths.append(path)
+    return paths
+
+
+def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigrant_only: bool) -> list[str]:
+    """Cut every resource in `answer` down to `allowed` (in place); returns the paths disclosed."""
+    disclosed: set[str] = set()
+    for resource in resources(answer):
+        if overseas_emigrant_only and not getattr(getattr(resource, "record"), "overseas_emigrant", False):
+            # 住基法 30-44-6: annex use and provision only for records of 国外転出者.
+            raise PermissionDenied("this purpose may receive only records of persons who moved abroad",
+                                   "NOT_AN_OVERSEAS_EMIGRANT")
+        if tuple(allowed) != ("*",):
+            mask = field_mask_pb2.FieldMask(paths=[p for p in allowed if _valid(resource, p)])
+            kept = type(resource)()
+            mask.MergeMessage(resource, kept)
+            resource.CopyFrom(kept)
+        disclosed.update(_set_paths(resource))
+    return sorted(disclosed)
+
+
+def _valid(resource: message.Message, path: str) -> bool:
+    mask = field_mask_pb2.FieldMask(paths=[path])
+    return bool(mask.IsValidForDescriptor(resource.DESCRIPTOR))

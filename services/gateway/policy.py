@@ -1,0 +1,150 @@
+"""The policy catalogue (purposes of use) and the decision on each call (DESIGN §4).
+
+The catalogue is data (`purposes.toml`, versioned, shipped with the project). A call is allowed
+only when the calling organisation is a recipient of the declared purpose, the purpose allows the
+method, is in effect, and has a case reference when it requires one. Every refusal names its reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jukilib.domain.municipalities import MunicipalityTable
+from jukilib.errors import PermissionDenied
+
+DEFAULT_CATALOGUE = Path(__file__).parent / "purposes.toml"
+
+
+class CatalogueError(Exception):
+    """The catalogue file is invalid; the message names the entry and the problem."""
+
+
+@dataclass(frozen=True)
+class Organization:
+    code: str
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Purpose:
+    code: str
+    legal_basis: str
+    affair: str
+    recipients: frozenset[str]
+    methods: frozenset[str]
+    fields: tuple[str, ...]
+    valid_from: dt.date
+    valid_until: dt.date | None = None
+    case_reference_required: bool = False
+    overseas_emigrant_only: bool = False
+    example: bool = False
+
+    @property
+    def all_fields(self) -> bool:
+        return self.fields == ("*",)
+
+    def grants(self, organization: Organization) -> bool:
+        return organization.code in self.recipients or f"kind:{organization.kind}" in self.recipients
+
+    def in_effect(self, day: dt.date) -> bool:
+        return self.valid_from <= day and (self.valid_until is None or day <= self.valid_until)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    version: str
+    organizations: Mapping[str, Organization]
+    purposes: Mapping[str, Purpose]
+
+    def authorize(self, organization_code: str, method: str, purpose_code: str, case_reference: str,
+                  day: dt.date) -> Purpose:
+        """The purpose under which the call is allowed; PermissionDenied with the reason otherwise."""
+        organization = self.organizations.get(organization_code)
+        if organization is None:
+            raise PermissionDenied("the calling organisation is not registered", "UNKNOWN_ORGANIZATION")
+        if not purpose_code:
+            raise PermissionDenied("a purpose of use is required (x-juki-purpose)", "PURPOSE_REQUIRED")
+        purpose = self.purposes.get(purpose_code)
+        if purpose is None:
+            raise PermissionDenied("the purpose of use is not in the catalogue", "UNKNOWN_PURPOSE")
+        if not purpose.grants(organization):
+            raise PermissionDenied("the purpose of use is not granted to this organisation", "PURPOSE_NOT_GRANTED")
+        if method.lstrip("/") not in purpose.methods:
+            raise PermissionDenied("the purpose of use does not allow this method", "METHOD_NOT_ALLOWED")
+        if not purpose.in_effect(day):
+            raise PermissionDenied("the purpose of use is not in effect", "PURPOSE_NOT_IN_EFFECT")
+        if purpose.case_reference_required and not case_reference:
+            raise PermissionDenied("this purpose requires a case reference (x-juki-case-reference)",
+                                   "CASE_REFERENCE_REQUIRED")
+        return purpose
+
+
+def _require(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    value = entry.get(key)
+    if not isinstance(value, kind) or (isinstance(value, str | list) and not value):
+        raise CatalogueError(f"{where}: '{key}' must be a non-empty {kind.__name__}")
+    return value
+
+
+def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
+    where = f"purposes[{index}]"
+    code = _require(entry, "code", str, where)
+    where = f"purpose {code}"
+    valid_until = entry.get("valid_until")
+    if valid_until is not None and not isinstance(valid_until, dt.date):
+        raise CatalogueError(f"{where}: 'valid_until' must be a date")
+    for key in ("methods", "recipients", "fields"):
+        values = _require(entry, key, list, where)
+        if not all(isinstance(v, str) and v for v in values):
+            raise CatalogueError(f"{where}: '{key}' must list non-empty strings")
+    return Purpose(
+        code=code,
+        legal_basis=_require(entry, "legal_basis", str, where),
+        affair=_require(entry, "affair", str, where),
+        recipients=frozenset(entry["recipients"]),
+        methods=frozenset(entry["methods"]),
+        fields=tuple(entry["fields"]),
+        valid_from=_require(entry, "valid_from", dt.date, where),
+        valid_until=valid_until,
+        case_reference_required=bool(entry.get("case_reference_required", False)),
+        overseas_emigrant_only=bool(entry.get("overseas_emigrant_only", False)),
+        example=bool(entry.get("example", False)),
+    )
+
+
+def _organizations(entries: Sequence[Mapping[str, Any]], municipalities: MunicipalityTable) -> dict[str, Organization]:
+    found = {m.code6: Organization(m.code6, m.name, "municipality") for m in municipalities}
+    for index, entry in enumerate(entries):
+        where = f"organizations[{index}]"
+        code = _require(entry, "code", str, where)
+        if code in found:
+            raise CatalogueError(f"organization {code}: defined twice")
+        found[code] = Organization(code, _require(entry, "name", str, where), _require(entry, "kind", str, where))
+    return found
+
+
+def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:
+    """Parse and check a catalogue; raises CatalogueError naming the first problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogueError(f"not valid TOML: {exc}") from None
+    version = _require(data, "version", str, "catalogue")
+    organizations = _organizations(data.get("organizations", []), municipalities)
+    purposes: dict[str, Purpose] = {}
+    for index, entry in enumerate(data.get("purposes", [])):
+        purpose = _purpose(entry, index)
+        if purpose.code in purposes:
+            raise CatalogueError(f"purpose {purpose.code}: defined twice")
+        purposes[purpose.code] = purpose
+    return Catalogue(version=version, organizations=organizations, purposes=purposes)
+
+
+def load_catalogue(path: Path, municipalities: MunicipalityTable) -> Catalogue:
+    return parse_catalogue(path.read_text(encoding="utf-8"), municipalities)
