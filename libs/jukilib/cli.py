@@ -9,7 +9,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, load_service_config
 
@@ -20,14 +22,13 @@ def _home() -> Path:
     return Path(os.environ.get("JUKI_HOME", ".juki"))
 
 
-def _run(coroutine: object) -> int:
+def _run(coroutine: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
-
-        result = uvloop.run(coroutine)  # type: ignore[arg-type]
     except ImportError:
-        result = asyncio.run(coroutine)  # type: ignore[arg-type]
-    return int(result or 0)
+        return int(asyncio.run(coroutine))
+    result: int = uvloop.run(coroutine)
+    return result
 
 
 # --- juki serve <service> ------------------------------------------------------------------------
@@ -175,27 +176,38 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "serve":
-        return _run(_serve(args.service))
-    if args.command == "up":
-        logging.basicConfig(level=logging.WARNING)
-        return _run(_up(args.residents, args.annex_residents))
-    if args.command == "migrate":
-        return _run(_migrate(args.service))
-    if args.command == "db-bootstrap":
-        return _run(_db_bootstrap())
-    if args.command == "dev-certs":
-        from jukilib.suite import dev_pki
+def _dev_certs(args: argparse.Namespace) -> int:
+    from jukilib.suite import dev_pki
 
-        pki = dev_pki(_home(), force=args.force)
-        print(f"development certificates in {pki.ca_cert.parent}")
-        return 0
-    if args.command == "health":
-        return _run(_health(args))
+    pki = dev_pki(_home(), force=args.force)
+    print(f"development certificates in {pki.ca_cert.parent}")
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
     from jukilib import calls
 
     return _run(calls.run_call(args, _home()))
+
+
+def _up_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    return _run(_up(args.residents, args.annex_residents))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": lambda args: _run(_serve(args.service)),
+    "up": _up_command,
+    "migrate": lambda args: _run(_migrate(args.service)),
+    "db-bootstrap": lambda args: _run(_db_bootstrap()),
+    "dev-certs": _dev_certs,
+    "health": lambda args: _run(_health(args)),
+    "call": _call,
+}
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ class Suite:
         for service in START_ORDER:
             env = child_environment(service, pki, urls[service], ports, self.home)
             with (logs / f"{service}.log").open("ab") as log:
-                process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                process = subprocess.Popen(
                     [sys.executable, "-m", "jukilib.cli", "serve", service],
                     env=env, stdout=log, stderr=log, start_new_session=True,
                 )

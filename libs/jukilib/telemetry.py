@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 _lock = threading.Lock()
-_asyncpg_instrumented = False
+_instrumented: set[str] = set()
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -66,13 +66,12 @@ def setup_tracing(service: str, home: Path, exporter: SpanExporter | None = None
 
 
 def _instrument_asyncpg() -> None:
-    global _asyncpg_instrumented
-    if _asyncpg_instrumented:
+    if "asyncpg" in _instrumented:
         return
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
     AsyncPGInstrumentor(capture_parameters=False).instrument()
-    _asyncpg_instrumented = True
+    _instrumented.add("asyncpg")
 
 
 def current_trace_id() -> str:

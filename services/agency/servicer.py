@@ -11,6 +11,7 @@ from grpc import aio
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.identity.v1 import identity_pb2
 from jukilib.db.pool import Database
+from jukilib.domain.codes import CheckDigitMode
 from jukilib.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
 from jukilib.register.validation import Violations
 
@@ -70,8 +71,7 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
         self, request: agency_pb2.QueryResidentRequest, context: aio.ServicerContext[Any, Any]
     ) -> identity_pb2.ResidentVersion:
         violations = Violations()
-        if len(request.resident_code) != 11 or not request.resident_code.isascii() or not request.resident_code.isdigit():
-            violations.add("resident_code", "must be 11 digits")
+        violations.resident_code("resident_code", request.resident_code, CheckDigitMode.OFF)
         violations.raise_if_any()
         async with self._database.connection() as connection:
             payload = await connection.fetchval(

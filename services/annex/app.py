@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from grpc import aio
 from google.protobuf import message
+from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
@@ -43,7 +43,7 @@ def binding(config: ServiceConfig) -> RegisterBinding:
 async def forward_to_agency(channel: aio.Channel, key: str, version: message.Message) -> Any:
     """住基法 30-42: the governor notifies the agency's annex server of every applied change."""
     request = agency_pb2.RecordAnnexChangeRequest(idempotency_key=key)
-    request.annex_resident_version.CopyFrom(version)
+    request.annex_resident_version.CopyFrom(cast(annex_pb2.AnnexResidentVersion, version))
     return await agency_pb2_grpc.AgencyServiceStub(channel).RecordAnnexChange(request)
 
 

@@ -116,7 +116,9 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
     ) -> pb.ListDisclosureCasesResponse:
         limit = paging.page_size(request.page_size)
         position = paging.decode_token(request.page_token, keys=("time", "id"))
-        before = (dt.datetime.fromisoformat(str(position["time"])), uuid.UUID(str(position["id"]))) if position else None
+        before = None
+        if position:
+            before = (dt.datetime.fromisoformat(str(position["time"])), uuid.UUID(str(position["id"])))
         async with self._database.connection() as connection:
             rows = await store.list_cases(connection, before, limit + 1)
         token = ""

@@ -7,6 +7,7 @@ paths the purpose allows: fields outside the mask are absent from the bytes that
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from google.protobuf import field_mask_pb2, message
 from google.protobuf.descriptor import FieldDescriptor
@@ -21,7 +22,7 @@ def _children(msg: message.Message) -> Iterator[message.Message]:
         if descriptor.type != FieldDescriptor.TYPE_MESSAGE:
             continue
         if descriptor.is_repeated:
-            if not descriptor.message_type.GetOptions().map_entry:
+            if descriptor.message_type is not None and not descriptor.message_type.GetOptions().map_entry:
                 yield from value
         else:
             yield value
@@ -51,10 +52,9 @@ def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
     paths: list[str] = []
     for descriptor, value in msg.ListFields():
         path = f"{prefix}{descriptor.name}"
-        if descriptor.type == FieldDescriptor.TYPE_MESSAGE and not descriptor.is_repeated and prefix == "":
-            if descriptor.name == "record":
-                paths.extend(_set_paths(value, "record."))
-                continue
+        if prefix == "" and descriptor.name == "record" and descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+            paths.extend(_set_paths(value, "record."))
+            continue
         paths.append(path)
     return paths
 
@@ -63,7 +63,8 @@ def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigra
     """Cut every resource in `answer` down to `allowed` (in place); returns the paths disclosed."""
     disclosed: set[str] = set()
     for resource in resources(answer):
-        if overseas_emigrant_only and not getattr(getattr(resource, "record"), "overseas_emigrant", False):
+        record: Any = getattr(resource, "record")  # noqa: B009 - every resource has one, by construction
+        if overseas_emigrant_only and not getattr(record, "overseas_emigrant", False):
             # 住基法 30-44-6: annex use and provision only for records of 国外転出者.
             raise PermissionDenied("this purpose may receive only records of persons who moved abroad",
                                    "NOT_AN_OVERSEAS_EMIGRANT")
@@ -78,4 +79,5 @@ def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigra
 
 def _valid(resource: message.Message, path: str) -> bool:
     mask = field_mask_pb2.FieldMask(paths=[path])
-    return bool(mask.IsValidForDescriptor(resource.DESCRIPTOR))
+    descriptor: Any = resource.DESCRIPTOR
+    return bool(mask.IsValidForDescriptor(descriptor))

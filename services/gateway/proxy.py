@@ -62,7 +62,7 @@ def backend_routes(service: ServiceDescriptor, channel: aio.Channel, only: Itera
     for method in service.methods:
         if only is not None and method.name not in only:
             continue
-        stub = channel.unary_unary(f"/{service.full_name}/{method.name}")
+        stub: Any = channel.unary_unary(f"/{service.full_name}/{method.name}")
 
         async def invoke(request: bytes, who: caller.Caller, stub: Any = stub) -> bytes:
             answer: bytes = await stub(request, metadata=who.to_metadata(), timeout=BACKEND_TIMEOUT_SECONDS)
@@ -73,7 +73,7 @@ def backend_routes(service: ServiceDescriptor, channel: aio.Channel, only: Itera
 
 
 def _organization(context: aio.ServicerContext[Any, Any]) -> str:
-    pems = context.auth_context().get("x509_pem_cert") or []
+    pems = list(context.auth_context().get("x509_pem_cert") or [])
     organization = _organization_of(pems[0]) if pems else None
     if not organization:
         raise Unauthenticated("a client certificate issued by the prefecture is required")
@@ -178,8 +178,8 @@ class Gateway:
 
 
 class _Handlers(grpc.GenericRpcHandler):
-    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
         self._handlers = handlers
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         return self._handlers.get(handler_call_details.method)

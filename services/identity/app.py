@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from grpc import aio
 from google.protobuf import message
+from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -43,7 +43,7 @@ def binding(config: ServiceConfig) -> RegisterBinding:
 async def forward_to_agency(channel: aio.Channel, key: str, version: message.Message) -> Any:
     """住基法 30-7: the governor notifies the agency of every applied change."""
     request = agency_pb2.RecordIdentityChangeRequest(idempotency_key=key)
-    request.resident_version.CopyFrom(version)
+    request.resident_version.CopyFrom(cast(identity_pb2.ResidentVersion, version))
     return await agency_pb2_grpc.AgencyServiceStub(channel).RecordIdentityChange(request)
 
 

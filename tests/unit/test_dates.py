@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from jukilib.domain.dates import DatePrecision, PartialDate, matches, sort_key, validate_partial_date
 
 TODAY = dt.date(2025, 6, 1)

@@ -17,6 +17,7 @@ from cryptography.x509.verification import (
     Store,
     VerificationError,
 )
+
 from jukilib.devcerts import (
     DevPki,
     common_name,

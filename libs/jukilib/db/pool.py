@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 
@@ -22,6 +22,7 @@ from jukilib.errors import Aborted, Unavailable
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
 
@@ -80,7 +81,7 @@ class Database:
             pool.terminate()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self) -> AsyncIterator[Any]:
         """A connection for this task only, waiting at most `acquire_timeout` for one."""
         if self._pool is None:
             raise Unavailable("the service is starting or stopping", "NOT_READY")
@@ -94,7 +95,7 @@ class Database:
             await self._pool.release(connection)
 
     @asynccontextmanager
-    async def transaction(self, isolation: str = "read_committed") -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self, isolation: Isolation = "read_committed") -> AsyncIterator[asyncpg.Connection]:
         async with self.connection() as connection, connection.transaction(isolation=isolation):
             yield connection
 
@@ -102,7 +103,7 @@ class Database:
         self,
         work: Callable[[asyncpg.Connection], Awaitable[T]],
         *,
-        isolation: str = "read_committed",
+        isolation: Isolation = "read_committed",
         attempts: int = 3,
         retry_on: tuple[type[BaseException], ...] = RETRYABLE,
     ) -> T:

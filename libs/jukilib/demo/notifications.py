@@ -10,7 +10,8 @@ from juki.register.v1 import register_pb2
 from jukilib.demo.residents import SyntheticResident
 
 
-def _change(kind: int, reason: int, event_date: dt.date) -> register_pb2.ChangeInfo:
+def _change(kind: register_pb2.ChangeKind.ValueType, reason: register_pb2.ChangeReason.ValueType,
+            event_date: dt.date) -> register_pb2.ChangeInfo:
     change = register_pb2.ChangeInfo(kind=kind, reason=reason)
     change.event_date.year, change.event_date.month, change.event_date.day = (
         event_date.year, event_date.month, event_date.day)

@@ -81,8 +81,8 @@ async def abort_with(context: aio.ServicerContext[Any, Any], error: JukiError) -
 Behavior = Callable[..., Any]
 
 
-def _wrap(handler: grpc.RpcMethodHandler, wrap_unary: Callable[[Behavior], Behavior],
-          wrap_stream: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler[Any, Any], wrap_unary: Callable[[Behavior], Behavior],
+          wrap_stream: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler[Any, Any]:
     """Rebuild `handler` with its behaviour wrapped, whatever its arity."""
     kwargs = {"request_deserializer": handler.request_deserializer,
               "response_serializer": handler.response_serializer}
@@ -101,9 +101,9 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -144,7 +144,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
 def peer_common_name(context: aio.ServicerContext[Any, Any]) -> str:
     """The CN of the TLS client certificate, or ''."""
-    values = context.auth_context().get("x509_common_name") or []
+    values = list(context.auth_context().get("x509_common_name") or [])
     return values[0].decode() if values else ""
 
 
@@ -160,9 +160,9 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_SERVICES):
             return handler
@@ -194,4 +194,4 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
         peer = peer_common_name(context)
         if peer not in self._trusted:
             raise PermissionDenied("this service accepts calls only from the gateway", "UNTRUSTED_PEER")
-        return caller.caller_from_metadata(context.invocation_metadata(), peer)
+        return caller.caller_from_metadata(list(context.invocation_metadata() or ()), peer)

@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import grpc
@@ -44,7 +45,7 @@ class ServiceParts:
     """Full names of the gRPC services it serves (health and reflection report these)."""
     register: Callable[[aio.Server], None]
     """Adds the servicers to the server."""
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     """Long-running tasks started once ready and cancelled on stop."""
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Clean-ups after the server stopped (e.g. closing outgoing channels)."""
@@ -106,9 +107,10 @@ class GrpcService:
             await self.database.connect()
             await self._migrate()
         except Exception as exc:
-            logger.error("could not get ready", extra={"service": self.config.service, "error_type": type(exc).__name__,
-                                                        "error": str(exc) if isinstance(exc, migrations_mod.MigrationError)
-                                                        else ""})
+            # Migration errors name files and SQLSTATEs only; other messages could quote values.
+            detail = str(exc) if isinstance(exc, migrations_mod.MigrationError) else ""
+            logger.error("could not get ready",
+                         extra={"service": self.config.service, "error_type": type(exc).__name__, "error": detail})
             self.failed.set()
             return
         assert self._parts is not None

@@ -45,7 +45,7 @@ FOR UPDATE SKIP LOCKED
 def backoff_seconds(attempts: int, config: RelayConfig) -> float:
     """Full-jitter exponential backoff for the `attempts`-th failure."""
     ceiling = min(config.max_delay, config.base_delay * (2 ** max(attempts - 1, 0)))
-    return random.uniform(config.base_delay / 2, ceiling)  # noqa: S311 - jitter, not security
+    return random.uniform(config.base_delay / 2, ceiling)
 
 
 def _error_label(exc: BaseException) -> str:
@@ -70,7 +70,8 @@ class OutboxRelay:
             try:
                 handled = await self.run_once()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                logger.warning("relay pass failed", extra={"register": self._register, "error_type": type(exc).__name__})
+                logger.warning("relay pass failed",
+                               extra={"register": self._register, "error_type": type(exc).__name__})
                 handled = 0
             if handled == 0:
                 await asyncio.sleep(self._config.poll_interval)

@@ -11,8 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from grpc import aio
 from google.protobuf import message
+from grpc import aio
 
 from jukilib.config import ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
