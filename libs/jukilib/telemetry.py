@@ -17,7 +17,12 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 
 _lock = threading.Lock()
 _instrumented: set[str] = set()
@@ -59,7 +64,10 @@ def setup_tracing(service: str, home: Path, exporter: SpanExporter | None = None
             resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"juki-{service}"),
                                         "service.namespace": "juki"})
             provider = TracerProvider(resource=resource)
-            provider.add_span_processor(BatchSpanProcessor(exporter or _default_exporter(service, home)))
+            # An exporter handed in (tests) gets every span synchronously; the default ones are batched.
+            processor = SimpleSpanProcessor(exporter) if exporter else BatchSpanProcessor(
+                _default_exporter(service, home))
+            provider.add_span_processor(processor)
             trace.set_tracer_provider(provider)
         _instrument_asyncpg()
     return provider

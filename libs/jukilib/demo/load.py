@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 DEMO_SEED = 20261126
 DEMO_EVENT_DATE = dt.date(2026, 4, 1)
+# A fixed notification time: a repeated load sends byte-identical notifications, answered from receipts.
+DEMO_NOTIFY_TIME = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)
 CONCURRENCY = 16
 
 
@@ -50,10 +52,10 @@ async def _load_municipality(endpoints: Endpoints, code: str, items: list[tuple[
         for index, resident in items:
             async with limit:
                 await identity.ApplyNotification(
-                    birth_notification(resident, f"demo-{index:06d}", DEMO_EVENT_DATE),
+                    birth_notification(resident, f"demo-{index:06d}", DEMO_EVENT_DATE, DEMO_NOTIFY_TIME),
                     metadata=purpose_metadata("CS-NOTIFY-30-6"), timeout=30)
                 if index < annex_count:
                     await annex.ApplyNotification(
                         annex_notification(resident, f"demo-annex-{index:06d}", DEMO_EVENT_DATE,
-                                           moved_abroad=index % 5 == 0),
+                                           moved_abroad=index % 5 == 0, notify_time=DEMO_NOTIFY_TIME),
                         metadata=purpose_metadata("CS-NOTIFY-30-41"), timeout=30)

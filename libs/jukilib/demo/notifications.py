@@ -11,11 +11,11 @@ from jukilib.demo.residents import SyntheticResident
 
 
 def _change(kind: register_pb2.ChangeKind.ValueType, reason: register_pb2.ChangeReason.ValueType,
-            event_date: dt.date) -> register_pb2.ChangeInfo:
+            event_date: dt.date, notify_time: dt.datetime | None) -> register_pb2.ChangeInfo:
     change = register_pb2.ChangeInfo(kind=kind, reason=reason)
     change.event_date.year, change.event_date.month, change.event_date.day = (
         event_date.year, event_date.month, event_date.day)
-    change.notify_time.FromDatetime(dt.datetime.now(dt.UTC))
+    change.notify_time.FromDatetime(notify_time or dt.datetime.now(dt.UTC))
     return change
 
 
@@ -25,8 +25,8 @@ def _birth_date(resident: SyntheticResident) -> register_pb2.PartialDate:
                                     day=born.day, original_text=born.isoformat())
 
 
-def birth_notification(resident: SyntheticResident, notification_id: str,
-                       event_date: dt.date) -> identity_pb2.ApplyNotificationRequest:
+def birth_notification(resident: SyntheticResident, notification_id: str, event_date: dt.date,
+                       notify_time: dt.datetime | None = None) -> identity_pb2.ApplyNotificationRequest:
     """A 30-6 notification recording `resident` (記載, 国内転入)."""
     record = identity_pb2.IdentityRecord(
         resident_code=resident.resident_code, individual_number=resident.individual_number,
@@ -36,13 +36,14 @@ def birth_notification(resident: SyntheticResident, notification_id: str,
     )
     return identity_pb2.ApplyNotificationRequest(
         notification_id=notification_id,
-        change=_change(register_pb2.CHANGE_KIND_RECORD, register_pb2.CHANGE_REASON_DOMESTIC_MOVE_IN, event_date),
+        change=_change(register_pb2.CHANGE_KIND_RECORD, register_pb2.CHANGE_REASON_DOMESTIC_MOVE_IN, event_date,
+                       notify_time),
         record=record,
     )
 
 
 def annex_notification(resident: SyntheticResident, notification_id: str, event_date: dt.date, *,
-                       moved_abroad: bool) -> annex_pb2.ApplyNotificationRequest:
+                       moved_abroad: bool, notify_time: dt.datetime | None = None) -> annex_pb2.ApplyNotificationRequest:
     """A 30-41 notification recording `resident`'s 附票 (domicile = the resident's municipality)."""
     record = annex_pb2.AnnexRecord(
         resident_code=resident.resident_code, full_name=resident.full_name,
@@ -58,6 +59,6 @@ def annex_notification(resident: SyntheticResident, notification_id: str, event_
         record.address = resident.address
     return annex_pb2.ApplyNotificationRequest(
         notification_id=notification_id,
-        change=_change(register_pb2.CHANGE_KIND_RECORD, register_pb2.CHANGE_REASON_BIRTH, event_date),
+        change=_change(register_pb2.CHANGE_KIND_RECORD, register_pb2.CHANGE_REASON_BIRTH, event_date, notify_time),
         record=record,
     )

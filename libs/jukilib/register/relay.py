@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import grpc
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.propagate import extract
 
 from jukilib.config import RelayConfig
@@ -78,10 +79,21 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         """Claim a batch of due rows and try each once; returns how many were tried."""
-        async with self._database.transaction() as connection:
-            rows = await connection.fetch(_CLAIM, self._config.batch_size)
-            for row in rows:
-                await self._attempt(connection, row)
+        async with self._database.connection() as connection:
+            # Idle polls would flood the traces with empty transactions: the claim is not traced;
+            # each delivery is (outbox.deliver, linked to the request that caused the change).
+            with suppress_instrumentation():
+                transaction = connection.transaction()
+                await transaction.start()
+                rows = await connection.fetch(_CLAIM, self._config.batch_size)
+            try:
+                for row in rows:
+                    await self._attempt(connection, row)
+            except BaseException:
+                await transaction.rollback()
+                raise
+            with suppress_instrumentation():
+                await transaction.commit()
             return len(rows)
 
     async def _attempt(self, connection: asyncpg.Connection, row: asyncpg.Record) -> None:

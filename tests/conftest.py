@@ -1,0 +1,188 @@
+"""Test harness: one real PostgreSQL per session (embedded unless JUKI_TEST_DATABASE_URL is set), a
+development PKI, spans in memory, JSON log lines captured, and the whole suite of real gRPC servers
+on 127.0.0.1:0 with mTLS and the real interceptor chain."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from jukilib.config import DEFAULT_TRUSTED_PEERS, SERVICES, DatabaseConfig, RelayConfig, ServiceConfig, TlsConfig
+from jukilib.db.bootstrap import ServiceDatabase
+from jukilib.db.embedded import EmbeddedPostgres
+from jukilib.devcerts import DevPki, ensure_dev_pki, issue_untrusted_client
+from jukilib.grpc.server import GrpcService
+from jukilib.jsonlog import JsonFormatter
+from jukilib.suite import all_callers, prepare_database, service_migrations
+from jukilib.telemetry import setup_tracing
+
+TEST_PASSWORD = "juki-test-password"
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("juki-home")
+
+
+@pytest.fixture(scope="session")
+def admin_url(home: Path) -> Iterator[str]:
+    """A superuser URL: JUKI_TEST_DATABASE_URL, or an embedded server for this session."""
+    external = os.environ.get("JUKI_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(home / "pgdata", delete_on_stop=True)
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pki(home: Path) -> DevPki:
+    return ensure_dev_pki(home / "pki", servers=SERVICES, clients=all_callers())
+
+
+@pytest.fixture(scope="session")
+def span_exporter(home: Path) -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    setup_tracing("test", home, exporter=exporter)
+    return exporter
+
+
+class LogCapture(logging.Handler):
+    """Keeps every formatted JSON log line of the session."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(JsonFormatter("test"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="session")
+def log_lines() -> Iterator[list[str]]:
+    capture = LogCapture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        yield capture.lines
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(previous)
+
+
+def all_passwords() -> dict[str, str]:
+    return {f"juki_{s}{suffix}": TEST_PASSWORD for s in SERVICES for suffix in ("", "_owner")}
+
+
+async def fresh_database(admin_url: str) -> dict[str, ServiceDatabase]:
+    """A new database with every schema, role grant and migration applied."""
+    return await prepare_database(admin_url, all_passwords(), database=f"juki_test_{os.getpid()}_{next(_database_numbers)}")
+
+
+def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: Path,
+                   targets: dict[str, str]) -> ServiceConfig:
+    pair = pki.servers[service]
+    return ServiceConfig(
+        service=service,
+        listen="127.0.0.1:0",
+        tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
+        database=DatabaseConfig(url=database.url, migration_url=None, pool_max=5),
+        trusted_peers=DEFAULT_TRUSTED_PEERS[service],
+        home=home,
+        targets=targets,
+        relay=RelayConfig(base_delay=0.05, max_delay=0.2, poll_interval=0.05, max_attempts=6, call_timeout=2.0),
+        shutdown_grace=1.0,
+    )
+
+
+@dataclass
+class RunningSuite:
+    """Every service, running in this process on its own port."""
+
+    pki: DevPki
+    databases: dict[str, ServiceDatabase]
+    services: dict[str, GrpcService] = field(default_factory=dict)
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.services[service].port}"
+
+    @property
+    def gateway(self) -> str:
+        return self.address("gateway")
+
+    def client_tls(self, caller: str) -> TlsConfig:
+        pair = self.pki.clients[caller]
+        return TlsConfig(cert=pair.cert, key=pair.key, ca=self.pki.ca_cert)
+
+    def server_tls(self, service: str) -> TlsConfig:
+        pair = self.pki.servers[service]
+        return TlsConfig(cert=pair.cert, key=pair.key, ca=self.pki.ca_cert)
+
+    def database_url(self, service: str) -> str:
+        return self.databases[service].url
+
+    def owner_url(self, service: str) -> str:
+        return self.databases[service].migration_url
+
+
+async def start_suite(pki: DevPki, databases: dict[str, ServiceDatabase], home: Path) -> RunningSuite:
+    import importlib
+
+    suite = RunningSuite(pki, databases)
+    targets: dict[str, str] = {}
+    for service in ("agency", "identity", "annex", "disclosure", "gateway"):
+        wanted = {"gateway": ("identity", "annex", "disclosure", "agency"),
+                  "identity": ("agency",), "annex": ("agency",)}.get(service, ())
+        config = service_config(service, pki, databases[service], home, {k: targets[k] for k in wanted})
+        app = importlib.import_module(f"services.{service}.app")
+        running = GrpcService(config, service_migrations(service), app.build)
+        await running.start()
+        await running.wait_ready(30)
+        suite.services[service] = running
+        targets[service] = f"127.0.0.1:{running.port}"
+    return suite
+
+
+@pytest.fixture(scope="session")
+async def suite(admin_url: str, pki: DevPki, home: Path, span_exporter: InMemorySpanExporter,
+                log_lines: list[str]) -> AsyncIterator[RunningSuite]:
+    running = await start_suite(pki, await fresh_database(admin_url), home)
+    try:
+        yield running
+    finally:
+        for service in reversed(list(running.services)):
+            await running.services[service].stop(0.5)
+
+
+@pytest.fixture(scope="session")
+def untrusted_client(home: Path) -> TlsConfig:
+    pair = issue_untrusted_client(home / "pki", "intruder", "102016")
+    return TlsConfig(cert=pair.cert, key=pair.key, ca=home / "pki" / "ca.crt")
+
+
+async def eventually(check: object, timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll an async predicate until it holds (the relay and span export are asynchronous)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()  # type: ignore[operator]
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(interval)

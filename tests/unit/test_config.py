@@ -1,0 +1,216 @@
+"""Configuration from the environment (jukilib.config): defaults, and errors that name the variable.
+
+Every error must name the offending variable and never echo a value, since values (database URLs,
+file paths) may be secrets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jukilib.config import BACKENDS, ConfigError, load_service_config
+
+DATABASE_URL = "postgresql://identity:s3cret-pa55@db.internal:5432/juki"
+AGENCY_TARGET = "agency.internal:7004"
+GATEWAY_TARGETS = {
+    "JUKI_IDENTITY_TARGET": "identity.internal:7001",
+    "JUKI_ANNEX_TARGET": "annex.internal:7002",
+    "JUKI_DISCLOSURE_TARGET": "disclosure.internal:7003",
+    "JUKI_AGENCY_TARGET": AGENCY_TARGET,
+}
+
+
+@pytest.fixture
+def environ(tmp_path: Path) -> dict[str, str]:
+    """A complete environment for the identity service, with real (dummy) PEM files."""
+    env: dict[str, str] = {"JUKI_DATABASE_URL": DATABASE_URL, "JUKI_AGENCY_TARGET": AGENCY_TARGET}
+    for variable, file_name in (("JUKI_TLS_CERT", "cert.pem"), ("JUKI_TLS_KEY", "key.pem"),
+                                ("JUKI_TLS_CA", "ca.pem")):
+        path = tmp_path / file_name
+        path.write_text("-----BEGIN DUMMY-----\n-----END DUMMY-----\n", encoding="utf-8")
+        env[variable] = str(path)
+    return env
+
+
+def _config_error(service: str, environ: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as excinfo:
+        load_service_config(service, environ)
+    return str(excinfo.value)
+
+
+def _assert_no_value_in(message: str, environ: dict[str, str]) -> None:
+    for name, value in environ.items():
+        assert value not in message, f"the value of {name} leaked into the error message"
+
+
+def test_complete_environment_loads(environ: dict[str, str]) -> None:
+    config = load_service_config("identity", environ)
+
+    assert config.service == "identity"
+    assert config.database.url == DATABASE_URL
+    assert config.tls.cert == Path(environ["JUKI_TLS_CERT"])
+    assert config.tls.key == Path(environ["JUKI_TLS_KEY"])
+    assert config.tls.ca == Path(environ["JUKI_TLS_CA"])
+    assert dict(config.targets) == {"agency": AGENCY_TARGET}
+
+
+def test_missing_database_url_is_named_in_the_error_without_any_value(environ: dict[str, str]) -> None:
+    del environ["JUKI_DATABASE_URL"]
+
+    message = _config_error("identity", environ)
+
+    assert "JUKI_DATABASE_URL" in message
+    _assert_no_value_in(message, environ)
+
+
+def test_blank_database_url_counts_as_missing(environ: dict[str, str]) -> None:
+    environ["JUKI_DATABASE_URL"] = "   "
+
+    assert "JUKI_DATABASE_URL" in _config_error("identity", environ)
+
+
+def test_malformed_integer_names_the_variable_and_not_the_value(environ: dict[str, str]) -> None:
+    environ["JUKI_DB_POOL_MAX"] = "abc"
+
+    message = _config_error("identity", environ)
+
+    assert "JUKI_DB_POOL_MAX" in message
+    assert "abc" not in message
+
+
+def test_integer_below_its_minimum_names_the_variable(environ: dict[str, str]) -> None:
+    environ["JUKI_DB_POOL_MAX"] = "0"
+
+    assert "JUKI_DB_POOL_MAX" in _config_error("identity", environ)
+
+
+def test_bad_choice_names_the_variable_and_not_the_value(environ: dict[str, str]) -> None:
+    environ["JUKI_RESIDENT_CODE_CHECK"] = "maybe"
+
+    message = _config_error("identity", environ)
+
+    assert "JUKI_RESIDENT_CODE_CHECK" in message
+    assert "maybe" not in message
+
+
+def test_bad_flag_names_the_variable(environ: dict[str, str]) -> None:
+    environ["JUKI_REFLECTION"] = "perhaps"
+
+    message = _config_error("identity", environ)
+
+    assert "JUKI_REFLECTION" in message
+    assert "perhaps" not in message
+
+
+def test_defaults_apply_when_optional_variables_are_unset(environ: dict[str, str]) -> None:
+    config = load_service_config("identity", environ)
+
+    assert config.listen == "127.0.0.1:0"
+    assert config.resident_code_check == "warn"
+    assert config.reflection is False
+    assert config.log_level == "INFO"
+    assert config.policy_file is None
+    assert config.database.migration_url is None
+    assert config.database.pool_min == 1
+    assert config.database.pool_max == 10
+    assert config.disclosure_target_days == 14
+
+
+def test_explicit_values_override_the_defaults(environ: dict[str, str]) -> None:
+    environ.update({
+        "JUKI_LISTEN": "0.0.0.0:7001",
+        "JUKI_RESIDENT_CODE_CHECK": "REJECT",
+        "JUKI_DB_POOL_MAX": "3",
+        "JUKI_REFLECTION": "yes",
+        "JUKI_LOG_LEVEL": "debug",
+    })
+
+    config = load_service_config("identity", environ)
+
+    assert config.listen == "0.0.0.0:7001"
+    assert config.resident_code_check == "reject"
+    assert config.database.pool_max == 3
+    assert config.reflection is True
+    assert config.log_level == "DEBUG"
+
+
+def test_identity_trusts_only_the_gateway_by_default(environ: dict[str, str]) -> None:
+    assert load_service_config("identity", environ).trusted_peers == frozenset({"gateway"})
+
+
+def test_agency_also_trusts_the_relays_of_identity_and_annex_by_default(environ: dict[str, str]) -> None:
+    trusted = load_service_config("agency", environ).trusted_peers
+
+    assert {"gateway", "identity", "annex"} <= trusted
+
+
+def test_trusted_peers_can_be_overridden(environ: dict[str, str]) -> None:
+    environ["JUKI_TRUSTED_PEERS"] = "gateway, ops-tool ,"
+
+    assert load_service_config("identity", environ).trusted_peers == frozenset({"gateway", "ops-tool"})
+
+
+def test_gateway_loads_with_every_backend_target(environ: dict[str, str]) -> None:
+    environ.update(GATEWAY_TARGETS)
+
+    config = load_service_config("gateway", environ)
+
+    assert set(config.targets) == set(BACKENDS)
+    assert config.targets["identity"] == GATEWAY_TARGETS["JUKI_IDENTITY_TARGET"]
+
+
+@pytest.mark.parametrize("missing", sorted(GATEWAY_TARGETS))
+def test_gateway_requires_every_backend_target(environ: dict[str, str], missing: str) -> None:
+    environ.update(GATEWAY_TARGETS)
+    del environ[missing]
+
+    message = _config_error("gateway", environ)
+
+    assert missing in message
+    _assert_no_value_in(message, environ)
+
+
+@pytest.mark.parametrize("service", ["identity", "annex"])
+def test_registers_require_the_agency_target(environ: dict[str, str], service: str) -> None:
+    del environ["JUKI_AGENCY_TARGET"]
+
+    assert "JUKI_AGENCY_TARGET" in _config_error(service, environ)
+
+
+@pytest.mark.parametrize("service", ["disclosure", "agency"])
+def test_services_that_call_nobody_need_no_target(environ: dict[str, str], service: str) -> None:
+    del environ["JUKI_AGENCY_TARGET"]
+
+    assert dict(load_service_config(service, environ).targets) == {}
+
+
+@pytest.mark.parametrize("variable", ["JUKI_TLS_CERT", "JUKI_TLS_KEY", "JUKI_TLS_CA"])
+def test_tls_path_that_does_not_exist_is_refused_naming_the_variable(
+    environ: dict[str, str], tmp_path: Path, variable: str
+) -> None:
+    environ[variable] = str(tmp_path / "no-such-file.pem")
+
+    message = _config_error("identity", environ)
+
+    assert variable in message
+    assert "no-such-file" not in message
+
+
+def test_tls_path_that_is_a_directory_is_refused(environ: dict[str, str], tmp_path: Path) -> None:
+    environ["JUKI_TLS_CA"] = str(tmp_path)
+
+    assert "JUKI_TLS_CA" in _config_error("identity", environ)
+
+
+@pytest.mark.parametrize("variable", ["JUKI_TLS_CERT", "JUKI_TLS_KEY", "JUKI_TLS_CA"])
+def test_missing_tls_variable_is_named(environ: dict[str, str], variable: str) -> None:
+    del environ[variable]
+
+    assert variable in _config_error("identity", environ)
+
+
+def test_unknown_service_is_refused(environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="unknown service"):
+        load_service_config("registry", environ)

@@ -1,0 +1,269 @@
+"""The gateway's policy catalogue (services.gateway.policy): parsing, and the decision on each call.
+
+Every refusal must carry its own reason, so that the operation log and the caller can tell them apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+
+import grpc
+import pytest
+
+from jukilib.domain.municipalities import MunicipalityTable, gunma_municipalities
+from jukilib.errors import PermissionDenied
+from services.gateway.policy import (
+    DEFAULT_CATALOGUE,
+    Catalogue,
+    CatalogueError,
+    load_catalogue,
+    parse_catalogue,
+)
+
+LOOKUP_RESIDENT = "/juki.identity.v1.IdentityService/LookupResident"
+GET_RESIDENT = "/juki.identity.v1.IdentityService/GetResident"
+APPLY_IDENTITY = "/juki.identity.v1.IdentityService/ApplyNotification"
+SCHOLARSHIP = "EDU-SCHOLARSHIP-30-15-2-2"
+LICENCE = "EDU-LICENCE-30-15-2-1"
+TODAY = dt.date(2026, 12, 1)
+MAEBASHI = "102016"
+
+
+@pytest.fixture(scope="module")
+def municipalities() -> MunicipalityTable:
+    return gunma_municipalities()
+
+
+@pytest.fixture(scope="module")
+def catalogue(municipalities: MunicipalityTable) -> Catalogue:
+    return load_catalogue(DEFAULT_CATALOGUE, municipalities)
+
+
+def _refusal(catalogue: Catalogue, organization: str, method: str, purpose: str, case_reference: str = "",
+             day: dt.date = TODAY) -> PermissionDenied:
+    with pytest.raises(PermissionDenied) as excinfo:
+        catalogue.authorize(organization, method, purpose, case_reference, day)
+    assert excinfo.value.code == grpc.StatusCode.PERMISSION_DENIED
+    return excinfo.value
+
+
+# --- the shipped catalogue ---------------------------------------------------------------------------
+
+
+def test_shipped_catalogue_parses(catalogue: Catalogue) -> None:
+    assert catalogue.version
+    assert SCHOLARSHIP in catalogue.purposes
+    assert "kyoiku-iinkai" in catalogue.organizations
+
+
+def test_every_municipality_is_an_organisation_of_kind_municipality(
+    catalogue: Catalogue, municipalities: MunicipalityTable
+) -> None:
+    for municipality in municipalities:
+        organization = catalogue.organizations[municipality.code6]
+        assert organization.kind == "municipality"
+        assert organization.name == municipality.name
+
+
+def test_every_shipped_purpose_names_only_registered_recipients(catalogue: Catalogue) -> None:
+    kinds = {f"kind:{o.kind}" for o in catalogue.organizations.values()}
+    for purpose in catalogue.purposes.values():
+        unknown = {r for r in purpose.recipients if r not in catalogue.organizations and r not in kinds}
+        assert not unknown, f"{purpose.code} grants unknown recipients {sorted(unknown)}"
+
+
+def test_every_shipped_method_is_a_full_method_name_without_leading_slash(catalogue: Catalogue) -> None:
+    for purpose in catalogue.purposes.values():
+        for method in purpose.methods:
+            package_service, _, rpc = method.partition("/")
+            assert not method.startswith("/"), f"{purpose.code}: {method}"
+            assert package_service.startswith("juki.") and rpc, f"{purpose.code}: {method}"
+
+
+# --- authorize ----------------------------------------------------------------------------------------
+
+
+def test_authorize_returns_the_purpose_for_a_granted_call(catalogue: Catalogue) -> None:
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", TODAY)
+
+    assert purpose.code == SCHOLARSHIP
+    assert "record.full_name" in purpose.fields
+    assert "record.individual_number" not in purpose.fields
+
+
+def test_authorize_accepts_a_method_name_without_leading_slash(catalogue: Catalogue) -> None:
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT.lstrip("/"), SCHOLARSHIP, "", TODAY)
+
+    assert purpose.code == SCHOLARSHIP
+
+
+def test_unknown_organisation_is_refused(catalogue: Catalogue) -> None:
+    error = _refusal(catalogue, "not-an-organisation", LOOKUP_RESIDENT, SCHOLARSHIP)
+
+    assert error.reason == "UNKNOWN_ORGANIZATION"
+
+
+def test_missing_purpose_is_refused(catalogue: Catalogue) -> None:
+    assert _refusal(catalogue, "kyoiku-iinkai", LOOKUP_RESIDENT, "").reason == "PURPOSE_REQUIRED"
+
+
+def test_unknown_purpose_is_refused(catalogue: Catalogue) -> None:
+    assert _refusal(catalogue, "kyoiku-iinkai", LOOKUP_RESIDENT, "NO-SUCH-PURPOSE").reason == "UNKNOWN_PURPOSE"
+
+
+def test_purpose_of_another_organisation_is_refused(catalogue: Catalogue) -> None:
+    error = _refusal(catalogue, "senkyo-kanri-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP)
+
+    assert error.reason == "PURPOSE_NOT_GRANTED"
+
+
+def test_method_outside_the_purpose_is_refused(catalogue: Catalogue) -> None:
+    assert _refusal(catalogue, "kyoiku-iinkai", GET_RESIDENT, SCHOLARSHIP).reason == "METHOD_NOT_ALLOWED"
+
+
+def test_purpose_before_its_valid_from_is_refused(catalogue: Catalogue) -> None:
+    day_before = catalogue.purposes[SCHOLARSHIP].valid_from - dt.timedelta(days=1)
+
+    error = _refusal(catalogue, "kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, day=day_before)
+
+    assert error.reason == "PURPOSE_NOT_IN_EFFECT"
+
+
+def test_purpose_is_in_effect_from_its_valid_from_day(catalogue: Catalogue) -> None:
+    first_day = catalogue.purposes[SCHOLARSHIP].valid_from
+
+    assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", first_day).code == SCHOLARSHIP
+
+
+def test_purpose_requiring_a_case_reference_is_refused_without_one(catalogue: Catalogue) -> None:
+    error = _refusal(catalogue, "kyoiku-iinkai", LOOKUP_RESIDENT, LICENCE, case_reference="")
+
+    assert error.reason == "CASE_REFERENCE_REQUIRED"
+
+
+def test_purpose_requiring_a_case_reference_is_allowed_with_one(catalogue: Catalogue) -> None:
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, LICENCE, "KYO-2026-0042", TODAY)
+
+    assert purpose.code == LICENCE
+
+
+def test_municipality_is_granted_identity_notifications(catalogue: Catalogue) -> None:
+    organization = catalogue.organizations[MAEBASHI]
+
+    purpose = catalogue.authorize(MAEBASHI, APPLY_IDENTITY, "CS-NOTIFY-30-6", "", TODAY)
+
+    assert organization.kind == "municipality"
+    assert purpose.code == "CS-NOTIFY-30-6"
+    assert purpose.all_fields
+
+
+def test_municipality_may_not_look_up_residents(catalogue: Catalogue) -> None:
+    assert _refusal(catalogue, MAEBASHI, LOOKUP_RESIDENT, SCHOLARSHIP).reason == "PURPOSE_NOT_GRANTED"
+
+
+def test_municipality_of_another_prefecture_is_unknown(catalogue: Catalogue) -> None:
+    # 131016 is 千代田区 (Tokyo): a valid 団体コード, but not a municipality of Gunma.
+    error = _refusal(catalogue, "131016", APPLY_IDENTITY, "CS-NOTIFY-30-6")
+
+    assert error.reason == "UNKNOWN_ORGANIZATION"
+
+
+# --- parse_catalogue ----------------------------------------------------------------------------------
+
+
+def _catalogue_text(purposes: str, organizations: str = "") -> str:
+    return textwrap.dedent('version = "test-1"\n') + textwrap.dedent(organizations) + textwrap.dedent(purposes)
+
+
+PURPOSE_A = """
+[[purposes]]
+code = "TEST-A"
+legal_basis = "住基法30-15②(2)"
+affair = "test affair"
+recipients = ["kyoiku-iinkai"]
+methods = ["juki.identity.v1.IdentityService/LookupResident"]
+fields = ["name"]
+valid_from = 2020-01-01
+"""
+
+KYOIKU = """
+[[organizations]]
+code = "kyoiku-iinkai"
+name = "群馬県教育委員会"
+kind = "executive_organ"
+"""
+
+
+def test_minimal_catalogue_parses(municipalities: MunicipalityTable) -> None:
+    catalogue = parse_catalogue(_catalogue_text(PURPOSE_A, KYOIKU), municipalities)
+
+    assert catalogue.version == "test-1"
+    purpose = catalogue.purposes["TEST-A"]
+    assert purpose.valid_from == dt.date(2020, 1, 1)
+    assert purpose.valid_until is None
+    assert not purpose.case_reference_required
+    assert not purpose.overseas_emigrant_only
+
+
+def test_purpose_is_not_in_effect_after_its_valid_until(municipalities: MunicipalityTable) -> None:
+    text = _catalogue_text(PURPOSE_A + "valid_until = 2025-03-31\n", KYOIKU)
+    catalogue = parse_catalogue(text, municipalities)
+
+    last_day = dt.date(2025, 3, 31)
+    assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", last_day).code == "TEST-A"
+    error = _refusal(catalogue, "kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", day=last_day + dt.timedelta(days=1))
+    assert error.reason == "PURPOSE_NOT_IN_EFFECT"
+
+
+def test_invalid_toml_is_refused(municipalities: MunicipalityTable) -> None:
+    with pytest.raises(CatalogueError, match="TOML"):
+        parse_catalogue('version = "x"\n[[purposes]\ncode = ', municipalities)
+
+
+def test_catalogue_without_version_is_refused(municipalities: MunicipalityTable) -> None:
+    with pytest.raises(CatalogueError, match="version"):
+        parse_catalogue(textwrap.dedent(PURPOSE_A), municipalities)
+
+
+def test_purpose_missing_legal_basis_is_refused_naming_the_purpose(municipalities: MunicipalityTable) -> None:
+    text = _catalogue_text(PURPOSE_A.replace('legal_basis = "住基法30-15②(2)"\n', ""), KYOIKU)
+
+    with pytest.raises(CatalogueError) as excinfo:
+        parse_catalogue(text, municipalities)
+
+    assert "TEST-A" in str(excinfo.value)
+    assert "legal_basis" in str(excinfo.value)
+
+
+def test_purpose_with_empty_methods_is_refused_naming_the_purpose(municipalities: MunicipalityTable) -> None:
+    text = _catalogue_text(
+        PURPOSE_A.replace('methods = ["juki.identity.v1.IdentityService/LookupResident"]', "methods = []"), KYOIKU
+    )
+
+    with pytest.raises(CatalogueError, match="TEST-A.*methods"):
+        parse_catalogue(text, municipalities)
+
+
+def test_purpose_with_a_malformed_valid_from_is_refused(municipalities: MunicipalityTable) -> None:
+    text = _catalogue_text(PURPOSE_A.replace("valid_from = 2020-01-01", 'valid_from = "2020-01-01"'), KYOIKU)
+
+    with pytest.raises(CatalogueError, match="TEST-A.*valid_from"):
+        parse_catalogue(text, municipalities)
+
+
+def test_duplicate_purpose_is_refused(municipalities: MunicipalityTable) -> None:
+    with pytest.raises(CatalogueError, match="TEST-A.*twice"):
+        parse_catalogue(_catalogue_text(PURPOSE_A + PURPOSE_A, KYOIKU), municipalities)
+
+
+def test_duplicate_organisation_is_refused(municipalities: MunicipalityTable) -> None:
+    with pytest.raises(CatalogueError, match="kyoiku-iinkai.*twice"):
+        parse_catalogue(_catalogue_text(PURPOSE_A, KYOIKU + KYOIKU), municipalities)
+
+
+def test_organisation_reusing_a_municipality_code_is_refused(municipalities: MunicipalityTable) -> None:
+    impostor = f'\n[[organizations]]\ncode = "{MAEBASHI}"\nname = "not Maebashi"\nkind = "auditor"\n'
+
+    with pytest.raises(CatalogueError, match=f"{MAEBASHI}.*twice"):
+        parse_catalogue(_catalogue_text(PURPOSE_A, impostor), municipalities)
