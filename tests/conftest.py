@@ -92,7 +92,8 @@ def all_passwords() -> dict[str, str]:
 
 async def fresh_database(admin_url: str) -> dict[str, ServiceDatabase]:
     """A new database with every schema, role grant and migration applied."""
-    return await prepare_database(admin_url, all_passwords(), database=f"juki_test_{os.getpid()}_{next(_database_numbers)}")
+    name = f"juki_test_{os.getpid()}_{next(_database_numbers)}"
+    return await prepare_database(admin_url, all_passwords(), database=name)
 
 
 def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: Path,

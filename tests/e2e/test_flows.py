@@ -228,7 +228,7 @@ async def test_read_for_a_purpose_not_granted_to_the_organisation_is_denied(suit
 async def test_every_call_leaves_exactly_one_log_row_written_before_the_answer(suite: RunningSuite) -> None:
     resident = _resident(9)
     await _notify(suite, resident, "flow4-log")
-    answer, request_id = await _call(suite, "kyoiku-iinkai", "identity.LookupResident",
+    _, request_id = await _call(suite, "kyoiku-iinkai", "identity.LookupResident",
                                      identity_pb2.LookupResidentRequest(resident_code=resident.resident_code),
                                      "EDU-SCHOLARSHIP-30-15-2-2")
     rows = await _log_rows(suite, request_id)  # the answer has arrived: the row must already be there

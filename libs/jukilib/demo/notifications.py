@@ -42,8 +42,10 @@ def birth_notification(resident: SyntheticResident, notification_id: str, event_
     )
 
 
-def annex_notification(resident: SyntheticResident, notification_id: str, event_date: dt.date, *,
-                       moved_abroad: bool, notify_time: dt.datetime | None = None) -> annex_pb2.ApplyNotificationRequest:
+def annex_notification(
+    resident: SyntheticResident, notification_id: str, event_date: dt.date, *, moved_abroad: bool,
+    notify_time: dt.datetime | None = None,
+) -> annex_pb2.ApplyNotificationRequest:
     """A 30-41 notification recording `resident`'s 附票 (domicile = the resident's municipality)."""
     record = annex_pb2.AnnexRecord(
         resident_code=resident.resident_code, full_name=resident.full_name,
