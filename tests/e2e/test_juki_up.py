@@ -81,7 +81,7 @@ def test_juki_up_serves_answers_the_first_call_and_stops_cleanly(tmp_path: Path)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output.decode(errors="replace")[-2000:]
-    gone, alive = psutil.wait_procs(children, timeout=5)
+    _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive, f"left running: {[p.pid for p in alive]}"
     assert not _postgres_processes(home), "the embedded PostgreSQL is still running"
     assert not (home / "endpoints.json").exists()
