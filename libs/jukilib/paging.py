@@ -29,5 +29,18 @@ def decode_token(token: str, *, keys: tuple[str, ...]) -> dict[str, int | str] |
     except (binascii.Error, ValueError, UnicodeDecodeError):
         position = None
     if not isinstance(position, dict) or set(position) != set(keys):
-        raise InvalidArgument([FieldViolation("page_token", "is not a token returned by this method")])
+        raise invalid_token()
     return position
+
+
+def invalid_token() -> InvalidArgument:
+    """The error for a page token this method did not issue (tokens are not signed: callers can forge)."""
+    return InvalidArgument([FieldViolation("page_token", "is not a token returned by this method")])
+
+
+def int_at(position: dict[str, int | str], key: str) -> int:
+    """An integer position from a decoded token; a forged non-integer is INVALID_ARGUMENT."""
+    value = position[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise invalid_token()
+    return value

@@ -118,7 +118,10 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
         position = paging.decode_token(request.page_token, keys=("time", "id"))
         before = None
         if position:
-            before = (dt.datetime.fromisoformat(str(position["time"])), uuid.UUID(str(position["id"])))
+            try:
+                before = (dt.datetime.fromisoformat(str(position["time"])), uuid.UUID(str(position["id"])))
+            except ValueError:
+                raise paging.invalid_token() from None
         async with self._database.connection() as connection:
             rows = await store.list_cases(connection, before, limit + 1)
         token = ""

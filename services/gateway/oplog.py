@@ -89,7 +89,7 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
             raise InvalidArgument([FieldViolation("resident_code", "must be 11 digits")])
         conditions, args = ["TRUE"], []  # type: tuple[list[str], list[object]]
         for column, value, operator in (
-            ("sequence", int(position["before"]) if position else None, "<"),
+            ("sequence", paging.int_at(position, "before") if position else None, "<"),
             ("organization", request.organization or None, "="),
             ("time", request.start_time.ToDatetime(dt.UTC) if request.HasField("start_time") else None, ">="),
             ("time", request.end_time.ToDatetime(dt.UTC) if request.HasField("end_time") else None, "<"),

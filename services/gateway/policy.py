@@ -92,13 +92,27 @@ def _require(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _is_date(value: object) -> bool:
+    """A TOML local date; a date-time would later fail every comparison with today's date."""
+    return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+
+
+def _entries(data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    entries = data.get(key, [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise CatalogueError(f"'{key}' must be an array of tables ([[{key}]])")
+    return entries
+
+
 def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
     where = f"purposes[{index}]"
     code = _require(entry, "code", str, where)
     where = f"purpose {code}"
     valid_until = entry.get("valid_until")
-    if valid_until is not None and not isinstance(valid_until, dt.date):
+    if valid_until is not None and not _is_date(valid_until):
         raise CatalogueError(f"{where}: 'valid_until' must be a date")
+    if not _is_date(entry.get("valid_from")):
+        raise CatalogueError(f"{where}: 'valid_from' must be a date")
     for key in ("methods", "recipients", "fields"):
         values = _require(entry, key, list, where)
         if not all(isinstance(v, str) and v for v in values):
@@ -110,7 +124,7 @@ def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
         recipients=frozenset(entry["recipients"]),
         methods=frozenset(entry["methods"]),
         fields=tuple(entry["fields"]),
-        valid_from=_require(entry, "valid_from", dt.date, where),
+        valid_from=entry["valid_from"],
         valid_until=valid_until,
         case_reference_required=bool(entry.get("case_reference_required", False)),
         overseas_emigrant_only=bool(entry.get("overseas_emigrant_only", False)),
@@ -136,9 +150,9 @@ def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:
     except tomllib.TOMLDecodeError as exc:
         raise CatalogueError(f"not valid TOML: {exc}") from None
     version = _require(data, "version", str, "catalogue")
-    organizations = _organizations(data.get("organizations", []), municipalities)
+    organizations = _organizations(_entries(data, "organizations"), municipalities)
     purposes: dict[str, Purpose] = {}
-    for index, entry in enumerate(data.get("purposes", [])):
+    for index, entry in enumerate(_entries(data, "purposes")):
         purpose = _purpose(entry, index)
         if purpose.code in purposes:
             raise CatalogueError(f"purpose {purpose.code}: defined twice")

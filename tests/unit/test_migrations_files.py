@@ -78,7 +78,7 @@ def test_badly_named_file_is_refused(tmp_path: Path, name: str) -> None:
     _write(tmp_path, "0001_good.sql")
     _write(tmp_path, name)
 
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         load_migrations([tmp_path])
 
 

@@ -241,24 +241,24 @@ def test_purpose_with_empty_methods_is_refused_naming_the_purpose(municipalities
         PURPOSE_A.replace('methods = ["juki.identity.v1.IdentityService/LookupResident"]', "methods = []"), KYOIKU
     )
 
-    with pytest.raises(CatalogueError, match="TEST-A.*methods"):
+    with pytest.raises(CatalogueError, match=r"TEST-A.*methods"):
         parse_catalogue(text, municipalities)
 
 
 def test_purpose_with_a_malformed_valid_from_is_refused(municipalities: MunicipalityTable) -> None:
     text = _catalogue_text(PURPOSE_A.replace("valid_from = 2020-01-01", 'valid_from = "2020-01-01"'), KYOIKU)
 
-    with pytest.raises(CatalogueError, match="TEST-A.*valid_from"):
+    with pytest.raises(CatalogueError, match=r"TEST-A.*valid_from"):
         parse_catalogue(text, municipalities)
 
 
 def test_duplicate_purpose_is_refused(municipalities: MunicipalityTable) -> None:
-    with pytest.raises(CatalogueError, match="TEST-A.*twice"):
+    with pytest.raises(CatalogueError, match=r"TEST-A.*twice"):
         parse_catalogue(_catalogue_text(PURPOSE_A + PURPOSE_A, KYOIKU), municipalities)
 
 
 def test_duplicate_organisation_is_refused(municipalities: MunicipalityTable) -> None:
-    with pytest.raises(CatalogueError, match="kyoiku-iinkai.*twice"):
+    with pytest.raises(CatalogueError, match=r"kyoiku-iinkai.*twice"):
         parse_catalogue(_catalogue_text(PURPOSE_A, KYOIKU + KYOIKU), municipalities)
 
 
@@ -267,3 +267,31 @@ def test_organisation_reusing_a_municipality_code_is_refused(municipalities: Mun
 
     with pytest.raises(CatalogueError, match=f"{MAEBASHI}.*twice"):
         parse_catalogue(_catalogue_text(PURPOSE_A, impostor), municipalities)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("valid_from", "2020-01-01T00:00:00"), ("valid_until", "2030-03-31T23:59:59+09:00")],
+)
+def test_purpose_with_a_date_time_instead_of_a_date_is_refused(
+    municipalities: MunicipalityTable, key: str, value: str
+) -> None:
+    # TOML date-times are `datetime`, a subclass of `date`: accepted, they make every later
+    # `authorize()` fail with TypeError (comparing datetime to date) instead of a refusal.
+    purpose = PURPOSE_A.replace("valid_from = 2020-01-01", f"{key} = {value}")
+    if key == "valid_until":
+        purpose += "valid_from = 2020-01-01\n"
+
+    with pytest.raises(CatalogueError, match=rf"TEST-A.*{key}"):
+        parse_catalogue(_catalogue_text(purpose, KYOIKU), municipalities)
+
+
+@pytest.mark.parametrize("section", ["purposes", "organizations"])
+def test_section_written_as_a_table_instead_of_an_array_is_refused(
+    municipalities: MunicipalityTable, section: str
+) -> None:
+    # `[purposes]` instead of `[[purposes]]` is an easy slip; it must give a CatalogueError, not a crash.
+    text = f'version = "test-1"\n[{section}]\ncode = "X"\n'
+
+    with pytest.raises(CatalogueError, match=section):
+        parse_catalogue(text, municipalities)

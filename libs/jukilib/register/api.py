@@ -153,7 +153,7 @@ class RegisterApi:
         person_id = self._person_id(parent, "parent")
         limit = paging.page_size(size)
         position = paging.decode_token(token, keys=("after",))
-        after = int(position["after"]) if position else 0
+        after = paging.int_at(position, "after") if position else 0
         versions = await self._engine.versions(person_id, after, limit + 1)
         next_token = paging.encode_token({"after": versions[limit - 1].version}) if len(versions) > limit else ""
         return [self.version_message(v) for v in versions[:limit]], next_token
