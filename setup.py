@@ -28,6 +28,6 @@ setup(
         + ["jukilib." + p if p != "jukilib" else p for p in ["jukilib", *find_packages("libs/jukilib")]]
         + ["juki." + p if p != "juki" else p for p in ["juki", *find_packages("gen/juki")]]
     ),
-    package_data={"": ["*.sql", "*.csv", "*.toml", "*.pyi", "py.typed"]},
+    package_data={"": ["*.toml", "*.pyi", "py.typed", "migrations/*.sql", "data/*.csv"]},
     include_package_data=True,
 )

@@ -1,0 +1,25 @@
+"""`pip install .` ships everything: the generated stubs (typed), migrations, data files, the catalogue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_wheel_contains_generated_stubs_migrations_and_data(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp_path),
+                    str(ROOT)], check=True, capture_output=True, timeout=280)
+    (wheel,) = tmp_path.glob("juki-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for service, stem in (("identity", "identity"), ("annex", "annex"), ("disclosure", "disclosure"),
+                          ("gateway", "operation_log"), ("agency", "agency")):
+        for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi"):
+            assert f"juki/{service}/v1/{stem}{suffix}" in names
+    assert {"juki/py.typed", "jukilib/py.typed", "jukilib/register/migrations/0001_register.sql",
+            "jukilib/domain/data/gunma_municipalities.csv", "services/gateway/purposes.toml",
+            "services/gateway/migrations/0001_operation_log.sql"} <= names
+    assert not any(name.startswith(("tests/", "protos/third_party")) for name in names)
