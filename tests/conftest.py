@@ -21,7 +21,7 @@ from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki, ensure_dev_pki, issue_untrusted_client
 from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
-from jukilib.suite import all_callers, prepare_database, service_migrations
+from jukilib.suite import all_callers, ensure_keyring, prepare_database, service_migrations
 from jukilib.telemetry import setup_tracing
 
 TEST_PASSWORD = "juki-test-password"
@@ -99,6 +99,7 @@ async def fresh_database(admin_url: str) -> dict[str, ServiceDatabase]:
 def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: Path,
                    targets: dict[str, str]) -> ServiceConfig:
     pair = pki.servers[service]
+    keyring = ensure_keyring(home) if service == "identity" else None
     return ServiceConfig(
         service=service,
         listen="127.0.0.1:0",
@@ -109,6 +110,7 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         targets=targets,
         relay=RelayConfig(base_delay=0.05, max_delay=0.2, poll_interval=0.05, max_attempts=6, call_timeout=2.0),
         shutdown_grace=1.0,
+        keyring_file=keyring,
     )
 
 

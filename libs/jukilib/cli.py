@@ -129,6 +129,34 @@ Traces: {path.parent / 'traces'}   Logs: {path.parent / 'logs'}
 Press Ctrl-C to stop everything.""", flush=True)
 
 
+# --- juki keys -----------------------------------------------------------------------------------
+
+async def _keys(args: argparse.Namespace) -> int:
+    """`juki keys new`: add a data key and make it active (then restart or let replicas reload);
+    `juki keys rotate`: re-encrypt every 個人番号 under the active key, online, as the schema owner."""
+    import asyncpg
+
+    from jukilib.keyring import Keyring
+    from services.identity.numbers import rotate
+
+    env = Env()
+    path = Path(env.text("JUKI_KEYRING_FILE"))
+    keyring = Keyring.load(path)
+    if args.action == "new":
+        keyring = keyring.with_new_active_key()
+        keyring.save(path)
+        print(f"new active key {keyring.active}; {len(keyring.key_ids)} key(s) in the keyring")
+        return 0
+    connection = await asyncpg.connect(env.text("JUKI_MIGRATION_DATABASE_URL"))
+    try:
+        await connection.execute("SET search_path TO identity")
+        count = await rotate(connection, keyring)
+    finally:
+        await connection.close()
+    print(f"re-encrypted {count} row(s) under key {keyring.active}")
+    return 0
+
+
 # --- juki health ---------------------------------------------------------------------------------
 
 async def _health(args: argparse.Namespace) -> int:
@@ -163,6 +191,8 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--cert", required=True)
     health.add_argument("--key", required=True)
     health.add_argument("--service", default="")
+    keys = commands.add_parser("keys", help="keys for 個人番号 at rest (JUKI_KEYRING_FILE)")
+    keys.add_argument("action", choices=("new", "rotate"))
     calls.add_call_parser(commands)
     return parser
 
@@ -203,6 +233,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "dev-certs": _dev_certs,
     "health": lambda args: _run(_health(args)),
     "call": _call,
+    "keys": lambda args: _run(_keys(args)),
 }
 
 

@@ -167,6 +167,8 @@ class ServiceConfig:
     """住民票コード check digit: off | warn | reject. The formula (告示436号) is UNVERIFIED, so warn."""
     disclosure_target_days: int = 14
     shutdown_grace: float = 5.0
+    keyring_file: Path | None = None
+    """Keys for 個人番号 at rest (identity only; JUKI_KEYRING_FILE, see jukilib.keyring)."""
 
 
 def _targets(env: Env, service: str) -> dict[str, str]:
@@ -211,4 +213,5 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
         resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")),
         disclosure_target_days=env.integer("JUKI_DISCLOSURE_TARGET_DAYS", 14, minimum=1),
         shutdown_grace=env.seconds("JUKI_SHUTDOWN_GRACE", 5.0),
+        keyring_file=env.existing_file("JUKI_KEYRING_FILE") if service == "identity" else None,
     )

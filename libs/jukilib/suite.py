@@ -32,6 +32,7 @@ from jukilib.db.bootstrap import ServiceDatabase, bootstrap, owner_role, runtime
 from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki, ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
+from jukilib.keyring import Keyring
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ def _passwords(home: Path) -> dict[str, str]:
     path.touch(mode=0o600, exist_ok=True)
     path.write_text(json.dumps(stored, indent=2))
     return stored
+
+
+def ensure_keyring(home: Path) -> Path:
+    """The development keyring for 個人番号 at rest (`.juki/keyring.json`, 0600), created once."""
+    path = home / "keyring.json"
+    if not path.exists():
+        Keyring.generate().save(path)
+    return path
 
 
 def free_port() -> int:
@@ -111,6 +120,8 @@ def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dic
         "JUKI_HOME": str(home),
         "JUKI_REFLECTION": "true",
     })
+    if service == "identity":
+        env["JUKI_KEYRING_FILE"] = str(ensure_keyring(home))
     for name, port in ports.items():
         env[f"JUKI_{name.upper()}_TARGET"] = f"127.0.0.1:{port}"
     return env

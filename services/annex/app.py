@@ -9,6 +9,7 @@ from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
+from jukilib.register.api import RegisterBinding
 from jukilib.register.wiring import RegisterService
 from services.annex.rules import validate_annex_record
 from services.annex.servicer import AnnexServicer
@@ -22,13 +23,16 @@ async def forward_to_agency(channel: aio.Channel, key: str, version: message.Mes
 
 
 REGISTER = RegisterService(
-    register="annex",
-    collection="annexResidents",
+    binding=RegisterBinding(
+        register="annex",
+        collection="annexResidents",
+        record_type=annex_pb2.AnnexRecord,
+        resource_type=annex_pb2.AnnexResident,
+        version_type=annex_pb2.AnnexResidentVersion,
+        validate_record=validate_annex_record,
+        municipality_field="domicile_municipality_code",
+    ),
     service_name=annex_pb2.DESCRIPTOR.services_by_name["AnnexService"].full_name,
-    record_type=annex_pb2.AnnexRecord,
-    resource_type=annex_pb2.AnnexResident,
-    version_type=annex_pb2.AnnexResidentVersion,
-    validate_record=validate_annex_record,
     servicer=AnnexServicer,
     add_servicer=annex_pb2_grpc.add_AnnexServiceServicer_to_server,
     forward=forward_to_agency,

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from jukilib import caller
-from jukilib.register.api import RegisterBinding
+from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.register.validation import Violations
 
 NAME_MAX = 100
 ADDRESS_MAX = 200
 
 
-def validate_annex_record(record: Any, violations: Violations, binding: RegisterBinding) -> None:
+def validate_annex_record(record: Any, violations: Violations, municipalities: MunicipalityTable) -> None:
     """Add a violation for every bad field of `record` (paths under `record.`)."""
     violations.required_text("record.full_name", record.full_name, max_length=NAME_MAX)
     violations.kana("record.full_name_kana", record.full_name_kana)
@@ -23,7 +23,7 @@ def validate_annex_record(record: Any, violations: Violations, binding: Register
         violations.partial_date("record.birth_date", record.birth_date)
     violations.sex_code("record.sex_code", record.sex_code)
     violations.municipality("record.domicile_municipality_code", record.domicile_municipality_code,
-                            binding.municipalities)
+                            municipalities)
     # 30-41 ①: the municipality of the 本籍地 keeps the 附票 and is the one that notifies.
     if record.domicile_municipality_code and record.domicile_municipality_code != caller.current().organization:
         violations.add("record.domicile_municipality_code", "must be the notifying municipality")

@@ -28,7 +28,16 @@ class AnnexServicer(annex_pb2_grpc.AnnexServiceServicer):
     async def LookupAnnexResident(
         self, request: annex_pb2.LookupAnnexResidentRequest, context: aio.ServicerContext[Any, Any]
     ) -> annex_pb2.AnnexResident:
-        return cast(annex_pb2.AnnexResident, await self._api.lookup(request.resident_code))
+        return cast(annex_pb2.AnnexResident, await self._api.lookup(request))
+
+    async def SearchAnnexResidents(
+        self, request: annex_pb2.SearchAnnexResidentsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> annex_pb2.SearchAnnexResidentsResponse:
+        candidates, truncated = await self._api.search(request.query)
+        return annex_pb2.SearchAnnexResidentsResponse(
+            candidates=[annex_pb2.AnnexResidentCandidate(annex_resident=cast(annex_pb2.AnnexResident, resource),
+                                                         matched_fields=fields) for resource, fields in candidates],
+            truncated=truncated)
 
     async def ListAnnexResidentVersions(
         self, request: annex_pb2.ListAnnexResidentVersionsRequest, context: aio.ServicerContext[Any, Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 from google.protobuf import message
@@ -9,7 +10,12 @@ from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+from jukilib.config import ConfigError, ServiceConfig
+from jukilib.db.pool import Database
+from jukilib.keyring import Keyring
+from jukilib.register.api import RegisterBinding
 from jukilib.register.wiring import RegisterService
+from services.identity.numbers import IndividualNumbers
 from services.identity.rules import validate_identity_record
 from services.identity.servicer import IdentityServicer
 
@@ -21,17 +27,29 @@ async def forward_to_agency(channel: aio.Channel, key: str, version: message.Mes
     return await agency_pb2_grpc.AgencyServiceStub(channel).RecordIdentityChange(request)
 
 
+def individual_numbers(config: ServiceConfig, database: Database) -> IndividualNumbers:
+    """個人番号 hooks; the keyring is required (JUKI_KEYRING_FILE)."""
+    if config.keyring_file is None:
+        raise ConfigError("JUKI_KEYRING_FILE is required by the identity service")
+    return IndividualNumbers(database, Keyring.load(config.keyring_file))
+
+
 REGISTER = RegisterService(
-    register="identity",
-    collection="residents",
+    binding=RegisterBinding(
+        register="identity",
+        collection="residents",
+        record_type=identity_pb2.IdentityRecord,
+        resource_type=identity_pb2.Resident,
+        version_type=identity_pb2.ResidentVersion,
+        validate_record=validate_identity_record,
+        municipality_field="address_municipality_code",
+    ),
     service_name=identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
-    record_type=identity_pb2.IdentityRecord,
-    resource_type=identity_pb2.Resident,
-    version_type=identity_pb2.ResidentVersion,
-    validate_record=validate_identity_record,
     servicer=IdentityServicer,
     add_servicer=identity_pb2_grpc.add_IdentityServiceServicer_to_server,
     forward=forward_to_agency,
+    hooks=individual_numbers,
+    migration_dirs=(Path(__file__).parent / "migrations",),
 )
 migrations = REGISTER.migrations
 build = REGISTER.build

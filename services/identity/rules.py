@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from jukilib.domain import codes
-from jukilib.register.api import RegisterBinding
+from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.register.validation import Violations
 
 NAME_MAX = 100
 ADDRESS_MAX = 200
 
 
-def validate_identity_record(record: Any, violations: Violations, binding: RegisterBinding) -> None:
+def validate_identity_record(record: Any, violations: Violations, municipalities: MunicipalityTable) -> None:
     """Add a violation for every bad field of `record` (paths under `record.`)."""
     # 個人番号: check digit per 総務省令第85号 第5条; a wrong one is always refused.
     violations.extend("record.individual_number", codes.individual_number_problems(record.individual_number))
@@ -28,4 +28,4 @@ def validate_identity_record(record: Any, violations: Violations, binding: Regis
     violations.required_text("record.address", record.address, max_length=ADDRESS_MAX)
     # The identity file holds the residents of this prefecture's municipalities.
     violations.municipality("record.address_municipality_code", record.address_municipality_code,
-                            binding.municipalities)
+                            municipalities)

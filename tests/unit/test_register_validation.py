@@ -19,9 +19,8 @@ from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
 from jukilib import caller
 from jukilib.domain.codes import CheckDigitMode, resident_code_check_digit
-from jukilib.domain.municipalities import gunma_municipalities
+from jukilib.domain.municipalities import MunicipalityTable, gunma_municipalities
 from jukilib.errors import InvalidArgument, to_status
-from jukilib.register.api import RegisterBinding
 from jukilib.register.validation import Violations
 from services.annex.rules import validate_annex_record
 from services.identity.rules import validate_identity_record
@@ -35,28 +34,9 @@ BAD_SEX_CODE = "7"
 BAD_MUNICIPALITY = "999999"
 
 
-def _binding(register: str = "identity", *, mode: CheckDigitMode = CheckDigitMode.WARN) -> RegisterBinding:
-    if register == "identity":
-        return RegisterBinding(
-            register="identity",
-            collection="residents",
-            record_type=identity_pb2.IdentityRecord,
-            resource_type=identity_pb2.Resident,
-            version_type=identity_pb2.ResidentVersion,
-            validate_record=validate_identity_record,
-            municipalities=gunma_municipalities(),
-            resident_code_check=mode,
-        )
-    return RegisterBinding(
-        register="annex",
-        collection="annexResidents",
-        record_type=annex_pb2.AnnexRecord,
-        resource_type=annex_pb2.AnnexResident,
-        version_type=annex_pb2.AnnexResidentVersion,
-        validate_record=validate_annex_record,
-        municipalities=gunma_municipalities(),
-        resident_code_check=mode,
-    )
+def _binding(register: str = "identity") -> MunicipalityTable:
+    """What the record rules need besides the record: the prefecture's municipalities."""
+    return gunma_municipalities()
 
 
 def _birth_date() -> register_pb2.PartialDate:

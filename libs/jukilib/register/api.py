@@ -1,8 +1,8 @@
 """The register's RPC logic, shared by the identity and annex servicers.
 
-A `RegisterBinding` says which messages a register uses and how to validate its record; `RegisterApi`
-does the rest the same way for both: caller and envelope checks, conversion between protobuf and the
-engine's JSON records, resource names, pagination.
+A `RegisterBinding` declares which messages a register uses and how to validate its record;
+`RegisterApi` does the rest the same way for both: caller and envelope checks, conversion between
+protobuf and the engine's JSON records, resource names, as-of reads, search, pagination.
 """
 
 from __future__ import annotations
@@ -18,17 +18,29 @@ from zoneinfo import ZoneInfo
 from google.protobuf import json_format, message
 
 from jukilib import caller, paging
+from jukilib.domain import text
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.errors import FieldViolation, InvalidArgument, PermissionDenied
 from jukilib.register import validation
 from jukilib.register.engine import RegisterEngine
-from jukilib.register.model import Change, ChangeKind, CurrentRecord, Notification, StoredVersion
+from jukilib.register.model import (
+    Change,
+    ChangeKind,
+    CurrentRecord,
+    Notification,
+    SearchCriteria,
+    SearchKeys,
+    StoredVersion,
+)
 from jukilib.register.validation import Violations
 
 JAPAN = ZoneInfo("Asia/Tokyo")
+RESIDENT_CODE_CHANGE_REASONS = frozenset({47, 48})  # 住民票コードの変更請求 / 職権記載
+SEARCH_DEFAULT_CANDIDATES, SEARCH_MAX_CANDIDATES = 20, 100
+AS_OF_RECEIPT = 2  # juki.register.v1.AS_OF_BASIS_RECEIPT
 
-RecordValidator = Callable[[Any, Violations, "RegisterBinding"], None]
+RecordValidator = Callable[[Any, Violations, MunicipalityTable], None]
 
 
 @dataclass(frozen=True)
@@ -44,67 +56,83 @@ class RegisterBinding:
     version_type: type[message.Message]
     validate_record: RecordValidator
     """Adds the violations of the register's own record fields (paths under `record.`)."""
-    municipalities: MunicipalityTable
-    resident_code_check: CheckDigitMode
+    municipality_field: str
+    """The record field searched as `municipality_code` (address or 本籍地 municipality)."""
 
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class RegisterApi:
-    """Apply, get, lookup and history for one register."""
+def _birth_parts(record: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
+    birth = record.get("birth_date") or {}
+    return (birth.get("year") or None, birth.get("month") or None, birth.get("day") or None)
 
-    def __init__(self, engine: RegisterEngine, binding: RegisterBinding,
-                 clock: Callable[[], dt.datetime] = utc_now) -> None:
-        self._engine = engine
+
+class RegisterApi:
+    """Apply, get, lookup, search and history for one register."""
+
+    def __init__(self, engine: RegisterEngine, binding: RegisterBinding, *, municipalities: MunicipalityTable,
+                 resident_code_check: CheckDigitMode, clock: Callable[[], dt.datetime] = utc_now) -> None:
+        self.engine = engine
         self.binding = binding
+        self.municipalities = municipalities
+        self.resident_code_check = resident_code_check
         self._clock = clock
 
     # --- ingest (30-6 / 30-41) -------------------------------------------------------------------
 
     async def apply(self, request: Any) -> message.Message:
-        notification = self._notification(request)
-        stored = await self._engine.apply(notification)
-        return self.version_message(stored)
+        notification = self.notification(request)
+        return self.version_message(await self.engine.apply(notification))
 
     def _notifying_municipality(self) -> str:
         organization = caller.current().organization
-        # 住基法 30-6 ①: the notifying party is a municipality of this prefecture.
-        if organization not in self.binding.municipalities:
+        # 住基法 30-6 ① / 30-41 ①: the notifying party is a municipality of this prefecture.
+        if organization not in self.municipalities:
             raise PermissionDenied("only a municipality of this prefecture may notify changes",
                                    "NOT_A_NOTIFYING_MUNICIPALITY")
         return organization
 
-    def _notification(self, request: Any) -> Notification:
+    def notification(self, request: Any) -> Notification:
+        """Validate a request at the boundary (every bad field named) and build the notification."""
         municipality = self._notifying_municipality()
         received = self._clock()
         violations = Violations()
         violations.extend("notification_id", validation.notification_id_problems(request.notification_id))
         event_date = self._check_change(request, violations, received)
-        if not request.HasField("record"):
-            violations.add("record", "is required", "REQUIRED_FIELD")
-        else:
-            violations.resident_code("record.resident_code", request.record.resident_code,
-                                     self.binding.resident_code_check)
-            self.binding.validate_record(request.record, violations, self.binding)
+        self._check_record(request, violations)
         violations.raise_if_any()
         assert event_date is not None
         change = Change(
-            kind=ChangeKind(request.change.kind),
-            reason=int(request.change.reason),
-            event_date=event_date,
-            notify_time=request.change.notify_time.ToDatetime(dt.UTC),
-            receive_time=received,
-            municipality_code=municipality,
-            notification_id=request.notification_id,
+            kind=ChangeKind(request.change.kind), reason=int(request.change.reason), event_date=event_date,
+            notify_time=request.change.notify_time.ToDatetime(dt.UTC), receive_time=received,
+            municipality_code=municipality, notification_id=request.notification_id,
         )
+        record = json_format.MessageToDict(request.record, preserving_proto_field_name=True)
+        stored_record, secret = self.engine.hooks.prepare(record)
         return Notification(
-            change=change,
-            resident_code=request.record.resident_code,
-            record=json_format.MessageToDict(request.record, preserving_proto_field_name=True),
+            change=change, resident_code=request.record.resident_code, record=stored_record,
             digest=hashlib.sha256(request.SerializeToString(deterministic=True)).digest(),
+            search=self.search_keys(record), previous_resident_code=request.previous_resident_code or None,
+            secret=secret,
         )
+
+    def _check_record(self, request: Any, violations: Violations) -> None:
+        if not request.HasField("record"):
+            violations.add("record", "is required", "REQUIRED_FIELD")
+            return
+        violations.resident_code("record.resident_code", request.record.resident_code, self.resident_code_check)
+        self.binding.validate_record(request.record, violations, self.municipalities)
+        changes_code = request.change.reason in RESIDENT_CODE_CHANGE_REASONS
+        if changes_code and not request.previous_resident_code:
+            violations.add("previous_resident_code", "is required for a change of resident code", "REQUIRED_FIELD")
+        elif request.previous_resident_code:
+            violations.resident_code("previous_resident_code", request.previous_resident_code, CheckDigitMode.OFF)
+            if not changes_code:
+                violations.add("previous_resident_code", "is only for a change of resident code")
+            elif request.previous_resident_code == request.record.resident_code:
+                violations.add("previous_resident_code", "must differ from the new resident code")
 
     @staticmethod
     def _check_change(request: Any, violations: Violations, received: dt.datetime) -> dt.date | None:
@@ -129,9 +157,18 @@ class RegisterApi:
             violations.add("change.event_date", "must not be after the day of receipt for this reason")
         return event_date
 
+    def search_keys(self, record: dict[str, Any]) -> SearchKeys:
+        year, month, day = _birth_parts(record)
+        kana = record.get("full_name_kana") or ""
+        return SearchKeys(
+            name_key=text.search_key(record.get("full_name", "")), kana_key=text.search_key(kana) if kana else None,
+            birth_year=year, birth_month=month, birth_day=day, sex_code=record.get("sex_code", ""),
+            municipality_code=record.get(self.binding.municipality_field, ""),
+        )
+
     # --- reads -----------------------------------------------------------------------------------
 
-    def _person_id(self, name: str, field: str) -> uuid.UUID:
+    def person_id(self, name: str, field: str) -> uuid.UUID:
         prefix = f"{self.binding.collection}/"
         try:
             if not name.startswith(prefix) or "/" in name[len(prefix):]:
@@ -141,30 +178,61 @@ class RegisterApi:
             raise InvalidArgument([FieldViolation(field, f"must be of the form {prefix}{{id}}")]) from None
 
     async def get(self, name: str) -> message.Message:
-        return self.resource_message(await self._engine.get(self._person_id(name, "name")))
+        return self.resource_message(await self.engine.get(self.person_id(name, "name")))
 
-    async def lookup(self, resident_code: str) -> message.Message:
+    async def get_by_person_id(self, person_id: uuid.UUID) -> message.Message:
+        return self.resource_message(await self.engine.get(person_id))
+
+    async def lookup(self, request: Any) -> message.Message:
         violations = Violations()
-        violations.resident_code("resident_code", resident_code, CheckDigitMode.OFF)
+        violations.resident_code("resident_code", request.resident_code, CheckDigitMode.OFF)
+        as_of = violations.calendar_date("as_of_date", request.as_of_date) if request.HasField("as_of_date") else None
         violations.raise_if_any()
-        return self.resource_message(await self._engine.lookup(resident_code))
+        found = await self.engine.lookup(request.resident_code, as_of,
+                                          by_receipt=request.as_of_basis == AS_OF_RECEIPT)
+        return self.resource_message(found)
+
+    async def search(self, query: Any) -> tuple[list[tuple[message.Message, tuple[str, ...]]], bool]:
+        """Candidates (resource, matched fields) and whether the cap cut the list."""
+        violations = Violations()
+        if not (query.full_name or query.full_name_kana):
+            violations.add("query.full_name", "a name or a reading is required", "REQUIRED_FIELD")
+        violations.optional_text("query.full_name", query.full_name, max_length=100)
+        violations.kana("query.full_name_kana", query.full_name_kana)
+        if not query.HasField("birth_date"):
+            violations.add("query.birth_date", "is required", "REQUIRED_FIELD")
+        else:
+            violations.partial_date("query.birth_date", query.birth_date)
+        if query.sex_code:
+            violations.sex_code("query.sex_code", query.sex_code)
+        if query.municipality_code:
+            violations.municipality("query.municipality_code", query.municipality_code)
+        if not 0 <= query.max_candidates <= SEARCH_MAX_CANDIDATES:
+            violations.add("query.max_candidates", f"must be between 0 and {SEARCH_MAX_CANDIDATES}")
+        violations.raise_if_any()
+        cap = query.max_candidates or SEARCH_DEFAULT_CANDIDATES
+        birth = (query.birth_date.year or None, query.birth_date.month or None, query.birth_date.day or None)
+        candidates = await self.engine.search(SearchCriteria(
+            name_key=text.search_key(query.full_name) if query.full_name else None,
+            kana_key=text.search_key(query.full_name_kana) if query.full_name_kana else None,
+            birth=birth, sex_code=query.sex_code or None, municipality_code=query.municipality_code or None,
+            limit=cap + 1))
+        return [(self.resource_message(c.person), c.matched_fields) for c in candidates[:cap]], len(candidates) > cap
 
     async def list_versions(self, parent: str, size: int, token: str) -> tuple[list[message.Message], str]:
-        person_id = self._person_id(parent, "parent")
+        person_id = self.person_id(parent, "parent")
         limit = paging.page_size(size)
-        position = paging.decode_token(token, keys=("after",))
-        after = paging.int_at(position, "after") if position else 0
-        versions = await self._engine.versions(person_id, after, limit + 1)
-        next_token = paging.encode_token({"after": versions[limit - 1].version}) if len(versions) > limit else ""
+        position = paging.decode_token(token, keys=("offset",))
+        offset = paging.int_at(position, "offset") if position else 0
+        versions = await self.engine.versions(person_id, offset, limit + 1)
+        next_token = paging.encode_token({"offset": offset + limit}) if len(versions) > limit else ""
         return [self.version_message(v) for v in versions[:limit]], next_token
 
     # --- conversion ------------------------------------------------------------------------------
 
-    def _record(self, record: dict[str, Any]) -> message.Message:
-        return json_format.ParseDict(record, self.binding.record_type(), ignore_unknown_fields=True)
-
     def _fill_common(self, target: Any, stored: StoredVersion) -> None:
-        target.record.CopyFrom(self._record(stored.record))
+        target.record.CopyFrom(json_format.ParseDict(stored.record, self.binding.record_type(),
+                                                     ignore_unknown_fields=True))
         target.state = int(stored.state)
         target.version = stored.version
         source, change = stored.change, target.change

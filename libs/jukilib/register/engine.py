@@ -1,12 +1,21 @@
 """Applying notifications to a register: idempotent, ordered per person, one transaction each.
 
 Within one transaction the engine stores the new version (a full snapshot with its change
-information), advances the person's current record, records the receipt that makes the notification
-idempotent, and writes the outbox row that the relay forwards to the agency (30-7 / 30-42).
+information), advances the person's current record when the version is the newest in event order,
+records the receipt that makes the notification idempotent, writes the outbox row that the relay
+forwards to the agency (30-7 / 30-42), and lets the register's hooks store what they keep apart.
+
+Ordering: a person's versions are ordered by (event date, notification time, municipality,
+notification id). A late notification takes its place in history and does not overwrite newer
+current data; it is checked against the state just before its place and must not contradict the
+change just after it. Applying a person's notifications in any order (a CS resending what was
+refused) therefore ends in the same current record and the same history.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import uuid
 
 import asyncpg
@@ -16,7 +25,16 @@ from opentelemetry.propagate import inject
 from jukilib.db.pool import Database
 from jukilib.errors import AlreadyExists, FailedPrecondition, NotFound
 from jukilib.register import store
-from jukilib.register.model import ChangeKind, CurrentRecord, Notification, RecordState, StoredVersion
+from jukilib.register.hooks import RegisterHooks
+from jukilib.register.model import (
+    Candidate,
+    ChangeKind,
+    CurrentRecord,
+    Notification,
+    RecordState,
+    SearchCriteria,
+    StoredVersion,
+)
 
 tracer = trace.get_tracer(__name__)
 
@@ -25,21 +43,34 @@ tracer = trace.get_tracer(__name__)
 _RETRY_ON = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError)
 
 
-def check_kind_against_state(kind: ChangeKind, person: asyncpg.Record | None) -> None:
-    """Rules per kind of change (30-6 ①): what can be recorded, removed or corrected."""
-    if person is None:
+def check_kind_against_state(kind: ChangeKind, state: RecordState | None) -> None:
+    """Rules per kind of change (30-6 ①) against the person's state just before it (None: unknown)."""
+    if state is None:
         if kind != ChangeKind.RECORD:
             raise FailedPrecondition(
-                "a removal or correction was notified for a person not in the file", "UNKNOWN_PERSON"
-            )
+                "a removal or correction was notified for a person not in the file", "UNKNOWN_PERSON")
         return
-    state = RecordState(person["state"])
     if kind == ChangeKind.RECORD and state == RecordState.ACTIVE:
         raise FailedPrecondition("a record was notified for a person who is already recorded", "ALREADY_RECORDED")
     if kind == ChangeKind.REMOVE and state == RecordState.REMOVED:
         raise FailedPrecondition("a removal was notified for a person already removed", "ALREADY_REMOVED")
     if kind == ChangeKind.MODIFY and state == RecordState.REMOVED:
         raise FailedPrecondition("a correction was notified for a removed person", "PERSON_REMOVED")
+
+
+def state_after(kind: ChangeKind) -> RecordState:
+    # 消除 keeps the person in the file, marked removed with the reason of its change information.
+    return RecordState.REMOVED if kind == ChangeKind.REMOVE else RecordState.ACTIVE
+
+
+def _check_place(kind: ChangeKind, before: StoredVersion | None, after: StoredVersion | None) -> None:
+    check_kind_against_state(kind, before.state if before else None)
+    if after is not None:
+        try:
+            check_kind_against_state(after.change.kind, state_after(kind))
+        except FailedPrecondition:
+            raise FailedPrecondition("the change contradicts a later change already in the file",
+                                     "CONFLICTS_WITH_LATER_CHANGE") from None
 
 
 def _trace_parent() -> str | None:
@@ -51,9 +82,12 @@ def _trace_parent() -> str | None:
 class RegisterEngine:
     """One register (identity or annex) on one schema."""
 
-    def __init__(self, database: Database, register: str) -> None:
+    def __init__(self, database: Database, register: str, hooks: RegisterHooks | None = None) -> None:
         self._database = database
         self.register = register
+        self.hooks = hooks or RegisterHooks()
+
+    # --- ingest ------------------------------------------------------------------------------------
 
     async def apply(self, notification: Notification) -> StoredVersion:
         """Apply `notification` once; a repeat returns the stored version and changes nothing."""
@@ -66,52 +100,114 @@ class RegisterEngine:
         change = notification.change
         earlier = await store.find_receipt(connection, change.municipality_code, change.notification_id)
         if earlier is not None:
-            return self._same_answer(notification, *earlier)
-        person = await store.lock_person(connection, notification.resident_code)
-        check_kind_against_state(change.kind, person)
-        state = RecordState.REMOVED if change.kind == ChangeKind.REMOVE else RecordState.ACTIVE
-        if person is None:
-            person_id, version = uuid.uuid4(), 1
-            await store.insert_person(connection, person_id, state, notification)
-        else:
-            person_id, version = person["id"], person["last_version"] + 1
+            return await self._same_answer(connection, notification, *earlier)
+        person = await self._locked_person(connection, notification)
+        before, after = (await store.neighbours(connection, person["id"], change.order_key)
+                         if person is not None else (None, None))
+        _check_place(change.kind, before, after)
+        state = state_after(change.kind)
+        person_id = person["id"] if person is not None else uuid.uuid4()
+        version = person["last_version"] + 1 if person is not None else 1
+        await self._advance(connection, person, notification, person_id=person_id, version=version, state=state,
+                            current=after is None)
         created_at = await store.insert_version(connection, person_id, version, state, notification)
-        if person is not None:
-            # A late notification (older event date) is kept in history but does not overwrite
-            # newer current data.
-            newer = change.event_date >= person["event_date"]
-            await store.advance_person(connection, person_id, version, state, notification, becomes_current=newer)
         await store.insert_receipt(connection, notification, person_id, version)
         key = f"{self.register}/{person_id}/{version}"
         await store.insert_outbox(connection, person_id, version, key, _trace_parent())
-        return StoredVersion(person_id, version, notification.resident_code, state, notification.record,
-                             change, created_at)
+        stored = StoredVersion(person_id, version, notification.resident_code, state, notification.record,
+                               change, created_at)
+        await self.hooks.after_apply(connection, stored, notification.secret, becomes_current=after is None)
+        (revealed,) = await self.hooks.reveal(connection, [stored])
+        return revealed
+
+    async def _locked_person(self, connection: asyncpg.Connection,
+                             notification: Notification) -> asyncpg.Record | None:
+        """The person the notification is about, locked; checks the 住民票コード chain."""
+        previous = notification.previous_resident_code
+        person_id = await store.person_of_code(connection, previous or notification.resident_code)
+        if person_id is None:
+            if previous:
+                raise FailedPrecondition("no person has the previous resident code", "UNKNOWN_PREVIOUS_RESIDENT_CODE")
+            return None
+        if previous:
+            holder = await store.person_of_code(connection, notification.resident_code)
+            if holder is not None and holder != person_id:
+                raise FailedPrecondition("the new resident code belongs to another person", "RESIDENT_CODE_IN_USE")
+        return await store.lock_person(connection, person_id)
 
     @staticmethod
-    def _same_answer(notification: Notification, digest: bytes, stored: StoredVersion) -> StoredVersion:
+    async def _advance(connection: asyncpg.Connection, person: asyncpg.Record | None, notification: Notification,
+                       *, person_id: uuid.UUID, version: int, state: RecordState, current: bool) -> None:
+        if person is None:
+            await store.insert_person(connection, person_id, state, notification)
+            return
+        if current:
+            await store.make_current(connection, person_id, version, state, notification)
+            if person["resident_code"] != notification.resident_code:
+                await store.keep_former_code(connection, person_id, person["resident_code"])
+            return
+        # A late notification (older in event order) is kept in history only.
+        await store.note_version_number(connection, person_id, version)
+        if person["resident_code"] != notification.resident_code:
+            await store.keep_former_code(connection, person_id, notification.resident_code)
+
+    async def _same_answer(self, connection: asyncpg.Connection, notification: Notification, digest: bytes,
+                           stored: StoredVersion) -> StoredVersion:
         if digest != notification.digest:
             raise AlreadyExists(
                 "this notification id was already used for a notification with different content",
                 "NOTIFICATION_ID_REUSED",
             )
-        return stored
+        (revealed,) = await self.hooks.reveal(connection, [stored])
+        return revealed
+
+    # --- reads -------------------------------------------------------------------------------------
+
+    async def _revealed(self, connection: asyncpg.Connection, found: CurrentRecord) -> CurrentRecord:
+        (version,) = await self.hooks.reveal(connection, [found.current])
+        return dataclasses.replace(found, current=version)
 
     async def get(self, person_id: uuid.UUID) -> CurrentRecord:
         async with self._database.connection() as connection:
             found = await store.current_by_id(connection, person_id)
-        if found is None:
-            raise NotFound("no such person in the file", "PERSON_NOT_FOUND")
-        return found
+            if found is None:
+                raise NotFound("no such person in the file", "PERSON_NOT_FOUND")
+            return await self._revealed(connection, found)
 
-    async def lookup(self, resident_code: str) -> CurrentRecord:
+    async def lookup(self, resident_code: str, as_of: dt.date | None = None, by_receipt: bool = False) -> CurrentRecord:
+        """By current or former 住民票コード; with `as_of`, the record as it stood on that date."""
         async with self._database.connection() as connection:
-            found = await store.current_by_resident_code(connection, resident_code)
-        if found is None:
-            raise NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND")
-        return found
+            person_id = await store.person_of_code(connection, resident_code)
+            found = await store.current_by_id(connection, person_id) if person_id else None
+            if found is None:
+                raise NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND")
+            if as_of is not None:
+                version = await store.version_as_of(connection, found.person_id, as_of, by_receipt)
+                if version is None:
+                    raise NotFound("the person was not in the file on that date", "NOT_IN_FILE_ON_DATE")
+                found = CurrentRecord(found.person_id, version, version.created_at)
+            return await self._revealed(connection, found)
 
-    async def versions(self, person_id: uuid.UUID, after_version: int, limit: int) -> list[StoredVersion]:
+    async def versions(self, person_id: uuid.UUID, offset: int, limit: int) -> list[StoredVersion]:
+        """The person's history in event order."""
         async with self._database.connection() as connection:
             if await store.current_by_id(connection, person_id) is None:
                 raise NotFound("no such person in the file", "PERSON_NOT_FOUND")
-            return await store.list_versions(connection, person_id, after_version, limit)
+            versions = await store.list_versions(connection, person_id, offset, limit)
+            return await self.hooks.reveal(connection, versions)
+
+    async def search(self, criteria: SearchCriteria) -> list[Candidate]:
+        """Candidates of the 4-item search, at most `criteria.limit`."""
+        async with self._database.connection() as connection:
+            rows = await store.search(connection, criteria)
+            matched = {row["id"]: row for row in rows}
+            persons = await store.current_by_ids(connection, [row["id"] for row in rows])
+            versions = await self.hooks.reveal(connection, [p.current for p in persons])
+        candidates = []
+        for person, version in zip(persons, versions, strict=True):
+            row = matched[person.person_id]
+            hits = (("full_name", row["name_matched"]), ("full_name_kana", row["kana_matched"]), ("birth_date", True),
+                    ("sex_code", criteria.sex_code), ("municipality_code", criteria.municipality_code))
+            fields = [name for name, hit in hits if hit]
+            candidates.append(Candidate(dataclasses.replace(person, current=version), tuple(fields)))
+        return candidates

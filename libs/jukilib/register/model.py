@@ -1,5 +1,5 @@
 """The engine's data: notifications in, stored versions out. Records are plain JSON objects whose
-shape belongs to the service (the engine reads only the 住民票コード)."""
+shape belongs to the service (the engine reads only the 住民票コード and the derived search keys)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import date, datetime
 from typing import Any
 
 Record = dict[str, Any]
+OrderKey = tuple[date, datetime, str, str]
 
 
 class ChangeKind(enum.IntEnum):
@@ -39,6 +40,24 @@ class Change:
     municipality_code: str
     notification_id: str
 
+    @property
+    def order_key(self) -> OrderKey:
+        """Position in a person's history: event date, then notification time, then the id."""
+        return (self.event_date, self.notify_time, self.municipality_code, self.notification_id)
+
+
+@dataclass(frozen=True)
+class SearchKeys:
+    """Derived keys of the 4-item search (degraded forms, never shown)."""
+
+    name_key: str
+    kana_key: str | None
+    birth_year: int | None
+    birth_month: int | None
+    birth_day: int | None
+    sex_code: str
+    municipality_code: str
+
 
 @dataclass(frozen=True)
 class Notification:
@@ -47,8 +66,13 @@ class Notification:
     change: Change
     resident_code: str
     record: Record
+    """The record as stored (a register may have taken secrets out of it; see RegisterHooks)."""
     digest: bytes
     """Hash of the canonical request: the same id with other content is refused."""
+    search: SearchKeys
+    previous_resident_code: str | None = None
+    secret: Any = None
+    """What the register's hooks keep apart from the record (identity: the 個人番号)."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +90,28 @@ class StoredVersion:
 
 @dataclass(frozen=True)
 class CurrentRecord:
-    """A person with the version that is current."""
+    """A person with the version that is current (or that stood on an as-of date)."""
 
     person_id: uuid.UUID
     current: StoredVersion
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SearchCriteria:
+    """A 4-item search in search-key form: name or reading key, birth parts (None = any)."""
+
+    name_key: str | None
+    kana_key: str | None
+    birth: tuple[int | None, int | None, int | None]
+    sex_code: str | None
+    municipality_code: str | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A search hit: the person's current record and which query items matched."""
+
+    person: CurrentRecord
+    matched_fields: tuple[str, ...]

@@ -23,6 +23,7 @@ from opentelemetry.propagate import extract
 from jukilib.config import RelayConfig
 from jukilib.db.pool import Database
 from jukilib.register import store
+from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
 
 logger = logging.getLogger(__name__)
@@ -59,11 +60,13 @@ def _error_label(exc: BaseException) -> str:
 class OutboxRelay:
     """Delivers outbox rows of one register through `deliver`."""
 
-    def __init__(self, database: Database, register: str, deliver: Deliver, config: RelayConfig) -> None:
+    def __init__(self, database: Database, register: str, deliver: Deliver, config: RelayConfig,
+                 hooks: RegisterHooks | None = None) -> None:
         self._database = database
         self._register = register
         self._deliver = deliver
         self._config = config
+        self._hooks = hooks or RegisterHooks()
 
     async def run(self) -> None:
         """Deliver until cancelled."""
@@ -102,8 +105,9 @@ class OutboxRelay:
         with tracer.start_as_current_span("outbox.deliver", links=links,
                                           attributes={"juki.register": self._register,
                                                       "juki.outbox.attempt": row["attempts"] + 1}) as span:
-            version = await store.fetch_version(connection, row["person_id"], row["version"])
-            assert version is not None, "outbox row without its version (foreign key)"
+            stored = await store.fetch_version(connection, row["person_id"], row["version"])
+            assert stored is not None, "outbox row without its version (foreign key)"
+            (version,) = await self._hooks.reveal(connection, [stored])
             try:
                 await asyncio.wait_for(self._deliver(version, row["idempotency_key"]), self._config.call_timeout)
             except (grpc.aio.AioRpcError, OSError, TimeoutError) as exc:

@@ -1,13 +1,13 @@
 """Wiring of a register service: engine, API, servicer and relay from one declaration.
 
-identity and annex are each a `RegisterService`; each declares its contract, record, rules and the
-agency method its changes go to, and is built by the same code.
+identity and annex are each a `RegisterService`; each declares its binding (contract, record, rules),
+its hooks and the agency method its changes go to, and is built by the same code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,9 @@ from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
-from jukilib.register.api import RecordValidator, RegisterApi, RegisterBinding
+from jukilib.register.api import RegisterApi, RegisterBinding
 from jukilib.register.engine import RegisterEngine
+from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
 from jukilib.register.relay import OutboxRelay
 
@@ -31,50 +32,40 @@ from jukilib.register.relay import OutboxRelay
 Forward = Callable[[aio.Channel, str, message.Message], Awaitable[Any]]
 
 
+def _no_hooks(config: ServiceConfig, database: Database) -> RegisterHooks:
+    return RegisterHooks()
+
+
 @dataclass(frozen=True)
 class RegisterService:
-    """A register service declared once: contract, record messages, field rules, agency method.
+    """A register service declared once; everything else (engine, API, relay, wiring) is shared."""
 
-    identity and annex are each one of these; everything else (engine, API, relay, wiring) is shared.
-    """
-
-    register: str
-    """`identity` or `annex`: names the register in outbox keys and traces."""
-    collection: str
-    """Resource collection id, e.g. `residents`."""
+    binding: RegisterBinding
     service_name: str
-    record_type: type[message.Message]
-    resource_type: type[message.Message]
-    version_type: type[message.Message]
-    validate_record: RecordValidator
     servicer: Callable[[RegisterApi], Any]
     add_servicer: Callable[[Any, aio.Server], None]
     forward: Forward
-
-    def binding(self, config: ServiceConfig) -> RegisterBinding:
-        return RegisterBinding(
-            register=self.register,
-            collection=self.collection,
-            record_type=self.record_type,
-            resource_type=self.resource_type,
-            version_type=self.version_type,
-            validate_record=self.validate_record,
-            municipalities=gunma_municipalities(),
-            resident_code_check=CheckDigitMode(config.resident_code_check),
-        )
+    hooks: Callable[[ServiceConfig, Database], RegisterHooks] = field(default=_no_hooks)
+    migration_dirs: tuple[Path, ...] = ()
+    """The service's own migrations (numbered from 0100), after the engine's."""
 
     def migrations(self) -> list[Migration]:
-        return register_migrations()
+        return register_migrations(*self.migration_dirs)
+
+    def api(self, config: ServiceConfig, database: Database) -> RegisterApi:
+        engine = RegisterEngine(database, self.binding.register, self.hooks(config, database))
+        return RegisterApi(engine, self.binding, municipalities=gunma_municipalities(),
+                           resident_code_check=CheckDigitMode(config.resident_code_check))
 
     def build(self, config: ServiceConfig, database: Database) -> ServiceParts:
         """Everything the service runs: its servicer and `relay.workers` relay workers."""
-        api = RegisterApi(RegisterEngine(database, self.register), self.binding(config))
+        api = self.api(config, database)
         agency = secure_channel(config.targets["agency"], config.tls)
 
         async def deliver(stored: StoredVersion, key: str) -> None:
             await self.forward(agency, key, api.version_message(stored))
 
-        relay = OutboxRelay(database, self.register, deliver, config.relay)
+        relay = OutboxRelay(database, self.binding.register, deliver, config.relay, api.engine.hooks)
 
         async def close_agency_channel() -> None:
             await agency.close()

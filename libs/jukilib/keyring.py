@@ -1,0 +1,99 @@
+"""Keys for data encrypted at rest: AES-256-GCM data keys with ids, and one HMAC key for lookups.
+
+The keyring is a JSON file readable only by the service (`JUKI_KEYRING_FILE`, mode 0600):
+``{"active": "<key id>", "keys": {"<key id>": "<base64 32 bytes>", ...}, "hmac_key": "<base64>"}``.
+New data is encrypted with the active key; every row records its key id, so old keys decrypt old
+rows until `juki keys rotate` has re-encrypted them. In production the file is provisioned from the
+prefecture's key management (an HSM or KMS), never committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+NONCE_BYTES = 12
+
+
+class KeyringError(Exception):
+    """The keyring is missing, malformed, or lacks a key a row needs (no key material in the message)."""
+
+
+@dataclass(frozen=True)
+class Sealed:
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+
+
+class Keyring:
+    def __init__(self, active: str, keys: dict[str, bytes], hmac_key: bytes, path: Path | None = None) -> None:
+        if active not in keys:
+            raise KeyringError("the active key id is not among the keys")
+        if any(len(k) != 32 for k in keys.values()) or len(hmac_key) < 32:
+            raise KeyringError("data keys must be 32 bytes and the HMAC key at least 32 bytes")
+        self.active = active
+        self._keys = keys
+        self._hmac_key = hmac_key
+        self._path = path
+
+    @classmethod
+    def load(cls, path: Path) -> Keyring:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            keys = {kid: base64.b64decode(value) for kid, value in data["keys"].items()}
+            return cls(data["active"], keys, base64.b64decode(data["hmac_key"]), path)
+        except (OSError, ValueError, KeyError, TypeError):
+            raise KeyringError("the keyring file cannot be read or is malformed") from None
+
+    def save(self, path: Path) -> None:
+        data = {"active": self.active, "keys": {k: base64.b64encode(v).decode() for k, v in self._keys.items()},
+                "hmac_key": base64.b64encode(self._hmac_key).decode()}
+        temporary = path.with_suffix(".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2)
+        temporary.replace(path)
+
+    @classmethod
+    def generate(cls) -> Keyring:
+        key_id = "k" + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+        return cls(key_id, {key_id: AESGCM.generate_key(256)}, secrets.token_bytes(32))
+
+    def with_new_active_key(self) -> Keyring:
+        key_id = "k" + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S") + secrets.token_hex(2)
+        return Keyring(key_id, {**self._keys, key_id: AESGCM.generate_key(256)}, self._hmac_key, self._path)
+
+    @property
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(self._keys)
+
+    def _key(self, key_id: str) -> bytes:
+        if key_id not in self._keys and self._path is not None:
+            # A key added since start-up (rotation in progress on another replica): read the file again.
+            reloaded = Keyring.load(self._path)
+            self._keys, self.active = dict(reloaded._keys), reloaded.active
+        if key_id not in self._keys:
+            raise KeyringError("a row is encrypted with a key id the keyring does not hold")
+        return self._keys[key_id]
+
+    def seal(self, plaintext: str, associated: bytes) -> Sealed:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        ciphertext = AESGCM(self._key(self.active)).encrypt(nonce, plaintext.encode(), associated)
+        return Sealed(self.active, nonce, ciphertext)
+
+    def open(self, sealed: Sealed, associated: bytes) -> str:
+        return AESGCM(self._key(sealed.key_id)).decrypt(sealed.nonce, sealed.ciphertext, associated).decode()
+
+    def lookup_hash(self, value: str) -> bytes:
+        """Keyed hash for equality lookups: without the key it reveals nothing and cannot be brute-forced."""
+        return hmac.new(self._hmac_key, value.encode(), hashlib.sha256).digest()
