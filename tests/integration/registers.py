@@ -1,0 +1,111 @@
+"""Both registers behind one small adapter, so that the engine's behaviour is specified once and
+proven for the identity file and the annex file alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from juki.annex.v1 import annex_pb2
+from juki.identity.v1 import identity_pb2
+from juki.register.v1 import register_pb2
+from jukilib import caller
+from jukilib.domain.codes import individual_number_check_digit, resident_code_check_digit
+from jukilib.register.api import RegisterApi
+from jukilib.register.wiring import RegisterService
+from services.annex.app import REGISTER as ANNEX
+from services.identity.app import REGISTER as IDENTITY
+
+MAEBASHI, TAKASAKI = "102016", "102024"
+NOTIFY_TIME = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)
+_serial = itertools.count(1)
+
+
+def resident_code(serial: int) -> str:
+    base = f"{7_000_000_000 + serial:010d}"
+    return base + str(resident_code_check_digit(base))
+
+
+def individual_number(serial: int) -> str:
+    base = f"{50_000_000_000 + serial:011d}"
+    return base + str(individual_number_check_digit(base))
+
+
+@dataclass
+class Person:
+    """The varying items of one synthetic person."""
+
+    code: str
+    number: str
+    name: str = "上野　太郎"
+    kana: str = "ウエノ　タロウ"
+    birth: tuple[int, int, int] = (1980, 5, 17)
+    sex: str = "1"
+    address: str = "群馬県前橋市大手町1丁目1番1号"
+
+
+def new_person(**overrides: Any) -> Person:
+    serial = next(_serial)
+    return Person(code=resident_code(serial), number=individual_number(serial), **overrides)
+
+
+@dataclass(frozen=True)
+class Register:
+    """One register and how to build its notifications."""
+
+    name: str
+    service: RegisterService
+
+    def request(self, person: Person, notification_id: str, *, kind: int = register_pb2.CHANGE_KIND_RECORD,
+                reason: int = register_pb2.CHANGE_REASON_DOMESTIC_MOVE_IN, event: dt.date = dt.date(2026, 4, 1),
+                notify_time: dt.datetime = NOTIFY_TIME, previous_code: str = "") -> Any:
+        change = register_pb2.ChangeInfo(kind=kind, reason=reason)
+        change.event_date.year, change.event_date.month, change.event_date.day = event.year, event.month, event.day
+        change.notify_time.FromDatetime(notify_time)
+        year, month, day = person.birth
+        birth = register_pb2.PartialDate(precision=register_pb2.DATE_PRECISION_DAY, year=year, month=month,
+                                         day=day, original_text=f"{year}-{month}-{day}")
+        if self.name == "identity":
+            record: Any = identity_pb2.IdentityRecord(
+                resident_code=person.code, individual_number=person.number, full_name=person.name,
+                full_name_kana=person.kana, birth_date=birth, sex_code=person.sex, address=person.address,
+                address_municipality_code=MAEBASHI)
+            return identity_pb2.ApplyNotificationRequest(notification_id=notification_id, change=change,
+                                                         record=record, previous_resident_code=previous_code)
+        annex_record = annex_pb2.AnnexRecord(
+            resident_code=person.code, full_name=person.name, full_name_kana=person.kana, birth_date=birth,
+            sex_code=person.sex, address=person.address, domicile_municipality_code=MAEBASHI)
+        return annex_pb2.ApplyNotificationRequest(notification_id=notification_id, change=change,
+                                                  record=annex_record, previous_resident_code=previous_code)
+
+    def lookup(self, code: str, as_of: dt.date | None = None, by_receipt: bool = False) -> Any:
+        request_type = identity_pb2.LookupResidentRequest if self.name == "identity" else \
+            annex_pb2.LookupAnnexResidentRequest
+        request = request_type(resident_code=code)
+        if as_of is not None:
+            request.as_of_date.year, request.as_of_date.month, request.as_of_date.day = as_of.year, as_of.month, \
+                as_of.day
+            request.as_of_basis = register_pb2.AS_OF_BASIS_RECEIPT if by_receipt else register_pb2.AS_OF_BASIS_EVENT_DATE
+        return request
+
+
+REGISTERS = {"identity": Register("identity", IDENTITY), "annex": Register("annex", ANNEX)}
+
+
+@contextmanager
+def notifying(municipality: str = MAEBASHI) -> Iterator[None]:
+    """Act as the CS of `municipality` (as the gateway's metadata would say)."""
+    token = caller.set_current(caller.Caller(organization=municipality))
+    try:
+        yield
+    finally:
+        caller.reset_current(token)
+
+
+async def apply(api: RegisterApi, request: Any, municipality: str = MAEBASHI) -> Any:
+    with notifying(municipality):
+        return await api.apply(request)
