@@ -87,9 +87,11 @@ class Register:
             annex_pb2.LookupAnnexResidentRequest
         request = request_type(resident_code=code)
         if as_of is not None:
-            request.as_of_date.year, request.as_of_date.month, request.as_of_date.day = as_of.year, as_of.month, \
-                as_of.day
-            request.as_of_basis = register_pb2.AS_OF_BASIS_RECEIPT if by_receipt else register_pb2.AS_OF_BASIS_EVENT_DATE
+            request.as_of_date.year = as_of.year
+            request.as_of_date.month = as_of.month
+            request.as_of_date.day = as_of.day
+            basis = register_pb2.AS_OF_BASIS_RECEIPT if by_receipt else register_pb2.AS_OF_BASIS_EVENT_DATE
+            request.as_of_basis = basis
         return request
 
 
