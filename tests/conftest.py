@@ -5,6 +5,7 @@ on 127.0.0.1:0 with mTLS and the real interceptor chain."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -21,7 +22,7 @@ from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki, ensure_dev_pki, issue_untrusted_client
 from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
-from jukilib.suite import all_callers, ensure_keyring, prepare_database, service_migrations
+from jukilib.suite import all_callers, ensure_keyring, free_port, prepare_database, service_migrations
 from jukilib.telemetry import setup_tracing
 
 TEST_PASSWORD = "juki-test-password"
@@ -148,17 +149,17 @@ async def start_suite(pki: DevPki, databases: dict[str, ServiceDatabase], home: 
     import importlib
 
     suite = RunningSuite(pki, databases)
-    targets: dict[str, str] = {}
+    targets = {service: f"127.0.0.1:{free_port()}" for service in SERVICES}
     for service in ("agency", "identity", "annex", "disclosure", "gateway"):
         wanted = {"gateway": ("identity", "annex", "disclosure", "agency"),
-                  "identity": ("agency",), "annex": ("agency",)}.get(service, ())
+                  "identity": ("agency",), "annex": ("agency",), "agency": ("gateway",)}.get(service, ())
         config = service_config(service, pki, databases[service], home, {k: targets[k] for k in wanted})
+        config = dataclasses.replace(config, listen=targets[service])
         app = importlib.import_module(f"services.{service}.app")
         running = GrpcService(config, service_migrations(service), app.build)
         await running.start()
         await running.wait_ready(30)
         suite.services[service] = running
-        targets[service] = f"127.0.0.1:{running.port}"
     return suite
 
 

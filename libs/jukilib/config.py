@@ -173,7 +173,11 @@ class ServiceConfig:
 
 def _targets(env: Env, service: str) -> dict[str, str]:
     wanted = {"gateway": BACKENDS, "identity": ("agency",), "annex": ("agency",)}.get(service, ())
-    return {name: env.text(f"JUKI_{name.upper()}_TARGET") for name in wanted}
+    targets = {name: env.text(f"JUKI_{name.upper()}_TARGET") for name in wanted}
+    # The agency stand-in sends its error reports (30-8) through the gateway when it knows where it is.
+    if service == "agency" and (gateway := env.optional("JUKI_GATEWAY_TARGET")):
+        targets["gateway"] = gateway
+    return targets
 
 
 def load_service_config(service: str, environ: Mapping[str, str] | None = None) -> ServiceConfig:

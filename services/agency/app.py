@@ -10,6 +10,7 @@ from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from jukilib.config import ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
+from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
 from services.agency.servicer import AgencyServicer
 
@@ -21,9 +22,14 @@ def migrations() -> list[Migration]:
 
 
 def build(config: ServiceConfig, database: Database) -> ServiceParts:
-    servicer = AgencyServicer(database)
+    gateway = secure_channel(config.targets["gateway"], config.tls) if "gateway" in config.targets else None
+    servicer = AgencyServicer(database, gateway)
 
     def register(server: aio.Server) -> None:
         agency_pb2_grpc.add_AgencyServiceServicer_to_server(servicer, server)
 
-    return ServiceParts(service_names=[SERVICE_NAME], register=register)
+    async def close_gateway_channel() -> None:
+        if gateway is not None:
+            await gateway.close()
+
+    return ServiceParts(service_names=[SERVICE_NAME], register=register, on_stop=[close_gateway_channel])

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
-from juki.identity.v1 import identity_pb2
+from juki.annex.v1 import annex_pb2_grpc
+from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+from juki.register.v1 import register_pb2
+from jukilib import caller
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
-from jukilib.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
+from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
 from jukilib.register.validation import Violations
 
 
@@ -25,9 +29,10 @@ class Faults:
 
 
 class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, gateway: aio.Channel | None = None) -> None:
         self._database = database
         self._faults = Faults()
+        self._gateway = gateway
 
     async def _inject_faults(self) -> None:
         if self._faults.delay_seconds:
@@ -82,6 +87,26 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
         if payload is None:
             raise NotFound("the agency holds no record with this resident code", "PERSON_NOT_FOUND")
         return identity_pb2.ResidentVersion.FromString(payload)
+
+    async def SendErrorReport(
+        self, request: agency_pb2.SendErrorReportRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.MunicipalityReport:
+        """住基法 30-8: the agency reports an error in the prefecture's record, through the gateway."""
+        if self._gateway is None:
+            raise FailedPrecondition("the stand-in does not know the prefecture's gateway (JUKI_GATEWAY_TARGET)",
+                                     "GATEWAY_NOT_CONFIGURED")
+        stubs = {agency_pb2.FILE_IDENTITY: identity_pb2_grpc.IdentityServiceStub,
+                 agency_pb2.FILE_ANNEX: annex_pb2_grpc.AnnexServiceStub}
+        if request.file not in stubs:
+            raise InvalidArgument([FieldViolation("file", "is required", "REQUIRED_FIELD")])
+        report = register_pb2.MunicipalityReport(
+            resident_code=request.resident_code, source=register_pb2.REPORT_SOURCE_AGENCY_ERROR_REPORT,
+            reason_code=request.reason_code, fields=request.fields, origin_reference=f"agency/{uuid.uuid4()}")
+        answer: register_pb2.MunicipalityReport = await stubs[request.file](self._gateway).CreateMunicipalityReport(
+            register_pb2.CreateMunicipalityReportRequest(municipality_report=report,
+                                                         request_id=report.origin_reference),
+            metadata=((caller.PURPOSE_KEY, "AGENCY-ERROR-REPORT-30-8"),), timeout=10)
+        return answer
 
     async def SetFaultInjection(
         self, request: agency_pb2.SetFaultInjectionRequest, context: aio.ServicerContext[Any, Any]

@@ -8,11 +8,13 @@ from grpc import aio
 
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
 from jukilib.register.api import RegisterApi
+from jukilib.register.servicer import MunicipalityReportMethods
 
 
-class AnnexServicer(annex_pb2_grpc.AnnexServiceServicer):
+class AnnexServicer(MunicipalityReportMethods, annex_pb2_grpc.AnnexServiceServicer):
     def __init__(self, api: RegisterApi) -> None:
         self._api = api
+        self._reports = api.reports
 
     async def ApplyNotification(
         self, request: annex_pb2.ApplyNotificationRequest, context: aio.ServicerContext[Any, Any]

@@ -10,13 +10,15 @@ from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib.domain import codes
 from jukilib.errors import NotFound
 from jukilib.register.api import RegisterApi
+from jukilib.register.servicer import MunicipalityReportMethods
 from jukilib.register.validation import Violations
 from services.identity.numbers import IndividualNumbers
 
 
-class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+class IdentityServicer(MunicipalityReportMethods, identity_pb2_grpc.IdentityServiceServicer):
     def __init__(self, api: RegisterApi) -> None:
         self._api = api
+        self._reports = api.reports
         self._numbers = cast(IndividualNumbers, api.engine.hooks)
 
     async def ApplyNotification(

@@ -23,6 +23,7 @@ from juki.annex.v1 import annex_pb2, annex_pb2_grpc
 from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from juki.gateway.v1 import operation_log_pb2, operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+from juki.register.v1 import register_pb2
 from jukilib.client import purpose_metadata
 from jukilib.demo.notifications import annex_notification, birth_notification
 from jukilib.demo.residents import SyntheticResident, generate_residents
@@ -320,11 +321,44 @@ async def test_backend_refuses_callers_other_than_the_gateway(suite: RunningSuit
     assert _reason(refused.value) == "UNTRUSTED_PEER"
 
 
+# --- agency error reports (30-8) become reports to the municipality (12-5) ------------------------
+
+async def test_agency_error_report_reaches_the_municipality_and_its_correction_resolves_it(
+        suite: RunningSuite) -> None:
+    resident = _resident(14)
+    await _notify(suite, resident, "report-1")
+    async with secure_channel(suite.address("agency"), suite.server_tls("gateway")) as channel:
+        report = await agency_pb2_grpc.AgencyServiceStub(channel).SendErrorReport(agency_pb2.SendErrorReportRequest(
+            file=agency_pb2.FILE_IDENTITY, resident_code=resident.resident_code, reason_code="ITEM_MISMATCH",
+            fields=["record.full_name"]), timeout=10)
+    assert (report.state, report.municipality_code, report.version) == (register_pb2.REPORT_STATE_OPEN, MAEBASHI, 1)
+    listed, _ = await _call(suite, "maebashi-cs", "identity.ListMunicipalityReports",
+                            register_pb2.ListMunicipalityReportsRequest(), "CS-REPORTS-12-5")
+    assert report.name in {r.name for r in listed.municipality_reports}
+    elsewhere, _ = await _call(suite, "cs-102024", "identity.ListMunicipalityReports",
+                               register_pb2.ListMunicipalityReportsRequest(), "CS-REPORTS-12-5")
+    assert report.name not in {r.name for r in elsewhere.municipality_reports}
+    acknowledged, _ = await _call(suite, "maebashi-cs", "identity.AcknowledgeMunicipalityReport",
+                                  register_pb2.AcknowledgeMunicipalityReportRequest(name=report.name),
+                                  "CS-REPORTS-12-5")
+    assert acknowledged.state == register_pb2.REPORT_STATE_ACKNOWLEDGED
+    correction = birth_notification(resident, "report-2", EVENT_DATE, NOTIFY_TIME + dt.timedelta(days=1))
+    correction.change.kind = register_pb2.CHANGE_KIND_MODIFY
+    correction.change.reason = register_pb2.CHANGE_REASON_CLERICAL_ERROR_CORRECTION
+    correction.change.event_date.day = 2
+    await _call(suite, "maebashi-cs", "identity.ApplyNotification", correction, "CS-NOTIFY-30-6")
+    resolved, _ = await _call(suite, "maebashi-cs", "identity.ListMunicipalityReports",
+                              register_pb2.ListMunicipalityReportsRequest(state=register_pb2.REPORT_STATE_RESOLVED),
+                              "CS-REPORTS-12-5")
+    (mine,) = [r for r in resolved.municipality_reports if r.name == report.name]
+    assert mine.resolving_version == 2 and mine.HasField("resolve_time")
+
+
 # --- no personal data in spans, logs or errors -----------------------------------------------------
 
 def _personal_data() -> list[str]:
     values: list[str] = []
-    for index in range(1, 14):
+    for index in range(1, 15):
         resident = _resident(index)
         values += [resident.full_name, resident.full_name_kana, resident.address, resident.individual_number,
                    resident.birth_date.isoformat()]

@@ -33,6 +33,7 @@ from jukilib.register.model import (
     SearchKeys,
     StoredVersion,
 )
+from jukilib.register.reports import MunicipalityReports
 from jukilib.register.validation import Violations
 
 JAPAN = ZoneInfo("Asia/Tokyo")
@@ -79,6 +80,7 @@ class RegisterApi:
         self.municipalities = municipalities
         self.resident_code_check = resident_code_check
         self._clock = clock
+        self.reports = MunicipalityReports(engine.database, municipalities)
 
     # --- ingest (30-6 / 30-41) -------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from jukilib.register.model import (
     SearchCriteria,
     StoredVersion,
 )
+from jukilib.register.reports import resolve_by_correction
 
 tracer = trace.get_tracer(__name__)
 
@@ -76,7 +77,7 @@ class RegisterEngine:
     """One register (identity or annex) on one schema."""
 
     def __init__(self, database: Database, register: str, hooks: RegisterHooks | None = None) -> None:
-        self._database = database
+        self.database = database
         self.register = register
         self.hooks = hooks or RegisterHooks()
 
@@ -85,7 +86,7 @@ class RegisterEngine:
     async def apply(self, notification: Notification) -> StoredVersion:
         """Apply `notification` once; a repeat returns the stored version and changes nothing."""
         with tracer.start_as_current_span("register.apply", attributes={"juki.register": self.register}):
-            return await self._database.run_in_transaction(
+            return await self.database.run_in_transaction(
                 lambda connection: self._apply(connection, notification), retry_on=_RETRY_ON
             )
 
@@ -110,6 +111,8 @@ class RegisterEngine:
         stored = StoredVersion(person_id, version, notification.resident_code, state, notification.record,
                                change, created_at)
         await self.hooks.after_apply(connection, stored, notification.secret, becomes_current=after is None)
+        # 住基法 12-5: the municipality's correcting notification resolves its open reports.
+        await resolve_by_correction(connection, stored)
         (revealed,) = await self.hooks.reveal(connection, [stored])
         return revealed
 
@@ -161,7 +164,7 @@ class RegisterEngine:
         return dataclasses.replace(found, current=version)
 
     async def get(self, person_id: uuid.UUID) -> CurrentRecord:
-        async with self._database.connection() as connection:
+        async with self.database.connection() as connection:
             found = await store.current_by_id(connection, person_id)
             if found is None:
                 raise NotFound("no such person in the file", "PERSON_NOT_FOUND")
@@ -169,7 +172,7 @@ class RegisterEngine:
 
     async def lookup(self, resident_code: str, as_of: dt.date | None = None, by_receipt: bool = False) -> CurrentRecord:
         """By current or former 住民票コード; with `as_of`, the record as it stood on that date."""
-        async with self._database.connection() as connection:
+        async with self.database.connection() as connection:
             person_id = await store.person_of_code(connection, resident_code)
             found = await store.current_by_id(connection, person_id) if person_id else None
             if found is None:
@@ -183,7 +186,7 @@ class RegisterEngine:
 
     async def versions(self, person_id: uuid.UUID, offset: int, limit: int) -> list[StoredVersion]:
         """The person's history in event order."""
-        async with self._database.connection() as connection:
+        async with self.database.connection() as connection:
             if await store.current_by_id(connection, person_id) is None:
                 raise NotFound("no such person in the file", "PERSON_NOT_FOUND")
             versions = await store.list_versions(connection, person_id, offset, limit)
@@ -191,7 +194,7 @@ class RegisterEngine:
 
     async def search(self, criteria: SearchCriteria) -> list[Candidate]:
         """Candidates of the 4-item search, at most `criteria.limit`."""
-        async with self._database.connection() as connection:
+        async with self.database.connection() as connection:
             rows = await store.search(connection, criteria)
             matched = {row["id"]: row for row in rows}
             persons = await store.current_by_ids(connection, [row["id"] for row in rows])

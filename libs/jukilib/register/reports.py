@@ -1,0 +1,172 @@
+"""Reports to municipalities (住基法 12-5): made, listed, acknowledged, and resolved by the
+municipality's correcting notification. Shared by both registers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from jukilib import caller, paging
+from jukilib.db.pool import Database
+from jukilib.domain.codes import CheckDigitMode
+from jukilib.domain.municipalities import MunicipalityTable
+from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from jukilib.register import store
+from jukilib.register.model import ChangeKind, StoredVersion
+from jukilib.register.validation import Violations
+
+OPEN, ACKNOWLEDGED, RESOLVED = 1, 2, 3
+SOURCES = frozenset({1, 2, 3})
+_REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+_FIELD_PATH = re.compile(r"^record\.[a-z_]{1,64}$")
+_COLUMNS = """id, person_id, version, municipality_code, source, reason_code, fields, origin_reference, state,
+    create_time, acknowledge_time, resolve_time, resolving_version,
+    (SELECT resident_code FROM person p WHERE p.id = municipality_report.person_id) AS resident_code"""
+
+
+@dataclass(frozen=True)
+class NewReport:
+    resident_code: str
+    source: int
+    reason_code: str
+    fields: list[str]
+    origin_reference: str
+    request_id: str | None
+
+
+def validate_new_report(report: Any, request_id: str) -> NewReport:
+    """Boundary checks of a report to make (paths under `municipality_report.`)."""
+    violations = Violations()
+    violations.resident_code("municipality_report.resident_code", report.resident_code, CheckDigitMode.OFF)
+    if report.source not in SOURCES:
+        violations.add("municipality_report.source", "is required", "REQUIRED_FIELD")
+    if not _REASON_CODE.match(report.reason_code):
+        violations.add("municipality_report.reason_code", "must be an UPPER_SNAKE_CASE code of at most 64 characters")
+    if not report.fields or not all(_FIELD_PATH.match(f) for f in report.fields):
+        violations.add("municipality_report.fields", "must list record field paths such as record.full_name")
+    if len(report.origin_reference) > 128 or len(request_id) > 64:
+        violations.add("municipality_report.origin_reference" if len(report.origin_reference) > 128
+                       else "request_id", "is too long")
+    violations.raise_if_any()
+    return NewReport(report.resident_code, int(report.source), report.reason_code, list(report.fields),
+                     report.origin_reference, request_id or None)
+
+
+def report_id(name: str) -> uuid.UUID:
+    prefix = "municipalityReports/"
+    try:
+        if not name.startswith(prefix):
+            raise ValueError
+        return uuid.UUID(name[len(prefix):])
+    except ValueError:
+        raise InvalidArgument([FieldViolation("name", "must be of the form municipalityReports/{id}")]) from None
+
+
+class MunicipalityReports:
+    """12-5 reports of one register."""
+
+    def __init__(self, database: Database, municipalities: MunicipalityTable) -> None:
+        self._database = database
+        self._municipalities = municipalities
+
+    async def create(self, new: NewReport) -> asyncpg.Record:
+        async def work(connection: asyncpg.Connection) -> asyncpg.Record:
+            if new.request_id:
+                existing = await connection.fetchrow(
+                    f"SELECT {_COLUMNS} FROM municipality_report WHERE request_id = $1", new.request_id)
+                if existing is not None:
+                    return existing
+            person_id = await store.person_of_code(connection, new.resident_code)
+            current = await store.current_by_id(connection, person_id) if person_id else None
+            if current is None:
+                raise NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND")
+            # Addressed to the municipality that notified the version found wrong (the current one).
+            row = await connection.fetchrow(
+                f"""INSERT INTO municipality_report (id, request_id, person_id, version, municipality_code, source,
+                        reason_code, fields, origin_reference)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_COLUMNS}""",
+                uuid.uuid4(), new.request_id, current.person_id, current.current.version,
+                current.current.change.municipality_code, new.source, new.reason_code, new.fields,
+                new.origin_reference,
+            )
+            assert row is not None
+            return row
+
+        return await self._database.run_in_transaction(
+            work, retry_on=(asyncpg.UniqueViolationError, asyncpg.SerializationError))
+
+    def _own_municipality(self) -> str | None:
+        """A municipality's CS sees and acknowledges only what is addressed to it."""
+        organization = caller.current().organization
+        return organization if organization in self._municipalities else None
+
+    async def list(self, state: int, size: int, token: str) -> tuple[list[asyncpg.Record], str]:
+        limit = paging.page_size(size)
+        position = paging.decode_token(token, keys=("offset",))
+        offset = paging.int_at(position, "offset") if position else 0
+        async with self._database.connection() as connection:
+            rows = await connection.fetch(
+                f"""SELECT {_COLUMNS} FROM municipality_report
+                    WHERE ($1::text IS NULL OR municipality_code = $1) AND ($2::smallint = 0 OR state = $2)
+                    ORDER BY create_time, id OFFSET $3 LIMIT $4""",
+                self._own_municipality(), state, offset, limit + 1,
+            )
+        token = paging.encode_token({"offset": offset + limit}) if len(rows) > limit else ""
+        return list(rows[:limit]), token
+
+    async def acknowledge(self, name: str) -> asyncpg.Record:
+        identifier = report_id(name)
+        municipality = self._own_municipality()
+        if municipality is None:
+            raise PermissionDenied("only the municipality a report is addressed to may acknowledge it",
+                                   "NOT_THE_ADDRESSEE")
+        async with self._database.transaction() as connection:
+            row = await connection.fetchrow(
+                f"SELECT {_COLUMNS} FROM municipality_report WHERE id = $1 FOR UPDATE", identifier)
+            if row is None or row["municipality_code"] != municipality:
+                raise NotFound("no such report addressed to this municipality", "REPORT_NOT_FOUND")
+            if row["state"] == RESOLVED:
+                raise FailedPrecondition("the report is already resolved", "REPORT_RESOLVED")
+            if row["state"] == ACKNOWLEDGED:
+                return row
+            updated = await connection.fetchrow(
+                f"""UPDATE municipality_report SET state = 2, acknowledge_time = now() WHERE id = $1
+                    RETURNING {_COLUMNS}""", identifier)
+            assert updated is not None
+            return updated
+
+
+async def resolve_by_correction(connection: asyncpg.Connection, stored: StoredVersion) -> None:
+    """A 修正 from the municipality a report is addressed to resolves its open reports on the person."""
+    if stored.change.kind != ChangeKind.MODIFY:
+        return
+    await connection.execute(
+        """UPDATE municipality_report SET state = 3, resolve_time = $4, resolving_version = $3
+           WHERE person_id = $1 AND municipality_code = $2 AND state <> 3""",
+        stored.person_id, stored.change.municipality_code, stored.version, dt.datetime.now(dt.UTC),
+    )
+
+
+def report_message(row: asyncpg.Record, target: Any) -> Any:
+    """Fill a `juki.register.v1.MunicipalityReport`."""
+    target.name = f"municipalityReports/{row['id']}"
+    target.resident_code = row["resident_code"]
+    target.source = row["source"]
+    target.reason_code = row["reason_code"]
+    target.fields.extend(row["fields"])
+    target.municipality_code = row["municipality_code"]
+    target.version = row["version"]
+    target.state = row["state"]
+    target.origin_reference = row["origin_reference"]
+    target.create_time.FromDatetime(row["create_time"])
+    for field, value in (("acknowledge_time", row["acknowledge_time"]), ("resolve_time", row["resolve_time"])):
+        if value is not None:
+            getattr(target, field).FromDatetime(value)
+    if row["resolving_version"] is not None:
+        target.resolving_version = row["resolving_version"]
+    return target
