@@ -36,11 +36,12 @@ def _run(coroutine: Coroutine[Any, Any, int]) -> int:
 async def _serve(service: str) -> int:
     from jukilib.grpc.server import GrpcService, serve_forever
     from jukilib.jsonlog import setup_logging
-    from jukilib.telemetry import setup_tracing, shutdown_tracing
+    from jukilib.telemetry import setup_metrics, setup_tracing, shutdown_tracing
 
     config = load_service_config(service)
     setup_logging(service, config.log_level)
     setup_tracing(service, config.home)
+    setup_metrics(service, config.home)
     app = importlib.import_module(f"services.{service}.app")
     try:
         return await serve_forever(GrpcService(config, app.migrations(), app.build))
@@ -157,6 +158,31 @@ async def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- juki outbox ---------------------------------------------------------------------------------
+
+async def _outbox(args: argparse.Namespace) -> int:
+    """`juki outbox list|retry` on the register whose database role is in JUKI_DATABASE_URL."""
+    import asyncpg
+
+    from jukilib.register.relay import dead_letters, outbox_backlog, retry_dead
+
+    connection = await asyncpg.connect(Env().text("JUKI_DATABASE_URL"))
+    try:
+        if args.action == "retry":
+            count = await retry_dead(connection, [int(i) for i in args.ids] or None)
+            print(f"{count} dead-lettered change(s) queued again")
+            return 0
+        backlog, age, dead = await outbox_backlog(connection)
+        print(f"undelivered: {backlog}  oldest: {age:.1f}s  dead: {dead}")
+        for row in await dead_letters(connection):
+            since = f"{row['created_at']:%Y-%m-%d %H:%M}"
+            print(f"dead {row['id']}: person {row['person_id']} version {row['version']}"
+                  f" attempts {row['attempts']} last error {row['last_error']} since {since}")
+        return 0
+    finally:
+        await connection.close()
+
+
 # --- juki health ---------------------------------------------------------------------------------
 
 async def _health(args: argparse.Namespace) -> int:
@@ -191,6 +217,9 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--cert", required=True)
     health.add_argument("--key", required=True)
     health.add_argument("--service", default="")
+    outbox = commands.add_parser("outbox", help="the relay's outbox of a register (JUKI_DATABASE_URL)")
+    outbox.add_argument("action", choices=("list", "retry"))
+    outbox.add_argument("ids", nargs="*", help="outbox ids to retry (default: every dead one)")
     keys = commands.add_parser("keys", help="keys for 個人番号 at rest (JUKI_KEYRING_FILE)")
     keys.add_argument("action", choices=("new", "rotate"))
     calls.add_call_parser(commands)
@@ -234,6 +263,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "health": lambda args: _run(_health(args)),
     "call": _call,
     "keys": lambda args: _run(_keys(args)),
+    "outbox": lambda args: _run(_outbox(args)),
 }
 
 

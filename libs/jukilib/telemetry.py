@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -73,6 +80,42 @@ def setup_tracing(service: str, home: Path, exporter: SpanExporter | None = None
     return provider
 
 
+class JsonLinesMetricExporter(MetricExporter):
+    """Appends each metrics export as one JSON object per line (the local fallback to OTLP)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        with self._path.open("a", encoding="utf-8") as out:
+            out.write(metrics_data.to_json(indent=None) + "\n")
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        return None
+
+
+def setup_metrics(service: str, home: Path, interval_seconds: float = 15.0) -> MeterProvider:
+    """Install the process-wide meter provider: OTLP when configured, else `.juki/metrics/<service>.jsonl`."""
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        exporter: MetricExporter = OTLPMetricExporter()
+    else:
+        exporter = JsonLinesMetricExporter(home / "metrics" / f"{service}.jsonl")
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval_seconds * 1000)
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"juki-{service}"),
+                                "service.namespace": "juki"})
+    provider = MeterProvider(resource=resource, metric_readers=[reader])
+    metrics.set_meter_provider(provider)
+    return provider
+
+
 def _instrument_asyncpg() -> None:
     if "asyncpg" in _instrumented:
         return
@@ -89,7 +132,10 @@ def current_trace_id() -> str:
 
 
 def shutdown_tracing() -> None:
-    """Flush and stop the exporter (end of process)."""
+    """Flush and stop the exporters (end of process)."""
     provider: Any = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
         provider.shutdown()
+    meters: Any = metrics.get_meter_provider()
+    if isinstance(meters, MeterProvider):
+        meters.shutdown()

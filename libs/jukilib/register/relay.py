@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import grpc
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.metrics import Observation
 from opentelemetry.propagate import extract
 
 from jukilib.config import RelayConfig
@@ -139,11 +140,56 @@ class OutboxRelay:
                     extra={"register": self._register, "outbox_id": row["id"], "attempts": attempts, "error": label})
 
 
-async def outbox_backlog(connection: asyncpg.Connection) -> tuple[int, float]:
-    """(undelivered rows, age in seconds of the oldest) for metrics and `juki outbox list`."""
+async def outbox_backlog(connection: asyncpg.Connection) -> tuple[int, float, int]:
+    """(undelivered rows, age in seconds of the oldest, dead rows) for metrics and `juki outbox list`."""
     row = await connection.fetchrow(
-        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
-        " FROM outbox WHERE state <> 'delivered'"
+        """SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age,
+                  count(*) FILTER (WHERE state = 'dead') AS dead
+           FROM outbox WHERE state <> 'delivered'"""
     )
     assert row is not None
-    return int(row["n"]), float(row["age"])
+    return int(row["n"]), float(row["age"]), int(row["dead"])
+
+
+class BacklogGauge:
+    """Outbox backlog, oldest age and dead letters as OpenTelemetry gauges (refreshed in the background;
+    gauge callbacks are synchronous, the query is not)."""
+
+    def __init__(self, database: Database, register: str, interval: float = 5.0) -> None:
+        self._database = database
+        self._register = register
+        self._interval = interval
+        self._values = (0, 0.0, 0)
+        meter = metrics.get_meter(__name__)
+        attributes = {"juki.register": register}
+        meter.create_observable_gauge("juki.outbox.backlog", [lambda _: [Observation(self._values[0], attributes)]],
+                                      unit="{change}", description="changes not yet acknowledged by the agency")
+        meter.create_observable_gauge("juki.outbox.oldest_age", [lambda _: [Observation(self._values[1], attributes)]],
+                                      unit="s", description="age of the oldest undelivered change")
+        meter.create_observable_gauge("juki.outbox.dead", [lambda _: [Observation(self._values[2], attributes)]],
+                                      unit="{change}", description="changes dead-lettered after max attempts")
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with self._database.connection() as connection:
+                    with suppress_instrumentation():
+                        self._values = await outbox_backlog(connection)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                logger.warning("outbox backlog not measured", extra={"register": self._register})
+            await asyncio.sleep(self._interval)
+
+
+async def dead_letters(connection: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:
+    """Dead-lettered rows, oldest first (ids, attempts and error labels only: no personal data)."""
+    return await connection.fetch(
+        """SELECT id, person_id, version, attempts, last_error, created_at FROM outbox
+           WHERE state = 'dead' ORDER BY id LIMIT $1""", limit)
+
+
+async def retry_dead(connection: asyncpg.Connection, ids: list[int] | None) -> int:
+    """Put dead-lettered rows (all, or these ids) back in the queue; returns how many."""
+    result = await connection.execute(
+        """UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+           WHERE state = 'dead' AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))""", ids)
+    return int(result.split()[-1])

@@ -26,7 +26,7 @@ from jukilib.register.api import RegisterApi, RegisterBinding
 from jukilib.register.engine import RegisterEngine
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
-from jukilib.register.relay import OutboxRelay
+from jukilib.register.relay import BacklogGauge, OutboxRelay
 
 # (agency channel, idempotency key, version message) → delivered, or raises.
 Forward = Callable[[aio.Channel, str, message.Message], Awaitable[Any]]
@@ -73,7 +73,8 @@ class RegisterService:
         return ServiceParts(
             service_names=[self.service_name],
             register=lambda server: self.add_servicer(self.servicer(api), server),
-            background=[relay.run for _ in range(config.relay.workers)],
+            background=[*(relay.run for _ in range(config.relay.workers)),
+                        BacklogGauge(database, self.binding.register).run],
             on_stop=[close_agency_channel],
         )
 
