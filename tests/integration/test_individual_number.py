@@ -1,0 +1,121 @@
+"""個人番号 at rest (identity only): encrypted per version with a key id, found through a keyed hash,
+kept across number changes, re-encrypted online by `juki keys rotate`; the engine's tables never
+hold it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from juki.register.v1 import register_pb2 as rpb
+from jukilib.db.pool import Database
+from jukilib.devcerts import DevPki
+from jukilib.keyring import Keyring
+from jukilib.register.api import RegisterApi
+from jukilib.register.wiring import RegisterService
+from services.identity.numbers import IndividualNumbers, rotate
+from tests.conftest import fresh_database, service_config
+from tests.integration.registers import REGISTERS, apply, new_person
+
+IDENTITY = REGISTERS["identity"]
+
+
+@pytest.fixture
+async def identity(admin_url: str, pki: DevPki, tmp_path: Path,
+                   home: Path) -> AsyncIterator[tuple[RegisterApi, Database, str, Path]]:
+    databases = await fresh_database(admin_url)
+    keyring_path = tmp_path / "keyring.json"
+    Keyring.generate().save(keyring_path)
+    config = dataclasses.replace(service_config("identity", pki, databases["identity"], home, {"agency": "x:1"}),
+                                 keyring_file=keyring_path)
+    database = Database(config.database)
+    await database.connect()
+    service: RegisterService = IDENTITY.service
+    try:
+        yield service.api(config, database), database, databases["identity"].migration_url, keyring_path
+    finally:
+        await database.close()
+
+
+async def _plaintext_anywhere(database: Database, number: str) -> bool:
+    async with database.connection() as connection:
+        for table in ("person", "person_version", "notification_receipt", "outbox", "individual_number"):
+            rows = await connection.fetch(f"SELECT t::text AS row FROM {table} t")
+            if any(number in row["row"] for row in rows):
+                return True
+    return False
+
+
+async def test_number_is_encrypted_at_rest_and_found_by_keyed_hash(
+        identity: tuple[RegisterApi, Database, str, Path]) -> None:
+    api, database, _, _ = identity
+    person = new_person()
+    answer = await apply(api, IDENTITY.request(person, "num-1"))
+    assert answer.record.individual_number == person.number  # the answer carries it back
+    assert not await _plaintext_anywhere(database, person.number)
+    numbers = api.engine.hooks
+    assert isinstance(numbers, IndividualNumbers)
+    found = await numbers.person_of(person.number)
+    assert found is not None and answer.name.startswith(f"residents/{found}/")
+    current = await api.lookup(IDENTITY.lookup(person.code))
+    assert current.record.individual_number == person.number
+
+
+async def test_former_number_still_finds_the_person_after_a_change(
+        identity: tuple[RegisterApi, Database, str, Path]) -> None:
+    api, _, _, _ = identity
+    person = new_person()
+    await apply(api, IDENTITY.request(person, "change-1"))
+    former, person.number = person.number, new_person().number
+    await apply(api, IDENTITY.request(person, "change-2", kind=rpb.CHANGE_KIND_MODIFY,
+                                      reason=rpb.CHANGE_REASON_INDIVIDUAL_NUMBER_CHANGE_REQUEST))
+    numbers = api.engine.hooks
+    assert isinstance(numbers, IndividualNumbers)
+    assert await numbers.person_of(former) == await numbers.person_of(person.number)
+    versions, _ = await api.list_versions((await api.lookup(IDENTITY.lookup(person.code))).name, 0, "")
+    assert [v.record.individual_number for v in versions] == [former, person.number]
+
+
+async def test_rotation_re_encrypts_every_row_while_reads_go_on(
+        identity: tuple[RegisterApi, Database, str, Path]) -> None:
+    api, database, owner_url, keyring_path = identity
+    persons = [new_person() for _ in range(5)]
+    for index, person in enumerate(persons):
+        await apply(api, IDENTITY.request(person, f"rot-{index}"))
+    old_key = Keyring.load(keyring_path).active
+    rotated = Keyring.load(keyring_path).with_new_active_key()
+    rotated.save(keyring_path)  # the running service reloads the file when it meets the new key id
+    owner = await asyncpg.connect(owner_url)
+    try:
+        await owner.execute("SET search_path TO identity")
+        assert await rotate(owner, rotated, batch=2) == 5
+        key_ids = {r["key_id"] for r in await owner.fetch("SELECT key_id FROM individual_number")}
+    finally:
+        await owner.close()
+    assert key_ids == {rotated.active} and rotated.active != old_key
+    for person in persons:
+        assert (await api.lookup(IDENTITY.lookup(person.code))).record.individual_number == person.number
+
+
+async def test_ciphertext_moved_to_another_row_does_not_decrypt(
+        identity: tuple[RegisterApi, Database, str, Path]) -> None:
+    api, _, owner_url, _ = identity
+    first, second = new_person(), new_person()
+    await apply(api, IDENTITY.request(first, "swap-1"))
+    await apply(api, IDENTITY.request(second, "swap-2"))
+    owner = await asyncpg.connect(owner_url)
+    try:
+        await owner.execute("SET search_path TO identity")
+        rows = await owner.fetch("SELECT person_id, nonce, ciphertext FROM individual_number ORDER BY person_id")
+        await owner.execute("UPDATE individual_number SET nonce = $2, ciphertext = $3 WHERE person_id = $1",
+                            rows[0]["person_id"], rows[1]["nonce"], rows[1]["ciphertext"])
+    finally:
+        await owner.close()
+    with pytest.raises(InvalidTag):
+        for person in (first, second):
+            await api.lookup(IDENTITY.lookup(person.code))
