@@ -183,6 +183,33 @@ async def _outbox(args: argparse.Namespace) -> int:
         await connection.close()
 
 
+# --- juki retention ------------------------------------------------------------------------------
+
+async def _retention(args: argparse.Namespace) -> int:
+    """`juki retention purge --register R [--dry-run]` as the schema owner (JUKI_MIGRATION_DATABASE_URL);
+    periods from --superseded-years / --removed-years, else JUKI_RETENTION_*_YEARS, else 150."""
+    import asyncpg
+
+    from jukilib.register.retention import DEFAULT_YEARS, RetentionRules, purge
+
+    env = Env()
+    rules = RetentionRules(
+        superseded_years=args.superseded_years if args.superseded_years is not None else
+        float(env.text("JUKI_RETENTION_SUPERSEDED_YEARS", str(DEFAULT_YEARS))),
+        removed_years=args.removed_years if args.removed_years is not None else
+        float(env.text("JUKI_RETENTION_REMOVED_YEARS", str(DEFAULT_YEARS))),
+    )
+    connection = await asyncpg.connect(env.text("JUKI_MIGRATION_DATABASE_URL"))
+    try:
+        await connection.execute(f"SET search_path TO {args.register}")
+        result = await purge(connection, rules, dry_run=args.dry_run)
+    finally:
+        await connection.close()
+    verb = "would purge" if args.dry_run else "purged"
+    print(f"{args.register}: {verb} {result.versions} superseded version(s) and {result.persons} removed person(s)")
+    return 0
+
+
 # --- juki health ---------------------------------------------------------------------------------
 
 async def _health(args: argparse.Namespace) -> int:
@@ -220,6 +247,12 @@ def _parser() -> argparse.ArgumentParser:
     outbox = commands.add_parser("outbox", help="the relay's outbox of a register (JUKI_DATABASE_URL)")
     outbox.add_argument("action", choices=("list", "retry"))
     outbox.add_argument("ids", nargs="*", help="outbox ids to retry (default: every dead one)")
+    retention = commands.add_parser("retention", help="purge what the retention rules allow (schema owner)")
+    retention.add_argument("action", choices=("purge",))
+    retention.add_argument("--register", choices=("identity", "annex"), required=True)
+    retention.add_argument("--dry-run", action="store_true")
+    retention.add_argument("--superseded-years", type=float, default=None)
+    retention.add_argument("--removed-years", type=float, default=None)
     keys = commands.add_parser("keys", help="keys for 個人番号 at rest (JUKI_KEYRING_FILE)")
     keys.add_argument("action", choices=("new", "rotate"))
     calls.add_call_parser(commands)
@@ -264,6 +297,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "call": _call,
     "keys": lambda args: _run(_keys(args)),
     "outbox": lambda args: _run(_outbox(args)),
+    "retention": lambda args: _run(_retention(args)),
 }
 
 

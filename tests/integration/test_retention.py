@@ -1,0 +1,81 @@
+"""Retention (both registers): a purge removes only what a configured rule allows — superseded
+versions and removed persons past their period — never a current version nor anything the agency
+has not acknowledged, and records what it did."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from juki.register.v1 import register_pb2 as rpb
+from jukilib.db.pool import Database
+from jukilib.devcerts import DevPki
+from jukilib.register.api import RegisterApi
+from jukilib.register.retention import RetentionRules, purge
+from tests.conftest import fresh_database, service_config
+from tests.integration.registers import REGISTERS, Register, apply, new_person
+
+
+@pytest.fixture(params=["identity", "annex"])
+async def register(request: pytest.FixtureRequest, admin_url: str, pki: DevPki,
+                   home: Path) -> AsyncIterator[tuple[Register, RegisterApi, str]]:
+    chosen = REGISTERS[request.param]
+    databases = await fresh_database(admin_url)
+    config = service_config(chosen.name, pki, databases[chosen.name], home, {"agency": "127.0.0.1:1"})
+    database = Database(config.database)
+    await database.connect()
+    try:
+        yield chosen, chosen.service.api(config, database), databases[chosen.name].migration_url
+    finally:
+        await database.close()
+
+
+async def _owner(url: str, schema: str) -> asyncpg.Connection:
+    connection = await asyncpg.connect(url)
+    await connection.execute(f"SET search_path TO {schema}")
+    return connection
+
+
+async def test_purge_keeps_everything_under_the_default_rules(register: tuple[Register, RegisterApi, str]) -> None:
+    reg, api, owner_url = register
+    person = new_person()
+    await apply(api, reg.request(person, "keep-1"))
+    await apply(api, reg.request(person, "keep-2", kind=rpb.CHANGE_KIND_MODIFY,
+                                 reason=rpb.CHANGE_REASON_MINOR_CORRECTION))
+    owner = await _owner(owner_url, reg.name)
+    try:
+        result = await purge(owner, RetentionRules(), dry_run=False)
+        assert (result.versions, result.persons) == (0, 0)
+        assert await owner.fetchval("SELECT count(*) FROM person_version") == 2
+    finally:
+        await owner.close()
+
+
+async def test_purge_removes_only_delivered_superseded_versions_and_removed_persons(
+        register: tuple[Register, RegisterApi, str]) -> None:
+    reg, api, owner_url = register
+    living, gone = new_person(), new_person()
+    await apply(api, reg.request(living, "p-1"))
+    await apply(api, reg.request(living, "p-2", kind=rpb.CHANGE_KIND_MODIFY, reason=rpb.CHANGE_REASON_MINOR_CORRECTION))
+    await apply(api, reg.request(gone, "p-3"))
+    await apply(api, reg.request(gone, "p-4", kind=rpb.CHANGE_KIND_REMOVE, reason=rpb.CHANGE_REASON_DEATH))
+    owner = await _owner(owner_url, reg.name)
+    try:
+        rules = RetentionRules(superseded_years=0, removed_years=0)
+        undelivered = await purge(owner, rules, dry_run=False)
+        assert (undelivered.versions, undelivered.persons) == (0, 0)  # the agency has nothing yet
+        await owner.execute("UPDATE outbox SET state = 'delivered'")
+        dry = await purge(owner, rules, dry_run=True)
+        assert (dry.versions, dry.persons) == (2, 1) and await owner.fetchval("SELECT count(*) FROM person") == 2
+        done = await purge(owner, rules, dry_run=False)
+        assert (done.versions, done.persons) == (2, 1)
+        remaining = await owner.fetch("SELECT resident_code, version FROM person_version")
+        assert [(r["resident_code"], r["version"]) for r in remaining] == [(living.code, 2)]
+        runs = await owner.fetch("SELECT dry_run, versions_purged, persons_purged FROM retention_run ORDER BY id")
+        assert [tuple(r) for r in runs] == [(False, 0, 0), (True, 2, 1), (False, 2, 1)]
+    finally:
+        await owner.close()
+    assert (await api.lookup(reg.lookup(living.code))).version == 2
