@@ -83,7 +83,7 @@ async def test_former_number_still_finds_the_person_after_a_change(
 
 async def test_rotation_re_encrypts_every_row_while_reads_go_on(
         identity: tuple[RegisterApi, Database, str, Path]) -> None:
-    api, database, owner_url, keyring_path = identity
+    api, _, owner_url, keyring_path = identity
     persons = [new_person() for _ in range(5)]
     for index, person in enumerate(persons):
         await apply(api, IDENTITY.request(person, f"rot-{index}"))
