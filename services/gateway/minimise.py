@@ -68,6 +68,9 @@ def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigra
             # 住基法 30-44-6: annex use and provision only for records of 国外転出者.
             raise PermissionDenied("this purpose may receive only records of persons who moved abroad",
                                    "NOT_AN_OVERSEAS_EMIGRANT")
+        if overseas_emigrant_only:
+            # 住基法 30-44-6: annex data leaves for use and provision without 住民票コード, whatever the mask.
+            record.ClearField("resident_code")
         if tuple(allowed) != ("*",):
             mask = field_mask_pb2.FieldMask(paths=[p for p in allowed if _valid(resource, p)])
             kept = type(resource)()

@@ -143,6 +143,20 @@ def _organizations(entries: Sequence[Mapping[str, Any]], municipalities: Municip
     return found
 
 
+ANNEX_READS = frozenset(f"juki.annex.v1.AnnexService/{m}" for m in (
+    "GetAnnexResident", "LookupAnnexResident", "SearchAnnexResidents", "ListAnnexResidentVersions"))
+
+
+def _check_annex_provision(purpose: Purpose) -> None:
+    """住基法 30-44-6: a use or provision of annex data concerns 国外転出者 and excludes 住民票コード."""
+    if not purpose.legal_basis.startswith("住基法30-44-6") or not purpose.methods & ANNEX_READS:
+        return
+    if not purpose.overseas_emigrant_only:
+        raise CatalogueError(f"purpose {purpose.code}: a 30-44-6 purpose must set overseas_emigrant_only = true")
+    if "*" in purpose.fields or any(f in ("record", "record.resident_code") for f in purpose.fields):
+        raise CatalogueError(f"purpose {purpose.code}: a 30-44-6 purpose may not receive record.resident_code")
+
+
 def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:
     """Parse and check a catalogue; raises CatalogueError naming the first problem."""
     try:
@@ -156,6 +170,7 @@ def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:
         purpose = _purpose(entry, index)
         if purpose.code in purposes:
             raise CatalogueError(f"purpose {purpose.code}: defined twice")
+        _check_annex_provision(purpose)
         purposes[purpose.code] = purpose
     return Catalogue(version=version, organizations=organizations, purposes=purposes)
 

@@ -250,3 +250,12 @@ def test_overseas_rule_is_not_applied_to_other_purposes() -> None:
     resident = _annex_resident(overseas_emigrant=False)
 
     assert minimise(resident, ["record.full_name"], overseas_emigrant_only=False) == ["record.full_name"]
+
+
+def test_overseas_purpose_never_receives_the_resident_code_even_if_the_mask_allows_it() -> None:
+    resident = annex_pb2.AnnexResident(name="annexResidents/x")
+    resident.record.resident_code = "12345678901"
+    resident.record.full_name = "海外　太郎"
+    resident.record.overseas_emigrant = True
+    disclosed = minimise(resident, ["record.resident_code", "record.full_name"], overseas_emigrant_only=True)
+    assert resident.record.resident_code == "" and disclosed == ["record.full_name"]

@@ -295,3 +295,28 @@ def test_section_written_as_a_table_instead_of_an_array_is_refused(
 
     with pytest.raises(CatalogueError, match=section):
         parse_catalogue(text, municipalities)
+
+
+def test_annex_provision_purpose_must_be_limited_to_overseas_emigrants(municipalities: MunicipalityTable) -> None:
+    purpose = '''
+[[purposes]]
+code = "ANNEX-X"
+legal_basis = "住基法30-44-6②"
+affair = "test"
+recipients = ["kikaku-bu"]
+methods = ["juki.annex.v1.AnnexService/LookupAnnexResident"]
+fields = ["record.full_name"]
+valid_from = 2024-05-27
+'''
+    organization = '''
+[[organizations]]
+code = "kikaku-bu"
+name = "企画部"
+kind = "governor_department"
+'''
+    with pytest.raises(CatalogueError, match="overseas_emigrant_only"):
+        parse_catalogue(f'version = "t"\n{organization}{purpose}', municipalities)
+    with_code = purpose.replace('fields = ["record.full_name"]',
+                                'fields = ["record.resident_code"]\noverseas_emigrant_only = true')
+    with pytest.raises(CatalogueError, match="resident_code"):
+        parse_catalogue(f'version = "t"\n{organization}{with_code}', municipalities)
