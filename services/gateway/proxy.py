@@ -10,10 +10,12 @@ One generic handler per method of the contracts the gateway exposes. For each ca
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +46,16 @@ BACKEND_TIMEOUT_SECONDS = 10.0
 
 # Sends the request bytes on to whoever answers the method; returns the answer bytes.
 Invoke = Callable[[bytes, caller.Caller], Awaitable[bytes]]
+# Opens a bidirectional stream to whoever answers the method.
+OpenStream = Callable[[AsyncIterator[bytes], caller.Caller], AsyncIterator[bytes]]
+STREAM_LOG_BATCH = 512
 
 
 @dataclass(frozen=True)
 class Route:
     method: MethodDescriptor
-    invoke: Invoke
+    invoke: Invoke | None = None
+    open_stream: OpenStream | None = None
 
     @property
     def path(self) -> str:
@@ -62,14 +68,28 @@ def backend_routes(service: ServiceDescriptor, channel: aio.Channel, only: Itera
     for method in service.methods:
         if only is not None and method.name not in only:
             continue
-        stub: Any = channel.unary_unary(f"/{service.full_name}/{method.name}")
-
-        async def invoke(request: bytes, who: caller.Caller, stub: Any = stub) -> bytes:
-            answer: bytes = await stub(request, metadata=who.to_metadata(), timeout=BACKEND_TIMEOUT_SECONDS)
-            return answer
-
-        routes.append(Route(method, invoke))
+        path = f"/{service.full_name}/{method.name}"
+        if method.client_streaming and method.server_streaming:
+            routes.append(Route(method, open_stream=_stream_opener(channel.stream_stream(path))))
+        elif not (method.client_streaming or method.server_streaming):
+            routes.append(Route(method, invoke=_invoker(channel.unary_unary(path))))
     return routes
+
+
+def _invoker(stub: Any) -> Invoke:
+    async def invoke(request: bytes, who: caller.Caller) -> bytes:
+        answer: bytes = await stub(request, metadata=who.to_metadata(), timeout=BACKEND_TIMEOUT_SECONDS)
+        return answer
+
+    return invoke
+
+
+def _stream_opener(stub: Any) -> OpenStream:
+    def open_stream(requests: AsyncIterator[bytes], who: caller.Caller) -> AsyncIterator[bytes]:
+        call: AsyncIterator[bytes] = stub(requests, metadata=who.to_metadata())
+        return call
+
+    return open_stream
 
 
 def _organization(context: aio.ServicerContext[Any, Any]) -> str:
@@ -112,51 +132,100 @@ class Gateway:
 
     def generic_handler(self, routes: Iterable[Route]) -> grpc.GenericRpcHandler:
         return _Handlers({
-            route.path: grpc.unary_unary_rpc_method_handler(functools.partial(self._handle, route))
+            route.path: grpc.stream_stream_rpc_method_handler(functools.partial(self._handle_stream, route))
+            if route.open_stream else grpc.unary_unary_rpc_method_handler(functools.partial(self._handle, route))
             for route in routes
         })
 
+    def _new_entry(self, route: Route) -> LogEntry:
+        return LogEntry(time=self._clock(), request_id="", trace_id=current_trace_id(), organization="",
+                        method=route.path)
+
     async def _handle(self, route: Route, request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
-        entry = LogEntry(time=self._clock(), request_id="", trace_id=current_trace_id(), organization="",
-                         method=route.path)
+        entry = self._new_entry(route)
         try:
             return await self._serve(route, request, context, entry)
         except aio.AbortError:
             raise
         except Exception as exc:  # every refusal and failure is logged, then answered
-            error = translate(exc)
-            if not isinstance(exc, JukiError):
-                log_unexpected(route.path, exc)
-            if error.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-                entry.decision = DENIED
-            if entry.decision == DENIED or not entry.reason:
-                entry.reason = error.reason
-            entry.status = code_name(error.code)
-            await self._log.write(entry)
-            await abort_with(context, error)
+            await self._refuse(route, entry, context, exc)
             raise AssertionError("unreachable") from None
 
-    async def _serve(self, route: Route, request: bytes, context: aio.ServicerContext[Any, Any],
-                     entry: LogEntry) -> bytes:
+    async def _refuse(self, route: Route, entry: LogEntry, context: aio.ServicerContext[Any, Any],
+                      exc: Exception) -> None:
+        """Log a refusal or failure, then answer it (abort raises)."""
+        if isinstance(exc, grpc.aio.AioRpcError):
+            entry.status = exc.code().name
+            entry.reason = f"{entry.reason}; backend answered {exc.code().name}".lstrip("; ")
+            await self._log.write(entry)
+            await context.abort(exc.code(), exc.details() or "", trailing_metadata=_status_trailer(exc))
+        error = translate(exc)
+        if not isinstance(exc, JukiError):
+            log_unexpected(route.path, exc)
+        if error.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+            entry.decision = DENIED
+        if entry.decision == DENIED or not entry.reason:
+            entry.reason = error.reason
+        entry.status = code_name(error.code)
+        await self._log.write(entry)
+        await abort_with(context, error)
+
+    def _authorize(self, route: Route, context: aio.ServicerContext[Any, Any],
+                   entry: LogEntry) -> tuple[caller.Caller, Purpose]:
         who = _caller(context)
         entry.organization, entry.operator, entry.purpose = who.organization, who.operator, who.purpose
         entry.case_reference, entry.request_id = who.case_reference, who.request_id
-        parsed = self._parse(route.method.input_type, request)
-        entry.resident_codes.extend(minimise.resident_codes(parsed))
         purpose = self._catalogue().authorize(who.organization, route.path, who.purpose, who.case_reference,
                                               self._clock().date())
         entry.legal_basis = purpose.legal_basis
         entry.decision = ALLOWED
         entry.reason = f"purpose {purpose.code} granted"
-        try:
-            answer_bytes = await route.invoke(request, who)
-        except grpc.aio.AioRpcError as error:
-            entry.status = error.code().name
-            entry.reason = f"purpose {purpose.code} granted; backend answered {error.code().name}"
-            await self._log.write(entry)
-            await context.abort(error.code(), error.details() or "", trailing_metadata=_status_trailer(error))
-            raise
+        return who, purpose
+
+    async def _serve(self, route: Route, request: bytes, context: aio.ServicerContext[Any, Any],
+                     entry: LogEntry) -> bytes:
+        parsed = self._parse(route.method.input_type, request)
+        entry.resident_codes.extend(minimise.resident_codes(parsed))
+        who, purpose = self._authorize(route, context, entry)
+        assert route.invoke is not None
+        answer_bytes = await route.invoke(request, who)
         return await self._answer(route, answer_bytes, purpose, entry)
+
+    async def _handle_stream(self, route: Route, requests: AsyncIterator[bytes],
+                             context: aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+        """A stream is authorised once; its answers leave in batches, each logged before it leaves
+        (one entry per batch, sharing the call's request id: a log write per item would cap the
+        stream at the log's round-trip rate)."""
+        entry = self._new_entry(route)
+        try:
+            who, purpose = self._authorize(route, context, entry)
+            assert route.open_stream is not None
+            answers = route.open_stream(self._forwarded(route, requests), who)
+            async for batch in _batches(answers, STREAM_LOG_BATCH):
+                for data in await self._answer_batch(route, batch, purpose, entry):
+                    yield data
+                entry = dataclasses.replace(entry, time=self._clock(), resident_codes=[], disclosed_fields=[])
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await self._refuse(route, entry, context, exc)
+
+    async def _forwarded(self, route: Route, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for data in requests:
+            self._parse(route.method.input_type, data)  # malformed input stops here, not at the backend
+            yield data
+
+    async def _answer_batch(self, route: Route, batch: list[bytes], purpose: Purpose, entry: LogEntry) -> list[bytes]:
+        out, disclosed = [], set()
+        for data in batch:
+            answer = self._parse(route.method.output_type, data, field="answer")
+            entry.resident_codes.extend(minimise.resident_codes(answer))
+            disclosed.update(minimise.minimise(answer, purpose.fields,
+                                               overseas_emigrant_only=purpose.overseas_emigrant_only))
+            out.append(answer.SerializeToString())
+        entry.disclosed_fields, entry.status = sorted(disclosed), "OK"
+        await self._log.write(entry)  # before this batch leaves
+        return out
 
     async def _answer(self, route: Route, answer_bytes: bytes, purpose: Purpose, entry: LogEntry) -> bytes:
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
@@ -175,6 +244,41 @@ class Gateway:
         except message.DecodeError:
             raise InvalidArgument([FieldViolation(field, "is not a valid encoded message")]) from None
         return parsed
+
+
+async def _batches(source: AsyncIterator[bytes], size: int) -> AsyncIterator[list[bytes]]:
+    """Group what `source` yields: a batch is what is ready now, up to `size` (group commit, no waiting)."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for item in source:
+                await queue.put(item)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            await queue.put(exc)
+            return
+        await queue.put(None)
+
+    task = asyncio.create_task(pump())
+    try:
+        done = False
+        while not done:
+            batch: list[bytes] = []
+            item = await queue.get()
+            while True:
+                if item is None:
+                    done = True
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                batch.append(item)
+                if len(batch) >= size or queue.empty():
+                    break
+                item = queue.get_nowait()
+            if batch:
+                yield batch
+    finally:
+        task.cancel()
 
 
 class _Handlers(grpc.GenericRpcHandler):

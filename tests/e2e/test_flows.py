@@ -377,3 +377,27 @@ async def test_no_personal_data_in_spans_logs_or_errors(suite: RunningSuite, spa
         assert value not in spans, "personal data in a span"
         assert value not in logs, "personal data in a log line"
         assert value not in errors, "personal data in an error"
+
+
+# --- a municipality's backlog, streamed through the gateway ---------------------------------------
+
+async def test_backlog_streams_through_the_gateway_and_every_answer_is_logged_before_it_leaves(
+        suite: RunningSuite) -> None:
+    residents = [_resident(30 + i) for i in range(40)]
+    requests = [identity_pb2.StreamNotificationsRequest(
+        notification=birth_notification(r, f"stream-{i}", EVENT_DATE, NOTIFY_TIME)) for i, r in enumerate(residents)]
+    request_id = str(uuid.uuid4())
+
+    async def backlog() -> Any:
+        for request in requests:
+            yield request
+
+    async with secure_channel(suite.gateway, suite.client_tls("maebashi-cs")) as channel:
+        call = identity_pb2_grpc.IdentityServiceStub(channel).StreamNotifications(
+            backlog(), metadata=purpose_metadata("CS-NOTIFY-30-6", request_id=request_id), timeout=30)
+        answers = [answer async for answer in call]
+    assert [a.index for a in answers] == list(range(40))
+    assert all(a.WhichOneof("result") == "resident_version" for a in answers)
+    rows = await _log_rows(suite, request_id)
+    logged = {code for row in rows for code in row["resident_codes"]}
+    assert logged == {r.resident_code for r in residents} and {row["status"] for row in rows} == {"OK"}
