@@ -269,10 +269,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dev_certs(args: argparse.Namespace) -> int:
-    from jukilib.suite import dev_pki
+    from jukilib.suite import dev_pki, ensure_keyring
 
     pki = dev_pki(_home(), force=args.force)
-    print(f"development certificates in {pki.ca_cert.parent}")
+    keyring = ensure_keyring(_home())
+    print(f"development certificates in {pki.ca_cert.parent}; keyring for 個人番号 at rest: {keyring}")
     return 0
 
 
