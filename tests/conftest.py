@@ -24,6 +24,7 @@ from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
 from jukilib.suite import all_callers, ensure_keyring, free_port, prepare_database, service_migrations
 from jukilib.telemetry import setup_tracing
+from services.gateway.chain import ensure_signing_key
 
 TEST_PASSWORD = "juki-test-password"
 _database_numbers = itertools.count(1)
@@ -101,6 +102,7 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
                    targets: dict[str, str]) -> ServiceConfig:
     pair = pki.servers[service]
     keyring = ensure_keyring(home) if service == "identity" else None
+    log_key = ensure_signing_key(home / "operation-log.key") if service == "gateway" else None
     return ServiceConfig(
         service=service,
         listen="127.0.0.1:0",
@@ -112,6 +114,8 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         relay=RelayConfig(base_delay=0.05, max_delay=0.2, poll_interval=0.05, max_attempts=6, call_timeout=2.0),
         shutdown_grace=1.0,
         keyring_file=keyring,
+        operation_log_key=log_key,
+        checkpoint_every=20,
     )
 
 

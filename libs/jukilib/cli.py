@@ -210,6 +210,29 @@ async def _retention(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- juki audit ----------------------------------------------------------------------------------
+
+async def _audit(args: argparse.Namespace) -> int:
+    """`juki audit verify`: exit 0 on an intact operation log, 1 naming the first bad sequence number."""
+    import asyncpg
+
+    from services.gateway.chain import load_public_key, verify
+
+    env = Env()
+    public_key = load_public_key(Path(args.public_key or env.text("JUKI_OPERATION_LOG_PUBLIC_KEY")))
+    connection = await asyncpg.connect(env.text("JUKI_DATABASE_URL"))
+    try:
+        await connection.execute("SET search_path TO gateway")
+        verdict = await verify(connection, public_key)
+    finally:
+        await connection.close()
+    if verdict.ok:
+        print(f"operation log intact: {verdict.records} record(s), {verdict.checkpoints} signed checkpoint(s)")
+        return 0
+    print(f"operation log broken at sequence {verdict.first_bad_sequence}: {verdict.problem}", file=sys.stderr)
+    return 1
+
+
 # --- juki health ---------------------------------------------------------------------------------
 
 async def _health(args: argparse.Namespace) -> int:
@@ -247,6 +270,9 @@ def _parser() -> argparse.ArgumentParser:
     outbox = commands.add_parser("outbox", help="the relay's outbox of a register (JUKI_DATABASE_URL)")
     outbox.add_argument("action", choices=("list", "retry"))
     outbox.add_argument("ids", nargs="*", help="outbox ids to retry (default: every dead one)")
+    audit = commands.add_parser("audit", help="verify the operation log's hash chain and signed checkpoints")
+    audit.add_argument("action", choices=("verify",))
+    audit.add_argument("--public-key", default="", help="PEM (default: JUKI_OPERATION_LOG_PUBLIC_KEY)")
     retention = commands.add_parser("retention", help="purge what the retention rules allow (schema owner)")
     retention.add_argument("action", choices=("purge",))
     retention.add_argument("--register", choices=("identity", "annex"), required=True)
@@ -299,6 +325,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "keys": lambda args: _run(_keys(args)),
     "outbox": lambda args: _run(_outbox(args)),
     "retention": lambda args: _run(_retention(args)),
+    "audit": lambda args: _run(_audit(args)),
 }
 
 

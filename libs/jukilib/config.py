@@ -169,6 +169,10 @@ class ServiceConfig:
     shutdown_grace: float = 5.0
     keyring_file: Path | None = None
     """Keys for 個人番号 at rest (identity only; JUKI_KEYRING_FILE, see jukilib.keyring)."""
+    operation_log_key: Path | None = None
+    """Ed25519 private key (PEM) signing the operation log's checkpoints (gateway; JUKI_OPERATION_LOG_KEY)."""
+    checkpoint_every: int = 1000
+    checkpoint_seconds: float = 60.0
 
 
 def _targets(env: Env, service: str) -> dict[str, str]:
@@ -218,4 +222,7 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
         disclosure_target_days=env.integer("JUKI_DISCLOSURE_TARGET_DAYS", 14, minimum=1),
         shutdown_grace=env.seconds("JUKI_SHUTDOWN_GRACE", 5.0),
         keyring_file=env.existing_file("JUKI_KEYRING_FILE") if service == "identity" else None,
+        operation_log_key=env.existing_file("JUKI_OPERATION_LOG_KEY") if service == "gateway" else None,
+        checkpoint_every=env.integer("JUKI_CHECKPOINT_EVERY", 1000, minimum=1),
+        checkpoint_seconds=env.seconds("JUKI_CHECKPOINT_SECONDS", 60.0),
     )

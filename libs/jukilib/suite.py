@@ -33,6 +33,7 @@ from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki, ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.keyring import Keyring
+from services.gateway.chain import ensure_signing_key
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dic
     })
     if service == "identity":
         env["JUKI_KEYRING_FILE"] = str(ensure_keyring(home))
+    if service == "gateway":
+        env["JUKI_OPERATION_LOG_KEY"] = str(ensure_signing_key(home / "operation-log.key"))
     for name, port in ports.items():
         env[f"JUKI_{name.upper()}_TARGET"] = f"127.0.0.1:{port}"
     return env

@@ -13,12 +13,13 @@ from juki.disclosure.v1 import disclosure_pb2
 from juki.gateway.v1 import operation_log_pb2
 from juki.identity.v1 import identity_pb2
 from jukilib import caller
-from jukilib.config import ServiceConfig
+from jukilib.config import ConfigError, ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
+from services.gateway.chain import SigningKey
 from services.gateway.oplog import OperationLog, OperationLogServicer
 from services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
 from services.gateway.proxy import Gateway, Route, backend_routes
@@ -59,7 +60,11 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
         *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED),
         _local_operation_log_route(database),
     ]
-    gateway = Gateway(lambda: catalogue, OperationLog(database))
+    if config.operation_log_key is None:
+        raise ConfigError("JUKI_OPERATION_LOG_KEY is required by the gateway")
+    log = OperationLog(database, SigningKey.load(config.operation_log_key),
+                       checkpoint_every=config.checkpoint_every, checkpoint_seconds=config.checkpoint_seconds)
+    gateway = Gateway(lambda: catalogue, log)
 
     def register(server: aio.Server) -> None:
         server.add_generic_rpc_handlers((gateway.generic_handler(routes),))
@@ -71,5 +76,6 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
     return ServiceParts(
         service_names=[s.full_name for s in (IDENTITY, ANNEX, DISCLOSURE, AGENCY, OPERATION_LOG)],
         register=register,
+        background=[log.run],
         on_stop=[close_channels],
     )

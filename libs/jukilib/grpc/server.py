@@ -151,14 +151,15 @@ class GrpcService:
             return
         grace = self.config.shutdown_grace if grace is None else grace
         await self._set_health(NOT_SERVING)
+        # In-flight calls finish first: they may still need background tasks (the operation log writer).
+        await self._server.stop(grace)
+        self._server = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self._server.stop(grace)
-        self._server = None
         assert self._parts is not None
         for clean_up in self._parts.on_stop:
             await clean_up()

@@ -1,0 +1,124 @@
+"""The operation log nobody can bend: hash-chained, signed checkpoints, `juki audit verify` names the
+first bad record after an edit, a deletion or an insertion; and the gateway fails closed when it
+cannot write the log."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+from jukilib.client import purpose_metadata
+from jukilib.config import DatabaseConfig
+from jukilib.db.pool import Database
+from jukilib.grpc.channels import secure_channel
+from services.gateway.chain import SigningKey, ensure_signing_key
+from services.gateway.oplog import LogEntry, OperationLog
+from tests.conftest import RunningSuite, fresh_database
+
+ENTRIES = 30
+
+
+def _entry(index: int) -> LogEntry:
+    return LogEntry(time=dt.datetime.now(dt.UTC), request_id=f"r-{index}", trace_id="0" * 32,
+                    organization="kyoiku-iinkai", method="/juki.identity.v1.IdentityService/LookupResident",
+                    purpose="EDU-SCHOLARSHIP-30-15-2-2", decision=1, reason="purpose granted", status="OK",
+                    resident_codes=[f"{70000000000 + index}"], disclosed_fields=["record.full_name"])
+
+
+@pytest.fixture
+async def written_log(admin_url: str, home: Path) -> AsyncIterator[tuple[str, str]]:
+    """A fresh gateway schema holding a log of ENTRIES records written by the real writer, concurrently."""
+    databases = await fresh_database(admin_url)
+    database = Database(DatabaseConfig(url=databases["gateway"].url, migration_url=None))
+    await database.connect()
+    log = OperationLog(database, SigningKey.load(ensure_signing_key(home / "operation-log.key")),
+                       checkpoint_every=7)
+    writer = asyncio.create_task(log.run())
+    try:
+        sequences: list[int] = []
+        for start in range(0, ENTRIES, 5):  # concurrent writers, several group commits
+            sequences += await asyncio.gather(*(log.write(_entry(i)) for i in range(start, start + 5)))
+        assert sorted(sequences) == list(range(1, ENTRIES + 1))
+        yield databases["gateway"].url, databases["gateway"].migration_url
+    finally:
+        writer.cancel()
+        await database.close()
+
+
+def _verify(url: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "JUKI_DATABASE_URL": url, "JUKI_OPERATION_LOG_PUBLIC_KEY": str(home / "operation-log.pub")}
+    return subprocess.run([sys.executable, "-m", "jukilib.cli", "audit", "verify"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+async def test_intact_log_verifies_with_its_signed_checkpoints(written_log: tuple[str, str], home: Path) -> None:
+    result = _verify(written_log[0], home)
+    assert result.returncode == 0, result.stderr
+    # Batches of 5 with a checkpoint due every 7 records: after records 5, 15 and 25.
+    assert f"{ENTRIES} record(s), 3 signed checkpoint(s)" in result.stdout
+
+
+TAMPERING = {
+    "edit": ["UPDATE operation_log SET reason = 'nothing to see' WHERE sequence = 12"],
+    "delete": ["DELETE FROM operation_log_checkpoint WHERE sequence >= 12",
+               "DELETE FROM operation_log WHERE sequence = 12"],
+    "insert": ["DELETE FROM operation_log_checkpoint WHERE sequence >= 12",
+               "UPDATE operation_log SET sequence = sequence + 1000 WHERE sequence >= 12",
+               """INSERT INTO operation_log (sequence, time, request_id, trace_id, organization, method, decision,
+                      reason, status, prev_hash, entry_hash)
+                  SELECT 12, now(), 'forged', '', 'kyoiku-iinkai', '/x', 1, 'forged', 'OK', entry_hash, entry_hash
+                  FROM operation_log WHERE sequence = 11""",
+               "UPDATE operation_log SET sequence = sequence - 1000 + 1 WHERE sequence > 1000"],
+}
+
+
+@pytest.mark.parametrize("tampering", list(TAMPERING))
+async def test_tampering_is_named_at_the_first_bad_sequence(written_log: tuple[str, str], home: Path,
+                                                            tampering: str) -> None:
+    owner = await asyncpg.connect(written_log[1])
+    try:
+        await owner.execute("SET search_path TO gateway")
+        for statement in TAMPERING[tampering]:
+            await owner.execute(statement)
+    finally:
+        await owner.close()
+    result = _verify(written_log[0], home)
+    assert result.returncode == 1
+    assert "sequence 12:" in result.stderr
+
+
+async def test_the_gateway_role_cannot_change_the_log(written_log: tuple[str, str]) -> None:
+    connection = await asyncpg.connect(written_log[0])
+    try:
+        for statement in ("UPDATE operation_log SET reason = ''", "DELETE FROM operation_log_checkpoint"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def test_gateway_fails_closed_when_the_log_cannot_be_written(suite: RunningSuite) -> None:
+    owner = await asyncpg.connect(suite.owner_url("gateway"))
+    await owner.execute("REVOKE INSERT ON gateway.operation_log FROM juki_gateway")
+    try:
+        async with secure_channel(suite.gateway, suite.client_tls("kyoiku-iinkai")) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await identity_pb2_grpc.IdentityServiceStub(channel).LookupResident(
+                    identity_pb2.LookupResidentRequest(resident_code="12345678901"),
+                    metadata=purpose_metadata("EDU-SCHOLARSHIP-30-15-2-2", request_id=str(uuid.uuid4())), timeout=10)
+    finally:
+        await owner.execute("GRANT INSERT ON gateway.operation_log TO juki_gateway")
+        await owner.close()
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "operation log" in (refused.value.details() or "")
