@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,10 @@ from jukilib.db.pool import Database
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
+from jukilib.telemetry import current_trace_id
 from services.gateway.chain import SigningKey
-from services.gateway.oplog import OperationLog, OperationLogServicer
-from services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
+from services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer
+from services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
 from services.gateway.proxy import Gateway, Route, backend_routes
 
 IDENTITY = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
@@ -50,8 +53,25 @@ def _local_operation_log_route(database: Database) -> Route:
     return Route(method, invoke)
 
 
+def _catalogue_recorder(log: OperationLog) -> Callable[[str, str, bool], Awaitable[None]]:
+    """Every catalogue version loaded, and every file refused, goes into the operation log (DESIGN §4)."""
+
+    async def record(version: str, digest: str, loaded: bool) -> None:
+        await log.write(LogEntry(
+            time=dt.datetime.now(dt.UTC), request_id=f"catalogue-{digest[:16]}", trace_id=current_trace_id(),
+            organization="gateway", method="policy-catalogue/load", decision=1 if loaded else 2,
+            reason=f"catalogue {version} sha256 {digest}", status="OK" if loaded else "INVALID_ARGUMENT"))
+
+    return record
+
+
 def build(config: ServiceConfig, database: Database) -> ServiceParts:
-    catalogue = load_catalogue(config.policy_file or DEFAULT_CATALOGUE, gunma_municipalities())
+    if config.operation_log_key is None:
+        raise ConfigError("JUKI_OPERATION_LOG_KEY is required by the gateway")
+    log = OperationLog(database, SigningKey.load(config.operation_log_key),
+                       checkpoint_every=config.checkpoint_every, checkpoint_seconds=config.checkpoint_seconds)
+    catalogue = CatalogueHolder(config.policy_file or DEFAULT_CATALOGUE, gunma_municipalities(),
+                                _catalogue_recorder(log))
     channels = {name: secure_channel(target, config.tls) for name, target in config.targets.items()}
     routes = [
         *backend_routes(IDENTITY, channels["identity"]),
@@ -60,11 +80,7 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
         *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED),
         _local_operation_log_route(database),
     ]
-    if config.operation_log_key is None:
-        raise ConfigError("JUKI_OPERATION_LOG_KEY is required by the gateway")
-    log = OperationLog(database, SigningKey.load(config.operation_log_key),
-                       checkpoint_every=config.checkpoint_every, checkpoint_seconds=config.checkpoint_seconds)
-    gateway = Gateway(lambda: catalogue, log)
+    gateway = Gateway(catalogue, log)
 
     def register(server: aio.Server) -> None:
         server.add_generic_rpc_handlers((gateway.generic_handler(routes),))
@@ -76,6 +92,6 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
     return ServiceParts(
         service_names=[s.full_name for s in (IDENTITY, ANNEX, DISCLOSURE, AGENCY, OPERATION_LOG)],
         register=register,
-        background=[log.run],
+        background=[log.run, catalogue.run],
         on_stop=[close_channels],
     )

@@ -7,9 +7,12 @@ method, is in effect, and has a case reference when it requires one. Every refus
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import hashlib
+import logging
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.errors import PermissionDenied
 
 DEFAULT_CATALOGUE = Path(__file__).parent / "purposes.toml"
+logger = logging.getLogger(__name__)
 
 
 class CatalogueError(Exception):
@@ -177,3 +181,60 @@ def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:
 
 def load_catalogue(path: Path, municipalities: MunicipalityTable) -> Catalogue:
     return parse_catalogue(path.read_text(encoding="utf-8"), municipalities)
+
+
+class CatalogueHolder:
+    """The catalogue in force, reloaded without restart when its file changes.
+
+    An invalid file is refused with a precise error and the previous version stays in force. Every
+    version loaded (and every file refused) is recorded through `on_change` (the operation log).
+    """
+
+    def __init__(self, path: Path, municipalities: MunicipalityTable,
+                 on_change: Callable[[str, str, bool], Awaitable[None]], interval: float = 1.0) -> None:
+        self._path = path
+        self._municipalities = municipalities
+        self._on_change = on_change
+        self._interval = interval
+        self._stamp = self._file_stamp()
+        self.current = load_catalogue(path, municipalities)  # a bad file at start-up stops the gateway
+        self._announced = False
+
+    def __call__(self) -> Catalogue:
+        return self.current
+
+    def _file_stamp(self) -> tuple[float, int]:
+        stat = self._path.stat()
+        return stat.st_mtime, stat.st_size
+
+    async def run(self) -> None:
+        """Announce the version in force, then watch the file until cancelled."""
+        await self._on_change(self.current.version, _digest(self._path), True)
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.reload_if_changed()
+
+    async def reload_if_changed(self) -> bool:
+        try:
+            stamp = self._file_stamp()
+        except OSError:
+            logger.error("policy catalogue file unreadable; previous version stays in force")
+            return False
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            candidate = load_catalogue(self._path, self._municipalities)
+        except (CatalogueError, OSError, UnicodeDecodeError) as error:
+            logger.error("policy catalogue refused; previous version stays in force",
+                         extra={"error": str(error), "version_in_force": self.current.version})
+            await self._on_change(f"refused: {error}"[:200], _digest(self._path), False)
+            return False
+        self.current = candidate
+        logger.info("policy catalogue loaded", extra={"version": candidate.version})
+        await self._on_change(candidate.version, _digest(self._path), True)
+        return True
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
