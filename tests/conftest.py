@@ -116,6 +116,7 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         keyring_file=keyring,
         operation_log_key=log_key,
         checkpoint_every=20,
+        revocation_file=home / "revoked-certificates.txt" if service == "gateway" else None,
     )
 
 

@@ -173,6 +173,12 @@ class ServiceConfig:
     """Ed25519 private key (PEM) signing the operation log's checkpoints (gateway; JUKI_OPERATION_LOG_KEY)."""
     checkpoint_every: int = 1000
     checkpoint_seconds: float = 60.0
+    revocation_file: Path | None = None
+    """Fingerprints of revoked client certificates, re-read on change (gateway; JUKI_REVOCATION_FILE)."""
+    organization_rate: float = 2000.0
+    """Calls per second an organisation may make through one gateway replica (burst: twice that)."""
+    operator_rate: float = 20.0
+    """Calls per second one operator may make through one gateway replica (burst: twice that)."""
 
 
 def _targets(env: Env, service: str) -> dict[str, str]:
@@ -225,4 +231,7 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
         operation_log_key=env.existing_file("JUKI_OPERATION_LOG_KEY") if service == "gateway" else None,
         checkpoint_every=env.integer("JUKI_CHECKPOINT_EVERY", 1000, minimum=1),
         checkpoint_seconds=env.seconds("JUKI_CHECKPOINT_SECONDS", 60.0),
+        revocation_file=Path(revoked) if (revoked := env.optional("JUKI_REVOCATION_FILE")) else None,
+        organization_rate=env.seconds("JUKI_RATE_ORGANIZATION_PER_SECOND", 2000.0),
+        operator_rate=env.seconds("JUKI_RATE_OPERATOR_PER_SECOND", 20.0),
     )

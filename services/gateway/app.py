@@ -22,6 +22,7 @@ from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
 from jukilib.telemetry import current_trace_id
+from services.gateway.admission import Admission, DenyList, RateLimiter
 from services.gateway.chain import SigningKey
 from services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer
 from services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
@@ -80,7 +81,10 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
         *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED),
         _local_operation_log_route(database),
     ]
-    gateway = Gateway(catalogue, log)
+    admission = Admission(DenyList(config.revocation_file),
+                          RateLimiter(config.organization_rate, config.organization_rate * 2),
+                          RateLimiter(config.operator_rate, config.operator_rate * 2))
+    gateway = Gateway(catalogue, log, admission)
 
     def register(server: aio.Server) -> None:
         server.add_generic_rpc_handlers((gateway.generic_handler(routes),))

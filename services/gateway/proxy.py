@@ -14,12 +14,15 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from google.protobuf import message
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
@@ -38,6 +41,7 @@ from jukilib.errors import (
 from jukilib.grpc.interceptors import abort_with, log_unexpected, translate
 from jukilib.telemetry import current_trace_id
 from services.gateway import minimise
+from services.gateway.admission import Admission
 from services.gateway.oplog import LogEntry, OperationLog
 from services.gateway.policy import Catalogue, Purpose
 
@@ -92,23 +96,28 @@ def _stream_opener(stub: Any) -> OpenStream:
     return open_stream
 
 
-def _organization(context: aio.ServicerContext[Any, Any]) -> str:
+def _certificate(context: aio.ServicerContext[Any, Any]) -> tuple[str, str]:
+    """(organisation code, SHA-256 fingerprint) of the client certificate."""
     pems = list(context.auth_context().get("x509_pem_cert") or [])
-    organization = _organization_of(pems[0]) if pems else None
-    if not organization:
+    identity = _identity_of(pems[0]) if pems else None
+    if identity is None:
         raise Unauthenticated("a client certificate issued by the prefecture is required")
-    return organization
+    return identity
 
 
-@functools.lru_cache(maxsize=1024)
-def _organization_of(pem: bytes) -> str | None:
-    return organisation_from_certificate(pem)
+@functools.lru_cache(maxsize=4096)
+def _identity_of(pem: bytes) -> tuple[str, str] | None:
+    organization = organisation_from_certificate(pem)
+    if not organization:
+        return None
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    return organization, hashlib.sha256(der).hexdigest()
 
 
-def _caller(context: aio.ServicerContext[Any, Any]) -> caller.Caller:
+def _caller(context: aio.ServicerContext[Any, Any], organization: str) -> caller.Caller:
     metadata = context.invocation_metadata()
     return caller.Caller(
-        organization=_organization(context),
+        organization=organization,
         # Until operator credentials are verified (signed, issue 5), the operator is as claimed.
         operator=caller.metadata_value(metadata, caller.OPERATOR_KEY)[:64],
         purpose=caller.metadata_value(metadata, caller.PURPOSE_KEY)[:64],
@@ -124,10 +133,11 @@ def _status_trailer(error: grpc.aio.AioRpcError) -> tuple[tuple[str, Any], ...]:
 class Gateway:
     """Turns routes into gRPC handlers that enforce the policy and write the operation log."""
 
-    def __init__(self, catalogue: Callable[[], Catalogue], log: OperationLog,
+    def __init__(self, catalogue: Callable[[], Catalogue], log: OperationLog, admission: Admission,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self._catalogue = catalogue
         self._log = log
+        self._admission = admission
         self._clock = clock
 
     def generic_handler(self, routes: Iterable[Route]) -> grpc.GenericRpcHandler:
@@ -172,9 +182,11 @@ class Gateway:
 
     def _authorize(self, route: Route, context: aio.ServicerContext[Any, Any],
                    entry: LogEntry) -> tuple[caller.Caller, Purpose]:
-        who = _caller(context)
+        organization, fingerprint = _certificate(context)
+        who = _caller(context, organization)
         entry.organization, entry.operator, entry.purpose = who.organization, who.operator, who.purpose
         entry.case_reference, entry.request_id = who.case_reference, who.request_id
+        self._admission.check(fingerprint, who.organization, who.operator)
         purpose = self._catalogue().authorize(who.organization, route.path, who.purpose, who.case_reference,
                                               self._clock().date())
         entry.legal_basis = purpose.legal_basis
