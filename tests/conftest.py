@@ -102,6 +102,8 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
                    targets: dict[str, str]) -> ServiceConfig:
     pair = pki.servers[service]
     keyring = ensure_keyring(home) if service == "identity" else None
+    revoked = home / "revoked-certificates.txt"
+    revoked.touch()
     log_key = ensure_signing_key(home / "operation-log.key") if service == "gateway" else None
     return ServiceConfig(
         service=service,
@@ -116,7 +118,7 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         keyring_file=keyring,
         operation_log_key=log_key,
         checkpoint_every=20,
-        revocation_file=home / "revoked-certificates.txt" if service == "gateway" else None,
+        revocation_file=revoked if service == "gateway" else None,
     )
 
 

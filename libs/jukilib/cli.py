@@ -219,6 +219,8 @@ async def _audit(args: argparse.Namespace) -> int:
     from services.gateway.chain import load_public_key, verify
 
     env = Env()
+    if args.action == "report":
+        return await _audit_report(env, args.days)
     public_key = load_public_key(Path(args.public_key or env.text("JUKI_OPERATION_LOG_PUBLIC_KEY")))
     connection = await asyncpg.connect(env.text("JUKI_DATABASE_URL"))
     try:
@@ -231,6 +233,41 @@ async def _audit(args: argparse.Namespace) -> int:
         return 0
     print(f"operation log broken at sequence {verdict.first_bad_sequence}: {verdict.problem}", file=sys.stderr)
     return 1
+
+
+async def _audit_report(env: Env, days: int) -> int:
+    """`juki audit report`: the misuse review of the last `days` days, printable."""
+    import datetime as dt
+
+    import asyncpg
+
+    from services.gateway.oplog import Review, misuse_report
+
+    end = dt.datetime.now(dt.UTC)
+    connection = await asyncpg.connect(env.text("JUKI_DATABASE_URL"))
+    try:
+        await connection.execute("SET search_path TO gateway")
+        report = await misuse_report(connection, Review(end - dt.timedelta(days=days), end, 8, 19, 3, 10))
+    finally:
+        await connection.close()
+    print(f"Misuse review, {end - dt.timedelta(days=days):%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
+    print("\nBusiest operator-hours (JST)")
+    for v in report.volumes[:20]:
+        print(f"  {v.hour.ToDatetime():%Y-%m-%d %H:00}  {v.organization}/{v.operator or '-'}  "
+              f"{v.calls} calls, {v.residents} residents")
+    print(f"\nOff-hours calls: {len(report.off_hours)}")
+    for e in report.off_hours[:20]:
+        print(f"  #{e.sequence} {e.time.ToDatetime():%Y-%m-%d %H:%M} {e.organization}/{e.operator or '-'} {e.method}")
+    print(f"\nResidents looked up by many operators: {len(report.residents_of_interest)}")
+    for r in report.residents_of_interest[:20]:
+        print(f"  {r.resident_code}: {r.operators} operators, {r.calls} calls")
+    print(f"\nSearches with many candidates: {len(report.broad_searches)}")
+    for e in report.broad_searches[:20]:
+        print(f"  #{e.sequence} {e.organization}/{e.operator or '-'} {len(e.resident_codes)} candidates")
+    print(f"\nDenied attempts: {len(report.denied)}")
+    for e in report.denied[:20]:
+        print(f"  #{e.sequence} {e.organization}/{e.operator or '-'} {e.method} {e.reason}")
+    return 0
 
 
 # --- juki health ---------------------------------------------------------------------------------
@@ -271,7 +308,8 @@ def _parser() -> argparse.ArgumentParser:
     outbox.add_argument("action", choices=("list", "retry"))
     outbox.add_argument("ids", nargs="*", help="outbox ids to retry (default: every dead one)")
     audit = commands.add_parser("audit", help="verify the operation log's hash chain and signed checkpoints")
-    audit.add_argument("action", choices=("verify",))
+    audit.add_argument("action", choices=("verify", "report"))
+    audit.add_argument("--days", type=int, default=7, help="report: the period reviewed")
     audit.add_argument("--public-key", default="", help="PEM (default: JUKI_OPERATION_LOG_PUBLIC_KEY)")
     retention = commands.add_parser("retention", help="purge what the retention rules allow (schema owner)")
     retention.add_argument("action", choices=("purge",))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from grpc import aio
@@ -9,6 +10,7 @@ from grpc import aio
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
 from jukilib.register.api import RegisterApi
 from jukilib.register.servicer import MunicipalityReportMethods
+from jukilib.register.streaming import stream_notifications
 
 
 class AnnexServicer(MunicipalityReportMethods, annex_pb2_grpc.AnnexServiceServicer):
@@ -21,6 +23,14 @@ class AnnexServicer(MunicipalityReportMethods, annex_pb2_grpc.AnnexServiceServic
     ) -> annex_pb2.ApplyNotificationResponse:
         version = cast(annex_pb2.AnnexResidentVersion, await self._api.apply(request))
         return annex_pb2.ApplyNotificationResponse(annex_resident_version=version)
+
+    async def StreamNotifications(
+        self, request_iterator: AsyncIterator[annex_pb2.StreamNotificationsRequest],
+        context: aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[annex_pb2.StreamNotificationsResponse]:
+        async for answer in stream_notifications(self._api, request_iterator, annex_pb2.StreamNotificationsResponse,
+                                                 "annex_resident_version"):
+            yield answer
 
     async def GetAnnexResident(
         self, request: annex_pb2.GetAnnexResidentRequest, context: aio.ServicerContext[Any, Any]

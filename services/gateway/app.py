@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
 from juki.agency.v1 import agency_pb2
@@ -41,17 +42,23 @@ def migrations() -> list[Migration]:
     return load_migrations([Path(__file__).parent / "migrations"])
 
 
-def _local_operation_log_route(database: Database) -> Route:
+def _local_operation_log_routes(database: Database) -> list[Route]:
+    """The gateway's own service, behind the same purpose checks and logging as every backend."""
     servicer = OperationLogServicer(database)
-    method = OPERATION_LOG.methods_by_name["ListOperationLogEntries"]
+    routes = []
+    for method in OPERATION_LOG.methods:
+        handler = getattr(servicer, method.name)
+        request_type = GetMessageClass(method.input_type)
 
-    async def invoke(request: bytes, who: caller.Caller) -> bytes:
-        parsed = operation_log_pb2.ListOperationLogEntriesRequest.FromString(request)
-        context: Any = None  # the servicer does not use its context
-        answer = await servicer.ListOperationLogEntries(parsed, context)
-        return answer.SerializeToString()
+        async def invoke(request: bytes, who: caller.Caller, handler: Any = handler,
+                         request_type: Any = request_type) -> bytes:
+            context: Any = None  # the servicer does not use its context
+            answer = await handler(request_type.FromString(request), context)
+            data: bytes = answer.SerializeToString()
+            return data
 
-    return Route(method, invoke)
+        routes.append(Route(method, invoke))
+    return routes
 
 
 def _catalogue_recorder(log: OperationLog) -> Callable[[str, str, bool], Awaitable[None]]:
@@ -79,7 +86,7 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
         *backend_routes(ANNEX, channels["annex"]),
         *backend_routes(DISCLOSURE, channels["disclosure"]),
         *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED),
-        _local_operation_log_route(database),
+        *_local_operation_log_routes(database),
     ]
     admission = Admission(DenyList(config.revocation_file),
                           RateLimiter(config.organization_rate, config.organization_rate * 2),

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from grpc import aio
@@ -15,7 +16,9 @@ from juki.gateway.v1 import operation_log_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2_grpc
 from jukilib import paging
 from jukilib.db.pool import Database
+from jukilib.domain.codes import CheckDigitMode
 from jukilib.errors import FieldViolation, InvalidArgument, Unavailable
+from jukilib.register.validation import Violations
 from services.gateway.chain import GENESIS, SigningKey, entry_hash
 
 logger = logging.getLogger(__name__)
@@ -162,6 +165,8 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
         for column, value, operator in (
             ("sequence", paging.int_at(position, "before") if position else None, "<"),
             ("organization", request.organization or None, "="),
+            ("operator", request.operator or None, "="),
+            ("purpose", request.purpose or None, "="),
             ("time", request.start_time.ToDatetime(dt.UTC) if request.HasField("start_time") else None, ">="),
             ("time", request.end_time.ToDatetime(dt.UTC) if request.HasField("end_time") else None, "<"),
         ):
@@ -179,3 +184,109 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
         token = paging.encode_token({"before": rows[limit - 1]["sequence"]}) if len(rows) > limit else ""
         return pb.ListOperationLogEntriesResponse(
             operation_log_entries=[entry_message(r) for r in rows[:limit]], next_page_token=token)
+
+    async def GetMisuseReport(
+        self, request: pb.GetMisuseReportRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.MisuseReport:
+        review = _review(request)
+        async with self._database.connection() as connection:
+            return await misuse_report(connection, review)
+
+    async def ListProvisionRecords(
+        self, request: pb.ListProvisionRecordsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListProvisionRecordsResponse:
+        violations = Violations()
+        violations.resident_code("resident_code", request.resident_code, CheckDigitMode.OFF)
+        violations.raise_if_any()
+        limit = paging.page_size(request.page_size)
+        position = paging.decode_token(request.page_token, keys=("before",))
+        before = paging.int_at(position, "before") if position else None
+        async with self._database.connection() as connection:
+            rows = await connection.fetch(
+                """SELECT * FROM operation_log WHERE resident_codes @> $1 AND decision = 1 AND status = 'OK'
+                      AND method ~ $2 AND ($3::bigint IS NULL OR sequence < $3)
+                    ORDER BY sequence DESC LIMIT $4""",
+                [request.resident_code], PROVISION_METHODS, before, limit + 1)
+        records = []
+        for row in rows[:limit]:
+            record = pb.ProvisionRecord(recipient=row["organization"], purpose=row["purpose"],
+                                        legal_basis=row["legal_basis"], method=row["method"],
+                                        fields=row["disclosed_fields"])
+            record.time.FromDatetime(row["time"])
+            records.append(record)
+        token = paging.encode_token({"before": rows[limit - 1]["sequence"]}) if len(rows) > limit else ""
+        return pb.ListProvisionRecordsResponse(provision_records=records, next_page_token=token)
+
+
+# Methods that hand a resident's data to the caller (provision, transfer, ⑤ queries), as opposed to
+# municipalities notifying their own changes.
+PROVISION_METHODS = (r"^/juki\.(identity|annex)\.v1\.[A-Za-z]+/((Lookup|Get|Search)[A-Za-z]*|List[A-Za-z]*Versions)$"
+                     r"|^/juki\.agency\.v1\.AgencyService/QueryResident$")
+JAPAN = "Asia/Tokyo"
+
+
+@dataclass(frozen=True)
+class Review:
+    start: dt.datetime
+    end: dt.datetime
+    office_start: int
+    office_end: int
+    many_operators: int
+    many_candidates: int
+
+
+def _review(request: pb.GetMisuseReportRequest) -> Review:
+    violations = Violations()
+    if not request.HasField("start_time") or not request.HasField("end_time"):
+        violations.add("start_time" if not request.HasField("start_time") else "end_time", "is required",
+                       "REQUIRED_FIELD")
+    violations.raise_if_any()
+    start, end = request.start_time.ToDatetime(dt.UTC), request.end_time.ToDatetime(dt.UTC)
+    office_start, office_end = request.office_start_hour or 8, request.office_end_hour or 19
+    if end <= start:
+        violations.add("end_time", "must be after start_time")
+    if not 0 <= office_start < office_end <= 24:
+        violations.add("office_end_hour", "office hours must satisfy 0 <= start < end <= 24")
+    if request.many_operators < 0 or request.many_candidates < 0:
+        violations.add("many_operators" if request.many_operators < 0 else "many_candidates", "must not be negative")
+    violations.raise_if_any()
+    return Review(start, end, office_start, office_end, request.many_operators or 3, request.many_candidates or 10)
+
+
+async def misuse_report(connection: asyncpg.Connection, review: Review) -> pb.MisuseReport:
+    """The misuse review of a period, from the operation log alone."""
+    period = (review.start, review.end)
+    volumes = await connection.fetch(
+        f"""SELECT organization, operator, date_trunc('hour', time AT TIME ZONE '{JAPAN}') AS hour,
+                   count(*) AS calls, count(DISTINCT code) AS residents
+            FROM operation_log LEFT JOIN LATERAL unnest(resident_codes) AS code ON TRUE
+            WHERE time >= $1 AND time < $2 AND organization <> 'gateway'
+            GROUP BY 1, 2, 3 ORDER BY calls DESC, hour LIMIT 200""", *period)
+    off_hours = await connection.fetch(
+        f"""SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND organization <> 'gateway'
+              AND (extract(hour FROM time AT TIME ZONE '{JAPAN}') < $3
+                   OR extract(hour FROM time AT TIME ZONE '{JAPAN}') >= $4
+                   OR extract(isodow FROM time AT TIME ZONE '{JAPAN}') >= 6)
+            ORDER BY sequence LIMIT 500""", *period, review.office_start, review.office_end)
+    residents = await connection.fetch(
+        """SELECT code, count(DISTINCT organization || '/' || operator) AS operators, count(*) AS calls
+           FROM operation_log, unnest(resident_codes) AS code
+           WHERE time >= $1 AND time < $2 AND decision = 1 AND method ~ $3
+           GROUP BY code HAVING count(DISTINCT organization || '/' || operator) >= $4
+           ORDER BY operators DESC, code LIMIT 200""", *period, PROVISION_METHODS, review.many_operators)
+    broad = await connection.fetch(
+        """SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND method ~ '/Search[A-Za-z]*$'
+             AND cardinality(resident_codes) >= $3 ORDER BY sequence LIMIT 500""", *period, review.many_candidates)
+    denied = await connection.fetch(
+        "SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND decision = 2 ORDER BY sequence LIMIT 500",
+        *period)
+    report = pb.MisuseReport(
+        off_hours=[entry_message(r) for r in off_hours], broad_searches=[entry_message(r) for r in broad],
+        denied=[entry_message(r) for r in denied],
+        residents_of_interest=[pb.ResidentAttention(resident_code=r["code"], operators=r["operators"],
+                                                    calls=r["calls"]) for r in residents])
+    for row in volumes:
+        volume = report.volumes.add(organization=row["organization"], operator=row["operator"], calls=row["calls"],
+                                    residents=row["residents"])
+        volume.hour.FromDatetime(row["hour"].replace(tzinfo=ZoneInfo(JAPAN)))
+    return report

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from jukilib.db.pool import Database
 from jukilib.keyring import Keyring, Sealed
-from jukilib.register.hooks import RegisterHooks
+from jukilib.register.hooks import Applied, BulkPerson, BulkTable, RegisterHooks
 from jukilib.register.model import Record, StoredVersion
 
 FIELD = "individual_number"
 
 
-def associated_data(person_id: uuid.UUID, version: int) -> bytes:
+def associated_data(person_id: uuid.UUID | str, version: int) -> bytes:
     """Binds a ciphertext to its row: a ciphertext copied to another row does not decrypt."""
     return f"{person_id}/{version}".encode()
 
@@ -48,6 +49,26 @@ class IndividualNumbers(RegisterHooks):
             self._keyring.lookup_hash(secret),
         )
 
+    async def after_apply_many(self, connection: asyncpg.Connection, stored_and_secrets: Sequence[Applied]) -> None:
+        """`after_apply` for a whole batch: every number sealed the same way (fresh nonce, active key, the
+        person and version as associated data), one INSERT for all."""
+        seal, lookup_hash = self._keyring.seal, self._keyring.lookup_hash
+        stored = [(applied.stored, applied.secret) for applied in stored_and_secrets if applied.secret]
+        if not stored:
+            return
+        sealed = [seal(secret, associated_data(version.person_id, version.version)) for version, secret in stored]
+        await connection.execute(
+            """INSERT INTO individual_number (person_id, version, key_id, nonce, ciphertext, lookup_hash)
+               SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[])""",
+            [version.person_id for version, _ in stored], [version.version for version, _ in stored],
+            [s.key_id for s in sealed], [s.nonce for s in sealed], [s.ciphertext for s in sealed],
+            [lookup_hash(secret) for _, secret in stored],
+        )
+
+    def restore(self, record: Record, secret: Any) -> Record:
+        """What `reveal` answers for a version just stored with `secret`, without reading it back."""
+        return {**record, FIELD: secret} if secret else record
+
     async def reveal(self, connection: asyncpg.Connection, versions: list[StoredVersion]) -> list[StoredVersion]:
         if not versions:
             return versions
@@ -66,6 +87,22 @@ class IndividualNumbers(RegisterHooks):
         }
         return [dataclasses.replace(v, record={**v.record, FIELD: numbers[(v.person_id, v.version)]})
                 if (v.person_id, v.version) in numbers else v for v in versions]
+
+    def bulk_table_names(self) -> tuple[str, ...]:
+        return ("individual_number",)
+
+    def bulk_tables(self, persons: Sequence[BulkPerson]) -> list[BulkTable]:
+        """The rows `after_apply` would insert, sealed the same way (fresh nonce, active key, the
+        person and version as associated data), for the initial load's COPY."""
+        seal, lookup_hash = self._keyring.seal, self._keyring.lookup_hash
+        records: list[tuple[Any, ...]] = []
+        for person_id, version, number in persons:
+            if number:
+                sealed = seal(number, associated_data(person_id, version))
+                records.append((person_id, version, sealed.key_id, sealed.nonce, sealed.ciphertext,
+                                lookup_hash(number)))
+        return [BulkTable("individual_number",
+                          ("person_id", "version", "key_id", "nonce", "ciphertext", "lookup_hash"), records)]
 
     async def person_of(self, number: str) -> uuid.UUID | None:
         """The person who has, or had, this 個人番号."""

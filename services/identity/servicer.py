@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from grpc import aio
@@ -11,6 +12,7 @@ from jukilib.domain import codes
 from jukilib.errors import NotFound
 from jukilib.register.api import RegisterApi
 from jukilib.register.servicer import MunicipalityReportMethods
+from jukilib.register.streaming import stream_notifications
 from jukilib.register.validation import Violations
 from services.identity.numbers import IndividualNumbers
 
@@ -26,6 +28,14 @@ class IdentityServicer(MunicipalityReportMethods, identity_pb2_grpc.IdentityServ
     ) -> identity_pb2.ApplyNotificationResponse:
         version = cast(identity_pb2.ResidentVersion, await self._api.apply(request))
         return identity_pb2.ApplyNotificationResponse(resident_version=version)
+
+    async def StreamNotifications(
+        self, request_iterator: AsyncIterator[identity_pb2.StreamNotificationsRequest],
+        context: aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[identity_pb2.StreamNotificationsResponse]:
+        async for answer in stream_notifications(self._api, request_iterator, identity_pb2.StreamNotificationsResponse,
+                                                 "resident_version"):
+            yield answer
 
     async def GetResident(
         self, request: identity_pb2.GetResidentRequest, context: aio.ServicerContext[Any, Any]
