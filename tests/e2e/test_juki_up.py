@@ -33,7 +33,9 @@ def _descendants(pid: int) -> list[psutil.Process]:
 def _wait_for(path: Path, process: subprocess.Popen[bytes], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists():
-        assert process.poll() is None, f"juki up exited early with {process.returncode}"
+        if process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            raise AssertionError(f"juki up exited early with {process.returncode}: {output[-3000:]}")
         assert time.monotonic() < deadline, f"{path.name} did not appear within {seconds:.0f}s"
         time.sleep(0.5)
 
