@@ -284,7 +284,7 @@ async def _health(args: argparse.Namespace) -> int:
 # --- argument parsing ----------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from jukilib import calls
+    from jukilib import bench_ingest, calls, cli_bulk
 
     parser = argparse.ArgumentParser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -320,6 +320,9 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="keys for 個人番号 at rest (JUKI_KEYRING_FILE)")
     keys.add_argument("action", choices=("new", "rotate"))
     calls.add_call_parser(commands)
+    cli_bulk.add_parsers(commands)
+    ingest = bench_ingest.add_bench_ingest(cli_bulk.bench_group(commands))
+    ingest.set_defaults(bench_run=bench_ingest.run)
     return parser
 
 
@@ -368,7 +371,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    return COMMANDS[args.command](args)
+    from jukilib import cli_bulk
+
+    return {**COMMANDS, **cli_bulk.COMMANDS}[args.command](args)
 
 
 if __name__ == "__main__":

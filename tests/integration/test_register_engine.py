@@ -221,3 +221,19 @@ async def test_notification_from_another_municipality_for_the_same_person_is_ord
     with notifying(TAKASAKI):
         moved_in = await api.apply(reg.request(person, "move-3", event=D(2026, 2, 2)))
     assert moved_in.state == rpb.RECORD_STATE_ACTIVE and moved_in.change.municipality_code == TAKASAKI
+
+
+async def test_a_former_code_cannot_become_current_again_without_a_change_of_code(
+        register: tuple[Register, RegisterApi]) -> None:
+    reg, api = register
+    person = new_person()
+    await apply(api, reg.request(person, "revert-1", event=D(2026, 1, 1)))
+    old_code, person.code = person.code, new_person().code
+    await apply(api, reg.request(person, "revert-2", kind=rpb.CHANGE_KIND_MODIFY,
+                                 reason=rpb.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST, event=D(2026, 2, 1),
+                                 previous_code=old_code))
+    with pytest.raises(FailedPrecondition) as refused:
+        await apply(api, reg.request(replace(person, code=old_code), "revert-3", kind=rpb.CHANGE_KIND_MODIFY,
+                                     reason=rpb.CHANGE_REASON_MINOR_CORRECTION, event=D(2026, 3, 1)))
+    assert _reason(refused) == "RESIDENT_CODE_REPLACED"
+    assert (await api.lookup(reg.lookup(old_code))).record.resident_code == person.code

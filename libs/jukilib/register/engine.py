@@ -20,15 +20,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 from opentelemetry import trace
 from opentelemetry.propagate import inject
 
 from jukilib.db.pool import Database
-from jukilib.errors import AlreadyExists, FailedPrecondition, NotFound
+from jukilib.errors import AlreadyExists, FailedPrecondition, JukiError, NotFound
 from jukilib.register import store
-from jukilib.register.hooks import RegisterHooks
+from jukilib.register.hooks import RegisterHooks, restores_answers
 from jukilib.register.model import (
     Candidate,
     ChangeKind,
@@ -60,6 +61,14 @@ def check_kind_against_state(kind: ChangeKind, state: RecordState | None) -> Non
         raise FailedPrecondition("a removal was notified for a person already removed", "ALREADY_REMOVED")
     if kind == ChangeKind.MODIFY and state == RecordState.REMOVED:
         raise FailedPrecondition("a correction was notified for a removed person", "PERSON_REMOVED")
+
+
+def check_code_change(current_code: str, notification: Notification, *, becomes_current: bool) -> None:
+    """A newest notification changes the current 住民票コード only as a change of code (with the previous
+    code); one that carries a former code would otherwise put the old code back."""
+    if becomes_current and notification.resident_code != current_code and not notification.previous_resident_code:
+        raise FailedPrecondition("the resident code was replaced; notify with the current code",
+                                 "RESIDENT_CODE_REPLACED")
 
 
 def state_after(kind: ChangeKind) -> RecordState:
@@ -99,6 +108,8 @@ class RegisterEngine:
         before, after = (await store.neighbours(connection, person["id"], change.order_key)
                          if person is not None else (None, None))
         check_kind_against_state(change.kind, before.state if before else None)
+        if person is not None:
+            check_code_change(person["resident_code"], notification, becomes_current=after is None)
         state = state_after(change.kind)
         person_id = person["id"] if person is not None else uuid.uuid4()
         version = person["last_version"] + 1 if person is not None else 1
@@ -113,8 +124,14 @@ class RegisterEngine:
         await self.hooks.after_apply(connection, stored, notification.secret, becomes_current=after is None)
         # 住基法 12-5: the municipality's correcting notification resolves its open reports.
         await resolve_by_correction(connection, stored)
-        (revealed,) = await self.hooks.reveal(connection, [stored])
-        return revealed
+        return await self._answer(connection, stored, notification.secret)
+
+    async def apply_many(self, notifications: Sequence[Notification]) -> list[StoredVersion | JukiError]:
+        """Apply a batch: for each notification, in order, what `apply` would answer (the version, or the
+        error it would raise), with a few set-based statements per batch (see `jukilib.register.batch`)."""
+        from jukilib.register import batch  # batch builds on this module
+
+        return await batch.apply_many(self, notifications)
 
     async def _locked_person(self, connection: asyncpg.Connection,
                              notification: Notification) -> asyncpg.Record | None:
@@ -154,6 +171,14 @@ class RegisterEngine:
                 "this notification id was already used for a notification with different content",
                 "NOTIFICATION_ID_REUSED",
             )
+        # Same digest, same request: the secret stored with that version is this notification's.
+        return await self._answer(connection, stored, notification.secret)
+
+    async def _answer(self, connection: asyncpg.Connection, stored: StoredVersion, secret: object) -> StoredVersion:
+        """The version with what the hooks keep apart put back: from the notification when the hooks can
+        (`restore`, no round trip), else read back (`reveal`)."""
+        if restores_answers(self.hooks):
+            return dataclasses.replace(stored, record=self.hooks.restore(stored.record, secret))
         (revealed,) = await self.hooks.reveal(connection, [stored])
         return revealed
 

@@ -69,9 +69,9 @@ async def find_receipt(
 async def person_of_code(connection: asyncpg.Connection, resident_code: str) -> uuid.UUID | None:
     """The person who has, or had, this 住民票コード."""
     found: uuid.UUID | None = await connection.fetchval(
-        """SELECT id FROM person WHERE resident_code = $1
-           UNION ALL SELECT person_id FROM resident_code_history WHERE resident_code = $1
-           LIMIT 1""",
+        """SELECT id FROM (SELECT id, 0 AS rank FROM person WHERE resident_code = $1
+                           UNION ALL SELECT person_id, 1 FROM resident_code_history WHERE resident_code = $1) AS owner
+           ORDER BY rank LIMIT 1""",
         resident_code,
     )
     return found
@@ -262,4 +262,208 @@ async def search(connection: asyncpg.Connection, criteria: SearchCriteria) -> li
            ORDER BY id LIMIT $8""",
         criteria.name_key, criteria.kana_key, year, month, day, criteria.sex_code, criteria.municipality_code,
         criteria.limit,
+    )
+
+
+# --- batch ingest (RegisterEngine.apply_many) ------------------------------------------------------
+# Set-based counterparts of the ingest statements above: a batch of notifications costs a handful of
+# statements, whatever its size. The caller owns the transaction and the order of the writes
+# (persons, then versions, then what references them).
+
+async def find_receipts(
+    connection: asyncpg.Connection, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[bytes, StoredVersion]]:
+    """The stored answers to earlier notifications with these (municipality, notification id)."""
+    if not keys:
+        return {}
+    rows = await connection.fetch(
+        f"""SELECT r.municipality_code AS receipt_municipality, r.notification_id AS receipt_id,
+                   r.request_digest, {_VERSION_COLUMNS}
+            FROM unnest($1::text[], $2::text[]) AS wanted (municipality_code, notification_id)
+            JOIN notification_receipt r
+              ON r.municipality_code = wanted.municipality_code AND r.notification_id = wanted.notification_id
+            JOIN person_version v ON v.person_id = r.person_id AND v.version = r.version""",
+        [m for m, _ in keys], [n for _, n in keys],
+    )
+    return {(row["receipt_municipality"], row["receipt_id"]): (bytes(row["request_digest"]), version_from_row(row))
+            for row in rows}
+
+
+async def lock_persons_of_codes(connection: asyncpg.Connection, resident_codes: list[str]) -> list[asyncpg.Record]:
+    """Who has, or had, each of these 住民票コード: rows (code, person_id), the persons locked for this
+    transaction in id order (two batches lock their common persons in the same order)."""
+    if not resident_codes:
+        return []
+    return await connection.fetch(
+        """SELECT known.code, p.id AS person_id
+           FROM (SELECT resident_code AS code, id AS person_id FROM person WHERE resident_code = ANY($1::text[])
+                 UNION ALL
+                 SELECT resident_code, person_id FROM resident_code_history WHERE resident_code = ANY($1::text[])
+                ) AS known
+           JOIN person p ON p.id = known.person_id
+           ORDER BY p.id
+           FOR UPDATE OF p""",
+        resident_codes,
+    )
+
+
+async def persons_with_newest_key(connection: asyncpg.Connection, person_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """Locked persons as they are now, with the order key and state of their current version (the newest
+    in event order): a notification after that key needs no neighbour query."""
+    if not person_ids:
+        return []
+    return await connection.fetch(
+        """SELECT p.id, p.resident_code, p.state, p.current_version, p.last_version,
+                  v.event_date, v.notify_time, v.municipality_code, v.notification_id
+           FROM person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
+           WHERE p.id = ANY($1::uuid[])""",
+        person_ids,
+    )
+
+
+def newest_key_of(row: asyncpg.Record) -> OrderKey:
+    return (row["event_date"], row["notify_time"], row["municipality_code"], row["notification_id"])
+
+
+PersonRow = tuple[uuid.UUID, int, int, int, Notification, str]
+"""(person id, state, current version, last version, notification of the current version, its record as JSON)"""
+VersionRow = tuple[uuid.UUID, int, int, Notification, str]
+"""(person id, version, state, notification, its record as JSON)"""
+
+
+def _person_columns(rows: list[PersonRow]) -> list[list[object]]:
+    """Columns (id, resident code, state, current version, last version, event date, record, search keys)."""
+    values = [(person_id, n.resident_code, state, current, last, n.change.event_date, record,
+               *_search_values(n.search)) for person_id, state, current, last, n, record in rows]
+    return [list(column) for column in zip(*values, strict=True)]
+
+
+async def insert_persons(connection: asyncpg.Connection, rows: list[PersonRow]) -> None:
+    """New persons with their current record."""
+    if not rows:
+        return
+    await connection.execute(
+        """INSERT INTO person (id, resident_code, state, current_version, last_version, event_date, record,
+               updated_at, name_key, kana_key, birth_year, birth_month, birth_day, sex_code, municipality_code)
+           SELECT u.id, u.resident_code, u.state, u.current_version, u.last_version, u.event_date, u.record::jsonb,
+                  now(),
+                  u.name_key, u.kana_key, u.birth_year, u.birth_month, u.birth_day, u.sex_code, u.municipality_code
+           FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::date[],
+                       $7::text[], $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::text[],
+                       $14::text[])
+             AS u (id, resident_code, state, current_version, last_version, event_date, record, name_key, kana_key,
+                   birth_year, birth_month, birth_day, sex_code, municipality_code)""",
+        *_person_columns(rows),
+    )
+
+
+async def make_current_many(connection: asyncpg.Connection, rows: list[PersonRow]) -> None:
+    """Existing persons whose current record advanced."""
+    if not rows:
+        return
+    await connection.execute(
+        """UPDATE person p SET resident_code = u.resident_code, state = u.state, current_version = u.current_version,
+               last_version = u.last_version, event_date = u.event_date, record = u.record::jsonb, updated_at = now(),
+               name_key = u.name_key, kana_key = u.kana_key, birth_year = u.birth_year, birth_month = u.birth_month,
+               birth_day = u.birth_day, sex_code = u.sex_code, municipality_code = u.municipality_code
+           FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::date[],
+                       $7::text[], $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::text[],
+                       $14::text[])
+             AS u (id, resident_code, state, current_version, last_version, event_date, record, name_key, kana_key,
+                   birth_year, birth_month, birth_day, sex_code, municipality_code)
+           WHERE p.id = u.id""",
+        *_person_columns(rows),
+    )
+
+
+async def note_version_numbers(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, int]]) -> None:
+    """Persons that got late versions only: (person id, last version); current records stay."""
+    if not rows:
+        return
+    await connection.execute(
+        """UPDATE person p SET last_version = u.last_version
+           FROM unnest($1::uuid[], $2::bigint[]) AS u (id, last_version) WHERE p.id = u.id""",
+        [person_id for person_id, _ in rows], [last for _, last in rows],
+    )
+
+
+async def insert_versions(connection: asyncpg.Connection,
+                          rows: list[VersionRow]) -> dict[tuple[uuid.UUID, int], datetime]:
+    """New versions; returns their creation times."""
+    if not rows:
+        return {}
+    changes = [n.change for _, _, _, n, _ in rows]
+    created = await connection.fetch(
+        """INSERT INTO person_version (person_id, version, resident_code, state, record, change_kind,
+               change_reason, event_date, notify_time, receive_time, municipality_code, notification_id)
+           SELECT u.person_id, u.version, u.resident_code, u.state, u.record::jsonb, u.change_kind, u.change_reason,
+                  u.event_date, u.notify_time, u.receive_time, u.municipality_code, u.notification_id
+           FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::smallint[], $5::text[], $6::smallint[],
+                       $7::smallint[], $8::date[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[])
+             AS u (person_id, version, resident_code, state, record, change_kind, change_reason, event_date,
+                   notify_time, receive_time, municipality_code, notification_id)
+           RETURNING person_id, version, created_at""",
+        [r[0] for r in rows], [r[1] for r in rows], [r[3].resident_code for r in rows],
+        [r[2] for r in rows], [r[4] for r in rows], [int(c.kind) for c in changes],
+        [c.reason for c in changes], [c.event_date for c in changes], [c.notify_time for c in changes],
+        [c.receive_time for c in changes], [c.municipality_code for c in changes],
+        [c.notification_id for c in changes],
+    )
+    return {(row["person_id"], row["version"]): row["created_at"] for row in created}
+
+
+async def insert_receipts(connection: asyncpg.Connection, rows: list[tuple[Notification, uuid.UUID, int]]) -> None:
+    """Receipts (notification, person id, version)."""
+    if not rows:
+        return
+    await connection.execute(
+        """INSERT INTO notification_receipt (municipality_code, notification_id, request_digest, person_id,
+               version, received_at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::bigint[], $6::timestamptz[])""",
+        [n.change.municipality_code for n, _, _ in rows], [n.change.notification_id for n, _, _ in rows],
+        [n.digest for n, _, _ in rows], [r[1] for r in rows], [r[2] for r in rows],
+        [n.change.receive_time for n, _, _ in rows],
+    )
+
+
+async def insert_outbox_rows(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, int, str]],
+                             trace_parent: str | None) -> None:
+    """Outbox rows (person id, version, idempotency key), given ids in this order (the relay delivers a
+    person's changes in id order)."""
+    if not rows:
+        return
+    await connection.execute(
+        """INSERT INTO outbox (person_id, version, idempotency_key, trace_parent)
+           SELECT u.person_id, u.version, u.idempotency_key, $4
+           FROM unnest($1::uuid[], $2::bigint[], $3::text[]) WITH ORDINALITY
+             AS u (person_id, version, idempotency_key, position)
+           ORDER BY u.position""",
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], trace_parent,
+    )
+
+
+async def keep_former_codes(connection: asyncpg.Connection, rows: list[tuple[str, uuid.UUID]]) -> None:
+    """Former codes (code, person id); a code already kept stays with its person."""
+    if not rows:
+        return
+    await connection.execute(
+        """INSERT INTO resident_code_history (resident_code, person_id)
+           SELECT * FROM unnest($1::text[], $2::uuid[])
+           ON CONFLICT (resident_code) DO NOTHING""",
+        [code for code, _ in rows], [person_id for _, person_id in rows],
+    )
+
+
+async def resolve_reports_by_corrections(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, str, int]],
+                                         resolved_at: datetime) -> None:
+    """Batch form of `reports.resolve_by_correction`: each (person id, municipality, version of a 修正)
+    resolves that municipality's open reports on the person. One row per (person, municipality): the
+    first correction in apply order, as applying one by one would leave it."""
+    if not rows:
+        return
+    await connection.execute(
+        """UPDATE municipality_report m SET state = 3, resolve_time = $4, resolving_version = u.version
+           FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS u (person_id, municipality_code, version)
+           WHERE m.person_id = u.person_id AND m.municipality_code = u.municipality_code AND m.state <> 3""",
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], resolved_at,
     )

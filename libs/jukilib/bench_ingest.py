@@ -1,0 +1,453 @@
+"""`juki bench ingest`: how fast the identity service takes notifications, unary and streamed.
+
+Everything runs from nothing in a temporary directory: an embedded PostgreSQL, the schemas and
+migrations (`prepare_database`), a development PKI and keyring, and the identity service in this
+process (`GrpcService` with `services.identity.app.build`, configured like `juki serve`'s defaults:
+a pool of `--pool` connections; relay workers 0 and no agency, so the outbox fills and nothing is
+delivered while measuring). Synthetic residents (`jukilib.demo.fast`) are recorded (記載, 国内転入)
+by 前橋市: the client presents the gateway's certificate and sends `x-juki-organization` as the
+gateway would (backends trust the gateway's certificate).
+
+Three figures, measured in one run on the same database, each path on its own residents and warmed up
+first (`WARM_UP` notifications):
+
+- `baseline_per_second`: the engine's statements for a new person issued straight from asyncpg, with
+  no gRPC, validation or protobuf: one transaction per notification with the statements
+  `RegisterEngine.apply` issues for a new person (receipt look-up, person look-up, insert person,
+  version, receipt, outbox row, sealed 個人番号), `--concurrency` tasks on a pool of `--pool`
+  connections, in this process;
+- `per_second`: ApplyNotification over gRPC, `--concurrency` calls in flight on one channel;
+- `streaming_per_second`: StreamNotifications, one stream carrying `--stream-notifications`, timed
+  from the first request sent to the last answer received.
+
+The gRPC client runs in a child process (as a municipality's CS would be another process), so that
+this process's CPU time is the service's; `--in-process-client` puts it on the service's event loop
+instead. Every answer is checked (a version, in order); any error makes the exit status 1.
+
+Besides the figures: latencies, CPU time per notification of the service process, of the client
+process and of PostgreSQL's processes (with psutil installed), row counts, the load average (other
+processes on the machine skew every figure). One JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+from jukilib import caller
+from jukilib.config import DEFAULT_TRUSTED_PEERS, SERVICES, DatabaseConfig, RelayConfig, ServiceConfig, TlsConfig
+from jukilib.db.bootstrap import owner_role, runtime_role
+from jukilib.db.embedded import EmbeddedPostgres
+from jukilib.db.pool import Database
+from jukilib.demo.notifications import birth_notification
+from jukilib.demo.residents import SyntheticResident
+from jukilib.devcerts import ensure_dev_pki
+from jukilib.grpc.channels import secure_channel
+from jukilib.grpc.server import GrpcService
+from jukilib.register import store
+from jukilib.register.model import Notification, RecordState, StoredVersion
+
+MUNICIPALITY = "102016"  # 前橋市
+NOTIFY_TIME = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)
+WARM_UP = 500
+"""Notifications sent on each path before it is measured (connections, prepared statements, caches)."""
+PATHS = ("baseline", "unary", "stream")
+
+
+def add_bench_ingest(bench_subparsers: Any) -> argparse.ArgumentParser:
+    """`juki bench ingest` under the `bench` command's subparsers."""
+    parser: argparse.ArgumentParser = bench_subparsers.add_parser(
+        "ingest", help="notifications/s into the identity service: unary, streamed, and straight SQL as baseline")
+    parser.add_argument("--notifications", type=int, default=20_000, help="unary ApplyNotification calls")
+    parser.add_argument("--stream-notifications", type=int, default=100_000,
+                        help="notifications sent on one StreamNotifications stream")
+    parser.add_argument("--baseline-notifications", type=int, default=20_000,
+                        help="notifications applied with straight asyncpg (the baseline)")
+    parser.add_argument("--concurrency", type=int, default=64, help="unary calls (and baseline tasks) in flight")
+    parser.add_argument("--pool", type=int, default=DatabaseConfig.pool_max, help="the service's database connections")
+    parser.add_argument("--seed", type=int, default=20260401, help="seed of the synthetic residents")
+    parser.add_argument("--in-process-client", action="store_true",
+                        help="run the gRPC client on the service's event loop instead of in a child process")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; prints one JSON object. Exit status 1 if a notification was not applied."""
+    logging.basicConfig(level=logging.WARNING)
+    result = _run(_bench(args))
+    print(json.dumps(result, ensure_ascii=False))
+    return 0 if result["errors"] == 0 else 1
+
+
+def _run(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """As `juki serve`: uvloop when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    result: dict[str, Any] = uvloop.run(coroutine)
+    return result
+
+
+# --- synthetic notifications ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Workload:
+    """Which residents each path gets: consecutive slices (warm-up first) of one seeded generation."""
+
+    seed: int
+    sizes: tuple[int, int, int]
+    """Measured notifications of baseline, unary, stream."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes) + len(self.sizes) * WARM_UP
+
+    def requests(self, path: str, residents: Sequence[SyntheticResident] | None = None,
+                 ) -> list[identity_pb2.ApplyNotificationRequest]:
+        """The requests of `path`, warm-up first."""
+        position = PATHS.index(path)
+        start = sum(self.sizes[:position]) + position * WARM_UP
+        chosen = (residents or _residents(self.total, self.seed))[start:start + WARM_UP + self.sizes[position]]
+        event = dt.date.today() - dt.timedelta(days=1)
+        return [birth_notification(r, f"bench-{path}-{i}", event, NOTIFY_TIME) for i, r in enumerate(chosen)]
+
+
+def _residents(count: int, seed: int) -> list[SyntheticResident]:
+    from jukilib.demo.fast import generate_residents
+
+    return generate_residents(count, seed=seed)
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    from jukilib.suite import ensure_keyring, prepare_database
+
+    workload = _Workload(args.seed, (args.baseline_notifications, args.notifications, args.stream_notifications))
+    with tempfile.TemporaryDirectory(prefix="juki-bench-") as directory:
+        home = Path(directory)
+        server = EmbeddedPostgres(home / "pgdata", delete_on_stop=True)
+        admin_url = await asyncio.to_thread(server.start)
+        try:
+            passwords = {role(s): secrets.token_urlsafe(24) for s in SERVICES for role in (runtime_role, owner_role)}
+            databases = await prepare_database(admin_url, passwords, database="juki_bench")
+            pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway"), clients={})
+            pair, gateway = pki.servers["identity"], pki.servers["gateway"]
+            config = ServiceConfig(
+                service="identity", listen="127.0.0.1:0",
+                tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
+                database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool),
+                trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home, targets={"agency": "127.0.0.1:1"},
+                relay=RelayConfig(workers=0), shutdown_grace=1.0, keyring_file=ensure_keyring(home),
+            )
+            client = _ClientSpec(target="", cert=str(gateway.cert), key=str(gateway.key), ca=str(pki.ca_cert),
+                                 seed=args.seed, sizes=workload.sizes, path="", concurrency=args.concurrency)
+            figures = await _measure(args, config, client, workload, _Cpu(home / "pgdata"))
+            figures["rows"] = await _count_rows(databases["identity"].url)
+        finally:
+            await asyncio.to_thread(server.stop)
+    return _result(args, figures, workload.total)
+
+
+async def _measure(args: argparse.Namespace, config: ServiceConfig, client: _ClientSpec, workload: _Workload,
+                   cpu: _Cpu) -> dict[str, Any]:
+    """The three paths one after the other."""
+    from jukilib.suite import service_migrations
+    from services.identity import app as identity_app
+
+    figures: dict[str, Any] = {}
+    database = Database(config.database)
+    await database.connect()
+    try:
+        api = identity_app.REGISTER.api(config, database)
+        token = caller.set_current(caller.Caller(organization=MUNICIPALITY))
+        try:
+            notifications = [api.notification(r) for r in workload.requests("baseline")]
+        finally:
+            caller.reset_current(token)
+        await _baseline(database, api.engine.hooks, notifications[:WARM_UP], args.concurrency)
+        started = cpu.start()
+        figures["baseline"] = await _baseline(database, api.engine.hooks, notifications[WARM_UP:], args.concurrency)
+        figures["baseline"]["cpu_us"] = cpu.per_notification(started, args.baseline_notifications, "bench")
+    finally:
+        await database.close()
+
+    service = GrpcService(config, service_migrations("identity"), identity_app.build)
+    await service.start()
+    try:
+        await service.wait_ready(60)
+        target = f"127.0.0.1:{service.port}"
+        for path, count in (("unary", args.notifications), ("stream", args.stream_notifications)):
+            spec = _ClientSpec(**{**asdict(client), "target": target, "path": path})
+            if args.in_process_client:
+                result = await _client_run(spec, cpu)
+                result.pop("client_cpu")
+                result["cpu_us"] = cpu.per_notification(result.pop("cpu_started"), count, "service_and_client")
+            else:
+                # The service's CPU is read around the whole child run (its warm-up included, hence
+                # divided by warm-up + measured); the child reads its own over the measured part.
+                started = cpu.start()
+                result = await _client_process(spec)
+                result["cpu_us"] = cpu.per_notification(started, WARM_UP + count, "service")
+                result["cpu_us"]["client"] = round(result.pop("client_cpu") / count * 1e6, 1)
+            figures[path] = result
+    finally:
+        await service.stop(1.0)
+    return figures
+
+
+def _result(args: argparse.Namespace, figures: dict[str, Any], total: int) -> dict[str, Any]:
+    from jukilib.register.streaming import MAX_BATCH
+
+    baseline, unary, streamed = figures["baseline"], figures["unary"], figures["stream"]
+    return {
+        "per_second": round(unary["per_second"]),
+        "baseline_per_second": round(baseline["per_second"]),
+        "streaming_per_second": round(streamed["per_second"]),
+        "notifications": args.notifications,
+        "stream_notifications": args.stream_notifications,
+        "baseline_notifications": args.baseline_notifications,
+        "concurrency": args.concurrency,
+        "pool_max": args.pool,
+        "stream_batch_max": MAX_BATCH,
+        "latency_ms": {"baseline": baseline["latency_ms"], "unary": unary["latency_ms"]},
+        "seconds": {"baseline": baseline["seconds"], "unary": unary["seconds"], "streaming": streamed["seconds"]},
+        "cpu_us_per_notification": {"baseline": baseline["cpu_us"], "unary": unary["cpu_us"],
+                                    "streaming": streamed["cpu_us"]},
+        "errors": baseline["errors"] + unary["errors"] + streamed["errors"],
+        "rows": figures["rows"],
+        "expected_rows": total,
+        "relay_workers": 0,
+        "agency": "none: relay workers 0, the outbox fills and is not delivered",
+        "client": "on the service's event loop" if args.in_process_client else "a child process",
+        "tracing": "not set up (no-op tracer)",
+        "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+    }
+
+
+async def _count_rows(url: str) -> dict[str, int]:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        return {table: int(await connection.fetchval(f"SELECT count(*) FROM identity.{table}"))
+                for table in ("person", "person_version", "notification_receipt", "outbox", "individual_number")}
+    finally:
+        await connection.close()
+
+
+class _Cpu:
+    """CPU time over one phase: of this process, and of the embedded PostgreSQL's processes (when
+    psutil is installed)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = str(data_dir)
+        self._server: list[Any] = []
+
+    def _postgres(self) -> float | None:
+        try:
+            import psutil  # type: ignore[import-untyped]
+        except ImportError:
+            return None
+        if not self._server:
+            self._server = [p for p in psutil.process_iter(["cmdline"])
+                            if self._data_dir in " ".join(p.info["cmdline"] or ())]
+        total = 0.0
+        for process in {*self._server, *(c for p in self._server for c in _children(p))}:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    def start(self) -> tuple[float, float | None]:
+        return time.process_time(), self._postgres()
+
+    def per_notification(self, started: tuple[float, float | None], count: int, this_process: str,
+                         ) -> dict[str, float]:
+        python, postgres = started
+        used = {this_process: round((time.process_time() - python) / count * 1e6, 1)}
+        now = self._postgres()
+        if postgres is not None and now is not None:
+            used["postgres"] = round((now - postgres) / count * 1e6, 1)
+        return used
+
+
+def _children(process: Any) -> list[Any]:
+    try:
+        return list(process.children(recursive=True))
+    except Exception:
+        return []
+
+
+def _latency(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    return {"p50": round(statistics.median(ordered) * 1000, 2),
+            "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2)}
+
+
+# --- baseline: the engine's statements straight from asyncpg ----------------------------------------
+
+async def _baseline(database: Database, hooks: Any, notifications: list[Notification],
+                    concurrency: int) -> dict[str, Any]:
+    pending = iter(notifications)
+    latencies: list[float] = []
+    errors = 0
+
+    async def apply_new_person(notification: Notification) -> None:
+        change = notification.change
+        async with database.transaction() as connection:
+            await store.find_receipt(connection, change.municipality_code, change.notification_id)
+            await store.person_of_code(connection, notification.resident_code)
+            person_id = uuid.uuid4()
+            await store.insert_person(connection, person_id, RecordState.ACTIVE, notification)
+            created = await store.insert_version(connection, person_id, 1, RecordState.ACTIVE, notification)
+            await store.insert_receipt(connection, notification, person_id, 1)
+            await store.insert_outbox(connection, person_id, 1, f"identity/{person_id}/1", None)
+            stored = StoredVersion(person_id, 1, notification.resident_code, RecordState.ACTIVE, notification.record,
+                                   change, created)
+            await hooks.after_apply(connection, stored, notification.secret, becomes_current=True)
+
+    async def worker() -> None:
+        nonlocal errors
+        for notification in pending:
+            started = time.perf_counter()
+            try:
+                await apply_new_person(notification)
+            except Exception:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    return {"per_second": len(notifications) / seconds, "seconds": round(seconds, 2), "errors": errors,
+            "latency_ms": _latency(latencies)}
+
+
+# --- the gRPC client ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _ClientSpec:
+    """What a client process needs (picklable)."""
+
+    target: str
+    cert: str
+    key: str
+    ca: str
+    seed: int
+    sizes: tuple[int, int, int]
+    path: str
+    """`unary` or `stream`."""
+    concurrency: int
+
+
+async def _client_process(spec: _ClientSpec) -> dict[str, Any]:
+    """Run one path's client in a child process (`python -m jukilib.bench_ingest`, spec on stdin)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jukilib.bench_ingest", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate(json.dumps(asdict(spec)).encode())
+    if process.returncode != 0:
+        raise RuntimeError(f"the client process of {spec.path} failed (exit status {process.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def _client_main() -> int:
+    """The client process: the spec as JSON on stdin, the result as JSON on stdout."""
+    raw = json.load(sys.stdin)
+    spec = _ClientSpec(**{**raw, "sizes": tuple(raw["sizes"])})
+    print(json.dumps(_run(_client_run(spec, None))))
+    return 0
+
+
+async def _client_run(spec: _ClientSpec, cpu: _Cpu | None) -> dict[str, Any]:
+    """Warm up, then measure one path. With the service in this process (`cpu` given), `cpu_started`
+    is the CPU reading at the start of the measured part; else `client_cpu` is this (child) process's
+    CPU time over the measured part."""
+    requests = _Workload(spec.seed, spec.sizes).requests(spec.path)
+    tls = TlsConfig(cert=Path(spec.cert), key=Path(spec.key), ca=Path(spec.ca))
+    async with secure_channel(spec.target, tls) as channel:
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        measure = _unary if spec.path == "unary" else _stream
+        await measure(stub, requests[:WARM_UP], spec.concurrency)
+        cpu_started = cpu.start() if cpu is not None else None
+        started = time.process_time()
+        result = await measure(stub, requests[WARM_UP:], spec.concurrency)
+        result["client_cpu"] = time.process_time() - started
+    result["cpu_started"] = cpu_started
+    return result
+
+
+_METADATA = (("x-juki-organization", MUNICIPALITY),)
+
+
+async def _unary(stub: Any, requests: list[identity_pb2.ApplyNotificationRequest],
+                 concurrency: int) -> dict[str, Any]:
+    pending = iter(requests)
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        for request in pending:
+            started = time.perf_counter()
+            try:
+                answer = await stub.ApplyNotification(request, metadata=_METADATA, timeout=60)
+                if answer.resident_version.version != 1:
+                    errors += 1
+            except Exception:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    return {"per_second": len(requests) / seconds, "seconds": round(seconds, 2), "errors": errors,
+            "latency_ms": _latency(latencies)}
+
+
+async def _stream(stub: Any, requests: list[identity_pb2.ApplyNotificationRequest],
+                  concurrency: int) -> dict[str, Any]:
+    wrapped = [identity_pb2.StreamNotificationsRequest(notification=r) for r in requests]
+
+    async def backlog() -> AsyncIterator[identity_pb2.StreamNotificationsRequest]:
+        for request in wrapped:
+            yield request
+
+    errors = 0
+    expected = 0
+    started = time.perf_counter()
+    async for answer in stub.StreamNotifications(backlog(), metadata=_METADATA, timeout=600):
+        if answer.index != expected or answer.WhichOneof("result") != "resident_version":
+            errors += 1
+        expected += 1
+    seconds = time.perf_counter() - started
+    errors += len(requests) - expected
+    return {"per_second": len(requests) / seconds, "seconds": round(seconds, 2), "errors": errors}
+
+
+if __name__ == "__main__":
+    sys.exit(_client_main())

@@ -1,0 +1,480 @@
+"""StreamNotifications and the batch apply behind it (`RegisterEngine.apply_many`), for both registers
+on a real PostgreSQL: every request answered in order with its index; invalid, refused and repeated
+requests answered as ApplyNotification would answer them alone, without taking the others down; a
+person's notifications in any order within a stream ending as applied in event order; the same rows
+(versions, receipts, outbox, 個人番号, former codes, resolved 12-5 reports) as the unary path."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from juki.annex.v1 import annex_pb2, annex_pb2_grpc
+from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+from juki.register.v1 import register_pb2 as rpb
+from jukilib.db.pool import Database
+from jukilib.devcerts import DevPki
+from jukilib.errors import FailedPrecondition, JukiError
+from jukilib.grpc.channels import secure_channel
+from jukilib.register import store
+from jukilib.register.api import RegisterApi
+from jukilib.register.reports import RESOLVED, NewReport
+from jukilib.register.streaming import stream_notifications
+from services.identity.numbers import IndividualNumbers
+from tests.conftest import RunningSuite, fresh_database, service_config
+from tests.integration.registers import MAEBASHI, REGISTERS, Person, Register, apply, new_person, notifying
+from tests.integration.test_register_ordering import STEPS
+
+D = dt.date
+RESPONSES = {"identity": (identity_pb2.StreamNotificationsResponse, "resident_version"),
+             "annex": (annex_pb2.StreamNotificationsResponse, "annex_resident_version")}
+STREAM_REQUESTS = {"identity": identity_pb2.StreamNotificationsRequest, "annex": annex_pb2.StreamNotificationsRequest}
+
+
+@dataclass
+class Setup:
+    reg: Register
+    api: RegisterApi
+    database: Database
+
+
+@pytest.fixture(scope="module", params=["identity", "annex"])
+async def setup(request: pytest.FixtureRequest, admin_url: str, pki: DevPki, home: Path,
+                span_exporter: InMemorySpanExporter) -> AsyncIterator[Setup]:
+    chosen = REGISTERS[request.param]
+    databases = await fresh_database(admin_url)
+    config = service_config(chosen.name, pki, databases[chosen.name], home, {"agency": "127.0.0.1:1"})
+    database = Database(config.database)
+    await database.connect()
+    try:
+        yield Setup(chosen, chosen.service.api(config, database), database)
+    finally:
+        await database.close()
+
+
+async def _requests(items: Iterable[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
+async def stream(setup: Setup, requests: list[Any], *, max_batch: int = 500,
+                 municipality: str = MAEBASHI) -> list[Any]:
+    """StreamNotifications through the servicer's handler, as the CS of `municipality`."""
+    response_type, field = RESPONSES[setup.reg.name]
+    wrapped = [STREAM_REQUESTS[setup.reg.name](notification=r) for r in requests]
+    with notifying(municipality):
+        return [answer async for answer in stream_notifications(setup.api, _requests(wrapped), response_type, field,
+                                                                 max_batch=max_batch)]
+
+
+def version_of(setup: Setup, answer: Any) -> Any:
+    _, field = RESPONSES[setup.reg.name]
+    assert answer.WhichOneof("result") == field, answer.error
+    return getattr(answer, field)
+
+
+def error_of(answer: Any) -> tuple[int, str]:
+    assert answer.WhichOneof("result") == "error"
+    for detail in answer.error.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return answer.error.code, info.reason
+    raise AssertionError("no ErrorInfo")
+
+
+def _modify(reg: Register, person: Person, notification_id: str, event: dt.date, **kwargs: Any) -> Any:
+    return reg.request(person, notification_id, kind=rpb.CHANGE_KIND_MODIFY,
+                       reason=rpb.CHANGE_REASON_ADDRESS_CHANGE_WITHIN_MUNICIPALITY, event=event, **kwargs)
+
+
+# --- answers ---------------------------------------------------------------------------------------
+
+async def test_every_notification_is_answered_in_order_with_its_version(setup: Setup) -> None:
+    persons = [new_person() for _ in range(1200)]
+    answers = await stream(setup, [setup.reg.request(p, f"bulk-{p.code}") for p in persons])
+    assert [a.index for a in answers] == list(range(1200))
+    versions = [version_of(setup, a) for a in answers]
+    assert all(v.version == 1 and v.record.resident_code == p.code for v, p in zip(versions, persons, strict=True))
+    found = await setup.api.lookup(setup.reg.lookup(persons[777].code))
+    assert found.name == versions[777].name.rsplit("/versions/", 1)[0]
+    # The answer is the version as any read shows it (record, change information, times).
+    history, _ = await setup.api.list_versions(found.name, 0, "")
+    assert history == [versions[777]]
+    if setup.reg.name == "identity":
+        assert versions[777].record.individual_number == persons[777].number
+
+
+async def test_mixed_stream_answers_each_request_as_apply_would_and_applies_only_the_valid(setup: Setup) -> None:
+    reg = setup.reg
+    known, fresh, unknown, reused = new_person(), new_person(), new_person(), new_person()
+    earlier = await apply(setup.api, reg.request(known, "mix-earlier"))
+    invalid = reg.request(new_person(), "")  # notification id missing
+    invalid.record.full_name = ""
+    requests = [
+        reg.request(fresh, "mix-fresh"),                                            # 0 applied
+        invalid,                                                                    # 1 INVALID_ARGUMENT
+        reg.request(unknown, "mix-unknown", kind=rpb.CHANGE_KIND_REMOVE,           # 2 FAILED_PRECONDITION
+                    reason=rpb.CHANGE_REASON_DEATH),
+        reg.request(known, "mix-earlier"),                                          # 3 repeat of an earlier call
+        reg.request(known, "mix-again", event=D(2026, 4, 2)),                       # 4 ALREADY_RECORDED
+        reg.request(reused, "mix-fresh"),                                           # 5 reuse: ALREADY_EXISTS
+        reg.request(fresh, "mix-fresh"),                                            # 6 repeat within the stream
+    ]
+    answers = await stream(setup, requests)
+    assert [a.index for a in answers] == list(range(7))
+    first = version_of(setup, answers[0])
+    assert first.version == 1
+    assert error_of(answers[1]) == (grpc.StatusCode.INVALID_ARGUMENT.value[0], "INVALID_ARGUMENT")
+    bad_request = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad_request) for d in answers[1].error.details)
+    assert {v.field for v in bad_request.field_violations} == {"notification_id", "record.full_name"}
+    assert error_of(answers[2]) == (grpc.StatusCode.FAILED_PRECONDITION.value[0], "UNKNOWN_PERSON")
+    assert version_of(setup, answers[3]) == earlier
+    assert error_of(answers[4]) == (grpc.StatusCode.FAILED_PRECONDITION.value[0], "ALREADY_RECORDED")
+    assert error_of(answers[5]) == (grpc.StatusCode.ALREADY_EXISTS.value[0], "NOTIFICATION_ID_REUSED")
+    assert version_of(setup, answers[6]) == first
+    # Only the valid ones were applied, once.
+    for person in (unknown, reused):
+        with pytest.raises(JukiError):
+            await setup.api.lookup(reg.lookup(person.code))
+    current = await setup.api.lookup(reg.lookup(fresh.code))
+    assert current.version == 1
+    versions, _ = await setup.api.list_versions(current.name, 0, "")
+    assert len(versions) == 1
+
+
+async def test_a_caller_that_is_not_a_municipality_gets_permission_denied_per_item(setup: Setup) -> None:
+    answers = await stream(setup, [setup.reg.request(new_person(), "tokyo-s1")], municipality="131016")
+    assert error_of(answers[0]) == (grpc.StatusCode.PERMISSION_DENIED.value[0], "NOT_A_NOTIFYING_MUNICIPALITY")
+
+
+async def test_a_stream_of_small_batches_and_a_missing_notification_field(setup: Setup) -> None:
+    response_type, field = RESPONSES[setup.reg.name]
+    persons = [new_person() for _ in range(7)]
+    wrapped = [STREAM_REQUESTS[setup.reg.name](notification=setup.reg.request(p, f"small-{p.code}")) for p in persons]
+    wrapped.insert(3, STREAM_REQUESTS[setup.reg.name]())
+    with notifying():
+        answers = [a async for a in stream_notifications(setup.api, _requests(wrapped), response_type, field,
+                                                         max_batch=2)]
+    assert [a.index for a in answers] == list(range(8))
+    assert error_of(answers[3])[1] == "INVALID_ARGUMENT"
+    assert all(a.WhichOneof("result") == field for i, a in enumerate(answers) if i != 3)
+
+
+async def test_a_client_that_waits_for_each_answer_is_answered(setup: Setup) -> None:
+    """The handler never holds an answer back waiting for more requests (no deadlock with a client
+    that sends the next request only after the answer to the previous one)."""
+    response_type, field = RESPONSES[setup.reg.name]
+    persons = [new_person() for _ in range(4)]
+    answered = asyncio.Queue[Any]()
+
+    async def one_at_a_time() -> AsyncIterator[Any]:
+        for person in persons:
+            yield STREAM_REQUESTS[setup.reg.name](notification=setup.reg.request(person, f"pingpong-{person.code}"))
+            await asyncio.wait_for(answered.get(), 10)
+
+    answers = []
+    with notifying():
+        async for answer in stream_notifications(setup.api, one_at_a_time(), response_type, field):
+            answers.append(answer)
+            answered.put_nowait(answer)
+    assert [a.index for a in answers] == [0, 1, 2, 3]
+
+
+async def test_what_was_read_is_answered_before_a_broken_stream_fails(setup: Setup) -> None:
+    response_type, field = RESPONSES[setup.reg.name]
+    persons = [new_person() for _ in range(3)]
+
+    async def broken() -> AsyncIterator[Any]:
+        for person in persons:
+            yield STREAM_REQUESTS[setup.reg.name](notification=setup.reg.request(person, f"broken-{person.code}"))
+        raise ConnectionResetError("the client went away")
+
+    answers = []
+    with notifying(), pytest.raises(ConnectionResetError):
+        async for answer in stream_notifications(setup.api, broken(), response_type, field):
+            answers.append(answer)
+    assert [version_of(setup, a).version for a in answers] == [1, 1, 1]
+
+
+# --- ordering --------------------------------------------------------------------------------------
+
+def _life(reg: Register, person: Person, tag: str, same_day: list[bool] | None = None) -> list[Any]:
+    """The steps of `test_register_ordering` for one person, in event order."""
+    requests, day = [], D(2025, 1, 1)
+    for index, (kind, reason) in enumerate(STEPS):
+        if index and not (same_day and same_day[index]):
+            day += dt.timedelta(days=7)
+        version = replace(person, address=f"群馬県前橋市大手町{index + 1}丁目1番1号")
+        notify_time = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC) + dt.timedelta(minutes=index)
+        requests.append(reg.request(version, f"{tag}-{index}", kind=kind, reason=reason, event=day,
+                                    notify_time=notify_time))
+    return requests
+
+
+async def _state(setup: Setup, code: str) -> tuple[Any, list[Any]]:
+    current = await setup.api.lookup(setup.reg.lookup(code))
+    versions, _ = await setup.api.list_versions(current.name, 0, "")
+    history = [(v.change.notification_id.split("-")[-1], v.state, v.record.address) for v in versions]
+    return (current.state, current.record.address, current.change.notification_id.split("-")[-1]), history
+
+
+async def test_a_persons_notifications_in_one_batch_in_any_order_end_as_applied_in_event_order(setup: Setup) -> None:
+    in_order, shuffled = new_person(), new_person()
+    for request in _life(setup.reg, in_order, in_order.code):
+        await apply(setup.api, request)
+    requests = _life(setup.reg, shuffled, shuffled.code)
+    random.Random(7).shuffle(requests)
+    answers = await stream(setup, requests)
+    assert all(a.WhichOneof("result") != "error" for a in answers), [a.error for a in answers]
+    assert await _state(setup, shuffled.code) == await _state(setup, in_order.code)
+    # Versions are numbered in event order (the batch applies a person's notifications in that order).
+    current = await setup.api.lookup(setup.reg.lookup(shuffled.code))
+    versions, _ = await setup.api.list_versions(current.name, 0, "")
+    assert [v.version for v in versions] == list(range(1, len(STEPS) + 1))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), same_day=st.lists(st.booleans(), min_size=len(STEPS), max_size=len(STEPS)),
+       max_batch=st.integers(min_value=1, max_value=8))
+async def test_any_arrival_order_and_batching_gives_the_same_record_and_history(
+        setup: Setup, same_day: list[bool], max_batch: int, data: st.DataObject) -> None:
+    """The ordering property through streams cut in batches of any size, resending what was refused."""
+    in_order, shuffled = new_person(), new_person()
+    for request in _life(setup.reg, in_order, in_order.code, same_day):
+        await apply(setup.api, request)
+    requests = _life(setup.reg, shuffled, shuffled.code, same_day)
+    pending = [requests[i] for i in data.draw(st.permutations(range(len(requests))))]
+    while pending:
+        answers = await stream(setup, pending, max_batch=max_batch)
+        refused = [r for r, a in zip(pending, answers, strict=True) if a.WhichOneof("result") == "error"]
+        assert all(error_of(a)[0] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+                   for a in answers if a.WhichOneof("result") == "error")
+        assert len(refused) < len(pending), "no progress"
+        pending = refused
+    assert await _state(setup, shuffled.code) == await _state(setup, in_order.code)
+
+
+async def test_late_notification_in_a_stream_is_kept_in_history_without_overwriting_current(setup: Setup) -> None:
+    reg, person = setup.reg, new_person()
+    await apply(setup.api, reg.request(person, "slate-1", event=D(2026, 1, 10)))
+    person.address = "群馬県前橋市新しい町2丁目2番2号"
+    await apply(setup.api, _modify(reg, person, "slate-3", D(2026, 3, 1)))
+    middle = replace(person, address="群馬県前橋市途中の町1丁目1番1号")
+    newest = replace(person, address="群馬県前橋市最後の町9丁目9番9号")
+    answers = await stream(setup, [_modify(reg, middle, "slate-2", D(2026, 2, 1)),
+                                   _modify(reg, newest, "slate-4", D(2026, 3, 5))])
+    assert [version_of(setup, a).version for a in answers] == [3, 4]
+    current = await setup.api.lookup(reg.lookup(person.code))
+    assert current.record.address == newest.address and current.version == 4
+    versions, _ = await setup.api.list_versions(current.name, 0, "")
+    assert [v.change.notification_id for v in versions] == ["slate-1", "slate-2", "slate-3", "slate-4"]
+    assert [v.version for v in versions] == [1, 3, 2, 4]
+
+
+# --- the 住民票コード chain -------------------------------------------------------------------------
+
+async def test_resident_code_change_inside_a_stream_keeps_the_chain(setup: Setup) -> None:
+    reg = setup.reg
+    person, other, stranger = new_person(), new_person(), new_person()
+    old_code = person.code
+    changed = replace(person, code=new_person().code)
+    taking = replace(other, code=changed.code)
+    requests = [
+        reg.request(person, "schain-1", event=D(2026, 1, 1)),
+        reg.request(other, "schain-2", event=D(2026, 1, 1)),
+        reg.request(changed, "schain-3", kind=rpb.CHANGE_KIND_MODIFY,
+                    reason=rpb.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST, event=D(2026, 2, 1), previous_code=old_code),
+        reg.request(taking, "schain-4", kind=rpb.CHANGE_KIND_MODIFY,
+                    reason=rpb.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST, event=D(2026, 2, 2),
+                    previous_code=other.code),
+        reg.request(replace(stranger, code=new_person().code), "schain-5", kind=rpb.CHANGE_KIND_MODIFY,
+                    reason=rpb.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST, event=D(2026, 2, 1),
+                    previous_code=stranger.code),
+        _modify(reg, replace(changed, address="群馬県前橋市後の町5丁目5番5号"), "schain-6", D(2026, 3, 1)),
+    ]
+    answers = await stream(setup, requests)
+    assert version_of(setup, answers[2]).record.resident_code == changed.code
+    assert error_of(answers[3])[1] == "RESIDENT_CODE_IN_USE"
+    assert error_of(answers[4])[1] == "UNKNOWN_PREVIOUS_RESIDENT_CODE"
+    assert version_of(setup, answers[5]).version == 3
+    by_old = await setup.api.lookup(reg.lookup(old_code))
+    by_new = await setup.api.lookup(reg.lookup(changed.code))
+    assert by_old.name == by_new.name and by_new.record.resident_code == changed.code
+    assert by_new.record.address == "群馬県前橋市後の町5丁目5番5号"
+    async with setup.database.connection() as connection:
+        kept = await connection.fetch("SELECT resident_code FROM resident_code_history WHERE person_id = $1",
+                                      uuid.UUID(by_new.name.split("/")[1]))
+    assert [row["resident_code"] for row in kept] == [old_code]
+
+
+# --- the same rows as the unary path -----------------------------------------------------------------
+
+def _normalised(value: Any, person: Person) -> Any:
+    """A row value with the person's own identifiers (code, 個人番号, ids tagged with the code) abstracted."""
+    if isinstance(value, str):
+        return value.replace(person.code, "<code>").replace(person.number, "<number>")
+    if isinstance(value, dict):
+        return {k: _normalised(v, person) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalised(v, person) for v in value]
+    return value
+
+
+async def _rows(setup: Setup, person: Person) -> dict[str, Any]:
+    """What the database holds about a person, identifiers abstracted, times left out."""
+    async with setup.database.connection() as connection:
+        person_id = await store.person_of_code(connection, person.code)
+        assert person_id is not None
+        row = await connection.fetchrow("SELECT * FROM person WHERE id = $1", person_id)
+        versions = await connection.fetch("SELECT * FROM person_version WHERE person_id = $1 ORDER BY version",
+                                          person_id)
+        receipts = await connection.fetch(
+            "SELECT * FROM notification_receipt WHERE person_id = $1 ORDER BY version", person_id)
+        outbox = await connection.fetch("SELECT * FROM outbox WHERE person_id = $1 ORDER BY id", person_id)
+        reports = await connection.fetch(
+            "SELECT state, version, resolving_version, resolve_time IS NOT NULL AS resolved FROM municipality_report"
+            " WHERE person_id = $1 ORDER BY create_time", person_id)
+        numbers = (await connection.fetch(
+            "SELECT version, key_id, length(nonce) AS nonce FROM individual_number WHERE person_id = $1"
+            " ORDER BY version", person_id) if setup.reg.name == "identity" else [])
+
+    def plain(record: asyncpg.Record, *left_out: str) -> dict[str, Any]:
+        return {k: _normalised(v, person) for k, v in dict(record).items() if k not in left_out}
+
+    history, _ = await setup.api.list_versions(f"{setup.api.binding.collection}/{person_id}", 0, "")
+    return {
+        "person": plain(row, "id", "updated_at"),
+        "versions": [plain(v, "person_id", "created_at", "receive_time") for v in versions],
+        "receipts": [plain(r, "person_id", "request_digest", "received_at") for r in receipts],
+        "outbox": [(o["version"], o["idempotency_key"] == f"{setup.reg.name}/{person_id}/{o['version']}",
+                    o["trace_parent"] is not None, o["state"], o["attempts"]) for o in outbox],
+        "outbox_in_version_order": [o["version"] for o in outbox] == sorted(o["version"] for o in outbox),
+        "reports": [dict(r) for r in reports],
+        "numbers": [dict(n) for n in numbers],
+        "answers": [_normalised(getattr(v.record, "individual_number", ""), person) for v in history],
+    }
+
+
+async def _report(setup: Setup, person: Person) -> None:
+    await setup.api.reports.create(NewReport(person.code, 1, "ADDRESS_ERROR", ["record.address"], "", None))
+
+
+async def test_the_batch_writes_the_same_rows_as_apply(setup: Setup) -> None:
+    """Versions, receipts, outbox rows, encrypted 個人番号, resolved 12-5 reports: one person through
+    streams, one through ApplyNotification, same notifications (in event order for the unary one)."""
+    reg = setup.reg
+    streamed, unary = new_person(), new_person()
+
+    def life(person: Person) -> list[Any]:
+        return [reg.request(person, f"{person.code}-rec", event=D(2026, 1, 10)),
+                _modify(reg, replace(person, address="群馬県前橋市二月の町2丁目2番2号"), f"{person.code}-feb",
+                        D(2026, 2, 1)),
+                _modify(reg, replace(person, address="群馬県前橋市三月の町3丁目3番3号"), f"{person.code}-mar",
+                        D(2026, 3, 1)),
+                _modify(reg, replace(person, address="群馬県前橋市一月の町1丁目1番1号"), f"{person.code}-jan",
+                        D(2026, 1, 20))]
+
+    s_rec, s_feb, s_mar, s_jan = life(streamed)
+    assert all(a.WhichOneof("result") != "error" for a in await stream(setup, [s_rec]))
+    await _report(setup, streamed)
+    assert all(a.WhichOneof("result") != "error" for a in await stream(setup, [s_mar, s_feb]))
+    (late,) = await stream(setup, [s_jan])  # late: among the stored versions
+    assert version_of(setup, late).version == 4
+
+    u_rec, u_feb, u_mar, u_jan = life(unary)
+    await apply(setup.api, u_rec)
+    await _report(setup, unary)
+    for request in (u_feb, u_mar, u_jan):
+        await apply(setup.api, request)
+
+    got, expected = await _rows(setup, streamed), await _rows(setup, unary)
+    assert got == expected
+    assert expected["reports"][0]["state"] == RESOLVED and expected["reports"][0]["resolving_version"] == 2
+    assert expected["outbox_in_version_order"] and len(expected["outbox"]) == 4
+    if reg.name == "identity":
+        assert len(expected["numbers"]) == 4 and expected["answers"] == ["<number>"] * 4
+        hooks = setup.api.engine.hooks
+        assert isinstance(hooks, IndividualNumbers)
+        async with setup.database.connection() as connection:
+            streamed_id = await store.person_of_code(connection, streamed.code)
+        assert await hooks.person_of(streamed.number) == streamed_id
+
+
+# --- races and failures ------------------------------------------------------------------------------
+
+async def test_concurrent_streams_of_the_same_backlog_apply_it_once(setup: Setup) -> None:
+    persons = [new_person() for _ in range(300)]
+    requests = [setup.reg.request(p, f"race-{p.code}") for p in persons]
+    with notifying():
+        notifications = [setup.api.notification(r) for r in requests]
+    first, second = await asyncio.gather(setup.api.engine.apply_many(notifications),
+                                         setup.api.engine.apply_many(list(reversed(notifications))))
+    assert not any(isinstance(o, JukiError) for o in [*first, *second])
+    assert first == list(reversed(second))
+    async with setup.database.connection() as connection:
+        count = await connection.fetchval(
+            "SELECT count(*) FROM notification_receipt WHERE notification_id LIKE 'race-%'")
+    assert count == 300
+
+
+async def test_a_batch_the_database_refuses_is_applied_one_by_one(setup: Setup,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(*args: Any, **kwargs: Any) -> None:
+        raise asyncpg.DataError("refused")
+
+    monkeypatch.setattr(store, "insert_receipts", refuse)
+    person, other = new_person(), new_person()
+    answers = await stream(setup, [setup.reg.request(person, "refused-1"),
+                                   setup.reg.request(other, "refused-2", kind=rpb.CHANGE_KIND_MODIFY,
+                                                     reason=rpb.CHANGE_REASON_MINOR_CORRECTION)])
+    assert version_of(setup, answers[0]).version == 1
+    assert error_of(answers[1])[1] == "UNKNOWN_PERSON"
+    monkeypatch.undo()
+    assert (await setup.api.lookup(setup.reg.lookup(person.code))).version == 1
+
+
+async def test_apply_many_answers_like_apply(setup: Setup) -> None:
+    person = new_person()
+    with notifying():
+        notifications = [setup.api.notification(setup.reg.request(person, "many-1")),
+                         setup.api.notification(setup.reg.request(person, "many-2", event=D(2026, 4, 1)))]
+    outcomes = await setup.api.engine.apply_many(notifications)
+    assert not isinstance(outcomes[0], JukiError)
+    assert isinstance(outcomes[1], FailedPrecondition) and outcomes[1].reason == "ALREADY_RECORDED"
+    assert await setup.api.engine.apply(notifications[0]) == outcomes[0]
+
+
+# --- through the real servers ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("register", ["identity", "annex"])
+async def test_stream_notifications_over_grpc(suite: RunningSuite, register: str) -> None:
+    reg = REGISTERS[register]
+    persons = [new_person() for _ in range(50)]
+    requests = [reg.request(p, f"grpc-{p.code}") for p in persons]
+    requests.append(reg.request(new_person(), "grpc-bad", kind=rpb.CHANGE_KIND_MODIFY,
+                                reason=rpb.CHANGE_REASON_MINOR_CORRECTION))
+    async with secure_channel(suite.address(register), suite.server_tls("gateway")) as channel:
+        stub: Any = (identity_pb2_grpc.IdentityServiceStub(channel) if register == "identity"
+                     else annex_pb2_grpc.AnnexServiceStub(channel))
+        call = stub.StreamNotifications(_requests(STREAM_REQUESTS[register](notification=r) for r in requests),
+                                        metadata=(("x-juki-organization", MAEBASHI),), timeout=30)
+        answers = [answer async for answer in call]
+    _, field = RESPONSES[register]
+    assert [a.index for a in answers] == list(range(51))
+    assert all(a.WhichOneof("result") == field for a in answers[:50])
+    assert error_of(answers[50])[1] == "UNKNOWN_PERSON"
