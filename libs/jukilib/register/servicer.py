@@ -1,13 +1,72 @@
-"""RPC methods that both register services serve with the same messages (juki.register.v1)."""
+"""The RPC methods of a register service, written once for both registers.
+
+A register's servicer declares its `RegisterContract` (which response messages and fields its
+contract uses) and binds its method names to these implementations; the logic lives here and in
+`RegisterApi`, not in the services.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from grpc import aio
 
 from juki.register.v1 import register_pb2
+from jukilib.register.api import RegisterApi
 from jukilib.register.reports import MunicipalityReports, report_message, validate_new_report
+from jukilib.register.streaming import stream_notifications
+
+
+@dataclass(frozen=True)
+class RegisterContract:
+    """Response messages of one register's contract, and the field each carries its result in."""
+
+    apply_response: Callable[..., Any]
+    stream_response: Callable[..., Any]
+    version_field: str
+    """e.g. `resident_version`: the version in ApplyNotificationResponse and StreamNotificationsResponse."""
+    search_response: Callable[..., Any]
+    candidate: Callable[..., Any]
+    candidate_field: str
+    """e.g. `resident`: the resource in a search candidate."""
+    list_response: Callable[..., Any]
+    versions_field: str
+    """e.g. `resident_versions`: the versions in the history response."""
+
+
+class RegisterMethods:
+    """ApplyNotification, StreamNotifications, Get, Lookup, Search and history, for any register."""
+
+    contract: RegisterContract
+    _api: RegisterApi
+
+    async def apply_notification(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        return self.contract.apply_response(**{self.contract.version_field: await self._api.apply(request)})
+
+    async def stream(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+        async for answer in stream_notifications(self._api, request_iterator, self.contract.stream_response,
+                                                 self.contract.version_field):
+            yield answer
+
+    async def get(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        return await self._api.get(request.name)
+
+    async def lookup(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        return await self._api.lookup(request)
+
+    async def search(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        candidates, truncated = await self._api.search(request.query)
+        contract = self.contract
+        return contract.search_response(
+            candidates=[contract.candidate(**{contract.candidate_field: resource}, matched_fields=fields)
+                        for resource, fields in candidates],
+            truncated=truncated)
+
+    async def list_versions(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        versions, token = await self._api.list_versions(request.parent, request.page_size, request.page_token)
+        return self.contract.list_response(**{self.contract.versions_field: versions}, next_page_token=token)
 
 
 class MunicipalityReportMethods:
