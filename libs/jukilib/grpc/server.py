@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -156,9 +155,11 @@ class GrpcService:
         self._server = None
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: a task that does not end on cancellation must not hold the process.
+            _, stuck = await asyncio.wait(self._tasks, timeout=grace + 5.0)
+            for task in stuck:
+                logger.error("background task did not stop", extra={"task": task.get_name()})
         self._tasks.clear()
         assert self._parts is not None
         for clean_up in self._parts.on_stop:

@@ -110,7 +110,10 @@ class OutboxRelay:
             assert stored is not None, "outbox row without its version (foreign key)"
             (version,) = await self._hooks.reveal(connection, [stored])
             try:
-                await asyncio.wait_for(self._deliver(version, row["idempotency_key"]), self._config.call_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+                # arrives as the call completes, and the relay would then outlive its service's stop.
+                async with asyncio.timeout(self._config.call_timeout):
+                    await self._deliver(version, row["idempotency_key"])
             except (grpc.aio.AioRpcError, OSError, TimeoutError) as exc:
                 span.set_attribute("juki.outbox.error", _error_label(exc))
                 await self._failed(connection, row, _error_label(exc))
