@@ -337,10 +337,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dev_certs(args: argparse.Namespace) -> int:
     from jukilib.suite import dev_pki, ensure_keyring
+    from services.gateway.chain import ensure_signing_key
 
     pki = dev_pki(_home(), force=args.force)
     keyring = ensure_keyring(_home())
-    print(f"development certificates in {pki.ca_cert.parent}; keyring for 個人番号 at rest: {keyring}")
+    log_key = ensure_signing_key(_home() / "operation-log.key")
+    print(f"development certificates in {pki.ca_cert.parent}; keyring for 個人番号 at rest: {keyring};"
+          f" operation-log signing key: {log_key}")
     return 0
 
 

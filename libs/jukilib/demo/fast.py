@@ -136,9 +136,8 @@ class _Vocabulary:
         self.numbers = [f"{ban}番{gou}号" for ban in range(1, 28) for gou in range(1, 21)]
         first, days = BIRTH_FIRST.toordinal(), (BIRTH_LAST - BIRTH_FIRST).days + 1
         self.births = [dt.date.fromordinal(first + offset) for offset in range(days)]
-        self.birth_json = [_json_fields(birth_date={
-            "precision": "DATE_PRECISION_DAY", "year": day.year, "month": day.month, "day": day.day,
-            "original_text": day.isoformat()}) for day in self.births]
+        self.birth_json = [f'"birth_date":{{"precision":"DATE_PRECISION_DAY","year":{day.year},"month":{day.month},'
+                           f'"day":{day.day},"original_text":"{day.isoformat()}"}}' for day in self.births]
         # The address is closed by template: nothing drawn into it may need escaping.
         if any(json.dumps(text, ensure_ascii=False) != f'"{text}"' for text in [*streets, *self.numbers]):
             raise AssertionError("an address part needs JSON escaping")
