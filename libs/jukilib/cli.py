@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, load_service_config
+from jukilib.runner import connected, run
 
 logger = logging.getLogger("juki")
 
@@ -23,12 +24,7 @@ def _home() -> Path:
 
 
 def _run(coroutine: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-    except ImportError:
-        return int(asyncio.run(coroutine))
-    result: int = uvloop.run(coroutine)
-    return result
+    return run(coroutine)
 
 
 # --- juki serve <service> ------------------------------------------------------------------------
@@ -52,18 +48,14 @@ async def _serve(service: str) -> int:
 # --- juki migrate / db-bootstrap -----------------------------------------------------------------
 
 async def _migrate(service: str) -> int:
-    import asyncpg
 
     from jukilib.db import migrations as migrations_mod
     from jukilib.db.bootstrap import runtime_role
     from jukilib.suite import service_migrations
 
     url = Env().text("JUKI_MIGRATION_DATABASE_URL")
-    connection = await asyncpg.connect(url)
-    try:
+    async with connected(url) as connection:
         applied = await migrations_mod.apply(connection, service, service_migrations(service), runtime_role(service))
-    finally:
-        await connection.close()
     print(f"{service}: {len(applied)} migration(s) applied: {', '.join(applied) or '-'}")
     return 0
 
@@ -135,7 +127,6 @@ Press Ctrl-C to stop everything.""", flush=True)
 async def _keys(args: argparse.Namespace) -> int:
     """`juki keys new`: add a data key and make it active (then restart or let replicas reload);
     `juki keys rotate`: re-encrypt every 個人番号 under the active key, online, as the schema owner."""
-    import asyncpg
 
     from jukilib.keyring import Keyring
     from services.identity.numbers import rotate
@@ -148,12 +139,8 @@ async def _keys(args: argparse.Namespace) -> int:
         keyring.save(path)
         print(f"new active key {keyring.active}; {len(keyring.key_ids)} key(s) in the keyring")
         return 0
-    connection = await asyncpg.connect(env.text("JUKI_MIGRATION_DATABASE_URL"))
-    try:
-        await connection.execute("SET search_path TO identity")
+    async with connected(env.text("JUKI_MIGRATION_DATABASE_URL"), "identity") as connection:
         count = await rotate(connection, keyring)
-    finally:
-        await connection.close()
     print(f"re-encrypted {count} row(s) under key {keyring.active}")
     return 0
 
@@ -162,12 +149,10 @@ async def _keys(args: argparse.Namespace) -> int:
 
 async def _outbox(args: argparse.Namespace) -> int:
     """`juki outbox list|retry` on the register whose database role is in JUKI_DATABASE_URL."""
-    import asyncpg
 
     from jukilib.register.relay import dead_letters, outbox_backlog, retry_dead
 
-    connection = await asyncpg.connect(Env().text("JUKI_DATABASE_URL"))
-    try:
+    async with connected(Env().text("JUKI_DATABASE_URL")) as connection:
         if args.action == "retry":
             count = await retry_dead(connection, [int(i) for i in args.ids] or None)
             print(f"{count} dead-lettered change(s) queued again")
@@ -179,8 +164,6 @@ async def _outbox(args: argparse.Namespace) -> int:
             print(f"dead {row['id']}: person {row['person_id']} version {row['version']}"
                   f" attempts {row['attempts']} last error {row['last_error']} since {since}")
         return 0
-    finally:
-        await connection.close()
 
 
 # --- juki retention ------------------------------------------------------------------------------
@@ -188,7 +171,6 @@ async def _outbox(args: argparse.Namespace) -> int:
 async def _retention(args: argparse.Namespace) -> int:
     """`juki retention purge --register R [--dry-run]` as the schema owner (JUKI_MIGRATION_DATABASE_URL);
     periods from --superseded-years / --removed-years, else JUKI_RETENTION_*_YEARS, else 150."""
-    import asyncpg
 
     from jukilib.register.retention import DEFAULT_YEARS, RetentionRules, purge
 
@@ -199,12 +181,8 @@ async def _retention(args: argparse.Namespace) -> int:
         removed_years=args.removed_years if args.removed_years is not None else
         float(env.text("JUKI_RETENTION_REMOVED_YEARS", str(DEFAULT_YEARS))),
     )
-    connection = await asyncpg.connect(env.text("JUKI_MIGRATION_DATABASE_URL"))
-    try:
-        await connection.execute(f"SET search_path TO {args.register}")
+    async with connected(env.text("JUKI_MIGRATION_DATABASE_URL"), args.register) as connection:
         result = await purge(connection, rules, dry_run=args.dry_run)
-    finally:
-        await connection.close()
     verb = "would purge" if args.dry_run else "purged"
     print(f"{args.register}: {verb} {result.versions} superseded version(s) and {result.persons} removed person(s)")
     return 0
@@ -214,7 +192,6 @@ async def _retention(args: argparse.Namespace) -> int:
 
 async def _audit(args: argparse.Namespace) -> int:
     """`juki audit verify`: exit 0 on an intact operation log, 1 naming the first bad sequence number."""
-    import asyncpg
 
     from services.gateway.chain import load_public_key, verify
 
@@ -222,12 +199,8 @@ async def _audit(args: argparse.Namespace) -> int:
     if args.action == "report":
         return await _audit_report(env, args.days)
     public_key = load_public_key(Path(args.public_key or env.text("JUKI_OPERATION_LOG_PUBLIC_KEY")))
-    connection = await asyncpg.connect(env.text("JUKI_DATABASE_URL"))
-    try:
-        await connection.execute("SET search_path TO gateway")
+    async with connected(env.text("JUKI_DATABASE_URL"), "gateway") as connection:
         verdict = await verify(connection, public_key)
-    finally:
-        await connection.close()
     if verdict.ok:
         print(f"operation log intact: {verdict.records} record(s), {verdict.checkpoints} signed checkpoint(s)")
         return 0
@@ -239,17 +212,11 @@ async def _audit_report(env: Env, days: int) -> int:
     """`juki audit report`: the misuse review of the last `days` days, printable."""
     import datetime as dt
 
-    import asyncpg
-
     from services.gateway.oplog import Review, misuse_report
 
     end = dt.datetime.now(dt.UTC)
-    connection = await asyncpg.connect(env.text("JUKI_DATABASE_URL"))
-    try:
-        await connection.execute("SET search_path TO gateway")
+    async with connected(env.text("JUKI_DATABASE_URL"), "gateway") as connection:
         report = await misuse_report(connection, Review(end - dt.timedelta(days=days), end, 8, 19, 3, 10))
-    finally:
-        await connection.close()
     print(f"Misuse review, {end - dt.timedelta(days=days):%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
     print("\nBusiest operator-hours (JST)")
     for v in report.volumes[:20]:

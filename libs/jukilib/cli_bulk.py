@@ -21,18 +21,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from jukilib.config import SERVICES, ConfigError, DatabaseConfig, Env, ServiceConfig, TlsConfig
+from jukilib.runner import run
 
 REGISTERS = ("identity", "annex")
 BENCH_SEED = 20261126
 
 
 def _run(coroutine: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-    except ImportError:
-        return int(asyncio.run(coroutine))
-    result: int = uvloop.run(coroutine)
-    return result
+    return run(coroutine)
 
 
 # --- the register's API, as its service builds it ---------------------------------------------------

@@ -3,17 +3,22 @@ proven for the identity file and the annex file alike."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
 from jukilib import caller
+from jukilib.db.bootstrap import ServiceDatabase
+from jukilib.db.pool import Database
+from jukilib.devcerts import DevPki
 from jukilib.domain.codes import individual_number_check_digit, resident_code_check_digit
 from jukilib.register.api import RegisterApi
 from jukilib.register.wiring import RegisterService
@@ -111,3 +116,20 @@ def notifying(municipality: str = MAEBASHI) -> Iterator[None]:
 async def apply(api: RegisterApi, request: Any, municipality: str = MAEBASHI) -> Any:
     with notifying(municipality):
         return await api.apply(request)
+
+
+@asynccontextmanager
+async def open_register(name: str, admin_url: str, pki: DevPki, home: Path, *,
+                        pool_max: int = 10) -> AsyncIterator[tuple[Register, RegisterApi, Database, ServiceDatabase]]:
+    """A register's API on a fresh database, as its service builds it (no relay, no server)."""
+    from tests.conftest import fresh_database, service_config
+
+    chosen = REGISTERS[name]
+    databases = await fresh_database(admin_url)
+    config = service_config(name, pki, databases[name], home, {"agency": "127.0.0.1:1"})
+    database = Database(dataclasses.replace(config.database, pool_max=pool_max))
+    await database.connect()
+    try:
+        yield chosen, chosen.service.api(config, database), database, databases[name]
+    finally:
+        await database.close()

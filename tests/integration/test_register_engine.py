@@ -13,12 +13,10 @@ from typing import Any
 import pytest
 
 from juki.register.v1 import register_pb2 as rpb
-from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from jukilib.register.api import RegisterApi
-from tests.conftest import fresh_database, service_config
-from tests.integration.registers import REGISTERS, TAKASAKI, Register, apply, new_person, notifying
+from tests.integration.registers import TAKASAKI, Register, apply, new_person, notifying, open_register
 
 D = dt.date
 
@@ -26,15 +24,8 @@ D = dt.date
 @pytest.fixture(scope="module", params=["identity", "annex"])
 async def register(request: pytest.FixtureRequest, admin_url: str, pki: DevPki,
                    home: Path) -> AsyncIterator[tuple[Register, RegisterApi]]:
-    chosen = REGISTERS[request.param]
-    databases = await fresh_database(admin_url)
-    config = service_config(chosen.name, pki, databases[chosen.name], home, {"agency": "127.0.0.1:1"})
-    database = Database(config.database)
-    await database.connect()
-    try:
-        yield chosen, chosen.service.api(config, database)
-    finally:
-        await database.close()
+    async with open_register(request.param, admin_url, pki, home) as (chosen, api, _, _):
+        yield chosen, api
 
 
 def _reason(error: pytest.ExceptionInfo[Any]) -> str:

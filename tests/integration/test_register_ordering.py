@@ -15,12 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from juki.register.v1 import register_pb2 as rpb
-from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.errors import FailedPrecondition
 from jukilib.register.api import RegisterApi
-from tests.conftest import fresh_database, service_config
-from tests.integration.registers import REGISTERS, Person, Register, apply, new_person
+from tests.integration.registers import Person, Register, apply, new_person, open_register
 
 # A life in the file: recorded, corrected, moved out (removed), recorded again, corrected ...
 STEPS = [
@@ -37,15 +35,8 @@ STEPS = [
 @pytest.fixture(scope="module", params=["identity", "annex"])
 async def register(request: pytest.FixtureRequest, admin_url: str, pki: DevPki,
                    home: Path) -> AsyncIterator[tuple[Register, RegisterApi]]:
-    chosen = REGISTERS[request.param]
-    databases = await fresh_database(admin_url)
-    config = service_config(chosen.name, pki, databases[chosen.name], home, {"agency": "127.0.0.1:1"})
-    database = Database(config.database)
-    await database.connect()
-    try:
-        yield chosen, chosen.service.api(config, database)
-    finally:
-        await database.close()
+    async with open_register(request.param, admin_url, pki, home) as (chosen, api, _, _):
+        yield chosen, api
 
 
 def _notifications(reg: Register, person: Person, length: int, same_day: list[bool], tag: str) -> list[Any]:

@@ -21,8 +21,8 @@ from jukilib.devcerts import DevPki
 from jukilib.register.api import RegisterApi
 from jukilib.register.model import StoredVersion
 from jukilib.register.relay import OutboxRelay, dead_letters, outbox_backlog, retry_dead
-from tests.conftest import eventually, fresh_database, service_config
-from tests.integration.registers import REGISTERS, Register, apply, new_person
+from tests.conftest import eventually
+from tests.integration.registers import Register, apply, new_person, open_register
 
 FAST = RelayConfig(base_delay=0.01, max_delay=0.02, poll_interval=0.01, max_attempts=3, call_timeout=2.0)
 
@@ -35,15 +35,8 @@ class Unavailable(grpc.aio.AioRpcError):
 @pytest.fixture(params=["identity", "annex"])
 async def register(request: pytest.FixtureRequest, admin_url: str, pki: DevPki,
                    home: Path) -> AsyncIterator[tuple[Register, RegisterApi, Database]]:
-    chosen = REGISTERS[request.param]
-    databases = await fresh_database(admin_url)
-    config = service_config(chosen.name, pki, databases[chosen.name], home, {"agency": "127.0.0.1:1"})
-    database = Database(dataclasses.replace(config.database, pool_max=10))
-    await database.connect()
-    try:
-        yield chosen, chosen.service.api(config, database), database
-    finally:
-        await database.close()
+    async with open_register(request.param, admin_url, pki, home) as (chosen, api, database, _):
+        yield chosen, api, database
 
 
 async def _changes(reg: Register, api: RegisterApi, persons: int, per_person: int) -> None:

@@ -11,26 +11,17 @@ import asyncpg
 import pytest
 
 from juki.register.v1 import register_pb2 as rpb
-from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.register.api import RegisterApi
 from jukilib.register.retention import RetentionRules, purge
-from tests.conftest import fresh_database, service_config
-from tests.integration.registers import REGISTERS, Register, apply, new_person
+from tests.integration.registers import Register, apply, new_person, open_register
 
 
 @pytest.fixture(params=["identity", "annex"])
 async def register(request: pytest.FixtureRequest, admin_url: str, pki: DevPki,
                    home: Path) -> AsyncIterator[tuple[Register, RegisterApi, str]]:
-    chosen = REGISTERS[request.param]
-    databases = await fresh_database(admin_url)
-    config = service_config(chosen.name, pki, databases[chosen.name], home, {"agency": "127.0.0.1:1"})
-    database = Database(config.database)
-    await database.connect()
-    try:
-        yield chosen, chosen.service.api(config, database), databases[chosen.name].migration_url
-    finally:
-        await database.close()
+    async with open_register(request.param, admin_url, pki, home) as (chosen, api, _, urls):
+        yield chosen, api, urls.migration_url
 
 
 async def _owner(url: str, schema: str) -> asyncpg.Connection:

@@ -35,8 +35,17 @@ from jukilib.register.api import RegisterApi
 from jukilib.register.reports import RESOLVED, NewReport
 from jukilib.register.streaming import stream_notifications
 from services.identity.numbers import IndividualNumbers
-from tests.conftest import RunningSuite, fresh_database, service_config
-from tests.integration.registers import MAEBASHI, REGISTERS, Person, Register, apply, new_person, notifying
+from tests.conftest import RunningSuite
+from tests.integration.registers import (
+    MAEBASHI,
+    REGISTERS,
+    Person,
+    Register,
+    apply,
+    new_person,
+    notifying,
+    open_register,
+)
 from tests.integration.test_register_ordering import STEPS
 
 D = dt.date
@@ -55,15 +64,8 @@ class Setup:
 @pytest.fixture(scope="module", params=["identity", "annex"])
 async def setup(request: pytest.FixtureRequest, admin_url: str, pki: DevPki, home: Path,
                 span_exporter: InMemorySpanExporter) -> AsyncIterator[Setup]:
-    chosen = REGISTERS[request.param]
-    databases = await fresh_database(admin_url)
-    config = service_config(chosen.name, pki, databases[chosen.name], home, {"agency": "127.0.0.1:1"})
-    database = Database(config.database)
-    await database.connect()
-    try:
-        yield Setup(chosen, chosen.service.api(config, database), database)
-    finally:
-        await database.close()
+    async with open_register(request.param, admin_url, pki, home) as (chosen, api, database, _):
+        yield Setup(chosen, api, database)
 
 
 async def _requests(items: Iterable[Any]) -> AsyncIterator[Any]:

@@ -1,0 +1,31 @@
+"""Running a command's coroutine: on uvloop when it is installed (as `juki serve` does), else asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+
+def run(coroutine: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return int(asyncio.run(coroutine))
+    result: int = uvloop.run(coroutine)
+    return result
+
+
+@asynccontextmanager
+async def connected(url: str, schema: str | None = None) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for a command, on `schema` when given, always closed."""
+    connection = await asyncpg.connect(url)
+    try:
+        if schema is not None:
+            await connection.execute(f"SET search_path TO {schema}")
+        yield connection
+    finally:
+        await connection.close()
