@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -310,13 +310,33 @@ def _latency(samples: list[float]) -> dict[str, float]:
 
 # --- baseline: the engine's statements straight from asyncpg ----------------------------------------
 
-async def _baseline(database: Database, hooks: Any, notifications: list[Notification],
-                    concurrency: int) -> dict[str, Any]:
-    pending = iter(notifications)
+async def _timed(items: list[Any], concurrency: int, call: Callable[[Any], Awaitable[bool]]) -> dict[str, Any]:
+    """Run `call` over `items` with `concurrency` workers; rate, errors (raised or False) and latencies."""
+    pending = iter(items)
     latencies: list[float] = []
     errors = 0
 
-    async def apply_new_person(notification: Notification) -> None:
+    async def worker() -> None:
+        nonlocal errors
+        for item in pending:
+            started = time.perf_counter()
+            try:
+                if not await call(item):
+                    errors += 1
+            except Exception:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    return {"per_second": len(items) / seconds, "seconds": round(seconds, 2), "errors": errors,
+            "latency_ms": _latency(latencies)}
+
+
+async def _baseline(database: Database, hooks: Any, notifications: list[Notification],
+                    concurrency: int) -> dict[str, Any]:
+    async def apply_new_person(notification: Notification) -> bool:
         change = notification.change
         async with database.transaction() as connection:
             await store.find_receipt(connection, change.municipality_code, change.notification_id)
@@ -329,22 +349,9 @@ async def _baseline(database: Database, hooks: Any, notifications: list[Notifica
             stored = StoredVersion(person_id, 1, notification.resident_code, RecordState.ACTIVE, notification.record,
                                    change, created)
             await hooks.after_apply(connection, stored, notification.secret, becomes_current=True)
+        return True
 
-    async def worker() -> None:
-        nonlocal errors
-        for notification in pending:
-            started = time.perf_counter()
-            try:
-                await apply_new_person(notification)
-            except Exception:
-                errors += 1
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    seconds = time.perf_counter() - started
-    return {"per_second": len(notifications) / seconds, "seconds": round(seconds, 2), "errors": errors,
-            "latency_ms": _latency(latencies)}
+    return await _timed(notifications, concurrency, apply_new_person)
 
 
 # --- the gRPC client ---------------------------------------------------------------------------------
@@ -406,27 +413,11 @@ _METADATA = (("x-juki-organization", MUNICIPALITY),)
 
 async def _unary(stub: Any, requests: list[identity_pb2.ApplyNotificationRequest],
                  concurrency: int) -> dict[str, Any]:
-    pending = iter(requests)
-    latencies: list[float] = []
-    errors = 0
+    async def apply(request: identity_pb2.ApplyNotificationRequest) -> bool:
+        answer = await stub.ApplyNotification(request, metadata=_METADATA, timeout=60)
+        return bool(answer.resident_version.version == 1)
 
-    async def worker() -> None:
-        nonlocal errors
-        for request in pending:
-            started = time.perf_counter()
-            try:
-                answer = await stub.ApplyNotification(request, metadata=_METADATA, timeout=60)
-                if answer.resident_version.version != 1:
-                    errors += 1
-            except Exception:
-                errors += 1
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    seconds = time.perf_counter() - started
-    return {"per_second": len(requests) / seconds, "seconds": round(seconds, 2), "errors": errors,
-            "latency_ms": _latency(latencies)}
+    return await _timed(requests, concurrency, apply)
 
 
 async def _stream(stub: Any, requests: list[identity_pb2.ApplyNotificationRequest],

@@ -148,9 +148,3 @@ def status_trailer(error: JukiError) -> tuple[tuple[str, bytes], ...]:
 def code_name(code: grpc.StatusCode) -> str:
     """`OK`, `PERMISSION_DENIED`, ... as used in the operation log."""
     return str(code_pb2.Code.Name(code.value[0]))
-
-
-def validate_required(violations: list[FieldViolation], value: object, field_path: str) -> None:
-    """Append a violation when a required scalar is empty."""
-    if value in ("", None, 0):
-        violations.append(FieldViolation(field_path, "is required", "REQUIRED_FIELD"))
