@@ -135,3 +135,44 @@ def test_full_width_katakana_readings_are_accepted(value: str) -> None:
 @pytest.mark.parametrize("value", ["", "\u3000", "やまだ", "ﾔﾏﾀﾞ", "山田", "YAMADA", "ヤマダ1", "ヤマダ\n"])
 def test_non_katakana_readings_are_rejected(value: str) -> None:
     assert not is_katakana_reading(value)
+
+
+# --- the fast (regular-expression) checks decide as the character-by-character definitions ---------
+
+_any_text = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=20)
+
+
+def _char_problems_by_definition(value: str) -> list[str]:
+    import unicodedata
+
+    problems = []
+    categories = [unicodedata.category(ch) for ch in value]
+    if "Cc" in categories:
+        problems.append("contains control characters")
+    if any(0x202A <= ord(ch) <= 0x202E or 0x2066 <= ord(ch) <= 0x2069 for ch in value):
+        problems.append("contains bidirectional control characters")
+    if "Cs" in categories:
+        problems.append("contains unpaired surrogates")
+    if any(0xFDD0 <= ord(ch) <= 0xFDEF or (ord(ch) & 0xFFFE) == 0xFFFE for ch in value):
+        problems.append("contains non-characters")
+    return problems
+
+
+@given(_any_text)
+def test_text_checks_match_their_definition_on_any_text(value: str) -> None:
+    assert text_problems(value, max_length=100, allow_empty=True) == _char_problems_by_definition(value)
+
+
+@given(st.text(alphabet=st.sampled_from("アイウヴヺヽヾー・ \u3000あ亜Aa\t\ufe00"), max_size=8))
+def test_katakana_reading_matches_its_definition(value: str) -> None:
+    allowed = {*(chr(c) for c in range(0x30A1, 0x30FB)), "\u30fd", "\u30fe", "ー", "・", " ", "\u3000"}
+    assert is_katakana_reading(value) == (bool(value.strip()) and all(ch in allowed for ch in value))
+
+
+@given(_any_text)
+def test_search_key_strips_what_isspace_and_the_variation_selectors_say(value: str) -> None:
+    from jukilib.domain.text import _strip
+
+    assert _strip(value) == "".join(
+        ch for ch in value if not ch.isspace() and not (0xFE00 <= ord(ch) <= 0xFE0F or 0xE0100 <= ord(ch) <= 0xE01EF
+                                                        or ord(ch) in (0x180B, 0x180C, 0x180D, 0x180F)))

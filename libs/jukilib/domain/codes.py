@@ -12,6 +12,8 @@ may be personal data.
 from __future__ import annotations
 
 import enum
+import functools
+import operator
 import re
 from dataclasses import dataclass
 
@@ -39,9 +41,15 @@ def _mod11_weight_from_right(position: int) -> int:
     return (position - 1) % 6 + 2
 
 
+@functools.cache
+def _mod11_weights(length: int) -> tuple[int, ...]:
+    """The weights of a base of `length` digits, left to right."""
+    return tuple(_mod11_weight_from_right(n) for n in range(length, 0, -1))
+
+
 def _mod11_check_digit(base: str) -> int:
     """CD = 11 − (Σ Pn×Qn mod 11), but 0 when the remainder is 0 or 1 (総務省令第85号 第5条)."""
-    total = sum(int(d) * _mod11_weight_from_right(n) for n, d in enumerate(reversed(base), start=1))
+    total = sum(map(operator.mul, map(int, base), _mod11_weights(len(base))))
     remainder = total % 11
     return 0 if remainder <= 1 else 11 - remainder
 

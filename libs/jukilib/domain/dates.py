@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import unicodedata
+import re
 from dataclasses import dataclass
 
 MIN_YEAR = 1850
 MAX_ORIGINAL_TEXT = 64
+# Unicode categories Cc (controls) and Cs (surrogates), exactly.
+_CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class DatePrecision(enum.Enum):
@@ -91,7 +93,7 @@ def _text_problems(text: str) -> list[str]:
     problems: list[str] = []
     if len(text) > MAX_ORIGINAL_TEXT:
         problems.append(f"original text must be at most {MAX_ORIGINAL_TEXT} characters")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+    if _CONTROL_OR_SURROGATE.search(text):
         problems.append("original text contains control characters")
     return problems
 

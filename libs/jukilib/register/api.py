@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from google.protobuf import json_format, message
+from google.protobuf import message
 
-from jukilib import caller, paging
+from jukilib import caller, paging, protojson
 from jukilib.domain import text
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.municipalities import MunicipalityTable
@@ -86,7 +86,7 @@ class RegisterApi:
 
     async def apply(self, request: Any) -> message.Message:
         notification = self.notification(request)
-        return self.version_message(await self.engine.apply(notification))
+        return self.version_message(await self.engine.apply_grouped(notification))
 
     def _notifying_municipality(self) -> str:
         organization = caller.current().organization
@@ -111,7 +111,7 @@ class RegisterApi:
             notify_time=request.change.notify_time.ToDatetime(dt.UTC), receive_time=received,
             municipality_code=municipality, notification_id=request.notification_id,
         )
-        record = json_format.MessageToDict(request.record, preserving_proto_field_name=True)
+        record = protojson.message_to_dict(request.record)
         stored_record, secret = self.engine.hooks.prepare(record)
         return Notification(
             change=change, resident_code=request.record.resident_code, record=stored_record,
@@ -233,8 +233,7 @@ class RegisterApi:
     # --- conversion ------------------------------------------------------------------------------
 
     def _fill_common(self, target: Any, stored: StoredVersion) -> None:
-        target.record.CopyFrom(json_format.ParseDict(stored.record, self.binding.record_type(),
-                                                     ignore_unknown_fields=True))
+        protojson.dict_to_message(stored.record, target.record)
         target.state = int(stored.state)
         target.version = stored.version
         source, change = stored.change, target.change
@@ -243,8 +242,8 @@ class RegisterApi:
         change.event_date.year = source.event_date.year
         change.event_date.month = source.event_date.month
         change.event_date.day = source.event_date.day
-        change.notify_time.FromDatetime(source.notify_time)
-        change.receive_time.FromDatetime(source.receive_time)
+        protojson.set_timestamp(change.notify_time, source.notify_time)
+        protojson.set_timestamp(change.receive_time, source.receive_time)
         change.municipality_code = source.municipality_code
         change.notification_id = source.notification_id
 
@@ -252,12 +251,12 @@ class RegisterApi:
         result: Any = self.binding.version_type()
         result.name = f"{self.binding.collection}/{stored.person_id}/versions/{stored.version}"
         self._fill_common(result, stored)
-        result.create_time.FromDatetime(stored.created_at)
+        protojson.set_timestamp(result.create_time, stored.created_at)
         return result  # type: ignore[no-any-return]
 
     def resource_message(self, current: CurrentRecord) -> message.Message:
         result: Any = self.binding.resource_type()
         result.name = f"{self.binding.collection}/{current.person_id}"
         self._fill_common(result, current.current)
-        result.update_time.FromDatetime(current.updated_at)
+        protojson.set_timestamp(result.update_time, current.updated_at)
         return result  # type: ignore[no-any-return]

@@ -67,7 +67,7 @@ import asyncpg
 from google.protobuf import descriptor, json_format, message
 
 from juki.register.v1 import register_pb2
-from jukilib import caller
+from jukilib import caller, protojson
 from jukilib.domain import text
 from jukilib.register import validation
 from jukilib.register.api import JAPAN, RegisterApi
@@ -325,111 +325,13 @@ def _is_message(field_descriptor: Any, full_name: str) -> bool:
                 and field_descriptor.message_type.full_name == full_name)
 
 
-_SCALAR_KINDS = {
-    descriptor.FieldDescriptor.TYPE_STRING: str, descriptor.FieldDescriptor.TYPE_BOOL: bool,
-    descriptor.FieldDescriptor.TYPE_INT32: int, descriptor.FieldDescriptor.TYPE_SINT32: int,
-    descriptor.FieldDescriptor.TYPE_SFIXED32: int, descriptor.FieldDescriptor.TYPE_UINT32: int,
-    descriptor.FieldDescriptor.TYPE_FIXED32: int,
-}
-
-
-@dataclass(frozen=True)
-class _FieldPlan:
-    name: str
-    explicit: bool
-    """Explicit presence (messages, `optional`): present when set, even to a default."""
-    kind: type | None
-    """str, bool or int for scalars; None for enums and messages."""
-    names: dict[int, str] | None
-    """Enum value names by number."""
-    nested: dict[str, _FieldPlan] | None
-
-    @functools.cached_property
-    def labels(self) -> frozenset[str]:
-        """Enum value names, but the default's when presence is implicit (proto JSON leaves it out)."""
-        names = self.names or {}
-        return frozenset(name for number, name in names.items() if number or self.explicit)
-
-
-_PLANS: dict[str, dict[str, _FieldPlan] | None] = {}
-
-
-def _dict_plan(message_descriptor: Any) -> dict[str, _FieldPlan] | None:
-    """How to write a message as proto JSON directly, or None when it has a field whose proto JSON is not
-    the Python value itself, an enum name or a plain message (repeated, 64-bit, float, bytes, well-known
-    types): those go through json_format."""
-    full_name = message_descriptor.full_name
-    if full_name not in _PLANS:
-        plan: dict[str, _FieldPlan] | None = {}
-        for field_descriptor in message_descriptor.fields:
-            kind = _SCALAR_KINDS.get(field_descriptor.type)
-            names, nested = None, None
-            if field_descriptor.is_repeated:
-                plan = None
-            elif field_descriptor.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
-                inner = field_descriptor.message_type
-                nested = None if inner.full_name.startswith("google.protobuf.") else _dict_plan(inner)
-                plan = None if nested is None else plan
-            elif field_descriptor.type == descriptor.FieldDescriptor.TYPE_ENUM:
-                names = {value.number: value.name for value in field_descriptor.enum_type.values}
-            elif kind is None:
-                plan = None
-            if plan is None:
-                break
-            plan[field_descriptor.name] = _FieldPlan(field_descriptor.name, bool(field_descriptor.has_presence), kind,
-                                                     names, nested)
-        _PLANS[full_name] = plan
-    return _PLANS[full_name]
-
-
-def _planned_dict(record: Any, plan: dict[str, _FieldPlan]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, field_plan in plan.items():
-        if field_plan.explicit:
-            if not record.HasField(name):
-                continue
-            value = getattr(record, name)
-        else:
-            value = getattr(record, name)
-            if not value:  # implicit presence: a default value is absent
-                continue
-        if field_plan.nested is not None:
-            result[name] = _planned_dict(value, field_plan.nested)
-        elif field_plan.names is not None:
-            result[name] = field_plan.names.get(value, value)
-        else:
-            result[name] = value
-    return result
-
-
-def _is_canonical(fields: dict[str, Any], plan: dict[str, _FieldPlan]) -> bool:
-    """Whether proto JSON (as parsed from a file) is already what `record_dict` would make of it."""
-    for name, value in fields.items():
-        field_plan = plan.get(name)
-        if field_plan is None:
-            return False
-        kind = field_plan.kind
-        if kind is not None:
-            if type(value) is not kind or not (value or field_plan.explicit):
-                return False
-        elif field_plan.nested is not None:
-            if type(value) is not dict or not _is_canonical(value, field_plan.nested):
-                return False
-        elif field_plan.names is not None and not (type(value) is str and value in field_plan.labels):
-            return False
-    return True
-
-
 def record_dict(record: message.Message, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The record as the RPC path stores it: `MessageToDict(..., preserving_proto_field_name=True)`,
-    computed directly for messages of plain fields (several times faster), and taken as is from
-    `fields` (the proto JSON the message was built from) when that is already in this form."""
-    plan = _dict_plan(record.DESCRIPTOR)
-    if plan is None:
-        return json_format.MessageToDict(record, preserving_proto_field_name=True)
-    if fields is not None and _is_canonical(fields, plan):
+    """The record as the RPC path stores it (`protojson.message_to_dict`), taken as is from `fields` (the
+    proto JSON the message was built from) when that is already in this form."""
+    plan = protojson.plan_of(record.DESCRIPTOR)
+    if plan is not None and fields is not None and protojson.is_canonical(fields, plan):
         return fields
-    return _planned_dict(record, plan)
+    return protojson.message_to_dict(record)
 
 
 # --- validation ------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from opentelemetry.propagate import inject
 from jukilib.db.pool import Database
 from jukilib.errors import AlreadyExists, FailedPrecondition, JukiError, NotFound
 from jukilib.register import store
+from jukilib.register.group import GroupCommit
 from jukilib.register.hooks import RegisterHooks, restores_answers
 from jukilib.register.model import (
     Candidate,
@@ -89,6 +90,7 @@ class RegisterEngine:
         self.database = database
         self.register = register
         self.hooks = hooks or RegisterHooks()
+        self._group = GroupCommit(self.apply_many)
 
     # --- ingest ------------------------------------------------------------------------------------
 
@@ -125,6 +127,11 @@ class RegisterEngine:
         # 住基法 12-5: the municipality's correcting notification resolves its open reports.
         await resolve_by_correction(connection, stored)
         return await self._answer(connection, stored, notification.secret)
+
+    async def apply_grouped(self, notification: Notification) -> StoredVersion:
+        """What `apply` answers, sharing a transaction with concurrent callers (`GroupCommit`): the path
+        of ApplyNotification, where many municipalities send one notification each at the same time."""
+        return await self._group.apply(notification)
 
     async def apply_many(self, notifications: Sequence[Notification]) -> list[StoredVersion | JukiError]:
         """Apply a batch: for each notification, in order, what `apply` would answer (the version, or the

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -51,8 +50,6 @@ class _Prepared:
     errors: dict[int, JukiError]
     positions: list[int]
     notifications: list[Notification]
-    records: list[Any]
-    """The record message of each valid request (the record of its answer)."""
 
 
 async def stream_notifications(
@@ -130,14 +127,13 @@ async def _take(queue: asyncio.Queue[Any], max_batch: int) -> tuple[list[Any], b
 
 
 def _prepare(api: RegisterApi, requests: list[Any], first_index: int) -> _Prepared:
-    prepared = _Prepared(first_index, len(requests), {}, [], [], [])
+    prepared = _Prepared(first_index, len(requests), {}, [], [])
     for position, request in enumerate(requests):
         try:
             if not request.HasField("notification"):
                 raise InvalidArgument([FieldViolation("notification", "is required", "REQUIRED_FIELD")])
             prepared.notifications.append(api.notification(request.notification))
             prepared.positions.append(position)
-            prepared.records.append(request.notification.record)
         except JukiError as error:
             prepared.errors[position] = error
         except Exception as exc:
@@ -148,9 +144,8 @@ def _prepare(api: RegisterApi, requests: list[Any], first_index: int) -> _Prepar
 
 def _answers(api: RegisterApi, prepared: _Prepared, outcomes: list[StoredVersion | JukiError],
              response_type: Callable[..., Any], version_field: str) -> list[Any]:
-    results: dict[int, tuple[StoredVersion, Any] | JukiError] = dict(prepared.errors)
-    results.update((position, outcome if isinstance(outcome, JukiError) else (outcome, record))
-                   for position, outcome, record in zip(prepared.positions, outcomes, prepared.records, strict=True))
+    results: dict[int, StoredVersion | JukiError] = dict(prepared.errors)
+    results.update(zip(prepared.positions, outcomes, strict=True))
     answers = []
     for position in range(prepared.size):
         outcome = results[position]
@@ -158,18 +153,6 @@ def _answers(api: RegisterApi, prepared: _Prepared, outcomes: list[StoredVersion
         if isinstance(outcome, JukiError):
             answer.error.CopyFrom(to_status(outcome))
         else:
-            getattr(answer, version_field).CopyFrom(_version_message(api, *outcome))
+            getattr(answer, version_field).CopyFrom(api.version_message(outcome))
         answers.append(answer)
     return answers
-
-
-def _version_message(api: RegisterApi, stored: StoredVersion, record: Any) -> Any:
-    """`api.version_message(stored)` without converting the record back from JSON: the stored version
-    (applied now, or earlier with the same digest) holds the request's record, as `prepare` split it
-    and `restore`/`reveal` put it together again, so the answer's record is the request's (known
-    fields only, as a JSON round trip would leave it). Saves most of the cost of an answer."""
-    message = api.version_message(dataclasses.replace(stored, record={}))
-    target: Any = message
-    target.record.CopyFrom(record)
-    target.record.DiscardUnknownFields()
-    return message

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Iterable
 
 from google.type import date_pb2
@@ -27,6 +28,7 @@ REASONS_BY_KIND = {ChangeKind.RECORD: _RECORD_REASONS, ChangeKind.REMOVE: _REMOV
 # 転出 and 国外転出 may carry a planned (future) date; every other change happened already (j80).
 FUTURE_DATED_REASONS = frozenset({20, 21})
 
+_NOTIFICATION_ID = re.compile("[\x21-\x7e]{1,64}")
 _PRECISIONS = {1: dates.DatePrecision.DAY, 2: dates.DatePrecision.MONTH, 3: dates.DatePrecision.YEAR,
                4: dates.DatePrecision.APPROXIMATE, 5: dates.DatePrecision.UNKNOWN}
 
@@ -114,6 +116,6 @@ def partial_date_from_proto(value: object) -> dates.PartialDate:
 def notification_id_problems(value: str) -> list[str]:
     if not value:
         return ["is required"]
-    if len(value) > 64 or not all(0x21 <= ord(c) <= 0x7E for c in value):
+    if _NOTIFICATION_ID.fullmatch(value) is None:
         return ["must be 1-64 printable ASCII characters"]
     return []
