@@ -77,7 +77,7 @@ class Catalogue:
     purposes: Mapping[str, Purpose]
 
     def authorize(self, organization_code: str, method: str, purpose_code: str, case_reference: str,
-                  day: dt.date, operator_roles: frozenset[str] | None = None) -> Purpose:
+                  day: dt.date, *, operator_roles: frozenset[str] | None = None) -> Purpose:
         """The purpose under which the call is allowed; PermissionDenied with the reason otherwise.
 
         `operator_roles` are the roles of the call's authenticated operator, None when no operator.

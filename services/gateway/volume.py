@@ -56,7 +56,8 @@ class VolumeCounter:
         day = now.astimezone(JAPAN).date()
         async with self._database.transaction() as connection:
             for who, cap, reason in caps:
-                if not await self._take(connection, day, purpose.code, organization, who, records, cap):
+                if not await self._take(connection, day, purpose=purpose.code, organization=organization,
+                                       operator=who, records=records, cap=cap):
                     # Raising rolls back the transaction: a refused call consumes nothing.
                     raise ResourceExhausted(f"the purpose's daily volume cap of {cap} records is reached",
                                             reason, retry_after_seconds=seconds_until_next_day(now))
@@ -71,8 +72,8 @@ class VolumeCounter:
         return caps
 
     @staticmethod
-    async def _take(connection: asyncpg.Connection, day: dt.date, purpose: str, organization: str, operator: str,
-                    records: int, cap: int) -> bool:
+    async def _take(connection: asyncpg.Connection, day: dt.date, *, purpose: str, organization: str,
+                    operator: str, records: int, cap: int) -> bool:
         if records > cap:
             return False
         return await connection.fetchval(_RESERVE, day, purpose, organization, operator, records, cap) is not None

@@ -28,7 +28,8 @@ def environ(tmp_path: Path) -> dict[str, str]:
     env: dict[str, str] = {"JUKI_DATABASE_URL": DATABASE_URL, "JUKI_AGENCY_TARGET": AGENCY_TARGET}
     for variable, file_name in (("JUKI_TLS_CERT", "cert.pem"), ("JUKI_TLS_KEY", "key.pem"),
                                 ("JUKI_TLS_CA", "ca.pem"), ("JUKI_KEYRING_FILE", "keyring.json"),
-                                ("JUKI_OPERATION_LOG_KEY", "operation-log.key")):
+                                ("JUKI_OPERATION_LOG_KEY", "operation-log.key"),
+                                ("JUKI_OPERATOR_AUTH_PUBLIC_KEY", "operator-auth.pub")):
         path = tmp_path / file_name
         path.write_text("-----BEGIN DUMMY-----\n-----END DUMMY-----\n", encoding="utf-8")
         env[variable] = str(path)
