@@ -28,6 +28,7 @@ SCHOLARSHIP = "EDU-SCHOLARSHIP-30-15-2-2"
 LICENCE = "EDU-LICENCE-30-15-2-1"
 TODAY = dt.date(2026, 12, 1)
 MAEBASHI = "102016"
+CLERK = frozenset({"provision_clerk"})
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def catalogue(municipalities: MunicipalityTable) -> Catalogue:
 def _refusal(catalogue: Catalogue, organization: str, method: str, purpose: str, case_reference: str = "",
              day: dt.date = TODAY) -> PermissionDenied:
     with pytest.raises(PermissionDenied) as excinfo:
-        catalogue.authorize(organization, method, purpose, case_reference, day)
+        catalogue.authorize(organization, method, purpose, case_reference, day, operator_roles=CLERK)
     assert excinfo.value.code == grpc.StatusCode.PERMISSION_DENIED
     return excinfo.value
 
@@ -85,7 +86,7 @@ def test_every_shipped_method_is_a_full_method_name_without_leading_slash(catalo
 
 
 def test_authorize_returns_the_purpose_for_a_granted_call(catalogue: Catalogue) -> None:
-    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", TODAY)
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", TODAY, operator_roles=CLERK)
 
     assert purpose.code == SCHOLARSHIP
     assert "record.full_name" in purpose.fields
@@ -93,7 +94,7 @@ def test_authorize_returns_the_purpose_for_a_granted_call(catalogue: Catalogue) 
 
 
 def test_authorize_accepts_a_method_name_without_leading_slash(catalogue: Catalogue) -> None:
-    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT.lstrip("/"), SCHOLARSHIP, "", TODAY)
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT.lstrip("/"), SCHOLARSHIP, "", TODAY, operator_roles=CLERK)
 
     assert purpose.code == SCHOLARSHIP
 
@@ -133,7 +134,7 @@ def test_purpose_before_its_valid_from_is_refused(catalogue: Catalogue) -> None:
 def test_purpose_is_in_effect_from_its_valid_from_day(catalogue: Catalogue) -> None:
     first_day = catalogue.purposes[SCHOLARSHIP].valid_from
 
-    assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", first_day).code == SCHOLARSHIP
+    assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", first_day, operator_roles=CLERK).code == SCHOLARSHIP
 
 
 def test_purpose_requiring_a_case_reference_is_refused_without_one(catalogue: Catalogue) -> None:
@@ -143,7 +144,7 @@ def test_purpose_requiring_a_case_reference_is_refused_without_one(catalogue: Ca
 
 
 def test_purpose_requiring_a_case_reference_is_allowed_with_one(catalogue: Catalogue) -> None:
-    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, LICENCE, "KYO-2026-0042", TODAY)
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, LICENCE, "KYO-2026-0042", TODAY, operator_roles=CLERK)
 
     assert purpose.code == LICENCE
 
