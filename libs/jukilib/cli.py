@@ -98,7 +98,7 @@ async def _up(residents: int, annex: int) -> int:
         ports = suite.start_children(pki, urls)
         print("juki: waiting for every service to be SERVING ...", flush=True)
         await suite.wait_serving(pki, timeout=60)
-        path = suite.write_endpoints(pki, ports, admin_url)
+        path = suite.write_endpoints(pki, ports, admin_url, urls["gateway"].url)
         print(f"juki: loading {residents} synthetic residents through the gateway ...", flush=True)
         await load_demo_residents(Endpoints.load(path), residents, annex)
         _print_welcome(path, ports["gateway"])

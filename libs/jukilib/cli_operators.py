@@ -78,7 +78,7 @@ def _registry_url(env: Env, home: Path) -> str:
         return url
     from jukilib.client import Endpoints
 
-    return Endpoints.load(home / "endpoints.json").database_url
+    return Endpoints.load(home / "endpoints.json").gateway_database_url or env.text("JUKI_DATABASE_URL")
 
 
 async def _login(args: argparse.Namespace) -> int:

@@ -27,12 +27,15 @@ class Endpoints:
     ca_cert: Path
     client_certs: dict[str, dict[str, str]]
     database_url: str
+    gateway_database_url: str = ""
+    """The gateway's own database role (operator registry), for `juki operators login` in development."""
 
     @classmethod
     def load(cls, path: Path) -> Endpoints:
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(gateway=data["gateway"], services=data["services"], ca_cert=Path(data["ca_cert"]),
-                   client_certs=data["client_certs"], database_url=data["database_url"])
+                   client_certs=data["client_certs"], database_url=data["database_url"],
+                   gateway_database_url=data.get("gateway_database_url", ""))
 
     def tls_for(self, caller_name: str) -> TlsConfig:
         if caller_name not in self.client_certs:

@@ -147,12 +147,22 @@ def _parse_claims(claims: dict[str, Any]) -> OperatorClaims:
     return parsed
 
 
-def verify(token: str, public_key: Ed25519PublicKey, *, now: dt.datetime,
-           max_lifetime: dt.timedelta = DEFAULT_LIFETIME) -> OperatorClaims:
-    """The claims of a genuine credential in force at `now`; Unauthenticated with a reason otherwise."""
+def genuine_claims(token: str, public_key: Ed25519PublicKey) -> OperatorClaims:
+    """The claims of a credential signed by the operator-authentication key, in force or not."""
     claims = _parse_claims(_signed_claims(token, public_key))
     if claims.key_id != key_id_of(public_key):
         raise _refuse("signed with another key", "CREDENTIAL_SIGNATURE_INVALID")
+    return claims
+
+
+def verify(token: str, public_key: Ed25519PublicKey, *, now: dt.datetime,
+           max_lifetime: dt.timedelta = DEFAULT_LIFETIME) -> OperatorClaims:
+    """The claims of a genuine credential in force at `now`; Unauthenticated with a reason otherwise."""
+    return check_in_force(genuine_claims(token, public_key), now=now, max_lifetime=max_lifetime)
+
+
+def check_in_force(claims: OperatorClaims, *, now: dt.datetime, max_lifetime: dt.timedelta) -> OperatorClaims:
+    """`claims` if their lifetime is acceptable and covers `now`; Unauthenticated with a reason otherwise."""
     if claims.expires_at - claims.issued_at > max_lifetime or claims.expires_at <= claims.issued_at:
         raise _refuse("lifetime exceeds the maximum", "CREDENTIAL_LIFETIME_TOO_LONG")
     if claims.issued_at > now + CLOCK_SKEW:

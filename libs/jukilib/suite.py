@@ -215,13 +215,15 @@ class Suite:
                     raise TimeoutError(f"{child.service} not SERVING within {timeout:.0f}s (last: {status})")
                 await asyncio.sleep(0.3)
 
-    def write_endpoints(self, pki: DevPki, ports: dict[str, int], database_url: str) -> Path:
+    def write_endpoints(self, pki: DevPki, ports: dict[str, int], database_url: str,
+                        gateway_database_url: str = "") -> Path:
         endpoints = {
             "gateway": f"127.0.0.1:{ports['gateway']}",
             "services": {service: f"127.0.0.1:{port}" for service, port in ports.items()},
             "ca_cert": str(pki.ca_cert),
             "client_certs": {name: {"cert": str(p.cert), "key": str(p.key)} for name, p in pki.clients.items()},
             "database_url": database_url,
+            "gateway_database_url": gateway_database_url,
         }
         path = self.home / "endpoints.json"
         temporary = path.with_suffix(".tmp")

@@ -44,8 +44,7 @@ from jukilib.errors import (
     code_name,
 )
 from jukilib.grpc.interceptors import abort_with, log_unexpected, translate
-from jukilib.operator_credential import CREDENTIAL_KEY
-from jukilib.operator_credential import verify as verify_credential
+from jukilib.operator_credential import CREDENTIAL_KEY, check_in_force, genuine_claims
 from jukilib.telemetry import current_trace_id
 from services.gateway import minimise, volume
 from services.gateway.admission import Admission
@@ -228,9 +227,9 @@ class Gateway:
         if not token:
             return None
         now = self._clock()
-        claims = verify_credential(token, self._operators.public_key, now=now,
-                                   max_lifetime=self._operators.max_lifetime)
+        claims = genuine_claims(token, self._operators.public_key)
         entry.operator = claims.operator  # signed: an auditor sees who tried, even when refused below
+        check_in_force(claims, now=now, max_lifetime=self._operators.max_lifetime)
         return registry.authenticate(claims, organization, now)
 
     async def _serve(self, route: Route, request: bytes, context: aio.ServicerContext[Any, Any],

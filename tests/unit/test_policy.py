@@ -94,7 +94,8 @@ def test_authorize_returns_the_purpose_for_a_granted_call(catalogue: Catalogue) 
 
 
 def test_authorize_accepts_a_method_name_without_leading_slash(catalogue: Catalogue) -> None:
-    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT.lstrip("/"), SCHOLARSHIP, "", TODAY, operator_roles=CLERK)
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT.lstrip("/"), SCHOLARSHIP, "", TODAY,
+                                  operator_roles=CLERK)
 
     assert purpose.code == SCHOLARSHIP
 
@@ -134,7 +135,8 @@ def test_purpose_before_its_valid_from_is_refused(catalogue: Catalogue) -> None:
 def test_purpose_is_in_effect_from_its_valid_from_day(catalogue: Catalogue) -> None:
     first_day = catalogue.purposes[SCHOLARSHIP].valid_from
 
-    assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", first_day, operator_roles=CLERK).code == SCHOLARSHIP
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", first_day, operator_roles=CLERK)
+    assert purpose.code == SCHOLARSHIP
 
 
 def test_purpose_requiring_a_case_reference_is_refused_without_one(catalogue: Catalogue) -> None:
@@ -144,7 +146,8 @@ def test_purpose_requiring_a_case_reference_is_refused_without_one(catalogue: Ca
 
 
 def test_purpose_requiring_a_case_reference_is_allowed_with_one(catalogue: Catalogue) -> None:
-    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, LICENCE, "KYO-2026-0042", TODAY, operator_roles=CLERK)
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, LICENCE, "KYO-2026-0042", TODAY,
+                                  operator_roles=CLERK)
 
     assert purpose.code == LICENCE
 
