@@ -324,3 +324,68 @@ kind = "governor_department"
                                 'fields = ["record.resident_code"]\noverseas_emigrant_only = true')
     with pytest.raises(CatalogueError, match="resident_code"):
         parse_catalogue(f'version = "t"\n{organization}{with_code}', municipalities)
+
+
+# --- operators and volume caps --------------------------------------------------------------------------
+
+
+def _with(extra: str, municipalities: MunicipalityTable) -> Catalogue:
+    return parse_catalogue(_catalogue_text(PURPOSE_A.replace("valid_from", f"{extra}\nvalid_from"), KYOIKU),
+                           municipalities)
+
+
+def test_purpose_for_human_work_refuses_a_call_without_an_operator(municipalities: MunicipalityTable) -> None:
+    catalogue = _with('operator_roles = ["provision_clerk"]', municipalities)
+    with pytest.raises(PermissionDenied) as refused:
+        catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", TODAY)
+    assert refused.value.reason == "OPERATOR_CREDENTIAL_REQUIRED"
+
+
+def test_purpose_for_human_work_refuses_an_operator_without_its_role(municipalities: MunicipalityTable) -> None:
+    catalogue = _with('operator_roles = ["provision_clerk"]', municipalities)
+    with pytest.raises(PermissionDenied) as refused:
+        catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", TODAY,
+                            operator_roles=frozenset({"auditor"}))
+    assert refused.value.reason == "OPERATOR_ROLE_NOT_ALLOWED"
+    assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", TODAY,
+                               operator_roles=frozenset({"auditor", "provision_clerk"})).code == "TEST-A"
+
+
+def test_purpose_for_systems_allows_calls_with_or_without_an_operator(municipalities: MunicipalityTable) -> None:
+    catalogue = parse_catalogue(_catalogue_text(PURPOSE_A, KYOIKU), municipalities)
+    for roles in (None, frozenset({"auditor"})):
+        assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", TODAY,
+                                   operator_roles=roles).code == "TEST-A"
+
+
+def test_unknown_operator_role_is_refused_naming_the_purpose(municipalities: MunicipalityTable) -> None:
+    with pytest.raises(CatalogueError, match=r"TEST-A.*superuser"):
+        _with('operator_roles = ["superuser"]', municipalities)
+
+
+@pytest.mark.parametrize("cap", ["max_records_per_call = 0", 'max_records_per_day = "10"',
+                                 "max_records_per_operator_per_day = true"])
+def test_volume_cap_that_is_not_a_positive_integer_is_refused(municipalities: MunicipalityTable, cap: str) -> None:
+    with pytest.raises(CatalogueError, match=rf"TEST-A.*{cap.split(maxsplit=1)[0]}"):
+        _with(cap, municipalities)
+
+
+def test_volume_caps_are_read_from_the_purpose(municipalities: MunicipalityTable) -> None:
+    purpose = _with("max_records_per_call = 5\nmax_records_per_day = 100\nmax_records_per_operator_per_day = 20",
+                    municipalities).purposes["TEST-A"]
+    assert (purpose.max_records_per_call, purpose.max_records_per_day,
+            purpose.max_records_per_operator_per_day) == (5, 100, 20)
+
+
+def test_shipped_human_purposes_name_the_roles_of_the_issue(catalogue: Catalogue) -> None:
+    purposes = catalogue.purposes
+    assert purposes["DISCLOSURE-30-32"].operator_roles == {"disclosure_clerk"}
+    assert purposes["AUDIT-OPERATION-LOG"].operator_roles == {"auditor"}
+    assert purposes["ADMIN-OPERATORS"].operator_roles == {"administrator"}
+    for code in (SCHOLARSHIP, LICENCE, "PASSPORT-30-15-1-1", "ANNEX-OVERSEAS-30-44-6-2", "JUKI-OWN-AFFAIRS"):
+        assert purposes[code].operator_roles == CLERK, code
+    for code in ("CS-NOTIFY-30-6", "CS-NOTIFY-30-41", "AGENCY-ERROR-REPORT-30-8", "CS-REPORTS-12-5"):
+        assert not purposes[code].operator_roles, f"{code} is called by systems"
+    disclosure_methods = {m for p in purposes.values() for m in p.methods if ".disclosure." in m}
+    assert all(p.operator_roles == {"disclosure_clerk"} for p in purposes.values()
+               if p.methods & disclosure_methods)
