@@ -109,20 +109,30 @@ class OperatorRegistry:
     async def refresh(self) -> Snapshot:
         """Read the registry now (also called after every change made through this replica)."""
         async with self._lock:
-            started = self._clock()
-            async with self._database.connection() as connection:
-                snapshot = await read_snapshot(connection)
-            self._snapshot, self._read_at = snapshot, started
-            return snapshot
+            return await self._read()
+
+    async def _read(self) -> Snapshot:
+        started = self._clock()
+        async with self._database.connection() as connection:
+            snapshot = await read_snapshot(connection)
+        self._snapshot, self._read_at = snapshot, started
+        return snapshot
+
+    def _fresh(self) -> Snapshot | None:
+        if self._snapshot is not None and self._clock() - self._read_at <= self._max_staleness:
+            return self._snapshot
+        return None
 
     async def current(self) -> Snapshot:
         """The registry, never older than `max_staleness`; UNAVAILABLE when it cannot be read."""
-        if self._snapshot is not None and self._clock() - self._read_at <= self._max_staleness:
-            return self._snapshot
+        snapshot = self._fresh()
+        if snapshot is not None:
+            return snapshot
         try:
-            return await self.refresh()
+            async with self._lock:  # one read for every call that found the copy stale
+                return self._fresh() or await self._read()
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, Unavailable):
-            logger.error("operator registry cannot be read; human work is refused")
+            logger.error("operator registry cannot be read; calls are refused")
             raise Unavailable("the operator registry cannot be read", "OPERATOR_REGISTRY_UNAVAILABLE") from None
 
     async def run(self) -> None:

@@ -1,15 +1,18 @@
-"""The operator registry's decision on a verified credential (services.gateway.operators.Snapshot):
-bound to the certificate's organisation, registered, active, in effect, roles as the registry holds."""
+"""The operator registry (services.gateway.operators): its decision on a verified credential (bound to
+the certificate's organisation, registered, active, in effect, roles as the registry holds), and the
+replica's in-memory copy, never trusted when older than 5 s."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
-from jukilib.errors import PermissionDenied
+from jukilib.errors import PermissionDenied, Unavailable
 from jukilib.operator_credential import OperatorClaims
-from services.gateway.operators import OperatorRecord, Snapshot
+from services.gateway.operators import OperatorRecord, OperatorRegistry, Snapshot
 
 NOW = dt.datetime(2026, 11, 26, 1, 0, tzinfo=dt.UTC)
 EARLIER = NOW - dt.timedelta(days=30)
@@ -68,3 +71,57 @@ def test_disabled_organisation_is_refused_and_others_are_not() -> None:
         snapshot.check_organization("kyoiku-iinkai")
     assert refused.value.reason == "ORGANIZATION_DISABLED"
     snapshot.check_organization("kikaku-bu")
+
+
+# --- the in-memory copy: fresh enough, or refused ---------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FlakyDatabase:
+    """Stands in for jukilib.db.pool.Database: answers with a registry, or fails like a lost server."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.down = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[object]:
+        if self.down:
+            raise OSError("connection refused")
+        self.reads += 1
+        yield self
+
+    async def fetch(self, query: str) -> list[object]:
+        return []
+
+
+async def test_registry_copy_is_used_while_fresh_and_read_again_when_stale() -> None:
+    clock, database = Clock(), FlakyDatabase()
+    registry = OperatorRegistry(database, max_staleness=5.0, clock=clock)  # type: ignore[arg-type]
+    await registry.current()
+    clock.now = 5.0
+    await registry.current()
+    assert database.reads == 1
+    clock.now = 5.1
+    await registry.current()
+    assert database.reads == 2
+
+
+async def test_registry_copy_too_old_to_trust_refuses_calls_when_it_cannot_be_read() -> None:
+    clock, database = Clock(), FlakyDatabase()
+    registry = OperatorRegistry(database, max_staleness=5.0, clock=clock)  # type: ignore[arg-type]
+    await registry.current()
+    database.down = True
+    clock.now = 4.0
+    await registry.current()  # still fresh enough: a disabling cannot have been missed for 5 s yet
+    clock.now = 6.0
+    with pytest.raises(Unavailable) as refused:
+        await registry.current()
+    assert refused.value.reason == "OPERATOR_REGISTRY_UNAVAILABLE"
