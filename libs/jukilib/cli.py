@@ -118,8 +118,8 @@ Human work needs an operator credential: log in first (stands for the palm-vein 
   .venv/bin/juki operators login kyoiku-0001     # demo operators: kyoiku-0001 kikaku-0001 kaiji-0001
                                                  # kansa-0001 (auditor) admin-0001 (administrator)
 Try, in another terminal:
-  .venv/bin/juki call lookup --as kyoiku-iinkai --operator kyoiku-0001 --purpose EDU-SCHOLARSHIP-30-15-2-2 \
-      --demo-resident 0
+  .venv/bin/juki call lookup --as kyoiku-iinkai --operator kyoiku-0001 --demo-resident 0 \\
+      --purpose EDU-SCHOLARSHIP-30-15-2-2
   .venv/bin/juki call notify --as maebashi-cs                # a system: no operator
   .venv/bin/juki call lookup --as kyoiku-iinkai --operator kyoiku-0001   # no purpose: PERMISSION_DENIED
   .venv/bin/juki operators login kansa-0001 && .venv/bin/juki call oplog --as auditor --operator kansa-0001
@@ -217,8 +217,11 @@ async def _audit(args: argparse.Namespace) -> int:
 async def _audit_report(env: Env, days: int) -> int:
     """`juki audit report`: the misuse review of the last `days` days, printable."""
     import datetime as dt
+    from zoneinfo import ZoneInfo
 
-    from services.gateway.oplog import Review, misuse_report
+    from services.gateway.oplog import JAPAN, Review, misuse_report
+
+    japan = ZoneInfo(JAPAN)
 
     end = dt.datetime.now(dt.UTC)
     async with connected(env.text("JUKI_DATABASE_URL"), "gateway") as connection:
@@ -226,7 +229,7 @@ async def _audit_report(env: Env, days: int) -> int:
     print(f"Misuse review, {end - dt.timedelta(days=days):%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
     print("\nBusiest operator-hours (JST)")
     for v in report.volumes[:20]:
-        print(f"  {v.hour.ToDatetime():%Y-%m-%d %H:00}  {v.organization}/{v.operator or '-'}  "
+        print(f"  {v.hour.ToDatetime(dt.UTC).astimezone(japan):%Y-%m-%d %H:00}  {v.organization}/{v.operator or '-'}  "
               f"{v.calls} calls, {v.residents} residents")
     print(f"\nOff-hours calls: {len(report.off_hours)}")
     for e in report.off_hours[:20]:

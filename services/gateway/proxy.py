@@ -221,14 +221,15 @@ class Gateway:
     async def _operator(self, context: aio.ServicerContext[Any, Any], organization: str,
                         entry: LogEntry) -> Operator | None:
         """The operator named by the call's credential (None for a system's call without one)."""
+        token = caller.metadata_value(context.invocation_metadata(), CREDENTIAL_KEY)
+        claims = genuine_claims(token, self._operators.public_key) if token else None
+        if claims is not None:
+            entry.operator = claims.operator  # signed: an auditor sees who tried, even when refused below
         registry = await self._operators.registry.current()
         registry.check_organization(organization)
-        token = caller.metadata_value(context.invocation_metadata(), CREDENTIAL_KEY)
-        if not token:
+        if claims is None:
             return None
         now = self._clock()
-        claims = genuine_claims(token, self._operators.public_key)
-        entry.operator = claims.operator  # signed: an auditor sees who tried, even when refused below
         check_in_force(claims, now=now, max_lifetime=self._operators.max_lifetime)
         return registry.authenticate(claims, organization, now)
 
