@@ -94,6 +94,10 @@ async def _login(args: argparse.Namespace) -> int:
     from services.gateway.registry_store import fetch_operator
 
     env, home = Env(), _home()
+    max_hours = float(env.text("JUKI_OPERATOR_CREDENTIAL_MAX_HOURS", "8"))
+    if not 0 < args.hours <= max_hours:
+        print(f"juki: --hours must be more than 0 and at most {max_hours:g}", file=sys.stderr)
+        return 2
     async with connected(_registry_url(env, home), "gateway") as connection:
         row = await fetch_operator(connection, args.operator_id)
     now = dt.datetime.now(dt.UTC)

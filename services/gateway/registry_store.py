@@ -6,7 +6,7 @@ import datetime as dt
 
 import asyncpg
 
-from jukilib.errors import AlreadyExists
+from jukilib.errors import AlreadyExists, FieldViolation, InvalidArgument
 
 
 async def insert_operator(connection: asyncpg.Connection, operator_id: str, *, organization: str,
@@ -41,12 +41,20 @@ async def update_operator(connection: asyncpg.Connection, operator_id: str, *, r
                           valid_from: dt.datetime | None, valid_until: dt.datetime | None, clear_until: bool,
                           by: str) -> asyncpg.Record | None:
     """Change what is given (`clear_until`: remove the end of the validity period)."""
+    try:
+        return await _update_operator(connection, operator_id, sorted(roles) if roles is not None else None,
+                                      valid_from, valid_until, clear_until, by)
+    except asyncpg.CheckViolationError:  # the new period would end before it starts
+        raise InvalidArgument([FieldViolation("operator.valid_until", "must be after valid_from")]) from None
+
+
+async def _update_operator(connection: asyncpg.Connection, operator_id: str, *args: object) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await connection.fetchrow(
         """UPDATE operator SET roles = coalesce($2, roles), valid_from = coalesce($3, valid_from),
                   valid_until = CASE WHEN $5 THEN NULL ELSE coalesce($4, valid_until) END,
                   updated_by = $6, update_time = now()
            WHERE operator_id = $1 RETURNING *""",
-        operator_id, sorted(roles) if roles is not None else None, valid_from, valid_until, clear_until, by)
+        operator_id, *args)
     return row
 
 

@@ -260,3 +260,18 @@ async def test_disabled_organisation_is_refused_by_every_replica_within_five_sec
             return await reports() == (grpc.StatusCode.OK, "")
 
         await _until(served, 5)
+
+
+async def test_validity_period_that_would_end_before_it_starts_is_refused_naming_the_field(
+        suite: RunningSuite) -> None:
+    now = dt.datetime.now(dt.UTC)
+    operator = apb.Operator(organization="kikaku-bu", roles=[apb.OPERATOR_ROLE_PROVISION_CLERK])
+    operator.valid_until.FromDatetime(now + dt.timedelta(days=1))
+    await _admin(suite, "CreateOperator", apb.CreateOperatorRequest(operator_id="kikaku-0400", operator=operator))
+    later = apb.Operator(name="operators/kikaku-0400")
+    later.valid_from.FromDatetime(now + dt.timedelta(days=2))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _admin(suite, "UpdateOperator", apb.UpdateOperatorRequest(
+            operator=later, update_mask=field_mask_pb2.FieldMask(paths=["valid_from"])))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _violations(refused.value) == {"operator.valid_until"}
