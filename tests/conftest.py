@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import itertools
 import logging
 import os
@@ -22,7 +23,18 @@ from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki, ensure_dev_pki, issue_untrusted_client
 from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
-from jukilib.suite import all_callers, ensure_keyring, free_port, prepare_database, service_migrations
+from jukilib.operator_credential import issue, load_signing_key
+from jukilib.suite import (
+    DEMO_OPERATORS,
+    SAMPLE_CALLERS,
+    all_callers,
+    ensure_keyring,
+    ensure_operator_auth_key,
+    free_port,
+    prepare_database,
+    register_demo_operators,
+    service_migrations,
+)
 from jukilib.telemetry import setup_tracing
 from services.gateway.chain import ensure_signing_key
 
@@ -119,7 +131,15 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         operation_log_key=log_key,
         checkpoint_every=20,
         revocation_file=revoked if service == "gateway" else None,
+        operator_auth_key=ensure_operator_auth_key(home).with_suffix(".pub") if service == "gateway" else None,
     )
+
+
+def issue_credential(home: Path, operator_id: str, organization: str, roles: frozenset[str], *,
+                     now: dt.datetime | None = None, lifetime: dt.timedelta = dt.timedelta(hours=1)) -> str:
+    """An operator credential signed with the test home's operator-authentication key."""
+    key = load_signing_key(ensure_operator_auth_key(home))
+    return issue(key, operator_id, organization, roles, now=now, lifetime=lifetime)
 
 
 @dataclass
@@ -129,6 +149,15 @@ class RunningSuite:
     pki: DevPki
     databases: dict[str, ServiceDatabase]
     services: dict[str, GrpcService] = field(default_factory=dict)
+    home: Path | None = None
+
+    def credential(self, caller: str) -> str:
+        """A fresh credential of the demo operator working behind `caller`'s certificate ('' for systems)."""
+        if caller not in DEMO_OPERATORS:
+            return ""
+        assert self.home is not None
+        operator_id, roles = DEMO_OPERATORS[caller]
+        return issue_credential(self.home, operator_id, SAMPLE_CALLERS[caller], roles)
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.services[service].port}"
@@ -155,7 +184,8 @@ class RunningSuite:
 async def start_suite(pki: DevPki, databases: dict[str, ServiceDatabase], home: Path) -> RunningSuite:
     import importlib
 
-    suite = RunningSuite(pki, databases)
+    suite = RunningSuite(pki, databases, home=home)
+    await register_demo_operators(databases["gateway"].url)
     targets = {service: f"127.0.0.1:{free_port()}" for service in SERVICES}
     for service in ("agency", "identity", "annex", "disclosure", "gateway"):
         wanted = {"gateway": ("identity", "annex", "disclosure", "agency"),

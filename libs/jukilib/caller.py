@@ -1,7 +1,8 @@
 """Who is calling, as the gateway established it, carried to backends in metadata.
 
-The gateway authenticates the organisation (client certificate) and takes the operator, purpose and
-case reference from the request; it forwards them as `x-juki-*` metadata. Backends trust these keys
+The gateway authenticates the organisation (client certificate) and the operator (a signed operator
+credential, `jukilib.operator_credential`), and takes the purpose and case reference from the request;
+it forwards them as `x-juki-*` metadata. Backends trust these keys
 only on calls from the gateway's certificate (checked by `TrustedPeerInterceptor`) and expose them to
 handlers through a context variable.
 """

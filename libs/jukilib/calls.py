@@ -15,7 +15,7 @@ from google.rpc import status_pb2
 from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from juki.gateway.v1 import operation_log_pb2, operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
-from jukilib.client import Endpoints, gateway_channel, purpose_metadata
+from jukilib.client import Endpoints, gateway_channel, load_credential, purpose_metadata
 from jukilib.demo.load import DEMO_SEED
 from jukilib.demo.notifications import birth_notification
 from jukilib.demo.residents import generate_residents
@@ -35,6 +35,8 @@ def add_call_parser(commands: Any) -> None:
         sub.add_argument("--as", dest="caller", required=True, help="sample caller, e.g. maebashi-cs")
         sub.add_argument("--purpose", default=DEFAULT_PURPOSES.get(name, ""))
         sub.add_argument("--case-reference", default="")
+        sub.add_argument("--operator", default="", help="human work: the operator who logged in "
+                                                        "(`juki operators login`), whose credential is sent")
         if name in ("lookup", "disclosure"):
             sub.add_argument("--resident-code", default="")
             sub.add_argument("--demo-resident", type=int, default=None,
@@ -61,7 +63,9 @@ def _print_error(error: grpc.aio.AioRpcError) -> None:
 
 async def run_call(args: argparse.Namespace, home: Path) -> int:
     endpoints = Endpoints.load(home / "endpoints.json")
-    metadata = purpose_metadata(args.purpose, case_reference=args.case_reference, request_id=str(uuid.uuid4()))
+    credential = load_credential(home, args.operator) if args.operator else ""
+    metadata = purpose_metadata(args.purpose, case_reference=args.case_reference, credential=credential,
+                                request_id=str(uuid.uuid4()))
     async with gateway_channel(endpoints, args.caller) as channel:
         try:
             answer = await _call(args, channel, metadata)

@@ -79,7 +79,7 @@ async def _db_bootstrap() -> int:
 async def _up(residents: int, annex: int) -> int:
     from jukilib.client import Endpoints
     from jukilib.demo.load import load_demo_residents
-    from jukilib.suite import Suite, _passwords, dev_pki, prepare_database
+    from jukilib.suite import Suite, _passwords, dev_pki, prepare_database, register_demo_operators
 
     home = _home()
     home.mkdir(parents=True, exist_ok=True)
@@ -94,10 +94,11 @@ async def _up(residents: int, annex: int) -> int:
         print("juki: starting PostgreSQL and applying migrations ...", flush=True)
         admin_url = await asyncio.to_thread(suite.start_database)
         urls = await prepare_database(admin_url, _passwords(home))
+        await register_demo_operators(urls["gateway"].url)
         ports = suite.start_children(pki, urls)
         print("juki: waiting for every service to be SERVING ...", flush=True)
         await suite.wait_serving(pki, timeout=60)
-        path = suite.write_endpoints(pki, ports, admin_url)
+        path = suite.write_endpoints(pki, ports, admin_url, urls["gateway"].url)
         print(f"juki: loading {residents} synthetic residents through the gateway ...", flush=True)
         await load_demo_residents(Endpoints.load(path), residents, annex)
         _print_welcome(path, ports["gateway"])
@@ -113,11 +114,16 @@ def _print_welcome(path: Path, gateway_port: int) -> None:
     print(f"""
 juki is up. Gateway: 127.0.0.1:{gateway_port} (mTLS; endpoints and certificates in {path})
 
+Human work needs an operator credential: log in first (stands for the palm-vein log-in), e.g.
+  .venv/bin/juki operators login kyoiku-0001     # demo operators: kyoiku-0001 kikaku-0001 kaiji-0001
+                                                 # kansa-0001 (auditor) admin-0001 (administrator)
 Try, in another terminal:
-  .venv/bin/juki call lookup --as kyoiku-iinkai --purpose EDU-SCHOLARSHIP-30-15-2-2 --demo-resident 0
-  .venv/bin/juki call notify --as maebashi-cs
-  .venv/bin/juki call lookup --as kyoiku-iinkai              # no purpose: PERMISSION_DENIED
-  .venv/bin/juki call oplog --as auditor
+  .venv/bin/juki call lookup --as kyoiku-iinkai --operator kyoiku-0001 --demo-resident 0 \\
+      --purpose EDU-SCHOLARSHIP-30-15-2-2
+  .venv/bin/juki call notify --as maebashi-cs                # a system: no operator
+  .venv/bin/juki call lookup --as kyoiku-iinkai --operator kyoiku-0001   # no purpose: PERMISSION_DENIED
+  .venv/bin/juki operators login kansa-0001 && .venv/bin/juki call oplog --as auditor --operator kansa-0001
+  .venv/bin/juki operators login admin-0001 && .venv/bin/juki operators list --operator admin-0001
 Traces: {path.parent / 'traces'}   Logs: {path.parent / 'logs'}
 Press Ctrl-C to stop everything.""", flush=True)
 
@@ -211,8 +217,11 @@ async def _audit(args: argparse.Namespace) -> int:
 async def _audit_report(env: Env, days: int) -> int:
     """`juki audit report`: the misuse review of the last `days` days, printable."""
     import datetime as dt
+    from zoneinfo import ZoneInfo
 
-    from services.gateway.oplog import Review, misuse_report
+    from services.gateway.oplog import JAPAN, Review, misuse_report
+
+    japan = ZoneInfo(JAPAN)
 
     end = dt.datetime.now(dt.UTC)
     async with connected(env.text("JUKI_DATABASE_URL"), "gateway") as connection:
@@ -220,7 +229,7 @@ async def _audit_report(env: Env, days: int) -> int:
     print(f"Misuse review, {end - dt.timedelta(days=days):%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
     print("\nBusiest operator-hours (JST)")
     for v in report.volumes[:20]:
-        print(f"  {v.hour.ToDatetime():%Y-%m-%d %H:00}  {v.organization}/{v.operator or '-'}  "
+        print(f"  {v.hour.ToDatetime(dt.UTC).astimezone(japan):%Y-%m-%d %H:00}  {v.organization}/{v.operator or '-'}  "
               f"{v.calls} calls, {v.residents} residents")
     print(f"\nOff-hours calls: {len(report.off_hours)}")
     for e in report.off_hours[:20]:
@@ -251,7 +260,7 @@ async def _health(args: argparse.Namespace) -> int:
 # --- argument parsing ----------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from jukilib import bench_ingest, calls, cli_bulk
+    from jukilib import bench_ingest, calls, cli_bulk, cli_operators
 
     parser = argparse.ArgumentParser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -287,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="keys for 個人番号 at rest (JUKI_KEYRING_FILE)")
     keys.add_argument("action", choices=("new", "rotate"))
     calls.add_call_parser(commands)
+    cli_operators.add_parser(commands)
     cli_bulk.add_parsers(commands)
     ingest = bench_ingest.add_bench_ingest(cli_bulk.bench_group(commands))
     ingest.set_defaults(bench_run=bench_ingest.run)
@@ -303,14 +313,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dev_certs(args: argparse.Namespace) -> int:
-    from jukilib.suite import dev_pki, ensure_keyring
+    from jukilib.suite import dev_pki, ensure_keyring, ensure_operator_auth_key
     from services.gateway.chain import ensure_signing_key
 
     pki = dev_pki(_home(), force=args.force)
     keyring = ensure_keyring(_home())
     log_key = ensure_signing_key(_home() / "operation-log.key")
+    operator_key = ensure_operator_auth_key(_home())
     print(f"development certificates in {pki.ca_cert.parent}; keyring for 個人番号 at rest: {keyring};"
-          f" operation-log signing key: {log_key}")
+          f" operation-log signing key: {log_key}; operator-authentication key: {operator_key}"
+          f" (the gateway gets only {operator_key.with_suffix('.pub')})")
     return 0
 
 
@@ -325,6 +337,12 @@ def _up_command(args: argparse.Namespace) -> int:
     return _run(_up(args.residents, args.annex_residents))
 
 
+def _operators(args: argparse.Namespace) -> int:
+    from jukilib import cli_operators
+
+    return cli_operators.command(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": lambda args: _run(_serve(args.service)),
     "up": _up_command,
@@ -337,6 +355,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "outbox": lambda args: _run(_outbox(args)),
     "retention": lambda args: _run(_retention(args)),
     "audit": lambda args: _run(_audit(args)),
+    "operators": _operators,
 }
 
 

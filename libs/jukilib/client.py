@@ -1,5 +1,6 @@
 """A small typed client for calling juki through the gateway (used by `juki call`, the demo loader
-and the tests): an mTLS channel as a given caller, and the metadata that declares a purpose."""
+and the tests): an mTLS channel as a given caller, the metadata that declares a purpose, and the
+operator credential that human work carries (issued by `juki operators login`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jukilib import caller
 from jukilib.config import TlsConfig
 from jukilib.grpc.channels import secure_channel
+from jukilib.operator_credential import CREDENTIAL_KEY
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,15 @@ class Endpoints:
     ca_cert: Path
     client_certs: dict[str, dict[str, str]]
     database_url: str
+    gateway_database_url: str = ""
+    """The gateway's own database role (operator registry), for `juki operators login` in development."""
 
     @classmethod
     def load(cls, path: Path) -> Endpoints:
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(gateway=data["gateway"], services=data["services"], ca_cert=Path(data["ca_cert"]),
-                   client_certs=data["client_certs"], database_url=data["database_url"])
+                   client_certs=data["client_certs"], database_url=data["database_url"],
+                   gateway_database_url=data.get("gateway_database_url", ""))
 
     def tls_for(self, caller_name: str) -> TlsConfig:
         if caller_name not in self.client_certs:
@@ -44,12 +49,34 @@ def gateway_channel(endpoints: Endpoints, caller_name: str) -> aio.Channel:
     return secure_channel(endpoints.gateway, endpoints.tls_for(caller_name))
 
 
-def purpose_metadata(purpose: str, *, case_reference: str = "", operator: str = "",
+def purpose_metadata(purpose: str, *, case_reference: str = "", credential: str = "",
                      request_id: str = "") -> tuple[tuple[str, str], ...]:
-    """Metadata declaring the purpose of use of a call (and optionally case, operator, request id)."""
+    """Metadata declaring the purpose of use of a call (and optionally case, operator credential, request
+    id). Human work needs `credential`; the gateway takes the operator only from it."""
     pairs = ((caller.PURPOSE_KEY, purpose), (caller.CASE_REFERENCE_KEY, case_reference),
-             (caller.OPERATOR_KEY, operator), (caller.REQUEST_ID_KEY, request_id))
+             (CREDENTIAL_KEY, credential), (caller.REQUEST_ID_KEY, request_id))
     return tuple((k, v) for k, v in pairs if v)
+
+
+def credential_path(home: Path, operator_id: str) -> Path:
+    """Where `juki operators login` keeps an operator's current credential."""
+    return home / "credentials" / f"{operator_id}.credential"
+
+
+def save_credential(home: Path, operator_id: str, credential: str) -> Path:
+    path = credential_path(home, operator_id)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(credential + "\n", encoding="ascii")
+    return path
+
+
+def load_credential(home: Path, operator_id: str) -> str:
+    """The credential saved by `juki operators login OPERATOR_ID`; FileNotFoundError names what to run."""
+    path = credential_path(home, operator_id)
+    if not path.exists():
+        raise FileNotFoundError(f"no credential for {operator_id}: run `juki operators login {operator_id}`")
+    return path.read_text(encoding="ascii").strip()
 
 
 async def health_status(target: str, tls: TlsConfig, service: str = "", timeout: float = 3.0) -> str:

@@ -179,6 +179,13 @@ class ServiceConfig:
     """Calls per second an organisation may make through one gateway replica (burst: twice that)."""
     operator_rate: float = 20.0
     """Calls per second one operator may make through one gateway replica (burst: twice that)."""
+    operator_auth_key: Path | None = None
+    """Ed25519 public key (PEM) of the prefecture's operator authentication, checking operator
+    credentials (gateway; JUKI_OPERATOR_AUTH_PUBLIC_KEY). The gateway never holds the private key."""
+    operator_credential_max_hours: float = 8.0
+    """Longest lifetime of an operator credential the gateway accepts (JUKI_OPERATOR_CREDENTIAL_MAX_HOURS)."""
+    operator_registry_refresh: float = 1.0
+    """Seconds between reads of the operator registry by each replica (JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS)."""
 
 
 def _targets(env: Env, service: str) -> dict[str, str]:
@@ -234,4 +241,7 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
         revocation_file=Path(revoked) if (revoked := env.optional("JUKI_REVOCATION_FILE")) else None,
         organization_rate=env.seconds("JUKI_RATE_ORGANIZATION_PER_SECOND", 2000.0),
         operator_rate=env.seconds("JUKI_RATE_OPERATOR_PER_SECOND", 20.0),
+        operator_auth_key=env.existing_file("JUKI_OPERATOR_AUTH_PUBLIC_KEY") if service == "gateway" else None,
+        operator_credential_max_hours=env.seconds("JUKI_OPERATOR_CREDENTIAL_MAX_HOURS", 8.0),
+        operator_registry_refresh=env.seconds("JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS", 1.0),
     )

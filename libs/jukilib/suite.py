@@ -43,6 +43,16 @@ SAMPLE_CALLERS = {
     "kikaku-bu": "kikaku-bu",          # a department of the governor (transfer, 30-15 ①; 30-44-6; ⑤)
     "disclosure-desk": "disclosure-desk",
     "auditor": "audit-office",
+    "admin-office": "admin-office",   # the prefecture's Juki-net administrators (operator registry)
+}
+# Demo operators registered by `juki up` (and the tests): sample caller → (operator id, roles). Operator
+# ids are opaque staff ids, never names. Municipality CSs are systems and have none.
+DEMO_OPERATORS = {
+    "kyoiku-iinkai": ("kyoiku-0001", frozenset({"provision_clerk"})),
+    "kikaku-bu": ("kikaku-0001", frozenset({"provision_clerk"})),
+    "disclosure-desk": ("kaiji-0001", frozenset({"disclosure_clerk"})),
+    "auditor": ("kansa-0001", frozenset({"auditor"})),
+    "admin-office": ("admin-0001", frozenset({"administrator"})),
 }
 START_ORDER = ("agency", "identity", "annex", "disclosure", "gateway")
 
@@ -76,6 +86,34 @@ def ensure_keyring(home: Path) -> Path:
     if not path.exists():
         Keyring.generate().save(path)
     return path
+
+
+def ensure_operator_auth_key(home: Path) -> Path:
+    """The development operator-authentication key (`.juki/operator-auth.key`, 0600; public key beside it
+    as `operator-auth.pub`, which is all the gateway gets), created once."""
+    return ensure_signing_key(home / "operator-auth.key")
+
+
+async def register_demo_operators(url: str) -> list[str]:
+    """Register the demo operators in the gateway's registry (directly: this is the bootstrap, before any
+    administrator exists to use the admin API); operators already there are left as they are."""
+    from jukilib.errors import AlreadyExists
+    from services.gateway.registry_store import insert_operator
+
+    registered = []
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("SET search_path TO gateway")
+        for caller, (operator_id, roles) in DEMO_OPERATORS.items():
+            try:
+                await insert_operator(connection, operator_id, organization=SAMPLE_CALLERS[caller], roles=roles,
+                                      valid_from=None, valid_until=None, by="bootstrap")
+            except AlreadyExists:
+                continue
+            registered.append(operator_id)
+    finally:
+        await connection.close()
+    return registered
 
 
 def free_port() -> int:
@@ -125,6 +163,7 @@ def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dic
         env["JUKI_KEYRING_FILE"] = str(ensure_keyring(home))
     if service == "gateway":
         env["JUKI_OPERATION_LOG_KEY"] = str(ensure_signing_key(home / "operation-log.key"))
+        env["JUKI_OPERATOR_AUTH_PUBLIC_KEY"] = str(ensure_operator_auth_key(home).with_suffix(".pub"))
     for name, port in ports.items():
         env[f"JUKI_{name.upper()}_TARGET"] = f"127.0.0.1:{port}"
     return env
@@ -176,13 +215,15 @@ class Suite:
                     raise TimeoutError(f"{child.service} not SERVING within {timeout:.0f}s (last: {status})")
                 await asyncio.sleep(0.3)
 
-    def write_endpoints(self, pki: DevPki, ports: dict[str, int], database_url: str) -> Path:
+    def write_endpoints(self, pki: DevPki, ports: dict[str, int], database_url: str,
+                        gateway_database_url: str = "") -> Path:
         endpoints = {
             "gateway": f"127.0.0.1:{ports['gateway']}",
             "services": {service: f"127.0.0.1:{port}" for service, port in ports.items()},
             "ca_cert": str(pki.ca_cert),
             "client_certs": {name: {"cert": str(p.cert), "key": str(p.key)} for name, p in pki.clients.items()},
             "database_url": database_url,
+            "gateway_database_url": gateway_database_url,
         }
         path = self.home / "endpoints.json"
         temporary = path.with_suffix(".tmp")

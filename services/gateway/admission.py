@@ -92,7 +92,14 @@ class Admission:
         self._operators = operators
 
     def check(self, fingerprint: str, organization: str, operator: str) -> None:
+        self.check_certificate(fingerprint)
+        self.take(organization, operator)
+
+    def check_certificate(self, fingerprint: str) -> None:
         self._deny_list.check(fingerprint)
+
+    def take(self, organization: str, operator: str) -> None:
+        """One call's tokens of the organisation's and (for human work) the operator's rate limit."""
         self._organizations.take(organization, "ORGANIZATION_RATE_LIMIT")
         if operator:
             self._operators.take(f"{organization}/{operator}", "OPERATOR_RATE_LIMIT")

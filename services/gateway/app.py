@@ -7,13 +7,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
 from juki.agency.v1 import agency_pb2
 from juki.annex.v1 import annex_pb2
 from juki.disclosure.v1 import disclosure_pb2
-from juki.gateway.v1 import operation_log_pb2
+from juki.gateway.v1 import operation_log_pb2, operator_admin_pb2
 from juki.identity.v1 import identity_pb2
 from jukilib import caller
 from jukilib.config import ConfigError, ServiceConfig
@@ -22,18 +23,23 @@ from jukilib.db.pool import Database
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
+from jukilib.operator_credential import load_verification_key
 from jukilib.telemetry import current_trace_id
+from services.gateway.admin import OperatorAdmin
 from services.gateway.admission import Admission, DenyList, RateLimiter
 from services.gateway.chain import SigningKey
+from services.gateway.operators import OperatorRegistry
 from services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer
 from services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
-from services.gateway.proxy import Gateway, Route, backend_routes
+from services.gateway.proxy import Gateway, Operators, Route, backend_routes
+from services.gateway.volume import VolumeCounter
 
 IDENTITY = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
 ANNEX = annex_pb2.DESCRIPTOR.services_by_name["AnnexService"]
 DISCLOSURE = disclosure_pb2.DESCRIPTOR.services_by_name["DisclosureService"]
 AGENCY = agency_pb2.DESCRIPTOR.services_by_name["AgencyService"]
 OPERATION_LOG = operation_log_pb2.DESCRIPTOR.services_by_name["OperationLogService"]
+OPERATOR_ADMIN = operator_admin_pb2.DESCRIPTOR.services_by_name["OperatorAdminService"]
 # The agency stand-in's control methods are not exposed: only ⑤ queries go through the gateway.
 AGENCY_METHODS_EXPOSED = ("QueryResident",)
 
@@ -42,23 +48,45 @@ def migrations() -> list[Migration]:
     return load_migrations([Path(__file__).parent / "migrations"])
 
 
-def _local_operation_log_routes(database: Database) -> list[Route]:
-    """The gateway's own service, behind the same purpose checks and logging as every backend."""
-    servicer = OperationLogServicer(database)
+def exposed_methods() -> list[str]:
+    """Every method the gateway answers (`package.Service/Method`), for the authorisation matrix."""
+    services = (IDENTITY, ANNEX, DISCLOSURE, OPERATION_LOG, OPERATOR_ADMIN)
+    methods = [f"{s.full_name}/{m.name}" for s in services for m in s.methods
+               if not (m.client_streaming ^ m.server_streaming)]
+    return methods + [f"{AGENCY.full_name}/{name}" for name in AGENCY_METHODS_EXPOSED]
+
+
+def _local_routes(service: ServiceDescriptor, servicer: object) -> list[Route]:
+    """The gateway's own services, behind the same purpose checks and logging as every backend.
+    Each handler receives the request and the authenticated caller."""
     routes = []
-    for method in OPERATION_LOG.methods:
+    for method in service.methods:
         handler = getattr(servicer, method.name)
         request_type = GetMessageClass(method.input_type)
 
         async def invoke(request: bytes, who: caller.Caller, handler: Any = handler,
                          request_type: Any = request_type) -> bytes:
-            context: Any = None  # the servicer does not use its context
-            answer = await handler(request_type.FromString(request), context)
+            answer = await handler(request_type.FromString(request), who)
             data: bytes = answer.SerializeToString()
             return data
 
         routes.append(Route(method, invoke))
     return routes
+
+
+class _OperationLogQueries:
+    """OperationLogServicer's methods in the (request, caller) shape of a local route."""
+
+    def __init__(self, database: Database) -> None:
+        self._servicer = OperationLogServicer(database)
+
+    def __getattr__(self, name: str) -> Callable[[Any, caller.Caller], Awaitable[Any]]:
+        method = getattr(self._servicer, name)
+
+        async def call(request: Any, who: caller.Caller) -> Any:
+            return await method(request, None)  # the servicer does not use its context
+
+        return call
 
 
 def _catalogue_recorder(log: OperationLog) -> Callable[[str, str, bool], Awaitable[None]]:
@@ -80,18 +108,24 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
                        checkpoint_every=config.checkpoint_every, checkpoint_seconds=config.checkpoint_seconds)
     catalogue = CatalogueHolder(config.policy_file or DEFAULT_CATALOGUE, gunma_municipalities(),
                                 _catalogue_recorder(log))
+    if config.operator_auth_key is None:
+        raise ConfigError("JUKI_OPERATOR_AUTH_PUBLIC_KEY is required by the gateway")
+    registry = OperatorRegistry(database, refresh_seconds=config.operator_registry_refresh)
+    operators = Operators(registry, load_verification_key(config.operator_auth_key),
+                          dt.timedelta(hours=config.operator_credential_max_hours))
     channels = {name: secure_channel(target, config.tls) for name, target in config.targets.items()}
     routes = [
         *backend_routes(IDENTITY, channels["identity"]),
         *backend_routes(ANNEX, channels["annex"]),
         *backend_routes(DISCLOSURE, channels["disclosure"]),
         *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED),
-        *_local_operation_log_routes(database),
+        *_local_routes(OPERATION_LOG, _OperationLogQueries(database)),
+        *_local_routes(OPERATOR_ADMIN, OperatorAdmin(database, registry, catalogue)),
     ]
     admission = Admission(DenyList(config.revocation_file),
                           RateLimiter(config.organization_rate, config.organization_rate * 2),
                           RateLimiter(config.operator_rate, config.operator_rate * 2))
-    gateway = Gateway(catalogue, log, admission)
+    gateway = Gateway(catalogue, log, admission, operators=operators, counter=VolumeCounter(database))
 
     def register(server: aio.Server) -> None:
         server.add_generic_rpc_handlers((gateway.generic_handler(routes),))
@@ -101,8 +135,8 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
             await channel.close()
 
     return ServiceParts(
-        service_names=[s.full_name for s in (IDENTITY, ANNEX, DISCLOSURE, AGENCY, OPERATION_LOG)],
+        service_names=[s.full_name for s in (IDENTITY, ANNEX, DISCLOSURE, AGENCY, OPERATION_LOG, OPERATOR_ADMIN)],
         register=register,
-        background=[log.run, catalogue.run],
+        background=[log.run, catalogue.run, registry.run],
         on_stop=[close_channels],
     )

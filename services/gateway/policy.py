@@ -2,7 +2,10 @@
 
 The catalogue is data (`purposes.toml`, versioned, shipped with the project). A call is allowed
 only when the calling organisation is a recipient of the declared purpose, the purpose allows the
-method, is in effect, and has a case reference when it requires one. Every refusal names its reason.
+method, the operator holds one of the purpose's `operator_roles` (human work; a purpose without them
+is for systems, such as a municipality CS notifying), the purpose is in effect, and has a case
+reference when it requires one. Every refusal names its reason. Volume caps per call and per day are
+data of the purpose too (enforced by services.gateway.volume).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.errors import PermissionDenied
+from jukilib.operator_credential import ROLES
 
 DEFAULT_CATALOGUE = Path(__file__).parent / "purposes.toml"
 logger = logging.getLogger(__name__)
@@ -48,6 +52,12 @@ class Purpose:
     case_reference_required: bool = False
     overseas_emigrant_only: bool = False
     example: bool = False
+    operator_roles: frozenset[str] = frozenset()
+    """Human work: the call needs an operator credential with one of these roles. Empty: systems only."""
+    max_records_per_call: int | None = None
+    max_records_per_day: int | None = None
+    """Per organisation and Japanese calendar day, across every replica."""
+    max_records_per_operator_per_day: int | None = None
 
     @property
     def all_fields(self) -> bool:
@@ -67,8 +77,11 @@ class Catalogue:
     purposes: Mapping[str, Purpose]
 
     def authorize(self, organization_code: str, method: str, purpose_code: str, case_reference: str,
-                  day: dt.date) -> Purpose:
-        """The purpose under which the call is allowed; PermissionDenied with the reason otherwise."""
+                  day: dt.date, *, operator_roles: frozenset[str] | None = None) -> Purpose:
+        """The purpose under which the call is allowed; PermissionDenied with the reason otherwise.
+
+        `operator_roles` are the roles of the call's authenticated operator, None when no operator.
+        """
         organization = self.organizations.get(organization_code)
         if organization is None:
             raise PermissionDenied("the calling organisation is not registered", "UNKNOWN_ORGANIZATION")
@@ -81,12 +94,23 @@ class Catalogue:
             raise PermissionDenied("the purpose of use is not granted to this organisation", "PURPOSE_NOT_GRANTED")
         if method.lstrip("/") not in purpose.methods:
             raise PermissionDenied("the purpose of use does not allow this method", "METHOD_NOT_ALLOWED")
+        _check_operator(purpose, operator_roles)
         if not purpose.in_effect(day):
             raise PermissionDenied("the purpose of use is not in effect", "PURPOSE_NOT_IN_EFFECT")
         if purpose.case_reference_required and not case_reference:
             raise PermissionDenied("this purpose requires a case reference (x-juki-case-reference)",
                                    "CASE_REFERENCE_REQUIRED")
         return purpose
+
+
+def _check_operator(purpose: Purpose, roles: frozenset[str] | None) -> None:
+    if not purpose.operator_roles:
+        return
+    if roles is None:
+        raise PermissionDenied("this purpose is human work: an operator credential is required "
+                               "(x-juki-operator-credential)", "OPERATOR_CREDENTIAL_REQUIRED")
+    if not roles & purpose.operator_roles:
+        raise PermissionDenied("the operator holds no role this purpose requires", "OPERATOR_ROLE_NOT_ALLOWED")
 
 
 def _require(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
@@ -122,6 +146,10 @@ def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
         if not all(isinstance(v, str) and v for v in values):
             raise CatalogueError(f"{where}: '{key}' must list non-empty strings")
     return Purpose(
+        operator_roles=_operator_roles(entry, where),
+        max_records_per_call=_cap(entry, "max_records_per_call", where),
+        max_records_per_day=_cap(entry, "max_records_per_day", where),
+        max_records_per_operator_per_day=_cap(entry, "max_records_per_operator_per_day", where),
         code=code,
         legal_basis=_require(entry, "legal_basis", str, where),
         affair=_require(entry, "affair", str, where),
@@ -134,6 +162,25 @@ def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
         overseas_emigrant_only=bool(entry.get("overseas_emigrant_only", False)),
         example=bool(entry.get("example", False)),
     )
+
+
+def _operator_roles(entry: Mapping[str, Any], where: str) -> frozenset[str]:
+    roles = entry.get("operator_roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise CatalogueError(f"{where}: 'operator_roles' must list role names")
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise CatalogueError(f"{where}: 'operator_roles' names unknown roles {unknown}; known: {', '.join(ROLES)}")
+    return frozenset(roles)
+
+
+def _cap(entry: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CatalogueError(f"{where}: '{key}' must be a positive integer")
+    return value
 
 
 def _organizations(entries: Sequence[Mapping[str, Any]], municipalities: MunicipalityTable) -> dict[str, Organization]:

@@ -1,11 +1,15 @@
 """The gateway's handling of every call: who, for what purpose, forward, minimise, log, answer.
 
 One generic handler per method of the contracts the gateway exposes. For each call it
-1. takes the organisation from the client certificate (issued by the prefecture's CA),
-2. checks the declared purpose against the catalogue (PERMISSION_DENIED with a reason otherwise),
-3. forwards the call to the owning service with the caller in `x-juki-*` metadata,
-4. cuts the answer down to the purpose's field mask,
-5. writes the operation log entry — before anything leaves; if it cannot, the call fails closed.
+1. takes the organisation from the client certificate (issued by the prefecture's CA), refuses a
+   revoked certificate or a disabled organisation,
+2. takes the operator, for human work, from a signed operator credential bound to that organisation
+   and checked against the operator registry (never from a bare claim),
+3. checks the declared purpose against the catalogue, including the operator's role
+   (PERMISSION_DENIED with a reason otherwise),
+4. forwards the call to the owning service with the caller in `x-juki-*` metadata,
+5. cuts the answer down to the purpose's field mask and counts it against the purpose's volume caps,
+6. writes the operation log entry — before anything leaves; if it cannot, the call fails closed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import message
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
@@ -39,9 +44,11 @@ from jukilib.errors import (
     code_name,
 )
 from jukilib.grpc.interceptors import abort_with, log_unexpected, translate
+from jukilib.operator_credential import CREDENTIAL_KEY, check_in_force, genuine_claims
 from jukilib.telemetry import current_trace_id
-from services.gateway import minimise
+from services.gateway import minimise, volume
 from services.gateway.admission import Admission
+from services.gateway.operators import Operator, OperatorRegistry
 from services.gateway.oplog import LogEntry, OperationLog
 from services.gateway.policy import Catalogue, Purpose
 
@@ -118,8 +125,7 @@ def _caller(context: aio.ServicerContext[Any, Any], organization: str) -> caller
     metadata = context.invocation_metadata()
     return caller.Caller(
         organization=organization,
-        # Until operator credentials are verified (signed, issue 5), the operator is as claimed.
-        operator=caller.metadata_value(metadata, caller.OPERATOR_KEY)[:64],
+        # The operator comes only from a verified credential (Gateway._operator), never from a claim.
         purpose=caller.metadata_value(metadata, caller.PURPOSE_KEY)[:64],
         case_reference=caller.metadata_value(metadata, caller.CASE_REFERENCE_KEY)[:128],
         request_id=caller.metadata_value(metadata, caller.REQUEST_ID_KEY)[:64] or str(uuid.uuid4()),
@@ -130,14 +136,26 @@ def _status_trailer(error: grpc.aio.AioRpcError) -> tuple[tuple[str, Any], ...]:
     return tuple((k, v) for k, v in (error.trailing_metadata() or ()) if k == STATUS_DETAILS_KEY)
 
 
+@dataclass(frozen=True)
+class Operators:
+    """How the gateway knows the operator of a call: the registry, and the key that checks credentials."""
+
+    registry: OperatorRegistry
+    public_key: Ed25519PublicKey
+    max_lifetime: dt.timedelta
+
+
 class Gateway:
     """Turns routes into gRPC handlers that enforce the policy and write the operation log."""
 
-    def __init__(self, catalogue: Callable[[], Catalogue], log: OperationLog, admission: Admission,
+    def __init__(self, catalogue: Callable[[], Catalogue], log: OperationLog, admission: Admission, *,
+                 operators: Operators, counter: volume.VolumeCounter,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self._catalogue = catalogue
         self._log = log
         self._admission = admission
+        self._operators = operators
+        self._counter = counter
         self._clock = clock
 
     def generic_handler(self, routes: Iterable[Route]) -> grpc.GenericRpcHandler:
@@ -172,7 +190,8 @@ class Gateway:
         error = translate(exc)
         if not isinstance(exc, JukiError):
             log_unexpected(route.path, exc)
-        if error.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        if error.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+                          grpc.StatusCode.RESOURCE_EXHAUSTED):  # the gateway's own refusals
             entry.decision = DENIED
         if entry.decision == DENIED or not entry.reason:
             entry.reason = error.reason
@@ -180,28 +199,55 @@ class Gateway:
         await self._log.write(entry)
         await abort_with(context, error)
 
-    def _authorize(self, route: Route, context: aio.ServicerContext[Any, Any],
-                   entry: LogEntry) -> tuple[caller.Caller, Purpose]:
+    async def _authorize(self, route: Route, context: aio.ServicerContext[Any, Any],
+                         entry: LogEntry) -> tuple[caller.Caller, Purpose]:
         organization, fingerprint = _certificate(context)
         who = _caller(context, organization)
-        entry.organization, entry.operator, entry.purpose = who.organization, who.operator, who.purpose
+        entry.organization, entry.purpose = who.organization, who.purpose
         entry.case_reference, entry.request_id = who.case_reference, who.request_id
-        self._admission.check(fingerprint, who.organization, who.operator)
+        self._admission.check_certificate(fingerprint)
+        operator = await self._operator(context, organization, entry)
+        if operator is not None:
+            who = dataclasses.replace(who, operator=operator.operator_id)
+        self._admission.take(who.organization, who.operator)
         purpose = self._catalogue().authorize(who.organization, route.path, who.purpose, who.case_reference,
-                                              self._clock().date())
+                                              self._clock().date(),
+                                              operator_roles=operator.roles if operator else None)
         entry.legal_basis = purpose.legal_basis
         entry.decision = ALLOWED
         entry.reason = f"purpose {purpose.code} granted"
         return who, purpose
 
+    async def _operator(self, context: aio.ServicerContext[Any, Any], organization: str,
+                        entry: LogEntry) -> Operator | None:
+        """The operator named by the call's credential (None for a system's call without one)."""
+        token = caller.metadata_value(context.invocation_metadata(), CREDENTIAL_KEY)
+        claims = genuine_claims(token, self._operators.public_key) if token else None
+        if claims is not None:
+            entry.operator = claims.operator  # signed: an auditor sees who tried, even when refused below
+        registry = await self._operators.registry.current()
+        registry.check_organization(organization)
+        if claims is None:
+            return None
+        now = self._clock()
+        check_in_force(claims, now=now, max_lifetime=self._operators.max_lifetime)
+        return registry.authenticate(claims, organization, now)
+
     async def _serve(self, route: Route, request: bytes, context: aio.ServicerContext[Any, Any],
                      entry: LogEntry) -> bytes:
         parsed = self._parse(route.method.input_type, request)
         entry.resident_codes.extend(minimise.resident_codes(parsed))
-        who, purpose = self._authorize(route, context, entry)
+        who, purpose = await self._authorize(route, context, entry)
+        volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
         assert route.invoke is not None
         answer_bytes = await route.invoke(request, who)
-        return await self._answer(route, answer_bytes, purpose, entry)
+        return await self._answer(route, answer_bytes, purpose, who, entry)
+
+    async def _count(self, purpose: Purpose, who: caller.Caller, codes: list[str]) -> None:
+        """Volume caps on what is about to leave: per call, then per day (counted across replicas)."""
+        records = len(set(codes))
+        volume.check_per_call(purpose, records)
+        await self._counter.reserve(purpose, who.organization, who.operator, records, self._clock())
 
     async def _handle_stream(self, route: Route, requests: AsyncIterator[bytes],
                              context: aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
@@ -210,11 +256,11 @@ class Gateway:
         stream at the log's round-trip rate)."""
         entry = self._new_entry(route)
         try:
-            who, purpose = self._authorize(route, context, entry)
+            who, purpose = await self._authorize(route, context, entry)
             assert route.open_stream is not None
             answers = route.open_stream(self._forwarded(route, requests), who)
             async for batch in _batches(answers, STREAM_LOG_BATCH):
-                for data in await self._answer_batch(route, batch, purpose, entry):
+                for data in await self._answer_batch(route, batch, purpose, who, entry):
                     yield data
                 entry = dataclasses.replace(entry, time=self._clock(), resident_codes=[], disclosed_fields=[])
         except aio.AbortError:
@@ -227,11 +273,18 @@ class Gateway:
             self._parse(route.method.input_type, data)  # malformed input stops here, not at the backend
             yield data
 
-    async def _answer_batch(self, route: Route, batch: list[bytes], purpose: Purpose, entry: LogEntry) -> list[bytes]:
-        out, disclosed = [], set()
+    async def _answer_batch(self, route: Route, batch: list[bytes], purpose: Purpose, who: caller.Caller,
+                            entry: LogEntry) -> list[bytes]:
+        out, disclosed, answers = [], set(), []
         for data in batch:
             answer = self._parse(route.method.output_type, data, field="answer")
-            entry.resident_codes.extend(minimise.resident_codes(answer))
+            codes = minimise.resident_codes(answer)
+            volume.check_per_call(purpose, len(set(codes)))
+            entry.resident_codes.extend(codes)
+            answers.append(answer)
+        await self._counter.reserve(purpose, who.organization, who.operator, len(set(entry.resident_codes)),
+                                    self._clock())
+        for answer in answers:
             disclosed.update(minimise.minimise(answer, purpose.fields,
                                                overseas_emigrant_only=purpose.overseas_emigrant_only))
             out.append(answer.SerializeToString())
@@ -239,9 +292,12 @@ class Gateway:
         await self._log.write(entry)  # before this batch leaves
         return out
 
-    async def _answer(self, route: Route, answer_bytes: bytes, purpose: Purpose, entry: LogEntry) -> bytes:
+    async def _answer(self, route: Route, answer_bytes: bytes, purpose: Purpose, who: caller.Caller,
+                      entry: LogEntry) -> bytes:
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
-        entry.resident_codes.extend(minimise.resident_codes(answer))
+        codes = minimise.resident_codes(answer)
+        entry.resident_codes.extend(codes)
+        await self._count(purpose, who, codes)
         entry.disclosed_fields = minimise.minimise(answer, purpose.fields,
                                                    overseas_emigrant_only=purpose.overseas_emigrant_only)
         entry.status = "OK"

@@ -24,14 +24,15 @@ async def _identity(suite: RunningSuite, caller: str, method: str, request: obje
                     case_reference: str = "") -> object:
     async with secure_channel(suite.gateway, suite.client_tls(caller)) as channel:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
-        return await getattr(stub, method)(request, metadata=purpose_metadata(purpose, case_reference=case_reference),
-                                           timeout=10)
+        metadata = purpose_metadata(purpose, case_reference=case_reference, credential=suite.credential(caller))
+        return await getattr(stub, method)(request, metadata=metadata, timeout=10)
 
 
 async def _oplog(suite: RunningSuite, caller: str, method: str, request: object, purpose: str) -> object:
     async with secure_channel(suite.gateway, suite.client_tls(caller)) as channel:
         stub = operation_log_pb2_grpc.OperationLogServiceStub(channel)
-        return await getattr(stub, method)(request, metadata=purpose_metadata(purpose), timeout=10)
+        return await getattr(stub, method)(
+            request, metadata=purpose_metadata(purpose, credential=suite.credential(caller)), timeout=10)
 
 
 async def test_misuse_review_and_provision_history(suite: RunningSuite) -> None:

@@ -77,7 +77,8 @@ async def _call(suite: RunningSuite, caller: str, rpc: str, request: Any, purpos
         stub = stubs[service](channel)
         try:
             answer = await getattr(stub, method)(
-                request, metadata=purpose_metadata(purpose, case_reference=case_reference, request_id=request_id),
+                request, metadata=purpose_metadata(purpose, case_reference=case_reference, request_id=request_id,
+                                                  credential=suite.credential(caller)),
                 timeout=10)
         except grpc.aio.AioRpcError as error:
             ERROR_TEXTS.append(error.details() or "")

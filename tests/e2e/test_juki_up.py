@@ -67,11 +67,15 @@ def test_juki_up_serves_answers_the_first_call_and_stops_cleanly(tmp_path: Path)
                                 env=env, capture_output=True, text=True, timeout=30, check=False)
         assert (health.returncode, health.stdout.strip()) == (0, "SERVING")
         # endpoints.json appears before the demo data is loaded; the first call needs the demo data.
+        login = subprocess.run(_juki("operators", "login", "kyoiku-0001"), env=env, capture_output=True, text=True,
+                               timeout=30, check=False)
+        assert login.returncode == 0, login.stdout + login.stderr
         deadline = time.monotonic() + 60
         while True:
             first_call = subprocess.run(
-                _juki("call", "lookup", "--as", "kyoiku-iinkai", "--purpose", "EDU-SCHOLARSHIP-30-15-2-2",
-                      "--demo-resident", "0"), env=env, capture_output=True, text=True, timeout=30, check=False)
+                _juki("call", "lookup", "--as", "kyoiku-iinkai", "--operator", "kyoiku-0001",
+                      "--purpose", "EDU-SCHOLARSHIP-30-15-2-2", "--demo-resident", "0"),
+                env=env, capture_output=True, text=True, timeout=30, check=False)
             if first_call.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(1)

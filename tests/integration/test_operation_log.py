@@ -116,7 +116,8 @@ async def test_gateway_fails_closed_when_the_log_cannot_be_written(suite: Runnin
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await identity_pb2_grpc.IdentityServiceStub(channel).LookupResident(
                     identity_pb2.LookupResidentRequest(resident_code="12345678901"),
-                    metadata=purpose_metadata("EDU-SCHOLARSHIP-30-15-2-2", request_id=str(uuid.uuid4())), timeout=10)
+                    metadata=purpose_metadata("EDU-SCHOLARSHIP-30-15-2-2", request_id=str(uuid.uuid4()),
+                                              credential=suite.credential("kyoiku-iinkai")), timeout=10)
     finally:
         await owner.execute("GRANT INSERT ON gateway.operation_log TO juki_gateway")
         await owner.close()

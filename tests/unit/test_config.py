@@ -28,7 +28,8 @@ def environ(tmp_path: Path) -> dict[str, str]:
     env: dict[str, str] = {"JUKI_DATABASE_URL": DATABASE_URL, "JUKI_AGENCY_TARGET": AGENCY_TARGET}
     for variable, file_name in (("JUKI_TLS_CERT", "cert.pem"), ("JUKI_TLS_KEY", "key.pem"),
                                 ("JUKI_TLS_CA", "ca.pem"), ("JUKI_KEYRING_FILE", "keyring.json"),
-                                ("JUKI_OPERATION_LOG_KEY", "operation-log.key")):
+                                ("JUKI_OPERATION_LOG_KEY", "operation-log.key"),
+                                ("JUKI_OPERATOR_AUTH_PUBLIC_KEY", "operator-auth.pub")):
         path = tmp_path / file_name
         path.write_text("-----BEGIN DUMMY-----\n-----END DUMMY-----\n", encoding="utf-8")
         env[variable] = str(path)
@@ -171,6 +172,23 @@ def test_gateway_requires_every_backend_target(environ: dict[str, str], missing:
 
     assert missing in message
     _assert_no_value_in(message, environ)
+
+
+def test_gateway_requires_the_operator_authentication_public_key(environ: dict[str, str]) -> None:
+    environ.update(GATEWAY_TARGETS)
+    del environ["JUKI_OPERATOR_AUTH_PUBLIC_KEY"]
+
+    assert "JUKI_OPERATOR_AUTH_PUBLIC_KEY" in _config_error("gateway", environ)
+
+
+def test_gateway_reads_operator_credential_and_registry_settings(environ: dict[str, str]) -> None:
+    environ.update(GATEWAY_TARGETS)
+    environ.update({"JUKI_OPERATOR_CREDENTIAL_MAX_HOURS": "4", "JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS": "0.5"})
+
+    config = load_service_config("gateway", environ)
+
+    assert config.operator_auth_key == Path(environ["JUKI_OPERATOR_AUTH_PUBLIC_KEY"])
+    assert (config.operator_credential_max_hours, config.operator_registry_refresh) == (4.0, 0.5)
 
 
 @pytest.mark.parametrize("service", ["identity", "annex"])

@@ -28,6 +28,7 @@ SCHOLARSHIP = "EDU-SCHOLARSHIP-30-15-2-2"
 LICENCE = "EDU-LICENCE-30-15-2-1"
 TODAY = dt.date(2026, 12, 1)
 MAEBASHI = "102016"
+CLERK = frozenset({"provision_clerk"})
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def catalogue(municipalities: MunicipalityTable) -> Catalogue:
 def _refusal(catalogue: Catalogue, organization: str, method: str, purpose: str, case_reference: str = "",
              day: dt.date = TODAY) -> PermissionDenied:
     with pytest.raises(PermissionDenied) as excinfo:
-        catalogue.authorize(organization, method, purpose, case_reference, day)
+        catalogue.authorize(organization, method, purpose, case_reference, day, operator_roles=CLERK)
     assert excinfo.value.code == grpc.StatusCode.PERMISSION_DENIED
     return excinfo.value
 
@@ -85,7 +86,7 @@ def test_every_shipped_method_is_a_full_method_name_without_leading_slash(catalo
 
 
 def test_authorize_returns_the_purpose_for_a_granted_call(catalogue: Catalogue) -> None:
-    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", TODAY)
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", TODAY, operator_roles=CLERK)
 
     assert purpose.code == SCHOLARSHIP
     assert "record.full_name" in purpose.fields
@@ -93,7 +94,8 @@ def test_authorize_returns_the_purpose_for_a_granted_call(catalogue: Catalogue) 
 
 
 def test_authorize_accepts_a_method_name_without_leading_slash(catalogue: Catalogue) -> None:
-    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT.lstrip("/"), SCHOLARSHIP, "", TODAY)
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT.lstrip("/"), SCHOLARSHIP, "", TODAY,
+                                  operator_roles=CLERK)
 
     assert purpose.code == SCHOLARSHIP
 
@@ -133,7 +135,8 @@ def test_purpose_before_its_valid_from_is_refused(catalogue: Catalogue) -> None:
 def test_purpose_is_in_effect_from_its_valid_from_day(catalogue: Catalogue) -> None:
     first_day = catalogue.purposes[SCHOLARSHIP].valid_from
 
-    assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", first_day).code == SCHOLARSHIP
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, SCHOLARSHIP, "", first_day, operator_roles=CLERK)
+    assert purpose.code == SCHOLARSHIP
 
 
 def test_purpose_requiring_a_case_reference_is_refused_without_one(catalogue: Catalogue) -> None:
@@ -143,7 +146,8 @@ def test_purpose_requiring_a_case_reference_is_refused_without_one(catalogue: Ca
 
 
 def test_purpose_requiring_a_case_reference_is_allowed_with_one(catalogue: Catalogue) -> None:
-    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, LICENCE, "KYO-2026-0042", TODAY)
+    purpose = catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, LICENCE, "KYO-2026-0042", TODAY,
+                                  operator_roles=CLERK)
 
     assert purpose.code == LICENCE
 
@@ -320,3 +324,68 @@ kind = "governor_department"
                                 'fields = ["record.resident_code"]\noverseas_emigrant_only = true')
     with pytest.raises(CatalogueError, match="resident_code"):
         parse_catalogue(f'version = "t"\n{organization}{with_code}', municipalities)
+
+
+# --- operators and volume caps --------------------------------------------------------------------------
+
+
+def _with(extra: str, municipalities: MunicipalityTable) -> Catalogue:
+    return parse_catalogue(_catalogue_text(PURPOSE_A.replace("valid_from", f"{extra}\nvalid_from"), KYOIKU),
+                           municipalities)
+
+
+def test_purpose_for_human_work_refuses_a_call_without_an_operator(municipalities: MunicipalityTable) -> None:
+    catalogue = _with('operator_roles = ["provision_clerk"]', municipalities)
+    with pytest.raises(PermissionDenied) as refused:
+        catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", TODAY)
+    assert refused.value.reason == "OPERATOR_CREDENTIAL_REQUIRED"
+
+
+def test_purpose_for_human_work_refuses_an_operator_without_its_role(municipalities: MunicipalityTable) -> None:
+    catalogue = _with('operator_roles = ["provision_clerk"]', municipalities)
+    with pytest.raises(PermissionDenied) as refused:
+        catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", TODAY,
+                            operator_roles=frozenset({"auditor"}))
+    assert refused.value.reason == "OPERATOR_ROLE_NOT_ALLOWED"
+    assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", TODAY,
+                               operator_roles=frozenset({"auditor", "provision_clerk"})).code == "TEST-A"
+
+
+def test_purpose_for_systems_allows_calls_with_or_without_an_operator(municipalities: MunicipalityTable) -> None:
+    catalogue = parse_catalogue(_catalogue_text(PURPOSE_A, KYOIKU), municipalities)
+    for roles in (None, frozenset({"auditor"})):
+        assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", TODAY,
+                                   operator_roles=roles).code == "TEST-A"
+
+
+def test_unknown_operator_role_is_refused_naming_the_purpose(municipalities: MunicipalityTable) -> None:
+    with pytest.raises(CatalogueError, match=r"TEST-A.*superuser"):
+        _with('operator_roles = ["superuser"]', municipalities)
+
+
+@pytest.mark.parametrize("cap", ["max_records_per_call = 0", 'max_records_per_day = "10"',
+                                 "max_records_per_operator_per_day = true"])
+def test_volume_cap_that_is_not_a_positive_integer_is_refused(municipalities: MunicipalityTable, cap: str) -> None:
+    with pytest.raises(CatalogueError, match=rf"TEST-A.*{cap.split(maxsplit=1)[0]}"):
+        _with(cap, municipalities)
+
+
+def test_volume_caps_are_read_from_the_purpose(municipalities: MunicipalityTable) -> None:
+    purpose = _with("max_records_per_call = 5\nmax_records_per_day = 100\nmax_records_per_operator_per_day = 20",
+                    municipalities).purposes["TEST-A"]
+    assert (purpose.max_records_per_call, purpose.max_records_per_day,
+            purpose.max_records_per_operator_per_day) == (5, 100, 20)
+
+
+def test_shipped_human_purposes_name_the_roles_of_the_issue(catalogue: Catalogue) -> None:
+    purposes = catalogue.purposes
+    assert purposes["DISCLOSURE-30-32"].operator_roles == {"disclosure_clerk"}
+    assert purposes["AUDIT-OPERATION-LOG"].operator_roles == {"auditor"}
+    assert purposes["ADMIN-OPERATORS"].operator_roles == {"administrator"}
+    for code in (SCHOLARSHIP, LICENCE, "PASSPORT-30-15-1-1", "ANNEX-OVERSEAS-30-44-6-2", "JUKI-OWN-AFFAIRS"):
+        assert purposes[code].operator_roles == CLERK, code
+    for code in ("CS-NOTIFY-30-6", "CS-NOTIFY-30-41", "AGENCY-ERROR-REPORT-30-8", "CS-REPORTS-12-5"):
+        assert not purposes[code].operator_roles, f"{code} is called by systems"
+    disclosure_methods = {m for p in purposes.values() for m in p.methods if ".disclosure." in m}
+    assert all(p.operator_roles == {"disclosure_clerk"} for p in purposes.values()
+               if p.methods & disclosure_methods)

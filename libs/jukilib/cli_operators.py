@@ -1,0 +1,176 @@
+"""`juki operators …`: the operator registry and operator log-in.
+
+- `login OPERATOR_ID` issues the operator's short-lived credential (see below).
+- `add`, `list`, `disable`, `enable`, `disable-organization`, `enable-organization` go through the
+  gateway's OperatorAdminService, as an administrator (`--operator`, whose credential `login` saved),
+  from the administrators' terminal (`--as`, a client certificate). A prefecture expects this: every
+  change to who may see resident data is then purpose-checked, role-checked and written to the same
+  hash-chained operation log as every provision (技術的基準: 操作者の管理 and 操作履歴), and no one needs
+  database credentials to manage operators.
+- `add --bootstrap` writes directly to the registry as the gateway's schema owner: only for the first
+  administrator, when no one can yet call the admin API (like `juki db-bootstrap` for the database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from juki.gateway.v1 import operator_admin_pb2 as pb
+from juki.gateway.v1 import operator_admin_pb2_grpc
+from jukilib.config import Env
+from jukilib.operator_credential import DEFAULT_LIFETIME, ROLES, issue, load_signing_key
+from jukilib.runner import connected, run
+
+ADMIN_CALLER = "admin-office"
+ADMIN_PURPOSE = "ADMIN-OPERATORS"
+
+
+def _home() -> Path:
+    return Path(os.environ.get("JUKI_HOME", ".juki"))
+
+
+def add_parser(commands: Any) -> None:
+    operators = commands.add_parser("operators", help="the operator registry; operator log-in")
+    actions = operators.add_subparsers(dest="action", required=True)
+    login = actions.add_parser("login", help="issue an operator credential (stands for the palm-vein log-in)")
+    login.add_argument("operator_id")
+    login.add_argument("--hours", type=float, default=DEFAULT_LIFETIME.total_seconds() / 3600)
+    login.add_argument("--role", action="append", choices=ROLES, help="ask for only these roles")
+    add = actions.add_parser("add", help="register an operator")
+    add.add_argument("operator_id")
+    add.add_argument("--organization", required=True)
+    add.add_argument("--role", action="append", choices=ROLES, required=True)
+    add.add_argument("--valid-until", type=dt.date.fromisoformat, default=None, help="YYYY-MM-DD (exclusive)")
+    add.add_argument("--bootstrap", action="store_true",
+                     help="write directly as the schema owner (first administrator only)")
+    listing = actions.add_parser("list", help="list operators")
+    listing.add_argument("--organization", default="")
+    for name in ("disable", "enable"):
+        actions.add_parser(name, help=f"{name} an operator (every replica within 5 s)").add_argument("operator_id")
+    for name in ("disable-organization", "enable-organization"):
+        actions.add_parser(name, help=f"{name.split('-')[0]} a calling organisation").add_argument("organization")
+    for sub in (add, listing, *(actions.choices[n] for n in ("disable", "enable", "disable-organization",
+                                                             "enable-organization"))):
+        sub.add_argument("--as", dest="caller", default=ADMIN_CALLER, help="client certificate (sample caller)")
+        sub.add_argument("--operator", default=os.environ.get("JUKI_OPERATOR", ""),
+                         help="the administrator's operator id (default JUKI_OPERATOR)")
+
+
+def command(args: argparse.Namespace) -> int:
+    if args.action == "login":
+        return run(_login(args))
+    if args.action == "add" and args.bootstrap:
+        return run(_bootstrap(args))
+    return run(_admin(args))
+
+
+def _registry_url(env: Env, home: Path) -> str:
+    """The gateway's database: JUKI_DATABASE_URL, else the one `juki up` wrote to endpoints.json."""
+    url = env.optional("JUKI_DATABASE_URL")
+    if url:
+        return url
+    from jukilib.client import Endpoints
+
+    return Endpoints.load(home / "endpoints.json").gateway_database_url or env.text("JUKI_DATABASE_URL")
+
+
+async def _login(args: argparse.Namespace) -> int:
+    """Stands for the palm-vein log-in at the terminal.
+
+    In the real system this runs on the prefecture's authentication server: the terminal's palm-vein
+    reader captures the operator's vein pattern and the server matches it against the template enrolled
+    for `operator_id`. THE BIOMETRIC DEVICE PLUGS IN HERE, before the registry check below: only on a
+    match may the server go on to sign. In juki the authentication is possession of the signing key file
+    (`JUKI_OPERATOR_AUTH_KEY`, 0600), so only whoever holds it can issue credentials.
+    """
+    from services.gateway.operators import ACTIVE, record_of
+    from services.gateway.registry_store import fetch_operator
+
+    env, home = Env(), _home()
+    max_hours = float(env.text("JUKI_OPERATOR_CREDENTIAL_MAX_HOURS", "8"))
+    if not 0 < args.hours <= max_hours:
+        print(f"juki: --hours must be more than 0 and at most {max_hours:g}", file=sys.stderr)
+        return 2
+    async with connected(_registry_url(env, home), "gateway") as connection:
+        row = await fetch_operator(connection, args.operator_id)
+    now = dt.datetime.now(dt.UTC)
+    record = record_of(row) if row is not None else None
+    if record is None or record.status != ACTIVE or not record.in_effect(now):
+        print(f"juki: {args.operator_id} is not an active registered operator", file=sys.stderr)
+        return 1
+    roles = frozenset(args.role or record.roles) & record.roles
+    if not roles:
+        print(f"juki: {args.operator_id} holds none of the roles asked for", file=sys.stderr)
+        return 1
+    key = load_signing_key(Path(env.text("JUKI_OPERATOR_AUTH_KEY", str(home / "operator-auth.key"))))
+    credential = issue(key, record.operator_id, record.organization, roles, now=now,
+                       lifetime=dt.timedelta(hours=args.hours))
+    from jukilib.client import save_credential
+
+    path = save_credential(home, record.operator_id, credential)
+    print(f"{record.operator_id} ({record.organization}; {', '.join(sorted(roles))}) logged in until "
+          f"{now + dt.timedelta(hours=args.hours):%Y-%m-%d %H:%M} UTC; credential in {path}")
+    return 0
+
+
+async def _bootstrap(args: argparse.Namespace) -> int:
+    from services.gateway.registry_store import insert_operator
+
+    env = Env()
+    url = env.optional("JUKI_MIGRATION_DATABASE_URL") or _registry_url(env, _home())
+    until = dt.datetime.combine(args.valid_until, dt.time(), dt.UTC) if args.valid_until else None
+    async with connected(url, "gateway") as connection:
+        await insert_operator(connection, args.operator_id, organization=args.organization,
+                              roles=frozenset(args.role), valid_from=None, valid_until=until, by="bootstrap")
+    print(f"registered {args.operator_id} ({args.organization}) directly; use the admin API from now on")
+    return 0
+
+
+async def _admin(args: argparse.Namespace) -> int:
+    from jukilib.calls import _print, _print_error
+    from jukilib.client import Endpoints, gateway_channel, load_credential, purpose_metadata
+
+    home = _home()
+    if not args.operator:
+        print("juki: --operator (an administrator who has logged in) is required", file=sys.stderr)
+        return 2
+    metadata = purpose_metadata(ADMIN_PURPOSE, credential=load_credential(home, args.operator))
+    async with gateway_channel(Endpoints.load(home / "endpoints.json"), args.caller) as channel:
+        stub = operator_admin_pb2_grpc.OperatorAdminServiceStub(channel)
+        try:
+            answer = await _admin_call(args, stub, metadata)
+        except grpc.aio.AioRpcError as error:
+            _print_error(error)
+            return 1
+    _print(answer)
+    return 0
+
+
+async def _admin_call(args: argparse.Namespace, stub: Any, metadata: Any) -> Any:
+    from services.gateway.admin import ROLE_VALUES
+
+    if args.action == "add":
+        operator = pb.Operator(organization=args.organization, roles=[ROLE_VALUES[r] for r in args.role])
+        if args.valid_until:
+            operator.valid_until.FromDatetime(dt.datetime.combine(args.valid_until, dt.time(), dt.UTC))
+        return await stub.CreateOperator(pb.CreateOperatorRequest(operator_id=args.operator_id, operator=operator),
+                                         metadata=metadata, timeout=10)
+    if args.action == "list":
+        return await stub.ListOperators(pb.ListOperatorsRequest(organization=args.organization, page_size=500),
+                                        metadata=metadata, timeout=10)
+    if args.action in ("disable", "enable"):
+        method = stub.DisableOperator if args.action == "disable" else stub.EnableOperator
+        request_type = pb.DisableOperatorRequest if args.action == "disable" else pb.EnableOperatorRequest
+        return await method(request_type(name=f"operators/{args.operator_id}"), metadata=metadata, timeout=10)
+    method = stub.DisableOrganization if args.action == "disable-organization" else stub.EnableOrganization
+    request = (pb.DisableOrganizationRequest if args.action == "disable-organization"
+               else pb.EnableOrganizationRequest)(name=f"organizations/{args.organization}")
+    return await method(request, metadata=metadata, timeout=10)
+

@@ -1,0 +1,182 @@
+"""OperatorAdminService: the operator registry and organisation status, managed through the gateway.
+
+Reached like every method behind the gateway (purpose ADMIN-OPERATORS, role administrator, one
+operation log entry per call), so every administrative act is in the hash-chained log. After each
+change this replica reads the registry again at once; the others within their refresh interval.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import asyncpg
+
+from juki.gateway.v1 import operator_admin_pb2 as pb
+from jukilib import caller, paging
+from jukilib.db.pool import Database
+from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from jukilib.operator_credential import OPERATOR_ID
+from services.gateway import registry_store as store
+from services.gateway.operators import ACTIVE, DISABLED, OperatorRegistry
+from services.gateway.policy import Catalogue
+
+ROLE_NAMES: dict[int, str] = {
+    pb.OPERATOR_ROLE_PROVISION_CLERK: "provision_clerk",
+    pb.OPERATOR_ROLE_DISCLOSURE_CLERK: "disclosure_clerk",
+    pb.OPERATOR_ROLE_AUDITOR: "auditor",
+    pb.OPERATOR_ROLE_ADMINISTRATOR: "administrator",
+}
+ROLE_VALUES = {name: pb.OperatorRole.ValueType(value) for value, name in ROLE_NAMES.items()}
+STATES = {ACTIVE: pb.REGISTRATION_STATE_ACTIVE, DISABLED: pb.REGISTRATION_STATE_DISABLED}
+UPDATABLE = frozenset({"roles", "valid_from", "valid_until"})
+
+
+def operator_message(row: asyncpg.Record) -> pb.Operator:
+    message = pb.Operator(name=f"operators/{row['operator_id']}", organization=row["organization"],
+                          roles=[ROLE_VALUES[r] for r in row["roles"]], state=STATES[row["status"]])
+    message.valid_from.FromDatetime(row["valid_from"])
+    if row["valid_until"] is not None:
+        message.valid_until.FromDatetime(row["valid_until"])
+    message.create_time.FromDatetime(row["create_time"])
+    message.update_time.FromDatetime(row["update_time"])
+    return message
+
+
+def _operator_id(name: str, field: str) -> str:
+    prefix, _, operator_id = name.partition("/")
+    if prefix != "operators" or not OPERATOR_ID.match(operator_id):
+        raise InvalidArgument([FieldViolation(field, "must be operators/{operator_id}")])
+    return operator_id
+
+
+def _roles(values: list[int], field: str, violations: list[FieldViolation]) -> frozenset[str]:
+    if not values or any(v not in ROLE_NAMES for v in values):
+        violations.append(FieldViolation(field, "must list one or more known roles"))
+        return frozenset()
+    return frozenset(ROLE_NAMES[v] for v in values)
+
+
+def _period(operator: pb.Operator, violations: list[FieldViolation]) -> tuple[dt.datetime | None, dt.datetime | None]:
+    start = operator.valid_from.ToDatetime(dt.UTC) if operator.HasField("valid_from") else None
+    end = operator.valid_until.ToDatetime(dt.UTC) if operator.HasField("valid_until") else None
+    if end is not None and end <= (start or dt.datetime.now(dt.UTC)):
+        violations.append(FieldViolation("operator.valid_until", "must be after valid_from (and in the future)"))
+    return start, end
+
+
+class OperatorAdmin:
+    """The methods of OperatorAdminService; `who` is the caller the gateway authenticated."""
+
+    def __init__(self, database: Database, registry: OperatorRegistry, catalogue: Callable[[], Catalogue]) -> None:
+        self._database = database
+        self._registry = registry
+        self._catalogue = catalogue
+
+    async def CreateOperator(self, request: pb.CreateOperatorRequest, who: caller.Caller) -> pb.Operator:
+        violations: list[FieldViolation] = []
+        if not OPERATOR_ID.match(request.operator_id):
+            violations.append(FieldViolation("operator_id", "must be 2-64 characters of a-z, 0-9, '.', '_', '-'"))
+        if request.operator.organization not in self._catalogue().organizations:
+            violations.append(FieldViolation("operator.organization", "must be an organisation of the catalogue"))
+        roles = _roles(list(request.operator.roles), "operator.roles", violations)
+        start, end = _period(request.operator, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        async with self._database.connection() as connection:
+            row = await store.insert_operator(
+                connection, request.operator_id, organization=request.operator.organization, roles=roles,
+                valid_from=start, valid_until=end, by=who.operator)
+        await self._registry.refresh()
+        return operator_message(row)
+
+    async def GetOperator(self, request: pb.GetOperatorRequest, who: caller.Caller) -> pb.Operator:
+        operator_id = _operator_id(request.name, "name")
+        async with self._database.connection() as connection:
+            row = await store.fetch_operator(connection, operator_id)
+        if row is None:
+            raise NotFound("no such operator", "OPERATOR_NOT_FOUND")
+        return operator_message(row)
+
+    async def ListOperators(self, request: pb.ListOperatorsRequest, who: caller.Caller) -> pb.ListOperatorsResponse:
+        limit = paging.page_size(request.page_size)
+        position = paging.decode_token(request.page_token, keys=("after",))
+        after = str(position["after"]) if position else ""
+        async with self._database.connection() as connection:
+            rows = await store.list_operators(connection, request.organization, after, limit + 1)
+        token = paging.encode_token({"after": rows[limit - 1]["operator_id"]}) if len(rows) > limit else ""
+        return pb.ListOperatorsResponse(operators=[operator_message(r) for r in rows[:limit]], next_page_token=token)
+
+    async def UpdateOperator(self, request: pb.UpdateOperatorRequest, who: caller.Caller) -> pb.Operator:
+        operator_id = _operator_id(request.operator.name, "operator.name")
+        paths = set(request.update_mask.paths)
+        violations: list[FieldViolation] = []
+        if not paths or not paths <= UPDATABLE:
+            violations.append(FieldViolation("update_mask", f"must name some of {', '.join(sorted(UPDATABLE))}"))
+        roles = _roles(list(request.operator.roles), "operator.roles", violations) if "roles" in paths else None
+        start, end = _period(request.operator, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        async with self._database.connection() as connection:
+            row = await store.update_operator(
+                connection, operator_id, roles=roles, valid_from=start if "valid_from" in paths else None,
+                valid_until=end if "valid_until" in paths else None,
+                clear_until="valid_until" in paths and end is None, by=who.operator)
+        return await self._changed(row)
+
+    async def DisableOperator(self, request: pb.DisableOperatorRequest, who: caller.Caller) -> pb.Operator:
+        operator_id = _operator_id(request.name, "name")
+        if operator_id == who.operator:
+            raise FailedPrecondition("an administrator cannot disable themselves", "SELF_DISABLE")
+        return await self._set_operator_status(operator_id, DISABLED, who)
+
+    async def EnableOperator(self, request: pb.EnableOperatorRequest, who: caller.Caller) -> pb.Operator:
+        return await self._set_operator_status(_operator_id(request.name, "name"), ACTIVE, who)
+
+    async def _set_operator_status(self, operator_id: str, status: str, who: caller.Caller) -> pb.Operator:
+        async with self._database.connection() as connection:
+            row = await store.set_operator_status(connection, operator_id, status, who.operator)
+        return await self._changed(row)
+
+    async def _changed(self, row: asyncpg.Record | None) -> pb.Operator:
+        if row is None:
+            raise NotFound("no such operator", "OPERATOR_NOT_FOUND")
+        await self._registry.refresh()
+        return operator_message(row)
+
+    async def GetOrganization(self, request: pb.GetOrganizationRequest, who: caller.Caller) -> pb.Organization:
+        code = self._organization(request.name)
+        async with self._database.connection() as connection:
+            return self._organization_message(code, await store.organization_status(connection, code))
+
+    async def DisableOrganization(self, request: pb.DisableOrganizationRequest,
+                                  who: caller.Caller) -> pb.Organization:
+        code = self._organization(request.name)
+        if code == who.organization:
+            raise FailedPrecondition("an administrator cannot disable their own organisation", "SELF_DISABLE")
+        return await self._set_organization_status(code, DISABLED, who)
+
+    async def EnableOrganization(self, request: pb.EnableOrganizationRequest, who: caller.Caller) -> pb.Organization:
+        return await self._set_organization_status(self._organization(request.name), ACTIVE, who)
+
+    async def _set_organization_status(self, code: str, status: str, who: caller.Caller) -> pb.Organization:
+        async with self._database.connection() as connection:
+            row = await store.set_organization_status(connection, code, status, who.operator)
+        await self._registry.refresh()
+        return self._organization_message(code, row)
+
+    def _organization(self, name: str) -> str:
+        prefix, _, code = name.partition("/")
+        if prefix != "organizations" or not code:
+            raise InvalidArgument([FieldViolation("name", "must be organizations/{organization_code}")])
+        if code not in self._catalogue().organizations:
+            raise NotFound("no such organisation in the policy catalogue", "ORGANIZATION_NOT_FOUND")
+        return code
+
+    def _organization_message(self, code: str, row: asyncpg.Record | None) -> pb.Organization:
+        message = pb.Organization(name=f"organizations/{code}",
+                                  display_name=self._catalogue().organizations[code].name,
+                                  state=STATES[row["status"] if row else ACTIVE])
+        if row is not None:
+            message.update_time.FromDatetime(row["update_time"])
+        return message
