@@ -48,6 +48,8 @@ class Purpose:
     case_reference_required: bool = False
     overseas_emigrant_only: bool = False
     example: bool = False
+    operator_roles: frozenset[str] = frozenset()
+    """Roles an operator must hold to act under the purpose (e.g. `disclosure_clerk`); empty: any."""
 
     @property
     def all_fields(self) -> bool:
@@ -121,6 +123,9 @@ def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
         values = _require(entry, key, list, where)
         if not all(isinstance(v, str) and v for v in values):
             raise CatalogueError(f"{where}: '{key}' must list non-empty strings")
+    roles = entry.get("operator_roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
+        raise CatalogueError(f"{where}: 'operator_roles' must list non-empty strings")
     return Purpose(
         code=code,
         legal_basis=_require(entry, "legal_basis", str, where),
@@ -133,6 +138,7 @@ def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
         case_reference_required=bool(entry.get("case_reference_required", False)),
         overseas_emigrant_only=bool(entry.get("overseas_emigrant_only", False)),
         example=bool(entry.get("example", False)),
+        operator_roles=frozenset(roles),
     )
 
 
