@@ -11,7 +11,6 @@ is still at that revision, so two clerks cannot both decide one case.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -105,12 +104,12 @@ def correction_message(row: asyncpg.Record, steps: list[asyncpg.Record]) -> pb.C
         municipality_report=row["municipality_report"] or "", resolving_version=row["resolving_version"] or 0,
         documents=row["documents"], etag=etag_of(row),
         items=[pb.CorrectionItem(field=i["field"], action=i["action"], requested_value=i["requested_value"])
-               for i in json.loads(row["items"])],
+               for i in row["items"]],
     )
     for step in steps:
         added = case.investigation_steps.add(description=step["description"], actor=step["actor"])
         added.create_time.FromDatetime(step["at"])
-    for recipient in json.loads(row["wrong_value_recipients"]):
+    for recipient in row["wrong_value_recipients"]:
         added_recipient = case.wrong_value_recipients.add(
             organization=recipient["organization"], purposes=recipient["purposes"], fields=recipient["fields"],
             record_versions=sorted({p["record_version"] for p in recipient["provisions"]}),
@@ -380,7 +379,7 @@ class Desk:
         async with self._database.transaction() as connection:
             row = await self._locked_correction(connection, case_id, request.etag)
             rules.check_transition(row["state"], target, correction=True)
-            items = json.loads(row["items"])
+            items = row["items"]
             fields = rules.validate_conclusion(request.error_found, request.reason_code, list(request.fields),
                                                [i["field"] for i in items])
             await store.set_correction_state(connection, case_id, target, actor)

@@ -4,7 +4,6 @@ caller owns the transaction."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -187,7 +186,7 @@ async def insert_correction(connection: asyncpg.Connection, new: NewCorrection, 
                 receive_time, state, opened_by)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_CORRECTION_COLUMNS}""",
         new.id, new.request_id, new.disclosure_case_id, subject_resident_code, new.file,
-        json.dumps(new.items, ensure_ascii=False), new.receive_time, state, new.opened_by)
+        new.items, new.receive_time, state, new.opened_by)
     assert row is not None
     await add_event(connection, "correction", new.id, state, new.opened_by)
     return row
@@ -236,8 +235,7 @@ async def add_step(connection: asyncpg.Connection, case_id: uuid.UUID, descripti
 async def set_correction_state(connection: asyncpg.Connection, case_id: uuid.UUID, state: int, actor: str,
                                detail: str = "", **columns: Any) -> None:
     """Move a correction case to `state` (one new revision), setting `columns`; records the event."""
-    values = [json.dumps(v, ensure_ascii=False) if name == "wrong_value_recipients" else v
-              for name, v in columns.items()]
+    values = list(columns.values())  # jsonb columns take Python values (the pool's codec encodes them)
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=3))
     status = await connection.execute(
         f"""UPDATE correction_case SET state = $2, revision = revision + 1, update_time = now()
