@@ -188,7 +188,8 @@ async def test_one_extension_before_the_deadline_with_a_written_notice(suite: Ru
         name=extended.extension.notice))
     assert notice.kind == dpb.DOCUMENT_KIND_EXTENSION_NOTICE
     text = _pdf_text(notice.pdf)
-    assert "延長" in text and "大量の記録の確認に時間を要するため" in text and f"{new.year}年{new.month}月{new.day}日" in text
+    assert "延長" in text and "大量の記録の確認に時間を要するため" in text
+    assert f"{new.year}年{new.month}月{new.day}日" in text
     with pytest.raises(grpc.aio.AioRpcError) as again:
         await _desk(suite, "ExtendDisclosureCase", dpb.ExtendDisclosureCaseRequest(
             name=case.name, etag=extended.etag, extension=extension))
@@ -246,12 +247,6 @@ async def test_correction_closes_by_itself_when_the_municipality_corrects_and_re
     disclosure, _, text = await _decided(suite, resident.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
     assert "誤記　太郎" in text
 
-    # A correction needs a disclosure: a case decided "no record" does not qualify.
-    nothing, _, _ = await _decided(suite, _person(9).resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await _desk(suite, "CreateCorrectionCase", _correction(nothing.name, "record.full_name", "x"), CORRECTION)
-    assert _reason(refused.value) == "NOT_DISCLOSED"
-
     investigating = await _investigated(suite, disclosure.name, resident.full_name)
     waiting = await _desk(suite, "ConcludeCorrectionInvestigation", dpb.ConcludeCorrectionInvestigationRequest(
         name=investigating.name, etag=investigating.etag, error_found=True, reason_code="ITEM_MISMATCH"), CORRECTION)
@@ -303,14 +298,28 @@ async def test_correction_closes_by_itself_when_the_municipality_corrects_and_re
     logged = await _log(suite, "organization = 'disclosure' AND case_reference = $1", waiting.name)
     assert {r["method"].rsplit("/", 1)[-1] for r in logged} >= {"CreateMunicipalityReport", "GetMunicipalityReport"}
 
-    # A second request on the same disclosure, investigated without finding an error.
-    second = await _investigated(suite, disclosure.name, "別の氏名")
+
+async def test_correction_needs_a_disclosure_of_the_file(suite: RunningSuite) -> None:
+    # A case decided "no record" does not qualify (30-35: a person who received a disclosure).
+    nothing, _, _ = await _decided(suite, _person(9).resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _desk(suite, "CreateCorrectionCase", _correction(nothing.name, "record.full_name", "x"), CORRECTION)
+    assert _reason(refused.value) == "NOT_DISCLOSED"
+
+
+async def test_correction_without_error_gets_a_written_result(suite: RunningSuite) -> None:
+    resident = _person(10)
+    await _notify(suite, birth_notification(resident, "corr-10", EVENT_DATE, NOTIFY_TIME))
+    disclosure, _, _ = await _decided(suite, resident.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    investigating = await _investigated(suite, disclosure.name, "別の氏名")
     no_error = await _desk(suite, "ConcludeCorrectionInvestigation", dpb.ConcludeCorrectionInvestigationRequest(
-        name=second.name, etag=second.etag, error_found=False), CORRECTION)
+        name=investigating.name, etag=investigating.etag, error_found=False), CORRECTION)
     assert no_error.state == dpb.CORRECTION_STATE_RESULT_NOTIFIED and len(no_error.documents) == 1
+    assert [s.description for s in no_error.investigation_steps] == ["市町村の住民票と照合した"]
     notice = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(
         name=no_error.documents[0]), CORRECTION)
-    assert "誤りは認められませんでした" in _pdf_text(notice.pdf) and notice.record_versions[0].endswith("/versions/2")
+    assert "誤りは認められませんでした" in _pdf_text(notice.pdf) and notice.record_versions[0].endswith("/versions/1")
+    assert json.loads(notice.json)["outcome"] == "NO_ERROR"
 
 
 async def test_no_personal_data_of_disclosure_residents_in_logs(suite: RunningSuite, log_lines: list[str]) -> None:
