@@ -6,11 +6,13 @@ reports through the gateway too, under its own purposes, so every step is in the
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import hashlib
 import io
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,6 +24,7 @@ from juki.disclosure.v1 import disclosure_pb2 as dpb
 from juki.disclosure.v1 import disclosure_pb2_grpc
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
+from jukilib import cli_cases
 from jukilib.client import purpose_metadata
 from jukilib.demo.notifications import annex_notification, birth_notification
 from jukilib.demo.residents import SyntheticResident
@@ -173,6 +176,30 @@ async def test_extension_is_refused_after_the_deadline(suite: RunningSuite) -> N
     overdue = await _desk(suite, "ListDisclosureCases", dpb.ListDisclosureCasesRequest(
         deadline_status=dpb.DEADLINE_STATUS_OVERDUE, page_size=500))
     assert case.name in {c.name for c in overdue.disclosure_cases}
+
+
+async def test_juki_cases_lists_open_cases_with_deadlines_and_states(
+        suite: RunningSuite, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    received = dt.datetime.now(dt.UTC) - dt.timedelta(days=31)
+    overdue = await _open_verified(suite, _person(11).resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE], received)
+    fresh = await _desk(suite, "CreateDisclosureCase", _new_case(_person(12).resident_code,
+                                                                 [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE]))
+    desk = suite.pki.clients["disclosure-desk"]
+    (tmp_path / "endpoints.json").write_text(json.dumps({
+        "gateway": suite.gateway, "services": {}, "ca_cert": str(suite.pki.ca_cert), "database_url": "",
+        "client_certs": {"disclosure-desk": {"cert": str(desk.cert), "key": str(desk.key)}}}))
+    parser = argparse.ArgumentParser()
+    cli_cases.add_parser(parser.add_subparsers(dest="command"))
+
+    assert await cli_cases.run(parser.parse_args(["cases", "list", "--overdue", "--operator", OPERATOR]),
+                               tmp_path) == 0
+    listed = capsys.readouterr().out
+    (row,) = [line for line in listed.splitlines() if line.startswith(overdue.name)]
+    assert "IDENTITY_VERIFIED" in row and "OVERDUE" in row and fresh.name not in listed
+    assert await cli_cases.run(parser.parse_args(["cases", "list"]), tmp_path) == 0
+    everything = capsys.readouterr().out
+    assert fresh.name in everything and "RECEIVED" in everything
+    assert _person(11).full_name not in everything and _person(11).resident_code not in everything
 
 
 async def test_one_extension_before_the_deadline_with_a_written_notice(suite: RunningSuite) -> None:

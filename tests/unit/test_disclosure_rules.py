@@ -202,7 +202,7 @@ def test_only_organs_given_the_wrong_value_while_it_stood_are_listed() -> None:
     assert all(r["fields"] == ["record.full_name"] for r in found)  # the address did not change
 
 
-def test_notices_render_japanese_text_and_hash_what_they_store() -> None:
+def test_notices_render_japanese_text_reproducibly() -> None:
     pdf = notices.render("本人確認情報開示決定通知書", ["氏名: 山田　太郎"])
     text = PdfReader(BytesIO(pdf)).pages[0].extract_text()
     assert "本人確認情報開示決定通知書" in text and "山田　太郎" in text
