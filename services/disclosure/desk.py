@@ -27,7 +27,6 @@ from services.disclosure import corrections, notices, rules, store
 from services.disclosure.records import ANNEX, IDENTITY, REPORTS_PURPOSE, FileRecords, Records
 
 S, C = pb.DisclosureState, pb.CorrectionState
-SYSTEM_ACTOR = "disclosure"  # the service itself (the background task that follows 12-5 reports)
 FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_FILE_ANNEX: ANNEX}
 SCOPES: dict[int, int] = {pb.RECORD_FILE_IDENTITY: pb.DISCLOSURE_SCOPE_IDENTITY_FILE,
                           pb.RECORD_FILE_ANNEX: pb.DISCLOSURE_SCOPE_ANNEX_FILE}
@@ -431,10 +430,11 @@ class Desk:
         Design: the owning register resolves a 12-5 report when the addressed municipality's 修正 for
         the person arrives (jukilib.register.reports.resolve_by_correction). The disclosure service
         asks the register for the report's state (GetMunicipalityReport, through the gateway) in a
-        background task. Polling keeps the register free of any knowledge of disclosure cases, needs
-        no callback channel into this service, survives restarts of either side (the waiting state is
-        in this service's table), and is safe with several replicas (the finishing transaction checks
-        the case is still waiting).
+        background task, and once it is resolved completes the case with CompleteCorrectionCase, also
+        through the gateway, so that this transition is in the operation log like a clerk's. Polling
+        keeps the register free of any knowledge of disclosure cases, needs no callback into this
+        service, survives restarts of either side (the waiting state is in this service's table), and
+        is safe with several replicas (the completing transaction checks the case is still waiting).
         """
         async with self._database.connection() as connection:
             waiting = await store.awaiting_update(connection, limit)
@@ -443,13 +443,26 @@ class Desk:
             async with self._database.connection() as connection:
                 await store.touch_correction(connection, row["id"])
             case = correction_message(row, [])
-            file = FILES[case.file]
-            report = await self._records.get_report(file, case.municipality_report, case.name)
-            if report.state != REPORT_RESOLVED:
-                continue
-            await self._complete(row, report.resolving_version)
-            moved += 1
+            report = await self._records.get_report(FILES[case.file], case.municipality_report, case.name)
+            if report.state == REPORT_RESOLVED:
+                await self._records.complete_correction(case.name)
+                moved += 1
         return moved
+
+    async def complete(self, case_id: uuid.UUID) -> None:
+        """AWAITING_CS_UPDATE → UPDATED → RESULT_NOTIFIED once the register resolved the 12-5 report."""
+        async with self._database.connection() as connection:
+            row = await store.get_correction(connection, case_id)
+        if row is None:
+            raise NotFound("no such correction case", "CASE_NOT_FOUND")
+        rules.check_transition(row["state"], C.CORRECTION_STATE_UPDATED, correction=True)
+        case = correction_message(row, [])
+        # The report's state comes from the register, never from the caller.
+        report = await self._records.get_report(FILES[case.file], case.municipality_report, case.name)
+        if report.state != REPORT_RESOLVED:
+            raise FailedPrecondition("the municipality has not yet corrected the record (12-5 report unresolved)",
+                                     "REPORT_NOT_RESOLVED")
+        await self._complete(row, report.resolving_version)
 
     async def _complete(self, row: asyncpg.Record, resolving: int) -> None:
         """UPDATED → RESULT_NOTIFIED: the result notice, and a notice to every organ given the wrong value."""
@@ -476,12 +489,13 @@ class Desk:
             current = await store.get_correction(connection, row["id"], lock=True)
             if current is None or current["state"] != C.CORRECTION_STATE_AWAITING_CS_UPDATE:
                 return  # another replica finished it
-            await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_UPDATED, SYSTEM_ACTOR,
+            actor = _actor()
+            await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_UPDATED, actor,
                                              f"version {resolving}", resolving_version=resolving)
             for recipient, notice in zip(recipients, organ_notices, strict=True):
                 recipient["notice"] = await store.insert_document(connection, "correction", row["id"], notice)
             document = await store.insert_document(connection, "correction", row["id"], result)
-            await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_RESULT_NOTIFIED, SYSTEM_ACTOR,
+            await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_RESULT_NOTIFIED, actor,
                                              document, wrong_value_recipients=recipients)
 
 

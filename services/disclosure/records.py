@@ -17,6 +17,7 @@ import grpc
 from grpc import aio
 
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
+from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from juki.gateway.v1 import operation_log_pb2, operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
@@ -55,6 +56,7 @@ class Records:
         self._identity = identity_pb2_grpc.IdentityServiceStub(gateway)
         self._annex = annex_pb2_grpc.AnnexServiceStub(gateway)
         self._oplog = operation_log_pb2_grpc.OperationLogServiceStub(gateway)
+        self._disclosure = disclosure_pb2_grpc.DisclosureServiceStub(gateway)
 
     @staticmethod
     def _metadata(purpose: str, case: str) -> tuple[tuple[str, str], ...]:
@@ -128,3 +130,8 @@ class Records:
     async def get_report(self, file: str, name: str, case: str) -> Any:
         return await self._call(self._register(file).GetMunicipalityReport,
                                 register_pb2.GetMunicipalityReportRequest(name=name), REPORTS_PURPOSE, case)
+
+    async def complete_correction(self, case: str) -> Any:
+        """CompleteCorrectionCase through the gateway: the background task's transition, logged there."""
+        return await self._call(self._disclosure.CompleteCorrectionCase,
+                                disclosure_pb2.CompleteCorrectionCaseRequest(name=case), REPORTS_PURPOSE, case)

@@ -141,6 +141,13 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
         await self._desk.conclude(case_id, request)
         return await self._correction(case_id)
 
+    async def CompleteCorrectionCase(
+        self, request: pb.CompleteCorrectionCaseRequest, context: Ctx
+    ) -> pb.CorrectionCase:
+        case_id = parse_name(request.name, CORRECTIONS)
+        await self._desk.complete(case_id)
+        return await self._correction(case_id)
+
     async def CloseCorrectionCase(self, request: pb.CloseCorrectionCaseRequest, context: Ctx) -> pb.CorrectionCase:
         case_id = parse_name(request.name, CORRECTIONS)
         await self._desk.close_correction(case_id, request.etag)

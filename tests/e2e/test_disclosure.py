@@ -282,6 +282,9 @@ async def test_correction_closes_by_itself_when_the_municipality_corrects_and_re
                              register_pb2.ListMunicipalityReportsRequest(), "CS-REPORTS-12-5")
     (report,) = [r for r in reports.municipality_reports if r.name == waiting.municipality_report]
     assert report.source == register_pb2.REPORT_SOURCE_CORRECTION_REQUEST and report.fields == ["record.full_name"]
+    with pytest.raises(grpc.aio.AioRpcError) as early:  # nothing moves before the municipality corrects
+        await _desk(suite, "CompleteCorrectionCase", dpb.CompleteCorrectionCaseRequest(name=waiting.name), CORRECTION)
+    assert _reason(early.value) == "REPORT_NOT_RESOLVED"
 
     # The municipality corrects the 住民票 ex officio and notifies the 修正 (30-6).
     fixed = birth_notification(resident, "corr-2", EVENT_DATE, NOTIFY_TIME + dt.timedelta(days=1))
@@ -322,8 +325,14 @@ async def test_correction_closes_by_itself_when_the_municipality_corrects_and_re
                          CORRECTION)
     assert closed.state == dpb.CORRECTION_STATE_CLOSED
     # The report and the follow-up went through the gateway under the service's purpose, naming the case.
-    logged = await _log(suite, "organization = 'disclosure' AND case_reference = $1", waiting.name)
-    assert {r["method"].rsplit("/", 1)[-1] for r in logged} >= {"CreateMunicipalityReport", "GetMunicipalityReport"}
+    logged = await _log(suite, "organization = 'disclosure' AND case_reference = $1 AND status = 'OK'", waiting.name)
+    assert {r["method"].rsplit("/", 1)[-1] for r in logged} >= {
+        "CreateMunicipalityReport", "GetMunicipalityReport", "CompleteCorrectionCase"}
+    assert any(r["method"].endswith("/CompleteCorrectionCase") and resident.resident_code in r["resident_codes"]
+               for r in logged)
+    with pytest.raises(grpc.aio.AioRpcError) as again:  # the transition happened once
+        await _desk(suite, "CompleteCorrectionCase", dpb.CompleteCorrectionCaseRequest(name=done.name), CORRECTION)
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_correction_needs_a_disclosure_of_the_file(suite: RunningSuite) -> None:
