@@ -7,6 +7,7 @@ reports through the gateway too, under its own purposes, so every step is in the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import hashlib
 import io
@@ -26,9 +27,14 @@ from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
 from jukilib import cli_cases
 from jukilib.client import purpose_metadata
+from jukilib.config import DatabaseConfig
+from jukilib.db.pool import Database
 from jukilib.demo.notifications import annex_notification, birth_notification
 from jukilib.demo.residents import SyntheticResident
 from jukilib.grpc.channels import secure_channel
+from services.disclosure.desk import Desk
+from services.disclosure.monitor import DeadlineGauge
+from services.disclosure.records import Records
 from tests.conftest import RunningSuite, eventually
 from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _call, _reason, _resident, _violated_fields
 
@@ -235,6 +241,37 @@ async def test_invalid_transition_names_the_state_and_a_stale_etag_is_aborted(su
     with pytest.raises(grpc.aio.AioRpcError) as stale:
         await _desk(suite, "DecideDisclosureCase", dpb.DecideDisclosureCaseRequest(name=case.name, etag=case.etag))
     assert stale.value.code() == grpc.StatusCode.ABORTED
+
+
+async def test_two_clerks_deciding_one_case_at_once_decide_it_once(suite: RunningSuite) -> None:
+    resident = _person(13)
+    await _notify(suite, birth_notification(resident, "disc-13", EVENT_DATE, NOTIFY_TIME))
+    case = await _open_verified(suite, resident.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    request = dpb.DecideDisclosureCaseRequest(name=case.name, etag=case.etag)
+    outcomes = await asyncio.gather(*(_desk(suite, "DecideDisclosureCase", request) for _ in range(2)),
+                                    return_exceptions=True)
+    decided = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(decided) == 1 and len(refused) == 1
+    assert refused[0].code() == grpc.StatusCode.ABORTED
+    assert len(decided[0].documents) == 1
+
+
+async def test_deadline_gauge_counts_open_at_risk_and_overdue_cases(suite: RunningSuite) -> None:
+    database = Database(DatabaseConfig(url=suite.database_url("disclosure"), migration_url=None))
+    await database.connect()
+    channel = grpc.aio.insecure_channel("127.0.0.1:9")  # never called: the gauge only counts
+    try:
+        gauge = DeadlineGauge(database, Desk(database, Records(channel), 14))
+        before = await gauge.measure()
+        received = dt.datetime.now(dt.UTC) - dt.timedelta(days=35)
+        await _desk(suite, "CreateDisclosureCase", _new_case(_person(14).resident_code,
+                                                             [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE], received))
+        after = await gauge.measure()
+    finally:
+        await channel.close()
+        await database.close()
+    assert {k: after[k] - before[k] for k in after} == {"open": 1, "at_risk": 1, "overdue": 1}
 
 
 async def test_residence_record_copy_is_refused_naming_the_field(suite: RunningSuite) -> None:
