@@ -335,10 +335,12 @@ class Desk:
         return row
 
     async def list_corrections(self, before: tuple[dt.datetime, uuid.UUID] | None, limit: int,
-                               open_only: bool) -> list[asyncpg.Record]:
+                               open_only: bool) -> list[tuple[asyncpg.Record, list[asyncpg.Record]]]:
+        """Cases with their investigation steps."""
         async with self._database.connection() as connection:
             rows: list[asyncpg.Record] = await store.list_corrections(connection, before, limit, open_only=open_only)
-        return rows
+            steps = await store.steps_of(connection, [r["id"] for r in rows])
+        return [(row, steps[row["id"]]) for row in rows]
 
     async def correction(self, case_id: uuid.UUID) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
         async with self._database.connection() as connection:

@@ -123,9 +123,9 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
         self, request: pb.ListCorrectionCasesRequest, context: Ctx
     ) -> pb.ListCorrectionCasesResponse:
         limit = paging.page_size(request.page_size)
-        rows = await self._desk.list_corrections(_position(request.page_token), limit + 1, request.open_only)
-        return pb.ListCorrectionCasesResponse(correction_cases=[correction_message(r, []) for r in rows[:limit]],
-                                              next_page_token=_next_token(rows, limit))
+        found = await self._desk.list_corrections(_position(request.page_token), limit + 1, request.open_only)
+        return pb.ListCorrectionCasesResponse(correction_cases=[correction_message(r, s) for r, s in found[:limit]],
+                                              next_page_token=_next_token([r for r, _ in found], limit))
 
     async def RecordInvestigationStep(
         self, request: pb.RecordInvestigationStepRequest, context: Ctx

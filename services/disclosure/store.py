@@ -225,6 +225,16 @@ async def steps(connection: asyncpg.Connection, case_id: uuid.UUID) -> list[asyn
         "SELECT description, actor, at FROM correction_step WHERE case_id = $1 ORDER BY seq", case_id)
 
 
+async def steps_of(connection: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[asyncpg.Record]]:
+    """The investigation steps of several cases, in order."""
+    found: dict[uuid.UUID, list[asyncpg.Record]] = {case_id: [] for case_id in case_ids}
+    for row in await connection.fetch(
+            "SELECT case_id, description, actor, at FROM correction_step WHERE case_id = ANY($1) ORDER BY case_id, seq",
+            case_ids):
+        found[row["case_id"]].append(row)
+    return found
+
+
 async def add_step(connection: asyncpg.Connection, case_id: uuid.UUID, description: str, actor: str) -> None:
     await connection.execute(
         """INSERT INTO correction_step (case_id, seq, description, actor)

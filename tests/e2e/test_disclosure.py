@@ -389,6 +389,9 @@ async def test_correction_without_error_gets_a_written_result(suite: RunningSuit
         name=investigating.name, etag=investigating.etag, error_found=False), CORRECTION)
     assert no_error.state == dpb.CORRECTION_STATE_RESULT_NOTIFIED and len(no_error.documents) == 1
     assert [s.description for s in no_error.investigation_steps] == ["市町村の住民票と照合した"]
+    listed = await _desk(suite, "ListCorrectionCases", dpb.ListCorrectionCasesRequest(page_size=500), CORRECTION)
+    (same,) = [c for c in listed.correction_cases if c.name == no_error.name]
+    assert same == no_error
     notice = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(
         name=no_error.documents[0]), CORRECTION)
     assert "誤りは認められませんでした" in _pdf_text(notice.pdf) and notice.record_versions[0].endswith("/versions/1")
