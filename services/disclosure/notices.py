@@ -42,6 +42,8 @@ LABELS = {
     "overseasEmigrant": "国外転出者である旨",
     "addressDate": "住所を定めた年月日", "domicileMunicipalityCode": "本籍地の市町村",
 }
+KINDS = {"CHANGE_KIND_RECORD": "記載", "CHANGE_KIND_REMOVE": "消除", "CHANGE_KIND_MODIFY": "修正"}
+ACTIONS = {"CORRECTION_ACTION_CORRECT": "訂正", "CORRECTION_ACTION_ADD": "追加", "CORRECTION_ACTION_DELETE": "削除"}
 FILE_TITLES: dict[str, str] = {"identity": "都道府県知事保存本人確認情報",
                                "annex": "都道府県知事保存附票本人確認情報 (住基法30-44-13)"}
 
@@ -79,6 +81,8 @@ def _day(day: dt.date) -> str:
 
 
 def _value(value: Any) -> str:
+    if isinstance(value, dict) and not value:
+        return "-"
     if isinstance(value, dict):
         if "precision" in value or "originalText" in value:  # a PartialDate
             if value.get("originalText"):
@@ -156,7 +160,9 @@ def _file_section(records: FileRecords) -> tuple[dict[str, Any], list[str]]:
     lines.append("  変更情報 (全履歴)")
     for version in history:
         change = version.get("change", {})
-        lines.append(f"   第{version.get('version')}版 {change.get('kind', '')} {change.get('reason', '')} "
+        kind = KINDS.get(change.get("kind", ""), change.get("kind", ""))
+        reason = str(change.get("reason", "")).removeprefix("CHANGE_REASON_")
+        lines.append(f"   第{version.get('version')}版 {kind} ({reason}) "
                      f"異動日 {_value(change.get('eventDate', {}))} 通知市町村 {change.get('municipalityCode', '')}")
         lines += record_lines(version.get("record", {}), "      ")
     return {"found": True, "current": current, "history": history}, lines
@@ -233,8 +239,8 @@ def correction_result_notice(correction: Any, requester_name: str, *, outcome: s
                "items": items, "outcome": outcome, "investigation_steps": steps, "corrected_record": corrected}
     lines = [f"{requester_name} 様", _japan(issued), ISSUER, "", f"事件番号: {correction.name}",
              f"対象の住民票コード: {correction.subject_resident_code}", "", "■ 申出の内容"]
-    lines += [f"  {LABELS.get(camel(i['field']), i['field'])}: {i.get('action', '')} {i.get('requestedValue', '')}"
-              for i in items]
+    lines += [f"  {LABELS.get(camel(i['field']), i['field'])}: {ACTIONS.get(i.get('action', ''), '')} "
+              f"{i.get('requestedValue', '')}" for i in items]
     lines += ["■ 調査の経過", *[f"  {n}. {s}" for n, s in enumerate(steps, 1)], "■ 調査の結果"]
     if outcome == "NO_ERROR":
         lines.append("  調査の結果、記録に誤りは認められませんでした。")
