@@ -247,8 +247,8 @@ class Desk:
                                                            decide_time=now)
             return result
 
-    async def list_cases(self, request: pb.ListDisclosureCasesRequest, before: tuple[dt.datetime, uuid.UUID] | None,
-                   limit: int) -> list[asyncpg.Record]:
+    async def list_cases(self, request: pb.ListDisclosureCasesRequest,
+                         before: tuple[dt.datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
         today = self.today()
         status = request.deadline_status
         if status not in (0, pb.DEADLINE_STATUS_AT_RISK, pb.DEADLINE_STATUS_OVERDUE):
