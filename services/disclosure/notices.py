@@ -81,19 +81,15 @@ def _day(day: dt.date) -> str:
 
 
 def _value(value: Any) -> str:
-    if isinstance(value, dict) and not value:
+    if not isinstance(value, dict):
+        return "該当" if value is True else str(value)
+    if not value:
         return "-"
-    if isinstance(value, dict):
-        if "precision" in value or "originalText" in value:  # a PartialDate
-            if value.get("originalText"):
-                return str(value["originalText"])
-            return "-".join(str(value[k]) for k in ("year", "month", "day") if k in value) or "不詳"
-        if {"year", "month", "day"} & value.keys():
-            return "-".join(str(value[k]) for k in ("year", "month", "day") if k in value)
-        return json.dumps(value, ensure_ascii=False)
-    if value is True:
-        return "該当"
-    return str(value)
+    if value.get("originalText"):  # a PartialDate as the municipality wrote it
+        return str(value["originalText"])
+    if "precision" in value or {"year", "month", "day"} & value.keys():  # a PartialDate or a Date
+        return "-".join(str(value[k]) for k in ("year", "month", "day") if k in value) or "不詳"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def record_lines(record: dict[str, Any], indent: str = "  ") -> list[str]:
