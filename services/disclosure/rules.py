@@ -19,7 +19,7 @@ JAPAN = ZoneInfo("Asia/Tokyo")
 STATUTORY_DAYS = 30
 # A case is at risk this many days before its (possibly extended) deadline, or once past its local target.
 AT_RISK_DAYS = 3
-# An extension is for a reasonable period (30-33 ②); beyond this it is refused as a typing error.
+# An extension is for a reasonable period (30-33 ②). Not law: a sanity bound against typing errors.
 MAX_EXTENSION_DAYS = 60
 REQUESTER_NAME_MAX = 100
 REASON_MAX = 500

@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from services.disclosure import rules
+
 _COLUMNS = """id, request_id, subject_resident_code, requester_kind, requester_name, identity_documents,
     channel, scopes, receive_time, state, deadline, target_date, revision, create_time, update_time,
     identity_verify_time, extension_reason, extension_deadline, extension_time, decide_time,
@@ -28,9 +30,9 @@ _CORRECTION_COLUMNS = """id, request_id, disclosure_case_id, subject_resident_co
         AS documents"""
 _DOCUMENT_BASIC = "id, case_kind, case_id, kind, addressee, pdf_sha256, json_sha256, record_versions, create_time"
 
-# States of open disclosure cases whose deadline runs (rules.DEADLINE_RUNNING).
-RUNNING = [1, 2, 4, 8]
-AT_RISK_DAYS = 3
+# States of open disclosure cases whose deadline runs, and the at-risk margin (the rules').
+RUNNING = sorted(int(state) for state in rules.DEADLINE_RUNNING)
+AT_RISK_DAYS = rules.AT_RISK_DAYS
 
 
 @dataclass(frozen=True)
