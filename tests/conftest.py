@@ -132,6 +132,7 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         checkpoint_every=20,
         revocation_file=revoked if service == "gateway" else None,
         operator_auth_key=ensure_operator_auth_key(home).with_suffix(".pub") if service == "gateway" else None,
+        disclosure_poll_interval=0.2,
     )
 
 
@@ -189,7 +190,8 @@ async def start_suite(pki: DevPki, databases: dict[str, ServiceDatabase], home: 
     targets = {service: f"127.0.0.1:{free_port()}" for service in SERVICES}
     for service in ("agency", "identity", "annex", "disclosure", "gateway"):
         wanted = {"gateway": ("identity", "annex", "disclosure", "agency"),
-                  "identity": ("agency",), "annex": ("agency",), "agency": ("gateway",)}.get(service, ())
+                  "identity": ("agency",), "annex": ("agency",), "agency": ("gateway",),
+                  "disclosure": ("gateway",)}.get(service, ())
         config = service_config(service, pki, databases[service], home, {k: targets[k] for k in wanted})
         config = dataclasses.replace(config, listen=targets[service])
         app = importlib.import_module(f"services.{service}.app")

@@ -260,7 +260,7 @@ async def _health(args: argparse.Namespace) -> int:
 # --- argument parsing ----------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from jukilib import bench_ingest, calls, cli_bulk, cli_operators
+    from jukilib import bench_ingest, calls, cli_bulk, cli_cases, cli_operators
 
     parser = argparse.ArgumentParser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -297,6 +297,7 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("action", choices=("new", "rotate"))
     calls.add_call_parser(commands)
     cli_operators.add_parser(commands)
+    cli_cases.add_parser(commands)
     cli_bulk.add_parsers(commands)
     ingest = bench_ingest.add_bench_ingest(cli_bulk.bench_group(commands))
     ingest.set_defaults(bench_run=bench_ingest.run)
@@ -332,6 +333,12 @@ def _call(args: argparse.Namespace) -> int:
     return _run(calls.run_call(args, _home()))
 
 
+def _cases(args: argparse.Namespace) -> int:
+    from jukilib import cli_cases
+
+    return _run(cli_cases.run(args, _home()))
+
+
 def _up_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     return _run(_up(args.residents, args.annex_residents))
@@ -351,6 +358,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "dev-certs": _dev_certs,
     "health": lambda args: _run(_health(args)),
     "call": _call,
+    "cases": _cases,
     "keys": lambda args: _run(_keys(args)),
     "outbox": lambda args: _run(_outbox(args)),
     "retention": lambda args: _run(_retention(args)),

@@ -166,6 +166,8 @@ class ServiceConfig:
     resident_code_check: str = "warn"
     """住民票コード check digit: off | warn | reject. The formula (告示436号) is UNVERIFIED, so warn."""
     disclosure_target_days: int = 14
+    disclosure_poll_interval: float = 30.0
+    """Seconds between the disclosure service's checks of its 12-5 reports (JUKI_DISCLOSURE_POLL_SECONDS)."""
     shutdown_grace: float = 5.0
     keyring_file: Path | None = None
     """Keys for 個人番号 at rest (identity only; JUKI_KEYRING_FILE, see jukilib.keyring)."""
@@ -189,7 +191,9 @@ class ServiceConfig:
 
 
 def _targets(env: Env, service: str) -> dict[str, str]:
-    wanted = {"gateway": BACKENDS, "identity": ("agency",), "annex": ("agency",)}.get(service, ())
+    # The disclosure service reads records and makes 12-5 reports through the gateway.
+    wanted = {"gateway": BACKENDS, "identity": ("agency",), "annex": ("agency",), "disclosure": ("gateway",)
+              }.get(service, ())
     targets = {name: env.text(f"JUKI_{name.upper()}_TARGET") for name in wanted}
     # The agency stand-in sends its error reports (30-8) through the gateway when it knows where it is.
     if service == "agency" and (gateway := env.optional("JUKI_GATEWAY_TARGET")):
@@ -233,6 +237,7 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
         ),
         resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")),
         disclosure_target_days=env.integer("JUKI_DISCLOSURE_TARGET_DAYS", 14, minimum=1),
+        disclosure_poll_interval=env.seconds("JUKI_DISCLOSURE_POLL_SECONDS", 30.0),
         shutdown_grace=env.seconds("JUKI_SHUTDOWN_GRACE", 5.0),
         keyring_file=env.existing_file("JUKI_KEYRING_FILE") if service == "identity" else None,
         operation_log_key=env.existing_file("JUKI_OPERATION_LOG_KEY") if service == "gateway" else None,

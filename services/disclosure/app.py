@@ -10,7 +10,11 @@ from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from jukilib.config import ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
+from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
+from services.disclosure.desk import Desk
+from services.disclosure.monitor import DeadlineGauge, ReportFollower
+from services.disclosure.records import Records
 from services.disclosure.servicer import DisclosureServicer
 
 SERVICE_NAME = disclosure_pb2.DESCRIPTOR.services_by_name["DisclosureService"].full_name
@@ -21,9 +25,19 @@ def migrations() -> list[Migration]:
 
 
 def build(config: ServiceConfig, database: Database) -> ServiceParts:
-    servicer = DisclosureServicer(database, config.disclosure_target_days)
+    # Records are read through the gateway with this service's own certificate (organisation
+    # `disclosure`), never from the registers' tables: the gateway checks the purpose and logs each call.
+    gateway = secure_channel(config.targets["gateway"], config.tls)
+    desk = Desk(database, Records(gateway), config.disclosure_target_days)
+    servicer = DisclosureServicer(desk)
+    gauge = DeadlineGauge(database, desk)
+    follower = ReportFollower(desk, config.disclosure_poll_interval)
 
     def register(server: aio.Server) -> None:
         disclosure_pb2_grpc.add_DisclosureServiceServicer_to_server(servicer, server)
 
-    return ServiceParts(service_names=[SERVICE_NAME], register=register)
+    async def close_gateway_channel() -> None:
+        await gateway.close()
+
+    return ServiceParts(service_names=[SERVICE_NAME], register=register, background=[gauge.run, follower.run],
+                        on_stop=[close_gateway_channel])

@@ -1,19 +1,78 @@
-"""Rules of disclosure requests: who may ask, which documents prove identity, the deadline."""
+"""Rules of disclosure and correction cases: who may ask, which documents prove identity, the
+deadline, the state machines. Pure functions; no I/O."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
+from jukilib.errors import FailedPrecondition
 from jukilib.register.validation import Violations
 
 JAPAN = ZoneInfo("Asia/Tokyo")
 # 住基法 30-33: disclose within 30 days of the request (UNVERIFIED wording; DOMAIN §1.1). The period
 # is counted from the day after receipt (民法 140, 初日不算入).
 STATUTORY_DAYS = 30
+# A case is at risk this many days before its (possibly extended) deadline, or once past its local target.
+AT_RISK_DAYS = 3
+# An extension is for a reasonable period (30-33 ②). Not law: a sanity bound against typing errors.
+MAX_EXTENSION_DAYS = 60
 REQUESTER_NAME_MAX = 100
+REASON_MAX = 500
+STEP_MAX = 1000
+VALUE_MAX = 200
+
+S = pb.DisclosureState
+# DOMAIN §5: RECEIVED → (IDENTITY_VERIFIED | REJECTED_IDENTITY) → SEARCHING → (DECIDED_DISCLOSE |
+# DECIDED_NOT_EXIST) → NOTIFIED → CLOSED. An extension (30-33 ②) is granted to a verified request
+# before its decision: IDENTITY_VERIFIED → EXTENDED → SEARCHING. A search that failed half-way may be
+# retried (SEARCHING → SEARCHING).
+DISCLOSURE_TRANSITIONS: Mapping[int, frozenset[int]] = {
+    S.DISCLOSURE_STATE_RECEIVED: frozenset({S.DISCLOSURE_STATE_IDENTITY_VERIFIED,
+                                            S.DISCLOSURE_STATE_REJECTED_IDENTITY}),
+    S.DISCLOSURE_STATE_IDENTITY_VERIFIED: frozenset({S.DISCLOSURE_STATE_SEARCHING, S.DISCLOSURE_STATE_EXTENDED}),
+    S.DISCLOSURE_STATE_EXTENDED: frozenset({S.DISCLOSURE_STATE_SEARCHING}),
+    S.DISCLOSURE_STATE_SEARCHING: frozenset({S.DISCLOSURE_STATE_SEARCHING, S.DISCLOSURE_STATE_DECIDED_DISCLOSE,
+                                             S.DISCLOSURE_STATE_DECIDED_NOT_EXIST}),
+    S.DISCLOSURE_STATE_DECIDED_DISCLOSE: frozenset({S.DISCLOSURE_STATE_NOTIFIED}),
+    S.DISCLOSURE_STATE_DECIDED_NOT_EXIST: frozenset({S.DISCLOSURE_STATE_NOTIFIED}),
+    S.DISCLOSURE_STATE_NOTIFIED: frozenset({S.DISCLOSURE_STATE_CLOSED}),
+    S.DISCLOSURE_STATE_REJECTED_IDENTITY: frozenset({S.DISCLOSURE_STATE_CLOSED}),
+    S.DISCLOSURE_STATE_CLOSED: frozenset(),
+}
+# States in which the disclosure deadline runs (no decision yet).
+DEADLINE_RUNNING = frozenset({S.DISCLOSURE_STATE_RECEIVED, S.DISCLOSURE_STATE_IDENTITY_VERIFIED,
+                              S.DISCLOSURE_STATE_SEARCHING, S.DISCLOSURE_STATE_EXTENDED})
+# A correction may be asked only by a person who received a disclosure (30-35).
+DISCLOSED = frozenset({S.DISCLOSURE_STATE_DECIDED_DISCLOSE, S.DISCLOSURE_STATE_NOTIFIED, S.DISCLOSURE_STATE_CLOSED})
+
+C = pb.CorrectionState
+# DOMAIN §5: RECEIVED → INVESTIGATING → (NO_ERROR | ERROR_FOUND → MUNICIPALITY_NOTIFIED (12-5) →
+# AWAITING_CS_UPDATE → UPDATED) → RESULT_NOTIFIED → CLOSED.
+CORRECTION_TRANSITIONS: Mapping[int, frozenset[int]] = {
+    C.CORRECTION_STATE_RECEIVED: frozenset({C.CORRECTION_STATE_INVESTIGATING}),
+    C.CORRECTION_STATE_INVESTIGATING: frozenset({C.CORRECTION_STATE_INVESTIGATING, C.CORRECTION_STATE_NO_ERROR,
+                                                 C.CORRECTION_STATE_ERROR_FOUND}),
+    # A conclusion whose notice or report failed half-way may be retried (NO_ERROR → NO_ERROR, …).
+    C.CORRECTION_STATE_NO_ERROR: frozenset({C.CORRECTION_STATE_NO_ERROR, C.CORRECTION_STATE_RESULT_NOTIFIED}),
+    C.CORRECTION_STATE_ERROR_FOUND: frozenset({C.CORRECTION_STATE_ERROR_FOUND,
+                                               C.CORRECTION_STATE_MUNICIPALITY_NOTIFIED}),
+    C.CORRECTION_STATE_MUNICIPALITY_NOTIFIED: frozenset({C.CORRECTION_STATE_AWAITING_CS_UPDATE}),
+    C.CORRECTION_STATE_AWAITING_CS_UPDATE: frozenset({C.CORRECTION_STATE_UPDATED}),
+    C.CORRECTION_STATE_UPDATED: frozenset({C.CORRECTION_STATE_RESULT_NOTIFIED}),
+    C.CORRECTION_STATE_RESULT_NOTIFIED: frozenset({C.CORRECTION_STATE_CLOSED}),
+    C.CORRECTION_STATE_CLOSED: frozenset(),
+}
+
+# Documents that prove identity alone (photo ID issued by a public body).
+PHOTO_IDS = frozenset({pb.IDENTITY_DOCUMENT_MY_NUMBER_CARD, pb.IDENTITY_DOCUMENT_DRIVING_LICENCE,
+                       pb.IDENTITY_DOCUMENT_PASSPORT, pb.IDENTITY_DOCUMENT_OTHER_OFFICIAL_PHOTO_ID})
+_FIELD_PATH = re.compile(r"^record\.[a-z_]{1,64}$")
+_REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 
 def deadline_from(receive_time: dt.datetime, days: int) -> dt.date:
@@ -21,20 +80,68 @@ def deadline_from(receive_time: dt.datetime, days: int) -> dt.date:
     return receive_time.astimezone(JAPAN).date() + dt.timedelta(days=days)
 
 
+def japan_today(now: dt.datetime) -> dt.date:
+    return now.astimezone(JAPAN).date()
+
+
+def state_name(state: int, enum: Any = pb.DisclosureState) -> str:
+    try:
+        return str(enum.Name(state))
+    except ValueError:
+        return str(state)
+
+
+def check_transition(current: int, target: int, *, correction: bool = False) -> None:
+    """FAILED_PRECONDITION naming the current state when `target` cannot follow it."""
+    table, enum = (CORRECTION_TRANSITIONS, pb.CorrectionState) if correction else (DISCLOSURE_TRANSITIONS,
+                                                                                   pb.DisclosureState)
+    if target not in table.get(current, frozenset()):
+        name = state_name(current, enum)
+        raise FailedPrecondition(f"the case is in state {name}; {state_name(target, enum)} cannot follow it",
+                                 "INVALID_STATE_TRANSITION", {"current_state": name})
+
+
+def deadline_status(state: int, deadline: dt.date, target: dt.date, today: dt.date) -> pb.DeadlineStatus.ValueType:
+    """Where a case stands: overdue past its deadline, at risk past its target or near its deadline."""
+    if state not in DEADLINE_RUNNING:
+        return pb.DEADLINE_STATUS_NONE
+    if today > deadline:
+        return pb.DEADLINE_STATUS_OVERDUE
+    if today > target or (deadline - today).days <= AT_RISK_DAYS:
+        return pb.DEADLINE_STATUS_AT_RISK
+    return pb.DEADLINE_STATUS_ON_TRACK
+
+
 def _documents(case: Any, violations: Violations) -> None:
+    field = "disclosure_case.identity_documents"
     documents = list(case.identity_documents)
     if not documents:
-        violations.add("disclosure_case.identity_documents", "at least one document is required", "REQUIRED_FIELD")
+        violations.add(field, "at least one document is required", "REQUIRED_FIELD")
         return
     if any(d not in pb.IdentityDocument.values() or d == 0 for d in documents):
-        violations.add("disclosure_case.identity_documents", "contains an unknown document")
-    # A health-insurance card has no photo: only with a second document (Hokkaido practice, DOMAIN §5).
-    if pb.IDENTITY_DOCUMENT_HEALTH_INSURANCE_CARD in documents and len(set(documents)) < 2:
-        violations.add("disclosure_case.identity_documents", "a health-insurance card needs a second document")
-    if (case.requester_kind == pb.REQUESTER_KIND_CURATOR_OR_ASSISTANT
-            and pb.IDENTITY_DOCUMENT_REGISTRY_CERTIFICATE not in documents):
-        violations.add("disclosure_case.identity_documents",
-                       "a curator or assistant must show a registry certificate (登記事項証明書)")
+        violations.add(field, "contains an unknown document")
+        return
+    kind = case.requester_kind
+    # Documents anyone can obtain do not prove identity (Hokkaido practice, DOMAIN §5).
+    if pb.IDENTITY_DOCUMENT_RESIDENCE_RECORD_COPY in documents:
+        violations.add(field, "a copy of the residence record (住民票の写し) is not accepted", "DOCUMENT_NOT_ACCEPTED")
+    if pb.IDENTITY_DOCUMENT_FAMILY_REGISTER_COPY in documents and kind != pb.REQUESTER_KIND_LEGAL_REPRESENTATIVE:
+        violations.add(field, "a family register copy (戸籍謄本) is not accepted as proof of identity",
+                       "DOCUMENT_NOT_ACCEPTED")
+    photo = [d for d in documents if d in PHOTO_IDS]
+    # A health-insurance card has no photo: only with a second document (DOMAIN §5).
+    secondary = [d for d in documents if d in (pb.IDENTITY_DOCUMENT_SECONDARY_DOCUMENT, *PHOTO_IDS)]
+    health_card_ok = pb.IDENTITY_DOCUMENT_HEALTH_INSURANCE_CARD in documents and secondary
+    if not photo and not health_card_ok:
+        violations.add(field, "needs a photo ID, or a health-insurance card with a second document",
+                       "IDENTITY_NOT_PROVEN")
+    if kind == pb.REQUESTER_KIND_CURATOR_OR_ASSISTANT and pb.IDENTITY_DOCUMENT_REGISTRY_CERTIFICATE not in documents:
+        violations.add(field, "a curator or assistant must show a registry certificate (登記事項証明書)",
+                       "POWER_NOT_PROVEN")
+    if kind == pb.REQUESTER_KIND_LEGAL_REPRESENTATIVE and not (
+            {pb.IDENTITY_DOCUMENT_FAMILY_REGISTER_COPY, pb.IDENTITY_DOCUMENT_REGISTRY_CERTIFICATE} & set(documents)):
+        violations.add(field, "a legal representative must prove the status (戸籍謄本 or 登記事項証明書)",
+                       "POWER_NOT_PROVEN")
 
 
 def validate_new_case(case: Any, now: dt.datetime, violations: Violations) -> None:
@@ -56,3 +163,68 @@ def validate_new_case(case: Any, now: dt.datetime, violations: Violations) -> No
         violations.add("disclosure_case.scopes", "must be distinct known scopes")
     if case.HasField("receive_time") and case.receive_time.ToDatetime(dt.UTC) > now + dt.timedelta(minutes=5):
         violations.add("disclosure_case.receive_time", "must not be in the future")
+
+
+def validate_extension(extension: Any, deadline: dt.date, already_extended: bool, today: dt.date) -> dt.date:
+    """住基法 30-33 ②: one extension, with a reason and a new date, notified before the deadline passes."""
+    violations = Violations()
+    violations.required_text("extension.reason", extension.reason, max_length=REASON_MAX)
+    new = extension.new_deadline
+    new_date: dt.date | None = None
+    try:
+        new_date = dt.date(new.year, new.month, new.day)
+    except ValueError:
+        violations.add("extension.new_deadline", "must be a calendar date", "REQUIRED_FIELD" if not new.year else
+                       "INVALID_FIELD")
+    if new_date is not None and new_date <= deadline:
+        violations.add("extension.new_deadline", "must be after the statutory deadline")
+    if new_date is not None and new_date > deadline + dt.timedelta(days=MAX_EXTENSION_DAYS):
+        violations.add("extension.new_deadline", f"must be within {MAX_EXTENSION_DAYS} days of the deadline")
+    violations.raise_if_any()
+    assert new_date is not None
+    if already_extended:
+        raise FailedPrecondition("the deadline was already extended once", "ALREADY_EXTENDED")
+    if today > deadline:
+        # The notice of extension must reach the requester within the 30 days (30-33 ②).
+        raise FailedPrecondition("the deadline has passed; it can no longer be extended", "DEADLINE_PASSED",
+                                 {"deadline": deadline.isoformat()})
+    return new_date
+
+
+def validate_correction_items(items: Any, violations: Violations) -> None:
+    """Per field: correct, add or delete (30-35), each field once."""
+    if not items:
+        violations.add("correction_case.items", "at least one item is required", "REQUIRED_FIELD")
+        return
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        where = f"correction_case.items[{index}]"
+        if not _FIELD_PATH.match(item.field):
+            violations.add(f"{where}.field", "must be a record field path such as record.full_name")
+        elif item.field in seen:
+            violations.add(f"{where}.field", "appears twice")
+        seen.add(item.field)
+        if item.action not in (pb.CORRECTION_ACTION_CORRECT, pb.CORRECTION_ACTION_ADD, pb.CORRECTION_ACTION_DELETE):
+            violations.add(f"{where}.action", "is required", "REQUIRED_FIELD")
+        elif item.action == pb.CORRECTION_ACTION_DELETE:
+            if item.requested_value:
+                violations.add(f"{where}.requested_value", "must be empty for a deletion")
+        else:
+            violations.required_text(f"{where}.requested_value", item.requested_value, max_length=VALUE_MAX)
+
+
+def validate_conclusion(error_found: bool, reason_code: str, fields: list[str], item_fields: list[str]) -> list[str]:
+    """The fields a 12-5 report names; checks the reason code when an error was found."""
+    violations = Violations()
+    if not error_found:
+        if reason_code or fields:
+            violations.add("reason_code" if reason_code else "fields", "must be empty when no error was found")
+        violations.raise_if_any()
+        return []
+    if not _REASON_CODE.match(reason_code):
+        violations.add("reason_code", "must be an UPPER_SNAKE_CASE code of at most 64 characters", "REQUIRED_FIELD"
+                       if not reason_code else "INVALID_FIELD")
+    if any(f not in item_fields for f in fields):
+        violations.add("fields", "must be fields of the case's items")
+    violations.raise_if_any()
+    return list(fields) or list(item_fields)

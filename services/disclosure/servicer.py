@@ -1,10 +1,9 @@
-"""DisclosureService: opening and reading disclosure cases."""
+"""DisclosureService: thin bindings of the contract to the desk (services.disclosure.desk)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -12,121 +11,144 @@ from grpc import aio
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
-from jukilib import caller, paging
-from jukilib.db.pool import Database
-from jukilib.errors import FieldViolation, InvalidArgument, NotFound
-from jukilib.register.validation import Violations
-from services.disclosure import rules, store
+from jukilib import paging
+from jukilib.errors import FieldViolation, InvalidArgument
+from services.disclosure.desk import Desk, case_message, correction_message, parse_name
+
+Ctx = aio.ServicerContext[Any, Any]
+CASES, CORRECTIONS = "disclosureCases", "correctionCases"
 
 
-def case_message(row: asyncpg.Record) -> pb.DisclosureCase:
-    case = pb.DisclosureCase(
-        name=f"disclosureCases/{row['id']}",
-        subject_resident_code=row["subject_resident_code"],
-        requester_kind=row["requester_kind"],
-        requester_name=row["requester_name"],
-        identity_documents=row["identity_documents"],
-        channel=row["channel"],
-        scopes=row["scopes"],
-        state=row["state"],
-        etag=f'W/"{row["revision"]}"',
-    )
-    case.receive_time.FromDatetime(row["receive_time"])
-    case.create_time.FromDatetime(row["create_time"])
-    case.update_time.FromDatetime(row["update_time"])
-    for target, day in ((case.deadline, row["deadline"]), (case.target_date, row["target_date"])):
-        target.year, target.month, target.day = day.year, day.month, day.day
-    return case
+def document_message(row: asyncpg.Record, full: bool) -> pb.DisclosureDocument:
+    document = pb.DisclosureDocument(
+        name=f"{row['case_kind']}Cases/{row['case_id']}/documents/{row['id']}", kind=row["kind"],
+        addressee=row["addressee"], pdf_sha256=row["pdf_sha256"], json_sha256=row["json_sha256"],
+        record_versions=row["record_versions"])
+    if full:
+        document.pdf, document.json = bytes(row["pdf"]), row["json"]
+    document.create_time.FromDatetime(row["create_time"])
+    return document
 
 
-def _case_id(name: str) -> uuid.UUID:
-    prefix = "disclosureCases/"
+def _position(token: str) -> tuple[dt.datetime, uuid.UUID] | None:
+    position = paging.decode_token(token, keys=("time", "id"))
+    if not position:
+        return None
     try:
-        if not name.startswith(prefix):
-            raise ValueError
-        return uuid.UUID(name[len(prefix):])
+        return dt.datetime.fromisoformat(str(position["time"])), uuid.UUID(str(position["id"]))
     except ValueError:
-        raise InvalidArgument([FieldViolation("name", "must be of the form disclosureCases/{id}")]) from None
+        raise paging.invalid_token() from None
+
+
+def _next_token(rows: list[asyncpg.Record], limit: int) -> str:
+    if len(rows) <= limit:
+        return ""
+    last = rows[limit - 1]
+    return paging.encode_token({"time": last["receive_time"].isoformat(), "id": str(last["id"])})
 
 
 class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
-    def __init__(self, database: Database, target_days: int,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
-        self._database = database
-        self._target_days = target_days
-        self._clock = clock
+    def __init__(self, desk: Desk) -> None:
+        self._desk = desk
 
-    def _new_case(self, request: pb.CreateDisclosureCaseRequest) -> store.NewCase:
-        now = self._clock()
-        violations = Violations()
-        if not request.HasField("disclosure_case"):
-            violations.add("disclosure_case", "is required", "REQUIRED_FIELD")
-            violations.raise_if_any()
-        case = request.disclosure_case
-        rules.validate_new_case(case, now, violations)
-        if len(request.request_id) > 64:
-            violations.add("request_id", "must be at most 64 characters")
-        violations.raise_if_any()
-        received = case.receive_time.ToDatetime(dt.UTC) if case.HasField("receive_time") else now
-        who = caller.current()
-        return store.NewCase(
-            id=uuid.uuid4(),
-            request_id=request.request_id or None,
-            subject_resident_code=case.subject_resident_code,
-            requester_kind=case.requester_kind,
-            requester_name=case.requester_name,
-            identity_documents=list(case.identity_documents),
-            channel=case.channel,
-            scopes=list(case.scopes),
-            receive_time=received,
-            state=pb.DISCLOSURE_STATE_RECEIVED,
-            deadline=rules.deadline_from(received, rules.STATUTORY_DAYS),
-            target_date=rules.deadline_from(received, self._target_days),
-            opened_by="/".join(p for p in (who.organization, who.operator) if p),
-        )
+    def _case(self, row: asyncpg.Record) -> pb.DisclosureCase:
+        return case_message(row, self._desk.today())
 
-    async def CreateDisclosureCase(
-        self, request: pb.CreateDisclosureCaseRequest, context: aio.ServicerContext[Any, Any]
-    ) -> pb.DisclosureCase:
-        new_case = self._new_case(request)
+    async def _correction(self, case_id: uuid.UUID) -> pb.CorrectionCase:
+        row, steps = await self._desk.correction(case_id)
+        return correction_message(row, steps)
 
-        async def create(connection: asyncpg.Connection) -> asyncpg.Record:
-            if new_case.request_id:
-                existing = await store.find_by_request_id(connection, new_case.request_id)
-                if existing is not None:
-                    return existing
-            return await store.insert_case(connection, new_case)
+    async def CreateDisclosureCase(self, request: pb.CreateDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
+        return self._case(await self._desk.create(request))
 
-        row = await self._database.run_in_transaction(
-            create, retry_on=(asyncpg.UniqueViolationError, asyncpg.SerializationError))
-        return case_message(row)
-
-    async def GetDisclosureCase(
-        self, request: pb.GetDisclosureCaseRequest, context: aio.ServicerContext[Any, Any]
-    ) -> pb.DisclosureCase:
-        case_id = _case_id(request.name)
-        async with self._database.connection() as connection:
-            row = await store.get_case(connection, case_id)
-        if row is None:
-            raise NotFound("no such disclosure case", "CASE_NOT_FOUND")
-        return case_message(row)
+    async def GetDisclosureCase(self, request: pb.GetDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
+        return self._case(await self._desk.get(parse_name(request.name, CASES)))
 
     async def ListDisclosureCases(
-        self, request: pb.ListDisclosureCasesRequest, context: aio.ServicerContext[Any, Any]
+        self, request: pb.ListDisclosureCasesRequest, context: Ctx
     ) -> pb.ListDisclosureCasesResponse:
         limit = paging.page_size(request.page_size)
-        position = paging.decode_token(request.page_token, keys=("time", "id"))
-        before = None
-        if position:
-            try:
-                before = (dt.datetime.fromisoformat(str(position["time"])), uuid.UUID(str(position["id"])))
-            except ValueError:
-                raise paging.invalid_token() from None
-        async with self._database.connection() as connection:
-            rows = await store.list_cases(connection, before, limit + 1)
-        token = ""
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            token = paging.encode_token({"time": last["receive_time"].isoformat(), "id": str(last["id"])})
-        return pb.ListDisclosureCasesResponse(disclosure_cases=[case_message(r) for r in rows[:limit]],
-                                              next_page_token=token)
+        rows = await self._desk.list_cases(request, _position(request.page_token), limit + 1)
+        return pb.ListDisclosureCasesResponse(disclosure_cases=[self._case(r) for r in rows[:limit]],
+                                              next_page_token=_next_token(rows, limit))
+
+    async def VerifyDisclosureCaseIdentity(
+        self, request: pb.VerifyDisclosureCaseIdentityRequest, context: Ctx
+    ) -> pb.DisclosureCase:
+        return self._case(await self._desk.verify(parse_name(request.name, CASES), request.etag, request.verified))
+
+    async def ExtendDisclosureCase(self, request: pb.ExtendDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
+        case_id = parse_name(request.name, CASES)
+        if not request.HasField("extension"):
+            raise InvalidArgument([FieldViolation("extension", "is required", "REQUIRED_FIELD")])
+        return self._case(await self._desk.extend(case_id, request.etag, request.extension))
+
+    async def DecideDisclosureCase(self, request: pb.DecideDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
+        return self._case(await self._desk.decide(parse_name(request.name, CASES), request.etag))
+
+    async def NotifyDisclosureCase(self, request: pb.NotifyDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
+        return self._case(await self._desk.move(parse_name(request.name, CASES), request.etag,
+                                                pb.DISCLOSURE_STATE_NOTIFIED))
+
+    async def CloseDisclosureCase(self, request: pb.CloseDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
+        return self._case(await self._desk.move(parse_name(request.name, CASES), request.etag,
+                                                pb.DISCLOSURE_STATE_CLOSED))
+
+    async def GetDisclosureDocument(
+        self, request: pb.GetDisclosureDocumentRequest, context: Ctx
+    ) -> pb.DisclosureDocument:
+        full = request.view != pb.DOCUMENT_VIEW_BASIC
+        return document_message(await self._desk.document(request.name, full), full)
+
+    async def ListDisclosureDocuments(
+        self, request: pb.ListDisclosureDocumentsRequest, context: Ctx
+    ) -> pb.ListDisclosureDocumentsResponse:
+        limit = paging.page_size(request.page_size)
+        position = paging.decode_token(request.page_token, keys=("offset",))
+        offset = paging.int_at(position, "offset") if position else 0
+        full = request.view == pb.DOCUMENT_VIEW_FULL
+        rows = await self._desk.documents(request.parent, offset, limit + 1, full)
+        token = paging.encode_token({"offset": offset + limit}) if len(rows) > limit else ""
+        documents = [document_message(r, full) for r in rows[:limit]]
+        return pb.ListDisclosureDocumentsResponse(disclosure_documents=documents, next_page_token=token)
+
+    async def CreateCorrectionCase(self, request: pb.CreateCorrectionCaseRequest, context: Ctx) -> pb.CorrectionCase:
+        row = await self._desk.create_correction(request)
+        return await self._correction(row["id"])
+
+    async def GetCorrectionCase(self, request: pb.GetCorrectionCaseRequest, context: Ctx) -> pb.CorrectionCase:
+        return await self._correction(parse_name(request.name, CORRECTIONS))
+
+    async def ListCorrectionCases(
+        self, request: pb.ListCorrectionCasesRequest, context: Ctx
+    ) -> pb.ListCorrectionCasesResponse:
+        limit = paging.page_size(request.page_size)
+        found = await self._desk.list_corrections(_position(request.page_token), limit + 1, request.open_only)
+        return pb.ListCorrectionCasesResponse(correction_cases=[correction_message(r, s) for r, s in found[:limit]],
+                                              next_page_token=_next_token([r for r, _ in found], limit))
+
+    async def RecordInvestigationStep(
+        self, request: pb.RecordInvestigationStepRequest, context: Ctx
+    ) -> pb.CorrectionCase:
+        case_id = parse_name(request.name, CORRECTIONS)
+        await self._desk.record_step(case_id, request.etag, request.step.description)
+        return await self._correction(case_id)
+
+    async def ConcludeCorrectionInvestigation(
+        self, request: pb.ConcludeCorrectionInvestigationRequest, context: Ctx
+    ) -> pb.CorrectionCase:
+        case_id = parse_name(request.name, CORRECTIONS)
+        await self._desk.conclude(case_id, request)
+        return await self._correction(case_id)
+
+    async def CompleteCorrectionCase(
+        self, request: pb.CompleteCorrectionCaseRequest, context: Ctx
+    ) -> pb.CorrectionCase:
+        case_id = parse_name(request.name, CORRECTIONS)
+        await self._desk.complete(case_id)
+        return await self._correction(case_id)
+
+    async def CloseCorrectionCase(self, request: pb.CloseCorrectionCaseRequest, context: Ctx) -> pb.CorrectionCase:
+        case_id = parse_name(request.name, CORRECTIONS)
+        await self._desk.close_correction(case_id, request.etag)
+        return await self._correction(case_id)

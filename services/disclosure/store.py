@@ -1,15 +1,38 @@
-"""SQL of disclosure cases. Functions take a connection; the caller owns the transaction."""
+"""SQL of disclosure and correction cases and their documents. Functions take a connection; the
+caller owns the transaction."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
+from services.disclosure import rules
+
 _COLUMNS = """id, request_id, subject_resident_code, requester_kind, requester_name, identity_documents,
-    channel, scopes, receive_time, state, deadline, target_date, revision, create_time, update_time"""
+    channel, scopes, receive_time, state, deadline, target_date, revision, create_time, update_time,
+    identity_verify_time, extension_reason, extension_deadline, extension_time, decide_time,
+    coalesce(extension_deadline, deadline) AS effective_deadline,
+    ARRAY(SELECT 'disclosureCases/' || d.case_id || '/documents/' || d.id FROM disclosure_document d
+          WHERE d.case_kind = 'disclosure' AND d.case_id = disclosure_case.id ORDER BY d.create_time, d.id)
+        AS documents,
+    (SELECT 'disclosureCases/' || d.case_id || '/documents/' || d.id FROM disclosure_document d
+     WHERE d.case_kind = 'disclosure' AND d.case_id = disclosure_case.id AND d.kind = 2) AS extension_notice"""
+
+_CORRECTION_COLUMNS = """id, request_id, disclosure_case_id, subject_resident_code, file, items, receive_time, state,
+    municipality_report, report_version, report_fields, resolving_version, wrong_value_recipients, revision,
+    create_time, update_time,
+    ARRAY(SELECT 'correctionCases/' || d.case_id || '/documents/' || d.id FROM disclosure_document d
+          WHERE d.case_kind = 'correction' AND d.case_id = correction_case.id ORDER BY d.create_time, d.id)
+        AS documents"""
+_DOCUMENT_BASIC = "id, case_kind, case_id, kind, addressee, pdf_sha256, json_sha256, record_versions, create_time"
+
+# States of open disclosure cases whose deadline runs, and the at-risk margin (the rules').
+RUNNING = sorted(int(state) for state in rules.DEADLINE_RUNNING)
+AT_RISK_DAYS = rules.AT_RISK_DAYS
 
 
 @dataclass(frozen=True)
@@ -29,6 +52,17 @@ class NewCase:
     opened_by: str
 
 
+@dataclass(frozen=True)
+class NewCorrection:
+    id: uuid.UUID
+    request_id: str | None
+    disclosure_case_id: uuid.UUID
+    file: int
+    items: list[dict[str, Any]]
+    receive_time: dt.datetime
+    opened_by: str
+
+
 async def find_by_request_id(connection: asyncpg.Connection, request_id: str) -> asyncpg.Record | None:
     return await connection.fetchrow(f"SELECT {_COLUMNS} FROM disclosure_case WHERE request_id = $1", request_id)
 
@@ -44,25 +78,184 @@ async def insert_case(connection: asyncpg.Connection, case: NewCase) -> asyncpg.
         case.target_date, case.opened_by,
     )
     assert row is not None
-    await connection.execute(
-        "INSERT INTO disclosure_case_event (case_id, seq, state, actor) VALUES ($1, 1, $2, $3)",
-        case.id, case.state, case.opened_by,
-    )
+    await add_event(connection, "disclosure", case.id, case.state, case.opened_by)
     return row
 
 
-async def get_case(connection: asyncpg.Connection, case_id: uuid.UUID) -> asyncpg.Record | None:
-    return await connection.fetchrow(f"SELECT {_COLUMNS} FROM disclosure_case WHERE id = $1", case_id)
+async def get_case(connection: asyncpg.Connection, case_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+    suffix = " FOR UPDATE" if lock else ""
+    return await connection.fetchrow(f"SELECT {_COLUMNS} FROM disclosure_case WHERE id = $1{suffix}", case_id)
 
 
 async def list_cases(
-    connection: asyncpg.Connection, before: tuple[dt.datetime, uuid.UUID] | None, limit: int
+    connection: asyncpg.Connection, before: tuple[dt.datetime, uuid.UUID] | None, limit: int, *,
+    open_only: bool = False, at_risk_on: dt.date | None = None, overdue_on: dt.date | None = None,
 ) -> list[asyncpg.Record]:
-    if before is None:
-        return await connection.fetch(
-            f"SELECT {_COLUMNS} FROM disclosure_case ORDER BY receive_time DESC, id DESC LIMIT $1", limit)
+    """Most recently received first; optionally only open, at risk (incl. overdue) or overdue cases."""
+    conditions, args = ["TRUE"], []  # type: tuple[list[str], list[Any]]
+    if before is not None:
+        args += [before[0], before[1]]
+        conditions.append(f"(receive_time, id) < (${len(args) - 1}, ${len(args)})")
+    if open_only:
+        conditions.append("state <> 9")
+    if at_risk_on is not None:
+        args += [RUNNING, at_risk_on]
+        conditions.append(f"""state = ANY(${len(args) - 1}) AND (target_date < ${len(args)}
+            OR coalesce(extension_deadline, deadline) - {AT_RISK_DAYS} <= ${len(args)})""")
+    if overdue_on is not None:
+        args += [RUNNING, overdue_on]
+        conditions.append(f"state = ANY(${len(args) - 1}) AND coalesce(extension_deadline, deadline) < ${len(args)}")
+    args.append(limit)
     return await connection.fetch(
-        f"""SELECT {_COLUMNS} FROM disclosure_case WHERE (receive_time, id) < ($1, $2)
-            ORDER BY receive_time DESC, id DESC LIMIT $3""",
-        before[0], before[1], limit,
-    )
+        f"""SELECT {_COLUMNS} FROM disclosure_case WHERE {' AND '.join(conditions)}
+            ORDER BY receive_time DESC, id DESC LIMIT ${len(args)}""", *args)
+
+
+async def deadline_counts(connection: asyncpg.Connection, today: dt.date) -> dict[str, int]:
+    """Counts only (no personal data) for the deadline metric."""
+    row = await connection.fetchrow(
+        f"""SELECT count(*) AS open,
+                   count(*) FILTER (WHERE target_date < $2
+                       OR coalesce(extension_deadline, deadline) - {AT_RISK_DAYS} <= $2) AS at_risk,
+                   count(*) FILTER (WHERE coalesce(extension_deadline, deadline) < $2) AS overdue
+            FROM disclosure_case WHERE state = ANY($1)""", RUNNING, today)
+    assert row is not None
+    return {"open": row["open"], "at_risk": row["at_risk"], "overdue": row["overdue"]}
+
+
+async def add_event(connection: asyncpg.Connection, kind: str, case_id: uuid.UUID, state: int, actor: str, *,
+                    detail: str = "") -> None:
+    table = "disclosure_case_event" if kind == "disclosure" else "correction_case_event"
+    await connection.execute(
+        f"""INSERT INTO {table} (case_id, seq, state, actor, detail)
+            VALUES ($1, (SELECT coalesce(max(seq), 0) + 1 FROM {table} WHERE case_id = $1), $2, $3, $4)""",
+        case_id, state, actor, detail)
+
+
+async def set_state(connection: asyncpg.Connection, case_id: uuid.UUID, state: int, actor: str, detail: str = "",
+                    **columns: Any) -> asyncpg.Record:
+    """Move a disclosure case to `state` (one new revision), setting `columns`; records the event."""
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=3))
+    row = await connection.fetchrow(
+        f"""UPDATE disclosure_case SET state = $2, revision = revision + 1, update_time = now()
+                {', ' + assignments if assignments else ''}
+            WHERE id = $1 RETURNING id""", case_id, state, *columns.values())
+    assert row is not None
+    await add_event(connection, "disclosure", case_id, state, actor, detail=detail)
+    fetched = await get_case(connection, case_id)
+    assert fetched is not None
+    return fetched
+
+
+async def insert_document(connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID, notice: Any) -> str:
+    """Store a notice; returns its resource name."""
+    document_id = uuid.uuid4()
+    await connection.execute(
+        """INSERT INTO disclosure_document (id, case_kind, case_id, kind, addressee, pdf, json, pdf_sha256,
+               json_sha256, record_versions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        document_id, case_kind, case_id, notice.kind, notice.addressee, notice.pdf, notice.json, notice.pdf_sha256,
+        notice.json_sha256, notice.record_versions)
+    return f"{case_kind}Cases/{case_id}/documents/{document_id}"
+
+
+async def get_document(connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID, document_id: uuid.UUID,
+                       *, full: bool) -> asyncpg.Record | None:
+    columns = f"{_DOCUMENT_BASIC}, pdf, json" if full else _DOCUMENT_BASIC
+    return await connection.fetchrow(
+        f"SELECT {columns} FROM disclosure_document WHERE case_kind = $1 AND case_id = $2 AND id = $3",
+        case_kind, case_id, document_id)
+
+
+async def list_documents(connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID, offset: int, limit: int,
+                         *, full: bool) -> list[asyncpg.Record]:
+    columns = f"{_DOCUMENT_BASIC}, pdf, json" if full else _DOCUMENT_BASIC
+    return await connection.fetch(
+        f"""SELECT {columns} FROM disclosure_document WHERE case_kind = $1 AND case_id = $2
+            ORDER BY create_time, id OFFSET $3 LIMIT $4""", case_kind, case_id, offset, limit)
+
+
+# --- correction cases ---------------------------------------------------------------------------------
+
+async def find_correction_by_request_id(connection: asyncpg.Connection, request_id: str) -> asyncpg.Record | None:
+    return await connection.fetchrow(
+        f"SELECT {_CORRECTION_COLUMNS} FROM correction_case WHERE request_id = $1", request_id)
+
+
+async def insert_correction(connection: asyncpg.Connection, new: NewCorrection, subject_resident_code: str,
+                            state: int) -> asyncpg.Record:
+    row = await connection.fetchrow(
+        f"""INSERT INTO correction_case (id, request_id, disclosure_case_id, subject_resident_code, file, items,
+                receive_time, state, opened_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_CORRECTION_COLUMNS}""",
+        new.id, new.request_id, new.disclosure_case_id, subject_resident_code, new.file,
+        new.items, new.receive_time, state, new.opened_by)
+    assert row is not None
+    await add_event(connection, "correction", new.id, state, new.opened_by)
+    return row
+
+
+async def get_correction(connection: asyncpg.Connection, case_id: uuid.UUID, *,
+                         lock: bool = False) -> asyncpg.Record | None:
+    suffix = " FOR UPDATE" if lock else ""
+    return await connection.fetchrow(
+        f"SELECT {_CORRECTION_COLUMNS} FROM correction_case WHERE id = $1{suffix}", case_id)
+
+
+async def list_corrections(connection: asyncpg.Connection, before: tuple[dt.datetime, uuid.UUID] | None, limit: int,
+                           *, open_only: bool = False) -> list[asyncpg.Record]:
+    conditions, args = ["TRUE"], []  # type: tuple[list[str], list[Any]]
+    if before is not None:
+        args += [before[0], before[1]]
+        conditions.append("(receive_time, id) < ($1, $2)")
+    if open_only:
+        conditions.append("state <> 9")
+    args.append(limit)
+    return await connection.fetch(
+        f"""SELECT {_CORRECTION_COLUMNS} FROM correction_case WHERE {' AND '.join(conditions)}
+            ORDER BY receive_time DESC, id DESC LIMIT ${len(args)}""", *args)
+
+
+async def awaiting_update(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Correction cases waiting for the municipality's 修正, least recently checked first."""
+    return await connection.fetch(
+        f"""SELECT {_CORRECTION_COLUMNS} FROM correction_case WHERE state = 6
+            ORDER BY check_time NULLS FIRST, id LIMIT $1""", limit)
+
+
+async def steps(connection: asyncpg.Connection, case_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await connection.fetch(
+        "SELECT description, actor, at FROM correction_step WHERE case_id = $1 ORDER BY seq", case_id)
+
+
+async def steps_of(connection: asyncpg.Connection, case_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[asyncpg.Record]]:
+    """The investigation steps of several cases, in order."""
+    found: dict[uuid.UUID, list[asyncpg.Record]] = {case_id: [] for case_id in case_ids}
+    for row in await connection.fetch(
+            "SELECT case_id, description, actor, at FROM correction_step WHERE case_id = ANY($1) ORDER BY case_id, seq",
+            case_ids):
+        found[row["case_id"]].append(row)
+    return found
+
+
+async def add_step(connection: asyncpg.Connection, case_id: uuid.UUID, description: str, actor: str) -> None:
+    await connection.execute(
+        """INSERT INTO correction_step (case_id, seq, description, actor)
+           VALUES ($1, (SELECT coalesce(max(seq), 0) + 1 FROM correction_step WHERE case_id = $1), $2, $3)""",
+        case_id, description, actor)
+
+
+async def set_correction_state(connection: asyncpg.Connection, case_id: uuid.UUID, state: int, actor: str,
+                               detail: str = "", **columns: Any) -> None:
+    """Move a correction case to `state` (one new revision), setting `columns`; records the event."""
+    values = list(columns.values())  # jsonb columns take Python values (the pool's codec encodes them)
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=3))
+    status = await connection.execute(
+        f"""UPDATE correction_case SET state = $2, revision = revision + 1, update_time = now()
+                {', ' + assignments if assignments else ''} WHERE id = $1""", case_id, state, *values)
+    assert status == "UPDATE 1"
+    await add_event(connection, "correction", case_id, state, actor, detail=detail)
+
+
+async def touch_correction(connection: asyncpg.Connection, case_id: uuid.UUID) -> None:
+    """Mark a waiting case checked (the poller visits the least recently checked first)."""
+    await connection.execute("UPDATE correction_case SET check_time = now() WHERE id = $1 AND state = 6", case_id)

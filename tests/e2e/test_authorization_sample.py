@@ -28,6 +28,8 @@ CALLER_OF = {organization: name for name, organization in SAMPLE_CALLERS.items()
 # Executive organs of the catalogue without a sample certificate get one here, and an operator.
 OTHER_ORGANS = sorted(code for code, o in CATALOGUE.organizations.items()
                       if o.kind == "executive_organ" and code not in CALLER_OF)
+SERVICE_CALLERS = ("agency", "disclosure")
+"""Services that call the gateway themselves, with their server certificates."""
 REFUSED = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 
@@ -51,8 +53,9 @@ def _recipient(purpose: Purpose) -> str:
     """A caller (sample certificate name or organisation code) the purpose is granted to."""
     if "kind:municipality" in purpose.recipients:
         return "maebashi-cs"
-    if "agency" in purpose.recipients:
-        return "agency"  # the agency stand-in calls with its own certificate
+    for service in SERVICE_CALLERS:
+        if service in purpose.recipients:
+            return service  # the agency stand-in and the disclosure service call with their own certificates
     return sorted(purpose.recipients, key=lambda r: r not in CALLER_OF)[0]
 
 
@@ -76,7 +79,7 @@ def _as(suite: RunningSuite, caller: str, others: dict[str, tuple[TlsConfig, str
     if caller in others:
         return others[caller]
     caller = CALLER_OF.get(caller, caller)
-    tls = suite.server_tls("agency") if caller == "agency" else suite.client_tls(caller)
+    tls = suite.server_tls(caller) if caller in SERVICE_CALLERS else suite.client_tls(caller)
     return tls, suite.credential(caller)
 
 

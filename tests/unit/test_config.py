@@ -198,11 +198,18 @@ def test_registers_require_the_agency_target(environ: dict[str, str], service: s
     assert "JUKI_AGENCY_TARGET" in _config_error(service, environ)
 
 
-@pytest.mark.parametrize("service", ["disclosure", "agency"])
-def test_services_that_call_nobody_need_no_target(environ: dict[str, str], service: str) -> None:
+def test_agency_needs_no_target(environ: dict[str, str]) -> None:
     del environ["JUKI_AGENCY_TARGET"]
 
-    assert dict(load_service_config(service, environ).targets) == {}
+    assert dict(load_service_config("agency", environ).targets) == {}
+
+
+def test_disclosure_requires_the_gateway_target(environ: dict[str, str]) -> None:
+    del environ["JUKI_AGENCY_TARGET"]
+
+    assert "JUKI_GATEWAY_TARGET" in _config_error("disclosure", environ)
+    environ["JUKI_GATEWAY_TARGET"] = "gateway.internal:7000"
+    assert dict(load_service_config("disclosure", environ).targets) == {"gateway": "gateway.internal:7000"}
 
 
 @pytest.mark.parametrize("variable", ["JUKI_TLS_CERT", "JUKI_TLS_KEY", "JUKI_TLS_CA"])

@@ -119,6 +119,17 @@ class MunicipalityReports:
         token = paging.encode_token({"offset": offset + limit}) if len(rows) > limit else ""
         return list(rows[:limit]), token
 
+    async def get(self, name: str) -> asyncpg.Record:
+        """One report; a municipality's CS sees only those addressed to it."""
+        identifier = report_id(name)
+        municipality = self._own_municipality()
+        async with self._database.connection() as connection:
+            row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM municipality_report WHERE id = $1", identifier)
+        if row is None or (municipality is not None and row["municipality_code"] != municipality):
+            raise NotFound("no such report", "REPORT_NOT_FOUND")
+        found: asyncpg.Record = row
+        return found
+
     async def acknowledge(self, name: str) -> asyncpg.Record:
         identifier = report_id(name)
         municipality = self._own_municipality()

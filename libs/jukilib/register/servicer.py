@@ -70,7 +70,7 @@ class RegisterMethods:
 
 
 class MunicipalityReportMethods:
-    """CreateMunicipalityReport, ListMunicipalityReports, AcknowledgeMunicipalityReport (住基法 12-5)."""
+    """Create, List, Get and AcknowledgeMunicipalityReport (住基法 12-5)."""
 
     _reports: MunicipalityReports
 
@@ -88,6 +88,12 @@ class MunicipalityReportMethods:
         return register_pb2.ListMunicipalityReportsResponse(
             municipality_reports=[report_message(r, register_pb2.MunicipalityReport()) for r in rows],
             next_page_token=token)
+
+    async def GetMunicipalityReport(
+        self, request: register_pb2.GetMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.MunicipalityReport:
+        row = await self._reports.get(request.name)
+        return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]
 
     async def AcknowledgeMunicipalityReport(
         self, request: register_pb2.AcknowledgeMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]

@@ -1,0 +1,81 @@
+"""Who received a wrong value: the provision history matched against the record's history (30-35).
+
+When the municipality's 修正 changes a field the person asked to correct, every organ that was
+provided that field while the wrong value stood in the file received the wrong value. The wrong
+value stood from the first version (in a contiguous run ending at the version the 12-5 report found
+wrong) that carried it until the version that corrected it. The gateway's provision record gives the
+time, recipient, purpose and fields of each provision; the version an organ received is the one
+current at that time. Pure functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+IDENTITY_METHODS = ("/juki.identity.v1.", "/juki.agency.v1.AgencyService/QueryResident")
+ANNEX_METHODS = ("/juki.annex.v1.",)
+
+
+def field_value(version: Any, path: str) -> Any:
+    return getattr(version.record, path.removeprefix("record."))
+
+
+def changed_fields(versions: Sequence[Any], wrong: int, resolving: int, fields: Sequence[str]) -> list[str]:
+    """The fields whose value the resolving version changed from the wrong version's."""
+    by_number = {v.version: v for v in versions}
+    if wrong not in by_number or resolving not in by_number:
+        return []
+    return [f for f in fields if field_value(by_number[wrong], f) != field_value(by_number[resolving], f)]
+
+
+def wrong_since(versions: Sequence[Any], wrong: int, path: str) -> dt.datetime:
+    """When the wrong value entered the file: the first version of the run that carried it."""
+    ordered = sorted(versions, key=lambda v: v.version)
+    index = next(i for i, v in enumerate(ordered) if v.version == wrong)
+    value = field_value(ordered[index], path)
+    while index > 0 and field_value(ordered[index - 1], path) == value:
+        index -= 1
+    since: dt.datetime = ordered[index].create_time.ToDatetime(dt.UTC)
+    return since
+
+
+def version_at(versions: Sequence[Any], moment: dt.datetime) -> Any | None:
+    """The version current at `moment` (the newest stored by then)."""
+    stored = [v for v in versions if v.create_time.ToDatetime(dt.UTC) <= moment]
+    return max(stored, key=lambda v: v.version) if stored else None
+
+
+def wrong_value_recipients(file: str, versions: Sequence[Any], *, wrong: int, resolving: int, fields: Sequence[str],
+                           provisions: Sequence[Any]) -> list[dict[str, Any]]:
+    """Every organ that received a corrected field while the wrong value stood, with what it received."""
+    by_number = {v.version: v for v in versions}
+    if resolving not in by_number:
+        return []
+    until = by_number[resolving].create_time.ToDatetime(dt.UTC)
+    prefixes = IDENTITY_METHODS if file == "identity" else ANNEX_METHODS
+    recipients: dict[str, dict[str, Any]] = {}
+    for path in changed_fields(versions, wrong, resolving, fields):
+        since = wrong_since(versions, wrong, path)
+        for provision in provisions:
+            moment = provision.time.ToDatetime(dt.UTC)
+            if not (provision.method.startswith(prefixes) and path in provision.fields and since <= moment < until):
+                continue
+            received = version_at(versions, moment)
+            entry = recipients.setdefault(provision.recipient, {
+                "organization": provision.recipient, "purposes": [], "fields": [], "provisions": []})
+            if provision.purpose not in entry["purposes"]:
+                entry["purposes"].append(provision.purpose)
+            if path not in entry["fields"]:
+                entry["fields"].append(path)
+            record = {"time": moment.isoformat(), "purpose": provision.purpose, "method": provision.method,
+                      "fields": [path],
+                      "record_version": f"{file}:{received.name}" if received is not None else ""}
+            same = next((p for p in entry["provisions"] if p["time"] == record["time"]
+                         and p["method"] == record["method"]), None)
+            if same is None:
+                entry["provisions"].append(record)
+            elif path not in same["fields"]:
+                same["fields"].append(path)
+    return [recipients[k] for k in sorted(recipients)]

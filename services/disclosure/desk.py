@@ -1,0 +1,510 @@
+"""The disclosure desk's work: the transitions of disclosure and correction cases, each in its own
+transaction, with the written notices they produce.
+
+Concurrency (AIP-154): a transition locks the case row (`FOR UPDATE`), compares the caller's etag
+(the revision) when one is given, checks the state machine and writes one new revision. Work that
+calls other services (gathering records, the 12-5 report) runs between two transactions: the first
+moves the case on (e.g. to SEARCHING) and notes its revision, the second finishes only if the case
+is still at that revision, so two clerks cannot both decide one case.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from google.protobuf import json_format
+
+from juki.disclosure.v1 import disclosure_pb2 as pb
+from jukilib import caller
+from jukilib.db.pool import Database
+from jukilib.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from jukilib.register.validation import Violations
+from services.disclosure import corrections, notices, rules, store
+from services.disclosure.records import ANNEX, IDENTITY, REPORTS_PURPOSE, FileRecords, Records
+
+S, C = pb.DisclosureState, pb.CorrectionState
+FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_FILE_ANNEX: ANNEX}
+SCOPES: dict[int, int] = {pb.RECORD_FILE_IDENTITY: pb.DISCLOSURE_SCOPE_IDENTITY_FILE,
+                          pb.RECORD_FILE_ANNEX: pb.DISCLOSURE_SCOPE_ANNEX_FILE}
+REPORT_RESOLVED = 3  # juki.register.v1.REPORT_STATE_RESOLVED
+
+
+def parse_name(name: str, collection: str, field: str = "name") -> uuid.UUID:
+    prefix = f"{collection}/"
+    try:
+        if not name.startswith(prefix):
+            raise ValueError
+        return uuid.UUID(name[len(prefix):])
+    except ValueError:
+        raise InvalidArgument([FieldViolation(field, f"must be of the form {collection}/{{id}}")]) from None
+
+
+def parse_document_name(name: str, field: str = "name") -> tuple[str, uuid.UUID, uuid.UUID | None]:
+    """(case kind, case id, document id or None) of `…Cases/{id}[/documents/{id}]`."""
+    parts = name.split("/")
+    kinds = {"disclosureCases": "disclosure", "correctionCases": "correction"}
+    try:
+        if parts[0] not in kinds or len(parts) not in (2, 4) or (len(parts) == 4 and parts[2] != "documents"):
+            raise ValueError
+        return kinds[parts[0]], uuid.UUID(parts[1]), uuid.UUID(parts[3]) if len(parts) == 4 else None
+    except (ValueError, IndexError):
+        raise InvalidArgument([FieldViolation(
+            field, "must be of the form disclosureCases/{id}/documents/{id} or correctionCases/{id}/documents/{id}")],
+        ) from None
+
+
+def _actor() -> str:
+    who = caller.current()
+    return "/".join(p for p in (who.organization, who.operator) if p)
+
+
+def _check_etag(row: asyncpg.Record, etag: str) -> None:
+    if etag and etag != etag_of(row):
+        raise Aborted("the case changed since it was read; read it again (etag mismatch)", "ETAG_MISMATCH")
+
+
+def etag_of(row: asyncpg.Record) -> str:
+    return f'W/"{row["revision"]}"'
+
+
+def _date(target: Any, day: dt.date) -> None:
+    target.year, target.month, target.day = day.year, day.month, day.day
+
+
+def case_message(row: asyncpg.Record, today: dt.date) -> pb.DisclosureCase:
+    case = pb.DisclosureCase(
+        name=f"disclosureCases/{row['id']}", subject_resident_code=row["subject_resident_code"],
+        requester_kind=row["requester_kind"], requester_name=row["requester_name"],
+        identity_documents=row["identity_documents"], channel=row["channel"], scopes=row["scopes"],
+        state=row["state"], etag=etag_of(row), documents=row["documents"],
+        deadline_status=rules.deadline_status(row["state"], row["effective_deadline"], row["target_date"], today),
+    )
+    case.receive_time.FromDatetime(row["receive_time"])
+    case.create_time.FromDatetime(row["create_time"])
+    case.update_time.FromDatetime(row["update_time"])
+    _date(case.deadline, row["deadline"])
+    _date(case.target_date, row["target_date"])
+    if row["extension_deadline"] is not None:
+        case.extension.reason = row["extension_reason"]
+        _date(case.extension.new_deadline, row["extension_deadline"])
+        case.extension.extend_time.FromDatetime(row["extension_time"])
+        case.extension.notice = row["extension_notice"] or ""
+    return case
+
+
+def correction_message(row: asyncpg.Record, steps: list[asyncpg.Record]) -> pb.CorrectionCase:
+    case = pb.CorrectionCase(
+        name=f"correctionCases/{row['id']}", disclosure_case=f"disclosureCases/{row['disclosure_case_id']}",
+        file=row["file"], subject_resident_code=row["subject_resident_code"], state=row["state"],
+        municipality_report=row["municipality_report"] or "", resolving_version=row["resolving_version"] or 0,
+        documents=row["documents"], etag=etag_of(row),
+        items=[pb.CorrectionItem(field=i["field"], action=i["action"], requested_value=i["requested_value"])
+               for i in row["items"]],
+    )
+    for step in steps:
+        added = case.investigation_steps.add(description=step["description"], actor=step["actor"])
+        added.create_time.FromDatetime(step["at"])
+    for recipient in row["wrong_value_recipients"]:
+        added_recipient = case.wrong_value_recipients.add(
+            organization=recipient["organization"], purposes=recipient["purposes"], fields=recipient["fields"],
+            record_versions=sorted({p["record_version"] for p in recipient["provisions"]}),
+            notice=recipient.get("notice", ""))
+        for provision in recipient["provisions"]:
+            added_recipient.provision_times.add().FromDatetime(dt.datetime.fromisoformat(provision["time"]))
+    case.receive_time.FromDatetime(row["receive_time"])
+    case.create_time.FromDatetime(row["create_time"])
+    case.update_time.FromDatetime(row["update_time"])
+    return case
+
+
+class Desk:
+    """Disclosure (30-32 … 30-34) and correction (30-35) cases."""
+
+    def __init__(self, database: Database, records: Records, target_days: int,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self._database = database
+        self._records = records
+        self._target_days = target_days
+        self._clock = clock
+
+    def today(self) -> dt.date:
+        return rules.japan_today(self._clock())
+
+    def now(self) -> dt.datetime:
+        return self._clock()
+
+    # --- disclosure ----------------------------------------------------------------------------------
+
+    def new_case(self, request: pb.CreateDisclosureCaseRequest) -> store.NewCase:
+        now = self._clock()
+        violations = Violations()
+        if not request.HasField("disclosure_case"):
+            violations.add("disclosure_case", "is required", "REQUIRED_FIELD")
+            violations.raise_if_any()
+        case = request.disclosure_case
+        rules.validate_new_case(case, now, violations)
+        if len(request.request_id) > 64:
+            violations.add("request_id", "must be at most 64 characters")
+        violations.raise_if_any()
+        received = case.receive_time.ToDatetime(dt.UTC) if case.HasField("receive_time") else now
+        return store.NewCase(
+            id=uuid.uuid4(), request_id=request.request_id or None, subject_resident_code=case.subject_resident_code,
+            requester_kind=case.requester_kind, requester_name=case.requester_name,
+            identity_documents=list(case.identity_documents), channel=case.channel, scopes=list(case.scopes),
+            receive_time=received, state=S.DISCLOSURE_STATE_RECEIVED,
+            # 住基法 30-33: 30 days from receipt; the local target is tracked beside it.
+            deadline=rules.deadline_from(received, rules.STATUTORY_DAYS),
+            target_date=rules.deadline_from(received, self._target_days), opened_by=_actor(),
+        )
+
+    async def create(self, request: pb.CreateDisclosureCaseRequest) -> asyncpg.Record:
+        new_case = self.new_case(request)
+
+        async def create(connection: asyncpg.Connection) -> asyncpg.Record:
+            if new_case.request_id:
+                existing = await store.find_by_request_id(connection, new_case.request_id)
+                if existing is not None:
+                    return existing
+            return await store.insert_case(connection, new_case)
+
+        row: asyncpg.Record = await self._database.run_in_transaction(
+            create, retry_on=(asyncpg.UniqueViolationError, asyncpg.SerializationError))
+        return row
+
+    async def get(self, case_id: uuid.UUID) -> asyncpg.Record:
+        async with self._database.connection() as connection:
+            row = await store.get_case(connection, case_id)
+        if row is None:
+            raise NotFound("no such disclosure case", "CASE_NOT_FOUND")
+        return row
+
+    async def _locked(self, connection: asyncpg.Connection, case_id: uuid.UUID, etag: str) -> asyncpg.Record:
+        row = await store.get_case(connection, case_id, lock=True)
+        if row is None:
+            raise NotFound("no such disclosure case", "CASE_NOT_FOUND")
+        _check_etag(row, etag)
+        return row
+
+    async def move(self, case_id: uuid.UUID, etag: str, target: int, **columns: Any) -> asyncpg.Record:
+        """A plain transition (verify, notify, close)."""
+        async with self._database.transaction() as connection:
+            row = await self._locked(connection, case_id, etag)
+            rules.check_transition(row["state"], target)
+            result: asyncpg.Record = await store.set_state(connection, case_id, target, _actor(), **columns)
+            return result
+
+    async def verify(self, case_id: uuid.UUID, etag: str, verified: bool) -> asyncpg.Record:
+        if verified:
+            return await self.move(case_id, etag, S.DISCLOSURE_STATE_IDENTITY_VERIFIED,
+                                   identity_verify_time=self._clock())
+        return await self.move(case_id, etag, S.DISCLOSURE_STATE_REJECTED_IDENTITY)
+
+    async def extend(self, case_id: uuid.UUID, etag: str, extension: pb.DeadlineExtension) -> asyncpg.Record:
+        """住基法 30-33 ②: once, before the deadline, with a reason, a new date and a written notice."""
+        now = self._clock()
+        async with self._database.transaction() as connection:
+            row = await self._locked(connection, case_id, etag)
+            rules.check_transition(row["state"], S.DISCLOSURE_STATE_EXTENDED)
+            new_deadline = rules.validate_extension(extension, row["deadline"], row["extension_deadline"] is not None,
+                                                    rules.japan_today(now))
+            notice = notices.extension_notice(case_message(row, rules.japan_today(now)), row["deadline"],
+                                              new_deadline, extension.reason, now)
+            document = await store.insert_document(connection, "disclosure", case_id, notice)
+            result: asyncpg.Record = await store.set_state(
+                connection, case_id, S.DISCLOSURE_STATE_EXTENDED, _actor(), document, extension_reason=extension.reason,
+                extension_deadline=new_deadline, extension_time=now)
+            return result
+
+    async def decide(self, case_id: uuid.UUID, etag: str) -> asyncpg.Record:
+        """Gather the records in scope through the gateway and issue the decision notice (30-32 ②)."""
+        actor = _actor()
+        async with self._database.transaction() as connection:
+            row = await self._locked(connection, case_id, etag)
+            rules.check_transition(row["state"], S.DISCLOSURE_STATE_SEARCHING)
+            searching = await store.set_state(connection, case_id, S.DISCLOSURE_STATE_SEARCHING, actor)
+        case = case_message(searching, self.today())
+        name, code, scopes = case.name, case.subject_resident_code, set(case.scopes)
+        identity = await self._records.file_records(IDENTITY, code, name) \
+            if pb.DISCLOSURE_SCOPE_IDENTITY_FILE in scopes else None
+        # 住基法 30-44-13: the annex record is disclosed to the person in full, 国外転出者 or not.
+        annex = await self._records.file_records(ANNEX, code, name) \
+            if pb.DISCLOSURE_SCOPE_ANNEX_FILE in scopes else None
+        provisions = await self._records.provisions(code, name) \
+            if pb.DISCLOSURE_SCOPE_PROVISION_STATUS in scopes else None
+        now = self._clock()
+        notice, found = notices.decision_notice(case, identity, annex, provisions, now)
+        decided = S.DISCLOSURE_STATE_DECIDED_DISCLOSE if found else S.DISCLOSURE_STATE_DECIDED_NOT_EXIST
+        async with self._database.transaction() as connection:
+            row = await self._locked(connection, case_id, "")
+            if row["revision"] != searching["revision"]:
+                raise Aborted("the case changed during the search; read it again", "CASE_CHANGED")
+            document = await store.insert_document(connection, "disclosure", case_id, notice)
+            result: asyncpg.Record = await store.set_state(connection, case_id, decided, actor, document,
+                                                           decide_time=now)
+            return result
+
+    async def list_cases(self, request: pb.ListDisclosureCasesRequest,
+                         before: tuple[dt.datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
+        today = self.today()
+        status = request.deadline_status
+        if status not in (0, pb.DEADLINE_STATUS_AT_RISK, pb.DEADLINE_STATUS_OVERDUE):
+            raise InvalidArgument([FieldViolation("deadline_status", "must be AT_RISK or OVERDUE when set")])
+        async with self._database.connection() as connection:
+            rows: list[asyncpg.Record] = await store.list_cases(
+                connection, before, limit, open_only=request.open_only,
+                at_risk_on=today if status == pb.DEADLINE_STATUS_AT_RISK else None,
+                overdue_on=today if status == pb.DEADLINE_STATUS_OVERDUE else None)
+        return rows
+
+    # --- documents -----------------------------------------------------------------------------------
+
+    async def document(self, name: str, full: bool) -> asyncpg.Record:
+        kind, case_id, document_id = parse_document_name(name)
+        if document_id is None:
+            raise InvalidArgument([FieldViolation("name", "must name a document")])
+        async with self._database.connection() as connection:
+            row = await store.get_document(connection, kind, case_id, document_id, full=full)
+        if row is None:
+            raise NotFound("no such document", "DOCUMENT_NOT_FOUND")
+        return row
+
+    async def documents(self, parent: str, offset: int, limit: int, full: bool) -> list[asyncpg.Record]:
+        kind, case_id, document_id = parse_document_name(parent, "parent")
+        if document_id is not None:
+            raise InvalidArgument([FieldViolation("parent", "must name a case")])
+        async with self._database.connection() as connection:
+            rows: list[asyncpg.Record] = await store.list_documents(connection, kind, case_id, offset, limit,
+                                                                    full=full)
+        return rows
+
+    # --- correction ----------------------------------------------------------------------------------
+
+    def _new_correction(self, request: pb.CreateCorrectionCaseRequest) -> store.NewCorrection:
+        violations = Violations()
+        if not request.HasField("correction_case"):
+            violations.add("correction_case", "is required", "REQUIRED_FIELD")
+            violations.raise_if_any()
+        case = request.correction_case
+        disclosure_id = parse_name(case.disclosure_case, "disclosureCases", "correction_case.disclosure_case")
+        if case.file not in FILES:
+            violations.add("correction_case.file", "is required", "REQUIRED_FIELD")
+        rules.validate_correction_items(case.items, violations)
+        now = self._clock()
+        if case.HasField("receive_time") and case.receive_time.ToDatetime(dt.UTC) > now + dt.timedelta(minutes=5):
+            violations.add("correction_case.receive_time", "must not be in the future")
+        if len(request.request_id) > 64:
+            violations.add("request_id", "must be at most 64 characters")
+        violations.raise_if_any()
+        return store.NewCorrection(
+            id=uuid.uuid4(), request_id=request.request_id or None, disclosure_case_id=disclosure_id, file=case.file,
+            items=[{"field": i.field, "action": int(i.action), "requested_value": i.requested_value}
+                   for i in case.items],
+            receive_time=case.receive_time.ToDatetime(dt.UTC) if case.HasField("receive_time") else now,
+            opened_by=_actor())
+
+    async def create_correction(self, request: pb.CreateCorrectionCaseRequest) -> asyncpg.Record:
+        new = self._new_correction(request)
+
+        async def create(connection: asyncpg.Connection) -> asyncpg.Record:
+            if new.request_id:
+                existing = await store.find_correction_by_request_id(connection, new.request_id)
+                if existing is not None:
+                    return existing
+            disclosure = await store.get_case(connection, new.disclosure_case_id)
+            if disclosure is None:
+                raise NotFound("no such disclosure case", "CASE_NOT_FOUND")
+            # 住基法 30-35: only a person who received a disclosure of the file may ask for its correction.
+            scope = SCOPES[new.file]
+            disclosed = await connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM disclosure_case_event WHERE case_id = $1 AND state = $2)",
+                new.disclosure_case_id, S.DISCLOSURE_STATE_DECIDED_DISCLOSE)
+            if disclosure["state"] not in rules.DISCLOSED or not disclosed or scope not in disclosure["scopes"]:
+                raise FailedPrecondition("a correction needs a disclosure of this file to the person first",
+                                         "NOT_DISCLOSED",
+                                         {"disclosure_state": rules.state_name(disclosure["state"])})
+            row: asyncpg.Record = await store.insert_correction(connection, new, disclosure["subject_resident_code"],
+                                                                C.CORRECTION_STATE_RECEIVED)
+            return row
+
+        row: asyncpg.Record = await self._database.run_in_transaction(
+            create, retry_on=(asyncpg.UniqueViolationError, asyncpg.SerializationError))
+        return row
+
+    async def list_corrections(self, before: tuple[dt.datetime, uuid.UUID] | None, limit: int,
+                               open_only: bool) -> list[tuple[asyncpg.Record, list[asyncpg.Record]]]:
+        """Cases with their investigation steps."""
+        async with self._database.connection() as connection:
+            rows: list[asyncpg.Record] = await store.list_corrections(connection, before, limit, open_only=open_only)
+            steps = await store.steps_of(connection, [r["id"] for r in rows])
+        return [(row, steps[row["id"]]) for row in rows]
+
+    async def correction(self, case_id: uuid.UUID) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+        async with self._database.connection() as connection:
+            row = await store.get_correction(connection, case_id)
+            if row is None:
+                raise NotFound("no such correction case", "CASE_NOT_FOUND")
+            return row, await store.steps(connection, case_id)
+
+    async def _locked_correction(self, connection: asyncpg.Connection, case_id: uuid.UUID,
+                                 etag: str) -> asyncpg.Record:
+        row = await store.get_correction(connection, case_id, lock=True)
+        if row is None:
+            raise NotFound("no such correction case", "CASE_NOT_FOUND")
+        _check_etag(row, etag)
+        return row
+
+    async def record_step(self, case_id: uuid.UUID, etag: str, description: str) -> None:
+        violations = Violations()
+        violations.required_text("step.description", description, max_length=rules.STEP_MAX)
+        violations.raise_if_any()
+        async with self._database.transaction() as connection:
+            row = await self._locked_correction(connection, case_id, etag)
+            rules.check_transition(row["state"], C.CORRECTION_STATE_INVESTIGATING, correction=True)
+            await store.add_step(connection, case_id, description, _actor())
+            await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_INVESTIGATING, _actor())
+
+    async def close_correction(self, case_id: uuid.UUID, etag: str) -> None:
+        async with self._database.transaction() as connection:
+            row = await self._locked_correction(connection, case_id, etag)
+            rules.check_transition(row["state"], C.CORRECTION_STATE_CLOSED, correction=True)
+            await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_CLOSED, _actor())
+
+    async def conclude(self, case_id: uuid.UUID, request: pb.ConcludeCorrectionInvestigationRequest) -> None:
+        """No error → the written result. Error → a 12-5 report to the municipality, and the case waits."""
+        actor = _actor()
+        target = C.CORRECTION_STATE_ERROR_FOUND if request.error_found else C.CORRECTION_STATE_NO_ERROR
+        async with self._database.transaction() as connection:
+            row = await self._locked_correction(connection, case_id, request.etag)
+            rules.check_transition(row["state"], target, correction=True)
+            items = row["items"]
+            fields = rules.validate_conclusion(request.error_found, request.reason_code, list(request.fields),
+                                               [i["field"] for i in items])
+            await store.set_correction_state(connection, case_id, target, actor)
+            steps = await store.steps(connection, case_id)
+            concluded = await store.get_correction(connection, case_id)
+        assert concluded is not None
+        case = correction_message(concluded, steps)
+        file = FILES[case.file]
+        if request.error_found:
+            # 住基法 12-5 (30-35): the governor cannot amend the 住民票; the municipality is told, and its
+            # 修正 notification is what corrects the file (the background task follows the report).
+            report = await self._records.create_report(file, case.subject_resident_code, request.reason_code, fields,
+                                                       case.name)
+            async with self._database.transaction() as connection:
+                await self._finish(connection, case_id, concluded["revision"])
+                await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_MUNICIPALITY_NOTIFIED,
+                                                 actor, report.name, municipality_report=report.name,
+                                                 report_version=report.version, report_fields=fields)
+                await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_AWAITING_CS_UPDATE, actor)
+            return
+        records = await self._records.file_records(file, case.subject_resident_code, case.name, REPORTS_PURPOSE)
+        current = records.current
+        versions = [f"{file}:{current.name}/versions/{current.version}"] if current is not None else []
+        requester = await self._requester_name(concluded["disclosure_case_id"])
+        notice = notices.correction_result_notice(
+            case, requester, outcome="NO_ERROR", steps=[s.description for s in case.investigation_steps], corrected={},
+            versions=versions, issued=self._clock())
+        async with self._database.transaction() as connection:
+            await self._finish(connection, case_id, concluded["revision"])
+            document = await store.insert_document(connection, "correction", case_id, notice)
+            await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_RESULT_NOTIFIED, actor, document)
+
+    async def _finish(self, connection: asyncpg.Connection, case_id: uuid.UUID, revision: int) -> None:
+        row = await self._locked_correction(connection, case_id, "")
+        if row["revision"] != revision:
+            raise Aborted("the case changed meanwhile; read it again", "CASE_CHANGED")
+
+    async def _requester_name(self, disclosure_case_id: uuid.UUID) -> str:
+        async with self._database.connection() as connection:
+            name: str = await connection.fetchval(
+                "SELECT requester_name FROM disclosure_case WHERE id = $1", disclosure_case_id)
+        return name
+
+    # --- the municipality's 修正 closes the case by itself -----------------------------------------------
+
+    async def follow_reports(self, limit: int = 50) -> int:
+        """One pass over cases waiting for the municipality's 修正; returns how many moved on.
+
+        Design: the owning register resolves a 12-5 report when the addressed municipality's 修正 for
+        the person arrives (jukilib.register.reports.resolve_by_correction). The disclosure service
+        asks the register for the report's state (GetMunicipalityReport, through the gateway) in a
+        background task, and once it is resolved completes the case with CompleteCorrectionCase, also
+        through the gateway, so that this transition is in the operation log like a clerk's. Polling
+        keeps the register free of any knowledge of disclosure cases, needs no callback into this
+        service, survives restarts of either side (the waiting state is in this service's table), and
+        is safe with several replicas (the completing transaction checks the case is still waiting).
+        """
+        async with self._database.connection() as connection:
+            waiting = await store.awaiting_update(connection, limit)
+        moved = 0
+        for row in waiting:
+            async with self._database.connection() as connection:
+                await store.touch_correction(connection, row["id"])
+            case = correction_message(row, [])
+            report = await self._records.get_report(FILES[case.file], case.municipality_report, case.name)
+            if report.state == REPORT_RESOLVED:
+                await self._records.complete_correction(case.name)
+                moved += 1
+        return moved
+
+    async def complete(self, case_id: uuid.UUID) -> None:
+        """AWAITING_CS_UPDATE → UPDATED → RESULT_NOTIFIED once the register resolved the 12-5 report."""
+        async with self._database.connection() as connection:
+            row = await store.get_correction(connection, case_id)
+        if row is None:
+            raise NotFound("no such correction case", "CASE_NOT_FOUND")
+        rules.check_transition(row["state"], C.CORRECTION_STATE_UPDATED, correction=True)
+        case = correction_message(row, [])
+        # The report's state comes from the register, never from the caller.
+        report = await self._records.get_report(FILES[case.file], case.municipality_report, case.name)
+        if report.state != REPORT_RESOLVED:
+            raise FailedPrecondition("the municipality has not yet corrected the record (12-5 report unresolved)",
+                                     "REPORT_NOT_RESOLVED")
+        await self._complete(row, report.resolving_version)
+
+    async def _complete(self, row: asyncpg.Record, resolving: int) -> None:
+        """UPDATED → RESULT_NOTIFIED: the result notice, and a notice to every organ given the wrong value."""
+        async with self._database.connection() as connection:
+            steps = await store.steps(connection, row["id"])
+        case = correction_message(row, steps)
+        file = FILES[case.file]
+        records = await self._records.file_records(file, case.subject_resident_code, case.name, REPORTS_PURPOSE)
+        provisions = await self._records.provisions(case.subject_resident_code, case.name, REPORTS_PURPOSE)
+        fields = list(row["report_fields"])
+        wrong = row["report_version"]
+        recipients = corrections.wrong_value_recipients(file, records.versions, wrong=wrong, resolving=resolving,
+                                                        fields=fields, provisions=provisions)
+        resolved = next((v for v in records.versions if v.version == resolving), None)
+        corrected = _fields_of(resolved, fields) if resolved is not None else {}
+        now = self._clock()
+        versions = [f"{file}:{v.name}" for v in records.versions if v.version in (wrong, resolving)]
+        requester = await self._requester_name(row["disclosure_case_id"])
+        result = notices.correction_result_notice(case, requester, outcome="CORRECTED",
+                                                  steps=[s["description"] for s in steps], corrected=corrected,
+                                                  versions=versions, issued=now)
+        organ_notices = [notices.recipient_notice(case, r, corrected, now) for r in recipients]
+        async with self._database.transaction() as connection:
+            current = await store.get_correction(connection, row["id"], lock=True)
+            if current is None or current["state"] != C.CORRECTION_STATE_AWAITING_CS_UPDATE:
+                return  # another replica finished it
+            actor = _actor()
+            await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_UPDATED, actor,
+                                             f"version {resolving}", resolving_version=resolving)
+            for recipient, notice in zip(recipients, organ_notices, strict=True):
+                recipient["notice"] = await store.insert_document(connection, "correction", row["id"], notice)
+            document = await store.insert_document(connection, "correction", row["id"], result)
+            await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_RESULT_NOTIFIED, actor,
+                                             document, wrong_value_recipients=recipients)
+
+
+def _fields_of(version: Any, fields: list[str]) -> dict[str, Any]:
+    record: dict[str, Any] = json_format.MessageToDict(version.record, always_print_fields_with_no_presence=True)
+    wanted = {notices.camel(f) for f in fields}
+    return {key: value for key, value in record.items() if key in wanted}
+
+
+__all__ = ["Desk", "FileRecords", "case_message", "correction_message", "parse_document_name", "parse_name"]

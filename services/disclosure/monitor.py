@@ -1,0 +1,66 @@
+"""Background work of the disclosure service: the deadline gauge and following 12-5 reports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import grpc
+from opentelemetry import metrics
+from opentelemetry.metrics import Observation
+
+from jukilib.db.pool import Database
+from jukilib.errors import JukiError
+from services.disclosure import store
+from services.disclosure.desk import Desk
+
+logger = logging.getLogger(__name__)
+
+
+class DeadlineGauge:
+    """Open, at-risk and overdue disclosure cases as one OpenTelemetry gauge: counts only, no personal
+    data (住基法 30-33 deadlines; DESIGN §7 "deadlines at risk")."""
+
+    def __init__(self, database: Database, desk: Desk, interval: float = 30.0) -> None:
+        self._database = database
+        self._desk = desk
+        self._interval = interval
+        self.values = {"open": 0, "at_risk": 0, "overdue": 0}
+        meter = metrics.get_meter(__name__)
+        meter.create_observable_gauge(
+            "juki.disclosure.cases",
+            [lambda _: [Observation(count, {"deadline_status": status}) for status, count in self.values.items()]],
+            unit="{case}", description="disclosure cases whose deadline runs: open, at risk (incl. overdue), overdue")
+
+    async def measure(self) -> dict[str, int]:
+        async with self._database.connection() as connection:
+            self.values = await store.deadline_counts(connection, self._desk.today())
+        return self.values
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.measure()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, JukiError):
+                logger.warning("disclosure deadlines not measured")
+            await asyncio.sleep(self._interval)
+
+
+class ReportFollower:
+    """Moves correction cases on when the municipality's 修正 resolved their 12-5 report (see Desk.follow_reports)."""
+
+    def __init__(self, desk: Desk, interval: float) -> None:
+        self._desk = desk
+        self._interval = interval
+
+    async def run(self) -> None:
+        while True:
+            try:
+                moved = await self._desk.follow_reports()
+                if moved:
+                    logger.info("correction cases completed by the municipality's correction", extra={"cases": moved})
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, JukiError,
+                    grpc.aio.AioRpcError) as exc:
+                logger.warning("12-5 reports not followed", extra={"error_type": type(exc).__name__})
+            await asyncio.sleep(self._interval)

@@ -1,0 +1,408 @@
+"""Disclosure and correction end to end through the gateway (issue 6: 住基法 30-32 … 30-35, 30-44-13).
+
+Staff of the disclosure desk call the gateway; the disclosure service gathers records and makes 12-5
+reports through the gateway too, under its own purposes, so every step is in the operation log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+import io
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from pypdf import PdfReader
+
+from juki.disclosure.v1 import disclosure_pb2 as dpb
+from juki.disclosure.v1 import disclosure_pb2_grpc
+from juki.identity.v1 import identity_pb2
+from juki.register.v1 import register_pb2
+from jukilib import cli_cases
+from jukilib.client import purpose_metadata, save_credential
+from jukilib.config import DatabaseConfig
+from jukilib.db.pool import Database
+from jukilib.demo.notifications import annex_notification, birth_notification
+from jukilib.demo.residents import SyntheticResident
+from jukilib.grpc.channels import secure_channel
+from services.disclosure.desk import Desk
+from services.disclosure.monitor import DeadlineGauge
+from services.disclosure.records import Records
+from tests.conftest import RunningSuite, eventually
+from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _call, _reason, _resident, _violated_fields
+
+DISCLOSURE, CORRECTION = "DISCLOSURE-30-32", "CORRECTION-30-35"
+OPERATOR = "kaiji-0001"  # the demo disclosure clerk (DEMO_OPERATORS)
+USED: list[SyntheticResident] = []  # every resident of this module, checked for personal data at the end
+
+
+def _person(index: int) -> SyntheticResident:
+    resident = _resident(200 + index)
+    USED.append(resident)
+    return resident
+
+
+async def _desk(suite: RunningSuite, method: str, request: Any, purpose: str = DISCLOSURE) -> Any:
+    """A call of the disclosure desk's clerk through the gateway."""
+    async with secure_channel(suite.gateway, suite.client_tls("disclosure-desk")) as channel:
+        stub = disclosure_pb2_grpc.DisclosureServiceStub(channel)
+        return await getattr(stub, method)(request, metadata=purpose_metadata(
+            purpose, credential=suite.credential("disclosure-desk"), request_id=str(uuid.uuid4())), timeout=20)
+
+
+def _new_case(resident_code: str, scopes: list[int], received: dt.datetime | None = None,
+              documents: list[int] | None = None) -> dpb.CreateDisclosureCaseRequest:
+    case = dpb.DisclosureCase(
+        subject_resident_code=resident_code, requester_kind=dpb.REQUESTER_KIND_PERSON, requester_name="請求者 本人",
+        identity_documents=documents or [dpb.IDENTITY_DOCUMENT_MY_NUMBER_CARD], channel=dpb.CHANNEL_COUNTER,
+        scopes=scopes)
+    if received is not None:
+        case.receive_time.FromDatetime(received)
+    return dpb.CreateDisclosureCaseRequest(disclosure_case=case)
+
+
+async def _open_verified(suite: RunningSuite, resident_code: str, scopes: list[int],
+                         received: dt.datetime | None = None) -> Any:
+    case = await _desk(suite, "CreateDisclosureCase", _new_case(resident_code, scopes, received))
+    return await _desk(suite, "VerifyDisclosureCaseIdentity", dpb.VerifyDisclosureCaseIdentityRequest(
+        name=case.name, etag=case.etag, verified=True))
+
+
+async def _decided(suite: RunningSuite, resident_code: str, scopes: list[int]) -> tuple[Any, dict[str, Any], str]:
+    """Open, verify and decide a case; returns (case, the notice's JSON, the notice's PDF text)."""
+    verified = await _open_verified(suite, resident_code, scopes)
+    decided = await _desk(suite, "DecideDisclosureCase", dpb.DecideDisclosureCaseRequest(
+        name=verified.name, etag=verified.etag))
+    (notice_name,) = decided.documents
+    notice = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(name=notice_name))
+    assert notice.kind == dpb.DOCUMENT_KIND_DECISION_NOTICE
+    assert notice.pdf_sha256 == hashlib.sha256(notice.pdf).hexdigest()
+    assert notice.json_sha256 == hashlib.sha256(notice.json.encode()).hexdigest()
+    return decided, json.loads(notice.json), _pdf_text(notice.pdf)
+
+
+def _pdf_text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+async def _notify(suite: RunningSuite, request: Any, purpose: str = "CS-NOTIFY-30-6",
+                  method: str = "identity.ApplyNotification") -> Any:
+    answer, _ = await _call(suite, "maebashi-cs", method, request, purpose)
+    return answer
+
+
+async def _log(suite: RunningSuite, condition: str, *args: Any) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(suite.database_url("gateway"))
+    try:
+        return await connection.fetch(f"SELECT * FROM operation_log WHERE {condition}", *args)
+    finally:
+        await connection.close()
+
+
+# --- disclosure ------------------------------------------------------------------------------------
+
+async def test_full_disclosure_notice_names_the_resident_and_keeps_the_record_versions(suite: RunningSuite) -> None:
+    resident = _person(1)
+    await _notify(suite, birth_notification(resident, "disc-1", EVENT_DATE, NOTIFY_TIME))
+    await _notify(suite, annex_notification(resident, "disc-1-annex", EVENT_DATE, moved_abroad=False),
+                  "CS-NOTIFY-30-41", "annex.ApplyNotification")
+    await _call(suite, "kyoiku-iinkai", "identity.LookupResident",
+                identity_pb2.LookupResidentRequest(resident_code=resident.resident_code), "EDU-SCHOLARSHIP-30-15-2-2")
+
+    case, content, text = await _decided(suite, resident.resident_code, [
+        dpb.DISCLOSURE_SCOPE_IDENTITY_FILE, dpb.DISCLOSURE_SCOPE_ANNEX_FILE, dpb.DISCLOSURE_SCOPE_PROVISION_STATUS])
+
+    assert case.state == dpb.DISCLOSURE_STATE_DECIDED_DISCLOSE
+    assert resident.full_name in text and "本人確認情報開示決定通知書" in text
+    assert resident.individual_number in text and resident.address in text
+    identity = content["identity_file"]
+    assert identity["current"]["record"]["fullName"] == resident.full_name
+    assert len(identity["history"]) == 1 and content["annex_file"]["found"]
+    assert [p["recipient"] for p in content["provision_status"]] == ["kyoiku-iinkai"]
+    assert content["decision"] == "DISCLOSE"
+    assert any(v.startswith("identity:residents/") and v.endswith("/versions/1") for v in content["record_versions"])
+    assert any(v.startswith("annex:annexResidents/") for v in content["record_versions"])
+
+    notified = await _desk(suite, "NotifyDisclosureCase", dpb.NotifyDisclosureCaseRequest(name=case.name,
+                                                                                          etag=case.etag))
+    closed = await _desk(suite, "CloseDisclosureCase", dpb.CloseDisclosureCaseRequest(name=case.name,
+                                                                                       etag=notified.etag))
+    assert closed.state == dpb.DISCLOSURE_STATE_CLOSED and closed.deadline_status == dpb.DEADLINE_STATUS_NONE
+    # Every transition is in the operation log; the service's own reads name the case.
+    methods = {row["method"].rsplit("/", 1)[-1] for row in await _log(
+        suite, "organization = 'disclosure-desk' AND $1 = ANY(resident_codes)", resident.resident_code)}
+    assert {"CreateDisclosureCase", "VerifyDisclosureCaseIdentity", "DecideDisclosureCase",
+            "NotifyDisclosureCase", "CloseDisclosureCase"} <= methods
+    reads = await _log(suite, "organization = 'disclosure' AND case_reference = $1", case.name)
+    assert {r["purpose"] for r in reads} == {"DISCLOSURE-RECORDS-30-32"} and all(r["status"] == "OK" for r in reads)
+
+
+async def test_no_record_is_decided_with_a_notice_saying_so(suite: RunningSuite) -> None:
+    absent = _person(2)
+    case, content, text = await _decided(suite, absent.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    assert case.state == dpb.DISCLOSURE_STATE_DECIDED_NOT_EXIST
+    assert content["decision"] == "NOT_EXIST" and content["identity_file"] == {"found": False}
+    assert "該当する情報はありません" in text
+
+
+async def test_overseas_emigrant_receives_their_own_annex_record_in_full(suite: RunningSuite) -> None:
+    # 住基法 30-44-13: disclosure to the person is not bound by the 30-44-6 limits on provision.
+    abroad = _person(3)
+    await _notify(suite, annex_notification(abroad, "disc-3-annex", EVENT_DATE, moved_abroad=True),
+                  "CS-NOTIFY-30-41", "annex.ApplyNotification")
+    case, content, text = await _decided(suite, abroad.resident_code, [dpb.DISCLOSURE_SCOPE_ANNEX_FILE])
+    record = content["annex_file"]["current"]["record"]
+    assert case.state == dpb.DISCLOSURE_STATE_DECIDED_DISCLOSE
+    assert record["residentCode"] == abroad.resident_code and record["overseasEmigrant"] is True
+    assert record["fullName"] == abroad.full_name and "addressDate" in record and "birthDate" in record
+    assert abroad.full_name in text and abroad.resident_code in text and "国外転出者である旨" in text
+
+
+async def test_extension_is_refused_after_the_deadline(suite: RunningSuite) -> None:
+    late = _person(4)
+    received = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
+    case = await _open_verified(suite, late.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE], received)
+    assert case.deadline_status == dpb.DEADLINE_STATUS_OVERDUE
+    new_deadline = dt.date.today() + dt.timedelta(days=10)
+    extension = dpb.DeadlineExtension(reason="記録の確認に時間を要するため")
+    extension.new_deadline.year, extension.new_deadline.month, extension.new_deadline.day = (
+        new_deadline.year, new_deadline.month, new_deadline.day)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _desk(suite, "ExtendDisclosureCase", dpb.ExtendDisclosureCaseRequest(
+            name=case.name, etag=case.etag, extension=extension))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _reason(refused.value) == "DEADLINE_PASSED"
+    overdue = await _desk(suite, "ListDisclosureCases", dpb.ListDisclosureCasesRequest(
+        deadline_status=dpb.DEADLINE_STATUS_OVERDUE, page_size=500))
+    assert case.name in {c.name for c in overdue.disclosure_cases}
+
+
+async def test_juki_cases_lists_open_cases_with_deadlines_and_states(
+        suite: RunningSuite, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    received = dt.datetime.now(dt.UTC) - dt.timedelta(days=31)
+    overdue = await _open_verified(suite, _person(11).resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE], received)
+    fresh = await _desk(suite, "CreateDisclosureCase", _new_case(_person(12).resident_code,
+                                                                 [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE]))
+    desk = suite.pki.clients["disclosure-desk"]
+    (tmp_path / "endpoints.json").write_text(json.dumps({
+        "gateway": suite.gateway, "services": {}, "ca_cert": str(suite.pki.ca_cert), "database_url": "",
+        "client_certs": {"disclosure-desk": {"cert": str(desk.cert), "key": str(desk.key)}}}))
+    save_credential(tmp_path, OPERATOR, suite.credential("disclosure-desk"))  # as `juki operators login` does
+    parser = argparse.ArgumentParser()
+    cli_cases.add_parser(parser.add_subparsers(dest="command"))
+
+    assert await cli_cases.run(parser.parse_args(["cases", "list", "--overdue", "--operator", OPERATOR]),
+                               tmp_path) == 0
+    listed = capsys.readouterr().out
+    (row,) = [line for line in listed.splitlines() if line.startswith(overdue.name)]
+    assert "IDENTITY_VERIFIED" in row and "OVERDUE" in row and fresh.name not in listed
+    assert await cli_cases.run(parser.parse_args(["cases", "list", "--operator", OPERATOR]), tmp_path) == 0
+    everything = capsys.readouterr().out
+    assert fresh.name in everything and "RECEIVED" in everything
+    assert _person(11).full_name not in everything and _person(11).resident_code not in everything
+
+
+async def test_one_extension_before_the_deadline_with_a_written_notice(suite: RunningSuite) -> None:
+    resident = _person(5)
+    case = await _open_verified(suite, resident.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    new = dt.date(case.deadline.year, case.deadline.month, case.deadline.day) + dt.timedelta(days=20)
+    extension = dpb.DeadlineExtension(reason="大量の記録の確認に時間を要するため")
+    extension.new_deadline.year, extension.new_deadline.month, extension.new_deadline.day = new.year, new.month, new.day
+    extended = await _desk(suite, "ExtendDisclosureCase", dpb.ExtendDisclosureCaseRequest(
+        name=case.name, etag=case.etag, extension=extension))
+    assert extended.state == dpb.DISCLOSURE_STATE_EXTENDED and extended.extension.notice
+    notice = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(
+        name=extended.extension.notice))
+    assert notice.kind == dpb.DOCUMENT_KIND_EXTENSION_NOTICE
+    text = _pdf_text(notice.pdf)
+    assert "延長" in text and "大量の記録の確認に時間を要するため" in text
+    assert f"{new.year}年{new.month}月{new.day}日" in text
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await _desk(suite, "ExtendDisclosureCase", dpb.ExtendDisclosureCaseRequest(
+            name=case.name, etag=extended.etag, extension=extension))
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "EXTENDED" in (again.value.details() or "")
+
+
+async def test_invalid_transition_names_the_state_and_a_stale_etag_is_aborted(suite: RunningSuite) -> None:
+    case = await _desk(suite, "CreateDisclosureCase", _new_case(_person(6).resident_code,
+                                                                [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE]))
+    with pytest.raises(grpc.aio.AioRpcError) as invalid:
+        await _desk(suite, "NotifyDisclosureCase", dpb.NotifyDisclosureCaseRequest(name=case.name))
+    assert invalid.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "RECEIVED" in (invalid.value.details() or "")
+    await _desk(suite, "VerifyDisclosureCaseIdentity", dpb.VerifyDisclosureCaseIdentityRequest(
+        name=case.name, etag=case.etag, verified=True))
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        await _desk(suite, "DecideDisclosureCase", dpb.DecideDisclosureCaseRequest(name=case.name, etag=case.etag))
+    assert stale.value.code() == grpc.StatusCode.ABORTED
+
+
+async def test_two_clerks_deciding_one_case_at_once_decide_it_once(suite: RunningSuite) -> None:
+    resident = _person(13)
+    await _notify(suite, birth_notification(resident, "disc-13", EVENT_DATE, NOTIFY_TIME))
+    case = await _open_verified(suite, resident.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    request = dpb.DecideDisclosureCaseRequest(name=case.name, etag=case.etag)
+    outcomes = await asyncio.gather(*(_desk(suite, "DecideDisclosureCase", request) for _ in range(2)),
+                                    return_exceptions=True)
+    decided = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(decided) == 1 and len(refused) == 1
+    assert refused[0].code() == grpc.StatusCode.ABORTED
+    assert len(decided[0].documents) == 1
+
+
+async def test_deadline_gauge_counts_open_at_risk_and_overdue_cases(suite: RunningSuite) -> None:
+    database = Database(DatabaseConfig(url=suite.database_url("disclosure"), migration_url=None))
+    await database.connect()
+    channel = grpc.aio.insecure_channel("127.0.0.1:9")  # never called: the gauge only counts
+    try:
+        gauge = DeadlineGauge(database, Desk(database, Records(channel), 14))
+        before = await gauge.measure()
+        received = dt.datetime.now(dt.UTC) - dt.timedelta(days=35)
+        await _desk(suite, "CreateDisclosureCase", _new_case(_person(14).resident_code,
+                                                             [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE], received))
+        after = await gauge.measure()
+    finally:
+        await channel.close()
+        await database.close()
+    assert {k: after[k] - before[k] for k in after} == {"open": 1, "at_risk": 1, "overdue": 1}
+
+
+async def test_residence_record_copy_is_refused_naming_the_field(suite: RunningSuite) -> None:
+    request = _new_case(_person(7).resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE],
+                        documents=[dpb.IDENTITY_DOCUMENT_RESIDENCE_RECORD_COPY])
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _desk(suite, "CreateDisclosureCase", request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _violated_fields(refused.value) == {"disclosure_case.identity_documents"}
+
+
+# --- correction ------------------------------------------------------------------------------------
+
+def _correction(case: str, field: str, value: str) -> dpb.CreateCorrectionCaseRequest:
+    return dpb.CreateCorrectionCaseRequest(correction_case=dpb.CorrectionCase(
+        disclosure_case=case, file=dpb.RECORD_FILE_IDENTITY,
+        items=[dpb.CorrectionItem(field=field, action=dpb.CORRECTION_ACTION_CORRECT, requested_value=value)]))
+
+
+async def _investigated(suite: RunningSuite, disclosure: str, value: str) -> Any:
+    correction = await _desk(suite, "CreateCorrectionCase", _correction(disclosure, "record.full_name", value),
+                             CORRECTION)
+    assert correction.state == dpb.CORRECTION_STATE_RECEIVED
+    return await _desk(suite, "RecordInvestigationStep", dpb.RecordInvestigationStepRequest(
+        name=correction.name, etag=correction.etag,
+        step=dpb.InvestigationStep(description="市町村の住民票と照合した")), CORRECTION)
+
+
+async def test_correction_closes_by_itself_when_the_municipality_corrects_and_recipients_are_noticed(
+        suite: RunningSuite) -> None:
+    resident = _person(8)
+    wrong = birth_notification(resident, "corr-1", EVENT_DATE, NOTIFY_TIME)
+    wrong.record.full_name = "誤記　太郎"
+    await _notify(suite, wrong)
+    lookup = identity_pb2.LookupResidentRequest(resident_code=resident.resident_code)
+    await _call(suite, "kyoiku-iinkai", "identity.LookupResident", lookup, "EDU-SCHOLARSHIP-30-15-2-2")
+    disclosure, _, text = await _decided(suite, resident.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    assert "誤記　太郎" in text
+
+    investigating = await _investigated(suite, disclosure.name, resident.full_name)
+    waiting = await _desk(suite, "ConcludeCorrectionInvestigation", dpb.ConcludeCorrectionInvestigationRequest(
+        name=investigating.name, etag=investigating.etag, error_found=True, reason_code="ITEM_MISMATCH"), CORRECTION)
+    assert waiting.state == dpb.CORRECTION_STATE_AWAITING_CS_UPDATE and waiting.municipality_report
+    reports, _ = await _call(suite, "maebashi-cs", "identity.ListMunicipalityReports",
+                             register_pb2.ListMunicipalityReportsRequest(), "CS-REPORTS-12-5")
+    (report,) = [r for r in reports.municipality_reports if r.name == waiting.municipality_report]
+    assert report.source == register_pb2.REPORT_SOURCE_CORRECTION_REQUEST and report.fields == ["record.full_name"]
+    with pytest.raises(grpc.aio.AioRpcError) as early:  # nothing moves before the municipality corrects
+        await _desk(suite, "CompleteCorrectionCase", dpb.CompleteCorrectionCaseRequest(name=waiting.name), CORRECTION)
+    assert _reason(early.value) == "REPORT_NOT_RESOLVED"
+
+    # The municipality corrects the 住民票 ex officio and notifies the 修正 (30-6).
+    fixed = birth_notification(resident, "corr-2", EVENT_DATE, NOTIFY_TIME + dt.timedelta(days=1))
+    fixed.change.kind, fixed.change.reason = register_pb2.CHANGE_KIND_MODIFY, \
+        register_pb2.CHANGE_REASON_CLERICAL_ERROR_CORRECTION
+    fixed.change.event_date.day = 2
+    await _notify(suite, fixed)
+    # An organ that reads only after the correction received no wrong value.
+    await _call(suite, "kikaku-bu", "identity.LookupResident", lookup, "JUKI-OWN-AFFAIRS", case_reference="C-1")
+
+    async def result_notified() -> bool:
+        case = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name), CORRECTION)
+        return bool(case.state == dpb.CORRECTION_STATE_RESULT_NOTIFIED)
+
+    await eventually(result_notified, timeout=20)
+    done = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name), CORRECTION)
+    assert done.resolving_version == 2
+    (recipient,) = done.wrong_value_recipients
+    assert recipient.organization == "kyoiku-iinkai" and list(recipient.fields) == ["record.full_name"]
+    assert list(recipient.purposes) == ["EDU-SCHOLARSHIP-30-15-2-2"]
+    assert len(recipient.record_versions) == 1 and recipient.record_versions[0].endswith("/versions/1")
+    organ_notice = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(
+        name=recipient.notice), CORRECTION)
+    assert organ_notice.kind == dpb.DOCUMENT_KIND_RECIPIENT_NOTICE and organ_notice.addressee == "kyoiku-iinkai"
+    assert resident.full_name in _pdf_text(organ_notice.pdf)
+    listed = await _desk(suite, "ListDisclosureDocuments", dpb.ListDisclosureDocumentsRequest(parent=done.name),
+                         CORRECTION)
+    kinds = sorted(d.kind for d in listed.disclosure_documents)
+    assert kinds == [dpb.DOCUMENT_KIND_CORRECTION_RESULT_NOTICE, dpb.DOCUMENT_KIND_RECIPIENT_NOTICE]
+    assert all(not d.pdf for d in listed.disclosure_documents)
+    (result_name,) = [d.name for d in listed.disclosure_documents
+                      if d.kind == dpb.DOCUMENT_KIND_CORRECTION_RESULT_NOTICE]
+    result = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(name=result_name),
+                         CORRECTION)
+    assert resident.full_name in _pdf_text(result.pdf) and "市町村の住民票と照合した" in _pdf_text(result.pdf)
+    assert json.loads(result.json)["outcome"] == "CORRECTED" and len(result.record_versions) == 2
+    closed = await _desk(suite, "CloseCorrectionCase", dpb.CloseCorrectionCaseRequest(name=done.name, etag=done.etag),
+                         CORRECTION)
+    assert closed.state == dpb.CORRECTION_STATE_CLOSED
+    # The report and the follow-up went through the gateway under the service's purpose, naming the case.
+    logged = await _log(suite, "organization = 'disclosure' AND case_reference = $1 AND status = 'OK'", waiting.name)
+    assert {r["method"].rsplit("/", 1)[-1] for r in logged} >= {
+        "CreateMunicipalityReport", "GetMunicipalityReport", "CompleteCorrectionCase"}
+    assert any(r["method"].endswith("/CompleteCorrectionCase") and resident.resident_code in r["resident_codes"]
+               for r in logged)
+    with pytest.raises(grpc.aio.AioRpcError) as again:  # the transition happened once
+        await _desk(suite, "CompleteCorrectionCase", dpb.CompleteCorrectionCaseRequest(name=done.name), CORRECTION)
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_correction_needs_a_disclosure_of_the_file(suite: RunningSuite) -> None:
+    # A case decided "no record" does not qualify (30-35: a person who received a disclosure).
+    nothing, _, _ = await _decided(suite, _person(9).resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _desk(suite, "CreateCorrectionCase", _correction(nothing.name, "record.full_name", "x"), CORRECTION)
+    assert _reason(refused.value) == "NOT_DISCLOSED"
+
+
+async def test_correction_without_error_gets_a_written_result(suite: RunningSuite) -> None:
+    resident = _person(10)
+    await _notify(suite, birth_notification(resident, "corr-10", EVENT_DATE, NOTIFY_TIME))
+    disclosure, _, _ = await _decided(suite, resident.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    investigating = await _investigated(suite, disclosure.name, "別の氏名")
+    no_error = await _desk(suite, "ConcludeCorrectionInvestigation", dpb.ConcludeCorrectionInvestigationRequest(
+        name=investigating.name, etag=investigating.etag, error_found=False), CORRECTION)
+    assert no_error.state == dpb.CORRECTION_STATE_RESULT_NOTIFIED and len(no_error.documents) == 1
+    assert [s.description for s in no_error.investigation_steps] == ["市町村の住民票と照合した"]
+    listed = await _desk(suite, "ListCorrectionCases", dpb.ListCorrectionCasesRequest(page_size=500), CORRECTION)
+    (same,) = [c for c in listed.correction_cases if c.name == no_error.name]
+    assert same == no_error
+    notice = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(
+        name=no_error.documents[0]), CORRECTION)
+    assert "誤りは認められませんでした" in _pdf_text(notice.pdf) and notice.record_versions[0].endswith("/versions/1")
+    assert json.loads(notice.json)["outcome"] == "NO_ERROR"
+
+
+async def test_no_personal_data_of_disclosure_residents_in_logs(suite: RunningSuite, log_lines: list[str]) -> None:
+    # Runs last in this module.
+    logs = "\n".join(log_lines)
+    assert USED
+    for resident in USED:
+        for value in (resident.full_name, resident.address, resident.individual_number, "誤記　太郎"):
+            assert value not in logs
