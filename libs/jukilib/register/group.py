@@ -32,7 +32,7 @@ tracer = trace.get_tracer(__name__)
 ApplyMany = Callable[[Sequence[Notification]], Awaitable[list[StoredVersion | JukiError]]]
 MAX_BATCH = 128
 """Also OpenTelemetry's default limit of links per span: every call of a batch stays linked to it."""
-RUNNERS = 2
+RUNNERS = 1
 """Batches in the database at once: one committing while the next is written overlaps round trips;
 more would only contend for the same rows and connections."""
 
