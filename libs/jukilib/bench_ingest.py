@@ -17,8 +17,8 @@ first (`WARM_UP` notifications):
   version, receipt, outbox row, sealed 個人番号), `--concurrency` tasks on a pool of `--pool`
   connections, in this process;
 - `per_second`: ApplyNotification over gRPC, `--concurrency` calls in flight on one channel;
-- `streaming_per_second`: StreamNotifications, one stream carrying `--stream-notifications`, timed
-  from the first request sent to the last answer received.
+- `streaming_per_second`: StreamNotifications, one stream carrying `--stream-notifications` in messages
+  of `--stream-chunk` notifications, timed from the first request sent to the last answer received.
 
 The gRPC client runs in a child process (as a municipality's CS would be another process), so that
 this process's CPU time is the service's; `--in-process-client` puts it on the service's event loop
@@ -67,6 +67,8 @@ NOTIFY_TIME = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)
 WARM_UP = 500
 """Notifications sent on each path before it is measured (connections, prepared statements, caches)."""
 PATHS = ("baseline", "unary", "stream")
+STREAM_CHUNK = 250
+"""Notifications per StreamNotifications message, as a CS sends a chunk of its backlog."""
 
 
 def add_bench_ingest(bench_subparsers: Any) -> argparse.ArgumentParser:
@@ -78,6 +80,8 @@ def add_bench_ingest(bench_subparsers: Any) -> argparse.ArgumentParser:
                         help="notifications sent on one StreamNotifications stream")
     parser.add_argument("--baseline-notifications", type=int, default=20_000,
                         help="notifications applied with straight asyncpg (the baseline)")
+    parser.add_argument("--stream-chunk", type=int, default=STREAM_CHUNK,
+                        help="notifications per StreamNotifications message (1 to 1,000)")
     parser.add_argument("--concurrency", type=int, default=64, help="unary calls (and baseline tasks) in flight")
     parser.add_argument("--pool", type=int, default=DatabaseConfig.pool_max, help="the service's database connections")
     parser.add_argument("--seed", type=int, default=20260401, help="seed of the synthetic residents")
@@ -89,6 +93,11 @@ def add_bench_ingest(bench_subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; prints one JSON object. Exit status 1 if a notification was not applied."""
     logging.basicConfig(level=logging.WARNING)
+    from jukilib.register.streaming import MAX_PER_MESSAGE
+
+    if not 1 <= args.stream_chunk <= MAX_PER_MESSAGE:
+        print(f"--stream-chunk must be between 1 and {MAX_PER_MESSAGE}", file=sys.stderr)
+        return 2
     result = _run(_bench(args))
     print(json.dumps(result, ensure_ascii=False))
     return 0 if result["errors"] == 0 else 1
@@ -157,7 +166,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                 relay=RelayConfig(workers=0), shutdown_grace=1.0, keyring_file=ensure_keyring(home),
             )
             client = _ClientSpec(target="", cert=str(gateway.cert), key=str(gateway.key), ca=str(pki.ca_cert),
-                                 seed=args.seed, sizes=workload.sizes, path="", concurrency=args.concurrency)
+                                 seed=args.seed, sizes=workload.sizes, path="", concurrency=args.concurrency,
+                                 chunk=args.stream_chunk)
             figures = await _measure(args, config, client, workload, _Cpu(home / "pgdata"))
             figures["rows"] = await _count_rows(databases["identity"].url)
         finally:
@@ -226,6 +236,7 @@ def _result(args: argparse.Namespace, figures: dict[str, Any], total: int) -> di
         "concurrency": args.concurrency,
         "pool_max": args.pool,
         "stream_batch_max": MAX_BATCH,
+        "stream_chunk": args.stream_chunk,
         "latency_ms": {"baseline": baseline["latency_ms"], "unary": unary["latency_ms"]},
         "seconds": {"baseline": baseline["seconds"], "unary": unary["seconds"], "streaming": streamed["seconds"]},
         "cpu_us_per_notification": {"baseline": baseline["cpu_us"], "unary": unary["cpu_us"],
@@ -369,6 +380,8 @@ class _ClientSpec:
     path: str
     """`unary` or `stream`."""
     concurrency: int
+    chunk: int = STREAM_CHUNK
+    """Notifications per stream message."""
 
 
 async def _client_process(spec: _ClientSpec) -> dict[str, Any]:
@@ -399,10 +412,11 @@ async def _client_run(spec: _ClientSpec, cpu: _Cpu | None) -> dict[str, Any]:
     async with secure_channel(spec.target, tls) as channel:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
         measure = _unary if spec.path == "unary" else _stream
-        await measure(stub, requests[:WARM_UP], spec.concurrency)
+        parameter = spec.concurrency if spec.path == "unary" else spec.chunk
+        await measure(stub, requests[:WARM_UP], parameter)
         cpu_started = cpu.start() if cpu is not None else None
         started = time.process_time()
-        result = await measure(stub, requests[WARM_UP:], spec.concurrency)
+        result = await measure(stub, requests[WARM_UP:], parameter)
         result["client_cpu"] = time.process_time() - started
     result["cpu_started"] = cpu_started
     return result
@@ -420,21 +434,22 @@ async def _unary(stub: Any, requests: list[identity_pb2.ApplyNotificationRequest
     return await _timed(requests, concurrency, apply)
 
 
-async def _stream(stub: Any, requests: list[identity_pb2.ApplyNotificationRequest],
-                  concurrency: int) -> dict[str, Any]:
-    wrapped = [identity_pb2.StreamNotificationsRequest(notification=r) for r in requests]
+async def _stream(stub: Any, requests: list[identity_pb2.ApplyNotificationRequest], chunk: int) -> dict[str, Any]:
+    messages = [identity_pb2.StreamNotificationsRequest(notifications=requests[i:i + chunk])
+                for i in range(0, len(requests), chunk)]
 
     async def backlog() -> AsyncIterator[identity_pb2.StreamNotificationsRequest]:
-        for request in wrapped:
-            yield request
+        for message in messages:
+            yield message
 
     errors = 0
     expected = 0
     started = time.perf_counter()
     async for answer in stub.StreamNotifications(backlog(), metadata=_METADATA, timeout=600):
-        if answer.index != expected or answer.WhichOneof("result") != "resident_version":
-            errors += 1
-        expected += 1
+        for outcome in answer.outcomes:
+            if outcome.index != expected or outcome.WhichOneof("result") != "resident_version":
+                errors += 1
+            expected += 1
     seconds = time.perf_counter() - started
     errors += len(requests) - expected
     return {"per_second": len(requests) / seconds, "seconds": round(seconds, 2), "errors": errors}

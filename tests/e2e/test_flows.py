@@ -360,8 +360,8 @@ async def test_agency_error_report_reaches_the_municipality_and_its_correction_r
 async def test_backlog_streams_through_the_gateway_and_every_answer_is_logged_before_it_leaves(
         suite: RunningSuite) -> None:
     residents = [_resident(30 + i) for i in range(40)]
-    requests = [identity_pb2.StreamNotificationsRequest(
-        notification=birth_notification(r, f"stream-{i}", EVENT_DATE, NOTIFY_TIME)) for i, r in enumerate(residents)]
+    notifications = [birth_notification(r, f"stream-{i}", EVENT_DATE, NOTIFY_TIME) for i, r in enumerate(residents)]
+    requests = [identity_pb2.StreamNotificationsRequest(notifications=notifications[i:i + 8]) for i in range(0, 40, 8)]
     request_id = str(uuid.uuid4())
 
     async def backlog() -> Any:
@@ -371,7 +371,7 @@ async def test_backlog_streams_through_the_gateway_and_every_answer_is_logged_be
     async with secure_channel(suite.gateway, suite.client_tls("maebashi-cs")) as channel:
         call = identity_pb2_grpc.IdentityServiceStub(channel).StreamNotifications(
             backlog(), metadata=purpose_metadata("CS-NOTIFY-30-6", request_id=request_id), timeout=30)
-        answers = [answer async for answer in call]
+        answers = [outcome async for answer in call for outcome in answer.outcomes]
     assert [a.index for a in answers] == list(range(40))
     assert all(a.WhichOneof("result") == "resident_version" for a in answers)
     rows = await _log_rows(suite, request_id)

@@ -28,7 +28,7 @@ from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2 as rpb
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
-from jukilib.errors import FailedPrecondition, JukiError
+from jukilib.errors import FailedPrecondition, InvalidArgument, JukiError
 from jukilib.grpc.channels import secure_channel
 from jukilib.register import store
 from jukilib.register.api import RegisterApi
@@ -73,14 +73,28 @@ async def _requests(items: Iterable[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-async def stream(setup: Setup, requests: list[Any], *, max_batch: int = 500,
+def chunked(register: str, requests: list[Any], per_message: int) -> list[Any]:
+    """Request messages carrying `per_message` notifications each (the last one the rest)."""
+    return [STREAM_REQUESTS[register](notifications=requests[i:i + per_message])
+            for i in range(0, len(requests), per_message)]
+
+
+def outcomes_of(responses: list[Any]) -> list[Any]:
+    """Every notification's outcome, in stream order."""
+    return [outcome for response in responses for outcome in response.outcomes]
+
+
+async def stream(setup: Setup, requests: list[Any], *, max_batch: int = 500, per_message: int = 1,
                  municipality: str = MAEBASHI) -> list[Any]:
-    """StreamNotifications through the servicer's handler, as the CS of `municipality`."""
+    """StreamNotifications through the servicer's handler, as the CS of `municipality`: the outcome of
+    each notification, in stream order."""
     response_type, field = RESPONSES[setup.reg.name]
-    wrapped = [STREAM_REQUESTS[setup.reg.name](notification=r) for r in requests]
+    wrapped = chunked(setup.reg.name, requests, per_message)
     with notifying(municipality):
-        return [answer async for answer in stream_notifications(setup.api, _requests(wrapped), response_type, field,
-                                                                 max_batch=max_batch)]
+        responses = [answer async for answer in stream_notifications(
+            setup.api, _requests(wrapped), response_type, field, max_batch=max_batch)]
+    assert [len(r.outcomes) for r in responses] == [len(m.notifications) for m in wrapped]  # one answer per message
+    return outcomes_of(responses)
 
 
 def version_of(setup: Setup, answer: Any) -> Any:
@@ -164,17 +178,31 @@ async def test_a_caller_that_is_not_a_municipality_gets_permission_denied_per_it
     assert error_of(answers[0]) == (grpc.StatusCode.PERMISSION_DENIED.value[0], "NOT_A_NOTIFYING_MUNICIPALITY")
 
 
-async def test_a_stream_of_small_batches_and_a_missing_notification_field(setup: Setup) -> None:
+async def test_chunks_of_any_size_are_answered_one_response_per_message_with_stream_indexes(setup: Setup) -> None:
+    persons = [new_person() for _ in range(23)]
+    requests = [setup.reg.request(p, f"chunk-{p.code}") for p in persons]
+    requests[5].record.resident_code = "123"  # invalid: answered with its own error, in its place
+    outcomes = await stream(setup, requests, per_message=7, max_batch=4)
+    assert [o.index for o in outcomes] == list(range(23))
+    assert error_of(outcomes[5])[0] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert all(version_of(setup, o).record.resident_code == p.code
+               for i, (o, p) in enumerate(zip(outcomes, persons, strict=True)) if i != 5)
+
+
+@pytest.mark.parametrize("count", [0, 1001])
+async def test_a_message_with_no_or_too_many_notifications_ends_the_stream_after_what_came_before(
+        setup: Setup, count: int) -> None:
     response_type, field = RESPONSES[setup.reg.name]
-    persons = [new_person() for _ in range(7)]
-    wrapped = [STREAM_REQUESTS[setup.reg.name](notification=setup.reg.request(p, f"small-{p.code}")) for p in persons]
-    wrapped.insert(3, STREAM_REQUESTS[setup.reg.name]())
-    with notifying():
-        answers = [a async for a in stream_notifications(setup.api, _requests(wrapped), response_type, field,
-                                                         max_batch=2)]
-    assert [a.index for a in answers] == list(range(8))
-    assert error_of(answers[3])[1] == "INVALID_ARGUMENT"
-    assert all(a.WhichOneof("result") == field for i, a in enumerate(answers) if i != 3)
+    person = new_person()
+    good = STREAM_REQUESTS[setup.reg.name](notifications=[setup.reg.request(person, f"before-bad-{count}")])
+    bad = STREAM_REQUESTS[setup.reg.name](notifications=[setup.reg.request(new_person(), f"n-{count}-{i}")
+                                                         for i in range(count)])
+    answers = []
+    with notifying(), pytest.raises(InvalidArgument) as refused:
+        async for answer in stream_notifications(setup.api, _requests([good, bad]), response_type, field):
+            answers.append(answer)
+    assert [v.field for v in refused.value.violations] == ["notifications"]
+    assert [version_of(setup, o).record.resident_code for o in outcomes_of(answers)] == [person.code]
 
 
 async def test_a_client_that_waits_for_each_answer_is_answered(setup: Setup) -> None:
@@ -186,7 +214,7 @@ async def test_a_client_that_waits_for_each_answer_is_answered(setup: Setup) -> 
 
     async def one_at_a_time() -> AsyncIterator[Any]:
         for person in persons:
-            yield STREAM_REQUESTS[setup.reg.name](notification=setup.reg.request(person, f"pingpong-{person.code}"))
+            yield STREAM_REQUESTS[setup.reg.name](notifications=[setup.reg.request(person, f"pingpong-{person.code}")])
             await asyncio.wait_for(answered.get(), 10)
 
     answers = []
@@ -194,7 +222,7 @@ async def test_a_client_that_waits_for_each_answer_is_answered(setup: Setup) -> 
         async for answer in stream_notifications(setup.api, one_at_a_time(), response_type, field):
             answers.append(answer)
             answered.put_nowait(answer)
-    assert [a.index for a in answers] == [0, 1, 2, 3]
+    assert [o.index for o in outcomes_of(answers)] == [0, 1, 2, 3]
 
 
 async def test_what_was_read_is_answered_before_a_broken_stream_fails(setup: Setup) -> None:
@@ -203,14 +231,14 @@ async def test_what_was_read_is_answered_before_a_broken_stream_fails(setup: Set
 
     async def broken() -> AsyncIterator[Any]:
         for person in persons:
-            yield STREAM_REQUESTS[setup.reg.name](notification=setup.reg.request(person, f"broken-{person.code}"))
+            yield STREAM_REQUESTS[setup.reg.name](notifications=[setup.reg.request(person, f"broken-{person.code}")])
         raise ConnectionResetError("the client went away")
 
     answers = []
     with notifying(), pytest.raises(ConnectionResetError):
         async for answer in stream_notifications(setup.api, broken(), response_type, field):
             answers.append(answer)
-    assert [version_of(setup, a).version for a in answers] == [1, 1, 1]
+    assert [version_of(setup, o).version for o in outcomes_of(answers)] == [1, 1, 1]
 
 
 # --- ordering --------------------------------------------------------------------------------------
@@ -473,9 +501,9 @@ async def test_stream_notifications_over_grpc(suite: RunningSuite, register: str
     async with secure_channel(suite.address(register), suite.server_tls("gateway")) as channel:
         stub: Any = (identity_pb2_grpc.IdentityServiceStub(channel) if register == "identity"
                      else annex_pb2_grpc.AnnexServiceStub(channel))
-        call = stub.StreamNotifications(_requests(STREAM_REQUESTS[register](notification=r) for r in requests),
+        call = stub.StreamNotifications(_requests(chunked(register, requests, 10)),
                                         metadata=(("x-juki-organization", MAEBASHI),), timeout=30)
-        answers = [answer async for answer in call]
+        answers = outcomes_of([answer async for answer in call])
     _, field = RESPONSES[register]
     assert [a.index for a in answers] == list(range(51))
     assert all(a.WhichOneof("result") == field for a in answers[:50])

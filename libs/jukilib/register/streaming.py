@@ -1,15 +1,21 @@
 """StreamNotifications: a municipality's backlog over one stream, applied in batches.
 
-A reader task takes requests off the stream as they come; the handler groups whatever has arrived
-(at most `MAX_BATCH`, never waiting for more once the reader has nothing) into a batch, validates
-each request as ApplyNotification would (`RegisterApi.notification`), applies the valid ones with
-`RegisterEngine.apply_many` and answers every request, in stream order, with its index and either
-the version or the `google.rpc.Status` ApplyNotification would have answered.
+The client sends request messages carrying 1 to `MAX_PER_MESSAGE` notifications each (a chunk of the
+backlog: each message costs the stream the same whatever it carries, so chunks are what makes a
+stream fast). A reader task takes messages off the stream as they come; the handler groups whatever
+has arrived (about `MAX_BATCH` notifications at most, never waiting for more once the reader has
+nothing) into a batch, validates each notification as ApplyNotification would
+(`RegisterApi.notification`), applies the valid ones with `RegisterEngine.apply_many` and answers
+every request message, in stream order, with one response holding each notification's outcome: its
+index in the stream and either the version or the `google.rpc.Status` ApplyNotification would have
+answered. A message without notifications, or with too many, ends the stream with INVALID_ARGUMENT
+naming `notifications`, after the answers to everything before it.
 
 Batches are applied one after the other (a batch starts after the previous one committed), but the
 work around them overlaps: while a batch is in the database, the next one is read and validated and
 the answers of the one before are sent. The handler never holds answers back waiting for more
-requests, so a client that waits for answers before sending more is served too.
+requests, so a client that waits for answers before sending more is served too. Read-ahead is
+bounded by the notifications it holds (`_READ_AHEAD_BATCHES` batches), whatever the chunk size.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jukilib.errors import FieldViolation, InvalidArgument, JukiError, to_status
@@ -28,8 +35,9 @@ from jukilib.register.model import Notification, StoredVersion
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 500
-_QUEUE_BATCHES = 4
+MAX_BATCH = 1000
+MAX_PER_MESSAGE = 1000
+_READ_AHEAD_BATCHES = 4
 
 
 class _End:
@@ -41,33 +49,74 @@ class _ReadFailed:
     error: BaseException
 
 
+class _ReadAhead:
+    """Request messages read but not yet taken, bounded by the notifications they carry (one reader)."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[tuple[Any, int]] = deque()
+        self._held = 0
+        self._limit = limit
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+
+    async def put(self, item: Any, weight: int = 0) -> None:
+        while self._held >= self._limit:
+            self._room.clear()
+            await self._room.wait()
+        self._items.append((item, weight))
+        self._held += weight
+        self._arrived.set()
+
+    async def get(self) -> tuple[Any, int]:
+        while not self._items:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.get_nowait()
+
+    def get_nowait(self) -> tuple[Any, int]:
+        item, weight = self._items.popleft()
+        self._held -= weight
+        if self._held < self._limit:
+            self._room.set()
+        return item, weight
+
+    def empty(self) -> bool:
+        return not self._items
+
+
 @dataclass
 class _Prepared:
-    """A batch read and validated: its first index, early answers (invalid requests) and the rest."""
+    """A batch read and validated: its first index, the size of each request message, early answers
+    (invalid notifications) and the notifications to apply with their positions."""
 
     first_index: int
-    size: int
-    errors: dict[int, JukiError]
-    positions: list[int]
-    notifications: list[Notification]
+    message_sizes: list[int]
+    errors: dict[int, JukiError] = field(default_factory=dict)
+    positions: list[int] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(self.message_sizes)
 
 
 async def stream_notifications(
     api: RegisterApi, requests: AsyncIterator[Any], response_type: Callable[..., Any], version_field: str,
     *, max_batch: int = MAX_BATCH,
 ) -> AsyncIterator[Any]:
-    """Answers of `StreamNotifications`: `response_type(index=..., <version_field>=... | error=...)`."""
+    """Answers of `StreamNotifications`: one `response_type` per request message, its `outcomes` each
+    `(index=..., <version_field>=... | error=...)`."""
     if max_batch < 1:
         raise ValueError("max_batch must be at least 1")
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_batch * _QUEUE_BATCHES)
-    reader = asyncio.create_task(_read(requests, queue), name="stream-notifications-reader")
+    backlog = _ReadAhead(max_batch * _READ_AHEAD_BATCHES)
+    reader = asyncio.create_task(_read(requests, backlog), name="stream-notifications-reader")
     in_flight: tuple[_Prepared, asyncio.Task[list[StoredVersion | JukiError]] | None] | None = None
     next_index = 0
     ended = False
     failure: BaseException | None = None
     try:
         while True:
-            if in_flight is not None and (ended or queue.empty()):
+            if in_flight is not None and (ended or backlog.empty()):
                 # Nothing more to prepare now: answer what is in the database first.
                 prepared, task = in_flight
                 in_flight = None
@@ -76,8 +125,8 @@ async def stream_notifications(
                 continue
             if ended:
                 break
-            requests_now, ended, failure = await _take(queue, max_batch)
-            prepared = _prepare(api, requests_now, next_index)
+            messages, ended, failure = await _take(backlog, max_batch)
+            prepared = _prepare(api, messages, next_index)
             next_index += prepared.size
             previous = in_flight
             outcomes = (await previous[1] if previous[1] else []) if previous is not None else []
@@ -100,45 +149,52 @@ async def stream_notifications(
                 await in_flight[1]
 
 
-async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
+async def _read(requests: AsyncIterator[Any], backlog: _ReadAhead) -> None:
     try:
         async for request in requests:
-            await queue.put(request)
+            count = len(request.notifications)
+            if not 1 <= count <= MAX_PER_MESSAGE:
+                raise InvalidArgument([FieldViolation(
+                    "notifications", f"a message carries 1 to {MAX_PER_MESSAGE} notifications")])
+            await backlog.put(request, count)
     except Exception as exc:
-        await queue.put(_ReadFailed(exc))
+        await backlog.put(_ReadFailed(exc))
         return
-    await queue.put(_End())
+    await backlog.put(_End())
 
 
-async def _take(queue: asyncio.Queue[Any], max_batch: int) -> tuple[list[Any], bool, BaseException | None]:
-    """What has arrived (waiting for the first only), at most `max_batch`; whether the stream ended;
-    why reading it failed, if it did."""
+async def _take(backlog: _ReadAhead, max_batch: int) -> tuple[list[Any], bool, BaseException | None]:
+    """The messages that have arrived (waiting for the first only), about `max_batch` notifications at
+    most; whether the stream ended; why reading it failed, if it did."""
     taken: list[Any] = []
-    item = await queue.get()
+    carried = 0
+    item, weight = await backlog.get()
     while True:
         if isinstance(item, _End):
             return taken, True, None
         if isinstance(item, _ReadFailed):
             return taken, True, item.error
         taken.append(item)
-        if len(taken) >= max_batch or queue.empty():
+        carried += weight
+        if carried >= max_batch or backlog.empty():
             return taken, False, None
-        item = queue.get_nowait()
+        item, weight = backlog.get_nowait()
 
 
-def _prepare(api: RegisterApi, requests: list[Any], first_index: int) -> _Prepared:
-    prepared = _Prepared(first_index, len(requests), {}, [], [])
-    for position, request in enumerate(requests):
-        try:
-            if not request.HasField("notification"):
-                raise InvalidArgument([FieldViolation("notification", "is required", "REQUIRED_FIELD")])
-            prepared.notifications.append(api.notification(request.notification))
-            prepared.positions.append(position)
-        except JukiError as error:
-            prepared.errors[position] = error
-        except Exception as exc:
-            log_unexpected("StreamNotifications", exc)
-            prepared.errors[position] = translate(exc)
+def _prepare(api: RegisterApi, messages: list[Any], first_index: int) -> _Prepared:
+    prepared = _Prepared(first_index, [len(m.notifications) for m in messages])
+    position = 0
+    for message in messages:
+        for request in message.notifications:
+            try:
+                prepared.notifications.append(api.notification(request))
+                prepared.positions.append(position)
+            except JukiError as error:
+                prepared.errors[position] = error
+            except Exception as exc:
+                log_unexpected("StreamNotifications", exc)
+                prepared.errors[position] = translate(exc)
+            position += 1
     return prepared
 
 
@@ -147,12 +203,16 @@ def _answers(api: RegisterApi, prepared: _Prepared, outcomes: list[StoredVersion
     results: dict[int, StoredVersion | JukiError] = dict(prepared.errors)
     results.update(zip(prepared.positions, outcomes, strict=True))
     answers = []
-    for position in range(prepared.size):
-        outcome = results[position]
-        answer = response_type(index=prepared.first_index + position)
-        if isinstance(outcome, JukiError):
-            answer.error.CopyFrom(to_status(outcome))
-        else:
-            getattr(answer, version_field).CopyFrom(api.version_message(outcome))
+    start = 0
+    for size in prepared.message_sizes:
+        answer = response_type()
+        for position in range(start, start + size):
+            outcome = results[position]
+            item = answer.outcomes.add(index=prepared.first_index + position)
+            if isinstance(outcome, JukiError):
+                item.error.CopyFrom(to_status(outcome))
+            else:
+                getattr(item, version_field).CopyFrom(api.version_message(outcome))
+        start += size
         answers.append(answer)
     return answers
