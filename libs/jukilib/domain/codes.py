@@ -49,7 +49,9 @@ def _mod11_weights(length: int) -> tuple[int, ...]:
 
 def _mod11_check_digit(base: str) -> int:
     """CD = 11 − (Σ Pn×Qn mod 11), but 0 when the remainder is 0 or 1 (総務省令第85号 第5条)."""
-    total = sum(map(operator.mul, map(int, base), _mod11_weights(len(base))))
+    weights = _mod11_weights(len(base))
+    # Over the ASCII bytes: Σ (byte − 48) × Q = Σ byte × Q − 48 × Σ Q (callers pass ASCII digits only).
+    total = sum(map(operator.mul, base.encode("ascii"), weights)) - 48 * sum(weights)
     remainder = total % 11
     return 0 if remainder <= 1 else 11 - remainder
 
