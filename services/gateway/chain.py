@@ -26,6 +26,8 @@ GENESIS = b"\x00" * 32
 HASHED_FIELDS = ("sequence", "time", "request_id", "trace_id", "organization", "operator", "method", "purpose",
                  "legal_basis", "case_reference", "decision", "reason", "status", "resident_codes",
                  "disclosed_fields")
+# Hashed only when not empty: the column came later, and rows written before it keep their hashes.
+HASHED_WHEN_PRESENT = ("disclosed_versions",)
 
 
 def _canonical_value(value: Any) -> Any:
@@ -38,8 +40,9 @@ def _canonical_value(value: Any) -> Any:
 
 def entry_hash(previous: bytes, record: Mapping[str, Any] | asyncpg.Record) -> bytes:
     """The chain hash of `record` (a row or its values) after `previous`."""
-    canonical = json.dumps({k: _canonical_value(record[k]) for k in HASHED_FIELDS}, sort_keys=True,
-                           ensure_ascii=False, separators=(",", ":"))
+    hashed = {k: _canonical_value(record[k]) for k in HASHED_FIELDS}
+    hashed.update((k, _canonical_value(record[k])) for k in HASHED_WHEN_PRESENT if record[k])
+    canonical = json.dumps(hashed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(previous + canonical.encode()).digest()
 
 

@@ -37,6 +37,20 @@ def resources(msg: message.Message) -> Iterator[message.Message]:
         yield from resources(child)
 
 
+def record_versions(msg: message.Message) -> list[str]:
+    """Version resource names (`residents/{id}/versions/{n}`) of the records in `msg`; read before
+    minimisation, which may leave the name and version out of what leaves."""
+    found: list[str] = []
+    for resource in resources(msg):
+        fields = resource.DESCRIPTOR.fields_by_name
+        if "name" not in fields or "version" not in fields:
+            continue
+        name, version = getattr(resource, "name"), getattr(resource, "version")  # noqa: B009
+        if name and version:
+            found.append(name if "/versions/" in name else f"{name}/versions/{version}")
+    return found
+
+
 def resident_codes(msg: message.Message) -> list[str]:
     """Every 住民票コード anywhere in `msg`."""
     found: list[str] = []

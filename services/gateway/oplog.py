@@ -42,11 +42,13 @@ class LogEntry:
     status: str = ""
     resident_codes: list[str] = field(default_factory=list)
     disclosed_fields: list[str] = field(default_factory=list)
+    disclosed_versions: list[str] = field(default_factory=list)
+    """Version resource names of the records the answer disclosed."""
 
 
 _COLUMNS = ("sequence", "time", "request_id", "trace_id", "organization", "operator", "method", "purpose",
             "legal_basis", "case_reference", "decision", "reason", "status", "resident_codes", "disclosed_fields",
-            "prev_hash", "entry_hash")
+            "disclosed_versions", "prev_hash", "entry_hash")
 MAX_BATCH = 1000
 
 
@@ -133,6 +135,7 @@ def _values(entry: LogEntry, sequence: int) -> dict[str, Any]:
         "purpose": entry.purpose, "legal_basis": entry.legal_basis, "case_reference": entry.case_reference,
         "decision": entry.decision, "reason": entry.reason, "status": entry.status,
         "resident_codes": sorted(set(entry.resident_codes)), "disclosed_fields": list(entry.disclosed_fields),
+        "disclosed_versions": sorted(set(entry.disclosed_versions)),
     }
 
 
@@ -143,6 +146,7 @@ def entry_message(row: asyncpg.Record) -> pb.OperationLogEntry:
         method=row["method"], purpose=row["purpose"], legal_basis=row["legal_basis"],
         case_reference=row["case_reference"], decision=row["decision"], reason=row["reason"],
         status=row["status"], resident_codes=row["resident_codes"], disclosed_fields=row["disclosed_fields"],
+        disclosed_versions=row["disclosed_versions"],
     )
     entry.time.FromDatetime(row["time"])
     return entry
@@ -211,7 +215,7 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
         for row in rows[:limit]:
             record = pb.ProvisionRecord(recipient=row["organization"], purpose=row["purpose"],
                                         legal_basis=row["legal_basis"], method=row["method"],
-                                        fields=row["disclosed_fields"])
+                                        fields=row["disclosed_fields"], record_versions=row["disclosed_versions"])
             record.time.FromDatetime(row["time"])
             records.append(record)
         token = paging.encode_token({"before": rows[limit - 1]["sequence"]}) if len(rows) > limit else ""

@@ -262,7 +262,8 @@ class Gateway:
             async for batch in _batches(answers, STREAM_LOG_BATCH):
                 for data in await self._answer_batch(route, batch, purpose, who, entry):
                     yield data
-                entry = dataclasses.replace(entry, time=self._clock(), resident_codes=[], disclosed_fields=[])
+                entry = dataclasses.replace(entry, time=self._clock(), resident_codes=[], disclosed_fields=[],
+                                            disclosed_versions=[])
         except aio.AbortError:
             raise
         except Exception as exc:
@@ -281,6 +282,7 @@ class Gateway:
             codes = minimise.resident_codes(answer)
             volume.check_per_call(purpose, len(set(codes)))
             entry.resident_codes.extend(codes)
+            entry.disclosed_versions.extend(minimise.record_versions(answer))
             answers.append(answer)
         await self._counter.reserve(purpose, who.organization, who.operator, len(set(entry.resident_codes)),
                                     self._clock())
@@ -297,6 +299,7 @@ class Gateway:
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
         codes = minimise.resident_codes(answer)
         entry.resident_codes.extend(codes)
+        entry.disclosed_versions.extend(minimise.record_versions(answer))
         await self._count(purpose, who, codes)
         entry.disclosed_fields = minimise.minimise(answer, purpose.fields,
                                                    overseas_emigrant_only=purpose.overseas_emigrant_only)

@@ -230,9 +230,9 @@ async def test_read_for_a_purpose_not_granted_to_the_organisation_is_denied(suit
 async def test_every_call_leaves_exactly_one_log_row_written_before_the_answer(suite: RunningSuite) -> None:
     resident = _resident(9)
     await _notify(suite, resident, "flow4-log")
-    _, request_id = await _call(suite, "kyoiku-iinkai", "identity.LookupResident",
-                                     identity_pb2.LookupResidentRequest(resident_code=resident.resident_code),
-                                     "EDU-SCHOLARSHIP-30-15-2-2")
+    found, request_id = await _call(suite, "kyoiku-iinkai", "identity.LookupResident",
+                                    identity_pb2.LookupResidentRequest(resident_code=resident.resident_code),
+                                    "EDU-SCHOLARSHIP-30-15-2-2")
     rows = await _log_rows(suite, request_id)  # the answer has arrived: the row must already be there
     assert len(rows) == 1
     row = rows[0]
@@ -241,6 +241,7 @@ async def test_every_call_leaves_exactly_one_log_row_written_before_the_answer(s
     assert row["resident_codes"] == [resident.resident_code]
     assert len(row["trace_id"]) == 32 and row["legal_basis"] == "住基法30-15②(2) 条例"
     assert "record.individual_number" not in row["disclosed_fields"]
+    assert row["disclosed_versions"] == [f"{found.name}/versions/{found.version}"]  # the exact version provided
     listed, _ = await _call(suite, "auditor", "oplog.ListOperationLogEntries",
                             operation_log_pb2.ListOperationLogEntriesRequest(resident_code=resident.resident_code),
                             "AUDIT-OPERATION-LOG")

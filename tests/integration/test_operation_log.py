@@ -33,7 +33,9 @@ def _entry(index: int) -> LogEntry:
     return LogEntry(time=dt.datetime.now(dt.UTC), request_id=f"r-{index}", trace_id="0" * 32,
                     organization="kyoiku-iinkai", method="/juki.identity.v1.IdentityService/LookupResident",
                     purpose="EDU-SCHOLARSHIP-30-15-2-2", decision=1, reason="purpose granted", status="OK",
-                    resident_codes=[f"{70000000000 + index}"], disclosed_fields=["record.full_name"])
+                    resident_codes=[f"{70000000000 + index}"], disclosed_fields=["record.full_name"],
+                    disclosed_versions=[f"residents/{index:08d}-0000-4000-8000-000000000000/versions/1"]
+                    if index else [])  # the first without: rows from before the column
 
 
 @pytest.fixture
@@ -71,6 +73,8 @@ async def test_intact_log_verifies_with_its_signed_checkpoints(written_log: tupl
 
 TAMPERING = {
     "edit": ["UPDATE operation_log SET reason = 'nothing to see' WHERE sequence = 12"],
+    "versions hidden": ["UPDATE operation_log SET disclosed_versions = '{}' WHERE sequence = 12"],
+    "versions added": ["UPDATE operation_log SET disclosed_versions = '{residents/x/versions/9}' WHERE sequence = 12"],
     "delete": ["DELETE FROM operation_log_checkpoint WHERE sequence >= 12",
                "DELETE FROM operation_log WHERE sequence = 12"],
     "insert": ["DELETE FROM operation_log_checkpoint WHERE sequence >= 12",
