@@ -4,8 +4,11 @@ When the municipality's 修正 changes a field the person asked to correct, ever
 provided that field while the wrong value stood in the file received the wrong value. The wrong
 value stood from the first version (in a contiguous run ending at the version the 12-5 report found
 wrong) that carried it until the version that corrected it. The gateway's provision record gives the
-time, recipient, purpose and fields of each provision; the version an organ received is the one
-current at that time. Pure functions.
+time, recipient, purpose, fields and the exact record versions of each provision: an organ received
+the wrong value when the version it was given carries it. Provisions logged before the operation log
+recorded versions are judged by time instead: the version an organ received is the one current at
+that time, and it received the wrong value if it was given the field while the wrong value stood.
+Pure functions.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ def version_at(versions: Sequence[Any], moment: dt.datetime) -> Any | None:
     return max(stored, key=lambda v: v.version) if stored else None
 
 
+def _logged_version(provision: Any, versions: Sequence[Any]) -> Any | None:
+    """The version of this person the provision record names, if the log recorded it."""
+    logged = set(provision.record_versions)
+    return next((v for v in versions if v.name in logged), None)
+
+
 def wrong_value_recipients(file: str, versions: Sequence[Any], *, wrong: int, resolving: int, fields: Sequence[str],
                            provisions: Sequence[Any]) -> list[dict[str, Any]]:
     """Every organ that received a corrected field while the wrong value stood, with what it received."""
@@ -57,12 +66,19 @@ def wrong_value_recipients(file: str, versions: Sequence[Any], *, wrong: int, re
     prefixes = IDENTITY_METHODS if file == "identity" else ANNEX_METHODS
     recipients: dict[str, dict[str, Any]] = {}
     for path in changed_fields(versions, wrong, resolving, fields):
-        since = wrong_since(versions, wrong, path)
+        since, wrong_value = wrong_since(versions, wrong, path), field_value(by_number[wrong], path)
         for provision in provisions:
             moment = provision.time.ToDatetime(dt.UTC)
-            if not (provision.method.startswith(prefixes) and path in provision.fields and since <= moment < until):
+            if not (provision.method.startswith(prefixes) and path in provision.fields):
                 continue
-            received = version_at(versions, moment)
+            received = _logged_version(provision, versions)
+            if received is not None:
+                if field_value(received, path) != wrong_value:
+                    continue
+            elif since <= moment < until:
+                received = version_at(versions, moment)
+            else:
+                continue
             entry = recipients.setdefault(provision.recipient, {
                 "organization": provision.recipient, "purposes": [], "fields": [], "provisions": []})
             if provision.purpose not in entry["purposes"]:

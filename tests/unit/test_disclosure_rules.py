@@ -175,9 +175,10 @@ def _version(number: int, name: str, stored: dt.datetime) -> identity_pb2.Reside
 
 
 def _provision(recipient: str, moment: dt.datetime, fields: list[str],
-               method: str = "/juki.identity.v1.IdentityService/LookupResident") -> Any:
+               method: str = "/juki.identity.v1.IdentityService/LookupResident", versions: tuple[int, ...] = ()) -> Any:
     record = operation_log_pb2.ProvisionRecord(recipient=recipient, purpose=f"P-{recipient}", method=method,
-                                               fields=fields)
+                                               fields=fields,
+                                               record_versions=[f"residents/p/versions/{n}" for n in versions])
     record.time.FromDatetime(moment)
     return record
 
@@ -200,6 +201,23 @@ def test_only_organs_given_the_wrong_value_while_it_stood_are_listed() -> None:
     assert found[0]["provisions"][0]["record_version"] == "identity:residents/p/versions/1"
     assert found[1]["provisions"][0]["record_version"] == "identity:residents/p/versions/2"
     assert all(r["fields"] == ["record.full_name"] for r in found)  # the address did not change
+
+
+def test_the_versions_the_log_recorded_decide_who_received_the_wrong_value() -> None:
+    # Version 3 is a late notification (an older change stored after version 2): by time, an organ
+    # served between versions 3 and 4 would seem to have received version 3; the log says version 2.
+    t0 = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
+    versions = [_version(1, "正", t0), _version(2, "誤", t0 + dt.timedelta(days=1)),
+                _version(3, "旧", t0 + dt.timedelta(days=2)), _version(4, "正", t0 + dt.timedelta(days=4))]
+    provisions = [
+        _provision("given-wrong", t0 + dt.timedelta(days=3), ["record.full_name"], versions=(2,)),
+        _provision("given-right", t0 + dt.timedelta(days=1, hours=1), ["record.full_name"], versions=(1,)),
+        _provision("unlogged", t0 + dt.timedelta(days=1, hours=2), ["record.full_name"]),  # before versions were logged
+    ]
+    found = corrections.wrong_value_recipients("identity", versions, wrong=2, resolving=4,
+                                               fields=["record.full_name"], provisions=provisions)
+    assert [r["organization"] for r in found] == ["given-wrong", "unlogged"]
+    assert found[0]["provisions"][0]["record_version"] == "identity:residents/p/versions/2"
 
 
 def test_notices_render_japanese_text_reproducibly() -> None:
