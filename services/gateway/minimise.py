@@ -15,6 +15,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from jukilib.errors import PermissionDenied
 
 RESIDENT_CODE_FIELDS = frozenset({"resident_code", "subject_resident_code"})
+RESIDENT_CODE_LISTS = frozenset({"resident_codes"})
+"""Repeated fields of 住民票コード (a batch lookup's request)."""
 
 
 def _children(msg: message.Message) -> Iterator[message.Message]:
@@ -43,6 +45,8 @@ def resident_codes(msg: message.Message) -> list[str]:
     for descriptor, value in msg.ListFields():
         if descriptor.name in RESIDENT_CODE_FIELDS and isinstance(value, str) and value:
             found.append(value)
+        elif descriptor.name in RESIDENT_CODE_LISTS and descriptor.type == FieldDescriptor.TYPE_STRING:
+            found.extend(code for code in value if code)
     for child in _children(msg):
         found.extend(resident_codes(child))
     return found

@@ -14,6 +14,7 @@ from typing import Any
 from grpc import aio
 
 from juki.register.v1 import register_pb2
+from jukilib.errors import JukiError, to_status
 from jukilib.register.api import RegisterApi
 from jukilib.register.reports import MunicipalityReports, report_message, validate_new_report
 from jukilib.register.streaming import stream_notifications
@@ -34,6 +35,11 @@ class RegisterContract:
     list_response: Callable[..., Any]
     versions_field: str
     """e.g. `resident_versions`: the versions in the history response."""
+    batch_lookup_response: Callable[..., Any]
+    batch_lookup_result: Callable[..., Any]
+    """One result of a batch lookup: `<resource_field>=resource` or `error=google.rpc.Status`."""
+    resource_field: str
+    """e.g. `resident`: the resource in a batch lookup result."""
 
 
 class RegisterMethods:
@@ -55,6 +61,13 @@ class RegisterMethods:
 
     async def lookup(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         return await self._api.lookup(request)
+
+    async def batch_lookup(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        outcomes = await self._api.batch_lookup(request.resident_codes)
+        result, field = self.contract.batch_lookup_result, self.contract.resource_field
+        return self.contract.batch_lookup_response(results=[
+            result(error=to_status(outcome)) if isinstance(outcome, JukiError) else result(**{field: outcome})
+            for outcome in outcomes])
 
     async def search(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         candidates, truncated = await self._api.search(request.query)
