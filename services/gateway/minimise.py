@@ -6,11 +6,12 @@ paths the purpose allows: fields outside the mask are absent from the bytes that
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from google.protobuf import field_mask_pb2, message
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from jukilib.errors import PermissionDenied
 
@@ -19,13 +20,61 @@ RESIDENT_CODE_LISTS = frozenset({"resident_codes"})
 """Repeated fields of 住民票コード (a batch lookup's request)."""
 
 
-def _children(msg: message.Message) -> Iterator[message.Message]:
+def _child_type(descriptor: FieldDescriptor) -> Descriptor | None:
+    """The message type of a field holding messages to walk into (not a map's entries), else None."""
+    message_type = descriptor.message_type if descriptor.type == FieldDescriptor.TYPE_MESSAGE else None
+    if message_type is None or (descriptor.is_repeated and message_type.GetOptions().map_entry):
+        return None
+    return message_type
+
+
+def _reaches(message_type: Descriptor, wanted: Callable[[Descriptor], bool], seen: frozenset[str] = frozenset(),
+             ) -> bool:
+    """Whether a message of this type can hold, at any depth, a field `wanted` says yes to (a type that
+    contains itself counts as reaching: the walk then looks)."""
+    if message_type.full_name in seen:
+        return True
+    if wanted(message_type):
+        return True
+    inner = seen | {message_type.full_name}
+    return any(_reaches(child, wanted, inner) for f in message_type.fields if (child := _child_type(f)))
+
+
+def _carries_codes(message_type: Descriptor) -> bool:
+    return any(f.name in RESIDENT_CODE_FIELDS or f.name in RESIDENT_CODE_LISTS for f in message_type.fields)
+
+
+def _carries_record(message_type: Descriptor) -> bool:
+    return "record" in message_type.fields_by_name
+
+
+@functools.cache
+def _code_plan(message_type: Descriptor) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(code fields, code list fields, message fields that may lead to codes) of a message type: the walk
+    of `resident_codes` visits only these (a ChangeInfo or a Timestamp never holds a 住民票コード)."""
+    codes = frozenset(f.name for f in message_type.fields
+                      if f.name in RESIDENT_CODE_FIELDS and f.type == FieldDescriptor.TYPE_STRING
+                      and not f.is_repeated)
+    lists = frozenset(f.name for f in message_type.fields
+                      if f.name in RESIDENT_CODE_LISTS and f.type == FieldDescriptor.TYPE_STRING and f.is_repeated)
+    children = frozenset(f.name for f in message_type.fields
+                         if (child := _child_type(f)) and _reaches(child, _carries_codes))
+    return codes, lists, children
+
+
+@functools.cache
+def _resource_plan(message_type: Descriptor) -> frozenset[str]:
+    """The message fields of a type that may lead to a record-bearing resource."""
+    return frozenset(f.name for f in message_type.fields
+                     if (child := _child_type(f)) and _reaches(child, _carries_record))
+
+
+def _children(msg: message.Message, names: frozenset[str]) -> Iterator[message.Message]:
     for descriptor, value in msg.ListFields():
-        if descriptor.type != FieldDescriptor.TYPE_MESSAGE:
+        if descriptor.name not in names:
             continue
         if descriptor.is_repeated:
-            if descriptor.message_type is not None and not descriptor.message_type.GetOptions().map_entry:
-                yield from value
+            yield from value
         else:
             yield value
 
@@ -35,21 +84,32 @@ def resources(msg: message.Message) -> Iterator[message.Message]:
     if "record" in msg.DESCRIPTOR.fields_by_name:
         yield msg
         return
-    for child in _children(msg):
+    for child in _children(msg, _resource_plan(msg.DESCRIPTOR)):
         yield from resources(child)
 
 
 def resident_codes(msg: message.Message) -> list[str]:
     """Every 住民票コード anywhere in `msg`."""
     found: list[str] = []
-    for descriptor, value in msg.ListFields():
-        if descriptor.name in RESIDENT_CODE_FIELDS and isinstance(value, str) and value:
-            found.append(value)
-        elif descriptor.name in RESIDENT_CODE_LISTS and descriptor.type == FieldDescriptor.TYPE_STRING:
-            found.extend(code for code in value if code)
-    for child in _children(msg):
-        found.extend(resident_codes(child))
+    _collect_codes(msg, found)
     return found
+
+
+def _collect_codes(msg: message.Message, found: list[str]) -> None:
+    codes, lists, children = _code_plan(msg.DESCRIPTOR)
+    for descriptor, value in msg.ListFields():
+        name = descriptor.name
+        if name in codes:
+            if value:
+                found.append(value)
+        elif name in lists:
+            found.extend(code for code in value if code)
+        elif name in children:
+            if descriptor.is_repeated:
+                for child in value:
+                    _collect_codes(child, found)
+            else:
+                _collect_codes(value, found)
 
 
 def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
@@ -66,6 +126,7 @@ def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
 def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigrant_only: bool) -> list[str]:
     """Cut every resource in `answer` down to `allowed` (in place); returns the paths disclosed."""
     disclosed: set[str] = set()
+    everything = tuple(allowed) == ("*",)
     for resource in resources(answer):
         record: Any = getattr(resource, "record")  # noqa: B009 - every resource has one, by construction
         if overseas_emigrant_only and not getattr(record, "overseas_emigrant", False):
@@ -73,18 +134,51 @@ def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigra
             raise PermissionDenied("this purpose may receive only records of persons who moved abroad",
                                    "NOT_AN_OVERSEAS_EMIGRANT")
         if overseas_emigrant_only:
-            # 住基法 30-44-6: annex data leaves for use and provision without 住民票コード, whatever the mask.
+            # 住基法 30-44-6: annex data leaves without 住民票コード, whatever the mask.
             record.ClearField("resident_code")
-        if tuple(allowed) != ("*",):
-            mask = field_mask_pb2.FieldMask(paths=[p for p in allowed if _valid(resource, p)])
-            kept = type(resource)()
-            mask.MergeMessage(resource, kept)
-            resource.CopyFrom(kept)
+        if not everything:
+            _prune(resource, _mask_tree(resource.DESCRIPTOR, tuple(allowed)))
         disclosed.update(_set_paths(resource))
     return sorted(disclosed)
 
 
-def _valid(resource: message.Message, path: str) -> bool:
+MaskTree = dict[str, "MaskTree | None"]
+"""Field names to keep: None keeps the field whole, a tree keeps only those fields inside it."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _mask_tree(descriptor: Descriptor, allowed: tuple[str, ...]) -> MaskTree:
+    """The purpose's mask for one resource type, as a tree: the paths valid for the type (others are
+    ignored); a path covers every path below it (FieldMask semantics)."""
+    tree: MaskTree = {}
+    for path in allowed:
+        if not _valid(descriptor, path):
+            continue
+        node = tree
+        *parents, last = path.split(".")
+        for name in parents:
+            child = node.setdefault(name, {})
+            if child is None:  # a shorter path keeps it whole already
+                break
+            node = child
+        else:
+            node[last] = None
+    return tree
+
+
+def _prune(msg: message.Message, tree: MaskTree) -> None:
+    """Clear, in place, every field of `msg` outside `tree` (what `FieldMask.MergeMessage` into an empty
+    message keeps, without building a second message)."""
+    for descriptor, value in msg.ListFields():
+        name = descriptor.name
+        if name not in tree:
+            msg.ClearField(name)
+            continue
+        inner = tree[name]
+        if inner is not None and not descriptor.is_repeated and descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+            _prune(value, inner)
+
+
+def _valid(descriptor: Descriptor, path: str) -> bool:
     mask = field_mask_pb2.FieldMask(paths=[path])
-    descriptor: Any = resource.DESCRIPTOR
     return bool(mask.IsValidForDescriptor(descriptor))
