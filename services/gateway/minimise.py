@@ -6,6 +6,7 @@ paths the purpose allows: fields outside the mask are absent from the bytes that
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -49,16 +50,16 @@ def _carries_record(message_type: Descriptor) -> bool:
 
 
 @functools.cache
-def _code_plan(message_type: Descriptor) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """(code fields, code list fields, message fields that may lead to codes) of a message type: the walk
-    of `resident_codes` visits only these (a ChangeInfo or a Timestamp never holds a 住民票コード)."""
-    codes = frozenset(f.name for f in message_type.fields
-                      if f.name in RESIDENT_CODE_FIELDS and f.type == FieldDescriptor.TYPE_STRING
-                      and not f.is_repeated)
-    lists = frozenset(f.name for f in message_type.fields
-                      if f.name in RESIDENT_CODE_LISTS and f.type == FieldDescriptor.TYPE_STRING and f.is_repeated)
-    children = frozenset(f.name for f in message_type.fields
-                         if (child := _child_type(f)) and _reaches(child, _carries_codes))
+def _code_plan(message_type: Descriptor) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, bool], ...]]:
+    """(code fields, code list fields, (message field, repeated) that may lead to codes) of a message
+    type: the walk of `resident_codes` reads only these (a ChangeInfo or a Timestamp never holds a
+    住民票コード), by name, without listing every set field."""
+    codes = tuple(f.name for f in message_type.fields
+                  if f.name in RESIDENT_CODE_FIELDS and f.type == FieldDescriptor.TYPE_STRING and not f.is_repeated)
+    lists = tuple(f.name for f in message_type.fields
+                  if f.name in RESIDENT_CODE_LISTS and f.type == FieldDescriptor.TYPE_STRING and f.is_repeated)
+    children = tuple((f.name, bool(f.is_repeated)) for f in message_type.fields
+                     if (child := _child_type(f)) and _reaches(child, _carries_codes))
     return codes, lists, children
 
 
@@ -97,19 +98,17 @@ def resident_codes(msg: message.Message) -> list[str]:
 
 def _collect_codes(msg: message.Message, found: list[str]) -> None:
     codes, lists, children = _code_plan(msg.DESCRIPTOR)
-    for descriptor, value in msg.ListFields():
-        name = descriptor.name
-        if name in codes:
-            if value:
-                found.append(value)
-        elif name in lists:
-            found.extend(code for code in value if code)
-        elif name in children:
-            if descriptor.is_repeated:
-                for child in value:
-                    _collect_codes(child, found)
-            else:
-                _collect_codes(value, found)
+    for name in codes:
+        if value := getattr(msg, name):
+            found.append(value)
+    for name in lists:
+        found.extend(code for code in getattr(msg, name) if code)
+    for name, repeated in children:
+        if repeated:
+            for child in getattr(msg, name):
+                _collect_codes(child, found)
+        elif msg.HasField(name):
+            _collect_codes(getattr(msg, name), found)
 
 
 def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
@@ -137,7 +136,7 @@ def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigra
             # 住基法 30-44-6: annex data leaves without 住民票コード, whatever the mask.
             record.ClearField("resident_code")
         if not everything:
-            _prune(resource, _mask_tree(resource.DESCRIPTOR, tuple(allowed)))
+            _prune(resource, _prune_plan(resource.DESCRIPTOR, tuple(allowed)))
         disclosed.update(_set_paths(resource))
     return sorted(disclosed)
 
@@ -166,17 +165,38 @@ def _mask_tree(descriptor: Descriptor, allowed: tuple[str, ...]) -> MaskTree:
     return tree
 
 
-def _prune(msg: message.Message, tree: MaskTree) -> None:
-    """Clear, in place, every field of `msg` outside `tree` (what `FieldMask.MergeMessage` into an empty
+@dataclasses.dataclass(frozen=True)
+class _PrunePlan:
+    """What to clear in a message of one type under one mask: the fields outside it, and the singular
+    message fields kept only in part (with the plan of their own type)."""
+
+    clear: tuple[str, ...]
+    partly: tuple[tuple[str, _PrunePlan], ...]
+
+
+@functools.lru_cache(maxsize=1024)
+def _prune_plan(descriptor: Descriptor, allowed: tuple[str, ...]) -> _PrunePlan:
+    return _plan_of(descriptor, _mask_tree(descriptor, allowed))
+
+
+def _plan_of(descriptor: Descriptor, tree: MaskTree) -> _PrunePlan:
+    clear = tuple(f.name for f in descriptor.fields if f.name not in tree)
+    partly = []
+    for f in descriptor.fields:
+        inner = tree.get(f.name)
+        if inner is not None and f.message_type is not None and not f.is_repeated:
+            partly.append((f.name, _plan_of(f.message_type, inner)))
+    return _PrunePlan(clear, tuple(partly))
+
+
+def _prune(msg: message.Message, plan: _PrunePlan) -> None:
+    """Clear, in place, every field of `msg` outside the mask (what `FieldMask.MergeMessage` into an empty
     message keeps, without building a second message)."""
-    for descriptor, value in msg.ListFields():
-        name = descriptor.name
-        if name not in tree:
-            msg.ClearField(name)
-            continue
-        inner = tree[name]
-        if inner is not None and not descriptor.is_repeated and descriptor.type == FieldDescriptor.TYPE_MESSAGE:
-            _prune(value, inner)
+    for name in plan.clear:
+        msg.ClearField(name)
+    for name, inner in plan.partly:
+        if msg.HasField(name):
+            _prune(getattr(msg, name), inner)
 
 
 def _valid(descriptor: Descriptor, path: str) -> bool:

@@ -22,7 +22,7 @@ from jukilib import caller, paging, protojson
 from jukilib.domain import text
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.municipalities import MunicipalityTable
-from jukilib.errors import FieldViolation, InvalidArgument, JukiError, NotFound, PermissionDenied
+from jukilib.errors import FieldViolation, InvalidArgument, PermissionDenied
 from jukilib.register import validation
 from jukilib.register.engine import RegisterEngine
 from jukilib.register.model import (
@@ -201,10 +201,10 @@ class RegisterApi:
                                           by_receipt=request.as_of_basis == AS_OF_RECEIPT)
         return self.resource_message(found)
 
-    async def batch_lookup(self, resident_codes: Sequence[str]) -> list[message.Message | JukiError]:
-        """The current resource of each code's person, in request order, or NotFound for a code nobody
-        has or had. Every code is checked first (`resident_codes[i]` names a bad one); an empty list or
-        more than `BATCH_LOOKUP_MAX` codes is refused naming `resident_codes`."""
+    async def batch_lookup(self, resident_codes: Sequence[str]) -> list[CurrentRecord | None]:
+        """The current record of each code's person, in request order, None for a code nobody has or had
+        (`fill_resource` makes the answer). Every code is checked first (`resident_codes[i]` names a bad
+        one); an empty list or more than `BATCH_LOOKUP_MAX` codes is refused naming `resident_codes`."""
         violations = Violations()
         if not resident_codes:
             violations.add("resident_codes", "at least one resident code is required", "REQUIRED_FIELD")
@@ -215,9 +215,7 @@ class RegisterApi:
                 if not _RESIDENT_CODE.fullmatch(code):
                     violations.resident_code(f"resident_codes[{index}]", code, CheckDigitMode.OFF)
         violations.raise_if_any()
-        found = await self.engine.lookup_many(resident_codes)
-        return [self.resource_message(current) if current is not None else
-                NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND") for current in found]
+        return await self.engine.lookup_many(resident_codes)
 
     async def search(self, query: Any) -> tuple[list[tuple[message.Message, tuple[str, ...]]], bool]:
         """Candidates (resource, matched fields) and whether the cap cut the list."""
@@ -280,8 +278,13 @@ class RegisterApi:
         return result  # type: ignore[no-any-return]
 
     def resource_message(self, current: CurrentRecord) -> message.Message:
-        result: Any = self.binding.resource_type()
-        result.name = f"{self.binding.collection}/{current.person_id}"
-        self._fill_common(result, current.current)
-        protojson.set_timestamp(result.update_time, current.updated_at)
-        return result  # type: ignore[no-any-return]
+        result: message.Message = self.binding.resource_type()
+        self.fill_resource(result, current)
+        return result
+
+    def fill_resource(self, target: Any, current: CurrentRecord) -> None:
+        """Write the resource of `current` into `target` (an empty resource message, e.g. one inside a
+        batch answer: filled in place, never copied)."""
+        target.name = f"{self.binding.collection}/{current.person_id}"
+        self._fill_common(target, current.current)
+        protojson.set_timestamp(target.update_time, current.updated_at)

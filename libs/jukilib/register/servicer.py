@@ -14,7 +14,7 @@ from typing import Any
 from grpc import aio
 
 from juki.register.v1 import register_pb2
-from jukilib.errors import JukiError, to_status
+from jukilib.errors import NotFound, to_status
 from jukilib.register.api import RegisterApi
 from jukilib.register.reports import MunicipalityReports, report_message, validate_new_report
 from jukilib.register.streaming import stream_notifications
@@ -37,7 +37,7 @@ class RegisterContract:
     """e.g. `resident_versions`: the versions in the history response."""
     batch_lookup_response: Callable[..., Any]
     batch_lookup_result: Callable[..., Any]
-    """One result of a batch lookup: `<resource_field>=resource` or `error=google.rpc.Status`."""
+    """One result of a batch lookup (its `<resource_field>` or its `error`, a google.rpc.Status)."""
     resource_field: str
     """e.g. `resident`: the resource in a batch lookup result."""
 
@@ -63,11 +63,17 @@ class RegisterMethods:
         return await self._api.lookup(request)
 
     async def batch_lookup(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        outcomes = await self._api.batch_lookup(request.resident_codes)
-        result, field = self.contract.batch_lookup_result, self.contract.resource_field
-        return self.contract.batch_lookup_response(results=[
-            result(error=to_status(outcome)) if isinstance(outcome, JukiError) else result(**{field: outcome})
-            for outcome in outcomes])
+        found = await self._api.batch_lookup(request.resident_codes)
+        response = self.contract.batch_lookup_response()
+        field, fill = self.contract.resource_field, self._api.fill_resource
+        not_found = to_status(NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND"))
+        for current in found:
+            result = response.results.add()
+            if current is None:
+                result.error.CopyFrom(not_found)
+            else:
+                fill(getattr(result, field), current)
+        return response
 
     async def search(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         candidates, truncated = await self._api.search(request.query)
