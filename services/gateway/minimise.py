@@ -126,6 +126,7 @@ def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigra
     """Cut every resource in `answer` down to `allowed` (in place); returns the paths disclosed."""
     disclosed: set[str] = set()
     everything = tuple(allowed) == ("*",)
+    complete = False  # every path the mask lets a resource disclose was disclosed already
     for resource in resources(answer):
         record: Any = getattr(resource, "record")  # noqa: B009 - every resource has one, by construction
         if overseas_emigrant_only and not getattr(record, "overseas_emigrant", False):
@@ -137,8 +138,34 @@ def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigra
             record.ClearField("resident_code")
         if not everything:
             _prune(resource, _prune_plan(resource.DESCRIPTOR, tuple(allowed)))
-        disclosed.update(_set_paths(resource))
+        if not complete:
+            disclosed.update(_set_paths(resource))
+            complete = disclosed >= _possible_paths(resource.DESCRIPTOR, tuple(allowed))
     return sorted(disclosed)
+
+
+@functools.lru_cache(maxsize=1024)
+def _possible_paths(descriptor: Descriptor, allowed: tuple[str, ...]) -> frozenset[str]:
+    """Every path `_set_paths` can report for a resource of this type under this mask: once all were
+    disclosed, the other resources of the answer cannot add any (a batch of 1,000 lists them once)."""
+    record = descriptor.fields_by_name["record"].message_type
+    assert record is not None  # a resource's record is a message, by construction
+    record_paths = {f"record.{f.name}" for f in record.fields}
+    top = {f.name for f in descriptor.fields if f.name != "record"}
+    if allowed == ("*",):
+        return frozenset(top | record_paths)
+    possible: set[str] = set()
+    for path in allowed:
+        if not _valid(descriptor, path):
+            continue
+        parts = path.split(".")
+        if parts[0] != "record":
+            possible.add(parts[0])
+        elif len(parts) == 1:
+            possible |= record_paths
+        else:
+            possible.add(f"record.{parts[1]}")
+    return frozenset(possible)
 
 
 MaskTree = dict[str, "MaskTree | None"]

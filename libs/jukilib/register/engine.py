@@ -229,7 +229,7 @@ class RegisterEngine:
             found = await store.current_by_codes(connection, list(dict.fromkeys(resident_codes)))
             persons = list({record.person_id: record for record in found.values()}.values())
             revealed = await self.hooks.reveal(connection, [person.current for person in persons])
-        complete = {person.person_id: dataclasses.replace(person, current=version)
+        complete = {person.person_id: CurrentRecord(person.person_id, version, person.updated_at)
                     for person, version in zip(persons, revealed, strict=True)}
         return [complete[found[code].person_id] if code in found else None for code in resident_codes]
 

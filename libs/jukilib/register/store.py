@@ -28,15 +28,21 @@ _ORDER = "v.event_date, v.notify_time, v.municipality_code, v.notification_id"
 _ORDER_DESC = "v.event_date DESC, v.notify_time DESC, v.municipality_code DESC, v.notification_id DESC"
 
 
+_STATES = {int(state): state for state in RecordState}
+_KINDS = {int(kind): kind for kind in ChangeKind}
+
+
 def version_from_row(row: asyncpg.Record) -> StoredVersion:
+    # Enum members by dict: `RecordState(value)` costs a micro-second a row on batch reads (an unknown
+    # value still raises, as the enum call would).
     return StoredVersion(
         person_id=row["person_id"],
         version=row["version"],
         resident_code=row["resident_code"],
-        state=RecordState(row["state"]),
+        state=_STATES.get(row["state"]) or RecordState(row["state"]),
         record=row["record"],
         change=Change(
-            kind=ChangeKind(row["change_kind"]),
+            kind=_KINDS.get(row["change_kind"]) or ChangeKind(row["change_kind"]),
             reason=row["change_reason"],
             event_date=row["event_date"],
             notify_time=row["notify_time"],
