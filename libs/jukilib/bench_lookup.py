@@ -20,7 +20,8 @@ gateway's certificate), so the identity service does exactly what it does behind
 limits of the gateway are raised (`--rate`) so that they do not cap the measurement.
 
 Three phases, each a child process (as an organ's system would be another process) with one channel,
-each warmed up first (`WARM_UP` calls), on codes drawn (seeded) from the loaded residents:
+each warmed up first (`--warm-up` single lookups, `BATCH_WARM_UP` batches), on codes drawn (seeded)
+from the loaded residents:
 
 - `direct`: `--lookups` LookupResident calls to identity, `--concurrency` in flight;
 - `gateway`: the same calls through the gateway;
@@ -72,6 +73,7 @@ def add_bench_lookup(bench_subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--persons", type=int, default=20_000, help="synthetic residents loaded first")
     parser.add_argument("--lookups", type=int, default=20_000, help="measured single lookups on each path")
     parser.add_argument("--concurrency", type=int, default=64, help="single lookups in flight")
+    parser.add_argument("--warm-up", type=int, default=WARM_UP, help="single lookups before each path is measured")
     parser.add_argument("--batch-calls", type=int, default=40, help="measured batch lookups")
     parser.add_argument("--batch-size", type=int, default=1000, help="codes per batch lookup (at most 1,000)")
     parser.add_argument("--batch-concurrency", type=int, default=4, help="batch lookups in flight")
@@ -207,11 +209,11 @@ async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: di
             phase="", gateway=f"127.0.0.1:{gateway.port}", identity=identity_target, ca=str(pki.ca_cert),
             client_cert=str(client.cert), client_key=str(client.key), gateway_cert=str(server_pair.cert),
             gateway_key=str(server_pair.key), purpose=args.purpose, credential=credential, codes=codes,
-            lookups=args.lookups, concurrency=args.concurrency, batch_calls=args.batch_calls,
+            lookups=args.lookups, warm_up=args.warm_up, concurrency=args.concurrency, batch_calls=args.batch_calls,
             batch_size=args.batch_size, batch_concurrency=args.batch_concurrency, seed=args.seed)
         figures: dict[str, Any] = {"persons": len(codes)}
         for phase in (p for p in PHASES if p in args.phases.split(",")):
-            warm, count = ((BATCH_WARM_UP, args.batch_calls) if phase == "batch" else (WARM_UP, args.lookups))
+            warm, count = ((BATCH_WARM_UP, args.batch_calls) if phase == "batch" else (args.warm_up, args.lookups))
             started = cpu.start()
             result = await _client_process(_ClientSpec(**{**asdict(spec), "phase": phase}))
             # The services' CPU is read around the whole child run (warm-up included, hence divided by
@@ -244,7 +246,7 @@ _NOT_RUN: dict[str, Any] = {"per_second": 0.0, "seconds": None, "errors": 0, "la
 def _result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]:
     direct, gateway, batch = (figures.get(phase, _NOT_RUN) for phase in PHASES)
     # The gateway and batch phases go through the gateway: one log row per call, warm-up included.
-    expected_log = ((WARM_UP + args.lookups if "gateway" in figures else 0)
+    expected_log = ((args.warm_up + args.lookups if "gateway" in figures else 0)
                     + (BATCH_WARM_UP + args.batch_calls if "batch" in figures else 0))
     return {
         "gateway_per_second": round(gateway["per_second"]) if "gateway" in figures else None,
@@ -263,7 +265,7 @@ def _result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]
         "batch_size": args.batch_size,
         "concurrency": args.concurrency,
         "batch_concurrency": args.batch_concurrency,
-        "warm_up_calls": {"single": WARM_UP, "batch": BATCH_WARM_UP},
+        "warm_up_calls": {"single": args.warm_up, "batch": BATCH_WARM_UP},
         "persons": figures["persons"],
         "operation_log_rows": figures["operation_log_rows"],
         "expected_operation_log_rows": expected_log,
@@ -298,6 +300,7 @@ class _ClientSpec:
     credential: str
     codes: list[str]
     lookups: int
+    warm_up: int
     concurrency: int
     batch_calls: int
     batch_size: int
@@ -387,10 +390,10 @@ async def _client_run(spec: _ClientSpec) -> dict[str, Any]:
             started = time.process_time()
             result = await _timed(batches[BATCH_WARM_UP:], spec.batch_concurrency, batch)
         else:
-            codes = [rng.choice(spec.codes) for _ in range(WARM_UP + spec.lookups)]
-            await _timed(codes[:WARM_UP], spec.concurrency, lookup)
+            codes = [rng.choice(spec.codes) for _ in range(spec.warm_up + spec.lookups)]
+            await _timed(codes[:spec.warm_up], spec.concurrency, lookup)
             started = time.process_time()
-            result = await _timed(codes[WARM_UP:], spec.concurrency, lookup)
+            result = await _timed(codes[spec.warm_up:], spec.concurrency, lookup)
         result["client_cpu"] = time.process_time() - started
     return result
 
