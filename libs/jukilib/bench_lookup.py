@@ -221,7 +221,7 @@ async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: di
             result["cpu_us"] = cpu.per_notification(started, warm + count, "services")
             result["cpu_us"]["client"] = round(result.pop("client_cpu") / count * 1e6, 1)
             figures[phase] = result
-        figures["operation_log_rows"] = await _count_log(databases["gateway"].url)
+        figures["operation_log_rows"], figures["operation_log_commits"] = await _count_log(databases["gateway"].url)
     finally:
         if gateway is not None:
             await gateway.stop(1.0)
@@ -229,15 +229,20 @@ async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: di
     return figures
 
 
-async def _count_log(url: str) -> int:
+async def _count_log(url: str) -> tuple[int, int]:
+    """Operation-log rows of the benchmark's caller, and the transactions that wrote them (each group
+    commit of the log writer is one transaction: rows / commits is the mean batch)."""
     import asyncpg
 
     connection = await asyncpg.connect(url)
     try:
-        return int(await connection.fetchval("SELECT count(*) FROM operation_log WHERE organization = $1",
-                                             ORGANIZATION))
+        row = await connection.fetchrow(
+            "SELECT count(*) AS rows, count(DISTINCT xmin::text) AS commits FROM operation_log"
+            " WHERE organization = $1", ORGANIZATION)
     finally:
         await connection.close()
+    assert row is not None  # an aggregate always answers one row
+    return int(row["rows"]), int(row["commits"])
 
 
 _NOT_RUN: dict[str, Any] = {"per_second": 0.0, "seconds": None, "errors": 0, "latency_ms": {}, "cpu_us": {}}
@@ -269,6 +274,7 @@ def _result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]
         "persons": figures["persons"],
         "operation_log_rows": figures["operation_log_rows"],
         "expected_operation_log_rows": expected_log,
+        "operation_log_commits": figures["operation_log_commits"],
         "purpose": args.purpose,
         "pool_max": args.pool,
         "gateway_rate_limit_per_second": args.rate,
