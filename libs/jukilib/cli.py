@@ -260,7 +260,7 @@ async def _health(args: argparse.Namespace) -> int:
 # --- argument parsing ----------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from jukilib import bench_ingest, calls, cli_bulk, cli_cases, cli_operators
+    from jukilib import bench_ingest, bench_lookup, calls, cli_bulk, cli_cases, cli_operators
 
     parser = argparse.ArgumentParser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -301,6 +301,8 @@ def _parser() -> argparse.ArgumentParser:
     cli_bulk.add_parsers(commands)
     ingest = bench_ingest.add_bench_ingest(cli_bulk.bench_group(commands))
     ingest.set_defaults(bench_run=bench_ingest.run)
+    lookup = bench_lookup.add_bench_lookup(cli_bulk.bench_group(commands))
+    lookup.set_defaults(bench_run=bench_lookup.run)
     return parser
 
 

@@ -12,6 +12,8 @@ CONTRACT = RegisterContract(
     version_field="annex_resident_version", search_response=pb.SearchAnnexResidentsResponse,
     candidate=pb.AnnexResidentCandidate, candidate_field="annex_resident",
     list_response=pb.ListAnnexResidentVersionsResponse, versions_field="annex_resident_versions",
+    batch_lookup_response=pb.BatchLookupAnnexResidentsResponse, batch_lookup_result=pb.BatchLookupAnnexResidentResult,
+    resource_field="annex_resident",
 )
 
 
@@ -26,5 +28,6 @@ class AnnexServicer(MunicipalityReportMethods, RegisterMethods, annex_pb2_grpc.A
     StreamNotifications = RegisterMethods.stream
     GetAnnexResident = RegisterMethods.get
     LookupAnnexResident = RegisterMethods.lookup
+    BatchLookupAnnexResidents = RegisterMethods.batch_lookup
     SearchAnnexResidents = RegisterMethods.search
     ListAnnexResidentVersions = RegisterMethods.list_versions

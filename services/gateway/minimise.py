@@ -6,24 +6,76 @@ paths the purpose allows: fields outside the mask are absent from the bytes that
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from google.protobuf import field_mask_pb2, message
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from jukilib.errors import PermissionDenied
 
 RESIDENT_CODE_FIELDS = frozenset({"resident_code", "subject_resident_code"})
+RESIDENT_CODE_LISTS = frozenset({"resident_codes"})
+"""Repeated fields of 住民票コード (a batch lookup's request)."""
 
 
-def _children(msg: message.Message) -> Iterator[message.Message]:
+def _child_type(descriptor: FieldDescriptor) -> Descriptor | None:
+    """The message type of a field holding messages to walk into (not a map's entries), else None."""
+    message_type = descriptor.message_type if descriptor.type == FieldDescriptor.TYPE_MESSAGE else None
+    if message_type is None or (descriptor.is_repeated and message_type.GetOptions().map_entry):
+        return None
+    return message_type
+
+
+def _reaches(message_type: Descriptor, wanted: Callable[[Descriptor], bool], seen: frozenset[str] = frozenset(),
+             ) -> bool:
+    """Whether a message of this type can hold, at any depth, a field `wanted` says yes to (a type that
+    contains itself counts as reaching: the walk then looks)."""
+    if message_type.full_name in seen:
+        return True
+    if wanted(message_type):
+        return True
+    inner = seen | {message_type.full_name}
+    return any(_reaches(child, wanted, inner) for f in message_type.fields if (child := _child_type(f)))
+
+
+def _carries_codes(message_type: Descriptor) -> bool:
+    return any(f.name in RESIDENT_CODE_FIELDS or f.name in RESIDENT_CODE_LISTS for f in message_type.fields)
+
+
+def _carries_record(message_type: Descriptor) -> bool:
+    return "record" in message_type.fields_by_name
+
+
+@functools.cache
+def _code_plan(message_type: Descriptor) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, bool], ...]]:
+    """(code fields, code list fields, (message field, repeated) that may lead to codes) of a message
+    type: the walk of `resident_codes` reads only these (a ChangeInfo or a Timestamp never holds a
+    住民票コード), by name, without listing every set field."""
+    codes = tuple(f.name for f in message_type.fields
+                  if f.name in RESIDENT_CODE_FIELDS and f.type == FieldDescriptor.TYPE_STRING and not f.is_repeated)
+    lists = tuple(f.name for f in message_type.fields
+                  if f.name in RESIDENT_CODE_LISTS and f.type == FieldDescriptor.TYPE_STRING and f.is_repeated)
+    children = tuple((f.name, bool(f.is_repeated)) for f in message_type.fields
+                     if (child := _child_type(f)) and _reaches(child, _carries_codes))
+    return codes, lists, children
+
+
+@functools.cache
+def _resource_plan(message_type: Descriptor) -> frozenset[str]:
+    """The message fields of a type that may lead to a record-bearing resource."""
+    return frozenset(f.name for f in message_type.fields
+                     if (child := _child_type(f)) and _reaches(child, _carries_record))
+
+
+def _children(msg: message.Message, names: frozenset[str]) -> Iterator[message.Message]:
     for descriptor, value in msg.ListFields():
-        if descriptor.type != FieldDescriptor.TYPE_MESSAGE:
+        if descriptor.name not in names:
             continue
         if descriptor.is_repeated:
-            if descriptor.message_type is not None and not descriptor.message_type.GetOptions().map_entry:
-                yield from value
+            yield from value
         else:
             yield value
 
@@ -33,7 +85,7 @@ def resources(msg: message.Message) -> Iterator[message.Message]:
     if "record" in msg.DESCRIPTOR.fields_by_name:
         yield msg
         return
-    for child in _children(msg):
+    for child in _children(msg, _resource_plan(msg.DESCRIPTOR)):
         yield from resources(child)
 
 
@@ -54,12 +106,23 @@ def record_versions(msg: message.Message) -> list[str]:
 def resident_codes(msg: message.Message) -> list[str]:
     """Every 住民票コード anywhere in `msg`."""
     found: list[str] = []
-    for descriptor, value in msg.ListFields():
-        if descriptor.name in RESIDENT_CODE_FIELDS and isinstance(value, str) and value:
-            found.append(value)
-    for child in _children(msg):
-        found.extend(resident_codes(child))
+    _collect_codes(msg, found)
     return found
+
+
+def _collect_codes(msg: message.Message, found: list[str]) -> None:
+    codes, lists, children = _code_plan(msg.DESCRIPTOR)
+    for name in codes:
+        if value := getattr(msg, name):
+            found.append(value)
+    for name in lists:
+        found.extend(code for code in getattr(msg, name) if code)
+    for name, repeated in children:
+        if repeated:
+            for child in getattr(msg, name):
+                _collect_codes(child, found)
+        elif msg.HasField(name):
+            _collect_codes(getattr(msg, name), found)
 
 
 def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
@@ -76,6 +139,8 @@ def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
 def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigrant_only: bool) -> list[str]:
     """Cut every resource in `answer` down to `allowed` (in place); returns the paths disclosed."""
     disclosed: set[str] = set()
+    everything = tuple(allowed) == ("*",)
+    complete = False  # every path the mask lets a resource disclose was disclosed already
     for resource in resources(answer):
         record: Any = getattr(resource, "record")  # noqa: B009 - every resource has one, by construction
         if overseas_emigrant_only and not getattr(record, "overseas_emigrant", False):
@@ -83,18 +148,98 @@ def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigra
             raise PermissionDenied("this purpose may receive only records of persons who moved abroad",
                                    "NOT_AN_OVERSEAS_EMIGRANT")
         if overseas_emigrant_only:
-            # 住基法 30-44-6: annex data leaves for use and provision without 住民票コード, whatever the mask.
+            # 住基法 30-44-6: annex data leaves without 住民票コード, whatever the mask.
             record.ClearField("resident_code")
-        if tuple(allowed) != ("*",):
-            mask = field_mask_pb2.FieldMask(paths=[p for p in allowed if _valid(resource, p)])
-            kept = type(resource)()
-            mask.MergeMessage(resource, kept)
-            resource.CopyFrom(kept)
-        disclosed.update(_set_paths(resource))
+        if not everything:
+            _prune(resource, _prune_plan(resource.DESCRIPTOR, tuple(allowed)))
+        if not complete:
+            disclosed.update(_set_paths(resource))
+            complete = disclosed >= _possible_paths(resource.DESCRIPTOR, tuple(allowed))
     return sorted(disclosed)
 
 
-def _valid(resource: message.Message, path: str) -> bool:
+@functools.lru_cache(maxsize=1024)
+def _possible_paths(descriptor: Descriptor, allowed: tuple[str, ...]) -> frozenset[str]:
+    """Every path `_set_paths` can report for a resource of this type under this mask: once all were
+    disclosed, the other resources of the answer cannot add any (a batch of 1,000 lists them once)."""
+    record = descriptor.fields_by_name["record"].message_type
+    assert record is not None  # a resource's record is a message, by construction
+    record_paths = {f"record.{f.name}" for f in record.fields}
+    top = {f.name for f in descriptor.fields if f.name != "record"}
+    if allowed == ("*",):
+        return frozenset(top | record_paths)
+    possible: set[str] = set()
+    for path in allowed:
+        if not _valid(descriptor, path):
+            continue
+        parts = path.split(".")
+        if parts[0] != "record":
+            possible.add(parts[0])
+        elif len(parts) == 1:
+            possible |= record_paths
+        else:
+            possible.add(f"record.{parts[1]}")
+    return frozenset(possible)
+
+
+MaskTree = dict[str, "MaskTree | None"]
+"""Field names to keep: None keeps the field whole, a tree keeps only those fields inside it."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _mask_tree(descriptor: Descriptor, allowed: tuple[str, ...]) -> MaskTree:
+    """The purpose's mask for one resource type, as a tree: the paths valid for the type (others are
+    ignored); a path covers every path below it (FieldMask semantics)."""
+    tree: MaskTree = {}
+    for path in allowed:
+        if not _valid(descriptor, path):
+            continue
+        node = tree
+        *parents, last = path.split(".")
+        for name in parents:
+            child = node.setdefault(name, {})
+            if child is None:  # a shorter path keeps it whole already
+                break
+            node = child
+        else:
+            node[last] = None
+    return tree
+
+
+@dataclasses.dataclass(frozen=True)
+class _PrunePlan:
+    """What to clear in a message of one type under one mask: the fields outside it, and the singular
+    message fields kept only in part (with the plan of their own type)."""
+
+    clear: tuple[str, ...]
+    partly: tuple[tuple[str, _PrunePlan], ...]
+
+
+@functools.lru_cache(maxsize=1024)
+def _prune_plan(descriptor: Descriptor, allowed: tuple[str, ...]) -> _PrunePlan:
+    return _plan_of(descriptor, _mask_tree(descriptor, allowed))
+
+
+def _plan_of(descriptor: Descriptor, tree: MaskTree) -> _PrunePlan:
+    clear = tuple(f.name for f in descriptor.fields if f.name not in tree)
+    partly = []
+    for f in descriptor.fields:
+        inner = tree.get(f.name)
+        if inner is not None and f.message_type is not None and not f.is_repeated:
+            partly.append((f.name, _plan_of(f.message_type, inner)))
+    return _PrunePlan(clear, tuple(partly))
+
+
+def _prune(msg: message.Message, plan: _PrunePlan) -> None:
+    """Clear, in place, every field of `msg` outside the mask (what `FieldMask.MergeMessage` into an empty
+    message keeps, without building a second message)."""
+    for name in plan.clear:
+        msg.ClearField(name)
+    for name, inner in plan.partly:
+        if msg.HasField(name):
+            _prune(getattr(msg, name), inner)
+
+
+def _valid(descriptor: Descriptor, path: str) -> bool:
     mask = field_mask_pb2.FieldMask(paths=[path])
-    descriptor: Any = resource.DESCRIPTOR
     return bool(mask.IsValidForDescriptor(descriptor))

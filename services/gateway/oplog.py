@@ -224,7 +224,8 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
 
 # Methods that hand a resident's data to the caller (provision, transfer, ⑤ queries), as opposed to
 # municipalities notifying their own changes.
-PROVISION_METHODS = (r"^/juki\.(identity|annex)\.v1\.[A-Za-z]+/((Lookup|Get|Search)[A-Za-z]*|List[A-Za-z]*Versions)$"
+PROVISION_METHODS = (r"^/juki\.(identity|annex)\.v1\.[A-Za-z]+/((BatchLookup|Lookup|Get|Search)[A-Za-z]*"
+                     r"|List[A-Za-z]*Versions)$"
                      r"|^/juki\.agency\.v1\.AgencyService/QueryResident$")
 JAPAN = "Asia/Tokyo"
 

@@ -195,7 +195,8 @@ def _organizations(entries: Sequence[Mapping[str, Any]], municipalities: Municip
 
 
 ANNEX_READS = frozenset(f"juki.annex.v1.AnnexService/{m}" for m in (
-    "GetAnnexResident", "LookupAnnexResident", "SearchAnnexResidents", "ListAnnexResidentVersions"))
+    "GetAnnexResident", "LookupAnnexResident", "BatchLookupAnnexResidents", "SearchAnnexResidents",
+    "ListAnnexResidentVersions"))
 
 
 def _check_annex_provision(purpose: Purpose) -> None:

@@ -44,7 +44,7 @@ from jukilib.errors import (
     code_name,
 )
 from jukilib.grpc.interceptors import abort_with, log_unexpected, translate
-from jukilib.operator_credential import CREDENTIAL_KEY, check_in_force, genuine_claims
+from jukilib.operator_credential import CREDENTIAL_KEY, OperatorClaims, check_in_force, genuine_claims
 from jukilib.telemetry import current_trace_id
 from services.gateway import minimise, volume
 from services.gateway.admission import Admission
@@ -60,6 +60,9 @@ Invoke = Callable[[bytes, caller.Caller], Awaitable[bytes]]
 # Opens a bidirectional stream to whoever answers the method.
 OpenStream = Callable[[AsyncIterator[bytes], caller.Caller], AsyncIterator[bytes]]
 STREAM_LOG_BATCH = 512
+VERIFIED_CREDENTIALS_MAX = 10_000
+"""Credentials whose signature this replica has checked, kept so that an operator's every call does not
+verify Ed25519 again (the registry, the organisation and the expiry are still checked on every call)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ class Gateway:
         self._operators = operators
         self._counter = counter
         self._clock = clock
+        self._verified: dict[str, OperatorClaims] = {}
 
     def generic_handler(self, routes: Iterable[Route]) -> grpc.GenericRpcHandler:
         return _Handlers({
@@ -222,7 +226,7 @@ class Gateway:
                         entry: LogEntry) -> Operator | None:
         """The operator named by the call's credential (None for a system's call without one)."""
         token = caller.metadata_value(context.invocation_metadata(), CREDENTIAL_KEY)
-        claims = genuine_claims(token, self._operators.public_key) if token else None
+        claims = self._genuine(token) if token else None
         if claims is not None:
             entry.operator = claims.operator  # signed: an auditor sees who tried, even when refused below
         registry = await self._operators.registry.current()
@@ -232,6 +236,18 @@ class Gateway:
         now = self._clock()
         check_in_force(claims, now=now, max_lifetime=self._operators.max_lifetime)
         return registry.authenticate(claims, organization, now)
+
+    def _genuine(self, token: str) -> OperatorClaims:
+        """The claims of a genuinely signed credential; a signature is checked once per credential string
+        (the same bytes verify the same way until the key changes, and the key is fixed for this
+        gateway's life). Refused credentials are never kept: they raise each time."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = genuine_claims(token, self._operators.public_key)
+            if len(self._verified) >= VERIFIED_CREDENTIALS_MAX:
+                self._verified.clear()
+            self._verified[token] = claims
+        return claims
 
     async def _serve(self, route: Route, request: bytes, context: aio.ServicerContext[Any, Any],
                      entry: LogEntry) -> bytes:
@@ -305,6 +321,8 @@ class Gateway:
                                                    overseas_emigrant_only=purpose.overseas_emigrant_only)
         entry.status = "OK"
         await self._log.write(entry)  # before the answer leaves
+        if purpose.all_fields and not purpose.overseas_emigrant_only:
+            return answer_bytes  # nothing was cut: the backend's bytes leave as they came
         return answer.SerializeToString()
 
     @staticmethod

@@ -7,7 +7,6 @@ span attribute or an error message.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +24,13 @@ FIELD = "individual_number"
 def associated_data(person_id: uuid.UUID | str, version: int) -> bytes:
     """Binds a ciphertext to its row: a ciphertext copied to another row does not decrypt."""
     return f"{person_id}/{version}".encode()
+
+
+def _with_record(version: StoredVersion, record: Record) -> StoredVersion:
+    """`dataclasses.replace(version, record=record)`, at a fraction of its cost (batch reads reveal 1,000
+    versions at a time)."""
+    return StoredVersion(version.person_id, version.version, version.resident_code, version.state, record,
+                         version.change, version.created_at)
 
 
 class IndividualNumbers(RegisterHooks):
@@ -85,7 +91,7 @@ class IndividualNumbers(RegisterHooks):
                 associated_data(row["person_id"], row["version"]))
             for row in rows
         }
-        return [dataclasses.replace(v, record={**v.record, FIELD: numbers[(v.person_id, v.version)]})
+        return [_with_record(v, {**v.record, FIELD: numbers[(v.person_id, v.version)]})
                 if (v.person_id, v.version) in numbers else v for v in versions]
 
     def bulk_table_names(self) -> tuple[str, ...]:

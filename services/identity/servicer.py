@@ -21,6 +21,8 @@ CONTRACT = RegisterContract(
     version_field="resident_version", search_response=pb.SearchResidentsResponse,
     candidate=pb.ResidentCandidate, candidate_field="resident",
     list_response=pb.ListResidentVersionsResponse, versions_field="resident_versions",
+    batch_lookup_response=pb.BatchLookupResidentsResponse, batch_lookup_result=pb.BatchLookupResidentResult,
+    resource_field="resident",
 )
 
 
@@ -36,6 +38,7 @@ class IdentityServicer(MunicipalityReportMethods, RegisterMethods, identity_pb2_
     StreamNotifications = RegisterMethods.stream
     GetResident = RegisterMethods.get
     LookupResident = RegisterMethods.lookup
+    BatchLookupResidents = RegisterMethods.batch_lookup
     SearchResidents = RegisterMethods.search
     ListResidentVersions = RegisterMethods.list_versions
 

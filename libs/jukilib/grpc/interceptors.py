@@ -81,6 +81,24 @@ async def abort_with(context: aio.ServicerContext[Any, Any], error: JukiError) -
 Behavior = Callable[..., Any]
 
 
+class _Wrapped:
+    """The wrapped handler of each method, made once: a servicer returns the same handler object for a
+    method on every call, so an interceptor need not rebuild its wrapper per call (the wrappers keep no
+    per-call state)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+
+    def get(self, method: str, handler: grpc.RpcMethodHandler[Any, Any],
+            build: Callable[[], grpc.RpcMethodHandler[Any, Any]]) -> grpc.RpcMethodHandler[Any, Any]:
+        known = self._handlers.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = build()
+        self._handlers[method] = (handler, wrapped)
+        return wrapped
+
+
 def _wrap(handler: grpc.RpcMethodHandler[Any, Any], wrap_unary: Callable[[Behavior], Behavior],
           wrap_stream: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler[Any, Any]:
     """Rebuild `handler` with its behaviour wrapped, whatever its arity."""
@@ -99,6 +117,9 @@ def _wrap(handler: grpc.RpcMethodHandler[Any, Any], wrap_unary: Callable[[Behavi
 class ErrorInterceptor(aio.ServerInterceptor):
     """Turns domain errors into rich statuses; never lets a raw exception text reach a caller."""
 
+    def __init__(self) -> None:
+        self._wrapped = _Wrapped()
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
@@ -108,6 +129,9 @@ class ErrorInterceptor(aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
+        return self._wrapped.get(method, handler, lambda: self._guarded(method, handler))
+
+    def _guarded(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
 
         def wrap_unary(behavior: Behavior) -> Behavior:
             async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
@@ -157,6 +181,7 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
 
     def __init__(self, trusted_common_names: Collection[str]) -> None:
         self._trusted = frozenset(trusted_common_names)
+        self._wrapped = _Wrapped()
 
     async def intercept_service(
         self,
@@ -166,6 +191,9 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_SERVICES):
             return handler
+        return self._wrapped.get(handler_call_details.method, handler, lambda: self._checked(handler))
+
+    def _checked(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
 
         def wrap_unary(behavior: Behavior) -> Behavior:
             async def checked(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,7 +40,13 @@ from jukilib.register.validation import Violations
 JAPAN = ZoneInfo("Asia/Tokyo")
 RESIDENT_CODE_CHANGE_REASONS = frozenset({47, 48})  # 住民票コードの変更請求 / 職権記載
 SEARCH_DEFAULT_CANDIDATES, SEARCH_MAX_CANDIDATES = 20, 100
+BATCH_LOOKUP_MAX = 1000
+"""Most 住民票コード in one batch lookup (AIP-231: a documented maximum; beyond it INVALID_ARGUMENT)."""
 AS_OF_RECEIPT = 2  # juki.register.v1.AS_OF_BASIS_RECEIPT
+
+_RESIDENT_CODE = re.compile(r"\d{11}", re.ASCII)
+"""A well-formed 住民票コード at a glance (the check-digit mode OFF accepts exactly these); anything else
+goes through `Violations.resident_code` for its precise problem."""
 
 RecordValidator = Callable[[Any, Violations, MunicipalityTable], None]
 
@@ -194,6 +201,22 @@ class RegisterApi:
                                           by_receipt=request.as_of_basis == AS_OF_RECEIPT)
         return self.resource_message(found)
 
+    async def batch_lookup(self, resident_codes: Sequence[str]) -> list[CurrentRecord | None]:
+        """The current record of each code's person, in request order, None for a code nobody has or had
+        (`fill_resource` makes the answer). Every code is checked first (`resident_codes[i]` names a bad
+        one); an empty list or more than `BATCH_LOOKUP_MAX` codes is refused naming `resident_codes`."""
+        violations = Violations()
+        if not resident_codes:
+            violations.add("resident_codes", "at least one resident code is required", "REQUIRED_FIELD")
+        elif len(resident_codes) > BATCH_LOOKUP_MAX:
+            violations.add("resident_codes", f"at most {BATCH_LOOKUP_MAX:,} resident codes per call")
+        else:
+            for index, code in enumerate(resident_codes):
+                if not _RESIDENT_CODE.fullmatch(code):
+                    violations.resident_code(f"resident_codes[{index}]", code, CheckDigitMode.OFF)
+        violations.raise_if_any()
+        return await self.engine.lookup_many(resident_codes)
+
     async def search(self, query: Any) -> tuple[list[tuple[message.Message, tuple[str, ...]]], bool]:
         """Candidates (resource, matched fields) and whether the cap cut the list."""
         violations = Violations()
@@ -255,8 +278,13 @@ class RegisterApi:
         return result  # type: ignore[no-any-return]
 
     def resource_message(self, current: CurrentRecord) -> message.Message:
-        result: Any = self.binding.resource_type()
-        result.name = f"{self.binding.collection}/{current.person_id}"
-        self._fill_common(result, current.current)
-        protojson.set_timestamp(result.update_time, current.updated_at)
-        return result  # type: ignore[no-any-return]
+        result: message.Message = self.binding.resource_type()
+        self.fill_resource(result, current)
+        return result
+
+    def fill_resource(self, target: Any, current: CurrentRecord) -> None:
+        """Write the resource of `current` into `target` (an empty resource message, e.g. one inside a
+        batch answer: filled in place, never copied)."""
+        target.name = f"{self.binding.collection}/{current.person_id}"
+        self._fill_common(target, current.current)
+        protojson.set_timestamp(target.update_time, current.updated_at)

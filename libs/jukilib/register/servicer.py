@@ -14,6 +14,7 @@ from typing import Any
 from grpc import aio
 
 from juki.register.v1 import register_pb2
+from jukilib.errors import NotFound, to_status
 from jukilib.register.api import RegisterApi
 from jukilib.register.reports import MunicipalityReports, report_message, validate_new_report
 from jukilib.register.streaming import stream_notifications
@@ -34,6 +35,11 @@ class RegisterContract:
     list_response: Callable[..., Any]
     versions_field: str
     """e.g. `resident_versions`: the versions in the history response."""
+    batch_lookup_response: Callable[..., Any]
+    batch_lookup_result: Callable[..., Any]
+    """One result of a batch lookup (its `<resource_field>` or its `error`, a google.rpc.Status)."""
+    resource_field: str
+    """e.g. `resident`: the resource in a batch lookup result."""
 
 
 class RegisterMethods:
@@ -55,6 +61,19 @@ class RegisterMethods:
 
     async def lookup(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         return await self._api.lookup(request)
+
+    async def batch_lookup(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        found = await self._api.batch_lookup(request.resident_codes)
+        response = self.contract.batch_lookup_response()
+        field, fill = self.contract.resource_field, self._api.fill_resource
+        not_found = to_status(NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND"))
+        for current in found:
+            result = response.results.add()
+            if current is None:
+                result.error.CopyFrom(not_found)
+            else:
+                fill(getattr(result, field), current)
+        return response
 
     async def search(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         candidates, truncated = await self._api.search(request.query)

@@ -28,15 +28,21 @@ _ORDER = "v.event_date, v.notify_time, v.municipality_code, v.notification_id"
 _ORDER_DESC = "v.event_date DESC, v.notify_time DESC, v.municipality_code DESC, v.notification_id DESC"
 
 
+_STATES = {int(state): state for state in RecordState}
+_KINDS = {int(kind): kind for kind in ChangeKind}
+
+
 def version_from_row(row: asyncpg.Record) -> StoredVersion:
+    # Enum members by dict: `RecordState(value)` costs a micro-second a row on batch reads (an unknown
+    # value still raises, as the enum call would).
     return StoredVersion(
         person_id=row["person_id"],
         version=row["version"],
         resident_code=row["resident_code"],
-        state=RecordState(row["state"]),
+        state=_STATES.get(row["state"]) or RecordState(row["state"]),
         record=row["record"],
         change=Change(
-            kind=ChangeKind(row["change_kind"]),
+            kind=_KINDS.get(row["change_kind"]) or ChangeKind(row["change_kind"]),
             reason=row["change_reason"],
             event_date=row["event_date"],
             notify_time=row["notify_time"],
@@ -219,6 +225,26 @@ async def current_by_ids(connection: asyncpg.Connection, person_ids: list[uuid.U
     found = {row["person_id"]: row for row in rows}
     return [CurrentRecord(pid, version_from_row(found[pid]), found[pid]["person_updated_at"])
             for pid in person_ids if pid in found]
+
+
+async def current_by_codes(connection: asyncpg.Connection, resident_codes: list[str]) -> dict[str, CurrentRecord]:
+    """The current record of whoever has, or had, each of these 住民票コード (a code held now wins over the
+    same code kept as another person's former one), in one statement; codes nobody had are absent."""
+    rows = await connection.fetch(
+        f"""SELECT DISTINCT ON (known.code) known.code AS requested_code, p.updated_at AS person_updated_at,
+                   {_VERSION_COLUMNS}
+            FROM (SELECT resident_code AS code, id AS person_id, 0 AS rank FROM person
+                  WHERE resident_code = ANY($1::text[])
+                  UNION ALL
+                  SELECT resident_code, person_id, 1 FROM resident_code_history WHERE resident_code = ANY($1::text[])
+                 ) AS known
+            JOIN person p ON p.id = known.person_id
+            JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
+            ORDER BY known.code, known.rank""",
+        resident_codes,
+    )
+    return {row["requested_code"]: CurrentRecord(row["person_id"], version_from_row(row), row["person_updated_at"])
+            for row in rows}
 
 
 async def version_as_of(connection: asyncpg.Connection, person_id: uuid.UUID, day: dt.date,

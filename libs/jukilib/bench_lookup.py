@@ -1,0 +1,408 @@
+"""`juki bench lookup`: lookups by 住民票コード through the gateway against the same lookups straight to
+identity, and the batch lookup, in one run (issue 5, "Benchmarks").
+
+Everything runs from nothing in a temporary directory: an embedded PostgreSQL, the schemas and
+migrations (`prepare_database`), a development PKI, keyring, operation-log key and operator-
+authentication key; `--persons` synthetic residents (`jukilib.demo.fast`) loaded into the identity
+file by the initial-load fast path (`jukilib.register.bulk`, as `juki bench load`); then identity and
+the gateway in this process (`GrpcService` with each service's own `build`, mTLS, `--pool` database
+connections each; relay workers 0). The gateway routes to every backend, but its channels connect only
+when used: annex, disclosure and the agency are not started and their targets are unused addresses.
+
+The caller is an executive organ (`kyoiku-iinkai`, 教育委員会) with its demo operator `kyoiku-0001`
+(a provision clerk, registered in the gateway's operator registry, credential signed with the
+operator-authentication key) declaring `--purpose` (default EDU-SCHOLARSHIP-30-15-2-2: LookupResident
+and BatchLookupResidents, a field mask without 個人番号). Through the gateway every call is checked
+(certificate, credential, registry, purpose, rate limits, volume caps), forwarded, minimised and
+written to the hash-chained operation log before it is answered. Directly, the client presents the
+gateway's certificate and sends the `x-juki-*` metadata the gateway would send (backends trust the
+gateway's certificate), so the identity service does exactly what it does behind the gateway. The rate
+limits of the gateway are raised (`--rate`) so that they do not cap the measurement.
+
+Three phases, each a child process (as an organ's system would be another process) with one channel,
+each warmed up first (`--warm-up` single lookups, `BATCH_WARM_UP` batches), on codes drawn (seeded)
+from the loaded residents:
+
+- `direct`: `--lookups` LookupResident calls to identity, `--concurrency` in flight;
+- `gateway`: the same calls through the gateway;
+- `batch`: `--batch-calls` BatchLookupResidents calls of `--batch-size` codes through the gateway,
+  `--batch-concurrency` in flight.
+
+Every answer is checked (the resident whose code was asked, the 個人番号 absent through the gateway
+when the purpose's mask leaves it out); any failure counts as an error and makes the exit status 1.
+CPU time per call is that of this process (identity and gateway together: one event loop), of
+PostgreSQL's processes (with psutil) and of the client process; with the load average, since other
+processes on the machine skew every figure. One JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from jukilib.bench_ingest import _Cpu, _latency
+from jukilib.config import DEFAULT_TRUSTED_PEERS, SERVICES, DatabaseConfig, RelayConfig, ServiceConfig, TlsConfig
+from jukilib.grpc.channels import secure_channel
+
+ORGANIZATION, OPERATOR = "kyoiku-iinkai", "kyoiku-0001"
+DEFAULT_PURPOSE = "EDU-SCHOLARSHIP-30-15-2-2"
+WARM_UP = 500
+BATCH_WARM_UP = 4
+UNUSED_TARGET = "127.0.0.1:1"
+"""Backends the gateway routes to but this benchmark never calls: its channels to them stay idle."""
+PHASES = ("direct", "gateway", "batch")
+
+
+def add_bench_lookup(bench_subparsers: Any) -> argparse.ArgumentParser:
+    """`juki bench lookup` under the `bench` command's subparsers."""
+    parser: argparse.ArgumentParser = bench_subparsers.add_parser(
+        "lookup", help="lookups by 住民票コード through the gateway vs straight to identity, and the batch lookup; "
+                       "prints one JSON object")
+    parser.add_argument("--persons", type=int, default=20_000, help="synthetic residents loaded first")
+    parser.add_argument("--lookups", type=int, default=20_000, help="measured single lookups on each path")
+    parser.add_argument("--concurrency", type=int, default=64, help="single lookups in flight")
+    parser.add_argument("--warm-up", type=int, default=WARM_UP, help="single lookups before each path is measured")
+    parser.add_argument("--batch-calls", type=int, default=40, help="measured batch lookups")
+    parser.add_argument("--batch-size", type=int, default=1000, help="codes per batch lookup (at most 1,000)")
+    parser.add_argument("--batch-concurrency", type=int, default=4, help="batch lookups in flight")
+    parser.add_argument("--pool", type=int, default=DatabaseConfig.pool_max,
+                        help="database connections of each service")
+    parser.add_argument("--purpose", default=DEFAULT_PURPOSE,
+                        help="purpose of use declared by the caller (must allow LookupResident and "
+                             "BatchLookupResidents for kyoiku-iinkai's provision clerk)")
+    parser.add_argument("--rate", type=float, default=1_000_000.0,
+                        help="the gateway's rate limits per organisation and per operator (calls/s)")
+    parser.add_argument("--seed", type=int, default=20261126, help="seed of the residents and of the codes asked")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help="comma-separated phases to run (for profiling one path; the figures of a phase not run "
+                             "are null)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; prints one JSON object. Exit status 1 if any answer was wrong or failed."""
+    logging.basicConfig(level=logging.WARNING)
+    if not 1 <= args.batch_size <= 1000:
+        print("juki bench lookup: --batch-size must be between 1 and 1000", file=sys.stderr)
+        return 2
+    result = _run(_bench(args))
+    print(json.dumps(result, ensure_ascii=False))
+    return 0 if result["errors"] == 0 else 1
+
+
+def _run(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """As `juki serve`: uvloop when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    result: dict[str, Any] = uvloop.run(coroutine)
+    return result
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    from jukilib.db.bootstrap import owner_role, runtime_role
+    from jukilib.db.embedded import EmbeddedPostgres
+    from jukilib.suite import prepare_database
+
+    with tempfile.TemporaryDirectory(prefix="juki-bench-lookup-") as directory:
+        home = Path(directory)
+        server = EmbeddedPostgres(home / "pgdata", delete_on_stop=True)
+        admin_url = await asyncio.to_thread(server.start)
+        try:
+            passwords = {role(s): secrets.token_urlsafe(24) for s in SERVICES for role in (runtime_role, owner_role)}
+            databases = await prepare_database(admin_url, passwords, database="juki_bench")
+            started = time.perf_counter()
+            codes = await _load(args, home, databases["identity"].migration_url)
+            load_seconds = time.perf_counter() - started
+            figures = await _serve_and_measure(args, home, databases, codes, _Cpu(home / "pgdata"))
+            figures["load_seconds"] = round(load_seconds, 2)
+        finally:
+            await asyncio.to_thread(server.stop)
+    return _result(args, figures)
+
+
+async def _load(args: argparse.Namespace, home: Path, owner_url: str) -> list[str]:
+    """Load the synthetic residents with the initial-load fast path; returns their 住民票コード."""
+    import asyncpg
+
+    from jukilib.cli_bulk import register_api
+    from jukilib.demo.fast import write_jsonl
+    from jukilib.register.bulk import LoadOptions, load_file
+    from jukilib.suite import ensure_keyring
+
+    data = home / "identity.jsonl"
+    await asyncio.to_thread(write_jsonl, data, args.persons, seed=args.seed, register="identity")
+    api = register_api("identity", owner_url, keyring_file=ensure_keyring(home))
+    await load_file(owner_url, api, data, LoadOptions(mode="fast", workers=1))
+    data.unlink()
+    connection = await asyncpg.connect(owner_url)
+    try:
+        rows = await connection.fetch("SELECT resident_code FROM identity.person ORDER BY resident_code")
+    finally:
+        await connection.close()
+    return [row["resident_code"] for row in rows]
+
+
+def _config(service: str, args: argparse.Namespace, home: Path, *, pki: Any, url: str,
+            targets: dict[str, str]) -> ServiceConfig:
+    from jukilib.suite import ensure_keyring, ensure_operator_auth_key
+    from services.gateway.chain import ensure_signing_key
+
+    pair = pki.servers[service]
+    gateway = service == "gateway"
+    return ServiceConfig(
+        service=service, listen="127.0.0.1:0", tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
+        database=DatabaseConfig(url=url, migration_url=None, pool_max=args.pool),
+        trusted_peers=DEFAULT_TRUSTED_PEERS[service], home=home, targets=targets, relay=RelayConfig(workers=0),
+        shutdown_grace=1.0, keyring_file=ensure_keyring(home) if service == "identity" else None,
+        operation_log_key=ensure_signing_key(home / "operation-log.key") if gateway else None,
+        operator_auth_key=ensure_operator_auth_key(home).with_suffix(".pub") if gateway else None,
+        organization_rate=args.rate, operator_rate=args.rate,
+    )
+
+
+async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: dict[str, Any], codes: list[str],
+                             cpu: _Cpu) -> dict[str, Any]:
+    from jukilib.devcerts import ensure_dev_pki
+    from jukilib.grpc.server import GrpcService
+    from jukilib.operator_credential import issue, load_signing_key
+    from jukilib.suite import ensure_operator_auth_key, register_demo_operators, service_migrations
+    from services.gateway import app as gateway_app
+    from services.identity import app as identity_app
+
+    pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway"),
+                                  clients={ORGANIZATION: ORGANIZATION})
+    await register_demo_operators(databases["gateway"].url)
+    credential = issue(load_signing_key(ensure_operator_auth_key(home)), OPERATOR, ORGANIZATION,
+                       frozenset({"provision_clerk"}))
+    identity = GrpcService(_config("identity", args, home, pki=pki, url=databases["identity"].url,
+                                   targets={"agency": UNUSED_TARGET}), service_migrations("identity"),
+                           identity_app.build)
+    await identity.start()
+    gateway: GrpcService | None = None
+    try:
+        await identity.wait_ready(60)
+        identity_target = f"127.0.0.1:{identity.port}"
+        targets = {"identity": identity_target, "annex": UNUSED_TARGET, "disclosure": UNUSED_TARGET,
+                   "agency": UNUSED_TARGET}
+        gateway = GrpcService(_config("gateway", args, home, pki=pki, url=databases["gateway"].url, targets=targets),
+                              service_migrations("gateway"), gateway_app.build)
+        await gateway.start()
+        await gateway.wait_ready(60)
+        client, server_pair = pki.clients[ORGANIZATION], pki.servers["gateway"]
+        spec = _ClientSpec(
+            phase="", gateway=f"127.0.0.1:{gateway.port}", identity=identity_target, ca=str(pki.ca_cert),
+            client_cert=str(client.cert), client_key=str(client.key), gateway_cert=str(server_pair.cert),
+            gateway_key=str(server_pair.key), purpose=args.purpose, credential=credential, codes=codes,
+            lookups=args.lookups, warm_up=args.warm_up, concurrency=args.concurrency, batch_calls=args.batch_calls,
+            batch_size=args.batch_size, batch_concurrency=args.batch_concurrency, seed=args.seed)
+        figures: dict[str, Any] = {"persons": len(codes)}
+        for phase in (p for p in PHASES if p in args.phases.split(",")):
+            warm, count = ((BATCH_WARM_UP, args.batch_calls) if phase == "batch" else (args.warm_up, args.lookups))
+            started = cpu.start()
+            result = await _client_process(_ClientSpec(**{**asdict(spec), "phase": phase}))
+            # The services' CPU is read around the whole child run (warm-up included, hence divided by
+            # warm-up + measured calls); the child reads its own over the measured part.
+            result["cpu_us"] = cpu.per_notification(started, warm + count, "services")
+            result["cpu_us"]["client"] = round(result.pop("client_cpu") / count * 1e6, 1)
+            figures[phase] = result
+        figures["operation_log_rows"], figures["operation_log_commits"] = await _count_log(databases["gateway"].url)
+    finally:
+        if gateway is not None:
+            await gateway.stop(1.0)
+        await identity.stop(1.0)
+    return figures
+
+
+async def _count_log(url: str) -> tuple[int, int]:
+    """Operation-log rows of the benchmark's caller, and the transactions that wrote them (each group
+    commit of the log writer is one transaction: rows / commits is the mean batch)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT count(*) AS rows, count(DISTINCT xmin::text) AS commits FROM operation_log"
+            " WHERE organization = $1", ORGANIZATION)
+    finally:
+        await connection.close()
+    assert row is not None  # an aggregate always answers one row
+    return int(row["rows"]), int(row["commits"])
+
+
+_NOT_RUN: dict[str, Any] = {"per_second": 0.0, "seconds": None, "errors": 0, "latency_ms": {}, "cpu_us": {}}
+
+
+def _result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]:
+    direct, gateway, batch = (figures.get(phase, _NOT_RUN) for phase in PHASES)
+    # The gateway and batch phases go through the gateway: one log row per call, warm-up included.
+    expected_log = ((args.warm_up + args.lookups if "gateway" in figures else 0)
+                    + (BATCH_WARM_UP + args.batch_calls if "batch" in figures else 0))
+    return {
+        "gateway_per_second": round(gateway["per_second"]) if "gateway" in figures else None,
+        "direct_per_second": round(direct["per_second"]) if "direct" in figures else None,
+        "ratio": round(gateway["per_second"] / direct["per_second"], 3) if direct["per_second"] else None,
+        "gateway_p99_ms": gateway["latency_ms"].get("p99"),
+        "batch_records_per_second": round(batch["per_second"] * args.batch_size) if "batch" in figures else None,
+        "latency_ms": {"direct": direct["latency_ms"], "gateway": gateway["latency_ms"],
+                       "batch": batch["latency_ms"]},
+        "seconds": {"direct": direct["seconds"], "gateway": gateway["seconds"], "batch": batch["seconds"],
+                    "load": figures["load_seconds"]},
+        "cpu_us_per_call": {"direct": direct["cpu_us"], "gateway": gateway["cpu_us"], "batch": batch["cpu_us"]},
+        "errors": direct["errors"] + gateway["errors"] + batch["errors"],
+        "lookups": args.lookups,
+        "batch_calls": args.batch_calls,
+        "batch_size": args.batch_size,
+        "concurrency": args.concurrency,
+        "batch_concurrency": args.batch_concurrency,
+        "warm_up_calls": {"single": args.warm_up, "batch": BATCH_WARM_UP},
+        "persons": figures["persons"],
+        "operation_log_rows": figures["operation_log_rows"],
+        "expected_operation_log_rows": expected_log,
+        "operation_log_commits": figures["operation_log_commits"],
+        "purpose": args.purpose,
+        "pool_max": args.pool,
+        "gateway_rate_limit_per_second": args.rate,
+        "services": "identity and gateway in this process (one event loop); annex, disclosure, agency not started",
+        "client": "a child process per phase, one channel",
+        "tracing": "not set up (no-op tracer)",
+        "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": sys.version.split()[0],
+    }
+
+
+# --- the client --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _ClientSpec:
+    """What a client process needs (JSON on its stdin)."""
+
+    phase: str
+    gateway: str
+    identity: str
+    ca: str
+    client_cert: str
+    client_key: str
+    gateway_cert: str
+    gateway_key: str
+    purpose: str
+    credential: str
+    codes: list[str]
+    lookups: int
+    warm_up: int
+    concurrency: int
+    batch_calls: int
+    batch_size: int
+    batch_concurrency: int
+    seed: int
+
+
+async def _client_process(spec: _ClientSpec) -> dict[str, Any]:
+    """Run one phase's client in a child process (`python -m jukilib.bench_lookup`, spec on stdin)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jukilib.bench_lookup", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate(json.dumps(asdict(spec)).encode())
+    if process.returncode != 0:
+        raise RuntimeError(f"the client process of {spec.phase} failed (exit status {process.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def _client_main() -> int:
+    """The client process: the spec as JSON on stdin, the result as JSON on stdout."""
+    spec = _ClientSpec(**json.load(sys.stdin))
+    print(json.dumps(_run(_client_run(spec))))
+    return 0
+
+
+async def _timed(items: list[Any], concurrency: int, call: Callable[[Any], Awaitable[int]]) -> dict[str, Any]:
+    """Run `call` over `items` with `concurrency` workers; rate, errors (raised, or counted by `call`) and
+    latencies."""
+    pending = iter(items)
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        for item in pending:
+            started = time.perf_counter()
+            try:
+                errors += await call(item)
+            except Exception:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    return {"per_second": len(items) / seconds, "seconds": round(seconds, 2), "errors": errors,
+            "latency_ms": _latency(latencies)}
+
+
+async def _client_run(spec: _ClientSpec) -> dict[str, Any]:
+    """Warm up, then measure one phase; `client_cpu` is this process's CPU time over the measured part."""
+    from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+    from jukilib import caller
+    from jukilib.client import purpose_metadata
+
+    rng = random.Random(f"{spec.seed}/{spec.phase}")
+    if spec.phase == "direct":
+        target = spec.identity
+        tls = TlsConfig(cert=Path(spec.gateway_cert), key=Path(spec.gateway_key), ca=Path(spec.ca))
+        metadata = caller.Caller(organization=ORGANIZATION, operator=OPERATOR, purpose=spec.purpose).to_metadata()
+    else:
+        target = spec.gateway
+        tls = TlsConfig(cert=Path(spec.client_cert), key=Path(spec.client_key), ca=Path(spec.ca))
+        metadata = purpose_metadata(spec.purpose, credential=spec.credential)
+    number_hidden = spec.phase != "direct"  # the default purpose's mask leaves 個人番号 out
+    async with secure_channel(target, tls) as channel:
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+
+        async def lookup(code: str) -> int:
+            answer = await stub.LookupResident(identity_pb2.LookupResidentRequest(resident_code=code),
+                                               metadata=metadata, timeout=60)
+            wrong = answer.record.resident_code != code or (number_hidden and answer.record.individual_number)
+            return 1 if wrong else 0
+
+        async def batch(codes: list[str]) -> int:
+            answer = await stub.BatchLookupResidents(identity_pb2.BatchLookupResidentsRequest(resident_codes=codes),
+                                                     metadata=metadata, timeout=120)
+            if len(answer.results) != len(codes):
+                return 1
+            return int(any(not result.HasField("resident") or result.resident.record.resident_code != code
+                           for result, code in zip(answer.results, codes, strict=True)))
+
+        if spec.phase == "batch":
+            batches = [rng.sample(spec.codes, min(spec.batch_size, len(spec.codes)))
+                       for _ in range(BATCH_WARM_UP + spec.batch_calls)]
+            await _timed(batches[:BATCH_WARM_UP], spec.batch_concurrency, batch)
+            started = time.process_time()
+            result = await _timed(batches[BATCH_WARM_UP:], spec.batch_concurrency, batch)
+        else:
+            codes = [rng.choice(spec.codes) for _ in range(spec.warm_up + spec.lookups)]
+            await _timed(codes[:spec.warm_up], spec.concurrency, lookup)
+            started = time.process_time()
+            result = await _timed(codes[spec.warm_up:], spec.concurrency, lookup)
+        result["client_cpu"] = time.process_time() - started
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(_client_main())
