@@ -247,7 +247,8 @@ def _review(request: pb.GetMisuseReportRequest) -> Review:
                        "REQUIRED_FIELD")
     violations.raise_if_any()
     start, end = request.start_time.ToDatetime(dt.UTC), request.end_time.ToDatetime(dt.UTC)
-    office_start, office_end = request.office_start_hour or 8, request.office_end_hour or 19
+    office_start = request.office_start_hour if request.HasField("office_start_hour") else 8
+    office_end = request.office_end_hour if request.HasField("office_end_hour") else 19
     if end <= start:
         violations.add("end_time", "must be after start_time")
     if not 0 <= office_start < office_end <= 24:

@@ -61,8 +61,8 @@ async def test_misuse_review_and_provision_history(suite: RunningSuite) -> None:
     review.end_time.FromDatetime(now + dt.timedelta(minutes=5))
     hour = now.astimezone(ZoneInfo("Asia/Tokyo")).hour
     # Office hours that exclude the current hour make every call of this test off-hours.
-    review.office_start_hour, review.office_end_hour = ((hour + 1) % 24, (hour + 2) % 24 or 24) if hour < 22 \
-        else (0, 1)
+    # Late in the day the office hours are 0-1: midnight is a start hour (explicit presence), not "unset".
+    review.office_start_hour, review.office_end_hour = (hour + 1, hour + 2) if hour < 22 else (0, 1)
     report = await _oplog(suite, "auditor", "GetMisuseReport", review, "AUDIT-OPERATION-LOG")
     assert target in {r.resident_code for r in report.residents_of_interest}  # type: ignore[attr-defined]
     assert any(e.method.endswith("/SearchResidents") for e in report.broad_searches)  # type: ignore[attr-defined]
