@@ -60,6 +60,9 @@ Invoke = Callable[[bytes, caller.Caller], Awaitable[bytes]]
 # Opens a bidirectional stream to whoever answers the method.
 OpenStream = Callable[[AsyncIterator[bytes], caller.Caller], AsyncIterator[bytes]]
 STREAM_LOG_BATCH = 512
+STREAM_LOG_BATCH_BYTES = 1 << 20
+"""A log entry covers at most this much of a stream's answers: a chunked stream's messages each carry up
+to 1,000 outcomes, and an entry should not list hundreds of thousands of codes."""
 VERIFIED_CREDENTIALS_MAX = 10_000
 """Credentials whose signature this replica has checked, kept so that an operator's every call does not
 verify Ed25519 again (the registry, the organisation and the expiry are still checked on every call)."""
@@ -275,7 +278,7 @@ class Gateway:
             who, purpose = await self._authorize(route, context, entry)
             assert route.open_stream is not None
             answers = route.open_stream(self._forwarded(route, requests), who)
-            async for batch in _batches(answers, STREAM_LOG_BATCH):
+            async for batch in _batches(answers, STREAM_LOG_BATCH, STREAM_LOG_BATCH_BYTES):
                 for data in await self._answer_batch(route, batch, purpose, who, entry):
                     yield data
                 entry = dataclasses.replace(entry, time=self._clock(), resident_codes=[], disclosed_fields=[],
@@ -335,9 +338,11 @@ class Gateway:
         return parsed
 
 
-async def _batches(source: AsyncIterator[bytes], size: int) -> AsyncIterator[list[bytes]]:
-    """Group what `source` yields: a batch is what is ready now, up to `size` (group commit, no waiting)."""
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+async def _batches(source: AsyncIterator[bytes], size: int, max_bytes: int) -> AsyncIterator[list[bytes]]:
+    """Group what `source` yields: a batch is what is ready now, up to `size` items or `max_bytes` (group
+    commit, no waiting). At most `size` items are read ahead: a client that reads slowly slows the
+    backend down (flow control) instead of filling the gateway's memory."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=size)
 
     async def pump() -> None:
         try:
@@ -353,6 +358,7 @@ async def _batches(source: AsyncIterator[bytes], size: int) -> AsyncIterator[lis
         done = False
         while not done:
             batch: list[bytes] = []
+            carried = 0
             item = await queue.get()
             while True:
                 if item is None:
@@ -361,7 +367,8 @@ async def _batches(source: AsyncIterator[bytes], size: int) -> AsyncIterator[lis
                 if isinstance(item, BaseException):
                     raise item
                 batch.append(item)
-                if len(batch) >= size or queue.empty():
+                carried += len(item)
+                if len(batch) >= size or carried >= max_bytes or queue.empty():
                     break
                 item = queue.get_nowait()
             if batch:
