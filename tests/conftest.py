@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from jukilib.config import DEFAULT_TRUSTED_PEERS, SERVICES, DatabaseConfig, RelayConfig, ServiceConfig, TlsConfig
+from jukilib.config import (
+    DEFAULT_PLAN_CACHE_MODE,
+    DEFAULT_TRUSTED_PEERS,
+    SERVICES,
+    DatabaseConfig,
+    RelayConfig,
+    ServiceConfig,
+    TlsConfig,
+)
 from jukilib.db.bootstrap import ServiceDatabase
 from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki, ensure_dev_pki, issue_untrusted_client
@@ -121,7 +129,8 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         service=service,
         listen="127.0.0.1:0",
         tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
-        database=DatabaseConfig(url=database.url, migration_url=None, pool_max=5),
+        database=DatabaseConfig(url=database.url, migration_url=None, pool_max=5,
+                                plan_cache_mode=DEFAULT_PLAN_CACHE_MODE.get(service, "auto")),
         trusted_peers=DEFAULT_TRUSTED_PEERS[service],
         home=home,
         targets=targets,

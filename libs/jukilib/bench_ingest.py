@@ -50,7 +50,15 @@ from typing import Any
 
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib import caller
-from jukilib.config import DEFAULT_TRUSTED_PEERS, SERVICES, DatabaseConfig, RelayConfig, ServiceConfig, TlsConfig
+from jukilib.config import (
+    DEFAULT_PLAN_CACHE_MODE,
+    DEFAULT_TRUSTED_PEERS,
+    SERVICES,
+    DatabaseConfig,
+    RelayConfig,
+    ServiceConfig,
+    TlsConfig,
+)
 from jukilib.db.bootstrap import owner_role, runtime_role
 from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.db.pool import Database
@@ -161,7 +169,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             config = ServiceConfig(
                 service="identity", listen="127.0.0.1:0",
                 tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
-                database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool),
+                database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool,
+                                        plan_cache_mode=DEFAULT_PLAN_CACHE_MODE["identity"]),
                 trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home, targets={"agency": "127.0.0.1:1"},
                 relay=RelayConfig(workers=0), shutdown_grace=1.0, keyring_file=ensure_keyring(home),
             )

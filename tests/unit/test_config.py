@@ -240,3 +240,12 @@ def test_missing_tls_variable_is_named(environ: dict[str, str], variable: str) -
 def test_unknown_service_is_refused(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="unknown service"):
         load_service_config("registry", environ)
+
+
+def test_registers_plan_generically_unless_told_otherwise(environ: dict[str, str]) -> None:
+    assert load_service_config("identity", environ).database.plan_cache_mode == "force_generic_plan"
+    assert load_service_config("annex", environ).database.plan_cache_mode == "force_generic_plan"
+    environ["JUKI_DB_PLAN_CACHE_MODE"] = "auto"
+    assert load_service_config("identity", environ).database.plan_cache_mode == "auto"
+    environ["JUKI_DB_PLAN_CACHE_MODE"] = "sometimes"
+    assert "JUKI_DB_PLAN_CACHE_MODE" in _config_error("identity", environ)

@@ -61,6 +61,7 @@ class Database:
                     command_timeout=self._config.command_timeout,
                     init=_init_connection,
                     reset=_no_reset,
+                    server_settings={"plan_cache_mode": self._config.plan_cache_mode},
                     timeout=self._config.acquire_timeout,
                 )
                 return

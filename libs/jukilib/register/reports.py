@@ -109,12 +109,16 @@ class MunicipalityReports:
         limit = paging.page_size(size)
         position = paging.decode_token(token, keys=("offset",))
         offset = paging.int_at(position, "offset") if position else 0
+        municipality = self._own_municipality()
+        # One statement per shape, no `$1 IS NULL OR …`: the registers run with generic plans, which could
+        # not use the (municipality_code, create_time) index for such a filter.
+        where = "municipality_code = $1" if municipality is not None else "$1::text IS NULL"
         async with self._database.connection() as connection:
             rows = await connection.fetch(
                 f"""SELECT {_COLUMNS} FROM municipality_report
-                    WHERE ($1::text IS NULL OR municipality_code = $1) AND ($2::smallint = 0 OR state = $2)
+                    WHERE {where} AND ($2::smallint = 0 OR state = $2)
                     ORDER BY create_time, id OFFSET $3 LIMIT $4""",
-                self._own_municipality(), state, offset, limit + 1,
+                municipality, state, offset, limit + 1,
             )
         token = paging.encode_token({"offset": offset + limit}) if len(rows) > limit else ""
         return list(rows[:limit]), token
