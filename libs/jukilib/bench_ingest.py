@@ -37,30 +37,24 @@ import datetime as dt
 import json
 import logging
 import os
-import secrets
-import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
-from jukilib import caller
+from jukilib import benchkit, caller
 from jukilib.config import (
     DEFAULT_PLAN_CACHE_MODE,
     DEFAULT_TRUSTED_PEERS,
-    SERVICES,
     DatabaseConfig,
     RelayConfig,
     ServiceConfig,
     TlsConfig,
 )
-from jukilib.db.bootstrap import owner_role, runtime_role
-from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.db.pool import Database
 from jukilib.demo.notifications import birth_notification
 from jukilib.demo.residents import SyntheticResident
@@ -106,19 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.stream_chunk <= MAX_PER_MESSAGE:
         print(f"--stream-chunk must be between 1 and {MAX_PER_MESSAGE}", file=sys.stderr)
         return 2
-    result = _run(_bench(args))
+    result = benchkit.run_loop(_bench(args))
     print(json.dumps(result, ensure_ascii=False))
     return 0 if result["errors"] == 0 else 1
-
-
-def _run(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-    """As `juki serve`: uvloop when installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    result: dict[str, Any] = uvloop.run(coroutine)
-    return result
 
 
 # --- synthetic notifications ------------------------------------------------------------------------
@@ -154,38 +138,30 @@ def _residents(count: int, seed: int) -> list[SyntheticResident]:
 # --- the run ---------------------------------------------------------------------------------------
 
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    from jukilib.suite import ensure_keyring, prepare_database
+    from jukilib.suite import ensure_keyring
 
     workload = _Workload(args.seed, (args.baseline_notifications, args.notifications, args.stream_notifications))
-    with tempfile.TemporaryDirectory(prefix="juki-bench-") as directory:
-        home = Path(directory)
-        server = EmbeddedPostgres(home / "pgdata", delete_on_stop=True)
-        admin_url = await asyncio.to_thread(server.start)
-        try:
-            passwords = {role(s): secrets.token_urlsafe(24) for s in SERVICES for role in (runtime_role, owner_role)}
-            databases = await prepare_database(admin_url, passwords, database="juki_bench")
-            pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway"), clients={})
-            pair, gateway = pki.servers["identity"], pki.servers["gateway"]
-            config = ServiceConfig(
-                service="identity", listen="127.0.0.1:0",
-                tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
-                database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool,
-                                        plan_cache_mode=DEFAULT_PLAN_CACHE_MODE["identity"]),
-                trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home, targets={"agency": "127.0.0.1:1"},
-                relay=RelayConfig(workers=0), shutdown_grace=1.0, keyring_file=ensure_keyring(home),
-            )
-            client = _ClientSpec(target="", cert=str(gateway.cert), key=str(gateway.key), ca=str(pki.ca_cert),
-                                 seed=args.seed, sizes=workload.sizes, path="", concurrency=args.concurrency,
-                                 chunk=args.stream_chunk)
-            figures = await _measure(args, config, client, workload, _Cpu(home / "pgdata"))
-            figures["rows"] = await _count_rows(databases["identity"].url)
-        finally:
-            await asyncio.to_thread(server.stop)
+    async with benchkit.bench_databases("juki-bench-") as (home, databases):
+        pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway"), clients={})
+        pair, gateway = pki.servers["identity"], pki.servers["gateway"]
+        config = ServiceConfig(
+            service="identity", listen="127.0.0.1:0",
+            tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
+            database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool,
+                                    plan_cache_mode=DEFAULT_PLAN_CACHE_MODE["identity"]),
+            trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home, targets={"agency": "127.0.0.1:1"},
+            relay=RelayConfig(workers=0), shutdown_grace=1.0, keyring_file=ensure_keyring(home),
+        )
+        client = _ClientSpec(target="", cert=str(gateway.cert), key=str(gateway.key), ca=str(pki.ca_cert),
+                             seed=args.seed, sizes=workload.sizes, path="", concurrency=args.concurrency,
+                             chunk=args.stream_chunk)
+        figures = await _measure(args, config, client, workload, benchkit.Cpu(home / "pgdata"))
+        figures["rows"] = await _count_rows(databases["identity"].url)
     return _result(args, figures, workload.total)
 
 
 async def _measure(args: argparse.Namespace, config: ServiceConfig, client: _ClientSpec, workload: _Workload,
-                   cpu: _Cpu) -> dict[str, Any]:
+                   cpu: benchkit.Cpu) -> dict[str, Any]:
     """The three paths one after the other."""
     from jukilib.suite import service_migrations
     from services.identity import app as identity_app
@@ -275,88 +251,11 @@ async def _count_rows(url: str) -> dict[str, int]:
         await connection.close()
 
 
-class _Cpu:
-    """CPU time over one phase: of this process, and of the embedded PostgreSQL's processes (when
-    psutil is installed)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self._data_dir = str(data_dir)
-        self._server: list[Any] = []
-
-    def _postgres(self) -> float | None:
-        try:
-            import psutil  # type: ignore[import-untyped]
-        except ImportError:
-            return None
-        if not self._server:
-            self._server = [p for p in psutil.process_iter(["cmdline"])
-                            if self._data_dir in " ".join(p.info["cmdline"] or ())]
-        total = 0.0
-        for process in {*self._server, *(c for p in self._server for c in _children(p))}:
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                continue
-        return total
-
-    def start(self) -> tuple[float, float | None]:
-        return time.process_time(), self._postgres()
-
-    def per_notification(self, started: tuple[float, float | None], count: int, this_process: str,
-                         ) -> dict[str, float]:
-        python, postgres = started
-        used = {this_process: round((time.process_time() - python) / count * 1e6, 1)}
-        now = self._postgres()
-        if postgres is not None and now is not None:
-            used["postgres"] = round((now - postgres) / count * 1e6, 1)
-        return used
-
-
-def _children(process: Any) -> list[Any]:
-    try:
-        return list(process.children(recursive=True))
-    except Exception:
-        return []
-
-
-def _latency(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {}
-    ordered = sorted(samples)
-    return {"p50": round(statistics.median(ordered) * 1000, 2),
-            "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2)}
-
-
 # --- baseline: the engine's statements straight from asyncpg ----------------------------------------
-
-async def _timed(items: list[Any], concurrency: int, call: Callable[[Any], Awaitable[bool]]) -> dict[str, Any]:
-    """Run `call` over `items` with `concurrency` workers; rate, errors (raised or False) and latencies."""
-    pending = iter(items)
-    latencies: list[float] = []
-    errors = 0
-
-    async def worker() -> None:
-        nonlocal errors
-        for item in pending:
-            started = time.perf_counter()
-            try:
-                if not await call(item):
-                    errors += 1
-            except Exception:
-                errors += 1
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    seconds = time.perf_counter() - started
-    return {"per_second": len(items) / seconds, "seconds": round(seconds, 2), "errors": errors,
-            "latency_ms": _latency(latencies)}
-
 
 async def _baseline(database: Database, hooks: Any, notifications: list[Notification],
                     concurrency: int) -> dict[str, Any]:
-    async def apply_new_person(notification: Notification) -> bool:
+    async def apply_new_person(notification: Notification) -> int:
         change = notification.change
         async with database.transaction() as connection:
             await store.find_receipt(connection, change.municipality_code, change.notification_id)
@@ -369,9 +268,9 @@ async def _baseline(database: Database, hooks: Any, notifications: list[Notifica
             stored = StoredVersion(person_id, 1, notification.resident_code, RecordState.ACTIVE, notification.record,
                                    change, created)
             await hooks.after_apply(connection, stored, notification.secret, becomes_current=True)
-        return True
+        return 0
 
-    return await _timed(notifications, concurrency, apply_new_person)
+    return await benchkit.timed(notifications, concurrency, apply_new_person)
 
 
 # --- the gRPC client ---------------------------------------------------------------------------------
@@ -395,24 +294,18 @@ class _ClientSpec:
 
 async def _client_process(spec: _ClientSpec) -> dict[str, Any]:
     """Run one path's client in a child process (`python -m jukilib.bench_ingest`, spec on stdin)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "jukilib.bench_ingest", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-    out, _ = await process.communicate(json.dumps(asdict(spec)).encode())
-    if process.returncode != 0:
-        raise RuntimeError(f"the client process of {spec.path} failed (exit status {process.returncode})")
-    result: dict[str, Any] = json.loads(out)
-    return result
+    return await benchkit.child_process("jukilib.bench_ingest", asdict(spec), spec.path)
 
 
 def _client_main() -> int:
     """The client process: the spec as JSON on stdin, the result as JSON on stdout."""
     raw = json.load(sys.stdin)
     spec = _ClientSpec(**{**raw, "sizes": tuple(raw["sizes"])})
-    print(json.dumps(_run(_client_run(spec, None))))
+    print(json.dumps(benchkit.run_loop(_client_run(spec, None))))
     return 0
 
 
-async def _client_run(spec: _ClientSpec, cpu: _Cpu | None) -> dict[str, Any]:
+async def _client_run(spec: _ClientSpec, cpu: benchkit.Cpu | None) -> dict[str, Any]:
     """Warm up, then measure one path. With the service in this process (`cpu` given), `cpu_started`
     is the CPU reading at the start of the measured part; else `client_cpu` is this (child) process's
     CPU time over the measured part."""
@@ -436,11 +329,11 @@ _METADATA = (("x-juki-organization", MUNICIPALITY),)
 
 async def _unary(stub: Any, requests: list[identity_pb2.ApplyNotificationRequest],
                  concurrency: int) -> dict[str, Any]:
-    async def apply(request: identity_pb2.ApplyNotificationRequest) -> bool:
+    async def apply(request: identity_pb2.ApplyNotificationRequest) -> int:
         answer = await stub.ApplyNotification(request, metadata=_METADATA, timeout=60)
-        return bool(answer.resident_version.version == 1)
+        return int(answer.resident_version.version != 1)
 
-    return await _timed(requests, concurrency, apply)
+    return await benchkit.timed(requests, concurrency, apply)
 
 
 async def _stream(stub: Any, requests: list[identity_pb2.ApplyNotificationRequest], chunk: int) -> dict[str, Any]:

@@ -43,20 +43,16 @@ import json
 import logging
 import os
 import random
-import secrets
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jukilib.bench_ingest import _Cpu, _latency
+from jukilib import benchkit
 from jukilib.config import (
     DEFAULT_PLAN_CACHE_MODE,
     DEFAULT_TRUSTED_PEERS,
-    SERVICES,
     DatabaseConfig,
     RelayConfig,
     ServiceConfig,
@@ -105,42 +101,20 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.batch_size <= 1000:
         print("juki bench lookup: --batch-size must be between 1 and 1000", file=sys.stderr)
         return 2
-    result = _run(_bench(args))
+    result = benchkit.run_loop(_bench(args))
     print(json.dumps(result, ensure_ascii=False))
     return 0 if result["errors"] == 0 else 1
-
-
-def _run(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-    """As `juki serve`: uvloop when installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    result: dict[str, Any] = uvloop.run(coroutine)
-    return result
 
 
 # --- the run ---------------------------------------------------------------------------------------
 
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    from jukilib.db.bootstrap import owner_role, runtime_role
-    from jukilib.db.embedded import EmbeddedPostgres
-    from jukilib.suite import prepare_database
-
-    with tempfile.TemporaryDirectory(prefix="juki-bench-lookup-") as directory:
-        home = Path(directory)
-        server = EmbeddedPostgres(home / "pgdata", delete_on_stop=True)
-        admin_url = await asyncio.to_thread(server.start)
-        try:
-            passwords = {role(s): secrets.token_urlsafe(24) for s in SERVICES for role in (runtime_role, owner_role)}
-            databases = await prepare_database(admin_url, passwords, database="juki_bench")
-            started = time.perf_counter()
-            codes = await _load(args, home, databases["identity"].migration_url)
-            load_seconds = time.perf_counter() - started
-            figures = await _serve_and_measure(args, home, databases, codes, _Cpu(home / "pgdata"))
-            figures["load_seconds"] = round(load_seconds, 2)
-        finally:
-            await asyncio.to_thread(server.stop)
+    async with benchkit.bench_databases("juki-bench-lookup-") as (home, databases):
+        started = time.perf_counter()
+        codes = await _load(args, home, databases["identity"].migration_url)
+        load_seconds = time.perf_counter() - started
+        figures = await _serve_and_measure(args, home, databases, codes, benchkit.Cpu(home / "pgdata"))
+        figures["load_seconds"] = round(load_seconds, 2)
     return _result(args, figures)
 
 
@@ -186,7 +160,7 @@ def _config(service: str, args: argparse.Namespace, home: Path, *, pki: Any, url
 
 
 async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: dict[str, Any], codes: list[str],
-                             cpu: _Cpu) -> dict[str, Any]:
+                             cpu: benchkit.Cpu) -> dict[str, Any]:
     from jukilib.devcerts import ensure_dev_pki
     from jukilib.grpc.server import GrpcService
     from jukilib.operator_credential import issue, load_signing_key
@@ -325,44 +299,14 @@ class _ClientSpec:
 
 async def _client_process(spec: _ClientSpec) -> dict[str, Any]:
     """Run one phase's client in a child process (`python -m jukilib.bench_lookup`, spec on stdin)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "jukilib.bench_lookup", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-    out, _ = await process.communicate(json.dumps(asdict(spec)).encode())
-    if process.returncode != 0:
-        raise RuntimeError(f"the client process of {spec.phase} failed (exit status {process.returncode})")
-    result: dict[str, Any] = json.loads(out)
-    return result
+    return await benchkit.child_process("jukilib.bench_lookup", asdict(spec), spec.phase)
 
 
 def _client_main() -> int:
     """The client process: the spec as JSON on stdin, the result as JSON on stdout."""
     spec = _ClientSpec(**json.load(sys.stdin))
-    print(json.dumps(_run(_client_run(spec))))
+    print(json.dumps(benchkit.run_loop(_client_run(spec))))
     return 0
-
-
-async def _timed(items: list[Any], concurrency: int, call: Callable[[Any], Awaitable[int]]) -> dict[str, Any]:
-    """Run `call` over `items` with `concurrency` workers; rate, errors (raised, or counted by `call`) and
-    latencies."""
-    pending = iter(items)
-    latencies: list[float] = []
-    errors = 0
-
-    async def worker() -> None:
-        nonlocal errors
-        for item in pending:
-            started = time.perf_counter()
-            try:
-                errors += await call(item)
-            except Exception:
-                errors += 1
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    seconds = time.perf_counter() - started
-    return {"per_second": len(items) / seconds, "seconds": round(seconds, 2), "errors": errors,
-            "latency_ms": _latency(latencies)}
 
 
 async def _client_run(spec: _ClientSpec) -> dict[str, Any]:
@@ -401,14 +345,14 @@ async def _client_run(spec: _ClientSpec) -> dict[str, Any]:
         if spec.phase == "batch":
             batches = [rng.sample(spec.codes, min(spec.batch_size, len(spec.codes)))
                        for _ in range(BATCH_WARM_UP + spec.batch_calls)]
-            await _timed(batches[:BATCH_WARM_UP], spec.batch_concurrency, batch)
+            await benchkit.timed(batches[:BATCH_WARM_UP], spec.batch_concurrency, batch)
             started = time.process_time()
-            result = await _timed(batches[BATCH_WARM_UP:], spec.batch_concurrency, batch)
+            result = await benchkit.timed(batches[BATCH_WARM_UP:], spec.batch_concurrency, batch)
         else:
             codes = [rng.choice(spec.codes) for _ in range(spec.warm_up + spec.lookups)]
-            await _timed(codes[:spec.warm_up], spec.concurrency, lookup)
+            await benchkit.timed(codes[:spec.warm_up], spec.concurrency, lookup)
             started = time.process_time()
-            result = await _timed(codes[spec.warm_up:], spec.concurrency, lookup)
+            result = await benchkit.timed(codes[spec.warm_up:], spec.concurrency, lookup)
         result["client_cpu"] = time.process_time() - started
     return result
 

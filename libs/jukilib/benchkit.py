@@ -1,0 +1,139 @@
+"""What the `juki bench …` commands share: the event loop, timed concurrent workers, latency
+percentiles, CPU accounting (this process and the embedded PostgreSQL's) and the child process that
+runs a benchmark's gRPC client (a caller is another process, so this process's CPU is the service's)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from jukilib.config import SERVICES
+from jukilib.db.bootstrap import ServiceDatabase
+
+
+def run_loop(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """As `juki serve`: uvloop when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    result: dict[str, Any] = uvloop.run(coroutine)
+    return result
+
+
+def latency(samples: list[float]) -> dict[str, float]:
+    """p50 and p99 in milliseconds."""
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    return {"p50": round(statistics.median(ordered) * 1000, 2),
+            "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2)}
+
+
+async def timed(items: list[Any], concurrency: int, call: Callable[[Any], Awaitable[int]]) -> dict[str, Any]:
+    """Run `call` over `items` with `concurrency` workers; rate, errors (raised, or the count `call`
+    returns) and latencies."""
+    pending = iter(items)
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        for item in pending:
+            started = time.perf_counter()
+            try:
+                errors += await call(item)
+            except Exception:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    return {"per_second": len(items) / seconds, "seconds": round(seconds, 2), "errors": errors,
+            "latency_ms": latency(latencies)}
+
+
+async def child_process(module: str, spec: dict[str, Any], what: str) -> dict[str, Any]:
+    """`python -m <module>` with `spec` as JSON on stdin; its JSON result from stdout."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate(json.dumps(spec).encode())
+    if process.returncode != 0:
+        raise RuntimeError(f"the client process of {what} failed (exit status {process.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+class Cpu:
+    """CPU time over one phase: of this process, and of the embedded PostgreSQL's processes (when
+    psutil is installed)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = str(data_dir)
+        self._server: list[Any] = []
+
+    def _postgres(self) -> float | None:
+        try:
+            import psutil  # type: ignore[import-untyped]
+        except ImportError:
+            return None
+        if not self._server:
+            self._server = [p for p in psutil.process_iter(["cmdline"])
+                            if self._data_dir in " ".join(p.info["cmdline"] or ())]
+        total = 0.0
+        for process in {*self._server, *(c for p in self._server for c in _children(p))}:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    def start(self) -> tuple[float, float | None]:
+        return time.process_time(), self._postgres()
+
+    def per_notification(self, started: tuple[float, float | None], count: int, this_process: str,
+                         ) -> dict[str, float]:
+        """µs per item since `started`: of this process (named `this_process`) and of PostgreSQL."""
+        python, postgres = started
+        used = {this_process: round((time.process_time() - python) / count * 1e6, 1)}
+        now = self._postgres()
+        if postgres is not None and now is not None:
+            used["postgres"] = round((now - postgres) / count * 1e6, 1)
+        return used
+
+
+def _children(process: Any) -> list[Any]:
+    try:
+        return list(process.children(recursive=True))
+    except Exception:
+        return []
+
+
+@contextlib.asynccontextmanager
+async def bench_databases(prefix: str) -> AsyncIterator[tuple[Path, dict[str, ServiceDatabase]]]:
+    """A temporary home with an embedded PostgreSQL holding every service's schema and roles (as
+    `juki up` prepares them); everything is removed afterwards."""
+    from jukilib.db.bootstrap import owner_role, runtime_role
+    from jukilib.db.embedded import EmbeddedPostgres
+    from jukilib.suite import prepare_database
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
+        home = Path(directory)
+        server = EmbeddedPostgres(home / "pgdata", delete_on_stop=True)
+        admin_url = await asyncio.to_thread(server.start)
+        try:
+            passwords = {role(s): secrets.token_urlsafe(24) for s in SERVICES for role in (runtime_role, owner_role)}
+            yield home, await prepare_database(admin_url, passwords, database="juki_bench")
+        finally:
+            await asyncio.to_thread(server.stop)
