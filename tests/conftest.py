@@ -18,13 +18,13 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from jukilib.config import (
-    DEFAULT_PLAN_CACHE_MODE,
     DEFAULT_TRUSTED_PEERS,
     SERVICES,
     DatabaseConfig,
     RelayConfig,
     ServiceConfig,
     TlsConfig,
+    default_plan_cache_mode,
 )
 from jukilib.db.bootstrap import ServiceDatabase
 from jukilib.db.embedded import EmbeddedPostgres
@@ -130,7 +130,7 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         listen="127.0.0.1:0",
         tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
         database=DatabaseConfig(url=database.url, migration_url=None, pool_max=5,
-                                plan_cache_mode=DEFAULT_PLAN_CACHE_MODE.get(service, "auto")),
+                                plan_cache_mode=default_plan_cache_mode(service)),
         trusted_peers=DEFAULT_TRUSTED_PEERS[service],
         home=home,
         targets=targets,

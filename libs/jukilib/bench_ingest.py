@@ -48,12 +48,12 @@ from typing import Any
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib import benchkit, caller
 from jukilib.config import (
-    DEFAULT_PLAN_CACHE_MODE,
     DEFAULT_TRUSTED_PEERS,
     DatabaseConfig,
     RelayConfig,
     ServiceConfig,
     TlsConfig,
+    default_plan_cache_mode,
 )
 from jukilib.db.pool import Database
 from jukilib.demo.notifications import birth_notification
@@ -148,7 +148,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             service="identity", listen="127.0.0.1:0",
             tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
             database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool,
-                                    plan_cache_mode=DEFAULT_PLAN_CACHE_MODE["identity"]),
+                                    plan_cache_mode=default_plan_cache_mode("identity")),
             trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home, targets={"agency": "127.0.0.1:1"},
             relay=RelayConfig(workers=0), shutdown_grace=1.0, keyring_file=ensure_keyring(home),
         )

@@ -51,12 +51,12 @@ from typing import Any
 
 from jukilib import benchkit
 from jukilib.config import (
-    DEFAULT_PLAN_CACHE_MODE,
     DEFAULT_TRUSTED_PEERS,
     DatabaseConfig,
     RelayConfig,
     ServiceConfig,
     TlsConfig,
+    default_plan_cache_mode,
 )
 from jukilib.grpc.channels import secure_channel
 
@@ -150,7 +150,7 @@ def _config(service: str, args: argparse.Namespace, home: Path, *, pki: Any, url
     return ServiceConfig(
         service=service, listen="127.0.0.1:0", tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
         database=DatabaseConfig(url=url, migration_url=None, pool_max=args.pool,
-                                plan_cache_mode=DEFAULT_PLAN_CACHE_MODE.get(service, "auto")),
+                                plan_cache_mode=default_plan_cache_mode(service)),
         trusted_peers=DEFAULT_TRUSTED_PEERS[service], home=home, targets=targets, relay=RelayConfig(workers=0),
         shutdown_grace=1.0, keyring_file=ensure_keyring(home) if service == "identity" else None,
         operation_log_key=ensure_signing_key(home / "operation-log.key") if gateway else None,

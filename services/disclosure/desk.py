@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -161,19 +161,26 @@ class Desk:
             target_date=rules.deadline_from(received, self._target_days), opened_by=_actor(),
         )
 
-    async def create(self, request: pb.CreateDisclosureCaseRequest) -> asyncpg.Record:
-        new_case = self.new_case(request)
+    async def _create_once(self, request_id: str | None, find: Callable[[asyncpg.Connection, str], Awaitable[Any]],
+                           insert: Callable[[asyncpg.Connection], Awaitable[asyncpg.Record]]) -> asyncpg.Record:
+        """Insert a case once per request id (AIP-155): a repeat answers the case it made; a concurrent
+        twin loses on the unique key, and its retry finds the winner's case."""
 
-        async def create(connection: asyncpg.Connection) -> asyncpg.Record:
-            if new_case.request_id:
-                existing = await store.find_by_request_id(connection, new_case.request_id)
+        async def work(connection: asyncpg.Connection) -> asyncpg.Record:
+            if request_id:
+                existing: asyncpg.Record | None = await find(connection, request_id)
                 if existing is not None:
                     return existing
-            return await store.insert_case(connection, new_case)
+            return await insert(connection)
 
         row: asyncpg.Record = await self._database.run_in_transaction(
-            create, retry_on=(asyncpg.UniqueViolationError, asyncpg.SerializationError))
+            work, retry_on=(asyncpg.UniqueViolationError, asyncpg.SerializationError))
         return row
+
+    async def create(self, request: pb.CreateDisclosureCaseRequest) -> asyncpg.Record:
+        new_case = self.new_case(request)
+        return await self._create_once(new_case.request_id, store.find_by_request_id,
+                                       lambda connection: store.insert_case(connection, new_case))
 
     async def get(self, case_id: uuid.UUID) -> asyncpg.Record:
         async with self._database.connection() as connection:
@@ -309,11 +316,7 @@ class Desk:
     async def create_correction(self, request: pb.CreateCorrectionCaseRequest) -> asyncpg.Record:
         new = self._new_correction(request)
 
-        async def create(connection: asyncpg.Connection) -> asyncpg.Record:
-            if new.request_id:
-                existing = await store.find_correction_by_request_id(connection, new.request_id)
-                if existing is not None:
-                    return existing
+        async def insert(connection: asyncpg.Connection) -> asyncpg.Record:
             disclosure = await store.get_case(connection, new.disclosure_case_id)
             if disclosure is None:
                 raise NotFound("no such disclosure case", "CASE_NOT_FOUND")
@@ -330,9 +333,7 @@ class Desk:
                                                                 C.CORRECTION_STATE_RECEIVED)
             return row
 
-        row: asyncpg.Record = await self._database.run_in_transaction(
-            create, retry_on=(asyncpg.UniqueViolationError, asyncpg.SerializationError))
-        return row
+        return await self._create_once(new.request_id, store.find_correction_by_request_id, insert)
 
     async def list_corrections(self, before: tuple[dt.datetime, uuid.UUID] | None, limit: int,
                                open_only: bool) -> list[tuple[asyncpg.Record, list[asyncpg.Record]]]:

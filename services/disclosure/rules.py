@@ -4,14 +4,13 @@ deadline, the state machines. Pure functions; no I/O."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from jukilib.errors import FailedPrecondition
-from jukilib.register.validation import Violations
+from jukilib.register.validation import FIELD_PATH, REASON_CODE, Violations
 
 JAPAN = ZoneInfo("Asia/Tokyo")
 # 住基法 30-33: disclose within 30 days of the request (UNVERIFIED wording; DOMAIN §1.1). The period
@@ -71,8 +70,6 @@ CORRECTION_TRANSITIONS: Mapping[int, frozenset[int]] = {
 # Documents that prove identity alone (photo ID issued by a public body).
 PHOTO_IDS = frozenset({pb.IDENTITY_DOCUMENT_MY_NUMBER_CARD, pb.IDENTITY_DOCUMENT_DRIVING_LICENCE,
                        pb.IDENTITY_DOCUMENT_PASSPORT, pb.IDENTITY_DOCUMENT_OTHER_OFFICIAL_PHOTO_ID})
-_FIELD_PATH = re.compile(r"^record\.[a-z_]{1,64}$")
-_REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 
 def deadline_from(receive_time: dt.datetime, days: int) -> dt.date:
@@ -199,7 +196,7 @@ def validate_correction_items(items: Any, violations: Violations) -> None:
     seen: set[str] = set()
     for index, item in enumerate(items):
         where = f"correction_case.items[{index}]"
-        if not _FIELD_PATH.match(item.field):
+        if not FIELD_PATH.match(item.field):
             violations.add(f"{where}.field", "must be a record field path such as record.full_name")
         elif item.field in seen:
             violations.add(f"{where}.field", "appears twice")
@@ -221,7 +218,7 @@ def validate_conclusion(error_found: bool, reason_code: str, fields: list[str], 
             violations.add("reason_code" if reason_code else "fields", "must be empty when no error was found")
         violations.raise_if_any()
         return []
-    if not _REASON_CODE.match(reason_code):
+    if not REASON_CODE.match(reason_code):
         violations.add("reason_code", "must be an UPPER_SNAKE_CASE code of at most 64 characters", "REQUIRED_FIELD"
                        if not reason_code else "INVALID_FIELD")
     if any(f not in item_fields for f in fields):

@@ -116,4 +116,3 @@ async def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_runs
         await first
     assert await asyncio.gather(*rest) == ["b", "c", "d"]
     assert calls == [1, 3]
-    await group.close()

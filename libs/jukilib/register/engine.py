@@ -214,12 +214,10 @@ class RegisterEngine:
             found = await store.current_by_id(connection, person_id) if person_id else None
             if found is None:
                 raise NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND")
-            if as_of is not None:
-                version = await store.version_as_of(connection, found.person_id, as_of, by_receipt)
-                if version is None:
-                    raise NotFound("the person was not in the file on that date", "NOT_IN_FILE_ON_DATE")
-                found = CurrentRecord(found.person_id, version, version.created_at)
-            return await self._revealed(connection, found)
+            version = await store.version_as_of(connection, found.person_id, as_of, by_receipt)
+            if version is None:
+                raise NotFound("the person was not in the file on that date", "NOT_IN_FILE_ON_DATE")
+            return await self._revealed(connection, CurrentRecord(found.person_id, version, version.created_at))
 
     async def lookup_many(self, resident_codes: Sequence[str]) -> list[CurrentRecord | None]:
         """The current record of each code's person (by current or former 住民票コード), in the order of

@@ -91,11 +91,6 @@ class GroupCommit:
             else:
                 future.set_result(outcome)
 
-    async def close(self) -> None:
-        """Wait for the batches under way (their callers are owed an answer)."""
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-
 
 def _link_to_current_span() -> trace.Link | None:
     context: Any = trace.get_current_span().get_span_context()

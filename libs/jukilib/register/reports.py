@@ -4,7 +4,6 @@ municipality's correcting notification. Shared by both registers."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +17,10 @@ from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from jukilib.register import store
 from jukilib.register.model import ChangeKind, StoredVersion
-from jukilib.register.validation import Violations
+from jukilib.register.validation import FIELD_PATH, REASON_CODE, Violations
 
 OPEN, ACKNOWLEDGED, RESOLVED = 1, 2, 3
 SOURCES = frozenset({1, 2, 3})
-_REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-_FIELD_PATH = re.compile(r"^record\.[a-z_]{1,64}$")
 _COLUMNS = """id, person_id, version, municipality_code, source, reason_code, fields, origin_reference, state,
     create_time, acknowledge_time, resolve_time, resolving_version,
     (SELECT resident_code FROM person p WHERE p.id = municipality_report.person_id) AS resident_code"""
@@ -45,9 +42,9 @@ def validate_new_report(report: Any, request_id: str) -> NewReport:
     violations.resident_code("municipality_report.resident_code", report.resident_code, CheckDigitMode.OFF)
     if report.source not in SOURCES:
         violations.add("municipality_report.source", "is required", "REQUIRED_FIELD")
-    if not _REASON_CODE.match(report.reason_code):
+    if not REASON_CODE.match(report.reason_code):
         violations.add("municipality_report.reason_code", "must be an UPPER_SNAKE_CASE code of at most 64 characters")
-    if not report.fields or not all(_FIELD_PATH.match(f) for f in report.fields):
+    if not report.fields or not all(FIELD_PATH.match(f) for f in report.fields):
         violations.add("municipality_report.fields", "must list record field paths such as record.full_name")
     if len(report.origin_reference) > 128 or len(request_id) > 64:
         violations.add("municipality_report.origin_reference" if len(report.origin_reference) > 128

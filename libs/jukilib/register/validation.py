@@ -28,6 +28,9 @@ REASONS_BY_KIND = {ChangeKind.RECORD: _RECORD_REASONS, ChangeKind.REMOVE: _REMOV
 # 転出 and 国外転出 may carry a planned (future) date; every other change happened already (j80).
 FUTURE_DATED_REASONS = frozenset({20, 21})
 
+# A record field named in a report or a correction request (`record.full_name`), and a reason code.
+FIELD_PATH = re.compile(r"^record\.[a-z_]{1,64}$")
+REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _NOTIFICATION_ID = re.compile("[\x21-\x7e]{1,64}")
 _PRECISIONS = {1: dates.DatePrecision.DAY, 2: dates.DatePrecision.MONTH, 3: dates.DatePrecision.YEAR,
                4: dates.DatePrecision.APPROXIMATE, 5: dates.DatePrecision.UNKNOWN}
