@@ -15,8 +15,9 @@ operator-authentication key) declaring `--purpose` (default EDU-SCHOLARSHIP-30-1
 and BatchLookupResidents, a field mask without 個人番号). Through the gateway every call is checked
 (certificate, credential, registry, purpose, rate limits, volume caps), forwarded, minimised and
 written to the hash-chained operation log before it is answered. Directly, the client presents the
-gateway's certificate and sends the `x-juki-*` metadata the gateway would send (backends trust the
-gateway's certificate), so the identity service does exactly what it does behind the gateway. The rate
+gateway's certificate and sends the `x-juki-*` metadata the gateway would send, the purpose's field mask
+included (backends trust the gateway's certificate), so the identity service does exactly what it does
+behind the gateway. The rate
 limits of the gateway are raised (`--rate`) so that they do not cap the measurement.
 
 Three phases, each a child process (as an organ's system would be another process) with one channel,
@@ -50,14 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from jukilib import benchkit
-from jukilib.config import (
-    DEFAULT_TRUSTED_PEERS,
-    DatabaseConfig,
-    RelayConfig,
-    ServiceConfig,
-    TlsConfig,
-    default_plan_cache_mode,
-)
+from jukilib.config import DatabaseConfig, TlsConfig
 from jukilib.grpc.channels import secure_channel
 
 ORGANIZATION, OPERATOR = "kyoiku-iinkai", "kyoiku-0001"
@@ -113,7 +107,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         codes = await _load(args, home, databases["identity"].migration_url)
         load_seconds = time.perf_counter() - started
-        figures = await _serve_and_measure(args, home, databases, codes, benchkit.Cpu(home / "pgdata"))
+        figures = await _serve_and_measure(args, home, databases, codes)
         figures["load_seconds"] = round(load_seconds, 2)
     return _result(args, figures)
 
@@ -140,76 +134,79 @@ async def _load(args: argparse.Namespace, home: Path, owner_url: str) -> list[st
     return [row["resident_code"] for row in rows]
 
 
-def _config(service: str, args: argparse.Namespace, home: Path, *, pki: Any, url: str,
-            targets: dict[str, str]) -> ServiceConfig:
-    from jukilib.suite import ensure_keyring, ensure_operator_auth_key
+def _environments(args: argparse.Namespace, home: Path, pki: Any, databases: dict[str, Any]
+                  ) -> dict[str, dict[str, str]]:
+    """The JUKI_* variables of identity and of the gateway, as `juki up` sets them, plus the benchmark's
+    own: no relay workers, `--pool` connections, the gateway's rate limits at `--rate`, and traces
+    sampled as OTEL_TRACES_SAMPLER says (default off, as when tracing is not set up)."""
+    from jukilib.suite import child_environment, ensure_keyring, ensure_operator_auth_key, free_port
     from services.gateway.chain import ensure_signing_key
 
-    pair = pki.servers[service]
-    gateway = service == "gateway"
-    return ServiceConfig(
-        service=service, listen="127.0.0.1:0", tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
-        database=DatabaseConfig(url=url, migration_url=None, pool_max=args.pool,
-                                plan_cache_mode=default_plan_cache_mode(service)),
-        trusted_peers=DEFAULT_TRUSTED_PEERS[service], home=home, targets=targets, relay=RelayConfig(workers=0),
-        shutdown_grace=1.0, keyring_file=ensure_keyring(home) if service == "identity" else None,
-        operation_log_key=ensure_signing_key(home / "operation-log.key") if gateway else None,
-        operator_auth_key=ensure_operator_auth_key(home).with_suffix(".pub") if gateway else None,
-        organization_rate=args.rate, operator_rate=args.rate,
-    )
+    ensure_keyring(home), ensure_signing_key(home / "operation-log.key"), ensure_operator_auth_key(home)
+    ports = {"identity": free_port(), "gateway": free_port(), "annex": 1, "disclosure": 1, "agency": 1}
+    environments = {}
+    for service in ("identity", "gateway"):
+        environment = child_environment(service, pki, databases[service], ports, home)
+        environment.update({
+            "JUKI_REFLECTION": "false", "JUKI_RELAY_WORKERS": "0", "JUKI_DB_POOL_MAX": str(args.pool),
+            "JUKI_RATE_ORGANIZATION_PER_SECOND": str(args.rate), "JUKI_RATE_OPERATOR_PER_SECOND": str(args.rate),
+            "JUKI_SHUTDOWN_GRACE": "1", "JUKI_LOG_LEVEL": "warning",
+            "OTEL_TRACES_SAMPLER": os.environ.get("OTEL_TRACES_SAMPLER", "always_off"),
+        })
+        environments[service] = environment
+    return environments
 
 
-async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: dict[str, Any], codes: list[str],
-                             cpu: benchkit.Cpu) -> dict[str, Any]:
+async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: dict[str, Any], codes: list[str]
+                             ) -> dict[str, Any]:
     from jukilib.devcerts import ensure_dev_pki
-    from jukilib.grpc.server import GrpcService
     from jukilib.operator_credential import issue, load_signing_key
-    from jukilib.suite import ensure_operator_auth_key, register_demo_operators, service_migrations
-    from services.gateway import app as gateway_app
-    from services.identity import app as identity_app
+    from jukilib.suite import ensure_operator_auth_key, register_demo_operators
 
     pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway"),
                                   clients={ORGANIZATION: ORGANIZATION})
     await register_demo_operators(databases["gateway"].url)
     credential = issue(load_signing_key(ensure_operator_auth_key(home)), OPERATOR, ORGANIZATION,
                        frozenset({"provision_clerk"}))
-    identity = GrpcService(_config("identity", args, home, pki=pki, url=databases["identity"].url,
-                                   targets={"agency": UNUSED_TARGET}), service_migrations("identity"),
-                           identity_app.build)
-    await identity.start()
-    gateway: GrpcService | None = None
-    try:
-        await identity.wait_ready(60)
-        identity_target = f"127.0.0.1:{identity.port}"
-        targets = {"identity": identity_target, "annex": UNUSED_TARGET, "disclosure": UNUSED_TARGET,
-                   "agency": UNUSED_TARGET}
-        gateway = GrpcService(_config("gateway", args, home, pki=pki, url=databases["gateway"].url, targets=targets),
-                              service_migrations("gateway"), gateway_app.build)
-        await gateway.start()
-        await gateway.wait_ready(60)
+    probe = TlsConfig(cert=pki.servers["gateway"].cert, key=pki.servers["gateway"].key, ca=pki.ca_cert)
+    environments = _environments(args, home, pki, databases)
+    async with benchkit.service_processes(environments, home / "logs", probe) as services:
         client, server_pair = pki.clients[ORGANIZATION], pki.servers["gateway"]
         spec = _ClientSpec(
-            phase="", gateway=f"127.0.0.1:{gateway.port}", identity=identity_target, ca=str(pki.ca_cert),
-            client_cert=str(client.cert), client_key=str(client.key), gateway_cert=str(server_pair.cert),
-            gateway_key=str(server_pair.key), purpose=args.purpose, credential=credential, codes=codes,
-            lookups=args.lookups, warm_up=args.warm_up, concurrency=args.concurrency, batch_calls=args.batch_calls,
-            batch_size=args.batch_size, batch_concurrency=args.batch_concurrency, seed=args.seed)
+            phase="", gateway=services["gateway"].target, identity=services["identity"].target,
+            ca=str(pki.ca_cert), client_cert=str(client.cert), client_key=str(client.key),
+            gateway_cert=str(server_pair.cert), gateway_key=str(server_pair.key), purpose=args.purpose,
+            fields=_purpose_fields(args.purpose),
+            credential=credential, codes=codes, lookups=args.lookups, warm_up=args.warm_up,
+            concurrency=args.concurrency, batch_calls=args.batch_calls, batch_size=args.batch_size,
+            batch_concurrency=args.batch_concurrency, seed=args.seed)
+        cpu = benchkit.Cpu(home / "pgdata", {name: child.process.pid for name, child in services.items()})
         figures: dict[str, Any] = {"persons": len(codes)}
         for phase in (p for p in PHASES if p in args.phases.split(",")):
-            warm, count = ((BATCH_WARM_UP, args.batch_calls) if phase == "batch" else (args.warm_up, args.lookups))
-            started = cpu.start()
-            result = await _client_process(_ClientSpec(**{**asdict(spec), "phase": phase}))
-            # The services' CPU is read around the whole child run (warm-up included, hence divided by
-            # warm-up + measured calls); the child reads its own over the measured part.
-            result["cpu_us"] = cpu.per_notification(started, warm + count, "services")
-            result["cpu_us"]["client"] = round(result.pop("client_cpu") / count * 1e6, 1)
-            figures[phase] = result
+            figures[phase] = await _phase(phase, spec, cpu, args)
         figures["operation_log_rows"], figures["operation_log_commits"] = await _count_log(databases["gateway"].url)
-    finally:
-        if gateway is not None:
-            await gateway.stop(1.0)
-        await identity.stop(1.0)
     return figures
+
+
+def _purpose_fields(code: str) -> list[str] | None:
+    """The field mask the gateway forwards for purpose `code` of the shipped catalogue."""
+    from jukilib.domain.municipalities import gunma_municipalities
+    from services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
+
+    purpose = load_catalogue(DEFAULT_CATALOGUE, gunma_municipalities()).purposes[code]
+    return None if purpose.all_fields else list(purpose.fields)
+
+
+async def _phase(phase: str, spec: _ClientSpec, cpu: benchkit.Cpu, args: argparse.Namespace) -> dict[str, Any]:
+    warm, count = (BATCH_WARM_UP, args.batch_calls) if phase == "batch" else (args.warm_up, args.lookups)
+    started = cpu.start()
+    result = await _client_process(_ClientSpec(**{**asdict(spec), "phase": phase}))
+    # The services' CPU is read around the whole child run (warm-up included, hence divided by warm-up +
+    # measured calls); the child reads its own over the measured part.
+    result["cpu_us"] = cpu.per_notification(started, warm + count, "bench")
+    result["cpu_us"]["services"] = round(result["cpu_us"].get("identity", 0) + result["cpu_us"].get("gateway", 0), 1)
+    result["cpu_us"]["client"] = round(result.pop("client_cpu") / count * 1e6, 1)
+    return result
 
 
 async def _count_log(url: str) -> tuple[int, int]:
@@ -261,9 +258,10 @@ def _result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]
         "purpose": args.purpose,
         "pool_max": args.pool,
         "gateway_rate_limit_per_second": args.rate,
-        "services": "identity and gateway in this process (one event loop); annex, disclosure, agency not started",
+        "services": "identity and gateway each in its own process (`juki serve`); annex, disclosure, agency "
+                    "not started",
         "client": "a child process per phase, one channel",
-        "tracing": "not set up (no-op tracer)",
+        "traces_sampler": os.environ.get("OTEL_TRACES_SAMPLER", "always_off"),
         "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -286,6 +284,8 @@ class _ClientSpec:
     gateway_cert: str
     gateway_key: str
     purpose: str
+    fields: list[str] | None
+    """The purpose's field mask as the gateway forwards it (None: every field)."""
     credential: str
     codes: list[str]
     lookups: int
@@ -319,7 +319,8 @@ async def _client_run(spec: _ClientSpec) -> dict[str, Any]:
     if spec.phase == "direct":
         target = spec.identity
         tls = TlsConfig(cert=Path(spec.gateway_cert), key=Path(spec.gateway_key), ca=Path(spec.ca))
-        metadata = caller.Caller(organization=ORGANIZATION, operator=OPERATOR, purpose=spec.purpose).to_metadata()
+        metadata = caller.Caller(organization=ORGANIZATION, operator=OPERATOR, purpose=spec.purpose,
+                                 fields=None if spec.fields is None else tuple(spec.fields)).to_metadata()
     else:
         target = spec.gateway
         tls = TlsConfig(cert=Path(spec.client_cert), key=Path(spec.client_key), ca=Path(spec.ca))

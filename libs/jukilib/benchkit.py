@@ -1,22 +1,26 @@
 """What the `juki bench …` commands share: the event loop, timed concurrent workers, latency
-percentiles, CPU accounting (this process and the embedded PostgreSQL's) and the child process that
-runs a benchmark's gRPC client (a caller is another process, so this process's CPU is the service's)."""
+percentiles, CPU accounting (this process, service processes and the embedded PostgreSQL's), service
+processes started as `juki serve` starts them, and the child process that runs a benchmark's gRPC
+client (a caller is another process)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jukilib.config import SERVICES
+from jukilib.config import SERVICES, TlsConfig
 from jukilib.db.bootstrap import ServiceDatabase
 
 
@@ -75,12 +79,13 @@ async def child_process(module: str, spec: dict[str, Any], what: str) -> dict[st
 
 
 class Cpu:
-    """CPU time over one phase: of this process, and of the embedded PostgreSQL's processes (when
-    psutil is installed)."""
+    """CPU time over one phase: of this process, of the service processes named in `services` (name →
+    pid) and of the embedded PostgreSQL's processes (these two when psutil is installed)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, services: Mapping[str, int] | None = None) -> None:
         self._data_dir = str(data_dir)
         self._server: list[Any] = []
+        self._services = dict(services or {})
 
     def _postgres(self) -> float | None:
         try:
@@ -90,27 +95,43 @@ class Cpu:
         if not self._server:
             self._server = [p for p in psutil.process_iter(["cmdline"])
                             if self._data_dir in " ".join(p.info["cmdline"] or ())]
-        total = 0.0
-        for process in {*self._server, *(c for p in self._server for c in _children(p))}:
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                continue
-        return total
+        return _cpu_seconds({*self._server, *(c for p in self._server for c in _children(p))})
 
-    def start(self) -> tuple[float, float | None]:
-        return time.process_time(), self._postgres()
+    def _service_seconds(self) -> dict[str, float]:
+        try:
+            import psutil
+        except ImportError:
+            return {}
+        return {name: _cpu_seconds([psutil.Process(pid)]) for name, pid in self._services.items()}
 
-    def per_notification(self, started: tuple[float, float | None], count: int, this_process: str,
-                         ) -> dict[str, float]:
-        """µs per item since `started`: of this process (named `this_process`) and of PostgreSQL."""
-        python, postgres = started
+    def start(self) -> tuple[float, float | None, dict[str, float]]:
+        return time.process_time(), self._postgres(), self._service_seconds()
+
+    def per_notification(self, started: tuple[float, float | None, dict[str, float]], count: int,
+                         this_process: str) -> dict[str, float]:
+        """µs per item since `started`: of this process (named `this_process`), of each service process
+        and of PostgreSQL."""
+        python, postgres, services = started
         used = {this_process: round((time.process_time() - python) / count * 1e6, 1)}
+        for name, seconds in self._service_seconds().items():
+            used[name] = round((seconds - services[name]) / count * 1e6, 1)
         now = self._postgres()
         if postgres is not None and now is not None:
             used["postgres"] = round((now - postgres) / count * 1e6, 1)
         return used
+
+
+def _cpu_seconds(processes: Any) -> float:
+    import psutil
+
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
 
 
 def _children(process: Any) -> list[Any]:
@@ -137,3 +158,66 @@ async def bench_databases(prefix: str) -> AsyncIterator[tuple[Path, dict[str, Se
             yield home, await prepare_database(admin_url, passwords, database="juki_bench")
         finally:
             await asyncio.to_thread(server.stop)
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    """A service running as `juki serve <service>` runs it: its own process, configured by JUKI_* variables."""
+
+    service: str
+    port: int
+    process: asyncio.subprocess.Process
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def service_processes(environments: Mapping[str, dict[str, str]], log_dir: Path, tls: TlsConfig,
+                            ready_timeout: float = 60.0) -> AsyncIterator[dict[str, ServiceProcess]]:
+    """Start `juki serve <service>` for each service (in order, each with its environment, which must set
+    JUKI_LISTEN to a fixed port), wait until each answers SERVING (asked with `tls`), and stop them all
+    afterwards (SIGTERM, SIGKILL after 10 s). Each one's log is `log_dir/<service>.log`."""
+    await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    started: dict[str, ServiceProcess] = {}
+    try:
+        for service, environment in environments.items():
+            with (log_dir / f"{service}.log").open("ab") as log:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "jukilib.cli", "serve", service, env=environment,
+                    stdout=log, stderr=log, start_new_session=True)
+            port = int(environment["JUKI_LISTEN"].rpartition(":")[2])
+            started[service] = ServiceProcess(service, port, process)
+            await _wait_serving(started[service], tls, ready_timeout, log_dir)
+        yield started
+    finally:
+        await _stop(list(started.values()))
+
+
+async def _wait_serving(child: ServiceProcess, tls: TlsConfig, timeout: float, log_dir: Path) -> None:
+    from jukilib.client import health_status
+
+    deadline = time.monotonic() + timeout
+    while await health_status(child.target, tls) != "SERVING":
+        if child.process.returncode is not None:
+            raise RuntimeError(f"{child.service} exited with status {child.process.returncode}; "
+                               f"see {log_dir / (child.service + '.log')}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{child.service} not SERVING within {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+async def _stop(children: list[ServiceProcess]) -> None:
+    for child in reversed(children):
+        if child.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGTERM)
+    for child in children:
+        try:
+            async with asyncio.timeout(10):
+                await child.process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            await child.process.wait()

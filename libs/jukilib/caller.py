@@ -18,6 +18,9 @@ OPERATOR_KEY = "x-juki-operator"
 PURPOSE_KEY = "x-juki-purpose"
 CASE_REFERENCE_KEY = "x-juki-case-reference"
 REQUEST_ID_KEY = "x-request-id"
+FIELDS_KEY = "x-juki-fields"
+"""The purpose's field mask (comma-separated paths in the answer's resource); absent when the purpose
+may receive every field."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,10 @@ class Caller:
     case_reference: str = ""
     request_id: str = ""
     peer: str = ""
+    fields: tuple[str, ...] | None = None
+    """The field mask of the purpose (FieldMask paths in the resource answered), None for every field.
+    The gateway minimises every answer to it whatever the backend sends; backends use it to leave
+    unread what would be cut anyway (e.g. 個人番号 is never decrypted for a purpose without it)."""
 
     def to_metadata(self) -> tuple[tuple[str, str], ...]:
         """Metadata the gateway sends to a backend."""
@@ -40,7 +47,12 @@ class Caller:
             (CASE_REFERENCE_KEY, self.case_reference),
             (REQUEST_ID_KEY, self.request_id),
         )
-        return tuple((k, v) for k, v in pairs if v)
+        present = tuple((k, v) for k, v in pairs if v)
+        return present if self.fields is None else (*present, (FIELDS_KEY, ",".join(self.fields)))
+
+    def may_receive(self, path: str) -> bool:
+        """Whether the purpose's mask covers `path` (a mask path covers every path below it)."""
+        return self.fields is None or any(path == f or path.startswith(f"{f}.") for f in self.fields)
 
 
 def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str:
@@ -51,9 +63,18 @@ def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str)
     return ""
 
 
+def _fields(metadata: Sequence[tuple[str, str | bytes]] | None) -> tuple[str, ...] | None:
+    for k, v in metadata or ():
+        if k == FIELDS_KEY:
+            text = v.decode() if isinstance(v, bytes) else v
+            return tuple(path for path in text.split(",") if path)
+    return None
+
+
 def caller_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None, peer: str) -> Caller:
     """Build the caller from gateway-set metadata (backends only)."""
     return Caller(
+        fields=_fields(metadata),
         organization=metadata_value(metadata, ORGANIZATION_KEY),
         operator=metadata_value(metadata, OPERATOR_KEY),
         purpose=metadata_value(metadata, PURPOSE_KEY),
@@ -72,6 +93,11 @@ def set_current(caller: Caller) -> contextvars.Token[Caller | None]:
 
 def reset_current(token: contextvars.Token[Caller | None]) -> None:
     _current.reset(token)
+
+
+def current_or_none() -> Caller | None:
+    """The caller of the RPC being handled, None outside an RPC (a command, a background task)."""
+    return _current.get()
 
 
 def current() -> Caller:

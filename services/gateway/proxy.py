@@ -223,7 +223,8 @@ class Gateway:
         entry.legal_basis = purpose.legal_basis
         entry.decision = ALLOWED
         entry.reason = f"purpose {purpose.code} granted"
-        return who, purpose
+        # The backend learns the mask so that it leaves unread what would be cut (minimise still cuts).
+        return dataclasses.replace(who, fields=None if purpose.all_fields else purpose.fields), purpose
 
     async def _operator(self, context: aio.ServicerContext[Any, Any], organization: str,
                         entry: LogEntry) -> Operator | None:

@@ -24,11 +24,13 @@ from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from juki.gateway.v1 import operation_log_pb2, operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
+from jukilib import caller
 from jukilib.client import purpose_metadata
 from jukilib.demo.notifications import annex_notification, birth_notification
 from jukilib.demo.residents import SyntheticResident, generate_residents
 from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.channels import secure_channel
+from jukilib.keyring import Keyring
 from tests.conftest import RunningSuite, eventually
 
 MAEBASHI = "102016"
@@ -194,9 +196,14 @@ async def test_applied_change_reaches_the_agency_even_when_it_fails_at_first(sui
 
 # --- flow 3: an executive organ reads for an allowed purpose ---------------------------------------
 
-async def test_organ_receives_only_the_fields_of_its_purpose(suite: RunningSuite) -> None:
+async def test_organ_receives_only_the_fields_of_its_purpose(suite: RunningSuite,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     resident = _resident(7)
     await _notify(suite, resident, "flow3-read")
+    decrypted_for: list[str] = []  # the purpose of each decryption inside a call (the relay's are outside)
+    original = Keyring.open
+    monkeypatch.setattr(Keyring, "open", lambda self, *a: decrypted_for.append(
+        who.purpose if (who := caller.current_or_none()) else "") or original(self, *a))
     answer, _ = await _call(suite, "kyoiku-iinkai", "identity.LookupResident",
                             identity_pb2.LookupResidentRequest(resident_code=resident.resident_code),
                             "EDU-LICENCE-30-15-2-1", case_reference="R8-123")
@@ -204,6 +211,8 @@ async def test_organ_receives_only_the_fields_of_its_purpose(suite: RunningSuite
     assert answer.record.address == resident.address
     assert answer.record.individual_number == "" and answer.record.sex_code == ""
     assert resident.individual_number.encode() not in answer.SerializeToString()
+    # The gateway forwarded the mask: identity never decrypted the 個人番号 for this purpose.
+    assert "EDU-LICENCE-30-15-2-1" not in decrypted_for
 
 
 async def test_read_without_a_purpose_is_denied_and_logged(suite: RunningSuite) -> None:

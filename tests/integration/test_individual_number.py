@@ -4,8 +4,9 @@ hold it."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +14,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from juki.register.v1 import register_pb2 as rpb
+from jukilib import caller
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.keyring import Keyring
@@ -119,3 +121,48 @@ async def test_ciphertext_moved_to_another_row_does_not_decrypt(
     with pytest.raises(InvalidTag):
         for person in (first, second):
             await api.lookup(IDENTITY.lookup(person.code))
+
+
+@contextlib.contextmanager
+def _calling_for(fields: tuple[str, ...] | None) -> Iterator[None]:
+    """Handle what follows as a call the gateway forwarded for a purpose with this field mask."""
+    token = caller.set_current(caller.Caller(organization="kyoiku-iinkai", purpose="P", fields=fields))
+    try:
+        yield
+    finally:
+        caller.reset_current(token)
+
+
+async def test_a_purpose_without_the_number_never_has_it_read_or_decrypted(
+        identity: tuple[RegisterApi, Database, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    api, _, _, _ = identity
+    person = new_person()
+    await apply(api, IDENTITY.request(person, "mask-1"))
+    opened: list[str] = []
+    original = Keyring.open
+    monkeypatch.setattr(Keyring, "open", lambda self, *a: opened.append("open") or original(self, *a))
+    without = ("name", "record.resident_code", "record.full_name")
+    with _calling_for(without):
+        single = await api.lookup(IDENTITY.lookup(person.code))
+        (batch,) = await api.batch_lookup([person.code])
+    assert single.record.resident_code == person.code and not single.record.individual_number
+    assert batch is not None and "individual_number" not in batch.current.record
+    assert opened == []
+    with _calling_for(("name", "record")):  # `record` covers every field of the record (FieldMask)
+        assert (await api.lookup(IDENTITY.lookup(person.code))).record.individual_number == person.number
+    with _calling_for(None):  # a purpose granted every field
+        assert (await api.lookup(IDENTITY.lookup(person.code))).record.individual_number == person.number
+    assert opened == ["open", "open"]
+
+
+def test_the_field_mask_travels_to_backends_in_metadata() -> None:
+    masked = caller.Caller(organization="o", purpose="P", fields=("name", "record.full_name"))
+    assert caller.caller_from_metadata(list(masked.to_metadata()), "gateway").fields == masked.fields
+    everything = caller.Caller(organization="o", purpose="P")
+    assert caller.FIELDS_KEY not in dict(everything.to_metadata())
+    assert caller.caller_from_metadata(list(everything.to_metadata()), "gateway").fields is None
+    nothing = caller.Caller(organization="o", purpose="P", fields=())
+    assert caller.caller_from_metadata(list(nothing.to_metadata()), "gateway").fields == ()
+    assert masked.may_receive("record.full_name") and not masked.may_receive("record.individual_number")
+    assert caller.Caller(organization="o", fields=("record",)).may_receive("record.individual_number")
+    assert not caller.Caller(organization="o", fields=("rec",)).may_receive("record.individual_number")

@@ -8,13 +8,13 @@ and deadlocks a bounded number of times, then answers ABORTED).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
 
 import asyncpg
+import orjson
 
 from jukilib.config import DatabaseConfig
 from jukilib.errors import Aborted, Unavailable
@@ -26,9 +26,15 @@ Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 async def _init_connection(connection: asyncpg.Connection) -> None:
+    # orjson: the same JSON values both ways as the json module (PostgreSQL parses jsonb, so spacing and
+    # escaping do not matter), at a fraction of the CPU; a batch lookup decodes 1,000 snapshots.
     for json_type in ("json", "jsonb"):
-        await connection.set_type_codec(json_type, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await connection.set_type_codec(json_type, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog")
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:

@@ -186,8 +186,14 @@ class RegisterApi:
         except ValueError:
             raise InvalidArgument([FieldViolation(field, f"must be of the form {prefix}{{id}}")]) from None
 
+    def _reveals(self) -> bool:
+        """Whether this call may receive what the hooks keep apart (`secret_paths`): the caller's field
+        mask covers one of them. A call outside an RPC (a command) reads everything."""
+        who, paths = caller.current_or_none(), self.engine.hooks.secret_paths
+        return who is None or not paths or any(who.may_receive(path) for path in paths)
+
     async def get(self, name: str) -> message.Message:
-        return self.resource_message(await self.engine.get(self.person_id(name, "name")))
+        return self.resource_message(await self.engine.get(self.person_id(name, "name"), reveal=self._reveals()))
 
     async def get_by_person_id(self, person_id: uuid.UUID) -> message.Message:
         return self.resource_message(await self.engine.get(person_id))
@@ -198,7 +204,7 @@ class RegisterApi:
         as_of = violations.calendar_date("as_of_date", request.as_of_date) if request.HasField("as_of_date") else None
         violations.raise_if_any()
         found = await self.engine.lookup(request.resident_code, as_of,
-                                          by_receipt=request.as_of_basis == AS_OF_RECEIPT)
+                                          by_receipt=request.as_of_basis == AS_OF_RECEIPT, reveal=self._reveals())
         return self.resource_message(found)
 
     async def batch_lookup(self, resident_codes: Sequence[str]) -> list[CurrentRecord | None]:
@@ -215,7 +221,7 @@ class RegisterApi:
                 if not _RESIDENT_CODE.fullmatch(code):
                     violations.resident_code(f"resident_codes[{index}]", code, CheckDigitMode.OFF)
         violations.raise_if_any()
-        return await self.engine.lookup_many(resident_codes)
+        return await self.engine.lookup_many(resident_codes, reveal=self._reveals())
 
     async def search(self, query: Any) -> tuple[list[tuple[message.Message, tuple[str, ...]]], bool]:
         """Candidates (resource, matched fields) and whether the cap cut the list."""
@@ -241,7 +247,7 @@ class RegisterApi:
             name_key=text.search_key(query.full_name) if query.full_name else None,
             kana_key=text.search_key(query.full_name_kana) if query.full_name_kana else None,
             birth=birth, sex_code=query.sex_code or None, municipality_code=query.municipality_code or None,
-            limit=cap + 1))
+            limit=cap + 1), reveal=self._reveals())
         return [(self.resource_message(c.person), c.matched_fields) for c in candidates[:cap]], len(candidates) > cap
 
     async def list_versions(self, parent: str, size: int, token: str) -> tuple[list[message.Message], str]:
@@ -249,7 +255,7 @@ class RegisterApi:
         limit = paging.page_size(size)
         position = paging.decode_token(token, keys=("offset",))
         offset = paging.int_at(position, "offset") if position else 0
-        versions = await self.engine.versions(person_id, offset, limit + 1)
+        versions = await self.engine.versions(person_id, offset, limit + 1, reveal=self._reveals())
         next_token = paging.encode_token({"offset": offset + limit}) if len(versions) > limit else ""
         return [self.version_message(v) for v in versions[:limit]], next_token
 

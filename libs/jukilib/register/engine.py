@@ -191,21 +191,29 @@ class RegisterEngine:
 
     # --- reads -------------------------------------------------------------------------------------
 
-    async def _revealed(self, connection: asyncpg.Connection, found: CurrentRecord) -> CurrentRecord:
-        (version,) = await self.hooks.reveal(connection, [found.current])
+    # Every read takes `reveal`: False when the caller's purpose may not receive what the hooks keep
+    # apart (RegisterHooks.secret_paths), which is then never read nor decrypted.
+
+    async def _reveal(self, connection: asyncpg.Connection, versions: list[StoredVersion], reveal: bool,
+                      ) -> list[StoredVersion]:
+        return await self.hooks.reveal(connection, versions) if reveal and versions else versions
+
+    async def _revealed(self, connection: asyncpg.Connection, found: CurrentRecord, reveal: bool) -> CurrentRecord:
+        (version,) = await self._reveal(connection, [found.current], reveal)
         return dataclasses.replace(found, current=version)
 
-    async def get(self, person_id: uuid.UUID) -> CurrentRecord:
+    async def get(self, person_id: uuid.UUID, *, reveal: bool = True) -> CurrentRecord:
         async with self.database.connection() as connection:
             found = await store.current_by_id(connection, person_id)
             if found is None:
                 raise NotFound("no such person in the file", "PERSON_NOT_FOUND")
-            return await self._revealed(connection, found)
+            return await self._revealed(connection, found, reveal)
 
-    async def lookup(self, resident_code: str, as_of: dt.date | None = None, by_receipt: bool = False) -> CurrentRecord:
+    async def lookup(self, resident_code: str, as_of: dt.date | None = None, by_receipt: bool = False, *,
+                     reveal: bool = True) -> CurrentRecord:
         """By current or former 住民票コード; with `as_of`, the record as it stood on that date."""
         if as_of is None:
-            (found,) = await self.lookup_many([resident_code])
+            (found,) = await self.lookup_many([resident_code], reveal=reveal)
             if found is None:
                 raise NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND")
             return found
@@ -217,35 +225,36 @@ class RegisterEngine:
             version = await store.version_as_of(connection, found.person_id, as_of, by_receipt)
             if version is None:
                 raise NotFound("the person was not in the file on that date", "NOT_IN_FILE_ON_DATE")
-            return await self._revealed(connection, CurrentRecord(found.person_id, version, version.created_at))
+            return await self._revealed(connection, CurrentRecord(found.person_id, version, version.created_at), reveal)
 
-    async def lookup_many(self, resident_codes: Sequence[str]) -> list[CurrentRecord | None]:
+    async def lookup_many(self, resident_codes: Sequence[str], *, reveal: bool = True) -> list[CurrentRecord | None]:
         """The current record of each code's person (by current or former 住民票コード), in the order of
         `resident_codes`, None where nobody has or had the code: one statement for all the codes and one
         for what the hooks keep apart (`reveal`, e.g. every 個人番号 decrypted in one go)."""
         async with self.database.connection() as connection:
             found = await store.current_by_codes(connection, list(dict.fromkeys(resident_codes)))
             persons = list({record.person_id: record for record in found.values()}.values())
-            revealed = await self.hooks.reveal(connection, [person.current for person in persons])
+            revealed = await self._reveal(connection, [person.current for person in persons], reveal)
         complete = {person.person_id: CurrentRecord(person.person_id, version, person.updated_at)
                     for person, version in zip(persons, revealed, strict=True)}
         return [complete[found[code].person_id] if code in found else None for code in resident_codes]
 
-    async def versions(self, person_id: uuid.UUID, offset: int, limit: int) -> list[StoredVersion]:
+    async def versions(self, person_id: uuid.UUID, offset: int, limit: int, *, reveal: bool = True,
+                       ) -> list[StoredVersion]:
         """The person's history in event order."""
         async with self.database.connection() as connection:
             if await store.current_by_id(connection, person_id) is None:
                 raise NotFound("no such person in the file", "PERSON_NOT_FOUND")
             versions = await store.list_versions(connection, person_id, offset, limit)
-            return await self.hooks.reveal(connection, versions)
+            return await self._reveal(connection, versions, reveal)
 
-    async def search(self, criteria: SearchCriteria) -> list[Candidate]:
+    async def search(self, criteria: SearchCriteria, *, reveal: bool = True) -> list[Candidate]:
         """Candidates of the 4-item search, at most `criteria.limit`."""
         async with self.database.connection() as connection:
             rows = await store.search(connection, criteria)
             matched = {row["id"]: row for row in rows}
             persons = await store.current_by_ids(connection, [row["id"] for row in rows])
-            versions = await self.hooks.reveal(connection, [p.current for p in persons])
+            versions = await self._reveal(connection, [p.current for p in persons], reveal)
         candidates = []
         for person, version in zip(persons, versions, strict=True):
             row = matched[person.person_id]

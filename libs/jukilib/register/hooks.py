@@ -44,6 +44,11 @@ class BulkTable(NamedTuple):
 class RegisterHooks:
     """No-op hooks: a register whose record is stored as is (the annex file)."""
 
+    secret_paths: tuple[str, ...] = ()
+    """Paths in the answer's resource (e.g. `record.individual_number`) that only `reveal` fills in. A
+    read for a purpose whose field mask covers none of them skips `reveal`: nothing is read or decrypted
+    that the caller may not receive."""
+
     def prepare(self, record: Record) -> tuple[Record, Any]:
         """Split a notified record into (what the engine stores, what the hooks keep)."""
         return record, None
