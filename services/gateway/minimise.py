@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from google.protobuf import field_mask_pb2, message
@@ -64,43 +64,48 @@ def _code_plan(message_type: Descriptor) -> tuple[tuple[str, ...], tuple[str, ..
 
 
 @functools.cache
-def _resource_plan(message_type: Descriptor) -> frozenset[str]:
-    """The message fields of a type that may lead to a record-bearing resource."""
-    return frozenset(f.name for f in message_type.fields
-                     if (child := _child_type(f)) and _reaches(child, _carries_record))
+def _resource_plan(message_type: Descriptor) -> tuple[bool, tuple[tuple[str, bool], ...]]:
+    """(whether the type is a resource, (message field, repeated) that may lead to one) of a type: the
+    walk of `resources` reads only these, by name (a batch answer has 1,000 results to walk)."""
+    if _carries_record(message_type):
+        return True, ()
+    return False, tuple((f.name, bool(f.is_repeated)) for f in message_type.fields
+                        if (child := _child_type(f)) and _reaches(child, _carries_record))
 
 
-def _children(msg: message.Message, names: frozenset[str]) -> Iterator[message.Message]:
-    for descriptor, value in msg.ListFields():
-        if descriptor.name not in names:
-            continue
-        if descriptor.is_repeated:
-            yield from value
-        else:
-            yield value
-
-
-def resources(msg: message.Message) -> Iterator[message.Message]:
+def resources(msg: message.Message) -> list[message.Message]:
     """Messages in `msg` (itself included) that carry a `record` field."""
-    if "record" in msg.DESCRIPTOR.fields_by_name:
-        yield msg
+    found: list[message.Message] = []
+    _collect_resources(msg, found)
+    return found
+
+
+def _collect_resources(msg: message.Message, found: list[message.Message]) -> None:
+    is_resource, children = _resource_plan(msg.DESCRIPTOR)
+    if is_resource:
+        found.append(msg)
         return
-    for child in _children(msg, _resource_plan(msg.DESCRIPTOR)):
-        yield from resources(child)
+    for name, repeated in children:
+        if repeated:
+            for child in getattr(msg, name):
+                _collect_resources(child, found)
+        elif msg.HasField(name):
+            _collect_resources(getattr(msg, name), found)
 
 
-def record_versions(msg: message.Message) -> list[str]:
-    """Version resource names (`residents/{id}/versions/{n}`) of the records in `msg`; read before
-    minimisation, which may leave the name and version out of what leaves."""
-    found: list[str] = []
-    for resource in resources(msg):
+def record_versions(msg: message.Message, found: Sequence[message.Message] | None = None) -> list[str]:
+    """Version resource names (`residents/{id}/versions/{n}`) of the records in `msg` (its `resources`,
+    when the caller has them already); read before minimisation, which may leave the name and version
+    out of what leaves."""
+    versions: list[str] = []
+    for resource in resources(msg) if found is None else found:
         fields = resource.DESCRIPTOR.fields_by_name
         if "name" not in fields or "version" not in fields:
             continue
         name, version = getattr(resource, "name"), getattr(resource, "version")  # noqa: B009
         if name and version:
-            found.append(name if "/versions/" in name else f"{name}/versions/{version}")
-    return found
+            versions.append(name if "/versions/" in name else f"{name}/versions/{version}")
+    return versions
 
 
 def resident_codes(msg: message.Message) -> list[str]:
@@ -136,12 +141,14 @@ def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
     return paths
 
 
-def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigrant_only: bool) -> list[str]:
-    """Cut every resource in `answer` down to `allowed` (in place); returns the paths disclosed."""
+def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigrant_only: bool,
+             found: Sequence[message.Message] | None = None) -> list[str]:
+    """Cut every resource in `answer` (its `resources`, when the caller has them already) down to
+    `allowed` (in place); returns the paths disclosed."""
     disclosed: set[str] = set()
     everything = tuple(allowed) == ("*",)
     complete = False  # every path the mask lets a resource disclose was disclosed already
-    for resource in resources(answer):
+    for resource in resources(answer) if found is None else found:
         record: Any = getattr(resource, "record")  # noqa: B009 - every resource has one, by construction
         if overseas_emigrant_only and not getattr(record, "overseas_emigrant", False):
             # 住基法 30-44-6: annex use and provision only for records of 国外転出者.

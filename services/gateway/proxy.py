@@ -302,13 +302,14 @@ class Gateway:
             codes = minimise.resident_codes(answer)
             volume.check_per_call(purpose, len(set(codes)))
             entry.resident_codes.extend(codes)
-            entry.disclosed_versions.extend(minimise.record_versions(answer))
-            answers.append(answer)
+            found = minimise.resources(answer)
+            entry.disclosed_versions.extend(minimise.record_versions(answer, found))
+            answers.append((answer, found))
         await self._counter.reserve(purpose, who.organization, who.operator, len(set(entry.resident_codes)),
                                     self._clock())
-        for answer in answers:
+        for answer, found in answers:
             disclosed.update(minimise.minimise(answer, purpose.fields,
-                                               overseas_emigrant_only=purpose.overseas_emigrant_only))
+                                               overseas_emigrant_only=purpose.overseas_emigrant_only, found=found))
             out.append(answer.SerializeToString())
         entry.disclosed_fields, entry.status = sorted(disclosed), "OK"
         await self._log.write(entry)  # before this batch leaves
@@ -319,10 +320,11 @@ class Gateway:
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
         codes = minimise.resident_codes(answer)
         entry.resident_codes.extend(codes)
-        entry.disclosed_versions.extend(minimise.record_versions(answer))
+        found = minimise.resources(answer)
+        entry.disclosed_versions.extend(minimise.record_versions(answer, found))
         await self._count(purpose, who, codes)
         entry.disclosed_fields = minimise.minimise(answer, purpose.fields,
-                                                   overseas_emigrant_only=purpose.overseas_emigrant_only)
+                                                   overseas_emigrant_only=purpose.overseas_emigrant_only, found=found)
         entry.status = "OK"
         await self._log.write(entry)  # before the answer leaves
         if purpose.all_fields and not purpose.overseas_emigrant_only:

@@ -52,6 +52,43 @@ RecordValidator = Callable[[Any, Violations, MunicipalityTable], None]
 
 
 @dataclass(frozen=True)
+class Wanted:
+    """What the resources of an answer carry for the caller's field mask (`caller.Caller.fields`): the
+    register leaves out what the gateway would cut anyway, which the gateway still does for every
+    answer. `name`, `version` and `record.resident_code` are always there: the gateway's operation log
+    records them (resident codes touched, record versions disclosed) before it minimises."""
+
+    fields: frozenset[str] | None = None
+    """Top-level fields of the resource (None: all)."""
+    record: frozenset[str] | None = None
+    """Keys of the record (None: all)."""
+
+    @classmethod
+    def of(cls, who: caller.Caller | None) -> Wanted:
+        if who is None or who.fields is None:
+            return EVERYTHING
+        fields, record, whole_record = {"name", "version"}, {"resident_code"}, False
+        for path in who.fields:
+            head, _, rest = path.partition(".")
+            fields.add(head)
+            if head == "record":
+                whole_record = whole_record or not rest
+                record.add(rest.partition(".")[0])
+        return cls(frozenset(fields), None if whole_record else frozenset(record))
+
+    def has(self, field: str) -> bool:
+        return self.fields is None or field in self.fields
+
+    def record_of(self, stored: StoredVersion) -> dict[str, Any]:
+        if self.record is None:
+            return stored.record
+        return {key: value for key, value in stored.record.items() if key in self.record}
+
+
+EVERYTHING = Wanted()
+
+
+@dataclass(frozen=True)
 class RegisterBinding:
     """What distinguishes one register from the other."""
 
@@ -193,7 +230,8 @@ class RegisterApi:
         return who is None or not paths or any(who.may_receive(path) for path in paths)
 
     async def get(self, name: str) -> message.Message:
-        return self.resource_message(await self.engine.get(self.person_id(name, "name"), reveal=self._reveals()))
+        return self.resource_message(await self.engine.get(self.person_id(name, "name"), reveal=self._reveals()),
+                                     self.wanted())
 
     async def get_by_person_id(self, person_id: uuid.UUID) -> message.Message:
         return self.resource_message(await self.engine.get(person_id))
@@ -205,7 +243,7 @@ class RegisterApi:
         violations.raise_if_any()
         found = await self.engine.lookup(request.resident_code, as_of,
                                           by_receipt=request.as_of_basis == AS_OF_RECEIPT, reveal=self._reveals())
-        return self.resource_message(found)
+        return self.resource_message(found, self.wanted())
 
     async def batch_lookup(self, resident_codes: Sequence[str]) -> list[CurrentRecord | None]:
         """The current record of each code's person, in request order, None for a code nobody has or had
@@ -248,7 +286,9 @@ class RegisterApi:
             kana_key=text.search_key(query.full_name_kana) if query.full_name_kana else None,
             birth=birth, sex_code=query.sex_code or None, municipality_code=query.municipality_code or None,
             limit=cap + 1), reveal=self._reveals())
-        return [(self.resource_message(c.person), c.matched_fields) for c in candidates[:cap]], len(candidates) > cap
+        wanted = self.wanted()
+        return ([(self.resource_message(c.person, wanted), c.matched_fields) for c in candidates[:cap]],
+                len(candidates) > cap)
 
     async def list_versions(self, parent: str, size: int, token: str) -> tuple[list[message.Message], str]:
         person_id = self.person_id(parent, "parent")
@@ -257,15 +297,26 @@ class RegisterApi:
         offset = paging.int_at(position, "offset") if position else 0
         versions = await self.engine.versions(person_id, offset, limit + 1, reveal=self._reveals())
         next_token = paging.encode_token({"offset": offset + limit}) if len(versions) > limit else ""
-        return [self.version_message(v) for v in versions[:limit]], next_token
+        wanted = self.wanted()
+        return [self.version_message(v, wanted) for v in versions[:limit]], next_token
 
     # --- conversion ------------------------------------------------------------------------------
 
-    def _fill_common(self, target: Any, stored: StoredVersion) -> None:
-        protojson.dict_to_message(stored.record, target.record)
-        target.state = int(stored.state)
+    def wanted(self) -> Wanted:
+        """What this call's answer carries (everything outside an RPC, or for a purpose with every field)."""
+        return Wanted.of(caller.current_or_none())
+
+    def _fill_common(self, target: Any, stored: StoredVersion, wanted: Wanted) -> None:
+        protojson.dict_to_message(wanted.record_of(stored), target.record)
+        if wanted.has("state"):
+            target.state = int(stored.state)
         target.version = stored.version
-        source, change = stored.change, target.change
+        if wanted.has("change"):
+            self._fill_change(target.change, stored)
+
+    @staticmethod
+    def _fill_change(change: Any, stored: StoredVersion) -> None:
+        source = stored.change
         change.kind = int(source.kind)
         change.reason = source.reason
         change.event_date.year = source.event_date.year
@@ -276,21 +327,23 @@ class RegisterApi:
         change.municipality_code = source.municipality_code
         change.notification_id = source.notification_id
 
-    def version_message(self, stored: StoredVersion) -> message.Message:
+    def version_message(self, stored: StoredVersion, wanted: Wanted = EVERYTHING) -> message.Message:
         result: Any = self.binding.version_type()
         result.name = f"{self.binding.collection}/{stored.person_id}/versions/{stored.version}"
-        self._fill_common(result, stored)
-        protojson.set_timestamp(result.create_time, stored.created_at)
+        self._fill_common(result, stored, wanted)
+        if wanted.has("create_time"):
+            protojson.set_timestamp(result.create_time, stored.created_at)
         return result  # type: ignore[no-any-return]
 
-    def resource_message(self, current: CurrentRecord) -> message.Message:
+    def resource_message(self, current: CurrentRecord, wanted: Wanted = EVERYTHING) -> message.Message:
         result: message.Message = self.binding.resource_type()
-        self.fill_resource(result, current)
+        self.fill_resource(result, current, wanted)
         return result
 
-    def fill_resource(self, target: Any, current: CurrentRecord) -> None:
+    def fill_resource(self, target: Any, current: CurrentRecord, wanted: Wanted = EVERYTHING) -> None:
         """Write the resource of `current` into `target` (an empty resource message, e.g. one inside a
-        batch answer: filled in place, never copied)."""
+        batch answer: filled in place, never copied), with what `wanted` asks for."""
         target.name = f"{self.binding.collection}/{current.person_id}"
-        self._fill_common(target, current.current)
-        protojson.set_timestamp(target.update_time, current.updated_at)
+        self._fill_common(target, current.current, wanted)
+        if wanted.has("update_time"):
+            protojson.set_timestamp(target.update_time, current.updated_at)
