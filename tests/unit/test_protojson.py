@@ -58,3 +58,25 @@ def test_set_timestamp_is_from_datetime(value: dt.datetime) -> None:
     protojson.set_timestamp(fast, value)
     slow.FromDatetime(value)
     assert fast == slow
+
+
+@settings(max_examples=300)
+@given(st.one_of(identity_records, annex_records))
+def test_a_constructor_given_the_stored_record_builds_what_json_format_reads(record: object) -> None:
+    stored = protojson.message_to_dict(record)  # type: ignore[arg-type]
+    value = protojson.constructor_value(stored, type(record))  # type: ignore[arg-type]
+    built = type(record)(**value) if isinstance(value, dict) else value  # type: ignore[operator]
+    assert built == record
+
+
+def test_a_stored_record_not_in_the_fast_shape_reaches_the_constructor_as_json_format_reads_it() -> None:
+    data = {"birth_date": {"precision": 1, "year": "1990"}, "full_name": "x", "unknown": 1}
+    expected = json_format.ParseDict(data, identity_pb2.IdentityRecord(), ignore_unknown_fields=True)
+    assert identity_pb2.Resident(record=protojson.constructor_value(data, identity_pb2.IdentityRecord)).record == expected
+
+
+@given(st.datetimes(min_value=dt.datetime(1, 1, 2), timezones=st.just(dt.UTC)))
+def test_timestamp_value_is_from_datetime(value: dt.datetime) -> None:
+    slow = timestamp_pb2.Timestamp()
+    slow.FromDatetime(value)
+    assert timestamp_pb2.Timestamp(**protojson.timestamp_value(value)) == slow

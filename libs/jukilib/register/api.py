@@ -88,6 +88,16 @@ class Wanted:
 EVERYTHING = Wanted()
 
 
+def _change_fields(change: Change) -> dict[str, Any]:
+    """ChangeInfo as constructor arguments."""
+    event = change.event_date
+    return {"kind": int(change.kind), "reason": change.reason,
+            "event_date": {"year": event.year, "month": event.month, "day": event.day},
+            "notify_time": protojson.timestamp_value(change.notify_time),
+            "receive_time": protojson.timestamp_value(change.receive_time),
+            "municipality_code": change.municipality_code, "notification_id": change.notification_id}
+
+
 @dataclass(frozen=True)
 class RegisterBinding:
     """What distinguishes one register from the other."""
@@ -247,7 +257,7 @@ class RegisterApi:
 
     async def batch_lookup(self, resident_codes: Sequence[str]) -> list[CurrentRecord | None]:
         """The current record of each code's person, in request order, None for a code nobody has or had
-        (`fill_resource` makes the answer). Every code is checked first (`resident_codes[i]` names a bad
+        (`resource_fields` makes the answer). Every code is checked first (`resident_codes[i]` names a bad
         one); an empty list or more than `BATCH_LOOKUP_MAX` codes is refused naming `resident_codes`."""
         violations = Violations()
         if not resident_codes:
@@ -306,44 +316,32 @@ class RegisterApi:
         """What this call's answer carries (everything outside an RPC, or for a purpose with every field)."""
         return Wanted.of(caller.current_or_none())
 
-    def _fill_common(self, target: Any, stored: StoredVersion, wanted: Wanted) -> None:
-        protojson.dict_to_message(wanted.record_of(stored), target.record)
-        if wanted.has("state"):
-            target.state = int(stored.state)
-        target.version = stored.version
-        if wanted.has("change"):
-            self._fill_change(target.change, stored)
+    # Answers are built as constructor arguments (dicts the protobuf constructor reads in C): a batch
+    # answer of 1,000 resources is then one constructor call (`resource_fields`).
 
-    @staticmethod
-    def _fill_change(change: Any, stored: StoredVersion) -> None:
-        source = stored.change
-        change.kind = int(source.kind)
-        change.reason = source.reason
-        change.event_date.year = source.event_date.year
-        change.event_date.month = source.event_date.month
-        change.event_date.day = source.event_date.day
-        protojson.set_timestamp(change.notify_time, source.notify_time)
-        protojson.set_timestamp(change.receive_time, source.receive_time)
-        change.municipality_code = source.municipality_code
-        change.notification_id = source.notification_id
+    def _common_fields(self, fields: dict[str, Any], stored: StoredVersion, wanted: Wanted) -> dict[str, Any]:
+        fields["record"] = protojson.constructor_value(wanted.record_of(stored), self.binding.record_type)
+        fields["version"] = stored.version
+        if wanted.has("state"):
+            fields["state"] = int(stored.state)
+        if wanted.has("change"):
+            fields["change"] = _change_fields(stored.change)
+        return fields
 
     def version_message(self, stored: StoredVersion, wanted: Wanted = EVERYTHING) -> message.Message:
-        result: Any = self.binding.version_type()
-        result.name = f"{self.binding.collection}/{stored.person_id}/versions/{stored.version}"
-        self._fill_common(result, stored, wanted)
+        name = f"{self.binding.collection}/{stored.person_id}/versions/{stored.version}"
+        fields = self._common_fields({"name": name}, stored, wanted)
         if wanted.has("create_time"):
-            protojson.set_timestamp(result.create_time, stored.created_at)
-        return result  # type: ignore[no-any-return]
+            fields["create_time"] = protojson.timestamp_value(stored.created_at)
+        return self.binding.version_type(**fields)
 
     def resource_message(self, current: CurrentRecord, wanted: Wanted = EVERYTHING) -> message.Message:
-        result: message.Message = self.binding.resource_type()
-        self.fill_resource(result, current, wanted)
-        return result
+        return self.binding.resource_type(**self.resource_fields(current, wanted))
 
-    def fill_resource(self, target: Any, current: CurrentRecord, wanted: Wanted = EVERYTHING) -> None:
-        """Write the resource of `current` into `target` (an empty resource message, e.g. one inside a
-        batch answer: filled in place, never copied), with what `wanted` asks for."""
-        target.name = f"{self.binding.collection}/{current.person_id}"
-        self._fill_common(target, current.current, wanted)
+    def resource_fields(self, current: CurrentRecord, wanted: Wanted = EVERYTHING) -> dict[str, Any]:
+        """The resource of `current`, with what `wanted` asks for, as constructor arguments."""
+        fields = self._common_fields({"name": f"{self.binding.collection}/{current.person_id}"}, current.current,
+                                     wanted)
         if wanted.has("update_time"):
-            protojson.set_timestamp(target.update_time, current.updated_at)
+            fields["update_time"] = protojson.timestamp_value(current.updated_at)
+        return fields
