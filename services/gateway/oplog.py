@@ -69,6 +69,10 @@ class OperationLog:
         self._checkpoint_seconds = checkpoint_seconds
         self._write_timeout = write_timeout
         self._queue: asyncio.Queue[tuple[LogEntry, asyncio.Future[int]]] = asyncio.Queue()
+        self._last_checkpoint: tuple[int, dt.datetime | None] | None = None
+        """(sequence, signed at) of the newest checkpoint this writer knows, (0, None) for none: read once,
+        then kept. Another replica's newer checkpoint only makes this one sign sooner than needed."""
+        self._signed: tuple[int, dt.datetime] | None = None  # signed in the transaction being committed
 
     async def write(self, entry: LogEntry) -> int:
         """Append `entry`; returns its sequence number once it is committed."""
@@ -100,6 +104,7 @@ class OperationLog:
                     future.set_result(sequence)
 
     async def _commit(self, entries: list[LogEntry]) -> list[int]:
+        self._signed = None
         async with self._database.transaction() as connection:
             await connection.execute("SELECT pg_advisory_xact_lock(hashtext('juki.operation_log'))")
             tail = await connection.fetchrow(
@@ -114,18 +119,24 @@ class OperationLog:
                 previous = digest
             await connection.copy_records_to_table("operation_log", records=records, columns=_COLUMNS)
             await self._checkpoint_if_due(connection, sequence, previous)
+        if self._signed is not None:  # committed: the newest checkpoint now
+            self._last_checkpoint = self._signed
         return [r[0] for r in records]
 
     async def _checkpoint_if_due(self, connection: asyncpg.Connection, sequence: int, head: bytes) -> None:
-        last = await connection.fetchrow(
-            "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
-        elapsed = (dt.datetime.now(dt.UTC) - last["signed_at"]).total_seconds() if last else float("inf")
-        due = last is None or sequence - last["sequence"] >= self._checkpoint_every
-        if due or elapsed >= self._checkpoint_seconds:
+        if self._last_checkpoint is None:
+            row = await connection.fetchrow(
+                "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
+            self._last_checkpoint = (row["sequence"], row["signed_at"]) if row else (0, None)
+        last_sequence, signed_at = self._last_checkpoint
+        now = dt.datetime.now(dt.UTC)
+        if (signed_at is None or sequence - last_sequence >= self._checkpoint_every
+                or (now - signed_at).total_seconds() >= self._checkpoint_seconds):
             await connection.execute(
-                "INSERT INTO operation_log_checkpoint (sequence, entry_hash, key_id, signature)"
-                " VALUES ($1, $2, $3, $4)",
-                sequence, head, self._key.key_id, self._key.sign(sequence, head))
+                "INSERT INTO operation_log_checkpoint (sequence, entry_hash, key_id, signature, signed_at)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                sequence, head, self._key.key_id, self._key.sign(sequence, head), now)
+            self._signed = (sequence, now)
 
 
 def _values(entry: LogEntry, sequence: int) -> dict[str, Any]:
