@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncpg
+import orjson
 from opentelemetry import trace
 
 from jukilib.errors import AlreadyExists, FailedPrecondition, JukiError
@@ -312,9 +312,9 @@ class _Batch:
         connection, register = self._connection, self._engine.register
         if not self._placed:
             return []
-        # Each record as JSON once (the pool's jsonb encoder is json.dumps too): for its version, and for
-        # the person when it becomes current.
-        records = {id(p.notification): json.dumps(p.notification.record) for p in self._placed}
+        # Each record as JSON once (with orjson, as the pool's jsonb encoder): for its version, and for the
+        # person when it becomes current. PostgreSQL parses it into jsonb, so only the values matter.
+        records = {id(p.notification): orjson.dumps(p.notification.record).decode() for p in self._placed}
         new_rows: list[store.PersonRow] = []
         current_rows: list[store.PersonRow] = []
         late_rows: list[tuple[uuid.UUID, int]] = []
