@@ -16,8 +16,9 @@ import hmac
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -28,8 +29,9 @@ class KeyringError(Exception):
     """The keyring is missing, malformed, or lacks a key a row needs (no key material in the message)."""
 
 
-@dataclass(frozen=True)
-class Sealed:
+class Sealed(NamedTuple):
+    """A ciphertext with its key id and nonce (a named tuple: bulk loads make millions)."""
+
     key_id: str
     nonce: bytes
     ciphertext: bytes
@@ -100,6 +102,15 @@ class Keyring:
         nonce = secrets.token_bytes(NONCE_BYTES)
         ciphertext = self._cipher(self.active).encrypt(nonce, plaintext.encode(), associated)
         return Sealed(self.active, nonce, ciphertext)
+
+    def seal_all(self, items: Sequence[tuple[str, bytes]]) -> list[Sealed]:
+        """`seal` of every (plaintext, associated data): the same fresh random nonce per item, drawn from
+        the system's random source in one read instead of one read per item (bulk loads seal millions)."""
+        nonces = secrets.token_bytes(NONCE_BYTES * len(items))
+        encrypt, active = self._cipher(self.active).encrypt, self.active
+        return [Sealed(active, nonce, encrypt(nonce, plaintext.encode(), associated))
+                for nonce, (plaintext, associated) in zip(
+                    [nonces[i:i + NONCE_BYTES] for i in range(0, len(nonces), NONCE_BYTES)], items, strict=True)]
 
     def open(self, sealed: Sealed, associated: bytes) -> str:
         return self._cipher(sealed.key_id).decrypt(sealed.nonce, sealed.ciphertext, associated).decode()

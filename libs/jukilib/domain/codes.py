@@ -14,10 +14,7 @@ from __future__ import annotations
 import enum
 import functools
 import operator
-import re
 from dataclasses import dataclass
-
-_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 MSG_CHECK_DIGIT = "check digit does not match"
 MSG_CHECK_DIGIT_UNVERIFIED = "check digit does not match (algorithm UNVERIFIED, 告示436号 not yet checked)"
@@ -25,7 +22,9 @@ MSG_CHECK_DIGIT_UNVERIFIED = "check digit does not match (algorithm UNVERIFIED, 
 
 def _is_ascii_digits(value: str, length: int) -> bool:
     """True when ``value`` is exactly ``length`` ASCII digits (no full-width or other Unicode digits)."""
-    return len(value) == length and _ASCII_DIGITS.fullmatch(value) is not None
+    # An ASCII string is all digits exactly when it matches [0-9]+: the same test as a regular
+    # expression, without its cost (two per row on an initial load of millions).
+    return len(value) == length and value.isascii() and value.isdigit()
 
 
 def _require_digits(value: str, length: int, what: str) -> None:
@@ -104,6 +103,9 @@ class CodeCheck:
     error: str | None = None
 
 
+_CODE_OK = CodeCheck(ok=True)  # immutable: one instance serves every good code
+
+
 def resident_code_check_digit(base10: str) -> int:
     """Check digit of a 住民票コード from its 10 random digits.
 
@@ -122,8 +124,8 @@ def check_resident_code(value: str, mode: CheckDigitMode) -> CodeCheck:
     """
     if not _is_ascii_digits(value, 11):
         return CodeCheck(ok=False, error="must be 11 digits")
-    if mode is CheckDigitMode.OFF or resident_code_check_digit(value[:10]) == int(value[10]):
-        return CodeCheck(ok=True)
+    if mode is CheckDigitMode.OFF or _mod11_check_digit(value[:10]) == int(value[10]):  # digits checked above
+        return _CODE_OK
     if mode is CheckDigitMode.WARN:
         return CodeCheck(ok=True, warning=MSG_CHECK_DIGIT_UNVERIFIED)
     return CodeCheck(ok=False, error=MSG_CHECK_DIGIT_UNVERIFIED)
