@@ -41,16 +41,17 @@ def _mod11_weight_from_right(position: int) -> int:
 
 
 @functools.cache
-def _mod11_weights(length: int) -> tuple[int, ...]:
-    """The weights of a base of `length` digits, left to right."""
-    return tuple(_mod11_weight_from_right(n) for n in range(length, 0, -1))
+def _mod11_weights(length: int) -> tuple[tuple[int, ...], int]:
+    """The weights of a base of `length` digits, left to right, and 48 × their sum (see below)."""
+    weights = tuple(_mod11_weight_from_right(n) for n in range(length, 0, -1))
+    return weights, 48 * sum(weights)
 
 
 def _mod11_check_digit(base: str) -> int:
     """CD = 11 − (Σ Pn×Qn mod 11), but 0 when the remainder is 0 or 1 (総務省令第85号 第5条)."""
-    weights = _mod11_weights(len(base))
+    weights, offset = _mod11_weights(len(base))
     # Over the ASCII bytes: Σ (byte − 48) × Q = Σ byte × Q − 48 × Σ Q (callers pass ASCII digits only).
-    total = sum(map(operator.mul, base.encode("ascii"), weights)) - 48 * sum(weights)
+    total = sum(map(operator.mul, base.encode("ascii"), weights)) - offset
     remainder = total % 11
     return 0 if remainder <= 1 else 11 - remainder
 

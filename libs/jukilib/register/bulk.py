@@ -653,26 +653,50 @@ class RowPreparer:
 
     # One row ------------------------------------------------------------------------------------
 
-    def _rows(self, task: _Task) -> Iterator[tuple[int, dict[str, Any] | None, dict[str, Any], list[tuple[str, str]]]]:
-        """(line, record fields or None, change information, problems) of every non-blank row."""
+    def _rows(self, task: _Task) -> Iterator[_Row]:
+        """(line, record message or None, the record as stored, change information, problems) of every
+        non-blank row."""
         data = task.data.removeprefix(b"\xef\xbb\xbf") if task.first_line == 1 else task.data
         if self._csv is not None:
-            yield from self._csv_rows(task, data.split(b"\n"))
+            for line, fields, meta, problems in self._csv_rows(task, data.split(b"\n")):
+                yield (line, *self._record(fields, problems), meta, problems)
             return
+        for line, content in self._json_lines(task, data):
+            if content is None:
+                yield line, None, None, {}, [("row", "is not UTF-8")]
+                continue
+            # orjson's value is json's unless it holds a float (bulkjson). A canonical record (`record_dict`
+            # returned the fields themselves) holds none: only other rows are searched for floats, and a
+            # row with one is parsed again by json, before anything is checked.
+            fields, meta, problems = self._json_row(content, bulkjson.loads_unchecked)
+            record, stored = self._record(fields, problems)
+            if not ((stored is fields or fields is None or bulkjson.float_free(fields)) and bulkjson.float_free(meta)):
+                fields, meta, problems = self._json_row(content, bulkjson.loads)
+                record, stored = self._record(fields, problems)
+            yield line, record, stored, meta, problems
+
+    def _record(self, fields: dict[str, Any] | None, problems: list[tuple[str, str]]
+                ) -> tuple[Any, dict[str, Any] | None]:
+        """(record message, the record as the RPC path stores it), or (None, None) for a bad row."""
+        record = self._message(fields, problems) if fields is not None and not problems else None
+        return (None, None) if record is None else (record, record_dict(record, fields))
+
+    @staticmethod
+    def _json_lines(task: _Task, data: bytes) -> Iterator[tuple[int, str | None]]:
+        """(line, text or None when not UTF-8) of every non-blank line not excluded."""
         try:
             lines: list[str | None] = list(data.decode("utf-8").split("\n"))
         except UnicodeDecodeError:
             lines = [_utf8(raw) for raw in data.split(b"\n")]
         for offset, content in enumerate(lines):
             line = task.first_line + offset
-            if content is None:
-                yield line, None, {}, [("row", "is not UTF-8")]
-            elif content.strip() and line not in task.exclude:
-                yield (line, *self._json_row(content))
+            if content is None or (content.strip() and line not in task.exclude):
+                yield line, content
 
-    def _json_row(self, text: str) -> tuple[dict[str, Any] | None, dict[str, Any], list[tuple[str, str]]]:
+    def _json_row(self, text: str, loads: Callable[[str], Any]
+                  ) -> tuple[dict[str, Any] | None, dict[str, Any], list[tuple[str, str]]]:
         try:
-            row = bulkjson.loads(text)
+            row = loads(text)
         except ValueError:
             return None, {}, [("row", "is not a JSON object")]
         if type(row) is not dict:
@@ -792,9 +816,8 @@ class RowPreparer:
         warnings_before = self.warnings.count
         result = _Prepared(task.index)
         persons: list[tuple[str, str, dict[str, Any], str, int, str]] = []
-        for line, fields, meta, problems in self._rows(task):
+        for line, record, stored, meta, problems in self._rows(task):
             result.rows += 1
-            record: Any = self._message(fields, problems) if fields is not None and not problems else None
             event_date, reason, change_problems = self._change(meta)
             problems.extend(change_problems)
             notification_id = meta.get("notification_id")
@@ -806,7 +829,7 @@ class RowPreparer:
                 problems.extend(("notification_id", p) for p in validation.notification_id_problems(notification_id))
             if record is not None:
                 problems.extend(self._validate(record))
-            if problems or record is None:
+            if problems or record is None or stored is None:
                 result.invalid += 1
                 result.problems.extend(RowProblem(line, name, text) for name, text in problems)
                 del result.problems[self._options.max_problems:]
@@ -816,8 +839,7 @@ class RowPreparer:
             result.resident_codes.append(record.resident_code)
             result.receipts.append((municipality, str(notification_id)))
             if not task.check_only:
-                persons.append((record.resident_code, municipality, record_dict(record, fields), event_date, reason,
-                                str(notification_id)))
+                persons.append((record.resident_code, municipality, stored, event_date, reason, str(notification_id)))
         result.code_warnings = self.warnings.count - warnings_before
         if persons:
             result.staging, result.payloads, result.secrets_kept = self._encode_persons(persons)
@@ -849,6 +871,8 @@ class RowPreparer:
         return "".join(lines).encode(), payloads, kept
 
 
+_Row = tuple[int, Any, dict[str, Any] | None, dict[str, Any], list[FieldProblem]]
+"""(line, record message or None, the record as stored or None, change information, problems)."""
 _INSTALLED: list[RowPreparer] = []
 
 

@@ -41,6 +41,20 @@ def _floatless(value: dict[str, Any] | list[Any]) -> bool:
     return True
 
 
+def loads_unchecked(text: str) -> Any:
+    """`json.loads(text)` unless the value holds a float (see the module docstring): a caller that finds
+    no float in what it uses (`float_free`) has json's value; otherwise it parses again with `loads`."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def float_free(value: dict[str, Any]) -> bool:
+    """Whether a JSON object parsed by `loads_unchecked` holds no float, so that it is json's value."""
+    return not value or _floatless(value)
+
+
 def loads(text: str) -> Any:
     """`json.loads(text)`: the same value, or the same ValueError."""
     try:
