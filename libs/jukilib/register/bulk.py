@@ -690,7 +690,7 @@ class RowPreparer:
             lines = [_utf8(raw) for raw in data.split(b"\n")]
         for offset, content in enumerate(lines):
             line = task.first_line + offset
-            if content is None or (content.strip() and line not in task.exclude):
+            if content is None or (content and not content.isspace() and line not in task.exclude):
                 yield line, content
 
     def _json_row(self, text: str, loads: Callable[[str], Any]
