@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import hmac
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -28,8 +28,9 @@ class KeyringError(Exception):
     """The keyring is missing, malformed, or lacks a key a row needs (no key material in the message)."""
 
 
-@dataclass(frozen=True)
-class Sealed:
+class Sealed(NamedTuple):
+    """A ciphertext with its key id and nonce (a named tuple: bulk loads make millions)."""
+
     key_id: str
     nonce: bytes
     ciphertext: bytes
@@ -48,7 +49,7 @@ class Keyring:
         # One cipher per key id and one keyed HMAC state, reused: building them per call costs more
         # than the encryption of a 12-digit number (bulk loads seal millions).
         self._ciphers: dict[str, AESGCM] = {}
-        self._hmac = hmac.new(hmac_key, digestmod=hashlib.sha256)
+        self._inner, self._outer = _hmac_states(hmac_key)
 
     @classmethod
     def load(cls, path: Path) -> Keyring:
@@ -101,11 +102,31 @@ class Keyring:
         ciphertext = self._cipher(self.active).encrypt(nonce, plaintext.encode(), associated)
         return Sealed(self.active, nonce, ciphertext)
 
+    def seal_all(self, items: Sequence[tuple[str, bytes]]) -> list[Sealed]:
+        """`seal` of every (plaintext, associated data): the same fresh random nonce per item, drawn from
+        the system's random source in one read instead of one read per item (bulk loads seal millions)."""
+        nonces = secrets.token_bytes(NONCE_BYTES * len(items))
+        encrypt, active = self._cipher(self.active).encrypt, self.active
+        return [Sealed(active, nonce, encrypt(nonce, plaintext.encode(), associated))
+                for nonce, (plaintext, associated) in zip(
+                    [nonces[i:i + NONCE_BYTES] for i in range(0, len(nonces), NONCE_BYTES)], items, strict=True)]
+
     def open(self, sealed: Sealed, associated: bytes) -> str:
         return self._cipher(sealed.key_id).decrypt(sealed.nonce, sealed.ciphertext, associated).decode()
 
     def lookup_hash(self, value: str) -> bytes:
         """Keyed hash for equality lookups: without the key it reveals nothing and cannot be brute-forced."""
-        keyed = self._hmac.copy()
-        keyed.update(value.encode())
-        return keyed.digest()
+        inner, outer = self._inner.copy(), self._outer.copy()
+        inner.update(value.encode())
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+def _hmac_states(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """The keyed inner and outer SHA-256 states of HMAC (RFC 2104), for `lookup_hash` to copy: what
+    `hmac.new(key, value, "sha256").digest()` computes, at about half the cost of copying an `hmac`
+    object (an initial load hashes millions; tests compare both)."""
+    block = hashlib.sha256().block_size
+    padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
+    return (hashlib.sha256(bytes(byte ^ 0x36 for byte in padded)),
+            hashlib.sha256(bytes(byte ^ 0x5C for byte in padded)))

@@ -115,20 +115,35 @@ def _planned_dict(record: Any, plan: Plan) -> dict[str, Any]:
     return result
 
 
+_Check = tuple[type | None, bool, "Plan | None", frozenset[str] | None]
+"""(scalar kind, explicit presence, nested plan, enum labels) of one field."""
+_CHECKS: dict[int, tuple[Plan, dict[str, _Check]]] = {}
+
+
+def _checks(plan: Plan) -> dict[str, _Check]:
+    """What `is_canonical` tests of each field, as tuples (the plan is kept with them, so its id stays its own)."""
+    found = _CHECKS.get(id(plan))
+    if found is None or found[0] is not plan:
+        found = _CHECKS[id(plan)] = (plan, {name: (p.kind, p.explicit, p.nested, None if p.names is None else p.labels)
+                                            for name, p in plan.items()})
+    return found[1]
+
+
 def is_canonical(fields: dict[str, Any], plan: Plan) -> bool:
     """Whether proto JSON (e.g. as parsed from a file) is already what `message_to_dict` would write."""
+    checks = _checks(plan)
     for name, value in fields.items():
-        field_plan = plan.get(name)
-        if field_plan is None:
+        check = checks.get(name)
+        if check is None:
             return False
-        kind = field_plan.kind
+        kind, explicit, nested, labels = check
         if kind is not None:
-            if type(value) is not kind or not (value or field_plan.explicit):
+            if type(value) is not kind or not (value or explicit):
                 return False
-        elif field_plan.nested is not None:
-            if type(value) is not dict or not is_canonical(value, field_plan.nested):
+        elif nested is not None:
+            if type(value) is not dict or not is_canonical(value, nested):
                 return False
-        elif field_plan.names is not None and not (type(value) is str and value in field_plan.labels):
+        elif labels is not None and not (type(value) is str and value in labels):
             return False
     return True
 

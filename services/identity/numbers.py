@@ -104,13 +104,13 @@ class IndividualNumbers(RegisterHooks):
     def bulk_tables(self, persons: Sequence[BulkPerson]) -> list[BulkTable]:
         """The rows `after_apply` would insert, sealed the same way (fresh nonce, active key, the
         person and version as associated data), for the initial load's COPY."""
-        seal, lookup_hash = self._keyring.seal, self._keyring.lookup_hash
-        records: list[tuple[Any, ...]] = []
-        for person_id, version, number in persons:
-            if number:
-                sealed = seal(number, associated_data(person_id, version))
-                records.append((person_id, version, sealed.key_id, sealed.nonce, sealed.ciphertext,
-                                lookup_hash(number)))
+        kept = [person for person in persons if person.secret]
+        sealed = self._keyring.seal_all([(number, associated_data(person_id, version))
+                                         for person_id, version, number in kept])
+        lookup_hash = self._keyring.lookup_hash
+        records: list[tuple[Any, ...]] = [
+            (person_id, version, key_id, nonce, ciphertext, lookup_hash(number))
+            for (person_id, version, number), (key_id, nonce, ciphertext) in zip(kept, sealed, strict=True)]
         return [BulkTable("individual_number",
                           ("person_id", "version", "key_id", "nonce", "ciphertext", "lookup_hash"), records)]
 

@@ -274,6 +274,25 @@ async def test_repeated_codes_and_malformed_rows_are_reported_by_line(identity: 
     assert await identity.count("person") == 0
 
 
+
+async def test_change_information_is_checked_by_type_and_presence(identity: Loaded, tmp_path: Path) -> None:
+    """The loader remembers the outcome of each (event date, reason); true is not the reason 1 and null is
+    not an absent item, although Python finds them equal."""
+    path = _write_jsonl(tmp_path / "change.jsonl", [
+        _identity_row(new_person()) | {"change_reason": 1},
+        _identity_row(new_person()) | {"change_reason": True},
+        _identity_row(new_person()),
+        _identity_row(new_person()) | {"event_date": None},
+        _identity_row(new_person()) | {"change_reason": None, "event_date": "2020-01-02"},
+        _identity_row(new_person()) | {"event_date": "2020-01-02"},
+    ])
+
+    with pytest.raises(BulkLoadError) as refused:
+        await identity.load(path)
+
+    assert [(p.line, p.field) for p in refused.value.problems] == [
+        (2, "change_reason"), (4, "event_date"), (5, "change_reason")]
+
 # --- fast mode only on an empty register ------------------------------------------------------------
 
 async def test_fast_mode_refuses_a_register_that_has_persons(identity: Loaded, tmp_path: Path) -> None:

@@ -14,10 +14,7 @@ from __future__ import annotations
 import enum
 import functools
 import operator
-import re
 from dataclasses import dataclass
-
-_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 MSG_CHECK_DIGIT = "check digit does not match"
 MSG_CHECK_DIGIT_UNVERIFIED = "check digit does not match (algorithm UNVERIFIED, 告示436号 not yet checked)"
@@ -25,7 +22,9 @@ MSG_CHECK_DIGIT_UNVERIFIED = "check digit does not match (algorithm UNVERIFIED, 
 
 def _is_ascii_digits(value: str, length: int) -> bool:
     """True when ``value`` is exactly ``length`` ASCII digits (no full-width or other Unicode digits)."""
-    return len(value) == length and _ASCII_DIGITS.fullmatch(value) is not None
+    # An ASCII string is all digits exactly when it matches [0-9]+: the same test as a regular
+    # expression, without its cost (two per row on an initial load of millions).
+    return len(value) == length and value.isascii() and value.isdigit()
 
 
 def _require_digits(value: str, length: int, what: str) -> None:
@@ -42,16 +41,17 @@ def _mod11_weight_from_right(position: int) -> int:
 
 
 @functools.cache
-def _mod11_weights(length: int) -> tuple[int, ...]:
-    """The weights of a base of `length` digits, left to right."""
-    return tuple(_mod11_weight_from_right(n) for n in range(length, 0, -1))
+def _mod11_weights(length: int) -> tuple[tuple[int, ...], int]:
+    """The weights of a base of `length` digits, left to right, and 48 × their sum (see below)."""
+    weights = tuple(_mod11_weight_from_right(n) for n in range(length, 0, -1))
+    return weights, 48 * sum(weights)
 
 
 def _mod11_check_digit(base: str) -> int:
     """CD = 11 − (Σ Pn×Qn mod 11), but 0 when the remainder is 0 or 1 (総務省令第85号 第5条)."""
-    weights = _mod11_weights(len(base))
+    weights, offset = _mod11_weights(len(base))
     # Over the ASCII bytes: Σ (byte − 48) × Q = Σ byte × Q − 48 × Σ Q (callers pass ASCII digits only).
-    total = sum(map(operator.mul, base.encode("ascii"), weights)) - 48 * sum(weights)
+    total = sum(map(operator.mul, base.encode("ascii"), weights)) - offset
     remainder = total % 11
     return 0 if remainder <= 1 else 11 - remainder
 
@@ -104,6 +104,9 @@ class CodeCheck:
     error: str | None = None
 
 
+_CODE_OK = CodeCheck(ok=True)  # immutable: one instance serves every good code
+
+
 def resident_code_check_digit(base10: str) -> int:
     """Check digit of a 住民票コード from its 10 random digits.
 
@@ -122,8 +125,8 @@ def check_resident_code(value: str, mode: CheckDigitMode) -> CodeCheck:
     """
     if not _is_ascii_digits(value, 11):
         return CodeCheck(ok=False, error="must be 11 digits")
-    if mode is CheckDigitMode.OFF or resident_code_check_digit(value[:10]) == int(value[10]):
-        return CodeCheck(ok=True)
+    if mode is CheckDigitMode.OFF or _mod11_check_digit(value[:10]) == int(value[10]):  # digits checked above
+        return _CODE_OK
     if mode is CheckDigitMode.WARN:
         return CodeCheck(ok=True, warning=MSG_CHECK_DIGIT_UNVERIFIED)
     return CodeCheck(ok=False, error=MSG_CHECK_DIGIT_UNVERIFIED)

@@ -49,7 +49,6 @@ import functools
 import gc
 import hashlib
 import io
-import json
 import logging
 import multiprocessing
 import os
@@ -69,7 +68,7 @@ from google.protobuf import descriptor, json_format, message
 from juki.register.v1 import register_pb2
 from jukilib import caller, protojson
 from jukilib.domain import text
-from jukilib.register import validation
+from jukilib.register import bulkjson, validation
 from jukilib.register.api import JAPAN, RegisterApi
 from jukilib.register.hooks import BulkPerson, RegisterHooks
 from jukilib.register.model import ChangeKind, RecordState
@@ -337,69 +336,114 @@ def record_dict(record: message.Message, fields: dict[str, Any] | None = None) -
 # --- validation ------------------------------------------------------------------------------------
 
 class _Memo:
-    __slots__ = ("calls", "off", "outcomes")
+    __slots__ = ("calls", "kept", "off")
 
     def __init__(self) -> None:
         self.calls = 0
+        self.kept = 0
         self.off = False
-        self.outcomes: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
+
+
+_Outcome = tuple[tuple[Any, ...], Any]
+"""(the violations a check added, what it returned)."""
 
 
 class _MemoViolations(Violations):
     """The register's own validators, with each check's outcome on one value remembered for the rest of
     the load: names, dates of birth, municipalities and sex codes repeat across millions of rows. The
     rules are the validators'; only repeated evaluation is saved. A check whose values hardly repeat
-    (addresses) stops being remembered after a while: remembering would only cost."""
+    (addresses) stops being remembered after a while: remembering would only cost.
+
+    Every outcome lives in one dictionary keyed by (check, field, value...), looked up in the check's
+    own method: the look-up is most of the cost of a remembered check, which runs ten times a row."""
 
     SAMPLE = 50_000
     LIMIT = 500_000
 
     def __init__(self) -> None:
         super().__init__()
-        self._memos: dict[tuple[str, str], _Memo] = {}
+        self._outcomes: dict[tuple[Any, ...], _Outcome] = {}
+        self._memos: dict[tuple[Any, ...], _Memo] = {}
 
-    def _remember(self, kind: tuple[str, str], key: tuple[Any, ...], check: Callable[..., Any], *args: Any) -> Any:
+    def _replay(self, found: _Outcome) -> Any:
+        if found[0]:
+            self.items.extend(found[0])
+        return found[1]
+
+    def _check(self, key: tuple[Any, ...], check: Callable[..., Any], *args: Any) -> Any:
+        """Run a check not remembered yet (its violations are added), and remember its outcome."""
+        kind = key[:2]
         memo = self._memos.get(kind)
         if memo is None:
             memo = self._memos[kind] = _Memo()
-        if memo.off:
-            return check(self, *args)
-        found = memo.outcomes.get(key)
-        if found is not None:
-            self.items.extend(found[0])
-            return found[1]
-        memo.calls += 1
         start = len(self.items)
         result = check(self, *args)
-        if memo.calls == self.SAMPLE and len(memo.outcomes) > self.SAMPLE * 9 // 10:
-            memo.off, memo.outcomes = True, {}  # mostly distinct values
-        elif len(memo.outcomes) < self.LIMIT:
-            memo.outcomes[key] = (tuple(self.items[start:]), result)
+        if memo.off:
+            return result
+        memo.calls += 1
+        if memo.calls == self.SAMPLE and memo.kept > self.SAMPLE * 9 // 10:  # mostly distinct values
+            memo.off = True
+            for stale in [other for other in self._outcomes if other[:2] == kind]:
+                del self._outcomes[stale]
+        elif memo.kept < self.LIMIT:
+            memo.kept += 1
+            self._outcomes[key] = (tuple(self.items[start:]), result)
         return result
 
     def required_text(self, field: str, value: str, *, max_length: int) -> None:
-        self._remember(("required_text", field), (value, max_length), _required_text, field, value, max_length)
+        key = ("required_text", field, value, max_length)
+        found = self._outcomes.get(key)
+        if found is None:
+            self._check(key, _required_text, field, value, max_length)
+        elif found[0]:
+            self.items.extend(found[0])
 
     def optional_text(self, field: str, value: str, *, max_length: int) -> None:
-        self._remember(("optional_text", field), (value, max_length), _optional_text, field, value, max_length)
+        key = ("optional_text", field, value, max_length)
+        found = self._outcomes.get(key)
+        if found is None:
+            self._check(key, _optional_text, field, value, max_length)
+        elif found[0]:
+            self.items.extend(found[0])
 
     def kana(self, field: str, value: str) -> None:
-        self._remember(("kana", field), (value,), Violations.kana, field, value)
+        key = ("kana", field, value)
+        found = self._outcomes.get(key)
+        if found is None:
+            self._check(key, Violations.kana, field, value)
+        elif found[0]:
+            self.items.extend(found[0])
 
     def sex_code(self, field: str, value: str) -> None:
-        self._remember(("sex_code", field), (value,), Violations.sex_code, field, value)
+        key = ("sex_code", field, value)
+        found = self._outcomes.get(key)
+        if found is None:
+            self._check(key, Violations.sex_code, field, value)
+        elif found[0]:
+            self.items.extend(found[0])
 
     def municipality(self, field: str, value: str, table: Any = None) -> None:
-        self._remember(("municipality", field), (value, id(table)), Violations.municipality, field, value, table)
+        key = ("municipality", field, value, id(table))
+        found = self._outcomes.get(key)
+        if found is None:
+            self._check(key, Violations.municipality, field, value, table)
+        elif found[0]:
+            self.items.extend(found[0])
 
     def partial_date(self, field: str, value: Any) -> None:
-        key = (value.precision, value.year, value.month, value.day, value.original_text)
-        self._remember(("partial_date", field), key, Violations.partial_date, field, value)
+        key = ("partial_date", field, value.precision, value.year, value.month, value.day, value.original_text)
+        found = self._outcomes.get(key)
+        if found is None:
+            self._check(key, Violations.partial_date, field, value)
+        elif found[0]:
+            self.items.extend(found[0])
 
     def calendar_date(self, field: str, value: Any) -> dt.date | None:
-        key = (value.year, value.month, value.day)
-        found: dt.date | None = self._remember(("calendar_date", field), key, Violations.calendar_date, field, value)
-        return found
+        key = ("calendar_date", field, value.year, value.month, value.day)
+        found = self._outcomes.get(key)
+        result: dt.date | None = self._check(key, Violations.calendar_date, field, value) if found is None else (
+            self._replay(found))
+        return result
 
 
 def _required_text(violations: Violations, field: str, value: str, max_length: int) -> None:
@@ -558,6 +602,26 @@ def _copy_rows(records: list[tuple[Any, ...]]) -> str:
         return "".join(["\t".join([_copy_value(value) for value in row]) + "\n" for row in records])
 
 
+_NO_CHANGE_INFORMATION: tuple[Any, ...] = ()
+_KEYABLE = frozenset({str, int, bool, type(None)})
+
+
+def _change_key(meta: dict[str, Any]) -> tuple[Any, ...]:
+    """What the outcome of `RowPreparer._change` depends on: whether each item is present, its type and
+    its value (true is not 1 and null is not absent, although Python's equality says otherwise)."""
+    if not meta:
+        return _NO_CHANGE_INFORMATION  # nearly every row of a file: no per-row look-ups
+    key: list[Any] = []
+    for name in ("event_date", "change_reason"):
+        if name not in meta:
+            key.append(None)
+        elif type(meta[name]) in _KEYABLE:
+            key.append((type(meta[name]), meta[name]))
+        else:
+            key.append(repr(meta[name]))  # e.g. a JSON list: wrong, and not hashable
+    return tuple(key)
+
+
 class RowPreparer:
     """Turns chunks of the file into COPY text for the engine's tables and the hooks' tables."""
 
@@ -575,7 +639,6 @@ class RowPreparer:
         self._violations = _MemoViolations()
         self._changes: dict[tuple[Any, Any], tuple[str, int, list[tuple[str, str]]]] = {}
         self._callers: dict[str, caller.Caller] = {}
-        self._encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
         self.warnings = warnings or _CountingFilter()
         """Counts the validators' warnings (installed on their logger by `load_file`)."""
 
@@ -590,26 +653,50 @@ class RowPreparer:
 
     # One row ------------------------------------------------------------------------------------
 
-    def _rows(self, task: _Task) -> Iterator[tuple[int, dict[str, Any] | None, dict[str, Any], list[tuple[str, str]]]]:
-        """(line, record fields or None, change information, problems) of every non-blank row."""
+    def _rows(self, task: _Task) -> Iterator[_Row]:
+        """(line, record message or None, the record as stored, change information, problems) of every
+        non-blank row."""
         data = task.data.removeprefix(b"\xef\xbb\xbf") if task.first_line == 1 else task.data
         if self._csv is not None:
-            yield from self._csv_rows(task, data.split(b"\n"))
+            for line, fields, meta, problems in self._csv_rows(task, data.split(b"\n")):
+                yield (line, *self._record(fields, problems), meta, problems)
             return
+        for line, content in self._json_lines(task, data):
+            if content is None:
+                yield line, None, None, {}, [("row", "is not UTF-8")]
+                continue
+            # orjson's value is json's unless it holds a float (bulkjson). A canonical record (`record_dict`
+            # returned the fields themselves) holds none: only other rows are searched for floats, and a
+            # row with one is parsed again by json, before anything is checked.
+            fields, meta, problems = self._json_row(content, bulkjson.loads_unchecked)
+            record, stored = self._record(fields, problems)
+            if not ((stored is fields or fields is None or bulkjson.float_free(fields)) and bulkjson.float_free(meta)):
+                fields, meta, problems = self._json_row(content, bulkjson.loads)
+                record, stored = self._record(fields, problems)
+            yield line, record, stored, meta, problems
+
+    def _record(self, fields: dict[str, Any] | None, problems: list[tuple[str, str]]
+                ) -> tuple[Any, dict[str, Any] | None]:
+        """(record message, the record as the RPC path stores it), or (None, None) for a bad row."""
+        record = self._message(fields, problems) if fields is not None and not problems else None
+        return (None, None) if record is None else (record, record_dict(record, fields))
+
+    @staticmethod
+    def _json_lines(task: _Task, data: bytes) -> Iterator[tuple[int, str | None]]:
+        """(line, text or None when not UTF-8) of every non-blank line not excluded."""
         try:
             lines: list[str | None] = list(data.decode("utf-8").split("\n"))
         except UnicodeDecodeError:
             lines = [_utf8(raw) for raw in data.split(b"\n")]
         for offset, content in enumerate(lines):
             line = task.first_line + offset
-            if content is None:
-                yield line, None, {}, [("row", "is not UTF-8")]
-            elif content.strip() and line not in task.exclude:
-                yield (line, *self._json_row(content))
+            if content is None or (content and not content.isspace() and line not in task.exclude):
+                yield line, content
 
-    def _json_row(self, text: str) -> tuple[dict[str, Any] | None, dict[str, Any], list[tuple[str, str]]]:
+    def _json_row(self, text: str, loads: Callable[[str], Any]
+                  ) -> tuple[dict[str, Any] | None, dict[str, Any], list[tuple[str, str]]]:
         try:
-            row = json.loads(text)
+            row = loads(text)
         except ValueError:
             return None, {}, [("row", "is not a JSON object")]
         if type(row) is not dict:
@@ -673,10 +760,7 @@ class RowPreparer:
 
     def _change(self, meta: dict[str, Any]) -> tuple[str, int, list[tuple[str, str]]]:
         """(event date, reason, problems) of a 記載 by the load; the rules of `RegisterApi._check_change`."""
-        key = (meta.get("event_date"), meta.get("change_reason"))
-        if not all(isinstance(part, str | int | None) for part in key):
-            key = (repr(key[0]), repr(key[1]))  # e.g. a JSON list: wrong, and not hashable
-        found = self._changes.get(key)
+        found = self._changes.get(_change_key(meta))
         if found is not None:
             return found
         problems: list[tuple[str, str]] = []
@@ -704,7 +788,7 @@ class RowPreparer:
         if event_date > self._load_day and reason not in validation.FUTURE_DATED_REASONS:
             problems.append(("event_date", "must not be after the day of the load for this reason"))
         found = (event_date.isoformat(), reason, problems)
-        self._changes[key] = found
+        self._changes[_change_key(meta)] = found
         return found
 
     def _caller(self, municipality: str) -> caller.Caller:
@@ -732,9 +816,8 @@ class RowPreparer:
         warnings_before = self.warnings.count
         result = _Prepared(task.index)
         persons: list[tuple[str, str, dict[str, Any], str, int, str]] = []
-        for line, fields, meta, problems in self._rows(task):
+        for line, record, stored, meta, problems in self._rows(task):
             result.rows += 1
-            record: Any = self._message(fields, problems) if fields is not None and not problems else None
             event_date, reason, change_problems = self._change(meta)
             problems.extend(change_problems)
             notification_id = meta.get("notification_id")
@@ -746,7 +829,7 @@ class RowPreparer:
                 problems.extend(("notification_id", p) for p in validation.notification_id_problems(notification_id))
             if record is not None:
                 problems.extend(self._validate(record))
-            if problems or record is None:
+            if problems or record is None or stored is None:
                 result.invalid += 1
                 result.problems.extend(RowProblem(line, name, text) for name, text in problems)
                 del result.problems[self._options.max_problems:]
@@ -756,8 +839,7 @@ class RowPreparer:
             result.resident_codes.append(record.resident_code)
             result.receipts.append((municipality, str(notification_id)))
             if not task.check_only:
-                persons.append((record.resident_code, municipality, record_dict(record, fields), event_date, reason,
-                                str(notification_id)))
+                persons.append((record.resident_code, municipality, stored, event_date, reason, str(notification_id)))
         result.code_warnings = self.warnings.count - warnings_before
         if persons:
             result.staging, result.payloads, result.secrets_kept = self._encode_persons(persons)
@@ -767,7 +849,7 @@ class RowPreparer:
     def _encode_persons(self, persons: list[tuple[str, str, dict[str, Any], str, int, str]]
                         ) -> tuple[bytes, list[tuple[str, tuple[str, ...], bytes]], int]:
         """(staging COPY text, the hooks' COPY payloads, how many persons had something kept apart)."""
-        search_keys, split, encode = self._api.search_keys, self._hooks.prepare, self._encode
+        search_keys, split, encode = self._api.search_keys, self._hooks.prepare, bulkjson.dumps
         lines: list[str] = []
         bulk: list[BulkPerson] = []
         kept = 0
@@ -789,6 +871,8 @@ class RowPreparer:
         return "".join(lines).encode(), payloads, kept
 
 
+_Row = tuple[int, Any, dict[str, Any] | None, dict[str, Any], list[FieldProblem]]
+"""(line, record message or None, the record as stored or None, change information, problems)."""
 _INSTALLED: list[RowPreparer] = []
 
 

@@ -7,7 +7,7 @@ import enum
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 Record = dict[str, Any]
 OrderKey = tuple[date, datetime, str, str]
@@ -46,9 +46,9 @@ class Change:
         return (self.event_date, self.notify_time, self.municipality_code, self.notification_id)
 
 
-@dataclass(frozen=True)
-class SearchKeys:
-    """Derived keys of the 4-item search (degraded forms, never shown)."""
+class SearchKeys(NamedTuple):
+    """Derived keys of the 4-item search (degraded forms, never shown). A named tuple: an initial load
+    derives millions, and a frozen dataclass costs several times more to build."""
 
     name_key: str
     kana_key: str | None
