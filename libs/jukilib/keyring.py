@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -49,7 +50,7 @@ class Keyring:
         # One cipher per key id and one keyed HMAC state, reused: building them per call costs more
         # than the encryption of a 12-digit number (bulk loads seal millions).
         self._ciphers: dict[str, AESGCM] = {}
-        self._inner, self._outer = _hmac_states(hmac_key)
+        self._hmac = hmac.new(hmac_key, digestmod=hashlib.sha256)
 
     @classmethod
     def load(cls, path: Path) -> Keyring:
@@ -116,17 +117,7 @@ class Keyring:
 
     def lookup_hash(self, value: str) -> bytes:
         """Keyed hash for equality lookups: without the key it reveals nothing and cannot be brute-forced."""
-        inner, outer = self._inner.copy(), self._outer.copy()
-        inner.update(value.encode())
-        outer.update(inner.digest())
-        return outer.digest()
+        keyed = self._hmac.copy()
+        keyed.update(value.encode())
+        return keyed.digest()
 
-
-def _hmac_states(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
-    """The keyed inner and outer SHA-256 states of HMAC (RFC 2104), for `lookup_hash` to copy: what
-    `hmac.new(key, value, "sha256").digest()` computes, at about half the cost of copying an `hmac`
-    object (an initial load hashes millions; tests compare both)."""
-    block = hashlib.sha256().block_size
-    padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
-    return (hashlib.sha256(bytes(byte ^ 0x36 for byte in padded)),
-            hashlib.sha256(bytes(byte ^ 0x5C for byte in padded)))

@@ -72,7 +72,8 @@ def test_a_constructor_given_the_stored_record_builds_what_json_format_reads(rec
 def test_a_stored_record_not_in_the_fast_shape_reaches_the_constructor_as_json_format_reads_it() -> None:
     data = {"birth_date": {"precision": 1, "year": "1990"}, "full_name": "x", "unknown": 1}
     expected = json_format.ParseDict(data, identity_pb2.IdentityRecord(), ignore_unknown_fields=True)
-    assert identity_pb2.Resident(record=protojson.constructor_value(data, identity_pb2.IdentityRecord)).record == expected
+    value = protojson.constructor_value(data, identity_pb2.IdentityRecord)
+    assert identity_pb2.Resident(record=value).record == expected
 
 
 @given(st.datetimes(min_value=dt.datetime(1, 1, 2), timezones=st.just(dt.UTC)))
