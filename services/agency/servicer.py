@@ -17,6 +17,7 @@ from jukilib import caller
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
+from jukilib.grpc import tracing
 from jukilib.register.validation import Violations
 
 
@@ -102,10 +103,13 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
         report = register_pb2.MunicipalityReport(
             resident_code=request.resident_code, source=register_pb2.REPORT_SOURCE_AGENCY_ERROR_REPORT,
             reason_code=request.reason_code, fields=request.fields, origin_reference=f"agency/{uuid.uuid4()}")
-        answer: register_pb2.MunicipalityReport = await stubs[request.file](self._gateway).CreateMunicipalityReport(
-            register_pb2.CreateMunicipalityReportRequest(municipality_report=report,
-                                                         request_id=report.origin_reference),
-            metadata=((caller.PURPOSE_KEY, "AGENCY-ERROR-REPORT-30-8"),), timeout=10)
+        create = stubs[request.file](self._gateway).CreateMunicipalityReport
+        with tracing.outgoing(tracing.method_name(create), ((caller.PURPOSE_KEY, "AGENCY-ERROR-REPORT-30-8"),)
+                              ) as metadata:
+            answer: register_pb2.MunicipalityReport = await create(
+                register_pb2.CreateMunicipalityReportRequest(municipality_report=report,
+                                                             request_id=report.origin_reference),
+                metadata=metadata, timeout=10)
         return answer
 
     async def SetFaultInjection(

@@ -9,6 +9,7 @@ from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
+from jukilib.grpc import tracing
 from jukilib.register.api import RegisterBinding
 from jukilib.register.wiring import RegisterService
 from services.annex.rules import validate_annex_record
@@ -19,7 +20,8 @@ async def forward_to_agency(channel: aio.Channel, key: str, version: message.Mes
     """住基法 30-42: the governor notifies the agency of every applied change."""
     request = agency_pb2.RecordAnnexChangeRequest(idempotency_key=key)
     request.annex_resident_version.CopyFrom(cast(annex_pb2.AnnexResidentVersion, version))
-    return await agency_pb2_grpc.AgencyServiceStub(channel).RecordAnnexChange(request)
+    with tracing.outgoing("/juki.agency.v1.AgencyService/RecordAnnexChange") as metadata:
+        return await agency_pb2_grpc.AgencyServiceStub(channel).RecordAnnexChange(request, metadata=metadata)
 
 
 REGISTER = RegisterService(

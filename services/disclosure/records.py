@@ -23,6 +23,7 @@ from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
 from jukilib import caller
 from jukilib.errors import Unavailable
+from jukilib.grpc import tracing
 
 # The purposes of the disclosure service itself (services/gateway/purposes.toml).
 RECORDS_PURPOSE = "DISCLOSURE-RECORDS-30-32"
@@ -64,7 +65,8 @@ class Records:
 
     async def _call(self, method: Any, request: Any, purpose: str, case: str) -> Any:
         try:
-            return await method(request, metadata=self._metadata(purpose, case), timeout=CALL_TIMEOUT)
+            with tracing.outgoing(tracing.method_name(method), self._metadata(purpose, case)) as metadata:
+                return await method(request, metadata=metadata, timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise

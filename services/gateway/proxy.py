@@ -43,6 +43,7 @@ from jukilib.errors import (
     Unauthenticated,
     code_name,
 )
+from jukilib.grpc import tracing
 from jukilib.grpc.interceptors import abort_with, log_unexpected, translate
 from jukilib.operator_credential import CREDENTIAL_KEY, OperatorClaims, check_in_force, genuine_claims
 from jukilib.telemetry import current_trace_id
@@ -87,24 +88,26 @@ def backend_routes(service: ServiceDescriptor, channel: aio.Channel, only: Itera
             continue
         path = f"/{service.full_name}/{method.name}"
         if method.client_streaming and method.server_streaming:
-            routes.append(Route(method, open_stream=_stream_opener(channel.stream_stream(path))))
+            routes.append(Route(method, open_stream=_stream_opener(channel.stream_stream(path), path)))
         elif not (method.client_streaming or method.server_streaming):
-            routes.append(Route(method, invoke=_invoker(channel.unary_unary(path))))
+            routes.append(Route(method, invoke=_invoker(channel.unary_unary(path), path)))
     return routes
 
 
-def _invoker(stub: Any) -> Invoke:
+def _invoker(stub: Any, path: str) -> Invoke:
     async def invoke(request: bytes, who: caller.Caller) -> bytes:
-        answer: bytes = await stub(request, metadata=who.to_metadata(), timeout=BACKEND_TIMEOUT_SECONDS)
+        with tracing.outgoing(path, who.to_metadata()) as metadata:
+            answer: bytes = await stub(request, metadata=metadata, timeout=BACKEND_TIMEOUT_SECONDS)
         return answer
 
     return invoke
 
 
-def _stream_opener(stub: Any) -> OpenStream:
-    def open_stream(requests: AsyncIterator[bytes], who: caller.Caller) -> AsyncIterator[bytes]:
-        call: AsyncIterator[bytes] = stub(requests, metadata=who.to_metadata())
-        return call
+def _stream_opener(stub: Any, path: str) -> OpenStream:
+    async def open_stream(requests: AsyncIterator[bytes], who: caller.Caller) -> AsyncIterator[bytes]:
+        with tracing.outgoing(path, who.to_metadata()) as metadata:
+            async for answer in stub(requests, metadata=metadata):
+                yield answer
 
     return open_stream
 

@@ -12,6 +12,7 @@ from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib.config import ConfigError, ServiceConfig
 from jukilib.db.pool import Database
+from jukilib.grpc import tracing
 from jukilib.keyring import Keyring
 from jukilib.register.api import RegisterBinding
 from jukilib.register.wiring import RegisterService
@@ -24,7 +25,8 @@ async def forward_to_agency(channel: aio.Channel, key: str, version: message.Mes
     """住基法 30-7: the governor notifies the agency of every applied change."""
     request = agency_pb2.RecordIdentityChangeRequest(idempotency_key=key)
     request.resident_version.CopyFrom(cast(identity_pb2.ResidentVersion, version))
-    return await agency_pb2_grpc.AgencyServiceStub(channel).RecordIdentityChange(request)
+    with tracing.outgoing("/juki.agency.v1.AgencyService/RecordIdentityChange") as metadata:
+        return await agency_pb2_grpc.AgencyServiceStub(channel).RecordIdentityChange(request, metadata=metadata)
 
 
 def individual_numbers(config: ServiceConfig, database: Database) -> IndividualNumbers:

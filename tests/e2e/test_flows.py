@@ -274,6 +274,32 @@ async def test_trace_covers_gateway_identity_and_database(suite: RunningSuite,
         return len(servers) == 2 and bool(database)
 
     await eventually(complete)
+    spans = [s for s in span_exporter.get_finished_spans() if s.context.trace_id == trace_id and s.name == method]
+    (gateway,) = [s for s in spans if s.kind.name == "SERVER" and s.parent is None]
+    (hop,) = [s for s in spans if s.kind.name == "CLIENT"]
+    (identity,) = [s for s in spans if s.kind.name == "SERVER" and s.parent is not None]
+    # gateway SERVER → its CLIENT call → identity SERVER, each with the rpc attributes and status.
+    assert hop.parent is not None and hop.parent.span_id == gateway.context.span_id
+    assert identity.parent is not None and identity.parent.span_id == hop.context.span_id
+    for span in (gateway, hop, identity):
+        attributes = span.attributes or {}
+        assert attributes["rpc.service"] == "juki.identity.v1.IdentityService"
+        assert attributes["rpc.method"] == "LookupResident" and attributes["rpc.grpc.status_code"] == 0
+
+
+async def test_a_refused_call_is_an_error_span_with_its_status_code(suite: RunningSuite,
+                                                                    span_exporter: InMemorySpanExporter) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _call(suite, "kyoiku-iinkai", "identity.LookupResident",
+                    identity_pb2.LookupResidentRequest(resident_code="00000000000"), "EDU-SCHOLARSHIP-30-15-2-2")
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    method = "/juki.identity.v1.IdentityService/LookupResident"
+
+    async def recorded() -> bool:
+        return any(s.name == method and (s.attributes or {}).get("rpc.grpc.status_code") == 5
+                   and s.status.status_code.name == "ERROR" for s in span_exporter.get_finished_spans())
+
+    await eventually(recorded)
 
 
 # --- flow 5: annex and disclosure ------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""Client channels: mTLS with this process's certificate, traced (W3C context on every hop)."""
+"""Client channels: mTLS with this process's certificate. Calls carry the trace context by
+`jukilib.grpc.tracing.outgoing`, not by a channel interceptor (see there why)."""
 
 from __future__ import annotations
 
 import grpc
 from grpc import aio
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from jukilib.config import TlsConfig
 
@@ -26,6 +26,4 @@ def secure_channel(target: str, tls: TlsConfig, *, server_name: str | None = Non
     options = list(CHANNEL_OPTIONS)
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
-    return aio.secure_channel(
-        target, channel_credentials(tls), options=options, interceptors=aio_client_interceptors()
-    )
+    return aio.secure_channel(target, channel_credentials(tls), options=options)

@@ -1,8 +1,8 @@
 """Server interceptors: error mapping (every service) and trusted-peer checks (backends).
 
-Order on every server (outermost first): OpenTelemetry, `ErrorInterceptor`, then
-`TrustedPeerInterceptor` on backends. Interceptors wrap the handler returned by `continuation` so
-that they see the request context (TLS peer, metadata), as the OpenTelemetry interceptor does.
+Order on every server (outermost first): `jukilib.grpc.tracing.TracingInterceptor`,
+`ErrorInterceptor`, then `TrustedPeerInterceptor` on backends. Interceptors wrap the handler returned
+by `continuation` so that they see the request context (TLS peer, metadata).
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from jukilib.config import ServiceConfig
 from jukilib.db import migrations as migrations_mod
 from jukilib.db.bootstrap import runtime_role
 from jukilib.db.pool import Database
 from jukilib.grpc.interceptors import ErrorInterceptor, TrustedPeerInterceptor
+from jukilib.grpc.tracing import TracingInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class GrpcService:
         self.port = 0
 
     def _interceptors(self) -> list[aio.ServerInterceptor]:
-        chain: list[aio.ServerInterceptor] = [aio_server_interceptor(), ErrorInterceptor()]
+        chain: list[aio.ServerInterceptor] = [TracingInterceptor(), ErrorInterceptor()]
         if self.config.trusted_peers:
             chain.append(TrustedPeerInterceptor(self.config.trusted_peers))
         return chain

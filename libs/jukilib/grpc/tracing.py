@@ -1,0 +1,136 @@
+"""Traces of gRPC calls: a SERVER span for every call a service answers, joined to the caller's trace
+(W3C `traceparent` in the metadata), and a CLIENT span around every call a service makes (`outgoing`).
+
+This replaces OpenTelemetry's generic gRPC instrumentation (interceptors on every server and channel).
+Measured with `juki bench lookup` on this 2-core machine, that instrumentation cost about 280 µs of
+CPU per call in the gateway and as much in identity, even with every trace sampled out (a servicer
+context wrapper, metadata copies, an extra task per outgoing call): 20 % of a lookup through the
+gateway. The spans are the same kind, name and attributes: the span name is the full method
+(`/juki.identity.v1.IdentityService/LookupResident`), with `rpc.system`, `rpc.service`,
+`rpc.method` and `rpc.grpc.status_code`. No request or answer content is ever put on a span.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, cast
+
+import grpc
+from grpc import aio
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from jukilib.grpc.interceptors import Behavior, _wrap, _Wrapped
+
+Metadata = Sequence[tuple[str, str | bytes]]
+_tracer = trace.get_tracer("jukilib.grpc")
+
+
+class _MetadataGetter(Getter[Metadata]):
+    def get(self, carrier: Metadata, key: str) -> list[str] | None:
+        found = [value if isinstance(value, str) else value.decode() for name, value in carrier if name == key]
+        return found or None
+
+    def keys(self, carrier: Metadata) -> list[str]:
+        return [name for name, _ in carrier]
+
+
+_GETTER = _MetadataGetter()
+
+
+def method_attributes(method: str) -> dict[str, str]:
+    """`rpc.*` attributes of a full method name (`/package.Service/Method`)."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def _finish(span: trace.Span, code: grpc.StatusCode | None) -> None:
+    if not span.is_recording():
+        return
+    code = code or grpc.StatusCode.OK
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code is not grpc.StatusCode.OK:
+        span.set_status(Status(StatusCode.ERROR, code.name))
+
+
+class TracingInterceptor(aio.ServerInterceptor):
+    """The outermost interceptor of every server: one SERVER span per call, child of the caller's span."""
+
+    def __init__(self) -> None:
+        self._wrapped = _Wrapped()
+
+    async def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails,
+                                ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        return self._wrapped.get(method, handler, lambda: _traced(handler, method))
+
+
+def _server_span(method: str, attributes: dict[str, str],
+                 context: aio.ServicerContext[Any, Any]) -> contextlib.AbstractContextManager[trace.Span]:
+    metadata = cast(Metadata, context.invocation_metadata() or ())
+    parent = propagate.extract(metadata, getter=_GETTER)
+    return _tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes,
+                                         record_exception=False, set_status_on_exception=False)
+
+
+def _traced(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    attributes = method_attributes(method)
+
+    def wrap_unary(behavior: Behavior) -> Behavior:
+        async def traced(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            with _server_span(method, attributes, context) as span:
+                try:
+                    return await behavior(request, context)
+                finally:
+                    _finish(span, context.code())
+
+        return traced
+
+    def wrap_stream(behavior: Behavior) -> Behavior:
+        async def traced(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            with _server_span(method, attributes, context) as span:
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                finally:
+                    _finish(span, context.code())
+
+        return traced
+
+    return _wrap(handler, wrap_unary, wrap_stream)
+
+
+@contextlib.contextmanager
+def outgoing(method: str, metadata: Metadata = ()) -> Iterator[tuple[tuple[str, str | bytes], ...]]:
+    """A CLIENT span for a call this service makes to `method` (a full method name, see `method_name`),
+    and the call's metadata with the trace context added (`traceparent`), so that the callee's span
+    joins this trace. Outside any trace (a command-line client) the metadata goes unchanged and no span
+    is made. The span is not made current: a stream may be read by another task than the one that
+    opened it."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        yield tuple(metadata)
+        return
+    span = _tracer.start_span(method, kind=SpanKind.CLIENT, attributes=method_attributes(method),
+                              record_exception=False)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    try:
+        yield (*metadata, *carrier.items())
+    except grpc.aio.AioRpcError as error:
+        _finish(span, error.code())
+        raise
+    else:
+        _finish(span, grpc.StatusCode.OK)
+    finally:
+        span.end()
+
+
+def method_name(multicallable: Any) -> str:
+    """The full method name a stub's callable calls (grpc keeps it as bytes in `_method`)."""
+    method = getattr(multicallable, "_method", b"")
+    return method.decode() if isinstance(method, bytes) else str(method or "grpc")
