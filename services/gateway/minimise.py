@@ -85,12 +85,18 @@ def _collect_resources(msg: message.Message, found: list[message.Message]) -> No
     if is_resource:
         found.append(msg)
         return
+    _descend(msg, children, _collect_resources, found)
+
+
+def _descend(msg: message.Message, children: tuple[tuple[str, bool], ...],
+             collect: Callable[[message.Message, list[Any]], None], found: list[Any]) -> None:
+    """`collect` into each set message field named in `children` ((name, repeated) of a plan)."""
     for name, repeated in children:
         if repeated:
             for child in getattr(msg, name):
-                _collect_resources(child, found)
+                collect(child, found)
         elif msg.HasField(name):
-            _collect_resources(getattr(msg, name), found)
+            collect(getattr(msg, name), found)
 
 
 def record_versions(msg: message.Message, found: Sequence[message.Message] | None = None) -> list[str]:
@@ -122,12 +128,7 @@ def _collect_codes(msg: message.Message, found: list[str]) -> None:
             found.append(value)
     for name in lists:
         found.extend(code for code in getattr(msg, name) if code)
-    for name, repeated in children:
-        if repeated:
-            for child in getattr(msg, name):
-                _collect_codes(child, found)
-        elif msg.HasField(name):
-            _collect_codes(getattr(msg, name), found)
+    _descend(msg, children, _collect_codes, found)
 
 
 def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:

@@ -354,8 +354,8 @@ class _MemoViolations(Violations):
     rules are the validators'; only repeated evaluation is saved. A check whose values hardly repeat
     (addresses) stops being remembered after a while: remembering would only cost.
 
-    Every outcome lives in one dictionary keyed by (check, field, value...), looked up in the check's
-    own method: the look-up is most of the cost of a remembered check, which runs ten times a row."""
+    Every outcome lives in one dictionary keyed by (check, field, value...): the look-up is most of the
+    cost of a remembered check, which runs ten times a row."""
 
     SAMPLE = 50_000
     LIMIT = 500_000
@@ -390,59 +390,32 @@ class _MemoViolations(Violations):
             self._outcomes[key] = (tuple(self.items[start:]), result)
         return result
 
-    def required_text(self, field: str, value: str, *, max_length: int) -> None:
-        key = ("required_text", field, value, max_length)
+    def _remembered(self, key: tuple[Any, ...], check: Callable[..., Any], *args: Any) -> Any:
         found = self._outcomes.get(key)
-        if found is None:
-            self._check(key, _required_text, field, value, max_length)
-        elif found[0]:
-            self.items.extend(found[0])
+        return self._check(key, check, *args) if found is None else self._replay(found)
+
+    def required_text(self, field: str, value: str, *, max_length: int) -> None:
+        self._remembered(("required_text", field, value, max_length), _required_text, field, value, max_length)
 
     def optional_text(self, field: str, value: str, *, max_length: int) -> None:
-        key = ("optional_text", field, value, max_length)
-        found = self._outcomes.get(key)
-        if found is None:
-            self._check(key, _optional_text, field, value, max_length)
-        elif found[0]:
-            self.items.extend(found[0])
+        self._remembered(("optional_text", field, value, max_length), _optional_text, field, value, max_length)
 
     def kana(self, field: str, value: str) -> None:
-        key = ("kana", field, value)
-        found = self._outcomes.get(key)
-        if found is None:
-            self._check(key, Violations.kana, field, value)
-        elif found[0]:
-            self.items.extend(found[0])
+        self._remembered(("kana", field, value), Violations.kana, field, value)
 
     def sex_code(self, field: str, value: str) -> None:
-        key = ("sex_code", field, value)
-        found = self._outcomes.get(key)
-        if found is None:
-            self._check(key, Violations.sex_code, field, value)
-        elif found[0]:
-            self.items.extend(found[0])
+        self._remembered(("sex_code", field, value), Violations.sex_code, field, value)
 
     def municipality(self, field: str, value: str, table: Any = None) -> None:
-        key = ("municipality", field, value, id(table))
-        found = self._outcomes.get(key)
-        if found is None:
-            self._check(key, Violations.municipality, field, value, table)
-        elif found[0]:
-            self.items.extend(found[0])
+        self._remembered(("municipality", field, value, id(table)), Violations.municipality, field, value, table)
 
     def partial_date(self, field: str, value: Any) -> None:
         key = ("partial_date", field, value.precision, value.year, value.month, value.day, value.original_text)
-        found = self._outcomes.get(key)
-        if found is None:
-            self._check(key, Violations.partial_date, field, value)
-        elif found[0]:
-            self.items.extend(found[0])
+        self._remembered(key, Violations.partial_date, field, value)
 
     def calendar_date(self, field: str, value: Any) -> dt.date | None:
-        key = ("calendar_date", field, value.year, value.month, value.day)
-        found = self._outcomes.get(key)
-        result: dt.date | None = self._check(key, Violations.calendar_date, field, value) if found is None else (
-            self._replay(found))
+        result: dt.date | None = self._remembered(("calendar_date", field, value.year, value.month, value.day),
+                                                  Violations.calendar_date, field, value)
         return result
 
 
