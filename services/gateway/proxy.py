@@ -112,6 +112,20 @@ def _stream_opener(stub: Any, path: str) -> OpenStream:
     return open_stream
 
 
+OVERSEAS_EMIGRANT_FIELD = "record.overseas_emigrant"
+
+
+def forwarded_mask(purpose: Purpose) -> tuple[str, ...] | None:
+    """The field mask a backend is told (`caller.Caller.fields`): the purpose's, plus what the gateway
+    itself reads before it minimises (the 30-44-6 check reads `record.overseas_emigrant`); None when the
+    purpose may receive every field."""
+    if purpose.all_fields:
+        return None
+    if purpose.overseas_emigrant_only and OVERSEAS_EMIGRANT_FIELD not in purpose.fields:
+        return (*purpose.fields, OVERSEAS_EMIGRANT_FIELD)
+    return purpose.fields
+
+
 def _certificate(context: aio.ServicerContext[Any, Any]) -> tuple[str, str]:
     """(organisation code, SHA-256 fingerprint) of the client certificate."""
     pems = list(context.auth_context().get("x509_pem_cert") or [])
@@ -227,7 +241,7 @@ class Gateway:
         entry.decision = ALLOWED
         entry.reason = f"purpose {purpose.code} granted"
         # The backend learns the mask so that it leaves unread what would be cut (minimise still cuts).
-        return dataclasses.replace(who, fields=None if purpose.all_fields else purpose.fields), purpose
+        return dataclasses.replace(who, fields=forwarded_mask(purpose)), purpose
 
     async def _operator(self, context: aio.ServicerContext[Any, Any], organization: str,
                         entry: LogEntry) -> Operator | None:

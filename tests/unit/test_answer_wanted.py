@@ -28,3 +28,23 @@ def test_the_whole_record_path_keeps_every_record_key() -> None:
 def test_an_empty_mask_still_carries_the_name_version_and_resident_code() -> None:
     wanted = Wanted.of(Caller(organization="o", fields=()))
     assert wanted.fields == {"name", "version"} and wanted.record == {"resident_code"}
+
+
+def test_the_gateway_forwards_what_its_own_checks_read() -> None:
+    import dataclasses
+
+    from jukilib.domain.municipalities import gunma_municipalities
+    from services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
+    from services.gateway.proxy import OVERSEAS_EMIGRANT_FIELD, forwarded_mask
+
+    purposes = load_catalogue(DEFAULT_CATALOGUE, gunma_municipalities()).purposes.values()
+    for purpose in purposes:
+        mask = forwarded_mask(purpose)
+        assert (mask is None) == purpose.all_fields
+        assert mask is None or set(purpose.fields) <= set(mask)
+    overseas = next(p for p in purposes if p.overseas_emigrant_only)
+    # A 30-44-6 purpose whose mask left the flag out: the register still sends it, for the gateway's check
+    # (which then cuts it, as it is outside the purpose's mask).
+    narrowed = dataclasses.replace(overseas, fields=tuple(f for f in overseas.fields if f != OVERSEAS_EMIGRANT_FIELD))
+    assert OVERSEAS_EMIGRANT_FIELD in (forwarded_mask(narrowed) or ())
+    assert "overseas_emigrant" in (Wanted.of(Caller(organization="o", fields=forwarded_mask(narrowed))).record or ())
