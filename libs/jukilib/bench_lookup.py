@@ -20,20 +20,25 @@ included (backends trust the gateway's certificate), so the identity service doe
 behind the gateway. The rate
 limits of the gateway are raised (`--rate`) so that they do not cap the measurement.
 
-Three phases, each a child process (as an organ's system would be another process) with one channel,
-each warmed up first (`--warm-up` single lookups, `BATCH_WARM_UP` batches), on codes drawn (seeded)
-from the loaded residents:
+Three phases, each run by child processes (as an organ's system would be another process) with one
+channel, each warmed up first (`--warm-up` single lookups, `BATCH_WARM_UP` batches), on codes drawn
+(seeded) from the loaded residents:
 
 - `direct`: `--lookups` LookupResident calls to identity, `--concurrency` in flight;
 - `gateway`: the same calls through the gateway;
 - `batch`: `--batch-calls` BatchLookupResidents calls of `--batch-size` codes through the gateway,
   `--batch-concurrency` in flight.
 
+The two single-lookup paths run in `--rounds` alternating rounds (direct, gateway, direct, gateway, …;
+a child process per round, its calls a share of `--lookups`), and each path's figures cover all its
+rounds: on a shared machine whose speed drifts during the run, the drift then weighs on both paths
+alike and the ratio compares like with like.
+
 Every answer is checked (the resident whose code was asked, the 個人番号 absent through the gateway
 when the purpose's mask leaves it out); any failure counts as an error and makes the exit status 1.
-CPU time per call is that of this process (identity and gateway together: one event loop), of
-PostgreSQL's processes (with psutil) and of the client process; with the load average, since other
-processes on the machine skew every figure. One JSON object on stdout.
+CPU time per call is that of each service process and of PostgreSQL's processes (with psutil) and of
+the client process; with the load average, since other processes on the machine skew every figure.
+One JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +88,8 @@ def add_bench_lookup(bench_subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=1_000_000.0,
                         help="the gateway's rate limits per organisation and per operator (calls/s)")
     parser.add_argument("--seed", type=int, default=20261126, help="seed of the residents and of the codes asked")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of the two single-lookup paths (each a share of --lookups)")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help="comma-separated phases to run (for profiling one path; the figures of a phase not run "
                              "are null)")
@@ -182,8 +189,14 @@ async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: di
             batch_concurrency=args.batch_concurrency, seed=args.seed)
         cpu = benchkit.Cpu(home / "pgdata", {name: child.process.pid for name, child in services.items()})
         figures: dict[str, Any] = {"persons": len(codes)}
-        for phase in (p for p in PHASES if p in args.phases.split(",")):
-            figures[phase] = await _phase(phase, spec, cpu, args)
+        wanted = args.phases.split(",")
+        rounds: dict[str, list[dict[str, Any]]] = {phase: [] for phase in ("direct", "gateway") if phase in wanted}
+        for index, share in enumerate(_shares(args.lookups, args.rounds)):
+            for phase, done in rounds.items():  # each round asks other codes (its own seed)
+                done.append(await _phase(phase, replace(spec, phase=phase, lookups=share, seed=spec.seed + index), cpu))
+        figures.update({phase: _combined(done) for phase, done in rounds.items()})
+        if "batch" in wanted:
+            figures["batch"] = await _phase("batch", replace(spec, phase="batch"), cpu)
         figures["operation_log_rows"], figures["operation_log_commits"] = await _count_log(databases["gateway"].url)
     return figures
 
@@ -197,15 +210,36 @@ def _purpose_fields(code: str) -> list[str] | None:
     return None if purpose.all_fields else list(purpose.fields)
 
 
-async def _phase(phase: str, spec: _ClientSpec, cpu: benchkit.Cpu, args: argparse.Namespace) -> dict[str, Any]:
-    warm, count = (BATCH_WARM_UP, args.batch_calls) if phase == "batch" else (args.warm_up, args.lookups)
+def _shares(total: int, rounds: int) -> list[int]:
+    """`total` calls in `rounds` near-equal shares (fewer rounds than calls)."""
+    rounds = max(1, min(rounds, total))
+    return [total // rounds + (1 if index < total % rounds else 0) for index in range(rounds)]
+
+
+def _combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One path's figures over its rounds: calls per second of all its calls, percentiles of all its
+    latencies, CPU per call weighted by the calls of each round."""
+    calls = sum(r["calls"] for r in rounds)
+    seconds = sum(r["seconds"] for r in rounds)
+    cpu: dict[str, float] = {}
+    for r in rounds:
+        for key, value in r["cpu_us"].items():
+            cpu[key] = cpu.get(key, 0.0) + value * r["calls"] / calls
+    return {"per_second": calls / seconds, "seconds": round(seconds, 2), "errors": sum(r["errors"] for r in rounds),
+            "latency_ms": benchkit.latency([x for r in rounds for x in r["samples"]]),
+            "cpu_us": {key: round(value, 1) for key, value in cpu.items()}, "rounds": len(rounds)}
+
+
+async def _phase(phase: str, spec: _ClientSpec, cpu: benchkit.Cpu) -> dict[str, Any]:
+    warm, count = (BATCH_WARM_UP, spec.batch_calls) if phase == "batch" else (spec.warm_up, spec.lookups)
     started = cpu.start()
-    result = await _client_process(_ClientSpec(**{**asdict(spec), "phase": phase}))
+    result = await _client_process(spec)
     # The services' CPU is read around the whole child run (warm-up included, hence divided by warm-up +
     # measured calls); the child reads its own over the measured part.
     result["cpu_us"] = cpu.per_notification(started, warm + count, "bench")
     result["cpu_us"]["services"] = round(result["cpu_us"].get("identity", 0) + result["cpu_us"].get("gateway", 0), 1)
     result["cpu_us"]["client"] = round(result.pop("client_cpu") / count * 1e6, 1)
+    result["calls"] = count
     return result
 
 
@@ -231,7 +265,7 @@ _NOT_RUN: dict[str, Any] = {"per_second": 0.0, "seconds": None, "errors": 0, "la
 def _result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]:
     direct, gateway, batch = (figures.get(phase, _NOT_RUN) for phase in PHASES)
     # The gateway and batch phases go through the gateway: one log row per call, warm-up included.
-    expected_log = ((args.warm_up + args.lookups if "gateway" in figures else 0)
+    expected_log = ((args.warm_up * gateway.get("rounds", 0) + args.lookups if "gateway" in figures else 0)
                     + (BATCH_WARM_UP + args.batch_calls if "batch" in figures else 0))
     return {
         "gateway_per_second": round(gateway["per_second"]) if "gateway" in figures else None,
@@ -246,6 +280,7 @@ def _result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]
         "cpu_us_per_call": {"direct": direct["cpu_us"], "gateway": gateway["cpu_us"], "batch": batch["cpu_us"]},
         "errors": direct["errors"] + gateway["errors"] + batch["errors"],
         "lookups": args.lookups,
+        "rounds": direct.get("rounds") or gateway.get("rounds"),
         "batch_calls": args.batch_calls,
         "batch_size": args.batch_size,
         "concurrency": args.concurrency,
@@ -353,7 +388,7 @@ async def _client_run(spec: _ClientSpec) -> dict[str, Any]:
             codes = [rng.choice(spec.codes) for _ in range(spec.warm_up + spec.lookups)]
             await benchkit.timed(codes[:spec.warm_up], spec.concurrency, lookup)
             started = time.process_time()
-            result = await benchkit.timed(codes[spec.warm_up:], spec.concurrency, lookup)
+            result = await benchkit.timed(codes[spec.warm_up:], spec.concurrency, lookup, keep_samples=True)
         result["client_cpu"] = time.process_time() - started
     return result
 

@@ -43,9 +43,11 @@ def latency(samples: list[float]) -> dict[str, float]:
             "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2)}
 
 
-async def timed(items: list[Any], concurrency: int, call: Callable[[Any], Awaitable[int]]) -> dict[str, Any]:
+async def timed(items: list[Any], concurrency: int, call: Callable[[Any], Awaitable[int]], *,
+                keep_samples: bool = False) -> dict[str, Any]:
     """Run `call` over `items` with `concurrency` workers; rate, errors (raised, or the count `call`
-    returns) and latencies."""
+    returns) and latencies (with every sample, in seconds, when `keep_samples`: percentiles over several
+    runs are computed from all their samples)."""
     pending = iter(items)
     latencies: list[float] = []
     errors = 0
@@ -63,8 +65,11 @@ async def timed(items: list[Any], concurrency: int, call: Callable[[Any], Awaita
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - started
-    return {"per_second": len(items) / seconds, "seconds": round(seconds, 2), "errors": errors,
-            "latency_ms": latency(latencies)}
+    result = {"per_second": len(items) / seconds, "seconds": round(seconds, 2), "errors": errors,
+              "latency_ms": latency(latencies)}
+    if keep_samples:
+        result["samples"] = latencies
+    return result
 
 
 async def child_process(module: str, spec: dict[str, Any], what: str) -> dict[str, Any]:

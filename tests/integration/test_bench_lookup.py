@@ -18,7 +18,7 @@ def _bench(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "jukilib.cli", "bench", "lookup", "--persons", "300", "--lookups", "200",
          "--warm-up", "20", "--concurrency", "8", "--batch-calls", "3", "--batch-size", "100",
-         "--batch-concurrency", "2", "--pool", "4"],
+         "--batch-concurrency", "2", "--pool", "4", "--rounds", "2"],
         capture_output=True, text=True, timeout=240, env=environment, check=False)
 
 
@@ -36,7 +36,8 @@ def test_bench_lookup_prints_one_json_object_with_the_figures_and_no_errors(tmp_
     assert len(lines) == 1
     result = json.loads(lines[0])
     assert all(isinstance(result[key], int | float) and result[key] > 0 for key in KEYS), result
-    assert result["errors"] == 0 and result["persons"] == 300
-    # Every call through the gateway (warm-up included) left its operation-log row before it was answered.
-    assert result["operation_log_rows"] == result["expected_operation_log_rows"] == 20 + 200 + 4 + 3
+    assert result["errors"] == 0 and result["persons"] == 300 and result["rounds"] == 2
+    # Every call through the gateway (each round's warm-up included) left its operation-log row before it
+    # was answered.
+    assert result["operation_log_rows"] == result["expected_operation_log_rows"] == 2 * 20 + 200 + 4 + 3
     assert not list(tmp_path.glob("juki-bench-lookup-*"))  # the temporary directory is gone
