@@ -1,13 +1,15 @@
 """Traces of gRPC calls: a SERVER span for every call a service answers, joined to the caller's trace
 (W3C `traceparent` in the metadata), and a CLIENT span around every call a service makes (`outgoing`).
 
-This replaces OpenTelemetry's generic gRPC instrumentation (interceptors on every server and channel).
-Measured with `juki bench lookup` on this 2-core machine, that instrumentation cost about 280 µs of
-CPU per call in the gateway and as much in identity, even with every trace sampled out (a servicer
-context wrapper, metadata copies, an extra task per outgoing call): 20 % of a lookup through the
-gateway. The spans are the same kind, name and attributes: the span name is the full method
-(`/juki.identity.v1.IdentityService/LookupResident`), with `rpc.system`, `rpc.service`,
-`rpc.method` and `rpc.grpc.status_code`. No request or answer content is ever put on a span.
+This replaces OpenTelemetry's generic gRPC instrumentation (interceptors on every server and channel),
+which makes and ends spans on every call even when the trace is sampled out. Here a call whose caller's
+trace is sampled out makes no span at all and passes the context on (no sampler would record it).
+Measured on this 2-core machine, one process, a trivial method, 64 calls in flight, 6 interleaved
+rounds: 547-726 µs of CPU per call (client and server) without tracing, 852-1,061 µs with the generic
+instrumentation, 771-882 µs with this module. The spans are of the same kind, name and attributes: the
+full method as name (`/juki.identity.v1.IdentityService/LookupResident`), `rpc.system`,
+`rpc.service`, `rpc.method` and `rpc.grpc.status_code`. No request or answer content is ever put on a
+span.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, cast
 
 import grpc
 from grpc import aio
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -70,12 +73,25 @@ class TracingInterceptor(aio.ServerInterceptor):
         return self._wrapped.get(method, handler, lambda: _traced(handler, method))
 
 
-def _server_span(method: str, attributes: dict[str, str],
-                 context: aio.ServicerContext[Any, Any]) -> contextlib.AbstractContextManager[trace.Span]:
+@contextlib.contextmanager
+def _server_span(method: str, attributes: dict[str, str], context: aio.ServicerContext[Any, Any]
+                 ) -> Iterator[trace.Span]:
     metadata = cast(Metadata, context.invocation_metadata() or ())
     parent = propagate.extract(metadata, getter=_GETTER)
-    return _tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes,
-                                         record_exception=False, set_status_on_exception=False)
+    caller_span = trace.get_current_span(parent)
+    if caller_span.get_span_context().is_valid and not caller_span.get_span_context().trace_flags.sampled:
+        # The caller's trace is sampled out, so no sampler records this call's span either (parent-based
+        # ones follow the caller, trace-id ratios decide alike on the same trace id): no span is made, the
+        # caller's context stays current so that calls made from here carry the same trace on.
+        token = otel_context.attach(parent)
+        try:
+            yield caller_span
+        finally:
+            otel_context.detach(token)
+        return
+    with _tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes,
+                                       record_exception=False, set_status_on_exception=False) as span:
+        yield span
 
 
 def _traced(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
@@ -112,12 +128,18 @@ def outgoing(method: str, metadata: Metadata = ()) -> Iterator[tuple[tuple[str, 
     joins this trace. Outside any trace (a command-line client) the metadata goes unchanged and no span
     is made. The span is not made current: a stream may be read by another task than the one that
     opened it."""
-    if not trace.get_current_span().get_span_context().is_valid:
+    current = trace.get_current_span().get_span_context()
+    if not current.is_valid:
         yield tuple(metadata)
+        return
+    if not current.trace_flags.sampled:  # sampled out: the trace goes on, no span is made (see above)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield (*metadata, *carrier.items())
         return
     span = _tracer.start_span(method, kind=SpanKind.CLIENT, attributes=method_attributes(method),
                               record_exception=False)
-    carrier: dict[str, str] = {}
+    carrier = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     try:
         yield (*metadata, *carrier.items())
