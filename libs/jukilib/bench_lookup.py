@@ -146,10 +146,8 @@ def _environments(args: argparse.Namespace, home: Path, pki: Any, databases: dic
     """The JUKI_* variables of identity and of the gateway, as `juki up` sets them, plus the benchmark's
     own: no relay workers, `--pool` connections, the gateway's rate limits at `--rate`, and traces
     sampled as OTEL_TRACES_SAMPLER says (default off, as when tracing is not set up)."""
-    from jukilib.suite import child_environment, ensure_keyring, ensure_operator_auth_key, free_port
-    from services.gateway.chain import ensure_signing_key
+    from jukilib.suite import child_environment, free_port
 
-    ensure_keyring(home), ensure_signing_key(home / "operation-log.key"), ensure_operator_auth_key(home)
     ports = {"identity": free_port(), "gateway": free_port(), "annex": 1, "disclosure": 1, "agency": 1}
     environments = {}
     for service in ("identity", "gateway"):

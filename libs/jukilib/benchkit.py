@@ -8,15 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
-import signal
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,64 +162,20 @@ async def bench_databases(prefix: str) -> AsyncIterator[tuple[Path, dict[str, Se
             await asyncio.to_thread(server.stop)
 
 
-@dataclass(frozen=True)
-class ServiceProcess:
-    """A service running as `juki serve <service>` runs it: its own process, configured by JUKI_* variables."""
-
-    service: str
-    port: int
-    process: asyncio.subprocess.Process
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
 @contextlib.asynccontextmanager
 async def service_processes(environments: Mapping[str, dict[str, str]], log_dir: Path, tls: TlsConfig,
-                            ready_timeout: float = 60.0) -> AsyncIterator[dict[str, ServiceProcess]]:
-    """Start `juki serve <service>` for each service (in order, each with its environment, which must set
-    JUKI_LISTEN to a fixed port), wait until each answers SERVING (asked with `tls`), and stop them all
-    afterwards (SIGTERM, SIGKILL after 10 s). Each one's log is `log_dir/<service>.log`."""
+                            ready_timeout: float = 60.0) -> AsyncIterator[dict[str, Any]]:
+    """`juki serve <service>` for each service as `juki up` starts them (`jukilib.suite.spawn`, in
+    order, each with its environment, which must set JUKI_LISTEN to a fixed port), once each answers
+    SERVING (asked with `tls`); all are stopped afterwards (SIGTERM, SIGKILL after 10 s)."""
+    from jukilib.suite import spawn, stop_children, wait_serving
+
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
-    started: dict[str, ServiceProcess] = {}
+    started = []
     try:
         for service, environment in environments.items():
-            with (log_dir / f"{service}.log").open("ab") as log:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "jukilib.cli", "serve", service, env=environment,
-                    stdout=log, stderr=log, start_new_session=True)
-            port = int(environment["JUKI_LISTEN"].rpartition(":")[2])
-            started[service] = ServiceProcess(service, port, process)
-            await _wait_serving(started[service], tls, ready_timeout, log_dir)
-        yield started
+            started.append(spawn(service, environment, log_dir))
+            await wait_serving(started[-1:], tls, ready_timeout, log_dir)
+        yield {child.service: child for child in started}
     finally:
-        await _stop(list(started.values()))
-
-
-async def _wait_serving(child: ServiceProcess, tls: TlsConfig, timeout: float, log_dir: Path) -> None:
-    from jukilib.client import health_status
-
-    deadline = time.monotonic() + timeout
-    while await health_status(child.target, tls) != "SERVING":
-        if child.process.returncode is not None:
-            raise RuntimeError(f"{child.service} exited with status {child.process.returncode}; "
-                               f"see {log_dir / (child.service + '.log')}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{child.service} not SERVING within {timeout:.0f} s")
-        await asyncio.sleep(0.2)
-
-
-async def _stop(children: list[ServiceProcess]) -> None:
-    for child in reversed(children):
-        if child.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.process.pid, signal.SIGTERM)
-    for child in children:
-        try:
-            async with asyncio.timeout(10):
-                await child.process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.process.pid, signal.SIGKILL)
-            await child.process.wait()
+        await asyncio.to_thread(stop_children, list(reversed(started)), 10.0)

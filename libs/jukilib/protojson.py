@@ -4,9 +4,10 @@
 of the JSON mapping: about 25 µs to write a record and 55 µs to read one back, paid on every
 notification and every answer. The registers' records are plain messages (strings, 32-bit integers,
 booleans, enums, nested plain messages), whose proto JSON is just the Python values. For those,
-`message_to_dict` and `dict_to_message` do exactly what `MessageToDict(preserving_proto_field_name=True)`
-and `ParseDict(ignore_unknown_fields=True)` do (tests compare them on generated records), from a plan
-made once per message type; every other message goes through json_format itself.
+`message_to_dict` does exactly what `MessageToDict(preserving_proto_field_name=True)` does, and
+`constructor_value` hands a message constructor what `ParseDict(ignore_unknown_fields=True)` would
+read (tests compare them on generated records), from a plan made once per message type; every other
+message goes through json_format itself.
 """
 
 from __future__ import annotations
@@ -36,11 +37,6 @@ class FieldPlan:
     names: dict[int, str] | None
     """Enum value names by number."""
     nested: dict[str, FieldPlan] | None
-
-    @functools.cached_property
-    def numbers(self) -> dict[str, int]:
-        """Enum value numbers by name."""
-        return {name: number for number, name in (self.names or {}).items()}
 
     @functools.cached_property
     def labels(self) -> frozenset[str]:
@@ -148,16 +144,6 @@ def is_canonical(fields: dict[str, Any], plan: Plan) -> bool:
     return True
 
 
-def dict_to_message(data: dict[str, Any], target: message.Message) -> message.Message:
-    """`json_format.ParseDict(data, target, ignore_unknown_fields=True)`, directly when `data` is what
-    `message_to_dict` writes (what the registers store); json_format decides anything else."""
-    plan = plan_of(target.DESCRIPTOR)
-    if plan is None or not is_canonical(data, plan):
-        return json_format.ParseDict(data, target, ignore_unknown_fields=True)
-    _fill(target, data, plan)
-    return target
-
-
 def constructor_value(data: dict[str, Any], message_type: type[message.Message]) -> dict[str, Any] | message.Message:
     """What a message constructor takes, for a field of `message_type`, to hold what `data` holds (proto
     JSON as the registers store it): `data` itself when it is what `message_to_dict` writes (the
@@ -169,30 +155,11 @@ def constructor_value(data: dict[str, Any], message_type: type[message.Message])
     return json_format.ParseDict(data, message_type(), ignore_unknown_fields=True)
 
 
-def _fill(target: Any, data: dict[str, Any], plan: Plan) -> None:
-    for name, value in data.items():
-        field_plan = plan[name]
-        if field_plan.nested is not None:
-            child = getattr(target, name)
-            child.SetInParent()
-            _fill(child, value, field_plan.nested)
-        elif field_plan.names is not None:
-            setattr(target, name, field_plan.numbers[value])
-        else:
-            setattr(target, name, value)
-
-
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def set_timestamp(target: Any, value: dt.datetime) -> None:
-    """`Timestamp.FromDatetime(value)` for an aware datetime, without its pure-Python calendar walk."""
-    delta = value - _EPOCH
-    target.seconds = delta.days * 86_400 + delta.seconds
-    target.nanos = delta.microseconds * 1000
-
-
 def timestamp_value(value: dt.datetime) -> dict[str, int]:
-    """What a constructor takes for a Timestamp field holding the aware datetime `value` (as `set_timestamp`)."""
+    """What a constructor takes for a Timestamp field holding the aware datetime `value`: what
+    `Timestamp.FromDatetime` sets, without its pure-Python calendar walk."""
     delta = value - _EPOCH
     return {"seconds": delta.days * 86_400 + delta.seconds, "nanos": delta.microseconds * 1000}

@@ -147,6 +147,51 @@ class Child:
     port: int
     process: subprocess.Popen[bytes]
 
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def spawn(service: str, env: dict[str, str], log_dir: Path) -> Child:
+    """`juki serve <service>` as a child in its own session, configured by `env` (whose JUKI_LISTEN names
+    its port), its output appended to `log_dir/<service>.log`."""
+    with (log_dir / f"{service}.log").open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "jukilib.cli", "serve", service],
+                                   env=env, stdout=log, stderr=log, start_new_session=True)
+    return Child(service, int(env["JUKI_LISTEN"].rpartition(":")[2]), process)
+
+
+async def wait_serving(children: list[Child], tls: TlsConfig, timeout: float, log_dir: Path) -> None:
+    """Until every child's health check answers SERVING (asked with `tls`); raises when one exits or
+    `timeout` seconds pass."""
+    from jukilib.client import health_status
+
+    deadline = time.monotonic() + timeout
+    for child in children:
+        while (status := await health_status(child.target, tls)) != "SERVING":
+            if child.process.poll() is not None:
+                raise RuntimeError(f"{child.service} exited with code {child.process.returncode}; "
+                                   f"see {log_dir / (child.service + '.log')}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{child.service} not SERVING within {timeout:.0f}s (last: {status})")
+            await asyncio.sleep(0.3)
+
+
+def stop_children(children: list[Child], grace: float) -> None:
+    """SIGTERM every child, SIGKILL what is left after `grace` seconds."""
+    for child in children:
+        if child.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
+
 
 def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dict[str, int],
                       home: Path) -> dict[str, str]:
@@ -192,28 +237,13 @@ class Suite:
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         for service in START_ORDER:
-            env = child_environment(service, pki, urls[service], ports, self.home)
-            with (logs / f"{service}.log").open("ab") as log:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "jukilib.cli", "serve", service],
-                    env=env, stdout=log, stderr=log, start_new_session=True,
-                )
-            self.children.append(Child(service, ports[service], process))
+            self.children.append(spawn(service, child_environment(service, pki, urls[service], ports, self.home),
+                                       logs))
         return ports
 
     async def wait_serving(self, pki: DevPki, timeout: float) -> None:
-        from jukilib.client import health_status
-
         tls = TlsConfig(cert=pki.servers["gateway"].cert, key=pki.servers["gateway"].key, ca=pki.ca_cert)
-        deadline = time.monotonic() + timeout
-        for child in self.children:
-            while (status := await health_status(f"127.0.0.1:{child.port}", tls)) != "SERVING":
-                if child.process.poll() is not None:
-                    raise RuntimeError(f"{child.service} exited with code {child.process.returncode}; "
-                                       f"see {self.home / 'logs' / (child.service + '.log')}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{child.service} not SERVING within {timeout:.0f}s (last: {status})")
-                await asyncio.sleep(0.3)
+        await wait_serving(self.children, tls, timeout, self.home / "logs")
 
     def write_endpoints(self, pki: DevPki, ports: dict[str, int], database_url: str,
                         gateway_database_url: str = "") -> Path:
@@ -234,18 +264,7 @@ class Suite:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every child, SIGKILL what is left after `grace`, then stop the database."""
         (self.home / "endpoints.json").unlink(missing_ok=True)
-        for child in self.children:
-            if child.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in self.children:
-            try:
-                child.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGKILL)
-                child.process.wait()
+        stop_children(self.children, grace)
         self.children.clear()
         if self.embedded is not None:
             self.embedded.stop()

@@ -72,7 +72,6 @@ class OperationLog:
         self._last_checkpoint: tuple[int, dt.datetime | None] | None = None
         """(sequence, signed at) of the newest checkpoint this writer knows, (0, None) for none: read once,
         then kept. Another replica's newer checkpoint only makes this one sign sooner than needed."""
-        self._signed: tuple[int, dt.datetime] | None = None  # signed in the transaction being committed
 
     async def write(self, entry: LogEntry) -> int:
         """Append `entry`; returns its sequence number once it is committed."""
@@ -104,7 +103,6 @@ class OperationLog:
                     future.set_result(sequence)
 
     async def _commit(self, entries: list[LogEntry]) -> list[int]:
-        self._signed = None
         async with self._database.transaction() as connection:
             await connection.execute("SELECT pg_advisory_xact_lock(hashtext('juki.operation_log'))")
             tail = await connection.fetchrow(
@@ -118,12 +116,14 @@ class OperationLog:
                 records.append((*(values[c] for c in _COLUMNS[:-2]), previous, digest))
                 previous = digest
             await connection.copy_records_to_table("operation_log", records=records, columns=_COLUMNS)
-            await self._checkpoint_if_due(connection, sequence, previous)
-        if self._signed is not None:  # committed: the newest checkpoint now
-            self._last_checkpoint = self._signed
+            signed = await self._checkpoint_if_due(connection, sequence, previous)
+        if signed is not None:  # committed: the newest checkpoint now
+            self._last_checkpoint = signed
         return [r[0] for r in records]
 
-    async def _checkpoint_if_due(self, connection: asyncpg.Connection, sequence: int, head: bytes) -> None:
+    async def _checkpoint_if_due(self, connection: asyncpg.Connection, sequence: int, head: bytes,
+                                 ) -> tuple[int, dt.datetime] | None:
+        """Sign a checkpoint at `sequence` when one is due; returns its (sequence, signed at), or None."""
         if self._last_checkpoint is None:
             row = await connection.fetchrow(
                 "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
@@ -136,7 +136,8 @@ class OperationLog:
                 "INSERT INTO operation_log_checkpoint (sequence, entry_hash, key_id, signature, signed_at)"
                 " VALUES ($1, $2, $3, $4, $5)",
                 sequence, head, self._key.key_id, self._key.sign(sequence, head), now)
-            self._signed = (sequence, now)
+            return sequence, now
+        return None
 
 
 def _values(entry: LogEntry, sequence: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ protobuf and the engine's JSON records, resource names, as-of reads, search, pag
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import uuid
@@ -65,16 +66,7 @@ class Wanted:
 
     @classmethod
     def of(cls, who: caller.Caller | None) -> Wanted:
-        if who is None or who.fields is None:
-            return EVERYTHING
-        fields, record, whole_record = {"name", "version"}, {"resident_code"}, False
-        for path in who.fields:
-            head, _, rest = path.partition(".")
-            fields.add(head)
-            if head == "record":
-                whole_record = whole_record or not rest
-                record.add(rest.partition(".")[0])
-        return cls(frozenset(fields), None if whole_record else frozenset(record))
+        return EVERYTHING if who is None or who.fields is None else _wanted_for(who.fields)
 
     def has(self, field: str) -> bool:
         return self.fields is None or field in self.fields
@@ -86,6 +78,19 @@ class Wanted:
 
 
 EVERYTHING = Wanted()
+
+
+@functools.lru_cache(maxsize=256)
+def _wanted_for(mask: tuple[str, ...]) -> Wanted:
+    """`Wanted` of one mask, worked out once (a purpose's mask comes with every call made for it)."""
+    fields, record, whole_record = {"name", "version"}, {"resident_code"}, False
+    for path in mask:
+        head, _, rest = path.partition(".")
+        fields.add(head)
+        if head == "record":
+            whole_record = whole_record or not rest
+            record.add(rest.partition(".")[0])
+    return Wanted(frozenset(fields), None if whole_record else frozenset(record))
 
 
 def _change_fields(change: Change) -> dict[str, Any]:
