@@ -47,8 +47,9 @@ from jukilib.grpc import tracing
 from jukilib.grpc.interceptors import abort_with, log_unexpected, translate
 from jukilib.operator_credential import CREDENTIAL_KEY, OperatorClaims, check_in_force, genuine_claims
 from jukilib.telemetry import current_trace_id
-from services.gateway import minimise, volume
+from services.gateway import coalesce, minimise, volume
 from services.gateway.admission import Admission
+from services.gateway.coalesce import LookupCoalescer
 from services.gateway.operators import Operator, OperatorRegistry
 from services.gateway.oplog import LogEntry, OperationLog
 from services.gateway.policy import Catalogue, Purpose
@@ -74,6 +75,8 @@ class Route:
     method: MethodDescriptor
     invoke: Invoke | None = None
     open_stream: OpenStream | None = None
+    coalescer: LookupCoalescer | None = None
+    """For a single lookup whose register has the batch lookup: how concurrent calls share one."""
 
     @property
     def path(self) -> str:
@@ -90,8 +93,17 @@ def backend_routes(service: ServiceDescriptor, channel: aio.Channel, only: Itera
         if method.client_streaming and method.server_streaming:
             routes.append(Route(method, open_stream=_stream_opener(channel.stream_stream(path), path)))
         elif not (method.client_streaming or method.server_streaming):
-            routes.append(Route(method, invoke=_invoker(channel.unary_unary(path), path)))
+            routes.append(Route(method, invoke=_invoker(channel.unary_unary(path), path),
+                                coalescer=_coalescer(service, method, channel)))
     return routes
+
+
+def _coalescer(service: ServiceDescriptor, method: MethodDescriptor, channel: aio.Channel) -> LookupCoalescer | None:
+    batch = coalesce.batch_method_of(service, method)
+    if batch is None:
+        return None
+    path = f"/{service.full_name}/{batch.name}"
+    return LookupCoalescer(method, batch, _invoker(channel.unary_unary(path), path))
 
 
 def _invoker(stub: Any, path: str) -> Invoke:
@@ -276,9 +288,13 @@ class Gateway:
         entry.resident_codes.extend(minimise.resident_codes(parsed))
         who, purpose = await self._authorize(route, context, entry)
         volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
+        code = route.coalescer.code_of(parsed) if route.coalescer else None
+        if route.coalescer and code is not None:
+            return await self._answer(await route.coalescer.lookup(code, who), None, purpose, who, entry)
         assert route.invoke is not None
         answer_bytes = await route.invoke(request, who)
-        return await self._answer(route, answer_bytes, purpose, who, entry)
+        answer = self._parse(route.method.output_type, answer_bytes, field="answer")
+        return await self._answer(answer, answer_bytes, purpose, who, entry)
 
     async def _count(self, purpose: Purpose, who: caller.Caller, codes: list[str]) -> None:
         """Volume caps on what is about to leave: per call, then per day (counted across replicas)."""
@@ -332,9 +348,10 @@ class Gateway:
         await self._log.write(entry)  # before this batch leaves
         return out
 
-    async def _answer(self, route: Route, answer_bytes: bytes, purpose: Purpose, who: caller.Caller,
-                      entry: LogEntry) -> bytes:
-        answer = self._parse(route.method.output_type, answer_bytes, field="answer")
+    async def _answer(self, answer: message.Message, answer_bytes: bytes | None, purpose: Purpose,
+                      who: caller.Caller, entry: LogEntry) -> bytes:
+        """`answer` counted, minimised and logged; the bytes that leave (the backend's own `answer_bytes`
+        when nothing was cut)."""
         codes = minimise.resident_codes(answer)
         entry.resident_codes.extend(codes)
         found = minimise.resources(answer)
@@ -344,7 +361,7 @@ class Gateway:
                                                    overseas_emigrant_only=purpose.overseas_emigrant_only, found=found)
         entry.status = "OK"
         await self._log.write(entry)  # before the answer leaves
-        if purpose.all_fields and not purpose.overseas_emigrant_only:
+        if answer_bytes is not None and purpose.all_fields and not purpose.overseas_emigrant_only:
             return answer_bytes  # nothing was cut: the backend's bytes leave as they came
         return answer.SerializeToString()
 

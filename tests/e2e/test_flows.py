@@ -266,25 +266,32 @@ async def test_trace_covers_gateway_identity_and_database(suite: RunningSuite,
                                 "EDU-SCHOLARSHIP-30-15-2-2")
     trace_id = int((await _log_rows(suite, request_id))[0]["trace_id"], 16)
     method = "/juki.identity.v1.IdentityService/LookupResident"
+    # The gateway sends single lookups to identity as batch lookups (services.gateway.coalesce).
+    batch_method = "/juki.identity.v1.IdentityService/BatchLookupResidents"
+
+    def spans() -> list[Any]:
+        return [s for s in span_exporter.get_finished_spans() if s.context.trace_id == trace_id]
 
     async def complete() -> bool:
-        spans = [s for s in span_exporter.get_finished_spans() if s.context.trace_id == trace_id]
-        servers = [s for s in spans if s.name == method and s.kind.name == "SERVER"]
-        database = [s for s in spans if (s.attributes or {}).get("db.system") == "postgresql"]
-        return len(servers) == 2 and bool(database)
+        database = [s for s in spans() if (s.attributes or {}).get("db.system") == "postgresql"]
+        return any(s.name == batch_method and s.kind.name == "SERVER" for s in spans()) and bool(database)
 
     await eventually(complete)
-    spans = [s for s in span_exporter.get_finished_spans() if s.context.trace_id == trace_id and s.name == method]
-    (gateway,) = [s for s in spans if s.kind.name == "SERVER" and s.parent is None]
-    (hop,) = [s for s in spans if s.kind.name == "CLIENT"]
-    (identity,) = [s for s in spans if s.kind.name == "SERVER" and s.parent is not None]
-    # gateway SERVER → its CLIENT call → identity SERVER, each with the rpc attributes and status.
-    assert hop.parent is not None and hop.parent.span_id == gateway.context.span_id
+    (gateway,) = [s for s in spans() if s.name == method and s.kind.name == "SERVER"]
+    (batch,) = [s for s in spans() if s.name == "gateway.coalesced_lookup"]
+    (hop,) = [s for s in spans() if s.name == batch_method and s.kind.name == "CLIENT"]
+    (identity,) = [s for s in spans() if s.name == batch_method and s.kind.name == "SERVER"]
+    # gateway SERVER → the batch it opened (linked to every call it serves) → its CLIENT call → identity SERVER.
+    assert gateway.parent is None
+    assert batch.parent is not None and batch.parent.span_id == gateway.context.span_id
+    assert [link.context.span_id for link in batch.links] == [gateway.context.span_id]
+    assert (batch.attributes or {})["juki.batch.size"] == 1
+    assert hop.parent is not None and hop.parent.span_id == batch.context.span_id
     assert identity.parent is not None and identity.parent.span_id == hop.context.span_id
-    for span in (gateway, hop, identity):
+    for span, name in ((gateway, "LookupResident"), (hop, "BatchLookupResidents"), (identity, "BatchLookupResidents")):
         attributes = span.attributes or {}
         assert attributes["rpc.service"] == "juki.identity.v1.IdentityService"
-        assert attributes["rpc.method"] == "LookupResident" and attributes["rpc.grpc.status_code"] == 0
+        assert attributes["rpc.method"] == name and attributes["rpc.grpc.status_code"] == 0
 
 
 async def test_a_refused_call_is_an_error_span_with_its_status_code(suite: RunningSuite,
