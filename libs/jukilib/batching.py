@@ -65,6 +65,8 @@ class Batcher(Generic[T, R]):
     async def _run(self) -> None:
         try:
             while self._queue:
+                # One turn of the event loop first: calls already received in this turn join the batch.
+                await asyncio.sleep(0)
                 await self._handle([self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))])
         finally:
             # Leave the set in the same step as the empty queue was seen: a caller that queues after this

@@ -6,10 +6,12 @@ the field."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -213,3 +215,34 @@ async def test_own_affairs_batch_of_the_annex_file_passes_every_field(suite: Run
     record = answer.results[0].annex_resident.record
     assert (record.resident_code, record.address) == (resident.resident_code, resident.address)
     assert answer.results[0].annex_resident.HasField("change")
+
+
+async def test_concurrent_single_lookups_are_each_answered_minimised_and_logged_on_their_own(
+        suite: RunningSuite, residents: Residents) -> None:
+    """The gateway sends concurrent single lookups to identity as batch lookups (`services.gateway.coalesce`);
+    each caller still gets its own answer or error, cut to the mask, and its own operation-log row."""
+    first, changed = residents.first, residents.changed
+    asked = [first.resident_code, changed.resident_code, UNKNOWN, residents.new_code] * 4
+
+    async def lookup(code: str) -> tuple[Any, str]:
+        try:
+            return await _call(suite, "kyoiku-iinkai", "identity.LookupResident",
+                               identity_pb2.LookupResidentRequest(resident_code=code), SCHOLARSHIP)
+        except grpc.aio.AioRpcError as error:
+            return error, error.request_id  # type: ignore[attr-defined]
+
+    outcomes = await asyncio.gather(*(lookup(code) for code in asked))
+
+    for code, (answer, request_id) in zip(asked, outcomes, strict=True):
+        (row,) = await _log_rows(suite, request_id)
+        assert (row["method"], row["purpose"], row["decision"]) == (
+            "/juki.identity.v1.IdentityService/LookupResident", SCHOLARSHIP, 1)
+        if code == UNKNOWN:
+            assert answer.code() == grpc.StatusCode.NOT_FOUND and _reason(answer) == "PERSON_NOT_FOUND"
+            assert (row["status"], row["resident_codes"]) == ("NOT_FOUND", [UNKNOWN])
+            continue
+        person = first if code == first.resident_code else changed
+        assert answer.record.full_name == person.full_name and answer.record.individual_number == ""
+        assert not answer.HasField("change") and person.individual_number.encode() not in answer.SerializeToString()
+        current = first.resident_code if person is first else residents.new_code
+        assert (row["status"], row["resident_codes"]) == ("OK", sorted({code, current}))
