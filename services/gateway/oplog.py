@@ -46,19 +46,45 @@ class LogEntry:
     """Version resource names of the records the answer disclosed."""
 
 
-_COLUMNS = ("sequence", "time", "request_id", "trace_id", "organization", "operator", "method", "purpose",
-            "legal_basis", "case_reference", "decision", "reason", "status", "resident_codes", "disclosed_fields",
-            "disclosed_versions", "prev_hash", "entry_hash")
+# The table's row type as migrations 0001-0004 build it (0002 added prev_hash and entry_hash, 0004
+# disclosed_versions after them): a batch travels as one `operation_log[]` parameter, rows in this order.
+_ROW = ("sequence", "time", "request_id", "trace_id", "organization", "operator", "method", "purpose",
+        "legal_basis", "case_reference", "decision", "reason", "status", "resident_codes", "disclosed_fields",
+        "prev_hash", "entry_hash", "disclosed_versions")
+_ENTRY_HASH = _ROW.index("entry_hash")
 MAX_BATCH = 1000
+LOCKED_ATTEMPTS = 3
+_LOCK = "pg_advisory_xact_lock(hashtext('juki.operation_log'))"
+
+# A batch and, when one is due, its checkpoint, in one statement: atomic without a transaction, and one
+# round trip. The rows are numbered and chained in Python from the tail the writer last committed.
+# Safety rests on `sequence` being the primary key and the log being append-only (the runtime role may
+# only INSERT): a stale tail makes the first row collide with the record that already has its number
+# (unique violation, nothing of the statement written); a current one makes the rows follow it with no
+# gap and link to its hash; two records never share a number, so the chain cannot fork.
+# The statement also takes the locked path's advisory lock (held until it commits), so a replica on the
+# locked path is not overtaken between reading the tail and appending to it. Both inserts read
+# `serialised`, so neither writes before the lock is held: the main query runs before a CTE it does not
+# read, and a checkpoint row written unlocked deadlocked with a locked append of the same sequence.
+_APPEND = f"""
+WITH serialised AS MATERIALIZED (SELECT {_LOCK}),
+     logged AS (INSERT INTO operation_log SELECT r.* FROM serialised, unnest($1::operation_log[]) AS r)
+INSERT INTO operation_log_checkpoint (sequence, entry_hash, key_id, signature, signed_at)
+SELECT $2::bigint, $3::bytea, $4::text, $5::bytea, $6::timestamptz FROM serialised WHERE $5::bytea IS NOT NULL"""
+
+Checkpoint = tuple[int, bytes, str, bytes, dt.datetime]
+"""(sequence, entry_hash, key_id, signature, signed_at) of a checkpoint to insert."""
 
 
 class OperationLog:
     """The hash-chained operation log, written by one group-commit task.
 
     Callers hand their entry to `write` and wait; the writer task takes everything queued, numbers and
-    chains it, inserts it in one transaction (serialised across replicas by an advisory lock) and
-    signs a checkpoint when one is due. Chaining thus never serialises the gateway per request
-    (PERFORMANCE.md). A write that fails or takes too long fails the call closed (UNAVAILABLE).
+    chains it after the last record it committed, and appends it with a checkpoint when one is due, in
+    one statement. When another replica appended meanwhile, that statement writes nothing and the batch
+    is chained again after the real tail, read in a transaction under an advisory lock. Chaining thus
+    never serialises the gateway per request (PERFORMANCE.md). A write that fails or takes too long
+    fails the call closed (UNAVAILABLE).
     """
 
     def __init__(self, database: Database, signing_key: SigningKey, *, checkpoint_every: int = 1000,
@@ -72,6 +98,9 @@ class OperationLog:
         self._last_checkpoint: tuple[int, dt.datetime | None] | None = None
         """(sequence, signed at) of the newest checkpoint this writer knows, (0, None) for none: read once,
         then kept. Another replica's newer checkpoint only makes this one sign sooner than needed."""
+        self._tail: tuple[int, bytes] | None = None
+        """(sequence, entry_hash) of the last record this writer committed; None until first read under
+        the lock. Stale once another replica appends, which the next append finds out (see _APPEND)."""
 
     async def write(self, entry: LogEntry) -> int:
         """Append `entry`; returns its sequence number once it is committed."""
@@ -84,7 +113,7 @@ class OperationLog:
                               "OPERATION_LOG_UNAVAILABLE") from None
 
     async def run(self) -> None:
-        """The writer: one batch per transaction, until cancelled."""
+        """The writer: one batch per append, until cancelled."""
         while True:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
@@ -103,41 +132,72 @@ class OperationLog:
                     future.set_result(sequence)
 
     async def _commit(self, entries: list[LogEntry]) -> list[int]:
-        async with self._database.transaction() as connection:
-            await connection.execute("SELECT pg_advisory_xact_lock(hashtext('juki.operation_log'))")
-            tail = await connection.fetchrow(
-                "SELECT sequence, entry_hash FROM operation_log ORDER BY sequence DESC LIMIT 1")
-            sequence, previous = (tail["sequence"], bytes(tail["entry_hash"])) if tail else (0, GENESIS)
-            records = []
-            for entry in entries:
-                sequence += 1
-                values = _values(entry, sequence)
-                digest = entry_hash(previous, values)
-                records.append((*(values[c] for c in _COLUMNS[:-2]), previous, digest))
-                previous = digest
-            await connection.copy_records_to_table("operation_log", records=records, columns=_COLUMNS)
-            signed = await self._checkpoint_if_due(connection, sequence, previous)
-        if signed is not None:  # committed: the newest checkpoint now
-            self._last_checkpoint = signed
-        return [r[0] for r in records]
+        if self._tail is not None:  # the common case: one statement after the tail this writer knows
+            rows = _chain(entries, *self._tail)
+            checkpoint = self._checkpoint_if_due(rows[-1])
+            try:
+                async with self._database.connection() as connection:
+                    await connection.execute(_APPEND, rows, *(checkpoint or (None,) * 5))
+            except asyncpg.UniqueViolationError:
+                pass  # another replica appended since: nothing was written, chain again after the real tail
+            else:
+                return self._committed(rows, checkpoint)
+        return await self._commit_locked(entries)
 
-    async def _checkpoint_if_due(self, connection: asyncpg.Connection, sequence: int, head: bytes,
-                                 ) -> tuple[int, dt.datetime] | None:
-        """Sign a checkpoint at `sequence` when one is due; returns its (sequence, signed at), or None."""
+    async def _commit_locked(self, entries: list[LogEntry]) -> list[int]:
+        """Append after the tail read under the advisory lock (and learn the newest checkpoint at first use)."""
+        for attempt in range(1, LOCKED_ATTEMPTS + 1):
+            try:
+                async with self._database.transaction() as connection:
+                    await connection.execute(f"SELECT {_LOCK}")
+                    tail = await connection.fetchrow(
+                        "SELECT sequence, entry_hash FROM operation_log ORDER BY sequence DESC LIMIT 1")
+                    if self._last_checkpoint is None:
+                        row = await connection.fetchrow(
+                            "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
+                        self._last_checkpoint = (row["sequence"], row["signed_at"]) if row else (0, None)
+                    rows = _chain(entries, *((tail["sequence"], bytes(tail["entry_hash"])) if tail else (0, GENESIS)))
+                    checkpoint = self._checkpoint_if_due(rows[-1])
+                    await connection.execute(_APPEND, rows, *(checkpoint or (None,) * 5))
+            except asyncpg.UniqueViolationError:
+                # Every append of this writer holds the lock, so only one that does not (another version,
+                # a manual insert) can get in between; nothing was written: chain again after the new tail.
+                if attempt == LOCKED_ATTEMPTS:
+                    raise
+                continue
+            return self._committed(rows, checkpoint)
+        raise AssertionError("unreachable")
+
+    def _committed(self, rows: list[tuple[Any, ...]], checkpoint: Checkpoint | None) -> list[int]:
+        self._tail = (rows[-1][0], rows[-1][_ENTRY_HASH])
+        if checkpoint is not None:  # committed: the newest checkpoint now
+            self._last_checkpoint = (checkpoint[0], checkpoint[4])
+        return [row[0] for row in rows]
+
+    def _checkpoint_if_due(self, head_row: tuple[Any, ...]) -> Checkpoint | None:
+        """The signed checkpoint of the chain head `head_row` when one is due, else None."""
         if self._last_checkpoint is None:
-            row = await connection.fetchrow(
-                "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
-            self._last_checkpoint = (row["sequence"], row["signed_at"]) if row else (0, None)
+            raise AssertionError("the newest checkpoint is read under the lock before the first append")
+        sequence, head = head_row[0], head_row[_ENTRY_HASH]
         last_sequence, signed_at = self._last_checkpoint
         now = dt.datetime.now(dt.UTC)
         if (signed_at is None or sequence - last_sequence >= self._checkpoint_every
                 or (now - signed_at).total_seconds() >= self._checkpoint_seconds):
-            await connection.execute(
-                "INSERT INTO operation_log_checkpoint (sequence, entry_hash, key_id, signature, signed_at)"
-                " VALUES ($1, $2, $3, $4, $5)",
-                sequence, head, self._key.key_id, self._key.sign(sequence, head), now)
-            return sequence, now
+            return sequence, head, self._key.key_id, self._key.sign(sequence, head), now
         return None
+
+
+def _chain(entries: list[LogEntry], sequence: int, previous: bytes) -> list[tuple[Any, ...]]:
+    """`entries` numbered after `sequence` and chained after `previous`, as `_ROW` tuples."""
+    rows = []
+    for entry in entries:
+        sequence += 1
+        values = _values(entry, sequence)
+        digest = entry_hash(previous, values)
+        values["prev_hash"], values["entry_hash"] = previous, digest
+        rows.append(tuple(values[c] for c in _ROW))
+        previous = digest
+    return rows
 
 
 def _values(entry: LogEntry, sequence: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -20,10 +21,10 @@ import pytest
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib.client import purpose_metadata
 from jukilib.config import DatabaseConfig
-from jukilib.db.pool import Database
+from jukilib.db.pool import Database, Isolation
 from jukilib.grpc.channels import secure_channel
 from services.gateway.chain import SigningKey, ensure_signing_key
-from services.gateway.oplog import LogEntry, OperationLog
+from services.gateway.oplog import _ROW, LogEntry, OperationLog
 from tests.conftest import RunningSuite, fresh_database
 
 ENTRIES = 30
@@ -69,6 +70,88 @@ async def test_intact_log_verifies_with_its_signed_checkpoints(written_log: tupl
     assert result.returncode == 0, result.stderr
     # Batches of 5 with a checkpoint due every 7 records: after records 5, 15 and 25.
     assert f"{ENTRIES} record(s), 3 signed checkpoint(s)" in result.stdout
+
+
+class _Replica(Database):
+    """One gateway replica's pool, counting the transactions its writer opens (the locked path)."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        super().__init__(config)
+        self.transactions = 0
+
+    @asynccontextmanager
+    async def transaction(self, isolation: Isolation = "read_committed") -> AsyncIterator[asyncpg.Connection]:
+        self.transactions += 1
+        async with super().transaction(isolation) as connection:
+            yield connection
+
+
+@pytest.fixture
+async def replicas(admin_url: str, home: Path) -> AsyncIterator[tuple[str, list[tuple[_Replica, OperationLog]]]]:
+    """A fresh gateway schema and two writers on it, each with its own pool, as two replicas have."""
+    url = (await fresh_database(admin_url))["gateway"].url
+    key = SigningKey.load(ensure_signing_key(home / "operation-log.key"))
+    pairs, writers = [], []
+    try:
+        for _ in range(2):
+            database = _Replica(DatabaseConfig(url=url, migration_url=None))
+            await database.connect()
+            log = OperationLog(database, key, checkpoint_every=7)
+            pairs.append((database, log))
+            writers.append(asyncio.create_task(log.run()))
+        yield url, pairs
+    finally:
+        for writer in writers:
+            writer.cancel()
+        for database, _ in pairs:
+            await database.close()
+
+
+async def test_two_replicas_writing_concurrently_keep_one_intact_chain(
+        replicas: tuple[str, list[tuple[_Replica, OperationLog]]], home: Path) -> None:
+    url, pairs = replicas
+    tasks, writes = 8, 40  # per replica
+
+    async def caller(log: OperationLog, first: int) -> list[int]:
+        return [await log.write(_entry(first + i)) for i in range(writes)]
+
+    results = await asyncio.gather(*(caller(log, 1 + (r * tasks + t) * writes)
+                                     for r, (_, log) in enumerate(pairs) for t in range(tasks)))
+    total = 2 * tasks * writes
+    assert sorted(s for result in results for s in result) == list(range(1, total + 1))
+    # Each replica found its tail stale and went through the locked path again, not only at first use.
+    assert all(database.transactions > 1 for database, _ in pairs)
+    result = _verify(url, home)
+    assert result.returncode == 0, result.stderr
+    assert f"{total} record(s)" in result.stdout
+
+
+async def test_a_writer_whose_tail_is_stale_appends_after_the_other_replica(
+        replicas: tuple[str, list[tuple[_Replica, OperationLog]]], home: Path) -> None:
+    url, [(first, log), (second, other)] = replicas
+    assert [await log.write(_entry(i)) for i in range(1, 3)] == [1, 2]
+    assert first.transactions == 1  # the tail is read once; the next append is one statement
+    assert await asyncio.gather(*(other.write(_entry(i)) for i in range(3, 6))) == [3, 4, 5]
+    assert await log.write(_entry(6)) == 6  # its tail said 2: refused by the primary key, then appended after 5
+    assert first.transactions == 2
+    assert await log.write(_entry(7)) == 7
+    assert first.transactions == 2
+    assert await other.write(_entry(8)) == 8  # and so was the other's, which said 5
+    assert second.transactions == 2
+    result = _verify(url, home)
+    assert result.returncode == 0, result.stderr
+    assert "8 record(s)" in result.stdout
+
+
+async def test_the_batch_row_type_is_the_table_row(written_log: tuple[str, str]) -> None:
+    connection = await asyncpg.connect(written_log[0])
+    try:
+        columns = await connection.fetch(
+            """SELECT attname FROM pg_attribute WHERE attrelid = 'operation_log'::regclass
+                 AND attnum > 0 AND NOT attisdropped ORDER BY attnum""")
+    finally:
+        await connection.close()
+    assert tuple(c["attname"] for c in columns) == _ROW
 
 
 TAMPERING = {
