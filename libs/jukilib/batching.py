@@ -4,8 +4,10 @@ A caller hands its item to `Batcher.submit` and waits. A runner takes everything
 `max_batch`) and hands it to `handle_many`, which answers each item in order with its result or its
 own exception. When the batcher is idle an item is handled at once, alone: nobody waits for a batch
 to fill. While a batch is being handled the next one gathers, so the batch size follows the load by
-itself. Two users: group commit of single notifications (`jukilib.register.group`) and the gateway's
-coalescing of single lookups into the registers' batch lookup (`services.gateway.coalesce`).
+itself; a batcher given a `linger` also lets each batch after the first of a busy spell wait that long
+for company (a lone call never waits). Two users: group commit of single notifications
+(`jukilib.register.group`) and the gateway's coalescing of single lookups into the registers' batch
+lookup (`services.gateway.coalesce`).
 
 Traces: each batch is a span (`span_name`, attribute `juki.batch.size`), child of the span of the
 call whose item opened the batch and linked to the span of every call it serves, so that a lone
@@ -35,7 +37,7 @@ class Batcher(Generic[T, R]):
     """Handles concurrently submitted items in shared batches."""
 
     def __init__(self, handle_many: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]], *,
-                 span_name: str, max_batch: int, runners: int = 1,
+                 span_name: str, max_batch: int, runners: int = 1, linger: float = 0.0,
                  attributes: Mapping[str, str] | None = None) -> None:
         if max_batch < 1 or runners < 1:
             raise ValueError("max_batch and runners must be at least 1")
@@ -43,6 +45,7 @@ class Batcher(Generic[T, R]):
         self._span_name = span_name
         self._max_batch = max_batch
         self._runners = runners
+        self._linger = linger
         self._attributes = dict(attributes or {})
         self._queue: deque[tuple[T, asyncio.Future[R], trace.SpanContext]] = deque()
         self._running: set[asyncio.Task[None]] = set()
@@ -63,10 +66,13 @@ class Batcher(Generic[T, R]):
         return await future
 
     async def _run(self) -> None:
+        busy = False
         try:
             while self._queue:
-                # One turn of the event loop first: calls already received in this turn join the batch.
-                await asyncio.sleep(0)
+                # One turn of the event loop first: calls already received in this turn join the batch. Once
+                # the queue has refilled while a batch was out (there is load), wait `linger` for more.
+                await asyncio.sleep(self._linger if busy else 0)
+                busy = True
                 await self._handle([self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))])
         finally:
             # Leave the set in the same step as the empty queue was seen: a caller that queues after this

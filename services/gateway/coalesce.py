@@ -41,6 +41,11 @@ RUNNERS = 1
 """Batch lookups of one caller in flight at once. One: the next batch gathers while it is in the register.
 With two, a saturated gateway sent batches of about one code (`juki bench lookup`: 613 lookups/s with
 identity at 746 µs of CPU per lookup, against 773/s and 412 µs with one)."""
+LINGER_SECONDS = 0.001
+"""How long a batch waits for more calls once lookups keep coming (a lone call never waits). Measured with
+`juki bench lookup` (64 callers), without it: batches of 2-3 codes, CPU per lookup identity 341 µs and
+gateway 985 µs, 957 lookups/s as many as straight to identity (958/s); with 1 ms: 254 and 799 µs,
+1,212/s against 1,085/s straight, p99 97 ms (+1 ms at most on a call's latency)."""
 _RESIDENT_CODE = re.compile(r"\d{11}", re.ASCII)
 
 Invoke = Callable[[bytes, caller.Caller], Awaitable[bytes]]
@@ -99,7 +104,8 @@ class LookupCoalescer:
         if batcher is None:
             batcher = self._batchers[key] = Batcher(
                 lambda codes: self._lookup_many(codes, key), span_name="gateway.coalesced_lookup",
-                max_batch=self._max_batch, runners=self._runners, attributes={"juki.backend.method": self._method})
+                max_batch=self._max_batch, runners=self._runners, linger=LINGER_SECONDS,
+                attributes={"juki.backend.method": self._method})
         try:
             return await batcher.submit(code)
         finally:
