@@ -101,17 +101,18 @@ async def test_the_same_notification_sent_concurrently_is_applied_once(
 
 async def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_runs() -> None:
     calls: list[int] = []
+    first_batch_out = asyncio.Event()
 
     async def flaky(notifications: Any) -> list[Any]:
         calls.append(len(notifications))
         if len(calls) == 1:
+            first_batch_out.set()
             raise ConnectionError("database gone")
         return list(notifications)
 
     group = GroupCommit(flaky, runners=1)
     first = asyncio.ensure_future(group.apply("a"))  # type: ignore[arg-type]
-    while not calls:  # the first batch is out (alone) before the others are queued
-        await asyncio.sleep(0)
+    await first_batch_out.wait()  # the first batch is out (alone) before the others are queued
     rest = [asyncio.ensure_future(group.apply(name)) for name in "bcd"]  # type: ignore[arg-type]
     with pytest.raises(ConnectionError):
         await first

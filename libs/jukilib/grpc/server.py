@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -115,6 +116,12 @@ class GrpcService:
         assert self._parts is not None
         for job in self._parts.background:
             self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "background")))
+        # What start-up made (modules, descriptors, catalogues, pools) lives as long as the process: frozen,
+        # the collector stops scanning it, so a full collection under load walks only what calls made
+        # (gateway under `juki bench lookup`: longest full collection 55 → 33 ms, p99 lookups 102-109 →
+        # 97-99 ms in two alternating pairs of runs).
+        gc.collect()
+        gc.freeze()
         await self._set_health(SERVING)
         self._ready.set()
         logger.info("serving", extra={"service": self.config.service})
