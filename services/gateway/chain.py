@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -42,8 +43,18 @@ def entry_hash(previous: bytes, record: Mapping[str, Any] | asyncpg.Record) -> b
     """The chain hash of `record` (a row or its values) after `previous`."""
     hashed = {k: _canonical_value(record[k]) for k in HASHED_FIELDS}
     hashed.update((k, _canonical_value(record[k])) for k in HASHED_WHEN_PRESENT if record[k])
-    canonical = json.dumps(hashed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(previous + canonical.encode()).digest()
+    return hashlib.sha256(previous + canonical_json(hashed)).digest()
+
+
+def canonical_json(hashed: dict[str, Any]) -> bytes:
+    """`json.dumps(hashed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))` in UTF-8, the form
+    every record was hashed in. orjson writes exactly these bytes for the values a record holds (text,
+    64-bit integers, lists of text; checked for every code point and by a property test) several times
+    faster, which the gateway's group commit pays per call; anything else goes the standard way."""
+    try:
+        return orjson.dumps(hashed, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits, or a type orjson does not write
+        return json.dumps(hashed, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def checkpoint_message(sequence: int, head: bytes) -> bytes:
