@@ -53,24 +53,10 @@ _ROW = ("sequence", "time", "request_id", "trace_id", "organization", "operator"
         "prev_hash", "entry_hash", "disclosed_versions")
 _ENTRY_HASH = _ROW.index("entry_hash")
 MAX_BATCH = 1000
-LOCKED_ATTEMPTS = 3
-_LOCK = "pg_advisory_xact_lock(hashtext('juki.operation_log'))"
-
-# A batch and, when one is due, its checkpoint, in one statement: atomic without a transaction, and one
-# round trip. The rows are numbered and chained in Python from the tail the writer last committed.
-# Safety rests on `sequence` being the primary key and the log being append-only (the runtime role may
-# only INSERT): a stale tail makes the first row collide with the record that already has its number
-# (unique violation, nothing of the statement written); a current one makes the rows follow it with no
-# gap and link to its hash; two records never share a number, so the chain cannot fork.
-# The statement also takes the locked path's advisory lock (held until it commits), so a replica on the
-# locked path is not overtaken between reading the tail and appending to it. Both inserts read
-# `serialised`, so neither writes before the lock is held: the main query runs before a CTE it does not
-# read, and a checkpoint row written unlocked deadlocked with a locked append of the same sequence.
-_APPEND = f"""
-WITH serialised AS MATERIALIZED (SELECT {_LOCK}),
-     logged AS (INSERT INTO operation_log SELECT r.* FROM serialised, unnest($1::operation_log[]) AS r)
-INSERT INTO operation_log_checkpoint (sequence, entry_hash, key_id, signature, signed_at)
-SELECT $2::bigint, $3::bytea, $4::text, $5::bytea, $6::timestamptz FROM serialised WHERE $5::bytea IS NOT NULL"""
+# One round trip per batch (migration 0005): the function appends the batch, and its checkpoint when one
+# is due, if the log's real tail (read under the chain's advisory lock) is the one the batch was chained
+# after; otherwise it writes nothing and answers the real tail.
+_APPEND = "SELECT tail_sequence, tail_hash FROM append_operation_log($1::operation_log[], $2, $3, $4, $5, $6)"
 
 Checkpoint = tuple[int, bytes, str, bytes, dt.datetime]
 """(sequence, entry_hash, key_id, signature, signed_at) of a checkpoint to insert."""
@@ -81,8 +67,8 @@ class OperationLog:
 
     Callers hand their entry to `write` and wait; the writer task takes everything queued, numbers and
     chains it after the last record it committed, and appends it with a checkpoint when one is due, in
-    one statement. When another replica appended meanwhile, that statement writes nothing and the batch
-    is chained again after the real tail, read in a transaction under an advisory lock. Chaining thus
+    one statement (`append_operation_log`, migration 0005). When another replica appended meanwhile, the
+    statement writes nothing and answers the real tail, after which the batch is chained again. Chaining thus
     never serialises the gateway per request (PERFORMANCE.md). A write that fails or takes too long
     fails the call closed (UNAVAILABLE).
     """
@@ -99,8 +85,10 @@ class OperationLog:
         """(sequence, signed at) of the newest checkpoint this writer knows, (0, None) for none: read once,
         then kept. Another replica's newer checkpoint only makes this one sign sooner than needed."""
         self._tail: tuple[int, bytes] | None = None
-        """(sequence, entry_hash) of the last record this writer committed; None until first read under
-        the lock. Stale once another replica appends, which the next append finds out (see _APPEND)."""
+        """(sequence, entry_hash) of the last record this writer committed; None until first read. Stale
+        once another replica appends, which the next append finds out (see _APPEND)."""
+        self.stale_appends = 0
+        """Appends refused because another replica had appended first (each is followed by another)."""
 
     async def write(self, entry: LogEntry) -> int:
         """Append `entry`; returns its sequence number once it is committed."""
@@ -132,41 +120,45 @@ class OperationLog:
                     future.set_result(sequence)
 
     async def _commit(self, entries: list[LogEntry]) -> list[int]:
-        if self._tail is not None:  # the common case: one statement after the tail this writer knows
-            rows = _chain(entries, *self._tail)
-            checkpoint = self._checkpoint_if_due(rows[-1])
-            try:
-                async with self._database.connection() as connection:
-                    await connection.execute(_APPEND, rows, *(checkpoint or (None,) * 5))
-            except asyncpg.UniqueViolationError:
-                pass  # another replica appended since: nothing was written, chain again after the real tail
-            else:
-                return self._committed(rows, checkpoint)
-        return await self._commit_locked(entries)
+        tail = self._tail or await self._read_tail()
+        async with self._database.connection() as connection:
+            rows, checkpoint, stale = await self._append(connection, entries, tail)
+            if stale is not None:
+                # Another replica appended since; nothing was written. In a transaction the chain's lock,
+                # once the next append takes it, is held to the commit: after at most one more refusal
+                # (a replica that got in between), nobody can append before this batch.
+                self.stale_appends += 1
+                async with connection.transaction():
+                    for _ in range(2):
+                        rows, checkpoint, stale = await self._append(connection, entries, stale)
+                        if stale is None:
+                            break
+                    else:
+                        raise Unavailable("the operation log's tail moved under its lock", "OPERATION_LOG_UNAVAILABLE")
+        return self._committed(rows, checkpoint)
 
-    async def _commit_locked(self, entries: list[LogEntry]) -> list[int]:
-        """Append after the tail read under the advisory lock (and learn the newest checkpoint at first use)."""
-        for attempt in range(1, LOCKED_ATTEMPTS + 1):
-            try:
-                async with self._database.transaction() as connection:
-                    await connection.execute(f"SELECT {_LOCK}")
-                    tail = await connection.fetchrow(
-                        "SELECT sequence, entry_hash FROM operation_log ORDER BY sequence DESC LIMIT 1")
-                    if self._last_checkpoint is None:
-                        row = await connection.fetchrow(
-                            "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
-                        self._last_checkpoint = (row["sequence"], row["signed_at"]) if row else (0, None)
-                    rows = _chain(entries, *((tail["sequence"], bytes(tail["entry_hash"])) if tail else (0, GENESIS)))
-                    checkpoint = self._checkpoint_if_due(rows[-1])
-                    await connection.execute(_APPEND, rows, *(checkpoint or (None,) * 5))
-            except asyncpg.UniqueViolationError:
-                # Every append of this writer holds the lock, so only one that does not (another version,
-                # a manual insert) can get in between; nothing was written: chain again after the new tail.
-                if attempt == LOCKED_ATTEMPTS:
-                    raise
-                continue
-            return self._committed(rows, checkpoint)
-        raise AssertionError("unreachable")
+    async def _append(self, connection: asyncpg.Connection, entries: list[LogEntry], tail: tuple[int, bytes],
+                      ) -> tuple[list[tuple[Any, ...]], Checkpoint | None, tuple[int, bytes] | None]:
+        """`entries` chained after `tail` and appended; the real tail instead when `tail` is not it."""
+        rows = _chain(entries, *tail)
+        checkpoint = self._checkpoint_if_due(rows[-1])
+        signature = checkpoint[2:] if checkpoint else (None, None, None)
+        stale = await connection.fetchrow(_APPEND, rows, *tail, *signature)
+        if stale is None:
+            return rows, checkpoint, None
+        return rows, checkpoint, (stale["tail_sequence"],
+                                  bytes(stale["tail_hash"]) if stale["tail_hash"] is not None else GENESIS)
+
+    async def _read_tail(self) -> tuple[int, bytes]:
+        """The log's tail, and the newest checkpoint, as they are now (once: then this writer keeps them)."""
+        async with self._database.connection() as connection:
+            tail = await connection.fetchrow(
+                "SELECT sequence, entry_hash FROM operation_log ORDER BY sequence DESC LIMIT 1")
+            if self._last_checkpoint is None:
+                row = await connection.fetchrow(
+                    "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
+                self._last_checkpoint = (row["sequence"], row["signed_at"]) if row else (0, None)
+        return (tail["sequence"], bytes(tail["entry_hash"])) if tail else (0, GENESIS)
 
     def _committed(self, rows: list[tuple[Any, ...]], checkpoint: Checkpoint | None) -> list[int]:
         self._tail = (rows[-1][0], rows[-1][_ENTRY_HASH])
@@ -177,7 +169,7 @@ class OperationLog:
     def _checkpoint_if_due(self, head_row: tuple[Any, ...]) -> Checkpoint | None:
         """The signed checkpoint of the chain head `head_row` when one is due, else None."""
         if self._last_checkpoint is None:
-            raise AssertionError("the newest checkpoint is read under the lock before the first append")
+            raise AssertionError("the newest checkpoint is read with the tail before the first append")
         sequence, head = head_row[0], head_row[_ENTRY_HASH]
         last_sequence, signed_at = self._last_checkpoint
         now = dt.datetime.now(dt.UTC)
