@@ -12,7 +12,7 @@ import pytest
 
 from juki.register.v1 import register_pb2 as rpb
 from jukilib.devcerts import DevPki
-from jukilib.errors import InvalidArgument
+from jukilib.errors import InvalidArgument, JukiError
 from jukilib.register.api import BATCH_LOOKUP_MAX, RegisterApi
 from tests.integration.registers import Register, apply, new_person, open_register, resident_code
 
@@ -82,3 +82,22 @@ async def test_each_malformed_code_is_named_with_its_index(register: tuple[Regis
     assert [v.field for v in refused.value.violations] == ["resident_codes[1]", "resident_codes[3]",
                                                            "resident_codes[4]"]
     assert all("1234" not in v.description for v in refused.value.violations)  # no value in the message
+
+
+async def test_a_former_code_is_never_given_to_another_person_and_keeps_finding_its_own(
+        register: tuple[Register, RegisterApi]) -> None:
+    """Why the lookup reads codes held now first and former codes only for what is left: no code is both."""
+    reg, api = register
+    earlier, later = new_person(), new_person()
+    await apply(api, reg.request(earlier, "batch-reused-0", event=dt.date(2026, 1, 1)))
+    reused, earlier.code = earlier.code, new_person().code
+    await apply(api, reg.request(earlier, "batch-reused-code", kind=rpb.CHANGE_KIND_MODIFY,
+                                 reason=rpb.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST, event=dt.date(2026, 2, 1),
+                                 previous_code=reused))
+    later.code = reused
+    with pytest.raises(JukiError):
+        await apply(api, reg.request(later, "batch-reused-1", event=dt.date(2026, 3, 1)))
+
+    found = await api.batch_lookup([reused, earlier.code])
+
+    assert [f.current.record["full_name"] if f else None for f in found] == [earlier.name, earlier.name]

@@ -229,22 +229,28 @@ async def current_by_ids(connection: asyncpg.Connection, person_ids: list[uuid.U
 
 async def current_by_codes(connection: asyncpg.Connection, resident_codes: list[str]) -> dict[str, CurrentRecord]:
     """The current record of whoever has, or had, each of these 住民票コード (a code held now wins over the
-    same code kept as another person's former one), in one statement; codes nobody had are absent."""
+    same code kept as another person's former one); codes nobody had are absent. One statement for the
+    codes held now; a second, for former codes, only when some code was not found by the first."""
     rows = await connection.fetch(
-        f"""SELECT DISTINCT ON (known.code) known.code AS requested_code, p.updated_at AS person_updated_at,
-                   {_VERSION_COLUMNS}
-            FROM (SELECT resident_code AS code, id AS person_id, 0 AS rank FROM person
-                  WHERE resident_code = ANY($1::text[])
-                  UNION ALL
-                  SELECT resident_code, person_id, 1 FROM resident_code_history WHERE resident_code = ANY($1::text[])
-                 ) AS known
-            JOIN person p ON p.id = known.person_id
-            JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
-            ORDER BY known.code, known.rank""",
+        f"""SELECT p.resident_code AS requested_code, p.updated_at AS person_updated_at, {_VERSION_COLUMNS}
+            FROM person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
+            WHERE p.resident_code = ANY($1::text[])""",
         resident_codes,
     )
-    return {row["requested_code"]: CurrentRecord(row["person_id"], version_from_row(row), row["person_updated_at"])
-            for row in rows}
+    found = {row["requested_code"]: CurrentRecord(row["person_id"], version_from_row(row), row["person_updated_at"])
+             for row in rows}
+    if len(found) < len(resident_codes):
+        former = await connection.fetch(
+            f"""SELECT h.resident_code AS requested_code, p.updated_at AS person_updated_at, {_VERSION_COLUMNS}
+                FROM resident_code_history h
+                JOIN person p ON p.id = h.person_id
+                JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
+                WHERE h.resident_code = ANY($1::text[])""",
+            [code for code in resident_codes if code not in found],
+        )
+        found.update((row["requested_code"], CurrentRecord(row["person_id"], version_from_row(row),
+                                                            row["person_updated_at"])) for row in former)
+    return found
 
 
 async def version_as_of(connection: asyncpg.Connection, person_id: uuid.UUID, day: dt.date,
