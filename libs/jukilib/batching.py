@@ -38,7 +38,7 @@ class Batcher(Generic[T, R]):
 
     def __init__(self, handle_many: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]], *,
                  span_name: str, max_batch: int, runners: int = 1, linger: float = 0.0,
-                 attributes: Mapping[str, str] | None = None) -> None:
+                 attributes: Mapping[str, str] | None = None, on_idle: Callable[[], None] | None = None) -> None:
         if max_batch < 1 or runners < 1:
             raise ValueError("max_batch and runners must be at least 1")
         self._handle_many = handle_many
@@ -46,6 +46,8 @@ class Batcher(Generic[T, R]):
         self._max_batch = max_batch
         self._runners = runners
         self._linger = linger
+        self._on_idle = on_idle
+        """Called whenever the batcher becomes idle (e.g. to forget it until it is needed again)."""
         self._attributes = dict(attributes or {})
         self._queue: deque[tuple[T, asyncio.Future[R], trace.SpanContext]] = deque()
         self._running: set[asyncio.Task[None]] = set()
@@ -78,6 +80,8 @@ class Batcher(Generic[T, R]):
             # Leave the set in the same step as the empty queue was seen: a caller that queues after this
             # finds a free runner slot and starts one (a done-callback would come a step too late).
             self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if self._on_idle is not None and self.idle:
+                self._on_idle()
 
     async def _handle(self, batch: list[tuple[T, asyncio.Future[R], trace.SpanContext]]) -> None:
         callers = [span for _, _, span in batch if span.is_valid]

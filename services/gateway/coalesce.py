@@ -104,15 +104,23 @@ class LookupCoalescer:
         key = dataclasses.replace(who, request_id="", peer="")
         batcher = self._batchers.get(key)
         if batcher is None:
+            # One batcher per caller only while it has calls in flight: callers (case references
+            # included) come and go, and a gateway runs for months.
             batcher = self._batchers[key] = Batcher(
                 lambda codes: self._lookup_many(codes, key), span_name="gateway.coalesced_lookup",
                 max_batch=self._max_batch, runners=self._runners, linger=LINGER_SECONDS,
-                attributes={"juki.backend.method": self._method})
-        try:
-            return await batcher.submit(code)
-        finally:
-            if batcher.idle and self._batchers.get(key) is batcher:
-                del self._batchers[key]  # one batcher per caller only while it has calls in flight
+                attributes={"juki.backend.method": self._method}, on_idle=lambda: self._forget(key))
+        return await batcher.submit(code)
+
+    def _forget(self, key: caller.Caller) -> None:
+        batcher = self._batchers.get(key)
+        if batcher is not None and batcher.idle:
+            del self._batchers[key]
+
+    @property
+    def callers_in_flight(self) -> int:
+        """Callers with lookups queued or in a batch now."""
+        return len(self._batchers)
 
     async def _lookup_many(self, codes: Sequence[str], who: caller.Caller) -> list[message.Message | Exception]:
         answer: Any = self._response_type.FromString(

@@ -28,6 +28,7 @@ from jukilib.register.api import RegisterApi
 from services.gateway.app import ANNEX, IDENTITY
 from services.gateway.coalesce import LookupCoalescer, batch_method_of
 from services.gateway.proxy import backend_routes
+from tests.conftest import eventually
 from tests.integration.registers import Register, apply, new_person, open_register, resident_code
 
 SERVICES = {"identity": (IDENTITY, "LookupResident"), "annex": (ANNEX, "LookupAnnexResident")}
@@ -180,3 +181,28 @@ def test_the_gateway_coalesces_exactly_the_single_lookups_by_resident_code() -> 
     coalesced = {route.method.name for service in (IDENTITY, ANNEX) for route in backend_routes(service, channel)
                  if route.coalescer is not None}
     assert coalesced == {"LookupResident", "LookupAnnexResident"}
+
+
+async def test_a_caller_is_forgotten_once_its_lookups_are_answered_even_when_its_calls_were_cancelled(
+        register: tuple[Register, RegisterApi, ServiceDescriptor, MethodDescriptor]) -> None:
+    """A gateway runs for months and callers (case references included) come and go: nothing is kept per
+    caller once it has no lookup in flight."""
+    reg, api, service, single = register
+    codes, _ = await _recorded(reg, api, "coalesced-forget")
+    coalescer, _ = _coalescer(reg, api, service, single)
+    callers = [dataclasses.replace(SCHOLARSHIP, case_reference=f"case-{n}") for n in range(3)]
+
+    await asyncio.gather(*(coalescer.lookup(code, who) for who in callers for code in codes))
+    assert coalescer.callers_in_flight == 0
+
+    abandoned = [asyncio.ensure_future(coalescer.lookup(code, callers[0])) for code in codes]
+    await asyncio.sleep(0)
+    assert coalescer.callers_in_flight == 1
+    for call in abandoned:
+        call.cancel()  # the client went away while its batch was out
+    await asyncio.gather(*abandoned, return_exceptions=True)
+
+    async def forgotten() -> bool:  # the batch still completes, then its caller is forgotten
+        return coalescer.callers_in_flight == 0
+
+    await eventually(forgotten)
