@@ -2,12 +2,13 @@
 
 A caller hands its item to `Batcher.submit` and waits. A runner takes everything queued (at most
 `max_batch`) and hands it to `handle_many`, which answers each item in order with its result or its
-own exception. When the batcher is idle an item is handled at once, alone: nobody waits for a batch
-to fill. While a batch is being handled the next one gathers, so the batch size follows the load by
-itself; a batcher given a `linger` also lets each batch after the first of a busy spell wait that long
-for company (a lone call never waits). Two users: group commit of single notifications
-(`jukilib.register.group`) and the gateway's coalescing of single lookups into the registers' batch
-lookup (`services.gateway.coalesce`).
+own exception. When the batcher is idle an item is handled at once (after one turn of the event loop,
+in which items received at the same moment join it): nobody waits for a batch to fill. While a batch
+is being handled the next one gathers, so the batch size follows the load by itself; a batcher given
+a `linger` also lets each batch after the first of a busy spell wait that long for company (a lone
+call never waits). Two users: group commit of single notifications (`jukilib.register.group`) and
+the gateway's coalescing of single lookups into the registers' batch lookup
+(`services.gateway.coalesce`).
 
 Traces: each batch is a span (`span_name`, attribute `juki.batch.size`), child of the span of the
 call whose item opened the batch and linked to the span of every call it serves, so that a lone
