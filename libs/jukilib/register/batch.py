@@ -36,7 +36,6 @@ order does for `apply`, which of two notifications claiming the same 住民票�
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -362,7 +361,7 @@ class _Batch:
         hooks = self._engine.hooks
         if restores_answers(hooks):
             # A repeat has the digest of the first request, hence the same secret.
-            answers = [dataclasses.replace(v, record=hooks.restore(v.record, secret))
+            answers = [v._replace(record=hooks.restore(v.record, secret))
                        for v, secret in zip(versions, secrets, strict=True)]
         else:
             answers = await hooks.reveal(self._connection, versions)

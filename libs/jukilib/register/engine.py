@@ -17,7 +17,6 @@ same history.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -185,7 +184,7 @@ class RegisterEngine:
         """The version with what the hooks keep apart put back: from the notification when the hooks can
         (`restore`, no round trip), else read back (`reveal`)."""
         if restores_answers(self.hooks):
-            return dataclasses.replace(stored, record=self.hooks.restore(stored.record, secret))
+            return stored._replace(record=self.hooks.restore(stored.record, secret))
         (revealed,) = await self.hooks.reveal(connection, [stored])
         return revealed
 
@@ -200,7 +199,7 @@ class RegisterEngine:
 
     async def _revealed(self, connection: asyncpg.Connection, found: CurrentRecord, reveal: bool) -> CurrentRecord:
         (version,) = await self._reveal(connection, [found.current], reveal)
-        return dataclasses.replace(found, current=version)
+        return found._replace(current=version)
 
     async def get(self, person_id: uuid.UUID, *, reveal: bool = True) -> CurrentRecord:
         async with self.database.connection() as connection:
@@ -261,5 +260,5 @@ class RegisterEngine:
             hits = (("full_name", row["name_matched"]), ("full_name_kana", row["kana_matched"]), ("birth_date", True),
                     ("sex_code", criteria.sex_code), ("municipality_code", criteria.municipality_code))
             fields = [name for name, hit in hits if hit]
-            candidates.append(Candidate(dataclasses.replace(person, current=version), tuple(fields)))
+            candidates.append(Candidate(person._replace(current=version), tuple(fields)))
         return candidates
