@@ -120,4 +120,3 @@ class Keyring:
         keyed = self._hmac.copy()
         keyed.update(value.encode())
         return keyed.digest()
-

@@ -288,8 +288,7 @@ class Gateway:
         entry.resident_codes.extend(minimise.resident_codes(parsed))
         who, purpose = await self._authorize(route, context, entry)
         volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
-        code = route.coalescer.code_of(parsed) if route.coalescer else None
-        if route.coalescer and code is not None:
+        if route.coalescer and (code := route.coalescer.code_of(parsed)) is not None:
             return await self._answer(await route.coalescer.lookup(code, who), None, purpose, who, entry)
         assert route.invoke is not None
         answer_bytes = await route.invoke(request, who)

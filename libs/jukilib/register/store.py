@@ -203,28 +203,25 @@ async def fetch_version(connection: asyncpg.Connection, person_id: uuid.UUID, ve
     return version_from_row(row) if row else None
 
 
+# A person's current version (aliases p and v), and the columns `current_from_row` reads.
+_CURRENT = "person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version"
+_CURRENT_COLUMNS = f"p.updated_at AS person_updated_at, {_VERSION_COLUMNS}"
+
+
+def current_from_row(row: asyncpg.Record) -> CurrentRecord:
+    return CurrentRecord(row["person_id"], version_from_row(row), row["person_updated_at"])
+
+
 async def current_by_id(connection: asyncpg.Connection, person_id: uuid.UUID) -> CurrentRecord | None:
-    row = await connection.fetchrow(
-        f"""SELECT p.updated_at AS person_updated_at, {_VERSION_COLUMNS}
-            FROM person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
-            WHERE p.id = $1""",
-        person_id,
-    )
-    if row is None:
-        return None
-    return CurrentRecord(person_id=row["person_id"], current=version_from_row(row), updated_at=row["person_updated_at"])
+    row = await connection.fetchrow(f"SELECT {_CURRENT_COLUMNS} FROM {_CURRENT} WHERE p.id = $1", person_id)
+    return None if row is None else current_from_row(row)
 
 
 async def current_by_ids(connection: asyncpg.Connection, person_ids: list[uuid.UUID]) -> list[CurrentRecord]:
-    rows = await connection.fetch(
-        f"""SELECT p.updated_at AS person_updated_at, {_VERSION_COLUMNS}
-            FROM person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
-            WHERE p.id = ANY($1::uuid[])""",
-        person_ids,
-    )
+    rows = await connection.fetch(f"SELECT {_CURRENT_COLUMNS} FROM {_CURRENT} WHERE p.id = ANY($1::uuid[])",
+                                  person_ids)
     found = {row["person_id"]: row for row in rows}
-    return [CurrentRecord(pid, version_from_row(found[pid]), found[pid]["person_updated_at"])
-            for pid in person_ids if pid in found]
+    return [current_from_row(found[pid]) for pid in person_ids if pid in found]
 
 
 async def current_by_codes(connection: asyncpg.Connection, resident_codes: list[str]) -> dict[str, CurrentRecord]:
@@ -232,24 +229,16 @@ async def current_by_codes(connection: asyncpg.Connection, resident_codes: list[
     same code kept as another person's former one); codes nobody had are absent. One statement for the
     codes held now; a second, for former codes, only when some code was not found by the first."""
     rows = await connection.fetch(
-        f"""SELECT p.resident_code AS requested_code, p.updated_at AS person_updated_at, {_VERSION_COLUMNS}
-            FROM person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
-            WHERE p.resident_code = ANY($1::text[])""",
-        resident_codes,
-    )
-    found = {row["requested_code"]: CurrentRecord(row["person_id"], version_from_row(row), row["person_updated_at"])
-             for row in rows}
+        f"SELECT p.resident_code AS requested_code, {_CURRENT_COLUMNS} FROM {_CURRENT} "
+        "WHERE p.resident_code = ANY($1::text[])", resident_codes)
+    found = {row["requested_code"]: current_from_row(row) for row in rows}
     if len(found) < len(resident_codes):
         former = await connection.fetch(
-            f"""SELECT h.resident_code AS requested_code, p.updated_at AS person_updated_at, {_VERSION_COLUMNS}
-                FROM resident_code_history h
-                JOIN person p ON p.id = h.person_id
-                JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
+            f"""SELECT h.resident_code AS requested_code, {_CURRENT_COLUMNS}
+                FROM resident_code_history h JOIN {_CURRENT} ON p.id = h.person_id
                 WHERE h.resident_code = ANY($1::text[])""",
-            [code for code in resident_codes if code not in found],
-        )
-        found.update((row["requested_code"], CurrentRecord(row["person_id"], version_from_row(row),
-                                                            row["person_updated_at"])) for row in former)
+            [code for code in resident_codes if code not in found])
+        found.update((row["requested_code"], current_from_row(row)) for row in former)
     return found
 
 
@@ -345,10 +334,9 @@ async def persons_with_newest_key(connection: asyncpg.Connection, person_ids: li
     if not person_ids:
         return []
     return await connection.fetch(
-        """SELECT p.id, p.resident_code, p.state, p.current_version, p.last_version,
-                  v.event_date, v.notify_time, v.municipality_code, v.notification_id
-           FROM person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
-           WHERE p.id = ANY($1::uuid[])""",
+        f"""SELECT p.id, p.resident_code, p.state, p.current_version, p.last_version,
+                   v.event_date, v.notify_time, v.municipality_code, v.notification_id
+            FROM {_CURRENT} WHERE p.id = ANY($1::uuid[])""",
         person_ids,
     )
 
