@@ -17,18 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from pathlib import Path
 from typing import Any
 
+from jukilib import runner
 from jukilib.config import SERVICES, TlsConfig
 from jukilib.db.bootstrap import ServiceDatabase
 
 
 def run_loop(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-    """As `juki serve`: uvloop when installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    result: dict[str, Any] = uvloop.run(coroutine)
-    return result
+    """As `juki serve`: uvloop when installed, the collector as every juki process has it."""
+    return runner.run(coroutine)
 
 
 def latency(samples: list[float]) -> dict[str, float]:

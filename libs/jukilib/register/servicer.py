@@ -67,9 +67,9 @@ class RegisterMethods:
         field, wanted = self.contract.resource_field, self._api.wanted()
         not_found = to_status(NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND"))
         # One constructor call builds the whole answer from dicts (in C).
-        return self.contract.batch_lookup_response(results=[
-            {"error": not_found} if current is None else {field: self._api.resource_fields(current, wanted)}
-            for current in found])
+        return self._api.construct(lambda checked: self.contract.batch_lookup_response(results=[
+            {"error": not_found} if current is None else {field: self._api.resource_fields(current, wanted, checked)}
+            for current in found]))
 
     async def search(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         candidates, truncated = await self._api.search(request.query)
