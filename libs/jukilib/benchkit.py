@@ -23,7 +23,7 @@ from jukilib.db.bootstrap import ServiceDatabase
 
 
 def run_loop(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-    """As `juki serve`: uvloop when installed, the collector as every juki process has it."""
+    """As `juki serve`: uvloop when installed."""
     return runner.run(coroutine)
 
 

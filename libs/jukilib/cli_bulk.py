@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
+from jukilib.collector import collect_young_rarely
 from jukilib.config import SERVICES, ConfigError, DatabaseConfig, Env, ServiceConfig, TlsConfig
 from jukilib.runner import run
 
@@ -28,6 +29,7 @@ BENCH_SEED = 20261126
 
 
 def _run(coroutine: Coroutine[Any, Any, int]) -> int:
+    collect_young_rarely()  # a load prepares rows by the million
     return run(coroutine)
 
 

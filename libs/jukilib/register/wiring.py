@@ -76,6 +76,7 @@ class RegisterService:
             background=[*(relay.run for _ in range(config.relay.workers)),
                         BacklogGauge(database, self.binding.register).run],
             on_stop=[close_agency_channel],
+            collect_young_rarely=True,
         )
 
 
