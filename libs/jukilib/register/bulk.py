@@ -67,6 +67,7 @@ from google.protobuf import descriptor, json_format, message
 
 from juki.register.v1 import register_pb2
 from jukilib import caller, protojson
+from jukilib.collector import collect_young_rarely
 from jukilib.domain import text
 from jukilib.register import bulkjson, validation
 from jukilib.register.api import JAPAN, RegisterApi
@@ -855,7 +856,7 @@ def _install(preparer: RowPreparer) -> None:
     what it inherited is frozen out of the collector, and collections run far less often."""
     _INSTALLED[:] = [preparer]
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    collect_young_rarely()
     # RegisterApi.search_keys derives the keys of every name and reading with `text.search_key`, a pure
     # function of its argument whose values repeat across the file: memoised here, in a process that
     # only prepares rows, so that the keys are exactly the RPC path's at a fraction of the cost.
