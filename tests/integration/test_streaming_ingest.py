@@ -352,6 +352,67 @@ async def test_resident_code_change_inside_a_stream_keeps_the_chain(setup: Setup
     assert [row["resident_code"] for row in kept] == [old_code]
 
 
+# --- batches in the database together ------------------------------------------------------------
+
+async def test_batches_in_the_database_together_apply_as_one_after_the_other(setup: Setup) -> None:
+    """Two persons' lives, one notification per batch, steps interleaved: each step of a person is two
+    batches after the one before it, so both are in the database together unless the later one waits
+    for the earlier (a 修正 racing ahead of its 記載 would be refused as about an unknown person)."""
+    persons, twins = [new_person(), new_person()], [new_person(), new_person()]
+    for index, twin in enumerate(twins):
+        for request in _life(setup.reg, twin, f"ptwin{index}"):
+            await apply(setup.api, request)
+    lives = [_life(setup.reg, person, f"ppipe{index}") for index, person in enumerate(persons)]
+    answers = await stream(setup, [life[step] for step in range(len(STEPS)) for life in lives], max_batch=1)
+    assert all(a.WhichOneof("result") != "error" for a in answers), [a.error for a in answers]
+    for person, twin in zip(persons, twins, strict=True):
+        assert await _state(setup, person.code) == await _state(setup, twin.code)
+
+
+async def test_a_code_chain_across_batches_in_the_database_together_is_followed(setup: Setup) -> None:
+    """One notification per batch: a code change and what follows it find the person (and a code kept
+    as a former one is refused to another person) as if each batch had committed before the next."""
+    reg, person, other = setup.reg, new_person(), new_person()
+    changed = replace(person, code=new_person().code)
+    answers = await stream(setup, [
+        reg.request(person, "pchain-1", event=D(2026, 1, 1)),
+        reg.request(other, "pchain-2", event=D(2026, 1, 1)),
+        reg.request(changed, "pchain-3", kind=rpb.CHANGE_KIND_MODIFY,
+                    reason=rpb.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST, event=D(2026, 2, 1),
+                    previous_code=person.code),
+        _modify(reg, replace(changed, address="群馬県前橋市後の町5丁目5番5号"), "pchain-4", D(2026, 3, 1)),
+        reg.request(replace(other, code=person.code), "pchain-5", kind=rpb.CHANGE_KIND_MODIFY,
+                    reason=rpb.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST, event=D(2026, 3, 2),
+                    previous_code=other.code),
+    ], max_batch=1)
+    assert [version_of(setup, a).version for a in answers[:4]] == [1, 1, 2, 3]
+    assert error_of(answers[4])[1] == "RESIDENT_CODE_IN_USE"
+    by_old = await setup.api.lookup(reg.lookup(person.code))
+    assert by_old.record.resident_code == changed.code and by_old.record.address == "群馬県前橋市後の町5丁目5番5号"
+
+
+async def test_a_stream_leaves_the_pool_a_connection(admin_url: str, pki: DevPki, home: Path) -> None:
+    """With a pool of two, batches go one at a time (the other connection stays free for the rest of
+    the service), and the stream is answered as with a larger pool."""
+    async with open_register("identity", admin_url, pki, home, pool_max=2) as (reg, api, database, _):
+        small = Setup(reg, api, database)
+        persons = [new_person() for _ in range(3)]
+        seen: list[int] = []
+        spare = database.spare_connections
+
+        def watched() -> int:
+            seen.append(spare())
+            return seen[-1]
+
+        database.spare_connections = watched  # type: ignore[method-assign]
+        lives = [_life(reg, person, f"psmall{index}") for index, person in enumerate(persons)]
+        answers = await stream(small, [life[step] for step in range(len(STEPS)) for life in lives], max_batch=1)
+        assert all(a.WhichOneof("result") != "error" for a in answers), [a.error for a in answers]
+        assert seen and max(seen) <= 2 and min(seen) == 1  # a batch in the database held one of the two
+        async with database.connection():
+            assert spare() == 1
+
+
 # --- the same rows as the unary path -----------------------------------------------------------------
 
 def _normalised(value: Any, person: Person) -> Any:

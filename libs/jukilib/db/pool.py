@@ -87,6 +87,13 @@ class Database:
         except TimeoutError:
             pool.terminate()
 
+    def spare_connections(self) -> int:
+        """Connections a task could take now without waiting (0 while not connected)."""
+        if self._pool is None:
+            return 0
+        in_use = self._pool.get_size() - self._pool.get_idle_size()
+        return self._pool.get_max_size() - in_use
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
         """A connection for this task only, waiting at most `acquire_timeout` for one."""

@@ -39,7 +39,7 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -66,14 +66,23 @@ _UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresC
                 asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError)
 
 
-async def apply_many(engine: RegisterEngine, notifications: Sequence[Notification]) -> list[Outcome]:
-    """Apply `notifications`; one outcome per notification, in the same order."""
+async def apply_many(engine: RegisterEngine, notifications: Sequence[Notification],
+                     on_locked: Callable[[], None] | None = None) -> list[Outcome]:
+    """Apply `notifications`; one outcome per notification, in the same order. `on_locked` is called
+    once the (last) transaction holds the locks of every stored person the batch names, before it
+    decides anything, and in any case before returning or raising (see `RegisterEngine.apply_many`)."""
     outcomes: list[Outcome | None] = [None] * len(notifications)
-    with tracer.start_as_current_span("register.apply_many", attributes={
-            "juki.register": engine.register, "juki.batch.size": len(notifications)}):
-        for chunk in _chunks(notifications):
-            for position, outcome in await _apply_chunk(engine, [(i, notifications[i]) for i in chunk]):
-                outcomes[position] = outcome
+    try:
+        with tracer.start_as_current_span("register.apply_many", attributes={
+                "juki.register": engine.register, "juki.batch.size": len(notifications)}):
+            chunks = _chunks(notifications)
+            for number, chunk in enumerate(chunks):
+                locked = on_locked if number == len(chunks) - 1 else None
+                for position, outcome in await _apply_chunk(engine, [(i, notifications[i]) for i in chunk], locked):
+                    outcomes[position] = outcome
+    finally:
+        if on_locked is not None:
+            on_locked()
     assert all(outcome is not None for outcome in outcomes)
     return outcomes  # type: ignore[return-value]
 
@@ -95,11 +104,12 @@ def _chunks(notifications: Sequence[Notification]) -> list[list[int]]:
     return chunks
 
 
-async def _apply_chunk(engine: RegisterEngine, items: list[tuple[int, Notification]]) -> list[tuple[int, Outcome]]:
+async def _apply_chunk(engine: RegisterEngine, items: list[tuple[int, Notification]],
+                       on_locked: Callable[[], None] | None) -> list[tuple[int, Outcome]]:
     for attempt in range(1, ATTEMPTS + 1):
         try:
             async with engine.database.transaction() as connection:
-                return await _Batch(engine, connection).run(items)
+                return await _Batch(engine, connection, on_locked).run(items)
         except _RETRY_ON:
             if attempt == ATTEMPTS:
                 logger.warning("batch kept losing races, applying one by one",
@@ -163,9 +173,11 @@ class _Placed:
 class _Batch:
     """One attempt at one batch, in one transaction."""
 
-    def __init__(self, engine: RegisterEngine, connection: asyncpg.Connection) -> None:
+    def __init__(self, engine: RegisterEngine, connection: asyncpg.Connection,
+                 on_locked: Callable[[], None] | None = None) -> None:
         self._engine = engine
         self._connection = connection
+        self._on_locked = on_locked
         self._persons: dict[uuid.UUID, _Person] = {}
         self._current_codes: dict[str, uuid.UUID] = {}
         self._former_codes: dict[str, uuid.UUID] = {}
@@ -190,6 +202,8 @@ class _Batch:
             else:
                 repeats.append((position, notification, earlier[1]))
         await self._load_persons(pending)
+        if self._on_locked is not None:
+            self._on_locked()
         pending.sort(key=lambda item: (item[1].change.order_key, item[0]))
         for position, notification in pending:
             try:

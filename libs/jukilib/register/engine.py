@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 from opentelemetry import trace
@@ -132,12 +132,18 @@ class RegisterEngine:
         of ApplyNotification, where many municipalities send one notification each at the same time."""
         return await self._group.apply(notification)
 
-    async def apply_many(self, notifications: Sequence[Notification]) -> list[StoredVersion | JukiError]:
+    async def apply_many(self, notifications: Sequence[Notification], *,
+                         on_locked: Callable[[], None] | None = None) -> list[StoredVersion | JukiError]:
         """Apply a batch: for each notification, in order, what `apply` would answer (the version, or the
-        error it would raise), with a few set-based statements per batch (see `jukilib.register.batch`)."""
+        error it would raise), with a few set-based statements per batch (see `jukilib.register.batch`).
+
+        `on_locked` is called as soon as the batch holds the row locks of every stored person it names
+        (and at the latest when it ends): a batch started after that which names one of those persons
+        waits for this one to commit, so that it sees what this one did (`StreamNotifications` starts
+        its next batch then)."""
         from jukilib.register import batch  # batch builds on this module
 
-        return await batch.apply_many(self, notifications)
+        return await batch.apply_many(self, notifications, on_locked)
 
     async def _locked_person(self, connection: asyncpg.Connection,
                              notification: Notification) -> asyncpg.Record | None:
