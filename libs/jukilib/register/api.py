@@ -353,15 +353,18 @@ class RegisterApi:
         return fields
 
     def version_message(self, stored: StoredVersion, wanted: Wanted = EVERYTHING) -> message.Message:
+        return self.construct(lambda checked: self.binding.version_type(**self.version_fields(stored, wanted,
+                                                                                               checked)))
+
+    def version_fields(self, stored: StoredVersion, wanted: Wanted = EVERYTHING, checked: bool = False,
+                       ) -> dict[str, Any]:
+        """The version `stored`, with what `wanted` asks for, as constructor arguments (records as stored
+        unless `checked`: build inside `construct`)."""
         name = f"{self.binding.collection}/{stored.person_id}/versions/{stored.version}"
-
-        def build(checked: bool) -> message.Message:
-            fields = self._common_fields({"name": name}, stored, wanted, checked)
-            if wanted.has("create_time"):
-                fields["create_time"] = protojson.timestamp_value(stored.created_at)
-            return self.binding.version_type(**fields)
-
-        return self.construct(build)
+        fields = self._common_fields({"name": name}, stored, wanted, checked)
+        if wanted.has("create_time"):
+            fields["create_time"] = protojson.timestamp_value(stored.created_at)
+        return fields
 
     def resource_message(self, current: CurrentRecord, wanted: Wanted = EVERYTHING) -> message.Message:
         return self.construct(lambda checked: self.binding.resource_type(**self.resource_fields(current, wanted,

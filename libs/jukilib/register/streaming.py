@@ -251,19 +251,23 @@ def _prepare(api: RegisterApi, messages: list[Any], first_index: int) -> _Prepar
 
 def _answers(api: RegisterApi, prepared: _Prepared, outcomes: list[StoredVersion | JukiError],
              response_type: Callable[..., Any], version_field: str) -> list[Any]:
+    """One response per request message of the batch, each built by one constructor call."""
     results: dict[int, StoredVersion | JukiError] = dict(prepared.errors)
     results.update(zip(prepared.positions, outcomes, strict=True))
+
+    def outcome(position: int, checked: bool) -> dict[str, Any]:
+        result, index = results[position], prepared.first_index + position
+        if isinstance(result, JukiError):
+            return {"index": index, "error": to_status(result)}
+        return {"index": index, version_field: api.version_fields(result, checked=checked)}
+
+    def answer(positions: range) -> Any:
+        return api.construct(lambda checked: response_type(
+            outcomes=[outcome(position, checked) for position in positions]))
+
     answers = []
     start = 0
     for size in prepared.message_sizes:
-        answer = response_type()
-        for position in range(start, start + size):
-            outcome = results[position]
-            item = answer.outcomes.add(index=prepared.first_index + position)
-            if isinstance(outcome, JukiError):
-                item.error.CopyFrom(to_status(outcome))
-            else:
-                getattr(item, version_field).CopyFrom(api.version_message(outcome))
+        answers.append(answer(range(start, start + size)))
         start += size
-        answers.append(answer)
     return answers
