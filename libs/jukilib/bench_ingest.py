@@ -14,7 +14,7 @@ first (`WARM_UP` notifications):
 - `baseline_per_second`: the engine's statements for a new person issued straight from asyncpg, with
   no gRPC, validation or protobuf: one transaction per notification with the statements
   `RegisterEngine.apply` issues for a new person (receipt look-up, person look-up, insert person,
-  version, receipt, outbox row, sealed 個人番号), `--concurrency` tasks on a pool of `--pool`
+  version with its receipt, outbox row, sealed 個人番号), `--concurrency` tasks on a pool of `--pool`
   connections, in this process;
 - `per_second`: ApplyNotification over gRPC, `--concurrency` calls in flight on one channel;
 - `streaming_per_second`: StreamNotifications, one stream carrying `--stream-notifications` in messages
@@ -246,7 +246,7 @@ async def _count_rows(url: str) -> dict[str, int]:
     connection = await asyncpg.connect(url)
     try:
         return {table: int(await connection.fetchval(f"SELECT count(*) FROM identity.{table}"))
-                for table in ("person", "person_version", "notification_receipt", "outbox", "individual_number")}
+                for table in ("person", "person_version", "outbox", "individual_number")}
     finally:
         await connection.close()
 
@@ -263,7 +263,6 @@ async def _baseline(database: Database, hooks: Any, notifications: list[Notifica
             person_id = uuid.uuid4()
             await store.insert_person(connection, person_id, RecordState.ACTIVE, notification)
             created = await store.insert_version(connection, person_id, 1, RecordState.ACTIVE, notification)
-            await store.insert_receipt(connection, notification, person_id, 1)
             await store.insert_outbox(connection, person_id, 1, f"identity/{person_id}/1", None)
             stored = StoredVersion(person_id, 1, notification.resident_code, RecordState.ACTIVE, notification.record,
                                    change, created)

@@ -158,7 +158,7 @@ async def test_invalid_notification_names_every_bad_field_and_changes_nothing(su
     connection = await asyncpg.connect(suite.database_url("identity"))
     try:
         assert await connection.fetchval(
-            "SELECT count(*) FROM notification_receipt WHERE notification_id = 'flow1-invalid'") == 0
+            "SELECT count(*) FROM person_version WHERE notification_id = 'flow1-invalid'") == 0
     finally:
         await connection.close()
 

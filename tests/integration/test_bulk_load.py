@@ -189,8 +189,8 @@ async def test_jsonl_load_is_found_by_lookup_search_and_its_individual_number(id
     sealed = await identity.fetch("SELECT ciphertext, lookup_hash FROM individual_number")
     assert len(sealed) == 3 and all(people[0].number.encode() not in bytes(row["ciphertext"]) for row in sealed)
 
-    # What a 記載 stores besides: a receipt per version, no outbox row (the agency holds the file).
-    receipts = await identity.fetch("SELECT notification_id, request_digest FROM notification_receipt "
+    # What a 記載 stores besides: each version the receipt of its id, no outbox row (the agency holds the file).
+    receipts = await identity.fetch("SELECT notification_id, request_digest FROM person_version "
                                     "ORDER BY notification_id")
     assert [(r["notification_id"], bytes(r["request_digest"])) for r in receipts] == [
         ("load-1", LOAD_DIGEST), ("load-3", LOAD_DIGEST), ("tk-000123", LOAD_DIGEST)]
@@ -244,7 +244,7 @@ async def test_an_invalid_row_stops_the_load_naming_line_and_field_and_nothing_i
         (3, "individual_number"), (4, "event_date"), (4, "sex_code")]
     text = str(refused.value) + " ".join(str(p) for p in refused.value.problems)
     assert wrong_digit not in text and bad.code not in text, "values are never reported"
-    for table in ("person", "person_version", "notification_receipt", "individual_number"):
+    for table in ("person", "person_version", "individual_number"):
         assert await identity.count(table) == 0
     assert await _keys_and_indexes(identity) == before, "the dropped keys and indexes came back with the rollback"
 

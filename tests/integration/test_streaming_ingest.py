@@ -434,8 +434,6 @@ async def _rows(setup: Setup, person: Person) -> dict[str, Any]:
         row = await connection.fetchrow("SELECT * FROM person WHERE id = $1", person_id)
         versions = await connection.fetch("SELECT * FROM person_version WHERE person_id = $1 ORDER BY version",
                                           person_id)
-        receipts = await connection.fetch(
-            "SELECT * FROM notification_receipt WHERE person_id = $1 ORDER BY version", person_id)
         outbox = await connection.fetch("SELECT * FROM outbox WHERE person_id = $1 ORDER BY id", person_id)
         reports = await connection.fetch(
             "SELECT state, version, resolving_version, resolve_time IS NOT NULL AS resolved FROM municipality_report"
@@ -450,8 +448,7 @@ async def _rows(setup: Setup, person: Person) -> dict[str, Any]:
     history, _ = await setup.api.list_versions(f"{setup.api.binding.collection}/{person_id}", 0, "")
     return {
         "person": plain(row, "id", "updated_at"),
-        "versions": [plain(v, "person_id", "created_at", "receive_time") for v in versions],
-        "receipts": [plain(r, "person_id", "request_digest", "received_at") for r in receipts],
+        "versions": [plain(v, "person_id", "created_at", "receive_time", "request_digest") for v in versions],
         "outbox": [(o["version"], o["idempotency_key"] == f"{setup.reg.name}/{person_id}/{o['version']}",
                     o["trace_parent"] is not None, o["state"], o["attempts"]) for o in outbox],
         "outbox_in_version_order": [o["version"] for o in outbox] == sorted(o["version"] for o in outbox),
@@ -519,7 +516,7 @@ async def test_concurrent_streams_of_the_same_backlog_apply_it_once(setup: Setup
     assert first == list(reversed(second))
     async with setup.database.connection() as connection:
         count = await connection.fetchval(
-            "SELECT count(*) FROM notification_receipt WHERE notification_id LIKE 'race-%'")
+            "SELECT count(*) FROM person_version WHERE notification_id LIKE 'race-%'")
     assert count == 300
 
 
@@ -528,7 +525,7 @@ async def test_a_batch_the_database_refuses_is_applied_one_by_one(setup: Setup,
     async def refuse(*args: Any, **kwargs: Any) -> None:
         raise asyncpg.DataError("refused")
 
-    monkeypatch.setattr(store, "insert_receipts", refuse)
+    monkeypatch.setattr(store, "insert_outbox_rows", refuse)
     person, other = new_person(), new_person()
     answers = await stream(setup, [setup.reg.request(person, "refused-1"),
                                    setup.reg.request(other, "refused-2", kind=rpb.CHANGE_KIND_MODIFY,

@@ -1,8 +1,8 @@
 """Applying a batch of notifications in one transaction (`RegisterEngine.apply_many`).
 
 Each notification of a batch gets the answer `RegisterEngine.apply` would give it: the same
-idempotency (receipt and digest), the same ordering and rules, the same rows (version, receipt,
-outbox, former codes, the hooks' rows, resolved 12-5 reports). What changes is the cost: the batch
+idempotency (the version as receipt, with its request digest), the same ordering and rules, the same
+rows (version, outbox, former codes, the hooks' rows, resolved 12-5 reports). What changes is the cost: the batch
 reads what it needs with a few set-based statements, decides every notification in memory, then
 writes everything with one statement per table.
 
@@ -14,8 +14,9 @@ writes everything with one statement per table.
    stored), or else among the stored versions with `store.neighbours` (late notifications only) —,
    check the kind against the state just before it, and record what to write. Several
    notifications of one person follow each other in order-key order, each seeing the ones before;
-5. bulk writes: new persons, advanced persons, late-only persons, versions, receipts, outbox rows
-   (in apply order), former codes, the hooks' rows (`after_apply_many`), resolved reports.
+5. bulk writes: new persons, advanced persons, late-only persons, versions (receipts with their
+   digests), outbox rows (in apply order), former codes, the hooks' rows (`after_apply_many`),
+   resolved reports.
 
 A notification refused by a rule (FAILED_PRECONDITION) or by its receipt (ALREADY_EXISTS) is
 answered with its error and changes nothing; the rest of the batch is applied. The same
@@ -344,7 +345,6 @@ class _Batch:
         created = await store.insert_versions(
             connection, [(p.person_id, p.version, int(p.state), p.notification, records[id(p.notification)])
                          for p in self._placed])
-        await store.insert_receipts(connection, [(p.notification, p.person_id, p.version) for p in self._placed])
         await store.insert_outbox_rows(
             connection, [(p.person_id, p.version, f"{register}/{p.person_id}/{p.version}") for p in self._placed],
             _trace_parent())

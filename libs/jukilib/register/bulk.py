@@ -6,13 +6,13 @@ What a loaded person is: exactly what applying a 記載 notification to an empty
 row (change kind RECORD, reason 改製 (7) unless the row says otherwise, the event date of the row or
 the load date in Japan, notify and receive time = the load time, the record's municipality as the
 notifying municipality, notification id `load-<line>` unless the row has one), what the register's
-hooks keep apart (identity: the encrypted 個人番号, `RegisterHooks.bulk_tables`), and a
-`notification_receipt` row:
+hooks keep apart (identity: the encrypted 個人番号, `RegisterHooks.bulk_tables`), and the version's
+request digest:
 
-* Receipts keep the engine's invariant (every version has the receipt of the notification that made
-  it) and protect the ids: a CS that later sends a notification under an id the file carried gets
-  NOTIFICATION_ID_REUSED instead of a second 記載 slipped into history. The receipt's digest is a
-  constant no real request hashes to (there was no request).
+* The version is the receipt of the notification that made it (the engine's invariant), which
+  protects the ids: a CS that later sends a notification under an id the file carried gets
+  NOTIFICATION_ID_REUSED instead of a second 記載 slipped into history. The digest is a constant no
+  real request hashes to (there was no request).
 * No outbox rows unless `forward`: the agency already holds the existing file. With `forward` every
   person gets the outbox row that `RegisterEngine.apply` writes (key `<register>/<person>/1`).
 
@@ -34,9 +34,9 @@ refused (`mode="fast"`).
 
 Speed: rows are prepared (parsed, validated, encoded as COPY text, 個人番号 sealed) in worker
 processes while the main process streams finished chunks to PostgreSQL, in file order. Each chunk is
-COPYed once into an unlogged staging table and spread from there into `person`, `person_version` and
-`notification_receipt` with INSERT … SELECT, so the record's JSON is parsed once although two tables
-hold it; the hooks' rows are COPYed directly.
+COPYed once into an unlogged staging table and spread from there into `person` and `person_version`
+with INSERT … SELECT, so the record's JSON is parsed once although two tables hold it; the hooks' rows
+are COPYed directly.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ DEFAULT_REASON = register_pb2.CHANGE_REASON_REISSUE  # 改製
 META_FIELDS = ("event_date", "notification_id", "change_reason")
 # Receipts of loaded versions: there was no request, so no request hashes to this.
 LOAD_DIGEST = hashlib.sha256(b"juki.register.bulk: recorded by the initial load, not by a notification").digest()
-_ENGINE_TABLES = ("person", "person_version", "notification_receipt")
+_ENGINE_TABLES = ("person", "person_version")
 _OTHER_ENGINE_TABLES = ("resident_code_history", "outbox")
 _SMALL_FILE = 8 << 20  # below this, rows are prepared in-process (no worker start-up)
 _PARTIAL_DATE = "juki.register.v1.PartialDate"
@@ -495,7 +495,7 @@ CREATE UNLOGGED TABLE {_STAGING} (
     search_municipality_code text, change_reason smallint NOT NULL, municipality_code text NOT NULL,
     notification_id text NOT NULL)"""
 # What RegisterEngine.apply stores for a 記載 of a new person (store.insert_person, insert_version,
-# insert_receipt, insert_outbox), at the time of the load's transaction (now()).
+# insert_outbox), at the time of the load's transaction (now()).
 _INSERT_PERSONS = f"""
 INSERT INTO person (id, resident_code, state, current_version, last_version, event_date, record, updated_at,
                     name_key, kana_key, birth_year, birth_month, birth_day, sex_code, municipality_code)
@@ -504,14 +504,11 @@ SELECT person_id, resident_code, {int(RecordState.ACTIVE)}, 1, 1, event_date, re
 FROM {_STAGING}"""
 _INSERT_VERSIONS = f"""
 INSERT INTO person_version (person_id, version, resident_code, state, record, change_kind, change_reason,
-                            event_date, notify_time, receive_time, municipality_code, notification_id)
+                            event_date, notify_time, receive_time, municipality_code, notification_id,
+                            request_digest)
 SELECT person_id, 1, resident_code, {int(RecordState.ACTIVE)}, record, {int(ChangeKind.RECORD)}, change_reason,
-       event_date, now(), now(), municipality_code, notification_id
+       event_date, now(), now(), municipality_code, notification_id, $1
 FROM {_STAGING}"""
-_INSERT_RECEIPTS = f"""
-INSERT INTO notification_receipt (municipality_code, notification_id, request_digest, person_id, version,
-                                  received_at)
-SELECT municipality_code, notification_id, $1, person_id, 1, now() FROM {_STAGING}"""
 _INSERT_OUTBOX = f"""
 INSERT INTO outbox (person_id, version, idempotency_key)
 SELECT person_id, 1, $1 || person_id::text || '/1' FROM {_STAGING}"""
@@ -984,7 +981,7 @@ async def _already_known(connection: asyncpg.Connection, prepared: _Prepared) ->
     used = {(row["municipality_code"], row["notification_id"]) for row in await connection.fetch(
         """SELECT r.municipality_code, r.notification_id
            FROM unnest($1::text[], $2::text[]) AS wanted (municipality_code, notification_id)
-           JOIN notification_receipt r USING (municipality_code, notification_id)""",
+           JOIN person_version r USING (municipality_code, notification_id)""",
         [m for m, _ in prepared.receipts], [n for _, n in prepared.receipts])}
     problems = [RowProblem(line, "resident_code", "is already recorded in the register")
                 for line, code in zip(prepared.lines, prepared.resident_codes, strict=True) if code in taken]
@@ -1074,8 +1071,7 @@ class _Loader:
         await connection.copy_to_table(_STAGING, source=io.BytesIO(prepared.staging), columns=list(_STAGING_COLUMNS),
                                        format="text")
         await connection.execute(_INSERT_PERSONS)
-        await connection.execute(_INSERT_VERSIONS)
-        await connection.execute(_INSERT_RECEIPTS, LOAD_DIGEST)
+        await connection.execute(_INSERT_VERSIONS, LOAD_DIGEST)
         if self._options.forward:
             await connection.execute(_INSERT_OUTBOX, f"{self._preparer.register}/")
         await connection.execute(f"TRUNCATE {_STAGING}")

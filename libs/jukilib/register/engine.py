@@ -1,9 +1,10 @@
 """Applying notifications to a register: idempotent, ordered per person, one transaction each.
 
 Within one transaction the engine stores the new version (a full snapshot with its change
-information), advances the person's current record when the version is the newest in event order,
-records the receipt that makes the notification idempotent, writes the outbox row that the relay
-forwards to the agency (30-7 / 30-42), and lets the register's hooks store what they keep apart.
+information and the digest of the request: the version is the receipt that makes the notification
+idempotent), advances the person's current record when the version is the newest in event order,
+writes the outbox row that the relay forwards to the agency (30-7 / 30-42), and lets the register's
+hooks store what they keep apart.
 
 Ordering: a person's versions are ordered by (event date, notification time, municipality,
 notification id). A late notification takes its place in history and does not overwrite newer
@@ -117,7 +118,6 @@ class RegisterEngine:
         await self._advance(connection, person, notification, person_id=person_id, version=version, state=state,
                             current=after is None)
         created_at = await store.insert_version(connection, person_id, version, state, notification)
-        await store.insert_receipt(connection, notification, person_id, version)
         key = f"{self.register}/{person_id}/{version}"
         await store.insert_outbox(connection, person_id, version, key, _trace_parent())
         stored = StoredVersion(person_id, version, notification.resident_code, state, notification.record,

@@ -52,12 +52,11 @@ def version_from_row(row: asyncpg.Record) -> StoredVersion:
 async def find_receipt(
     connection: asyncpg.Connection, municipality_code: str, notification_id: str
 ) -> tuple[bytes, StoredVersion] | None:
-    """The stored answer to an earlier notification with this id, with the digest of its request."""
+    """The stored answer to an earlier notification with this id, with the digest of its request (the
+    version a notification made is its receipt)."""
     row = await connection.fetchrow(
-        f"""SELECT {_VERSION_COLUMNS}, r.request_digest
-            FROM notification_receipt r
-            JOIN person_version v ON v.person_id = r.person_id AND v.version = r.version
-            WHERE r.municipality_code = $1 AND r.notification_id = $2""",
+        f"""SELECT {_VERSION_COLUMNS}, v.request_digest FROM person_version v
+            WHERE v.municipality_code = $1 AND v.notification_id = $2""",
         municipality_code, notification_id,
     )
     if row is None:
@@ -105,15 +104,17 @@ async def insert_version(
     connection: asyncpg.Connection, person_id: uuid.UUID, version: int, state: RecordState,
     notification: Notification,
 ) -> datetime:
+    """The version, and with it the notification's receipt (its request digest)."""
     change = notification.change
     created_at: datetime = await connection.fetchval(
         """INSERT INTO person_version (person_id, version, resident_code, state, record, change_kind,
-               change_reason, event_date, notify_time, receive_time, municipality_code, notification_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+               change_reason, event_date, notify_time, receive_time, municipality_code, notification_id,
+               request_digest)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
            RETURNING created_at""",
         person_id, version, notification.resident_code, int(state), notification.record, int(change.kind),
         change.reason, change.event_date, change.notify_time, change.receive_time,
-        change.municipality_code, change.notification_id,
+        change.municipality_code, change.notification_id, notification.digest,
     )
     return created_at
 
@@ -161,19 +162,6 @@ async def keep_former_code(connection: asyncpg.Connection, person_id: uuid.UUID,
         """INSERT INTO resident_code_history (resident_code, person_id) VALUES ($1, $2)
            ON CONFLICT (resident_code) DO NOTHING""",
         resident_code, person_id,
-    )
-
-
-async def insert_receipt(
-    connection: asyncpg.Connection, notification: Notification, person_id: uuid.UUID, version: int
-) -> None:
-    change = notification.change
-    await connection.execute(
-        """INSERT INTO notification_receipt (municipality_code, notification_id, request_digest, person_id,
-               version, received_at)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
-        change.municipality_code, change.notification_id, notification.digest, person_id, version,
-        change.receive_time,
     )
 
 
@@ -292,16 +280,18 @@ async def find_receipts(
     if not keys:
         return {}
     rows = await connection.fetch(
-        f"""SELECT {_VERSION_COLUMNS}, r.municipality_code AS receipt_municipality,
-                   r.notification_id AS receipt_id, r.request_digest
+        f"""SELECT {_VERSION_COLUMNS}, v.request_digest
             FROM unnest($1::text[], $2::text[]) AS wanted (municipality_code, notification_id)
-            JOIN notification_receipt r
-              ON r.municipality_code = wanted.municipality_code AND r.notification_id = wanted.notification_id
-            JOIN person_version v ON v.person_id = r.person_id AND v.version = r.version""",
+            JOIN person_version v
+              ON v.municipality_code = wanted.municipality_code AND v.notification_id = wanted.notification_id""",
         [m for m, _ in keys], [n for _, n in keys],
     )
-    return {(row["receipt_municipality"], row["receipt_id"]): (bytes(row["request_digest"]), version_from_row(row))
-            for row in rows}
+    found = {}
+    for row in rows:
+        version = version_from_row(row)
+        found[(version.change.municipality_code, version.change.notification_id)] = (
+            bytes(row["request_digest"]), version)
+    return found
 
 
 async def lock_persons_of_codes(connection: asyncpg.Connection, resident_codes: list[str]) -> list[asyncpg.Record]:
@@ -403,41 +393,30 @@ async def note_version_numbers(connection: asyncpg.Connection, rows: list[tuple[
 
 async def insert_versions(connection: asyncpg.Connection,
                           rows: list[VersionRow]) -> dict[tuple[uuid.UUID, int], datetime]:
-    """New versions; returns their creation times."""
+    """New versions, each with its notification's receipt (request digest); returns their creation times."""
     if not rows:
         return {}
     changes = [n.change for _, _, _, n, _ in rows]
     created = await connection.fetch(
         """INSERT INTO person_version (person_id, version, resident_code, state, record, change_kind,
-               change_reason, event_date, notify_time, receive_time, municipality_code, notification_id)
+               change_reason, event_date, notify_time, receive_time, municipality_code, notification_id,
+               request_digest)
            SELECT u.person_id, u.version, u.resident_code, u.state, u.record::jsonb, u.change_kind, u.change_reason,
-                  u.event_date, u.notify_time, u.receive_time, u.municipality_code, u.notification_id
+                  u.event_date, u.notify_time, u.receive_time, u.municipality_code, u.notification_id,
+                  u.request_digest
            FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::smallint[], $5::text[], $6::smallint[],
-                       $7::smallint[], $8::date[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[])
+                       $7::smallint[], $8::date[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[],
+                       $13::bytea[])
              AS u (person_id, version, resident_code, state, record, change_kind, change_reason, event_date,
-                   notify_time, receive_time, municipality_code, notification_id)
+                   notify_time, receive_time, municipality_code, notification_id, request_digest)
            RETURNING person_id, version, created_at""",
         [r[0] for r in rows], [r[1] for r in rows], [r[3].resident_code for r in rows],
         [r[2] for r in rows], [r[4] for r in rows], [int(c.kind) for c in changes],
         [c.reason for c in changes], [c.event_date for c in changes], [c.notify_time for c in changes],
         [c.receive_time for c in changes], [c.municipality_code for c in changes],
-        [c.notification_id for c in changes],
+        [c.notification_id for c in changes], [r[3].digest for r in rows],
     )
     return {(row["person_id"], row["version"]): row["created_at"] for row in created}
-
-
-async def insert_receipts(connection: asyncpg.Connection, rows: list[tuple[Notification, uuid.UUID, int]]) -> None:
-    """Receipts (notification, person id, version)."""
-    if not rows:
-        return
-    await connection.execute(
-        """INSERT INTO notification_receipt (municipality_code, notification_id, request_digest, person_id,
-               version, received_at)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::bigint[], $6::timestamptz[])""",
-        [n.change.municipality_code for n, _, _ in rows], [n.change.notification_id for n, _, _ in rows],
-        [n.digest for n, _, _ in rows], [r[1] for r in rows], [r[2] for r in rows],
-        [n.change.receive_time for n, _, _ in rows],
-    )
 
 
 async def insert_outbox_rows(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, int, str]],
