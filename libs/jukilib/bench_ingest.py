@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
-from jukilib import benchkit, caller
+from jukilib import benchkit, caller, runner
 from jukilib.config import (
     DEFAULT_TRUSTED_PEERS,
     DatabaseConfig,
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.stream_chunk <= MAX_PER_MESSAGE:
         print(f"--stream-chunk must be between 1 and {MAX_PER_MESSAGE}", file=sys.stderr)
         return 2
-    result = benchkit.run_loop(_bench(args))
+    result = runner.run(_bench(args))
     print(json.dumps(result, ensure_ascii=False))
     return 0 if result["errors"] == 0 else 1
 
@@ -300,7 +300,7 @@ def _client_main() -> int:
     """The client process: the spec as JSON on stdin, the result as JSON on stdout."""
     raw = json.load(sys.stdin)
     spec = _ClientSpec(**{**raw, "sizes": tuple(raw["sizes"])})
-    print(json.dumps(benchkit.run_loop(_client_run(spec, None))))
+    print(json.dumps(runner.run(_client_run(spec, None))))
     return 0
 
 

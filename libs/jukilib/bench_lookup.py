@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jukilib import benchkit
+from jukilib import benchkit, runner
 from jukilib.config import DatabaseConfig, TlsConfig
 from jukilib.grpc.channels import secure_channel
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.batch_size <= 1000:
         print("juki bench lookup: --batch-size must be between 1 and 1000", file=sys.stderr)
         return 2
-    result = benchkit.run_loop(_bench(args))
+    result = runner.run(_bench(args))
     print(json.dumps(result, ensure_ascii=False))
     return 0 if result["errors"] == 0 else 1
 
@@ -338,7 +338,7 @@ async def _client_process(spec: _ClientSpec) -> dict[str, Any]:
 def _client_main() -> int:
     """The client process: the spec as JSON on stdin, the result as JSON on stdout."""
     spec = _ClientSpec(**json.load(sys.stdin))
-    print(json.dumps(benchkit.run_loop(_client_run(spec))))
+    print(json.dumps(runner.run(_client_run(spec))))
     return 0
 
 

@@ -13,18 +13,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jukilib import runner
 from jukilib.config import SERVICES, TlsConfig
 from jukilib.db.bootstrap import ServiceDatabase
-
-
-def run_loop(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-    """As `juki serve`: uvloop when installed."""
-    return runner.run(coroutine)
 
 
 def latency(samples: list[float]) -> dict[str, float]:

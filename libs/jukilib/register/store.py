@@ -24,7 +24,8 @@ _VERSION_COLUMNS = """
     v.person_id, v.version, v.resident_code, v.state, v.record, v.change_kind, v.change_reason,
     v.event_date, v.notify_time, v.receive_time, v.municipality_code, v.notification_id, v.created_at
 """
-_VERSION_WIDTH = 13
+_VERSION_WIDTH = _VERSION_COLUMNS.count(",") + 1
+"""Columns `_VERSION_COLUMNS` selects (`version_from_row` reads them by position)."""
 _ORDER = "v.event_date, v.notify_time, v.municipality_code, v.notification_id"
 _ORDER_DESC = "v.event_date DESC, v.notify_time DESC, v.municipality_code DESC, v.notification_id DESC"
 
@@ -53,15 +54,9 @@ async def find_receipt(
     connection: asyncpg.Connection, municipality_code: str, notification_id: str
 ) -> tuple[bytes, StoredVersion] | None:
     """The stored answer to an earlier notification with this id, with the digest of its request (the
-    version a notification made is its receipt)."""
-    row = await connection.fetchrow(
-        f"""SELECT {_VERSION_COLUMNS}, v.request_digest FROM person_version v
-            WHERE v.municipality_code = $1 AND v.notification_id = $2""",
-        municipality_code, notification_id,
-    )
-    if row is None:
-        return None
-    return bytes(row["request_digest"]), version_from_row(row)
+    version a notification made is its receipt): `find_receipts` of one."""
+    key = (municipality_code, notification_id)
+    return (await find_receipts(connection, [key])).get(key)
 
 
 async def person_of_code(connection: asyncpg.Connection, resident_code: str) -> uuid.UUID | None:
