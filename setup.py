@@ -29,5 +29,6 @@ setup(
         + ["juki." + p if p != "juki" else p for p in ["juki", *find_packages("gen/juki")]]
     ),
     package_data={"": ["*.toml", "*.pyi", "py.typed", "migrations/*.sql", "data/*.csv"]},
-    include_package_data=True,
+    # data files are named by the patterns above (the migrations and data folders are not packages)
+    include_package_data=False,
 )

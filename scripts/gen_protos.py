@@ -6,6 +6,7 @@ never edited by hand and never committed.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ def main() -> int:
         f"--mypy_grpc_out={OUT}",
         *_proto_files(),
     ]
-    if shutil.which("protoc-gen-mypy") is None and not (Path(sys.executable).parent / "protoc-gen-mypy").exists():
+    # protoc finds its plugins on PATH: those of the environment running this script come first
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    if shutil.which("protoc-gen-mypy") is None:
         print("gen_protos: protoc-gen-mypy not found (install mypy-protobuf)", file=sys.stderr)
         return 2
     code = protoc.main(args)

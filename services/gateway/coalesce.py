@@ -82,7 +82,8 @@ class LookupCoalescer:
         if field is None:
             raise ValueError(f"{batch.full_name} does not answer what {single.full_name} answers")
         self._resource = field.name
-        self._request_type = GetMessageClass(batch.input_type)
+        # A class made from the descriptor at run time: its fields are known to protobuf, not to the type stubs
+        self._request_type: Callable[..., message.Message] = GetMessageClass(batch.input_type)
         self._response_type = GetMessageClass(batch.output_type)
         self._invoke_batch = invoke_batch
         self._method = f"/{batch.containing_service.full_name}/{batch.name}"
