@@ -43,8 +43,8 @@ def main() -> int:
         f"--proto_path={include_grpc_tools}",
         f"--python_out={OUT}",
         f"--grpc_python_out={OUT}",
-        f"--mypy_out={OUT}",
-        f"--mypy_grpc_out={OUT}",
+        f"--mypy_out=quiet:{OUT}",
+        f"--mypy_grpc_out=quiet:{OUT}",
         *_proto_files(),
     ]
     # protoc finds its plugins on PATH: those of the environment running this script come first
