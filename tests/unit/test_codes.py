@@ -1,4 +1,4 @@
-"""Check digits of 個人番号, 住民票コード and 団体コード (DOMAIN.md §2)."""
+"""Check digits of 個人番号, 住民票コード and 団体コード (docs/domain.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Partial dates of birth (DOMAIN.md §4.3)."""
+"""Partial dates of birth (docs/domain.md §4.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The packaged Gunma municipality table (DOMAIN.md §4.7)."""
+"""The packaged Gunma municipality table (docs/domain.md §4.7)."""
 
 from __future__ import annotations
 

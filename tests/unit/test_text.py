@@ -1,4 +1,4 @@
-"""Text validation and the degraded search form (DOMAIN.md §4.5)."""
+"""Text validation and the degraded search form (docs/domain.md §4.5)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Everything here is invented with Faker('ja_JP'): names come from Faker's paired (kanji, kana, romaji)
 tuples so a name and its reading always correspond. Identifiers carry valid check digits (個人番号:
-総務省令第85号 第5条; 住民票コード: the UNVERIFIED hypothesis of DOMAIN.md §2.2) but are random: unlike real
+総務省令第85号 第5条; 住民票コード: the UNVERIFIED hypothesis of docs/domain.md §2.2) but are random: unlike real
 ones, the synthetic 個人番号 is not derived from the 住民票コード.
 """
 

@@ -1,6 +1,6 @@
 """Check digits of the identifiers used on Juki-net.
 
-* 個人番号 (Individual Number, 12 digits) — formula VERIFIED (DOMAIN.md §2.1).
+* 個人番号 (Individual Number, 12 digits) — formula VERIFIED (docs/domain.md §2.1).
 * 住民票コード (resident record code, 11 digits) — structure VERIFIED, formula UNVERIFIED (§2.2),
   so its check is pluggable through :class:`CheckDigitMode`.
 * 全国地方公共団体コード (local-government code, 5 digits + check digit) — VERIFIED (§2.3).

@@ -1,6 +1,6 @@
 """Partial dates of birth (and other dates where 不詳 forms are lawful).
 
-DOMAIN.md §4.3 (VERIFIED, municipal standard spec jyuki-stnd j80/j480): for the date of birth (and the
+docs/domain.md §4.3 (VERIFIED, municipal standard spec jyuki-stnd j80/j480): for the date of birth (and the
 dates of becoming a resident, of setting the address, of death or disappearance) municipal systems may
 hold **non-calendar dates** (e.g. 29 February of a non-leap year, 明治45年7月30日) and **不詳 dates**
 ("令和○年頃", "…月上旬", "年月日不詳", "推定…"). So a date of birth is stored as a structured

@@ -1,6 +1,6 @@
 """The table of municipalities (市町村) whose CS notify this prefectural server.
 
-Data: ``data/gunma_municipalities.csv`` (DOMAIN.md §4.7). Gunma has 35 municipalities: 12 市, 15 町,
+Data: ``data/gunma_municipalities.csv`` (docs/domain.md §4.7). Gunma has 35 municipalities: 12 市, 15 町,
 8 村 (VERIFIED). The 5-digit 全国地方公共団体コード in the CSV are UNVERIFIED (from memory, DOMAIN §4.7 and
 open item F.8): confirm them against the MIC 全国地方公共団体コード list. The check digits are
 computed with DOMAIN §2.3 and are verified here at load time, so a mistyped code fails loudly.

@@ -1,6 +1,6 @@
 """性別 (sex) codes.
 
-UNVERIFIED (DOMAIN.md §4.4, open item F.5): no public source gives the Juki-net code values. The table
+UNVERIFIED (docs/domain.md §4.4, open item F.5): no public source gives the Juki-net code values. The table
 below is the common convention (1 = 男, 2 = 女) plus 9 = 不明/適用不能 as in ISO 5218; it MUST be confirmed
 against the J-LIS specification. Store the code as received and map it through this table (§4.4).
 """

@@ -1,6 +1,6 @@
 """Validation and search forms of free text, names and name readings.
 
-DOMAIN.md §4.5: Juki-net names are 住基ネット統一文字 / MJ characters, rendered in Unicode (IVS allowed).
+docs/domain.md §4.5: Juki-net names are 住基ネット統一文字 / MJ characters, rendered in Unicode (IVS allowed).
 Names must **never be normalised destructively** and unknown characters must not be rejected (they go to
 文字同定 review). So :func:`text_problems` rejects only what can never be legitimate text (control
 characters, bidi overrides, lone surrogates, non-characters), and :func:`search_key` derives a separate
