@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from grpc import aio
 from juki.gateway.v1 import operation_log_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2_grpc
 from jukilib import paging
+from jukilib.boundary import storable
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.errors import FieldViolation, InvalidArgument, Unavailable
@@ -106,18 +108,39 @@ class OperationLog:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            try:
-                sequences = await self._commit([entry for entry, _ in batch])
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, Unavailable) as exc:
-                logger.error("operation log batch not written", extra={"entries": len(batch),
-                                                                       "error_type": type(exc).__name__})
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(Unavailable("operation log unavailable", "OPERATION_LOG_UNAVAILABLE"))
-                continue
-            for (_, future), sequence in zip(batch, sequences, strict=True):
-                if not future.done():
-                    future.set_result(sequence)
+            await self._write_isolating(batch)
+
+    async def _write_isolating(self, batch: list[tuple[LogEntry, asyncio.Future[int]]]) -> None:
+        """Commit `batch`. When the database refuses an entry's values (SQLSTATE class 22), the batch is
+        split and its halves committed apart, down to the entry at fault, which is stored as a refusal
+        instead: one caller's input never fails another caller's call, nor escapes the log."""
+        try:
+            sequences = await self._commit([entry for entry, _ in batch])
+        except asyncpg.DataError as exc:
+            if len(batch) == 1:
+                await self._store_refusal(*batch[0], exc.sqlstate)
+                return
+            middle = len(batch) // 2
+            await self._write_isolating(batch[:middle])
+            await self._write_isolating(batch[middle:])
+            return
+        except _WRITE_FAILURES as exc:
+            _fail(batch, exc)
+            return
+        for (_, future), sequence in zip(batch, sequences, strict=True):
+            if not future.done():
+                future.set_result(sequence)
+
+    async def _store_refusal(self, entry: LogEntry, future: asyncio.Future[int], sqlstate: str) -> None:
+        """Log, in place of `entry`, that the call was refused because its entry could not be stored; the
+        caller is answered INVALID_ARGUMENT (nothing it asked for leaves)."""
+        try:
+            (sequence,) = await self._commit([refusal_of(entry, sqlstate)])
+        except _WRITE_FAILURES as exc:
+            _fail([(entry, future)], exc)
+            return
+        if not future.done():
+            future.set_exception(LogEntryRefused(sequence))
 
     async def _commit(self, entries: list[LogEntry]) -> list[int]:
         tail = self._tail or await self._read_tail()
@@ -177,6 +200,37 @@ class OperationLog:
                 or (now - signed_at).total_seconds() >= self._checkpoint_seconds):
             return sequence, head, self._key.key_id, self._key.sign(sequence, head), now
         return None
+
+
+_WRITE_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, Unavailable)
+
+
+class LogEntryRefused(InvalidArgument):
+    """The database refused a call's log entry; a refusal was logged in its place (at `sequence`)."""
+
+    def __init__(self, sequence: int) -> None:
+        super().__init__([FieldViolation("request", "holds values the operation log cannot store",
+                                         "TEXT_NOT_STORABLE")])
+        self.sequence = sequence
+
+
+def refusal_of(entry: LogEntry, sqlstate: str) -> LogEntry:
+    """What is logged for a call whose entry the database refused: who, when, which method, denied with the
+    SQLSTATE as reason, and none of the values (the codes asked, the references) that could not be stored."""
+    return dataclasses.replace(
+        entry, request_id=storable(entry.request_id), trace_id=storable(entry.trace_id),
+        organization=storable(entry.organization), operator=storable(entry.operator),
+        method=storable(entry.method), purpose=storable(entry.purpose), legal_basis=storable(entry.legal_basis),
+        case_reference=storable(entry.case_reference), decision=pb.DECISION_DENIED, status="INVALID_ARGUMENT",
+        reason=f"the entry could not be stored (SQLSTATE {sqlstate})", resident_codes=[], disclosed_fields=[],
+        disclosed_versions=[])
+
+
+def _fail(batch: list[tuple[LogEntry, asyncio.Future[int]]], exc: BaseException) -> None:
+    logger.error("operation log batch not written", extra={"entries": len(batch), "error_type": type(exc).__name__})
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(Unavailable("operation log unavailable", "OPERATION_LOG_UNAVAILABLE"))
 
 
 def _chain(entries: list[LogEntry], sequence: int, previous: bytes) -> list[tuple[Any, ...]]:

@@ -33,7 +33,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
-from jukilib import caller
+from jukilib import boundary, caller
 from jukilib.devcerts import organisation_from_certificate
 from jukilib.errors import (
     STATUS_DETAILS_KEY,
@@ -51,7 +51,7 @@ from services.gateway import coalesce, minimise, volume
 from services.gateway.admission import Admission
 from services.gateway.coalesce import LookupCoalescer
 from services.gateway.operators import Operator, OperatorRegistry
-from services.gateway.oplog import LogEntry, OperationLog
+from services.gateway.oplog import LogEntry, LogEntryRefused, OperationLog
 from services.gateway.policy import Catalogue, Purpose
 
 ALLOWED, DENIED = 1, 2
@@ -218,10 +218,12 @@ class Gateway:
     async def _refuse(self, route: Route, entry: LogEntry, context: aio.ServicerContext[Any, Any],
                       exc: Exception) -> None:
         """Log a refusal or failure, then answer it (abort raises)."""
+        if isinstance(exc, LogEntryRefused):  # its refusal is in the log already
+            await abort_with(context, exc)
         if isinstance(exc, grpc.aio.AioRpcError):
             entry.status = exc.code().name
             entry.reason = f"{entry.reason}; backend answered {exc.code().name}".lstrip("; ")
-            await self._log.write(entry)
+            await self._log_refusal(entry, context)
             await context.abort(exc.code(), exc.details() or "", trailing_metadata=_status_trailer(exc))
         error = translate(exc)
         if not isinstance(exc, JukiError):
@@ -232,15 +234,30 @@ class Gateway:
         if entry.decision == DENIED or not entry.reason:
             entry.reason = error.reason
         entry.status = code_name(error.code)
-        await self._log.write(entry)
+        await self._log_refusal(entry, context)
         await abort_with(context, error)
 
-    async def _authorize(self, route: Route, context: aio.ServicerContext[Any, Any],
-                         entry: LogEntry) -> tuple[caller.Caller, Purpose]:
+    async def _log_refusal(self, entry: LogEntry, context: aio.ServicerContext[Any, Any]) -> None:
+        try:
+            await self._log.write(entry)
+        except LogEntryRefused as refused:  # the refusal of its values is logged instead
+            await abort_with(context, refused)
+
+    @staticmethod
+    def _identify(context: aio.ServicerContext[Any, Any], entry: LogEntry) -> tuple[caller.Caller, str]:
+        """(the caller as its certificate and metadata say, the certificate's fingerprint), written into
+        `entry` first: whatever is refused after this is logged with who asked."""
         organization, fingerprint = _certificate(context)
         who = _caller(context, organization)
         entry.organization, entry.purpose = who.organization, who.purpose
         entry.case_reference, entry.request_id = who.case_reference, who.request_id
+        return who, fingerprint
+
+    async def _authorize(self, route: Route, context: aio.ServicerContext[Any, Any],
+                         entry: LogEntry, identified: tuple[caller.Caller, str] | None = None,
+                         ) -> tuple[caller.Caller, Purpose]:
+        who, fingerprint = identified or self._identify(context, entry)
+        organization = who.organization
         self._admission.check_certificate(fingerprint)
         operator = await self._operator(context, organization, entry)
         if operator is not None:
@@ -285,8 +302,10 @@ class Gateway:
     async def _serve(self, route: Route, request: bytes, context: aio.ServicerContext[Any, Any],
                      entry: LogEntry) -> bytes:
         parsed = self._parse(route.method.input_type, request)
+        identified = self._identify(context, entry)
+        boundary.check_texts(parsed)
         entry.resident_codes.extend(minimise.resident_codes(parsed))
-        who, purpose = await self._authorize(route, context, entry)
+        who, purpose = await self._authorize(route, context, entry, identified)
         volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
         if route.coalescer and (code := route.coalescer.code_of(parsed)) is not None:
             return await self._answer(await route.coalescer.lookup(code, who), None, purpose, who, entry)
@@ -323,7 +342,7 @@ class Gateway:
 
     async def _forwarded(self, route: Route, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for data in requests:
-            self._parse(route.method.input_type, data)  # malformed input stops here, not at the backend
+            self._parse_request(route, data)  # malformed input stops here, not at the backend
             yield data
 
     async def _answer_batch(self, route: Route, batch: list[bytes], purpose: Purpose, who: caller.Caller,
@@ -363,6 +382,14 @@ class Gateway:
         if answer_bytes is not None and purpose.all_fields and not purpose.overseas_emigrant_only:
             return answer_bytes  # nothing was cut: the backend's bytes leave as they came
         return answer.SerializeToString()
+
+    @classmethod
+    def _parse_request(cls, route: Route, data: bytes) -> message.Message:
+        """A request decoded and its every text checked (`jukilib.boundary`) before anything logs, batches
+        or forwards it."""
+        parsed = cls._parse(route.method.input_type, data)
+        boundary.check_texts(parsed)
+        return parsed
 
     @staticmethod
     def _parse(descriptor: Any, data: bytes, field: str = "request") -> message.Message:

@@ -5,6 +5,7 @@ cannot write the log."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -23,7 +24,7 @@ from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
 from jukilib.grpc.channels import secure_channel
 from services.gateway.chain import SigningKey, ensure_signing_key
-from services.gateway.oplog import _ROW, LogEntry, OperationLog
+from services.gateway.oplog import _ROW, LogEntry, LogEntryRefused, OperationLog
 from tests.conftest import RunningSuite, fresh_database
 
 ENTRIES = 30
@@ -194,3 +195,28 @@ async def test_gateway_fails_closed_when_the_log_cannot_be_written(suite: Runnin
         await owner.close()
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "operation log" in (refused.value.details() or "")
+
+
+async def test_an_entry_the_database_refuses_fails_only_its_own_call_and_is_logged_as_refused(
+        replicas: tuple[str, list[tuple[Database, OperationLog]]], home: Path) -> None:
+    """Issue 15: a value PostgreSQL cannot store (U+0000) in one entry of a group commit used to fail the
+    whole batch; now the others are committed and the call at fault is logged as refused."""
+    url, [(_, log), _] = replicas
+    poison = dataclasses.replace(_entry(3), request_id="poison", resident_codes=["1234\x005678"],
+                                 case_reference="case\x00ref")
+    results = await asyncio.gather(*(log.write(poison if i == 3 else _entry(i)) for i in range(1, 9)),
+                                   return_exceptions=True)
+    refused = results[2]
+    assert isinstance(refused, LogEntryRefused)
+    assert sorted([*(r for r in results if isinstance(r, int)), refused.sequence]) == list(range(1, 9))
+    connection = await asyncpg.connect(url)
+    try:
+        row = await connection.fetchrow("SELECT * FROM operation_log WHERE sequence = $1", refused.sequence)
+    finally:
+        await connection.close()
+    assert (row["request_id"], row["decision"], row["status"], row["resident_codes"], row["case_reference"]) == (
+        "poison", 2, "INVALID_ARGUMENT", [], "case\ufffdref")
+    assert "SQLSTATE 22021" in row["reason"]
+    result = _verify(url, home)
+    assert result.returncode == 0, result.stderr
+    assert "8 record(s)" in result.stdout

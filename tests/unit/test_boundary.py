@@ -1,0 +1,51 @@
+"""Every text of a request is checked at the door, naming the field (issue 15: no poison pills)."""
+
+from __future__ import annotations
+
+import pytest
+
+from juki.identity.v1 import identity_pb2
+from juki.register.v1.register_pb2 import SearchQuery
+from jukilib.boundary import MAX_TEXT_LENGTH, check_texts, storable
+from jukilib.errors import InvalidArgument
+
+
+def _violations(request: object) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidArgument) as refused:
+        check_texts(request)  # type: ignore[arg-type]
+    return [(v.field, v.reason) for v in refused.value.violations]
+
+
+def test_a_nul_byte_in_a_resident_code_is_refused_naming_the_field() -> None:
+    assert _violations(identity_pb2.LookupResidentRequest(resident_code="1234\x0056789")) == [
+        ("resident_code", "TEXT_NOT_STORABLE")]
+
+
+def test_each_bad_code_of_a_batch_is_named_by_its_index() -> None:
+    request = identity_pb2.BatchLookupResidentsRequest(resident_codes=["12345678901", "1\x002", "3\uffff", "x" * 11])
+    assert [field for field, _ in _violations(request)] == ["resident_codes[1]", "resident_codes[2]"]
+
+
+def test_nested_fields_are_named_by_their_path_and_overlong_text_is_refused() -> None:
+    request = identity_pb2.SearchResidentsRequest(query=SearchQuery(full_name="x" * (MAX_TEXT_LENGTH + 1),
+                                                                    municipality_code="10\x002"))
+    assert _violations(request) == [("query.full_name", "TEXT_TOO_LONG"), ("query.municipality_code",
+                                                                          "TEXT_NOT_STORABLE")]
+
+
+def test_storable_text_is_left_to_the_owning_services_rules() -> None:
+    # control characters other than U+0000 can be stored: the register's rules refuse them in a name,
+    # together with every other bad field of the notification
+    check_texts(identity_pb2.SearchResidentsRequest(query=SearchQuery(full_name="髙橋\u3000太郎\t\x07",
+                                                                      full_name_kana="タカハシ\nタロウ\r")))
+
+
+def test_the_error_names_fields_and_never_carries_the_value() -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        check_texts(identity_pb2.SearchResidentsRequest(query=SearchQuery(full_name="山田\x00花子")))
+    assert "山田" not in str(refused.value) and all("山田" not in v.description for v in refused.value.violations)
+
+
+def test_storable_replaces_what_cannot_be_stored() -> None:
+    assert storable("a\x00b\uffffc\x1f") == "a\ufffdb\ufffdc\x1f"
+    assert len(storable("x" * (MAX_TEXT_LENGTH + 5))) == MAX_TEXT_LENGTH
