@@ -1,12 +1,17 @@
-"""What every text of a request must be before anything stores, batches or logs it.
+"""What every request must be before anything stores, batches or logs it, whatever its contract.
 
-PostgreSQL's `text` cannot hold U+0000: one such value in a group commit (the operation log's, a
-register's) makes the database refuse the whole batch, failing every other caller's work in it. So a
-text that no store can take — U+0000, the noncharacters U+FFFE/U+FFFF, more than `MAX_TEXT_LENGTH`
-characters — is refused at the door, naming the field, whatever the field. Other control characters can
-be stored; whether a name, an address or a code may hold them is the owning service's rule, checked
-with its other rules so that one answer names every bad field. Unpaired surrogates cannot arrive:
-protobuf refuses a string that is not valid UTF-8 when it decodes the message.
+- Texts: PostgreSQL's `text` cannot hold U+0000: one such value in a group commit (the operation log's,
+  a register's) makes the database refuse the whole batch, failing every other caller's work in it. So a
+  text that no store can take — U+0000, the noncharacters U+FFFE/U+FFFF, more than `MAX_TEXT_LENGTH`
+  characters — is refused at the door, naming the field. Other control characters can be stored; whether
+  a name, an address or a code may hold them is the owning service's rule, checked with its other rules
+  so that one answer names every bad field. Unpaired surrogates cannot arrive: protobuf refuses a string
+  that is not valid UTF-8 when it decodes the message.
+- Enums: proto3 enums are open, so a decoded message can carry any int32; only the values the contract
+  defines are accepted (a value beyond them reached SQL as an out-of-range smallint).
+- Timestamps: a `google.protobuf.Timestamp` outside what the contract defines (years 0001-9999, nanos
+  below one second) cannot be converted to a time. Whether a valid time is plausible for its field (a
+  notification's time, a receipt time) is the owning service's rule.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from google.protobuf import message
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from jukilib.errors import FieldViolation, InvalidArgument
 
 MAX_TEXT_LENGTH = 10_000
 """Characters in one string field: far above any name, address, reason or note the contracts carry."""
 _FORBIDDEN = re.compile("[\x00\ufffe\uffff]")
+# google.protobuf.Timestamp's defined range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z
+_TIMESTAMP = "google.protobuf.Timestamp"
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 
 def storable(text: str) -> str:
@@ -31,16 +39,35 @@ def storable(text: str) -> str:
     return _FORBIDDEN.sub("\ufffd", text[:MAX_TEXT_LENGTH])
 
 
-def check_texts(msg: message.Message) -> None:
-    """Raise InvalidArgument naming every string field of `msg`, at any depth, that no store can take
-    (AIP-193 field paths: `change.record.full_name`, `resident_codes[3]`)."""
-    violations = [FieldViolation(path if index is None else f"{path}[{index}]", *problem)
-                  for path, index, value in _texts(msg, "") if (problem := _problem(value)) is not None]
+def check_request(msg: message.Message) -> None:
+    """Raise InvalidArgument naming every field of `msg`, at any depth, that no service can take (AIP-193
+    field paths: `change.record.full_name`, `resident_codes[3]`, `change.notify_time`)."""
+    violations = list(_violations(msg, ""))
     if violations:
         raise InvalidArgument(violations)
 
 
-def _problem(value: str) -> tuple[str, str] | None:
+def _violations(msg: message.Message, prefix: str) -> Iterator[FieldViolation]:
+    for descriptor, value in msg.ListFields():
+        path = f"{prefix}{descriptor.name}"
+        if descriptor.type == FieldDescriptor.TYPE_STRING:
+            yield from _text_violations(descriptor, value, path)
+        elif descriptor.type == FieldDescriptor.TYPE_ENUM:
+            yield from _enum_violations(descriptor, value, path)
+        elif descriptor.type == FieldDescriptor.TYPE_MESSAGE and descriptor.message_type is not None:
+            yield from _message_violations(descriptor.message_type, descriptor.is_repeated, value, path)
+
+
+def _text_violations(descriptor: FieldDescriptor, value: Any, path: str) -> Iterator[FieldViolation]:
+    if not descriptor.is_repeated:
+        if (problem := _text_problem(value)) is not None:
+            yield FieldViolation(path, *problem)
+    elif _any_text_problem(value):  # a batch of 1,000 codes is looked at item by item only when one is bad
+        yield from (FieldViolation(f"{path}[{i}]", *problem) for i, v in enumerate(value)
+                    if (problem := _text_problem(v)) is not None)
+
+
+def _text_problem(value: str) -> tuple[str, str] | None:
     """(description, reason) of what makes `value` unacceptable; None when it is acceptable."""
     if len(value) > MAX_TEXT_LENGTH:
         return f"is longer than {MAX_TEXT_LENGTH} characters", "TEXT_TOO_LONG"
@@ -49,44 +76,31 @@ def _problem(value: str) -> tuple[str, str] | None:
     return None
 
 
-def _any_problem(values: Sequence[str]) -> bool:
-    """Whether one of `values` has a problem: one pass over all of them (a batch of 1,000 codes is
-    looked at item by item only when one is bad)."""
+def _any_text_problem(values: Sequence[str]) -> bool:
     return max(map(len, values), default=0) > MAX_TEXT_LENGTH or _FORBIDDEN.search("".join(values)) is not None
 
 
-# (field path, index in a repeated field or None, value): the index is put into the path only for a
-# violation, so that a batch of 1,000 codes formats no path at all
-_Text = tuple[str, int | None, str]
+def _enum_violations(descriptor: FieldDescriptor, value: Any, path: str) -> Iterator[FieldViolation]:
+    assert descriptor.enum_type is not None
+    defined = descriptor.enum_type.values_by_number
+    for index, number in enumerate(value) if descriptor.is_repeated else ((None, value),):
+        if number not in defined:
+            yield FieldViolation(path if index is None else f"{path}[{index}]",
+                                 f"is not a value of {descriptor.enum_type.name}", "UNKNOWN_ENUM_VALUE")
 
 
-def _texts(msg: message.Message, prefix: str) -> Iterator[_Text]:
-    for descriptor, value in msg.ListFields():
-        path = f"{prefix}{descriptor.name}"
-        if descriptor.type == FieldDescriptor.TYPE_STRING and not descriptor.is_repeated:
-            yield path, None, value
-        elif descriptor.type == FieldDescriptor.TYPE_STRING and _any_problem(value):
-            yield from ((path, i, v) for i, v in enumerate(value))
-        elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
-            yield from _message_texts(descriptor, value, path)
-
-
-def _message_texts(descriptor: FieldDescriptor, value: Any, path: str) -> Iterator[_Text]:
-    if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
-        yield from _map_texts(value, path)
-    elif descriptor.is_repeated:
-        for index, item in enumerate(value):
-            yield from _texts(item, f"{path}[{index}].")
-    else:
-        yield from _texts(value, f"{path}.")
-
-
-def _map_texts(value: Any, path: str) -> Iterator[_Text]:
-    """A map's keys and values, named by the map alone: a key is data and never goes into an error."""
-    for key, item in value.items():
-        if isinstance(key, str):
-            yield path, None, key
-        if isinstance(item, str):
-            yield path, None, item
-        elif isinstance(item, message.Message):
-            yield from _texts(item, f"{path}.")
+def _message_violations(message_type: Descriptor, repeated: bool, value: Any, path: str
+                        ) -> Iterator[FieldViolation]:
+    if message_type.GetOptions().map_entry:  # named by the map alone: a key is data, never put in an error
+        for key, item in value.items():
+            yield from (FieldViolation(path, *p) for t in (key, item) if isinstance(t, str)
+                        if (p := _text_problem(t)) is not None)
+            if isinstance(item, message.Message):
+                yield from _violations(item, f"{path}.")
+        return
+    for item_path, item in ((f"{path}[{i}]", v) for i, v in enumerate(value)) if repeated else ((path, value),):
+        if message_type.full_name == _TIMESTAMP:
+            if not (_MIN_SECONDS <= item.seconds <= _MAX_SECONDS and 0 <= item.nanos < 1_000_000_000):
+                yield FieldViolation(item_path, "is not a time between the years 1 and 9999", "TIMESTAMP_OUT_OF_RANGE")
+        else:
+            yield from _violations(item, f"{item_path}.")

@@ -303,7 +303,7 @@ class Gateway:
                      entry: LogEntry) -> bytes:
         parsed = self._parse(route.method.input_type, request)
         identified = self._identify(context, entry)
-        boundary.check_texts(parsed)
+        boundary.check_request(parsed)
         entry.resident_codes.extend(minimise.resident_codes(parsed))
         who, purpose = await self._authorize(route, context, entry, identified)
         volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
@@ -388,7 +388,7 @@ class Gateway:
         """A request decoded and its every text checked (`jukilib.boundary`) before anything logs, batches
         or forwards it."""
         parsed = cls._parse(route.method.input_type, data)
-        boundary.check_texts(parsed)
+        boundary.check_request(parsed)
         return parsed
 
     @staticmethod

@@ -6,13 +6,13 @@ import pytest
 
 from juki.identity.v1 import identity_pb2
 from juki.register.v1.register_pb2 import SearchQuery
-from jukilib.boundary import MAX_TEXT_LENGTH, check_texts, storable
+from jukilib.boundary import MAX_TEXT_LENGTH, check_request, storable
 from jukilib.errors import InvalidArgument
 
 
 def _violations(request: object) -> list[tuple[str, str]]:
     with pytest.raises(InvalidArgument) as refused:
-        check_texts(request)  # type: ignore[arg-type]
+        check_request(request)  # type: ignore[arg-type]
     return [(v.field, v.reason) for v in refused.value.violations]
 
 
@@ -36,13 +36,13 @@ def test_nested_fields_are_named_by_their_path_and_overlong_text_is_refused() ->
 def test_storable_text_is_left_to_the_owning_services_rules() -> None:
     # control characters other than U+0000 can be stored: the register's rules refuse them in a name,
     # together with every other bad field of the notification
-    check_texts(identity_pb2.SearchResidentsRequest(query=SearchQuery(full_name="髙橋\u3000太郎\t\x07",
+    check_request(identity_pb2.SearchResidentsRequest(query=SearchQuery(full_name="髙橋\u3000太郎\t\x07",
                                                                       full_name_kana="タカハシ\nタロウ\r")))
 
 
 def test_the_error_names_fields_and_never_carries_the_value() -> None:
     with pytest.raises(InvalidArgument) as refused:
-        check_texts(identity_pb2.SearchResidentsRequest(query=SearchQuery(full_name="山田\x00花子")))
+        check_request(identity_pb2.SearchResidentsRequest(query=SearchQuery(full_name="山田\x00花子")))
     assert "山田" not in str(refused.value) and all("山田" not in v.description for v in refused.value.violations)
 
 
