@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from jukilib import cli_purposes
 from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, load_service_config
 from jukilib.runner import connected, run
 
@@ -313,6 +314,7 @@ def _parser() -> argparse.ArgumentParser:
     calls.add_call_parser(commands)
     cli_operators.add_parser(commands)
     cli_cases.add_parser(commands)
+    cli_purposes.add_parser(commands)
     cli_bulk.add_parsers(commands)
     ingest = bench_ingest.add_bench_ingest(cli_bulk.bench_group(commands))
     ingest.set_defaults(bench_run=bench_ingest.run)
@@ -381,6 +383,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "retention": lambda args: _run(_retention(args)),
     "audit": lambda args: _run(_audit(args)),
     "operators": _operators,
+    "purposes": cli_purposes.command,
 }
 
 
