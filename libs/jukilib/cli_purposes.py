@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from jukilib.suite import all_callers
-
 if TYPE_CHECKING:
     from services.gateway.policy import Purpose
 
@@ -38,6 +36,7 @@ def add_parser(commands: Any) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from jukilib.domain.municipalities import gunma_municipalities
+    from jukilib.suite import all_callers
     from services.gateway.policy import DEFAULT_CATALOGUE, CatalogueError, load_catalogue
 
     path = Path(os.environ.get(POLICY_FILE_VARIABLE, "").strip() or DEFAULT_CATALOGUE)
