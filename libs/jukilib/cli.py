@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from jukilib import cli_purposes
 from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, load_service_config
 from jukilib.runner import connected, run
 
@@ -215,34 +216,48 @@ async def _audit(args: argparse.Namespace) -> int:
 
 
 async def _audit_report(env: Env, days: int) -> int:
-    """`juki audit report`: the misuse review of the last `days` days, printable."""
+    """`juki audit report`: the misuse review of the last `days` days, printable; every time in Japan time
+    (JST), calls of systems (no operator) apart from the operators' work."""
     import datetime as dt
     from zoneinfo import ZoneInfo
+
+    from google.protobuf.timestamp_pb2 import Timestamp
 
     from services.gateway.oplog import JAPAN, Review, misuse_report
 
     japan = ZoneInfo(JAPAN)
 
+    def jst(time: dt.datetime | Timestamp, form: str = "%Y-%m-%d %H:%M") -> str:
+        moment = time.ToDatetime(dt.UTC) if isinstance(time, Timestamp) else time
+        return f"{moment.astimezone(japan):{form}} JST"
+
     end = dt.datetime.now(dt.UTC)
+    start = end - dt.timedelta(days=days)
     async with connected(env.text("JUKI_DATABASE_URL"), "gateway") as connection:
-        report = await misuse_report(connection, Review(end - dt.timedelta(days=days), end, 8, 19, 3, 10))
-    print(f"Misuse review, {end - dt.timedelta(days=days):%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
-    print("\nBusiest operator-hours (JST)")
+        report = await misuse_report(connection, review := Review(start, end, 8, 19, 3, 10))
+    print(f"Misuse review, {jst(start)} to {jst(end)}")
+    print("\nBusiest operator-hours")
     for v in report.volumes[:20]:
-        print(f"  {v.hour.ToDatetime(dt.UTC).astimezone(japan):%Y-%m-%d %H:00}  {v.organization}/{v.operator or '-'}  "
+        print(f"  {jst(v.hour, '%Y-%m-%d %H:00')}  {v.organization}/{v.operator}  "
               f"{v.calls} calls, {v.residents} residents")
-    print(f"\nOff-hours calls: {len(report.off_hours)}")
+    print(f"\nOff-hours calls of operators (before {review.office_start:02d}:00, from {review.office_end:02d}:00,"
+          f" Saturdays and Sundays): {len(report.off_hours)}")
     for e in report.off_hours[:20]:
-        print(f"  #{e.sequence} {e.time.ToDatetime():%Y-%m-%d %H:%M} {e.organization}/{e.operator or '-'} {e.method}")
+        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator} {e.method}")
     print(f"\nResidents looked up by many operators: {len(report.residents_of_interest)}")
     for r in report.residents_of_interest[:20]:
         print(f"  {r.resident_code}: {r.operators} operators, {r.calls} calls")
     print(f"\nSearches with many candidates: {len(report.broad_searches)}")
     for e in report.broad_searches[:20]:
-        print(f"  #{e.sequence} {e.organization}/{e.operator or '-'} {len(e.resident_codes)} candidates")
+        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} {len(e.resident_codes)} candidates")
     print(f"\nDenied attempts: {len(report.denied)}")
     for e in report.denied[:20]:
-        print(f"  #{e.sequence} {e.organization}/{e.operator or '-'} {e.method} {e.reason}")
+        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} {e.method} {e.reason}")
+    system_calls = sum(s.calls for s in report.system_calls)
+    print(f"\nCalls of systems (no operator; never volumes or off-hours use): {system_calls}")
+    for s in report.system_calls[:20]:
+        print(f"  {s.organization} {s.method}  {s.calls} calls, {s.residents} residents, "
+              f"{jst(s.first_time)} to {jst(s.last_time)}")
     return 0
 
 
@@ -285,7 +300,8 @@ def _parser() -> argparse.ArgumentParser:
     outbox.add_argument("ids", nargs="*", help="outbox ids to retry (default: every dead one)")
     audit = commands.add_parser("audit", help="verify the operation log's hash chain and signed checkpoints")
     audit.add_argument("action", choices=("verify", "report"))
-    audit.add_argument("--days", type=int, default=7, help="report: the period reviewed")
+    audit.add_argument("--days", type=int, default=7, help="report: the period reviewed, in days up to now "
+                                                            "(default: %(default)s)")
     audit.add_argument("--public-key", default="", help="PEM (default: JUKI_OPERATION_LOG_PUBLIC_KEY)")
     retention = commands.add_parser("retention", help="purge what the retention rules allow (schema owner)")
     retention.add_argument("action", choices=("purge",))
@@ -298,6 +314,7 @@ def _parser() -> argparse.ArgumentParser:
     calls.add_call_parser(commands)
     cli_operators.add_parser(commands)
     cli_cases.add_parser(commands)
+    cli_purposes.add_parser(commands)
     cli_bulk.add_parsers(commands)
     ingest = bench_ingest.add_bench_ingest(cli_bulk.bench_group(commands))
     ingest.set_defaults(bench_run=bench_ingest.run)
@@ -366,6 +383,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "retention": lambda args: _run(_retention(args)),
     "audit": lambda args: _run(_audit(args)),
     "operators": _operators,
+    "purposes": cli_purposes.command,
 }
 
 

@@ -1,55 +1,388 @@
-"""`juki cases …`: the disclosure desk's open cases, their deadlines and states, through the gateway.
+"""`juki cases …`: the disclosure desk's work on disclosure and correction cases, through the gateway.
 
 Staff act through the gateway (every call is in the operation log), as the `disclosure-desk` sample
-caller of `.juki/endpoints.json` unless told otherwise. The table shows no personal data beyond the
-case and the state: no names, no 住民票コード.
+caller of `.juki/endpoints.json` with the credential of the clerk who logged in (`--operator`), under
+DISCLOSURE-30-32 for disclosure cases (住基法 30-32 … 30-34) and CORRECTION-30-35 for correction cases
+(30-35), as the desk's purposes in the catalogue say. A transition reads the case first for its etag
+(AIP-154), unless `--etag` gives the one the clerk last saw. What is printed is the case's state,
+deadlines and documents: no names, no 住民票コード, no requested values; a notice's content goes only
+to the file it is saved in.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import os
+import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
+from google.protobuf import message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
+from jukilib.calls import _print_error
 from jukilib.client import Endpoints, gateway_channel, load_credential, purpose_metadata
 
 PURPOSE = "DISCLOSURE-30-32"
+CORRECTION_PURPOSE = "CORRECTION-30-35"
+CASES, CORRECTIONS = "disclosureCases", "correctionCases"
+JST = ZoneInfo("Asia/Tokyo")
 STATUS = {pb.DEADLINE_STATUS_NONE: "-", pb.DEADLINE_STATUS_ON_TRACK: "on track",
           pb.DEADLINE_STATUS_AT_RISK: "AT RISK", pb.DEADLINE_STATUS_OVERDUE: "OVERDUE"}
 
 
+def _choices(enum: Any, prefix: str) -> dict[str, Any]:
+    """A proto enum's values by command-line name: REQUESTER_KIND_LEGAL_REPRESENTATIVE → legal-representative."""
+    return {name.removeprefix(prefix).lower().replace("_", "-"): value
+            for name, value in enum.items() if not name.endswith("_UNSPECIFIED")}
+
+
+KINDS = _choices(pb.RequesterKind, "REQUESTER_KIND_")
+DOCUMENTS = _choices(pb.IdentityDocument, "IDENTITY_DOCUMENT_")
+CHANNELS = _choices(pb.Channel, "CHANNEL_")
+SCOPES = _choices(pb.DisclosureScope, "DISCLOSURE_SCOPE_")
+FILES = _choices(pb.RecordFile, "RECORD_FILE_")
+ACTIONS = _choices(pb.CorrectionAction, "CORRECTION_ACTION_")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help names its default, where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, "", []) or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _received(text: str) -> dt.datetime:
+    """An ISO 8601 time; Japan time when it carries no offset."""
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=JST)
+
+
+def _item(text: str) -> pb.CorrectionItem:
+    """`FIELD:ACTION[=VALUE]`, e.g. `record.full_name:correct=上野　花子` or `record.alias:delete`."""
+    head, _, value = text.partition("=")
+    field, _, action = head.partition(":")
+    if not field or action not in ACTIONS:
+        raise argparse.ArgumentTypeError(f"expected FIELD:ACTION[=VALUE] with ACTION one of {', '.join(ACTIONS)}")
+    return pb.CorrectionItem(field=field, action=ACTIONS[action], requested_value=value)
+
+
+def _action(actions: Any, name: str, help_text: str, case: str | None = None,
+            metavar: str = "CASE") -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text,
+                                                      formatter_class=_Help)
+    sub.add_argument("--as", dest="caller", default="disclosure-desk",
+                     help="sample caller whose client certificate is presented (endpoints.json)")
+    sub.add_argument("--operator", default="kaiji-0001",
+                     help="the clerk who logged in (`juki operators login`), whose credential is sent")
+    if case:
+        sub.add_argument("case", metavar=metavar, help=case)
+    return sub
+
+
+def _with_etag(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sub.add_argument("--etag", default=None, help="the etag last read (default: read the case first)")
+    return sub
+
+
+def _received_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--received", type=_received, default=None,
+                     help="when the written request was received, ISO 8601, Japan time without an offset "
+                          "(default: now)")
+    sub.add_argument("--request-id", default="", help="idempotency key: a repeat answers the case already opened "
+                                                      "(default: none)")
+
+
 def add_parser(commands: Any) -> None:
-    cases = commands.add_parser("cases", help="disclosure cases: open ones with deadlines and states")
+    cases = commands.add_parser("cases", help="disclosure and correction cases (住基法 30-32 … 30-35)",
+                                formatter_class=_Help)
     actions = cases.add_subparsers(dest="cases_action", required=True)
-    listing = actions.add_parser("list", help="list open disclosure cases, newest first")
-    listing.add_argument("--as", dest="caller", default="disclosure-desk", help="sample caller (client certificate)")
-    listing.add_argument("--operator", default="kaiji-0001",
-                         help="the clerk who logged in (`juki operators login`), whose credential is sent")
+    listing = _action(actions, "list", "list cases, most recently received first")
     which = listing.add_mutually_exclusive_group()
     which.add_argument("--at-risk", action="store_true", help="only cases past their target or near the deadline")
     which.add_argument("--overdue", action="store_true", help="only cases past their (extended) deadline")
     which.add_argument("--all", action="store_true", help="closed cases too")
+    listing.add_argument("--corrections", action="store_true", help="correction cases instead of disclosure cases")
+    _add_disclosure(actions)
+    _add_correction(actions)
+    either = "disclosureCases/ID or correctionCases/ID (a bare ID is a disclosure case)"
+    _with_etag(_action(actions, "close", "close a disclosure or correction case", either))
+    _action(actions, "get", "show a disclosure or correction case", either)
+    _action(actions, "documents", "list the written notices of a case", either)
+    fetch = _action(actions, "fetch", "fetch a written notice and save its PDF and/or JSON",
+                    "the document's name, e.g. disclosureCases/ID/documents/ID", "DOCUMENT")
+    fetch.add_argument("--output", type=Path, default=None, help="the PDF file (default: <document id>.pdf here)")
+    fetch.add_argument("--json", dest="json_output", type=Path, default=None,
+                       help="also save the machine-readable notice to this file")
+    fetch.add_argument("--no-pdf", action="store_true", help="do not save the PDF (with --json)")
 
+
+def _add_disclosure(actions: Any) -> None:
+    create = _action(actions, "create", "open a disclosure case on a written request (30-32 ①)")
+    create.add_argument("--resident-code", required=True, help="住民票コード of the person whose records are asked")
+    create.add_argument("--requester-name", required=True, help="the requester's name as written on the request")
+    create.add_argument("--requester-kind", choices=KINDS, default="person", help="who files the request")
+    create.add_argument("--document", dest="documents", action="append", choices=DOCUMENTS, required=True,
+                        help="an identity document shown (repeat for each; health-insurance-card needs a second)")
+    create.add_argument("--channel", choices=CHANNELS, default="counter", help="how the request arrived")
+    create.add_argument("--scope", dest="scopes", action="append", choices=SCOPES, required=True,
+                        help="what is asked (repeat for each)")
+    _received_option(create)
+    case = "disclosureCases/ID, or the ID"
+    verify = _with_etag(_action(actions, "verify", "record the identity check: IDENTITY_VERIFIED or "
+                                                   "REJECTED_IDENTITY", case))
+    verify.add_argument("--rejected", action="store_true", help="the documents did not prove the identity")
+    extend = _with_etag(_action(actions, "extend", "extend the deadline once, with a reason and a written "
+                                                   "notice (30-33 ②)", case))
+    extend.add_argument("--reason", required=True, help="why the deadline cannot be met (printed on the notice)")
+    extend.add_argument("--new-deadline", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD")
+    _with_etag(_action(actions, "decide", "gather the records and decide, with the 開示決定通知書 (30-32 ②)", case))
+    _with_etag(_action(actions, "notify", "record that the decision notice was sent or handed over", case))
+
+
+def _add_correction(actions: Any) -> None:
+    correct = _action(actions, "correct", "open a correction case on a disclosure the person received (30-35)",
+                      "the disclosure case: disclosureCases/ID, or the ID")
+    correct.add_argument("--file", choices=FILES, default="identity", help="the file concerned")
+    correct.add_argument("--item", dest="items", action="append", type=_item, required=True,
+                         metavar="FIELD:ACTION[=VALUE]",
+                         help=f"a field to correct, add or delete (ACTION: {', '.join(ACTIONS)}), e.g. "
+                              "record.full_name:correct=VALUE; repeat for each")
+    _received_option(correct)
+    case = "correctionCases/ID, or the ID"
+    investigate = _with_etag(_action(actions, "investigate", "record one step of the investigation (遅滞なく調査, "
+                                                             "30-35)", case))
+    investigate.add_argument("--step", required=True, help="what was checked and found")
+    conclude = _with_etag(_action(actions, "conclude", "conclude: the written result, or a 12-5 report to the "
+                                                       "municipality", case))
+    found = conclude.add_mutually_exclusive_group(required=True)
+    found.add_argument("--error-found", action="store_true", help="the record is wrong: report it (12-5)")
+    found.add_argument("--no-error", action="store_true", help="the record is right: issue the written result")
+    conclude.add_argument("--reason-code", default="", help="with --error-found: the kind, e.g. ITEM_MISMATCH "
+                                                            "(default: none)")
+    conclude.add_argument("--field", dest="fields", action="append", default=[], metavar="FIELD",
+                          help="with --error-found: a field found wrong (repeat; default: every item's field)")
+
+
+# --- printing (state, deadlines, documents: no personal data) ------------------------------------
 
 def _day(date: Any) -> str:
     return dt.date(date.year, date.month, date.day).isoformat() if date.year else "-"
 
 
+def _jst(time: Timestamp) -> str:
+    return f"{time.ToDatetime(dt.UTC).astimezone(JST):%Y-%m-%d %H:%M} JST" if time.seconds else "-"
+
+
+def _state(case: pb.DisclosureCase | pb.CorrectionCase) -> str:
+    if isinstance(case, pb.DisclosureCase):
+        return pb.DisclosureState.Name(case.state).removeprefix("DISCLOSURE_STATE_")
+    return pb.CorrectionState.Name(case.state).removeprefix("CORRECTION_STATE_")
+
+
 def format_row(case: pb.DisclosureCase) -> str:
     deadline = case.extension.new_deadline if case.HasField("extension") else case.deadline
-    state = pb.DisclosureState.Name(case.state).removeprefix("DISCLOSURE_STATE_")
-    return (f"{case.name:<52} {state:<18} {_day(case.receive_time.ToDatetime(dt.UTC).date()):<10} "
+    received = case.receive_time.ToDatetime(dt.UTC).astimezone(JST).date()
+    return (f"{case.name:<52} {_state(case):<18} {received.isoformat():<10} "
             f"{_day(deadline):<10} {_day(case.target_date):<10} {STATUS.get(case.deadline_status, '-')}")
 
 
 HEADER = f"{'case':<52} {'state':<18} {'received':<10} {'deadline':<10} {'target':<10} status"
+CORRECTION_HEADER = f"{'correction case':<52} {'state':<22} {'received':<10} disclosure case"
+
+
+def format_correction_row(case: pb.CorrectionCase) -> str:
+    received = case.receive_time.ToDatetime(dt.UTC).astimezone(JST).date()
+    return f"{case.name:<52} {_state(case):<22} {received.isoformat():<10} {case.disclosure_case}"
+
+
+def format_case(case: pb.DisclosureCase | pb.CorrectionCase) -> str:
+    """A case as the clerk needs it after a step: state, dates, documents, etag."""
+    lines = [case.name, f"  state:      {_state(case)}", f"  received:   {_jst(case.receive_time)}"]
+    if isinstance(case, pb.DisclosureCase):
+        lines.append(f"  deadline:   {_day(case.deadline)}  target {_day(case.target_date)}  "
+                     f"status {STATUS.get(case.deadline_status, '-')}")
+        if case.HasField("extension"):
+            lines.append(f"  extended:   to {_day(case.extension.new_deadline)} on {_jst(case.extension.extend_time)}"
+                         f", notice {case.extension.notice or '-'}")
+    else:
+        lines += [f"  disclosure: {case.disclosure_case}",
+                  f"  file:       {pb.RecordFile.Name(case.file).removeprefix('RECORD_FILE_')}",
+                  "  items:      " + ", ".join(
+                      f"{i.field} {pb.CorrectionAction.Name(i.action).removeprefix('CORRECTION_ACTION_')}"
+                      for i in case.items)]
+        lines += [f"  step:       {_jst(s.create_time)} by {s.actor}" for s in case.investigation_steps]
+        if case.municipality_report:
+            lines.append(f"  12-5:       {case.municipality_report}"
+                         f"{f', resolved by version {case.resolving_version}' if case.resolving_version else ''}")
+        lines += [f"  recipient:  {r.organization} ({', '.join(r.fields)}), notice {r.notice or '-'}"
+                  for r in case.wrong_value_recipients]
+    lines += [f"  document:   {name}" for name in case.documents]
+    lines.append(f"  etag:       {case.etag}")
+    return "\n".join(lines)
+
+
+def format_document(document: pb.DisclosureDocument) -> str:
+    kind = pb.DocumentKind.Name(document.kind).removeprefix("DOCUMENT_KIND_")
+    return f"{document.name}  {kind} to {document.addressee}, {_jst(document.create_time)}, pdf sha256 " \
+           f"{document.pdf_sha256}"
+
+
+# --- calls ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Clerk:
+    """The disclosure desk's clerk at the gateway: each call declares the purpose of its case's kind."""
+
+    stub: disclosure_pb2_grpc.DisclosureServiceStub
+    credential: str
+
+    async def __call__(self, method: str, request: message.Message, purpose: str = PURPOSE) -> Any:
+        metadata = purpose_metadata(purpose, credential=self.credential, request_id=str(uuid.uuid4()))
+        return await getattr(self.stub, method)(request, metadata=metadata, timeout=60)
+
+
+def _name(text: str, collection: str) -> str:
+    """A case name from `collection/{id}`, another collection's full name, or a bare id."""
+    return text if "/" in text else f"{collection}/{text}"
+
+
+def _purpose(name: str) -> str:
+    return CORRECTION_PURPOSE if name.startswith(f"{CORRECTIONS}/") else PURPOSE
+
+
+async def _get(clerk: Clerk, name: str) -> Any:
+    if name.startswith(f"{CORRECTIONS}/"):
+        return await clerk("GetCorrectionCase", pb.GetCorrectionCaseRequest(name=name), CORRECTION_PURPOSE)
+    return await clerk("GetDisclosureCase", pb.GetDisclosureCaseRequest(name=name))
+
+
+async def _etag(clerk: Clerk, name: str, args: argparse.Namespace) -> str:
+    return str(args.etag) if args.etag else (await _get(clerk, name)).etag
+
+
+def _timestamp(target: Timestamp, moment: dt.datetime | None) -> None:
+    if moment is not None:
+        target.FromDatetime(moment.astimezone(dt.UTC))
+
+
+async def _create(clerk: Clerk, args: argparse.Namespace) -> Any:
+    case = pb.DisclosureCase(
+        subject_resident_code=args.resident_code, requester_kind=KINDS[args.requester_kind],
+        requester_name=args.requester_name, identity_documents=[DOCUMENTS[d] for d in args.documents],
+        channel=CHANNELS[args.channel], scopes=[SCOPES[s] for s in args.scopes])
+    _timestamp(case.receive_time, args.received)
+    return await clerk("CreateDisclosureCase", pb.CreateDisclosureCaseRequest(
+        disclosure_case=case, request_id=args.request_id))
+
+
+async def _disclosure_step(clerk: Clerk, args: argparse.Namespace) -> Any:
+    name = _name(args.case, CASES)
+    tag = await _etag(clerk, name, args)
+    if args.cases_action == "verify":
+        return await clerk("VerifyDisclosureCaseIdentity", pb.VerifyDisclosureCaseIdentityRequest(
+            name=name, etag=tag, verified=not args.rejected))
+    if args.cases_action == "extend":
+        extension = pb.DeadlineExtension(reason=args.reason)
+        new = args.new_deadline
+        extension.new_deadline.year, extension.new_deadline.month, extension.new_deadline.day = (
+            new.year, new.month, new.day)
+        return await clerk("ExtendDisclosureCase", pb.ExtendDisclosureCaseRequest(
+            name=name, etag=tag, extension=extension))
+    method, request = {"decide": ("DecideDisclosureCase", pb.DecideDisclosureCaseRequest),
+                       "notify": ("NotifyDisclosureCase", pb.NotifyDisclosureCaseRequest)}[args.cases_action]
+    return await clerk(method, request(name=name, etag=tag))
+
+
+async def _close(clerk: Clerk, args: argparse.Namespace) -> Any:
+    name = _name(args.case, CASES)
+    tag = await _etag(clerk, name, args)
+    if name.startswith(f"{CORRECTIONS}/"):
+        return await clerk("CloseCorrectionCase", pb.CloseCorrectionCaseRequest(name=name, etag=tag),
+                           CORRECTION_PURPOSE)
+    return await clerk("CloseDisclosureCase", pb.CloseDisclosureCaseRequest(name=name, etag=tag))
+
+
+async def _show(clerk: Clerk, args: argparse.Namespace) -> Any:
+    return await _get(clerk, _name(args.case, CASES))
+
+
+async def _correct(clerk: Clerk, args: argparse.Namespace) -> Any:
+    case = pb.CorrectionCase(disclosure_case=_name(args.case, CASES), file=FILES[args.file], items=args.items)
+    _timestamp(case.receive_time, args.received)
+    return await clerk("CreateCorrectionCase", pb.CreateCorrectionCaseRequest(
+        correction_case=case, request_id=args.request_id), CORRECTION_PURPOSE)
+
+
+async def _investigation(clerk: Clerk, args: argparse.Namespace) -> Any:
+    name = _name(args.case, CORRECTIONS)
+    tag = await _etag(clerk, name, args)
+    if args.cases_action == "investigate":
+        return await clerk("RecordInvestigationStep", pb.RecordInvestigationStepRequest(
+            name=name, etag=tag, step=pb.InvestigationStep(description=args.step)), CORRECTION_PURPOSE)
+    return await clerk("ConcludeCorrectionInvestigation", pb.ConcludeCorrectionInvestigationRequest(
+        name=name, etag=tag, error_found=args.error_found, reason_code=args.reason_code, fields=args.fields),
+        CORRECTION_PURPOSE)
+
+
+async def _documents(clerk: Clerk, args: argparse.Namespace) -> int:
+    parent = _name(args.case, CASES)
+    request = pb.ListDisclosureDocumentsRequest(parent=parent, page_size=500)
+    while True:
+        page = await clerk("ListDisclosureDocuments", request, _purpose(parent))
+        for document in page.disclosure_documents:
+            print(format_document(document))
+        if not page.next_page_token:
+            return 0
+        request.page_token = page.next_page_token
+
+
+def _save(path: Path, content: bytes) -> None:
+    """Write a notice readable by its owner only: it holds the person's records."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(content)
+
+
+async def _fetch(clerk: Clerk, args: argparse.Namespace) -> int:
+    name = str(args.case)
+    document = await clerk("GetDisclosureDocument", pb.GetDisclosureDocumentRequest(
+        name=name, view=pb.DOCUMENT_VIEW_FULL), _purpose(name))
+    pdf, content = bytes(document.pdf), document.json.encode()
+    # The stored digests are the notice as issued: a copy that differs is not saved.
+    if hashlib.sha256(pdf).hexdigest() != document.pdf_sha256 or \
+            hashlib.sha256(content).hexdigest() != document.json_sha256:
+        print(f"juki: {name}: content does not match its SHA-256; nothing saved", file=sys.stderr)
+        return 1
+    print(format_document(document))
+    outputs = [] if args.no_pdf else [(args.output or Path(f"{name.rsplit('/', 1)[-1]}.pdf"), pdf)]
+    if args.json_output is not None:
+        outputs.append((args.json_output, content))
+    for path, data in outputs:
+        _save(path, data)
+        print(f"saved {path} ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()})")
+    return 0
+
+
+async def _pages(clerk: Clerk, method: str, request: Any, field: str, purpose: str) -> AsyncIterator[Any]:
+    while True:
+        page = await clerk(method, request, purpose)
+        for case in getattr(page, field):
+            yield case
+        if not page.next_page_token:
+            return
+        request.page_token = page.next_page_token
 
 
 def request_for(args: argparse.Namespace) -> pb.ListDisclosureCasesRequest:
@@ -58,29 +391,46 @@ def request_for(args: argparse.Namespace) -> pb.ListDisclosureCasesRequest:
     return pb.ListDisclosureCasesRequest(open_only=not args.all, deadline_status=status, page_size=500)
 
 
-async def _pages(stub: Any, request: pb.ListDisclosureCasesRequest, metadata: Any) -> AsyncIterator[pb.DisclosureCase]:
-    while True:
-        page = await stub.ListDisclosureCases(request, metadata=metadata, timeout=10)
-        for case in page.disclosure_cases:
-            yield case
-        if not page.next_page_token:
-            return
-        request.page_token = page.next_page_token
+async def _list(clerk: Clerk, args: argparse.Namespace) -> int:
+    if args.corrections and (args.overdue or args.at_risk):
+        print("juki: correction cases have no deadline status: --corrections goes with --all or alone",
+              file=sys.stderr)
+        return 2
+    if args.corrections:
+        print(CORRECTION_HEADER)
+        cases = _pages(clerk, "ListCorrectionCases", pb.ListCorrectionCasesRequest(
+            open_only=not args.all, page_size=500), "correction_cases", CORRECTION_PURPOSE)
+    else:
+        print(HEADER)
+        cases = _pages(clerk, "ListDisclosureCases", request_for(args), "disclosure_cases", PURPOSE)
+    count = 0
+    async for case in cases:
+        print(format_correction_row(case) if args.corrections else format_row(case))
+        count += 1
+    print(f"{count} case(s)")
+    return 0
+
+
+STEPS: dict[str, Callable[[Clerk, argparse.Namespace], Awaitable[Any]]] = {
+    "create": _create, "verify": _disclosure_step, "extend": _disclosure_step, "decide": _disclosure_step,
+    "notify": _disclosure_step, "close": _close, "get": _show, "correct": _correct,
+    "investigate": _investigation, "conclude": _investigation,
+}
+"""Actions that answer a case, printed with `format_case`."""
+OTHERS: dict[str, Callable[[Clerk, argparse.Namespace], Awaitable[int]]] = {
+    "list": _list, "documents": _documents, "fetch": _fetch}
 
 
 async def run(args: argparse.Namespace, home: Path) -> int:
     endpoints = Endpoints.load(home / "endpoints.json")
-    metadata = purpose_metadata(PURPOSE, credential=load_credential(home, args.operator), request_id=str(uuid.uuid4()))
+    credential = load_credential(home, args.operator)
     async with gateway_channel(endpoints, args.caller) as channel:
-        stub = disclosure_pb2_grpc.DisclosureServiceStub(channel)
-        print(HEADER)
-        count = 0
+        clerk = Clerk(disclosure_pb2_grpc.DisclosureServiceStub(channel), credential)
         try:
-            async for case in _pages(stub, request_for(args), metadata):
-                print(format_row(case))
-                count += 1
+            if args.cases_action in OTHERS:
+                return await OTHERS[args.cases_action](clerk, args)
+            print(format_case(await STEPS[args.cases_action](clerk, args)))
         except grpc.aio.AioRpcError as error:
-            print(f"{error.code().name}: {error.details()}")
+            _print_error(error)
             return 1
-    print(f"{count} case(s)")
     return 0

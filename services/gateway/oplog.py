@@ -350,10 +350,14 @@ JAPAN = "Asia/Tokyo"
 
 @dataclass(frozen=True)
 class Review:
+    """What `misuse_report` reviews: a period, office hours in Japan time and the attention thresholds."""
+
     start: dt.datetime
     end: dt.datetime
     office_start: int
+    """First office hour, Japan time; a human operator's call before it is off-hours."""
     office_end: int
+    """End of office hours (exclusive), Japan time."""
     many_operators: int
     many_candidates: int
 
@@ -377,21 +381,35 @@ def _review(request: pb.GetMisuseReportRequest) -> Review:
     return Review(start, end, office_start, office_end, request.many_operators or 3, request.many_candidates or 10)
 
 
+# Human work carries an operator (from the operator credential); calls without one are systems: a
+# municipality's CS notifying (住基法 30-6, 30-41), the disclosure service reading for its cases, the
+# agency. Systems run at any hour, so only operators' calls are volumes and off-hours use. The
+# gateway's own entries (catalogue loads) are neither.
+_HUMAN = "operator <> ''"
+_SYSTEM = "operator = '' AND organization <> 'gateway'"
+
+
 async def misuse_report(connection: asyncpg.Connection, review: Review) -> pb.MisuseReport:
     """The misuse review of a period, from the operation log alone."""
     period = (review.start, review.end)
     volumes = await connection.fetch(
         f"""SELECT organization, operator, date_trunc('hour', time AT TIME ZONE '{JAPAN}') AS hour,
-                   count(*) AS calls, count(DISTINCT code) AS residents
+                   count(DISTINCT sequence) AS calls, count(DISTINCT code) AS residents
             FROM operation_log LEFT JOIN LATERAL unnest(resident_codes) AS code ON TRUE
-            WHERE time >= $1 AND time < $2 AND organization <> 'gateway'
+            WHERE time >= $1 AND time < $2 AND {_HUMAN}
             GROUP BY 1, 2, 3 ORDER BY calls DESC, hour LIMIT 200""", *period)
     off_hours = await connection.fetch(
-        f"""SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND organization <> 'gateway'
+        f"""SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND {_HUMAN}
               AND (extract(hour FROM time AT TIME ZONE '{JAPAN}') < $3
                    OR extract(hour FROM time AT TIME ZONE '{JAPAN}') >= $4
                    OR extract(isodow FROM time AT TIME ZONE '{JAPAN}') >= 6)
             ORDER BY sequence LIMIT 500""", *period, review.office_start, review.office_end)
+    systems = await connection.fetch(
+        f"""SELECT organization, method, count(DISTINCT sequence) AS calls, count(DISTINCT code) AS residents,
+                   min(time) AS first_time, max(time) AS last_time
+            FROM operation_log LEFT JOIN LATERAL unnest(resident_codes) AS code ON TRUE
+            WHERE time >= $1 AND time < $2 AND {_SYSTEM}
+            GROUP BY 1, 2 ORDER BY calls DESC, organization, method LIMIT 200""", *period)
     residents = await connection.fetch(
         """SELECT code, count(DISTINCT organization || '/' || operator) AS operators, count(*) AS calls
            FROM operation_log, unnest(resident_codes) AS code
@@ -409,6 +427,11 @@ async def misuse_report(connection: asyncpg.Connection, review: Review) -> pb.Mi
         denied=[entry_message(r) for r in denied],
         residents_of_interest=[pb.ResidentAttention(resident_code=r["code"], operators=r["operators"],
                                                     calls=r["calls"]) for r in residents])
+    for row in systems:
+        system = report.system_calls.add(organization=row["organization"], method=row["method"],
+                                         calls=row["calls"], residents=row["residents"])
+        system.first_time.FromDatetime(row["first_time"])
+        system.last_time.FromDatetime(row["last_time"])
     for row in volumes:
         volume = report.volumes.add(organization=row["organization"], operator=row["operator"], calls=row["calls"],
                                     residents=row["residents"])

@@ -68,6 +68,11 @@ async def test_misuse_review_and_provision_history(suite: RunningSuite) -> None:
     assert any(e.method.endswith("/SearchResidents") for e in report.broad_searches)  # type: ignore[attr-defined]
     assert any(e.reason == "PURPOSE_NOT_GRANTED" for e in report.denied)  # type: ignore[attr-defined]
     assert report.off_hours and report.volumes  # type: ignore[attr-defined]
+    # The municipality's notifications are a system's calls: apart, never off-hours use nor operator volume.
+    assert all(e.operator for e in report.off_hours) and all(v.operator for v in report.volumes)  # type: ignore[attr-defined]
+    notify = "/juki.identity.v1.IdentityService/ApplyNotification"
+    assert any(s.organization == "102016" and s.method == notify and s.calls >= 2
+               for s in report.system_calls)  # type: ignore[attr-defined]
 
     history = await _oplog(suite, "disclosure-desk", "ListProvisionRecords",
                            opb.ListProvisionRecordsRequest(resident_code=target), "DISCLOSURE-30-32")
