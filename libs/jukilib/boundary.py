@@ -39,6 +39,12 @@ def storable(text: str) -> str:
     return _FORBIDDEN.sub("\ufffd", text[:MAX_TEXT_LENGTH])
 
 
+def acceptable_text(value: str) -> bool:
+    """Whether every service can take `value` (for texts that come from elsewhere than a request field, e.g.
+    a decoded page token)."""
+    return _text_problem(value) is None
+
+
 def check_request(msg: message.Message) -> None:
     """Raise InvalidArgument naming every field of `msg`, at any depth, that no service can take (AIP-193
     field paths: `change.record.full_name`, `resident_codes[3]`, `change.notify_time`)."""

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 
+from jukilib.boundary import acceptable_text
 from jukilib.errors import FieldViolation, InvalidArgument
 
 
@@ -28,8 +29,9 @@ def decode_token(token: str, *, keys: tuple[str, ...]) -> dict[str, int | str] |
         position = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         position = None
-    if not isinstance(position, dict) or set(position) != set(keys):
-        raise invalid_token()
+    if not isinstance(position, dict) or set(position) != set(keys) or not all(
+            isinstance(v, int) or (isinstance(v, str) and acceptable_text(v)) for v in position.values()):
+        raise invalid_token()  # tokens are not signed: a forged one may hold anything JSON can
     return position
 
 
@@ -38,9 +40,14 @@ def invalid_token() -> InvalidArgument:
     return InvalidArgument([FieldViolation("page_token", "is not a token returned by this method")])
 
 
+MAX_POSITION = 2**63 - 1
+"""Every integer position (an offset, a sequence number) is a PostgreSQL bigint that is not negative."""
+
+
 def int_at(position: dict[str, int | str], key: str) -> int:
-    """An integer position from a decoded token; a forged non-integer is INVALID_ARGUMENT."""
+    """An integer position from a decoded token; a forged non-integer, a negative one or one beyond a
+    bigint (which reached SQL as an error: INTERNAL) is INVALID_ARGUMENT."""
     value = position[key]
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_POSITION:
         raise invalid_token()
     return value

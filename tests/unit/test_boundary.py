@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from juki.identity.v1 import identity_pb2
-from juki.register.v1.register_pb2 import SearchQuery
+from juki.register.v1.register_pb2 import ListMunicipalityReportsRequest, SearchQuery
 from jukilib.boundary import MAX_TEXT_LENGTH, check_request, storable
 from jukilib.errors import InvalidArgument
 
@@ -49,3 +49,19 @@ def test_the_error_names_fields_and_never_carries_the_value() -> None:
 def test_storable_replaces_what_cannot_be_stored() -> None:
     assert storable("a\x00b\uffffc\x1f") == "a\ufffdb\ufffdc\x1f"
     assert len(storable("x" * (MAX_TEXT_LENGTH + 5))) == MAX_TEXT_LENGTH
+
+
+def test_an_enum_value_the_contract_does_not_define_is_refused() -> None:
+    # proto3 enums are open: 70,000 decodes, and once reached SQL as an out-of-range smallint (INTERNAL)
+    assert _violations(ListMunicipalityReportsRequest(state=70000)) == [("state", "UNKNOWN_ENUM_VALUE")]
+    check_request(ListMunicipalityReportsRequest(state=1))
+
+
+def test_a_timestamp_outside_years_1_to_9999_is_refused_naming_the_field() -> None:
+    request = identity_pb2.ApplyNotificationRequest()
+    request.change.notify_time.seconds = 253_402_300_800  # 10000-01-01
+    assert _violations(request) == [("change.notify_time", "TIMESTAMP_OUT_OF_RANGE")]
+    request.change.notify_time.seconds, request.change.notify_time.nanos = 0, -1
+    assert _violations(request) == [("change.notify_time", "TIMESTAMP_OUT_OF_RANGE")]
+    request.change.notify_time.nanos = 0
+    check_request(request)

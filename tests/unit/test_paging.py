@@ -8,7 +8,7 @@ import json
 import pytest
 
 from jukilib.errors import InvalidArgument
-from jukilib.paging import decode_token, encode_token, page_size
+from jukilib.paging import decode_token, encode_token, int_at, page_size
 
 
 def _violated_fields(error: InvalidArgument) -> list[str]:
@@ -96,3 +96,18 @@ def test_token_with_extra_keys_is_refused() -> None:
 
     with pytest.raises(InvalidArgument):
         decode_token(token, keys=("version",))
+
+
+@pytest.mark.parametrize("position", [{"offset": -1}, {"offset": 2**63}, {"offset": 10**30}, {"offset": 1.5},
+                                      {"offset": None}, {"offset": True}])
+def test_forged_integer_positions_are_refused_naming_page_token(position: dict[str, int | str]) -> None:
+    # tokens are not signed: a negative or beyond-bigint offset once reached SQL (INTERNAL)
+    with pytest.raises(InvalidArgument) as excinfo:
+        int_at(decode_token(encode_token(position), keys=("offset",)) or {}, "offset")
+    assert _violated_fields(excinfo.value) == ["page_token"]
+
+
+def test_forged_text_positions_no_store_can_take_are_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        decode_token(encode_token({"after": "a\x00b"}), keys=("after",))
+    assert decode_token(encode_token({"after": "kyoiku-0001"}), keys=("after",)) == {"after": "kyoiku-0001"}

@@ -1,0 +1,69 @@
+"""Every bad input is INVALID_ARGUMENT naming the field, never INTERNAL (issue 15): inputs that once reached
+SQL or a conversion and failed there — an enum value the contract does not define, a Timestamp outside
+years 1-9999, a forged page token — are refused at the gateway or by the owning service, and change
+nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import asyncpg
+import grpc
+import pytest
+
+from juki.gateway.v1 import operation_log_pb2, operation_log_pb2_grpc
+from juki.identity.v1 import identity_pb2_grpc
+from juki.register.v1 import register_pb2
+from jukilib.client import purpose_metadata
+from jukilib.demo.notifications import birth_notification
+from jukilib.demo.residents import generate_residents
+from jukilib.grpc.channels import secure_channel
+from jukilib.paging import encode_token
+from tests.conftest import RunningSuite
+from tests.e2e.test_poison_pills import _field_violations
+
+
+async def _refused_fields(suite: RunningSuite, caller: str, purpose: str, method: str, request: object) -> list[str]:
+    metadata = purpose_metadata(purpose, credential=suite.credential(caller), request_id=str(uuid.uuid4()))
+    async with secure_channel(suite.gateway, suite.client_tls(caller)) as channel:
+        stub = (operation_log_pb2_grpc.OperationLogServiceStub if method.startswith("ListOperationLog")
+                else identity_pb2_grpc.IdentityServiceStub)(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await getattr(stub, method)(request, metadata=metadata, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+    return _field_violations(refused.value)
+
+
+async def test_an_undefined_enum_value_is_refused_naming_the_field(suite: RunningSuite) -> None:
+    request = register_pb2.ListMunicipalityReportsRequest(state=70000)
+    assert await _refused_fields(suite, "maebashi-cs", "CS-REPORTS-12-5", "ListMunicipalityReports", request) == [
+        "state"]
+
+
+@pytest.mark.parametrize("offset", [-1, 2**64])
+async def test_a_forged_page_token_is_refused_naming_it(suite: RunningSuite, offset: int) -> None:
+    request = register_pb2.ListMunicipalityReportsRequest(page_token=encode_token({"offset": offset}))
+    assert await _refused_fields(suite, "maebashi-cs", "CS-REPORTS-12-5", "ListMunicipalityReports", request) == [
+        "page_token"]
+
+
+async def test_an_out_of_range_notify_time_is_refused_and_nothing_is_applied(suite: RunningSuite) -> None:
+    resident = generate_residents(1, seed=15_015)[0]
+    request = birth_notification(resident, f"bad-time-{uuid.uuid4().hex[:8]}", dt.date(2026, 4, 1))
+    request.change.notify_time.seconds = 253_402_300_800  # 10000-01-01T00:00:00Z
+    assert await _refused_fields(suite, "maebashi-cs", "CS-NOTIFY-30-6", "ApplyNotification", request) == [
+        "change.notify_time"]
+    connection = await asyncpg.connect(suite.database_url("identity"))
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM person_version WHERE notification_id = $1",
+                                         request.notification_id) == 0
+    finally:
+        await connection.close()
+
+
+async def test_an_out_of_range_review_period_is_refused_naming_the_field(suite: RunningSuite) -> None:
+    request = operation_log_pb2.ListOperationLogEntriesRequest()
+    request.start_time.seconds = -62_135_596_801  # one second before 0001-01-01
+    assert await _refused_fields(suite, "auditor", "AUDIT-OPERATION-LOG", "ListOperationLogEntries", request) == [
+        "start_time"]
