@@ -21,6 +21,15 @@ from jukilib.grpc import tracing
 from jukilib.register.validation import Violations
 
 
+def event_order(version: identity_pb2.ResidentVersion) -> tuple[tuple[int, int, int], int, int, str, str]:
+    """The register's order of a person's versions (event date, notification time, municipality,
+    notification id): the current record is the last in it, whatever order the changes arrived in (a
+    late 修正 takes its place in history and does not overwrite newer data)."""
+    change = version.change
+    return ((change.event_date.year, change.event_date.month, change.event_date.day), change.notify_time.seconds,
+            change.notify_time.nanos, change.municipality_code, change.notification_id)
+
+
 @dataclass
 class Faults:
     """Faults applied to incoming changes (stand-in control)."""
@@ -80,14 +89,13 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
         violations.resident_code("resident_code", request.resident_code, CheckDigitMode.OFF)
         violations.raise_if_any()
         async with self._database.connection() as connection:
-            payload = await connection.fetchval(
-                """SELECT payload FROM received_change WHERE register = 'identity' AND resident_code = $1
-                   ORDER BY received_at DESC, version DESC LIMIT 1""",
+            payloads = await connection.fetch(
+                "SELECT payload FROM received_change WHERE register = 'identity' AND resident_code = $1",
                 request.resident_code,
             )
-        if payload is None:
+        if not payloads:
             raise NotFound("the agency holds no record with this resident code", "PERSON_NOT_FOUND")
-        return identity_pb2.ResidentVersion.FromString(payload)
+        return max((identity_pb2.ResidentVersion.FromString(row["payload"]) for row in payloads), key=event_order)
 
     async def SendErrorReport(
         self, request: agency_pb2.SendErrorReportRequest, context: aio.ServicerContext[Any, Any]

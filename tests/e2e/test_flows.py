@@ -163,6 +163,32 @@ async def test_invalid_notification_names_every_bad_field_and_changes_nothing(su
         await connection.close()
 
 
+async def test_the_agency_answers_the_current_record_after_a_late_modification(suite: RunningSuite) -> None:
+    """住基法 30-7: the agency keeps what the prefecture's file holds. A 修正 that arrives late (its event date
+    before a newer 修正's) takes its place in history; the agency's ⑤ answer is still the newest record in
+    event order, not the change received last (issue 15)."""
+    resident = _resident(9)
+    await _notify(suite, resident, "flow2-late-record")
+    for notification_id, event_day, name in (("flow2-late-newer", 20, "新しい　名前"), ("flow2-late-older", 10,
+                                                                                    "古い　名前")):
+        request = birth_notification(resident, notification_id, EVENT_DATE.replace(day=event_day), NOTIFY_TIME)
+        request.change.kind = register_pb2.CHANGE_KIND_MODIFY
+        request.change.reason = register_pb2.CHANGE_REASON_MINOR_CORRECTION
+        request.record.full_name = name
+        await _call(suite, "maebashi-cs", "identity.ApplyNotification", request, "CS-NOTIFY-30-6")
+    connection = await asyncpg.connect(suite.database_url("agency"))
+    try:
+        async def all_received() -> bool:
+            return await connection.fetchval("SELECT count(*) FROM received_change WHERE resident_code = $1",
+                                             resident.resident_code) == 3
+        await eventually(all_received, timeout=30)
+    finally:
+        await connection.close()
+    answer, _ = await _call(suite, "kikaku-bu", "agency.QueryResident",
+                            agency_pb2.QueryResidentRequest(resident_code=resident.resident_code), "AGENCY-QUERY")
+    assert answer.record.full_name == "新しい　名前"
+
+
 # --- flow 2: the relay forwards to the agency -------------------------------------------------------
 
 async def test_applied_change_reaches_the_agency_even_when_it_fails_at_first(suite: RunningSuite) -> None:
