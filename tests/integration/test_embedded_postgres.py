@@ -1,0 +1,82 @@
+"""The embedded PostgreSQL's lifetime (issue 14): the last user to leave stops it, even after an earlier
+user was killed without leaving, and a `postmaster.pid` left by a power loss does not pass for a server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+from jukilib.db.embedded import EmbeddedPostgres
+
+_USE_AND_HANG = """
+import sys, time
+from pathlib import Path
+from jukilib.db.embedded import EmbeddedPostgres
+EmbeddedPostgres(Path(sys.argv[1])).start()
+print("started", flush=True)
+time.sleep(300)
+"""
+
+
+def _servers(data_dir: Path) -> list[psutil.Process]:
+    """PostgreSQL processes whose command line names `data_dir`."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and str(data_dir) in (process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+async def _answers(url: str) -> bool:
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        return bool(await connection.fetchval("SELECT true"))
+    finally:
+        await connection.close()
+
+
+async def test_a_server_left_by_a_killed_user_is_stopped_by_the_next_user_to_leave(tmp_path: Path) -> None:
+    data = tmp_path / "pgdata"
+    killed = subprocess.Popen([sys.executable, "-c", _USE_AND_HANG, str(data)], stdout=subprocess.PIPE)
+    assert killed.stdout is not None and killed.stdout.readline() == b"started\n"
+    killed.kill()
+    killed.wait()
+    assert _servers(data), "the server should outlive its killed user"
+
+    server = EmbeddedPostgres(data, delete_on_stop=True)
+    assert await _answers(await asyncio.to_thread(server.start))
+    await asyncio.to_thread(server.stop)
+    assert not _servers(data)
+    assert not data.exists()
+
+
+async def test_the_server_runs_until_its_last_user_leaves(tmp_path: Path) -> None:
+    data = tmp_path / "pgdata"
+    first, second = EmbeddedPostgres(data, delete_on_stop=True), EmbeddedPostgres(data, delete_on_stop=True)
+    url = await asyncio.to_thread(first.start)
+    assert await asyncio.to_thread(second.start) == url
+    await asyncio.to_thread(first.stop)
+    assert await _answers(url)
+    await asyncio.to_thread(second.stop)
+    assert not _servers(data)
+
+
+async def test_a_postmaster_pid_naming_another_process_does_not_pass_for_a_server(tmp_path: Path) -> None:
+    data = tmp_path / "pgdata"
+    server = EmbeddedPostgres(data)
+    await asyncio.to_thread(server.start)
+    lines = (data / "postmaster.pid").read_text().splitlines()
+    await asyncio.to_thread(server.stop)
+    # As after a power loss: the file survives, and its pid now belongs to another live process.
+    (data / "postmaster.pid").write_text("\n".join([str(os.getpid()), *lines[1:]]) + "\n")
+
+    server = EmbeddedPostgres(data, delete_on_stop=True)
+    assert await _answers(await asyncio.to_thread(server.start))
+    await asyncio.to_thread(server.stop)
+    assert not _servers(data)
