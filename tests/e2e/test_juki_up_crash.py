@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,8 +62,21 @@ def _wait_gone(find: Callable[[], list[psutil.Process]], seconds: float) -> list
     return left
 
 
-def test_ctrl_c_after_a_killed_juki_up_stops_everything_it_started(tmp_path: Path) -> None:
-    home = tmp_path / "juki-home"
+def test_ctrl_c_after_a_killed_juki_up_stops_everything_it_started() -> None:
+    # Outside pytest's temporary root, which each starting pytest session makes 0700 again: run as root,
+    # PostgreSQL runs as another user, who must traverse the path.
+    with tempfile.TemporaryDirectory(prefix="juki-crash-", ignore_cleanup_errors=True) as directory:
+        home = Path(directory) / "juki-home"
+        try:
+            _kill_start_again_and_stop(home)
+        finally:  # whatever a failure left running
+            left = _services(home) + _postgres_processes(home)
+            for process in left:
+                process.send_signal(signal.SIGINT)
+            psutil.wait_procs(left, timeout=10)
+
+
+def _kill_start_again_and_stop(home: Path) -> None:
     crashed = _up(home)
     try:
         _wait_until_up(home, crashed)

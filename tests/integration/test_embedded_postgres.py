@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import psutil
+import pytest
 
 from jukilib.db.embedded import EmbeddedPostgres
 
@@ -22,6 +24,14 @@ EmbeddedPostgres(Path(sys.argv[1])).start()
 print("started", flush=True)
 time.sleep(300)
 """
+
+
+@pytest.fixture
+def data() -> Iterator[Path]:
+    """A data directory outside pytest's temporary root: run as root, the wheel runs PostgreSQL as another
+    user, who must traverse the path, and every pytest session that starts makes that root 0700 again."""
+    with tempfile.TemporaryDirectory(prefix="juki-embedded-", ignore_cleanup_errors=True) as directory:
+        yield Path(directory) / "pgdata"
 
 
 def _servers(data_dir: Path) -> list[psutil.Process]:
@@ -41,12 +51,12 @@ async def _answers(url: str) -> bool:
         await connection.close()
 
 
-async def test_a_server_left_by_a_killed_user_is_stopped_by_the_next_user_to_leave(tmp_path: Path) -> None:
-    data = tmp_path / "pgdata"
-    killed = subprocess.Popen([sys.executable, "-c", _USE_AND_HANG, str(data)], stdout=subprocess.PIPE)
-    assert killed.stdout is not None and killed.stdout.readline() == b"started\n"
+async def test_a_server_left_by_a_killed_user_is_stopped_by_the_next_user_to_leave(data: Path) -> None:
+    killed = await asyncio.create_subprocess_exec(sys.executable, "-c", _USE_AND_HANG, str(data),
+                                                  stdout=asyncio.subprocess.PIPE)
+    assert killed.stdout is not None and await killed.stdout.readline() == b"started\n"
     killed.kill()
-    killed.wait()
+    await killed.wait()
     assert _servers(data), "the server should outlive its killed user"
 
     server = EmbeddedPostgres(data, delete_on_stop=True)
@@ -56,8 +66,7 @@ async def test_a_server_left_by_a_killed_user_is_stopped_by_the_next_user_to_lea
     assert not data.exists()
 
 
-async def test_the_server_runs_until_its_last_user_leaves(tmp_path: Path) -> None:
-    data = tmp_path / "pgdata"
+async def test_the_server_runs_until_its_last_user_leaves(data: Path) -> None:
     first, second = EmbeddedPostgres(data, delete_on_stop=True), EmbeddedPostgres(data, delete_on_stop=True)
     url = await asyncio.to_thread(first.start)
     assert await asyncio.to_thread(second.start) == url
@@ -67,8 +76,7 @@ async def test_the_server_runs_until_its_last_user_leaves(tmp_path: Path) -> Non
     assert not _servers(data)
 
 
-async def test_a_postmaster_pid_naming_another_process_does_not_pass_for_a_server(tmp_path: Path) -> None:
-    data = tmp_path / "pgdata"
+async def test_a_postmaster_pid_naming_another_process_does_not_pass_for_a_server(data: Path) -> None:
     server = EmbeddedPostgres(data)
     await asyncio.to_thread(server.start)
     lines = (data / "postmaster.pid").read_text().splitlines()
