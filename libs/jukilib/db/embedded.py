@@ -7,12 +7,13 @@ Who stops the server: the kernel counts its users, not the wheel. The wheel coun
 `<data>/.handle_pids.json` and stops the server when the last pid leaves; a user that dies without
 leaving (kill -9, OOM, power loss) stays in that list for ever, so nobody is ever last again and every
 stop leaves the server running. Pruning dead pids from that list would not be enough: it holds bare
-pids, and a reused pid looks alive. So the wheel here only creates and starts the server
-(`cleanup_mode=None`: it never stops it, and its list decides nothing), and every user holds a shared
-`flock` on `<data>.lock` for as long as it uses the server; the kernel drops that lock however the
-process ends. A user that leaves and can then take the lock exclusively is the last one and stops the
-server (pg_ctl, fast shutdown), including a server whose starter crashed. A starter waits while a
-leaver holds the lock exclusively, so nobody attaches to a server being stopped.
+pids (no start time), and a reused pid looks alive. So the wheel here only creates and starts the
+server, which it does well (as another user when run as root, with a socket path short enough), with
+`cleanup_mode=None`: it never stops it, and its list decides nothing. Every user holds a shared `flock`
+on `<data>.lock` for as long as it uses the server; the kernel drops that lock however the process
+ends, and there is no pid to be reused. A user that leaves and can then take the lock exclusively is
+the last one and stops the server (pg_ctl, fast shutdown), including a server whose starter crashed. A
+starter waits while a leaver holds the lock exclusively, so nobody attaches to a server being stopped.
 """
 
 from __future__ import annotations
