@@ -25,7 +25,7 @@ import subprocess
 from pathlib import Path
 from typing import IO, Any
 
-import psutil  # type: ignore[import-untyped]  # a dependency of the wheel
+import psutil  # type: ignore[import-untyped]
 
 logger = logging.getLogger(__name__)
 
