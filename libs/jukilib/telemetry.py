@@ -3,14 +3,17 @@
 Spans go to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, otherwise to a local
 JSON-lines file under `.juki/traces/`. W3C trace context is propagated by the gRPC instrumentation
 on every hop. Span attributes never carry request or response contents: the gRPC instrumentation
-records methods and status codes, the asyncpg instrumentation parameterised SQL without values.
+records methods and status codes, the asyncpg instrumentation parameterised SQL without values, and a
+failed database call by its SQLSTATE and constraint, never by its message: PostgreSQL's message and
+DETAIL quote the row (`Key (resident_code)=(…) already exists`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +79,7 @@ def setup_tracing(service: str, home: Path, exporter: SpanExporter | None = None
                 _default_exporter(service, home))
             provider.add_span_processor(processor)
             trace.set_tracer_provider(provider)
-        _instrument_asyncpg()
+        _instrument_asyncpg(provider)
     return provider
 
 
@@ -116,13 +119,53 @@ def setup_metrics(service: str, home: Path, interval_seconds: float = 15.0) -> M
     return provider
 
 
-def _instrument_asyncpg() -> None:
+def _instrument_asyncpg(provider: TracerProvider) -> None:
     if "asyncpg" in _instrumented:
         return
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-    AsyncPGInstrumentor(capture_parameters=False).instrument()
+    AsyncPGInstrumentor(capture_parameters=False).instrument(tracer_provider=_DatabaseErrorsByCode(provider))
     _instrumented.add("asyncpg")
+
+
+class _DatabaseErrorsByCode:
+    """The tracer provider the asyncpg instrumentation gets: its spans record an error as an `exception`
+    event with the exception's type, SQLSTATE and constraint name only. By default a span records
+    `str(exception)` (as the event's message and stack trace, and as the status description), which for
+    asyncpg includes PostgreSQL's DETAIL with the row's values."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        self._provider = provider
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> _DatabaseTracer:
+        return _DatabaseTracer(self._provider.get_tracer(*args, **kwargs))
+
+
+class _DatabaseTracer:
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    @contextlib.contextmanager
+    def start_as_current_span(self, name: str, *args: Any, **kwargs: Any) -> Iterator[trace.Span]:
+        kwargs.update(record_exception=False, set_status_on_exception=False)  # the instrumentation sets ERROR
+        with self._tracer.start_as_current_span(name, *args, **kwargs) as span:
+            try:
+                yield span
+            except Exception as exc:
+                span.add_event("exception", database_error_attributes(exc))
+                raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracer, name)
+
+
+def database_error_attributes(exc: BaseException) -> dict[str, str]:
+    """What may be said of a database error outside the process: never its message or DETAIL."""
+    attributes = {"exception.type": type(exc).__qualname__}
+    for key, attribute in (("db.response.status_code", "sqlstate"), ("db.constraint", "constraint_name")):
+        if value := getattr(exc, attribute, None):
+            attributes[key] = str(value)
+    return attributes
 
 
 def current_trace_id() -> str:

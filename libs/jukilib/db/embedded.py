@@ -29,6 +29,16 @@ import psutil  # type: ignore[import-untyped]
 
 logger = logging.getLogger(__name__)
 
+SERVER_LOG_SETTINGS = {
+    # The server log names the error, never the row: no DETAIL (`Key (resident_code)=(…) already exists`),
+    # HINT, CONTEXT or failing statement (the initial load's statements carry values as literals), no
+    # bound parameters. The README asks the same of an external PostgreSQL.
+    "log_error_verbosity": "terse",
+    "log_min_error_statement": "panic",
+    "log_parameter_max_length_on_error": "0",
+    "log_statement": "none",
+}
+
 
 def running_postmaster(data_dir: Path) -> psutil.Process | None:
     """The server that `data_dir/postmaster.pid` names, if that pid really is a postgres of `data_dir`:
@@ -75,6 +85,8 @@ class EmbeddedPostgres:
             users.close()
             raise
         self._users = users
+        settings = "".join(f"ALTER SYSTEM SET {name} = '{value}';\n" for name, value in SERVER_LOG_SETTINGS.items())
+        self._server.psql(settings + "SELECT pg_reload_conf();\n")
         url: str = self._server.get_uri()
         logger.info("embedded PostgreSQL ready", extra={"data_dir": str(self._data_dir)})
         return url
