@@ -110,12 +110,16 @@ def test_call_examples(suite: Suite) -> None:
     lookup = _ok(juki(suite.directory, "call", "lookup", "--as", "kyoiku-iinkai", "--operator", "kyoiku-0001",
                       "--demo-resident", "0", "--purpose", "EDU-SCHOLARSHIP-30-15-2-2"))
     assert '"full_name"' in lookup and "individual_number" not in lookup
+    refused = juki(suite.directory, "call", "lookup", "--as", "kyoiku-iinkai", "--demo-resident", "0")
+    assert refused.returncode == 1 and refused.stdout.startswith("PERMISSION_DENIED"), refused.stdout
     assert '"resident_version"' in _ok(juki(suite.directory, "call", "notify", "--as", "maebashi-cs"))
     _ok(juki(suite.directory, "operators", "login", "kansa-0001"))
     assert '"operation_log_entries"' in _ok(
         juki(suite.directory, "call", "oplog", "--as", "auditor", "--operator", "kansa-0001"))
     _ok(juki(suite.directory, "operators", "login", "kaiji-0001"))
-    assert "case(s)" in _ok(juki(suite.directory, "cases", "list"))
+    assert '"disclosureCases/' in _ok(juki(suite.directory, "call", "disclosure", "--as", "disclosure-desk",
+                                           "--operator", "kaiji-0001", "--demo-resident", "0"))
+    assert re.search(r"^[1-9]\d* case\(s\)$", _ok(juki(suite.directory, "cases", "list")), re.MULTILINE)
     assert _ok(juki(suite.directory, "health")).strip() == "SERVING"
 
 
@@ -164,6 +168,11 @@ def test_unknown_caller_is_one_line_naming_the_known_ones(suite: Suite) -> None:
 def test_missing_credential_is_one_line_saying_to_log_in(suite: Suite) -> None:
     line = _one_line_error(juki(suite.directory, "call", "lookup", "--as", "kikaku-bu", "--operator", "kikaku-0001"))
     assert "run `juki operators login kikaku-0001`" in line
+
+
+def test_too_long_a_log_in_is_one_line(suite: Suite) -> None:
+    assert "--hours must be more than 0 and at most 8" in _one_line_error(
+        juki(suite.directory, "operators", "login", "kyoiku-0001", "--hours", "9"))
 
 
 def test_missing_file_is_one_line(suite: Suite) -> None:
