@@ -1,4 +1,9 @@
-"""The `juki` command: run the suite, run one service, prepare databases and certificates, call it."""
+"""The `juki` command: run the suite, run one service, prepare databases and certificates, call it.
+
+Commands find their settings through `jukilib.local` (the environment, else the suite in `--home`);
+a user's mistake is a `UsageError`, printed here as one line with exit 2, a server that does not answer
+one line with exit 1: never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import argparse
 import asyncio
 import importlib
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -14,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from jukilib import cli_purposes
-from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, load_service_config
-from jukilib.runner import connected, run
+from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, UsageError, load_service_config
+from jukilib.local import HEALTH_CALLER, KEYRING, OPERATION_LOG_PUBLIC_KEY, LocalSuite, home_of
+from jukilib.runner import Unreachable, connected, run
 
 logger = logging.getLogger("juki")
-
-
-def _home() -> Path:
-    return Path(os.environ.get("JUKI_HOME", ".juki"))
+REGISTERS = ("identity", "annex")
 
 
 def _run(coroutine: Coroutine[Any, Any, int]) -> int:
@@ -48,13 +50,12 @@ async def _serve(service: str) -> int:
 
 # --- juki migrate / db-bootstrap -----------------------------------------------------------------
 
-async def _migrate(service: str) -> int:
-
+async def _migrate(service: str, home: str | None) -> int:
     from jukilib.db import migrations as migrations_mod
     from jukilib.db.bootstrap import runtime_role
     from jukilib.suite import service_migrations
 
-    url = Env().text("JUKI_MIGRATION_DATABASE_URL")
+    url = LocalSuite.of(home).owner_url(service)
     async with connected(url) as connection:
         applied = await migrations_mod.apply(connection, service, service_migrations(service), runtime_role(service))
     print(f"{service}: {len(applied)} migration(s) applied: {', '.join(applied) or '-'}")
@@ -77,13 +78,10 @@ async def _db_bootstrap() -> int:
 
 # --- juki up -------------------------------------------------------------------------------------
 
-async def _up(residents: int, annex: int) -> int:
-    from jukilib.client import Endpoints
+async def _up(home: Path, residents: int, annex: int) -> int:
     from jukilib.demo.load import load_demo_residents
     from jukilib.suite import Suite, _passwords, dev_pki, prepare_database, register_demo_operators
 
-    home = _home()
-    home.mkdir(parents=True, exist_ok=True)
     suite = Suite(home)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,10 +97,12 @@ async def _up(residents: int, annex: int) -> int:
         ports = suite.start_children(pki, urls)
         print("juki: waiting for every service to be SERVING ...", flush=True)
         await suite.wait_serving(pki, timeout=60)
-        path = suite.write_endpoints(pki, ports, admin_url, urls["gateway"].url)
+        endpoints = suite.endpoints(pki, ports)
         print(f"juki: loading {residents} synthetic residents through the gateway ...", flush=True)
-        await load_demo_residents(Endpoints.load(path), residents, annex)
-        _print_welcome(path, ports["gateway"])
+        await load_demo_residents(endpoints, residents, annex)
+        # Last: a command that finds endpoints.json finds the suite ready, demo data included.
+        path = suite.write_endpoints(endpoints, urls)
+        _print_welcome(path, endpoints.gateway)
         await stop.wait()
         print("\njuki: stopping ...", flush=True)
         return 0
@@ -111,9 +111,9 @@ async def _up(residents: int, annex: int) -> int:
         print("juki: stopped", flush=True)
 
 
-def _print_welcome(path: Path, gateway_port: int) -> None:
+def _print_welcome(path: Path, gateway: str) -> None:
     print(f"""
-juki is up. Gateway: 127.0.0.1:{gateway_port} (mTLS; endpoints and certificates in {path})
+juki is up. Gateway: {gateway} (mTLS; endpoints and certificates in {path})
 
 Human work needs an operator credential: log in first (stands for the palm-vein log-in), e.g.
   .venv/bin/juki operators login kyoiku-0001     # demo operators: kyoiku-0001 kikaku-0001 kaiji-0001
@@ -138,15 +138,15 @@ async def _keys(args: argparse.Namespace) -> int:
     from jukilib.keyring import Keyring
     from services.identity.numbers import rotate
 
-    env = Env()
-    path = Path(env.text("JUKI_KEYRING_FILE"))
+    suite = LocalSuite.of(args.home)
+    path = suite.file("JUKI_KEYRING_FILE", KEYRING)
     keyring = Keyring.load(path)
     if args.action == "new":
         keyring = keyring.with_new_active_key()
         keyring.save(path)
         print(f"new active key {keyring.active}; {len(keyring.key_ids)} key(s) in the keyring")
         return 0
-    async with connected(env.text("JUKI_MIGRATION_DATABASE_URL"), "identity") as connection:
+    async with connected(suite.owner_url("identity"), "identity") as connection:
         count = await rotate(connection, keyring)
     print(f"re-encrypted {count} row(s) under key {keyring.active}")
     return 0
@@ -155,28 +155,43 @@ async def _keys(args: argparse.Namespace) -> int:
 # --- juki outbox ---------------------------------------------------------------------------------
 
 async def _outbox(args: argparse.Namespace) -> int:
-    """`juki outbox list|retry` on the register whose database role is in JUKI_DATABASE_URL."""
+    """`juki outbox list [--register R]` (both registers without it) / `juki outbox retry --register R [ID …]`,
+    as the register's runtime role: the relay's own grants are all this needs."""
 
     from jukilib.register.relay import dead_letters, outbox_backlog, retry_dead
 
-    async with connected(Env().text("JUKI_DATABASE_URL")) as connection:
-        if args.action == "retry":
-            count = await retry_dead(connection, [int(i) for i in args.ids] or None)
-            print(f"{count} dead-lettered change(s) queued again")
-            return 0
-        backlog, age, dead = await outbox_backlog(connection)
-        print(f"undelivered: {backlog}  oldest: {age:.1f}s  dead: {dead}")
-        for row in await dead_letters(connection):
-            since = f"{row['created_at']:%Y-%m-%d %H:%M}"
-            print(f"dead {row['id']}: person {row['person_id']} version {row['version']}"
-                  f" attempts {row['attempts']} last error {row['last_error']} since {since}")
-        return 0
+    if args.action == "retry" and not args.register:
+        raise UsageError("outbox retry needs --register identity or --register annex")
+    for label, url, schema in _outbox_targets(LocalSuite.of(args.home), args.register):
+        async with connected(url, schema) as connection:
+            if args.action == "retry":
+                count = await retry_dead(connection, list(args.ids) or None)
+                print(f"{label}: {count} dead-lettered change(s) queued again")
+                continue
+            backlog, age, dead = await outbox_backlog(connection)
+            print(f"{label}: undelivered: {backlog}  oldest: {age:.1f}s  dead: {dead}")
+            for row in await dead_letters(connection):
+                since = f"{row['created_at']:%Y-%m-%d %H:%M}"
+                print(f"  dead {row['id']}: person {row['person_id']} version {row['version']}"
+                      f" attempts {row['attempts']} last error {row['last_error']} since {since}")
+    return 0
+
+
+def _outbox_targets(suite: LocalSuite, register: str | None) -> list[tuple[str, str, str | None]]:
+    """(label, URL, schema) of each register asked for. An explicit JUKI_DATABASE_URL is one register's
+    role: alone, it is that register (the role's own search path); the suite's cover both."""
+    if register:
+        return [(register, suite.database_url(register), register)]
+    if suite.has_explicit("JUKI_DATABASE_URL"):
+        return [("JUKI_DATABASE_URL", suite.database_url("identity"), None)]
+    return [(name, suite.database_url(name), name) for name in REGISTERS]
 
 
 # --- juki retention ------------------------------------------------------------------------------
 
 async def _retention(args: argparse.Namespace) -> int:
-    """`juki retention purge --register R [--dry-run]` as the schema owner (JUKI_MIGRATION_DATABASE_URL);
+    """`juki retention purge --register R [--dry-run]` as R's schema owner (JUKI_MIGRATION_DATABASE_URL, else the
+    running suite's);
     periods from --superseded-years / --removed-years, else JUKI_RETENTION_*_YEARS, else 150."""
 
     from jukilib.register.retention import DEFAULT_YEARS, RetentionRules, purge
@@ -188,7 +203,7 @@ async def _retention(args: argparse.Namespace) -> int:
         removed_years=args.removed_years if args.removed_years is not None else
         float(env.text("JUKI_RETENTION_REMOVED_YEARS", str(DEFAULT_YEARS))),
     )
-    async with connected(env.text("JUKI_MIGRATION_DATABASE_URL"), args.register) as connection:
+    async with connected(LocalSuite.of(args.home).owner_url(args.register), args.register) as connection:
         result = await purge(connection, rules, dry_run=args.dry_run)
     verb = "would purge" if args.dry_run else "purged"
     print(f"{args.register}: {verb} {result.versions} superseded version(s) and {result.persons} removed person(s)")
@@ -198,15 +213,18 @@ async def _retention(args: argparse.Namespace) -> int:
 # --- juki audit ----------------------------------------------------------------------------------
 
 async def _audit(args: argparse.Namespace) -> int:
-    """`juki audit verify`: exit 0 on an intact operation log, 1 naming the first bad sequence number."""
+    """`juki audit verify`: exit 0 on an intact operation log, 1 naming the first bad sequence number. Both
+    actions read as the gateway's runtime role; verify checks checkpoints with the log's public key."""
 
     from services.gateway.chain import load_public_key, verify
 
-    env = Env()
+    suite = LocalSuite.of(args.home)
+    url = suite.database_url("gateway")
     if args.action == "report":
-        return await _audit_report(env, args.days)
-    public_key = load_public_key(Path(args.public_key or env.text("JUKI_OPERATION_LOG_PUBLIC_KEY")))
-    async with connected(env.text("JUKI_DATABASE_URL"), "gateway") as connection:
+        return await _audit_report(url, args.days)
+    public_key = load_public_key(suite.file("JUKI_OPERATION_LOG_PUBLIC_KEY", OPERATION_LOG_PUBLIC_KEY,
+                                            args.public_key))
+    async with connected(url, "gateway") as connection:
         verdict = await verify(connection, public_key)
     if verdict.ok:
         print(f"operation log intact: {verdict.records} record(s), {verdict.checkpoints} signed checkpoint(s)")
@@ -215,7 +233,7 @@ async def _audit(args: argparse.Namespace) -> int:
     return 1
 
 
-async def _audit_report(env: Env, days: int) -> int:
+async def _audit_report(url: str, days: int) -> int:
     """`juki audit report`: the misuse review of the last `days` days, printable; every time in Japan time
     (JST), calls of systems (no operator) apart from the operators' work."""
     import datetime as dt
@@ -233,7 +251,7 @@ async def _audit_report(env: Env, days: int) -> int:
 
     end = dt.datetime.now(dt.UTC)
     start = end - dt.timedelta(days=days)
-    async with connected(env.text("JUKI_DATABASE_URL"), "gateway") as connection:
+    async with connected(url, "gateway") as connection:
         report = await misuse_report(connection, review := Review(start, end, 8, 19, 3, 10))
     print(f"Misuse review, {jst(start)} to {jst(end)}")
     print("\nBusiest operator-hours")
@@ -266,10 +284,26 @@ async def _audit_report(env: Env, days: int) -> int:
 async def _health(args: argparse.Namespace) -> int:
     from jukilib.client import health_status
 
-    tls = TlsConfig(cert=Path(args.cert), key=Path(args.key), ca=Path(args.tls_ca))
-    status = await health_status(args.target, tls, args.service)
+    target, tls = _health_settings(args)
+    status = await health_status(target, tls, args.service)
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+def _health_settings(args: argparse.Namespace) -> tuple[str, TlsConfig]:
+    """What is given; what is not, from the running suite: its gateway, the administrators' terminal's
+    certificate."""
+    given = {"--tls-ca": args.tls_ca, "--cert": args.cert, "--key": args.key}
+    for option, value in given.items():
+        if value and not Path(value).is_file():
+            raise UsageError(f"no such file: {value} ({option})")
+    if args.target and all(given.values()):
+        return args.target, TlsConfig(cert=Path(args.cert), key=Path(args.key), ca=Path(args.tls_ca))
+    endpoints = LocalSuite.of(args.home).endpoints()
+    sample = endpoints.tls_for(HEALTH_CALLER)
+    return args.target or endpoints.gateway, TlsConfig(
+        cert=Path(args.cert) if args.cert else sample.cert, key=Path(args.key) if args.key else sample.key,
+        ca=Path(args.tls_ca) if args.tls_ca else sample.ca)
 
 
 # --- argument parsing ----------------------------------------------------------------------------
@@ -278,38 +312,46 @@ def _parser() -> argparse.ArgumentParser:
     from jukilib import bench_ingest, bench_lookup, calls, cli_bulk, cli_cases, cli_operators
 
     parser = argparse.ArgumentParser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
+    parser.add_argument("--home", default=None,
+                        help="the local suite's directory (default: JUKI_HOME, else .juki of the current directory)")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run the whole suite on an embedded PostgreSQL with demo data")
     up.add_argument("--residents", type=int, default=300)
     up.add_argument("--annex-residents", type=int, default=60)
     serve = commands.add_parser("serve", help="run one service (configured from JUKI_* variables)")
     serve.add_argument("service", choices=SERVICES)
-    migrate = commands.add_parser("migrate", help="apply a service's migrations (JUKI_MIGRATION_DATABASE_URL)")
+    migrate = commands.add_parser("migrate", help="apply a service's migrations (JUKI_MIGRATION_DATABASE_URL, "
+                                                                    "else the local suite's owner role)")
     migrate.add_argument("service", choices=SERVICES)
     commands.add_parser("db-bootstrap", help="create the database, schemas and roles (JUKI_ADMIN_DATABASE_URL)")
     certs = commands.add_parser("dev-certs", help="create development CA and certificates under .juki/pki")
     certs.add_argument("--force", action="store_true", help="issue everything again")
-    health = commands.add_parser("health", help="exit 0 when a service reports SERVING")
-    health.add_argument("--target", required=True)
-    health.add_argument("--tls-ca", required=True)
-    health.add_argument("--cert", required=True)
-    health.add_argument("--key", required=True)
+    health = commands.add_parser("health", help="exit 0 when a service reports SERVING (default: the local "
+                                                "suite's gateway, as the administrators' terminal)")
+    health.add_argument("--target", default="")
+    health.add_argument("--tls-ca", default="")
+    health.add_argument("--cert", default="")
+    health.add_argument("--key", default="")
     health.add_argument("--service", default="")
-    outbox = commands.add_parser("outbox", help="the relay's outbox of a register (JUKI_DATABASE_URL)")
+    outbox = commands.add_parser("outbox", help="the relay's outbox of a register (its runtime role: "
+                                                "JUKI_DATABASE_URL, else the local suite's)")
     outbox.add_argument("action", choices=("list", "retry"))
-    outbox.add_argument("ids", nargs="*", help="outbox ids to retry (default: every dead one)")
+    outbox.add_argument("--register", choices=REGISTERS, default=None,
+                        help="list: default both registers; retry: required")
+    outbox.add_argument("ids", nargs="*", type=int, help="outbox ids to retry (default: every dead one)")
     audit = commands.add_parser("audit", help="verify the operation log's hash chain and signed checkpoints")
     audit.add_argument("action", choices=("verify", "report"))
     audit.add_argument("--days", type=int, default=7, help="report: the period reviewed, in days up to now "
                                                             "(default: %(default)s)")
-    audit.add_argument("--public-key", default="", help="PEM (default: JUKI_OPERATION_LOG_PUBLIC_KEY)")
+    audit.add_argument("--public-key", default="",
+                       help="PEM (default: JUKI_OPERATION_LOG_PUBLIC_KEY, else .juki/operation-log.pub)")
     retention = commands.add_parser("retention", help="purge what the retention rules allow (schema owner)")
     retention.add_argument("action", choices=("purge",))
     retention.add_argument("--register", choices=("identity", "annex"), required=True)
     retention.add_argument("--dry-run", action="store_true")
     retention.add_argument("--superseded-years", type=float, default=None)
     retention.add_argument("--removed-years", type=float, default=None)
-    keys = commands.add_parser("keys", help="keys for 個人番号 at rest (JUKI_KEYRING_FILE)")
+    keys = commands.add_parser("keys", help="keys for 個人番号 at rest (JUKI_KEYRING_FILE, else .juki/keyring.json)")
     keys.add_argument("action", choices=("new", "rotate"))
     calls.add_call_parser(commands)
     cli_operators.add_parser(commands)
@@ -324,22 +366,37 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; mistakes and unreachable servers end in one line on stderr (exit 2 and 1)."""
+    import asyncpg
+
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
     except ConfigError as error:
         print(f"juki: configuration error: {error}", file=sys.stderr)
         return 2
+    except UsageError as error:
+        print(f"juki: {error}", file=sys.stderr)
+        return 2
+    except Unreachable as error:
+        print(f"juki: {error}", file=sys.stderr)
+        return 1
+    except asyncpg.PostgresError as error:
+        # PostgreSQL's messages may quote values: name the error only (a wrong role or database, mostly).
+        print(f"juki: database error {type(error).__name__} (SQLSTATE {error.sqlstate}); is the database URL "
+              "the right service's role?", file=sys.stderr)
+        return 1
 
 
 def _dev_certs(args: argparse.Namespace) -> int:
     from jukilib.suite import dev_pki, ensure_keyring, ensure_operator_auth_key
     from services.gateway.chain import ensure_signing_key
 
-    pki = dev_pki(_home(), force=args.force)
-    keyring = ensure_keyring(_home())
-    log_key = ensure_signing_key(_home() / "operation-log.key")
-    operator_key = ensure_operator_auth_key(_home())
+    home = home_of(args.home)
+    pki = dev_pki(home, force=args.force)
+    keyring = ensure_keyring(home)
+    log_key = ensure_signing_key(home / "operation-log.key")
+    operator_key = ensure_operator_auth_key(home)
     print(f"development certificates in {pki.ca_cert.parent}; keyring for 個人番号 at rest: {keyring};"
           f" operation-log signing key: {log_key}; operator-authentication key: {operator_key}"
           f" (the gateway gets only {operator_key.with_suffix('.pub')})")
@@ -349,18 +406,20 @@ def _dev_certs(args: argparse.Namespace) -> int:
 def _call(args: argparse.Namespace) -> int:
     from jukilib import calls
 
-    return _run(calls.run_call(args, _home()))
+    return _run(calls.run_call(args, LocalSuite.of(args.home).running_home()))
 
 
 def _cases(args: argparse.Namespace) -> int:
     from jukilib import cli_cases
 
-    return _run(cli_cases.run(args, _home()))
+    return _run(cli_cases.run(args, LocalSuite.of(args.home).running_home()))
 
 
 def _up_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
-    return _run(_up(args.residents, args.annex_residents))
+    home = home_of(args.home)
+    home.mkdir(parents=True, exist_ok=True)
+    return _run(_up(home, args.residents, args.annex_residents))
 
 
 def _operators(args: argparse.Namespace) -> int:
@@ -372,7 +431,7 @@ def _operators(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": lambda args: _run(_serve(args.service)),
     "up": _up_command,
-    "migrate": lambda args: _run(_migrate(args.service)),
+    "migrate": lambda args: _run(_migrate(args.service, args.home)),
     "db-bootstrap": lambda args: _run(_db_bootstrap()),
     "dev-certs": _dev_certs,
     "health": lambda args: _run(_health(args)),

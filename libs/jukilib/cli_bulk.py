@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from jukilib.collector import collect_young_rarely
-from jukilib.config import SERVICES, ConfigError, DatabaseConfig, Env, ServiceConfig, TlsConfig
+from jukilib.config import SERVICES, ConfigError, DatabaseConfig, Env, ServiceConfig, TlsConfig, UsageError
+from jukilib.local import KEYRING, LocalSuite
 from jukilib.runner import run
 
 REGISTERS = ("identity", "annex")
@@ -99,9 +100,11 @@ async def _load(args: argparse.Namespace) -> int:
     from jukilib.register.bulk import BulkLoadError, LoadOptions, load_file
 
     env = Env()
-    owner_url = env.text("JUKI_MIGRATION_DATABASE_URL")
-    keyring = env.optional("JUKI_KEYRING_FILE")
-    api = register_api(args.register, owner_url, keyring_file=Path(keyring) if keyring else None,
+    suite = LocalSuite.of(getattr(args, "home", None))  # `juki --home`; absent when wired into another parser
+    owner_url = suite.owner_url(args.register)
+    # identity seals 個人番号 with the keyring; annex holds none and needs no keyring
+    keyring = suite.file("JUKI_KEYRING_FILE", KEYRING) if args.register == "identity" else None
+    api = register_api(args.register, owner_url, keyring_file=keyring,
                        resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")))
     path: Path = args.file
     bar = None if args.no_progress else ProgressBar(label=args.register)
@@ -204,8 +207,8 @@ def add_parsers(commands: Any) -> None:
     from jukilib.register.bulk import FORMATS, MODES
 
     load = commands.add_parser(
-        "load", help="initial load of an existing file (CSV or JSON lines) into a register, with COPY "
-                     "(JUKI_MIGRATION_DATABASE_URL; identity: JUKI_KEYRING_FILE)")
+        "load", help="initial load of an existing file (CSV or JSON lines) into a register, with COPY, as its "
+                     "owner role (JUKI_MIGRATION_DATABASE_URL; identity: JUKI_KEYRING_FILE; else the local suite's)")
     load.add_argument("file", type=Path, help="JSON lines (record fields as in the register's proto JSON) or CSV")
     load.add_argument("--register", choices=REGISTERS, default="identity")
     load.add_argument("--format", choices=FORMATS, help="default: from the file name (.csv is CSV)")
@@ -247,8 +250,7 @@ def bench_group(commands: Any) -> Any:
 
 def _load_command(args: argparse.Namespace) -> int:
     if not args.file.is_file():
-        print(f"juki load: no such file: {args.file}", file=sys.stderr)
-        return 2
+        raise UsageError(f"load: no such file: {args.file}")
     try:
         return _run(_load(args))
     except ConfigError as error:

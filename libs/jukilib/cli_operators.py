@@ -9,6 +9,11 @@
   database credentials to manage operators.
 - `add --bootstrap` writes directly to the registry as the gateway's schema owner: only for the first
   administrator, when no one can yet call the admin API (like `juki db-bootstrap` for the database).
+
+Settings come from `jukilib.local`: `login` reads the registry as the gateway's runtime role and signs with
+`.juki/operator-auth.key` unless JUKI_DATABASE_URL / JUKI_OPERATOR_AUTH_KEY say otherwise; `--bootstrap`
+writes as the gateway's owner role (JUKI_MIGRATION_DATABASE_URL); the admin commands call the gateway of
+`.juki/endpoints.json`.
 """
 
 from __future__ import annotations
@@ -17,23 +22,19 @@ import argparse
 import datetime as dt
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import grpc
 
 from juki.gateway.v1 import operator_admin_pb2 as pb
 from juki.gateway.v1 import operator_admin_pb2_grpc
-from jukilib.config import Env
+from jukilib.config import Env, UsageError
+from jukilib.local import OPERATOR_AUTH_KEY, LocalSuite
 from jukilib.operator_credential import DEFAULT_LIFETIME, ROLES, issue, load_signing_key
 from jukilib.runner import connected, run
 
 ADMIN_CALLER = "admin-office"
 ADMIN_PURPOSE = "ADMIN-OPERATORS"
-
-
-def _home() -> Path:
-    return Path(os.environ.get("JUKI_HOME", ".juki"))
 
 
 def add_parser(commands: Any) -> None:
@@ -71,16 +72,6 @@ def command(args: argparse.Namespace) -> int:
     return run(_admin(args))
 
 
-def _registry_url(env: Env, home: Path) -> str:
-    """The gateway's database: JUKI_DATABASE_URL, else the one `juki up` wrote to endpoints.json."""
-    url = env.optional("JUKI_DATABASE_URL")
-    if url:
-        return url
-    from jukilib.client import Endpoints
-
-    return Endpoints.load(home / "endpoints.json").gateway_database_url or env.text("JUKI_DATABASE_URL")
-
-
 async def _login(args: argparse.Namespace) -> int:
     """Stands for the palm-vein log-in at the terminal.
 
@@ -93,12 +84,11 @@ async def _login(args: argparse.Namespace) -> int:
     from services.gateway.operators import ACTIVE, record_of
     from services.gateway.registry_store import fetch_operator
 
-    env, home = Env(), _home()
+    env, suite = Env(), LocalSuite.of(args.home)
     max_hours = float(env.text("JUKI_OPERATOR_CREDENTIAL_MAX_HOURS", "8"))
     if not 0 < args.hours <= max_hours:
-        print(f"juki: --hours must be more than 0 and at most {max_hours:g}", file=sys.stderr)
-        return 2
-    async with connected(_registry_url(env, home), "gateway") as connection:
+        raise UsageError(f"--hours must be more than 0 and at most {max_hours:g}")
+    async with connected(suite.database_url("gateway"), "gateway") as connection:
         row = await fetch_operator(connection, args.operator_id)
     now = dt.datetime.now(dt.UTC)
     record = record_of(row) if row is not None else None
@@ -109,12 +99,12 @@ async def _login(args: argparse.Namespace) -> int:
     if not roles:
         print(f"juki: {args.operator_id} holds none of the roles asked for", file=sys.stderr)
         return 1
-    key = load_signing_key(Path(env.text("JUKI_OPERATOR_AUTH_KEY", str(home / "operator-auth.key"))))
+    key = load_signing_key(suite.file("JUKI_OPERATOR_AUTH_KEY", OPERATOR_AUTH_KEY))
     credential = issue(key, record.operator_id, record.organization, roles, now=now,
                        lifetime=dt.timedelta(hours=args.hours))
     from jukilib.client import save_credential
 
-    path = save_credential(home, record.operator_id, credential)
+    path = save_credential(suite.home, record.operator_id, credential)
     print(f"{record.operator_id} ({record.organization}; {', '.join(sorted(roles))}) logged in until "
           f"{now + dt.timedelta(hours=args.hours):%Y-%m-%d %H:%M} UTC; credential in {path}")
     return 0
@@ -123,8 +113,7 @@ async def _login(args: argparse.Namespace) -> int:
 async def _bootstrap(args: argparse.Namespace) -> int:
     from services.gateway.registry_store import insert_operator
 
-    env = Env()
-    url = env.optional("JUKI_MIGRATION_DATABASE_URL") or _registry_url(env, _home())
+    url = LocalSuite.of(args.home).owner_url("gateway")
     until = dt.datetime.combine(args.valid_until, dt.time(), dt.UTC) if args.valid_until else None
     async with connected(url, "gateway") as connection:
         await insert_operator(connection, args.operator_id, organization=args.organization,
@@ -135,14 +124,14 @@ async def _bootstrap(args: argparse.Namespace) -> int:
 
 async def _admin(args: argparse.Namespace) -> int:
     from jukilib.calls import _print, _print_error
-    from jukilib.client import Endpoints, gateway_channel, load_credential, purpose_metadata
+    from jukilib.client import gateway_channel, load_credential, purpose_metadata
 
-    home = _home()
     if not args.operator:
-        print("juki: --operator (an administrator who has logged in) is required", file=sys.stderr)
-        return 2
-    metadata = purpose_metadata(ADMIN_PURPOSE, credential=load_credential(home, args.operator))
-    async with gateway_channel(Endpoints.load(home / "endpoints.json"), args.caller) as channel:
+        raise UsageError("--operator (an administrator who has logged in) is required, or JUKI_OPERATOR")
+    suite = LocalSuite.of(args.home)
+    endpoints = suite.endpoints()
+    metadata = purpose_metadata(ADMIN_PURPOSE, credential=load_credential(suite.home, args.operator))
+    async with gateway_channel(endpoints, args.caller) as channel:
         stub = operator_admin_pb2_grpc.OperatorAdminServiceStub(channel)
         try:
             answer = await _admin_call(args, stub, metadata)

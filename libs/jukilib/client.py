@@ -5,6 +5,7 @@ operator credential that human work carries (issued by `juki operators login`)."
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,35 +14,51 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jukilib import caller
-from jukilib.config import TlsConfig
+from jukilib.config import TlsConfig, UsageError
 from jukilib.grpc.channels import secure_channel
 from jukilib.operator_credential import CREDENTIAL_KEY
 
 
 @dataclass(frozen=True)
 class Endpoints:
-    """`.juki/endpoints.json`, written by `juki up` once every service is SERVING."""
+    """`.juki/endpoints.json`, written by `juki up` last, once every service is SERVING and the demo data
+    is loaded: addresses and certificate paths only (absolute), no secret. Database URLs are elsewhere
+    (`jukilib.local`)."""
 
     gateway: str
     services: dict[str, str]
     ca_cert: Path
     client_certs: dict[str, dict[str, str]]
-    database_url: str
-    gateway_database_url: str = ""
-    """The gateway's own database role (operator registry), for `juki operators login` in development."""
 
     @classmethod
     def load(cls, path: Path) -> Endpoints:
+        """Read `path`; keys it does not know (the database URLs older files carried) are ignored."""
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(gateway=data["gateway"], services=data["services"], ca_cert=Path(data["ca_cert"]),
-                   client_certs=data["client_certs"], database_url=data["database_url"],
-                   gateway_database_url=data.get("gateway_database_url", ""))
+                   client_certs=data["client_certs"])
+
+    def to_json(self) -> str:
+        return json.dumps({"gateway": self.gateway, "services": self.services, "ca_cert": str(self.ca_cert),
+                           "client_certs": self.client_certs}, indent=2, ensure_ascii=False)
 
     def tls_for(self, caller_name: str) -> TlsConfig:
+        """`caller_name`'s client certificate; UsageError naming the known callers when there is none."""
         if caller_name not in self.client_certs:
-            raise KeyError(f"unknown caller {caller_name!r}; known: {', '.join(sorted(self.client_certs))}")
+            raise UsageError(f"unknown caller {caller_name!r} (--as); known: {known_callers(self.client_certs)}")
         pair = self.client_certs[caller_name]
         return TlsConfig(cert=Path(pair["cert"]), key=Path(pair["key"]), ca=self.ca_cert)
+
+
+def known_callers(names: Iterable[str]) -> str:
+    """The sample callers by name, the municipalities' CSs (`cs-<code>`, one per municipality) as a count."""
+    names = sorted(names)
+    named = [name for name in names if not name.startswith("cs-")]
+    systems = len(names) - len(named)
+    return ", ".join(named) + (f" and cs-<municipality code> ({systems} CSs)" if systems else "")
+
+
+class MissingCredential(UsageError, FileNotFoundError):
+    """No saved credential for an operator (a FileNotFoundError too, as it always was)."""
 
 
 def gateway_channel(endpoints: Endpoints, caller_name: str) -> aio.Channel:
@@ -72,10 +89,11 @@ def save_credential(home: Path, operator_id: str, credential: str) -> Path:
 
 
 def load_credential(home: Path, operator_id: str) -> str:
-    """The credential saved by `juki operators login OPERATOR_ID`; FileNotFoundError names what to run."""
+    """The credential saved by `juki operators login OPERATOR_ID`; MissingCredential names what to run."""
     path = credential_path(home, operator_id)
     if not path.exists():
-        raise FileNotFoundError(f"no credential for {operator_id}: run `juki operators login {operator_id}`")
+        raise MissingCredential(f"no credential for operator {operator_id} in {path.parent}: "
+                                f"run `juki operators login {operator_id}`")
     return path.read_text(encoding="ascii").strip()
 
 

@@ -31,6 +31,11 @@ class ConfigError(Exception):
     """A configuration variable is missing or malformed."""
 
 
+class UsageError(Exception):
+    """A mistake at the command line, or a setting a command cannot find (an unknown caller, a missing file
+    or credential, no running suite): `juki` prints it as one line and exits 2, never with a traceback."""
+
+
 class Env:
     """Typed reads of environment variables that fail naming the variable."""
 

@@ -6,10 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 
 T = TypeVar("T")
+
+
+class Unreachable(Exception):
+    """A server a command needs does not answer: `juki` prints it as one line and exits 1."""
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -23,8 +28,14 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 @asynccontextmanager
 async def connected(url: str, schema: str | None = None) -> AsyncIterator[asyncpg.Connection]:
-    """One connection for a command, on `schema` when given, always closed."""
-    connection = await asyncpg.connect(url)
+    """One connection for a command, on `schema` when given, always closed; Unreachable (naming the host,
+    never the URL, which holds a password) when the server does not answer."""
+    try:
+        connection = await asyncpg.connect(url)
+    except OSError as error:  # refused, unknown host, timed out
+        parts = urlsplit(url)
+        raise Unreachable(f"the database at {parts.hostname}:{parts.port or 5432} cannot be reached "
+                          f"({error.strerror or type(error).__name__}); is the suite running?") from None
     try:
         if schema is not None:
             await connection.execute(f"SET search_path TO {schema}")

@@ -3,7 +3,8 @@
 init   → development certificates, PostgreSQL (embedded unless JUKI_DATABASE_URL), roles, schemas,
          migrations (applied here with each owner role; services run with their runtime roles);
 start  → one child process per service on 127.0.0.1, each dying with `juki up` however it ends;
-ready  → every health check SERVING, demo data loaded, `.juki/endpoints.json` written;
+ready  → every health check SERVING, demo data loaded, then `.juki/databases.json` (the services' database
+         URLs, 0600) and, last, `.juki/endpoints.json` written (see `jukilib.local`);
 stop   → on Ctrl-C or SIGTERM: SIGTERM to every child, SIGKILL after a grace period, database stopped.
 """
 
@@ -30,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from jukilib.client import Endpoints
 from jukilib.config import SERVICES, TlsConfig
 from jukilib.db import migrations as migrations_mod
 from jukilib.db.bootstrap import ServiceDatabase, bootstrap, owner_role, runtime_role
@@ -37,6 +39,7 @@ from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki, ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.keyring import Keyring
+from jukilib.local import DATABASES, ENDPOINTS, write_private_json
 from services.gateway.chain import ensure_signing_key
 
 logger = logging.getLogger(__name__)
@@ -267,25 +270,32 @@ class Suite:
         tls = TlsConfig(cert=pki.servers["gateway"].cert, key=pki.servers["gateway"].key, ca=pki.ca_cert)
         await wait_serving(self.children, tls, timeout, self.home / "logs")
 
-    def write_endpoints(self, pki: DevPki, ports: dict[str, int], database_url: str,
-                        gateway_database_url: str = "") -> Path:
-        endpoints = {
-            "gateway": f"127.0.0.1:{ports['gateway']}",
-            "services": {service: f"127.0.0.1:{port}" for service, port in ports.items()},
-            "ca_cert": str(pki.ca_cert),
-            "client_certs": {name: {"cert": str(p.cert), "key": str(p.key)} for name, p in pki.clients.items()},
-            "database_url": database_url,
-            "gateway_database_url": gateway_database_url,
-        }
-        path = self.home / "endpoints.json"
+    def endpoints(self, pki: DevPki, ports: dict[str, int]) -> Endpoints:
+        """The running suite's endpoints: `localhost` (every dev certificate names it; the servers listen on
+        127.0.0.1, which a client resolving localhost tries too) and the certificates' absolute paths."""
+        return Endpoints(
+            gateway=f"localhost:{ports['gateway']}",
+            services={service: f"localhost:{port}" for service, port in ports.items()},
+            ca_cert=pki.ca_cert.resolve(),
+            client_certs={name: {"cert": str(p.cert.resolve()), "key": str(p.key.resolve())}
+                          for name, p in pki.clients.items()},
+        )
+
+    def write_endpoints(self, endpoints: Endpoints, databases: dict[str, ServiceDatabase]) -> Path:
+        """`.juki/databases.json` (each service's runtime and owner URL, 0600), then `.juki/endpoints.json`,
+        each atomically; endpoints.json last, as the sign that the suite is ready (`jukilib.local`)."""
+        write_private_json(self.home / DATABASES, {
+            service: {"url": db.url, "migration_url": db.migration_url} for service, db in databases.items()})
+        path = self.home / ENDPOINTS
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(endpoints, indent=2, ensure_ascii=False))
+        temporary.write_text(endpoints.to_json(), encoding="utf-8")
         temporary.replace(path)
         return path
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every child, SIGKILL what is left after `grace`, then stop the database."""
-        (self.home / "endpoints.json").unlink(missing_ok=True)
+        (self.home / ENDPOINTS).unlink(missing_ok=True)
+        (self.home / DATABASES).unlink(missing_ok=True)
         stop_children(self.children, grace)
         self.children.clear()
         if self.embedded is not None:
