@@ -33,14 +33,17 @@ def add_call_parser(commands: Any) -> None:
                             ("oplog", "list the newest operation log entries")):
         sub = kinds.add_parser(name, help=help_text)
         sub.add_argument("--as", dest="caller", required=True, help="sample caller, e.g. maebashi-cs")
-        sub.add_argument("--purpose", default=DEFAULT_PURPOSES.get(name, ""))
-        sub.add_argument("--case-reference", default="")
+        sub.add_argument("--purpose", default=DEFAULT_PURPOSES.get(name, ""),
+                         help="the purpose of use declared (x-juki-purpose; `juki purposes list --as CALLER`)")
+        sub.add_argument("--case-reference", default="", help="the case the call is made for (x-juki-case-reference; "
+                                                              "required by some purposes)")
         sub.add_argument("--operator", default="", help="human work: the operator who logged in "
                                                         "(`juki operators login`), whose credential is sent")
         if name in ("lookup", "disclosure"):
-            sub.add_argument("--resident-code", default="")
+            sub.add_argument("--resident-code", default="", help="the 住民票コード asked for")
             sub.add_argument("--demo-resident", type=int, default=None,
-                             help="use the resident code of the N-th demo resident")
+                             help="use the resident code of the N-th demo resident (default: 0, without "
+                                  "--resident-code)")
 
 
 def _resident_code(args: argparse.Namespace) -> str:

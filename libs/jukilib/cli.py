@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jukilib import cli_purposes
+from jukilib.clihelp import Parser
 from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, UsageError, load_service_config
 from jukilib.local import HEALTH_CALLER, KEYRING, OPERATION_LOG_PUBLIC_KEY, LocalSuite, home_of
 from jukilib.runner import Unreachable, connected, run
@@ -311,48 +312,57 @@ def _health_settings(args: argparse.Namespace) -> tuple[str, TlsConfig]:
 def _parser() -> argparse.ArgumentParser:
     from jukilib import bench_ingest, bench_lookup, calls, cli_bulk, cli_cases, cli_operators
 
-    parser = argparse.ArgumentParser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
+    parser = Parser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
     parser.add_argument("--home", default=None,
                         help="the local suite's directory (default: JUKI_HOME, else .juki of the current directory)")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run the whole suite on an embedded PostgreSQL with demo data")
-    up.add_argument("--residents", type=int, default=300)
-    up.add_argument("--annex-residents", type=int, default=60)
+    up.add_argument("--residents", type=int, default=300, help="synthetic residents notified as demo data")
+    up.add_argument("--annex-residents", type=int, default=60,
+                    help="of them, residents with an annex record (some of them 国外転出者)")
     serve = commands.add_parser("serve", help="run one service (configured from JUKI_* variables)")
-    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("service", choices=SERVICES, help="the service to run")
     migrate = commands.add_parser("migrate", help="apply a service's migrations (JUKI_MIGRATION_DATABASE_URL, "
                                                                     "else the local suite's owner role)")
-    migrate.add_argument("service", choices=SERVICES)
+    migrate.add_argument("service", choices=SERVICES, help="the service whose schema to migrate")
     commands.add_parser("db-bootstrap", help="create the database, schemas and roles (JUKI_ADMIN_DATABASE_URL)")
     certs = commands.add_parser("dev-certs", help="create development CA and certificates under .juki/pki")
     certs.add_argument("--force", action="store_true", help="issue everything again")
     health = commands.add_parser("health", help="exit 0 when a service reports SERVING (default: the local "
                                                 "suite's gateway, as the administrators' terminal)")
-    health.add_argument("--target", default="")
-    health.add_argument("--tls-ca", default="")
-    health.add_argument("--cert", default="")
-    health.add_argument("--key", default="")
-    health.add_argument("--service", default="")
+    health.add_argument("--target", default="", help="host:port to ask (default: the local suite's gateway)")
+    health.add_argument("--tls-ca", default="", help="CA certificate (PEM) (default: the local suite's CA)")
+    health.add_argument("--cert", default="", help="client certificate (PEM) (default: the local suite's "
+                                                   f"{HEALTH_CALLER} certificate)")
+    health.add_argument("--key", default="", help="the client certificate's key (PEM) (default: as --cert)")
+    health.add_argument("--service", default="", help="a service name of grpc.health.v1 (default: the server "
+                                                       "as a whole)")
     outbox = commands.add_parser("outbox", help="the relay's outbox of a register (its runtime role: "
                                                 "JUKI_DATABASE_URL, else the local suite's)")
-    outbox.add_argument("action", choices=("list", "retry"))
+    outbox.add_argument("action", choices=("list", "retry"), help="list: backlog, oldest age and dead letters; "
+                        "retry: queue dead letters again")
     outbox.add_argument("--register", choices=REGISTERS, default=None,
                         help="list: default both registers; retry: required")
     outbox.add_argument("ids", nargs="*", type=int, help="outbox ids to retry (default: every dead one)")
     audit = commands.add_parser("audit", help="verify the operation log's hash chain and signed checkpoints")
-    audit.add_argument("action", choices=("verify", "report"))
+    audit.add_argument("action", choices=("verify", "report"), help="verify: check the hash chain and the signed "
+                       "checkpoints (exit 1 naming the first bad sequence); report: print the misuse review")
     audit.add_argument("--days", type=int, default=7, help="report: the period reviewed, in days up to now "
                                                             "(default: %(default)s)")
     audit.add_argument("--public-key", default="",
                        help="PEM (default: JUKI_OPERATION_LOG_PUBLIC_KEY, else .juki/operation-log.pub)")
     retention = commands.add_parser("retention", help="purge what the retention rules allow (schema owner)")
-    retention.add_argument("action", choices=("purge",))
-    retention.add_argument("--register", choices=("identity", "annex"), required=True)
-    retention.add_argument("--dry-run", action="store_true")
-    retention.add_argument("--superseded-years", type=float, default=None)
-    retention.add_argument("--removed-years", type=float, default=None)
+    retention.add_argument("action", choices=("purge",), help="purge: delete what is past its retention period")
+    retention.add_argument("--register", choices=REGISTERS, required=True, help="the register to purge")
+    retention.add_argument("--dry-run", action="store_true", help="count what would be purged, delete nothing")
+    retention.add_argument("--superseded-years", type=float, default=None,
+                           help="years a superseded version is kept (default: JUKI_RETENTION_SUPERSEDED_YEARS, "
+                                "else 150)")
+    retention.add_argument("--removed-years", type=float, default=None,
+                           help="years a removed person is kept (default: JUKI_RETENTION_REMOVED_YEARS, else 150)")
     keys = commands.add_parser("keys", help="keys for 個人番号 at rest (JUKI_KEYRING_FILE, else .juki/keyring.json)")
-    keys.add_argument("action", choices=("new", "rotate"))
+    keys.add_argument("action", choices=("new", "rotate"), help="new: add a data key and make it active; "
+                      "rotate: re-encrypt every 個人番号 under the active key, online")
     calls.add_call_parser(commands)
     cli_operators.add_parser(commands)
     cli_cases.add_parser(commands)

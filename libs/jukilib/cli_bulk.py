@@ -210,7 +210,7 @@ def add_parsers(commands: Any) -> None:
         "load", help="initial load of an existing file (CSV or JSON lines) into a register, with COPY, as its "
                      "owner role (JUKI_MIGRATION_DATABASE_URL; identity: JUKI_KEYRING_FILE; else the local suite's)")
     load.add_argument("file", type=Path, help="JSON lines (record fields as in the register's proto JSON) or CSV")
-    load.add_argument("--register", choices=REGISTERS, default="identity")
+    load.add_argument("--register", choices=REGISTERS, default="identity", help="the register loaded")
     load.add_argument("--format", choices=FORMATS, help="default: from the file name (.csv is CSV)")
     load.add_argument("--mode", choices=MODES, default="auto",
                       help="fast: empty register only, indexes rebuilt after the load; indexed: never drop "
@@ -228,11 +228,11 @@ def add_parsers(commands: Any) -> None:
     bench_load = bench.add_parser(
         "load", help="initial load of synthetic Gunma-sized data into a fresh embedded PostgreSQL; prints one JSON "
                      "object (persons, seconds, persons_per_second, generate_seconds, ...)")
-    bench_load.add_argument("--persons", type=int, default=1_900_000)
-    bench_load.add_argument("--register", choices=REGISTERS, default="identity")
-    bench_load.add_argument("--seed", type=int, default=BENCH_SEED)
-    bench_load.add_argument("--workers", type=int)
-    bench_load.add_argument("--no-progress", action="store_true")
+    bench_load.add_argument("--persons", type=int, default=1_900_000, help="synthetic residents loaded")
+    bench_load.add_argument("--register", choices=REGISTERS, default="identity", help="the register loaded")
+    bench_load.add_argument("--seed", type=int, default=BENCH_SEED, help="seed of the synthetic residents")
+    bench_load.add_argument("--workers", type=int, help="processes preparing rows (default: one per core)")
+    bench_load.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bench_load.set_defaults(bench_run=lambda args: _run(_bench_load(args)))
 
 

@@ -31,6 +31,7 @@ from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
 from jukilib.calls import _print_error
 from jukilib.client import Endpoints, gateway_channel, load_credential, purpose_metadata
+from jukilib.clihelp import DefaultsHelp
 
 PURPOSE = "DISCLOSURE-30-32"
 CORRECTION_PURPOSE = "CORRECTION-30-35"
@@ -54,15 +55,6 @@ FILES = _choices(pb.RecordFile, "RECORD_FILE_")
 ACTIONS = _choices(pb.CorrectionAction, "CORRECTION_ACTION_")
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's help names its default, where it has one."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, "", []) or "(default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def _received(text: str) -> dt.datetime:
     """An ISO 8601 time; Japan time when it carries no offset."""
     moment = dt.datetime.fromisoformat(text)
@@ -81,7 +73,7 @@ def _item(text: str) -> pb.CorrectionItem:
 def _action(actions: Any, name: str, help_text: str, case: str | None = None,
             metavar: str = "CASE") -> argparse.ArgumentParser:
     sub: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text,
-                                                      formatter_class=_Help)
+                                                      formatter_class=DefaultsHelp)
     sub.add_argument("--as", dest="caller", default="disclosure-desk",
                      help="sample caller whose client certificate is presented (endpoints.json)")
     sub.add_argument("--operator", default="kaiji-0001",
@@ -106,7 +98,7 @@ def _received_option(sub: argparse.ArgumentParser) -> None:
 
 def add_parser(commands: Any) -> None:
     cases = commands.add_parser("cases", help="disclosure and correction cases (住基法 30-32 … 30-35)",
-                                formatter_class=_Help)
+                                formatter_class=DefaultsHelp)
     actions = cases.add_subparsers(dest="cases_action", required=True)
     listing = _action(actions, "list", "list cases, most recently received first")
     which = listing.add_mutually_exclusive_group()

@@ -41,22 +41,25 @@ def add_parser(commands: Any) -> None:
     operators = commands.add_parser("operators", help="the operator registry; operator log-in")
     actions = operators.add_subparsers(dest="action", required=True)
     login = actions.add_parser("login", help="issue an operator credential (stands for the palm-vein log-in)")
-    login.add_argument("operator_id")
-    login.add_argument("--hours", type=float, default=DEFAULT_LIFETIME.total_seconds() / 3600)
+    login.add_argument("operator_id", help="the operator's opaque staff id, e.g. kyoiku-0001")
+    login.add_argument("--hours", type=float, default=DEFAULT_LIFETIME.total_seconds() / 3600,
+                       help="how long the credential is valid (at most JUKI_OPERATOR_CREDENTIAL_MAX_HOURS, 8)")
     login.add_argument("--role", action="append", choices=ROLES, help="ask for only these roles")
     add = actions.add_parser("add", help="register an operator")
-    add.add_argument("operator_id")
-    add.add_argument("--organization", required=True)
-    add.add_argument("--role", action="append", choices=ROLES, required=True)
+    add.add_argument("operator_id", help="an opaque staff id, never a name (it goes to the operation log)")
+    add.add_argument("--organization", required=True, help="the organisation the operator works for")
+    add.add_argument("--role", action="append", choices=ROLES, required=True, help="a role (repeat for several)")
     add.add_argument("--valid-until", type=dt.date.fromisoformat, default=None, help="YYYY-MM-DD (exclusive)")
     add.add_argument("--bootstrap", action="store_true",
                      help="write directly as the schema owner (first administrator only)")
     listing = actions.add_parser("list", help="list operators")
-    listing.add_argument("--organization", default="")
+    listing.add_argument("--organization", default="", help="only this organisation's operators (default: all)")
     for name in ("disable", "enable"):
-        actions.add_parser(name, help=f"{name} an operator (every replica within 5 s)").add_argument("operator_id")
+        actions.add_parser(name, help=f"{name} an operator (every replica within 5 s)").add_argument(
+            "operator_id", help="the operator's staff id")
     for name in ("disable-organization", "enable-organization"):
-        actions.add_parser(name, help=f"{name.split('-')[0]} a calling organisation").add_argument("organization")
+        actions.add_parser(name, help=f"{name.split('-')[0]} a calling organisation").add_argument(
+            "organization", help="the organisation code of its client certificates")
     for sub in (add, listing, *(actions.choices[n] for n in ("disable", "enable", "disable-organization",
                                                              "enable-organization"))):
         sub.add_argument("--as", dest="caller", default=ADMIN_CALLER, help="client certificate (sample caller)")
