@@ -185,6 +185,12 @@ class ServiceConfig:
     relay: RelayConfig = field(default_factory=RelayConfig)
     resident_code_check: str = "warn"
     """住民票コード check digit: off | warn | reject. The formula (告示436号) is UNVERIFIED, so warn."""
+    notify_time_max_age_days: int = 3650
+    """How old a notification's stated notification time may be (JUKI_NOTIFY_TIME_MAX_AGE_DAYS): a CS resends
+    a backlog after an outage, never a notification of decades ago (the initial load has its own path)."""
+    disclosure_receipt_max_age_days: int = 365
+    """How old a disclosure or correction request's stated receipt time may be
+    (JUKI_DISCLOSURE_RECEIPT_MAX_AGE_DAYS): a case is entered when it arrives, well within its 30 days."""
     disclosure_target_days: int = 14
     disclosure_poll_interval: float = 30.0
     """Seconds between the disclosure service's checks of its 12-5 reports (JUKI_DISCLOSURE_POLL_SECONDS)."""
@@ -258,6 +264,8 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
             max_delay=env.seconds("JUKI_RELAY_MAX_DELAY", 60.0),
         ),
         resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")),
+        notify_time_max_age_days=env.integer("JUKI_NOTIFY_TIME_MAX_AGE_DAYS", 3650, minimum=1),
+        disclosure_receipt_max_age_days=env.integer("JUKI_DISCLOSURE_RECEIPT_MAX_AGE_DAYS", 365, minimum=1),
         disclosure_target_days=env.integer("JUKI_DISCLOSURE_TARGET_DAYS", 14, minimum=1),
         disclosure_poll_interval=env.seconds("JUKI_DISCLOSURE_POLL_SECONDS", 30.0),
         shutdown_grace=env.seconds("JUKI_SHUTDOWN_GRACE", 5.0),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from grpc import aio
@@ -12,6 +13,7 @@ from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
+from jukilib.register.validation import TimeWindow
 from services.disclosure.desk import Desk
 from services.disclosure.monitor import DeadlineGauge, ReportFollower
 from services.disclosure.records import Records
@@ -28,7 +30,8 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
     # Records are read through the gateway with this service's own certificate (organisation
     # `disclosure`), never from the registers' tables: the gateway checks the purpose and logs each call.
     gateway = secure_channel(config.targets["gateway"], config.tls)
-    desk = Desk(database, Records(gateway), config.disclosure_target_days)
+    desk = Desk(database, Records(gateway), config.disclosure_target_days,
+                receipt_window=TimeWindow(dt.timedelta(days=config.disclosure_receipt_max_age_days)))
     servicer = DisclosureServicer(desk)
     gauge = DeadlineGauge(database, desk)
     follower = ReportFollower(desk, config.disclosure_poll_interval)

@@ -22,7 +22,7 @@ from juki.disclosure.v1 import disclosure_pb2 as pb
 from jukilib import caller
 from jukilib.db.pool import Database
 from jukilib.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from jukilib.register.validation import Violations
+from jukilib.register.validation import TimeWindow, Violations
 from services.disclosure import corrections, notices, rules, store
 from services.disclosure.records import ANNEX, IDENTITY, REPORTS_PURPOSE, FileRecords, Records
 
@@ -125,11 +125,13 @@ class Desk:
     """Disclosure (30-32 … 30-34) and correction (30-35) cases."""
 
     def __init__(self, database: Database, records: Records, target_days: int,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *,
+                 receipt_window: TimeWindow = rules.DEFAULT_RECEIPT_WINDOW) -> None:
         self._database = database
         self._records = records
         self._target_days = target_days
         self._clock = clock
+        self._receipt_window = receipt_window
 
     def today(self) -> dt.date:
         return rules.japan_today(self._clock())
@@ -146,7 +148,7 @@ class Desk:
             violations.add("disclosure_case", "is required", "REQUIRED_FIELD")
             violations.raise_if_any()
         case = request.disclosure_case
-        rules.validate_new_case(case, now, violations)
+        rules.validate_new_case(case, now, violations, self._receipt_window)
         if len(request.request_id) > 64:
             violations.add("request_id", "must be at most 64 characters")
         violations.raise_if_any()
@@ -301,8 +303,8 @@ class Desk:
             violations.add("correction_case.file", "is required", "REQUIRED_FIELD")
         rules.validate_correction_items(case.items, violations)
         now = self._clock()
-        if case.HasField("receive_time") and case.receive_time.ToDatetime(dt.UTC) > now + dt.timedelta(minutes=5):
-            violations.add("correction_case.receive_time", "must not be in the future")
+        if case.HasField("receive_time"):
+            violations.time_within("correction_case.receive_time", case.receive_time, now, self._receipt_window)
         if len(request.request_id) > 64:
             violations.add("request_id", "must be at most 64 characters")
         violations.raise_if_any()

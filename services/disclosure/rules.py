@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from jukilib.errors import FailedPrecondition
-from jukilib.register.validation import FIELD_PATH, REASON_CODE, Violations
+from jukilib.register.validation import FIELD_PATH, REASON_CODE, TimeWindow, Violations
 
 JAPAN = ZoneInfo("Asia/Tokyo")
 # 住基法 30-33: disclose within 30 days of the request (UNVERIFIED wording; DOMAIN §1.1). The period
@@ -141,7 +141,12 @@ def _documents(case: Any, violations: Violations) -> None:
                        "POWER_NOT_PROVEN")
 
 
-def validate_new_case(case: Any, now: dt.datetime, violations: Violations) -> None:
+DEFAULT_RECEIPT_WINDOW = TimeWindow(dt.timedelta(days=365))
+"""A request's receipt time, as the desk states it: at most 5 minutes ahead (clocks), a year behind."""
+
+
+def validate_new_case(case: Any, now: dt.datetime, violations: Violations,
+                      receipt_window: TimeWindow = DEFAULT_RECEIPT_WINDOW) -> None:
     """Every bad field of a case to open (paths under `disclosure_case.`)."""
     code = case.subject_resident_code
     if len(code) != 11 or not code.isascii() or not code.isdigit():
@@ -158,8 +163,8 @@ def validate_new_case(case: Any, now: dt.datetime, violations: Violations) -> No
         violations.add("disclosure_case.scopes", "at least one scope is required", "REQUIRED_FIELD")
     elif len(set(scopes)) != len(scopes) or any(s not in pb.DisclosureScope.values() or s == 0 for s in scopes):
         violations.add("disclosure_case.scopes", "must be distinct known scopes")
-    if case.HasField("receive_time") and case.receive_time.ToDatetime(dt.UTC) > now + dt.timedelta(minutes=5):
-        violations.add("disclosure_case.receive_time", "must not be in the future")
+    if case.HasField("receive_time"):
+        violations.time_within("disclosure_case.receive_time", case.receive_time, now, receipt_window)
 
 
 def validate_extension(extension: Any, deadline: dt.date, already_extended: bool, today: dt.date) -> dt.date:

@@ -7,10 +7,12 @@ personal data and descriptions reach callers and logs).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from google.type import date_pb2
 
@@ -21,7 +23,7 @@ from jukilib import caller
 from jukilib.domain.codes import CheckDigitMode, resident_code_check_digit
 from jukilib.domain.municipalities import MunicipalityTable, gunma_municipalities
 from jukilib.errors import InvalidArgument, to_status
-from jukilib.register.validation import Violations
+from jukilib.register.validation import TimeWindow, Violations
 from services.annex.rules import validate_annex_record
 from services.identity.rules import validate_identity_record
 
@@ -259,3 +261,39 @@ def test_domicile_of_the_calling_municipality_is_accepted() -> None:
 
     assert _annex_violations(record, organization=TAKASAKI).items == []
 
+
+
+NOW = dt.datetime(2026, 12, 6, 3, 0, tzinfo=dt.UTC)
+WINDOW = TimeWindow(dt.timedelta(days=3650))
+
+
+@pytest.mark.parametrize(("stated", "problem"), [
+    (dt.datetime(530, 1, 1, tzinfo=dt.UTC), "must not be more than 3650 days before now"),
+    (dt.datetime(9999, 1, 1, tzinfo=dt.UTC), "must not be in the future"),
+    (NOW + dt.timedelta(minutes=6), "must not be in the future"),
+    (NOW + dt.timedelta(minutes=4), None),
+    (NOW - dt.timedelta(days=3649), None),
+])
+def test_a_stated_time_must_lie_within_its_window_around_now(stated: dt.datetime, problem: str | None) -> None:
+    violations = Violations()
+    value = timestamp_pb2.Timestamp()
+    value.FromDatetime(stated)
+    moment = violations.time_within("change.notify_time", value, NOW, WINDOW)
+    assert [v.description for v in violations.items] == ([problem] if problem else [])
+    assert moment == (None if problem else stated)
+
+
+@pytest.mark.parametrize(("precision", "year", "month", "day", "refused"), [
+    (register_pb2.DATE_PRECISION_DAY, 2026, 4, 2, True),
+    (register_pb2.DATE_PRECISION_DAY, 2026, 4, 1, False),
+    (register_pb2.DATE_PRECISION_MONTH, 2026, 4, 0, False),  # April 2026 may be on or before 1 April
+    (register_pb2.DATE_PRECISION_MONTH, 2026, 5, 0, True),
+    (register_pb2.DATE_PRECISION_YEAR, 2027, 0, 0, True),
+    (register_pb2.DATE_PRECISION_UNKNOWN, 0, 0, 0, False),
+])
+def test_a_birth_date_after_the_event_is_refused_as_far_as_it_is_known(
+        precision: int, year: int, month: int, day: int, refused: bool) -> None:
+    violations = Violations()
+    birth = register_pb2.PartialDate(precision=precision, year=year, month=month, day=day)  # type: ignore[arg-type]
+    violations.not_after("record.birth_date", birth, dt.date(2026, 4, 1), "the event date")
+    assert [v.field for v in violations.items] == (["record.birth_date"] if refused else [])

@@ -58,6 +58,7 @@ def test_non_characters_are_rejected(cp: int) -> None:
 
 _FIXED_MESSAGES = {
     "must not be empty",
+    "must not be blank",
     "must be at most 3 characters",
     "contains control characters",
     "contains bidirectional control characters",
@@ -176,3 +177,9 @@ def test_search_key_strips_what_isspace_and_the_variation_selectors_say(value: s
     assert _strip(value) == "".join(
         ch for ch in value if not ch.isspace() and not (0xFE00 <= ord(ch) <= 0xFE0F or 0xE0100 <= ord(ch) <= 0xE01EF
                                                         or ord(ch) in (0x180B, 0x180C, 0x180D, 0x180F)))
+
+
+@pytest.mark.parametrize("value", [" ", "\u3000\u3000", " \t "])
+def test_text_of_only_spaces_is_blank(value: str) -> None:
+    assert text_problems(value, max_length=64) == (["must not be blank"] if "\t" not in value
+                                                   else ["contains control characters"])

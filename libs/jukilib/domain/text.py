@@ -90,11 +90,14 @@ def text_problems(value: str, *, max_length: int, allow_empty: bool = False) -> 
     Messages never contain the value: it may be personal data.
     """
     problems: list[str] = []
+    characters = _char_problems(value)
     if not value and not allow_empty:
         problems.append("must not be empty")
+    elif value and not characters and not _strip(value):
+        problems.append("must not be blank")  # only spaces (U+3000 included): no name, no address
     if len(value) > max_length:
         problems.append(f"must be at most {max_length} characters")
-    return problems + _char_problems(value)
+    return problems + characters
 
 
 # Whitespace (`str.isspace`, U+3000 included: `\\s` is the same test) and variation selectors.

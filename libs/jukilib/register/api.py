@@ -36,7 +36,7 @@ from jukilib.register.model import (
     StoredVersion,
 )
 from jukilib.register.reports import MunicipalityReports
-from jukilib.register.validation import Violations
+from jukilib.register.validation import TimeWindow, Violations
 
 JAPAN = ZoneInfo("Asia/Tokyo")
 RESIDENT_CODE_CHANGE_REASONS = frozenset({47, 48})  # 住民票コードの変更請求 / 職権記載
@@ -131,15 +131,20 @@ def _birth_parts(record: dict[str, Any]) -> tuple[int | None, int | None, int | 
     return (birth.get("year") or None, birth.get("month") or None, birth.get("day") or None)
 
 
+DEFAULT_NOTIFY_WINDOW = TimeWindow(dt.timedelta(days=3650))
+
+
 class RegisterApi:
     """Apply, get, lookup, search and history for one register."""
 
     def __init__(self, engine: RegisterEngine, binding: RegisterBinding, *, municipalities: MunicipalityTable,
-                 resident_code_check: CheckDigitMode, clock: Callable[[], dt.datetime] = utc_now) -> None:
+                 resident_code_check: CheckDigitMode, clock: Callable[[], dt.datetime] = utc_now,
+                 notify_window: TimeWindow = DEFAULT_NOTIFY_WINDOW) -> None:
         self.engine = engine
         self.binding = binding
         self.municipalities = municipalities
         self.resident_code_check = resident_code_check
+        self.notify_window = notify_window
         self._clock = clock
         self.reports = MunicipalityReports(engine.database, municipalities)
 
@@ -164,12 +169,17 @@ class RegisterApi:
         violations = Violations()
         violations.extend("notification_id", validation.notification_id_problems(request.notification_id))
         event_date = self._check_change(request, violations, received)
+        notify_time = violations.time_within("change.notify_time", request.change.notify_time, received,
+                                             self.notify_window) if request.change.HasField("notify_time") else None
         self._check_record(request, violations)
+        if event_date is not None and request.HasField("record"):
+            # nobody is born after the event notified about them (a 出生's event date is the birth itself)
+            violations.not_after("record.birth_date", request.record.birth_date, event_date, "the event date")
         violations.raise_if_any()
-        assert event_date is not None
+        assert event_date is not None and notify_time is not None
         change = Change(
             kind=ChangeKind(request.change.kind), reason=int(request.change.reason), event_date=event_date,
-            notify_time=request.change.notify_time.ToDatetime(dt.UTC), receive_time=received,
+            notify_time=notify_time, receive_time=received,
             municipality_code=municipality, notification_id=request.notification_id,
         )
         record = protojson.message_to_dict(request.record)

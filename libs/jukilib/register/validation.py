@@ -9,7 +9,9 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from google.protobuf import timestamp_pb2
 from google.type import date_pb2
 
 from jukilib.domain import codes, dates, sex, text
@@ -32,8 +34,18 @@ FUTURE_DATED_REASONS = frozenset({20, 21})
 FIELD_PATH = re.compile(r"^record\.[a-z_]{1,64}$")
 REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _NOTIFICATION_ID = re.compile("[\x21-\x7e]{1,64}")
+# How many of (year, month, day) a date of each precision states for certain
+_KNOWN_PARTS = {dates.DatePrecision.DAY: 3, dates.DatePrecision.MONTH: 2, dates.DatePrecision.YEAR: 1}
 _PRECISIONS = {1: dates.DatePrecision.DAY, 2: dates.DatePrecision.MONTH, 3: dates.DatePrecision.YEAR,
                4: dates.DatePrecision.APPROXIMATE, 5: dates.DatePrecision.UNKNOWN}
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """How far from now a time a caller states may lie: `max_ahead` of clock skew, `max_age` behind."""
+
+    max_age: dt.timedelta
+    max_ahead: dt.timedelta = dt.timedelta(minutes=5)
 
 
 class Violations:
@@ -91,6 +103,33 @@ class Violations:
         problems = dates.validate_partial_date(partial_date_from_proto(value)) if _has_precision(value) else [
             "precision is required"]
         self.extend(field, problems)
+
+    def time_within(self, field: str, value: timestamp_pb2.Timestamp, now: dt.datetime, window: TimeWindow
+                    ) -> dt.datetime | None:
+        """`value` as a time, when it lies within `window` around `now` (a notification time of year 530 or
+        9999, a receipt of 1900, is a caller's mistake, not a fact to record)."""
+        try:
+            moment = value.ToDatetime(dt.UTC)
+        except (ValueError, OverflowError):
+            self.add(field, "is not a time between the years 1 and 9999")
+            return None
+        if moment > now + window.max_ahead:
+            self.add(field, "must not be in the future")
+        elif moment < now - window.max_age:
+            self.add(field, f"must not be more than {window.max_age.days} days before now")
+        else:
+            return moment
+        return None
+
+    def not_after(self, field: str, value: object, limit: dt.date, what: str) -> None:
+        """A partial date that must not lie after `limit`, compared as far as it is known (a birth date known
+        to the month is after the event only if its month is); approximate and unknown dates are not."""
+        depth = _KNOWN_PARTS.get(partial_date_from_proto(value).precision, 0) if _has_precision(value) else 0
+        known = partial_date_from_proto(value) if depth else None
+        if known is None or None in (parts := (known.year, known.month, known.day)[:depth]):
+            return
+        if parts > (limit.year, limit.month, limit.day)[:depth]:
+            self.add(field, f"must not be after {what}")
 
     def calendar_date(self, field: str, value: date_pb2.Date) -> dt.date | None:
         try:

@@ -6,6 +6,7 @@ its hooks and the agency method its changes go to, and is built by the same code
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,6 +28,7 @@ from jukilib.register.engine import RegisterEngine
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
 from jukilib.register.relay import BacklogGauge, OutboxRelay
+from jukilib.register.validation import TimeWindow
 
 # (agency channel, idempotency key, version message) → delivered, or raises.
 Forward = Callable[[aio.Channel, str, message.Message], Awaitable[Any]]
@@ -55,7 +57,8 @@ class RegisterService:
     def api(self, config: ServiceConfig, database: Database) -> RegisterApi:
         engine = RegisterEngine(database, self.binding.register, self.hooks(config, database))
         return RegisterApi(engine, self.binding, municipalities=gunma_municipalities(),
-                           resident_code_check=CheckDigitMode(config.resident_code_check))
+                           resident_code_check=CheckDigitMode(config.resident_code_check),
+                           notify_window=TimeWindow(dt.timedelta(days=config.notify_time_max_age_days)))
 
     def build(self, config: ServiceConfig, database: Database) -> ServiceParts:
         """Everything the service runs: its servicer and `relay.workers` relay workers."""
