@@ -279,10 +279,11 @@ class Gateway:
         claims = self._genuine(token) if token else None
         if claims is not None:
             entry.operator = claims.operator  # signed: an auditor sees who tried, even when refused below
+        if claims is None:  # a system's call: decided on the organisation status held, never waiting
+            await self._operators.registry.check_system_organization(organization)
+            return None
         registry = await self._operators.registry.current()
         registry.check_organization(organization)
-        if claims is None:
-            return None
         now = self._clock()
         check_in_force(claims, now=now, max_lifetime=self._operators.max_lifetime)
         return registry.authenticate(claims, organization, now)
