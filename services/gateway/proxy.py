@@ -277,11 +277,10 @@ class Gateway:
         """The operator named by the call's credential (None for a system's call without one)."""
         token = caller.metadata_value(context.invocation_metadata(), CREDENTIAL_KEY)
         claims = self._genuine(token) if token else None
-        if claims is not None:
-            entry.operator = claims.operator  # signed: an auditor sees who tried, even when refused below
         if claims is None:  # a system's call: decided on the organisation status held, never waiting
             await self._operators.registry.check_system_organization(organization)
             return None
+        entry.operator = claims.operator  # signed: an auditor sees who tried, even when refused below
         registry = await self._operators.registry.current()
         registry.check_organization(organization)
         now = self._clock()
