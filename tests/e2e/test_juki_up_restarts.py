@@ -1,6 +1,7 @@
 """`juki up` supervises its services (issue 15): a service killed with SIGKILL is started again on its port,
 turns SERVING and answers a call through the gateway; the restart is on juki up's output, in
-`.juki/logs/up.log` and counted in `.juki/services.json`; Ctrl-C still stops everything."""
+`.juki/logs/up.log` and counted in `.juki/services.json`; Ctrl-C still stops everything, and a restarted
+service still dies with a killed `juki up`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,28 @@ def test_a_killed_service_is_restarted_answers_through_the_gateway_and_ctrl_c_st
         try:
             _kill_a_service_and_stop(home)
         finally:  # whatever a failure left running
+            left = _services(home) + _postgres_processes(home)
+            for process in left:
+                process.send_signal(signal.SIGINT)
+            psutil.wait_procs(left, timeout=10)
+
+
+def test_a_restarted_service_dies_with_a_killed_juki_up() -> None:
+    with tempfile.TemporaryDirectory(prefix="juki-restart-", ignore_cleanup_errors=True) as directory:
+        home = Path(directory) / "juki-home"
+        try:
+            up = _up(home)
+            try:
+                _wait_until_up(home, up)
+                os.kill(int(str(_status(home)["annex"]["pid"])), signal.SIGKILL)
+                _wait_serving_again(home, "annex", up)
+                restarted = int(str(_status(home)["annex"]["pid"]))
+            finally:
+                up.kill()
+                up.communicate(timeout=30)
+            # spawned again from juki up's main thread: PR_SET_PDEATHSIG holds for the new child too
+            assert not _wait_gone(lambda: [p for p in _services(home) if p.pid == restarted], 30)
+        finally:  # the embedded PostgreSQL outlives a killed juki up; so would a failure's leftovers
             left = _services(home) + _postgres_processes(home)
             for process in left:
                 process.send_signal(signal.SIGINT)
