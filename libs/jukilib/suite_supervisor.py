@@ -108,7 +108,7 @@ class Supervisor:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # nothing may keep the suite running
                 await task
         self._tasks = []
 
@@ -117,13 +117,22 @@ class Supervisor:
 
     async def _watch(self, service: str) -> None:
         while True:
-            child = self._child(service)
-            started = self._clock()
-            # A child's exit is no event the loop can await without a thread blocked in wait() per child;
-            # a poll every half second costs nothing and is as soon as a restart needs.
-            while child.process.poll() is None:  # noqa: ASYNC110
-                await asyncio.sleep(POLL_SECONDS)
-            await self._restart(service, child, ran=self._clock() - started)
+            try:
+                await self._watch_once(service)
+            except Exception as exc:  # supervision never ends silently: said, then tried again
+                self._event("ERROR", service, f"supervising {service} failed ({type(exc).__name__}); trying again "
+                                              f"in {self._policy.max_delay:.0f}s")
+                await asyncio.sleep(self._policy.max_delay)
+
+    async def _watch_once(self, service: str) -> None:
+        """Until the current child of `service` exits, then start it again."""
+        child = self._child(service)
+        started = self._clock()
+        # A child's exit is no event the loop can await without a thread blocked in wait() per child;
+        # a poll every half second costs nothing and is as soon as a restart needs.
+        while child.process.poll() is None:  # noqa: ASYNC110
+            await asyncio.sleep(POLL_SECONDS)
+        await self._restart(service, child, ran=self._clock() - started)
 
     async def _restart(self, service: str, exited: Child, ran: float) -> None:
         record = self._records[service]
@@ -174,9 +183,10 @@ class Supervisor:
         payload = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "level": level,
                    "logger": "juki.up", "message": line, "service": service, **fields}
         logs = self._home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with (logs / EVENTS_LOG).open("a", encoding="utf-8") as log:
-            log.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        with contextlib.suppress(OSError):  # a full disk must not stop the supervision the line reports
+            logs.mkdir(parents=True, exist_ok=True)
+            with (logs / EVENTS_LOG).open("a", encoding="utf-8") as log:
+                log.write(json.dumps(payload, ensure_ascii=False) + "\n")
 
     def _write_status(self) -> None:
         status = {child.service: {"pid": child.process.pid, "port": child.port,

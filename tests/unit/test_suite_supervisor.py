@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from jukilib.suite import Child
-from jukilib.suite_supervisor import EVENTS_LOG, STATUS_FILE, RestartPolicy, Supervisor, describe_exit
+from jukilib.suite_supervisor import EVENTS_LOG, STATUS_FILE, RestartPolicy, Spawn, Supervisor, describe_exit
 
 
 class StandIns:
@@ -50,13 +50,14 @@ async def _serving(child: Child) -> str:
     return "SERVING"
 
 
-def _supervisor(home: Path, stand_ins: StandIns, policy: RestartPolicy, lines: list[str]) -> Supervisor:
+def _supervisor(home: Path, stand_ins: StandIns, policy: RestartPolicy, lines: list[str],
+                spawn: Spawn | None = None) -> Supervisor:
     environments = {service: {"JUKI_LISTEN": f"127.0.0.1:{port}", "JUKI_HOME": str(home)}
                     for service, port in (("identity", 40001), ("gateway", 40002))}
     children = [stand_ins.spawn(service, env, home) for service, env in environments.items()]
     stand_ins.spawned.clear()
-    return Supervisor(home, children, environments, spawn=stand_ins.spawn, health=_serving, policy=policy,
-                      out=lines.append)
+    return Supervisor(home, children, environments, spawn=spawn or stand_ins.spawn, health=_serving,
+                      policy=policy, out=lines.append)
 
 
 async def _until(check: object, seconds: float = 10.0) -> None:
@@ -112,3 +113,26 @@ def test_backoff_doubles_while_a_service_keeps_exiting_and_is_capped() -> None:
 def test_exits_are_described_by_code_or_signal() -> None:
     assert (describe_exit(1), describe_exit(-9), describe_exit(-15)) == ("code 1", "signal SIGKILL",
                                                                          "signal SIGTERM")
+
+
+async def test_a_child_that_cannot_be_started_is_tried_again_and_the_failure_is_said(
+        tmp_path: Path, stand_ins: StandIns) -> None:
+    lines: list[str] = []
+    failures = iter([OSError("no more processes"), RuntimeError("unexpected")])
+
+    def flaky(service: str, env: dict[str, str], log_dir: Path) -> Child:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return stand_ins.spawn(service, env, log_dir)
+
+    supervisor = _supervisor(tmp_path, stand_ins, RestartPolicy(base_delay=0.05, max_delay=0.2), lines, flaky)
+    supervisor.start()
+    try:
+        stand_ins.processes[0].send_signal(signal.SIGKILL)
+        await _until(lambda: any("SERVING again" in line for line in lines))
+    finally:
+        await supervisor.stop()
+    assert [line.split(" (")[0] for line in lines] == [
+        "juki: identity exited", "juki: identity could not be started", "juki: identity exited",
+        "juki: supervising identity failed", "juki: identity exited", "juki: identity SERVING again"]
