@@ -98,6 +98,7 @@ async def _up(home: Path, residents: int, annex: int) -> int:
         ports = suite.start_children(pki, urls)
         print("juki: waiting for every service to be SERVING ...", flush=True)
         await suite.wait_serving(pki, timeout=60)
+        suite.start_supervising(pki)
         endpoints = suite.endpoints(pki, ports)
         print(f"juki: loading {residents} synthetic residents through the gateway ...", flush=True)
         await load_demo_residents(endpoints, residents, annex)
@@ -108,6 +109,7 @@ async def _up(home: Path, residents: int, annex: int) -> int:
         print("\njuki: stopping ...", flush=True)
         return 0
     finally:
+        await suite.stop_supervising()  # before the children are stopped: no restart races the stop
         await asyncio.to_thread(suite.stop)
         print("juki: stopped", flush=True)
 

@@ -3,9 +3,11 @@
 init   → development certificates, PostgreSQL (embedded unless JUKI_DATABASE_URL), roles, schemas,
          migrations (applied here with each owner role; services run with their runtime roles);
 start  → one child process per service on 127.0.0.1, each dying with `juki up` however it ends;
-ready  → every health check SERVING, demo data loaded, then `.juki/databases.json` (the services' database
-         URLs, 0600) and, last, `.juki/endpoints.json` written (see `jukilib.local`);
-stop   → on Ctrl-C or SIGTERM: SIGTERM to every child, SIGKILL after a grace period, database stopped.
+ready  → every health check SERVING, then supervised (a child that exits is started again with backoff,
+         see `jukilib.suite_supervisor`), demo data loaded, then `.juki/databases.json` (the services'
+         database URLs, 0600) and, last, `.juki/endpoints.json` written (see `jukilib.local`);
+stop   → on Ctrl-C or SIGTERM: supervision ended first (no restart races the stop), SIGTERM to every
+         child, SIGKILL after a grace period, database stopped.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from jukilib.devcerts import DevPki, ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.keyring import Keyring
 from jukilib.local import DATABASES, ENDPOINTS, write_private_json
+from jukilib.suite_supervisor import STATUS_FILE, Supervisor
 from services.gateway.chain import ensure_signing_key
 
 logger = logging.getLogger(__name__)
@@ -218,6 +221,11 @@ def stop_children(children: list[Child], grace: float) -> None:
             child.process.wait()
 
 
+def _health_tls(pki: DevPki) -> TlsConfig:
+    """How `juki up` asks its children's health: as the gateway, a peer every service admits."""
+    return TlsConfig(cert=pki.servers["gateway"].cert, key=pki.servers["gateway"].key, ca=pki.ca_cert)
+
+
 def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dict[str, int],
                       home: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("JUKI_")}
@@ -246,7 +254,9 @@ class Suite:
         self.home = home.resolve()
         self.embedded: EmbeddedPostgres | None = None
         self.children: list[Child] = []
+        self.environments: dict[str, dict[str, str]] = {}
         self.admin_url = ""
+        self.supervisor: Supervisor | None = None
 
     def start_database(self) -> str:
         external = os.environ.get("JUKI_DATABASE_URL", "").strip()
@@ -262,13 +272,30 @@ class Suite:
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         for service in START_ORDER:
-            self.children.append(spawn(service, child_environment(service, pki, urls[service], ports, self.home),
-                                       logs))
+            self.environments[service] = child_environment(service, pki, urls[service], ports, self.home)
+            self.children.append(spawn(service, self.environments[service], logs))
         return ports
 
     async def wait_serving(self, pki: DevPki, timeout: float) -> None:
-        tls = TlsConfig(cert=pki.servers["gateway"].cert, key=pki.servers["gateway"].key, ca=pki.ca_cert)
-        await wait_serving(self.children, tls, timeout, self.home / "logs")
+        await wait_serving(self.children, _health_tls(pki), timeout, self.home / "logs")
+
+    def start_supervising(self, pki: DevPki) -> Supervisor:
+        """Restart every child that exits from now on (call from the main thread's running loop)."""
+        from jukilib.client import health_status
+
+        tls = _health_tls(pki)
+
+        async def health(child: Child) -> str:
+            return await health_status(child.target, tls)
+
+        self.supervisor = Supervisor(self.home, self.children, self.environments, spawn=spawn, health=health)
+        self.supervisor.start()
+        return self.supervisor
+
+    async def stop_supervising(self) -> None:
+        """No child is started again after this returns."""
+        if self.supervisor is not None:
+            await self.supervisor.stop()
 
     def endpoints(self, pki: DevPki, ports: dict[str, int]) -> Endpoints:
         """The running suite's endpoints: `localhost` (every dev certificate names it; the servers listen on
@@ -296,6 +323,7 @@ class Suite:
         """SIGTERM every child, SIGKILL what is left after `grace`, then stop the database."""
         (self.home / ENDPOINTS).unlink(missing_ok=True)
         (self.home / DATABASES).unlink(missing_ok=True)
+        (self.home / STATUS_FILE).unlink(missing_ok=True)
         stop_children(self.children, grace)
         self.children.clear()
         if self.embedded is not None:

@@ -5,6 +5,8 @@ reads it again from PostgreSQL every `refresh_seconds` (default 1 s). A disabled
 organisation is therefore refused on every replica within about a second, and never later than
 `max_staleness` (5 s): a replica whose copy is older refreshes before deciding, and if it cannot, it
 refuses human work with UNAVAILABLE rather than trust a stale copy (fail closed).
+A system's call (no operator) needs only its organisation's status and never waits for a read: it is
+decided on the last copy read, within `system_max_staleness` (see `check_system_organization`).
 The registry is small (a prefecture has thousands of operators, not millions), so a full read per
 refresh is simpler and safer than change tracking.
 """
@@ -26,6 +28,9 @@ from jukilib.operator_credential import OperatorClaims
 
 logger = logging.getLogger(__name__)
 ACTIVE, DISABLED = "active", "disabled"
+SYSTEM_MAX_STALENESS = 60.0
+"""Seconds a system's call may be decided on the last organisation status read (see
+`OperatorRegistry.check_system_organization`)."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +102,12 @@ class OperatorRegistry:
     """The in-memory copy of the registry of one replica, refreshed in the background."""
 
     def __init__(self, database: Database, *, refresh_seconds: float = 1.0, max_staleness: float = 5.0,
+                 system_max_staleness: float = SYSTEM_MAX_STALENESS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._database = database
         self._refresh_seconds = refresh_seconds
         self._max_staleness = max_staleness
+        self._system_max_staleness = system_max_staleness
         self._clock = clock
         self._snapshot: Snapshot | None = None
         self._read_at = float("-inf")
@@ -134,6 +141,28 @@ class OperatorRegistry:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, Unavailable):
             logger.error("operator registry cannot be read; calls are refused")
             raise Unavailable("the operator registry cannot be read", "OPERATOR_REGISTRY_UNAVAILABLE") from None
+
+    async def check_system_organization(self, organization: str) -> None:
+        """Refuse a system's call (no operator) of a disabled organisation, on the copy this replica holds.
+
+        A system's call (a municipality CS notifying under 住基法 30-6 / 30-41, J-LIS reporting under 30-8,
+        the disclosure service reading for a case) needs from the registry only its organisation's
+        status, and it never waits for a read: the copy is refreshed every second in the background, and
+        a notification the law has the municipality send at once, computer to computer (30-6 ②), should
+        neither stop nor wait out the database's command timeout (10 s) when the registry cannot be read.
+        The price is bounded: an organisation disabled while this replica cannot read the registry is
+        still admitted for system calls until its copy is `system_max_staleness` (60 s) old, then every
+        call is refused at once, UNAVAILABLE (fail closed). Only before the first read ever is there
+        nothing to decide on: then the call waits for that read like human work does.
+        Human work keeps the 5 s bound (`current`): an operator's status and roles are the registry's."""
+        if self._snapshot is None:
+            snapshot = await self.current()
+        elif self._clock() - self._read_at <= self._system_max_staleness:
+            snapshot = self._snapshot
+        else:
+            logger.error("operator registry not read for too long; system calls are refused")
+            raise Unavailable("the operator registry cannot be read", "OPERATOR_REGISTRY_UNAVAILABLE")
+        snapshot.check_organization(organization)
 
     async def run(self) -> None:
         """Refresh every `refresh_seconds` until cancelled; a failed read is retried on the next tick."""

@@ -277,12 +277,12 @@ class Gateway:
         """The operator named by the call's credential (None for a system's call without one)."""
         token = caller.metadata_value(context.invocation_metadata(), CREDENTIAL_KEY)
         claims = self._genuine(token) if token else None
-        if claims is not None:
-            entry.operator = claims.operator  # signed: an auditor sees who tried, even when refused below
+        if claims is None:  # a system's call: decided on the organisation status held, never waiting
+            await self._operators.registry.check_system_organization(organization)
+            return None
+        entry.operator = claims.operator  # signed: an auditor sees who tried, even when refused below
         registry = await self._operators.registry.current()
         registry.check_organization(organization)
-        if claims is None:
-            return None
         now = self._clock()
         check_in_force(claims, now=now, max_lifetime=self._operators.max_lifetime)
         return registry.authenticate(claims, organization, now)
@@ -324,26 +324,50 @@ class Gateway:
                              context: aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
         """A stream is authorised once; its answers leave in batches, each logged before it leaves
         (one entry per batch, sharing the call's request id: a log write per item would cap the
-        stream at the log's round-trip rate)."""
+        stream at the log's round-trip rate). A message that cannot be decoded or checked ends the
+        stream: the backend answers what came before it, then the refusal is logged and answered."""
         entry = self._new_entry(route)
+        refused = _StreamRefusal()
         try:
             who, purpose = await self._authorize(route, context, entry)
             assert route.open_stream is not None
-            answers = route.open_stream(self._forwarded(route, requests), who)
+            answers = route.open_stream(self._forwarded(route, requests, refused), who)
             async for batch in _batches(answers, STREAM_LOG_BATCH, STREAM_LOG_BATCH_BYTES):
                 for data in await self._answer_batch(route, batch, purpose, who, entry):
                     yield data
                 entry = dataclasses.replace(entry, time=self._clock(), resident_codes=[], disclosed_fields=[],
                                             disclosed_versions=[])
+            if refused.error is not None:
+                await self._refuse_message(entry, context, refused.error, refused.number)
         except aio.AbortError:
             raise
         except Exception as exc:
             await self._refuse(route, entry, context, exc)
 
-    async def _forwarded(self, route: Route, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def _forwarded(self, route: Route, requests: AsyncIterator[bytes],
+                         refused: _StreamRefusal) -> AsyncIterator[bytes]:
+        """The client's messages, each decoded and checked before it goes on; at the first that fails, the
+        backend's side of the stream is closed and `refused` says why. (Raising here would not reach
+        the client: gRPC swallows a request iterator's exception and cancels the backend call, and the
+        client was left waiting for its deadline.)"""
+        number = 0
         async for data in requests:
-            self._parse_request(route, data)  # malformed input stops here, not at the backend
+            number += 1
+            try:
+                self._parse_request(route, data)  # malformed input stops here, not at the backend
+            except InvalidArgument as error:
+                refused.error, refused.number = error, number
+                return
             yield data
+
+    async def _refuse_message(self, entry: LogEntry, context: aio.ServicerContext[Any, Any],
+                              error: InvalidArgument, number: int) -> None:
+        """Log the gateway's refusal of a stream's `number`th message (its fields named, never its
+        values), then end the stream with it."""
+        entry.decision, entry.status = DENIED, code_name(error.code)
+        entry.reason = f"message {number} refused: {error.message}"
+        await self._log_refusal(entry, context)
+        await abort_with(context, error)
 
     async def _answer_batch(self, route: Route, batch: list[bytes], purpose: Purpose, who: caller.Caller,
                             entry: LogEntry) -> list[bytes]:
@@ -438,6 +462,14 @@ async def _batches(source: AsyncIterator[bytes], size: int, max_bytes: int) -> A
                 yield batch
     finally:
         task.cancel()
+
+
+@dataclass
+class _StreamRefusal:
+    """The first message of a stream the gateway refused, and why."""
+
+    error: InvalidArgument | None = None
+    number: int = 0
 
 
 class _Handlers(grpc.GenericRpcHandler):

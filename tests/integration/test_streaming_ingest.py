@@ -566,3 +566,23 @@ async def test_stream_notifications_over_grpc(suite: RunningSuite, register: str
     assert [a.index for a in answers] == list(range(51))
     assert all(a.WhichOneof("result") == field for a in answers[:50])
     assert error_of(answers[50])[1] == "UNKNOWN_PERSON"
+
+
+@pytest.mark.parametrize("register", ["identity", "annex"])
+async def test_a_message_that_cannot_be_decoded_ends_the_stream_with_invalid_argument_naming_request(
+        suite: RunningSuite, register: str) -> None:
+    reg = REGISTERS[register]
+    person = new_person()
+    good = STREAM_REQUESTS[register](notifications=[reg.request(person, f"undecodable-{person.code}")])
+    response_type, _ = RESPONSES[register]
+    service = "IdentityService" if register == "identity" else "AnnexService"
+    async with secure_channel(suite.address(register), suite.server_tls("gateway")) as channel:
+        call = channel.stream_stream(f"/juki.{register}.v1.{service}/StreamNotifications",
+                                     response_deserializer=response_type.FromString)
+        answers = []
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for answer in call(_requests([good.SerializeToString(), b"\x0a\x05ab"]),
+                                     metadata=(("x-juki-organization", MAEBASHI),), timeout=10):
+                answers.append(answer)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # was INTERNAL
+    assert [o.index for o in outcomes_of(answers)] == [0]

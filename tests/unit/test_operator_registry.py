@@ -125,3 +125,37 @@ async def test_registry_copy_too_old_to_trust_refuses_calls_when_it_cannot_be_re
     with pytest.raises(Unavailable) as refused:
         await registry.current()
     assert refused.value.reason == "OPERATOR_REGISTRY_UNAVAILABLE"
+
+
+class DisablingDatabase(FlakyDatabase):
+    """A registry in which `kyoiku-iinkai` has been disabled."""
+
+    async def fetch(self, query: str) -> list[object]:
+        return [{"organization": "kyoiku-iinkai"}] if "organization_status" in query else []
+
+
+async def test_system_call_is_decided_on_the_last_copy_without_reading_and_refused_past_its_bound() -> None:
+    clock, database = Clock(), FlakyDatabase()
+    registry = OperatorRegistry(database, max_staleness=5.0, system_max_staleness=60.0,  # type: ignore[arg-type]
+                                clock=clock)
+    await registry.check_system_organization("102016")  # nothing read yet: the first read is awaited
+    database.down = True
+    clock.now = 59.0
+    await registry.check_system_organization("102016")  # too old for human work, not for a system's call
+    assert database.reads == 1
+    clock.now = 60.5
+    with pytest.raises(Unavailable) as refused:
+        await registry.check_system_organization("102016")
+    assert refused.value.reason == "OPERATOR_REGISTRY_UNAVAILABLE"
+
+
+async def test_system_call_of_a_disabled_organisation_is_refused_on_the_last_copy() -> None:
+    clock, database = Clock(), DisablingDatabase()
+    registry = OperatorRegistry(database, clock=clock)  # type: ignore[arg-type]
+    await registry.refresh()
+    database.down = True
+    clock.now = 30.0
+    with pytest.raises(PermissionDenied) as refused:
+        await registry.check_system_organization("kyoiku-iinkai")
+    assert refused.value.reason == "ORGANIZATION_DISABLED"
+    await registry.check_system_organization("kikaku-bu")

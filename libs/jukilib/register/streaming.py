@@ -9,7 +9,8 @@ nothing) into a batch, validates each notification as ApplyNotification would
 every request message, in stream order, with one response holding each notification's outcome: its
 index in the stream and either the version or the `google.rpc.Status` ApplyNotification would have
 answered. A message without notifications, or with too many, ends the stream with INVALID_ARGUMENT
-naming `notifications`, after the answers to everything before it.
+naming `notifications`, one that cannot be decoded with INVALID_ARGUMENT naming `request`, each after
+the answers to everything before it.
 
 Up to `_IN_FLIGHT` batches may be in the database at once, each in its own transaction: while one
 waits for PostgreSQL the service works on another, so that neither the service nor the database
@@ -39,6 +40,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from google.protobuf.message import DecodeError
 
 from jukilib.errors import FieldViolation, InvalidArgument, JukiError, to_status
 from jukilib.grpc.interceptors import log_unexpected, translate
@@ -208,6 +211,9 @@ async def _read(requests: AsyncIterator[Any], backlog: _ReadAhead) -> None:
                 raise InvalidArgument([FieldViolation(
                     "notifications", f"a message carries 1 to {MAX_PER_MESSAGE} notifications")])
             await backlog.put(request, count)
+    except DecodeError:  # gRPC decodes each message as the handler reads it: bad bytes end the stream here
+        await backlog.put(_ReadFailed(InvalidArgument([FieldViolation("request", "is not a valid encoded message")])))
+        return
     except Exception as exc:
         await backlog.put(_ReadFailed(exc))
         return
