@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from jukilib.config import (
@@ -29,6 +31,7 @@ from jukilib.config import (
 from jukilib.db.bootstrap import ServiceDatabase
 from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki, ensure_dev_pki, issue_untrusted_client
+from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
 from jukilib.operator_credential import issue, load_signing_key
@@ -238,3 +241,14 @@ async def eventually(check: object, timeout: float = 10.0, interval: float = 0.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(interval)
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
+    """The fields a refusal names (its `BadRequest` detail), in its order."""
+    for key, value in error.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY:
+            for detail in status_pb2.Status.FromString(value).details:
+                bad_request = error_details_pb2.BadRequest()
+                if detail.Unpack(bad_request):
+                    return [v.field for v in bad_request.field_violations]
+    return []

@@ -21,8 +21,7 @@ from jukilib.demo.notifications import birth_notification
 from jukilib.demo.residents import generate_residents
 from jukilib.grpc.channels import secure_channel
 from jukilib.paging import encode_token
-from tests.conftest import RunningSuite
-from tests.e2e.test_poison_pills import _field_violations
+from tests.conftest import RunningSuite, field_violations
 
 STUBS = {"ListOperationLogEntries": operation_log_pb2_grpc.OperationLogServiceStub,
          "CreateDisclosureCase": disclosure_pb2_grpc.DisclosureServiceStub}
@@ -35,44 +34,8 @@ async def _refused_fields(suite: RunningSuite, caller: str, purpose: str, method
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await getattr(stub, method)(request, metadata=metadata, timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
-    return _field_violations(refused.value)
+    return field_violations(refused.value)
 
-
-async def test_an_undefined_enum_value_is_refused_naming_the_field(suite: RunningSuite) -> None:
-    request = register_pb2.ListMunicipalityReportsRequest(state=70000)
-    assert await _refused_fields(suite, "maebashi-cs", "CS-REPORTS-12-5", "ListMunicipalityReports", request) == [
-        "state"]
-
-
-@pytest.mark.parametrize("offset", [-1, 2**64])
-async def test_a_forged_page_token_is_refused_naming_it(suite: RunningSuite, offset: int) -> None:
-    request = register_pb2.ListMunicipalityReportsRequest(page_token=encode_token({"offset": offset}))
-    assert await _refused_fields(suite, "maebashi-cs", "CS-REPORTS-12-5", "ListMunicipalityReports", request) == [
-        "page_token"]
-
-
-async def test_an_out_of_range_notify_time_is_refused_and_nothing_is_applied(suite: RunningSuite) -> None:
-    resident = generate_residents(1, seed=15_015)[0]
-    request = birth_notification(resident, f"bad-time-{uuid.uuid4().hex[:8]}", dt.date(2026, 4, 1))
-    request.change.notify_time.seconds = 253_402_300_800  # 10000-01-01T00:00:00Z
-    assert await _refused_fields(suite, "maebashi-cs", "CS-NOTIFY-30-6", "ApplyNotification", request) == [
-        "change.notify_time"]
-    connection = await asyncpg.connect(suite.database_url("identity"))
-    try:
-        assert await connection.fetchval("SELECT count(*) FROM person_version WHERE notification_id = $1",
-                                         request.notification_id) == 0
-    finally:
-        await connection.close()
-
-
-async def test_an_out_of_range_review_period_is_refused_naming_the_field(suite: RunningSuite) -> None:
-    request = operation_log_pb2.ListOperationLogEntriesRequest()
-    request.start_time.seconds = -62_135_596_801  # one second before 0001-01-01
-    assert await _refused_fields(suite, "auditor", "AUDIT-OPERATION-LOG", "ListOperationLogEntries", request) == [
-        "start_time"]
-
-
-# --- plausibility: what a municipality or a clerk states must be possible (住基法 30-6, 30-32) -----------
 
 def _notification(index: int) -> identity_pb2.ApplyNotificationRequest:
     resident = generate_residents(1, seed=15_100 + index)[0]
@@ -89,6 +52,34 @@ async def _notification_refused(suite: RunningSuite, request: identity_pb2.Apply
         await connection.close()
     return fields
 
+
+async def test_an_undefined_enum_value_is_refused_naming_the_field(suite: RunningSuite) -> None:
+    request = register_pb2.ListMunicipalityReportsRequest(state=70000)
+    assert await _refused_fields(suite, "maebashi-cs", "CS-REPORTS-12-5", "ListMunicipalityReports", request) == [
+        "state"]
+
+
+@pytest.mark.parametrize("offset", [-1, 2**64])
+async def test_a_forged_page_token_is_refused_naming_it(suite: RunningSuite, offset: int) -> None:
+    request = register_pb2.ListMunicipalityReportsRequest(page_token=encode_token({"offset": offset}))
+    assert await _refused_fields(suite, "maebashi-cs", "CS-REPORTS-12-5", "ListMunicipalityReports", request) == [
+        "page_token"]
+
+
+async def test_an_out_of_range_notify_time_is_refused_and_nothing_is_applied(suite: RunningSuite) -> None:
+    request = _notification(0)
+    request.change.notify_time.seconds = 253_402_300_800  # 10000-01-01T00:00:00Z
+    assert await _notification_refused(suite, request) == ["change.notify_time"]
+
+
+async def test_an_out_of_range_review_period_is_refused_naming_the_field(suite: RunningSuite) -> None:
+    request = operation_log_pb2.ListOperationLogEntriesRequest()
+    request.start_time.seconds = -62_135_596_801  # one second before 0001-01-01
+    assert await _refused_fields(suite, "auditor", "AUDIT-OPERATION-LOG", "ListOperationLogEntries", request) == [
+        "start_time"]
+
+
+# --- plausibility: what a municipality or a clerk states must be possible (住基法 30-6, 30-32) -----------
 
 async def test_a_name_of_only_spaces_is_refused(suite: RunningSuite) -> None:
     request = _notification(1)

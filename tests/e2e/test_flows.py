@@ -33,7 +33,7 @@ from jukilib.demo.residents import SyntheticResident, generate_residents
 from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.channels import secure_channel
 from jukilib.keyring import Keyring
-from tests.conftest import RunningSuite, eventually
+from tests.conftest import RunningSuite, eventually, field_violations
 
 MAEBASHI = "102016"
 TAKASAKI = "102024"
@@ -63,11 +63,7 @@ def _reason(error: grpc.aio.AioRpcError) -> str:
 
 
 def _violated_fields(error: grpc.aio.AioRpcError) -> set[str]:
-    bad = error_details_pb2.BadRequest()
-    for detail in _status(error).details:
-        if detail.Unpack(bad):
-            return {v.field for v in bad.field_violations}
-    return set()
+    return set(field_violations(error))
 
 
 async def _call(suite: RunningSuite, caller: str, rpc: str, request: Any, purpose: str = "",

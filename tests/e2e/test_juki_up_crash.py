@@ -6,12 +6,13 @@ Ctrl-C and proves that neither PostgreSQL nor any `juki serve` of that home is l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -62,18 +63,25 @@ def _wait_gone(find: Callable[[], list[psutil.Process]], seconds: float) -> list
     return left
 
 
-def test_ctrl_c_after_a_killed_juki_up_stops_everything_it_started() -> None:
-    # Outside pytest's temporary root, which each starting pytest session makes 0700 again: run as root,
-    # PostgreSQL runs as another user, who must traverse the path.
-    with tempfile.TemporaryDirectory(prefix="juki-crash-", ignore_cleanup_errors=True) as directory:
+@contextlib.contextmanager
+def juki_home(prefix: str) -> Iterator[Path]:
+    """A home for `juki up` outside pytest's temporary root, which each starting pytest session makes 0700
+    again (run as root, PostgreSQL runs as another user, who must traverse the path); whatever a failure
+    left running there is stopped at the end."""
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as directory:
         home = Path(directory) / "juki-home"
         try:
-            _kill_start_again_and_stop(home)
-        finally:  # whatever a failure left running
+            yield home
+        finally:
             left = _services(home) + _postgres_processes(home)
             for process in left:
                 process.send_signal(signal.SIGINT)
             psutil.wait_procs(left, timeout=10)
+
+
+def test_ctrl_c_after_a_killed_juki_up_stops_everything_it_started() -> None:
+    with juki_home("juki-crash-") as home:
+        _kill_start_again_and_stop(home)
 
 
 def _kill_start_again_and_stop(home: Path) -> None:

@@ -9,51 +9,33 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 from tests.e2e.test_juki_up import _juki, _postgres_processes
-from tests.e2e.test_juki_up_crash import _services, _up, _wait_gone, _wait_until_up
+from tests.e2e.test_juki_up_crash import _services, _up, _wait_gone, _wait_until_up, juki_home
 
 SERVING_AGAIN_WITHIN_SECONDS = 90
 
 
 def test_a_killed_service_is_restarted_answers_through_the_gateway_and_ctrl_c_stops_everything() -> None:
-    # Outside pytest's temporary root (see test_juki_up_crash): PostgreSQL runs as another user.
-    with tempfile.TemporaryDirectory(prefix="juki-restart-", ignore_cleanup_errors=True) as directory:
-        home = Path(directory) / "juki-home"
-        try:
-            _kill_a_service_and_stop(home)
-        finally:  # whatever a failure left running
-            left = _services(home) + _postgres_processes(home)
-            for process in left:
-                process.send_signal(signal.SIGINT)
-            psutil.wait_procs(left, timeout=10)
+    with juki_home("juki-restart-") as home:
+        _kill_a_service_and_stop(home)
 
 
 def test_a_restarted_service_dies_with_a_killed_juki_up() -> None:
-    with tempfile.TemporaryDirectory(prefix="juki-restart-", ignore_cleanup_errors=True) as directory:
-        home = Path(directory) / "juki-home"
+    with juki_home("juki-restart-") as home:  # the embedded PostgreSQL outlives a killed juki up: stopped after
+        up = _up(home)
         try:
-            up = _up(home)
-            try:
-                _wait_until_up(home, up)
-                os.kill(int(str(_status(home)["annex"]["pid"])), signal.SIGKILL)
-                _wait_serving_again(home, "annex", up)
-                restarted = int(str(_status(home)["annex"]["pid"]))
-            finally:
-                up.kill()
-                up.communicate(timeout=30)
-            # spawned again from juki up's main thread: PR_SET_PDEATHSIG holds for the new child too
-            assert not _wait_gone(lambda: [p for p in _services(home) if p.pid == restarted], 30)
-        finally:  # the embedded PostgreSQL outlives a killed juki up; so would a failure's leftovers
-            left = _services(home) + _postgres_processes(home)
-            for process in left:
-                process.send_signal(signal.SIGINT)
-            psutil.wait_procs(left, timeout=10)
+            _wait_until_up(home, up)
+            os.kill(int(str(_status(home)["annex"]["pid"])), signal.SIGKILL)
+            _wait_serving_again(home, "annex", up)
+            restarted = int(str(_status(home)["annex"]["pid"]))
+        finally:
+            up.kill()
+            up.communicate(timeout=30)
+        # spawned again from juki up's main thread: PR_SET_PDEATHSIG holds for the new child too
+        assert not _wait_gone(lambda: [p for p in _services(home) if p.pid == restarted], 30)
 
 
 def _status(home: Path) -> dict[str, dict[str, object]]:

@@ -9,27 +9,15 @@ import uuid
 
 import asyncpg
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib.client import purpose_metadata
-from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.channels import secure_channel
-from tests.conftest import RunningSuite
+from tests.conftest import RunningSuite, field_violations
 
 UNKNOWN_CODE = "12345678901"  # no such resident: an allowed call is answered NOT_FOUND by identity
 PURPOSE = "EDU-SCHOLARSHIP-30-15-2-2"
 NORMAL = 25  # within one operator's burst (twice 20 calls a second)
-
-
-def _field_violations(error: grpc.aio.AioRpcError) -> list[str]:
-    for key, value in error.trailing_metadata() or ():
-        if key == STATUS_DETAILS_KEY:
-            for detail in status_pb2.Status.FromString(value).details:
-                bad_request = error_details_pb2.BadRequest()
-                if detail.Unpack(bad_request):
-                    return [v.field for v in bad_request.field_violations]
-    return []
 
 
 async def test_a_nul_byte_in_a_lookup_fails_only_its_own_call_and_is_logged(suite: RunningSuite) -> None:
@@ -58,7 +46,7 @@ async def test_a_nul_byte_in_a_lookup_fails_only_its_own_call_and_is_logged(suit
                        ((call, malformed[index // 5]) if index % 5 == 2 else (call,))]
         outcomes = await asyncio.gather(*interleaved)
     refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
-    assert [_field_violations(e) for e in refused] == [["resident_code"]] * 5
+    assert [field_violations(e) for e in refused] == [["resident_code"]] * 5
     assert sorted(str(o) for o in outcomes if not isinstance(o, grpc.aio.AioRpcError)) == \
         [str(grpc.StatusCode.NOT_FOUND)] * NORMAL  # none UNAVAILABLE
     connection = await asyncpg.connect(suite.database_url("gateway"))

@@ -14,15 +14,13 @@ from dataclasses import dataclass
 
 import asyncpg
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from juki.identity.v1 import identity_pb2
 from jukilib.client import purpose_metadata
 from jukilib.demo.notifications import birth_notification
 from jukilib.demo.residents import generate_residents
-from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.channels import secure_channel
-from tests.conftest import RunningSuite
+from tests.conftest import RunningSuite, field_violations
 
 STREAM = "/juki.identity.v1.IdentityService/StreamNotifications"
 PROMPT = 5.0  # a bound on a hang (the client's deadline is 30 s), not a benchmark
@@ -47,16 +45,6 @@ def _message(notifications: list[identity_pb2.ApplyNotificationRequest]) -> byte
     return identity_pb2.StreamNotificationsRequest(notifications=notifications).SerializeToString()
 
 
-def _violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    for key, value in error.trailing_metadata() or ():
-        if key == STATUS_DETAILS_KEY:
-            for detail in status_pb2.Status.FromString(value).details:
-                bad_request = error_details_pb2.BadRequest()
-                if detail.Unpack(bad_request):
-                    return [v.field for v in bad_request.field_violations]
-    return []
-
-
 async def _stream(suite: RunningSuite, messages: list[bytes], request_id: str) -> Outcome:
     """Send `messages` as raw bytes, then keep the sending side open (a client waiting for its answers)
     until the stream ends."""
@@ -77,7 +65,7 @@ async def _stream(suite: RunningSuite, messages: list[bytes], request_id: str) -
                                      timeout=30):
                 indexes.extend(outcome.index for outcome in answer.outcomes)
         except grpc.aio.AioRpcError as error:
-            code, fields = error.code(), _violated_fields(error)
+            code, fields = error.code(), field_violations(error)
         finally:
             ended.set()
     return Outcome(indexes, code, fields, time.monotonic() - started)
