@@ -240,13 +240,13 @@ async def _audit_report(url: str, days: int) -> int:
     """`juki audit report`: the misuse review of the last `days` days, printable; every time in Japan time
     (JST), calls of systems (no operator) apart from the operators' work."""
     import datetime as dt
-    from zoneinfo import ZoneInfo
 
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    from services.gateway.oplog import JAPAN, Review, misuse_report
+    from jukilib.domain.dates import JAPAN
+    from services.gateway.oplog import Review, misuse_report
 
-    japan = ZoneInfo(JAPAN)
+    japan = JAPAN
 
     def jst(time: dt.datetime | Timestamp, form: str = "%Y-%m-%d %H:%M") -> str:
         moment = time.ToDatetime(dt.UTC) if isinstance(time, Timestamp) else time

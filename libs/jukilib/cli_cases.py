@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import grpc
 from google.protobuf import message
@@ -32,11 +31,12 @@ from juki.disclosure.v1 import disclosure_pb2_grpc
 from jukilib.calls import _print_error
 from jukilib.client import Endpoints, gateway_channel, load_credential, purpose_metadata
 from jukilib.clihelp import DefaultsHelp
+from jukilib.domain.dates import JAPAN
 
 PURPOSE = "DISCLOSURE-30-32"
 CORRECTION_PURPOSE = "CORRECTION-30-35"
 CASES, CORRECTIONS = "disclosureCases", "correctionCases"
-JST = ZoneInfo("Asia/Tokyo")
+JST = JAPAN
 STATUS = {pb.DEADLINE_STATUS_NONE: "-", pb.DEADLINE_STATUS_ON_TRACK: "on track",
           pb.DEADLINE_STATUS_AT_RISK: "AT RISK", pb.DEADLINE_STATUS_OVERDUE: "OVERDUE"}
 

@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+
+from jukilib.domain.dates import japan_date
 
 if TYPE_CHECKING:
     from services.gateway.policy import Purpose
@@ -53,7 +54,7 @@ def command(args: argparse.Namespace) -> int:
             print(f"juki: unknown caller {args.caller!r}: neither a sample caller nor an organisation of the "
                   f"catalogue", file=sys.stderr)
             return 2
-        today = dt.datetime.now(ZoneInfo("Asia/Tokyo")).date()
+        today = japan_date(dt.datetime.now(dt.UTC))
         purposes = [p for p in purposes if p.grants(organization) and p.in_effect(today)]
         heading += f": {len(purposes)} purpose(s) {organization.code} ({organization.name}) may declare on {today}"
     print(heading)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
+from jukilib.domain.dates import japan_date
 from jukilib.errors import FailedPrecondition
 from jukilib.register.validation import FIELD_PATH, REASON_CODE, TimeWindow, Violations
 
-JAPAN = ZoneInfo("Asia/Tokyo")
 # 住基法 30-33: disclose within 30 days of the request (UNVERIFIED wording; DOMAIN §1.1). The period
 # is counted from the day after receipt (民法 140, 初日不算入).
 STATUTORY_DAYS = 30
@@ -74,11 +73,11 @@ PHOTO_IDS = frozenset({pb.IDENTITY_DOCUMENT_MY_NUMBER_CARD, pb.IDENTITY_DOCUMENT
 
 def deadline_from(receive_time: dt.datetime, days: int) -> dt.date:
     """The last day of a period of `days` days starting the day after receipt (Japan time)."""
-    return receive_time.astimezone(JAPAN).date() + dt.timedelta(days=days)
+    return japan_date(receive_time) + dt.timedelta(days=days)
 
 
 def japan_today(now: dt.datetime) -> dt.date:
-    return now.astimezone(JAPAN).date()
+    return japan_date(now)
 
 
 def state_name(state: int, enum: Any = pb.DisclosureState) -> str:

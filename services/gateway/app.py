@@ -101,7 +101,9 @@ def _catalogue_recorder(log: OperationLog) -> Callable[[str, str, bool], Awaitab
     return record
 
 
-def build(config: ServiceConfig, database: Database) -> ServiceParts:
+def build(config: ServiceConfig, database: Database, *,
+          clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> ServiceParts:
+    """The gateway's parts; `clock` is the time its decisions are made at (tests set it)."""
     if config.operation_log_key is None:
         raise ConfigError("JUKI_OPERATION_LOG_KEY is required by the gateway")
     log = OperationLog(database, SigningKey.load(config.operation_log_key),
@@ -125,7 +127,7 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
     admission = Admission(DenyList(config.revocation_file),
                           RateLimiter(config.organization_rate, config.organization_rate * 2),
                           RateLimiter(config.operator_rate, config.operator_rate * 2))
-    gateway = Gateway(catalogue, log, admission, operators=operators, counter=VolumeCounter(database))
+    gateway = Gateway(catalogue, log, admission, operators=operators, counter=VolumeCounter(database), clock=clock)
 
     def register(server: aio.Server) -> None:
         server.add_generic_rpc_handlers((gateway.generic_handler(routes),))

@@ -8,7 +8,6 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from grpc import aio
@@ -19,6 +18,7 @@ from jukilib import paging
 from jukilib.boundary import storable
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
+from jukilib.domain.dates import JAPAN
 from jukilib.errors import FieldViolation, InvalidArgument, Unavailable
 from jukilib.register.validation import Violations
 from services.gateway.chain import GENESIS, SigningKey, entry_hash
@@ -345,7 +345,6 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
 PROVISION_METHODS = (r"^/juki\.(identity|annex)\.v1\.[A-Za-z]+/((BatchLookup|Lookup|Get|Search)[A-Za-z]*"
                      r"|List[A-Za-z]*Versions)$"
                      r"|^/juki\.agency\.v1\.AgencyService/QueryResident$")
-JAPAN = "Asia/Tokyo"
 
 
 @dataclass(frozen=True)
@@ -393,16 +392,16 @@ async def misuse_report(connection: asyncpg.Connection, review: Review) -> pb.Mi
     """The misuse review of a period, from the operation log alone."""
     period = (review.start, review.end)
     volumes = await connection.fetch(
-        f"""SELECT organization, operator, date_trunc('hour', time AT TIME ZONE '{JAPAN}') AS hour,
+        f"""SELECT organization, operator, date_trunc('hour', time AT TIME ZONE '{JAPAN.key}') AS hour,
                    count(DISTINCT sequence) AS calls, count(DISTINCT code) AS residents
             FROM operation_log LEFT JOIN LATERAL unnest(resident_codes) AS code ON TRUE
             WHERE time >= $1 AND time < $2 AND {_HUMAN}
             GROUP BY 1, 2, 3 ORDER BY calls DESC, hour LIMIT 200""", *period)
     off_hours = await connection.fetch(
         f"""SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND {_HUMAN}
-              AND (extract(hour FROM time AT TIME ZONE '{JAPAN}') < $3
-                   OR extract(hour FROM time AT TIME ZONE '{JAPAN}') >= $4
-                   OR extract(isodow FROM time AT TIME ZONE '{JAPAN}') >= 6)
+              AND (extract(hour FROM time AT TIME ZONE '{JAPAN.key}') < $3
+                   OR extract(hour FROM time AT TIME ZONE '{JAPAN.key}') >= $4
+                   OR extract(isodow FROM time AT TIME ZONE '{JAPAN.key}') >= 6)
             ORDER BY sequence LIMIT 500""", *period, review.office_start, review.office_end)
     systems = await connection.fetch(
         f"""SELECT organization, method, count(DISTINCT sequence) AS calls, count(DISTINCT code) AS residents,
@@ -435,5 +434,5 @@ async def misuse_report(connection: asyncpg.Connection, review: Review) -> pb.Mi
     for row in volumes:
         volume = report.volumes.add(organization=row["organization"], operator=row["operator"], calls=row["calls"],
                                     residents=row["residents"])
-        volume.hour.FromDatetime(row["hour"].replace(tzinfo=ZoneInfo(JAPAN)))
+        volume.hour.FromDatetime(row["hour"].replace(tzinfo=JAPAN))
     return report

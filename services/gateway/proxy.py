@@ -35,6 +35,7 @@ from grpc import aio
 
 from jukilib import boundary, caller
 from jukilib.devcerts import organisation_from_certificate
+from jukilib.domain.dates import japan_date
 from jukilib.errors import (
     STATUS_DETAILS_KEY,
     FieldViolation,
@@ -264,7 +265,7 @@ class Gateway:
             who = dataclasses.replace(who, operator=operator.operator_id)
         self._admission.take(who.organization, who.operator)
         purpose = self._catalogue().authorize(who.organization, route.path, who.purpose, who.case_reference,
-                                              self._clock().date(),
+                                              japan_date(self._clock()),  # a purpose's days are Japanese days
                                               operator_roles=operator.roles if operator else None)
         entry.legal_basis = purpose.legal_basis
         entry.decision = ALLOWED

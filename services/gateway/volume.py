@@ -10,15 +10,14 @@ RESOURCE_EXHAUSTED with the time until the next day as retry delay.
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from jukilib.db.pool import Database
+from jukilib.domain.dates import JAPAN, japan_date
 from jukilib.errors import PermissionDenied, ResourceExhausted
 from services.gateway.policy import Purpose
 
-JAPAN = ZoneInfo("Asia/Tokyo")
 ORGANIZATION_TOTAL = ""  # the operator column of an organisation's own counter
 
 _RESERVE = """
@@ -53,7 +52,7 @@ class VolumeCounter:
         caps = self._caps(purpose, organization, operator)
         if not caps or records <= 0:
             return
-        day = now.astimezone(JAPAN).date()
+        day = japan_date(now)
         async with self._database.transaction() as connection:
             for who, cap, reason in caps:
                 if not await self._take(connection, day, purpose=purpose.code, organization=organization,

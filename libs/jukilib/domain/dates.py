@@ -16,6 +16,16 @@ import datetime as dt
 import enum
 import re
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+JAPAN = ZoneInfo("Asia/Tokyo")
+"""Japan Standard Time, the one time zone of the law's days: deadlines, validity periods, event dates."""
+
+
+def japan_date(moment: dt.datetime) -> dt.date:
+    """The Japanese calendar day of an instant (00:00-09:00 JST is still the previous day in UTC)."""
+    return moment.astimezone(JAPAN).date()
+
 
 MIN_YEAR = 1850
 MAX_ORIGINAL_TEXT = 64

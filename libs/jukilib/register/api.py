@@ -15,13 +15,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 from google.protobuf import message
 
 from jukilib import caller, paging, protojson
 from jukilib.domain import text
 from jukilib.domain.codes import CheckDigitMode
+from jukilib.domain.dates import japan_date
 from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.errors import FieldViolation, InvalidArgument, PermissionDenied
 from jukilib.register import validation
@@ -38,7 +38,6 @@ from jukilib.register.model import (
 from jukilib.register.reports import MunicipalityReports
 from jukilib.register.validation import TimeWindow, Violations
 
-JAPAN = ZoneInfo("Asia/Tokyo")
 RESIDENT_CODE_CHANGE_REASONS = frozenset({47, 48})  # 住民票コードの変更請求 / 職権記載
 SEARCH_DEFAULT_CANDIDATES, SEARCH_MAX_CANDIDATES = 20, 100
 BATCH_LOOKUP_MAX = 1000
@@ -225,7 +224,7 @@ class RegisterApi:
             return None
         event_date = violations.calendar_date("change.event_date", change.event_date)
         # Only 転出 and 国外転出 may be notified ahead of the event (異動日 ≤ 処理日 otherwise).
-        if event_date and event_date > received.astimezone(JAPAN).date() and (
+        if event_date and event_date > japan_date(received) and (
                 change.reason not in validation.FUTURE_DATED_REASONS):
             violations.add("change.event_date", "must not be after the day of receipt for this reason")
         return event_date

@@ -69,8 +69,9 @@ from juki.register.v1 import register_pb2
 from jukilib import caller, protojson
 from jukilib.collector import collect_young_rarely
 from jukilib.domain import text
+from jukilib.domain.dates import japan_date
 from jukilib.register import bulkjson, validation
-from jukilib.register.api import JAPAN, RegisterApi
+from jukilib.register.api import RegisterApi
 from jukilib.register.hooks import BulkPerson, RegisterHooks
 from jukilib.register.model import ChangeKind, RecordState
 from jukilib.register.validation import Violations
@@ -605,7 +606,7 @@ class RowPreparer:
         self._fields = frozenset(self._record_type.DESCRIPTOR.fields_by_name)
         self._csv = CsvColumns(header or [], self._record_type) if file_format == "csv" else None
         self._load_time = load_time
-        self._load_day = load_time.astimezone(JAPAN).date()
+        self._load_day = japan_date(load_time)
         self._options = options
         self._violations = _MemoViolations()
         self._changes: dict[tuple[Any, Any], tuple[str, int, list[tuple[str, str]]]] = {}
