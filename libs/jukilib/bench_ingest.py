@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
-from jukilib import benchkit, caller, runner
+from jukilib import benchkit, runner
 from jukilib.config import (
     DEFAULT_TRUSTED_PEERS,
     DatabaseConfig,
@@ -171,11 +171,7 @@ async def _measure(args: argparse.Namespace, config: ServiceConfig, client: _Cli
     await database.connect()
     try:
         api = identity_app.REGISTER.api(config, database)
-        token = caller.set_current(caller.Caller(organization=MUNICIPALITY))
-        try:
-            notifications = [api.notification(r) for r in workload.requests("baseline")]
-        finally:
-            caller.reset_current(token)
+        notifications = [api.notification(r, MUNICIPALITY) for r in workload.requests("baseline")]
         await _baseline(database, api.engine.hooks, notifications[:WARM_UP], args.concurrency)
         started = cpu.start()
         figures["baseline"] = await _baseline(database, api.engine.hooks, notifications[WARM_UP:], args.concurrency)

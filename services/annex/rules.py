@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from jukilib import caller
 from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.register.validation import Violations
 
@@ -12,8 +11,10 @@ NAME_MAX = 100
 ADDRESS_MAX = 200
 
 
-def validate_annex_record(record: Any, violations: Violations, municipalities: MunicipalityTable) -> None:
-    """Add a violation for every bad field of `record` (paths under `record.`)."""
+def validate_annex_record(record: Any, violations: Violations, municipalities: MunicipalityTable,
+                          notifier: str) -> None:
+    """Add a violation for every bad field of `record` notified by the municipality `notifier` (paths under
+    `record.`)."""
     violations.required_text("record.full_name", record.full_name, max_length=NAME_MAX)
     violations.kana("record.full_name_kana", record.full_name_kana)
     _address(record, violations)
@@ -25,7 +26,7 @@ def validate_annex_record(record: Any, violations: Violations, municipalities: M
     violations.municipality("record.domicile_municipality_code", record.domicile_municipality_code,
                             municipalities)
     # 30-41 ①: the municipality of the 本籍地 keeps the 附票 and is the one that notifies.
-    if record.domicile_municipality_code and record.domicile_municipality_code != caller.current().organization:
+    if record.domicile_municipality_code and record.domicile_municipality_code != notifier:
         violations.add("record.domicile_municipality_code", "must be the notifying municipality")
 
 

@@ -57,8 +57,8 @@ def parse_document_name(name: str, field: str = "name") -> tuple[str, uuid.UUID,
         ) from None
 
 
-def _actor() -> str:
-    who = caller.current()
+def actor_of(who: caller.Caller) -> str:
+    """Who acted, as a case's history records it: the organisation and the operator (an opaque staff id)."""
     return "/".join(p for p in (who.organization, who.operator) if p)
 
 
@@ -141,7 +141,7 @@ class Desk:
 
     # --- disclosure ----------------------------------------------------------------------------------
 
-    def new_case(self, request: pb.CreateDisclosureCaseRequest) -> store.NewCase:
+    def new_case(self, request: pb.CreateDisclosureCaseRequest, actor: str) -> store.NewCase:
         now = self._clock()
         violations = Violations()
         if not request.HasField("disclosure_case"):
@@ -160,7 +160,7 @@ class Desk:
             receive_time=received, state=S.DISCLOSURE_STATE_RECEIVED,
             # 住基法 30-33: 30 days from receipt; the local target is tracked beside it.
             deadline=rules.deadline_from(received, rules.STATUTORY_DAYS),
-            target_date=rules.deadline_from(received, self._target_days), opened_by=_actor(),
+            target_date=rules.deadline_from(received, self._target_days), opened_by=actor,
         )
 
     async def _create_once(self, request_id: str | None, find: Callable[[asyncpg.Connection, str], Awaitable[Any]],
@@ -179,8 +179,8 @@ class Desk:
             work, retry_on=(asyncpg.UniqueViolationError, asyncpg.SerializationError))
         return row
 
-    async def create(self, request: pb.CreateDisclosureCaseRequest) -> asyncpg.Record:
-        new_case = self.new_case(request)
+    async def create(self, request: pb.CreateDisclosureCaseRequest, actor: str) -> asyncpg.Record:
+        new_case = self.new_case(request, actor)
         return await self._create_once(new_case.request_id, store.find_by_request_id,
                                        lambda connection: store.insert_case(connection, new_case))
 
@@ -198,21 +198,22 @@ class Desk:
         _check_etag(row, etag)
         return row
 
-    async def move(self, case_id: uuid.UUID, etag: str, target: int, **columns: Any) -> asyncpg.Record:
+    async def move(self, case_id: uuid.UUID, etag: str, target: int, actor: str, **columns: Any) -> asyncpg.Record:
         """A plain transition (verify, notify, close)."""
         async with self._database.transaction() as connection:
             row = await self._locked(connection, case_id, etag)
             rules.check_transition(row["state"], target)
-            result: asyncpg.Record = await store.set_state(connection, case_id, target, _actor(), **columns)
+            result: asyncpg.Record = await store.set_state(connection, case_id, target, actor, **columns)
             return result
 
-    async def verify(self, case_id: uuid.UUID, etag: str, verified: bool) -> asyncpg.Record:
+    async def verify(self, case_id: uuid.UUID, etag: str, verified: bool, actor: str) -> asyncpg.Record:
         if verified:
-            return await self.move(case_id, etag, S.DISCLOSURE_STATE_IDENTITY_VERIFIED,
+            return await self.move(case_id, etag, S.DISCLOSURE_STATE_IDENTITY_VERIFIED, actor,
                                    identity_verify_time=self._clock())
-        return await self.move(case_id, etag, S.DISCLOSURE_STATE_REJECTED_IDENTITY)
+        return await self.move(case_id, etag, S.DISCLOSURE_STATE_REJECTED_IDENTITY, actor)
 
-    async def extend(self, case_id: uuid.UUID, etag: str, extension: pb.DeadlineExtension) -> asyncpg.Record:
+    async def extend(self, case_id: uuid.UUID, etag: str, extension: pb.DeadlineExtension,
+                     actor: str) -> asyncpg.Record:
         """住基法 30-33 ②: once, before the deadline, with a reason, a new date and a written notice."""
         now = self._clock()
         async with self._database.transaction() as connection:
@@ -224,13 +225,12 @@ class Desk:
                                               new_deadline, extension.reason, now)
             document = await store.insert_document(connection, "disclosure", case_id, notice)
             result: asyncpg.Record = await store.set_state(
-                connection, case_id, S.DISCLOSURE_STATE_EXTENDED, _actor(), document, extension_reason=extension.reason,
+                connection, case_id, S.DISCLOSURE_STATE_EXTENDED, actor, document, extension_reason=extension.reason,
                 extension_deadline=new_deadline, extension_time=now)
             return result
 
-    async def decide(self, case_id: uuid.UUID, etag: str) -> asyncpg.Record:
+    async def decide(self, case_id: uuid.UUID, etag: str, actor: str) -> asyncpg.Record:
         """Gather the records in scope through the gateway and issue the decision notice (30-32 ②)."""
-        actor = _actor()
         async with self._database.transaction() as connection:
             row = await self._locked(connection, case_id, etag)
             rules.check_transition(row["state"], S.DISCLOSURE_STATE_SEARCHING)
@@ -292,7 +292,7 @@ class Desk:
 
     # --- correction ----------------------------------------------------------------------------------
 
-    def _new_correction(self, request: pb.CreateCorrectionCaseRequest) -> store.NewCorrection:
+    def _new_correction(self, request: pb.CreateCorrectionCaseRequest, actor: str) -> store.NewCorrection:
         violations = Violations()
         if not request.HasField("correction_case"):
             violations.add("correction_case", "is required", "REQUIRED_FIELD")
@@ -313,10 +313,10 @@ class Desk:
             items=[{"field": i.field, "action": int(i.action), "requested_value": i.requested_value}
                    for i in case.items],
             receive_time=case.receive_time.ToDatetime(dt.UTC) if case.HasField("receive_time") else now,
-            opened_by=_actor())
+            opened_by=actor)
 
-    async def create_correction(self, request: pb.CreateCorrectionCaseRequest) -> asyncpg.Record:
-        new = self._new_correction(request)
+    async def create_correction(self, request: pb.CreateCorrectionCaseRequest, actor: str) -> asyncpg.Record:
+        new = self._new_correction(request, actor)
 
         async def insert(connection: asyncpg.Connection) -> asyncpg.Record:
             disclosure = await store.get_case(connection, new.disclosure_case_id)
@@ -360,25 +360,25 @@ class Desk:
         _check_etag(row, etag)
         return row
 
-    async def record_step(self, case_id: uuid.UUID, etag: str, description: str) -> None:
+    async def record_step(self, case_id: uuid.UUID, etag: str, description: str, actor: str) -> None:
         violations = Violations()
         violations.required_text("step.description", description, max_length=rules.STEP_MAX)
         violations.raise_if_any()
         async with self._database.transaction() as connection:
             row = await self._locked_correction(connection, case_id, etag)
             rules.check_transition(row["state"], C.CORRECTION_STATE_INVESTIGATING, correction=True)
-            await store.add_step(connection, case_id, description, _actor())
-            await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_INVESTIGATING, _actor())
+            await store.add_step(connection, case_id, description, actor)
+            await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_INVESTIGATING, actor)
 
-    async def close_correction(self, case_id: uuid.UUID, etag: str) -> None:
+    async def close_correction(self, case_id: uuid.UUID, etag: str, actor: str) -> None:
         async with self._database.transaction() as connection:
             row = await self._locked_correction(connection, case_id, etag)
             rules.check_transition(row["state"], C.CORRECTION_STATE_CLOSED, correction=True)
-            await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_CLOSED, _actor())
+            await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_CLOSED, actor)
 
-    async def conclude(self, case_id: uuid.UUID, request: pb.ConcludeCorrectionInvestigationRequest) -> None:
+    async def conclude(self, case_id: uuid.UUID, request: pb.ConcludeCorrectionInvestigationRequest,
+                       actor: str) -> None:
         """No error → the written result. Error → a 12-5 report to the municipality, and the case waits."""
-        actor = _actor()
         target = C.CORRECTION_STATE_ERROR_FOUND if request.error_found else C.CORRECTION_STATE_NO_ERROR
         async with self._database.transaction() as connection:
             row = await self._locked_correction(connection, case_id, request.etag)
@@ -454,7 +454,7 @@ class Desk:
                 moved += 1
         return moved
 
-    async def complete(self, case_id: uuid.UUID) -> None:
+    async def complete(self, case_id: uuid.UUID, actor: str) -> None:
         """AWAITING_CS_UPDATE → UPDATED → RESULT_NOTIFIED once the register resolved the 12-5 report."""
         async with self._database.connection() as connection:
             row = await store.get_correction(connection, case_id)
@@ -467,9 +467,9 @@ class Desk:
         if report.state != REPORT_RESOLVED:
             raise FailedPrecondition("the municipality has not yet corrected the record (12-5 report unresolved)",
                                      "REPORT_NOT_RESOLVED")
-        await self._complete(row, report.resolving_version)
+        await self._complete(row, report.resolving_version, actor)
 
-    async def _complete(self, row: asyncpg.Record, resolving: int) -> None:
+    async def _complete(self, row: asyncpg.Record, resolving: int, actor: str) -> None:
         """UPDATED → RESULT_NOTIFIED: the result notice, and a notice to every organ given the wrong value."""
         async with self._database.connection() as connection:
             steps = await store.steps(connection, row["id"])
@@ -494,7 +494,6 @@ class Desk:
             current = await store.get_correction(connection, row["id"], lock=True)
             if current is None or current["state"] != C.CORRECTION_STATE_AWAITING_CS_UPDATE:
                 return  # another replica finished it
-            actor = _actor()
             await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_UPDATED, actor,
                                              f"version {resolving}", resolving_version=resolving)
             for recipient, notice in zip(recipients, organ_notices, strict=True):

@@ -11,9 +11,9 @@ from grpc import aio
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
-from jukilib import paging
+from jukilib import caller, paging
 from jukilib.errors import FieldViolation, InvalidArgument
-from services.disclosure.desk import Desk, case_message, correction_message, parse_name
+from services.disclosure.desk import Desk, actor_of, case_message, correction_message, parse_name
 
 Ctx = aio.ServicerContext[Any, Any]
 CASES, CORRECTIONS = "disclosureCases", "correctionCases"
@@ -47,6 +47,11 @@ def _next_token(rows: list[asyncpg.Record], limit: int) -> str:
     return paging.encode_token({"time": last["receive_time"].isoformat(), "id": str(last["id"])})
 
 
+def _actor() -> str:
+    """The caller of this RPC as a case's history records it; read here, in the servicer, once per call."""
+    return actor_of(caller.current())
+
+
 class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
     def __init__(self, desk: Desk) -> None:
         self._desk = desk
@@ -59,7 +64,7 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
         return correction_message(row, steps)
 
     async def CreateDisclosureCase(self, request: pb.CreateDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
-        return self._case(await self._desk.create(request))
+        return self._case(await self._desk.create(request, _actor()))
 
     async def GetDisclosureCase(self, request: pb.GetDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
         return self._case(await self._desk.get(parse_name(request.name, CASES)))
@@ -75,24 +80,25 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
     async def VerifyDisclosureCaseIdentity(
         self, request: pb.VerifyDisclosureCaseIdentityRequest, context: Ctx
     ) -> pb.DisclosureCase:
-        return self._case(await self._desk.verify(parse_name(request.name, CASES), request.etag, request.verified))
+        return self._case(await self._desk.verify(parse_name(request.name, CASES), request.etag, request.verified,
+                                                  _actor()))
 
     async def ExtendDisclosureCase(self, request: pb.ExtendDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
         case_id = parse_name(request.name, CASES)
         if not request.HasField("extension"):
             raise InvalidArgument([FieldViolation("extension", "is required", "REQUIRED_FIELD")])
-        return self._case(await self._desk.extend(case_id, request.etag, request.extension))
+        return self._case(await self._desk.extend(case_id, request.etag, request.extension, _actor()))
 
     async def DecideDisclosureCase(self, request: pb.DecideDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
-        return self._case(await self._desk.decide(parse_name(request.name, CASES), request.etag))
+        return self._case(await self._desk.decide(parse_name(request.name, CASES), request.etag, _actor()))
 
     async def NotifyDisclosureCase(self, request: pb.NotifyDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
         return self._case(await self._desk.move(parse_name(request.name, CASES), request.etag,
-                                                pb.DISCLOSURE_STATE_NOTIFIED))
+                                                pb.DISCLOSURE_STATE_NOTIFIED, _actor()))
 
     async def CloseDisclosureCase(self, request: pb.CloseDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
         return self._case(await self._desk.move(parse_name(request.name, CASES), request.etag,
-                                                pb.DISCLOSURE_STATE_CLOSED))
+                                                pb.DISCLOSURE_STATE_CLOSED, _actor()))
 
     async def GetDisclosureDocument(
         self, request: pb.GetDisclosureDocumentRequest, context: Ctx
@@ -113,7 +119,7 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
         return pb.ListDisclosureDocumentsResponse(disclosure_documents=documents, next_page_token=token)
 
     async def CreateCorrectionCase(self, request: pb.CreateCorrectionCaseRequest, context: Ctx) -> pb.CorrectionCase:
-        row = await self._desk.create_correction(request)
+        row = await self._desk.create_correction(request, _actor())
         return await self._correction(row["id"])
 
     async def GetCorrectionCase(self, request: pb.GetCorrectionCaseRequest, context: Ctx) -> pb.CorrectionCase:
@@ -131,24 +137,24 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
         self, request: pb.RecordInvestigationStepRequest, context: Ctx
     ) -> pb.CorrectionCase:
         case_id = parse_name(request.name, CORRECTIONS)
-        await self._desk.record_step(case_id, request.etag, request.step.description)
+        await self._desk.record_step(case_id, request.etag, request.step.description, _actor())
         return await self._correction(case_id)
 
     async def ConcludeCorrectionInvestigation(
         self, request: pb.ConcludeCorrectionInvestigationRequest, context: Ctx
     ) -> pb.CorrectionCase:
         case_id = parse_name(request.name, CORRECTIONS)
-        await self._desk.conclude(case_id, request)
+        await self._desk.conclude(case_id, request, _actor())
         return await self._correction(case_id)
 
     async def CompleteCorrectionCase(
         self, request: pb.CompleteCorrectionCaseRequest, context: Ctx
     ) -> pb.CorrectionCase:
         case_id = parse_name(request.name, CORRECTIONS)
-        await self._desk.complete(case_id)
+        await self._desk.complete(case_id, _actor())
         return await self._correction(case_id)
 
     async def CloseCorrectionCase(self, request: pb.CloseCorrectionCaseRequest, context: Ctx) -> pb.CorrectionCase:
         case_id = parse_name(request.name, CORRECTIONS)
-        await self._desk.close_correction(case_id, request.etag)
+        await self._desk.close_correction(case_id, request.etag, _actor())
         return await self._correction(case_id)

@@ -12,8 +12,10 @@ NAME_MAX = 100
 ADDRESS_MAX = 200
 
 
-def validate_identity_record(record: Any, violations: Violations, municipalities: MunicipalityTable) -> None:
-    """Add a violation for every bad field of `record` (paths under `record.`)."""
+def validate_identity_record(record: Any, violations: Violations, municipalities: MunicipalityTable,
+                             notifier: str) -> None:
+    """Add a violation for every bad field of `record` notified by the municipality `notifier` (paths under
+    `record.`; which municipality may notify about whom is the register's rule, 住基法 30-6 ①)."""
     # 個人番号: check digit per 総務省令第85号 第5条; a wrong one is always refused.
     violations.extend("record.individual_number", codes.individual_number_problems(record.individual_number))
     violations.required_text("record.full_name", record.full_name, max_length=NAME_MAX)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,6 @@ from typing import Any
 from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
-from jukilib import caller
 from jukilib.db.bootstrap import ServiceDatabase
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
@@ -103,19 +102,9 @@ class Register:
 REGISTERS = {"identity": Register("identity", IDENTITY), "annex": Register("annex", ANNEX)}
 
 
-@contextmanager
-def notifying(municipality: str = MAEBASHI) -> Iterator[None]:
-    """Act as the CS of `municipality` (as the gateway's metadata would say)."""
-    token = caller.set_current(caller.Caller(organization=municipality))
-    try:
-        yield
-    finally:
-        caller.reset_current(token)
-
-
 async def apply(api: RegisterApi, request: Any, municipality: str = MAEBASHI) -> Any:
-    with notifying(municipality):
-        return await api.apply(request)
+    """`request` applied as notified by the CS of `municipality`."""
+    return await api.apply(request, municipality)
 
 
 @asynccontextmanager

@@ -43,7 +43,6 @@ from tests.integration.registers import (
     Register,
     apply,
     new_person,
-    notifying,
     open_register,
 )
 from tests.integration.test_register_ordering import STEPS
@@ -90,9 +89,8 @@ async def stream(setup: Setup, requests: list[Any], *, max_batch: int = 500, per
     each notification, in stream order."""
     response_type, field = RESPONSES[setup.reg.name]
     wrapped = chunked(setup.reg.name, requests, per_message)
-    with notifying(municipality):
-        responses = [answer async for answer in stream_notifications(
-            setup.api, _requests(wrapped), response_type, field, max_batch=max_batch)]
+    responses = [answer async for answer in stream_notifications(
+        setup.api, _requests(wrapped), response_type, field, municipality, max_batch=max_batch)]
     assert [len(r.outcomes) for r in responses] == [len(m.notifications) for m in wrapped]  # one answer per message
     return outcomes_of(responses)
 
@@ -198,8 +196,8 @@ async def test_a_message_with_no_or_too_many_notifications_ends_the_stream_after
     bad = STREAM_REQUESTS[setup.reg.name](notifications=[setup.reg.request(new_person(), f"n-{count}-{i}")
                                                          for i in range(count)])
     answers = []
-    with notifying(), pytest.raises(InvalidArgument) as refused:
-        async for answer in stream_notifications(setup.api, _requests([good, bad]), response_type, field):
+    with pytest.raises(InvalidArgument) as refused:
+        async for answer in stream_notifications(setup.api, _requests([good, bad]), response_type, field, MAEBASHI):
             answers.append(answer)
     assert [v.field for v in refused.value.violations] == ["notifications"]
     assert [version_of(setup, o).record.resident_code for o in outcomes_of(answers)] == [person.code]
@@ -218,10 +216,9 @@ async def test_a_client_that_waits_for_each_answer_is_answered(setup: Setup) -> 
             await asyncio.wait_for(answered.get(), 10)
 
     answers = []
-    with notifying():
-        async for answer in stream_notifications(setup.api, one_at_a_time(), response_type, field):
-            answers.append(answer)
-            answered.put_nowait(answer)
+    async for answer in stream_notifications(setup.api, one_at_a_time(), response_type, field, MAEBASHI):
+        answers.append(answer)
+        answered.put_nowait(answer)
     assert [o.index for o in outcomes_of(answers)] == [0, 1, 2, 3]
 
 
@@ -235,8 +232,8 @@ async def test_what_was_read_is_answered_before_a_broken_stream_fails(setup: Set
         raise ConnectionResetError("the client went away")
 
     answers = []
-    with notifying(), pytest.raises(ConnectionResetError):
-        async for answer in stream_notifications(setup.api, broken(), response_type, field):
+    with pytest.raises(ConnectionResetError):
+        async for answer in stream_notifications(setup.api, broken(), response_type, field, MAEBASHI):
             answers.append(answer)
     assert [version_of(setup, o).version for o in outcomes_of(answers)] == [1, 1, 1]
 
@@ -508,8 +505,7 @@ async def test_the_batch_writes_the_same_rows_as_apply(setup: Setup) -> None:
 async def test_concurrent_streams_of_the_same_backlog_apply_it_once(setup: Setup) -> None:
     persons = [new_person() for _ in range(300)]
     requests = [setup.reg.request(p, f"race-{p.code}") for p in persons]
-    with notifying():
-        notifications = [setup.api.notification(r) for r in requests]
+    notifications = [setup.api.notification(r, MAEBASHI) for r in requests]
     first, second = await asyncio.gather(setup.api.engine.apply_many(notifications),
                                          setup.api.engine.apply_many(list(reversed(notifications))))
     assert not any(isinstance(o, JukiError) for o in [*first, *second])
@@ -538,9 +534,8 @@ async def test_a_batch_the_database_refuses_is_applied_one_by_one(setup: Setup,
 
 async def test_apply_many_answers_like_apply(setup: Setup) -> None:
     person = new_person()
-    with notifying():
-        notifications = [setup.api.notification(setup.reg.request(person, "many-1")),
-                         setup.api.notification(setup.reg.request(person, "many-2", event=D(2026, 4, 1)))]
+    notifications = [setup.api.notification(setup.reg.request(person, "many-1"), MAEBASHI),
+                     setup.api.notification(setup.reg.request(person, "many-2", event=D(2026, 4, 1)), MAEBASHI)]
     outcomes = await setup.api.engine.apply_many(notifications)
     assert not isinstance(outcomes[0], JukiError)
     assert isinstance(outcomes[1], FailedPrecondition) and outcomes[1].reason == "ALREADY_RECORDED"

@@ -8,8 +8,6 @@ personal data and descriptions reach callers and logs).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from google.protobuf import timestamp_pb2
@@ -19,7 +17,6 @@ from google.type import date_pb2
 from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
-from jukilib import caller
 from jukilib.domain.codes import CheckDigitMode, resident_code_check_digit
 from jukilib.domain.municipalities import MunicipalityTable, gunma_municipalities
 from jukilib.errors import InvalidArgument, to_status
@@ -77,25 +74,15 @@ def _annex_record(**changes: object) -> annex_pb2.AnnexRecord:
     return record
 
 
-@contextmanager
-def _calling_as(organization: str) -> Iterator[None]:
-    token = caller.set_current(caller.Caller(organization=organization))
-    try:
-        yield
-    finally:
-        caller.reset_current(token)
-
-
 def _identity_violations(record: identity_pb2.IdentityRecord) -> Violations:
     violations = Violations()
-    validate_identity_record(record, violations, _binding("identity"))
+    validate_identity_record(record, violations, _binding("identity"), MAEBASHI)
     return violations
 
 
 def _annex_violations(record: annex_pb2.AnnexRecord, organization: str = MAEBASHI) -> Violations:
     violations = Violations()
-    with _calling_as(organization):
-        validate_annex_record(record, violations, _binding("annex"))
+    validate_annex_record(record, violations, _binding("annex"), organization)
     return violations
 
 

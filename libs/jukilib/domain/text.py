@@ -85,7 +85,8 @@ def _char_problems(value: str) -> list[str]:
 
 
 def text_problems(value: str, *, max_length: int, allow_empty: bool = False) -> list[str]:
-    """Problems with ``value`` (empty list = ok). Length counts code points (an IVS counts as one).
+    """Problems with ``value`` (empty list = ok). Length counts code points (an IVS counts as one). Text of
+    only spaces is blank, and refused like empty text unless `allow_empty`.
 
     Messages never contain the value: it may be personal data.
     """
@@ -93,7 +94,7 @@ def text_problems(value: str, *, max_length: int, allow_empty: bool = False) -> 
     characters = _char_problems(value)
     if not value and not allow_empty:
         problems.append("must not be empty")
-    elif value and not characters and not _strip(value):
+    elif value and not allow_empty and not characters and not _strip(value):
         problems.append("must not be blank")  # only spaces (U+3000 included): no name, no address
     if len(value) > max_length:
         problems.append(f"must be at most {max_length} characters")

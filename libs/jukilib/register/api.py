@@ -50,7 +50,8 @@ _RESIDENT_CODE = re.compile(r"\d{11}", re.ASCII)
 """A well-formed 住民票コード at a glance (the check-digit mode OFF accepts exactly these); anything else
 goes through `Violations.resident_code` for its precise problem."""
 
-RecordValidator = Callable[[Any, Violations, MunicipalityTable], None]
+RecordValidator = Callable[[Any, Violations, MunicipalityTable, str], None]
+"""Checks a notified record: (record, violations, the prefecture's municipalities, the notifying one)."""
 
 
 @dataclass(frozen=True)
@@ -149,28 +150,25 @@ class RegisterApi:
 
     # --- ingest (30-6 / 30-41) -------------------------------------------------------------------
 
-    async def apply(self, request: Any) -> message.Message:
-        notification = self.notification(request)
+    async def apply(self, request: Any, municipality: str) -> message.Message:
+        """Apply `request`, notified by `municipality` (the caller's organisation)."""
+        notification = self.notification(request, municipality)
         return self.version_message(await self.engine.apply_grouped(notification))
 
-    def _notifying_municipality(self) -> str:
-        organization = caller.current().organization
+    def notification(self, request: Any, municipality: str) -> Notification:
+        """Validate a request notified by `municipality` at the boundary (every bad field named) and build
+        the notification."""
         # 住基法 30-6 ① / 30-41 ①: the notifying party is a municipality of this prefecture.
-        if organization not in self.municipalities:
+        if municipality not in self.municipalities:
             raise PermissionDenied("only a municipality of this prefecture may notify changes",
                                    "NOT_A_NOTIFYING_MUNICIPALITY")
-        return organization
-
-    def notification(self, request: Any) -> Notification:
-        """Validate a request at the boundary (every bad field named) and build the notification."""
-        municipality = self._notifying_municipality()
         received = self._clock()
         violations = Violations()
         violations.extend("notification_id", validation.notification_id_problems(request.notification_id))
         event_date = self._check_change(request, violations, received)
         notify_time = violations.time_within("change.notify_time", request.change.notify_time, received,
                                              self.notify_window) if request.change.HasField("notify_time") else None
-        self._check_record(request, violations)
+        self._check_record(request, violations, municipality)
         if event_date is not None and request.HasField("record"):
             # nobody is born after the event notified about them (a 出生's event date is the birth itself)
             violations.not_after("record.birth_date", request.record.birth_date, event_date, "the event date")
@@ -190,12 +188,12 @@ class RegisterApi:
             secret=secret,
         )
 
-    def _check_record(self, request: Any, violations: Violations) -> None:
+    def _check_record(self, request: Any, violations: Violations, municipality: str) -> None:
         if not request.HasField("record"):
             violations.add("record", "is required", "REQUIRED_FIELD")
             return
         violations.resident_code("record.resident_code", request.record.resident_code, self.resident_code_check)
-        self.binding.validate_record(request.record, violations, self.municipalities)
+        self.binding.validate_record(request.record, violations, self.municipalities, municipality)
         changes_code = request.change.reason in RESIDENT_CODE_CHANGE_REASONS
         if changes_code and not request.previous_resident_code:
             violations.add("previous_resident_code", "is required for a change of resident code", "REQUIRED_FIELD")
@@ -249,29 +247,30 @@ class RegisterApi:
         except ValueError:
             raise InvalidArgument([FieldViolation(field, f"must be of the form {prefix}{{id}}")]) from None
 
-    def _reveals(self) -> bool:
-        """Whether this call may receive what the hooks keep apart (`secret_paths`): the caller's field
-        mask covers one of them. A call outside an RPC (a command) reads everything."""
-        who, paths = caller.current_or_none(), self.engine.hooks.secret_paths
+    def _reveals(self, who: caller.Caller | None) -> bool:
+        """Whether `who` may receive what the hooks keep apart (`secret_paths`): its field mask covers one
+        of them. No caller (a command, a loader) reads everything."""
+        paths = self.engine.hooks.secret_paths
         return who is None or not paths or any(who.may_receive(path) for path in paths)
 
-    async def get(self, name: str) -> message.Message:
-        return self.resource_message(await self.engine.get(self.person_id(name, "name"), reveal=self._reveals()),
-                                     self.wanted())
+    async def get(self, name: str, who: caller.Caller | None = None) -> message.Message:
+        return self.resource_message(await self.engine.get(self.person_id(name, "name"), reveal=self._reveals(who)),
+                                     self.wanted(who))
 
     async def get_by_person_id(self, person_id: uuid.UUID) -> message.Message:
         return self.resource_message(await self.engine.get(person_id))
 
-    async def lookup(self, request: Any) -> message.Message:
+    async def lookup(self, request: Any, who: caller.Caller | None = None) -> message.Message:
         violations = Violations()
         violations.resident_code("resident_code", request.resident_code, CheckDigitMode.OFF)
         as_of = violations.calendar_date("as_of_date", request.as_of_date) if request.HasField("as_of_date") else None
         violations.raise_if_any()
         found = await self.engine.lookup(request.resident_code, as_of,
-                                          by_receipt=request.as_of_basis == AS_OF_RECEIPT, reveal=self._reveals())
-        return self.resource_message(found, self.wanted())
+                                          by_receipt=request.as_of_basis == AS_OF_RECEIPT, reveal=self._reveals(who))
+        return self.resource_message(found, self.wanted(who))
 
-    async def batch_lookup(self, resident_codes: Sequence[str]) -> list[CurrentRecord | None]:
+    async def batch_lookup(self, resident_codes: Sequence[str], who: caller.Caller | None = None
+                           ) -> list[CurrentRecord | None]:
         """The current record of each code's person, in request order, None for a code nobody has or had
         (`resource_fields` makes the answer). Every code is checked first (`resident_codes[i]` names a bad
         one); an empty list or more than `BATCH_LOOKUP_MAX` codes is refused naming `resident_codes`."""
@@ -285,9 +284,10 @@ class RegisterApi:
                 if not _RESIDENT_CODE.fullmatch(code):
                     violations.resident_code(f"resident_codes[{index}]", code, CheckDigitMode.OFF)
         violations.raise_if_any()
-        return await self.engine.lookup_many(resident_codes, reveal=self._reveals())
+        return await self.engine.lookup_many(resident_codes, reveal=self._reveals(who))
 
-    async def search(self, query: Any) -> tuple[list[tuple[message.Message, tuple[str, ...]]], bool]:
+    async def search(self, query: Any, who: caller.Caller | None = None
+                     ) -> tuple[list[tuple[message.Message, tuple[str, ...]]], bool]:
         """Candidates (resource, matched fields) and whether the cap cut the list."""
         violations = Violations()
         if not (query.full_name or query.full_name_kana):
@@ -311,26 +311,28 @@ class RegisterApi:
             name_key=text.search_key(query.full_name) if query.full_name else None,
             kana_key=text.search_key(query.full_name_kana) if query.full_name_kana else None,
             birth=birth, sex_code=query.sex_code or None, municipality_code=query.municipality_code or None,
-            limit=cap + 1), reveal=self._reveals())
-        wanted = self.wanted()
+            limit=cap + 1), reveal=self._reveals(who))
+        wanted = self.wanted(who)
         return ([(self.resource_message(c.person, wanted), c.matched_fields) for c in candidates[:cap]],
                 len(candidates) > cap)
 
-    async def list_versions(self, parent: str, size: int, token: str) -> tuple[list[message.Message], str]:
+    async def list_versions(self, parent: str, size: int, token: str, who: caller.Caller | None = None
+                            ) -> tuple[list[message.Message], str]:
         person_id = self.person_id(parent, "parent")
         limit = paging.page_size(size)
         position = paging.decode_token(token, keys=("offset",))
         offset = paging.int_at(position, "offset") if position else 0
-        versions = await self.engine.versions(person_id, offset, limit + 1, reveal=self._reveals())
+        versions = await self.engine.versions(person_id, offset, limit + 1, reveal=self._reveals(who))
         next_token = paging.encode_token({"offset": offset + limit}) if len(versions) > limit else ""
-        wanted = self.wanted()
+        wanted = self.wanted(who)
         return [self.version_message(v, wanted) for v in versions[:limit]], next_token
 
     # --- conversion ------------------------------------------------------------------------------
 
-    def wanted(self) -> Wanted:
-        """What this call's answer carries (everything outside an RPC, or for a purpose with every field)."""
-        return Wanted.of(caller.current_or_none())
+    @staticmethod
+    def wanted(who: caller.Caller | None = None) -> Wanted:
+        """What an answer to `who` carries (everything for no caller, or for a purpose with every field)."""
+        return Wanted.of(who)
 
     # Answers are built as constructor arguments (dicts the protobuf constructor reads in C): a batch
     # answer of 1,000 resources is then one constructor call (`resource_fields`).

@@ -66,7 +66,7 @@ import asyncpg
 from google.protobuf import descriptor, json_format, message
 
 from juki.register.v1 import register_pb2
-from jukilib import caller, protojson
+from jukilib import protojson
 from jukilib.collector import collect_young_rarely
 from jukilib.domain import text
 from jukilib.domain.dates import japan_date
@@ -610,7 +610,6 @@ class RowPreparer:
         self._options = options
         self._violations = _MemoViolations()
         self._changes: dict[tuple[Any, Any], tuple[str, int, list[tuple[str, str]]]] = {}
-        self._callers: dict[str, caller.Caller] = {}
         self.warnings = warnings or _CountingFilter()
         """Counts the validators' warnings (installed on their logger by `load_file`)."""
 
@@ -763,22 +762,12 @@ class RowPreparer:
         self._changes[_change_key(meta)] = found
         return found
 
-    def _caller(self, municipality: str) -> caller.Caller:
-        found = self._callers.get(municipality)
-        if found is None:
-            found = self._callers[municipality] = caller.Caller(organization=municipality)
-        return found
-
     def _validate(self, record: Any) -> list[FieldProblem]:
         violations = self._violations
         violations.items = []
-        municipality = getattr(record, self._binding.municipality_field)
-        token = caller.set_current(self._caller(municipality))  # the notifying municipality is the record's
-        try:
-            violations.resident_code("record.resident_code", record.resident_code, self._api.resident_code_check)
-            self._binding.validate_record(record, violations, self._api.municipalities)
-        finally:
-            caller.reset_current(token)
+        municipality = getattr(record, self._binding.municipality_field)  # the record's is the notifying one
+        violations.resident_code("record.resident_code", record.resident_code, self._api.resident_code_check)
+        self._binding.validate_record(record, violations, self._api.municipalities, municipality)
         return [(item.field.removeprefix("record."), item.description) for item in violations.items]
 
     # One chunk ----------------------------------------------------------------------------------

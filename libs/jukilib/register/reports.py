@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from jukilib import caller, paging
+from jukilib import paging
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.municipalities import MunicipalityTable
@@ -97,16 +97,16 @@ class MunicipalityReports:
         return await self._database.run_in_transaction(
             work, retry_on=(asyncpg.UniqueViolationError, asyncpg.SerializationError))
 
-    def _own_municipality(self) -> str | None:
-        """A municipality's CS sees and acknowledges only what is addressed to it."""
-        organization = caller.current().organization
+    def _own_municipality(self, organization: str) -> str | None:
+        """The caller's municipality, when it is one: a municipality's CS sees and acknowledges only what is
+        addressed to it; the prefecture's own organs see every report."""
         return organization if organization in self._municipalities else None
 
-    async def list(self, state: int, size: int, token: str) -> tuple[list[asyncpg.Record], str]:
+    async def list(self, state: int, size: int, token: str, organization: str) -> tuple[list[asyncpg.Record], str]:
         limit = paging.page_size(size)
         position = paging.decode_token(token, keys=("offset",))
         offset = paging.int_at(position, "offset") if position else 0
-        municipality = self._own_municipality()
+        municipality = self._own_municipality(organization)
         # One statement per shape, no `$1 IS NULL OR …`: the registers run with generic plans, which could
         # not use the (municipality_code, create_time) index for such a filter.
         where = "municipality_code = $1" if municipality is not None else "$1::text IS NULL"
@@ -120,10 +120,10 @@ class MunicipalityReports:
         token = paging.encode_token({"offset": offset + limit}) if len(rows) > limit else ""
         return list(rows[:limit]), token
 
-    async def get(self, name: str) -> asyncpg.Record:
+    async def get(self, name: str, organization: str) -> asyncpg.Record:
         """One report; a municipality's CS sees only those addressed to it."""
         identifier = report_id(name)
-        municipality = self._own_municipality()
+        municipality = self._own_municipality(organization)
         async with self._database.connection() as connection:
             row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM municipality_report WHERE id = $1", identifier)
         if row is None or (municipality is not None and row["municipality_code"] != municipality):
@@ -131,9 +131,9 @@ class MunicipalityReports:
         found: asyncpg.Record = row
         return found
 
-    async def acknowledge(self, name: str) -> asyncpg.Record:
+    async def acknowledge(self, name: str, organization: str) -> asyncpg.Record:
         identifier = report_id(name)
-        municipality = self._own_municipality()
+        municipality = self._own_municipality(organization)
         if municipality is None:
             raise PermissionDenied("only the municipality a report is addressed to may acknowledge it",
                                    "NOT_THE_ADDRESSEE")

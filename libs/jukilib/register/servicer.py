@@ -14,6 +14,7 @@ from typing import Any
 from grpc import aio
 
 from juki.register.v1 import register_pb2
+from jukilib import caller
 from jukilib.errors import NotFound, to_status
 from jukilib.register.api import RegisterApi
 from jukilib.register.reports import MunicipalityReports, report_message, validate_new_report
@@ -43,28 +44,33 @@ class RegisterContract:
 
 
 class RegisterMethods:
-    """ApplyNotification, StreamNotifications, Get, Lookup, Search and history, for any register."""
+    """ApplyNotification, StreamNotifications, Get, Lookup, Search and history, for any register.
+
+    The caller is read here, once per call, and handed down: the notifying municipality to ingest, the
+    caller (its field mask) to reads. Nothing below a servicer reads the call's context."""
 
     contract: RegisterContract
     _api: RegisterApi
 
     async def apply_notification(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        return self.contract.apply_response(**{self.contract.version_field: await self._api.apply(request)})
+        version = await self._api.apply(request, caller.current().organization)
+        return self.contract.apply_response(**{self.contract.version_field: version})
 
     async def stream(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         async for answer in stream_notifications(self._api, request_iterator, self.contract.stream_response,
-                                                 self.contract.version_field):
+                                                 self.contract.version_field, caller.current().organization):
             yield answer
 
     async def get(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        return await self._api.get(request.name)
+        return await self._api.get(request.name, caller.current_or_none())
 
     async def lookup(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        return await self._api.lookup(request)
+        return await self._api.lookup(request, caller.current_or_none())
 
     async def batch_lookup(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        found = await self._api.batch_lookup(request.resident_codes)
-        field, wanted = self.contract.resource_field, self._api.wanted()
+        who = caller.current_or_none()
+        found = await self._api.batch_lookup(request.resident_codes, who)
+        field, wanted = self.contract.resource_field, self._api.wanted(who)
         not_found = to_status(NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND"))
         # One constructor call builds the whole answer from dicts (in C).
         return self._api.construct(lambda checked: self.contract.batch_lookup_response(results=[
@@ -72,7 +78,7 @@ class RegisterMethods:
             for current in found]))
 
     async def search(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        candidates, truncated = await self._api.search(request.query)
+        candidates, truncated = await self._api.search(request.query, caller.current_or_none())
         contract = self.contract
         return contract.search_response(
             candidates=[contract.candidate(**{contract.candidate_field: resource}, matched_fields=fields)
@@ -80,7 +86,8 @@ class RegisterMethods:
             truncated=truncated)
 
     async def list_versions(self, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        versions, token = await self._api.list_versions(request.parent, request.page_size, request.page_token)
+        versions, token = await self._api.list_versions(request.parent, request.page_size, request.page_token,
+                                                        caller.current_or_none())
         return self.contract.list_response(**{self.contract.versions_field: versions}, next_page_token=token)
 
 
@@ -99,7 +106,8 @@ class MunicipalityReportMethods:
     async def ListMunicipalityReports(
         self, request: register_pb2.ListMunicipalityReportsRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.ListMunicipalityReportsResponse:
-        rows, token = await self._reports.list(int(request.state), request.page_size, request.page_token)
+        rows, token = await self._reports.list(int(request.state), request.page_size, request.page_token,
+                                               caller.current().organization)
         return register_pb2.ListMunicipalityReportsResponse(
             municipality_reports=[report_message(r, register_pb2.MunicipalityReport()) for r in rows],
             next_page_token=token)
@@ -107,11 +115,11 @@ class MunicipalityReportMethods:
     async def GetMunicipalityReport(
         self, request: register_pb2.GetMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.MunicipalityReport:
-        row = await self._reports.get(request.name)
+        row = await self._reports.get(request.name, caller.current().organization)
         return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]
 
     async def AcknowledgeMunicipalityReport(
         self, request: register_pb2.AcknowledgeMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.MunicipalityReport:
-        row = await self._reports.acknowledge(request.name)
+        row = await self._reports.acknowledge(request.name, caller.current().organization)
         return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]

@@ -143,10 +143,10 @@ class _InFlight:
 
 async def stream_notifications(
     api: RegisterApi, requests: AsyncIterator[Any], response_type: Callable[..., Any], version_field: str,
-    *, max_batch: int = MAX_BATCH,
+    municipality: str, *, max_batch: int = MAX_BATCH,
 ) -> AsyncIterator[Any]:
-    """Answers of `StreamNotifications`: one `response_type` per request message, its `outcomes` each
-    `(index=..., <version_field>=... | error=...)`."""
+    """Answers of `StreamNotifications` notified by `municipality`: one `response_type` per request message,
+    its `outcomes` each `(index=..., <version_field>=... | error=...)`."""
     if max_batch < 1:
         raise ValueError("max_batch must be at least 1")
     backlog = _ReadAhead(max_batch * _READ_AHEAD_BATCHES)
@@ -165,7 +165,7 @@ async def stream_notifications(
             if ended:
                 break
             messages, ended, failure = await _take(backlog, max_batch)
-            prepared = _prepare(api, messages, next_index)
+            prepared = _prepare(api, messages, next_index, municipality)
             next_index += prepared.size
             names = prepared.names()
             while in_flight and (any(names & batch.names for batch in in_flight)
@@ -238,13 +238,13 @@ async def _take(backlog: _ReadAhead, max_batch: int) -> tuple[list[Any], bool, B
         item, weight = backlog.get_nowait()
 
 
-def _prepare(api: RegisterApi, messages: list[Any], first_index: int) -> _Prepared:
+def _prepare(api: RegisterApi, messages: list[Any], first_index: int, municipality: str) -> _Prepared:
     prepared = _Prepared(first_index, [len(m.notifications) for m in messages])
     position = 0
     for message in messages:
         for request in message.notifications:
             try:
-                prepared.notifications.append(api.notification(request))
+                prepared.notifications.append(api.notification(request, municipality))
                 prepared.positions.append(position)
             except JukiError as error:
                 prepared.errors[position] = error
