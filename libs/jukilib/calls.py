@@ -53,15 +53,15 @@ def _resident_code(args: argparse.Namespace) -> str:
     return generate_residents(index + 1, seed=DEMO_SEED)[index].resident_code
 
 
-def _print(answer: message.Message) -> None:
+def print_answer(answer: message.Message) -> None:
     print(json_format.MessageToJson(answer, preserving_proto_field_name=True, indent=2, ensure_ascii=False))
 
 
-def _print_error(error: grpc.aio.AioRpcError) -> None:
+def print_error(error: grpc.aio.AioRpcError) -> None:
     print(f"{error.code().name}: {error.details()}")
     for key, value in error.trailing_metadata() or ():
         if key == STATUS_DETAILS_KEY:
-            _print(status_pb2.Status.FromString(value))
+            print_answer(status_pb2.Status.FromString(value))
 
 
 async def run_call(args: argparse.Namespace, home: Path) -> int:
@@ -73,9 +73,9 @@ async def run_call(args: argparse.Namespace, home: Path) -> int:
         try:
             answer = await _call(args, channel, metadata)
         except grpc.aio.AioRpcError as error:
-            _print_error(error)
+            print_error(error)
             return 1
-    _print(answer)
+    print_answer(answer)
     return 0
 
 

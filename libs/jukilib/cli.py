@@ -81,7 +81,7 @@ async def _db_bootstrap() -> int:
 
 async def _up(home: Path, residents: int, annex: int) -> int:
     from jukilib.demo.load import load_demo_residents
-    from jukilib.suite import Suite, _passwords, dev_pki, prepare_database, register_demo_operators
+    from jukilib.suite import Suite, dev_pki, prepare_database, register_demo_operators, role_passwords
 
     suite = Suite(home)
     stop = asyncio.Event()
@@ -93,7 +93,7 @@ async def _up(home: Path, residents: int, annex: int) -> int:
         pki = dev_pki(home)
         print("juki: starting PostgreSQL and applying migrations ...", flush=True)
         admin_url = await asyncio.to_thread(suite.start_database)
-        urls = await prepare_database(admin_url, _passwords(home))
+        urls = await prepare_database(admin_url, role_passwords(home))
         await register_demo_operators(urls["gateway"].url)
         ports = suite.start_children(pki, urls)
         print("juki: waiting for every service to be SERVING ...", flush=True)

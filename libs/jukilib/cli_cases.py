@@ -28,7 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
-from jukilib.calls import _print_error
+from jukilib.calls import print_error
 from jukilib.client import Endpoints, gateway_channel, load_credential, purpose_metadata
 from jukilib.clihelp import DefaultsHelp
 from jukilib.domain.dates import JAPAN
@@ -423,6 +423,6 @@ async def run(args: argparse.Namespace, home: Path) -> int:
                 return await OTHERS[args.cases_action](clerk, args)
             print(format_case(await STEPS[args.cases_action](clerk, args)))
         except grpc.aio.AioRpcError as error:
-            _print_error(error)
+            print_error(error)
             return 1
     return 0

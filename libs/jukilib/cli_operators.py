@@ -126,7 +126,7 @@ async def _bootstrap(args: argparse.Namespace) -> int:
 
 
 async def _admin(args: argparse.Namespace) -> int:
-    from jukilib.calls import _print, _print_error
+    from jukilib.calls import print_answer, print_error
     from jukilib.client import gateway_channel, load_credential, purpose_metadata
 
     if not args.operator:
@@ -139,9 +139,9 @@ async def _admin(args: argparse.Namespace) -> int:
         try:
             answer = await _admin_call(args, stub, metadata)
         except grpc.aio.AioRpcError as error:
-            _print_error(error)
+            print_error(error)
             return 1
-    _print(answer)
+    print_answer(answer)
     return 0
 
 

@@ -78,7 +78,7 @@ def dev_pki(home: Path, force: bool = False) -> DevPki:
     return ensure_dev_pki(home / "pki", servers=SERVICES, clients=all_callers(), force=force)
 
 
-def _passwords(home: Path) -> dict[str, str]:
+def role_passwords(home: Path) -> dict[str, str]:
     """Per-role database passwords, generated once and kept in `.juki/db-credentials.json` (0600)."""
     path = home / "db-credentials.json"
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}

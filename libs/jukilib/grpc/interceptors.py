@@ -81,7 +81,7 @@ async def abort_with(context: aio.ServicerContext[Any, Any], error: JukiError) -
 Behavior = Callable[..., Any]
 
 
-class _Wrapped:
+class WrappedHandlers:
     """The wrapped handler of each method, made once: a servicer returns the same handler object for a
     method on every call, so an interceptor need not rebuild its wrapper per call (the wrappers keep no
     per-call state)."""
@@ -99,7 +99,7 @@ class _Wrapped:
         return wrapped
 
 
-def _wrap(handler: grpc.RpcMethodHandler[Any, Any], wrap_unary: Callable[[Behavior], Behavior],
+def wrap_handler(handler: grpc.RpcMethodHandler[Any, Any], wrap_unary: Callable[[Behavior], Behavior],
           wrap_stream: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler[Any, Any]:
     """Rebuild `handler` with its behaviour wrapped, whatever its arity."""
     kwargs = {"request_deserializer": handler.request_deserializer,
@@ -118,7 +118,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
     """Turns domain errors into rich statuses; never lets a raw exception text reach a caller."""
 
     def __init__(self) -> None:
-        self._wrapped = _Wrapped()
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self,
@@ -156,7 +156,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
             return guarded
 
-        return _wrap(handler, wrap_unary, wrap_stream)
+        return wrap_handler(handler, wrap_unary, wrap_stream)
 
     @staticmethod
     async def _fail(method: str, context: aio.ServicerContext[Any, Any], exc: Exception) -> None:
@@ -181,7 +181,7 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
 
     def __init__(self, trusted_common_names: Collection[str]) -> None:
         self._trusted = frozenset(trusted_common_names)
-        self._wrapped = _Wrapped()
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self,
@@ -216,7 +216,7 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
 
             return checked
 
-        return _wrap(handler, wrap_unary, wrap_stream)
+        return wrap_handler(handler, wrap_unary, wrap_stream)
 
     def _caller(self, context: aio.ServicerContext[Any, Any]) -> caller.Caller:
         peer = peer_common_name(context)

@@ -25,7 +25,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from jukilib.grpc.interceptors import Behavior, _wrap, _Wrapped
+from jukilib.grpc.interceptors import Behavior, WrappedHandlers, wrap_handler
 
 Metadata = Sequence[tuple[str, str | bytes]]
 _tracer = trace.get_tracer("jukilib.grpc")
@@ -62,7 +62,7 @@ class TracingInterceptor(aio.ServerInterceptor):
     """The outermost interceptor of every server: one SERVER span per call, child of the caller's span."""
 
     def __init__(self) -> None:
-        self._wrapped = _Wrapped()
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails,
                                 ) -> grpc.RpcMethodHandler[Any, Any] | None:
@@ -118,7 +118,7 @@ def _traced(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMe
 
         return traced
 
-    return _wrap(handler, wrap_unary, wrap_stream)
+    return wrap_handler(handler, wrap_unary, wrap_stream)
 
 
 @contextlib.contextmanager
