@@ -1,8 +1,8 @@
 """Records between protobuf and the JSON the registers store, quickly.
 
 `google.protobuf.json_format` walks every message through pure-Python code written for every corner
-of the JSON mapping: about 25 µs to write a record and 55 µs to read one back, paid on every
-notification and every answer. The registers' records are plain messages (strings, 32-bit integers,
+of the JSON mapping, paid on every notification and every answer (docs/performance.md, "Records as
+JSON"). The registers' records are plain messages (strings, 32-bit integers,
 booleans, enums, nested plain messages), whose proto JSON is just the Python values. For those,
 `message_to_dict` does exactly what `MessageToDict(preserving_proto_field_name=True)` does, and
 `constructor_value` hands a message constructor what `ParseDict(ignore_unknown_fields=True)` would
@@ -148,7 +148,7 @@ def constructor_value(data: dict[str, Any], message_type: type[message.Message])
     """What a message constructor takes, for a field of `message_type`, to hold what `data` holds (proto
     JSON as the registers store it): `data` itself when it is what `message_to_dict` writes (the
     constructor reads nested dicts and enum names in C: a batch answer of 1,000 records is built in one
-    call, 3x faster than setting fields one by one), else the message json_format reads from it."""
+    call), else the message json_format reads from it."""
     plan = plan_of(message_type.DESCRIPTOR)
     if plan is not None and is_canonical(data, plan):
         return data

@@ -38,16 +38,11 @@ from jukilib.errors import STATUS_DETAILS_KEY
 MAX_BATCH = 256
 """Codes in one coalesced batch lookup (the registers take up to 1,000; a smaller batch comes back sooner)."""
 RUNNERS = 1
-"""Batch lookups of one caller in flight at once. One: the next batch gathers while it is in the register.
-With two, a saturated gateway sent batches of about one code (`juki bench lookup`: 613 lookups/s with
-identity at 746 µs of CPU per lookup, against 773/s and 412 µs with one)."""
+"""Batch lookups of one caller in flight at once. One: the next batch gathers while it is in the register;
+with two, a saturated gateway sends batches of about one code (docs/performance.md, "Coalescing")."""
 LINGER_SECONDS = 0.004
-"""How long a batch waits for more calls once lookups keep coming (a lone call never waits). Measured with
-`juki bench lookup` (64 callers), without it: batches of 2-3 codes, CPU per lookup identity 341 µs and
-gateway 985 µs, 957 lookups/s, as many as straight to identity (958/s). With 1 ms: identity 261-308 µs,
-1,003-1,181/s; with 2 ms: 212-266 µs, gateway 0.96-1.03 times as fast as straight to identity; with
-4 ms: 197-239 µs, 1.12-1.14 times, p99 86-104 ms (alternating runs). A call under load waits 4 ms at
-most; its p50 was 48-61 ms."""
+"""How long a batch waits for more calls once lookups keep coming (a lone call never waits): 4 ms under
+load buys batches of many codes for a wait well below a lookup's p50 (docs/performance.md, "Coalescing")."""
 _RESIDENT_CODE = re.compile(r"\d{11}", re.ASCII)
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 

@@ -339,8 +339,8 @@ class RegisterApi:
     #
     # Records go in as stored: every writer stores a record in the form `protojson.message_to_dict` writes
     # (ingest converts the request's message, `juki load` checks or converts each row), and that form is
-    # what the constructor reads. Checking each record first (`protojson.constructor_value`) cost 5 µs a
-    # record, half of building a batch answer. A record not in that form (a value of the wrong type, a
+    # what the constructor reads, so it is not checked first (`protojson.constructor_value` would cost half
+    # of building a batch answer, docs/performance.md). A record not in that form (a value of the wrong type, a
     # name the message does not have) makes the constructor raise: `construct` then builds the answer
     # again with every record checked, read through json_format where it must be.
 
