@@ -157,8 +157,11 @@ class DatabaseConfig:
 class RelayConfig:
     """The outbox relay that forwards applied changes to the agency (30-7, 30-42)."""
 
-    workers: int = 1
-    batch_size: int = 50
+    workers: int = 4
+    """Relay workers per process (JUKI_RELAY_WORKERS), each with one batch out to the agency at a time: the
+    parallelism across persons (`juki bench ingest`: see docs/performance.md)."""
+    batch_size: int = 500
+    """Changes a worker claims and sends in one call (JUKI_RELAY_BATCH_SIZE, at most the agency's 1,000)."""
     max_attempts: int = 12
     """After this many failed deliveries a row is dead-lettered for `juki outbox retry`."""
     base_delay: float = 0.5
@@ -258,7 +261,8 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
         targets=_targets(env, service),
         policy_file=Path(policy) if policy else None,
         relay=RelayConfig(
-            workers=env.integer("JUKI_RELAY_WORKERS", 1, minimum=0),
+            workers=env.integer("JUKI_RELAY_WORKERS", RelayConfig.workers, minimum=0),
+            batch_size=min(env.integer("JUKI_RELAY_BATCH_SIZE", RelayConfig.batch_size, minimum=1), 1000),
             max_attempts=env.integer("JUKI_RELAY_MAX_ATTEMPTS", 12, minimum=1),
             base_delay=env.seconds("JUKI_RELAY_BASE_DELAY", 0.5),
             max_delay=env.seconds("JUKI_RELAY_MAX_DELAY", 60.0),
