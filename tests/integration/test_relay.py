@@ -226,3 +226,23 @@ async def test_a_batch_the_agency_cannot_take_is_retried_as_a_batch(
     assert batches == [3, 3]
     async with database.connection() as connection:
         assert (await outbox_backlog(connection))[0] == 0
+
+
+async def test_a_relay_stopped_mid_delivery_gives_its_changes_back_at_once(
+        register: tuple[Register, RegisterApi, Database]) -> None:
+    reg, api, database = register
+    await _changes(reg, api, persons=2, per_person=1)
+    calling = asyncio.Event()
+
+    async def hangs(version: StoredVersion, key: str) -> None:
+        calling.set()
+        await asyncio.sleep(3600)
+
+    relay = OutboxRelay(database, reg.name, hangs, dataclasses.replace(FAST, lease=3600), api.engine.hooks)
+    stopping = asyncio.create_task(relay.run_once())
+    await calling.wait()
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    async with database.connection() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM outbox WHERE claimed_until IS NOT NULL") == 0

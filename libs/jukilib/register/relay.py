@@ -46,6 +46,7 @@ from opentelemetry.propagate import extract
 
 from jukilib.config import RelayConfig
 from jukilib.db.pool import Database
+from jukilib.errors import Unavailable
 from jukilib.register import store
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
@@ -104,6 +105,8 @@ FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::float8[], $5::boolean[]
 WHERE o.id = f.id AND o.claim_token = $6 AND o.state = 'pending'
 """
 
+_RELEASE = "UPDATE outbox SET claimed_until = NULL, claim_token = NULL WHERE claim_token = $1 AND state = 'pending'"
+
 
 def backoff_seconds(attempts: int, config: RelayConfig) -> float:
     """Full-jitter exponential backoff for the `attempts`-th failure."""
@@ -150,10 +153,25 @@ class OutboxRelay:
         claimed = await self._claim(token)
         if not claimed:
             return 0
-        outcomes = await self._deliver_traced(claimed)
+        try:
+            outcomes = await self._deliver_traced(claimed)
+        except asyncio.CancelledError:
+            await self._release(token)
+            raise
         async with self._database.connection() as connection:
             await self._record(connection, claimed, outcomes, token)
         return len(claimed)
+
+    async def _release(self, token: uuid.UUID) -> None:
+        """The service stops mid-delivery: give the claimed changes back at once rather than after the lease
+        (the agency may have them already; its idempotency key makes the next delivery a duplicate). A
+        crash or a failure gives nothing back: its changes wait for the lease, as their state is unknown."""
+        try:
+            async with asyncio.timeout(1.0), self._database.connection() as connection:
+                await connection.execute(_RELEASE, token)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, Unavailable):
+            logger.warning("claimed changes not given back; they wait for their lease",
+                           extra={"register": self._register})
 
     async def _claim(self, token: uuid.UUID) -> list[Claimed]:
         async with self._database.connection() as connection:
@@ -168,9 +186,9 @@ class OutboxRelay:
                 for row, version in zip(rows, versions, strict=True)]
 
     async def _deliver_traced(self, claimed: list[Claimed]) -> list[BaseException | None]:
-        parents = [trace.get_current_span(extract({"traceparent": c.trace_parent})).get_span_context()
-                   for c in claimed if c.trace_parent]
-        links = [trace.Link(parent) for parent in parents[:MAX_LINKS] if parent.is_valid]
+        parents = [trace.get_current_span(extract({"traceparent": traceparent})).get_span_context()
+                   for traceparent in [c.trace_parent for c in claimed if c.trace_parent][:MAX_LINKS]]
+        links = [trace.Link(parent) for parent in parents if parent.is_valid]
         with tracer.start_as_current_span("outbox.deliver", links=links, attributes={
                 "juki.register": self._register, "juki.outbox.batch_size": len(claimed)}) as span:
             outcomes = await self._deliver_all(claimed)
