@@ -3,10 +3,12 @@
 Everything runs from nothing in a temporary directory: an embedded PostgreSQL, the schemas and
 migrations (`prepare_database`), a development PKI and keyring, and the identity service in this
 process (`GrpcService` with `services.identity.app.build`, configured like `juki serve`'s defaults:
-a pool of `--pool` connections; relay workers 0 and no agency, so the outbox fills and nothing is
-delivered while measuring). Synthetic residents (`jukilib.demo.fast`) are recorded (記載, 国内転入)
-by 前橋市: the client presents the gateway's certificate and sends `x-juki-organization` as the
-gateway would (backends trust the gateway's certificate).
+a pool of `--pool` connections, `--relay-workers` relay workers forwarding to the agency stand-in, a
+`juki serve agency` child process told to answer each call after `--agency-latency-ms`; with
+`--relay-workers 0` there is no agency and the outbox only fills). Synthetic residents
+(`jukilib.demo.fast`) are recorded (記載, 国内転入) by 前橋市: the client presents the gateway's
+certificate and sends `x-juki-organization` as the gateway would (backends trust the gateway's
+certificate).
 
 Three figures, measured in one run on the same database, each path on its own residents and warmed up
 first (`WARM_UP` notifications):
@@ -19,6 +21,13 @@ first (`WARM_UP` notifications):
 - `per_second`: ApplyNotification over gRPC, `--concurrency` calls in flight on one channel;
 - `streaming_per_second`: StreamNotifications, one stream carrying `--stream-notifications` in messages
   of `--stream-chunk` notifications, timed from the first request sent to the last answer received.
+
+The relay (住基法 30-7) works while the notifications come in, so each path also has its `relay` figures:
+`forwarded_per_second`, the changes the agency acknowledged while the path was measured (by the outbox's
+`delivered_at`, between the client's first and last call) per second, beside `ingested_per_second`;
+their `ratio` (≥ 1: the relay keeps up); `backlog_at_end`, the changes not yet forwarded when the last
+answer came; `drain_seconds`, until the last of them was. Before the gRPC paths, the relay forwards the
+baseline's changes (written with their outbox rows) with nothing else running: `relay_drain_per_second`.
 
 The gRPC client runs in a child process (as a municipality's CS would be another process), so that
 this process's CPU time is the service's; `--in-process-client` puts it on the service's event loop
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -45,6 +55,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import duration_pb2
+
+from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib import benchkit, runner
 from jukilib.config import (
@@ -87,6 +100,13 @@ def add_bench_ingest(bench_subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=64, help="unary calls (and baseline tasks) in flight")
     parser.add_argument("--pool", type=int, default=DatabaseConfig.pool_max, help="the service's database connections")
     parser.add_argument("--seed", type=int, default=20260401, help="seed of the synthetic residents")
+    parser.add_argument("--relay-workers", type=int, default=RelayConfig.workers,
+                        help="relay workers forwarding to the agency stand-in while measuring (0: no agency, the "
+                             "outbox only fills)")
+    parser.add_argument("--relay-batch", type=int, default=RelayConfig.batch_size,
+                        help="changes a relay worker claims and sends to the agency in one call")
+    parser.add_argument("--agency-latency-ms", type=int, default=10,
+                        help="how long the agency stand-in takes to answer each call")
     parser.add_argument("--in-process-client", action="store_true",
                         help="run the gRPC client on the service's event loop instead of in a child process")
     return parser
@@ -142,22 +162,50 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
 
     workload = _Workload(args.seed, (args.baseline_notifications, args.notifications, args.stream_notifications))
     async with benchkit.bench_databases("juki-bench-") as (home, databases):
-        pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway"), clients={})
+        pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway", "agency"),
+                                      clients={})
         pair, gateway = pki.servers["identity"], pki.servers["gateway"]
-        config = ServiceConfig(
-            service="identity", listen="127.0.0.1:0",
-            tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
-            database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool,
-                                    plan_cache_mode=default_plan_cache_mode("identity")),
-            trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home, targets={"agency": "127.0.0.1:1"},
-            relay=RelayConfig(workers=0), shutdown_grace=1.0, keyring_file=ensure_keyring(home),
-        )
-        client = _ClientSpec(target="", cert=str(gateway.cert), key=str(gateway.key), ca=str(pki.ca_cert),
-                             seed=args.seed, sizes=workload.sizes, path="", concurrency=args.concurrency,
-                             chunk=args.stream_chunk)
-        figures = await _measure(args, config, client, workload, benchkit.Cpu(home / "pgdata"))
+        async with _agency(args, home, pki, databases) as agency:
+            config = ServiceConfig(
+                service="identity", listen="127.0.0.1:0",
+                tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
+                database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool,
+                                        plan_cache_mode=default_plan_cache_mode("identity")),
+                trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home,
+                targets={"agency": agency.target if agency else "127.0.0.1:1"},
+                relay=RelayConfig(workers=args.relay_workers, batch_size=args.relay_batch), shutdown_grace=1.0,
+                keyring_file=ensure_keyring(home),
+            )
+            client = _ClientSpec(target="", cert=str(gateway.cert), key=str(gateway.key), ca=str(pki.ca_cert),
+                                 seed=args.seed, sizes=workload.sizes, path="", concurrency=args.concurrency,
+                                 chunk=args.stream_chunk)
+            services = {"agency": agency.process.pid} if agency else {}
+            figures = await _measure(args, config, client, workload, benchkit.Cpu(home / "pgdata", services))
         figures["rows"] = await _count_rows(databases["identity"].url)
     return _result(args, figures, workload.total)
+
+
+@contextlib.asynccontextmanager
+async def _agency(args: argparse.Namespace, home: Path, pki: Any, databases: dict[str, Any]
+                  ) -> AsyncIterator[Any]:
+    """The agency stand-in as `juki serve agency`, answering each change after `--agency-latency-ms`
+    (its fault injection's delay); None with `--relay-workers 0`."""
+    if args.relay_workers == 0:
+        yield None
+        return
+    from jukilib.suite import child_environment, free_port
+
+    environment = child_environment("agency", pki, databases["agency"], {"agency": free_port()}, home)
+    environment.update({"JUKI_REFLECTION": "false", "JUKI_LOG_LEVEL": "warning", "JUKI_SHUTDOWN_GRACE": "1"})
+    gateway = pki.servers["gateway"]
+    tls = TlsConfig(cert=gateway.cert, key=gateway.key, ca=pki.ca_cert)
+    async with benchkit.service_processes({"agency": environment}, home / "logs", tls) as children:
+        agency = children["agency"]
+        async with secure_channel(agency.target, tls) as channel:
+            latency = duration_pb2.Duration(nanos=args.agency_latency_ms * 1_000_000)
+            await agency_pb2_grpc.AgencyServiceStub(channel).SetFaultInjection(agency_pb2.SetFaultInjectionRequest(
+                fault_injection=agency_pb2.FaultInjection(delay=latency)), timeout=10)
+        yield agency
 
 
 async def _measure(args: argparse.Namespace, config: ServiceConfig, client: _ClientSpec, workload: _Workload,
@@ -181,8 +229,11 @@ async def _measure(args: argparse.Namespace, config: ServiceConfig, client: _Cli
 
     service = GrpcService(config, service_migrations("identity"), identity_app.build)
     await service.start()
+    relay = _RelayWatch(config.database.url) if config.relay.workers else None
     try:
         await service.wait_ready(60)
+        if relay is not None:
+            figures["relay_drain"] = await relay.drain_alone()
         target = f"127.0.0.1:{service.port}"
         for path, count in (("unary", args.notifications), ("stream", args.stream_notifications)):
             spec = _ClientSpec(**{**asdict(client), "target": target, "path": path})
@@ -197,6 +248,8 @@ async def _measure(args: argparse.Namespace, config: ServiceConfig, client: _Cli
                 result = await _client_process(spec)
                 result["cpu_us"] = cpu.per_notification(started, WARM_UP + count, "service")
                 result["cpu_us"]["client"] = round(result.pop("client_cpu") / count * 1e6, 1)
+            if relay is not None:
+                result["relay"] = await relay.beside(result, count)
             figures[path] = result
     finally:
         await service.stop(1.0)
@@ -225,8 +278,7 @@ def _result(args: argparse.Namespace, figures: dict[str, Any], total: int) -> di
         "errors": baseline["errors"] + unary["errors"] + streamed["errors"],
         "rows": figures["rows"],
         "expected_rows": total,
-        "relay_workers": 0,
-        "agency": "none: relay workers 0, the outbox fills and is not delivered",
+        **_relay_result(args, figures),
         "client": "on the service's event loop" if args.in_process_client else "a child process",
         "tracing": "not set up (no-op tracer)",
         "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
@@ -234,6 +286,67 @@ def _result(args: argparse.Namespace, figures: dict[str, Any], total: int) -> di
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": sys.version.split()[0],
     }
+
+
+def _relay_result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]:
+    if args.relay_workers == 0:
+        return {"relay_workers": 0, "agency": "none: relay workers 0, the outbox fills and is not delivered"}
+    return {
+        "relay": {"unary": figures["unary"]["relay"], "streaming": figures["stream"]["relay"]},
+        "relay_drain_per_second": figures["relay_drain"]["per_second"],
+        "relay_workers": args.relay_workers,
+        "relay_batch": args.relay_batch,
+        "agency": f"stand-in (juki serve agency), {args.agency_latency_ms} ms per call",
+    }
+
+
+class _RelayWatch:
+    """What the relay forwarded, read from the outbox (`delivered_at`)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    async def _query(self, sql: str, *args: Any) -> Any:
+        import asyncpg
+
+        connection = await asyncpg.connect(self._url)
+        try:
+            return await connection.fetchrow(sql, *args)
+        finally:
+            await connection.close()
+
+    async def _drained(self, timeout: float = 600.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (await self._query("SELECT count(*) AS n FROM outbox WHERE state <> 'delivered'"))["n"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the relay did not forward the backlog in time")
+            await asyncio.sleep(0.05)
+
+    async def drain_alone(self) -> dict[str, Any]:
+        """The backlog the service found at start (the baseline's changes), forwarded with nothing else running."""
+        await self._drained()
+        row = await self._query("""SELECT count(*) AS n, extract(epoch FROM max(delivered_at) - min(delivered_at)) AS s
+                                   FROM outbox WHERE state = 'delivered'""")
+        seconds = float(row["s"] or 0.0)
+        return {"changes": int(row["n"]), "seconds": round(seconds, 2),
+                "per_second": round(row["n"] / seconds) if seconds else None}
+
+    async def beside(self, measured: dict[str, Any], count: int) -> dict[str, Any]:
+        """Forwarded per second while `measured` ingested `count` notifications, then the drain after it."""
+        started, ended = measured.pop("started_at"), measured.pop("ended_at")
+        window = await self._query(
+            """SELECT count(*) FILTER (WHERE delivered_at >= to_timestamp($1) AND delivered_at < to_timestamp($2))
+                        AS forwarded,
+                      count(*) FILTER (WHERE created_at < to_timestamp($2)
+                                       AND (delivered_at IS NULL OR delivered_at >= to_timestamp($2))) AS backlog
+               FROM outbox""", started, ended)
+        await self._drained()
+        last = await self._query("SELECT extract(epoch FROM max(delivered_at)) AS t FROM outbox")
+        forwarded = window["forwarded"] / (ended - started)
+        ingested = count / (ended - started)
+        return {"forwarded_per_second": round(forwarded), "ingested_per_second": round(ingested),
+                "ratio": round(forwarded / ingested, 2), "backlog_at_end": int(window["backlog"]),
+                "drain_seconds": round(max(float(last["t"]) - ended, 0.0), 2)}
 
 
 async def _count_rows(url: str) -> dict[str, int]:
@@ -313,7 +426,9 @@ async def _client_run(spec: _ClientSpec, cpu: benchkit.Cpu | None) -> dict[str, 
         await measure(stub, requests[:WARM_UP], parameter)
         cpu_started = cpu.start() if cpu is not None else None
         started = time.process_time()
+        started_at = time.time()  # wall clock, as the outbox's delivered_at (same machine)
         result = await measure(stub, requests[WARM_UP:], parameter)
+        result["started_at"], result["ended_at"] = started_at, time.time()
         result["client_cpu"] = time.process_time() - started
     result["cpu_started"] = cpu_started
     return result

@@ -157,14 +157,20 @@ class DatabaseConfig:
 class RelayConfig:
     """The outbox relay that forwards applied changes to the agency (30-7, 30-42)."""
 
-    workers: int = 1
-    batch_size: int = 50
+    workers: int = 4
+    """Relay workers per process (JUKI_RELAY_WORKERS), each with one batch out to the agency at a time: the
+    parallelism across persons (`juki bench ingest`: see docs/performance.md)."""
+    batch_size: int = 500
+    """Changes a worker claims and sends in one call (JUKI_RELAY_BATCH_SIZE, at most the agency's 1,000)."""
     max_attempts: int = 12
     """After this many failed deliveries a row is dead-lettered for `juki outbox retry`."""
     base_delay: float = 0.5
     max_delay: float = 60.0
     poll_interval: float = 0.2
     call_timeout: float = 5.0
+    lease: float = 30.0
+    """Seconds a worker holds the changes it claimed (JUKI_RELAY_LEASE_SECONDS); a crashed worker's changes are
+    taken over after it. Longer than `call_timeout`, so that a live worker finishes before anyone takes over."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +201,9 @@ class ServiceConfig:
     disclosure_poll_interval: float = 30.0
     """Seconds between the disclosure service's checks of its 12-5 reports (JUKI_DISCLOSURE_POLL_SECONDS)."""
     shutdown_grace: float = 5.0
+    background_stale_after: float = 30.0
+    """Seconds a background job may go without progress before its health turns NOT_SERVING
+    (JUKI_BACKGROUND_STALE_SECONDS, see jukilib.supervision)."""
     keyring_file: Path | None = None
     """Keys for 個人番号 at rest (identity only; JUKI_KEYRING_FILE, see jukilib.keyring)."""
     operation_log_key: Path | None = None
@@ -258,10 +267,12 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
         targets=_targets(env, service),
         policy_file=Path(policy) if policy else None,
         relay=RelayConfig(
-            workers=env.integer("JUKI_RELAY_WORKERS", 1, minimum=0),
+            workers=env.integer("JUKI_RELAY_WORKERS", RelayConfig.workers, minimum=0),
+            batch_size=min(env.integer("JUKI_RELAY_BATCH_SIZE", RelayConfig.batch_size, minimum=1), 1000),
             max_attempts=env.integer("JUKI_RELAY_MAX_ATTEMPTS", 12, minimum=1),
             base_delay=env.seconds("JUKI_RELAY_BASE_DELAY", 0.5),
             max_delay=env.seconds("JUKI_RELAY_MAX_DELAY", 60.0),
+            lease=env.seconds("JUKI_RELAY_LEASE_SECONDS", 30.0),
         ),
         resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")),
         notify_time_max_age_days=env.integer("JUKI_NOTIFY_TIME_MAX_AGE_DAYS", 3650, minimum=1),
@@ -269,6 +280,7 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
         disclosure_target_days=env.integer("JUKI_DISCLOSURE_TARGET_DAYS", 14, minimum=1),
         disclosure_poll_interval=env.seconds("JUKI_DISCLOSURE_POLL_SECONDS", 30.0),
         shutdown_grace=env.seconds("JUKI_SHUTDOWN_GRACE", 5.0),
+        background_stale_after=env.seconds("JUKI_BACKGROUND_STALE_SECONDS", 30.0),
         keyring_file=env.existing_file("JUKI_KEYRING_FILE") if service == "identity" else None,
         operation_log_key=env.existing_file("JUKI_OPERATION_LOG_KEY") if service == "gateway" else None,
         checkpoint_every=env.integer("JUKI_CHECKPOINT_EVERY", 1000, minimum=1),

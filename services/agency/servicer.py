@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,37 @@ def event_order(version: identity_pb2.ResidentVersion) -> tuple[tuple[int, int, 
     change = version.change
     return ((change.event_date.year, change.event_date.month, change.event_date.day), change.notify_time.seconds,
             change.notify_time.nanos, change.municipality_code, change.notification_id)
+
+
+MAX_BATCH = 1000
+"""Changes one batch call may carry."""
+
+_RECORD_MANY = """
+WITH incoming AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[]) WITH ORDINALITY
+        AS i (idempotency_key, resident_code, version, payload, n)),
+inserted AS (
+    INSERT INTO received_change (idempotency_key, register, resident_code, version, payload)
+    SELECT idempotency_key, $5, resident_code, version, payload FROM incoming ORDER BY n
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING idempotency_key, received_at)
+SELECT i.idempotency_key, coalesce(ins.received_at, earlier.received_at) AS received_at,
+       ins.idempotency_key IS NULL AS duplicate
+FROM incoming i
+LEFT JOIN inserted ins ON ins.idempotency_key = i.idempotency_key
+LEFT JOIN received_change earlier ON earlier.idempotency_key = i.idempotency_key
+ORDER BY i.n
+"""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One change as received: its key, whose it is, and the version as the prefecture sent it."""
+
+    key: str
+    resident_code: str
+    version: int
+    payload: bytes
 
 
 @dataclass
@@ -67,6 +100,42 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
         receipt = agency_pb2.ChangeReceipt(idempotency_key=key, duplicate=inserted is None)
         receipt.receive_time.FromDatetime(received_at)
         return receipt
+
+    async def _record_many(self, register: str, changes: Sequence[Incoming]) -> list[agency_pb2.ChangeReceipt]:
+        """Record `changes` in one transaction, in order; a key seen before is answered as a duplicate."""
+        _check_batch(changes)
+        await self._inject_faults()
+        async with self._database.transaction() as connection:
+            rows = await connection.fetch(_RECORD_MANY, [c.key for c in changes], [c.resident_code for c in changes],
+                                          [c.version for c in changes], [c.payload for c in changes], register)
+            # A key a concurrent call was inserting is neither inserted here nor visible to this statement.
+            late = [row["idempotency_key"] for row in rows if row["received_at"] is None]
+            found: dict[str, dt.datetime] = {} if not late else {
+                row["idempotency_key"]: row["received_at"] for row in await connection.fetch(
+                    "SELECT idempotency_key, received_at FROM received_change WHERE idempotency_key = ANY($1::text[])",
+                    late)}
+        receipts = []
+        for row in rows:
+            receipt = agency_pb2.ChangeReceipt(idempotency_key=row["idempotency_key"], duplicate=row["duplicate"])
+            receipt.receive_time.FromDatetime(row["received_at"] or found[row["idempotency_key"]])
+            receipts.append(receipt)
+        return receipts
+
+    async def BatchRecordIdentityChanges(
+        self, request: agency_pb2.BatchRecordIdentityChangesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> agency_pb2.BatchRecordIdentityChangesResponse:
+        changes = [Incoming(r.idempotency_key, r.resident_version.record.resident_code, r.resident_version.version,
+                            r.resident_version.SerializeToString()) for r in request.requests]
+        return agency_pb2.BatchRecordIdentityChangesResponse(
+            change_receipts=await self._record_many("identity", changes))
+
+    async def BatchRecordAnnexChanges(
+        self, request: agency_pb2.BatchRecordAnnexChangesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> agency_pb2.BatchRecordAnnexChangesResponse:
+        changes = [Incoming(r.idempotency_key, r.annex_resident_version.record.resident_code,
+                            r.annex_resident_version.version, r.annex_resident_version.SerializeToString())
+                   for r in request.requests]
+        return agency_pb2.BatchRecordAnnexChangesResponse(change_receipts=await self._record_many("annex", changes))
 
     async def RecordIdentityChange(
         self, request: agency_pb2.RecordIdentityChangeRequest, context: aio.ServicerContext[Any, Any]
@@ -128,3 +197,13 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
             raise InvalidArgument([FieldViolation("fault_injection.fail_next_calls", "must not be negative")])
         self._faults = Faults(faults.fail_next_calls, faults.delay.ToTimedelta().total_seconds())
         return faults
+
+
+def _check_batch(changes: Sequence[Incoming]) -> None:
+    """1 to MAX_BATCH changes, each with its key; violations name the request (`requests[3].idempotency_key`)."""
+    if not 1 <= len(changes) <= MAX_BATCH:
+        raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} changes", "BATCH_SIZE")])
+    missing = [FieldViolation(f"requests[{i}].idempotency_key", "is required", "REQUIRED_FIELD")
+               for i, change in enumerate(changes) if not change.key]
+    if missing:
+        raise InvalidArgument(missing)

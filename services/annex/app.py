@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from google.protobuf import message
@@ -24,6 +25,16 @@ async def forward_to_agency(channel: aio.Channel, key: str, version: message.Mes
         return await agency_pb2_grpc.AgencyServiceStub(channel).RecordAnnexChange(request, metadata=metadata)
 
 
+async def forward_batch_to_agency(channel: aio.Channel, changes: Sequence[tuple[str, message.Message]]) -> Any:
+    """住基法 30-42, many changes in one call (the agency records all of them or none)."""
+    request = agency_pb2.BatchRecordAnnexChangesRequest()
+    for key, version in changes:
+        change = request.requests.add(idempotency_key=key)
+        change.annex_resident_version.CopyFrom(cast(annex_pb2.AnnexResidentVersion, version))
+    with tracing.outgoing("/juki.agency.v1.AgencyService/BatchRecordAnnexChanges") as metadata:
+        return await agency_pb2_grpc.AgencyServiceStub(channel).BatchRecordAnnexChanges(request, metadata=metadata)
+
+
 REGISTER = RegisterService(
     binding=RegisterBinding(
         register="annex",
@@ -38,6 +49,7 @@ REGISTER = RegisterService(
     servicer=AnnexServicer,
     add_servicer=annex_pb2_grpc.add_AnnexServiceServicer_to_server,
     forward=forward_to_agency,
+    forward_batch=forward_batch_to_agency,
 )
 migrations = REGISTER.migrations
 build = REGISTER.build

@@ -14,6 +14,7 @@ from jukilib.db.pool import Database
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
 from jukilib.register.validation import TimeWindow
+from jukilib.supervision import Job
 from services.disclosure.desk import Desk
 from services.disclosure.monitor import DeadlineGauge, ReportFollower
 from services.disclosure.records import Records
@@ -42,5 +43,8 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
     async def close_gateway_channel() -> None:
         await gateway.close()
 
-    return ServiceParts(service_names=[SERVICE_NAME], register=register, background=[gauge.run, follower.run],
+    stale = config.background_stale_after
+    jobs = [Job("deadline-gauge", gauge.run, stale + gauge.interval),
+            Job("report-follower", follower.run, stale + config.disclosure_poll_interval)]
+    return ServiceParts(service_names=[SERVICE_NAME], register=register, background=jobs,
                         on_stop=[close_gateway_channel])

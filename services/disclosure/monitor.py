@@ -12,6 +12,7 @@ from opentelemetry.metrics import Observation
 
 from jukilib.db.pool import Database
 from jukilib.errors import JukiError
+from jukilib.supervision import Heartbeat
 from services.disclosure import store
 from services.disclosure.desk import Desk
 
@@ -25,7 +26,7 @@ class DeadlineGauge:
     def __init__(self, database: Database, desk: Desk, interval: float = 30.0) -> None:
         self._database = database
         self._desk = desk
-        self._interval = interval
+        self.interval = interval
         self.values = {"open": 0, "at_risk": 0, "overdue": 0}
         meter = metrics.get_meter(__name__)
         meter.create_observable_gauge(
@@ -38,13 +39,14 @@ class DeadlineGauge:
             self.values = await store.deadline_counts(connection, self._desk.today())
         return self.values
 
-    async def run(self) -> None:
+    async def run(self, heartbeat: Heartbeat) -> None:
         while True:
             try:
                 await self.measure()
+                heartbeat.beat()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, JukiError):
                 logger.warning("disclosure deadlines not measured")
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self.interval)
 
 
 class ReportFollower:
@@ -54,10 +56,11 @@ class ReportFollower:
         self._desk = desk
         self._interval = interval
 
-    async def run(self) -> None:
+    async def run(self, heartbeat: Heartbeat) -> None:
         while True:
             try:
                 moved = await self._desk.follow_reports()
+                heartbeat.beat()
                 if moved:
                     logger.info("correction cases completed by the municipality's correction", extra={"cases": moved})
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, JukiError,

@@ -24,6 +24,7 @@ from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
 from jukilib.operator_credential import load_verification_key
+from jukilib.supervision import Job
 from jukilib.telemetry import current_trace_id
 from services.gateway.admin import OperatorAdmin
 from services.gateway.admission import Admission, DenyList, RateLimiter
@@ -101,6 +102,17 @@ def _catalogue_recorder(log: OperationLog) -> Callable[[str, str, bool], Awaitab
     return record
 
 
+def _jobs(config: ServiceConfig, log: OperationLog, catalogue: CatalogueHolder, registry: OperatorRegistry
+          ) -> list[Job]:
+    """The gateway's background jobs. The operation-log writer is essential: every call waits for its entry
+    and fails closed without it (jukilib.supervision); the refreshers are not (an outdated catalogue stays
+    in force, the registry's own staleness bound refuses human work)."""
+    stale = config.background_stale_after
+    return [Job("operation-log", log.run, stale, essential=True),
+            Job("policy-catalogue", catalogue.run, stale),
+            Job("operator-registry", registry.run, stale + config.operator_registry_refresh)]
+
+
 def build(config: ServiceConfig, database: Database, *,
           clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> ServiceParts:
     """The gateway's parts; `clock` is the time its decisions are made at (tests set it)."""
@@ -139,6 +151,6 @@ def build(config: ServiceConfig, database: Database, *,
     return ServiceParts(
         service_names=[s.full_name for s in (IDENTITY, ANNEX, DISCLOSURE, AGENCY, OPERATION_LOG, OPERATOR_ADMIN)],
         register=register,
-        background=[log.run, catalogue.run, registry.run],
+        background=_jobs(config, log, catalogue, registry),
         on_stop=[close_channels],
     )

@@ -25,6 +25,7 @@ import asyncpg
 from jukilib.db.pool import Database
 from jukilib.errors import PermissionDenied, Unavailable
 from jukilib.operator_credential import OperatorClaims
+from jukilib.supervision import Heartbeat
 
 logger = logging.getLogger(__name__)
 ACTIVE, DISABLED = "active", "disabled"
@@ -164,11 +165,12 @@ class OperatorRegistry:
             raise Unavailable("the operator registry cannot be read", "OPERATOR_REGISTRY_UNAVAILABLE")
         snapshot.check_organization(organization)
 
-    async def run(self) -> None:
+    async def run(self, heartbeat: Heartbeat) -> None:
         """Refresh every `refresh_seconds` until cancelled; a failed read is retried on the next tick."""
         while True:
             try:
                 await self.refresh()
+                heartbeat.beat()
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, Unavailable) as exc:
                 logger.warning("operator registry refresh failed", extra={"error_type": type(exc).__name__})
             await asyncio.sleep(self._refresh_seconds)

@@ -21,6 +21,7 @@ from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.dates import JAPAN
 from jukilib.errors import FieldViolation, InvalidArgument, Unavailable
 from jukilib.register.validation import Violations
+from jukilib.supervision import Heartbeat
 from services.gateway.chain import GENESIS, SigningKey, entry_hash
 
 logger = logging.getLogger(__name__)
@@ -102,10 +103,14 @@ class OperationLog:
             raise Unavailable("the operation log cannot be written; nothing was returned",
                               "OPERATION_LOG_UNAVAILABLE") from None
 
-    async def run(self) -> None:
-        """The writer: one batch per append, until cancelled."""
+    async def run(self, heartbeat: Heartbeat | None = None) -> None:
+        """The writer: one batch per append, until cancelled. Essential (jukilib.supervision): every call
+        waits for its entry, so a writer that makes no progress turns the gateway NOT_SERVING."""
+        heartbeat = heartbeat or Heartbeat()
         while True:
-            batch = [await self._queue.get()]
+            heartbeat.beat()
+            with heartbeat.idle():
+                batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._write_isolating(batch)

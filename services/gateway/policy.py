@@ -23,6 +23,7 @@ from typing import Any
 from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.errors import PermissionDenied
 from jukilib.operator_credential import ROLES
+from jukilib.supervision import Heartbeat
 
 DEFAULT_CATALOGUE = Path(__file__).parent / "purposes.toml"
 logger = logging.getLogger(__name__)
@@ -255,10 +256,13 @@ class CatalogueHolder:
         stat = self._path.stat()
         return stat.st_mtime, stat.st_size
 
-    async def run(self) -> None:
+    async def run(self, heartbeat: Heartbeat) -> None:
         """Announce the version in force, then watch the file until cancelled."""
-        await self._on_change(self.current.version, _digest(self._path), True)
+        if not self._announced:
+            await self._on_change(self.current.version, _digest(self._path), True)
+            self._announced = True
         while True:
+            heartbeat.beat()
             await asyncio.sleep(self._interval)
             await self.reload_if_changed()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +30,15 @@ async def forward_to_agency(channel: aio.Channel, key: str, version: message.Mes
         return await agency_pb2_grpc.AgencyServiceStub(channel).RecordIdentityChange(request, metadata=metadata)
 
 
+async def forward_batch_to_agency(channel: aio.Channel, changes: Sequence[tuple[str, message.Message]]) -> Any:
+    """住基法 30-7, many changes in one call (the agency records all of them or none)."""
+    request = agency_pb2.BatchRecordIdentityChangesRequest()
+    for key, version in changes:
+        request.requests.add(idempotency_key=key).resident_version.CopyFrom(cast(identity_pb2.ResidentVersion, version))
+    with tracing.outgoing("/juki.agency.v1.AgencyService/BatchRecordIdentityChanges") as metadata:
+        return await agency_pb2_grpc.AgencyServiceStub(channel).BatchRecordIdentityChanges(request, metadata=metadata)
+
+
 def individual_numbers(config: ServiceConfig, database: Database) -> IndividualNumbers:
     """個人番号 hooks; the keyring is required (JUKI_KEYRING_FILE)."""
     if config.keyring_file is None:
@@ -50,6 +60,7 @@ REGISTER = RegisterService(
     servicer=IdentityServicer,
     add_servicer=identity_pb2_grpc.add_IdentityServiceServicer_to_server,
     forward=forward_to_agency,
+    forward_batch=forward_batch_to_agency,
     hooks=individual_numbers,
     migration_dirs=(Path(__file__).parent / "migrations",),
 )

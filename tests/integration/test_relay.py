@@ -1,5 +1,6 @@
 """The outbox relay, for both registers: at least once with idempotency keys, in order per person,
-backoff, dead letters and retry, several workers at once without double delivery."""
+backoff, dead letters and retry, several workers at once without double delivery, leases taken over
+after a worker died, no lock held while the agency is called, batches and the change a batch refuses."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import dataclasses
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -30,6 +31,11 @@ FAST = RelayConfig(base_delay=0.01, max_delay=0.02, poll_interval=0.01, max_atte
 class Unavailable(grpc.aio.AioRpcError):
     def __init__(self) -> None:
         super().__init__(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down")
+
+
+class Refused(grpc.aio.AioRpcError):
+    def __init__(self) -> None:
+        super().__init__(grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(), grpc.aio.Metadata(), "refused")
 
 
 @pytest.fixture(params=["identity", "annex"])
@@ -129,3 +135,114 @@ async def test_runtime_role_cannot_delete_outbox_rows(register: tuple[Register, 
     async with database.connection() as connection:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await connection.execute("DELETE FROM outbox")
+
+
+async def test_changes_of_a_worker_that_died_mid_delivery_are_taken_over_after_its_lease(
+        register: tuple[Register, RegisterApi, Database]) -> None:
+    reg, api, database = register
+    await _changes(reg, api, persons=3, per_person=1)
+    config = dataclasses.replace(FAST, lease=0.5)
+
+    async def dies(version: StoredVersion, key: str) -> None:
+        raise RuntimeError("the worker's process is gone")  # not a delivery error: the pass ends mid-delivery
+
+    with pytest.raises(RuntimeError):
+        await OutboxRelay(database, reg.name, dies, config, api.engine.hooks).run_once()
+    keys: list[str] = []
+
+    async def deliver(version: StoredVersion, key: str) -> None:
+        keys.append(key)
+
+    survivor = OutboxRelay(database, reg.name, deliver, config, api.engine.hooks)
+    assert await survivor.run_once() == 0  # still leased to the dead worker
+    await asyncio.sleep(0.6)
+    assert await survivor.run_once() == 3 and len(set(keys)) == 3
+
+
+async def test_no_transaction_or_row_lock_is_held_while_the_agency_is_called(
+        register: tuple[Register, RegisterApi, Database]) -> None:
+    reg, api, database = register
+    await _changes(reg, api, persons=2, per_person=1)
+    checked: list[int] = []
+    one_at_a_time = asyncio.Lock()  # the relay sends the two changes at once; their checks must not meet
+
+    async def deliver(version: StoredVersion, key: str) -> None:
+        async with one_at_a_time, database.transaction() as connection:
+            # Would fail with LockNotAvailableError if the relay held the claimed rows locked.
+            checked.append(len(await connection.fetch("SELECT id FROM outbox FOR UPDATE NOWAIT")))
+            assert not await connection.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE usename = current_user AND state LIKE 'idle in transaction%'""")
+
+    assert await OutboxRelay(database, reg.name, deliver, FAST, api.engine.hooks).run_once() == 2
+    assert checked == [2, 2]
+
+
+async def test_a_change_the_agency_refuses_in_a_batch_fails_alone(
+        register: tuple[Register, RegisterApi, Database]) -> None:
+    reg, api, database = register
+    await _changes(reg, api, persons=3, per_person=1)
+    async with database.connection() as connection:
+        refused = (await connection.fetch("SELECT person_id FROM outbox ORDER BY id"))[1]["person_id"]
+    batches: list[int] = []
+    singles: list[str] = []
+
+    async def deliver_batch(changes: Sequence[tuple[StoredVersion, str]]) -> None:
+        batches.append(len(changes))
+        if any(version.person_id == refused for version, _ in changes):
+            raise Refused()
+
+    async def deliver(version: StoredVersion, key: str) -> None:
+        if version.person_id == refused:
+            raise Refused()
+        singles.append(key)
+
+    relay = OutboxRelay(database, reg.name, deliver, FAST, api.engine.hooks, deliver_batch=deliver_batch)
+    assert await relay.run_once() == 3
+    assert batches == [3] and len(singles) == 2
+    async with database.connection() as connection:
+        states = dict(await connection.fetch("SELECT person_id, state FROM outbox"))
+    assert states.pop(refused) == "pending" and set(states.values()) == {"delivered"}
+
+
+async def test_a_batch_the_agency_cannot_take_is_retried_as_a_batch(
+        register: tuple[Register, RegisterApi, Database]) -> None:
+    reg, api, database = register
+    await _changes(reg, api, persons=3, per_person=1)
+    batches: list[int] = []
+
+    async def deliver_batch(changes: Sequence[tuple[StoredVersion, str]]) -> None:
+        batches.append(len(changes))
+        if len(batches) == 1:
+            raise Unavailable()
+
+    async def deliver(version: StoredVersion, key: str) -> None:
+        raise AssertionError("an unavailable agency is not asked change by change")
+
+    relay = OutboxRelay(database, reg.name, deliver, FAST, api.engine.hooks, deliver_batch=deliver_batch)
+    assert await relay.run_once() == 3
+    await asyncio.sleep(0.05)  # FAST backoff
+    assert await relay.run_once() == 3
+    assert batches == [3, 3]
+    async with database.connection() as connection:
+        assert (await outbox_backlog(connection))[0] == 0
+
+
+async def test_a_relay_stopped_mid_delivery_gives_its_changes_back_at_once(
+        register: tuple[Register, RegisterApi, Database]) -> None:
+    reg, api, database = register
+    await _changes(reg, api, persons=2, per_person=1)
+    calling = asyncio.Event()
+
+    async def hangs(version: StoredVersion, key: str) -> None:
+        calling.set()
+        await asyncio.sleep(3600)
+
+    relay = OutboxRelay(database, reg.name, hangs, dataclasses.replace(FAST, lease=3600), api.engine.hooks)
+    stopping = asyncio.create_task(relay.run_once())
+    await calling.wait()
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    async with database.connection() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM outbox WHERE claimed_until IS NOT NULL") == 0

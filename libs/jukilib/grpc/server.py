@@ -3,9 +3,12 @@
 1. start: the server listens at once (mTLS, client certificates required) with the health service
    reporting NOT_SERVING;
 2. ready: it connects to PostgreSQL (bounded retries), applies or waits for its migrations, then
-   reports SERVING and starts its background tasks (e.g. the outbox relay);
-3. stop (SIGTERM/SIGINT): NOT_SERVING, background tasks cancelled, in-flight calls given a grace
-   period, the pool closed.
+   reports SERVING and starts its background jobs (e.g. the outbox relay) under a `Supervisor`
+   (`jukilib.supervision`: restarted on any failure, each with a health entry
+   `juki.background.<job>` that turns NOT_SERVING when the job makes no progress; an essential job's
+   staleness turns the whole service NOT_SERVING);
+3. stop (SIGTERM/SIGINT): NOT_SERVING, in-flight calls given a grace period, background jobs
+   cancelled, the pool closed.
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 import grpc
@@ -31,6 +33,7 @@ from jukilib.db.bootstrap import runtime_role
 from jukilib.db.pool import Database
 from jukilib.grpc.interceptors import ErrorInterceptor, TrustedPeerInterceptor
 from jukilib.grpc.tracing import TracingInterceptor
+from jukilib.supervision import Job, Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +49,8 @@ class ServiceParts:
     """Full names of the gRPC services it serves (health and reflection report these)."""
     register: Callable[[aio.Server], None]
     """Adds the servicers to the server."""
-    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
-    """Long-running tasks started once ready and cancelled on stop."""
+    background: list[Job] = field(default_factory=list)
+    """Long-running jobs started once ready, supervised (`jukilib.supervision`) and cancelled on stop."""
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Clean-ups after the server stopped (e.g. closing outgoing channels)."""
     collect_young_rarely: bool = False
@@ -77,6 +80,8 @@ class GrpcService:
         self._server: aio.Server | None = None
         self._parts: ServiceParts | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor: Supervisor | None = None
+        self._stopping = False
         self._ready = asyncio.Event()
         self.failed = asyncio.Event()
         self.port = 0
@@ -118,8 +123,8 @@ class GrpcService:
             self.failed.set()
             return
         assert self._parts is not None
-        for job in self._parts.background:
-            self._tasks.append(asyncio.create_task(job(), name=getattr(job, "__name__", "background")))
+        self._supervisor = Supervisor(self.config.service, self._parts.background, self._publish_job_health)
+        self._tasks.extend(self._supervisor.start())
         # What start-up made (modules, descriptors, catalogues, pools) lives as long as the process: frozen,
         # the collector stops scanning it, so a full collection under load walks only what calls made
         # (gateway under `juki bench lookup`: longest full collection 55 → 33 ms, p99 lookups 102-109 →
@@ -157,12 +162,23 @@ class GrpcService:
         for name in ("", *self._parts.service_names):
             await self._health.set(name, status)
 
+    async def _publish_job_health(self, name: str, serving: bool) -> None:
+        """A background job's health changed; the service's own follows its essential jobs."""
+        if self._stopping:
+            return
+        await self._health.set(name, SERVING if serving else NOT_SERVING)
+        if self._ready.is_set() and self._supervisor is not None:
+            await self._set_health(NOT_SERVING if self._supervisor.essential_stale else SERVING)
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop serving: health first, then background tasks, in-flight calls, the pool."""
         if self._server is None:
             return
         grace = self.config.shutdown_grace if grace is None else grace
+        self._stopping = True
         await self._set_health(NOT_SERVING)
+        for name in self._supervisor.health_names if self._supervisor else ():
+            await self._health.set(name, NOT_SERVING)
         # In-flight calls finish first: they may still need background tasks (the operation log writer).
         await self._server.stop(grace)
         self._server = None
@@ -174,6 +190,8 @@ class GrpcService:
             for task in stuck:
                 logger.error("background task did not stop", extra={"task": task.get_name()})
         self._tasks.clear()
+        if self._supervisor is not None:
+            self._supervisor.stop()
         assert self._parts is not None
         for clean_up in self._parts.on_stop:
             await clean_up()

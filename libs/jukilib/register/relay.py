@@ -1,10 +1,31 @@
-"""The outbox relay: forwards every applied change to the agency (30-7 / 30-42).
+"""The outbox relay: forwards every applied change to the agency (住基法 30-7 / 30-42).
 
 At least once, with an idempotency key so the agency applies each change exactly once; in order per
-person (a change waits while an earlier change of the same person is undelivered, dead ones
-included); exponential backoff with full jitter; dead-lettered after `max_attempts`. Safe with
-several workers and replicas: rows are claimed with `FOR UPDATE SKIP LOCKED` and the claim is held
-for the duration of the delivery.
+person; exponential backoff with full jitter; dead-lettered after `max_attempts`.
+
+A relay worker repeats one *pass*:
+
+1. **claim** (one statement, committed at once): up to `batch_size` due rows, oldest first, at most one per
+   person: a row is due only when no earlier row of its person is undelivered (dead ones included), so a
+   person's changes leave one after the other while different persons' leave together. The claim is a
+   lease (`claimed_until`, migration 0006) stamped with the pass's `claim_token`, not a row lock: no
+   transaction and no connection is held while the agency is called. Rows whose lease has passed (their
+   worker died mid-delivery) are claimable again;
+2. **deliver**, with no connection held: one batch call (`deliver_batch`, the agency's
+   `BatchRecord…Changes`, atomic) when the register has one, else one call per change, all at once. When
+   the agency refuses a batch for a reason other than being unavailable, its changes are sent one by one,
+   so that a change it refuses fails alone and never holds back another person's;
+3. **record** the outcomes: delivered rows (whoever holds the lease: the agency has them), failed rows
+   (only by the holder of the lease) with their next attempt or as dead letters.
+
+Several workers, in one process or several replicas, run passes side by side: that is the parallelism
+across persons. A worker that crashes between 2 and 3 leaves rows that another takes over after the lease
+(`lease`, longer than `call_timeout`); the agency's idempotency key turns the second delivery into a
+duplicate it does not apply again.
+
+A pass is the relay's progress (`Heartbeat.beat`, see `jukilib.supervision`): it proves the relay reaches
+its database and the agency was asked. The agency refusing or failing shows elsewhere: on
+`juki.outbox.oldest_age` and `juki.outbox.dead`.
 """
 
 from __future__ import annotations
@@ -12,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 import grpc
@@ -23,26 +46,66 @@ from opentelemetry.propagate import extract
 
 from jukilib.config import RelayConfig
 from jukilib.db.pool import Database
+from jukilib.errors import Unavailable
 from jukilib.register import store
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
+from jukilib.supervision import Heartbeat, error_label
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 Deliver = Callable[[StoredVersion, str], Awaitable[None]]
+"""Sends one change (version, idempotency key) to the agency; raises when it was not acknowledged."""
+DeliverBatch = Callable[[Sequence[tuple[StoredVersion, str]]], Awaitable[None]]
+"""Sends changes to the agency in one atomic call; raises when they were not all acknowledged."""
 
-_CLAIM = """
-SELECT o.id, o.person_id, o.version, o.idempotency_key, o.attempts, o.trace_parent
-FROM outbox o
-WHERE o.state = 'pending' AND o.next_attempt_at <= now()
-  AND NOT EXISTS (
-      SELECT 1 FROM outbox earlier
-      WHERE earlier.person_id = o.person_id AND earlier.id < o.id AND earlier.state <> 'delivered')
-ORDER BY o.id
-LIMIT $1
-FOR UPDATE SKIP LOCKED
+DELIVERY_ERRORS = (grpc.aio.AioRpcError, OSError, TimeoutError)
+"""What a delivery may fail with; anything else is a fault of the relay (its supervisor restarts it)."""
+TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                       grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED})
+"""Codes for which a failed batch is retried as a batch: the agency could not take it, whatever it held."""
+MAX_LINKS = 128
+"""OpenTelemetry's default limit of links per span: a larger batch links to its first changes."""
+
+_CLAIM = f"""
+WITH due AS (
+    SELECT o.id FROM outbox o
+    WHERE o.state = 'pending' AND o.next_attempt_at <= now()
+      AND (o.claimed_until IS NULL OR o.claimed_until <= now())
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox earlier
+          WHERE earlier.person_id = o.person_id AND earlier.id < o.id AND earlier.state <> 'delivered')
+    ORDER BY o.id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED),
+claimed AS (
+    UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2), claim_token = $3
+    FROM due WHERE o.id = due.id
+    RETURNING o.id, o.person_id, o.version, o.idempotency_key, o.attempts, o.trace_parent)
+SELECT {store.VERSION_COLUMNS}, c.id AS outbox_id, c.idempotency_key, c.attempts, c.trace_parent
+FROM claimed c JOIN person_version v ON v.person_id = c.person_id AND v.version = c.version
+ORDER BY c.id
 """
+
+_DELIVERED = """
+UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = now(), last_error = NULL,
+                  claimed_until = NULL, claim_token = NULL
+WHERE id = ANY($1::bigint[]) AND state = 'pending'
+"""
+
+_FAILED = """
+UPDATE outbox o SET attempts = f.attempts, last_error = f.label,
+                    state = CASE WHEN f.dead THEN 'dead' ELSE o.state END,
+                    next_attempt_at = CASE WHEN f.dead THEN o.next_attempt_at
+                                           ELSE now() + make_interval(secs => f.delay) END,
+                    claimed_until = NULL, claim_token = NULL
+FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::float8[], $5::boolean[])
+     AS f (id, attempts, label, delay, dead)
+WHERE o.id = f.id AND o.claim_token = $6 AND o.state = 'pending'
+"""
+
+_RELEASE = "UPDATE outbox SET claimed_until = NULL, claim_token = NULL WHERE claim_token = $1 AND state = 'pending'"
 
 
 def backoff_seconds(attempts: int, config: RelayConfig) -> float:
@@ -51,96 +114,139 @@ def backoff_seconds(attempts: int, config: RelayConfig) -> float:
     return random.uniform(config.base_delay / 2, ceiling)
 
 
-def _error_label(exc: BaseException) -> str:
-    """A label without message text (messages could quote data)."""
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"grpc:{exc.code().name}"
-    return type(exc).__name__
+@dataclass(frozen=True)
+class Claimed:
+    """One outbox row claimed by a pass, with its version ready to send."""
+
+    outbox_id: int
+    key: str
+    attempts: int
+    trace_parent: str | None
+    version: StoredVersion
 
 
 class OutboxRelay:
-    """Delivers outbox rows of one register through `deliver`."""
+    """Delivers outbox rows of one register through `deliver` (one change) or `deliver_batch` (many)."""
 
     def __init__(self, database: Database, register: str, deliver: Deliver, config: RelayConfig,
-                 hooks: RegisterHooks | None = None) -> None:
+                 hooks: RegisterHooks | None = None, *, deliver_batch: DeliverBatch | None = None) -> None:
         self._database = database
         self._register = register
         self._deliver = deliver
+        self._deliver_batch = deliver_batch
         self._config = config
         self._hooks = hooks or RegisterHooks()
 
-    async def run(self) -> None:
-        """Deliver until cancelled."""
+    async def run(self, heartbeat: Heartbeat | None = None) -> None:
+        """Deliver until cancelled; a failure ends the run (its supervisor starts it again)."""
+        heartbeat = heartbeat or Heartbeat()
         while True:
-            try:
-                handled = await self.run_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                logger.warning("relay pass failed",
-                               extra={"register": self._register, "error_type": type(exc).__name__})
-                handled = 0
+            handled = await self.run_once()
+            heartbeat.beat()
             if handled == 0:
-                await asyncio.sleep(self._config.poll_interval)
+                with heartbeat.idle():
+                    await asyncio.sleep(self._config.poll_interval)
 
     async def run_once(self) -> int:
-        """Claim a batch of due rows and try each once; returns how many were tried."""
+        """One pass: claim due rows, deliver them, record the outcomes; returns how many were tried."""
+        token = uuid.uuid4()
+        claimed = await self._claim(token)
+        if not claimed:
+            return 0
+        try:
+            outcomes = await self._deliver_traced(claimed)
+        except asyncio.CancelledError:
+            await self._release(token)
+            raise
         async with self._database.connection() as connection:
-            # Idle polls would flood the traces with empty transactions: the claim is not traced;
-            # each delivery is (outbox.deliver, linked to the request that caused the change).
-            with suppress_instrumentation():
-                transaction = connection.transaction()
-                await transaction.start()
-                rows = await connection.fetch(_CLAIM, self._config.batch_size)
-            try:
-                for row in rows:
-                    await self._attempt(connection, row)
-            except BaseException:
-                await transaction.rollback()
-                raise
-            with suppress_instrumentation():
-                await transaction.commit()
-            return len(rows)
+            await self._record(connection, claimed, outcomes, token)
+        return len(claimed)
 
-    async def _attempt(self, connection: asyncpg.Connection, row: asyncpg.Record) -> None:
-        parent = trace.get_current_span(extract({"traceparent": row["trace_parent"]})) if row["trace_parent"] else None
-        links = [trace.Link(parent.get_span_context())] if parent is not None else []
-        with tracer.start_as_current_span("outbox.deliver", links=links,
-                                          attributes={"juki.register": self._register,
-                                                      "juki.outbox.attempt": row["attempts"] + 1}) as span:
-            stored = await store.fetch_version(connection, row["person_id"], row["version"])
-            assert stored is not None, "outbox row without its version (foreign key)"
-            (version,) = await self._hooks.reveal(connection, [stored])
+    async def _release(self, token: uuid.UUID) -> None:
+        """The service stops mid-delivery: give the claimed changes back at once rather than after the lease
+        (the agency may have them already; its idempotency key makes the next delivery a duplicate). A
+        crash or a failure gives nothing back: its changes wait for the lease, as their state is unknown."""
+        try:
+            async with asyncio.timeout(1.0), self._database.connection() as connection:
+                await connection.execute(_RELEASE, token)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, Unavailable):
+            logger.warning("claimed changes not given back; they wait for their lease",
+                           extra={"register": self._register})
+
+    async def _claim(self, token: uuid.UUID) -> list[Claimed]:
+        async with self._database.connection() as connection:
+            # Idle polls would flood the traces with empty statements: the claim is not traced; each
+            # delivery is (outbox.deliver, linked to the requests that caused the changes).
+            with suppress_instrumentation():
+                rows = await connection.fetch(_CLAIM, self._config.batch_size, self._config.lease, token)
+            if not rows:
+                return []
+            versions = await self._hooks.reveal(connection, [store.version_from_row(row) for row in rows])
+        return [Claimed(row["outbox_id"], row["idempotency_key"], row["attempts"], row["trace_parent"], version)
+                for row, version in zip(rows, versions, strict=True)]
+
+    async def _deliver_traced(self, claimed: list[Claimed]) -> list[BaseException | None]:
+        parents = [trace.get_current_span(extract({"traceparent": traceparent})).get_span_context()
+                   for traceparent in [c.trace_parent for c in claimed if c.trace_parent][:MAX_LINKS]]
+        links = [trace.Link(parent) for parent in parents if parent.is_valid]
+        with tracer.start_as_current_span("outbox.deliver", links=links, attributes={
+                "juki.register": self._register, "juki.outbox.batch_size": len(claimed)}) as span:
+            outcomes = await self._deliver_all(claimed)
+            failed = [error_label(o) for o in outcomes if o is not None]
+            if failed:
+                span.set_attribute("juki.outbox.error", failed[0])
+                span.set_attribute("juki.outbox.failed", len(failed))
+        return outcomes
+
+    async def _deliver_all(self, claimed: list[Claimed]) -> list[BaseException | None]:
+        """Each change's outcome: None when the agency acknowledged it."""
+        if self._deliver_batch is None or len(claimed) == 1:
+            return await self._one_by_one(claimed)
+        try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # arrives as the call completes, and the relay would then outlive its service's stop.
+            async with asyncio.timeout(self._config.call_timeout):
+                await self._deliver_batch([(c.version, c.key) for c in claimed])
+        except DELIVERY_ERRORS as exc:
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in TRANSIENT:
+                return await self._one_by_one(claimed)  # isolate the change the agency refuses
+            return [exc] * len(claimed)
+        return [None] * len(claimed)
+
+    async def _one_by_one(self, claimed: list[Claimed]) -> list[BaseException | None]:
+        async def deliver(change: Claimed) -> BaseException | None:
             try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
-                # arrives as the call completes, and the relay would then outlive its service's stop.
                 async with asyncio.timeout(self._config.call_timeout):
-                    await self._deliver(version, row["idempotency_key"])
-            except (grpc.aio.AioRpcError, OSError, TimeoutError) as exc:
-                span.set_attribute("juki.outbox.error", _error_label(exc))
-                await self._failed(connection, row, _error_label(exc))
-                return
-            await connection.execute(
-                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = now(),"
-                " last_error = NULL WHERE id = $1",
-                row["id"],
-            )
+                    await self._deliver(change.version, change.key)
+            except DELIVERY_ERRORS as exc:
+                return exc
+            return None
 
-    async def _failed(self, connection: asyncpg.Connection, row: asyncpg.Record, label: str) -> None:
-        attempts = row["attempts"] + 1
-        if attempts >= self._config.max_attempts:
-            await connection.execute(
-                "UPDATE outbox SET state = 'dead', attempts = $2, last_error = $3 WHERE id = $1",
-                row["id"], attempts, label,
-            )
-            logger.error("outbox row dead-lettered", extra={"register": self._register, "outbox_id": row["id"]})
-            return
-        delay = backoff_seconds(attempts, self._config)
-        await connection.execute(
-            "UPDATE outbox SET attempts = $2, last_error = $3,"
-            " next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
-            row["id"], attempts, label, delay,
-        )
+        return list(await asyncio.gather(*(deliver(change) for change in claimed)))
+
+    async def _record(self, connection: asyncpg.Connection, claimed: list[Claimed],
+                      outcomes: list[BaseException | None], token: uuid.UUID) -> None:
+        delivered = [c.outbox_id for c, outcome in zip(claimed, outcomes, strict=True) if outcome is None]
+        failed = [(c, outcome) for c, outcome in zip(claimed, outcomes, strict=True) if outcome is not None]
+        if delivered:
+            await connection.execute(_DELIVERED, delivered)
+        if failed:
+            await self._failed(connection, failed, token)
+
+    async def _failed(self, connection: asyncpg.Connection, failed: list[tuple[Claimed, BaseException]],
+                      token: uuid.UUID) -> None:
+        attempts = [c.attempts + 1 for c, _ in failed]
+        dead = [n >= self._config.max_attempts for n in attempts]
+        labels = [error_label(exc) for _, exc in failed]
+        await connection.execute(_FAILED, [c.outbox_id for c, _ in failed], attempts, labels,
+                                 [backoff_seconds(n, self._config) for n in attempts], dead, token)
+        for (change, _), is_dead in zip(failed, dead, strict=True):
+            if is_dead:
+                logger.error("outbox row dead-lettered",
+                             extra={"register": self._register, "outbox_id": change.outbox_id})
         logger.info("delivery failed, will retry",
-                    extra={"register": self._register, "outbox_id": row["id"], "attempts": attempts, "error": label})
+                    extra={"register": self._register, "changes": len(failed) - sum(dead), "error": labels[0],
+                           "outbox_ids": [c.outbox_id for c, _ in failed][:20]})
 
 
 async def outbox_backlog(connection: asyncpg.Connection) -> tuple[int, float, int]:
@@ -161,7 +267,7 @@ class BacklogGauge:
     def __init__(self, database: Database, register: str, interval: float = 5.0) -> None:
         self._database = database
         self._register = register
-        self._interval = interval
+        self.interval = interval
         self._values = (0, 0.0, 0)
         meter = metrics.get_meter(__name__)
         attributes = {"juki.register": register}
@@ -172,15 +278,14 @@ class BacklogGauge:
         meter.create_observable_gauge("juki.outbox.dead", [lambda _: [Observation(self._values[2], attributes)]],
                                       unit="{change}", description="changes dead-lettered after max attempts")
 
-    async def run(self) -> None:
+    async def run(self, heartbeat: Heartbeat) -> None:
+        """Measure every `interval` until cancelled; a failure ends the run (its supervisor restarts it)."""
         while True:
-            try:
-                async with self._database.connection() as connection:
-                    with suppress_instrumentation():
-                        self._values = await outbox_backlog(connection)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                logger.warning("outbox backlog not measured", extra={"register": self._register})
-            await asyncio.sleep(self._interval)
+            async with self._database.connection() as connection:
+                with suppress_instrumentation():
+                    self._values = await outbox_backlog(connection)
+            heartbeat.beat()
+            await asyncio.sleep(self.interval)
 
 
 async def dead_letters(connection: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:
@@ -193,6 +298,7 @@ async def dead_letters(connection: asyncpg.Connection, limit: int = 100) -> list
 async def retry_dead(connection: asyncpg.Connection, ids: list[int] | None) -> int:
     """Put dead-lettered rows (all, or these ids) back in the queue; returns how many."""
     result = await connection.execute(
-        """UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+        """UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
+                             claimed_until = NULL, claim_token = NULL
            WHERE state = 'dead' AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))""", ids)
     return int(result.split()[-1])

@@ -26,6 +26,8 @@ _VERSION_COLUMNS = """
 """
 _VERSION_WIDTH = _VERSION_COLUMNS.count(",") + 1
 """Columns `_VERSION_COLUMNS` selects (`version_from_row` reads them by position)."""
+VERSION_COLUMNS = _VERSION_COLUMNS
+"""For statements outside this module (the relay's claim) that read versions with `version_from_row`."""
 _ORDER = "v.event_date, v.notify_time, v.municipality_code, v.notification_id"
 _ORDER_DESC = "v.event_date DESC, v.notify_time DESC, v.municipality_code DESC, v.notification_id DESC"
 

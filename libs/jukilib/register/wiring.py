@@ -7,7 +7,7 @@ its hooks and the agency method its changes go to, and is built by the same code
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,9 +29,12 @@ from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
 from jukilib.register.relay import BacklogGauge, OutboxRelay
 from jukilib.register.validation import TimeWindow
+from jukilib.supervision import Job
 
 # (agency channel, idempotency key, version message) → delivered, or raises.
 Forward = Callable[[aio.Channel, str, message.Message], Awaitable[Any]]
+# (agency channel, [(idempotency key, version message)]) → all delivered in one atomic call, or raises.
+ForwardBatch = Callable[[aio.Channel, Sequence[tuple[str, message.Message]]], Awaitable[Any]]
 
 
 def _no_hooks(config: ServiceConfig, database: Database) -> RegisterHooks:
@@ -47,6 +50,8 @@ class RegisterService:
     servicer: Callable[[RegisterApi], Any]
     add_servicer: Callable[[Any, aio.Server], None]
     forward: Forward
+    forward_batch: ForwardBatch | None = None
+    """The agency's batch method for this register's changes (AIP-233), if it has one."""
     hooks: Callable[[ServiceConfig, Database], RegisterHooks] = field(default=_no_hooks)
     migration_dirs: tuple[Path, ...] = ()
     """The service's own migrations (numbered from 0100), after the engine's."""
@@ -68,16 +73,25 @@ class RegisterService:
         async def deliver(stored: StoredVersion, key: str) -> None:
             await self.forward(agency, key, api.version_message(stored))
 
-        relay = OutboxRelay(database, self.binding.register, deliver, config.relay, api.engine.hooks)
+        async def deliver_batch(changes: Sequence[tuple[StoredVersion, str]]) -> None:
+            assert self.forward_batch is not None
+            await self.forward_batch(agency, [(key, api.version_message(stored)) for stored, key in changes])
+
+        relay = OutboxRelay(database, self.binding.register, deliver, config.relay, api.engine.hooks,
+                            deliver_batch=deliver_batch if self.forward_batch else None)
+        gauge = BacklogGauge(database, self.binding.register)
 
         async def close_agency_channel() -> None:
             await agency.close()
 
+        # 住基法 30-7 / 30-42: each relay worker is a supervised job, restarted on any failure; not essential
+        # (see jukilib.supervision: a stale relay keeps its changes in the outbox, calls are still answered).
+        stale = config.background_stale_after
         return ServiceParts(
             service_names=[self.service_name],
             register=lambda server: self.add_servicer(self.servicer(api), server),
-            background=[*(relay.run for _ in range(config.relay.workers)),
-                        BacklogGauge(database, self.binding.register).run],
+            background=[*(Job(f"relay-{n}", relay.run, stale) for n in range(1, config.relay.workers + 1)),
+                        Job("outbox-gauge", gauge.run, stale + gauge.interval)],
             on_stop=[close_agency_channel],
             collect_young_rarely=True,
         )

@@ -1,0 +1,35 @@
+"""`juki bench ingest` runs from nothing with its relay forwarding to the agency stand-in and prints the
+relay's figures beside ingest's (a smoke test with tiny numbers: it proves the benchmark works, not any
+speed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def test_bench_ingest_reports_what_the_relay_forwarded_beside_what_was_ingested(tmp_path: Path) -> None:
+    runtime = Path(tempfile.mkdtemp(prefix="jr-", dir="/tmp"))  # a short socket path for PostgreSQL
+    try:
+        finished = subprocess.run(
+            [sys.executable, "-m", "jukilib.cli", "bench", "ingest", "--notifications", "100",
+             "--stream-notifications", "500", "--baseline-notifications", "100", "--concurrency", "8",
+             "--pool", "4", "--relay-workers", "2", "--relay-batch", "100", "--agency-latency-ms", "5"],
+            capture_output=True, text=True, timeout=300, check=False,
+            env={**os.environ, "TMPDIR": str(tmp_path), "XDG_RUNTIME_DIR": str(runtime)})
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    result = json.loads(finished.stdout)
+    assert result["errors"] == 0 and result["rows"]["outbox"] == result["expected_rows"]
+    for path in ("unary", "streaming"):
+        relay = result["relay"][path]
+        assert relay["forwarded_per_second"] > 0 and relay["ingested_per_second"] > 0 and relay["ratio"] > 0
+        assert relay["backlog_at_end"] >= 0 and relay["drain_seconds"] >= 0
+    assert result["relay_drain_per_second"] > 0
+    assert result["agency"] == "stand-in (juki serve agency), 5 ms per call"
