@@ -97,6 +97,24 @@ class LogCapture(logging.Handler):
         self.lines.append(self.format(record))
 
 
+@pytest.fixture(autouse=True)
+async def no_unobserved_task_exception() -> AsyncIterator[None]:
+    """A test fails when asynchronous code raised and nothing observed it (a task's exception never
+    retrieved, a callback that raised), as asyncpg's own `_testbase` does: otherwise a background failure
+    passes silently."""
+    loop = asyncio.get_running_loop()
+    unobserved: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: unobserved.append(context))
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
+    if unobserved:
+        pytest.fail("unobserved exceptions in asynchronous code: " + "; ".join(
+            f"{context.get('message')}: {context.get('exception')!r}" for context in unobserved))
+
+
 @pytest.fixture(scope="session")
 def log_lines() -> Iterator[list[str]]:
     capture = LogCapture()

@@ -129,7 +129,7 @@ async def test_0005_moves_every_receipt_into_its_version(admin_url: str) -> None
                 " '2026-03-01', now(), now(), '102016', 'n-1', '\\x03')")
     finally:
         await connection.close()
-    assert applied == ["0005_receipt_in_version"]
+    assert applied == [m.name for m in register_migrations() if m.version >= 5]  # 0005 and what came after
     assert [(r["version"], bytes(r["request_digest"])) for r in digests] == [(1, b"\x01"), (2, b"\x02")]
     assert receipt_table is None
 
