@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -38,12 +39,17 @@ ADMIN = "admin-office"
 
 
 @asynccontextmanager
-async def gateway_replica(suite: RunningSuite, home: Path, policy_file: Path | None = None) -> AsyncIterator[str]:
-    """Another gateway replica on the same database and backends; yields its address."""
+async def gateway_replica(suite: RunningSuite, home: Path, policy_file: Path | None = None,
+                          now: dt.datetime | None = None) -> AsyncIterator[str]:
+    """Another gateway replica on the same database and backends, deciding as if it were `now` when given;
+    yields its address."""
+    from services.gateway import app
+
     targets = {name: suite.address(name) for name in ("identity", "annex", "disclosure", "agency")}
     config = service_config("gateway", suite.pki, suite.databases["gateway"], home, targets)
     config = dataclasses.replace(config, policy_file=policy_file)
-    replica = GrpcService(config, service_migrations("gateway"), __import__("services.gateway.app").gateway.app.build)
+    build = app.build if now is None else functools.partial(app.build, clock=lambda: now)
+    replica = GrpcService(config, service_migrations("gateway"), build)
     await replica.start()
     await replica.wait_ready(30)
     try:

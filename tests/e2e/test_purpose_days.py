@@ -5,22 +5,16 @@ late (issue 16)."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import functools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 
 from jukilib.domain.dates import JAPAN, japan_date
-from jukilib.grpc.server import GrpcService
-from jukilib.suite import DEMO_OPERATORS, SAMPLE_CALLERS, service_migrations
-from services.gateway import app as gateway_app
+from jukilib.suite import DEMO_OPERATORS, SAMPLE_CALLERS
 from services.gateway.policy import DEFAULT_CATALOGUE
-from tests.conftest import RunningSuite, issue_credential, service_config
-from tests.e2e.test_operators import PASSPORT, _lookup
+from tests.conftest import RunningSuite, issue_credential
+from tests.e2e.test_operators import PASSPORT, _lookup, gateway_replica
 
 # Tomorrow (Japan time), 01:30 JST: the UTC date is still today. Tomorrow, not a fixed date: the demo
 # operator was registered today and is in the registry from now on.
@@ -39,27 +33,11 @@ def _catalogue(tmp_path: Path, validity: str) -> Path:
     return path
 
 
-@asynccontextmanager
-async def _gateway_at(suite: RunningSuite, home: Path, policy: Path, now: dt.datetime) -> AsyncIterator[str]:
-    """A gateway replica deciding as if it were `now`; yields its address."""
-    targets = {name: suite.address(name) for name in ("identity", "annex", "disclosure", "agency")}
-    config = dataclasses.replace(service_config("gateway", suite.pki, suite.databases["gateway"], home, targets),
-                                 policy_file=policy)
-    build = functools.partial(gateway_app.build, clock=lambda: now)
-    replica = GrpcService(config, service_migrations("gateway"), build)
-    await replica.start()
-    await replica.wait_ready(30)
-    try:
-        yield f"127.0.0.1:{replica.port}"
-    finally:
-        await replica.stop(0.5)
-
-
 async def _decision(suite: RunningSuite, home: Path, tmp_path: Path, validity: str, now: dt.datetime
                     ) -> grpc.StatusCode:
     operator_id, roles = DEMO_OPERATORS["kikaku-bu"]
     credential = issue_credential(home, operator_id, SAMPLE_CALLERS["kikaku-bu"], roles, now=now)
-    async with _gateway_at(suite, home, _catalogue(tmp_path, validity), now) as gateway:
+    async with gateway_replica(suite, home, _catalogue(tmp_path, validity), now) as gateway:
         code, _ = await _lookup(suite, gateway, "kikaku-bu", credential)
     return code
 
