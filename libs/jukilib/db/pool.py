@@ -97,16 +97,17 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
         """A connection for this task only, waiting at most `acquire_timeout` for one."""
-        if self._pool is None:
+        pool = self._pool  # the one to give the connection back to, even if the service closes it meanwhile
+        if pool is None:
             raise Unavailable("the service is starting or stopping", "NOT_READY")
         try:
-            connection = await self._pool.acquire(timeout=self._config.acquire_timeout)
+            connection = await pool.acquire(timeout=self._config.acquire_timeout)
         except TimeoutError:
             raise Unavailable("no database connection free in time", "DATABASE_BUSY") from None
         try:
             yield connection
         finally:
-            await self._pool.release(connection)
+            await pool.release(connection)
 
     @asynccontextmanager
     async def transaction(self, isolation: Isolation = "read_committed") -> AsyncIterator[asyncpg.Connection]:

@@ -43,7 +43,12 @@ _SQLSTATE_ERRORS: dict[str, Callable[[], JukiError]] = {
     "57014": lambda: DeadlineExceeded("the database did not answer in time", "DATABASE_TIMEOUT"),
     "53300": lambda: Unavailable("the database is out of connections", "DATABASE_UNAVAILABLE"),
     "57P01": lambda: Unavailable("the database is shutting down", "DATABASE_UNAVAILABLE"),
+    "57P02": lambda: Unavailable("the database is restarting after a crash", "DATABASE_UNAVAILABLE"),
+    "57P03": lambda: Unavailable("the database is starting up", "DATABASE_UNAVAILABLE"),
 }
+# Class 08 (connection exception: the connection was lost or could not be made) is a database that cannot
+# be reached: the caller may resend (ingest is idempotent), as for an unreachable server.
+_UNREACHABLE_CLASS = "08"
 
 
 def translate(exc: BaseException) -> JukiError:
@@ -51,9 +56,12 @@ def translate(exc: BaseException) -> JukiError:
     if isinstance(exc, JukiError):
         return exc
     if isinstance(exc, asyncpg.PostgresError):
-        factory = _SQLSTATE_ERRORS.get(exc.sqlstate or "")
+        sqlstate = exc.sqlstate or ""
+        factory = _SQLSTATE_ERRORS.get(sqlstate)
         if factory is not None:
             return factory()
+        if sqlstate.startswith(_UNREACHABLE_CLASS):
+            return Unavailable("the database connection was lost", "DATABASE_UNAVAILABLE")
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Unavailable("a dependency did not answer in time", "DEPENDENCY_TIMEOUT")
     if isinstance(exc, OSError | asyncpg.InterfaceError):
