@@ -16,6 +16,7 @@ import secrets
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
@@ -236,16 +237,17 @@ def add_parsers(commands: Any) -> None:
     bench_load.set_defaults(bench_run=lambda args: _run(_bench_load(args)))
 
 
-_BENCH_GROUPS: dict[int, Any] = {}
+_BENCH_GROUPS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+"""The `juki bench` group of each parser, forgotten with the parser (a table keyed by `id(commands)` gave a
+new parser the freed one's group when it got the same id)."""
 
 
 def bench_group(commands: Any) -> Any:
     """The sub-commands of `juki bench` (created once per parser)."""
-    key = id(commands)
-    if key not in _BENCH_GROUPS:
+    if commands not in _BENCH_GROUPS:
         bench = commands.add_parser("bench", help="benchmarks of the suite")
-        _BENCH_GROUPS[key] = bench.add_subparsers(dest="bench_action", required=True, metavar="BENCHMARK")
-    return _BENCH_GROUPS[key]
+        _BENCH_GROUPS[commands] = bench.add_subparsers(dest="bench_action", required=True, metavar="BENCHMARK")
+    return _BENCH_GROUPS[commands]
 
 
 def _load_command(args: argparse.Namespace) -> int:

@@ -2,17 +2,24 @@
 
 Domain code raises these; one server interceptor (`jukilib.grpc.interceptors.ErrorInterceptor`)
 turns them into a gRPC status with one `ErrorInfo` and, for bad input, `BadRequest` field
-violations. Messages must never contain personal data: they name fields and rules, not values.
+violations. `translate` makes any other exception (a database's, a timeout) the error a caller may see,
+and `log_unexpected` logs what nobody expected. Messages must never contain personal data: they name
+fields and rules, not values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+import traceback
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import asyncpg
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+logger = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "juki.pref.gunma.jp"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -148,3 +155,47 @@ def status_trailer(error: JukiError) -> tuple[tuple[str, bytes], ...]:
 def code_name(code: grpc.StatusCode) -> str:
     """`OK`, `PERMISSION_DENIED`, ... as used in the operation log."""
     return str(code_pb2.Code.Name(code.value[0]))
+
+
+# Database errors a caller may see, by asyncpg's exception class (STYLE: one table; the first class that
+# matches wins, so a class comes before the classes it derives from). Serialization failures are retried
+# by the store before they get here; if they still arrive the caller may retry. A database starting up,
+# crash-restarting or whose connection was lost (class 08) is UNAVAILABLE: the caller may resend (ingest is
+# idempotent). Everything else is INTERNAL: a message or DETAIL never reaches a caller.
+_DATABASE_ERRORS: tuple[tuple[type[asyncpg.PostgresError], Callable[[], JukiError]], ...] = (
+    (asyncpg.UniqueViolationError, lambda: AlreadyExists("the resource already exists")),
+    (asyncpg.SerializationError, lambda: Aborted("concurrent update, retry", "CONCURRENT_UPDATE")),
+    (asyncpg.DeadlockDetectedError, lambda: Aborted("concurrent update, retry", "CONCURRENT_UPDATE")),
+    (asyncpg.QueryCanceledError, lambda: DeadlineExceeded("the database did not answer in time", "DATABASE_TIMEOUT")),
+    (asyncpg.TooManyConnectionsError, lambda: Unavailable("the database is out of connections",
+                                                          "DATABASE_UNAVAILABLE")),
+    (asyncpg.AdminShutdownError, lambda: Unavailable("the database is shutting down", "DATABASE_UNAVAILABLE")),
+    (asyncpg.CrashShutdownError, lambda: Unavailable("the database is restarting after a crash",
+                                                     "DATABASE_UNAVAILABLE")),
+    (asyncpg.CannotConnectNowError, lambda: Unavailable("the database is starting up", "DATABASE_UNAVAILABLE")),
+    (asyncpg.PostgresConnectionError, lambda: Unavailable("the database connection was lost",
+                                                          "DATABASE_UNAVAILABLE")),
+)
+
+
+def translate(exc: BaseException) -> JukiError:
+    """Any exception to the error a caller may see; unexpected ones become INTERNAL."""
+    if isinstance(exc, JukiError):
+        return exc
+    if isinstance(exc, asyncpg.PostgresError):
+        for kind, error in _DATABASE_ERRORS:
+            if isinstance(exc, kind):
+                return error()
+    if isinstance(exc, TimeoutError):
+        return Unavailable("a dependency did not answer in time", "DEPENDENCY_TIMEOUT")
+    if isinstance(exc, OSError | asyncpg.InterfaceError):
+        return Unavailable("a dependency is unreachable", "DEPENDENCY_UNAVAILABLE")
+    return Internal()
+
+
+def log_unexpected(where: str, exc: BaseException) -> None:
+    """Log an unexpected exception without its message: messages of drivers can carry values."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error("unhandled error in %s: %s", where, type(exc).__name__,
+                 extra={"error_type": type(exc).__name__, "sqlstate": getattr(exc, "sqlstate", None),
+                        "frames": frames})

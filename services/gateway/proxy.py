@@ -43,9 +43,11 @@ from jukilib.errors import (
     JukiError,
     Unauthenticated,
     code_name,
+    log_unexpected,
+    translate,
 )
 from jukilib.grpc import tracing
-from jukilib.grpc.interceptors import abort_with, log_unexpected, translate
+from jukilib.grpc.interceptors import abort_with
 from jukilib.operator_credential import CREDENTIAL_KEY, OperatorClaims, check_in_force, genuine_claims
 from jukilib.telemetry import current_trace_id
 from services.gateway import coalesce, minimise, volume

@@ -1,5 +1,5 @@
 """Domain errors as rich `google.rpc.Status` (jukilib.errors) and the translation of any exception
-into what a caller may see (jukilib.grpc.interceptors.translate).
+into what a caller may see (jukilib.errors.translate).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from jukilib.errors import (
     code_name,
     status_trailer,
     to_status,
+    translate,
 )
-from jukilib.grpc.interceptors import translate
 
 M = TypeVar("M", bound=message.Message)
 

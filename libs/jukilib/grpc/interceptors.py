@@ -7,79 +7,21 @@ by `continuation` so that they see the request context (TLS peer, metadata).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
-import asyncpg
 import grpc
 from grpc import aio
 
 from jukilib import caller
-from jukilib.errors import (
-    AlreadyExists,
-    DeadlineExceeded,
-    Internal,
-    JukiError,
-    PermissionDenied,
-    Unavailable,
-    status_trailer,
-)
+from jukilib.errors import Internal, JukiError, PermissionDenied, log_unexpected, status_trailer, translate
 
 logger = logging.getLogger(__name__)
 
 # Services any authenticated peer may call (probes, tooling).
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                  "/grpc.reflection.v1.ServerReflection/")
-
-# asyncpg errors by SQLSTATE (STYLE: one table). Serialization failures are retried by the store
-# before they get here; if they still arrive the caller may retry.
-_SQLSTATE_ERRORS: dict[str, Callable[[], JukiError]] = {
-    "23505": lambda: AlreadyExists("the resource already exists"),
-    "40001": lambda: JukiError("concurrent update, retry", "CONCURRENT_UPDATE", {}, grpc.StatusCode.ABORTED),
-    "40P01": lambda: JukiError("concurrent update, retry", "CONCURRENT_UPDATE", {}, grpc.StatusCode.ABORTED),
-    "57014": lambda: DeadlineExceeded("the database did not answer in time", "DATABASE_TIMEOUT"),
-    "53300": lambda: Unavailable("the database is out of connections", "DATABASE_UNAVAILABLE"),
-    "57P01": lambda: Unavailable("the database is shutting down", "DATABASE_UNAVAILABLE"),
-    "57P02": lambda: Unavailable("the database is restarting after a crash", "DATABASE_UNAVAILABLE"),
-    "57P03": lambda: Unavailable("the database is starting up", "DATABASE_UNAVAILABLE"),
-}
-# Class 08 (connection exception: the connection was lost or could not be made) is a database that cannot
-# be reached: the caller may resend (ingest is idempotent), as for an unreachable server.
-_UNREACHABLE_CLASS = "08"
-
-
-def translate(exc: BaseException) -> JukiError:
-    """Any exception to the error a caller may see; unexpected ones become INTERNAL."""
-    if isinstance(exc, JukiError):
-        return exc
-    if isinstance(exc, asyncpg.PostgresError):
-        sqlstate = exc.sqlstate or ""
-        factory = _SQLSTATE_ERRORS.get(sqlstate)
-        if factory is not None:
-            return factory()
-        if sqlstate.startswith(_UNREACHABLE_CLASS):
-            return Unavailable("the database connection was lost", "DATABASE_UNAVAILABLE")
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return Unavailable("a dependency did not answer in time", "DEPENDENCY_TIMEOUT")
-    if isinstance(exc, OSError | asyncpg.InterfaceError):
-        return Unavailable("a dependency is unreachable", "DEPENDENCY_UNAVAILABLE")
-    return Internal()
-
-
-def log_unexpected(method: str, exc: BaseException) -> None:
-    """Log an unexpected exception without its message: messages of drivers can carry values."""
-    frames = "".join(traceback.format_tb(exc.__traceback__))
-    sqlstate = getattr(exc, "sqlstate", None)
-    logger.error(
-        "unhandled error in %s: %s",
-        method,
-        type(exc).__name__,
-        extra={"error_type": type(exc).__name__, "sqlstate": sqlstate, "frames": frames},
-    )
-
 
 async def abort_with(context: aio.ServicerContext[Any, Any], error: JukiError) -> None:
     """Abort the RPC with `error` as a rich `google.rpc.Status` (AIP-193)."""

@@ -48,8 +48,7 @@ import asyncpg
 import orjson
 from opentelemetry import trace
 
-from jukilib.errors import AlreadyExists, FailedPrecondition, JukiError
-from jukilib.grpc.interceptors import log_unexpected, translate
+from jukilib.errors import AlreadyExists, FailedPrecondition, JukiError, log_unexpected, translate
 from jukilib.register import store
 from jukilib.register.engine import _RETRY_ON, _trace_parent, check_code_change, check_kind_against_state, state_after
 from jukilib.register.hooks import Applied, restores_answers

@@ -43,8 +43,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from jukilib.errors import FieldViolation, InvalidArgument, JukiError, to_status
-from jukilib.grpc.interceptors import log_unexpected, translate
+from jukilib.errors import FieldViolation, InvalidArgument, JukiError, log_unexpected, to_status, translate
 from jukilib.register.api import RegisterApi
 from jukilib.register.model import Notification, StoredVersion
 
