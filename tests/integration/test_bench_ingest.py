@@ -29,7 +29,9 @@ def test_bench_ingest_reports_what_the_relay_forwarded_beside_what_was_ingested(
     assert result["errors"] == 0 and result["rows"]["outbox"] == result["expected_rows"]
     for path in ("unary", "streaming"):
         relay = result["relay"][path]
-        assert relay["forwarded_per_second"] > 0 and relay["ingested_per_second"] > 0 and relay["ratio"] > 0
+        # how much is forwarded while a tiny ingest runs is timing, not asserted; that all of it is forwarded
+        # is: the benchmark waits until the outbox holds nothing undelivered, and fails otherwise
+        assert relay["ingested_per_second"] > 0 and relay["forwarded_per_second"] >= 0 and relay["ratio"] >= 0
         assert relay["backlog_at_end"] >= 0 and relay["drain_seconds"] >= 0
     assert result["relay_drain_per_second"] > 0
     assert result["agency"] == "stand-in (juki serve agency), 5 ms per call"
