@@ -49,7 +49,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,8 +73,10 @@ from jukilib.demo.residents import SyntheticResident
 from jukilib.devcerts import ensure_dev_pki
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
-from jukilib.register import store
-from jukilib.register.model import Notification, RecordState, StoredVersion
+from jukilib.register import rows, store
+from jukilib.register.decide import NEW_PERSON, decide
+from jukilib.register.model import Notification
+from jukilib.register.rows import Kept
 
 MUNICIPALITY = "102016"  # 前橋市
 NOTIFY_TIME = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)
@@ -367,15 +368,11 @@ async def _baseline(database: Database, hooks: Any, notifications: list[Notifica
     async def apply_new_person(notification: Notification) -> int:
         change = notification.change
         async with database.transaction() as connection:
-            await store.find_receipt(connection, change.municipality_code, change.notification_id)
-            await store.person_of_code(connection, notification.resident_code)
-            person_id = uuid.uuid4()
-            await store.insert_person(connection, person_id, RecordState.ACTIVE, notification)
-            created = await store.insert_version(connection, person_id, 1, RecordState.ACTIVE, notification)
-            await store.insert_outbox(connection, person_id, 1, f"identity/{person_id}/1", None)
-            stored = StoredVersion(person_id, 1, notification.resident_code, RecordState.ACTIVE, notification.record,
-                                   change, created)
-            await hooks.after_apply(connection, stored, notification.secret, becomes_current=True)
+            await store.find_receipts(connection, [(change.municipality_code, change.notification_id)])
+            await store.lock_persons(connection, [notification.resident_code])
+            decision = decide(notification, None, NEW_PERSON)
+            kept = hooks.rows([Kept(decision.person_id, 1, notification.secret)]) if notification.secret else []
+            await store.write(connection, rows.build([decision], "identity", kept), None)
         return 0
 
     return await benchkit.timed(notifications, concurrency, apply_new_person)

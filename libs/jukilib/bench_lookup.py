@@ -125,7 +125,7 @@ async def _load(args: argparse.Namespace, home: Path, owner_url: str) -> list[st
 
     from jukilib.cli_bulk import register_api
     from jukilib.demo.fast import write_jsonl
-    from jukilib.register.bulk import LoadOptions, load_file
+    from jukilib.register.load import LoadOptions, load_file
     from jukilib.suite import ensure_keyring
 
     data = home / "identity.jsonl"

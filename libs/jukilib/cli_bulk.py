@@ -98,7 +98,7 @@ class ProgressBar:
 async def _load(args: argparse.Namespace) -> int:
     import asyncpg
 
-    from jukilib.register.bulk import BulkLoadError, LoadOptions, load_file
+    from jukilib.register.load import BulkLoadError, LoadOptions, load_file
 
     env = Env()
     suite = LocalSuite.of(getattr(args, "home", None))  # `juki --home`; absent when wired into another parser
@@ -157,7 +157,7 @@ async def _bench_load(args: argparse.Namespace) -> int:
     from jukilib.db.embedded import EmbeddedPostgres
     from jukilib.demo.fast import write_jsonl
     from jukilib.keyring import Keyring
-    from jukilib.register.bulk import LoadOptions, load_file, worker_count
+    from jukilib.register.load import LoadOptions, load_file, worker_count
     from jukilib.suite import prepare_database
 
     with tempfile.TemporaryDirectory(prefix="juki-bench-load-") as directory:
@@ -205,7 +205,7 @@ async def _bench_load(args: argparse.Namespace) -> int:
 
 def add_parsers(commands: Any) -> None:
     """Add `load` and the `bench` group (with `bench load`) to the `juki` sub-commands."""
-    from jukilib.register.bulk import FORMATS, MODES
+    from jukilib.register.load import FORMATS, MODES
 
     load = commands.add_parser(
         "load", help="initial load of an existing file (CSV or JSON lines) into a register, with COPY, as its "

@@ -15,10 +15,13 @@ import asyncpg
 
 from jukilib.db.pool import Database
 from jukilib.keyring import Keyring, Sealed
-from jukilib.register.hooks import Applied, BulkPerson, BulkTable, RegisterHooks
+from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import Record, StoredVersion
+from jukilib.register.rows import Kept, TableRows
 
 FIELD = "individual_number"
+COLUMNS = (("person_id", "uuid"), ("version", "bigint"), ("key_id", "text"), ("nonce", "bytea"),
+           ("ciphertext", "bytea"), ("lookup_hash", "bytea"))
 
 
 def associated_data(person_id: uuid.UUID | str, version: int) -> bytes:
@@ -30,6 +33,7 @@ class IndividualNumbers(RegisterHooks):
     # 番号法 19: 個人番号 only to those the law allows; a purpose whose mask leaves it out never has it
     # decrypted (RegisterHooks.secret_paths), the gateway's minimisation still removes it whatever comes back.
     secret_paths = (f"record.{FIELD}",)
+    table_names = ("individual_number",)
 
     def __init__(self, database: Database, keyring: Keyring) -> None:
         self._database = database
@@ -40,33 +44,16 @@ class IndividualNumbers(RegisterHooks):
         number = stored.pop(FIELD, None)
         return stored, number
 
-    async def after_apply(self, connection: asyncpg.Connection, stored: StoredVersion, secret: Any, *,
-                          becomes_current: bool) -> None:
-        if not secret:
-            return
-        sealed = self._keyring.seal(secret, associated_data(stored.person_id, stored.version))
-        await connection.execute(
-            """INSERT INTO individual_number (person_id, version, key_id, nonce, ciphertext, lookup_hash)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
-            stored.person_id, stored.version, sealed.key_id, sealed.nonce, sealed.ciphertext,
-            self._keyring.lookup_hash(secret),
-        )
-
-    async def after_apply_many(self, connection: asyncpg.Connection, stored_and_secrets: Sequence[Applied]) -> None:
-        """`after_apply` for a whole batch: every number sealed the same way (fresh nonce, active key, the
-        person and version as associated data), one INSERT for all."""
-        seal, lookup_hash = self._keyring.seal, self._keyring.lookup_hash
-        stored = [(applied.stored, applied.secret) for applied in stored_and_secrets if applied.secret]
-        if not stored:
-            return
-        sealed = [seal(secret, associated_data(version.person_id, version.version)) for version, secret in stored]
-        await connection.execute(
-            """INSERT INTO individual_number (person_id, version, key_id, nonce, ciphertext, lookup_hash)
-               SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[])""",
-            [version.person_id for version, _ in stored], [version.version for version, _ in stored],
-            [s.key_id for s in sealed], [s.nonce for s in sealed], [s.ciphertext for s in sealed],
-            [lookup_hash(secret) for _, secret in stored],
-        )
+    def rows(self, kept: Sequence[Kept]) -> list[TableRows]:
+        """One `individual_number` row per version with a number: sealed with a fresh nonce under the active
+        key, the person and version as associated data, and the keyed hash that finds it."""
+        sealed = self._keyring.seal_all([(number, associated_data(person_id, version))
+                                         for person_id, version, number in kept])
+        lookup_hash = self._keyring.lookup_hash
+        records: list[tuple[Any, ...]] = [
+            (person_id, version, key_id, nonce, ciphertext, lookup_hash(number))
+            for (person_id, version, number), (key_id, nonce, ciphertext) in zip(kept, sealed, strict=True)]
+        return [TableRows("individual_number", COLUMNS, records)]
 
     def restore(self, record: Record, secret: Any) -> Record:
         """What `reveal` answers for a version just stored with `secret`, without reading it back."""
@@ -90,22 +77,6 @@ class IndividualNumbers(RegisterHooks):
         }
         return [v._replace(record={**v.record, FIELD: numbers[(v.person_id, v.version)]})
                 if (v.person_id, v.version) in numbers else v for v in versions]
-
-    def bulk_table_names(self) -> tuple[str, ...]:
-        return ("individual_number",)
-
-    def bulk_tables(self, persons: Sequence[BulkPerson]) -> list[BulkTable]:
-        """The rows `after_apply` would insert, sealed the same way (fresh nonce, active key, the
-        person and version as associated data), for the initial load's COPY."""
-        kept = [person for person in persons if person.secret]
-        sealed = self._keyring.seal_all([(number, associated_data(person_id, version))
-                                         for person_id, version, number in kept])
-        lookup_hash = self._keyring.lookup_hash
-        records: list[tuple[Any, ...]] = [
-            (person_id, version, key_id, nonce, ciphertext, lookup_hash(number))
-            for (person_id, version, number), (key_id, nonce, ciphertext) in zip(kept, sealed, strict=True)]
-        return [BulkTable("individual_number",
-                          ("person_id", "version", "key_id", "nonce", "ciphertext", "lookup_hash"), records)]
 
     async def person_of(self, number: str) -> uuid.UUID | None:
         """The person who has, or had, this 個人番号."""

@@ -30,7 +30,7 @@ from jukilib.devcerts import DevPki
 from jukilib.domain.codes import CheckDigitMode, check_resident_code, is_valid_individual_number
 from jukilib.errors import AlreadyExists
 from jukilib.register.api import RegisterApi
-from jukilib.register.bulk import (
+from jukilib.register.load import (
     LOAD_DIGEST,
     BulkLoadError,
     FastModeRefused,
@@ -466,7 +466,7 @@ def test_stored_records_are_what_the_rpc_path_stores() -> None:
 
     from juki.annex.v1 import annex_pb2
     from juki.identity.v1 import identity_pb2
-    from jukilib.register.bulk import record_dict
+    from jukilib.register.load import record_dict
 
     rows: list[tuple[Any, dict[str, Any], bool]] = [
         (identity_pb2.IdentityRecord, {"resident_code": "1", "kana_confirmed": True,

@@ -518,18 +518,25 @@ async def test_concurrent_streams_of_the_same_backlog_apply_it_once(setup: Setup
 
 async def test_a_batch_the_database_refuses_is_applied_one_by_one(setup: Setup,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    async def refuse(*args: Any, **kwargs: Any) -> None:
-        raise asyncpg.DataError("refused")
+    write = store.write
 
-    monkeypatch.setattr(store, "insert_outbox_rows", refuse)
-    person, other = new_person(), new_person()
-    answers = await stream(setup, [setup.reg.request(person, "refused-1"),
+    async def refuse_batches(connection: Any, rows: Any, trace_parent: Any) -> Any:
+        # The database refuses what a batch of several writes, and takes each notification alone.
+        if len(rows.versions) > 1:
+            raise asyncpg.DataError("refused")
+        return await write(connection, rows, trace_parent)
+
+    monkeypatch.setattr(store, "write", refuse_batches)
+    person, second, other = new_person(), new_person(), new_person()
+    answers = await stream(setup, [setup.reg.request(person, "refused-1"), setup.reg.request(second, "refused-3"),
                                    setup.reg.request(other, "refused-2", kind=rpb.CHANGE_KIND_MODIFY,
                                                      reason=rpb.CHANGE_REASON_MINOR_CORRECTION)])
     assert version_of(setup, answers[0]).version == 1
-    assert error_of(answers[1])[1] == "UNKNOWN_PERSON"
+    assert version_of(setup, answers[1]).version == 1
+    assert error_of(answers[2])[1] == "UNKNOWN_PERSON"
     monkeypatch.undo()
     assert (await setup.api.lookup(setup.reg.lookup(person.code))).version == 1
+    assert (await setup.api.lookup(setup.reg.lookup(second.code))).version == 1
 
 
 async def test_apply_many_answers_like_apply(setup: Setup) -> None:

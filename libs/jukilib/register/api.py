@@ -227,11 +227,13 @@ class RegisterApi:
             violations.add("change.event_date", "must not be after the day of receipt for this reason")
         return event_date
 
-    def search_keys(self, record: dict[str, Any]) -> SearchKeys:
+    def search_keys(self, record: dict[str, Any], key_of: Callable[[str], str] = text.search_key) -> SearchKeys:
+        """The derived keys of the 4-item search; `key_of` is `text.search_key` or a memo of it (the initial
+        load's, where names repeat across millions of rows)."""
         year, month, day = _birth_parts(record)
         kana = record.get("full_name_kana") or ""
         return SearchKeys(
-            name_key=text.search_key(record.get("full_name", "")), kana_key=text.search_key(kana) if kana else None,
+            name_key=key_of(record.get("full_name", "")), kana_key=key_of(kana) if kana else None,
             birth_year=year, birth_month=month, birth_day=day, sex_code=record.get("sex_code", ""),
             municipality_code=record.get(self.binding.municipality_field, ""),
         )

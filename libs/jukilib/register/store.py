@@ -8,17 +8,21 @@ from datetime import datetime
 
 import asyncpg
 
+from juki.register.v1 import register_pb2
+from jukilib.register.decide import Person, StoredNeighbour
 from jukilib.register.model import (
     Change,
     ChangeKind,
     CurrentRecord,
-    Notification,
     OrderKey,
     RecordState,
     SearchCriteria,
     SearchKeys,
     StoredVersion,
 )
+from jukilib.register.rows import PersonRow, Rows, TableRows, VersionRow
+
+_RESOLVED = register_pb2.REPORT_STATE_RESOLVED
 
 _VERSION_COLUMNS = """
     v.person_id, v.version, v.resident_code, v.state, v.record, v.change_kind, v.change_reason,
@@ -50,16 +54,7 @@ def version_from_row(row: asyncpg.Record) -> StoredVersion:
     )
 
 
-# --- ingest ----------------------------------------------------------------------------------------
-
-async def find_receipt(
-    connection: asyncpg.Connection, municipality_code: str, notification_id: str
-) -> tuple[bytes, StoredVersion] | None:
-    """The stored answer to an earlier notification with this id, with the digest of its request (the
-    version a notification made is its receipt): `find_receipts` of one."""
-    key = (municipality_code, notification_id)
-    return (await find_receipts(connection, [key])).get(key)
-
+# --- reads -----------------------------------------------------------------------------------------
 
 async def person_of_code(connection: asyncpg.Connection, resident_code: str) -> uuid.UUID | None:
     """The person who has, or had, this 住民票コード."""
@@ -72,106 +67,6 @@ async def person_of_code(connection: asyncpg.Connection, resident_code: str) -> 
     return found
 
 
-async def lock_person(connection: asyncpg.Connection, person_id: uuid.UUID) -> asyncpg.Record | None:
-    """The person's row, locked for this transaction (notifications for one person are serialised)."""
-    return await connection.fetchrow(
-        "SELECT id, resident_code, state, current_version, last_version FROM person WHERE id = $1 FOR UPDATE",
-        person_id,
-    )
-
-
-async def neighbours(
-    connection: asyncpg.Connection, person_id: uuid.UUID, key: OrderKey
-) -> tuple[StoredVersion | None, StoredVersion | None]:
-    """The versions just before and just after `key` in the person's history."""
-    before = await connection.fetchrow(
-        f"""SELECT {_VERSION_COLUMNS} FROM person_version v
-            WHERE v.person_id = $1 AND ({_ORDER}) < ($2, $3, $4, $5) ORDER BY {_ORDER_DESC} LIMIT 1""",
-        person_id, *key,
-    )
-    after = await connection.fetchrow(
-        f"""SELECT {_VERSION_COLUMNS} FROM person_version v
-            WHERE v.person_id = $1 AND ({_ORDER}) > ($2, $3, $4, $5) ORDER BY {_ORDER} LIMIT 1""",
-        person_id, *key,
-    )
-    return (version_from_row(before) if before else None, version_from_row(after) if after else None)
-
-
-async def insert_version(
-    connection: asyncpg.Connection, person_id: uuid.UUID, version: int, state: RecordState,
-    notification: Notification,
-) -> datetime:
-    """The version, and with it the notification's receipt (its request digest)."""
-    change = notification.change
-    created_at: datetime = await connection.fetchval(
-        """INSERT INTO person_version (person_id, version, resident_code, state, record, change_kind,
-               change_reason, event_date, notify_time, receive_time, municipality_code, notification_id,
-               request_digest)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-           RETURNING created_at""",
-        person_id, version, notification.resident_code, int(state), notification.record, int(change.kind),
-        change.reason, change.event_date, change.notify_time, change.receive_time,
-        change.municipality_code, change.notification_id, notification.digest,
-    )
-    return created_at
-
-
-def _search_values(keys: SearchKeys) -> tuple[object, ...]:
-    return (keys.name_key, keys.kana_key, keys.birth_year, keys.birth_month, keys.birth_day, keys.sex_code,
-            keys.municipality_code)
-
-
-async def insert_person(
-    connection: asyncpg.Connection, person_id: uuid.UUID, state: RecordState, notification: Notification
-) -> None:
-    await connection.execute(
-        """INSERT INTO person (id, resident_code, state, current_version, last_version, event_date, record,
-               updated_at, name_key, kana_key, birth_year, birth_month, birth_day, sex_code, municipality_code)
-           VALUES ($1, $2, $3, 1, 1, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12)""",
-        person_id, notification.resident_code, int(state), notification.change.event_date, notification.record,
-        *_search_values(notification.search),
-    )
-
-
-async def make_current(
-    connection: asyncpg.Connection, person_id: uuid.UUID, version: int, state: RecordState,
-    notification: Notification,
-) -> None:
-    """Make `version` the person's current record (it is the newest in event order)."""
-    await connection.execute(
-        """UPDATE person SET resident_code = $2, state = $3, current_version = $4, last_version = $4,
-               event_date = $5, record = $6, updated_at = now(), name_key = $7, kana_key = $8, birth_year = $9,
-               birth_month = $10, birth_day = $11, sex_code = $12, municipality_code = $13
-           WHERE id = $1""",
-        person_id, notification.resident_code, int(state), version, notification.change.event_date,
-        notification.record, *_search_values(notification.search),
-    )
-
-
-async def note_version_number(connection: asyncpg.Connection, person_id: uuid.UUID, version: int) -> None:
-    """A late version exists; the current record stays as it is."""
-    await connection.execute("UPDATE person SET last_version = $2 WHERE id = $1", person_id, version)
-
-
-async def keep_former_code(connection: asyncpg.Connection, person_id: uuid.UUID, resident_code: str) -> None:
-    """Remember a code the person no longer has (lookups by it keep finding the person)."""
-    await connection.execute(
-        """INSERT INTO resident_code_history (resident_code, person_id) VALUES ($1, $2)
-           ON CONFLICT (resident_code) DO NOTHING""",
-        resident_code, person_id,
-    )
-
-
-async def insert_outbox(
-    connection: asyncpg.Connection, person_id: uuid.UUID, version: int, key: str, trace_parent: str | None
-) -> None:
-    await connection.execute(
-        "INSERT INTO outbox (person_id, version, idempotency_key, trace_parent) VALUES ($1, $2, $3, $4)",
-        person_id, version, key, trace_parent,
-    )
-
-
-# --- reads -----------------------------------------------------------------------------------------
 
 async def fetch_version(connection: asyncpg.Connection, person_id: uuid.UUID, version: int) -> StoredVersion | None:
     row = await connection.fetchrow(
@@ -265,15 +160,15 @@ async def search(connection: asyncpg.Connection, criteria: SearchCriteria) -> li
     )
 
 
-# --- batch ingest (RegisterEngine.apply_many) ------------------------------------------------------
-# Set-based counterparts of the ingest statements above: a batch of notifications costs a handful of
-# statements, whatever its size. The caller owns the transaction and the order of the writes
-# (persons, then versions, then what references them).
+# --- writes (RegisterEngine.apply_many) ------------------------------------------------------------
+# A batch of notifications costs a handful of statements, whatever its size (a single notification is
+# a batch of one). The caller owns the transaction.
 
 async def find_receipts(
     connection: asyncpg.Connection, keys: list[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[bytes, StoredVersion]]:
-    """The stored answers to earlier notifications with these (municipality, notification id)."""
+    """The stored answers to earlier notifications with these (municipality, notification id), with the
+    digest of their requests (the version a notification made is its receipt)."""
     if not keys:
         return {}
     rows = await connection.fetch(
@@ -291,12 +186,14 @@ async def find_receipts(
     return found
 
 
-async def lock_persons_of_codes(connection: asyncpg.Connection, resident_codes: list[str]) -> list[asyncpg.Record]:
-    """Who has, or had, each of these 住民票コード: rows (code, person_id), the persons locked for this
-    transaction in id order (two batches lock their common persons in the same order)."""
+async def lock_persons(connection: asyncpg.Connection, resident_codes: list[str]
+                       ) -> tuple[list[Person], list[tuple[str, uuid.UUID]]]:
+    """Who has, or had, each of these 住民票コード: the persons as they are now (with the order key and state
+    of their current version, the newest in event order), locked for this transaction in id order (two
+    batches lock their common persons in the same order), and every (code, person id) found."""
     if not resident_codes:
-        return []
-    return await connection.fetch(
+        return [], []
+    known = await connection.fetch(
         """SELECT known.code, p.id AS person_id
            FROM (SELECT resident_code AS code, id AS person_id FROM person WHERE resident_code = ANY($1::text[])
                  UNION ALL
@@ -307,93 +204,105 @@ async def lock_persons_of_codes(connection: asyncpg.Connection, resident_codes: 
            FOR UPDATE OF p""",
         resident_codes,
     )
-
-
-async def persons_with_newest_key(connection: asyncpg.Connection, person_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
-    """Locked persons as they are now, with the order key and state of their current version (the newest
-    in event order): a notification after that key needs no neighbour query."""
-    if not person_ids:
-        return []
-    return await connection.fetch(
-        f"""SELECT p.id, p.resident_code, p.state, p.current_version, p.last_version,
+    if not known:
+        return [], []
+    rows = await connection.fetch(
+        f"""SELECT p.id, p.resident_code, p.state, p.last_version,
                    v.event_date, v.notify_time, v.municipality_code, v.notification_id
             FROM {_CURRENT} WHERE p.id = ANY($1::uuid[])""",
-        person_ids,
+        sorted({row["person_id"] for row in known}),
     )
+    persons = [Person(row["id"], row["resident_code"], row["last_version"],
+                      ((row["event_date"], row["notify_time"], row["municipality_code"], row["notification_id"]),
+                       RecordState(row["state"])), stored=True) for row in rows]
+    return persons, [(row["code"], row["person_id"]) for row in known]
 
 
-def newest_key_of(row: asyncpg.Record) -> OrderKey:
-    return (row["event_date"], row["notify_time"], row["municipality_code"], row["notification_id"])
+async def neighbours(connection: asyncpg.Connection, person_id: uuid.UUID, key: OrderKey
+                     ) -> tuple[StoredNeighbour | None, bool]:
+    """The stored version just before `key` in the person's history, and whether one comes after it."""
+    before = await connection.fetchrow(
+        f"""SELECT v.event_date, v.notify_time, v.municipality_code, v.notification_id, v.state
+            FROM person_version v
+            WHERE v.person_id = $1 AND ({_ORDER}) < ($2, $3, $4, $5) ORDER BY {_ORDER_DESC} LIMIT 1""",
+        person_id, *key,
+    )
+    after = await connection.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM person_version v WHERE v.person_id = $1 AND ({_ORDER}) > ($2, $3, $4, $5))",
+        person_id, *key,
+    )
+    found = None if before is None else StoredNeighbour(tuple(before)[:4], RecordState(before["state"]))
+    return found, bool(after)
 
 
-PersonRow = tuple[uuid.UUID, int, int, int, Notification, str]
-"""(person id, state, current version, last version, notification of the current version, its record as JSON)"""
-VersionRow = tuple[uuid.UUID, int, int, Notification, str]
-"""(person id, version, state, notification, its record as JSON)"""
+async def write(connection: asyncpg.Connection, rows: Rows, trace_parent: str | None,
+                ) -> dict[tuple[uuid.UUID, int], datetime]:
+    """Write `rows` (persons, then versions, then what references them); returns each version's creation time."""
+    await _insert_persons(connection, rows.new_persons)
+    await _advance_persons(connection, rows.advanced_persons)
+    await _note_last_versions(connection, rows.late_only)
+    created = await _insert_versions(connection, rows.versions)
+    await _insert_outbox(connection, rows.outbox, trace_parent)
+    await _keep_former_codes(connection, rows.former_codes)
+    for table in rows.kept:
+        await insert_table_rows(connection, table)
+    await _resolve_reports(connection, rows.resolved_reports, datetime.now(dt.UTC))
+    return created
 
 
 def _person_columns(rows: list[PersonRow]) -> list[list[object]]:
     """Columns (id, resident code, state, current version, last version, event date, record, search keys)."""
-    values = [(person_id, n.resident_code, state, current, last, n.change.event_date, record,
-               *_search_values(n.search)) for person_id, state, current, last, n, record in rows]
+    values = [(d.person_id, d.notification.resident_code, int(d.state), d.version, last,
+               d.notification.change.event_date, record, *_search_values(d.notification.search))
+              for d, last, record in rows]
     return [list(column) for column in zip(*values, strict=True)]
 
 
-async def insert_persons(connection: asyncpg.Connection, rows: list[PersonRow]) -> None:
-    """New persons with their current record."""
-    if not rows:
-        return
-    await connection.execute(
-        """INSERT INTO person (id, resident_code, state, current_version, last_version, event_date, record,
-               updated_at, name_key, kana_key, birth_year, birth_month, birth_day, sex_code, municipality_code)
-           SELECT u.id, u.resident_code, u.state, u.current_version, u.last_version, u.event_date, u.record::jsonb,
-                  now(),
-                  u.name_key, u.kana_key, u.birth_year, u.birth_month, u.birth_day, u.sex_code, u.municipality_code
-           FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::date[],
-                       $7::text[], $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::text[],
-                       $14::text[])
+_PERSON_ROWS = """unnest($1::uuid[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::date[], $7::text[],
+                         $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::text[], $14::text[])
              AS u (id, resident_code, state, current_version, last_version, event_date, record, name_key, kana_key,
-                   birth_year, birth_month, birth_day, sex_code, municipality_code)""",
-        *_person_columns(rows),
-    )
+                   birth_year, birth_month, birth_day, sex_code, municipality_code)"""
 
 
-async def make_current_many(connection: asyncpg.Connection, rows: list[PersonRow]) -> None:
-    """Existing persons whose current record advanced."""
-    if not rows:
-        return
-    await connection.execute(
-        """UPDATE person p SET resident_code = u.resident_code, state = u.state, current_version = u.current_version,
-               last_version = u.last_version, event_date = u.event_date, record = u.record::jsonb, updated_at = now(),
-               name_key = u.name_key, kana_key = u.kana_key, birth_year = u.birth_year, birth_month = u.birth_month,
-               birth_day = u.birth_day, sex_code = u.sex_code, municipality_code = u.municipality_code
-           FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::date[],
-                       $7::text[], $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::text[],
-                       $14::text[])
-             AS u (id, resident_code, state, current_version, last_version, event_date, record, name_key, kana_key,
-                   birth_year, birth_month, birth_day, sex_code, municipality_code)
-           WHERE p.id = u.id""",
-        *_person_columns(rows),
-    )
+async def _insert_persons(connection: asyncpg.Connection, rows: list[PersonRow]) -> None:
+    if rows:
+        await connection.execute(
+            f"""INSERT INTO person (id, resident_code, state, current_version, last_version, event_date, record,
+                    updated_at, name_key, kana_key, birth_year, birth_month, birth_day, sex_code, municipality_code)
+                SELECT u.id, u.resident_code, u.state, u.current_version, u.last_version, u.event_date,
+                       u.record::jsonb, now(), u.name_key, u.kana_key, u.birth_year, u.birth_month, u.birth_day,
+                       u.sex_code, u.municipality_code
+                FROM {_PERSON_ROWS}""",
+            *_person_columns(rows))
 
 
-async def note_version_numbers(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, int]]) -> None:
-    """Persons that got late versions only: (person id, last version); current records stay."""
-    if not rows:
-        return
-    await connection.execute(
-        """UPDATE person p SET last_version = u.last_version
-           FROM unnest($1::uuid[], $2::bigint[]) AS u (id, last_version) WHERE p.id = u.id""",
-        [person_id for person_id, _ in rows], [last for _, last in rows],
-    )
+async def _advance_persons(connection: asyncpg.Connection, rows: list[PersonRow]) -> None:
+    if rows:
+        await connection.execute(
+            f"""UPDATE person p SET resident_code = u.resident_code, state = u.state,
+                    current_version = u.current_version, last_version = u.last_version, event_date = u.event_date,
+                    record = u.record::jsonb, updated_at = now(), name_key = u.name_key, kana_key = u.kana_key,
+                    birth_year = u.birth_year, birth_month = u.birth_month, birth_day = u.birth_day,
+                    sex_code = u.sex_code, municipality_code = u.municipality_code
+                FROM {_PERSON_ROWS}
+                WHERE p.id = u.id""",
+            *_person_columns(rows))
 
 
-async def insert_versions(connection: asyncpg.Connection,
-                          rows: list[VersionRow]) -> dict[tuple[uuid.UUID, int], datetime]:
-    """New versions, each with its notification's receipt (request digest); returns their creation times."""
+async def _note_last_versions(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, int]]) -> None:
+    if rows:
+        await connection.execute(
+            """UPDATE person p SET last_version = u.last_version
+               FROM unnest($1::uuid[], $2::bigint[]) AS u (id, last_version) WHERE p.id = u.id""",
+            [person_id for person_id, _ in rows], [last for _, last in rows])
+
+
+async def _insert_versions(connection: asyncpg.Connection, rows: list[VersionRow],
+                           ) -> dict[tuple[uuid.UUID, int], datetime]:
     if not rows:
         return {}
-    changes = [n.change for _, _, _, n, _ in rows]
+    decisions = [decision for decision, _ in rows]
+    changes = [d.notification.change for d in decisions]
     created = await connection.fetch(
         """INSERT INTO person_version (person_id, version, resident_code, state, record, change_kind,
                change_reason, event_date, notify_time, receive_time, municipality_code, notification_id,
@@ -407,53 +316,59 @@ async def insert_versions(connection: asyncpg.Connection,
              AS u (person_id, version, resident_code, state, record, change_kind, change_reason, event_date,
                    notify_time, receive_time, municipality_code, notification_id, request_digest)
            RETURNING person_id, version, created_at""",
-        [r[0] for r in rows], [r[1] for r in rows], [r[3].resident_code for r in rows],
-        [r[2] for r in rows], [r[4] for r in rows], [int(c.kind) for c in changes],
-        [c.reason for c in changes], [c.event_date for c in changes], [c.notify_time for c in changes],
-        [c.receive_time for c in changes], [c.municipality_code for c in changes],
-        [c.notification_id for c in changes], [r[3].digest for r in rows],
+        [d.person_id for d in decisions], [d.version for d in decisions],
+        [d.notification.resident_code for d in decisions], [int(d.state) for d in decisions],
+        [record for _, record in rows], [int(c.kind) for c in changes], [c.reason for c in changes],
+        [c.event_date for c in changes], [c.notify_time for c in changes], [c.receive_time for c in changes],
+        [c.municipality_code for c in changes], [c.notification_id for c in changes],
+        [d.notification.digest for d in decisions],
     )
     return {(row["person_id"], row["version"]): row["created_at"] for row in created}
 
 
-async def insert_outbox_rows(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, int, str]],
-                             trace_parent: str | None) -> None:
-    """Outbox rows (person id, version, idempotency key), given ids in this order (the relay delivers a
-    person's changes in id order)."""
-    if not rows:
-        return
-    await connection.execute(
-        """INSERT INTO outbox (person_id, version, idempotency_key, trace_parent)
-           SELECT u.person_id, u.version, u.idempotency_key, $4
-           FROM unnest($1::uuid[], $2::bigint[], $3::text[]) WITH ORDINALITY
-             AS u (person_id, version, idempotency_key, position)
-           ORDER BY u.position""",
-        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], trace_parent,
-    )
+async def _insert_outbox(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, int, str]],
+                         trace_parent: str | None) -> None:
+    # Ids in the order of the rows: the relay delivers a person's changes in id order.
+    if rows:
+        await connection.execute(
+            """INSERT INTO outbox (person_id, version, idempotency_key, trace_parent)
+               SELECT u.person_id, u.version, u.idempotency_key, $4
+               FROM unnest($1::uuid[], $2::bigint[], $3::text[]) WITH ORDINALITY
+                 AS u (person_id, version, idempotency_key, position)
+               ORDER BY u.position""",
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], trace_parent)
 
 
-async def keep_former_codes(connection: asyncpg.Connection, rows: list[tuple[str, uuid.UUID]]) -> None:
-    """Former codes (code, person id); a code already kept stays with its person."""
-    if not rows:
-        return
-    await connection.execute(
-        """INSERT INTO resident_code_history (resident_code, person_id)
-           SELECT * FROM unnest($1::text[], $2::uuid[])
-           ON CONFLICT (resident_code) DO NOTHING""",
-        [code for code, _ in rows], [person_id for _, person_id in rows],
-    )
+async def _keep_former_codes(connection: asyncpg.Connection, rows: list[tuple[str, uuid.UUID]]) -> None:
+    # A code already kept stays with its person.
+    if rows:
+        await connection.execute(
+            """INSERT INTO resident_code_history (resident_code, person_id)
+               SELECT * FROM unnest($1::text[], $2::uuid[])
+               ON CONFLICT (resident_code) DO NOTHING""",
+            [code for code, _ in rows], [person_id for _, person_id in rows])
 
 
-async def resolve_reports_by_corrections(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, str, int]],
-                                         resolved_at: datetime) -> None:
-    """Batch form of `reports.resolve_by_correction`: each (person id, municipality, version of a 修正)
-    resolves that municipality's open reports on the person. One row per (person, municipality): the
-    first correction in apply order, as applying one by one would leave it."""
-    if not rows:
-        return
-    await connection.execute(
-        """UPDATE municipality_report m SET state = 3, resolve_time = $4, resolving_version = u.version
-           FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS u (person_id, municipality_code, version)
-           WHERE m.person_id = u.person_id AND m.municipality_code = u.municipality_code AND m.state <> 3""",
-        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], resolved_at,
-    )
+async def insert_table_rows(connection: asyncpg.Connection, table: TableRows) -> None:
+    """One statement for the rows of one of the hooks' tables."""
+    names = ", ".join(name for name, _ in table.columns)
+    arrays = ", ".join(f"${number}::{kind}[]" for number, (_, kind) in enumerate(table.columns, start=1))
+    await connection.execute(f"INSERT INTO {table.table} ({names}) SELECT * FROM unnest({arrays})",
+                             *(list(column) for column in zip(*table.records, strict=True)))
+
+
+async def _resolve_reports(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, str, int]],
+                           resolved_at: datetime) -> None:
+    """住基法 12-5: each (person id, municipality, version of a 修正) resolves that municipality's open
+    reports on the person."""
+    if rows:
+        await connection.execute(
+            f"""UPDATE municipality_report m SET state = {_RESOLVED}, resolve_time = $4, resolving_version = u.version
+                FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS u (person_id, municipality_code, version)
+                WHERE m.person_id = u.person_id AND m.municipality_code = u.municipality_code
+                  AND m.state <> {_RESOLVED}""",
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], resolved_at)
+
+def _search_values(keys: SearchKeys) -> tuple[object, ...]:
+    return (keys.name_key, keys.kana_key, keys.birth_year, keys.birth_month, keys.birth_day, keys.sex_code,
+            keys.municipality_code)

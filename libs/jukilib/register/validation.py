@@ -53,6 +53,8 @@ class Violations:
 
     def __init__(self) -> None:
         self.items: list[FieldViolation] = []
+        self.warnings: list[str] = []
+        """Fields accepted with a warning (a 住民票コード whose check digit did not match, in warn mode)."""
 
     def add(self, field: str, description: str, reason: str = "INVALID_FIELD") -> None:
         self.items.append(FieldViolation(field, description, reason))
@@ -62,6 +64,9 @@ class Violations:
             self.add(field, problem)
 
     def raise_if_any(self) -> None:
+        for field in self.warnings:
+            # 告示436号 formula UNVERIFIED: in warn mode the code is accepted and the fact logged.
+            logger.warning("resident code check digit mismatch accepted (warn mode)", extra={"field": field})
         if self.items:
             raise InvalidArgument(self.items)
 
@@ -86,8 +91,7 @@ class Violations:
         if result.error:
             self.add(field, result.error)
         elif result.warning:
-            # 告示436号 formula UNVERIFIED: in warn mode the code is accepted and the fact logged.
-            logger.warning("resident code check digit mismatch accepted (warn mode)", extra={"field": field})
+            self.warnings.append(field)
 
     def sex_code(self, field: str, value: str) -> None:
         if not sex.is_valid_sex_code(value):

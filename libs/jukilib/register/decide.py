@@ -1,0 +1,205 @@
+"""The register's rules, once: where a notification falls in a person's history and what it does there.
+
+Pure: no I/O. Every write of a register — a single notification, a group commit, a stream, the initial
+load — decides each notification here (`decide`, with `Ledger` carrying what earlier decisions of the
+same batch changed), then writes what `jukilib.register.rows` builds from the decisions.
+
+Ordering: a person's versions are ordered by (event date, notification time, municipality, notification
+id). A late notification takes its place in history and does not overwrite newer current data. It is
+checked against the state just before its place only: checking it against the change after it as well
+can deadlock (a late 消除 and the 記載 that follows it would each wait for the other; the ordering
+property test found exactly that). With the check against what precedes, a notification is accepted as
+soon as everything before it has arrived, so applying a person's notifications in any order (a CS
+resending what was refused) ends in the same current record and the same history.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from jukilib.errors import FailedPrecondition
+from jukilib.register.model import ChangeKind, Notification, OrderKey, RecordState
+
+
+@dataclass
+class Person:
+    """A person as the decisions so far have left them."""
+
+    id: uuid.UUID
+    resident_code: str
+    """The current 住民票コード."""
+    last_version: int
+    newest: tuple[OrderKey, RecordState] | None
+    """Order key and state of the newest version in event order (the current one); None for a new person."""
+    stored: bool
+    """Whether the person was in the file before this batch (else the batch records them)."""
+    decided: list[tuple[OrderKey, RecordState]] = field(default_factory=list)
+    """Versions decided in this batch, in decision order."""
+
+
+class Neighbours(NamedTuple):
+    """Where an order key falls among a person's versions."""
+
+    before: RecordState | None
+    """State of the version just before it (None: nothing before)."""
+    newest: bool
+    """Nothing comes after it: the notification becomes the current record."""
+
+
+NEW_PERSON = Neighbours(None, True)
+"""Where the first notification of a person falls."""
+
+
+class StoredNeighbour(NamedTuple):
+    """A stored version next to a late notification's place (`store.neighbours`)."""
+
+    key: OrderKey
+    state: RecordState
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one accepted notification does."""
+
+    notification: Notification
+    person_id: uuid.UUID
+    version: int
+    state: RecordState
+    becomes_current: bool
+    """The newest in event order: it replaces the current record. Else a late version, kept in history."""
+    new_person: bool
+    former_code: str | None
+    """A 住民票コード that becomes a former code of the person (lookups by it keep finding them)."""
+
+
+def check_kind_against_state(kind: ChangeKind, state: RecordState | None) -> None:
+    """Rules per kind of change (住基法 30-6 ①) against the person's state just before it (None: unknown)."""
+    if state is None:
+        if kind != ChangeKind.RECORD:
+            raise FailedPrecondition(
+                "a removal or correction was notified for a person not in the file", "UNKNOWN_PERSON")
+        return
+    if kind == ChangeKind.RECORD and state == RecordState.ACTIVE:
+        raise FailedPrecondition("a record was notified for a person who is already recorded", "ALREADY_RECORDED")
+    if kind == ChangeKind.REMOVE and state == RecordState.REMOVED:
+        raise FailedPrecondition("a removal was notified for a person already removed", "ALREADY_REMOVED")
+    if kind == ChangeKind.MODIFY and state == RecordState.REMOVED:
+        raise FailedPrecondition("a correction was notified for a removed person", "PERSON_REMOVED")
+
+
+def check_code_change(current_code: str, notification: Notification, *, becomes_current: bool) -> None:
+    """A newest notification changes the current 住民票コード only as a change of code (with the previous
+    code, 住基法 30-4); one that carries a former code would otherwise put the old code back."""
+    if becomes_current and notification.resident_code != current_code and not notification.previous_resident_code:
+        raise FailedPrecondition("the resident code was replaced; notify with the current code",
+                                 "RESIDENT_CODE_REPLACED")
+
+
+def state_after(kind: ChangeKind) -> RecordState:
+    # 消除 keeps the person in the file, marked removed with the reason of its change information.
+    return RecordState.REMOVED if kind == ChangeKind.REMOVE else RecordState.ACTIVE
+
+
+def decide(notification: Notification, person: Person | None, neighbours: Neighbours,
+           new_id: uuid.UUID | None = None) -> Decision:
+    """What `notification` does to `person` (None: nobody has its 住民票コード), placed at `neighbours`;
+    raises FailedPrecondition naming the rule that refuses it. `new_id` is the id of a new person."""
+    check_kind_against_state(notification.change.kind, neighbours.before)
+    state = state_after(notification.change.kind)
+    if person is None:
+        return Decision(notification, new_id or uuid.uuid4(), 1, state, becomes_current=True, new_person=True,
+                        former_code=None)
+    check_code_change(person.resident_code, notification, becomes_current=neighbours.newest)
+    if neighbours.newest:
+        changed = person.resident_code != notification.resident_code
+        former = person.resident_code if changed else None
+    else:
+        # A late notification is kept in history only; a code it carries that is not the current one is
+        # a former code of the person.
+        former = notification.resident_code if person.resident_code != notification.resident_code else None
+    return Decision(notification, person.id, person.last_version + 1, state, neighbours.newest, new_person=False,
+                    former_code=former)
+
+
+def place(person: Person, key: OrderKey, stored: tuple[StoredNeighbour | None, bool] | None) -> Neighbours:
+    """Where `key` falls among the person's versions: after the newest (the common case, no history
+    needed), else among the stored versions (`stored`: the one just before and whether one comes after,
+    read by the caller when `needs_history`) and those decided in this batch."""
+    if person.newest is None or key > person.newest[0]:
+        return Neighbours(person.newest[1] if person.newest else None, True)
+    before_key, before_state, after = None, None, False
+    if stored is not None:
+        before, after = stored
+        if before is not None:
+            before_key, before_state = before
+    for version_key, state in person.decided:
+        if version_key < key and (before_key is None or version_key > before_key):
+            before_key, before_state = version_key, state
+        elif version_key > key:
+            after = True
+    return Neighbours(before_state, not after)
+
+
+def needs_history(person: Person, key: OrderKey) -> bool:
+    """Whether placing `key` needs the person's stored versions: a late notification of a stored person."""
+    return person.stored and person.newest is not None and key <= person.newest[0]
+
+
+class Ledger:
+    """The persons a batch is about, as its decisions change them: who holds which 住民票コード, each
+    person's newest version and what the batch decided. Starts from the stored persons (locked)."""
+
+    def __init__(self, persons: Iterable[Person], former_codes: Iterable[tuple[str, uuid.UUID]] = ()) -> None:
+        self.persons: dict[uuid.UUID, Person] = {}
+        self._current: dict[str, uuid.UUID] = {}
+        self._former: dict[str, uuid.UUID] = {}
+        for person in persons:
+            self.persons[person.id] = person
+            self._current[person.resident_code] = person.id
+        for code, person_id in former_codes:
+            # A code that is no longer its person's current one (a concurrent change) is a former one.
+            if person_id in self.persons and self._current.get(code) != person_id:
+                self._former.setdefault(code, person_id)
+
+    def owner(self, resident_code: str) -> uuid.UUID | None:
+        """Who has, or had, this 住民票コード (a code held now wins over a former one)."""
+        return self._current.get(resident_code) or self._former.get(resident_code)
+
+    def locate(self, notification: Notification) -> Person | None:
+        """The person the notification is about; checks the 住民票コード chain (住基法 30-4: a change of code
+        names the previous code, and the new code must not be another person's)."""
+        previous = notification.previous_resident_code
+        person_id = self.owner(previous or notification.resident_code)
+        if person_id is None:
+            if previous:
+                raise FailedPrecondition("no person has the previous resident code", "UNKNOWN_PREVIOUS_RESIDENT_CODE")
+            return None
+        if previous:
+            holder = self.owner(notification.resident_code)
+            if holder is not None and holder != person_id:
+                raise FailedPrecondition("the new resident code belongs to another person", "RESIDENT_CODE_IN_USE")
+        return self.persons[person_id]
+
+    def record(self, decision: Decision) -> None:
+        """Take an accepted decision into account for the next ones."""
+        notification = decision.notification
+        key = notification.change.order_key
+        person = self.persons.get(decision.person_id)
+        if person is None:
+            person = Person(decision.person_id, notification.resident_code, 0, None, stored=False)
+            self.persons[person.id] = person
+            self._current[person.resident_code] = person.id
+        person.last_version = decision.version
+        if decision.former_code is not None:
+            self._former.setdefault(decision.former_code, person.id)  # a code already kept stays with its person
+        if decision.becomes_current:
+            if person.resident_code != notification.resident_code:
+                if self._current.get(person.resident_code) == person.id:
+                    del self._current[person.resident_code]
+                self._current[notification.resident_code] = person.id
+                person.resident_code = notification.resident_code
+            person.newest = (key, decision.state)
+        person.decided.append((key, decision.state))

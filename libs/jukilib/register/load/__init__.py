@@ -1,0 +1,238 @@
+"""Initial bulk load of a register (`juki load`): an existing file, checked row by row with the rules of
+the RPC path, written with COPY in one transaction.
+
+What a loaded person is: exactly what applying a 記載 notification to an empty register stores — one
+`person` row (current version 1, search keys from `RegisterApi.search_keys`), one `person_version`
+row (change kind RECORD, reason 改製 (7) unless the row says otherwise, the event date of the row or
+the load date in Japan, notify and receive time = the load time, the record's municipality as the
+notifying municipality, notification id `load-<line>` unless the row has one), what the register's
+hooks keep apart (identity: the encrypted 個人番号, `RegisterHooks.bulk_tables`), and the version's
+request digest:
+
+* The version is the receipt of the notification that made it (the engine's invariant), which
+  protects the ids: a CS that later sends a notification under an id the file carried gets
+  NOTIFICATION_ID_REUSED instead of a second 記載 slipped into history. The digest is a constant no
+  real request hashes to (there was no request).
+* No outbox rows unless `forward`: the agency already holds the existing file. With `forward` every
+  person gets the outbox row that `RegisterEngine.apply` writes (key `<register>/<person>/1`).
+
+Validation: every row goes through the register's `validate_record` and the 住民票コード check of the
+configured mode, with the notifying municipality (the record's own) as the caller, plus the rules of
+the change information for a 記載 and the uniqueness a later notification would meet (one person per
+住民票コード, one use of each notification id). A bad row is reported by line number and field,
+never by value. By default one bad row stops the load and nothing is written (the transaction is
+rolled back; the rest of the file is still checked so that every bad row is reported at once);
+`skip_invalid` loads the good rows and counts the rest.
+
+Fast mode (the default when the register is empty): the loader runs as the schema owner, locks the
+tables, drops their foreign keys, primary keys, unique constraints and indexes, loads the bare tables,
+then rebuilds everything from the catalog's own definitions (`pg_get_constraintdef`,
+`pg_get_indexdef`) and ANALYZEs — all in the one transaction of the load: a failure anywhere leaves
+the register exactly as it was, and nobody ever sees it without its keys (they wait on the lock). A
+register that already has persons is loaded into its indexed tables instead (`mode="auto"`), or
+refused (`mode="fast"`).
+
+Speed: rows are prepared (parsed, validated, encoded as COPY text, 個人番号 sealed) in worker
+processes while the main process streams finished chunks to PostgreSQL, in file order. Each chunk is
+COPYed once into an unlogged staging table and spread from there into `person` and `person_version`
+with INSERT … SELECT, so the record's JSON is parsed once although two tables hold it; the hooks' rows
+are COPYed directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import asyncpg
+
+from jukilib.register.api import RegisterApi
+from jukilib.register.load import copy, source, tables
+from jukilib.register.load.results import (
+    MODES,
+    BulkLoadError,
+    FastModeRefused,
+    LoadOptions,
+    LoadReport,
+    Progress,
+    RowProblem,
+)
+from jukilib.register.load.source import FORMATS, CsvColumns, file_format_of, read_chunks, read_header, record_dict
+from jukilib.register.load.workers import LOAD_DIGEST, ChunkPreparer, Prepared, Task, install, prepare_installed
+
+logger = logging.getLogger(__name__)
+_SMALL_FILE = 8 << 20  # below this, rows are prepared in-process (no worker start-up)
+
+
+class _Loader:
+    """Streams prepared chunks into the database in file order, keeping a few chunks in preparation."""
+
+    def __init__(self, connection: asyncpg.Connection, preparer: ChunkPreparer, *, plan: tables.Plan,
+                 options: LoadOptions, report: LoadReport, bytes_total: int) -> None:
+        self._connection = connection
+        self._preparer = preparer
+        self._plan = plan
+        self._options = options
+        self._report = report
+        self._codes: set[str] = set()
+        self._receipts: set[tuple[str, str]] = set()
+        self._invalid = 0
+        self._rows = 0
+        self._failed = False
+        self._started = time.perf_counter()
+        self._bytes_total = bytes_total
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _submit(self, task: Task) -> asyncio.Future[Prepared]:
+        loop = asyncio.get_running_loop()
+        if self._executor is None:
+            done: asyncio.Future[Prepared] = loop.create_future()
+            try:
+                done.set_result(self._preparer.prepare(task))
+            except Exception as error:  # handed to the awaiting side, as from a worker
+                done.set_exception(error)
+            return done
+        return asyncio.wrap_future(self._executor.submit(prepare_installed, task))
+
+    async def run(self, chunks: Iterator[source.Chunk], workers: int) -> None:
+        if workers:
+            self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                                 initializer=install, initargs=(self._preparer,))
+        try:
+            window: deque[tuple[Task, asyncio.Future[Prepared]]] = deque()
+            for index, chunk in enumerate(chunks):
+                task = Task(index, chunk, check_only=self._failed)
+                window.append((task, self._submit(task)))
+                if len(window) > max(2 * workers, 1):
+                    await self._handle(*window.popleft())
+            while window:
+                await self._handle(*window.popleft())
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _handle(self, task: Task, pending: asyncio.Future[Prepared]) -> None:
+        prepared = await pending
+        self._rows += prepared.rows
+        self._invalid += prepared.invalid
+        self._report.resident_code_warnings += prepared.code_warnings
+        self._report.prepare_cpu_seconds += prepared.cpu_seconds
+        self._problems(prepared.problems)
+        writing = time.perf_counter()
+        duplicates = self._duplicates(prepared)
+        if not self._plan.fast and prepared.resident_codes:
+            duplicates += await tables.already_known(self._connection, prepared.lines, prepared.resident_codes,
+                                                        prepared.receipts)
+        if duplicates:
+            self._invalid += len({problem.line for problem in duplicates})
+            self._problems(duplicates)
+            if self._options.skip_invalid and not self._failed:
+                prepared = await self._submit(dataclasses.replace(
+                    task, exclude=task.exclude | {problem.line for problem in duplicates}))
+        if (prepared.invalid or duplicates) and not self._options.skip_invalid:
+            self._failed = True
+        if prepared.secrets_kept and not self._preparer.hooks_have_tables:
+            raise BulkLoadError("the register keeps data apart from its records but its hooks cannot bulk load it")
+        if not self._failed and prepared.lines:
+            await copy.write(self._connection, prepared.encoded)
+            self._report.persons += len(prepared.lines)
+        self._report.database_seconds += time.perf_counter() - writing
+        self._progress(task.chunk.offset)
+
+    def _duplicates(self, prepared: Prepared) -> list[RowProblem]:
+        """Rows that repeat an earlier row's 住民票コード or notification id (a later notification would be
+        refused as ALREADY_RECORDED or NOTIFICATION_ID_REUSED); the first occurrence stays."""
+        problems: list[RowProblem] = []
+        codes, receipts = self._codes, self._receipts
+        for line, code, receipt in zip(prepared.lines, prepared.resident_codes, prepared.receipts, strict=True):
+            if code in codes:
+                problems.append(RowProblem(line, "resident_code", "appears on an earlier line"))
+            else:
+                codes.add(code)
+            if receipt in receipts:
+                problems.append(RowProblem(line, "notification_id", "appears on an earlier line"))
+            else:
+                receipts.add(receipt)
+        return problems
+
+    def _problems(self, problems: list[RowProblem]) -> None:
+        room = self._options.max_problems - len(self._report.problems)
+        if room > 0:
+            self._report.problems.extend(problems[:room])
+
+    def _progress(self, offset: int) -> None:
+        if self._options.progress is not None:
+            self._options.progress(Progress(offset, self._bytes_total, self._rows,
+                                            time.perf_counter() - self._started))
+
+    def finish(self) -> None:
+        if self._invalid and not self._options.skip_invalid:
+            raise BulkLoadError(f"{self._invalid} of {self._rows} rows are invalid; nothing was loaded",
+                                self._report.problems, self._invalid)
+        self._report.skipped = self._invalid
+
+
+def _file_size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def worker_count(path: Path, requested: int | None) -> int:
+    """Worker processes for a file: as requested, else one per core unless the file is small."""
+    if requested is not None:
+        return max(requested, 0)
+    return (os.cpu_count() or 1) if _file_size(path) >= _SMALL_FILE else 0
+
+
+async def load_file(owner_url: str, api: RegisterApi, path: Path, options: LoadOptions | None = None) -> LoadReport:
+    """Load every row of `path` into the register of `api` as newly recorded persons (see the module
+    docstring), connecting as the schema owner. Raises BulkLoadError (nothing written) when a row is bad
+    and `skip_invalid` is off, FastModeRefused when fast mode was required for a non-empty register."""
+    options = options or LoadOptions()
+    if options.mode not in MODES:
+        raise BulkLoadError(f"unknown mode; expected one of {', '.join(MODES)}")
+    started = time.perf_counter()
+    file_format = file_format_of(path, options.file_format)
+    header = read_header(path) if file_format == "csv" else None
+    size, workers = _file_size(path), worker_count(path, options.workers)
+    if header is not None:
+        CsvColumns(header, api.binding.record_type)  # a bad header fails before connecting
+    report = LoadReport()
+    connection = await asyncpg.connect(owner_url)
+    try:
+        async with connection.transaction():
+            plan = await tables.plan_and_lock(connection, api.engine.hooks, options)
+            report.fast = plan.fast
+            load_time: dt.datetime = await connection.fetchval("SELECT now()")
+            preparer = ChunkPreparer(api, file_format=file_format, header=header, load_time=load_time,
+                                     options=options)
+            loader = _Loader(connection, preparer, plan=plan, options=options, report=report, bytes_total=size)
+            await loader.run(read_chunks(path, options.chunk_bytes, 2 if header is not None else 1), workers)
+            loader.finish()
+            await connection.execute(f"DROP TABLE {copy.STAGING}")
+            report.stream_seconds = time.perf_counter() - started
+            rebuilding = time.perf_counter()
+            if plan.fast:
+                await tables.rebuild_keys_and_indexes(connection, plan)
+            else:
+                await connection.execute(f"ANALYZE {', '.join(plan.filled)}")
+            report.index_seconds = time.perf_counter() - rebuilding
+    finally:
+        await connection.close()
+    if report.resident_code_warnings:
+        logger.warning("resident code check digit mismatches accepted (warn mode)",
+                       extra={"count": report.resident_code_warnings})
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+__all__ = ["FORMATS", "LOAD_DIGEST", "MODES", "BulkLoadError", "FastModeRefused", "LoadOptions", "LoadReport",
+           "Progress", "RowProblem", "load_file", "record_dict", "worker_count"]

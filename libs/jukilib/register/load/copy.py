@@ -1,0 +1,155 @@
+"""The COPY writer of the initial load: the rows of `jukilib.register.rows` as PostgreSQL COPY text,
+encoded in the worker processes (`encode`), written by the main process (`write`).
+
+Every decision of a load records a new person (version 1, current). Each person is COPYed once into an
+unlogged staging table and spread from there into `person` and `person_version` with INSERT … SELECT, so
+the record's JSON is parsed once although two tables hold it; the values a load gives every version
+alike (state, version, kind, notification and receipt time, digest) are checked alike and written as
+parameters of those statements. Outbox rows and the hooks' rows are COPYed directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from jukilib.register.rows import Rows
+
+STAGING = "juki_bulk_load_staging"
+_STAGING_COLUMNS = ["person_id", "resident_code", "event_date", "record", "name_key", "kana_key", "birth_year",
+                    "birth_month", "birth_day", "sex_code", "search_municipality_code", "change_reason",
+                    "municipality_code", "notification_id"]
+CREATE_STAGING = f"""
+CREATE UNLOGGED TABLE {STAGING} (
+    person_id uuid NOT NULL, resident_code text NOT NULL, event_date date NOT NULL, record jsonb NOT NULL,
+    name_key text, kana_key text, birth_year integer, birth_month integer, birth_day integer, sex_code text,
+    search_municipality_code text, change_reason smallint NOT NULL, municipality_code text NOT NULL,
+    notification_id text NOT NULL)"""
+_INSERT_PERSONS = f"""
+INSERT INTO person (id, resident_code, state, current_version, last_version, event_date, record, updated_at,
+                    name_key, kana_key, birth_year, birth_month, birth_day, sex_code, municipality_code)
+SELECT person_id, resident_code, $1, $2, $2, event_date, record, now(), name_key, kana_key,
+       birth_year, birth_month, birth_day, sex_code, search_municipality_code
+FROM {STAGING}"""
+_INSERT_VERSIONS = f"""
+INSERT INTO person_version (person_id, version, resident_code, state, record, change_kind, change_reason,
+                            event_date, notify_time, receive_time, municipality_code, notification_id,
+                            request_digest)
+SELECT person_id, $2, resident_code, $1, record, $3, change_reason,
+       event_date, $4, $5, municipality_code, notification_id, $6
+FROM {STAGING}"""
+Uniform = tuple[int, int, int, dt.datetime, dt.datetime, bytes]
+"""(state, version, change kind, notify time, receive time, request digest), alike for every version."""
+
+
+@dataclass
+class Encoded:
+    """A chunk's rows as COPY text."""
+
+    staging: bytes = b""
+    uniform: Uniform | None = None
+    outbox: bytes = b""
+    tables: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    """(table, columns, COPY text) of the hooks' tables."""
+
+
+def encode(rows: Rows) -> Encoded:
+    """COPY text of the rows of a load's decisions (every one a new person's first version)."""
+    if len(rows.versions) != len(rows.new_persons) or rows.advanced_persons or rows.late_only:
+        raise ValueError("a load records new persons only")
+    first = rows.new_persons[0].decision if rows.new_persons else None
+    uniform = None if first is None else _uniform_of(first)
+    lines: list[str] = []
+    for decision, last_version, record_json in rows.new_persons:
+        notification = decision.notification
+        change, keys = notification.change, notification.search
+        if last_version != decision.version or _uniform_of(decision) != uniform:
+            raise ValueError("the versions of a load differ in what a load gives all alike")
+        kana = keys.kana_key
+        lines.append(
+            f"{decision.person_id}\t{notification.resident_code}\t{change.event_date.isoformat()}\t"
+            f"{copy_text(record_json)}\t{copy_text(keys.name_key)}\t{NULL if kana is None else copy_text(kana)}\t"
+            f"{_nullable(keys.birth_year)}\t{_nullable(keys.birth_month)}\t{_nullable(keys.birth_day)}\t"
+            f"{copy_text(keys.sex_code)}\t{copy_text(keys.municipality_code)}\t{change.reason}\t"
+            f"{change.municipality_code}\t{copy_text(change.notification_id)}\n")
+    return Encoded("".join(lines).encode(), uniform, _copy_rows(rows.outbox).encode(),
+                   [(table.table, [name for name, _ in table.columns], _copy_rows(table.records).encode())
+                    for table in rows.kept])
+
+
+def _uniform_of(decision: Any) -> Uniform:
+    change = decision.notification.change
+    return (int(decision.state), decision.version, int(change.kind), change.notify_time, change.receive_time,
+            decision.notification.digest)
+
+
+async def write(connection: asyncpg.Connection, encoded: Encoded) -> None:
+    """Write a chunk in the load's transaction (the staging table exists: `CREATE_STAGING`)."""
+    if encoded.uniform is not None:
+        await connection.copy_to_table(STAGING, source=io.BytesIO(encoded.staging), columns=_STAGING_COLUMNS,
+                                       format="text")
+        await connection.execute(_INSERT_PERSONS, *encoded.uniform[:2])
+        await connection.execute(_INSERT_VERSIONS, *encoded.uniform)
+        await connection.execute(f"TRUNCATE {STAGING}")
+    if encoded.outbox:
+        await connection.copy_to_table("outbox", source=io.BytesIO(encoded.outbox),
+                                       columns=["person_id", "version", "idempotency_key"], format="text")
+    for table, columns, payload in encoded.tables:
+        await connection.copy_to_table(table, source=io.BytesIO(payload), columns=columns, format="text")
+
+
+NULL = "\\N"
+
+
+def _nullable(value: int | str | None) -> str:
+    return NULL if value is None else str(value)
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_text(value: str) -> str:
+    """A text value in PostgreSQL's COPY text format."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _copy_value(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return copy_text(value)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\\\x" + bytes(value).hex()
+    if isinstance(value, int | uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"no COPY text form for {type(value).__name__}")
+
+
+_ENCODERS: dict[type, Callable[[Any], str]] = {
+    str: copy_text, int: str, bool: lambda value: "t" if value else "f", type(None): lambda _: "\\N",
+    bytes: lambda value: "\\\\x" + value.hex(), uuid.UUID: str, dt.date: dt.date.isoformat,
+    dt.datetime: dt.datetime.isoformat,
+}
+
+
+def _copy_rows(records: list[tuple[Any, ...]]) -> str:
+    """Rows of Python values in COPY text format."""
+    encoders = _ENCODERS
+    try:
+        return "".join(["\t".join([encoders[type(value)](value) for value in row]) + "\n" for row in records])
+    except KeyError:  # a subclass or another type: the general way
+        return "".join(["\t".join([_copy_value(value) for value in row]) + "\n" for row in records])
+
+

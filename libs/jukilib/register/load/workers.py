@@ -1,0 +1,170 @@
+"""Preparing the chunks of a load, in worker processes: each row read, checked as the RPC path checks a
+notification, decided by `jukilib.register.decide` as a 記載 of a new person, turned into rows by
+`jukilib.register.rows` and encoded for COPY (`jukilib.register.load.copy`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import gc
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from jukilib.collector import collect_young_rarely
+from jukilib.domain import text
+from jukilib.domain.dates import japan_date
+from jukilib.register import bulkjson, rows, validation
+from jukilib.register.api import RegisterApi
+from jukilib.register.decide import NEW_PERSON, decide
+from jukilib.register.load import copy
+from jukilib.register.load.checks import ChangeChecks, MemoViolations
+from jukilib.register.load.results import LoadOptions, RowProblem
+from jukilib.register.load.source import Chunk, FieldProblem, RowReader
+from jukilib.register.model import Change, ChangeKind, Notification
+
+# Receipts of loaded versions: there was no request, so no request hashes to this.
+LOAD_DIGEST = hashlib.sha256(b"juki.register.bulk: recorded by the initial load, not by a notification").digest()
+
+
+@dataclass(frozen=True)
+class Task:
+    index: int
+    chunk: Chunk
+    exclude: frozenset[int] = frozenset()
+    """Lines to leave out (rows found bad by a later check, re-prepared under skip_invalid)."""
+    check_only: bool = False
+    """The load has failed already: check the rows, prepare nothing."""
+
+
+@dataclass
+class Prepared:
+    index: int
+    rows: int = 0
+    """Rows seen (good and bad)."""
+    lines: list[int] = field(default_factory=list)
+    """Line of every prepared person, in order."""
+    resident_codes: list[str] = field(default_factory=list)
+    receipts: list[tuple[str, str]] = field(default_factory=list)
+    """(municipality, notification id) of every prepared person."""
+    problems: list[RowProblem] = field(default_factory=list)
+    invalid: int = 0
+    secrets_kept: int = 0
+    code_warnings: int = 0
+    encoded: copy.Encoded = field(default_factory=copy.Encoded)
+    cpu_seconds: float = 0.0
+
+
+class ChunkPreparer:
+    """Turns chunks of the file into COPY text for the engine's tables and the hooks' tables."""
+
+    def __init__(self, api: RegisterApi, *, file_format: str, header: list[str] | None, load_time: dt.datetime,
+                 options: LoadOptions) -> None:
+        self._api = api
+        self._binding = api.binding
+        self._hooks = api.engine.hooks
+        self._reader = RowReader(api.binding.record_type, file_format, header)
+        self._load_time = load_time
+        self._options = options
+        self._violations = MemoViolations()
+        self._changes = ChangeChecks(japan_date(load_time))
+        # Names and readings repeat across the file: their search keys (a pure function) are remembered.
+        self._search_key = functools.lru_cache(maxsize=1 << 17)(text.search_key)
+
+    @property
+    def register(self) -> str:
+        return self._binding.register
+
+    @property
+    def hooks_have_tables(self) -> bool:
+        """Whether what the hooks keep apart from records has somewhere to go in a load."""
+        return bool(self._hooks.table_names)
+
+    def prepare(self, task: Task) -> Prepared:
+        started = time.process_time()
+        result = Prepared(task.index)
+        persons: list[tuple[Any, dict[str, Any], dt.date, int, str]] = []
+        for line, record, stored, meta, problems in self._reader.rows(task.chunk, task.exclude):
+            result.rows += 1
+            event_date, reason, change_problems = self._changes.check(meta)
+            problems.extend(change_problems)
+            notification_id = meta.get("notification_id")
+            if notification_id is None:
+                notification_id = f"{self._options.id_prefix}{line}"
+            elif not isinstance(notification_id, str):
+                problems.append(("notification_id", "must be a string"))
+            else:
+                problems.extend(("notification_id", p) for p in validation.notification_id_problems(notification_id))
+            if record is not None:
+                problems.extend(self._validate(record))
+            if problems or record is None or stored is None:
+                result.invalid += 1
+                result.problems.extend(RowProblem(line, name, what) for name, what in problems)
+                del result.problems[self._options.max_problems:]
+                continue
+            municipality = getattr(record, self._binding.municipality_field)
+            result.lines.append(line)
+            result.resident_codes.append(record.resident_code)
+            result.receipts.append((municipality, str(notification_id)))
+            if not task.check_only:
+                persons.append((record, stored, event_date, reason, str(notification_id)))
+        result.code_warnings = len(self._violations.warnings)
+        self._violations.warnings.clear()
+        if persons:
+            result.encoded, result.secrets_kept = self._encode(persons)
+        result.cpu_seconds = time.process_time() - started
+        return result
+
+    def _validate(self, record: Any) -> list[FieldProblem]:
+        violations = self._violations
+        violations.items = []
+        municipality = getattr(record, self._binding.municipality_field)  # the record's is the notifying one
+        violations.resident_code("record.resident_code", record.resident_code, self._api.resident_code_check)
+        self._binding.validate_record(record, violations, self._api.municipalities, municipality)
+        return [(item.field.removeprefix("record."), item.description) for item in violations.items]
+
+    def _encode(self, persons: list[tuple[Any, dict[str, Any], dt.date, int, str]]) -> tuple[copy.Encoded, int]:
+        """The persons decided as a 記載 each (what the RPC path decides for a person not in the file), as
+        rows for COPY; with how many had something kept apart by the hooks."""
+        search_keys, split, key_of = self._api.search_keys, self._hooks.prepare, self._search_key
+        load_time, municipality_field = self._load_time, self._binding.municipality_field
+        decisions = []
+        kept = []
+        for person_id, (record, stored, event_date, reason, notification_id) in zip(
+                new_ids(len(persons)), persons, strict=True):
+            engine_record, secret = split(stored)
+            change = Change(ChangeKind.RECORD, reason, event_date, load_time, load_time,
+                            getattr(record, municipality_field), notification_id)
+            notification = Notification(change, record.resident_code, engine_record, LOAD_DIGEST,
+                                        search_keys(stored, key_of), None, secret)
+            decisions.append(decide(notification, None, NEW_PERSON, person_id))
+            if secret:
+                kept.append(rows.Kept(person_id, 1, secret))
+        built = rows.build(decisions, self.register, self._hooks.rows(kept) if kept else [],
+                           outbox=self._options.forward, dumps=bulkjson.dumps)
+        return copy.encode(built), len(kept)
+
+
+def new_ids(count: int) -> list[uuid.UUID]:
+    """Random (version 4) UUIDs like `uuid.uuid4()`, from one read of the system's random source."""
+    raw = os.urandom(16 * count)
+    return [uuid.UUID(bytes=raw[i:i + 16], version=4) for i in range(0, 16 * count, 16)]
+
+
+_INSTALLED: list[ChunkPreparer] = []
+
+
+def install(preparer: ChunkPreparer) -> None:
+    """Worker initialiser (fork: the preparer is inherited, not pickled). A worker makes millions of
+    short-lived acyclic objects (freed by reference counting) while holding large long-lived memos:
+    what it inherited is frozen out of the collector, and collections run far less often."""
+    _INSTALLED[:] = [preparer]
+    gc.freeze()
+    collect_young_rarely()
+
+
+def prepare_installed(task: Task) -> Prepared:
+    return _INSTALLED[0].prepare(task)

@@ -1,0 +1,111 @@
+"""The rows a set of decisions writes (`build`), whatever writes them: the SQL of online ingest
+(`jukilib.register.store.write`) or the COPY of the initial load (`jukilib.register.load.copy`).
+
+Per decision: its version (the receipt of the notification, with its request digest), its outbox row
+(住基法 30-7 / 30-42: what the relay forwards to the agency), a former 住民票コード it leaves behind, and
+what the register's hooks keep apart (`RegisterHooks.rows`, e.g. the sealed 個人番号). Per person: the
+current record when a decision of the batch became current (a new person, or an advanced one), or only
+the new last version number when the batch brought late versions only. Per 修正: the 12-5 reports it
+resolves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from jukilib.register.decide import Decision
+from jukilib.register.model import ChangeKind
+
+
+class Kept(NamedTuple):
+    """What the hooks kept apart from one version's record (`RegisterHooks.prepare`)."""
+
+    person_id: uuid.UUID
+    version: int
+    secret: Any
+
+
+class TableRows(NamedTuple):
+    """Rows for one of the register's own tables (`RegisterHooks.rows`)."""
+
+    table: str
+    columns: tuple[tuple[str, str], ...]
+    """(column, PostgreSQL type) in the order of the values of each row."""
+    records: list[tuple[Any, ...]]
+
+
+class PersonRow(NamedTuple):
+    decision: Decision
+    """The decision that made the current record."""
+    last_version: int
+    record_json: str
+
+
+class VersionRow(NamedTuple):
+    decision: Decision
+    record_json: str
+
+
+@dataclass
+class Rows:
+    new_persons: list[PersonRow] = field(default_factory=list)
+    advanced_persons: list[PersonRow] = field(default_factory=list)
+    late_only: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    """Stored persons that got late versions only: (person id, last version); their current record stays."""
+    versions: list[VersionRow] = field(default_factory=list)
+    outbox: list[tuple[uuid.UUID, int, str]] = field(default_factory=list)
+    """(person id, version, idempotency key) in decision order: the relay delivers a person's changes in it."""
+    former_codes: list[tuple[str, uuid.UUID]] = field(default_factory=list)
+    resolved_reports: list[tuple[uuid.UUID, str, int]] = field(default_factory=list)
+    """(person id, municipality, version of the 修正) of 12-5 reports to resolve."""
+    kept: list[TableRows] = field(default_factory=list)
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    return orjson.dumps(record).decode()
+
+
+def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows], *, outbox: bool = True,
+          dumps: Callable[[dict[str, Any]], str] = _dumps) -> Rows:
+    """The rows of `decisions` (in decision order); `kept` is what the hooks made of them. `dumps` writes a
+    record as JSON (the initial load's keeps to the standard library's output where orjson differs)."""
+    rows = Rows(kept=[table for table in kept if table.records])
+    # Each record as JSON once (with orjson, as the pool's jsonb encoder), for its version and for the
+    # person when it becomes current. PostgreSQL parses it into jsonb, so only the values matter.
+    records = [dumps(decision.notification.record) for decision in decisions]
+    current: dict[uuid.UUID, tuple[Decision, str]] = {}
+    last: dict[uuid.UUID, int] = {}
+    new: set[uuid.UUID] = set()
+    corrections: dict[tuple[uuid.UUID, str], int] = {}
+    for decision, record_json in zip(decisions, records, strict=True):
+        person_id, version = decision.person_id, decision.version
+        rows.versions.append(VersionRow(decision, record_json))
+        if outbox:
+            rows.outbox.append((person_id, version, f"{register}/{person_id}/{version}"))
+        if decision.former_code is not None:
+            rows.former_codes.append((decision.former_code, person_id))
+        if decision.new_person:
+            new.add(person_id)
+        if decision.becomes_current:
+            current[person_id] = (decision, record_json)
+        last[person_id] = version
+        change = decision.notification.change
+        if change.kind == ChangeKind.MODIFY:
+            # 住基法 12-5: the addressed municipality's correcting notification resolves its open reports on
+            # the person; the first one in decision order, as applying one by one would leave it.
+            corrections.setdefault((person_id, change.municipality_code), version)
+    for person_id, version in last.items():
+        if person_id in current:
+            decision, record_json = current[person_id]
+            target = rows.new_persons if person_id in new else rows.advanced_persons
+            target.append(PersonRow(decision, version, record_json))
+        else:
+            rows.late_only.append((person_id, version))
+    rows.resolved_reports = [(person, municipality, version)
+                             for (person, municipality), version in corrections.items()]
+    return rows
