@@ -1,0 +1,183 @@
+"""The register's decision function (`jukilib.register.decide`), without a database: the rules of
+住基法 30-6 ① per kind of change, the 住民票コード chain (30-4), ordering by event, and the permutation
+property (any arrival order of a person's notifications, resent until accepted, ends in the same
+current record and history)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jukilib.errors import FailedPrecondition
+from jukilib.register.decide import NEW_PERSON, Decision, Ledger, StoredNeighbour, decide, needs_history, place
+from jukilib.register.model import Change, ChangeKind, Notification, OrderKey, RecordState, SearchKeys
+
+RECORD, REMOVE, MODIFY = ChangeKind.RECORD, ChangeKind.REMOVE, ChangeKind.MODIFY
+KEYS = SearchKeys("ヤマダタロウ", None, 1990, 1, 1, "1", "102016")
+
+
+def notification(kind: ChangeKind, day: int, notification_id: str, code: str = "12345678901",
+                 previous: str | None = None) -> Notification:
+    change = Change(kind, 1, dt.date(2025, 1, day), dt.datetime(2026, 4, 1, 9, day, tzinfo=dt.UTC),
+                    dt.datetime(2026, 4, 2, tzinfo=dt.UTC), "102016", notification_id)
+    return Notification(change, code, {"resident_code": code, "address": notification_id}, b"digest", KEYS,
+                        previous_resident_code=previous)
+
+
+class MemoryRegister:
+    """A register with its history in memory: each notification applied alone, as a batch of one."""
+
+    def __init__(self) -> None:
+        self.ledger = Ledger([])
+        self.history: dict[uuid.UUID, list[tuple[OrderKey, RecordState, str]]] = defaultdict(list)
+        self.current: dict[uuid.UUID, tuple[RecordState, str]] = {}
+
+    def apply(self, n: Notification) -> Decision:
+        person = self.ledger.locate(n)
+        key = n.change.order_key
+        if person is None:
+            decision = decide(n, None, NEW_PERSON)
+        else:
+            stored = self._neighbours(person.id, key) if needs_history(person, key) else None
+            decision = decide(n, person, place(person, key, stored))
+        self.ledger.record(decision)
+        committed = self.ledger.persons[decision.person_id]
+        committed.stored, committed.decided = True, []
+        self.history[decision.person_id].append((key, decision.state, n.change.notification_id))
+        if decision.becomes_current:
+            self.current[decision.person_id] = (decision.state, n.change.notification_id)
+        return decision
+
+    def _neighbours(self, person_id: uuid.UUID, key: OrderKey) -> tuple[StoredNeighbour | None, bool]:
+        before = [(k, s) for k, s, _ in self.history[person_id] if k < key]
+        after = any(k > key for k, _, _ in self.history[person_id])
+        return (StoredNeighbour(*max(before)) if before else None), after
+
+    def state_of(self, person_id: uuid.UUID) -> tuple[tuple[RecordState, str], list[tuple[RecordState, str]]]:
+        return self.current[person_id], [(s, n) for _, s, n in sorted(self.history[person_id])]
+
+
+def test_a_first_record_makes_a_new_current_person() -> None:
+    decision = decide(notification(RECORD, 1, "a"), None, NEW_PERSON)
+    assert (decision.version, decision.state, decision.becomes_current, decision.new_person) == (
+        1, RecordState.ACTIVE, True, True)
+
+
+@pytest.mark.parametrize(("kind", "before", "reason"), [
+    (MODIFY, None, "UNKNOWN_PERSON"),
+    (REMOVE, None, "UNKNOWN_PERSON"),
+    (RECORD, RecordState.ACTIVE, "ALREADY_RECORDED"),
+    (REMOVE, RecordState.REMOVED, "ALREADY_REMOVED"),
+    (MODIFY, RecordState.REMOVED, "PERSON_REMOVED"),
+])
+def test_a_kind_of_change_that_the_state_before_it_forbids_is_refused(
+        kind: ChangeKind, before: RecordState | None, reason: str) -> None:
+    register = MemoryRegister()
+    if before is not None:
+        register.apply(notification(RECORD, 1, "first"))
+    if before == RecordState.REMOVED:
+        register.apply(notification(REMOVE, 2, "removed"))
+    with pytest.raises(FailedPrecondition) as refused:
+        register.apply(notification(kind, 5, "refused"))
+    assert refused.value.reason == reason
+
+
+def test_a_record_after_a_removal_records_the_person_again() -> None:
+    register = MemoryRegister()
+    first = register.apply(notification(RECORD, 1, "in"))
+    register.apply(notification(REMOVE, 2, "out"))
+    again = register.apply(notification(RECORD, 3, "back"))
+    assert (again.person_id, again.version, again.state, again.new_person) == (
+        first.person_id, 3, RecordState.ACTIVE, False)
+
+
+def test_a_late_notification_is_kept_in_history_and_leaves_the_current_record() -> None:
+    register = MemoryRegister()
+    first = register.apply(notification(RECORD, 1, "in"))
+    register.apply(notification(MODIFY, 9, "newest"))
+    late = register.apply(notification(MODIFY, 5, "late"))
+    assert not late.becomes_current and late.version == 3
+    assert register.state_of(first.person_id) == ((RecordState.ACTIVE, "newest"), [
+        (RecordState.ACTIVE, "in"), (RecordState.ACTIVE, "late"), (RecordState.ACTIVE, "newest")])
+
+
+def test_a_change_of_code_keeps_the_former_code_leading_to_the_person() -> None:
+    register = MemoryRegister()
+    first = register.apply(notification(RECORD, 1, "in", code="11111111111"))
+    changed = register.apply(notification(MODIFY, 2, "code", code="22222222222", previous="11111111111"))
+    assert changed.former_code == "11111111111"
+    assert register.ledger.owner("11111111111") == register.ledger.owner("22222222222") == first.person_id
+
+
+@pytest.mark.parametrize(("code", "previous", "reason"), [
+    ("33333333333", "99999999999", "UNKNOWN_PREVIOUS_RESIDENT_CODE"),
+    ("22222222222", "11111111111", "RESIDENT_CODE_IN_USE"),
+])
+def test_a_change_of_code_must_name_a_known_previous_code_and_a_free_new_one(
+        code: str, previous: str, reason: str) -> None:
+    register = MemoryRegister()
+    register.apply(notification(RECORD, 1, "one", code="11111111111"))
+    register.apply(notification(RECORD, 1, "two", code="22222222222"))
+    with pytest.raises(FailedPrecondition) as refused:
+        register.apply(notification(MODIFY, 2, "change", code=code, previous=previous))
+    assert refused.value.reason == reason
+
+
+def test_a_newest_notification_with_another_code_and_no_previous_code_is_refused() -> None:
+    register = MemoryRegister()
+    register.apply(notification(RECORD, 1, "in", code="11111111111"))
+    register.apply(notification(MODIFY, 2, "code", code="22222222222", previous="11111111111"))
+    with pytest.raises(FailedPrecondition) as refused:
+        register.apply(notification(MODIFY, 3, "old code", code="11111111111"))
+    assert refused.value.reason == "RESIDENT_CODE_REPLACED"
+
+
+def test_decisions_of_one_batch_see_each_other() -> None:
+    ledger = Ledger([])
+    first = decide(notification(RECORD, 1, "in"), None, NEW_PERSON)
+    ledger.record(first)
+    fix = notification(MODIFY, 2, "fix")
+    person = ledger.locate(fix)
+    assert person is not None and person.id == first.person_id
+    second = decide(fix, person, place(person, fix.change.order_key, None))
+    assert (second.version, second.becomes_current) == (2, True)
+
+
+# A life in the file: recorded, corrected, moved out, recorded again, corrected, died.
+LIFE = [RECORD, MODIFY, MODIFY, REMOVE, RECORD, MODIFY, REMOVE]
+
+
+def _apply_with_resends(register: MemoryRegister, notifications: list[Notification]) -> uuid.UUID:
+    pending, person_id = list(notifications), None
+    while pending:
+        refused = []
+        for n in pending:
+            try:
+                person_id = register.apply(n).person_id
+            except FailedPrecondition:
+                refused.append(n)
+        assert len(refused) < len(pending), "no progress: the resends never converge"
+        pending = refused
+    assert person_id is not None
+    return person_id
+
+
+@settings(max_examples=300, deadline=None)
+@given(length=st.integers(min_value=1, max_value=len(LIFE)), data=st.data(),
+       same_day=st.lists(st.booleans(), min_size=len(LIFE), max_size=len(LIFE)))
+def test_any_arrival_order_gives_the_same_current_record_and_history(
+        length: int, same_day: list[bool], data: st.DataObject) -> None:
+    days, day = [], 1
+    for index in range(length):
+        day += 0 if index and same_day[index] else 1
+        days.append(day)
+    life = [notification(kind, days[i], f"n{i}") for i, kind in enumerate(LIFE[:length])]
+    in_order, shuffled = MemoryRegister(), MemoryRegister()
+    expected = in_order.state_of(_apply_with_resends(in_order, life))
+    order = data.draw(st.permutations(range(length)))
+    assert shuffled.state_of(_apply_with_resends(shuffled, [life[i] for i in order])) == expected
