@@ -213,18 +213,16 @@ class RegisterApi:
         kind = ChangeKind(change.kind) if change.kind in ChangeKind._value2member_map_ else None
         if kind is None:
             violations.add("change.kind", "must be RECORD, REMOVE or MODIFY")
-        elif change.reason not in validation.REASONS_BY_KIND[kind]:
-            violations.add("change.reason", "is not a reason of this kind of change")
         if not change.HasField("notify_time"):
             violations.add("change.notify_time", "is required", "REQUIRED_FIELD")
+        event_date = None
         if not change.HasField("event_date"):
             violations.add("change.event_date", "is required", "REQUIRED_FIELD")
-            return None
-        event_date = violations.calendar_date("change.event_date", change.event_date)
-        # Only 転出 and 国外転出 may be notified ahead of the event (異動日 ≤ 処理日 otherwise).
-        if event_date and event_date > japan_date(received) and (
-                change.reason not in validation.FUTURE_DATED_REASONS):
-            violations.add("change.event_date", "must not be after the day of receipt for this reason")
+        else:
+            event_date = violations.calendar_date("change.event_date", change.event_date)
+        if kind is not None:
+            for field, problem in validation.change_problems(kind, change.reason, event_date, japan_date(received)):
+                violations.add(field, problem)
         return event_date
 
     def search_keys(self, record: dict[str, Any], key_of: Callable[[str], str] = text.search_key) -> SearchKeys:

@@ -68,14 +68,6 @@ async def person_of_code(connection: asyncpg.Connection, resident_code: str) -> 
 
 
 
-async def fetch_version(connection: asyncpg.Connection, person_id: uuid.UUID, version: int) -> StoredVersion | None:
-    row = await connection.fetchrow(
-        f"SELECT {_VERSION_COLUMNS} FROM person_version v WHERE v.person_id = $1 AND v.version = $2",
-        person_id, version,
-    )
-    return version_from_row(row) if row else None
-
-
 # A person's current version (aliases p and v), and the columns `current_from_row` reads.
 _CURRENT = "person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version"
 _CURRENT_COLUMNS = f"{_VERSION_COLUMNS}, p.updated_at AS person_updated_at"

@@ -30,6 +30,18 @@ REASONS_BY_KIND = {ChangeKind.RECORD: _RECORD_REASONS, ChangeKind.REMOVE: _REMOV
 # 転出 and 国外転出 may carry a planned (future) date; every other change happened already (j80).
 FUTURE_DATED_REASONS = frozenset({20, 21})
 
+
+def change_problems(kind: ChangeKind, reason: int, event_date: dt.date | None, day_of_receipt: dt.date,
+                    ) -> list[tuple[str, str]]:
+    """(field, problem) of a change information's reason and event date, for the RPC path and the load."""
+    problems = []
+    if reason not in REASONS_BY_KIND[kind]:
+        problems.append(("change.reason", "is not a reason of this kind of change"))
+    # Only 転出 and 国外転出 may be notified ahead of the event (異動日 ≤ 処理日 otherwise).
+    if event_date is not None and event_date > day_of_receipt and reason not in FUTURE_DATED_REASONS:
+        problems.append(("change.event_date", "must not be after the day of receipt for this reason"))
+    return problems
+
 # A record field named in a report or a correction request (`record.full_name`), and a reason code.
 FIELD_PATH = re.compile(r"^record\.[a-z_]{1,64}$")
 REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")

@@ -1,42 +1,21 @@
 """Initial bulk load of a register (`juki load`): an existing file, checked row by row with the rules of
-the RPC path, written with COPY in one transaction.
+the RPC path, decided and built into rows as the RPC path does (a 記載 of a new person per row:
+`workers`), written with COPY (`copy`) in one transaction.
 
-What a loaded person is: exactly what applying a 記載 notification to an empty register stores — one
-`person` row (current version 1, search keys from `RegisterApi.search_keys`), one `person_version`
-row (change kind RECORD, reason 改製 (7) unless the row says otherwise, the event date of the row or
-the load date in Japan, notify and receive time = the load time, the record's municipality as the
-notifying municipality, notification id `load-<line>` unless the row has one), what the register's
-hooks keep apart (identity: the encrypted 個人番号, `RegisterHooks.bulk_tables`), and the version's
-request digest:
+A loaded version is the receipt of a notification (the engine's invariant), which protects the ids: a CS
+that later sends a notification under an id the file carried gets NOTIFICATION_ID_REUSED. Its digest is
+a constant no real request hashes to (there was no request). No outbox rows unless `forward`: the agency
+already holds the existing file.
 
-* The version is the receipt of the notification that made it (the engine's invariant), which
-  protects the ids: a CS that later sends a notification under an id the file carried gets
-  NOTIFICATION_ID_REUSED instead of a second 記載 slipped into history. The digest is a constant no
-  real request hashes to (there was no request).
-* No outbox rows unless `forward`: the agency already holds the existing file. With `forward` every
-  person gets the outbox row that `RegisterEngine.apply` writes (key `<register>/<person>/1`).
+A bad row is reported by line number and field, never by value. By default one bad row stops the load
+and nothing is written (the rest of the file is still checked, so that every bad row is reported at
+once); `skip_invalid` loads the good rows and counts the rest. Rows repeating a 住民票コード or a
+notification id of an earlier row, or of the register, are bad rows.
 
-Validation: every row goes through the register's `validate_record` and the 住民票コード check of the
-configured mode, with the notifying municipality (the record's own) as the caller, plus the rules of
-the change information for a 記載 and the uniqueness a later notification would meet (one person per
-住民票コード, one use of each notification id). A bad row is reported by line number and field,
-never by value. By default one bad row stops the load and nothing is written (the transaction is
-rolled back; the rest of the file is still checked so that every bad row is reported at once);
-`skip_invalid` loads the good rows and counts the rest.
-
-Fast mode (the default when the register is empty): the loader runs as the schema owner, locks the
-tables, drops their foreign keys, primary keys, unique constraints and indexes, loads the bare tables,
-then rebuilds everything from the catalog's own definitions (`pg_get_constraintdef`,
-`pg_get_indexdef`) and ANALYZEs — all in the one transaction of the load: a failure anywhere leaves
-the register exactly as it was, and nobody ever sees it without its keys (they wait on the lock). A
-register that already has persons is loaded into its indexed tables instead (`mode="auto"`), or
-refused (`mode="fast"`).
-
-Speed: rows are prepared (parsed, validated, encoded as COPY text, 個人番号 sealed) in worker
-processes while the main process streams finished chunks to PostgreSQL, in file order. Each chunk is
-COPYed once into an unlogged staging table and spread from there into `person` and `person_version`
-with INSERT … SELECT, so the record's JSON is parsed once although two tables hold it; the hooks' rows
-are COPYed directly.
+Fast mode (the default when the register is empty) drops the tables' keys and indexes and rebuilds
+them after (`tables`), in the load's transaction: a failure anywhere leaves the register as it was. Rows
+are prepared in worker processes while the main process streams finished chunks to PostgreSQL, in
+file order.
 """
 
 from __future__ import annotations

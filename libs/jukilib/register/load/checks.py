@@ -150,8 +150,6 @@ class ChangeChecks:
                 reason = int(reason_value)
         except ValueError:
             pass
-        if reason not in validation.REASONS_BY_KIND[ChangeKind.RECORD]:
-            problems.append(("change_reason", "is not a reason of a record (記載)"))
         event_date = self._load_day
         if "event_date" in meta:
             value = meta["event_date"]
@@ -162,8 +160,9 @@ class ChangeChecks:
                 event_date = dt.date(*(int(part) for part in match.groups()))
             except ValueError:
                 problems.append(("event_date", "must be a valid calendar date (YYYY-MM-DD)"))
-        if event_date > self._load_day and reason not in validation.FUTURE_DATED_REASONS:
-            problems.append(("event_date", "must not be after the day of the load for this reason"))
+        # The load is the 記載 of each row, received on the day of the load.
+        for field, problem in validation.change_problems(ChangeKind.RECORD, reason, event_date, self._load_day):
+            problems.append((field.removeprefix("change.").replace("reason", "change_reason"), problem))
         found = (event_date, reason, problems)
         self._changes[_change_key(meta)] = found
         return found

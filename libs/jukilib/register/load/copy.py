@@ -121,22 +121,6 @@ def copy_text(value: str) -> str:
     return value
 
 
-def _copy_value(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return copy_text(value)
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "\\\\x" + bytes(value).hex()
-    if isinstance(value, int | uuid.UUID):
-        return str(value)
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"no COPY text form for {type(value).__name__}")
-
-
 _ENCODERS: dict[type, Callable[[Any], str]] = {
     str: copy_text, int: str, bool: lambda value: "t" if value else "f", type(None): lambda _: "\\N",
     bytes: lambda value: "\\\\x" + value.hex(), uuid.UUID: str, dt.date: dt.date.isoformat,
@@ -145,11 +129,8 @@ _ENCODERS: dict[type, Callable[[Any], str]] = {
 
 
 def _copy_rows(records: list[tuple[Any, ...]]) -> str:
-    """Rows of Python values in COPY text format."""
+    """Rows of Python values in COPY text format (of the types of `_ENCODERS` only: a KeyError names another)."""
     encoders = _ENCODERS
-    try:
-        return "".join(["\t".join([encoders[type(value)](value) for value in row]) + "\n" for row in records])
-    except KeyError:  # a subclass or another type: the general way
-        return "".join(["\t".join([_copy_value(value) for value in row]) + "\n" for row in records])
+    return "".join(["\t".join([encoders[type(value)](value) for value in row]) + "\n" for row in records])
 
 
