@@ -127,8 +127,7 @@ class GrpcService:
         self._tasks.extend(self._supervisor.start())
         # What start-up made (modules, descriptors, catalogues, pools) lives as long as the process: frozen,
         # the collector stops scanning it, so a full collection under load walks only what calls made
-        # (gateway under `juki bench lookup`: longest full collection 55 → 33 ms, p99 lookups 102-109 →
-        # 97-99 ms in two alternating pairs of runs).
+        # (docs/performance.md, "Garbage collection").
         gc.collect()
         gc.freeze()
         if self._parts.collect_young_rarely:

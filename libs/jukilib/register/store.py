@@ -42,8 +42,8 @@ _KINDS = {int(kind): kind for kind in ChangeKind}
 
 def version_from_row(row: asyncpg.Record) -> StoredVersion:
     """The version in the first columns of `row`: every query selects `_VERSION_COLUMNS` first, anything
-    else after them. By position, and enum members by dict: a batch lookup reads 1,000 rows, and this is
-    2.1 µs a row against 4.8 µs by column name and enum call (an unknown state or kind still raises)."""
+    else after them. By position, and enum members by dict, because a batch lookup reads 1,000 rows
+    (docs/performance.md, "Reading versions"); an unknown state or kind still raises."""
     (person_id, version, resident_code, state, record, kind, reason, event_date, notify_time, receive_time,
      municipality_code, notification_id, created_at) = row[:_VERSION_WIDTH]
     return StoredVersion(
