@@ -21,8 +21,15 @@ from google.protobuf import json_format
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from jukilib import caller
 from jukilib.db.pool import Database
-from jukilib.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from jukilib.register.validation import TimeWindow, Violations
+from jukilib.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    TimeWindow,
+    Violations,
+)
 from services.disclosure import corrections, notices, rules, store
 from services.disclosure.records import ANNEX, IDENTITY, REPORTS_PURPOSE, FileRecords, Records
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from jukilib.domain.dates import japan_date
-from jukilib.errors import FailedPrecondition
-from jukilib.register.validation import FIELD_PATH, REASON_CODE, TimeWindow, Violations
+from jukilib.errors import FailedPrecondition, TimeWindow, Violations
+from jukilib.register.validation import FIELD_PATH, REASON_CODE
 
 # 住基法 30-33: disclose within 30 days of the request (UNVERIFIED wording; DOMAIN §1.1). The period
 # is counted from the day after receipt (民法 140, 初日不算入).

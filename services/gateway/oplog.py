@@ -19,8 +19,7 @@ from jukilib.boundary import storable
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.dates import JAPAN
-from jukilib.errors import FieldViolation, InvalidArgument, Unavailable
-from jukilib.register.validation import Violations
+from jukilib.errors import FieldViolation, InvalidArgument, Unavailable, Violations
 from jukilib.supervision import Heartbeat
 from services.gateway.chain import GENESIS, SigningKey, entry_hash
 

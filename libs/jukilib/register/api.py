@@ -23,7 +23,7 @@ from jukilib.domain import text
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.dates import japan_date
 from jukilib.domain.municipalities import MunicipalityTable
-from jukilib.errors import FieldViolation, InvalidArgument, PermissionDenied
+from jukilib.errors import FieldViolation, InvalidArgument, PermissionDenied, TimeWindow, Violations
 from jukilib.register import validation
 from jukilib.register.engine import RegisterEngine
 from jukilib.register.model import (
@@ -36,7 +36,6 @@ from jukilib.register.model import (
     StoredVersion,
 )
 from jukilib.register.reports import MunicipalityReports
-from jukilib.register.validation import TimeWindow, Violations
 
 RESIDENT_CODE_CHANGE_REASONS = frozenset({47, 48})  # 住民票コードの変更請求 / 職権記載
 SEARCH_DEFAULT_CANDIDATES, SEARCH_MAX_CANDIDATES = 20, 100

@@ -70,11 +70,11 @@ from jukilib import protojson
 from jukilib.collector import collect_young_rarely
 from jukilib.domain import text
 from jukilib.domain.dates import japan_date
+from jukilib.errors import Violations
 from jukilib.register import bulkjson, validation
 from jukilib.register.api import RegisterApi
 from jukilib.register.hooks import BulkPerson, RegisterHooks
 from jukilib.register.model import ChangeKind, RecordState
-from jukilib.register.validation import Violations
 
 logger = logging.getLogger(__name__)
 
@@ -444,7 +444,7 @@ class _CountingFilter(logging.Filter):
         return True
 
 
-_VALIDATION_LOGGER = logging.getLogger(validation.__name__)
+_VALIDATION_LOGGER = logging.getLogger(Violations.__module__)
 FieldProblem = tuple[str, str]
 """(field or column of the file, what is wrong)."""
 

@@ -14,10 +14,17 @@ from jukilib import paging
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.municipalities import MunicipalityTable
-from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from jukilib.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Violations,
+)
 from jukilib.register import store
 from jukilib.register.model import ChangeKind, StoredVersion
-from jukilib.register.validation import FIELD_PATH, REASON_CODE, Violations
+from jukilib.register.validation import FIELD_PATH, REASON_CODE
 
 OPEN, ACKNOWLEDGED, RESOLVED = 1, 2, 3
 SOURCES = frozenset({1, 2, 3})
