@@ -18,15 +18,12 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import message
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -34,7 +31,6 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
 from jukilib import boundary, caller
-from jukilib.devcerts import organisation_from_certificate
 from jukilib.domain.dates import japan_date
 from jukilib.errors import (
     STATUS_DETAILS_KEY,
@@ -48,6 +44,7 @@ from jukilib.errors import (
 )
 from jukilib.grpc import tracing
 from jukilib.grpc.interceptors import abort_with
+from jukilib.grpc.peer import peer_of
 from jukilib.operator_credential import CREDENTIAL_KEY, OperatorClaims, check_in_force, genuine_claims
 from jukilib.telemetry import current_trace_id
 from services.gateway import coalesce, minimise, volume
@@ -143,20 +140,10 @@ def forwarded_mask(purpose: Purpose) -> tuple[str, ...] | None:
 
 def _certificate(context: aio.ServicerContext[Any, Any]) -> tuple[str, str]:
     """(organisation code, SHA-256 fingerprint) of the client certificate."""
-    pems = list(context.auth_context().get("x509_pem_cert") or [])
-    identity = _identity_of(pems[0]) if pems else None
-    if identity is None:
+    peer = peer_of(context)
+    if peer is None or not peer.organisation:
         raise Unauthenticated("a client certificate issued by the prefecture is required")
-    return identity
-
-
-@functools.lru_cache(maxsize=4096)
-def _identity_of(pem: bytes) -> tuple[str, str] | None:
-    organization = organisation_from_certificate(pem)
-    if not organization:
-        return None
-    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
-    return organization, hashlib.sha256(der).hexdigest()
+    return peer.organisation, peer.fingerprint
 
 
 def _caller(context: aio.ServicerContext[Any, Any], organization: str) -> caller.Caller:
