@@ -19,6 +19,7 @@ import asyncpg
 from google.protobuf import json_format
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
+from juki.register.v1 import register_pb2
 from jukilib import caller
 from jukilib.db.pool import Database
 from jukilib.errors import (
@@ -37,7 +38,6 @@ S, C = pb.DisclosureState, pb.CorrectionState
 FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_FILE_ANNEX: ANNEX}
 SCOPES: dict[int, int] = {pb.RECORD_FILE_IDENTITY: pb.DISCLOSURE_SCOPE_IDENTITY_FILE,
                           pb.RECORD_FILE_ANNEX: pb.DISCLOSURE_SCOPE_ANNEX_FILE}
-REPORT_RESOLVED = 3  # juki.register.v1.REPORT_STATE_RESOLVED
 
 
 def parse_name(name: str, collection: str, field: str = "name") -> uuid.UUID:
@@ -267,7 +267,7 @@ class Desk:
                          before: tuple[dt.datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
         today = self.today()
         status = request.deadline_status
-        if status not in (0, pb.DEADLINE_STATUS_AT_RISK, pb.DEADLINE_STATUS_OVERDUE):
+        if status not in (pb.DEADLINE_STATUS_UNSPECIFIED, pb.DEADLINE_STATUS_AT_RISK, pb.DEADLINE_STATUS_OVERDUE):
             raise InvalidArgument([FieldViolation("deadline_status", "must be AT_RISK or OVERDUE when set")])
         async with self._database.connection() as connection:
             rows: list[asyncpg.Record] = await store.list_cases(
@@ -456,7 +456,7 @@ class Desk:
                 await store.touch_correction(connection, row["id"])
             case = correction_message(row, [])
             report = await self._records.get_report(FILES[case.file], case.municipality_report, case.name)
-            if report.state == REPORT_RESOLVED:
+            if report.state == register_pb2.REPORT_STATE_RESOLVED:
                 await self._records.complete_correction(case.name)
                 moved += 1
         return moved
@@ -471,7 +471,7 @@ class Desk:
         case = correction_message(row, [])
         # The report's state comes from the register, never from the caller.
         report = await self._records.get_report(FILES[case.file], case.municipality_report, case.name)
-        if report.state != REPORT_RESOLVED:
+        if report.state != register_pb2.REPORT_STATE_RESOLVED:
             raise FailedPrecondition("the municipality has not yet corrected the record (12-5 report unresolved)",
                                      "REPORT_NOT_RESOLVED")
         await self._complete(row, report.resolving_version, actor)

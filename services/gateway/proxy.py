@@ -30,6 +30,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
+from juki.gateway.v1.operation_log_pb2 import DECISION_ALLOWED, DECISION_DENIED
 from jukilib import boundary, caller
 from jukilib.domain.dates import japan_date
 from jukilib.errors import (
@@ -54,7 +55,6 @@ from services.gateway.operators import Operator, OperatorRegistry
 from services.gateway.oplog import LogEntry, LogEntryRefused, OperationLog
 from services.gateway.policy import Catalogue, Purpose
 
-ALLOWED, DENIED = 1, 2
 BACKEND_TIMEOUT_SECONDS = 10.0
 
 # Sends the request bytes on to whoever answers the method; returns the answer bytes.
@@ -220,8 +220,8 @@ class Gateway:
             log_unexpected(route.path, exc)
         if error.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
                           grpc.StatusCode.RESOURCE_EXHAUSTED):  # the gateway's own refusals
-            entry.decision = DENIED
-        if entry.decision == DENIED or not entry.reason:
+            entry.decision = DECISION_DENIED
+        if entry.decision == DECISION_DENIED or not entry.reason:
             entry.reason = error.reason
         entry.status = code_name(error.code)
         await self._log_refusal(entry, context)
@@ -257,7 +257,7 @@ class Gateway:
                                               japan_date(self._clock()),  # a purpose's days are Japanese days
                                               operator_roles=operator.roles if operator else None)
         entry.legal_basis = purpose.legal_basis
-        entry.decision = ALLOWED
+        entry.decision = DECISION_ALLOWED
         entry.reason = f"purpose {purpose.code} granted"
         # The backend learns the mask so that it leaves unread what would be cut (minimise still cuts).
         return dataclasses.replace(who, fields=forwarded_mask(purpose)), purpose
@@ -354,7 +354,7 @@ class Gateway:
                               error: InvalidArgument, number: int) -> None:
         """Log the gateway's refusal of a stream's `number`th message (its fields named, never its
         values), then end the stream with it."""
-        entry.decision, entry.status = DENIED, code_name(error.code)
+        entry.decision, entry.status = DECISION_DENIED, code_name(error.code)
         entry.reason = f"message {number} refused: {error.message}"
         await self._log_refusal(entry, context)
         await abort_with(context, error)
