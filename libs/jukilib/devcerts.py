@@ -13,8 +13,8 @@ Every juki service speaks mutual TLS.  For development and tests this module cre
 missing leaves are issued with the existing CA, and only a missing CA causes a full re-issue.
 Private keys are unencrypted PKCS#8 PEM, mode 0600, written atomically.
 
-:func:`organisation_from_certificate` recovers the caller's organisation code from the PEM
-certificate that gRPC exposes as ``context.auth_context()["x509_pem_cert"][0]``.
+The identity in these certificates is read by :mod:`jukilib.grpc.peer` (``urn:juki:org:<code>``
+is its convention), as in production.
 
 :func:`issue_untrusted_client` makes a client certificate from a foreign CA, for tests that prove
 such a certificate cannot connect.  None of this is meant for production keys.
@@ -35,17 +35,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from jukilib.grpc.peer import ORG_URI_PREFIX
+
 __all__ = [
-    "ORG_URI_PREFIX",
     "CertPair",
     "DevPki",
-    "common_name",
     "ensure_dev_pki",
     "issue_untrusted_client",
-    "organisation_from_certificate",
 ]
 
-ORG_URI_PREFIX = "urn:juki:org:"
 CA_COMMON_NAME = "juki development CA (Gunma prefecture)"
 CA_ORGANISATION = "群馬県 (development)"
 UNTRUSTED_CA_COMMON_NAME = "juki untrusted test CA (not the development CA)"
@@ -134,23 +132,6 @@ def issue_untrusted_client(directory: Path, name: str, organisation: str) -> Cer
     pair = _pair(base, name)
     _issue_client(authority, pair, name, organisation)
     return pair
-
-
-def organisation_from_certificate(pem: bytes) -> str | None:
-    """Return the org code of a PEM leaf: its ``urn:juki:org:<code>`` SAN URI, else its CN, else None."""
-    cert = _parse_pem(pem)
-    if cert is None:
-        return None
-    for uri in _san_uris(cert):
-        if uri.startswith(ORG_URI_PREFIX) and len(uri) > len(ORG_URI_PREFIX):
-            return uri.removeprefix(ORG_URI_PREFIX)
-    return _subject_common_name(cert)
-
-
-def common_name(pem: bytes) -> str | None:
-    """Return the subject common name of a PEM certificate, or None if absent or unparsable."""
-    cert = _parse_pem(pem)
-    return None if cert is None else _subject_common_name(cert)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -350,30 +331,3 @@ def _issue_client(authority: _Authority, pair: CertPair, caller: str, organisati
     )
     sans = [x509.UniformResourceIdentifier(f"{ORG_URI_PREFIX}{organisation}")]
     _issue_leaf(authority, pair, subject, sans, [ExtendedKeyUsageOID.CLIENT_AUTH])
-
-
-# --------------------------------------------------------------------------------------------------
-# reading
-
-
-def _parse_pem(pem: bytes) -> x509.Certificate | None:
-    try:
-        return x509.load_pem_x509_certificate(pem)
-    except ValueError:
-        return None
-
-
-def _san_uris(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return san.get_values_for_type(x509.UniformResourceIdentifier)
-
-
-def _subject_common_name(cert: x509.Certificate) -> str | None:
-    attributes = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not attributes:
-        return None
-    value = attributes[0].value
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -2,13 +2,15 @@
 
 Domain code raises these; one server interceptor (`jukilib.grpc.interceptors.ErrorInterceptor`)
 turns them into a gRPC status with one `ErrorInfo` and, for bad input, `BadRequest` field
-violations. `translate` makes any other exception (a database's, a timeout) the error a caller may see,
+violations, which `Violations` collects while a request is checked (every bad field named, nothing
+stored). `translate` makes any other exception (a database's, a timeout) the error a caller may see,
 and `log_unexpected` logs what nobody expected. Messages must never contain personal data: they name
 fields and rules, not values.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -16,8 +18,13 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import grpc
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.type import date_pb2
+
+from juki.register.v1 import register_pb2
+from jukilib.domain import codes, dates, sex, text
+from jukilib.domain.municipalities import MunicipalityTable
 
 logger = logging.getLogger(__name__)
 
@@ -199,3 +206,135 @@ def log_unexpected(where: str, exc: BaseException) -> None:
     logger.error("unhandled error in %s: %s", where, type(exc).__name__,
                  extra={"error_type": type(exc).__name__, "sqlstate": getattr(exc, "sqlstate", None),
                         "frames": frames})
+
+
+# --- collecting the field violations of a request -------------------------------------------------
+
+# How many of (year, month, day) a date of each precision states for certain
+_KNOWN_PARTS = {dates.DatePrecision.DAY: 3, dates.DatePrecision.MONTH: 2, dates.DatePrecision.YEAR: 1}
+_PRECISIONS: dict[int, dates.DatePrecision] = {
+    register_pb2.DATE_PRECISION_DAY: dates.DatePrecision.DAY,
+    register_pb2.DATE_PRECISION_MONTH: dates.DatePrecision.MONTH,
+    register_pb2.DATE_PRECISION_YEAR: dates.DatePrecision.YEAR,
+    register_pb2.DATE_PRECISION_APPROXIMATE: dates.DatePrecision.APPROXIMATE,
+    register_pb2.DATE_PRECISION_UNKNOWN: dates.DatePrecision.UNKNOWN,
+}
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """How far from now a time a caller states may lie: `max_ahead` of clock skew, `max_age` behind."""
+
+    max_age: dt.timedelta
+    max_ahead: dt.timedelta = dt.timedelta(minutes=5)
+
+
+class Violations:
+    """Collects field violations of one request; `raise_if_any` ends validation."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+        self.warnings: list[str] = []
+        """Fields accepted with a warning (a 住民票コード whose check digit did not match, in warn mode)."""
+
+    def add(self, field: str, description: str, reason: str = "INVALID_FIELD") -> None:
+        self.items.append(FieldViolation(field, description, reason))
+
+    def extend(self, field: str, problems: Iterable[str]) -> None:
+        for problem in problems:
+            self.add(field, problem)
+
+    def raise_if_any(self) -> None:
+        for warned in self.warnings:
+            # 告示436号 formula UNVERIFIED: in warn mode the code is accepted and the fact logged.
+            logger.warning("resident code check digit mismatch accepted (warn mode)", extra={"field": warned})
+        if self.items:
+            raise InvalidArgument(self.items)
+
+    def required_text(self, field: str, value: str, *, max_length: int) -> None:
+        if not value:
+            self.add(field, "is required", "REQUIRED_FIELD")
+            return
+        self.extend(field, text.text_problems(value, max_length=max_length))
+
+    def optional_text(self, field: str, value: str, *, max_length: int) -> None:
+        if value:
+            self.extend(field, text.text_problems(value, max_length=max_length))
+
+    def kana(self, field: str, value: str) -> None:
+        if value:
+            self.optional_text(field, value, max_length=200)
+            if not text.is_katakana_reading(value):
+                self.add(field, "must be written in full-width katakana")
+
+    def resident_code(self, field: str, value: str, mode: codes.CheckDigitMode) -> None:
+        result = codes.check_resident_code(value, mode)
+        if result.error:
+            self.add(field, result.error)
+        elif result.warning:
+            self.warnings.append(field)
+
+    def sex_code(self, field: str, value: str) -> None:
+        if not sex.is_valid_sex_code(value):
+            self.add(field, "is not a code of the sex code table")
+
+    def municipality(self, field: str, value: str, table: MunicipalityTable | None = None) -> None:
+        if not codes.is_valid_municipality_code(value):
+            self.add(field, "must be a 6-digit local government code with a valid check digit")
+        elif table is not None and value not in table:
+            self.add(field, "is not a municipality of this prefecture")
+
+    def partial_date(self, field: str, value: object) -> None:
+        problems = dates.validate_partial_date(partial_date_from_proto(value)) if _has_precision(value) else [
+            "precision is required"]
+        self.extend(field, problems)
+
+    def time_within(self, field: str, value: timestamp_pb2.Timestamp, now: dt.datetime, window: TimeWindow
+                    ) -> dt.datetime | None:
+        """`value` as a time, when it lies within `window` around `now` (a notification time of year 530 or
+        9999, a receipt of 1900, is a caller's mistake, not a fact to record)."""
+        try:
+            moment = value.ToDatetime(dt.UTC)
+        except (ValueError, OverflowError):
+            self.add(field, "is not a time between the years 1 and 9999")
+            return None
+        if moment > now + window.max_ahead:
+            self.add(field, "must not be in the future")
+        elif moment < now - window.max_age:
+            self.add(field, f"must not be more than {window.max_age.days} days before now")
+        else:
+            return moment
+        return None
+
+    def not_after(self, field: str, value: object, limit: dt.date, what: str) -> None:
+        """A partial date that must not lie after `limit`, compared as far as it is known (a birth date known
+        to the month is after the event only if its month is); approximate and unknown dates are not."""
+        depth = _KNOWN_PARTS.get(partial_date_from_proto(value).precision, 0) if _has_precision(value) else 0
+        known = partial_date_from_proto(value) if depth else None
+        if known is None or None in (parts := (known.year, known.month, known.day)[:depth]):
+            return
+        if parts > (limit.year, limit.month, limit.day)[:depth]:
+            self.add(field, f"must not be after {what}")
+
+    def calendar_date(self, field: str, value: date_pb2.Date) -> dt.date | None:
+        try:
+            return dt.date(value.year, value.month, value.day)
+        except ValueError:
+            self.add(field, "must be a valid calendar date")
+            return None
+
+
+def _has_precision(value: object) -> bool:
+    return int(getattr(value, "precision", register_pb2.DATE_PRECISION_UNSPECIFIED)) in _PRECISIONS
+
+
+def partial_date_from_proto(value: object) -> dates.PartialDate:
+    """`juki.register.v1.PartialDate` to the domain type (unset parts as None)."""
+    precision = _PRECISIONS[int(getattr(value, "precision", register_pb2.DATE_PRECISION_UNSPECIFIED))]
+    return dates.PartialDate(
+        precision=precision,
+        year=getattr(value, "year", 0) or None,
+        month=getattr(value, "month", 0) or None,
+        day=getattr(value, "day", 0) or None,
+        original_text=getattr(value, "original_text", ""),
+    )

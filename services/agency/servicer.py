@@ -18,9 +18,8 @@ from juki.register.v1 import register_pb2
 from jukilib import caller
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
-from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
+from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable, Violations
 from jukilib.grpc import tracing
-from jukilib.register.validation import Violations
 
 
 def event_order(version: identity_pb2.ResidentVersion) -> tuple[tuple[int, int, int], int, int, str, str]:

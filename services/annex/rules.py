@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jukilib.domain.municipalities import MunicipalityTable
-from jukilib.register.validation import Violations
+from jukilib.errors import Violations
 
 NAME_MAX = 100
 ADDRESS_MAX = 200

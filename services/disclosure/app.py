@@ -11,9 +11,9 @@ from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from jukilib.config import ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
+from jukilib.errors import TimeWindow
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
-from jukilib.register.validation import TimeWindow
 from jukilib.supervision import Job
 from services.disclosure.desk import Desk
 from services.disclosure.monitor import DeadlineGauge, ReportFollower

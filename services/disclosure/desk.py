@@ -19,10 +19,18 @@ import asyncpg
 from google.protobuf import json_format
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
+from juki.register.v1 import register_pb2
 from jukilib import caller
 from jukilib.db.pool import Database
-from jukilib.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from jukilib.register.validation import TimeWindow, Violations
+from jukilib.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    TimeWindow,
+    Violations,
+)
 from services.disclosure import corrections, notices, rules, store
 from services.disclosure.records import ANNEX, IDENTITY, REPORTS_PURPOSE, FileRecords, Records
 
@@ -30,7 +38,6 @@ S, C = pb.DisclosureState, pb.CorrectionState
 FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_FILE_ANNEX: ANNEX}
 SCOPES: dict[int, int] = {pb.RECORD_FILE_IDENTITY: pb.DISCLOSURE_SCOPE_IDENTITY_FILE,
                           pb.RECORD_FILE_ANNEX: pb.DISCLOSURE_SCOPE_ANNEX_FILE}
-REPORT_RESOLVED = 3  # juki.register.v1.REPORT_STATE_RESOLVED
 
 
 def parse_name(name: str, collection: str, field: str = "name") -> uuid.UUID:
@@ -260,7 +267,7 @@ class Desk:
                          before: tuple[dt.datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
         today = self.today()
         status = request.deadline_status
-        if status not in (0, pb.DEADLINE_STATUS_AT_RISK, pb.DEADLINE_STATUS_OVERDUE):
+        if status not in (pb.DEADLINE_STATUS_UNSPECIFIED, pb.DEADLINE_STATUS_AT_RISK, pb.DEADLINE_STATUS_OVERDUE):
             raise InvalidArgument([FieldViolation("deadline_status", "must be AT_RISK or OVERDUE when set")])
         async with self._database.connection() as connection:
             rows: list[asyncpg.Record] = await store.list_cases(
@@ -433,7 +440,7 @@ class Desk:
         """One pass over cases waiting for the municipality's 修正; returns how many moved on.
 
         Design: the owning register resolves a 12-5 report when the addressed municipality's 修正 for
-        the person arrives (jukilib.register.reports.resolve_by_correction). The disclosure service
+        the person arrives (jukilib.register.rows, 12-5 resolutions). The disclosure service
         asks the register for the report's state (GetMunicipalityReport, through the gateway) in a
         background task, and once it is resolved completes the case with CompleteCorrectionCase, also
         through the gateway, so that this transition is in the operation log like a clerk's. Polling
@@ -449,7 +456,7 @@ class Desk:
                 await store.touch_correction(connection, row["id"])
             case = correction_message(row, [])
             report = await self._records.get_report(FILES[case.file], case.municipality_report, case.name)
-            if report.state == REPORT_RESOLVED:
+            if report.state == register_pb2.REPORT_STATE_RESOLVED:
                 await self._records.complete_correction(case.name)
                 moved += 1
         return moved
@@ -464,7 +471,7 @@ class Desk:
         case = correction_message(row, [])
         # The report's state comes from the register, never from the caller.
         report = await self._records.get_report(FILES[case.file], case.municipality_report, case.name)
-        if report.state != REPORT_RESOLVED:
+        if report.state != register_pb2.REPORT_STATE_RESOLVED:
             raise FailedPrecondition("the municipality has not yet corrected the record (12-5 report unresolved)",
                                      "REPORT_NOT_RESOLVED")
         await self._complete(row, report.resolving_version, actor)

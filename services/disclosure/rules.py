@@ -9,8 +9,8 @@ from typing import Any
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from jukilib.domain.dates import japan_date
-from jukilib.errors import FailedPrecondition
-from jukilib.register.validation import FIELD_PATH, REASON_CODE, TimeWindow, Violations
+from jukilib.errors import FailedPrecondition, TimeWindow, Violations
+from jukilib.register.validation import FIELD_PATH, REASON_CODE
 
 # 住基法 30-33: disclose within 30 days of the request (UNVERIFIED wording; DOMAIN §1.1). The period
 # is counted from the day after receipt (民法 140, 初日不算入).
@@ -114,7 +114,7 @@ def _documents(case: Any, violations: Violations) -> None:
     if not documents:
         violations.add(field, "at least one document is required", "REQUIRED_FIELD")
         return
-    if any(d not in pb.IdentityDocument.values() or d == 0 for d in documents):
+    if any(d not in pb.IdentityDocument.values() or d == pb.IDENTITY_DOCUMENT_UNSPECIFIED for d in documents):
         violations.add(field, "contains an unknown document")
         return
     kind = case.requester_kind
@@ -160,7 +160,8 @@ def validate_new_case(case: Any, now: dt.datetime, violations: Violations,
     scopes = list(case.scopes)
     if not scopes:
         violations.add("disclosure_case.scopes", "at least one scope is required", "REQUIRED_FIELD")
-    elif len(set(scopes)) != len(scopes) or any(s not in pb.DisclosureScope.values() or s == 0 for s in scopes):
+    elif len(set(scopes)) != len(scopes) or any(s not in pb.DisclosureScope.values()
+                                                or s == pb.DISCLOSURE_SCOPE_UNSPECIFIED for s in scopes):
         violations.add("disclosure_case.scopes", "must be distinct known scopes")
     if case.HasField("receive_time"):
         violations.time_within("disclosure_case.receive_time", case.receive_time, now, receipt_window)

@@ -10,9 +10,10 @@ from typing import Any
 
 import asyncpg
 
+from juki.disclosure.v1 import disclosure_pb2 as pb
 from services.disclosure import rules
 
-_COLUMNS = """id, request_id, subject_resident_code, requester_kind, requester_name, identity_documents,
+_COLUMNS = f"""id, request_id, subject_resident_code, requester_kind, requester_name, identity_documents,
     channel, scopes, receive_time, state, deadline, target_date, revision, create_time, update_time,
     identity_verify_time, extension_reason, extension_deadline, extension_time, decide_time,
     coalesce(extension_deadline, deadline) AS effective_deadline,
@@ -20,7 +21,8 @@ _COLUMNS = """id, request_id, subject_resident_code, requester_kind, requester_n
           WHERE d.case_kind = 'disclosure' AND d.case_id = disclosure_case.id ORDER BY d.create_time, d.id)
         AS documents,
     (SELECT 'disclosureCases/' || d.case_id || '/documents/' || d.id FROM disclosure_document d
-     WHERE d.case_kind = 'disclosure' AND d.case_id = disclosure_case.id AND d.kind = 2) AS extension_notice"""
+     WHERE d.case_kind = 'disclosure' AND d.case_id = disclosure_case.id
+       AND d.kind = {int(pb.DOCUMENT_KIND_EXTENSION_NOTICE)}) AS extension_notice"""
 
 _CORRECTION_COLUMNS = """id, request_id, disclosure_case_id, subject_resident_code, file, items, receive_time, state,
     municipality_report, report_version, report_fields, resolving_version, wrong_value_recipients, revision,
@@ -97,7 +99,7 @@ async def list_cases(
         args += [before[0], before[1]]
         conditions.append(f"(receive_time, id) < (${len(args) - 1}, ${len(args)})")
     if open_only:
-        conditions.append("state <> 9")
+        conditions.append(f"state <> {int(pb.DISCLOSURE_STATE_CLOSED)}")
     if at_risk_on is not None:
         args += [RUNNING, at_risk_on]
         conditions.append(f"""state = ANY(${len(args) - 1}) AND (target_date < ${len(args)}
@@ -208,7 +210,7 @@ async def list_corrections(connection: asyncpg.Connection, before: tuple[dt.date
         args += [before[0], before[1]]
         conditions.append("(receive_time, id) < ($1, $2)")
     if open_only:
-        conditions.append("state <> 9")
+        conditions.append(f"state <> {int(pb.CORRECTION_STATE_CLOSED)}")
     args.append(limit)
     return await connection.fetch(
         f"""SELECT {_CORRECTION_COLUMNS} FROM correction_case WHERE {' AND '.join(conditions)}
@@ -218,7 +220,8 @@ async def list_corrections(connection: asyncpg.Connection, before: tuple[dt.date
 async def awaiting_update(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
     """Correction cases waiting for the municipality's 修正, least recently checked first."""
     return await connection.fetch(
-        f"""SELECT {_CORRECTION_COLUMNS} FROM correction_case WHERE state = 6
+        f"""SELECT {_CORRECTION_COLUMNS} FROM correction_case
+            WHERE state = {int(pb.CORRECTION_STATE_AWAITING_CS_UPDATE)}
             ORDER BY check_time NULLS FIRST, id LIMIT $1""", limit)
 
 
@@ -258,4 +261,6 @@ async def set_correction_state(connection: asyncpg.Connection, case_id: uuid.UUI
 
 async def touch_correction(connection: asyncpg.Connection, case_id: uuid.UUID) -> None:
     """Mark a waiting case checked (the poller visits the least recently checked first)."""
-    await connection.execute("UPDATE correction_case SET check_time = now() WHERE id = $1 AND state = 6", case_id)
+    await connection.execute(
+        f"""UPDATE correction_case SET check_time = now()
+            WHERE id = $1 AND state = {int(pb.CORRECTION_STATE_AWAITING_CS_UPDATE)}""", case_id)

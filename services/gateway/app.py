@@ -96,7 +96,8 @@ def _catalogue_recorder(log: OperationLog) -> Callable[[str, str, bool], Awaitab
     async def record(version: str, digest: str, loaded: bool) -> None:
         await log.write(LogEntry(
             time=dt.datetime.now(dt.UTC), request_id=f"catalogue-{digest[:16]}", trace_id=current_trace_id(),
-            organization="gateway", method="policy-catalogue/load", decision=1 if loaded else 2,
+            organization="gateway", method="policy-catalogue/load",
+            decision=operation_log_pb2.DECISION_ALLOWED if loaded else operation_log_pb2.DECISION_DENIED,
             reason=f"catalogue {version} sha256 {digest}", status="OK" if loaded else "INVALID_ARGUMENT"))
 
     return record

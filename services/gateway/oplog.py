@@ -19,8 +19,7 @@ from jukilib.boundary import storable
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.dates import JAPAN
-from jukilib.errors import FieldViolation, InvalidArgument, Unavailable
-from jukilib.register.validation import Violations
+from jukilib.errors import FieldViolation, InvalidArgument, Unavailable, Violations
 from jukilib.supervision import Heartbeat
 from services.gateway.chain import GENESIS, SigningKey, entry_hash
 
@@ -330,7 +329,8 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
         before = paging.int_at(position, "before") if position else None
         async with self._database.connection() as connection:
             rows = await connection.fetch(
-                """SELECT * FROM operation_log WHERE resident_codes @> $1 AND decision = 1 AND status = 'OK'
+                f"""SELECT * FROM operation_log
+                    WHERE resident_codes @> $1 AND decision = {int(pb.DECISION_ALLOWED)} AND status = 'OK'
                       AND method ~ $2 AND ($3::bigint IS NULL OR sequence < $3)
                     ORDER BY sequence DESC LIMIT $4""",
                 [request.resident_code], PROVISION_METHODS, before, limit + 1)
@@ -415,16 +415,17 @@ async def misuse_report(connection: asyncpg.Connection, review: Review) -> pb.Mi
             WHERE time >= $1 AND time < $2 AND {_SYSTEM}
             GROUP BY 1, 2 ORDER BY calls DESC, organization, method LIMIT 200""", *period)
     residents = await connection.fetch(
-        """SELECT code, count(DISTINCT organization || '/' || operator) AS operators, count(*) AS calls
+        f"""SELECT code, count(DISTINCT organization || '/' || operator) AS operators, count(*) AS calls
            FROM operation_log, unnest(resident_codes) AS code
-           WHERE time >= $1 AND time < $2 AND decision = 1 AND method ~ $3
+           WHERE time >= $1 AND time < $2 AND decision = {int(pb.DECISION_ALLOWED)} AND method ~ $3
            GROUP BY code HAVING count(DISTINCT organization || '/' || operator) >= $4
            ORDER BY operators DESC, code LIMIT 200""", *period, PROVISION_METHODS, review.many_operators)
     broad = await connection.fetch(
         """SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND method ~ '/Search[A-Za-z]*$'
              AND cardinality(resident_codes) >= $3 ORDER BY sequence LIMIT 500""", *period, review.many_candidates)
     denied = await connection.fetch(
-        "SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND decision = 2 ORDER BY sequence LIMIT 500",
+        f"""SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND decision = {int(pb.DECISION_DENIED)}
+            ORDER BY sequence LIMIT 500""",
         *period)
     report = pb.MisuseReport(
         off_hours=[entry_message(r) for r in off_hours], broad_searches=[entry_message(r) for r in broad],

@@ -18,23 +18,20 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import message
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
+from juki.gateway.v1.operation_log_pb2 import DECISION_ALLOWED, DECISION_DENIED
 from jukilib import boundary, caller
-from jukilib.devcerts import organisation_from_certificate
 from jukilib.domain.dates import japan_date
 from jukilib.errors import (
     STATUS_DETAILS_KEY,
@@ -48,6 +45,7 @@ from jukilib.errors import (
 )
 from jukilib.grpc import tracing
 from jukilib.grpc.interceptors import abort_with
+from jukilib.grpc.peer import peer_of
 from jukilib.operator_credential import CREDENTIAL_KEY, OperatorClaims, check_in_force, genuine_claims
 from jukilib.telemetry import current_trace_id
 from services.gateway import coalesce, minimise, volume
@@ -57,7 +55,6 @@ from services.gateway.operators import Operator, OperatorRegistry
 from services.gateway.oplog import LogEntry, LogEntryRefused, OperationLog
 from services.gateway.policy import Catalogue, Purpose
 
-ALLOWED, DENIED = 1, 2
 BACKEND_TIMEOUT_SECONDS = 10.0
 
 # Sends the request bytes on to whoever answers the method; returns the answer bytes.
@@ -143,20 +140,10 @@ def forwarded_mask(purpose: Purpose) -> tuple[str, ...] | None:
 
 def _certificate(context: aio.ServicerContext[Any, Any]) -> tuple[str, str]:
     """(organisation code, SHA-256 fingerprint) of the client certificate."""
-    pems = list(context.auth_context().get("x509_pem_cert") or [])
-    identity = _identity_of(pems[0]) if pems else None
-    if identity is None:
+    peer = peer_of(context)
+    if peer is None or not peer.organisation:
         raise Unauthenticated("a client certificate issued by the prefecture is required")
-    return identity
-
-
-@functools.lru_cache(maxsize=4096)
-def _identity_of(pem: bytes) -> tuple[str, str] | None:
-    organization = organisation_from_certificate(pem)
-    if not organization:
-        return None
-    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
-    return organization, hashlib.sha256(der).hexdigest()
+    return peer.organisation, peer.fingerprint
 
 
 def _caller(context: aio.ServicerContext[Any, Any], organization: str) -> caller.Caller:
@@ -233,8 +220,8 @@ class Gateway:
             log_unexpected(route.path, exc)
         if error.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
                           grpc.StatusCode.RESOURCE_EXHAUSTED):  # the gateway's own refusals
-            entry.decision = DENIED
-        if entry.decision == DENIED or not entry.reason:
+            entry.decision = DECISION_DENIED
+        if entry.decision == DECISION_DENIED or not entry.reason:
             entry.reason = error.reason
         entry.status = code_name(error.code)
         await self._log_refusal(entry, context)
@@ -270,7 +257,7 @@ class Gateway:
                                               japan_date(self._clock()),  # a purpose's days are Japanese days
                                               operator_roles=operator.roles if operator else None)
         entry.legal_basis = purpose.legal_basis
-        entry.decision = ALLOWED
+        entry.decision = DECISION_ALLOWED
         entry.reason = f"purpose {purpose.code} granted"
         # The backend learns the mask so that it leaves unread what would be cut (minimise still cuts).
         return dataclasses.replace(who, fields=forwarded_mask(purpose)), purpose
@@ -367,7 +354,7 @@ class Gateway:
                               error: InvalidArgument, number: int) -> None:
         """Log the gateway's refusal of a stream's `number`th message (its fields named, never its
         values), then end the stream with it."""
-        entry.decision, entry.status = DENIED, code_name(error.code)
+        entry.decision, entry.status = DECISION_DENIED, code_name(error.code)
         entry.reason = f"message {number} refused: {error.message}"
         await self._log_refusal(entry, context)
         await abort_with(context, error)

@@ -6,7 +6,7 @@ from typing import Any
 
 from jukilib.domain import codes
 from jukilib.domain.municipalities import MunicipalityTable
-from jukilib.register.validation import Violations
+from jukilib.errors import Violations
 
 NAME_MAX = 100
 ADDRESS_MAX = 200

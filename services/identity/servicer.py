@@ -10,10 +10,9 @@ from grpc import aio
 from juki.identity.v1 import identity_pb2 as pb
 from juki.identity.v1 import identity_pb2_grpc
 from jukilib.domain import codes
-from jukilib.errors import NotFound
+from jukilib.errors import NotFound, Violations
 from jukilib.register.api import RegisterApi
 from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods
-from jukilib.register.validation import Violations
 from services.identity.numbers import IndividualNumbers
 
 CONTRACT = RegisterContract(

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from juki.gateway.v1 import operation_log_pb2
 from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
 from services.gateway.chain import SigningKey, ensure_signing_key
@@ -39,7 +40,8 @@ def _at(day: dt.date, hour: int, minute: int) -> dt.datetime:
 
 def _entry(time: dt.datetime, organization: str, operator: str, method: str, purpose: str, code: str) -> LogEntry:
     return LogEntry(time=time, request_id=f"r-{code}", trace_id="0" * 32, organization=organization,
-                    operator=operator, method=method, purpose=purpose, decision=1, reason="purpose granted",
+                    operator=operator, method=method, purpose=purpose,
+                    decision=operation_log_pb2.DECISION_ALLOWED, reason="purpose granted",
                     status="OK", resident_codes=[code])
 
 

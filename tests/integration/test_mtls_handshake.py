@@ -16,13 +16,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from jukilib.devcerts import (
-    CertPair,
-    DevPki,
-    ensure_dev_pki,
-    issue_untrusted_client,
-    organisation_from_certificate,
-)
+from jukilib.devcerts import CertPair, DevPki, ensure_dev_pki, issue_untrusted_client
+from jukilib.grpc.peer import organisation_from_certificate, peer_of
 
 SERVERS = ("gateway", "identity")
 CLIENTS = {"maebashi-cs": "102016", "auditor": "audit-office"}
@@ -47,8 +42,8 @@ def _whoami_handler(seen: _Seen) -> grpc.GenericRpcHandler:
     async def whoami(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         auth = {key: list(values) for key, values in context.auth_context().items()}
         seen.contexts.append(auth)
-        pem = auth.get("x509_pem_cert", [b""])[0]
-        return (organisation_from_certificate(pem) or "").encode()
+        peer = peer_of(context)
+        return (peer.organisation if peer is not None else "").encode()
 
     handler = grpc.unary_unary_rpc_method_handler(whoami)
     return grpc.method_handlers_generic_handler("juki.test.Whoami", {"Get": handler})

@@ -18,6 +18,7 @@ import asyncpg
 import grpc
 import pytest
 
+from juki.gateway.v1 import operation_log_pb2
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib.client import purpose_metadata
 from jukilib.config import DatabaseConfig
@@ -33,7 +34,8 @@ ENTRIES = 30
 def _entry(index: int) -> LogEntry:
     return LogEntry(time=dt.datetime.now(dt.UTC), request_id=f"r-{index}", trace_id="0" * 32,
                     organization="kyoiku-iinkai", method="/juki.identity.v1.IdentityService/LookupResident",
-                    purpose="EDU-SCHOLARSHIP-30-15-2-2", decision=1, reason="purpose granted", status="OK",
+                    purpose="EDU-SCHOLARSHIP-30-15-2-2", decision=operation_log_pb2.DECISION_ALLOWED,
+                    reason="purpose granted", status="OK",
                     resident_codes=[f"{70000000000 + index}"], disclosed_fields=["record.full_name"],
                     disclosed_versions=[f"residents/{index:08d}-0000-4000-8000-000000000000/versions/1"]
                     if index else [])  # the first without: rows from before the column
@@ -215,7 +217,7 @@ async def test_an_entry_the_database_refuses_fails_only_its_own_call_and_is_logg
     finally:
         await connection.close()
     assert (row["request_id"], row["decision"], row["status"], row["resident_codes"], row["case_reference"]) == (
-        "poison", 2, "INVALID_ARGUMENT", [], "case\ufffdref")
+        "poison", operation_log_pb2.DECISION_DENIED, "INVALID_ARGUMENT", [], "case\ufffdref")
     assert "SQLSTATE 22021" in row["reason"]
     result = _verify(url, home)
     assert result.returncode == 0, result.stderr

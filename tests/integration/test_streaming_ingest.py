@@ -32,7 +32,7 @@ from jukilib.errors import FailedPrecondition, InvalidArgument, JukiError
 from jukilib.grpc.channels import secure_channel
 from jukilib.register import store
 from jukilib.register.api import RegisterApi
-from jukilib.register.reports import RESOLVED, NewReport
+from jukilib.register.reports import NewReport
 from jukilib.register.streaming import stream_notifications
 from services.identity.numbers import IndividualNumbers
 from tests.conftest import RunningSuite
@@ -456,7 +456,8 @@ async def _rows(setup: Setup, person: Person) -> dict[str, Any]:
 
 
 async def _report(setup: Setup, person: Person) -> None:
-    await setup.api.reports.create(NewReport(person.code, 1, "ADDRESS_ERROR", ["record.address"], "", None))
+    await setup.api.reports.create(NewReport(person.code, rpb.REPORT_SOURCE_AGENCY_ERROR_REPORT, "ADDRESS_ERROR",
+                                             ["record.address"], "", None))
 
 
 async def test_the_batch_writes_the_same_rows_as_apply(setup: Setup) -> None:
@@ -489,7 +490,8 @@ async def test_the_batch_writes_the_same_rows_as_apply(setup: Setup) -> None:
 
     got, expected = await _rows(setup, streamed), await _rows(setup, unary)
     assert got == expected
-    assert expected["reports"][0]["state"] == RESOLVED and expected["reports"][0]["resolving_version"] == 2
+    report = expected["reports"][0]
+    assert report["state"] == rpb.REPORT_STATE_RESOLVED and report["resolving_version"] == 2
     assert expected["outbox_in_version_order"] and len(expected["outbox"]) == 4
     if reg.name == "identity":
         assert len(expected["numbers"]) == 4 and expected["answers"] == ["<number>"] * 4

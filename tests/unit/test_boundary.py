@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from juki.identity.v1 import identity_pb2
-from juki.register.v1.register_pb2 import ListMunicipalityReportsRequest, SearchQuery
+from juki.register.v1.register_pb2 import REPORT_STATE_OPEN, ListMunicipalityReportsRequest, SearchQuery
 from jukilib.boundary import MAX_TEXT_LENGTH, check_request, storable
 from jukilib.errors import InvalidArgument
 
@@ -54,7 +54,7 @@ def test_storable_replaces_what_cannot_be_stored() -> None:
 def test_an_enum_value_the_contract_does_not_define_is_refused() -> None:
     # proto3 enums are open: 70,000 decodes, and once reached SQL as an out-of-range smallint (INTERNAL)
     assert _violations(ListMunicipalityReportsRequest(state=70000)) == [("state", "UNKNOWN_ENUM_VALUE")]
-    check_request(ListMunicipalityReportsRequest(state=1))
+    check_request(ListMunicipalityReportsRequest(state=REPORT_STATE_OPEN))
 
 
 def test_a_timestamp_outside_years_1_to_9999_is_refused_naming_the_field() -> None:

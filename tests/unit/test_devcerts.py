@@ -18,13 +18,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from jukilib.devcerts import (
-    DevPki,
-    common_name,
-    ensure_dev_pki,
-    issue_untrusted_client,
-    organisation_from_certificate,
-)
+from jukilib.devcerts import DevPki, ensure_dev_pki, issue_untrusted_client
+from jukilib.grpc.peer import organisation_from_certificate
 
 SERVERS = ("gateway", "identity", "annex", "disclosure", "agency")
 CLIENTS = {
@@ -198,26 +193,6 @@ def test_private_keys_are_mode_0600_and_directory_0700(pki: DevPki, tmp_path: Pa
 def test_no_temporary_files_are_left_behind(pki: DevPki, tmp_path: Path) -> None:
     leftovers = [p for p in (tmp_path / "pki").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
-
-
-def test_organisation_from_certificate_returns_the_san_org(pki: DevPki) -> None:
-    for caller, code in CLIENTS.items():
-        assert organisation_from_certificate(pki.clients[caller].cert.read_bytes()) == code
-    assert organisation_from_certificate(pki.clients["auditor"].cert.read_bytes()) == "audit-office"
-
-
-def test_organisation_from_certificate_falls_back_to_the_common_name(pki: DevPki) -> None:
-    assert organisation_from_certificate(pki.servers["gateway"].cert.read_bytes()) == "gateway"
-
-
-def test_organisation_from_certificate_of_garbage_is_none() -> None:
-    assert organisation_from_certificate(b"not a certificate") is None
-    assert common_name(b"") is None
-
-
-def test_common_name(pki: DevPki) -> None:
-    assert common_name(pki.clients["maebashi-cs"].cert.read_bytes()) == "102016"
-    assert common_name(pki.ca_cert.read_bytes()) == "juki development CA (Gunma prefecture)"
 
 
 def test_unsafe_names_are_rejected(tmp_path: Path) -> None:

@@ -14,8 +14,7 @@ from pypdf import PdfReader
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2
 from juki.identity.v1 import identity_pb2
-from jukilib.errors import FailedPrecondition, InvalidArgument
-from jukilib.register.validation import Violations
+from jukilib.errors import FailedPrecondition, InvalidArgument, Violations
 from services.disclosure import corrections, notices, rules
 
 NOW = dt.datetime(2026, 11, 2, 1, 30, tzinfo=dt.UTC)

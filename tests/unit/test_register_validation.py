@@ -1,5 +1,5 @@
 """Field rules of the two registers' records (services.identity.rules, services.annex.rules), through
-`jukilib.register.validation.Violations`.
+`jukilib.errors.Violations`.
 
 Every bad field must be named by its path, and no description may contain the bad value (values are
 personal data and descriptions reach callers and logs).
@@ -19,8 +19,7 @@ from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
 from jukilib.domain.codes import CheckDigitMode, resident_code_check_digit
 from jukilib.domain.municipalities import MunicipalityTable, gunma_municipalities
-from jukilib.errors import InvalidArgument, to_status
-from jukilib.register.validation import TimeWindow, Violations
+from jukilib.errors import InvalidArgument, TimeWindow, Violations, to_status
 from services.annex.rules import validate_annex_record
 from services.identity.rules import validate_identity_record
 

@@ -16,6 +16,7 @@ from grpc import aio
 
 from jukilib import caller
 from jukilib.errors import Internal, JukiError, PermissionDenied, log_unexpected, status_trailer, translate
+from jukilib.grpc.peer import peer_of
 
 logger = logging.getLogger(__name__)
 
@@ -116,12 +117,6 @@ class ErrorInterceptor(aio.ServerInterceptor):
         await abort_with(context, error)
 
 
-def peer_common_name(context: aio.ServicerContext[Any, Any]) -> str:
-    """The CN of the TLS client certificate, or ''."""
-    values = list(context.auth_context().get("x509_common_name") or [])
-    return values[0].decode() if values else ""
-
-
 class TrustedPeerInterceptor(aio.ServerInterceptor):
     """Backends: accept calls only from trusted certificates, and expose the caller to handlers.
 
@@ -169,7 +164,7 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
         return wrap_handler(handler, wrap_unary, wrap_stream)
 
     def _caller(self, context: aio.ServicerContext[Any, Any]) -> caller.Caller:
-        peer = peer_common_name(context)
-        if peer not in self._trusted:
+        peer = peer_of(context)
+        if peer is None or peer.common_name not in self._trusted:
             raise PermissionDenied("this service accepts calls only from the gateway", "UNTRUSTED_PEER")
-        return caller.caller_from_metadata(list(context.invocation_metadata() or ()), peer)
+        return caller.caller_from_metadata(list(context.invocation_metadata() or ()), peer.common_name)

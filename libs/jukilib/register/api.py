@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 from google.protobuf import message
 
+from juki.register.v1 import register_pb2 as pb
 from jukilib import caller, paging, protojson
 from jukilib.domain import text
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.dates import japan_date
 from jukilib.domain.municipalities import MunicipalityTable
-from jukilib.errors import FieldViolation, InvalidArgument, PermissionDenied
+from jukilib.errors import FieldViolation, InvalidArgument, PermissionDenied, TimeWindow, Violations
 from jukilib.register import validation
 from jukilib.register.engine import RegisterEngine
 from jukilib.register.model import (
@@ -36,15 +37,16 @@ from jukilib.register.model import (
     StoredVersion,
 )
 from jukilib.register.reports import MunicipalityReports
-from jukilib.register.validation import TimeWindow, Violations
 
-RESIDENT_CODE_CHANGE_REASONS = frozenset({47, 48})  # 住民票コードの変更請求 / 職権記載
+RESIDENT_CODE_CHANGE_REASONS = frozenset({pb.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST,  # 住民票コードの変更請求
+                                          pb.CHANGE_REASON_RESIDENT_CODE_EX_OFFICIO_RECORD})  # 職権記載
 SEARCH_DEFAULT_CANDIDATES, SEARCH_MAX_CANDIDATES = 20, 100
 BATCH_LOOKUP_MAX = 1000
 """Most 住民票コード in one batch lookup (AIP-231: a documented maximum; beyond it INVALID_ARGUMENT)."""
-AS_OF_RECEIPT = 2  # juki.register.v1.AS_OF_BASIS_RECEIPT
 
 T = TypeVar("T")
+
+_CHANGE_KINDS = frozenset(int(kind) for kind in ChangeKind)
 
 _RESIDENT_CODE = re.compile(r"\d{11}", re.ASCII)
 """A well-formed 住民票コード at a glance (the check-digit mode OFF accepts exactly these); anything else
@@ -210,7 +212,7 @@ class RegisterApi:
             violations.add("change", "is required", "REQUIRED_FIELD")
             return None
         change = request.change
-        kind = ChangeKind(change.kind) if change.kind in ChangeKind._value2member_map_ else None
+        kind = ChangeKind(change.kind) if change.kind in _CHANGE_KINDS else None
         if kind is None:
             violations.add("change.kind", "must be RECORD, REMOVE or MODIFY")
         if not change.HasField("notify_time"):
@@ -266,7 +268,8 @@ class RegisterApi:
         as_of = violations.calendar_date("as_of_date", request.as_of_date) if request.HasField("as_of_date") else None
         violations.raise_if_any()
         found = await self.engine.lookup(request.resident_code, as_of,
-                                          by_receipt=request.as_of_basis == AS_OF_RECEIPT, reveal=self._reveals(who))
+                                          by_receipt=request.as_of_basis == pb.AS_OF_BASIS_RECEIPT,
+                                          reveal=self._reveals(who))
         return self.resource_message(found, self.wanted(who))
 
     async def batch_lookup(self, resident_codes: Sequence[str], who: caller.Caller | None = None

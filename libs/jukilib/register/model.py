@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
+from juki.register.v1 import register_pb2
+
 Record = dict[str, Any]
 OrderKey = tuple[date, datetime, str, str]
 
@@ -16,16 +18,16 @@ OrderKey = tuple[date, datetime, str, str]
 class ChangeKind(enum.IntEnum):
     """Values of `juki.register.v1.ChangeKind`."""
 
-    RECORD = 1  # 記載
-    REMOVE = 2  # 消除
-    MODIFY = 3  # 修正
+    RECORD = register_pb2.CHANGE_KIND_RECORD  # 記載
+    REMOVE = register_pb2.CHANGE_KIND_REMOVE  # 消除
+    MODIFY = register_pb2.CHANGE_KIND_MODIFY  # 修正
 
 
 class RecordState(enum.IntEnum):
     """Values of `juki.register.v1.RecordState`."""
 
-    ACTIVE = 1
-    REMOVED = 2
+    ACTIVE = register_pb2.RECORD_STATE_ACTIVE
+    REMOVED = register_pb2.RECORD_STATE_REMOVED
 
 
 class Change(NamedTuple):

@@ -3,24 +3,30 @@ municipality's correcting notification. Shared by both registers."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from juki.register.v1 import register_pb2 as pb
 from jukilib import paging
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.municipalities import MunicipalityTable
-from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from jukilib.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Violations,
+)
 from jukilib.register import store
-from jukilib.register.model import ChangeKind, StoredVersion
-from jukilib.register.validation import FIELD_PATH, REASON_CODE, Violations
+from jukilib.register.validation import FIELD_PATH, REASON_CODE
 
-OPEN, ACKNOWLEDGED, RESOLVED = 1, 2, 3
-SOURCES = frozenset({1, 2, 3})
+SOURCES = frozenset({pb.REPORT_SOURCE_AGENCY_ERROR_REPORT, pb.REPORT_SOURCE_CORRECTION_REQUEST,
+                     pb.REPORT_SOURCE_PREFECTURE_FINDING})
 _COLUMNS = """id, person_id, version, municipality_code, source, reason_code, fields, origin_reference, state,
     create_time, acknowledge_time, resolve_time, resolving_version,
     (SELECT resident_code FROM person p WHERE p.id = municipality_report.person_id) AS resident_code"""
@@ -113,7 +119,7 @@ class MunicipalityReports:
         async with self._database.connection() as connection:
             rows = await connection.fetch(
                 f"""SELECT {_COLUMNS} FROM municipality_report
-                    WHERE {where} AND ($2::smallint = 0 OR state = $2)
+                    WHERE {where} AND ($2::smallint = {int(pb.REPORT_STATE_UNSPECIFIED)} OR state = $2)
                     ORDER BY create_time, id OFFSET $3 LIMIT $4""",
                 municipality, state, offset, limit + 1,
             )
@@ -142,26 +148,15 @@ class MunicipalityReports:
                 f"SELECT {_COLUMNS} FROM municipality_report WHERE id = $1 FOR UPDATE", identifier)
             if row is None or row["municipality_code"] != municipality:
                 raise NotFound("no such report addressed to this municipality", "REPORT_NOT_FOUND")
-            if row["state"] == RESOLVED:
+            if row["state"] == pb.REPORT_STATE_RESOLVED:
                 raise FailedPrecondition("the report is already resolved", "REPORT_RESOLVED")
-            if row["state"] == ACKNOWLEDGED:
+            if row["state"] == pb.REPORT_STATE_ACKNOWLEDGED:
                 return row
             updated = await connection.fetchrow(
-                f"""UPDATE municipality_report SET state = 2, acknowledge_time = now() WHERE id = $1
-                    RETURNING {_COLUMNS}""", identifier)
+                f"""UPDATE municipality_report SET state = {int(pb.REPORT_STATE_ACKNOWLEDGED)}, acknowledge_time = now()
+                    WHERE id = $1 RETURNING {_COLUMNS}""", identifier)
             assert updated is not None
             return updated
-
-
-async def resolve_by_correction(connection: asyncpg.Connection, stored: StoredVersion) -> None:
-    """A 修正 from the municipality a report is addressed to resolves its open reports on the person."""
-    if stored.change.kind != ChangeKind.MODIFY:
-        return
-    await connection.execute(
-        """UPDATE municipality_report SET state = 3, resolve_time = $4, resolving_version = $3
-           WHERE person_id = $1 AND municipality_code = $2 AND state <> 3""",
-        stored.person_id, stored.change.municipality_code, stored.version, dt.datetime.now(dt.UTC),
-    )
 
 
 def report_message(row: asyncpg.Record, target: Any) -> Any:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from jukilib.register.model import RecordState
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_YEARS = 150.0
@@ -50,9 +52,9 @@ WHERE o.next_received IS NOT NULL
                   AND x.state <> 'delivered')
 """
 
-_REMOVED = """
+_REMOVED = f"""
 SELECT p.id FROM person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version
-WHERE p.state = 2
+WHERE p.state = {int(RecordState.REMOVED)}
   AND v.receive_time < now() - make_interval(secs => $1 * 365.2425 * 86400)
   AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.person_id = p.id AND x.state <> 'delivered')
 """

@@ -22,7 +22,7 @@ from jukilib.register.model import (
 )
 from jukilib.register.rows import PersonRow, Rows, TableRows, VersionRow
 
-_RESOLVED = register_pb2.REPORT_STATE_RESOLVED
+_RESOLVED = int(register_pb2.REPORT_STATE_RESOLVED)
 
 _VERSION_COLUMNS = """
     v.person_id, v.version, v.resident_code, v.state, v.record, v.change_kind, v.change_reason,

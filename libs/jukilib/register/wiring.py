@@ -21,6 +21,7 @@ from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.municipalities import gunma_municipalities
+from jukilib.errors import TimeWindow
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
 from jukilib.register.api import RegisterApi, RegisterBinding
@@ -28,7 +29,6 @@ from jukilib.register.engine import RegisterEngine
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
 from jukilib.register.relay import BacklogGauge, OutboxRelay
-from jukilib.register.validation import TimeWindow
 from jukilib.supervision import Job
 
 # (agency channel, idempotency key, version message) → delivered, or raises.

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from juki.register.v1 import register_pb2
+from jukilib.errors import Violations
 from jukilib.register import validation
 from jukilib.register.load.source import CALENDAR, FieldProblem
 from jukilib.register.model import ChangeKind
-from jukilib.register.validation import Violations
 
 DEFAULT_REASON = register_pb2.CHANGE_REASON_REISSUE  # 改製
 
@@ -142,7 +142,7 @@ class ChangeChecks:
             return found
         problems: list[tuple[str, str]] = []
         reason_value = meta.get("change_reason", DEFAULT_REASON)
-        reason = 0
+        reason: int = register_pb2.CHANGE_REASON_UNSPECIFIED
         try:
             if isinstance(reason_value, str) and not reason_value.isdigit():
                 reason = register_pb2.ChangeReason.Value(reason_value)
