@@ -6,7 +6,7 @@ own exception. When the batcher is idle an item is handled at once (after one tu
 in which items received at the same moment join it): nobody waits for a batch to fill. While a batch
 is being handled the next one gathers, so the batch size follows the load by itself; a batcher given
 a `linger` also lets each batch after the first of a busy spell wait that long for company (a lone
-call never waits). Two users: group commit of single notifications (`jukilib.register.group`) and
+call never waits). Two users: group commit of single notifications (`RegisterEngine.apply_grouped`) and
 the gateway's coalescing of single lookups into the registers' batch lookup
 (`services.gateway.coalesce`).
 

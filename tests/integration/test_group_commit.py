@@ -1,4 +1,4 @@
-"""ApplyNotification under concurrency (group commit, `jukilib.register.group`), both registers on a real
+"""ApplyNotification under concurrency (group commit, `RegisterEngine.apply_grouped`), both registers on a real
 PostgreSQL: concurrent callers share transactions, and each gets exactly what it would get alone — its
 version, a refusal naming its rule, the stored answer to a repeat — without changing another's."""
 
@@ -16,10 +16,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from juki.register.v1 import register_pb2 as rpb
+from jukilib.batching import Batcher
 from jukilib.devcerts import DevPki
 from jukilib.errors import AlreadyExists, FailedPrecondition, JukiError
 from jukilib.register.api import RegisterApi
-from jukilib.register.group import GroupCommit
 from tests.integration.registers import Register, apply, new_person, open_register
 
 
@@ -110,10 +110,10 @@ async def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_runs
             raise ConnectionError("database gone")
         return list(notifications)
 
-    group = GroupCommit(flaky, runners=1)
-    first = asyncio.ensure_future(group.apply("a"))  # type: ignore[arg-type]
+    group: Batcher[str, str] = Batcher(flaky, span_name="register.group_commit", runners=1)
+    first = asyncio.ensure_future(group.submit("a"))
     await first_batch_out.wait()  # the first batch is out (alone) before the others are queued
-    rest = [asyncio.ensure_future(group.apply(name)) for name in "bcd"]  # type: ignore[arg-type]
+    rest = [asyncio.ensure_future(group.submit(name)) for name in "bcd"]
     with pytest.raises(ConnectionError):
         await first
     assert await asyncio.gather(*rest) == ["b", "c", "d"]

@@ -97,17 +97,13 @@ def check_code_change(current_code: str, notification: Notification, *, becomes_
                                  "RESIDENT_CODE_REPLACED")
 
 
-def state_after(kind: ChangeKind) -> RecordState:
-    # 消除 keeps the person in the file, marked removed with the reason of its change information.
-    return RecordState.REMOVED if kind == ChangeKind.REMOVE else RecordState.ACTIVE
-
-
 def decide(notification: Notification, person: Person | None, neighbours: Neighbours,
            new_id: uuid.UUID | None = None) -> Decision:
     """What `notification` does to `person` (None: nobody has its 住民票コード), placed at `neighbours`;
     raises FailedPrecondition naming the rule that refuses it. `new_id` is the id of a new person."""
     check_kind_against_state(notification.change.kind, neighbours.before)
-    state = state_after(notification.change.kind)
+    # 消除 keeps the person in the file, marked removed with the reason of its change information.
+    state = RecordState.REMOVED if notification.change.kind == ChangeKind.REMOVE else RecordState.ACTIVE
     if person is None:
         return Decision(notification, new_id or uuid.uuid4(), 1, state, becomes_current=True, new_person=True,
                         former_code=None)

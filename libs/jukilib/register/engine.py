@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 import asyncpg
 from opentelemetry import trace
 
+from jukilib.batching import Batcher
 from jukilib.db.pool import Database
 from jukilib.errors import JukiError, NotFound
 from jukilib.register import store
 from jukilib.register.batch import Batches
-from jukilib.register.group import GroupCommit
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import (
     Candidate,
@@ -33,6 +33,10 @@ from jukilib.register.model import (
 
 tracer = trace.get_tracer(__name__)
 
+GROUP_MAX = 128
+"""Most single notifications sharing one transaction (also OpenTelemetry's default limit of links per
+span: every call of a group stays linked to its batch)."""
+
 
 class RegisterEngine:
     """One register (identity or annex) on one schema."""
@@ -42,7 +46,10 @@ class RegisterEngine:
         self.register = register
         self.hooks = hooks or RegisterHooks()
         self._batches = Batches(database, register, self.hooks)
-        self._group = GroupCommit(self.apply_many)
+        # One group in the database at once: one committing while the next gathers overlaps round trips;
+        # more would only contend for the same rows and connections.
+        self._group: Batcher[Notification, StoredVersion] = Batcher(
+            self.apply_many, span_name="register.group_commit", max_batch=GROUP_MAX, runners=1)
 
     # --- ingest ------------------------------------------------------------------------------------
 
@@ -55,9 +62,12 @@ class RegisterEngine:
         return outcome
 
     async def apply_grouped(self, notification: Notification) -> StoredVersion:
-        """What `apply` answers, sharing a transaction with concurrent callers (`GroupCommit`): the path
-        of ApplyNotification, where many municipalities send one notification each at the same time."""
-        return await self._group.apply(notification)
+        """What `apply` answers, sharing a transaction with concurrent callers (group commit): the path of
+        ApplyNotification, where many municipalities send one notification each at the same time. An idle
+        register applies a notification at once, alone; under load the next group gathers while one is in
+        the database (`jukilib.batching`). A caller cancelled while its group runs may find, on resending,
+        that its notification was applied: the receipt answers the resend, as for any repeat."""
+        return await self._group.submit(notification)
 
     async def apply_many(self, notifications: Sequence[Notification], *,
                          on_locked: Callable[[], None] | None = None) -> list[StoredVersion | JukiError]:

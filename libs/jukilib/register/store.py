@@ -24,14 +24,11 @@ from jukilib.register.rows import PersonRow, Rows, TableRows, VersionRow
 
 _RESOLVED = int(register_pb2.REPORT_STATE_RESOLVED)
 
-_VERSION_COLUMNS = """
+VERSION_COLUMNS = """
     v.person_id, v.version, v.resident_code, v.state, v.record, v.change_kind, v.change_reason,
     v.event_date, v.notify_time, v.receive_time, v.municipality_code, v.notification_id, v.created_at
 """
-_VERSION_WIDTH = _VERSION_COLUMNS.count(",") + 1
-"""Columns `_VERSION_COLUMNS` selects (`version_from_row` reads them by position)."""
-VERSION_COLUMNS = _VERSION_COLUMNS
-"""For statements outside this module (the relay's claim) that read versions with `version_from_row`."""
+_VERSION_WIDTH = VERSION_COLUMNS.count(",") + 1  # `version_from_row` reads them by position
 _ORDER = "v.event_date, v.notify_time, v.municipality_code, v.notification_id"
 _ORDER_DESC = "v.event_date DESC, v.notify_time DESC, v.municipality_code DESC, v.notification_id DESC"
 
@@ -41,7 +38,7 @@ _KINDS = {int(kind): kind for kind in ChangeKind}
 
 
 def version_from_row(row: asyncpg.Record) -> StoredVersion:
-    """The version in the first columns of `row`: every query selects `_VERSION_COLUMNS` first, anything
+    """The version in the first columns of `row`: every query selects `VERSION_COLUMNS` first, anything
     else after them. By position, and enum members by dict, because a batch lookup reads 1,000 rows
     (docs/performance.md, "Reading versions"); an unknown state or kind still raises."""
     (person_id, version, resident_code, state, record, kind, reason, event_date, notify_time, receive_time,
@@ -70,7 +67,7 @@ async def person_of_code(connection: asyncpg.Connection, resident_code: str) -> 
 
 # A person's current version (aliases p and v), and the columns `current_from_row` reads.
 _CURRENT = "person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version"
-_CURRENT_COLUMNS = f"{_VERSION_COLUMNS}, p.updated_at AS person_updated_at"
+_CURRENT_COLUMNS = f"{VERSION_COLUMNS}, p.updated_at AS person_updated_at"
 
 
 def current_from_row(row: asyncpg.Record) -> CurrentRecord:
@@ -114,7 +111,7 @@ async def version_as_of(connection: asyncpg.Connection, person_id: uuid.UUID, da
     condition = ("(v.receive_time AT TIME ZONE 'Asia/Tokyo')::date <= $2" if by_receipt
                  else "v.event_date <= $2")
     row = await connection.fetchrow(
-        f"""SELECT {_VERSION_COLUMNS} FROM person_version v
+        f"""SELECT {VERSION_COLUMNS} FROM person_version v
             WHERE v.person_id = $1 AND {condition} ORDER BY {_ORDER_DESC} LIMIT 1""",
         person_id, day,
     )
@@ -126,7 +123,7 @@ async def list_versions(
 ) -> list[StoredVersion]:
     """The person's history in event order."""
     rows = await connection.fetch(
-        f"""SELECT {_VERSION_COLUMNS} FROM person_version v
+        f"""SELECT {VERSION_COLUMNS} FROM person_version v
             WHERE v.person_id = $1 ORDER BY {_ORDER} OFFSET $2 LIMIT $3""",
         person_id, offset, limit,
     )
@@ -164,7 +161,7 @@ async def find_receipts(
     if not keys:
         return {}
     rows = await connection.fetch(
-        f"""SELECT {_VERSION_COLUMNS}, v.request_digest
+        f"""SELECT {VERSION_COLUMNS}, v.request_digest
             FROM unnest($1::text[], $2::text[]) AS wanted (municipality_code, notification_id)
             JOIN person_version v
               ON v.municipality_code = wanted.municipality_code AND v.notification_id = wanted.notification_id""",

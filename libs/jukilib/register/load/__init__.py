@@ -160,15 +160,11 @@ class _Loader:
         self._report.skipped = self._invalid
 
 
-def _file_size(path: Path) -> int:
-    return path.stat().st_size
-
-
 def worker_count(path: Path, requested: int | None) -> int:
     """Worker processes for a file: as requested, else one per core unless the file is small."""
     if requested is not None:
         return max(requested, 0)
-    return (os.cpu_count() or 1) if _file_size(path) >= _SMALL_FILE else 0
+    return (os.cpu_count() or 1) if path.stat().st_size >= _SMALL_FILE else 0
 
 
 async def load_file(owner_url: str, api: RegisterApi, path: Path, options: LoadOptions | None = None) -> LoadReport:
@@ -181,7 +177,7 @@ async def load_file(owner_url: str, api: RegisterApi, path: Path, options: LoadO
     started = time.perf_counter()
     file_format = file_format_of(path, options.file_format)
     header = read_header(path) if file_format == "csv" else None
-    size, workers = _file_size(path), worker_count(path, options.workers)
+    size, workers = await asyncio.to_thread(os.path.getsize, path), worker_count(path, options.workers)
     if header is not None:
         CsvColumns(header, api.binding.record_type)  # a bad header fails before connecting
     report = LoadReport()
