@@ -50,6 +50,8 @@ class Person:
     birth: tuple[int, int, int] = (1980, 5, 17)
     sex: str = "1"
     address: str = "群馬県前橋市大手町1丁目1番1号"
+    municipality: str = MAEBASHI
+    """The municipality of the address (identity) or of the 本籍地 (annex): the one that notifies."""
 
 
 def new_person(**overrides: Any) -> Person:
@@ -77,12 +79,12 @@ class Register:
             record: Any = identity_pb2.IdentityRecord(
                 resident_code=person.code, individual_number=person.number, full_name=person.name,
                 full_name_kana=person.kana, birth_date=birth, sex_code=person.sex, address=person.address,
-                address_municipality_code=MAEBASHI)
+                address_municipality_code=person.municipality)
             return identity_pb2.ApplyNotificationRequest(notification_id=notification_id, change=change,
                                                          record=record, previous_resident_code=previous_code)
         annex_record = annex_pb2.AnnexRecord(
             resident_code=person.code, full_name=person.name, full_name_kana=person.kana, birth_date=birth,
-            sex_code=person.sex, address=person.address, domicile_municipality_code=MAEBASHI)
+            sex_code=person.sex, address=person.address, domicile_municipality_code=person.municipality)
         return annex_pb2.ApplyNotificationRequest(notification_id=notification_id, change=change,
                                                   record=annex_record, previous_resident_code=previous_code)
 

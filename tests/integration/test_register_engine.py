@@ -209,6 +209,7 @@ async def test_notification_from_another_municipality_for_the_same_person_is_ord
     await apply(api, reg.request(person, "move-1", event=D(2026, 1, 1)))
     await apply(api, reg.request(person, "move-2", kind=rpb.CHANGE_KIND_REMOVE,
                                  reason=rpb.CHANGE_REASON_DOMESTIC_MOVE_OUT, event=D(2026, 2, 1)))
+    person.municipality, person.address = TAKASAKI, "群馬県高崎市高松町1番地1"
     moved_in = await api.apply(reg.request(person, "move-3", event=D(2026, 2, 2)), TAKASAKI)
     assert moved_in.state == rpb.RECORD_STATE_ACTIVE and moved_in.change.municipality_code == TAKASAKI
 

@@ -21,11 +21,17 @@ RECORD, REMOVE, MODIFY = ChangeKind.RECORD, ChangeKind.REMOVE, ChangeKind.MODIFY
 KEYS = SearchKeys("ヤマダタロウ", None, 1990, 1, 1, "1", "102016")
 
 
+MAEBASHI, TAKASAKI = "102016", "102024"
+
+
 def notification(kind: ChangeKind, day: int, notification_id: str, code: str = "12345678901",
-                 previous: str | None = None) -> Notification:
+                 previous: str | None = None, notifier: str = MAEBASHI, municipality: str | None = None,
+                 ) -> Notification:
+    """A notification by `notifier` of a record in `municipality` (by default the notifier's)."""
     change = Change(kind, 1, dt.date(2025, 1, day), dt.datetime(2026, 4, 1, 9, day, tzinfo=dt.UTC),
-                    dt.datetime(2026, 4, 2, tzinfo=dt.UTC), "102016", notification_id)
-    return Notification(change, code, {"resident_code": code, "address": notification_id}, b"digest", KEYS,
+                    dt.datetime(2026, 4, 2, tzinfo=dt.UTC), notifier, notification_id)
+    keys = KEYS._replace(municipality_code=municipality or notifier)
+    return Notification(change, code, {"resident_code": code, "address": notification_id}, b"digest", keys,
                         previous_resident_code=previous)
 
 
@@ -85,6 +91,35 @@ def test_a_kind_of_change_that_the_state_before_it_forbids_is_refused(
     with pytest.raises(FailedPrecondition) as refused:
         register.apply(notification(kind, 5, "refused"))
     assert refused.value.reason == reason
+
+
+def test_a_municipality_records_only_a_record_in_its_own_municipality() -> None:
+    # 住基法 30-6 ①: Takasaki cannot record a person whose address is in Maebashi.
+    with pytest.raises(FailedPrecondition) as refused:
+        MemoryRegister().apply(notification(RECORD, 1, "in", notifier=TAKASAKI, municipality=MAEBASHI))
+    assert refused.value.reason == "OUT_OF_JURISDICTION"
+
+
+@pytest.mark.parametrize("kind", [MODIFY, REMOVE])
+def test_only_the_municipality_holding_the_person_corrects_or_removes_them(kind: ChangeKind) -> None:
+    # 住基法 30-6 ① / 30-41 ①: the same holds for a late notification, against the version before it.
+    register = MemoryRegister()
+    register.apply(notification(RECORD, 1, "in"))
+    register.apply(notification(MODIFY, 9, "newest"))
+    for day in (5, 10):
+        with pytest.raises(FailedPrecondition) as refused:
+            register.apply(notification(kind, day, f"takeover-{day}", notifier=TAKASAKI))
+        assert refused.value.reason == "NOT_HOLDING_MUNICIPALITY"
+
+
+def test_a_move_is_the_old_municipalitys_removal_and_the_new_ones_record() -> None:
+    register = MemoryRegister()
+    first = register.apply(notification(RECORD, 1, "in"))
+    register.apply(notification(REMOVE, 2, "out"))
+    moved = register.apply(notification(RECORD, 3, "moved in", notifier=TAKASAKI))
+    assert (moved.person_id, moved.state) == (first.person_id, RecordState.ACTIVE)
+    corrected = register.apply(notification(MODIFY, 4, "fix", notifier=TAKASAKI))
+    assert corrected.becomes_current
 
 
 def test_a_record_after_a_removal_records_the_person_again() -> None:

@@ -47,6 +47,8 @@ class Neighbours(NamedTuple):
     """State of the version just before it (None: nothing before)."""
     newest: bool
     """Nothing comes after it: the notification becomes the current record."""
+    holder: str | None = None
+    """The municipality that notified the version just before it: the one that held the person then."""
 
 
 NEW_PERSON = Neighbours(None, True)
@@ -89,6 +91,18 @@ def check_kind_against_state(kind: ChangeKind, state: RecordState | None) -> Non
         raise FailedPrecondition("a correction was notified for a removed person", "PERSON_REMOVED")
 
 
+def check_jurisdiction(kind: ChangeKind, notifier: str, record_municipality: str, holder: str | None) -> None:
+    """住基法 30-6 ① / 30-41 ①: a municipality notifies only about its own residents (identity: by address,
+    annex: by 本籍地, the record's municipality). It records (記載) only a record in its own municipality,
+    and corrects or removes (修正, 消除) only a person whose record it holds (`holder`: the municipality
+    that notified the version just before). A move or a 転籍 is the old one's 消除 and the new one's 記載."""
+    if kind == ChangeKind.RECORD and record_municipality != notifier:
+        raise FailedPrecondition("a municipality records only a record in its own municipality",
+                                 "OUT_OF_JURISDICTION")
+    if kind != ChangeKind.RECORD and holder is not None and holder != notifier:
+        raise FailedPrecondition("the person's record is held by another municipality", "NOT_HOLDING_MUNICIPALITY")
+
+
 def check_code_change(current_code: str, notification: Notification, *, becomes_current: bool) -> None:
     """A newest notification changes the current 住民票コード only as a change of code (with the previous
     code, 住基法 30-4); one that carries a former code would otherwise put the old code back."""
@@ -101,7 +115,10 @@ def decide(notification: Notification, person: Person | None, neighbours: Neighb
            new_id: uuid.UUID | None = None) -> Decision:
     """What `notification` does to `person` (None: nobody has its 住民票コード), placed at `neighbours`;
     raises FailedPrecondition naming the rule that refuses it. `new_id` is the id of a new person."""
-    check_kind_against_state(notification.change.kind, neighbours.before)
+    change = notification.change
+    check_kind_against_state(change.kind, neighbours.before)
+    check_jurisdiction(change.kind, change.municipality_code, notification.search.municipality_code,
+                       neighbours.holder)
     # 消除 keeps the person in the file, marked removed with the reason of its change information.
     state = RecordState.REMOVED if notification.change.kind == ChangeKind.REMOVE else RecordState.ACTIVE
     if person is None:
@@ -124,8 +141,10 @@ def place(person: Person, key: OrderKey, stored: tuple[StoredNeighbour | None, b
     needed), else among the stored versions (`stored`: the one just before and whether one comes after,
     read by the caller when `needs_history`) and those decided in this batch."""
     if person.newest is None or key > person.newest[0]:
-        return Neighbours(person.newest[1] if person.newest else None, True)
-    before_key, before_state, after = None, None, False
+        return Neighbours(None, True) if person.newest is None else Neighbours(
+            person.newest[1], True, person.newest[0][2])
+    before_key: OrderKey | None = None
+    before_state, after = None, False
     if stored is not None:
         before, after = stored
         if before is not None:
@@ -135,7 +154,7 @@ def place(person: Person, key: OrderKey, stored: tuple[StoredNeighbour | None, b
             before_key, before_state = version_key, state
         elif version_key > key:
             after = True
-    return Neighbours(before_state, not after)
+    return Neighbours(before_state, not after, None if before_key is None else before_key[2])
 
 
 def needs_history(person: Person, key: OrderKey) -> bool:
