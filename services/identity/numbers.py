@@ -13,10 +13,11 @@ from typing import Any
 
 import asyncpg
 
+from juki.register.v1 import register_pb2 as pb
 from jukilib.db.pool import Database
 from jukilib.keyring import Keyring, Sealed
 from jukilib.register.hooks import RegisterHooks
-from jukilib.register.model import Record, StoredVersion
+from jukilib.register.model import Record, StoredVersion, UniqueKey
 from jukilib.register.rows import Kept, TableRows
 
 FIELD = "individual_number"
@@ -34,10 +35,17 @@ class IndividualNumbers(RegisterHooks):
     # decrypted (RegisterHooks.secret_paths), the gateway's minimisation still removes it whatever comes back.
     secret_paths = (f"record.{FIELD}",)
     table_names = ("individual_number",)
+    # 番号法 7 ②: a number is one person's, and changes only by the 個人番号 change reasons (変更請求, 職権).
+    unique_key = UniqueKey("INDIVIDUAL_NUMBER", "individual number", frozenset({
+        pb.CHANGE_REASON_INDIVIDUAL_NUMBER_CHANGE_REQUEST, pb.CHANGE_REASON_INDIVIDUAL_NUMBER_EX_OFFICIO_CORRECTION,
+        pb.CHANGE_REASON_INDIVIDUAL_NUMBER_EX_OFFICIO_RECORD}))
 
     def __init__(self, database: Database, keyring: Keyring) -> None:
         self._database = database
         self._keyring = keyring
+
+    def unique_keys(self, secret: Any) -> tuple[bytes, ...]:
+        return (self._keyring.lookup_hash(secret),) if secret else ()
 
     def prepare(self, record: Record) -> tuple[Record, Any]:
         stored = dict(record)

@@ -270,7 +270,7 @@ async def test_repeated_codes_and_malformed_rows_are_reported_by_line(identity: 
         await identity.load(path)
 
     assert [(p.line, p.field) for p in refused.value.problems] == [
-        (3, "row"), (4, "colour"), (5, "birth_date"), (6, "resident_code")]
+        (3, "row"), (4, "colour"), (5, "birth_date"), (6, "resident_code"), (6, "individual_number")]
     assert await identity.count("person") == 0
 
 
@@ -315,7 +315,13 @@ async def test_fast_mode_refuses_a_register_that_has_persons(identity: Loaded, t
     again = _write_jsonl(tmp_path / "again.jsonl", [_identity_row(new_person()), _identity_row(notified)])
     with pytest.raises(BulkLoadError) as refused:
         await identity.load(again, id_prefix="second-load-")
-    assert [(p.line, p.field) for p in refused.value.problems] == [(2, "resident_code")]
+    assert [(p.line, p.field) for p in refused.value.problems] == [(2, "resident_code"), (2, "individual_number")]
+    # 番号法 7 ②: a number the register holds is nobody else's, whatever the 住民票コード.
+    impostor = new_person()
+    impostor.number = notified.number
+    with pytest.raises(BulkLoadError) as taken:
+        await identity.load(_write_jsonl(tmp_path / "taken.jsonl", [_identity_row(impostor)]), id_prefix="taken-")
+    assert [(p.line, p.field) for p in taken.value.problems] == [(1, "individual_number")]
     with pytest.raises(BulkLoadError) as reused:
         await identity.load(_write_jsonl(tmp_path / "ids.jsonl", [_identity_row(new_person())]))
     assert [(p.line, p.field) for p in reused.value.problems] == [(1, "notification_id")]  # load-1, 前橋 again

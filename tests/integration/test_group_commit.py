@@ -110,7 +110,7 @@ async def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_runs
             raise ConnectionError("database gone")
         return list(notifications)
 
-    group: Batcher[str, str] = Batcher(flaky, span_name="register.group_commit", runners=1)
+    group: Batcher[str, str] = Batcher(flaky, span_name="register.group_commit", max_batch=128, runners=1)
     first = asyncio.ensure_future(group.submit("a"))
     await first_batch_out.wait()  # the first batch is out (alone) before the others are queued
     rest = [asyncio.ensure_future(group.submit(name)) for name in "bcd"]

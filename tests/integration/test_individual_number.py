@@ -4,6 +4,7 @@ hold it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,12 +17,13 @@ from juki.register.v1 import register_pb2 as rpb
 from jukilib import caller
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
+from jukilib.errors import FailedPrecondition, JukiError, NotFound
 from jukilib.keyring import Keyring
 from jukilib.register.api import RegisterApi
 from jukilib.register.wiring import RegisterService
 from services.identity.numbers import IndividualNumbers, rotate
 from tests.conftest import fresh_database, service_config
-from tests.integration.registers import REGISTERS, apply, new_person
+from tests.integration.registers import MAEBASHI, REGISTERS, apply, new_person
 
 IDENTITY = REGISTERS["identity"]
 
@@ -80,6 +82,61 @@ async def test_former_number_still_finds_the_person_after_a_change(
     assert await numbers.person_of(former) == await numbers.person_of(person.number)
     versions, _ = await api.list_versions((await api.lookup(IDENTITY.lookup(person.code))).name, 0, "")
     assert [v.record.individual_number for v in versions] == [former, person.number]
+
+
+async def test_a_number_another_person_holds_is_refused(identity: tuple[RegisterApi, Database, str, Path]) -> None:
+    # 番号法 7 ②: one 個人番号, one person — also a number the other person held before a change.
+    api, _, _, _ = identity
+    holder, impostor, changer = new_person(), new_person(), new_person()
+    await apply(api, IDENTITY.request(holder, "held-1"))
+    impostor.number = holder.number
+    with pytest.raises(FailedPrecondition) as refused:
+        await apply(api, IDENTITY.request(impostor, "held-2"))
+    assert refused.value.reason == "INDIVIDUAL_NUMBER_IN_USE"
+    await apply(api, IDENTITY.request(changer, "held-3"))
+    former, changer.number = changer.number, new_person().number
+    await apply(api, IDENTITY.request(changer, "held-4", kind=rpb.CHANGE_KIND_MODIFY,
+                                      reason=rpb.CHANGE_REASON_INDIVIDUAL_NUMBER_CHANGE_REQUEST))
+    impostor.number = former
+    with pytest.raises(FailedPrecondition) as former_refused:
+        await apply(api, IDENTITY.request(impostor, "held-5"))
+    assert former_refused.value.reason == "INDIVIDUAL_NUMBER_IN_USE"
+    with pytest.raises(NotFound):
+        await api.lookup(IDENTITY.lookup(impostor.code))
+
+
+async def test_one_number_given_to_two_persons_at_once_goes_to_one_of_them(
+        identity: tuple[RegisterApi, Database, str, Path]) -> None:
+    api, database, _, _ = identity
+    first, second, third = new_person(), new_person(), new_person()
+    second.number = third.number = first.number
+    together = [api.notification(IDENTITY.request(p, f"race-{p.code}"), MAEBASHI) for p in (first, second)]
+    alone = api.notification(IDENTITY.request(third, f"race-{third.code}"), MAEBASHI)
+    # Two persons with one number in one batch, and a third in a concurrent batch.
+    batch, single = await asyncio.gather(api.engine.apply_many(together), api.engine.apply_many([alone]))
+    results = [*batch, *single]
+    accepted = [o for o in results if not isinstance(o, JukiError)]
+    refused = [o.reason for o in results if isinstance(o, FailedPrecondition)]
+    assert len(accepted) == 1 and refused == ["INDIVIDUAL_NUMBER_IN_USE"] * 2
+    async with database.connection() as connection:
+        owners = await connection.fetch("SELECT k.person_id FROM person_key k JOIN individual_number n"
+                                        " ON n.lookup_hash = k.key")
+    assert {row["person_id"] for row in owners} == {accepted[0].person_id}
+
+
+async def test_a_number_changes_only_under_its_change_reasons(
+        identity: tuple[RegisterApi, Database, str, Path]) -> None:
+    # 番号法 7 ②: 個人番号 changes by 変更請求 or 職権 only; a 転居 that carries another number is refused.
+    api, _, _, _ = identity
+    person = new_person()
+    await apply(api, IDENTITY.request(person, "reason-1"))
+    kept, person.number = person.number, new_person().number
+    with pytest.raises(FailedPrecondition) as refused:
+        await apply(api, IDENTITY.request(person, "reason-2", kind=rpb.CHANGE_KIND_MODIFY,
+                                          reason=rpb.CHANGE_REASON_ADDRESS_CHANGE_WITHIN_MUNICIPALITY))
+    assert refused.value.reason == "INDIVIDUAL_NUMBER_CHANGE_REFUSED"
+    current = await api.lookup(IDENTITY.lookup(person.code))
+    assert current.record.individual_number == kept and current.version == 1
 
 
 async def test_rotation_re_encrypts_every_row_while_reads_go_on(

@@ -187,7 +187,7 @@ class RegisterApi:
             change=change, resident_code=request.record.resident_code, record=stored_record,
             digest=hashlib.sha256(request.SerializeToString(deterministic=True)).digest(),
             search=self.search_keys(record), previous_resident_code=request.previous_resident_code or None,
-            secret=secret,
+            secret=secret, unique_keys=self.engine.hooks.unique_keys(secret),
         )
 
     def _check_record(self, request: Any, violations: Violations, municipality: str) -> None:

@@ -110,10 +110,16 @@ class Batches:
         return outcomes
 
     async def _attempts(self, items: list[Item], on_locked: Callable[[], None] | None) -> list[tuple[int, Outcome]]:
+        look_up_keys = False
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 async with self.database.transaction() as connection:
-                    return await self._run(connection, items, on_locked)
+                    return await self._run(connection, items, on_locked, look_up_keys)
+            except store.KeyClaimLost:
+                # Decided again knowing who holds every key (the common case never needs to ask).
+                look_up_keys = True
+                if attempt == ATTEMPTS:
+                    raise
             except RETRY_ON:
                 if attempt == ATTEMPTS:
                     raise
@@ -121,7 +127,7 @@ class Batches:
         raise AssertionError("unreachable")
 
     async def _run(self, connection: asyncpg.Connection, items: list[Item],
-                   on_locked: Callable[[], None] | None) -> list[tuple[int, Outcome]]:
+                   on_locked: Callable[[], None] | None, look_up_keys: bool) -> list[tuple[int, Outcome]]:
         """One attempt at one chunk, in one transaction."""
         keys = [(n.change.municipality_code, n.change.notification_id) for _, n in items]
         receipts = await store.find_receipts(connection, keys)
@@ -138,7 +144,9 @@ class Batches:
                     "NOTIFICATION_ID_REUSED")))
             else:
                 repeats.append((position, notification, earlier[1]))
-        ledger = Ledger(*await store.lock_persons(connection, _codes(pending)))
+        persons, codes = await store.lock_persons(connection, _codes(pending))
+        unique = [key for _, notification in pending for key in notification.unique_keys]
+        ledger = Ledger(persons, codes, await store.key_owners(connection, unique) if look_up_keys else None)
         if on_locked is not None:
             on_locked()
         pending.sort(key=lambda item: (item[1].change.order_key, item[0]))
@@ -156,15 +164,15 @@ class Batches:
                         for position, notification, stored in repeats)
         return outcomes
 
-    @staticmethod
-    async def _decide(connection: asyncpg.Connection, ledger: Ledger, notification: Notification) -> Decision:
+    async def _decide(self, connection: asyncpg.Connection, ledger: Ledger, notification: Notification) -> Decision:
         person = ledger.locate(notification)
-        key = notification.change.order_key
+        key, rule = notification.change.order_key, self.hooks.unique_key
         if person is None:
-            decision = decide(notification, None, NEW_PERSON)
+            decision = decide(notification, None, NEW_PERSON, rule=rule, owners=ledger.key_owners)
         else:
             stored = await store.neighbours(connection, person.id, key) if needs_history(person, key) else None
-            decision = decide(notification, person, place(person, key, stored))
+            decision = decide(notification, person, place(person, key, stored), rule=rule,
+                              owners=ledger.key_owners)
         ledger.record(decision)
         return decision
 

@@ -16,12 +16,12 @@ resending what was refused) ends in the same current record and the same history
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from jukilib.errors import FailedPrecondition
-from jukilib.register.model import ChangeKind, Notification, OrderKey, RecordState
+from jukilib.register.model import ChangeKind, Notification, OrderKey, RecordState, UniqueKey
 
 
 @dataclass
@@ -36,6 +36,8 @@ class Person:
     """Order key and state of the newest version in event order (the current one); None for a new person."""
     stored: bool
     """Whether the person was in the file before this batch (else the batch records them)."""
+    keys: frozenset[bytes] = frozenset()
+    """The unique keys of the current record (`Notification.unique_keys`)."""
     decided: list[tuple[OrderKey, RecordState]] = field(default_factory=list)
     """Versions decided in this batch, in decision order."""
 
@@ -74,6 +76,11 @@ class Decision(NamedTuple):
     new_person: bool
     former_code: str | None
     """A 住民票コード that becomes a former code of the person (lookups by it keep finding them)."""
+    keys_changed: bool = False
+    """It becomes current with other unique keys than the person's current record had."""
+    claimed_keys: tuple[bytes, ...] = ()
+    """Unique keys that nobody held before (the writer inserts them: a key another batch claimed first then
+    fails the batch, which is decided again knowing every owner)."""
 
 
 def check_kind_against_state(kind: ChangeKind, state: RecordState | None) -> None:
@@ -111,19 +118,41 @@ def check_code_change(current_code: str, notification: Notification, *, becomes_
                                  "RESIDENT_CODE_REPLACED")
 
 
+def check_unique_keys(notification: Notification, person: Person | None, rule: UniqueKey | None,
+                      owners: Mapping[bytes, uuid.UUID] | None, *, becomes_current: bool) -> tuple[bytes, ...]:
+    """番号法 7 ②, 8: an identifier kept unique (the 個人番号) belongs to one person, and the current record's
+    changes only under its change reasons. `owners`: who holds or held each key of the notification (None:
+    not looked up, as long as no key is claimed twice). Returns the keys the notification claims."""
+    if rule is None:
+        return ()
+    holder = None if person is None else person.id
+    if owners is not None and any(owners.get(key, holder) != holder for key in notification.unique_keys):
+        raise FailedPrecondition(f"the {rule.label} belongs to another person", f"{rule.name}_IN_USE")
+    if (person is not None and becomes_current and frozenset(notification.unique_keys) != person.keys
+            and notification.change.reason not in rule.change_reasons):
+        raise FailedPrecondition(f"the {rule.label} changes only under its change reasons",
+                                 f"{rule.name}_CHANGE_REFUSED")
+    known = person.keys if owners is None and person is not None else frozenset()
+    return tuple(key for key in notification.unique_keys
+                 if key not in known and (owners is None or key not in owners))
+
+
 def decide(notification: Notification, person: Person | None, neighbours: Neighbours,
-           new_id: uuid.UUID | None = None) -> Decision:
+           new_id: uuid.UUID | None = None, *, rule: UniqueKey | None = None,
+           owners: Mapping[bytes, uuid.UUID] | None = None) -> Decision:
     """What `notification` does to `person` (None: nobody has its 住民票コード), placed at `neighbours`;
-    raises FailedPrecondition naming the rule that refuses it. `new_id` is the id of a new person."""
+    raises FailedPrecondition naming the rule that refuses it. `new_id` is the id of a new person; `rule`
+    and `owners` the register's unique key and who holds the notification's keys (`check_unique_keys`)."""
     change = notification.change
     check_kind_against_state(change.kind, neighbours.before)
     check_jurisdiction(change.kind, change.municipality_code, notification.search.municipality_code,
                        neighbours.holder)
     # 消除 keeps the person in the file, marked removed with the reason of its change information.
     state = RecordState.REMOVED if notification.change.kind == ChangeKind.REMOVE else RecordState.ACTIVE
+    claimed = check_unique_keys(notification, person, rule, owners, becomes_current=neighbours.newest)
     if person is None:
         return Decision(notification, new_id or uuid.uuid4(), 1, state, becomes_current=True, new_person=True,
-                        former_code=None)
+                        former_code=None, claimed_keys=claimed)
     check_code_change(person.resident_code, notification, becomes_current=neighbours.newest)
     if neighbours.newest:
         changed = person.resident_code != notification.resident_code
@@ -132,8 +161,9 @@ def decide(notification: Notification, person: Person | None, neighbours: Neighb
         # A late notification is kept in history only; a code it carries that is not the current one is
         # a former code of the person.
         former = notification.resident_code if person.resident_code != notification.resident_code else None
+    keys_changed = neighbours.newest and frozenset(notification.unique_keys) != person.keys
     return Decision(notification, person.id, person.last_version + 1, state, neighbours.newest, new_person=False,
-                    former_code=former)
+                    former_code=former, keys_changed=keys_changed, claimed_keys=claimed)
 
 
 def place(person: Person, key: OrderKey, stored: tuple[StoredNeighbour | None, bool] | None) -> Neighbours:
@@ -166,7 +196,10 @@ class Ledger:
     """The persons a batch is about, as its decisions change them: who holds which 住民票コード, each
     person's newest version and what the batch decided. Starts from the stored persons (locked)."""
 
-    def __init__(self, persons: Iterable[Person], former_codes: Iterable[tuple[str, uuid.UUID]] = ()) -> None:
+    def __init__(self, persons: Iterable[Person], former_codes: Iterable[tuple[str, uuid.UUID]] = (),
+                 key_owners: dict[bytes, uuid.UUID] | None = None) -> None:
+        self.key_owners = key_owners
+        """Who holds or held each unique key the batch names (None: not looked up)."""
         self.persons: dict[uuid.UUID, Person] = {}
         self._current: dict[str, uuid.UUID] = {}
         self._former: dict[str, uuid.UUID] = {}
@@ -216,4 +249,8 @@ class Ledger:
                 self._current[notification.resident_code] = person.id
                 person.resident_code = notification.resident_code
             person.newest = (key, decision.state)
+            person.keys = frozenset(notification.unique_keys)
+        if self.key_owners is not None:
+            for claimed in decision.claimed_keys:
+                self.key_owners[claimed] = person.id
         person.decided.append((key, decision.state))

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from jukilib.register.model import Record, StoredVersion
+from jukilib.register.model import Record, StoredVersion, UniqueKey
 from jukilib.register.rows import Kept, TableRows
 
 
@@ -28,6 +28,13 @@ class RegisterHooks:
     table_names: tuple[str, ...] = ()
     """The register's own tables that `rows` fills (the initial load checks them empty and rebuilds their
     indexes with the engine's)."""
+
+    unique_key: UniqueKey | None = None
+    """An identifier kept unique among persons, found in what `prepare` keeps apart (`unique_keys`)."""
+
+    def unique_keys(self, secret: Any) -> tuple[bytes, ...]:
+        """Keyed hashes of the `unique_key` identifiers in what `prepare` kept apart."""
+        return ()
 
     def prepare(self, record: Record) -> tuple[Record, Any]:
         """Split a notified record into (what the engine stores, what the hooks keep)."""

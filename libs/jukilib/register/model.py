@@ -75,6 +75,19 @@ class Notification(NamedTuple):
     previous_resident_code: str | None = None
     secret: Any = None
     """What the register's hooks keep apart from the record (identity: the 個人番号)."""
+    unique_keys: tuple[bytes, ...] = ()
+    """Keyed hashes of the identifiers the register keeps unique among persons (`RegisterHooks.unique_key`)."""
+
+
+class UniqueKey(NamedTuple):
+    """An identifier a register keeps unique among persons beside the 住民票コード, by keyed hash (identity:
+    the 個人番号): the current record's may change only under `change_reasons`."""
+
+    name: str
+    """Names the refusals (`<NAME>_IN_USE`, `<NAME>_CHANGE_REFUSED`), e.g. INDIVIDUAL_NUMBER."""
+    label: str
+    """What it is, in error messages (never its value)."""
+    change_reasons: frozenset[int]
 
 
 class StoredVersion(NamedTuple):

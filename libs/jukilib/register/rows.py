@@ -61,6 +61,11 @@ class Rows:
     outbox: list[tuple[uuid.UUID, int, str]] = field(default_factory=list)
     """(person id, version, idempotency key) in decision order: the relay delivers a person's changes in it."""
     former_codes: list[tuple[str, uuid.UUID]] = field(default_factory=list)
+    claimed_keys: list[tuple[bytes, uuid.UUID, bool]] = field(default_factory=list)
+    """(unique key, person id, whether it is a key of the person's current record) of keys nobody held."""
+    current_keys: list[tuple[uuid.UUID, bytes]] = field(default_factory=list)
+    """(person id, key) of the current record's keys of stored persons whose current record advanced (a
+    person with none is listed with an empty key, so that their former keys stop being current)."""
     resolved_reports: list[tuple[uuid.UUID, str, int]] = field(default_factory=list)
     """(person id, municipality, version of the 修正) of 12-5 reports to resolve."""
     kept: list[TableRows] = field(default_factory=list)
@@ -82,6 +87,7 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
     last: dict[uuid.UUID, int] = {}
     new: set[uuid.UUID] = set()
     corrections: dict[tuple[uuid.UUID, str], int] = {}
+    keys_changed = {decision.person_id for decision in decisions if decision.keys_changed}
     for decision, record_json in zip(decisions, records, strict=True):
         person_id, version = decision.person_id, decision.version
         rows.versions.append(VersionRow(decision, record_json))
@@ -104,8 +110,14 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
             decision, record_json = current[person_id]
             target = rows.new_persons if person_id in new else rows.advanced_persons
             target.append(PersonRow(decision, version, record_json))
+            if person_id in keys_changed:
+                rows.current_keys.extend((person_id, key) for key in decision.notification.unique_keys or (b"",))
         else:
             rows.late_only.append((person_id, version))
+    for decision in decisions:
+        now_current = current.get(decision.person_id)
+        keys = now_current[0].notification.unique_keys if now_current else ()
+        rows.claimed_keys.extend((key, decision.person_id, key in keys) for key in decision.claimed_keys)
     rows.resolved_reports = [(person, municipality, version)
                              for (person, municipality), version in corrections.items()]
     return rows

@@ -197,14 +197,22 @@ async def lock_persons(connection: asyncpg.Connection, resident_codes: list[str]
         return [], []
     rows = await connection.fetch(
         f"""SELECT p.id, p.resident_code, p.state, p.last_version,
-                   v.event_date, v.notify_time, v.municipality_code, v.notification_id
+                   v.event_date, v.notify_time, v.municipality_code, v.notification_id,
+                   ARRAY(SELECT k.key FROM person_key k WHERE k.person_id = p.id AND k.current) AS keys
             FROM {_CURRENT} WHERE p.id = ANY($1::uuid[])""",
         sorted({row["person_id"] for row in known}),
     )
     persons = [Person(row["id"], row["resident_code"], row["last_version"],
                       ((row["event_date"], row["notify_time"], row["municipality_code"], row["notification_id"]),
-                       RecordState(row["state"])), stored=True) for row in rows]
+                       RecordState(row["state"])), stored=True, keys=frozenset(bytes(k) for k in row["keys"]))
+               for row in rows]
     return persons, [(row["code"], row["person_id"]) for row in known]
+
+
+async def key_owners(connection: asyncpg.Connection, keys: list[bytes]) -> dict[bytes, uuid.UUID]:
+    """Who holds or held each of these unique keys."""
+    rows = await connection.fetch("SELECT key, person_id FROM person_key WHERE key = ANY($1::bytea[])", keys)
+    return {bytes(row["key"]): row["person_id"] for row in rows}
 
 
 async def neighbours(connection: asyncpg.Connection, person_id: uuid.UUID, key: OrderKey
@@ -233,6 +241,7 @@ async def write(connection: asyncpg.Connection, rows: Rows, trace_parent: str | 
     created = await _insert_versions(connection, rows.versions)
     await _insert_outbox(connection, rows.outbox, trace_parent)
     await _keep_former_codes(connection, rows.former_codes)
+    await _write_keys(connection, rows.claimed_keys, rows.current_keys)
     for table in rows.kept:
         await insert_table_rows(connection, table)
     await _resolve_reports(connection, rows.resolved_reports, datetime.now(dt.UTC))
@@ -336,6 +345,28 @@ async def _keep_former_codes(connection: asyncpg.Connection, rows: list[tuple[st
                SELECT * FROM unnest($1::text[], $2::uuid[])
                ON CONFLICT (resident_code) DO NOTHING""",
             [code for code, _ in rows], [person_id for _, person_id in rows])
+
+
+class KeyClaimLost(Exception):
+    """A unique key the batch claimed as new was claimed already (by another batch, or twice in this one):
+    the batch is decided again knowing every owner (`key_owners`)."""
+
+
+async def _write_keys(connection: asyncpg.Connection, claimed: list[tuple[bytes, uuid.UUID, bool]],
+                      current: list[tuple[uuid.UUID, bytes]]) -> None:
+    if claimed:
+        inserted = await connection.fetch(
+            """INSERT INTO person_key (key, person_id, current)
+               SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::boolean[]) ON CONFLICT (key) DO NOTHING
+               RETURNING key""",
+            [key for key, _, _ in claimed], [person for _, person, _ in claimed], [now for _, _, now in claimed])
+        if len(inserted) < len(claimed):
+            raise KeyClaimLost
+    if current:
+        persons, keys = sorted({person for person, _ in current}), [key for _, key in current]
+        await connection.execute(
+            """UPDATE person_key SET current = (key = ANY($2::bytea[]))
+               WHERE person_id = ANY($1::uuid[]) AND current <> (key = ANY($2::bytea[]))""", persons, keys)
 
 
 async def insert_table_rows(connection: asyncpg.Connection, table: TableRows) -> None:

@@ -62,8 +62,8 @@ class _Loader:
         self._plan = plan
         self._options = options
         self._report = report
-        self._codes: set[str] = set()
-        self._receipts: set[tuple[str, str]] = set()
+        self._seen: set[object] = set()
+        """住民票コード (str), receipts (tuples) and unique keys (bytes) of the rows so far: distinct types."""
         self._invalid = 0
         self._rows = 0
         self._failed = False
@@ -109,8 +109,7 @@ class _Loader:
         writing = time.perf_counter()
         duplicates = self._duplicates(prepared)
         if not self._plan.fast and prepared.resident_codes:
-            duplicates += await tables.already_known(self._connection, prepared.lines, prepared.resident_codes,
-                                                        prepared.receipts)
+            duplicates += await tables.already_known(self._connection, prepared, self._preparer.unique_key_field)
         if duplicates:
             self._invalid += len({problem.line for problem in duplicates})
             self._problems(duplicates)
@@ -128,19 +127,17 @@ class _Loader:
         self._progress(task.chunk.offset)
 
     def _duplicates(self, prepared: Prepared) -> list[RowProblem]:
-        """Rows that repeat an earlier row's 住民票コード or notification id (a later notification would be
-        refused as ALREADY_RECORDED or NOTIFICATION_ID_REUSED); the first occurrence stays."""
+        """Rows that repeat an earlier row's 住民票コード, notification id or unique key (a later notification
+        would be refused as ALREADY_RECORDED, NOTIFICATION_ID_REUSED or <KEY>_IN_USE); the first stays."""
         problems: list[RowProblem] = []
-        codes, receipts = self._codes, self._receipts
-        for line, code, receipt in zip(prepared.lines, prepared.resident_codes, prepared.receipts, strict=True):
-            if code in codes:
-                problems.append(RowProblem(line, "resident_code", "appears on an earlier line"))
-            else:
-                codes.add(code)
-            if receipt in receipts:
-                problems.append(RowProblem(line, "notification_id", "appears on an earlier line"))
-            else:
-                receipts.add(receipt)
+        seen: set[object] = self._seen
+        for line, code, receipt, keys in zip(prepared.lines, prepared.resident_codes, prepared.receipts,
+                                             prepared.unique_keys, strict=True):
+            for field, values in (("resident_code", (code,)), ("notification_id", (receipt,)),
+                                  (self._preparer.unique_key_field, keys)):
+                if any(value in seen for value in values):
+                    problems.append(RowProblem(line, field, "appears on an earlier line"))
+                seen.update(values)
         return problems
 
     def _problems(self, problems: list[RowProblem]) -> None:

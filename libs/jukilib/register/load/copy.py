@@ -55,6 +55,8 @@ class Encoded:
     staging: bytes = b""
     uniform: Uniform | None = None
     outbox: bytes = b""
+    keys: bytes = b""
+    """`person_key` rows (the unique keys of the persons)."""
     tables: list[tuple[str, list[str], bytes]] = field(default_factory=list)
     """(table, columns, COPY text) of the hooks' tables."""
 
@@ -78,9 +80,10 @@ def encode(rows: Rows) -> Encoded:
             f"{_nullable(keys.birth_year)}\t{_nullable(keys.birth_month)}\t{_nullable(keys.birth_day)}\t"
             f"{copy_text(keys.sex_code)}\t{copy_text(keys.municipality_code)}\t{change.reason}\t"
             f"{change.municipality_code}\t{copy_text(change.notification_id)}\n")
+    tables = [(table.table, [name for name, _ in table.columns], _copy_rows(table.records).encode())
+              for table in rows.kept]
     return Encoded("".join(lines).encode(), uniform, _copy_rows(rows.outbox).encode(),
-                   [(table.table, [name for name, _ in table.columns], _copy_rows(table.records).encode())
-                    for table in rows.kept])
+                   _copy_rows(rows.claimed_keys).encode(), tables)
 
 
 def _uniform_of(decision: Any) -> Uniform:
@@ -100,6 +103,9 @@ async def write(connection: asyncpg.Connection, encoded: Encoded) -> None:
     if encoded.outbox:
         await connection.copy_to_table("outbox", source=io.BytesIO(encoded.outbox),
                                        columns=["person_id", "version", "idempotency_key"], format="text")
+    if encoded.keys:
+        await connection.copy_to_table("person_key", source=io.BytesIO(encoded.keys),
+                                       columns=["key", "person_id", "current"], format="text")
     for table, columns, payload in encoded.tables:
         await connection.copy_to_table(table, source=io.BytesIO(payload), columns=columns, format="text")
 

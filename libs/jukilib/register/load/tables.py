@@ -13,10 +13,11 @@ import asyncpg
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.load.copy import CREATE_STAGING
 from jukilib.register.load.results import BulkLoadError, FastModeRefused, LoadOptions, RowProblem
+from jukilib.register.load.workers import Prepared
 
 logger = logging.getLogger(__name__)
 _ENGINE_TABLES = ("person", "person_version")
-_OTHER_ENGINE_TABLES = ("resident_code_history", "outbox")
+_OTHER_ENGINE_TABLES = ("resident_code_history", "outbox", "person_key")
 
 @dataclass
 class Plan:
@@ -37,7 +38,7 @@ async def _is_empty(connection: asyncpg.Connection, tables: Sequence[str]) -> bo
 
 
 async def plan_and_lock(connection: asyncpg.Connection, hooks: RegisterHooks, options: LoadOptions) -> Plan:
-    filled = [*_ENGINE_TABLES, *hooks.table_names]
+    filled = [*_ENGINE_TABLES, *hooks.table_names, *(("person_key",) if hooks.unique_key else ())]
     if options.forward:
         filled.append("outbox")
     involved = list(dict.fromkeys([*filled, *_OTHER_ENGINE_TABLES]))
@@ -122,22 +123,28 @@ async def rebuild_keys_and_indexes(connection: asyncpg.Connection, plan: Plan) -
         logger.info("rebuilt", extra={"statement": statement, "seconds": round(time.perf_counter() - started, 3)})
 
 
-async def already_known(connection: asyncpg.Connection, lines: list[int], resident_codes: list[str],
-                        receipts: list[tuple[str, str]]) -> list[RowProblem]:
-    """Rows whose 住民票コード or notification id the register already holds (indexed mode)."""
+async def already_known(connection: asyncpg.Connection, prepared: Prepared, key_field: str) -> list[RowProblem]:
+    """Rows whose 住民票コード, notification id or unique key the register already holds (indexed mode)."""
     taken = set(await connection.fetchval(
         """SELECT coalesce(array_agg(code), '{}') FROM (
                SELECT resident_code AS code FROM person WHERE resident_code = ANY($1::text[])
                UNION ALL
                SELECT resident_code FROM resident_code_history WHERE resident_code = ANY($1::text[])) AS known""",
-        resident_codes))
+        prepared.resident_codes))
     used = {(row["municipality_code"], row["notification_id"]) for row in await connection.fetch(
         """SELECT r.municipality_code, r.notification_id
            FROM unnest($1::text[], $2::text[]) AS wanted (municipality_code, notification_id)
            JOIN person_version r USING (municipality_code, notification_id)""",
-        [m for m, _ in receipts], [n for _, n in receipts])}
-    problems = [RowProblem(line, "resident_code", "is already recorded in the register")
-                for line, code in zip(lines, resident_codes, strict=True) if code in taken]
-    problems += [RowProblem(line, "notification_id", "was already used by this municipality")
-                 for line, receipt in zip(lines, receipts, strict=True) if receipt in used]
+        [m for m, _ in prepared.receipts], [n for _, n in prepared.receipts])}
+    held = {bytes(row["key"]) for row in await connection.fetch(
+        "SELECT key FROM person_key WHERE key = ANY($1::bytea[])", [k for keys in prepared.unique_keys for k in keys])}
+    problems = []
+    for line, code, receipt, keys in zip(prepared.lines, prepared.resident_codes, prepared.receipts,
+                                         prepared.unique_keys, strict=True):
+        if code in taken:
+            problems.append(RowProblem(line, "resident_code", "is already recorded in the register"))
+        if receipt in used:
+            problems.append(RowProblem(line, "notification_id", "was already used by this municipality"))
+        if any(key in held for key in keys):
+            problems.append(RowProblem(line, key_field, "is another person's in the register"))
     return problems

@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from jukilib.collector import collect_young_rarely
 from jukilib.domain import text
@@ -50,6 +50,8 @@ class Prepared:
     resident_codes: list[str] = field(default_factory=list)
     receipts: list[tuple[str, str]] = field(default_factory=list)
     """(municipality, notification id) of every prepared person."""
+    unique_keys: list[tuple[bytes, ...]] = field(default_factory=list)
+    """The unique keys of every prepared person (e.g. the keyed hash of the 個人番号)."""
     problems: list[RowProblem] = field(default_factory=list)
     invalid: int = 0
     secrets_kept: int = 0
@@ -79,6 +81,12 @@ class ChunkPreparer:
         return self._binding.register
 
     @property
+    def unique_key_field(self) -> str:
+        """The record field of the register's unique key (e.g. individual_number), in row problems."""
+        rule = self._hooks.unique_key
+        return "unique_key" if rule is None else rule.name.lower()
+
+    @property
     def hooks_have_tables(self) -> bool:
         """Whether what the hooks keep apart from records has somewhere to go in a load."""
         return bool(self._hooks.table_names)
@@ -86,7 +94,7 @@ class ChunkPreparer:
     def prepare(self, task: Task) -> Prepared:
         started = time.process_time()
         result = Prepared(task.index)
-        persons: list[tuple[Any, dict[str, Any], dt.date, int, str]] = []
+        persons: list[_Person] = []
         for line, record, stored, meta, problems in self._reader.rows(task.chunk, task.exclude):
             result.rows += 1
             event_date, reason, change_problems = self._changes.check(meta)
@@ -109,8 +117,12 @@ class ChunkPreparer:
             result.lines.append(line)
             result.resident_codes.append(record.resident_code)
             result.receipts.append((municipality, str(notification_id)))
+            engine_record, secret = self._hooks.prepare(stored)
+            keys = self._hooks.unique_keys(secret)
+            result.unique_keys.append(keys)
             if not task.check_only:
-                persons.append((record, stored, event_date, reason, str(notification_id)))
+                persons.append(_Person(record, stored, engine_record, secret, keys, event_date, reason,
+                                       str(notification_id)))
         result.code_warnings = len(self._violations.warnings)
         self._violations.warnings.clear()
         if persons:
@@ -126,26 +138,37 @@ class ChunkPreparer:
         self._binding.validate_record(record, violations, self._api.municipalities, municipality)
         return [(item.field.removeprefix("record."), item.description) for item in violations.items]
 
-    def _encode(self, persons: list[tuple[Any, dict[str, Any], dt.date, int, str]]) -> tuple[copy.Encoded, int]:
+    def _encode(self, persons: list[_Person]) -> tuple[copy.Encoded, int]:
         """The persons decided as a 記載 each (what the RPC path decides for a person not in the file), as
         rows for COPY; with how many had something kept apart by the hooks."""
-        search_keys, split, key_of = self._api.search_keys, self._hooks.prepare, self._search_key
+        search_keys, key_of, rule = self._api.search_keys, self._search_key, self._hooks.unique_key
         load_time, municipality_field = self._load_time, self._binding.municipality_field
         decisions = []
         kept = []
-        for person_id, (record, stored, event_date, reason, notification_id) in zip(
-                new_ids(len(persons)), persons, strict=True):
-            engine_record, secret = split(stored)
-            change = Change(ChangeKind.RECORD, reason, event_date, load_time, load_time,
-                            getattr(record, municipality_field), notification_id)
-            notification = Notification(change, record.resident_code, engine_record, LOAD_DIGEST,
-                                        search_keys(stored, key_of), None, secret)
-            decisions.append(decide(notification, None, NEW_PERSON, person_id))
-            if secret:
-                kept.append(rows.Kept(person_id, 1, secret))
+        for person_id, person in zip(new_ids(len(persons)), persons, strict=True):
+            change = Change(ChangeKind.RECORD, person.reason, person.event_date, load_time, load_time,
+                            getattr(person.record, municipality_field), person.notification_id)
+            notification = Notification(change, person.record.resident_code, person.engine_record, LOAD_DIGEST,
+                                        search_keys(person.stored, key_of), None, person.secret, person.keys)
+            decisions.append(decide(notification, None, NEW_PERSON, person_id, rule=rule))
+            if person.secret:
+                kept.append(rows.Kept(person_id, 1, person.secret))
         built = rows.build(decisions, self.register, self._hooks.rows(kept) if kept else [],
                            outbox=self._options.forward, dumps=bulkjson.dumps)
         return copy.encode(built), len(kept)
+
+
+class _Person(NamedTuple):
+    """A checked row, ready to decide."""
+
+    record: Any
+    stored: dict[str, Any]
+    engine_record: dict[str, Any]
+    secret: Any
+    keys: tuple[bytes, ...]
+    event_date: dt.date
+    reason: int
+    notification_id: str
 
 
 def new_ids(count: int) -> list[uuid.UUID]:
