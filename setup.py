@@ -27,11 +27,12 @@ def _packages(name: str, folder: str) -> list[str]:
 _generate()
 
 setup(
-    package_dir={"jukilib": "libs/jukilib", "jukitools": "libs/jukitools", "juki": "gen/juki"},
+    package_dir={"jukilib": "libs/jukilib", "jukitools": "libs/jukitools", "juki_services": "services",
+                 "juki": "gen/juki"},
     packages=(
-        find_packages(".", include=["services", "services.*"])
-        + _packages("jukilib", "libs/jukilib")
+        _packages("jukilib", "libs/jukilib")
         + _packages("jukitools", "libs/jukitools")
+        + _packages("juki_services", "services")
         + _packages("juki", "gen/juki")
     ),
     package_data={"": ["*.toml", "*.pyi", "py.typed", "migrations/*.sql", "data/*.csv"]},
