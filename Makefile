@@ -47,7 +47,7 @@ lint: dev
 	$(BIN)/ruff check .
 
 typecheck: gen
-	$(BIN)/mypy libs/jukilib services
+	$(BIN)/mypy libs/jukilib libs/jukitools libs/juki_services
 
 docker-check: dev
 	PYTHON=$(BIN)/python bash scripts/check_docker.sh

@@ -19,14 +19,21 @@ def _generate() -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py")], check=True, cwd=ROOT)
 
 
+def _packages(name: str, folder: str) -> list[str]:
+    """The package `name`, kept in `folder`, and its subpackages."""
+    return [name, *(f"{name}.{sub}" for sub in find_packages(folder))]
+
+
 _generate()
 
 setup(
-    package_dir={"jukilib": "libs/jukilib", "juki": "gen/juki"},
+    package_dir={"jukilib": "libs/jukilib", "jukitools": "libs/jukitools", "juki_services": "services",
+                 "juki": "gen/juki"},
     packages=(
-        find_packages(".", include=["services", "services.*"])
-        + ["jukilib." + p if p != "jukilib" else p for p in ["jukilib", *find_packages("libs/jukilib")]]
-        + ["juki." + p if p != "juki" else p for p in ["juki", *find_packages("gen/juki")]]
+        _packages("jukilib", "libs/jukilib")
+        + _packages("jukitools", "libs/jukitools")
+        + _packages("juki_services", "services")
+        + _packages("juki", "gen/juki")
     ),
     package_data={"": ["*.toml", "*.pyi", "py.typed", "migrations/*.sql", "data/*.csv"]},
     # data files are named by the patterns above (the migrations and data folders are not packages)

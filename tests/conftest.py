@@ -35,7 +35,8 @@ from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
 from jukilib.operator_credential import issue, load_signing_key
-from jukilib.suite import (
+from jukilib.telemetry import setup_tracing
+from jukitools.suite import (
     DEMO_OPERATORS,
     SAMPLE_CALLERS,
     all_callers,
@@ -46,7 +47,6 @@ from jukilib.suite import (
     register_demo_operators,
     service_migrations,
 )
-from jukilib.telemetry import setup_tracing
 from services.gateway.chain import ensure_signing_key
 
 TEST_PASSWORD = "juki-test-password"

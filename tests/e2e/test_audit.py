@@ -13,9 +13,9 @@ from juki.gateway.v1 import operation_log_pb2 as opb
 from juki.gateway.v1 import operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
-from jukilib.client import purpose_metadata
-from jukilib.demo.notifications import birth_notification
 from jukilib.grpc.channels import secure_channel
+from jukitools.client import purpose_metadata
+from jukitools.demo.notifications import birth_notification
 from tests.conftest import RunningSuite
 from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _resident
 

@@ -13,12 +13,12 @@ import asyncpg
 import grpc
 import pytest
 
-from jukilib.client import purpose_metadata
 from jukilib.config import SERVICES, TlsConfig
 from jukilib.devcerts import ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.grpc.channels import secure_channel
-from jukilib.suite import SAMPLE_CALLERS, all_callers
+from jukitools.client import purpose_metadata
+from jukitools.suite import SAMPLE_CALLERS, all_callers
 from services.gateway.policy import DEFAULT_CATALOGUE, Purpose, load_catalogue
 from services.gateway.registry_store import insert_operator
 from tests.conftest import RunningSuite, issue_credential

@@ -16,11 +16,11 @@ from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from juki.gateway.v1 import operation_log_pb2, operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
-from jukilib.client import purpose_metadata
-from jukilib.demo.notifications import birth_notification
-from jukilib.demo.residents import generate_residents
 from jukilib.grpc.channels import secure_channel
 from jukilib.paging import encode_token
+from jukitools.client import purpose_metadata
+from jukitools.demo.notifications import birth_notification
+from jukitools.demo.residents import generate_residents
 from tests.conftest import RunningSuite, field_violations
 
 STUBS = {"ListOperationLogEntries": operation_log_pb2_grpc.OperationLogServiceStub,

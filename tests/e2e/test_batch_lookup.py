@@ -20,10 +20,10 @@ from google.rpc import code_pb2, error_details_pb2
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
-from jukilib.client import purpose_metadata
-from jukilib.demo.notifications import annex_notification, birth_notification
-from jukilib.demo.residents import SyntheticResident
 from jukilib.grpc.channels import secure_channel
+from jukitools.client import purpose_metadata
+from jukitools.demo.notifications import annex_notification, birth_notification
+from jukitools.demo.residents import SyntheticResident
 from services.gateway.policy import DEFAULT_CATALOGUE
 from tests.conftest import RunningSuite
 from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _call, _log_rows, _reason, _resident, _violated_fields

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from jukilib.demo.fast import write_jsonl
+from jukitools.demo.fast import write_jsonl
 
 READY_WITHIN_SECONDS = 180
 
@@ -43,7 +43,7 @@ def _environment() -> dict[str, str]:
 
 def juki(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`juki ARGS` in `cwd` with no JUKI_* variable; no output may carry a traceback."""
-    result = subprocess.run([sys.executable, "-m", "jukilib.cli", *args], cwd=cwd, env=_environment(),
+    result = subprocess.run([sys.executable, "-m", "jukitools.cli", *args], cwd=cwd, env=_environment(),
                             capture_output=True, text=True, timeout=120, check=False)
     assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
     return result
@@ -64,7 +64,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     directory = tmp_path_factory.mktemp("juki-local")
-    process = subprocess.Popen([sys.executable, "-m", "jukilib.cli", "up", "--residents", "40",
+    process = subprocess.Popen([sys.executable, "-m", "jukitools.cli", "up", "--residents", "40",
                                 "--annex-residents", "10"], cwd=directory, env=_environment(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     running = Suite(directory)

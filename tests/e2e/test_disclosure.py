@@ -25,13 +25,13 @@ from juki.disclosure.v1 import disclosure_pb2 as dpb
 from juki.disclosure.v1 import disclosure_pb2_grpc
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
-from jukilib import cli_cases
-from jukilib.client import purpose_metadata, save_credential
 from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
-from jukilib.demo.notifications import annex_notification, birth_notification
-from jukilib.demo.residents import SyntheticResident
 from jukilib.grpc.channels import secure_channel
+from jukitools import cli_cases
+from jukitools.client import purpose_metadata, save_credential
+from jukitools.demo.notifications import annex_notification, birth_notification
+from jukitools.demo.residents import SyntheticResident
 from services.disclosure.desk import Desk
 from services.disclosure.monitor import DeadlineGauge
 from services.disclosure.records import Records

@@ -27,12 +27,12 @@ from juki.gateway.v1 import operation_log_pb2, operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
 from jukilib import caller
-from jukilib.client import purpose_metadata
-from jukilib.demo.notifications import annex_notification, birth_notification
-from jukilib.demo.residents import SyntheticResident, generate_residents
 from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.channels import secure_channel
 from jukilib.keyring import Keyring
+from jukitools.client import purpose_metadata
+from jukitools.demo.notifications import annex_notification, birth_notification
+from jukitools.demo.residents import SyntheticResident, generate_residents
 from tests.conftest import RunningSuite, eventually, field_violations
 
 MAEBASHI = "102016"

@@ -23,10 +23,10 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jukilib.client import purpose_metadata
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.grpc.channels import secure_channel
-from jukilib.suite import SAMPLE_CALLERS
+from jukitools.client import purpose_metadata
+from jukitools.suite import SAMPLE_CALLERS
 from services.gateway.app import (
     AGENCY,
     AGENCY_METHODS_EXPOSED,

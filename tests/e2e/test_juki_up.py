@@ -21,7 +21,7 @@ ENDPOINTS_WITHIN_SECONDS = 90
 
 
 def _juki(*args: str) -> list[str]:
-    return [sys.executable, "-m", "jukilib.cli", *args]
+    return [sys.executable, "-m", "jukitools.cli", *args]
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

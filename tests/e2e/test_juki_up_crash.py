@@ -27,7 +27,7 @@ def _services(home: Path) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "jukilib.cli" not in cmdline or "serve" not in cmdline:
+        if "jukitools.cli" not in cmdline or "serve" not in cmdline:
             continue
         try:
             if process.environ().get("JUKI_HOME") == str(home):

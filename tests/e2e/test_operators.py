@@ -26,11 +26,11 @@ from juki.gateway.v1 import operator_admin_pb2 as apb
 from juki.gateway.v1 import operator_admin_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
-from jukilib.client import purpose_metadata
 from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
-from jukilib.suite import service_migrations
+from jukitools.client import purpose_metadata
+from jukitools.suite import service_migrations
 from tests.conftest import RunningSuite, issue_credential, service_config
 
 PASSPORT = "PASSPORT-30-15-1-1"

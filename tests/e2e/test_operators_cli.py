@@ -10,13 +10,13 @@ from pathlib import Path
 
 import asyncpg
 
-from jukilib.client import load_credential
+from jukitools.client import load_credential
 from tests.conftest import RunningSuite
 from tests.e2e.test_operators import _gateway_allowed, _lookup, _until
 
 
 def _juki(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jukilib.cli", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "jukitools.cli", *args], capture_output=True, text=True, timeout=60,
                           check=False, env={**os.environ, "JUKI_HOME": str(home), **env})
 
 

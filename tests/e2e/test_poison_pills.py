@@ -11,8 +11,8 @@ import asyncpg
 import grpc
 
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
-from jukilib.client import purpose_metadata
 from jukilib.grpc.channels import secure_channel
+from jukitools.client import purpose_metadata
 from tests.conftest import RunningSuite, field_violations
 
 UNKNOWN_CODE = "12345678901"  # no such resident: an allowed call is answered NOT_FOUND by identity

@@ -18,12 +18,12 @@ from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.annex.v1 import annex_pb2_grpc
 from juki.identity.v1 import identity_pb2_grpc
 from jukilib import caller
-from jukilib.client import health_status
 from jukilib.config import TlsConfig
 from jukilib.devcerts import DevPki
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
-from jukilib.suite import ensure_keyring, free_port, service_migrations
+from jukitools.client import health_status
+from jukitools.suite import ensure_keyring, free_port, service_migrations
 from services.agency import app as agency_app
 from tests.conftest import eventually, fresh_database, service_config
 from tests.integration.registers import MAEBASHI, REGISTERS, new_person
@@ -37,7 +37,7 @@ def _start(register: str, port: int, pki: DevPki, url: str, agency: str, home: P
            "JUKI_TLS_CERT": str(pair.cert), "JUKI_TLS_KEY": str(pair.key), "JUKI_TLS_CA": str(pki.ca_cert),
            "JUKI_AGENCY_TARGET": agency, "JUKI_HOME": str(home), "JUKI_KEYRING_FILE": str(ensure_keyring(home)),
            "JUKI_RELAY_BASE_DELAY": "0.05", "JUKI_RELAY_MAX_DELAY": "0.2", "JUKI_RELAY_WORKERS": "2"}
-    return subprocess.Popen([sys.executable, "-m", "jukilib.cli", "serve", register], env=env,
+    return subprocess.Popen([sys.executable, "-m", "jukitools.cli", "serve", register], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

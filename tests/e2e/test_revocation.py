@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 
 from juki.identity.v1 import identity_pb2_grpc
 from juki.register.v1 import register_pb2
-from jukilib.client import purpose_metadata
 from jukilib.grpc.channels import secure_channel
+from jukitools.client import purpose_metadata
 from tests.conftest import RunningSuite
 
 CALLER = "cs-105252"  # 邑楽町 CS: used by no other test

@@ -16,10 +16,10 @@ import asyncpg
 import grpc
 
 from juki.identity.v1 import identity_pb2
-from jukilib.client import purpose_metadata
-from jukilib.demo.notifications import birth_notification
-from jukilib.demo.residents import generate_residents
 from jukilib.grpc.channels import secure_channel
+from jukitools.client import purpose_metadata
+from jukitools.demo.notifications import birth_notification
+from jukitools.demo.residents import generate_residents
 from tests.conftest import RunningSuite, field_violations
 
 STREAM = "/juki.identity.v1.IdentityService/StreamNotifications"

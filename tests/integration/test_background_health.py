@@ -7,13 +7,13 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
-from jukilib.client import health_status
 from jukilib.config import ServiceConfig
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.grpc.server import GrpcService, ServiceParts
-from jukilib.suite import service_migrations
 from jukilib.supervision import Heartbeat, Job
+from jukitools.client import health_status
+from jukitools.suite import service_migrations
 from services.agency import app as agency_app
 from tests.conftest import eventually, fresh_database, service_config
 

@@ -17,7 +17,7 @@ def test_bench_ingest_reports_what_the_relay_forwarded_beside_what_was_ingested(
     runtime = Path(tempfile.mkdtemp(prefix="jr-", dir="/tmp"))  # a short socket path for PostgreSQL
     try:
         finished = subprocess.run(
-            [sys.executable, "-m", "jukilib.cli", "bench", "ingest", "--notifications", "100",
+            [sys.executable, "-m", "jukitools.cli", "bench", "ingest", "--notifications", "100",
              "--stream-notifications", "500", "--baseline-notifications", "100", "--concurrency", "8",
              "--pool", "4", "--relay-workers", "2", "--relay-batch", "100", "--agency-latency-ms", "5"],
             capture_output=True, text=True, timeout=300, check=False,

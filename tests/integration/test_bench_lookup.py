@@ -16,7 +16,7 @@ KEYS = ("gateway_per_second", "direct_per_second", "ratio", "gateway_p99_ms", "b
 
 def _bench(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "jukilib.cli", "bench", "lookup", "--persons", "300", "--lookups", "200",
+        [sys.executable, "-m", "jukitools.cli", "bench", "lookup", "--persons", "300", "--lookups", "200",
          "--warm-up", "20", "--concurrency", "8", "--batch-calls", "3", "--batch-size", "100",
          "--batch-concurrency", "2", "--pool", "4", "--rounds", "2"],
         capture_output=True, text=True, timeout=240, env=environment, check=False)

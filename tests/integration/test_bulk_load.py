@@ -22,10 +22,8 @@ import asyncpg
 import pytest
 
 from juki.register.v1 import register_pb2 as rpb
-from jukilib import cli_bulk
 from jukilib.db.bootstrap import ServiceDatabase
 from jukilib.db.pool import Database
-from jukilib.demo.fast import FastResidents
 from jukilib.devcerts import DevPki
 from jukilib.domain.codes import CheckDigitMode, check_resident_code, is_valid_individual_number
 from jukilib.errors import AlreadyExists
@@ -39,6 +37,8 @@ from jukilib.register.load import (
     RowProblem,
     load_file,
 )
+from jukitools import cli_bulk
+from jukitools.demo.fast import FastResidents
 from services.identity.numbers import IndividualNumbers
 from tests.conftest import fresh_database, service_config
 from tests.integration.registers import MAEBASHI, REGISTERS, Person, apply, individual_number, new_person
@@ -434,7 +434,7 @@ async def test_juki_load_command(identity: Loaded, tmp_path: Path, home: Path, m
                                  capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from jukilib.suite import ensure_keyring
+    from jukitools.suite import ensure_keyring
 
     people = [new_person(), new_person()]
     path = _write_jsonl(tmp_path / "cli.jsonl", [_identity_row(p) for p in people]

@@ -10,7 +10,7 @@ import pytest
 
 from jukilib.db import migrations
 from jukilib.db.bootstrap import ServiceDatabase
-from jukilib.suite import service_migrations
+from jukitools.suite import service_migrations
 from tests.conftest import fresh_database
 
 

@@ -46,7 +46,7 @@ def _entry(time: dt.datetime, organization: str, operator: str, method: str, pur
 
 
 def _report(url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jukilib.cli", "audit", "report"],
+    return subprocess.run([sys.executable, "-m", "jukitools.cli", "audit", "report"],
                           env={**os.environ, "JUKI_DATABASE_URL": url}, capture_output=True, text=True, timeout=60,
                           check=False)
 

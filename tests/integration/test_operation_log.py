@@ -20,10 +20,10 @@ import pytest
 
 from juki.gateway.v1 import operation_log_pb2
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
-from jukilib.client import purpose_metadata
 from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
 from jukilib.grpc.channels import secure_channel
+from jukitools.client import purpose_metadata
 from services.gateway.chain import SigningKey, ensure_signing_key
 from services.gateway.oplog import _ROW, LogEntry, LogEntryRefused, OperationLog
 from tests.conftest import RunningSuite, fresh_database
@@ -63,7 +63,7 @@ async def written_log(admin_url: str, home: Path) -> AsyncIterator[tuple[str, st
 
 def _verify(url: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "JUKI_DATABASE_URL": url, "JUKI_OPERATION_LOG_PUBLIC_KEY": str(home / "operation-log.pub")}
-    return subprocess.run([sys.executable, "-m", "jukilib.cli", "audit", "verify"], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "jukitools.cli", "audit", "verify"], env=env, capture_output=True,
                           text=True, timeout=60, check=False)
 
 

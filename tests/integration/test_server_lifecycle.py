@@ -19,13 +19,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from jukilib.client import health_status
 from jukilib.config import DatabaseConfig
 from jukilib.devcerts import DevPki
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
-from jukilib.suite import service_migrations
+from jukitools.client import health_status
+from jukitools.suite import service_migrations
 from services.agency import app as agency_app
 from tests.conftest import fresh_database, service_config
 
@@ -75,7 +75,7 @@ def test_sigterm_stops_a_service_cleanly(pki: DevPki, home: Path, admin_url: str
     env = {**os.environ, "JUKI_LISTEN": "127.0.0.1:0", "JUKI_DATABASE_URL": databases["agency"].url,
            "JUKI_TLS_CERT": str(pair.cert), "JUKI_TLS_KEY": str(pair.key), "JUKI_TLS_CA": str(pki.ca_cert),
            "JUKI_HOME": str(home)}
-    process = subprocess.Popen([sys.executable, "-m", "jukilib.cli", "serve", "agency"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "jukitools.cli", "serve", "agency"], env=env,
                                stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     assert process.stderr is not None

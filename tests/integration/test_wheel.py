@@ -24,6 +24,7 @@ def test_wheel_contains_generated_stubs_migrations_and_data(tmp_path: Path) -> N
         for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi"):
             assert f"juki/{service}/v1/{stem}{suffix}" in names
     assert {"juki/py.typed", "jukilib/py.typed", "jukilib/register/migrations/0001_register.sql",
-            "jukilib/domain/data/gunma_municipalities.csv", "services/gateway/purposes.toml",
-            "services/gateway/migrations/0001_operation_log.sql"} <= names
-    assert not any(name.startswith(("tests/", "protos/third_party")) for name in names)
+            "jukilib/domain/data/gunma_municipalities.csv", "juki_services/gateway/purposes.toml",
+            "juki_services/gateway/migrations/0001_operation_log.sql", "jukitools/py.typed"} <= names
+    # the services under their own name: a top-level `services` would collide with anyone else's
+    assert not any(name.startswith(("tests/", "protos/third_party", "services/")) for name in names)

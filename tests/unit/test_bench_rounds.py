@@ -3,7 +3,7 @@ rounds into one figure."""
 
 from __future__ import annotations
 
-from jukilib.bench_lookup import _combined, _shares
+from jukitools.bench_lookup import _combined, _shares
 
 
 def test_the_lookups_are_shared_out_among_the_rounds() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 
-from jukilib.cli import _parser
+from jukitools.cli import _parser
 
 
 def _parsers(parser: argparse.ArgumentParser, path: str = "juki") -> Iterator[tuple[str, argparse.ArgumentParser]]:

@@ -9,10 +9,10 @@ from collections import Counter
 import pytest
 from faker.providers.person.ja_JP import Provider as JaPersonProvider
 
-from jukilib.demo.residents import SyntheticResident, generate_residents
 from jukilib.domain.codes import CheckDigitMode, check_resident_code, is_valid_individual_number
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.domain.text import is_katakana_reading, text_problems
+from jukitools.demo.residents import SyntheticResident, generate_residents
 
 RESIDENTS = generate_residents(500, seed=20250526)
 

@@ -1,4 +1,4 @@
-"""Where a command finds its settings (`jukilib.local`): the environment wins, else the suite's `.juki/`,
+"""Where a command finds its settings (`jukitools.local`): the environment wins, else the suite's `.juki/`,
 else a UsageError that names what is missing and how to get it."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from jukilib.client import Endpoints, MissingCredential, load_credential
 from jukilib.config import UsageError
-from jukilib.local import DATABASES, ENDPOINTS, LocalSuite, home_of, write_private_json
+from jukitools.client import Endpoints, MissingCredential, load_credential
+from jukitools.local import DATABASES, ENDPOINTS, LocalSuite, home_of, write_private_json
 
 DATABASES_JSON = {"gateway": {"url": "postgresql://juki_gateway:pw@localhost:5/juki",
                               "migration_url": "postgresql://juki_gateway_owner:pw@localhost:5/juki"}}

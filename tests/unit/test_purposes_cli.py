@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jukilib import cli
+from jukitools import cli
 from services.gateway.policy import DEFAULT_CATALOGUE
 
 

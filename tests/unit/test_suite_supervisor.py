@@ -1,4 +1,4 @@
-"""`juki up`'s supervision of its children (jukilib.suite_supervisor), with stand-in children: an exited
+"""`juki up`'s supervision of its children (jukitools.suite_supervisor), with stand-in children: an exited
 child is started again with its environment after a capped, doubling backoff, the event is on the
 output, in `logs/up.log` and counted in `services.json`; a stop during a backoff starts nothing."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from jukilib.suite import Child
-from jukilib.suite_supervisor import EVENTS_LOG, STATUS_FILE, RestartPolicy, Spawn, Supervisor, describe_exit
+from jukitools.suite import Child
+from jukitools.suite_supervisor import EVENTS_LOG, STATUS_FILE, RestartPolicy, Spawn, Supervisor, describe_exit
 
 
 class StandIns:

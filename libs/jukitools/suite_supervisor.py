@@ -9,7 +9,7 @@ its pid, port, restarts so far, last exit and whether it is SERVING (rewritten a
 when the suite stops). Lines name services, pids and exit codes only.
 
 The watchers run on the main thread's event loop: a restarted child gets the same PR_SET_PDEATHSIG as the
-first (`jukilib.suite.spawn` must be called from the thread that lives as long as `juki up`). Stopping is
+first (`jukitools.suite.spawn` must be called from the thread that lives as long as `juki up`). Stopping is
 `Supervisor.stop()`: it cancels the watchers and waits for them, and only then may the children be
 stopped; a watcher never awaits between starting a child and recording it, so none is left behind.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from jukilib.suite import Child
+    from jukitools.suite import Child
 
 STATUS_FILE = "services.json"
 EVENTS_LOG = "up.log"

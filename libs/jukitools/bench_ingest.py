@@ -6,7 +6,7 @@ process (`GrpcService` with `services.identity.app.build`, configured like `juki
 a pool of `--pool` connections, `--relay-workers` relay workers forwarding to the agency stand-in, a
 `juki serve agency` child process told to answer each call after `--agency-latency-ms`; with
 `--relay-workers 0` there is no agency and the outbox only fills). Synthetic residents
-(`jukilib.demo.fast`) are recorded (記載, 国内転入) by 前橋市: the client presents the gateway's
+(`jukitools.demo.fast`) are recorded (記載, 国内転入) by 前橋市: the client presents the gateway's
 certificate and sends `x-juki-organization` as the gateway would (backends trust the gateway's
 certificate).
 
@@ -58,7 +58,6 @@ from google.protobuf import duration_pb2
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
-from jukilib import benchkit, runner
 from jukilib.config import (
     DEFAULT_TRUSTED_PEERS,
     DatabaseConfig,
@@ -68,8 +67,6 @@ from jukilib.config import (
     default_plan_cache_mode,
 )
 from jukilib.db.pool import Database
-from jukilib.demo.notifications import birth_notification
-from jukilib.demo.residents import SyntheticResident
 from jukilib.devcerts import ensure_dev_pki
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
@@ -77,6 +74,9 @@ from jukilib.register import rows, store
 from jukilib.register.decide import NEW_PERSON, decide
 from jukilib.register.model import Notification
 from jukilib.register.rows import Kept
+from jukitools import benchkit, runner
+from jukitools.demo.notifications import birth_notification
+from jukitools.demo.residents import SyntheticResident
 
 MUNICIPALITY = "102016"  # 前橋市
 NOTIFY_TIME = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)
@@ -151,7 +151,7 @@ class _Workload:
 
 
 def _residents(count: int, seed: int) -> list[SyntheticResident]:
-    from jukilib.demo.fast import generate_residents
+    from jukitools.demo.fast import generate_residents
 
     return generate_residents(count, seed=seed)
 
@@ -159,7 +159,7 @@ def _residents(count: int, seed: int) -> list[SyntheticResident]:
 # --- the run ---------------------------------------------------------------------------------------
 
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    from jukilib.suite import ensure_keyring
+    from jukitools.suite import ensure_keyring
 
     workload = _Workload(args.seed, (args.baseline_notifications, args.notifications, args.stream_notifications))
     async with benchkit.bench_databases("juki-bench-") as (home, databases):
@@ -194,7 +194,7 @@ async def _agency(args: argparse.Namespace, home: Path, pki: Any, databases: dic
     if args.relay_workers == 0:
         yield None
         return
-    from jukilib.suite import child_environment, free_port
+    from jukitools.suite import child_environment, free_port
 
     environment = child_environment("agency", pki, databases["agency"], {"agency": free_port()}, home)
     environment.update({"JUKI_REFLECTION": "false", "JUKI_LOG_LEVEL": "warning", "JUKI_SHUTDOWN_GRACE": "1"})
@@ -212,7 +212,7 @@ async def _agency(args: argparse.Namespace, home: Path, pki: Any, databases: dic
 async def _measure(args: argparse.Namespace, config: ServiceConfig, client: _ClientSpec, workload: _Workload,
                    cpu: benchkit.Cpu) -> dict[str, Any]:
     """The three paths one after the other."""
-    from jukilib.suite import service_migrations
+    from jukitools.suite import service_migrations
     from services.identity import app as identity_app
 
     figures: dict[str, Any] = {}
@@ -398,8 +398,8 @@ class _ClientSpec:
 
 
 async def _client_process(spec: _ClientSpec) -> dict[str, Any]:
-    """Run one path's client in a child process (`python -m jukilib.bench_ingest`, spec on stdin)."""
-    return await benchkit.child_process("jukilib.bench_ingest", asdict(spec), spec.path)
+    """Run one path's client in a child process (`python -m jukitools.bench_ingest`, spec on stdin)."""
+    return await benchkit.child_process("jukitools.bench_ingest", asdict(spec), spec.path)
 
 
 def _client_main() -> int:

@@ -3,7 +3,7 @@ identity, and the batch lookup, in one run (issue 5, "Benchmarks").
 
 Everything runs from nothing in a temporary directory: an embedded PostgreSQL, the schemas and
 migrations (`prepare_database`), a development PKI, keyring, operation-log key and operator-
-authentication key; `--persons` synthetic residents (`jukilib.demo.fast`) loaded into the identity
+authentication key; `--persons` synthetic residents (`jukitools.demo.fast`) loaded into the identity
 file by the initial-load fast path (`jukilib.register.bulk`, as `juki bench load`); then identity and
 the gateway in this process (`GrpcService` with each service's own `build`, mTLS, `--pool` database
 connections each; relay workers 0). The gateway routes to every backend, but its channels connect only
@@ -55,9 +55,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jukilib import benchkit, runner
 from jukilib.config import DatabaseConfig, TlsConfig
 from jukilib.grpc.channels import secure_channel
+from jukitools import benchkit, runner
 
 ORGANIZATION, OPERATOR = "kyoiku-iinkai", "kyoiku-0001"
 DEFAULT_PURPOSE = "EDU-SCHOLARSHIP-30-15-2-2"
@@ -123,10 +123,10 @@ async def _load(args: argparse.Namespace, home: Path, owner_url: str) -> list[st
     """Load the synthetic residents with the initial-load fast path; returns their 住民票コード."""
     import asyncpg
 
-    from jukilib.cli_bulk import register_api
-    from jukilib.demo.fast import write_jsonl
     from jukilib.register.load import LoadOptions, load_file
-    from jukilib.suite import ensure_keyring
+    from jukitools.cli_bulk import register_api
+    from jukitools.demo.fast import write_jsonl
+    from jukitools.suite import ensure_keyring
 
     data = home / "identity.jsonl"
     await asyncio.to_thread(write_jsonl, data, args.persons, seed=args.seed, register="identity")
@@ -146,7 +146,7 @@ def _environments(args: argparse.Namespace, home: Path, pki: Any, databases: dic
     """The JUKI_* variables of identity and of the gateway, as `juki up` sets them, plus the benchmark's
     own: no relay workers, `--pool` connections, the gateway's rate limits at `--rate`, and traces
     sampled as OTEL_TRACES_SAMPLER says (default off, as when tracing is not set up)."""
-    from jukilib.suite import child_environment, free_port
+    from jukitools.suite import child_environment, free_port
 
     ports = {"identity": free_port(), "gateway": free_port(), "annex": 1, "disclosure": 1, "agency": 1}
     environments = {}
@@ -166,7 +166,7 @@ async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: di
                              ) -> dict[str, Any]:
     from jukilib.devcerts import ensure_dev_pki
     from jukilib.operator_credential import issue, load_signing_key
-    from jukilib.suite import ensure_operator_auth_key, register_demo_operators
+    from jukitools.suite import ensure_operator_auth_key, register_demo_operators
 
     pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway"),
                                   clients={ORGANIZATION: ORGANIZATION})
@@ -331,8 +331,8 @@ class _ClientSpec:
 
 
 async def _client_process(spec: _ClientSpec) -> dict[str, Any]:
-    """Run one phase's client in a child process (`python -m jukilib.bench_lookup`, spec on stdin)."""
-    return await benchkit.child_process("jukilib.bench_lookup", asdict(spec), spec.phase)
+    """Run one phase's client in a child process (`python -m jukitools.bench_lookup`, spec on stdin)."""
+    return await benchkit.child_process("jukitools.bench_lookup", asdict(spec), spec.phase)
 
 
 def _client_main() -> int:
@@ -346,7 +346,7 @@ async def _client_run(spec: _ClientSpec) -> dict[str, Any]:
     """Warm up, then measure one phase; `client_cpu` is this process's CPU time over the measured part."""
     from juki.identity.v1 import identity_pb2, identity_pb2_grpc
     from jukilib import caller
-    from jukilib.client import purpose_metadata
+    from jukitools.client import purpose_metadata
 
     rng = random.Random(f"{spec.seed}/{spec.phase}")
     if spec.phase == "direct":

@@ -12,9 +12,9 @@ import logging
 
 from juki.annex.v1 import annex_pb2_grpc
 from juki.identity.v1 import identity_pb2_grpc
-from jukilib.client import Endpoints, gateway_channel, purpose_metadata
-from jukilib.demo.notifications import annex_notification, birth_notification
-from jukilib.demo.residents import SyntheticResident, generate_residents
+from jukitools.client import Endpoints, gateway_channel, purpose_metadata
+from jukitools.demo.notifications import annex_notification, birth_notification
+from jukitools.demo.residents import SyntheticResident, generate_residents
 
 logger = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
-from jukilib.calls import print_error
-from jukilib.client import Endpoints, gateway_channel, load_credential, purpose_metadata
-from jukilib.clihelp import DefaultsHelp
 from jukilib.domain.dates import JAPAN
+from jukitools.calls import print_error
+from jukitools.client import Endpoints, gateway_channel, load_credential, purpose_metadata
+from jukitools.clihelp import DefaultsHelp
 
 PURPOSE = "DISCLOSURE-30-32"
 CORRECTION_PURPOSE = "CORRECTION-30-35"

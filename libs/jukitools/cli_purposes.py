@@ -37,7 +37,7 @@ def add_parser(commands: Any) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from jukilib.domain.municipalities import gunma_municipalities
-    from jukilib.suite import all_callers
+    from jukitools.suite import all_callers
     from services.gateway.policy import DEFAULT_CATALOGUE, CatalogueError, load_catalogue
 
     path = Path(os.environ.get(POLICY_FILE_VARIABLE, "").strip() or DEFAULT_CATALOGUE)

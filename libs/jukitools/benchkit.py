@@ -139,7 +139,7 @@ async def bench_databases(prefix: str) -> AsyncIterator[tuple[Path, dict[str, Se
     `juki up` prepares them); everything is removed afterwards."""
     from jukilib.db.bootstrap import owner_role, runtime_role
     from jukilib.db.embedded import EmbeddedPostgres
-    from jukilib.suite import prepare_database
+    from jukitools.suite import prepare_database
 
     with tempfile.TemporaryDirectory(prefix=prefix) as directory:
         home = Path(directory)
@@ -155,10 +155,10 @@ async def bench_databases(prefix: str) -> AsyncIterator[tuple[Path, dict[str, Se
 @contextlib.asynccontextmanager
 async def service_processes(environments: Mapping[str, dict[str, str]], log_dir: Path, tls: TlsConfig,
                             ready_timeout: float = 60.0) -> AsyncIterator[dict[str, Any]]:
-    """`juki serve <service>` for each service as `juki up` starts them (`jukilib.suite.spawn`, in
+    """`juki serve <service>` for each service as `juki up` starts them (`jukitools.suite.spawn`, in
     order, each with its environment, which must set JUKI_LISTEN to a fixed port), once each answers
     SERVING (asked with `tls`); all are stopped afterwards (SIGTERM, SIGKILL after 10 s)."""
-    from jukilib.suite import spawn, stop_children, wait_serving
+    from jukitools.suite import spawn, stop_children, wait_serving
 
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
     started = []

@@ -4,8 +4,8 @@ init   → development certificates, PostgreSQL (embedded unless JUKI_DATABASE_U
          migrations (applied here with each owner role; services run with their runtime roles);
 start  → one child process per service on 127.0.0.1, each dying with `juki up` however it ends;
 ready  → every health check SERVING, then supervised (a child that exits is started again with backoff,
-         see `jukilib.suite_supervisor`), demo data loaded, then `.juki/databases.json` (the services'
-         database URLs, 0600) and, last, `.juki/endpoints.json` written (see `jukilib.local`);
+         see `jukitools.suite_supervisor`), demo data loaded, then `.juki/databases.json` (the services'
+         database URLs, 0600) and, last, `.juki/endpoints.json` written (see `jukitools.local`);
 stop   → on Ctrl-C or SIGTERM: supervision ended first (no restart races the stop), SIGTERM to every
          child, SIGKILL after a grace period, database stopped.
 """
@@ -33,7 +33,6 @@ from typing import Any
 
 import asyncpg
 
-from jukilib.client import Endpoints
 from jukilib.config import SERVICES, TlsConfig
 from jukilib.db import migrations as migrations_mod
 from jukilib.db.bootstrap import ServiceDatabase, bootstrap, owner_role, runtime_role
@@ -41,8 +40,9 @@ from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki, ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.keyring import Keyring
-from jukilib.local import DATABASES, ENDPOINTS, write_private_json
-from jukilib.suite_supervisor import STATUS_FILE, Supervisor
+from jukitools.client import Endpoints
+from jukitools.local import DATABASES, ENDPOINTS, write_private_json
+from jukitools.suite_supervisor import STATUS_FILE, Supervisor
 from services.gateway.chain import ensure_signing_key
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def spawn(service: str, env: dict[str, str], log_dir: Path) -> Child:
     die_with_parent = (functools.partial(_die_with_parent, ctypes.CDLL(None).prctl, os.getpid())
                        if sys.platform == "linux" else None)
     with (log_dir / f"{service}.log").open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "jukilib.cli", "serve", service], env=env, stdout=log,
+        process = subprocess.Popen([sys.executable, "-m", "jukitools.cli", "serve", service], env=env, stdout=log,
                                    stderr=log, start_new_session=True,
                                    preexec_fn=die_with_parent)  # noqa: PLW1509 (see above)
     return Child(service, int(env["JUKI_LISTEN"].rpartition(":")[2]), process)
@@ -192,7 +192,7 @@ def spawn(service: str, env: dict[str, str], log_dir: Path) -> Child:
 async def wait_serving(children: list[Child], tls: TlsConfig, timeout: float, log_dir: Path) -> None:
     """Until every child's health check answers SERVING (asked with `tls`); raises when one exits or
     `timeout` seconds pass."""
-    from jukilib.client import health_status
+    from jukitools.client import health_status
 
     deadline = time.monotonic() + timeout
     for child in children:
@@ -281,7 +281,7 @@ class Suite:
 
     def start_supervising(self, pki: DevPki) -> Supervisor:
         """Restart every child that exits from now on (call from the main thread's running loop)."""
-        from jukilib.client import health_status
+        from jukitools.client import health_status
 
         tls = _health_tls(pki)
 
@@ -310,7 +310,7 @@ class Suite:
 
     def write_endpoints(self, endpoints: Endpoints, databases: dict[str, ServiceDatabase]) -> Path:
         """`.juki/databases.json` (each service's runtime and owner URL, 0600), then `.juki/endpoints.json`,
-        each atomically; endpoints.json last, as the sign that the suite is ready (`jukilib.local`)."""
+        each atomically; endpoints.json last, as the sign that the suite is ready (`jukitools.local`)."""
         write_private_json(self.home / DATABASES, {
             service: {"url": db.url, "migration_url": db.migration_url} for service, db in databases.items()})
         path = self.home / ENDPOINTS

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jukilib.client import Endpoints
 from jukilib.config import UsageError
+from jukitools.client import Endpoints
 
 ENDPOINTS = "endpoints.json"
 DATABASES = "databases.json"

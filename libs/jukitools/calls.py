@@ -15,11 +15,11 @@ from google.rpc import status_pb2
 from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from juki.gateway.v1 import operation_log_pb2, operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
-from jukilib.client import Endpoints, gateway_channel, load_credential, purpose_metadata
-from jukilib.demo.load import DEMO_SEED
-from jukilib.demo.notifications import birth_notification
-from jukilib.demo.residents import generate_residents
 from jukilib.errors import STATUS_DETAILS_KEY
+from jukitools.client import Endpoints, gateway_channel, load_credential, purpose_metadata
+from jukitools.demo.load import DEMO_SEED
+from jukitools.demo.notifications import birth_notification
+from jukitools.demo.residents import generate_residents
 
 DEFAULT_PURPOSES = {"notify": "CS-NOTIFY-30-6", "disclosure": "DISCLOSURE-30-32", "oplog": "AUDIT-OPERATION-LOG"}
 

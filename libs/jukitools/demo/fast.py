@@ -1,6 +1,6 @@
 """Synthetic Gunma residents fast enough for prefecture-sized files (≈2 M persons in seconds).
 
-The Faker-based generator of `jukilib.demo.residents` makes several Faker calls per person, far too
+The Faker-based generator of `jukitools.demo.residents` makes several Faker calls per person, far too
 slow for an initial-load benchmark. This one draws whole columns at once from a seeded
 `random.Random` (`choices` and `randbytes` loop in C) over vocabularies built once from Faker's ja_JP
 provider lists: paired kanji/kana names (a name and its reading correspond; surnames weighted by
@@ -29,7 +29,10 @@ from typing import IO, TypeVar
 
 from faker.providers.person.ja_JP import Provider as JapanesePersons
 
-from jukilib.demo.residents import (
+from jukilib.domain.codes import individual_number_check_digit, resident_code_check_digit
+from jukilib.domain.municipalities import gunma_municipalities
+from jukilib.domain.sex import FEMALE, MALE
+from jukitools.demo.residents import (
     BIRTH_FIRST,
     BIRTH_LAST,
     IDEOGRAPHIC_SPACE,
@@ -37,9 +40,6 @@ from jukilib.demo.residents import (
     TOWN_NAMES,
     SyntheticResident,
 )
-from jukilib.domain.codes import individual_number_check_digit, resident_code_check_digit
-from jukilib.domain.municipalities import gunma_municipalities
-from jukilib.domain.sex import FEMALE, MALE
 
 BLOCK = 50_000
 T = TypeVar("T")

@@ -10,7 +10,7 @@
 - `add --bootstrap` writes directly to the registry as the gateway's schema owner: only for the first
   administrator, when no one can yet call the admin API (like `juki db-bootstrap` for the database).
 
-Settings come from `jukilib.local`: `login` reads the registry as the gateway's runtime role and signs with
+Settings come from `jukitools.local`: `login` reads the registry as the gateway's runtime role and signs with
 `.juki/operator-auth.key` unless JUKI_DATABASE_URL / JUKI_OPERATOR_AUTH_KEY say otherwise; `--bootstrap`
 writes as the gateway's owner role (JUKI_MIGRATION_DATABASE_URL); the admin commands call the gateway of
 `.juki/endpoints.json`.
@@ -29,9 +29,9 @@ import grpc
 from juki.gateway.v1 import operator_admin_pb2 as pb
 from juki.gateway.v1 import operator_admin_pb2_grpc
 from jukilib.config import Env, UsageError
-from jukilib.local import OPERATOR_AUTH_KEY, LocalSuite
 from jukilib.operator_credential import DEFAULT_LIFETIME, ROLES, issue, load_signing_key
-from jukilib.runner import connected, run
+from jukitools.local import OPERATOR_AUTH_KEY, LocalSuite
+from jukitools.runner import connected, run
 
 ADMIN_CALLER = "admin-office"
 ADMIN_PURPOSE = "ADMIN-OPERATORS"
@@ -105,7 +105,7 @@ async def _login(args: argparse.Namespace) -> int:
     key = load_signing_key(suite.file("JUKI_OPERATOR_AUTH_KEY", OPERATOR_AUTH_KEY))
     credential = issue(key, record.operator_id, record.organization, roles, now=now,
                        lifetime=dt.timedelta(hours=args.hours))
-    from jukilib.client import save_credential
+    from jukitools.client import save_credential
 
     path = save_credential(suite.home, record.operator_id, credential)
     print(f"{record.operator_id} ({record.organization}; {', '.join(sorted(roles))}) logged in until "
@@ -126,8 +126,8 @@ async def _bootstrap(args: argparse.Namespace) -> int:
 
 
 async def _admin(args: argparse.Namespace) -> int:
-    from jukilib.calls import print_answer, print_error
-    from jukilib.client import gateway_channel, load_credential, purpose_metadata
+    from jukitools.calls import print_answer, print_error
+    from jukitools.client import gateway_channel, load_credential, purpose_metadata
 
     if not args.operator:
         raise UsageError("--operator (an administrator who has logged in) is required, or JUKI_OPERATOR")

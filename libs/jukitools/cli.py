@@ -1,6 +1,6 @@
 """The `juki` command: run the suite, run one service, prepare databases and certificates, call it.
 
-Commands find their settings through `jukilib.local` (the environment, else the suite in `--home`);
+Commands find their settings through `jukitools.local` (the environment, else the suite in `--home`);
 a user's mistake is a `UsageError`, printed here as one line with exit 2, a server that does not answer
 one line with exit 1: never a traceback.
 """
@@ -17,11 +17,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from jukilib import cli_purposes
-from jukilib.clihelp import Parser
 from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, UsageError, load_service_config
-from jukilib.local import HEALTH_CALLER, KEYRING, OPERATION_LOG_PUBLIC_KEY, LocalSuite, home_of
-from jukilib.runner import Unreachable, connected, run
+from jukitools import cli_purposes
+from jukitools.clihelp import Parser
+from jukitools.local import HEALTH_CALLER, KEYRING, OPERATION_LOG_PUBLIC_KEY, LocalSuite, home_of
+from jukitools.runner import Unreachable, connected, run
 
 logger = logging.getLogger("juki")
 REGISTERS = ("identity", "annex")
@@ -54,7 +54,7 @@ async def _serve(service: str) -> int:
 async def _migrate(service: str, home: str | None) -> int:
     from jukilib.db import migrations as migrations_mod
     from jukilib.db.bootstrap import runtime_role
-    from jukilib.suite import service_migrations
+    from jukitools.suite import service_migrations
 
     url = LocalSuite.of(home).owner_url(service)
     async with connected(url) as connection:
@@ -80,8 +80,8 @@ async def _db_bootstrap() -> int:
 # --- juki up -------------------------------------------------------------------------------------
 
 async def _up(home: Path, residents: int, annex: int) -> int:
-    from jukilib.demo.load import load_demo_residents
-    from jukilib.suite import Suite, dev_pki, prepare_database, register_demo_operators, role_passwords
+    from jukitools.demo.load import load_demo_residents
+    from jukitools.suite import Suite, dev_pki, prepare_database, register_demo_operators, role_passwords
 
     suite = Suite(home)
     stop = asyncio.Event()
@@ -285,7 +285,7 @@ async def _audit_report(url: str, days: int) -> int:
 # --- juki health ---------------------------------------------------------------------------------
 
 async def _health(args: argparse.Namespace) -> int:
-    from jukilib.client import health_status
+    from jukitools.client import health_status
 
     target, tls = _health_settings(args)
     status = await health_status(target, tls, args.service)
@@ -312,7 +312,7 @@ def _health_settings(args: argparse.Namespace) -> tuple[str, TlsConfig]:
 # --- argument parsing ----------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from jukilib import bench_ingest, bench_lookup, calls, cli_bulk, cli_cases, cli_operators
+    from jukitools import bench_ingest, bench_lookup, calls, cli_bulk, cli_cases, cli_operators
 
     parser = Parser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
     parser.add_argument("--home", default=None,
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dev_certs(args: argparse.Namespace) -> int:
-    from jukilib.suite import dev_pki, ensure_keyring, ensure_operator_auth_key
+    from jukitools.suite import dev_pki, ensure_keyring, ensure_operator_auth_key
     from services.gateway.chain import ensure_signing_key
 
     home = home_of(args.home)
@@ -416,13 +416,13 @@ def _dev_certs(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace) -> int:
-    from jukilib import calls
+    from jukitools import calls
 
     return _run(calls.run_call(args, LocalSuite.of(args.home).running_home()))
 
 
 def _cases(args: argparse.Namespace) -> int:
-    from jukilib import cli_cases
+    from jukitools import cli_cases
 
     return _run(cli_cases.run(args, LocalSuite.of(args.home).running_home()))
 
@@ -435,7 +435,7 @@ def _up_command(args: argparse.Namespace) -> int:
 
 
 def _operators(args: argparse.Namespace) -> int:
-    from jukilib import cli_operators
+    from jukitools import cli_operators
 
     return cli_operators.command(args)
 
@@ -459,7 +459,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from jukilib import cli_bulk
+    from jukitools import cli_bulk
 
     return {**COMMANDS, **cli_bulk.COMMANDS}[args.command](args)
 

@@ -23,7 +23,7 @@ from jukilib.operator_credential import CREDENTIAL_KEY
 class Endpoints:
     """`.juki/endpoints.json`, written by `juki up` last, once every service is SERVING and the demo data
     is loaded: addresses and certificate paths only (absolute), no secret. Database URLs are elsewhere
-    (`jukilib.local`)."""
+    (`jukitools.local`)."""
 
     gateway: str
     services: dict[str, str]

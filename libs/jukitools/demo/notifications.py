@@ -7,7 +7,7 @@ import datetime as dt
 from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
-from jukilib.demo.residents import SyntheticResident
+from jukitools.demo.residents import SyntheticResident
 
 
 def _change(kind: register_pb2.ChangeKind.ValueType, reason: register_pb2.ChangeReason.ValueType,

@@ -1,7 +1,7 @@
 """`juki load FILE` (the initial load of an existing file into a register) and `juki bench load` (its
 benchmark on synthetic Gunma-sized data in a throw-away embedded PostgreSQL).
 
-Wired into `jukilib.cli` with `add_parsers(commands)` and `COMMANDS`. `bench` is a group: another
+Wired into `jukitools.cli` with `add_parsers(commands)` and `COMMANDS`. `bench` is a group: another
 benchmark adds its parser to the group returned by `bench_group` (or in `add_parsers`) with
 ``set_defaults(bench_run=<function of the parsed arguments returning the exit status>)``.
 """
@@ -23,8 +23,8 @@ from typing import Any, TextIO
 
 from jukilib.collector import collect_young_rarely
 from jukilib.config import SERVICES, ConfigError, DatabaseConfig, Env, ServiceConfig, TlsConfig, UsageError
-from jukilib.local import KEYRING, LocalSuite
-from jukilib.runner import run
+from jukitools.local import KEYRING, LocalSuite
+from jukitools.runner import run
 
 REGISTERS = ("identity", "annex")
 BENCH_SEED = 20261126
@@ -155,10 +155,10 @@ def _print_problems(problems: list[Any], total: int) -> None:
 async def _bench_load(args: argparse.Namespace) -> int:
     from jukilib.db.bootstrap import owner_role, runtime_role
     from jukilib.db.embedded import EmbeddedPostgres
-    from jukilib.demo.fast import write_jsonl
     from jukilib.keyring import Keyring
     from jukilib.register.load import LoadOptions, load_file, worker_count
-    from jukilib.suite import prepare_database
+    from jukitools.demo.fast import write_jsonl
+    from jukitools.suite import prepare_database
 
     with tempfile.TemporaryDirectory(prefix="juki-bench-load-") as directory:
         home = Path(directory)
