@@ -19,6 +19,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from juki_services.gateway.chain import ensure_signing_key
 from jukilib.config import (
     DEFAULT_TRUSTED_PEERS,
     SERVICES,
@@ -47,7 +48,6 @@ from jukitools.suite import (
     register_demo_operators,
     service_migrations,
 )
-from services.gateway.chain import ensure_signing_key
 
 TEST_PASSWORD = "juki-test-password"
 _database_numbers = itertools.count(1)
@@ -224,7 +224,7 @@ async def start_suite(pki: DevPki, databases: dict[str, ServiceDatabase], home: 
                   "disclosure": ("gateway",)}.get(service, ())
         config = service_config(service, pki, databases[service], home, {k: targets[k] for k in wanted})
         config = dataclasses.replace(config, listen=targets[service])
-        app = importlib.import_module(f"services.{service}.app")
+        app = importlib.import_module(f"juki_services.{service}.app")
         running = GrpcService(config, service_migrations(service), app.build)
         await running.start()
         await running.wait_ready(30)

@@ -8,7 +8,7 @@ is being handled the next one gathers, so the batch size follows the load by its
 a `linger` also lets each batch after the first of a busy spell wait that long for company (a lone
 call never waits). Two users: group commit of single notifications (`RegisterEngine.apply_grouped`) and
 the gateway's coalescing of single lookups into the registers' batch lookup
-(`services.gateway.coalesce`).
+(`juki_services.gateway.coalesce`).
 
 Traces: each batch is a span (`span_name`, attribute `juki.batch.size`), child of the span of the
 call whose item opened the batch and linked to the span of every call it serves, so that a lone

@@ -2,7 +2,7 @@
 
 Everything runs from nothing in a temporary directory: an embedded PostgreSQL, the schemas and
 migrations (`prepare_database`), a development PKI and keyring, and the identity service in this
-process (`GrpcService` with `services.identity.app.build`, configured like `juki serve`'s defaults:
+process (`GrpcService` with `juki_services.identity.app.build`, configured like `juki serve`'s defaults:
 a pool of `--pool` connections, `--relay-workers` relay workers forwarding to the agency stand-in, a
 `juki serve agency` child process told to answer each call after `--agency-latency-ms`; with
 `--relay-workers 0` there is no agency and the outbox only fills). Synthetic residents
@@ -212,8 +212,8 @@ async def _agency(args: argparse.Namespace, home: Path, pki: Any, databases: dic
 async def _measure(args: argparse.Namespace, config: ServiceConfig, client: _ClientSpec, workload: _Workload,
                    cpu: benchkit.Cpu) -> dict[str, Any]:
     """The three paths one after the other."""
+    from juki_services.identity import app as identity_app
     from jukitools.suite import service_migrations
-    from services.identity import app as identity_app
 
     figures: dict[str, Any] = {}
     database = Database(config.database)

@@ -201,8 +201,8 @@ async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: di
 
 def _purpose_fields(code: str) -> list[str] | None:
     """The field mask the gateway forwards for purpose `code` of the shipped catalogue."""
+    from juki_services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
     from jukilib.domain.municipalities import gunma_municipalities
-    from services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
 
     purpose = load_catalogue(DEFAULT_CATALOGUE, gunma_municipalities()).purposes[code]
     return None if purpose.all_fields else list(purpose.fields)

@@ -42,7 +42,7 @@ async def _serve(service: str) -> int:
     setup_logging(service, config.log_level)
     setup_tracing(service, config.home)
     setup_metrics(service, config.home)
-    app = importlib.import_module(f"services.{service}.app")
+    app = importlib.import_module(f"juki_services.{service}.app")
     try:
         return await serve_forever(GrpcService(config, app.migrations(), app.build))
     finally:
@@ -138,8 +138,8 @@ async def _keys(args: argparse.Namespace) -> int:
     """`juki keys new`: add a data key and make it active (then restart or let replicas reload);
     `juki keys rotate`: re-encrypt every 個人番号 under the active key, online, as the schema owner."""
 
+    from juki_services.identity.numbers import rotate
     from jukilib.keyring import Keyring
-    from services.identity.numbers import rotate
 
     suite = LocalSuite.of(args.home)
     path = suite.file("JUKI_KEYRING_FILE", KEYRING)
@@ -219,7 +219,7 @@ async def _audit(args: argparse.Namespace) -> int:
     """`juki audit verify`: exit 0 on an intact operation log, 1 naming the first bad sequence number. Both
     actions read as the gateway's runtime role; verify checks checkpoints with the log's public key."""
 
-    from services.gateway.chain import load_public_key, verify
+    from juki_services.gateway.chain import load_public_key, verify
 
     suite = LocalSuite.of(args.home)
     url = suite.database_url("gateway")
@@ -243,8 +243,8 @@ async def _audit_report(url: str, days: int) -> int:
 
     from google.protobuf.timestamp_pb2 import Timestamp
 
+    from juki_services.gateway.oplog import Review, misuse_report
     from jukilib.domain.dates import JAPAN
-    from services.gateway.oplog import Review, misuse_report
 
     japan = JAPAN
 
@@ -401,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dev_certs(args: argparse.Namespace) -> int:
+    from juki_services.gateway.chain import ensure_signing_key
     from jukitools.suite import dev_pki, ensure_keyring, ensure_operator_auth_key
-    from services.gateway.chain import ensure_signing_key
 
     home = home_of(args.home)
     pki = dev_pki(home, force=args.force)

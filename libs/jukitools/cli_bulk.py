@@ -43,7 +43,7 @@ def register_api(register: str, owner_url: str, *, keyring_file: Path | None, re
     check-digit mode), on a database object that is never connected: the loader has its own connection."""
     from jukilib.db.pool import Database
 
-    service = importlib.import_module(f"services.{register}.app").REGISTER
+    service = importlib.import_module(f"juki_services.{register}.app").REGISTER
     unused = Path("/nonexistent")  # the loader serves nothing: no TLS material is read
     config = ServiceConfig(
         service=register, listen="127.0.0.1:0", tls=TlsConfig(cert=unused, key=unused, ca=unused),

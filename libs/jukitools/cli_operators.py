@@ -84,8 +84,8 @@ async def _login(args: argparse.Namespace) -> int:
     match may the server go on to sign. In juki the authentication is possession of the signing key file
     (`JUKI_OPERATOR_AUTH_KEY`, 0600), so only whoever holds it can issue credentials.
     """
-    from services.gateway.operators import ACTIVE, record_of
-    from services.gateway.registry_store import fetch_operator
+    from juki_services.gateway.operators import ACTIVE, record_of
+    from juki_services.gateway.registry_store import fetch_operator
 
     env, suite = Env(), LocalSuite.of(args.home)
     max_hours = float(env.text("JUKI_OPERATOR_CREDENTIAL_MAX_HOURS", "8"))
@@ -114,7 +114,7 @@ async def _login(args: argparse.Namespace) -> int:
 
 
 async def _bootstrap(args: argparse.Namespace) -> int:
-    from services.gateway.registry_store import insert_operator
+    from juki_services.gateway.registry_store import insert_operator
 
     url = LocalSuite.of(args.home).owner_url("gateway")
     until = dt.datetime.combine(args.valid_until, dt.time(), dt.UTC) if args.valid_until else None
@@ -146,7 +146,7 @@ async def _admin(args: argparse.Namespace) -> int:
 
 
 async def _admin_call(args: argparse.Namespace, stub: Any, metadata: Any) -> Any:
-    from services.gateway.admin import ROLE_VALUES
+    from juki_services.gateway.admin import ROLE_VALUES
 
     if args.action == "add":
         operator = pb.Operator(organization=args.organization, roles=[ROLE_VALUES[r] for r in args.role])

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from jukilib.domain.dates import japan_date
 
 if TYPE_CHECKING:
-    from services.gateway.policy import Purpose
+    from juki_services.gateway.policy import Purpose
 
 POLICY_FILE_VARIABLE = "JUKI_POLICY_FILE"
 
@@ -36,9 +36,9 @@ def add_parser(commands: Any) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    from juki_services.gateway.policy import DEFAULT_CATALOGUE, CatalogueError, load_catalogue
     from jukilib.domain.municipalities import gunma_municipalities
     from jukitools.suite import all_callers
-    from services.gateway.policy import DEFAULT_CATALOGUE, CatalogueError, load_catalogue
 
     path = Path(os.environ.get(POLICY_FILE_VARIABLE, "").strip() or DEFAULT_CATALOGUE)
     try:

@@ -33,6 +33,7 @@ from typing import Any
 
 import asyncpg
 
+from juki_services.gateway.chain import ensure_signing_key
 from jukilib.config import SERVICES, TlsConfig
 from jukilib.db import migrations as migrations_mod
 from jukilib.db.bootstrap import ServiceDatabase, bootstrap, owner_role, runtime_role
@@ -43,7 +44,6 @@ from jukilib.keyring import Keyring
 from jukitools.client import Endpoints
 from jukitools.local import DATABASES, ENDPOINTS, write_private_json
 from jukitools.suite_supervisor import STATUS_FILE, Supervisor
-from services.gateway.chain import ensure_signing_key
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ def ensure_operator_auth_key(home: Path) -> Path:
 async def register_demo_operators(url: str) -> list[str]:
     """Register the demo operators in the gateway's registry (directly: this is the bootstrap, before any
     administrator exists to use the admin API); operators already there are left as they are."""
+    from juki_services.gateway.registry_store import insert_operator
     from jukilib.errors import AlreadyExists
-    from services.gateway.registry_store import insert_operator
 
     registered = []
     connection = await asyncpg.connect(url)
@@ -133,7 +133,7 @@ def free_port() -> int:
 
 
 def service_migrations(service: str) -> list[migrations_mod.Migration]:
-    app = importlib.import_module(f"services.{service}.app")
+    app = importlib.import_module(f"juki_services.{service}.app")
     found: list[migrations_mod.Migration] = app.migrations()
     return found
 

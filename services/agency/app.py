@@ -7,12 +7,12 @@ from pathlib import Path
 from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
+from juki_services.agency.servicer import AgencyServicer
 from jukilib.config import ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
-from services.agency.servicer import AgencyServicer
 
 SERVICE_NAME = agency_pb2.DESCRIPTOR.services_by_name["AgencyService"].full_name
 

@@ -10,11 +10,11 @@ from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
+from juki_services.annex.rules import validate_annex_record
+from juki_services.annex.servicer import AnnexServicer
 from jukilib.grpc import tracing
 from jukilib.register.api import RegisterBinding
 from jukilib.register.wiring import RegisterService
-from services.annex.rules import validate_annex_record
-from services.annex.servicer import AnnexServicer
 
 
 async def forward_to_agency(channel: aio.Channel, key: str, version: message.Message) -> Any:

@@ -8,6 +8,10 @@ from pathlib import Path
 from grpc import aio
 
 from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
+from juki_services.disclosure.desk import Desk
+from juki_services.disclosure.monitor import DeadlineGauge, ReportFollower
+from juki_services.disclosure.records import Records
+from juki_services.disclosure.servicer import DisclosureServicer
 from jukilib.config import ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
@@ -15,10 +19,6 @@ from jukilib.errors import TimeWindow
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
 from jukilib.supervision import Job
-from services.disclosure.desk import Desk
-from services.disclosure.monitor import DeadlineGauge, ReportFollower
-from services.disclosure.records import Records
-from services.disclosure.servicer import DisclosureServicer
 
 SERVICE_NAME = disclosure_pb2.DESCRIPTOR.services_by_name["DisclosureService"].full_name
 

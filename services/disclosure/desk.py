@@ -20,6 +20,8 @@ from google.protobuf import json_format
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.register.v1 import register_pb2
+from juki_services.disclosure import corrections, notices, rules, store
+from juki_services.disclosure.records import ANNEX, IDENTITY, REPORTS_PURPOSE, FileRecords, Records
 from jukilib import caller
 from jukilib.db.pool import Database
 from jukilib.errors import (
@@ -31,8 +33,6 @@ from jukilib.errors import (
     TimeWindow,
     Violations,
 )
-from services.disclosure import corrections, notices, rules, store
-from services.disclosure.records import ANNEX, IDENTITY, REPORTS_PURPOSE, FileRecords, Records
 
 S, C = pb.DisclosureState, pb.CorrectionState
 FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_FILE_ANNEX: ANNEX}

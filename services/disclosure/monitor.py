@@ -10,11 +10,11 @@ import grpc
 from opentelemetry import metrics
 from opentelemetry.metrics import Observation
 
+from juki_services.disclosure import store
+from juki_services.disclosure.desk import Desk
 from jukilib.db.pool import Database
 from jukilib.errors import JukiError
 from jukilib.supervision import Heartbeat
-from services.disclosure import store
-from services.disclosure.desk import Desk
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfgen import canvas
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
+from juki_services.disclosure.records import FileRecords
 from jukilib.domain.dates import JAPAN
-from services.disclosure.records import FileRecords
 
 FONT = "HeiseiMin-W3"
 pdfmetrics.registerFont(UnicodeCIDFont(FONT))

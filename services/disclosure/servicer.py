@@ -1,4 +1,4 @@
-"""DisclosureService: thin bindings of the contract to the desk (services.disclosure.desk)."""
+"""DisclosureService: thin bindings of the contract to the desk (juki_services.disclosure.desk)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from grpc import aio
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
+from juki_services.disclosure.desk import Desk, actor_of, case_message, correction_message, parse_name
 from jukilib import caller, paging
 from jukilib.errors import FieldViolation, InvalidArgument
-from services.disclosure.desk import Desk, actor_of, case_message, correction_message, parse_name
 
 Ctx = aio.ServicerContext[Any, Any]
 CASES, CORRECTIONS = "disclosureCases", "correctionCases"

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
-from services.disclosure import rules
+from juki_services.disclosure import rules
 
 _COLUMNS = f"""id, request_id, subject_resident_code, requester_kind, requester_name, identity_documents,
     channel, scopes, receive_time, state, deadline, target_date, revision, create_time, update_time,

@@ -13,13 +13,13 @@ from collections.abc import Callable
 import asyncpg
 
 from juki.gateway.v1 import operator_admin_pb2 as pb
+from juki_services.gateway import registry_store as store
+from juki_services.gateway.operators import ACTIVE, DISABLED, OperatorRegistry
+from juki_services.gateway.policy import Catalogue
 from jukilib import caller, paging
 from jukilib.db.pool import Database
 from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from jukilib.operator_credential import OPERATOR_ID
-from services.gateway import registry_store as store
-from services.gateway.operators import ACTIVE, DISABLED, OperatorRegistry
-from services.gateway.policy import Catalogue
 
 ROLE_NAMES: dict[int, str] = {
     pb.OPERATOR_ROLE_PROVISION_CLERK: "provision_clerk",

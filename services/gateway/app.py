@@ -16,6 +16,14 @@ from juki.annex.v1 import annex_pb2
 from juki.disclosure.v1 import disclosure_pb2
 from juki.gateway.v1 import operation_log_pb2, operator_admin_pb2
 from juki.identity.v1 import identity_pb2
+from juki_services.gateway.admin import OperatorAdmin
+from juki_services.gateway.admission import Admission, DenyList, RateLimiter
+from juki_services.gateway.chain import SigningKey
+from juki_services.gateway.operators import OperatorRegistry
+from juki_services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer
+from juki_services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
+from juki_services.gateway.proxy import Gateway, Operators, Route, backend_routes
+from juki_services.gateway.volume import VolumeCounter
 from jukilib import caller
 from jukilib.config import ConfigError, ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
@@ -26,14 +34,6 @@ from jukilib.grpc.server import ServiceParts
 from jukilib.operator_credential import load_verification_key
 from jukilib.supervision import Job
 from jukilib.telemetry import current_trace_id
-from services.gateway.admin import OperatorAdmin
-from services.gateway.admission import Admission, DenyList, RateLimiter
-from services.gateway.chain import SigningKey
-from services.gateway.operators import OperatorRegistry
-from services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer
-from services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
-from services.gateway.proxy import Gateway, Operators, Route, backend_routes
-from services.gateway.volume import VolumeCounter
 
 IDENTITY = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
 ANNEX = annex_pb2.DESCRIPTOR.services_by_name["AnnexService"]

@@ -14,6 +14,7 @@ from grpc import aio
 
 from juki.gateway.v1 import operation_log_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2_grpc
+from juki_services.gateway.chain import GENESIS, SigningKey, entry_hash
 from jukilib import paging
 from jukilib.boundary import storable
 from jukilib.db.pool import Database
@@ -21,7 +22,6 @@ from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.dates import JAPAN
 from jukilib.errors import FieldViolation, InvalidArgument, Unavailable, Violations
 from jukilib.supervision import Heartbeat
-from services.gateway.chain import GENESIS, SigningKey, entry_hash
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ only when the calling organisation is a recipient of the declared purpose, the p
 method, the operator holds one of the purpose's `operator_roles` (human work; a purpose without them
 is for systems, such as a municipality CS notifying), the purpose is in effect, and has a case
 reference when it requires one. Every refusal names its reason. Volume caps per call and per day are
-data of the purpose too (enforced by services.gateway.volume).
+data of the purpose too (enforced by juki_services.gateway.volume).
 """
 
 from __future__ import annotations

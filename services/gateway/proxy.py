@@ -31,6 +31,12 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
 from juki.gateway.v1.operation_log_pb2 import DECISION_ALLOWED, DECISION_DENIED
+from juki_services.gateway import coalesce, minimise, volume
+from juki_services.gateway.admission import Admission
+from juki_services.gateway.coalesce import LookupCoalescer
+from juki_services.gateway.operators import Operator, OperatorRegistry
+from juki_services.gateway.oplog import LogEntry, LogEntryRefused, OperationLog
+from juki_services.gateway.policy import Catalogue, Purpose
 from jukilib import boundary, caller
 from jukilib.domain.dates import japan_date
 from jukilib.errors import (
@@ -48,12 +54,6 @@ from jukilib.grpc.interceptors import abort_with
 from jukilib.grpc.peer import peer_of
 from jukilib.operator_credential import CREDENTIAL_KEY, OperatorClaims, check_in_force, genuine_claims
 from jukilib.telemetry import current_trace_id
-from services.gateway import coalesce, minimise, volume
-from services.gateway.admission import Admission
-from services.gateway.coalesce import LookupCoalescer
-from services.gateway.operators import Operator, OperatorRegistry
-from services.gateway.oplog import LogEntry, LogEntryRefused, OperationLog
-from services.gateway.policy import Catalogue, Purpose
 
 BACKEND_TIMEOUT_SECONDS = 10.0
 

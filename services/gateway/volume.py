@@ -13,10 +13,10 @@ import datetime as dt
 
 import asyncpg
 
+from juki_services.gateway.policy import Purpose
 from jukilib.db.pool import Database
 from jukilib.domain.dates import JAPAN, japan_date
 from jukilib.errors import PermissionDenied, ResourceExhausted
-from services.gateway.policy import Purpose
 
 ORGANIZATION_TOTAL = ""  # the operator column of an organisation's own counter
 

@@ -11,15 +11,15 @@ from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+from juki_services.identity.numbers import IndividualNumbers
+from juki_services.identity.rules import validate_identity_record
+from juki_services.identity.servicer import IdentityServicer
 from jukilib.config import ConfigError, ServiceConfig
 from jukilib.db.pool import Database
 from jukilib.grpc import tracing
 from jukilib.keyring import Keyring
 from jukilib.register.api import RegisterBinding
 from jukilib.register.wiring import RegisterService
-from services.identity.numbers import IndividualNumbers
-from services.identity.rules import validate_identity_record
-from services.identity.servicer import IdentityServicer
 
 
 async def forward_to_agency(channel: aio.Channel, key: str, version: message.Message) -> Any:

@@ -9,11 +9,11 @@ from grpc import aio
 
 from juki.identity.v1 import identity_pb2 as pb
 from juki.identity.v1 import identity_pb2_grpc
+from juki_services.identity.numbers import IndividualNumbers
 from jukilib.domain import codes
 from jukilib.errors import NotFound, Violations
 from jukilib.register.api import RegisterApi
 from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods
-from services.identity.numbers import IndividualNumbers
 
 CONTRACT = RegisterContract(
     apply_response=pb.ApplyNotificationResponse, stream_response=pb.StreamNotificationsResponse,

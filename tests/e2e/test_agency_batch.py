@@ -12,8 +12,8 @@ import pytest
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2
+from juki_services.gateway.app import exposed_methods
 from jukilib.grpc.channels import secure_channel
-from services.gateway.app import exposed_methods
 from tests.conftest import RunningSuite
 from tests.integration.registers import resident_code
 

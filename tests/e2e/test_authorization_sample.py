@@ -13,14 +13,14 @@ import asyncpg
 import grpc
 import pytest
 
+from juki_services.gateway.policy import DEFAULT_CATALOGUE, Purpose, load_catalogue
+from juki_services.gateway.registry_store import insert_operator
 from jukilib.config import SERVICES, TlsConfig
 from jukilib.devcerts import ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.grpc.channels import secure_channel
 from jukitools.client import purpose_metadata
 from jukitools.suite import SAMPLE_CALLERS, all_callers
-from services.gateway.policy import DEFAULT_CATALOGUE, Purpose, load_catalogue
-from services.gateway.registry_store import insert_operator
 from tests.conftest import RunningSuite, issue_credential
 
 CATALOGUE = load_catalogue(DEFAULT_CATALOGUE, gunma_municipalities())

@@ -20,11 +20,11 @@ from google.rpc import code_pb2, error_details_pb2
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
+from juki_services.gateway.policy import DEFAULT_CATALOGUE
 from jukilib.grpc.channels import secure_channel
 from jukitools.client import purpose_metadata
 from jukitools.demo.notifications import annex_notification, birth_notification
 from jukitools.demo.residents import SyntheticResident
-from services.gateway.policy import DEFAULT_CATALOGUE
 from tests.conftest import RunningSuite
 from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _call, _log_rows, _reason, _resident, _violated_fields
 from tests.e2e.test_operators import gateway_replica
@@ -219,7 +219,7 @@ async def test_own_affairs_batch_of_the_annex_file_passes_every_field(suite: Run
 
 async def test_concurrent_single_lookups_are_each_answered_minimised_and_logged_on_their_own(
         suite: RunningSuite, residents: Residents) -> None:
-    """The gateway sends concurrent single lookups to identity as batch lookups (`services.gateway.coalesce`);
+    """The gateway sends concurrent single lookups to identity as batch lookups (`juki_services.gateway.coalesce`);
     each caller still gets its own answer or error, cut to the mask, and its own operation-log row."""
     first, changed = residents.first, residents.changed
     asked = [first.resident_code, changed.resident_code, UNKNOWN, residents.new_code] * 4

@@ -17,12 +17,12 @@ import pytest
 
 from juki.disclosure.v1 import disclosure_pb2 as dpb
 from juki.disclosure.v1 import disclosure_pb2_grpc
+from juki_services.gateway.registry_store import insert_operator
 from jukilib.grpc.channels import secure_channel
 from jukitools import cli_cases
 from jukitools.client import purpose_metadata, save_credential
 from jukitools.demo.notifications import birth_notification
 from jukitools.demo.residents import SyntheticResident
-from services.gateway.registry_store import insert_operator
 from tests.conftest import RunningSuite, eventually, issue_credential
 from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _call, _resident
 

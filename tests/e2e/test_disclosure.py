@@ -25,6 +25,9 @@ from juki.disclosure.v1 import disclosure_pb2 as dpb
 from juki.disclosure.v1 import disclosure_pb2_grpc
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
+from juki_services.disclosure.desk import Desk
+from juki_services.disclosure.monitor import DeadlineGauge
+from juki_services.disclosure.records import Records
 from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
 from jukilib.grpc.channels import secure_channel
@@ -32,9 +35,6 @@ from jukitools import cli_cases
 from jukitools.client import purpose_metadata, save_credential
 from jukitools.demo.notifications import annex_notification, birth_notification
 from jukitools.demo.residents import SyntheticResident
-from services.disclosure.desk import Desk
-from services.disclosure.monitor import DeadlineGauge
-from services.disclosure.records import Records
 from tests.conftest import RunningSuite, eventually
 from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _call, _reason, _resident, _violated_fields
 

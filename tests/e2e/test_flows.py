@@ -291,7 +291,7 @@ async def test_trace_covers_gateway_identity_and_database(suite: RunningSuite,
                                 "EDU-SCHOLARSHIP-30-15-2-2")
     trace_id = int((await _log_rows(suite, request_id))[0]["trace_id"], 16)
     method = "/juki.identity.v1.IdentityService/LookupResident"
-    # The gateway sends single lookups to identity as batch lookups (services.gateway.coalesce).
+    # The gateway sends single lookups to identity as batch lookups (juki_services.gateway.coalesce).
     batch_method = "/juki.identity.v1.IdentityService/BatchLookupResidents"
 
     def spans() -> list[Any]:

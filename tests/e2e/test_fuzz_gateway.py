@@ -23,11 +23,7 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jukilib.domain.municipalities import gunma_municipalities
-from jukilib.grpc.channels import secure_channel
-from jukitools.client import purpose_metadata
-from jukitools.suite import SAMPLE_CALLERS
-from services.gateway.app import (
+from juki_services.gateway.app import (
     AGENCY,
     AGENCY_METHODS_EXPOSED,
     ANNEX,
@@ -36,7 +32,11 @@ from services.gateway.app import (
     OPERATION_LOG,
     OPERATOR_ADMIN,
 )
-from services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
+from juki_services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
+from jukilib.domain.municipalities import gunma_municipalities
+from jukilib.grpc.channels import secure_channel
+from jukitools.client import purpose_metadata
+from jukitools.suite import SAMPLE_CALLERS
 from tests.conftest import RunningSuite
 
 EXAMPLES_PER_METHOD = 12

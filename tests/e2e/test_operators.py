@@ -43,7 +43,7 @@ async def gateway_replica(suite: RunningSuite, home: Path, policy_file: Path | N
                           now: dt.datetime | None = None) -> AsyncIterator[str]:
     """Another gateway replica on the same database and backends, deciding as if it were `now` when given;
     yields its address."""
-    from services.gateway import app
+    from juki_services.gateway import app
 
     targets = {name: suite.address(name) for name in ("identity", "annex", "disclosure", "agency")}
     config = service_config("gateway", suite.pki, suite.databases["gateway"], home, targets)

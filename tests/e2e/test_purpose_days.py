@@ -10,9 +10,9 @@ from pathlib import Path
 
 import grpc
 
+from juki_services.gateway.policy import DEFAULT_CATALOGUE
 from jukilib.domain.dates import JAPAN, japan_date
 from jukitools.suite import DEMO_OPERATORS, SAMPLE_CALLERS
-from services.gateway.policy import DEFAULT_CATALOGUE
 from tests.conftest import RunningSuite, issue_credential
 from tests.e2e.test_operators import PASSPORT, _lookup, gateway_replica
 

@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.annex.v1 import annex_pb2_grpc
 from juki.identity.v1 import identity_pb2_grpc
+from juki_services.agency import app as agency_app
 from jukilib import caller
 from jukilib.config import TlsConfig
 from jukilib.devcerts import DevPki
@@ -24,7 +25,6 @@ from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
 from jukitools.client import health_status
 from jukitools.suite import ensure_keyring, free_port, service_migrations
-from services.agency import app as agency_app
 from tests.conftest import eventually, fresh_database, service_config
 from tests.integration.registers import MAEBASHI, REGISTERS, new_person
 

@@ -26,6 +26,8 @@ from google.protobuf import duration_pb2
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.identity.v1 import identity_pb2_grpc
 from juki.register.v1 import register_pb2 as rpb
+from juki_services.agency import app as agency_app
+from juki_services.identity import app as identity_app
 from jukilib import caller
 from jukilib.config import RelayConfig, ServiceConfig
 from jukilib.db.embedded import EmbeddedPostgres
@@ -34,8 +36,6 @@ from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
 from jukitools.client import health_status
 from jukitools.suite import service_migrations
-from services.agency import app as agency_app
-from services.identity import app as identity_app
 from tests.conftest import eventually, fresh_database, service_config
 from tests.integration.registers import MAEBASHI, REGISTERS, Person, new_person
 

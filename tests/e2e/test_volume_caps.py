@@ -16,11 +16,11 @@ from google.rpc import error_details_pb2, status_pb2
 from juki.gateway.v1 import operator_admin_pb2 as apb
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
+from juki_services.gateway.policy import DEFAULT_CATALOGUE
 from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.channels import secure_channel
 from jukitools.client import purpose_metadata
 from jukitools.demo.notifications import birth_notification
-from services.gateway.policy import DEFAULT_CATALOGUE
 from tests.conftest import RunningSuite, issue_credential
 from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _call, _resident
 from tests.e2e.test_operators import _gateway_allowed, _lookup, _new_operator, _until, gateway_replica

@@ -15,14 +15,14 @@ from typing import Any
 from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
+from juki_services.annex.app import REGISTER as ANNEX
+from juki_services.identity.app import REGISTER as IDENTITY
 from jukilib.db.bootstrap import ServiceDatabase
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.domain.codes import individual_number_check_digit, resident_code_check_digit
 from jukilib.register.api import RegisterApi
 from jukilib.register.wiring import RegisterService
-from services.annex.app import REGISTER as ANNEX
-from services.identity.app import REGISTER as IDENTITY
 
 MAEBASHI, TAKASAKI = "102016", "102024"
 NOTIFY_TIME = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)

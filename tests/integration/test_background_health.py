@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+from juki_services.agency import app as agency_app
 from jukilib.config import ServiceConfig
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
@@ -14,7 +15,6 @@ from jukilib.grpc.server import GrpcService, ServiceParts
 from jukilib.supervision import Heartbeat, Job
 from jukitools.client import health_status
 from jukitools.suite import service_migrations
-from services.agency import app as agency_app
 from tests.conftest import eventually, fresh_database, service_config
 
 

@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from juki.register.v1 import register_pb2 as rpb
+from juki_services.identity.numbers import IndividualNumbers
 from jukilib.db.bootstrap import ServiceDatabase
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
@@ -39,7 +40,6 @@ from jukilib.register.load import (
 )
 from jukitools import cli_bulk
 from jukitools.demo.fast import FastResidents
-from services.identity.numbers import IndividualNumbers
 from tests.conftest import fresh_database, service_config
 from tests.integration.registers import MAEBASHI, REGISTERS, Person, apply, individual_number, new_person
 

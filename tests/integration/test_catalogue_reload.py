@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from juki_services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
 from jukilib.domain.municipalities import gunma_municipalities
-from services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Single lookups coalesced by the gateway into the register's batch lookup (`services.gateway.coalesce`),
+"""Single lookups coalesced by the gateway into the register's batch lookup (`juki_services.gateway.coalesce`),
 proven for both registers on a real PostgreSQL: each call gets exactly what the single lookup answers
 (the same resource bytes, or the same status with the same details), concurrent calls share batch
 lookups, only calls of the same caller share one, and what is not a plain current lookup of a
@@ -21,13 +21,13 @@ from google.rpc import status_pb2
 from grpc import aio
 
 from juki.register.v1 import register_pb2 as rpb
+from juki_services.gateway.app import ANNEX, IDENTITY
+from juki_services.gateway.coalesce import LookupCoalescer, batch_method_of
+from juki_services.gateway.proxy import backend_routes
 from jukilib import caller
 from jukilib.devcerts import DevPki
 from jukilib.errors import STATUS_DETAILS_KEY, JukiError, to_status
 from jukilib.register.api import RegisterApi
-from services.gateway.app import ANNEX, IDENTITY
-from services.gateway.coalesce import LookupCoalescer, batch_method_of
-from services.gateway.proxy import backend_routes
 from tests.conftest import eventually
 from tests.integration.registers import Register, apply, new_person, open_register, resident_code
 

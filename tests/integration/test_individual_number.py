@@ -14,6 +14,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from juki.register.v1 import register_pb2 as rpb
+from juki_services.identity.numbers import IndividualNumbers, rotate
 from jukilib import caller
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
@@ -21,7 +22,6 @@ from jukilib.errors import FailedPrecondition, JukiError, NotFound
 from jukilib.keyring import Keyring
 from jukilib.register.api import RegisterApi
 from jukilib.register.wiring import RegisterService
-from services.identity.numbers import IndividualNumbers, rotate
 from tests.conftest import fresh_database, service_config
 from tests.integration.registers import MAEBASHI, REGISTERS, apply, new_person
 

@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from juki.gateway.v1 import operation_log_pb2
+from juki_services.gateway.chain import SigningKey, ensure_signing_key
+from juki_services.gateway.oplog import LogEntry, OperationLog, Review, misuse_report
 from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
-from services.gateway.chain import SigningKey, ensure_signing_key
-from services.gateway.oplog import LogEntry, OperationLog, Review, misuse_report
 from tests.conftest import fresh_database
 
 JST = ZoneInfo("Asia/Tokyo")

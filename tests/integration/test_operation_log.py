@@ -20,12 +20,12 @@ import pytest
 
 from juki.gateway.v1 import operation_log_pb2
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+from juki_services.gateway.chain import SigningKey, ensure_signing_key
+from juki_services.gateway.oplog import _ROW, LogEntry, LogEntryRefused, OperationLog
 from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
 from jukilib.grpc.channels import secure_channel
 from jukitools.client import purpose_metadata
-from services.gateway.chain import SigningKey, ensure_signing_key
-from services.gateway.oplog import _ROW, LogEntry, LogEntryRefused, OperationLog
 from tests.conftest import RunningSuite, fresh_database
 
 ENTRIES = 30

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from juki_services.agency import app as agency_app
 from jukilib.config import DatabaseConfig
 from jukilib.devcerts import DevPki
 from jukilib.grpc.channels import secure_channel
@@ -26,7 +27,6 @@ from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
 from jukitools.client import health_status
 from jukitools.suite import service_migrations
-from services.agency import app as agency_app
 from tests.conftest import fresh_database, service_config
 
 

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2 as rpb
+from juki_services.identity.numbers import IndividualNumbers
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.errors import FailedPrecondition, InvalidArgument, JukiError
@@ -34,7 +35,6 @@ from jukilib.register import store
 from jukilib.register.api import RegisterApi
 from jukilib.register.reports import NewReport
 from jukilib.register.streaming import stream_notifications
-from services.identity.numbers import IndividualNumbers
 from tests.conftest import RunningSuite
 from tests.integration.registers import (
     MAEBASHI,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from juki_services.gateway.admission import DenyList, RateLimiter
 from jukilib.errors import PermissionDenied, ResourceExhausted
-from services.gateway.admission import DenyList, RateLimiter
 
 
 class Clock:

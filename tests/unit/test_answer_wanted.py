@@ -33,9 +33,9 @@ def test_an_empty_mask_still_carries_the_name_version_and_resident_code() -> Non
 def test_the_gateway_forwards_what_its_own_checks_read() -> None:
     import dataclasses
 
+    from juki_services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
+    from juki_services.gateway.proxy import OVERSEAS_EMIGRANT_FIELD, forwarded_mask
     from jukilib.domain.municipalities import gunma_municipalities
-    from services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
-    from services.gateway.proxy import OVERSEAS_EMIGRANT_FIELD, forwarded_mask
 
     purposes = load_catalogue(DEFAULT_CATALOGUE, gunma_municipalities()).purposes.values()
     for purpose in purposes:

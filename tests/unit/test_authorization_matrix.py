@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from juki_services.gateway.app import exposed_methods
+from juki_services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.errors import PermissionDenied
 from jukilib.operator_credential import ROLES
-from services.gateway.app import exposed_methods
-from services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
 
 TODAY = dt.date(2026, 12, 1)
 RAW = tomllib.loads(DEFAULT_CATALOGUE.read_text(encoding="utf-8"))

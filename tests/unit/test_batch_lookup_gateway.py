@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2
+from juki_services.gateway import minimise, proxy
+from juki_services.gateway.policy import CatalogueError, parse_catalogue
 from jukilib.domain.municipalities import MunicipalityTable, gunma_municipalities
 from jukilib.errors import NotFound, PermissionDenied, Unauthenticated, to_status
 from jukilib.operator_credential import issue
-from services.gateway import minimise, proxy
-from services.gateway.policy import CatalogueError, parse_catalogue
 from tests.unit.test_minimise import INDIVIDUAL_NUMBER, RESIDENT_CODE, _annex_resident, _resident
 
 MASK = ["name", "record.full_name", "record.full_name_kana", "record.address"]

@@ -1,4 +1,4 @@
-"""The operation log's canonical JSON (`services.gateway.chain.canonical_json`) is byte for byte what the
+"""The operation log's canonical JSON (`juki_services.gateway.chain.canonical_json`) is byte for byte what the
 standard library writes, so every record keeps the hash it was chained with."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.gateway.chain import canonical_json
+from juki_services.gateway.chain import canonical_json
 
 # Any code point but the surrogates, which no record can hold (UTF-8 cannot carry them).
 TEXT = st.text(st.characters(blacklist_categories=["Cs"]))

@@ -1,4 +1,4 @@
-"""Rules of disclosure and correction cases (services.disclosure.rules, .corrections): the state
+"""Rules of disclosure and correction cases (juki_services.disclosure.rules, .corrections): the state
 machines, the identity documents, the deadlines, and who received a wrong value."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pypdf import PdfReader
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2
 from juki.identity.v1 import identity_pb2
+from juki_services.disclosure import corrections, notices, rules
 from jukilib.errors import FailedPrecondition, InvalidArgument, Violations
-from services.disclosure import corrections, notices, rules
 
 NOW = dt.datetime(2026, 11, 2, 1, 30, tzinfo=dt.UTC)
 S, C = pb.DisclosureState, pb.CorrectionState

@@ -1,4 +1,4 @@
-"""Minimisation of answers to a purpose's field mask (services.gateway.minimise).
+"""Minimisation of answers to a purpose's field mask (juki_services.gateway.minimise).
 
 Fields outside the mask must be absent from the bytes that leave the gateway, wherever in the answer
 the record-bearing resource sits; the disclosed paths are what the operation log records.
@@ -14,8 +14,8 @@ from juki.annex.v1 import annex_pb2
 from juki.disclosure.v1 import disclosure_pb2
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
+from juki_services.gateway.minimise import minimise, resident_codes, resources
 from jukilib.errors import PermissionDenied
-from services.gateway.minimise import minimise, resident_codes, resources
 
 INDIVIDUAL_NUMBER = "983205673214"
 RESIDENT_CODE = "12345678901"

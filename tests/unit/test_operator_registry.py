@@ -1,4 +1,4 @@
-"""The operator registry (services.gateway.operators): its decision on a verified credential (bound to
+"""The operator registry (juki_services.gateway.operators): its decision on a verified credential (bound to
 the certificate's organisation, registered, active, in effect, roles as the registry holds), and the
 replica's in-memory copy, never trusted when older than 5 s."""
 
@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from juki_services.gateway.operators import OperatorRecord, OperatorRegistry, Snapshot
 from jukilib.errors import PermissionDenied, Unavailable
 from jukilib.operator_credential import OperatorClaims
-from services.gateway.operators import OperatorRecord, OperatorRegistry, Snapshot
 
 NOW = dt.datetime(2026, 11, 26, 1, 0, tzinfo=dt.UTC)
 EARLIER = NOW - dt.timedelta(days=30)

@@ -1,4 +1,4 @@
-"""The gateway's policy catalogue (services.gateway.policy): parsing, and the decision on each call.
+"""The gateway's policy catalogue (juki_services.gateway.policy): parsing, and the decision on each call.
 
 Every refusal must carry its own reason, so that the operation log and the caller can tell them apart.
 """
@@ -11,15 +11,15 @@ import textwrap
 import grpc
 import pytest
 
-from jukilib.domain.municipalities import MunicipalityTable, gunma_municipalities
-from jukilib.errors import PermissionDenied
-from services.gateway.policy import (
+from juki_services.gateway.policy import (
     DEFAULT_CATALOGUE,
     Catalogue,
     CatalogueError,
     load_catalogue,
     parse_catalogue,
 )
+from jukilib.domain.municipalities import MunicipalityTable, gunma_municipalities
+from jukilib.errors import PermissionDenied
 
 LOOKUP_RESIDENT = "/juki.identity.v1.IdentityService/LookupResident"
 GET_RESIDENT = "/juki.identity.v1.IdentityService/GetResident"

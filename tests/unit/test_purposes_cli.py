@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from juki_services.gateway.policy import DEFAULT_CATALOGUE
 from jukitools import cli
-from services.gateway.policy import DEFAULT_CATALOGUE
 
 
 def _blocks(out: str) -> dict[str, str]:

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
+from juki_services.identity import app as identity_app
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.register.api import RegisterApi
 from jukilib.register.model import Change, ChangeKind, CurrentRecord, RecordState, StoredVersion
-from services.identity import app as identity_app
 
 CANONICAL = {
     "resident_code": "12345678901", "full_name": "上州 太郎", "full_name_kana": "ジョウシュウ タロウ",

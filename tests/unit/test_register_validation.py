@@ -1,4 +1,4 @@
-"""Field rules of the two registers' records (services.identity.rules, services.annex.rules), through
+"""Field rules of the two registers' records (juki_services.identity.rules, juki_services.annex.rules), through
 `jukilib.errors.Violations`.
 
 Every bad field must be named by its path, and no description may contain the bad value (values are
@@ -17,11 +17,11 @@ from google.type import date_pb2
 from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
+from juki_services.annex.rules import validate_annex_record
+from juki_services.identity.rules import validate_identity_record
 from jukilib.domain.codes import CheckDigitMode, resident_code_check_digit
 from jukilib.domain.municipalities import MunicipalityTable, gunma_municipalities
 from jukilib.errors import InvalidArgument, TimeWindow, Violations, to_status
-from services.annex.rules import validate_annex_record
-from services.identity.rules import validate_identity_record
 
 MAEBASHI = "102016"
 TAKASAKI = "102024"

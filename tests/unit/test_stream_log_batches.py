@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from services.gateway.proxy import _batches
+from juki_services.gateway.proxy import _batches
 
 
 async def _answers(items: list[bytes], produced: list[int]) -> AsyncIterator[bytes]:

@@ -1,4 +1,4 @@
-"""Volume caps decided without a database (services.gateway.volume): the per-call cap and the retry
+"""Volume caps decided without a database (juki_services.gateway.volume): the per-call cap and the retry
 delay of a reached daily cap (until the next Japanese calendar day)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import datetime as dt
 
 import pytest
 
+from juki_services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
+from juki_services.gateway.volume import check_per_call, seconds_until_next_day
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.errors import PermissionDenied
-from services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
-from services.gateway.volume import check_per_call, seconds_until_next_day
 
 PURPOSE = load_catalogue(DEFAULT_CATALOGUE, gunma_municipalities()).purposes["PASSPORT-SEARCH-30-15-1-1"]
 
