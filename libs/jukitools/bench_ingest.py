@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -151,9 +152,10 @@ class _Workload:
 
 
 def _residents(count: int, seed: int) -> list[SyntheticResident]:
+    """Residents of the notifying municipality (住基法 30-6 ①: a municipality records its own residents)."""
     from jukitools.demo.fast import generate_residents
 
-    return generate_residents(count, seed=seed)
+    return [dataclasses.replace(r, municipality_code=MUNICIPALITY) for r in generate_residents(count, seed=seed)]
 
 
 # --- the run ---------------------------------------------------------------------------------------

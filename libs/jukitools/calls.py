@@ -20,6 +20,7 @@ from jukitools.client import Endpoints, gateway_channel, load_credential, purpos
 from jukitools.demo.load import DEMO_SEED
 from jukitools.demo.notifications import birth_notification
 from jukitools.demo.residents import generate_residents
+from jukitools.suite import SAMPLE_CALLERS
 
 DEFAULT_PURPOSES = {"notify": "CS-NOTIFY-30-6", "disclosure": "DISCLOSURE-30-32", "oplog": "AUDIT-OPERATION-LOG"}
 
@@ -44,6 +45,12 @@ def add_call_parser(commands: Any) -> None:
             sub.add_argument("--demo-resident", type=int, default=None,
                              help="use the resident code of the N-th demo resident (default: 0, without "
                                   "--resident-code)")
+
+
+def _municipality_of(caller_name: str) -> str | None:
+    """The municipality a sample caller is the CS of (`maebashi-cs`, `cs-102024`), if it is one."""
+    code = SAMPLE_CALLERS.get(caller_name) or caller_name.removeprefix("cs-")
+    return code if code.isdigit() and len(code) == 6 else None
 
 
 def _resident_code(args: argparse.Namespace) -> str:
@@ -81,7 +88,9 @@ async def run_call(args: argparse.Namespace, home: Path) -> int:
 
 async def _call(args: argparse.Namespace, channel: grpc.aio.Channel, metadata: Any) -> message.Message:
     if args.call == "notify":
-        resident = generate_residents(1, seed=int(dt.datetime.now().timestamp()))[0]
+        # 住基法 30-6 ①: a municipality notifies about its own residents.
+        resident = generate_residents(1, seed=int(dt.datetime.now().timestamp()),
+                                      municipality_code=_municipality_of(args.caller))[0]
         request = birth_notification(resident, f"cli-{uuid.uuid4().hex[:16]}", dt.date.today())
         return await identity_pb2_grpc.IdentityServiceStub(channel).ApplyNotification(
             request, metadata=metadata, timeout=10)

@@ -41,7 +41,7 @@ async def _lookup(suite: RunningSuite) -> grpc.StatusCode:
 
 async def _timed_notification(suite: RunningSuite, seed: int) -> tuple[grpc.StatusCode, float]:
     """(status, seconds) of a 前橋市 CS notification recording a new person."""
-    resident = generate_residents(1, seed=seed)[0]
+    resident = generate_residents(1, seed=seed, municipality_code="102016")[0]
     request = birth_notification(resident, f"outage-{uuid.uuid4()}", dt.date(2026, 4, 1),
                                  dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC))
     async with secure_channel(suite.gateway, suite.client_tls("maebashi-cs")) as channel:

@@ -95,13 +95,16 @@ def _pick_municipality(fake: Faker, municipalities: tuple[Municipality, ...]) ->
     return chosen
 
 
-def generate_residents(count: int, *, seed: int) -> list[SyntheticResident]:
-    """``count`` synthetic residents; the same ``seed`` always gives the same list."""
+def generate_residents(count: int, *, seed: int, municipality_code: str | None = None) -> list[SyntheticResident]:
+    """``count`` synthetic residents; the same ``seed`` always gives the same list. With
+    ``municipality_code``, all live in that municipality (the one that notifies them, 住基法 30-6 ①)."""
     if count < 0:
         raise ValueError("count must not be negative")
     fake = Faker("ja_JP")
     fake.seed_instance(seed)
     municipalities = gunma_municipalities().all()
+    if municipality_code is not None:
+        municipalities = tuple(m for m in municipalities if m.code6 == municipality_code) or municipalities
     resident_codes: set[str] = set()
     individual_numbers: set[str] = set()
     residents: list[SyntheticResident] = []
