@@ -35,6 +35,7 @@ from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
 from jukilib.operator_credential import issue, load_signing_key
+from jukilib.retry import RetryPolicy
 from jukilib.suite import (
     DEMO_OPERATORS,
     SAMPLE_CALLERS,
@@ -155,7 +156,8 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         trusted_peers=DEFAULT_TRUSTED_PEERS[service],
         home=home,
         targets=targets,
-        relay=RelayConfig(base_delay=0.05, max_delay=0.2, poll_interval=0.05, max_attempts=6, call_timeout=2.0),
+        relay=RelayConfig(retry=RetryPolicy(attempts=6, base_delay=0.05, max_delay=0.2), poll_interval=0.05,
+                          call_timeout=2.0),
         shutdown_grace=1.0,
         keyring_file=keyring,
         operation_log_key=log_key,

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jukilib.retry import RetryPolicy
+
 SERVICES = ("identity", "annex", "disclosure", "agency", "gateway")
 BACKENDS = ("identity", "annex", "disclosure", "agency")
 
@@ -153,6 +155,9 @@ class DatabaseConfig:
     """PostgreSQL's `plan_cache_mode` for the pool's connections (JUKI_DB_PLAN_CACHE_MODE)."""
 
 
+RELAY_RETRY = RetryPolicy(attempts=12, base_delay=0.5, max_delay=60.0)
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     """The outbox relay that forwards applied changes to the agency (30-7, 30-42)."""
@@ -162,10 +167,9 @@ class RelayConfig:
     parallelism across persons (`juki bench ingest`: see docs/performance.md)."""
     batch_size: int = 500
     """Changes a worker claims and sends in one call (JUKI_RELAY_BATCH_SIZE, at most the agency's 1,000)."""
-    max_attempts: int = 12
-    """After this many failed deliveries a row is dead-lettered for `juki outbox retry`."""
-    base_delay: float = 0.5
-    max_delay: float = 60.0
+    retry: RetryPolicy = RELAY_RETRY
+    """When a change the agency did not acknowledge is sent again (JUKI_RELAY_BASE_DELAY, JUKI_RELAY_MAX_DELAY);
+    after `attempts` failed deliveries (JUKI_RELAY_MAX_ATTEMPTS) it is dead-lettered for `juki outbox retry`."""
     poll_interval: float = 0.2
     call_timeout: float = 5.0
     lease: float = 30.0
@@ -269,9 +273,9 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
         relay=RelayConfig(
             workers=env.integer("JUKI_RELAY_WORKERS", RelayConfig.workers, minimum=0),
             batch_size=min(env.integer("JUKI_RELAY_BATCH_SIZE", RelayConfig.batch_size, minimum=1), 1000),
-            max_attempts=env.integer("JUKI_RELAY_MAX_ATTEMPTS", 12, minimum=1),
-            base_delay=env.seconds("JUKI_RELAY_BASE_DELAY", 0.5),
-            max_delay=env.seconds("JUKI_RELAY_MAX_DELAY", 60.0),
+            retry=RetryPolicy(attempts=env.integer("JUKI_RELAY_MAX_ATTEMPTS", 12, minimum=1),
+                              base_delay=env.seconds("JUKI_RELAY_BASE_DELAY", 0.5),
+                              max_delay=env.seconds("JUKI_RELAY_MAX_DELAY", 60.0)),
             lease=env.seconds("JUKI_RELAY_LEASE_SECONDS", 30.0),
         ),
         resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")),

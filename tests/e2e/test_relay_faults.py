@@ -33,6 +33,7 @@ from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
+from jukilib.retry import RetryPolicy
 from jukilib.suite import service_migrations
 from services.agency import app as agency_app
 from services.identity import app as identity_app
@@ -51,7 +52,7 @@ def _identity_config(pki: DevPki, databases: dict[str, Any], home: Path, agency:
     return dataclasses.replace(
         config,
         database=dataclasses.replace(config.database, pool_max=4, acquire_timeout=0.5, command_timeout=3.0),
-        relay=RelayConfig(workers=2, batch_size=5, max_attempts=10_000, base_delay=0.05, max_delay=0.3,
+        relay=RelayConfig(workers=2, batch_size=5, retry=RetryPolicy(attempts=None, base_delay=0.05, max_delay=0.3),
                           poll_interval=0.05, call_timeout=1.5, lease=2.0),
         background_stale_after=1.0)
 
