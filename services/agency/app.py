@@ -7,11 +7,11 @@ from pathlib import Path
 from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
-from jukilib.config import ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
+from services.agency.config import AgencyConfig
 from services.agency.servicer import AgencyServicer
 
 SERVICE_NAME = agency_pb2.DESCRIPTOR.services_by_name["AgencyService"].full_name
@@ -21,8 +21,8 @@ def migrations() -> list[Migration]:
     return load_migrations([Path(__file__).parent / "migrations"])
 
 
-def build(config: ServiceConfig, database: Database) -> ServiceParts:
-    gateway = secure_channel(config.targets["gateway"], config.tls) if "gateway" in config.targets else None
+def build(config: AgencyConfig, database: Database) -> ServiceParts:
+    gateway = secure_channel(config.gateway_target, config.common.tls) if config.gateway_target else None
     servicer = AgencyServicer(database, gateway)
 
     def register(server: aio.Server) -> None:

@@ -17,7 +17,6 @@ from juki.disclosure.v1 import disclosure_pb2
 from juki.gateway.v1 import operation_log_pb2, operator_admin_pb2
 from juki.identity.v1 import identity_pb2
 from jukilib import caller
-from jukilib.config import ConfigError, ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.domain.municipalities import gunma_municipalities
@@ -29,6 +28,7 @@ from jukilib.telemetry import current_trace_id
 from services.gateway.admin import OperatorAdmin
 from services.gateway.admission import Admission, DenyList, RateLimiter
 from services.gateway.chain import SigningKey
+from services.gateway.config import GatewayConfig
 from services.gateway.operators import OperatorRegistry
 from services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer
 from services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
@@ -102,32 +102,28 @@ def _catalogue_recorder(log: OperationLog) -> Callable[[str, str, bool], Awaitab
     return record
 
 
-def _jobs(config: ServiceConfig, log: OperationLog, catalogue: CatalogueHolder, registry: OperatorRegistry
+def _jobs(config: GatewayConfig, log: OperationLog, catalogue: CatalogueHolder, registry: OperatorRegistry
           ) -> list[Job]:
     """The gateway's background jobs. The operation-log writer is essential: every call waits for its entry
     and fails closed without it (jukilib.supervision); the refreshers are not (an outdated catalogue stays
     in force, the registry's own staleness bound refuses human work)."""
-    stale = config.background_stale_after
+    stale = config.common.background_stale_after
     return [Job("operation-log", log.run, stale, essential=True),
             Job("policy-catalogue", catalogue.run, stale),
             Job("operator-registry", registry.run, stale + config.operator_registry_refresh)]
 
 
-def build(config: ServiceConfig, database: Database, *,
+def build(config: GatewayConfig, database: Database, *,
           clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> ServiceParts:
     """The gateway's parts; `clock` is the time its decisions are made at (tests set it)."""
-    if config.operation_log_key is None:
-        raise ConfigError("JUKI_OPERATION_LOG_KEY is required by the gateway")
     log = OperationLog(database, SigningKey.load(config.operation_log_key),
                        checkpoint_every=config.checkpoint_every, checkpoint_seconds=config.checkpoint_seconds)
     catalogue = CatalogueHolder(config.policy_file or DEFAULT_CATALOGUE, gunma_municipalities(),
                                 _catalogue_recorder(log))
-    if config.operator_auth_key is None:
-        raise ConfigError("JUKI_OPERATOR_AUTH_PUBLIC_KEY is required by the gateway")
     registry = OperatorRegistry(database, refresh_seconds=config.operator_registry_refresh)
     operators = Operators(registry, load_verification_key(config.operator_auth_key),
                           dt.timedelta(hours=config.operator_credential_max_hours))
-    channels = {name: secure_channel(target, config.tls) for name, target in config.targets.items()}
+    channels = {name: secure_channel(target, config.common.tls) for name, target in config.targets.items()}
     routes = [
         *backend_routes(IDENTITY, channels["identity"]),
         *backend_routes(ANNEX, channels["annex"]),

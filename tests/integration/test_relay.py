@@ -16,10 +16,10 @@ import grpc
 import pytest
 
 from juki.register.v1 import register_pb2 as rpb
-from jukilib.config import RelayConfig
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.register.api import RegisterApi
+from jukilib.register.config import RelayConfig
 from jukilib.register.model import StoredVersion
 from jukilib.register.relay import OutboxRelay, dead_letters, outbox_backlog, retry_dead
 from jukilib.retry import RetryPolicy

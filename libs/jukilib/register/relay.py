@@ -44,10 +44,10 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import Observation
 from opentelemetry.propagate import extract
 
-from jukilib.config import RelayConfig
 from jukilib.db.pool import Database
 from jukilib.errors import Unavailable
 from jukilib.register import store
+from jukilib.register.config import RelayConfig
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
 from jukilib.supervision import Heartbeat, error_label
