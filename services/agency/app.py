@@ -23,7 +23,7 @@ def migrations() -> list[Migration]:
 
 def build(config: AgencyConfig, database: Database) -> ServiceParts:
     gateway = secure_channel(config.gateway_target, config.common.tls) if config.gateway_target else None
-    servicer = AgencyServicer(database, gateway)
+    servicer = AgencyServicer(database, gateway, call_timeout=config.call_timeout)
 
     def register(server: aio.Server) -> None:
         agency_pb2_grpc.add_AgencyServiceServicer_to_server(servicer, server)

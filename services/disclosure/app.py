@@ -31,7 +31,7 @@ def build(config: DisclosureConfig, database: Database) -> ServiceParts:
     # Records are read through the gateway with this service's own certificate (organisation
     # `disclosure`), never from the registers' tables: the gateway checks the purpose and logs each call.
     gateway = secure_channel(config.gateway_target, config.common.tls)
-    desk = Desk(database, Records(gateway), config.target_days,
+    desk = Desk(database, Records(gateway, call_timeout=config.call_timeout), config.target_days,
                 receipt_window=TimeWindow(dt.timedelta(days=config.receipt_max_age_days)))
     servicer = DisclosureServicer(desk)
     gauge = DeadlineGauge(database, desk)

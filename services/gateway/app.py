@@ -124,11 +124,12 @@ def build(config: GatewayConfig, database: Database, *,
     operators = Operators(registry, load_verification_key(config.operator_auth_key),
                           dt.timedelta(hours=config.operator_credential_max_hours))
     channels = {name: secure_channel(target, config.common.tls) for name, target in config.targets.items()}
+    timeout = config.backend_timeout  # when the caller set no deadline; else the caller's is passed on
     routes = [
-        *backend_routes(IDENTITY, channels["identity"]),
-        *backend_routes(ANNEX, channels["annex"]),
-        *backend_routes(DISCLOSURE, channels["disclosure"]),
-        *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED),
+        *backend_routes(IDENTITY, channels["identity"], default_timeout=timeout),
+        *backend_routes(ANNEX, channels["annex"], default_timeout=timeout),
+        *backend_routes(DISCLOSURE, channels["disclosure"], default_timeout=timeout),
+        *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED, default_timeout=timeout),
         *_local_routes(OPERATION_LOG, _OperationLogQueries(database)),
         *_local_routes(OPERATOR_ADMIN, OperatorAdmin(database, registry, catalogue)),
     ]

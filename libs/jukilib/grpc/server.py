@@ -32,6 +32,7 @@ from jukilib.config import CommonConfig, ServiceConfig
 from jukilib.db import migrations as migrations_mod
 from jukilib.db.bootstrap import runtime_role
 from jukilib.db.pool import Database
+from jukilib.grpc.deadlines import DeadlineInterceptor
 from jukilib.grpc.interceptors import ErrorInterceptor, TrustedPeerInterceptor
 from jukilib.grpc.tracing import TracingInterceptor
 from jukilib.supervision import Job, Supervisor
@@ -92,7 +93,7 @@ class GrpcService(Generic[C]):
         self.port = 0
 
     def _interceptors(self) -> list[aio.ServerInterceptor]:
-        chain: list[aio.ServerInterceptor] = [TracingInterceptor(), ErrorInterceptor()]
+        chain: list[aio.ServerInterceptor] = [TracingInterceptor(), ErrorInterceptor(), DeadlineInterceptor()]
         if self.common.trusted_peers:
             chain.append(TrustedPeerInterceptor(self.common.trusted_peers))
         return chain
