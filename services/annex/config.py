@@ -1,5 +1,5 @@
-"""The annex service's configuration: a register's settings and nothing else. 住基法 30-41: the annex
-file holds no 個人番号, so the annex service has no keyring to read."""
+"""The annex service's configuration: a register's settings and nothing else. The annex file holds no
+number that needs sealing at rest (住基法 30-41), so the annex service has no keyring to read."""
 
 from __future__ import annotations
 
