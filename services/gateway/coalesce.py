@@ -105,7 +105,7 @@ class LookupCoalescer:
             # One batcher per caller only while it has calls in flight: callers (case references
             # included) come and go, and a gateway runs for months.
             batcher = self._batchers[key] = Batcher(
-                lambda codes: self._lookup_many(codes, key), span_name="gateway.coalesced_lookup",
+                lambda lookups: self._lookup_many(lookups, key), span_name="gateway.coalesced_lookup",
                 max_batch=self._max_batch, runners=self._runners, linger=LINGER_SECONDS,
                 attributes={"juki.backend.method": self._method}, on_idle=lambda: self._forget(key))
         return await batcher.submit((code, deadlines.current()))

@@ -147,7 +147,7 @@ async def test_without_a_deadline_the_configured_default_bounds_the_backend_call
     answer, took, given, _ = await _query(suite, setting, delay=3.0, timeout=None)
 
     assert answer == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert given is not None and given <= DEFAULT_TIMEOUT
+    assert given is not None and given <= DEFAULT_TIMEOUT + 0.02  # gRPC sends a deadline rounded up a little
     assert took < 2.5
 
 

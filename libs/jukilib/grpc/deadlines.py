@@ -30,8 +30,12 @@ from grpc import aio
 from jukilib.grpc.interceptors import Behavior, WrappedHandlers, wrap_handler
 
 MARGIN_SECONDS = 0.05
-"""Kept back from what is passed on (at most half of what is left), so that a server whose call out ran
-out can still log and answer before its own caller gives up (the gateway logs the failure first)."""
+"""Kept back from what is passed on, so that a server whose call out ran out can still log and answer
+before its own caller gives up (the gateway logs the failure first)."""
+MARGIN_FRACTION = 0.02
+"""Also kept back: this fraction of what is left. gRPC sends a deadline rounded up, by up to about 1 % of
+it (10 ms of 1 to 10 s, 100 ms of 10 to 100 s), and the callee must not see more than the caller has left.
+The margin is at most half of what is left."""
 
 _deadline: ContextVar[float | None] = ContextVar("juki_deadline", default=None)
 """`time.monotonic()` by which the call being served must be answered; None: no deadline."""
@@ -54,7 +58,7 @@ def timeout(default: float | None) -> float | None:
     left = remaining()
     if left is None:
         return default
-    return left - min(MARGIN_SECONDS, left / 2)
+    return left - min(MARGIN_SECONDS + MARGIN_FRACTION * left, left / 2)
 
 
 @contextlib.contextmanager
