@@ -13,19 +13,23 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from juki_services.agency.config import AgencyConfig
+from juki_services.disclosure.config import DisclosureConfig
 from juki_services.gateway.chain import ensure_signing_key
+from juki_services.gateway.config import GatewayConfig
+from juki_services.identity.config import IdentityConfig
 from jukilib.config import (
     DEFAULT_TRUSTED_PEERS,
     SERVICES,
+    CommonConfig,
     DatabaseConfig,
-    RelayConfig,
-    ServiceConfig,
     TlsConfig,
     default_plan_cache_mode,
 )
@@ -36,6 +40,8 @@ from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
 from jukilib.operator_credential import issue, load_signing_key
+from jukilib.register.config import RegisterConfig, RelayConfig
+from jukilib.retry import RetryPolicy
 from jukilib.telemetry import setup_tracing
 from jukitools.suite import (
     DEMO_OPERATORS,
@@ -139,31 +145,51 @@ async def fresh_database(admin_url: str) -> dict[str, ServiceDatabase]:
     return await prepare_database(admin_url, all_passwords(), database=name)
 
 
-def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: Path,
-                   targets: dict[str, str]) -> ServiceConfig:
+def common_config(service: str, pki: DevPki, database: ServiceDatabase, home: Path,
+                  listen: str = "127.0.0.1:0") -> CommonConfig:
     pair = pki.servers[service]
-    keyring = ensure_keyring(home) if service == "identity" else None
-    revoked = home / "revoked-certificates.txt"
-    revoked.touch()
-    log_key = ensure_signing_key(home / "operation-log.key") if service == "gateway" else None
-    return ServiceConfig(
+    return CommonConfig(
         service=service,
-        listen="127.0.0.1:0",
+        listen=listen,
         tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
         database=DatabaseConfig(url=database.url, migration_url=None, pool_max=5,
                                 plan_cache_mode=default_plan_cache_mode(service)),
         trusted_peers=DEFAULT_TRUSTED_PEERS[service],
         home=home,
-        targets=targets,
-        relay=RelayConfig(base_delay=0.05, max_delay=0.2, poll_interval=0.05, max_attempts=6, call_timeout=2.0),
         shutdown_grace=1.0,
-        keyring_file=keyring,
-        operation_log_key=log_key,
-        checkpoint_every=20,
-        revocation_file=revoked if service == "gateway" else None,
-        operator_auth_key=ensure_operator_auth_key(home).with_suffix(".pub") if service == "gateway" else None,
-        disclosure_poll_interval=0.2,
     )
+
+
+TEST_RELAY = RelayConfig(retry=RetryPolicy(attempts=6, base_delay=0.05, max_delay=0.2), poll_interval=0.05,
+                         call_timeout=2.0)
+
+
+def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: Path,
+                   targets: dict[str, str], listen: str = "127.0.0.1:0") -> Any:
+    """`service`'s own configuration (services/<service>/config.py) for a test: `targets` are the
+    services it calls, by name."""
+    common = common_config(service, pki, database, home, listen)
+    if service in ("identity", "annex"):
+        register = {"common": common, "agency_target": targets.get("agency", "127.0.0.1:1"), "relay": TEST_RELAY}
+        if service == "identity":
+            return IdentityConfig(**register, keyring_file=ensure_keyring(home))
+        return RegisterConfig(**register)
+    if service == "gateway":
+        revoked = home / "revoked-certificates.txt"
+        revoked.touch()
+        return GatewayConfig(
+            common=common, targets=targets, operation_log_key=ensure_signing_key(home / "operation-log.key"),
+            operator_auth_key=ensure_operator_auth_key(home).with_suffix(".pub"), revocation_file=revoked,
+            checkpoint_every=20)
+    if service == "disclosure":
+        return DisclosureConfig(common=common, gateway_target=targets["gateway"], poll_interval=0.2)
+    assert service == "agency"
+    return AgencyConfig(common=common, gateway_target=targets.get("gateway"))
+
+
+def with_common(config: Any, **changes: Any) -> Any:
+    """`config` with its common part changed (`listen`, `database`, `reflection`, ...)."""
+    return dataclasses.replace(config, common=dataclasses.replace(config.common, **changes))
 
 
 def issue_credential(home: Path, operator_id: str, organization: str, roles: frozenset[str], *,
@@ -222,8 +248,8 @@ async def start_suite(pki: DevPki, databases: dict[str, ServiceDatabase], home: 
         wanted = {"gateway": ("identity", "annex", "disclosure", "agency"),
                   "identity": ("agency",), "annex": ("agency",), "agency": ("gateway",),
                   "disclosure": ("gateway",)}.get(service, ())
-        config = service_config(service, pki, databases[service], home, {k: targets[k] for k in wanted})
-        config = dataclasses.replace(config, listen=targets[service])
+        config = service_config(service, pki, databases[service], home, {k: targets[k] for k in wanted},
+                                listen=targets[service])
         app = importlib.import_module(f"juki_services.{service}.app")
         running = GrpcService(config, service_migrations(service), app.build)
         await running.start()

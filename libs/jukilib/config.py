@@ -1,16 +1,20 @@
-"""Configuration from the environment, in one place.
+"""Configuration from the environment: typed reads (`Env`) and what every service process needs.
 
-Every setting of every juki process is read here, once, at start-up, into frozen dataclasses that
-are passed down explicitly. A missing or malformed variable stops start-up with an error that names
-the variable (never its value, which may be a secret).
+Each service reads its settings once, at start-up, into frozen dataclasses that are passed down
+explicitly: the part every service has (`CommonConfig`: listen address, TLS, database, trusted peers,
+logging, shutdown), read here by `load_common`, and its own, read by its `services.<name>.config`
+module (identity and annex on top of the register's settings, `jukilib.register.config`): a service
+reads no variable it does not use. A missing or malformed variable stops start-up with an error that
+names the variable (never its value, which may be a secret).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 SERVICES = ("identity", "annex", "disclosure", "agency", "gateway")
 BACKENDS = ("identity", "annex", "disclosure", "agency")
@@ -154,95 +158,52 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
-class RelayConfig:
-    """The outbox relay that forwards applied changes to the agency (30-7, 30-42)."""
-
-    workers: int = 4
-    """Relay workers per process (JUKI_RELAY_WORKERS), each with one batch out to the agency at a time: the
-    parallelism across persons (`juki bench ingest`: see docs/performance.md)."""
-    batch_size: int = 500
-    """Changes a worker claims and sends in one call (JUKI_RELAY_BATCH_SIZE, at most the agency's 1,000)."""
-    max_attempts: int = 12
-    """After this many failed deliveries a row is dead-lettered for `juki outbox retry`."""
-    base_delay: float = 0.5
-    max_delay: float = 60.0
-    poll_interval: float = 0.2
-    call_timeout: float = 5.0
-    lease: float = 30.0
-    """Seconds a worker holds the changes it claimed (JUKI_RELAY_LEASE_SECONDS); a crashed worker's changes are
-    taken over after it. Longer than `call_timeout`, so that a live worker finishes before anyone takes over."""
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    """Everything one service process needs."""
+class CommonConfig:
+    """What every service process needs, whatever the service."""
 
     service: str
+    """Which service this process is (its schema, its logs' and spans' service name)."""
     listen: str
+    """host:port to listen on (JUKI_LISTEN; port 0: any free port)."""
     tls: TlsConfig
     database: DatabaseConfig
     trusted_peers: frozenset[str]
+    """Certificate common names whose calls are accepted (JUKI_TRUSTED_PEERS); empty: any the CA issued."""
     reflection: bool = False
     log_level: str = "INFO"
     home: Path = Path(".juki")
-    targets: Mapping[str, str] = field(default_factory=dict)
-    """host:port of the services this one calls (gateway: every backend; identity, annex: agency)."""
-    policy_file: Path | None = None
-    relay: RelayConfig = field(default_factory=RelayConfig)
-    resident_code_check: str = "warn"
-    """住民票コード check digit: off | warn | reject. The formula (告示436号) is UNVERIFIED, so warn."""
-    notify_time_max_age_days: int = 3650
-    """How old a notification's stated notification time may be (JUKI_NOTIFY_TIME_MAX_AGE_DAYS): a CS resends
-    a backlog after an outage, never a notification of decades ago (the initial load has its own path)."""
-    disclosure_receipt_max_age_days: int = 365
-    """How old a disclosure or correction request's stated receipt time may be
-    (JUKI_DISCLOSURE_RECEIPT_MAX_AGE_DAYS): a case is entered when it arrives, well within its 30 days."""
-    disclosure_target_days: int = 14
-    disclosure_poll_interval: float = 30.0
-    """Seconds between the disclosure service's checks of its 12-5 reports (JUKI_DISCLOSURE_POLL_SECONDS)."""
+    """Where spans and metrics are written when no OTLP endpoint is set (JUKI_HOME)."""
     shutdown_grace: float = 5.0
+    """Seconds in-flight calls are given on stop (JUKI_SHUTDOWN_GRACE)."""
     background_stale_after: float = 30.0
     """Seconds a background job may go without progress before its health turns NOT_SERVING
     (JUKI_BACKGROUND_STALE_SECONDS, see jukilib.supervision)."""
-    keyring_file: Path | None = None
-    """Keys for 個人番号 at rest (identity only; JUKI_KEYRING_FILE, see jukilib.keyring)."""
-    operation_log_key: Path | None = None
-    """Ed25519 private key (PEM) signing the operation log's checkpoints (gateway; JUKI_OPERATION_LOG_KEY)."""
-    checkpoint_every: int = 1000
-    checkpoint_seconds: float = 60.0
-    revocation_file: Path | None = None
-    """Fingerprints of revoked client certificates, re-read on change (gateway; JUKI_REVOCATION_FILE)."""
-    organization_rate: float = 2000.0
-    """Calls per second an organisation may make through one gateway replica (burst: twice that)."""
-    operator_rate: float = 20.0
-    """Calls per second one operator may make through one gateway replica (burst: twice that)."""
-    operator_auth_key: Path | None = None
-    """Ed25519 public key (PEM) of the prefecture's operator authentication, checking operator
-    credentials (gateway; JUKI_OPERATOR_AUTH_PUBLIC_KEY). The gateway never holds the private key."""
-    operator_credential_max_hours: float = 8.0
-    """Longest lifetime of an operator credential the gateway accepts (JUKI_OPERATOR_CREDENTIAL_MAX_HOURS)."""
-    operator_registry_refresh: float = 1.0
-    """Seconds between reads of the operator registry by each replica (JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS)."""
 
 
-def _targets(env: Env, service: str) -> dict[str, str]:
-    # The disclosure service reads records and makes 12-5 reports through the gateway.
-    wanted = {"gateway": BACKENDS, "identity": ("agency",), "annex": ("agency",), "disclosure": ("gateway",)
-              }.get(service, ())
-    targets = {name: env.text(f"JUKI_{name.upper()}_TARGET") for name in wanted}
-    # The agency stand-in sends its error reports (30-8) through the gateway when it knows where it is.
-    if service == "agency" and (gateway := env.optional("JUKI_GATEWAY_TARGET")):
-        targets["gateway"] = gateway
-    return targets
+class ServiceConfig(Protocol):
+    """The configuration of any one service: its common part, and its own settings beside it."""
+
+    @property
+    def common(self) -> CommonConfig: ...
 
 
-def load_service_config(service: str, environ: Mapping[str, str] | None = None) -> ServiceConfig:
-    """Read the configuration of `service` from the environment; raises ConfigError naming the variable."""
+CALL_TIMEOUT_VARIABLE = "JUKI_CALL_TIMEOUT_SECONDS"
+DEFAULT_CALL_TIMEOUT = 10.0
+"""Seconds a call to another service may take when nothing bounds it: the call being served has no
+deadline, or no call is being served (a background job). Within a call with a deadline, calls out get
+what is left of it (jukilib.grpc.deadlines)."""
+
+
+def call_timeout(env: Env) -> float:
+    """The fallback timeout of the calls a service makes (JUKI_CALL_TIMEOUT_SECONDS)."""
+    return env.seconds(CALL_TIMEOUT_VARIABLE, DEFAULT_CALL_TIMEOUT)
+
+
+def load_common(service: str, env: Env) -> CommonConfig:
+    """The common part of `service`'s configuration; raises ConfigError naming the variable."""
     if service not in SERVICES:
         raise ConfigError(f"unknown service; expected one of {', '.join(SERVICES)}")
-    env = Env(environ)
-    policy = env.optional("JUKI_POLICY_FILE")
-    return ServiceConfig(
+    return CommonConfig(
         service=service,
         listen=env.text("JUKI_LISTEN", "127.0.0.1:0"),
         tls=TlsConfig(
@@ -264,31 +225,6 @@ def load_service_config(service: str, environ: Mapping[str, str] | None = None) 
         reflection=env.flag("JUKI_REFLECTION", False),
         log_level=env.choice("JUKI_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
         home=Path(env.text("JUKI_HOME", ".juki")),
-        targets=_targets(env, service),
-        policy_file=Path(policy) if policy else None,
-        relay=RelayConfig(
-            workers=env.integer("JUKI_RELAY_WORKERS", RelayConfig.workers, minimum=0),
-            batch_size=min(env.integer("JUKI_RELAY_BATCH_SIZE", RelayConfig.batch_size, minimum=1), 1000),
-            max_attempts=env.integer("JUKI_RELAY_MAX_ATTEMPTS", 12, minimum=1),
-            base_delay=env.seconds("JUKI_RELAY_BASE_DELAY", 0.5),
-            max_delay=env.seconds("JUKI_RELAY_MAX_DELAY", 60.0),
-            lease=env.seconds("JUKI_RELAY_LEASE_SECONDS", 30.0),
-        ),
-        resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")),
-        notify_time_max_age_days=env.integer("JUKI_NOTIFY_TIME_MAX_AGE_DAYS", 3650, minimum=1),
-        disclosure_receipt_max_age_days=env.integer("JUKI_DISCLOSURE_RECEIPT_MAX_AGE_DAYS", 365, minimum=1),
-        disclosure_target_days=env.integer("JUKI_DISCLOSURE_TARGET_DAYS", 14, minimum=1),
-        disclosure_poll_interval=env.seconds("JUKI_DISCLOSURE_POLL_SECONDS", 30.0),
         shutdown_grace=env.seconds("JUKI_SHUTDOWN_GRACE", 5.0),
         background_stale_after=env.seconds("JUKI_BACKGROUND_STALE_SECONDS", 30.0),
-        keyring_file=env.existing_file("JUKI_KEYRING_FILE") if service == "identity" else None,
-        operation_log_key=env.existing_file("JUKI_OPERATION_LOG_KEY") if service == "gateway" else None,
-        checkpoint_every=env.integer("JUKI_CHECKPOINT_EVERY", 1000, minimum=1),
-        checkpoint_seconds=env.seconds("JUKI_CHECKPOINT_SECONDS", 60.0),
-        revocation_file=Path(revoked) if (revoked := env.optional("JUKI_REVOCATION_FILE")) else None,
-        organization_rate=env.seconds("JUKI_RATE_ORGANIZATION_PER_SECOND", 2000.0),
-        operator_rate=env.seconds("JUKI_RATE_OPERATOR_PER_SECOND", 20.0),
-        operator_auth_key=env.existing_file("JUKI_OPERATOR_AUTH_PUBLIC_KEY") if service == "gateway" else None,
-        operator_credential_max_hours=env.seconds("JUKI_OPERATOR_CREDENTIAL_MAX_HOURS", 8.0),
-        operator_registry_refresh=env.seconds("JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS", 1.0),
     )

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -52,6 +51,8 @@ from typing import Any
 import grpc
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+
+from jukilib.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -122,17 +123,9 @@ def error_label(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Delays between restarts of a failing job: full jitter between half and all of an exponential
-    ceiling, capped, so that a database outage is not hammered and the job comes back soon after it."""
-
-    base: float = 0.5
-    cap: float = 10.0
-
-    def delay(self, failures: int) -> float:
-        ceiling = min(self.cap, self.base * 2 ** max(failures - 1, 0))
-        return random.uniform(ceiling / 2, ceiling)
+RESTART = RetryPolicy(attempts=None, base_delay=0.5, max_delay=10.0)
+"""Waits between restarts of a failing job, which is restarted for ever: capped and jittered, so that a
+database outage is not hammered and the job comes back soon after it."""
 
 
 HealthSink = Callable[[str, bool], Awaitable[None]]
@@ -180,7 +173,7 @@ def _failure_counter() -> Any:
 class Supervisor:
     """Runs a service's jobs: restarts them on failure, watches their progress, publishes their health."""
 
-    def __init__(self, service: str, jobs: list[Job], publish: HealthSink, *, backoff: Backoff | None = None,
+    def __init__(self, service: str, jobs: list[Job], publish: HealthSink, *, backoff: RetryPolicy = RESTART,
                  check_interval: float = 0.5, clock: Clock = time.monotonic) -> None:
         names = [j.name for j in jobs]
         if len(set(names)) != len(names):
@@ -188,7 +181,7 @@ class Supervisor:
         self.service = service
         self.entries = {j.name: _Supervised(j, clock) for j in jobs}
         self._publish = publish
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff
         self._check_interval = check_interval
         self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []

@@ -53,7 +53,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import duration_pb2
 
@@ -61,9 +61,8 @@ from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib.config import (
     DEFAULT_TRUSTED_PEERS,
+    CommonConfig,
     DatabaseConfig,
-    RelayConfig,
-    ServiceConfig,
     TlsConfig,
     default_plan_cache_mode,
 )
@@ -72,12 +71,16 @@ from jukilib.devcerts import ensure_dev_pki
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
 from jukilib.register import rows, store
+from jukilib.register.config import RelayConfig
 from jukilib.register.decide import NEW_PERSON, decide
 from jukilib.register.model import Notification
 from jukilib.register.rows import Kept
 from jukitools import benchkit, runner
 from jukitools.demo.notifications import birth_notification
 from jukitools.demo.residents import SyntheticResident
+
+if TYPE_CHECKING:
+    from juki_services.identity.config import IdentityConfig
 
 MUNICIPALITY = "102016"  # 前橋市
 NOTIFY_TIME = dt.datetime(2026, 4, 1, 9, 0, tzinfo=dt.UTC)
@@ -161,6 +164,7 @@ def _residents(count: int, seed: int) -> list[SyntheticResident]:
 # --- the run ---------------------------------------------------------------------------------------
 
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    from juki_services.identity.config import IdentityConfig
     from jukitools.suite import ensure_keyring
 
     workload = _Workload(args.seed, (args.baseline_notifications, args.notifications, args.stream_notifications))
@@ -169,14 +173,15 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                                       clients={})
         pair, gateway = pki.servers["identity"], pki.servers["gateway"]
         async with _agency(args, home, pki, databases) as agency:
-            config = ServiceConfig(
-                service="identity", listen="127.0.0.1:0",
-                tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
-                database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool,
-                                        plan_cache_mode=default_plan_cache_mode("identity")),
-                trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home,
-                targets={"agency": agency.target if agency else "127.0.0.1:1"},
-                relay=RelayConfig(workers=args.relay_workers, batch_size=args.relay_batch), shutdown_grace=1.0,
+            config = IdentityConfig(
+                common=CommonConfig(
+                    service="identity", listen="127.0.0.1:0",
+                    tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
+                    database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool,
+                                            plan_cache_mode=default_plan_cache_mode("identity")),
+                    trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home, shutdown_grace=1.0),
+                agency_target=agency.target if agency else "127.0.0.1:1",
+                relay=RelayConfig(workers=args.relay_workers, batch_size=args.relay_batch),
                 keyring_file=ensure_keyring(home),
             )
             client = _ClientSpec(target="", cert=str(gateway.cert), key=str(gateway.key), ca=str(pki.ca_cert),
@@ -211,17 +216,17 @@ async def _agency(args: argparse.Namespace, home: Path, pki: Any, databases: dic
         yield agency
 
 
-async def _measure(args: argparse.Namespace, config: ServiceConfig, client: _ClientSpec, workload: _Workload,
+async def _measure(args: argparse.Namespace, config: IdentityConfig, client: _ClientSpec, workload: _Workload,
                    cpu: benchkit.Cpu) -> dict[str, Any]:
     """The three paths one after the other."""
     from juki_services.identity import app as identity_app
     from jukitools.suite import service_migrations
 
     figures: dict[str, Any] = {}
-    database = Database(config.database)
+    database = Database(config.common.database)
     await database.connect()
     try:
-        api = identity_app.REGISTER.api(config, database)
+        api = identity_app.api(config, database)
         notifications = [api.notification(r, MUNICIPALITY) for r in workload.requests("baseline")]
         await _baseline(database, api.engine.hooks, notifications[:WARM_UP], args.concurrency)
         started = cpu.start()
@@ -232,7 +237,7 @@ async def _measure(args: argparse.Namespace, config: ServiceConfig, client: _Cli
 
     service = GrpcService(config, service_migrations("identity"), identity_app.build)
     await service.start()
-    relay = _RelayWatch(config.database.url) if config.relay.workers else None
+    relay = _RelayWatch(config.common.database.url) if config.relay.workers else None
     try:
         await service.wait_ready(60)
         if relay is not None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, UsageError, load_service_config
+from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, UsageError
 from jukitools import cli_purposes
 from jukitools.clihelp import Parser
 from jukitools.local import HEALTH_CALLER, KEYRING, OPERATION_LOG_PUBLIC_KEY, LocalSuite, home_of
@@ -38,10 +38,11 @@ async def _serve(service: str) -> int:
     from jukilib.jsonlog import setup_logging
     from jukilib.telemetry import setup_metrics, setup_tracing, shutdown_tracing
 
-    config = load_service_config(service)
-    setup_logging(service, config.log_level)
-    setup_tracing(service, config.home)
-    setup_metrics(service, config.home)
+    # Each service reads its own settings (services/<service>/config.py), failing naming the variable.
+    config = importlib.import_module(f"juki_services.{service}.config").load()
+    setup_logging(service, config.common.log_level)
+    setup_tracing(service, config.common.home)
+    setup_metrics(service, config.common.home)
     app = importlib.import_module(f"juki_services.{service}.app")
     try:
         return await serve_forever(GrpcService(config, app.migrations(), app.build))

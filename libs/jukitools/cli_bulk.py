@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from jukilib.collector import collect_young_rarely
-from jukilib.config import SERVICES, ConfigError, DatabaseConfig, Env, ServiceConfig, TlsConfig, UsageError
+from jukilib.config import SERVICES, CommonConfig, ConfigError, DatabaseConfig, Env, TlsConfig, UsageError
 from jukitools.local import KEYRING, LocalSuite
 from jukitools.runner import run
 
@@ -42,15 +42,20 @@ def register_api(register: str, owner_url: str, *, keyring_file: Path | None, re
     """The `RegisterApi` of `register` built by the service's own wiring (binding, hooks, municipalities,
     check-digit mode), on a database object that is never connected: the loader has its own connection."""
     from jukilib.db.pool import Database
+    from jukilib.register.config import RegisterConfig
 
-    service = importlib.import_module(f"juki_services.{register}.app").REGISTER
-    unused = Path("/nonexistent")  # the loader serves nothing: no TLS material is read
-    config = ServiceConfig(
-        service=register, listen="127.0.0.1:0", tls=TlsConfig(cert=unused, key=unused, ca=unused),
-        database=DatabaseConfig(url=owner_url, migration_url=owner_url), trusted_peers=frozenset(),
-        resident_code_check=resident_code_check, keyring_file=keyring_file,
-    )
-    return service.api(config, Database(config.database))
+    unused = Path("/nonexistent")  # the loader serves nothing: no TLS material is read, no agency called
+    common = CommonConfig(service=register, listen="127.0.0.1:0", tls=TlsConfig(cert=unused, key=unused, ca=unused),
+                          database=DatabaseConfig(url=owner_url, migration_url=owner_url), trusted_peers=frozenset())
+    settings: dict[str, Any] = {"common": common, "agency_target": "", "resident_code_check": resident_code_check}
+    if register == "identity":  # identity seals 個人番号 with its keyring; annex holds none
+        if keyring_file is None:
+            raise ConfigError("JUKI_KEYRING_FILE is required by the identity service")
+        config = importlib.import_module("juki_services.identity.config").IdentityConfig(
+            **settings, keyring_file=keyring_file)
+    else:
+        config = RegisterConfig(**settings)
+    return importlib.import_module(f"juki_services.{register}.app").api(config, Database(common.database))
 
 
 # --- progress on stderr ----------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jukilib.retry import RetryPolicy
+
 if TYPE_CHECKING:
     from jukitools.suite import Child
 
@@ -50,9 +52,15 @@ class RestartPolicy:
     stable_after: float = 60.0
     """A child that ran this long is restarted after `base_delay` again."""
 
+    @property
+    def backoff(self) -> RetryPolicy:
+        """Restarts go on for ever, after exact waits: each is printed on `juki up`'s output, and one
+        machine's children have no shared server to spare from restarts in step."""
+        return RetryPolicy(attempts=None, base_delay=self.base_delay, max_delay=self.max_delay, jitter=0.0)
+
     def delay(self, consecutive: int) -> float:
         """The wait before the `consecutive`th restart in a row (1, 2, ...)."""
-        return float(min(self.max_delay, self.base_delay * 2 ** max(consecutive - 1, 0)))
+        return self.backoff.delay(consecutive)
 
 
 @dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
+from juki_services.agency.config import AgencyConfig
 from juki_services.agency.servicer import AgencyServicer
-from jukilib.config import ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.grpc.channels import secure_channel
@@ -21,9 +21,9 @@ def migrations() -> list[Migration]:
     return load_migrations([Path(__file__).parent / "migrations"])
 
 
-def build(config: ServiceConfig, database: Database) -> ServiceParts:
-    gateway = secure_channel(config.targets["gateway"], config.tls) if "gateway" in config.targets else None
-    servicer = AgencyServicer(database, gateway)
+def build(config: AgencyConfig, database: Database) -> ServiceParts:
+    gateway = secure_channel(config.gateway_target, config.common.tls) if config.gateway_target else None
+    servicer = AgencyServicer(database, gateway, call_timeout=config.call_timeout)
 
     def register(server: aio.Server) -> None:
         agency_pb2_grpc.add_AgencyServiceServicer_to_server(servicer, server)

@@ -16,10 +16,11 @@ from juki.annex.v1 import annex_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
 from jukilib import caller
+from jukilib.config import DEFAULT_CALL_TIMEOUT
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
 from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable, Violations
-from jukilib.grpc import tracing
+from jukilib.grpc import deadlines, tracing
 
 
 def event_order(version: identity_pb2.ResidentVersion) -> tuple[tuple[int, int, int], int, int, str, str]:
@@ -71,8 +72,11 @@ class Faults:
 
 
 class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
-    def __init__(self, database: Database, gateway: aio.Channel | None = None) -> None:
+    def __init__(self, database: Database, gateway: aio.Channel | None = None, *,
+                 call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
         self._database = database
+        self._call_timeout = call_timeout
+        """Seconds a call to the gateway may take when the call being served has no deadline."""
         self._faults = Faults()
         self._gateway = gateway
 
@@ -185,7 +189,7 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
             answer: register_pb2.MunicipalityReport = await create(
                 register_pb2.CreateMunicipalityReportRequest(municipality_report=report,
                                                              request_id=report.origin_reference),
-                metadata=metadata, timeout=10)
+                metadata=metadata, timeout=deadlines.timeout(self._call_timeout))
         return answer
 
     async def SetFaultInjection(

@@ -52,4 +52,5 @@ REGISTER = RegisterService(
     forward_batch=forward_batch_to_agency,
 )
 migrations = REGISTER.migrations
+api = REGISTER.api
 build = REGISTER.build

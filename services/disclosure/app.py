@@ -8,11 +8,11 @@ from pathlib import Path
 from grpc import aio
 
 from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
+from juki_services.disclosure.config import DisclosureConfig
 from juki_services.disclosure.desk import Desk
 from juki_services.disclosure.monitor import DeadlineGauge, ReportFollower
 from juki_services.disclosure.records import Records
 from juki_services.disclosure.servicer import DisclosureServicer
-from jukilib.config import ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.errors import TimeWindow
@@ -27,15 +27,15 @@ def migrations() -> list[Migration]:
     return load_migrations([Path(__file__).parent / "migrations"])
 
 
-def build(config: ServiceConfig, database: Database) -> ServiceParts:
+def build(config: DisclosureConfig, database: Database) -> ServiceParts:
     # Records are read through the gateway with this service's own certificate (organisation
     # `disclosure`), never from the registers' tables: the gateway checks the purpose and logs each call.
-    gateway = secure_channel(config.targets["gateway"], config.tls)
-    desk = Desk(database, Records(gateway), config.disclosure_target_days,
-                receipt_window=TimeWindow(dt.timedelta(days=config.disclosure_receipt_max_age_days)))
+    gateway = secure_channel(config.gateway_target, config.common.tls)
+    desk = Desk(database, Records(gateway, call_timeout=config.call_timeout), config.target_days,
+                receipt_window=TimeWindow(dt.timedelta(days=config.receipt_max_age_days)))
     servicer = DisclosureServicer(desk)
     gauge = DeadlineGauge(database, desk)
-    follower = ReportFollower(desk, config.disclosure_poll_interval)
+    follower = ReportFollower(desk, config.poll_interval)
 
     def register(server: aio.Server) -> None:
         disclosure_pb2_grpc.add_DisclosureServiceServicer_to_server(servicer, server)
@@ -43,8 +43,8 @@ def build(config: ServiceConfig, database: Database) -> ServiceParts:
     async def close_gateway_channel() -> None:
         await gateway.close()
 
-    stale = config.background_stale_after
+    stale = config.common.background_stale_after
     jobs = [Job("deadline-gauge", gauge.run, stale + gauge.interval),
-            Job("report-follower", follower.run, stale + config.disclosure_poll_interval)]
+            Job("report-follower", follower.run, stale + config.poll_interval)]
     return ServiceParts(service_names=[SERVICE_NAME], register=register, background=jobs,
                         on_stop=[close_gateway_channel])

@@ -22,15 +22,15 @@ from juki.gateway.v1 import operation_log_pb2, operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
 from jukilib import caller
+from jukilib.config import DEFAULT_CALL_TIMEOUT
 from jukilib.errors import Unavailable
-from jukilib.grpc import tracing
+from jukilib.grpc import deadlines, tracing
 
 # The purposes of the disclosure service itself (services/gateway/purposes.toml).
 RECORDS_PURPOSE = "DISCLOSURE-RECORDS-30-32"
 REPORTS_PURPOSE = "CORRECTION-REPORT-12-5"
 OWN_PURPOSES = frozenset({RECORDS_PURPOSE, REPORTS_PURPOSE})
 IDENTITY, ANNEX = "identity", "annex"
-CALL_TIMEOUT = 10.0
 PAGE = 500
 
 
@@ -51,9 +51,12 @@ class FileRecords:
 
 
 class Records:
-    """Calls through the gateway on behalf of one case (its name travels as the case reference)."""
+    """Calls through the gateway on behalf of one case (its name travels as the case reference). Each call
+    gets what is left of the deadline of the call being served (jukilib.grpc.deadlines), `call_timeout`
+    seconds when it has none or when the report follower calls."""
 
-    def __init__(self, gateway: aio.Channel) -> None:
+    def __init__(self, gateway: aio.Channel, *, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        self._call_timeout = call_timeout
         self._identity = identity_pb2_grpc.IdentityServiceStub(gateway)
         self._annex = annex_pb2_grpc.AnnexServiceStub(gateway)
         self._oplog = operation_log_pb2_grpc.OperationLogServiceStub(gateway)
@@ -66,7 +69,7 @@ class Records:
     async def _call(self, method: Any, request: Any, purpose: str, case: str) -> Any:
         try:
             with tracing.outgoing(tracing.method_name(method), self._metadata(purpose, case)) as metadata:
-                return await method(request, metadata=metadata, timeout=CALL_TIMEOUT)
+                return await method(request, metadata=metadata, timeout=deadlines.timeout(self._call_timeout))
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise

@@ -19,13 +19,13 @@ from juki.identity.v1 import identity_pb2
 from juki_services.gateway.admin import OperatorAdmin
 from juki_services.gateway.admission import Admission, DenyList, RateLimiter
 from juki_services.gateway.chain import SigningKey
+from juki_services.gateway.config import GatewayConfig
 from juki_services.gateway.operators import OperatorRegistry
 from juki_services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer
 from juki_services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
 from juki_services.gateway.proxy import Gateway, Operators, Route, backend_routes
 from juki_services.gateway.volume import VolumeCounter
 from jukilib import caller
-from jukilib.config import ConfigError, ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.domain.municipalities import gunma_municipalities
@@ -103,37 +103,34 @@ def _catalogue_recorder(log: OperationLog) -> Callable[[str, str, bool], Awaitab
     return record
 
 
-def _jobs(config: ServiceConfig, log: OperationLog, catalogue: CatalogueHolder, registry: OperatorRegistry
+def _jobs(config: GatewayConfig, log: OperationLog, catalogue: CatalogueHolder, registry: OperatorRegistry
           ) -> list[Job]:
     """The gateway's background jobs. The operation-log writer is essential: every call waits for its entry
     and fails closed without it (jukilib.supervision); the refreshers are not (an outdated catalogue stays
     in force, the registry's own staleness bound refuses human work)."""
-    stale = config.background_stale_after
+    stale = config.common.background_stale_after
     return [Job("operation-log", log.run, stale, essential=True),
             Job("policy-catalogue", catalogue.run, stale),
             Job("operator-registry", registry.run, stale + config.operator_registry_refresh)]
 
 
-def build(config: ServiceConfig, database: Database, *,
+def build(config: GatewayConfig, database: Database, *,
           clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> ServiceParts:
     """The gateway's parts; `clock` is the time its decisions are made at (tests set it)."""
-    if config.operation_log_key is None:
-        raise ConfigError("JUKI_OPERATION_LOG_KEY is required by the gateway")
     log = OperationLog(database, SigningKey.load(config.operation_log_key),
                        checkpoint_every=config.checkpoint_every, checkpoint_seconds=config.checkpoint_seconds)
     catalogue = CatalogueHolder(config.policy_file or DEFAULT_CATALOGUE, gunma_municipalities(),
                                 _catalogue_recorder(log))
-    if config.operator_auth_key is None:
-        raise ConfigError("JUKI_OPERATOR_AUTH_PUBLIC_KEY is required by the gateway")
     registry = OperatorRegistry(database, refresh_seconds=config.operator_registry_refresh)
     operators = Operators(registry, load_verification_key(config.operator_auth_key),
                           dt.timedelta(hours=config.operator_credential_max_hours))
-    channels = {name: secure_channel(target, config.tls) for name, target in config.targets.items()}
+    channels = {name: secure_channel(target, config.common.tls) for name, target in config.targets.items()}
+    timeout = config.backend_timeout  # when the caller set no deadline; else the caller's is passed on
     routes = [
-        *backend_routes(IDENTITY, channels["identity"]),
-        *backend_routes(ANNEX, channels["annex"]),
-        *backend_routes(DISCLOSURE, channels["disclosure"]),
-        *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED),
+        *backend_routes(IDENTITY, channels["identity"], default_timeout=timeout),
+        *backend_routes(ANNEX, channels["annex"], default_timeout=timeout),
+        *backend_routes(DISCLOSURE, channels["disclosure"], default_timeout=timeout),
+        *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED, default_timeout=timeout),
         *_local_routes(OPERATION_LOG, _OperationLogQueries(database)),
         *_local_routes(OPERATOR_ADMIN, OperatorAdmin(database, registry, catalogue)),
     ]

@@ -34,6 +34,7 @@ from grpc import aio
 from jukilib import caller
 from jukilib.batching import Batcher
 from jukilib.errors import STATUS_DETAILS_KEY
+from jukilib.grpc import deadlines
 
 MAX_BATCH = 256
 """Codes in one coalesced batch lookup (the registers take up to 1,000; a smaller batch comes back sooner)."""
@@ -84,7 +85,7 @@ class LookupCoalescer:
         self._method = f"/{batch.containing_service.full_name}/{batch.name}"
         self._max_batch = max_batch
         self._runners = runners
-        self._batchers: dict[caller.Caller, Batcher[str, message.Message]] = {}
+        self._batchers: dict[caller.Caller, Batcher[tuple[str, float | None], message.Message]] = {}
 
     @staticmethod
     def code_of(request: message.Message) -> str | None:
@@ -104,10 +105,10 @@ class LookupCoalescer:
             # One batcher per caller only while it has calls in flight: callers (case references
             # included) come and go, and a gateway runs for months.
             batcher = self._batchers[key] = Batcher(
-                lambda codes: self._lookup_many(codes, key), span_name="gateway.coalesced_lookup",
+                lambda lookups: self._lookup_many(lookups, key), span_name="gateway.coalesced_lookup",
                 max_batch=self._max_batch, runners=self._runners, linger=LINGER_SECONDS,
                 attributes={"juki.backend.method": self._method}, on_idle=lambda: self._forget(key))
-        return await batcher.submit(code)
+        return await batcher.submit((code, deadlines.current()))
 
     def _forget(self, key: caller.Caller) -> None:
         batcher = self._batchers.get(key)
@@ -119,9 +120,16 @@ class LookupCoalescer:
         """Callers with lookups queued or in a batch now."""
         return len(self._batchers)
 
-    async def _lookup_many(self, codes: Sequence[str], who: caller.Caller) -> list[message.Message | Exception]:
-        answer: Any = self._response_type.FromString(
-            await self._invoke_batch(self._request_type(resident_codes=codes).SerializeToString(), who))
+    async def _lookup_many(self, lookups: Sequence[tuple[str, float | None]], who: caller.Caller
+                           ) -> list[message.Message | Exception]:
+        """The batch lookup of (code, deadline of the call that asked) pairs: the batch waits as long as the
+        last of its calls (each call still ends at its own deadline); a call with none lets it take the
+        default."""
+        codes = [code for code, _ in lookups]
+        ends = [end for _, end in lookups]
+        with deadlines.serving_until(None if None in ends else max(e for e in ends if e is not None)):
+            request = self._request_type(resident_codes=codes).SerializeToString()
+            answer: Any = self._response_type.FromString(await self._invoke_batch(request, who))
         results = answer.results
         if len(results) != len(codes):
             raise RuntimeError(f"{self._method} answered {len(results)} results for {len(codes)} codes")

@@ -7,7 +7,8 @@ One generic handler per method of the contracts the gateway exposes. For each ca
    and checked against the operator registry (never from a bare claim),
 3. checks the declared purpose against the catalogue, including the operator's role
    (PERMISSION_DENIED with a reason otherwise),
-4. forwards the call to the owning service with the caller in `x-juki-*` metadata,
+4. forwards the call to the owning service with the caller in `x-juki-*` metadata and the caller's
+   deadline (`jukilib.grpc.deadlines`; the configured default only when the caller set none),
 5. cuts the answer down to the purpose's field mask and counts it against the purpose's volume caps,
 6. writes the operation log entry — before anything leaves; if it cannot, the call fails closed.
 """
@@ -38,6 +39,7 @@ from juki_services.gateway.operators import Operator, OperatorRegistry
 from juki_services.gateway.oplog import LogEntry, LogEntryRefused, OperationLog
 from juki_services.gateway.policy import Catalogue, Purpose
 from jukilib import boundary, caller
+from jukilib.config import DEFAULT_CALL_TIMEOUT
 from jukilib.domain.dates import japan_date
 from jukilib.errors import (
     STATUS_DETAILS_KEY,
@@ -49,13 +51,11 @@ from jukilib.errors import (
     log_unexpected,
     translate,
 )
-from jukilib.grpc import tracing
+from jukilib.grpc import deadlines, tracing
 from jukilib.grpc.interceptors import abort_with
 from jukilib.grpc.peer import peer_of
 from jukilib.operator_credential import CREDENTIAL_KEY, OperatorClaims, check_in_force, genuine_claims
 from jukilib.telemetry import current_trace_id
-
-BACKEND_TIMEOUT_SECONDS = 10.0
 
 # Sends the request bytes on to whoever answers the method; returns the answer bytes.
 Invoke = Callable[[bytes, caller.Caller], Awaitable[bytes]]
@@ -83,8 +83,10 @@ class Route:
         return f"/{self.method.containing_service.full_name}/{self.method.name}"
 
 
-def backend_routes(service: ServiceDescriptor, channel: aio.Channel, only: Iterable[str] | None = None) -> list[Route]:
-    """Routes forwarding the methods of `service` (all, or `only` these) over `channel`."""
+def backend_routes(service: ServiceDescriptor, channel: aio.Channel, only: Iterable[str] | None = None, *,
+                   default_timeout: float = DEFAULT_CALL_TIMEOUT) -> list[Route]:
+    """Routes forwarding the methods of `service` (all, or `only` these) over `channel`. A forwarded call
+    gets its caller's deadline; `default_timeout` seconds when the caller set none."""
     routes = []
     for method in service.methods:
         if only is not None and method.name not in only:
@@ -93,23 +95,24 @@ def backend_routes(service: ServiceDescriptor, channel: aio.Channel, only: Itera
         if method.client_streaming and method.server_streaming:
             routes.append(Route(method, open_stream=_stream_opener(channel.stream_stream(path), path)))
         elif not (method.client_streaming or method.server_streaming):
-            routes.append(Route(method, invoke=_invoker(channel.unary_unary(path), path),
-                                coalescer=_coalescer(service, method, channel)))
+            routes.append(Route(method, invoke=_invoker(channel.unary_unary(path), path, default_timeout),
+                                coalescer=_coalescer(service, method, channel, default_timeout)))
     return routes
 
 
-def _coalescer(service: ServiceDescriptor, method: MethodDescriptor, channel: aio.Channel) -> LookupCoalescer | None:
+def _coalescer(service: ServiceDescriptor, method: MethodDescriptor, channel: aio.Channel,
+               default_timeout: float) -> LookupCoalescer | None:
     batch = coalesce.batch_method_of(service, method)
     if batch is None:
         return None
     path = f"/{service.full_name}/{batch.name}"
-    return LookupCoalescer(method, batch, _invoker(channel.unary_unary(path), path))
+    return LookupCoalescer(method, batch, _invoker(channel.unary_unary(path), path, default_timeout))
 
 
-def _invoker(stub: Any, path: str) -> Invoke:
+def _invoker(stub: Any, path: str, default_timeout: float) -> Invoke:
     async def invoke(request: bytes, who: caller.Caller) -> bytes:
         with tracing.outgoing(path, who.to_metadata()) as metadata:
-            answer: bytes = await stub(request, metadata=metadata, timeout=BACKEND_TIMEOUT_SECONDS)
+            answer: bytes = await stub(request, metadata=metadata, timeout=deadlines.timeout(default_timeout))
         return answer
 
     return invoke
@@ -117,8 +120,9 @@ def _invoker(stub: Any, path: str) -> Invoke:
 
 def _stream_opener(stub: Any, path: str) -> OpenStream:
     async def open_stream(requests: AsyncIterator[bytes], who: caller.Caller) -> AsyncIterator[bytes]:
+        # A stream (an ingest backlog) runs as long as its caller lets it: its deadline, if any, and no default.
         with tracing.outgoing(path, who.to_metadata()) as metadata:
-            async for answer in stub(requests, metadata=metadata):
+            async for answer in stub(requests, metadata=metadata, timeout=deadlines.timeout(None)):
                 yield answer
 
     return open_stream

@@ -11,14 +11,15 @@ from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+from juki_services.identity.config import IdentityConfig
 from juki_services.identity.numbers import IndividualNumbers
 from juki_services.identity.rules import validate_identity_record
 from juki_services.identity.servicer import IdentityServicer
-from jukilib.config import ConfigError, ServiceConfig
 from jukilib.db.pool import Database
 from jukilib.grpc import tracing
+from jukilib.grpc.server import ServiceParts
 from jukilib.keyring import Keyring
-from jukilib.register.api import RegisterBinding
+from jukilib.register.api import RegisterApi, RegisterBinding
 from jukilib.register.wiring import RegisterService
 
 
@@ -39,10 +40,8 @@ async def forward_batch_to_agency(channel: aio.Channel, changes: Sequence[tuple[
         return await agency_pb2_grpc.AgencyServiceStub(channel).BatchRecordIdentityChanges(request, metadata=metadata)
 
 
-def individual_numbers(config: ServiceConfig, database: Database) -> IndividualNumbers:
-    """個人番号 hooks; the keyring is required (JUKI_KEYRING_FILE)."""
-    if config.keyring_file is None:
-        raise ConfigError("JUKI_KEYRING_FILE is required by the identity service")
+def individual_numbers(config: IdentityConfig, database: Database) -> IndividualNumbers:
+    """個人番号 hooks, with the keyring for 個人番号 at rest."""
     return IndividualNumbers(database, Keyring.load(config.keyring_file))
 
 
@@ -61,8 +60,15 @@ REGISTER = RegisterService(
     add_servicer=identity_pb2_grpc.add_IdentityServiceServicer_to_server,
     forward=forward_to_agency,
     forward_batch=forward_batch_to_agency,
-    hooks=individual_numbers,
     migration_dirs=(Path(__file__).parent / "migrations",),
 )
 migrations = REGISTER.migrations
-build = REGISTER.build
+
+
+def api(config: IdentityConfig, database: Database) -> RegisterApi:
+    """The register's API as the service serves it (also for the initial load and benchmarks)."""
+    return REGISTER.api(config, database, individual_numbers(config, database))
+
+
+def build(config: IdentityConfig, database: Database) -> ServiceParts:
+    return REGISTER.build(config, database, individual_numbers(config, database))

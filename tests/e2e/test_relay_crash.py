@@ -61,7 +61,7 @@ async def test_relay_survives_sigkill_and_the_agency_holds_every_change_once(
     agency_db = await asyncpg.connect(databases["agency"].url)
     try:
         await eventually(lambda: _serving(port, pki), timeout=30)
-        gateway_tls = service_config("gateway", pki, databases["gateway"], home, {}).tls
+        gateway_tls = service_config("gateway", pki, databases["gateway"], home, {}).common.tls
         async with secure_channel(agency_target, gateway_tls) as channel:
             await agency_pb2_grpc.AgencyServiceStub(channel).SetFaultInjection(agency_pb2.SetFaultInjectionRequest(
                 fault_injection=agency_pb2.FaultInjection(delay=duration_pb2.Duration(nanos=40_000_000))))

@@ -28,12 +28,14 @@ from juki.identity.v1 import identity_pb2_grpc
 from juki.register.v1 import register_pb2 as rpb
 from juki_services.agency import app as agency_app
 from juki_services.identity import app as identity_app
+from juki_services.identity.config import IdentityConfig
 from jukilib import caller
-from jukilib.config import RelayConfig, ServiceConfig
 from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
+from jukilib.register.config import RelayConfig
+from jukilib.retry import RetryPolicy
 from jukitools.client import health_status
 from jukitools.suite import service_migrations
 from tests.conftest import eventually, fresh_database, service_config
@@ -43,17 +45,18 @@ PERSONS, CHANGES_PER_PERSON = 12, 4
 RELAY_HEALTH = "juki.background.relay-1"
 
 
-def _identity_config(pki: DevPki, databases: dict[str, Any], home: Path, agency: str) -> ServiceConfig:
+def _identity_config(pki: DevPki, databases: dict[str, Any], home: Path, agency: str) -> IdentityConfig:
     config = service_config("identity", pki, databases["identity"], home, {"agency": agency})
     # Small bounds so that the faults bite within seconds: a short acquire timeout (the pool "busy"), a
     # lease of 2 s (a dead worker's changes are taken over soon), no dead letters (the faults must not
     # exhaust the attempts), a 1 s progress bound for the health entries.
+    common = config.common
     return dataclasses.replace(
         config,
-        database=dataclasses.replace(config.database, pool_max=4, acquire_timeout=0.5, command_timeout=3.0),
-        relay=RelayConfig(workers=2, batch_size=5, max_attempts=10_000, base_delay=0.05, max_delay=0.3,
-                          poll_interval=0.05, call_timeout=1.5, lease=2.0),
-        background_stale_after=1.0)
+        common=dataclasses.replace(common, background_stale_after=1.0, database=dataclasses.replace(
+            common.database, pool_max=4, acquire_timeout=0.5, command_timeout=3.0)),
+        relay=RelayConfig(workers=2, batch_size=5, retry=RetryPolicy(attempts=None, base_delay=0.05, max_delay=0.3),
+                          poll_interval=0.05, call_timeout=1.5, lease=2.0))
 
 
 @contextlib.asynccontextmanager
@@ -87,7 +90,7 @@ class Faults:
     async def exhaust_pool(self, seconds: float) -> None:
         """Hold every connection of the register's pool for `seconds` (a burst of slow calls)."""
         async with contextlib.AsyncExitStack() as held:
-            for _ in range(self._identity.config.database.pool_max):
+            for _ in range(self._identity.common.database.pool_max):
                 await held.enter_async_context(self._identity.database.connection())
             await asyncio.sleep(seconds)
 
@@ -151,7 +154,8 @@ async def test_every_change_reaches_the_agency_once_in_order_through_faults_with
     persons = [new_person() for _ in range(PERSONS)]
     first_log_line = len(log_lines)
     async with _services(pki, home, admin_url) as (agency, identity, databases):
-        target, tls = f"127.0.0.1:{identity.port}", service_config("gateway", pki, databases["gateway"], home, {}).tls
+        target = f"127.0.0.1:{identity.port}"
+        tls = service_config("gateway", pki, databases["gateway"], home, {}).common.tls
         async with secure_channel(f"127.0.0.1:{agency.port}", tls) as agency_channel, \
                 secure_channel(target, tls) as channel:
             faults = Faults(admin_url, identity, agency_pb2_grpc.AgencyServiceStub(agency_channel),
@@ -201,7 +205,7 @@ async def test_every_change_reaches_the_agency_once_in_order_across_a_restart_of
         admin_url = await asyncio.to_thread(server.start)
         try:
             async with _services(pki, home, admin_url) as (agency, identity, databases):
-                tls = service_config("gateway", pki, databases["gateway"], home, {}).tls
+                tls = service_config("gateway", pki, databases["gateway"], home, {}).common.tls
                 async with secure_channel(f"127.0.0.1:{agency.port}", tls) as agency_channel, \
                         secure_channel(f"127.0.0.1:{identity.port}", tls) as channel:
                     faults = Faults(admin_url, identity, agency_pb2_grpc.AgencyServiceStub(agency_channel),

@@ -15,7 +15,9 @@ from typing import Any
 from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
+from juki_services.annex import app as annex_app
 from juki_services.annex.app import REGISTER as ANNEX
+from juki_services.identity import app as identity_app
 from juki_services.identity.app import REGISTER as IDENTITY
 from jukilib.db.bootstrap import ServiceDatabase
 from jukilib.db.pool import Database
@@ -65,6 +67,12 @@ class Register:
 
     name: str
     service: RegisterService
+
+    def api(self, config: Any, database: Database) -> RegisterApi:
+        """The register's API as its service builds it (with its hooks: identity's 個人番号 at rest)."""
+        app: Any = identity_app if self.name == "identity" else annex_app
+        api: RegisterApi = app.api(config, database)
+        return api
 
     def request(self, person: Person, notification_id: str, *, kind: int = register_pb2.CHANGE_KIND_RECORD,
                 reason: int = register_pb2.CHANGE_REASON_DOMESTIC_MOVE_IN, event: dt.date = dt.date(2026, 4, 1),
@@ -118,9 +126,9 @@ async def open_register(name: str, admin_url: str, pki: DevPki, home: Path, *,
     chosen = REGISTERS[name]
     databases = await fresh_database(admin_url)
     config = service_config(name, pki, databases[name], home, {"agency": "127.0.0.1:1"})
-    database = Database(dataclasses.replace(config.database, pool_max=pool_max))
+    database = Database(dataclasses.replace(config.common.database, pool_max=pool_max))
     await database.connect()
     try:
-        yield chosen, chosen.service.api(config, database), database, databases[name]
+        yield chosen, chosen.api(config, database), database, databases[name]
     finally:
         await database.close()

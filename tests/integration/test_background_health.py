@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from juki_services.agency import app as agency_app
-from jukilib.config import ServiceConfig
+from juki_services.agency.config import AgencyConfig
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.grpc.server import GrpcService, ServiceParts
@@ -29,7 +29,7 @@ async def test_a_stale_essential_job_turns_the_service_not_serving_and_back(
             heartbeat.beat()
             await asyncio.sleep(0.01)
 
-    def build(config: ServiceConfig, database: Database) -> ServiceParts:
+    def build(config: AgencyConfig, database: Database) -> ServiceParts:
         parts = agency_app.build(config, database)
         return dataclasses.replace(parts, background=[Job("writer", writer, 0.3, essential=True)])
 
@@ -37,7 +37,7 @@ async def test_a_stale_essential_job_turns_the_service_not_serving_and_back(
     config = service_config("agency", pki, databases["agency"], home, {})
     service = GrpcService(config, service_migrations("agency"), build)
     await service.start()
-    tls = service_config("gateway", pki, databases["gateway"], home, {}).tls
+    tls = service_config("gateway", pki, databases["gateway"], home, {}).common.tls
     target = f"127.0.0.1:{service.port}"
 
     async def status(name: str, expected: str) -> bool:

@@ -77,10 +77,10 @@ class Loaded:
 async def _register(register: str, admin_url: str, pki: DevPki, home: Path) -> AsyncIterator[Loaded]:
     databases = await fresh_database(admin_url)
     config = service_config(register, pki, databases[register], home, {"agency": "127.0.0.1:1"})
-    database = Database(config.database)
+    database = Database(config.common.database)
     await database.connect()
     try:
-        yield Loaded(REGISTERS[register].service.api(config, database), databases[register].migration_url, databases)
+        yield Loaded(REGISTERS[register].api(config, database), databases[register].migration_url, databases)
     finally:
         await database.close()
 

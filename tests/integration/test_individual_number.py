@@ -21,7 +21,6 @@ from jukilib.devcerts import DevPki
 from jukilib.errors import FailedPrecondition, JukiError, NotFound
 from jukilib.keyring import Keyring
 from jukilib.register.api import RegisterApi
-from jukilib.register.wiring import RegisterService
 from tests.conftest import fresh_database, service_config
 from tests.integration.registers import MAEBASHI, REGISTERS, apply, new_person
 
@@ -36,11 +35,10 @@ async def identity(admin_url: str, pki: DevPki, tmp_path: Path,
     Keyring.generate().save(keyring_path)
     config = dataclasses.replace(service_config("identity", pki, databases["identity"], home, {"agency": "x:1"}),
                                  keyring_file=keyring_path)
-    database = Database(config.database)
+    database = Database(config.common.database)
     await database.connect()
-    service: RegisterService = IDENTITY.service
     try:
-        yield service.api(config, database), database, databases["identity"].migration_url, keyring_path
+        yield IDENTITY.api(config, database), database, databases["identity"].migration_url, keyring_path
     finally:
         await database.close()
 

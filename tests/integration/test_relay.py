@@ -16,16 +16,17 @@ import grpc
 import pytest
 
 from juki.register.v1 import register_pb2 as rpb
-from jukilib.config import RelayConfig
 from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.register.api import RegisterApi
+from jukilib.register.config import RelayConfig
 from jukilib.register.model import StoredVersion
 from jukilib.register.relay import OutboxRelay, dead_letters, outbox_backlog, retry_dead
+from jukilib.retry import RetryPolicy
 from tests.conftest import eventually
 from tests.integration.registers import Register, apply, new_person, open_register
 
-FAST = RelayConfig(base_delay=0.01, max_delay=0.02, poll_interval=0.01, max_attempts=3, call_timeout=2.0)
+FAST = RelayConfig(retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02), poll_interval=0.01, call_timeout=2.0)
 
 
 class Unavailable(grpc.aio.AioRpcError):
@@ -79,8 +80,8 @@ async def test_several_workers_deliver_each_change_once_in_order_per_person(
         delivered[str(version.person_id)].append(version.version)
         keys.append(key)
 
-    relays = [OutboxRelay(database, reg.name, deliver, dataclasses.replace(FAST, max_attempts=50, batch_size=3),
-                          api.engine.hooks) for _ in range(4)]
+    patient = dataclasses.replace(FAST, retry=RetryPolicy(attempts=50, base_delay=0.01, max_delay=0.02), batch_size=3)
+    relays = [OutboxRelay(database, reg.name, deliver, patient, api.engine.hooks) for _ in range(4)]
 
     async def all_delivered() -> bool:
         async with database.connection() as connection:

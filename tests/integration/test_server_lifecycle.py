@@ -4,7 +4,6 @@ SIGTERM stops a service cleanly, and JSON log lines carry the trace id."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
@@ -27,19 +26,19 @@ from jukilib.grpc.server import GrpcService
 from jukilib.jsonlog import JsonFormatter
 from jukitools.client import health_status
 from jukitools.suite import service_migrations
-from tests.conftest import fresh_database, service_config
+from tests.conftest import fresh_database, service_config, with_common
 
 
 async def test_health_is_not_serving_while_the_database_is_unreachable(pki: DevPki, home: Path,
                                                                        admin_url: str) -> None:
     databases = await fresh_database(admin_url)
     config = service_config("agency", pki, databases["agency"], home, {})
-    unreachable = dataclasses.replace(config, database=DatabaseConfig(
+    unreachable = with_common(config, database=DatabaseConfig(
         url="postgresql://juki_agency:x@127.0.0.1:1/juki", migration_url=None, acquire_timeout=1.0))
     service = GrpcService(unreachable, service_migrations("agency"), agency_app.build)
     await service.start()
     try:
-        tls = config.tls
+        tls = config.common.tls
         for _ in range(3):
             assert await health_status(f"127.0.0.1:{service.port}", tls) == "NOT_SERVING"
             await asyncio.sleep(0.2)
@@ -50,12 +49,12 @@ async def test_health_is_not_serving_while_the_database_is_unreachable(pki: DevP
 async def test_reflection_lists_the_services_only_when_enabled(pki: DevPki, home: Path, admin_url: str) -> None:
     databases = await fresh_database(admin_url)
     for enabled in (True, False):
-        config = dataclasses.replace(service_config("agency", pki, databases["agency"], home, {}), reflection=enabled)
+        config = with_common(service_config("agency", pki, databases["agency"], home, {}), reflection=enabled)
         service = GrpcService(config, service_migrations("agency"), agency_app.build)
         await service.start()
         try:
             await service.wait_ready(30)
-            async with secure_channel(f"127.0.0.1:{service.port}", config.tls) as channel:
+            async with secure_channel(f"127.0.0.1:{service.port}", config.common.tls) as channel:
                 stub = reflection_pb2_grpc.ServerReflectionStub(channel)
                 request = reflection_pb2.ServerReflectionRequest(list_services="")
                 if enabled:

@@ -1,4 +1,5 @@
-"""Configuration from the environment (jukilib.config): defaults, and errors that name the variable.
+"""Configuration from the environment (jukilib.config, each service's `config` module): defaults, what
+each service reads, and errors that name the variable.
 
 Every error must name the offending variable and never echo a value, since values (database URLs,
 file paths) may be secrets.
@@ -6,11 +7,15 @@ file paths) may be secrets.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from jukilib.config import BACKENDS, ConfigError, load_service_config
+from juki_services.gateway.config import GatewayConfig
+from juki_services.identity.config import IdentityConfig
+from jukilib.config import BACKENDS, SERVICES, ConfigError, Env, load_common
 
 DATABASE_URL = "postgresql://identity:s3cret-pa55@db.internal:5432/juki"
 AGENCY_TARGET = "agency.internal:7004"
@@ -36,9 +41,14 @@ def environ(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def load_config(service: str, environ: dict[str, str]) -> Any:
+    """What `juki serve <service>` reads: the service's own `load`."""
+    return importlib.import_module(f"juki_services.{service}.config").load(environ)
+
+
 def _config_error(service: str, environ: dict[str, str]) -> str:
     with pytest.raises(ConfigError) as excinfo:
-        load_service_config(service, environ)
+        load_config(service, environ)
     return str(excinfo.value)
 
 
@@ -48,14 +58,16 @@ def _assert_no_value_in(message: str, environ: dict[str, str]) -> None:
 
 
 def test_complete_environment_loads(environ: dict[str, str]) -> None:
-    config = load_service_config("identity", environ)
+    config = load_config("identity", environ)
 
-    assert config.service == "identity"
-    assert config.database.url == DATABASE_URL
-    assert config.tls.cert == Path(environ["JUKI_TLS_CERT"])
-    assert config.tls.key == Path(environ["JUKI_TLS_KEY"])
-    assert config.tls.ca == Path(environ["JUKI_TLS_CA"])
-    assert dict(config.targets) == {"agency": AGENCY_TARGET}
+    assert isinstance(config, IdentityConfig)
+    assert config.common.service == "identity"
+    assert config.common.database.url == DATABASE_URL
+    assert config.common.tls.cert == Path(environ["JUKI_TLS_CERT"])
+    assert config.common.tls.key == Path(environ["JUKI_TLS_KEY"])
+    assert config.common.tls.ca == Path(environ["JUKI_TLS_CA"])
+    assert config.agency_target == AGENCY_TARGET
+    assert config.keyring_file == Path(environ["JUKI_KEYRING_FILE"])
 
 
 def test_missing_database_url_is_named_in_the_error_without_any_value(environ: dict[str, str]) -> None:
@@ -107,17 +119,19 @@ def test_bad_flag_names_the_variable(environ: dict[str, str]) -> None:
 
 
 def test_defaults_apply_when_optional_variables_are_unset(environ: dict[str, str]) -> None:
-    config = load_service_config("identity", environ)
+    config = load_config("identity", environ)
 
-    assert config.listen == "127.0.0.1:0"
+    assert config.common.listen == "127.0.0.1:0"
     assert config.resident_code_check == "warn"
-    assert config.reflection is False
-    assert config.log_level == "INFO"
-    assert config.policy_file is None
-    assert config.database.migration_url is None
-    assert config.database.pool_min == 1
-    assert config.database.pool_max == 10
-    assert config.disclosure_target_days == 14
+    assert config.common.reflection is False
+    assert config.common.log_level == "INFO"
+    assert config.common.database.migration_url is None
+    assert config.common.database.pool_min == 1
+    assert config.common.database.pool_max == 10
+    assert config.relay.retry.attempts == 12
+    environ["JUKI_GATEWAY_TARGET"] = "gateway.internal:7000"
+    assert load_config("disclosure", environ).target_days == 14
+    assert load_config("gateway", {**environ, **GATEWAY_TARGETS}).policy_file is None
 
 
 def test_explicit_values_override_the_defaults(environ: dict[str, str]) -> None:
@@ -129,21 +143,21 @@ def test_explicit_values_override_the_defaults(environ: dict[str, str]) -> None:
         "JUKI_LOG_LEVEL": "debug",
     })
 
-    config = load_service_config("identity", environ)
+    config = load_config("identity", environ)
 
-    assert config.listen == "0.0.0.0:7001"
+    assert config.common.listen == "0.0.0.0:7001"
     assert config.resident_code_check == "reject"
-    assert config.database.pool_max == 3
-    assert config.reflection is True
-    assert config.log_level == "DEBUG"
+    assert config.common.database.pool_max == 3
+    assert config.common.reflection is True
+    assert config.common.log_level == "DEBUG"
 
 
 def test_identity_trusts_only_the_gateway_by_default(environ: dict[str, str]) -> None:
-    assert load_service_config("identity", environ).trusted_peers == frozenset({"gateway"})
+    assert load_config("identity", environ).common.trusted_peers == frozenset({"gateway"})
 
 
 def test_agency_also_trusts_the_relays_of_identity_and_annex_by_default(environ: dict[str, str]) -> None:
-    trusted = load_service_config("agency", environ).trusted_peers
+    trusted = load_config("agency", environ).common.trusted_peers
 
     assert {"gateway", "identity", "annex"} <= trusted
 
@@ -151,13 +165,13 @@ def test_agency_also_trusts_the_relays_of_identity_and_annex_by_default(environ:
 def test_trusted_peers_can_be_overridden(environ: dict[str, str]) -> None:
     environ["JUKI_TRUSTED_PEERS"] = "gateway, ops-tool ,"
 
-    assert load_service_config("identity", environ).trusted_peers == frozenset({"gateway", "ops-tool"})
+    assert load_config("identity", environ).common.trusted_peers == frozenset({"gateway", "ops-tool"})
 
 
 def test_gateway_loads_with_every_backend_target(environ: dict[str, str]) -> None:
     environ.update(GATEWAY_TARGETS)
 
-    config = load_service_config("gateway", environ)
+    config = load_config("gateway", environ)
 
     assert set(config.targets) == set(BACKENDS)
     assert config.targets["identity"] == GATEWAY_TARGETS["JUKI_IDENTITY_TARGET"]
@@ -185,7 +199,7 @@ def test_gateway_reads_operator_credential_and_registry_settings(environ: dict[s
     environ.update(GATEWAY_TARGETS)
     environ.update({"JUKI_OPERATOR_CREDENTIAL_MAX_HOURS": "4", "JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS": "0.5"})
 
-    config = load_service_config("gateway", environ)
+    config = load_config("gateway", environ)
 
     assert config.operator_auth_key == Path(environ["JUKI_OPERATOR_AUTH_PUBLIC_KEY"])
     assert (config.operator_credential_max_hours, config.operator_registry_refresh) == (4.0, 0.5)
@@ -201,7 +215,7 @@ def test_registers_require_the_agency_target(environ: dict[str, str], service: s
 def test_agency_needs_no_target(environ: dict[str, str]) -> None:
     del environ["JUKI_AGENCY_TARGET"]
 
-    assert dict(load_service_config("agency", environ).targets) == {}
+    assert load_config("agency", environ).gateway_target is None
 
 
 def test_disclosure_requires_the_gateway_target(environ: dict[str, str]) -> None:
@@ -209,7 +223,7 @@ def test_disclosure_requires_the_gateway_target(environ: dict[str, str]) -> None
 
     assert "JUKI_GATEWAY_TARGET" in _config_error("disclosure", environ)
     environ["JUKI_GATEWAY_TARGET"] = "gateway.internal:7000"
-    assert dict(load_service_config("disclosure", environ).targets) == {"gateway": "gateway.internal:7000"}
+    assert load_config("disclosure", environ).gateway_target == "gateway.internal:7000"
 
 
 @pytest.mark.parametrize("variable", ["JUKI_TLS_CERT", "JUKI_TLS_KEY", "JUKI_TLS_CA"])
@@ -239,13 +253,87 @@ def test_missing_tls_variable_is_named(environ: dict[str, str], variable: str) -
 
 def test_unknown_service_is_refused(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="unknown service"):
-        load_service_config("registry", environ)
+        load_common("registry", Env(environ))
 
 
 def test_registers_plan_generically_unless_told_otherwise(environ: dict[str, str]) -> None:
-    assert load_service_config("identity", environ).database.plan_cache_mode == "force_generic_plan"
-    assert load_service_config("annex", environ).database.plan_cache_mode == "force_generic_plan"
+    assert load_config("identity", environ).common.database.plan_cache_mode == "force_generic_plan"
+    assert load_config("annex", environ).common.database.plan_cache_mode == "force_generic_plan"
     environ["JUKI_DB_PLAN_CACHE_MODE"] = "auto"
-    assert load_service_config("identity", environ).database.plan_cache_mode == "auto"
+    assert load_config("identity", environ).common.database.plan_cache_mode == "auto"
     environ["JUKI_DB_PLAN_CACHE_MODE"] = "sometimes"
     assert "JUKI_DB_PLAN_CACHE_MODE" in _config_error("identity", environ)
+
+
+COMMON_REQUIRED = ("JUKI_DATABASE_URL", "JUKI_TLS_CERT", "JUKI_TLS_KEY", "JUKI_TLS_CA")
+REQUIRED = {
+    "identity": (*COMMON_REQUIRED, "JUKI_AGENCY_TARGET", "JUKI_KEYRING_FILE"),
+    "annex": (*COMMON_REQUIRED, "JUKI_AGENCY_TARGET"),
+    "disclosure": (*COMMON_REQUIRED, "JUKI_GATEWAY_TARGET"),
+    "agency": COMMON_REQUIRED,
+    "gateway": (*COMMON_REQUIRED, *GATEWAY_TARGETS, "JUKI_OPERATION_LOG_KEY", "JUKI_OPERATOR_AUTH_PUBLIC_KEY"),
+}
+"""What each service cannot start without, and nothing else."""
+
+
+def _only(environ: dict[str, str], service: str) -> dict[str, str]:
+    everything = {**environ, **GATEWAY_TARGETS, "JUKI_GATEWAY_TARGET": "gateway.internal:7000"}
+    return {name: everything[name] for name in REQUIRED[service]}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_starts_with_its_required_variables_alone(environ: dict[str, str], service: str) -> None:
+    config = load_config(service, _only(environ, service))
+
+    assert config.common.service == service
+
+
+@pytest.mark.parametrize(("service", "missing"), [(s, v) for s in SERVICES for v in REQUIRED[s]])
+def test_each_service_names_the_required_variable_that_is_missing(
+        environ: dict[str, str], service: str, missing: str) -> None:
+    only = _only(environ, service)
+    del only[missing]
+
+    message = _config_error(service, only)
+
+    assert missing in message
+    _assert_no_value_in(message, only)
+
+
+def test_annex_reads_no_keyring(environ: dict[str, str]) -> None:
+    environ["JUKI_KEYRING_FILE"] = "/no/such/keyring.json"  # would be refused if annex read it
+
+    assert not hasattr(load_config("annex", environ), "keyring_file")
+
+
+def test_gateway_reads_its_own_settings(environ: dict[str, str]) -> None:
+    environ.update({**GATEWAY_TARGETS, "JUKI_RATE_OPERATOR_PER_SECOND": "5", "JUKI_CHECKPOINT_EVERY": "50",
+                    "JUKI_CALL_TIMEOUT_SECONDS": "2.5"})
+
+    config = load_config("gateway", environ)
+
+    assert isinstance(config, GatewayConfig)
+    assert (config.operator_rate, config.checkpoint_every, config.backend_timeout) == (5.0, 50, 2.5)
+    assert config.operation_log_key == Path(environ["JUKI_OPERATION_LOG_KEY"])
+
+
+@pytest.mark.parametrize("service", ["gateway", "disclosure", "agency"])
+def test_malformed_call_timeout_is_named(environ: dict[str, str], service: str) -> None:
+    environ.update({**GATEWAY_TARGETS, "JUKI_GATEWAY_TARGET": "gateway.internal:7000",
+                    "JUKI_CALL_TIMEOUT_SECONDS": "soon"})
+
+    message = _config_error(service, environ)
+
+    assert "JUKI_CALL_TIMEOUT_SECONDS" in message
+    assert "soon" not in message
+
+
+def test_relay_retry_settings_are_read_and_checked(environ: dict[str, str]) -> None:
+    environ.update({"JUKI_RELAY_MAX_ATTEMPTS": "4", "JUKI_RELAY_BASE_DELAY": "2", "JUKI_RELAY_MAX_DELAY": "8"})
+
+    retry = load_config("annex", environ).relay.retry
+
+    assert (retry.attempts, retry.base_delay, retry.max_delay) == (4, 2.0, 8.0)
+    environ["JUKI_RELAY_MAX_DELAY"] = "1"
+    message = _config_error("annex", environ)
+    assert "JUKI_RELAY_MAX_DELAY" in message and "JUKI_RELAY_BASE_DELAY" in message

@@ -8,10 +8,11 @@ import logging
 
 import asyncpg
 
-from jukilib.supervision import Backoff, Heartbeat, Job, Supervisor, error_label
+from jukilib.retry import RetryPolicy
+from jukilib.supervision import Heartbeat, Job, Supervisor, error_label
 from tests.conftest import eventually
 
-FAST = Backoff(base=0.01, cap=0.02)
+FAST = RetryPolicy(attempts=None, base_delay=0.01, max_delay=0.02)
 
 
 class Health:

@@ -2,7 +2,7 @@
 
 Store functions take a connection; the service method owns the transaction through
 `Database.transaction()` or `Database.run_in_transaction()` (which retries serialization failures
-and deadlocks a bounded number of times, then answers ABORTED).
+and deadlocks as `TRANSACTION_RETRY` says, then answers ABORTED).
 """
 
 from __future__ import annotations
@@ -18,12 +18,18 @@ import orjson
 
 from jukilib.config import DatabaseConfig
 from jukilib.errors import Aborted, Unavailable
+from jukilib.retry import RetryPolicy, retry
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+TRANSACTION_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.1)
+"""A transaction that lost a race to another is run again at once, almost: the other has committed or
+rolled back within milliseconds; a third loss answers ABORTED (the caller may resend)."""
+CONNECT_RETRY = RetryPolicy(attempts=None, base_delay=0.2, max_delay=2.0, jitter=0.0)
+"""Reaching PostgreSQL at start-up: tried until `connect`'s `wait_seconds` have passed."""
 
 
 def _json_text(value: Any) -> str:
@@ -55,28 +61,27 @@ class Database:
         return self._pool is not None
 
     async def connect(self, *, wait_seconds: float = 60.0) -> None:
-        """Create the pool, retrying with backoff while the server is unreachable."""
-        deadline = asyncio.get_running_loop().time() + wait_seconds
-        delay = 0.2
-        while True:
-            try:
-                self._pool = await asyncpg.create_pool(
-                    self._config.url,
-                    min_size=self._config.pool_min,
-                    max_size=self._config.pool_max,
-                    command_timeout=self._config.command_timeout,
-                    init=_init_connection,
-                    reset=_no_reset,
-                    server_settings={"plan_cache_mode": self._config.plan_cache_mode},
-                    timeout=self._config.acquire_timeout,
-                )
-                return
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                if asyncio.get_running_loop().time() + delay > deadline:
-                    raise
-                logger.warning("database not reachable yet, retrying", extra={"error_type": type(exc).__name__})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        """Create the pool, trying again (`CONNECT_RETRY`) for up to `wait_seconds` while the server is
+        unreachable."""
+
+        def waiting(failures: int, error: BaseException) -> None:
+            logger.warning("database not reachable yet, retrying", extra={"error_type": type(error).__name__})
+
+        self._pool = await retry(self._create_pool, retry_on=(OSError, asyncpg.PostgresError, TimeoutError),
+                                 policy=CONNECT_RETRY, within=wait_seconds, on_retry=waiting)
+
+    async def _create_pool(self) -> asyncpg.Pool:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            self._config.url,
+            min_size=self._config.pool_min,
+            max_size=self._config.pool_max,
+            command_timeout=self._config.command_timeout,
+            init=_init_connection,
+            reset=_no_reset,
+            server_settings={"plan_cache_mode": self._config.plan_cache_mode},
+            timeout=self._config.acquire_timeout,
+        )
+        return pool
 
     async def close(self, timeout: float = 5.0) -> None:
         if self._pool is None:
@@ -119,16 +124,17 @@ class Database:
         work: Callable[[asyncpg.Connection], Awaitable[T]],
         *,
         isolation: Isolation = "read_committed",
-        attempts: int = 3,
         retry_on: tuple[type[BaseException], ...] = RETRYABLE,
+        policy: RetryPolicy = TRANSACTION_RETRY,
     ) -> T:
-        """Run `work` in one transaction, retrying the whole transaction on `retry_on`."""
-        for attempt in range(1, attempts + 1):
-            try:
-                async with self.transaction(isolation) as connection:
-                    return await work(connection)
-            except retry_on:
-                if attempt == attempts:
-                    raise Aborted("concurrent update, retry", "CONCURRENT_UPDATE") from None
-                await asyncio.sleep(0.01 * attempt)
-        raise AssertionError("unreachable")
+        """Run `work` in one transaction, running the whole transaction again on `retry_on` as `policy`
+        says; ABORTED once its tries are spent."""
+
+        async def once() -> T:
+            async with self.transaction(isolation) as connection:
+                return await work(connection)
+
+        try:
+            return await retry(once, retry_on=retry_on, policy=policy)
+        except retry_on:
+            raise Aborted("concurrent update, retry", "CONCURRENT_UPDATE") from None

@@ -1,7 +1,8 @@
 """Server interceptors: error mapping (every service) and trusted-peer checks (backends).
 
 Order on every server (outermost first): `jukilib.grpc.tracing.TracingInterceptor`,
-`ErrorInterceptor`, then `TrustedPeerInterceptor` on backends. Interceptors wrap the handler returned
+`ErrorInterceptor`, `jukilib.grpc.deadlines.DeadlineInterceptor`, then `TrustedPeerInterceptor` on
+backends. Interceptors wrap the handler returned
 by `continuation` so that they see the request context (TLS peer, metadata).
 """
 

@@ -19,6 +19,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import asyncpg
 import grpc
@@ -27,15 +28,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jukilib import collector
-from jukilib.config import ServiceConfig
+from jukilib.config import CommonConfig, ServiceConfig
 from jukilib.db import migrations as migrations_mod
 from jukilib.db.bootstrap import runtime_role
 from jukilib.db.pool import Database
+from jukilib.grpc.deadlines import DeadlineInterceptor
 from jukilib.grpc.interceptors import ErrorInterceptor, TrustedPeerInterceptor
 from jukilib.grpc.tracing import TracingInterceptor
 from jukilib.supervision import Job, Supervisor
 
 logger = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=ServiceConfig)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -58,22 +62,24 @@ class ServiceParts:
     `jukilib.collector.collect_young_rarely`."""
 
 
-def server_credentials(config: ServiceConfig) -> grpc.ServerCredentials:
+def server_credentials(config: CommonConfig) -> grpc.ServerCredentials:
     cert, key, ca = config.tls.read()
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
-class GrpcService:
-    """One service process: server, pool, migrations, health, background tasks."""
+class GrpcService(Generic[C]):
+    """One service process: server, pool, migrations, health, background tasks. `config` is the service's
+    own (`services.<name>.config`); the server reads its common part, `build` the rest."""
 
     def __init__(
         self,
-        config: ServiceConfig,
+        config: C,
         migrations: Sequence[migrations_mod.Migration],
-        build: Callable[[ServiceConfig, Database], ServiceParts],
+        build: Callable[[C, Database], ServiceParts],
     ) -> None:
         self.config = config
-        self.database = Database(config.database)
+        self.common = config.common
+        self.database = Database(config.common.database)
         self._migrations = list(migrations)
         self._build = build
         self._health = health.aio.HealthServicer()
@@ -87,9 +93,9 @@ class GrpcService:
         self.port = 0
 
     def _interceptors(self) -> list[aio.ServerInterceptor]:
-        chain: list[aio.ServerInterceptor] = [TracingInterceptor(), ErrorInterceptor()]
-        if self.config.trusted_peers:
-            chain.append(TrustedPeerInterceptor(self.config.trusted_peers))
+        chain: list[aio.ServerInterceptor] = [TracingInterceptor(), ErrorInterceptor(), DeadlineInterceptor()]
+        if self.common.trusted_peers:
+            chain.append(TrustedPeerInterceptor(self.common.trusted_peers))
         return chain
 
     async def start(self) -> int:
@@ -99,12 +105,12 @@ class GrpcService:
         self._parts.register(self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         await self._set_health(NOT_SERVING)
-        if self.config.reflection:
+        if self.common.reflection:
             names = [*self._parts.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
             reflection.enable_server_reflection(names, self._server)
-        self.port = self._server.add_secure_port(self.config.listen, server_credentials(self.config))
+        self.port = self._server.add_secure_port(self.common.listen, server_credentials(self.common))
         await self._server.start()
-        logger.info("listening", extra={"service": self.config.service, "port": self.port})
+        logger.info("listening", extra={"service": self.common.service, "port": self.port})
         self._tasks.append(asyncio.create_task(self._become_ready(), name="become-ready"))
         return self.port
 
@@ -119,11 +125,11 @@ class GrpcService:
             # Migration errors name files and SQLSTATEs only; other messages could quote values.
             detail = str(exc) if isinstance(exc, migrations_mod.MigrationError) else ""
             logger.error("could not get ready",
-                         extra={"service": self.config.service, "error_type": type(exc).__name__, "error": detail})
+                         extra={"service": self.common.service, "error_type": type(exc).__name__, "error": detail})
             self.failed.set()
             return
         assert self._parts is not None
-        self._supervisor = Supervisor(self.config.service, self._parts.background, self._publish_job_health)
+        self._supervisor = Supervisor(self.common.service, self._parts.background, self._publish_job_health)
         self._tasks.extend(self._supervisor.start())
         # What start-up made (modules, descriptors, catalogues, pools) lives as long as the process: frozen,
         # the collector stops scanning it, so a full collection under load walks only what calls made
@@ -134,13 +140,13 @@ class GrpcService:
             collector.collect_young_rarely()
         await self._set_health(SERVING)
         self._ready.set()
-        logger.info("serving", extra={"service": self.config.service})
+        logger.info("serving", extra={"service": self.common.service})
 
     async def _migrate(self) -> None:
-        schema = self.config.service
-        url = self.config.database.migration_url
+        schema = self.common.service
+        url = self.common.database.migration_url
         if url:
-            connection = await asyncpg.connect(url, timeout=self.config.database.acquire_timeout)
+            connection = await asyncpg.connect(url, timeout=self.common.database.acquire_timeout)
             try:
                 applied = await migrations_mod.apply(connection, schema, self._migrations, runtime_role(schema))
             finally:
@@ -173,7 +179,7 @@ class GrpcService:
         """Stop serving: health first, then background tasks, in-flight calls, the pool."""
         if self._server is None:
             return
-        grace = self.config.shutdown_grace if grace is None else grace
+        grace = self.common.shutdown_grace if grace is None else grace
         self._stopping = True
         await self._set_health(NOT_SERVING)
         for name in self._supervisor.health_names if self._supervisor else ():
@@ -195,10 +201,10 @@ class GrpcService:
         for clean_up in self._parts.on_stop:
             await clean_up()
         await self.database.close()
-        logger.info("stopped", extra={"service": self.config.service})
+        logger.info("stopped", extra={"service": self.common.service})
 
 
-async def serve_forever(service: GrpcService) -> int:
+async def serve_forever(service: GrpcService[C]) -> int:
     """Run `service` until SIGTERM or SIGINT, then stop it gracefully. Returns the exit code:
     0 after a requested stop, 1 when the service could not get ready."""
     loop = asyncio.get_running_loop()
@@ -210,6 +216,6 @@ async def serve_forever(service: GrpcService) -> int:
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for waiting in waits:
         waiting.cancel()
-    logger.info("stopping", extra={"service": service.config.service, "failed": service.failed.is_set()})
+    logger.info("stopping", extra={"service": service.common.service, "failed": service.failed.is_set()})
     await service.stop()
     return 1 if service.failed.is_set() else 0

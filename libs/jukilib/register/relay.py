@@ -1,7 +1,8 @@
 """The outbox relay: forwards every applied change to the agency (住基法 30-7 / 30-42).
 
 At least once, with an idempotency key so the agency applies each change exactly once; in order per
-person; exponential backoff with full jitter; dead-lettered after `max_attempts`.
+person; sent again after a jittered exponential backoff and dead-lettered after `retry.attempts` failures
+(`RelayConfig.retry`, a `jukilib.retry.RetryPolicy`).
 
 A relay worker repeats one *pass*:
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -44,10 +44,10 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import Observation
 from opentelemetry.propagate import extract
 
-from jukilib.config import RelayConfig
 from jukilib.db.pool import Database
 from jukilib.errors import Unavailable
 from jukilib.register import store
+from jukilib.register.config import RelayConfig
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
 from jukilib.supervision import Heartbeat, error_label
@@ -106,12 +106,6 @@ WHERE o.id = f.id AND o.claim_token = $6 AND o.state = 'pending'
 """
 
 _RELEASE = "UPDATE outbox SET claimed_until = NULL, claim_token = NULL WHERE claim_token = $1 AND state = 'pending'"
-
-
-def backoff_seconds(attempts: int, config: RelayConfig) -> float:
-    """Full-jitter exponential backoff for the `attempts`-th failure."""
-    ceiling = min(config.max_delay, config.base_delay * (2 ** max(attempts - 1, 0)))
-    return random.uniform(config.base_delay / 2, ceiling)
 
 
 @dataclass(frozen=True)
@@ -236,10 +230,11 @@ class OutboxRelay:
     async def _failed(self, connection: asyncpg.Connection, failed: list[tuple[Claimed, BaseException]],
                       token: uuid.UUID) -> None:
         attempts = [c.attempts + 1 for c, _ in failed]
-        dead = [n >= self._config.max_attempts for n in attempts]
+        policy = self._config.retry
+        dead = [policy.gives_up_after(n) for n in attempts]
         labels = [error_label(exc) for _, exc in failed]
         await connection.execute(_FAILED, [c.outbox_id for c, _ in failed], attempts, labels,
-                                 [backoff_seconds(n, self._config) for n in attempts], dead, token)
+                                 [policy.delay(n) for n in attempts], dead, token)
         for (change, _), is_dead in zip(failed, dead, strict=True):
             if is_dead:
                 logger.error("outbox row dead-lettered",

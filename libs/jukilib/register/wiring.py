@@ -1,14 +1,15 @@
 """Wiring of a register service: engine, API, servicer and relay from one declaration.
 
 identity and annex are each a `RegisterService`; each declares its binding (contract, record, rules),
-its hooks and the agency method its changes go to, and is built by the same code.
+the agency method its changes go to, and is built by the same code, given the service's hooks (identity's
+個人番号 at rest; annex has none).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,6 @@ from typing import Any
 from google.protobuf import message
 from grpc import aio
 
-from jukilib.config import ServiceConfig
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
@@ -25,6 +25,7 @@ from jukilib.errors import TimeWindow
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
 from jukilib.register.api import RegisterApi, RegisterBinding
+from jukilib.register.config import RegisterConfig
 from jukilib.register.engine import RegisterEngine
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
@@ -35,10 +36,6 @@ from jukilib.supervision import Job
 Forward = Callable[[aio.Channel, str, message.Message], Awaitable[Any]]
 # (agency channel, [(idempotency key, version message)]) → all delivered in one atomic call, or raises.
 ForwardBatch = Callable[[aio.Channel, Sequence[tuple[str, message.Message]]], Awaitable[Any]]
-
-
-def _no_hooks(config: ServiceConfig, database: Database) -> RegisterHooks:
-    return RegisterHooks()
 
 
 @dataclass(frozen=True)
@@ -52,23 +49,22 @@ class RegisterService:
     forward: Forward
     forward_batch: ForwardBatch | None = None
     """The agency's batch method for this register's changes (AIP-233), if it has one."""
-    hooks: Callable[[ServiceConfig, Database], RegisterHooks] = field(default=_no_hooks)
     migration_dirs: tuple[Path, ...] = ()
     """The service's own migrations (numbered from 0100), after the engine's."""
 
     def migrations(self) -> list[Migration]:
         return register_migrations(*self.migration_dirs)
 
-    def api(self, config: ServiceConfig, database: Database) -> RegisterApi:
-        engine = RegisterEngine(database, self.binding.register, self.hooks(config, database))
+    def api(self, config: RegisterConfig, database: Database, hooks: RegisterHooks | None = None) -> RegisterApi:
+        engine = RegisterEngine(database, self.binding.register, hooks)
         return RegisterApi(engine, self.binding, municipalities=gunma_municipalities(),
                            resident_code_check=CheckDigitMode(config.resident_code_check),
                            notify_window=TimeWindow(dt.timedelta(days=config.notify_time_max_age_days)))
 
-    def build(self, config: ServiceConfig, database: Database) -> ServiceParts:
+    def build(self, config: RegisterConfig, database: Database, hooks: RegisterHooks | None = None) -> ServiceParts:
         """Everything the service runs: its servicer and `relay.workers` relay workers."""
-        api = self.api(config, database)
-        agency = secure_channel(config.targets["agency"], config.tls)
+        api = self.api(config, database, hooks)
+        agency = secure_channel(config.agency_target, config.common.tls)
 
         async def deliver(stored: StoredVersion, key: str) -> None:
             await self.forward(agency, key, api.version_message(stored))
@@ -86,7 +82,7 @@ class RegisterService:
 
         # 住基法 30-7 / 30-42: each relay worker is a supervised job, restarted on any failure; not essential
         # (see jukilib.supervision: a stale relay keeps its changes in the outbox, calls are still answered).
-        stale = config.background_stale_after
+        stale = config.common.background_stale_after
         return ServiceParts(
             service_names=[self.service_name],
             register=lambda server: self.add_servicer(self.servicer(api), server),

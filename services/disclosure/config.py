@@ -1,0 +1,41 @@
+"""The disclosure service's configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from jukilib.config import DEFAULT_CALL_TIMEOUT, CommonConfig, Env, call_timeout, load_common
+
+
+@dataclass(frozen=True)
+class DisclosureConfig:
+    """Everything the disclosure service reads."""
+
+    common: CommonConfig
+    gateway_target: str
+    """host:port of the gateway, through which records are read and 12-5 reports made (JUKI_GATEWAY_TARGET)."""
+    target_days: int = 14
+    """The prefecture's own target for answering a disclosure request, in days (JUKI_DISCLOSURE_TARGET_DAYS),
+    tracked beside the statutory 30 days (30-33)."""
+    receipt_max_age_days: int = 365
+    """How old a disclosure or correction request's stated receipt time may be
+    (JUKI_DISCLOSURE_RECEIPT_MAX_AGE_DAYS): a case is entered when it arrives, well within its 30 days."""
+    poll_interval: float = 30.0
+    """Seconds between the checks of its 12-5 reports (JUKI_DISCLOSURE_POLL_SECONDS)."""
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    """Seconds a call to the gateway may take when the call being served has no deadline, and for the
+    report follower's calls (JUKI_CALL_TIMEOUT_SECONDS)."""
+
+
+def load(environ: Mapping[str, str] | None = None) -> DisclosureConfig:
+    """Read from the environment (os.environ by default); raises ConfigError naming the variable."""
+    env = Env(environ)
+    return DisclosureConfig(
+        common=load_common("disclosure", env),
+        gateway_target=env.text("JUKI_GATEWAY_TARGET"),
+        target_days=env.integer("JUKI_DISCLOSURE_TARGET_DAYS", 14, minimum=1),
+        receipt_max_age_days=env.integer("JUKI_DISCLOSURE_RECEIPT_MAX_AGE_DAYS", 365, minimum=1),
+        poll_interval=env.seconds("JUKI_DISCLOSURE_POLL_SECONDS", 30.0),
+        call_timeout=call_timeout(env),
+    )

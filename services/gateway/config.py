@@ -1,0 +1,67 @@
+"""The gateway's configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from jukilib.config import BACKENDS, DEFAULT_CALL_TIMEOUT, CommonConfig, Env, call_timeout, load_common
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway reads."""
+
+    common: CommonConfig
+    targets: Mapping[str, str]
+    """host:port of every backend, by service (JUKI_IDENTITY_TARGET, JUKI_ANNEX_TARGET, JUKI_DISCLOSURE_TARGET,
+    JUKI_AGENCY_TARGET; all required)."""
+    operation_log_key: Path
+    """Ed25519 private key (PEM) signing the operation log's checkpoints (JUKI_OPERATION_LOG_KEY, required)."""
+    operator_auth_key: Path
+    """Ed25519 public key (PEM) of the prefecture's operator authentication, checking operator credentials
+    (JUKI_OPERATOR_AUTH_PUBLIC_KEY, required). The gateway never holds the private key."""
+    policy_file: Path | None = None
+    """The policy catalogue (JUKI_POLICY_FILE; without it, the one shipped with juki)."""
+    revocation_file: Path | None = None
+    """Fingerprints of revoked client certificates, re-read on change (JUKI_REVOCATION_FILE)."""
+    checkpoint_every: int = 1000
+    """Operation-log entries between two signed checkpoints (JUKI_CHECKPOINT_EVERY)."""
+    checkpoint_seconds: float = 60.0
+    """Seconds between two signed checkpoints at most (JUKI_CHECKPOINT_SECONDS)."""
+    organization_rate: float = 2000.0
+    """Calls per second an organisation may make through one gateway replica (burst: twice that;
+    JUKI_RATE_ORGANIZATION_PER_SECOND)."""
+    operator_rate: float = 20.0
+    """Calls per second one operator may make through one gateway replica (burst: twice that;
+    JUKI_RATE_OPERATOR_PER_SECOND)."""
+    operator_credential_max_hours: float = 8.0
+    """Longest lifetime of an operator credential the gateway accepts (JUKI_OPERATOR_CREDENTIAL_MAX_HOURS)."""
+    operator_registry_refresh: float = 1.0
+    """Seconds between reads of the operator registry by each replica (JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS)."""
+    backend_timeout: float = DEFAULT_CALL_TIMEOUT
+    """Seconds a forwarded call may take when its caller set no deadline (JUKI_CALL_TIMEOUT_SECONDS); a
+    caller's deadline is passed on as it is (jukilib.grpc.deadlines)."""
+
+
+def load(environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read from the environment (os.environ by default); raises ConfigError naming the variable."""
+    env = Env(environ)
+    policy = env.optional("JUKI_POLICY_FILE")
+    revoked = env.optional("JUKI_REVOCATION_FILE")
+    return GatewayConfig(
+        common=load_common("gateway", env),
+        targets={name: env.text(f"JUKI_{name.upper()}_TARGET") for name in BACKENDS},
+        operation_log_key=env.existing_file("JUKI_OPERATION_LOG_KEY"),
+        operator_auth_key=env.existing_file("JUKI_OPERATOR_AUTH_PUBLIC_KEY"),
+        policy_file=Path(policy) if policy else None,
+        revocation_file=Path(revoked) if revoked else None,
+        checkpoint_every=env.integer("JUKI_CHECKPOINT_EVERY", 1000, minimum=1),
+        checkpoint_seconds=env.seconds("JUKI_CHECKPOINT_SECONDS", 60.0),
+        organization_rate=env.seconds("JUKI_RATE_ORGANIZATION_PER_SECOND", 2000.0),
+        operator_rate=env.seconds("JUKI_RATE_OPERATOR_PER_SECOND", 20.0),
+        operator_credential_max_hours=env.seconds("JUKI_OPERATOR_CREDENTIAL_MAX_HOURS", 8.0),
+        operator_registry_refresh=env.seconds("JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS", 1.0),
+        backend_timeout=call_timeout(env),
+    )
