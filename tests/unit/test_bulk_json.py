@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jukilib.register import bulkjson
+from jukilib import bulkjson
 
 _STD_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 

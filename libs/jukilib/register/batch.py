@@ -27,7 +27,6 @@ does for single notifications, which of two notifications claiming the same ä½æ
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -43,11 +42,13 @@ from jukilib.register import rows, store
 from jukilib.register.decide import NEW_PERSON, Decision, Ledger, decide, needs_history, place
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import Notification, StoredVersion
+from jukilib.retry import RetryPolicy, retry
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
-ATTEMPTS = 5
+BATCH_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.1)
+"""A batch that lost a race is tried again whole; after that, as batches of one."""
 Outcome = StoredVersion | JukiError
 Item = tuple[int, Notification]
 """A notification with its position in the request."""
@@ -111,20 +112,18 @@ class Batches:
 
     async def _attempts(self, items: list[Item], on_locked: Callable[[], None] | None) -> list[tuple[int, Outcome]]:
         look_up_keys = False
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                async with self.database.transaction() as connection:
-                    return await self._run(connection, items, on_locked, look_up_keys)
-            except store.KeyClaimLost:
-                # Decided again knowing who holds every key (the common case never needs to ask).
-                look_up_keys = True
-                if attempt == ATTEMPTS:
-                    raise
-            except RETRY_ON:
-                if attempt == ATTEMPTS:
-                    raise
-                await asyncio.sleep(0.01 * attempt)
-        raise AssertionError("unreachable")
+
+        def before_retry(_: int, error: BaseException) -> None:
+            nonlocal look_up_keys
+            # A lost key claim: decided again knowing who holds every key (the common case never asks).
+            look_up_keys = look_up_keys or isinstance(error, store.KeyClaimLost)
+
+        async def attempt() -> list[tuple[int, Outcome]]:
+            async with self.database.transaction() as connection:
+                return await self._run(connection, items, on_locked, look_up_keys)
+
+        return await retry(attempt, retry_on=(*RETRY_ON, store.KeyClaimLost), policy=BATCH_RETRY,
+                           on_retry=before_retry)
 
     async def _run(self, connection: asyncpg.Connection, items: list[Item],
                    on_locked: Callable[[], None] | None, look_up_keys: bool) -> list[tuple[int, Outcome]]:

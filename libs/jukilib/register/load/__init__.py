@@ -34,8 +34,18 @@ from pathlib import Path
 
 import asyncpg
 
+from jukilib.recordfile import (
+    FORMATS,
+    Chunk,
+    CsvColumns,
+    RecordFileError,
+    file_format_of,
+    read_chunks,
+    read_header,
+    record_dict,
+)
 from jukilib.register.api import RegisterApi
-from jukilib.register.load import copy, source, tables
+from jukilib.register.load import copy, tables
 from jukilib.register.load.results import (
     MODES,
     BulkLoadError,
@@ -45,7 +55,6 @@ from jukilib.register.load.results import (
     Progress,
     RowProblem,
 )
-from jukilib.register.load.source import FORMATS, CsvColumns, file_format_of, read_chunks, read_header, record_dict
 from jukilib.register.load.workers import LOAD_DIGEST, ChunkPreparer, Prepared, Task, install, prepare_installed
 
 logger = logging.getLogger(__name__)
@@ -82,7 +91,7 @@ class _Loader:
             return done
         return asyncio.wrap_future(self._executor.submit(prepare_installed, task))
 
-    async def run(self, chunks: Iterator[source.Chunk], workers: int) -> None:
+    async def run(self, chunks: Iterator[Chunk], workers: int) -> None:
         if workers:
             self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                                  initializer=install, initargs=(self._preparer,))
@@ -172,11 +181,14 @@ async def load_file(owner_url: str, api: RegisterApi, path: Path, options: LoadO
     if options.mode not in MODES:
         raise BulkLoadError(f"unknown mode; expected one of {', '.join(MODES)}")
     started = time.perf_counter()
-    file_format = file_format_of(path, options.file_format)
-    header = read_header(path) if file_format == "csv" else None
+    try:
+        file_format = file_format_of(path, options.file_format)
+        header = read_header(path) if file_format == "csv" else None
+        if header is not None:
+            CsvColumns(header, api.binding.record_type)  # a bad header fails before connecting
+    except RecordFileError as error:
+        raise BulkLoadError(str(error)) from None
     size, workers = await asyncio.to_thread(os.path.getsize, path), worker_count(path, options.workers)
-    if header is not None:
-        CsvColumns(header, api.binding.record_type)  # a bad header fails before connecting
     report = LoadReport()
     connection = await asyncpg.connect(owner_url)
     try:

@@ -9,8 +9,8 @@ from typing import Any
 
 from juki.register.v1 import register_pb2
 from jukilib.errors import Violations
+from jukilib.recordfile import CALENDAR, FieldProblem
 from jukilib.register import validation
-from jukilib.register.load.source import CALENDAR, FieldProblem
 from jukilib.register.model import ChangeKind
 
 DEFAULT_REASON = register_pb2.CHANGE_REASON_REISSUE  # 改製

@@ -14,16 +14,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from jukilib import bulkjson
 from jukilib.collector import collect_young_rarely
 from jukilib.domain import text
 from jukilib.domain.dates import japan_date
-from jukilib.register import bulkjson, rows, validation
+from jukilib.recordfile import Chunk, FieldProblem, RowReader
+from jukilib.register import rows, validation
 from jukilib.register.api import RegisterApi
 from jukilib.register.decide import NEW_PERSON, decide
 from jukilib.register.load import copy
 from jukilib.register.load.checks import ChangeChecks, MemoViolations
 from jukilib.register.load.results import LoadOptions, RowProblem
-from jukilib.register.load.source import Chunk, FieldProblem, RowReader
 from jukilib.register.model import Change, ChangeKind, Notification
 
 # Receipts of loaded versions: there was no request, so no request hashes to this.

@@ -11,9 +11,7 @@ from typing import Any, NamedTuple
 
 from google.protobuf import descriptor, json_format, message
 
-from jukilib import protojson
-from jukilib.register import bulkjson
-from jukilib.register.load.results import BulkLoadError
+from jukilib import bulkjson, protojson
 
 FORMATS = ("jsonl", "csv")
 META_FIELDS = ("event_date", "notification_id", "change_reason")
@@ -41,6 +39,10 @@ class Row(NamedTuple):
     problems: list[FieldProblem]
 
 
+class RecordFileError(ValueError):
+    """The file cannot be read as records at all (its format or its CSV header); says why, never a value."""
+
+
 class CellError(ValueError):
     """A CSV cell that does not convert; the message says what the column must hold."""
 
@@ -48,7 +50,7 @@ class CellError(ValueError):
 def file_format_of(path: Path, requested: str | None = None) -> str:
     if requested is not None:
         if requested not in FORMATS:
-            raise BulkLoadError(f"unknown file format; expected one of {', '.join(FORMATS)}")
+            raise RecordFileError(f"unknown file format; expected one of {', '.join(FORMATS)}")
         return requested
     return "csv" if path.suffix.lower() == ".csv" else "jsonl"
 
@@ -59,7 +61,7 @@ def read_header(path: Path) -> list[str]:
     try:
         return [column.strip() for column in next(csv.reader([first.decode("utf-8")]), [])]
     except (UnicodeDecodeError, csv.Error):
-        raise BulkLoadError("line 1: the CSV header cannot be read") from None
+        raise RecordFileError("line 1: the CSV header cannot be read") from None
 
 
 def read_chunks(path: Path, chunk_bytes: int, first_line: int) -> Iterator[Chunk]:
@@ -142,7 +144,7 @@ class CsvColumns:
             else:
                 problems.append(f"column {column!r} is not a field of the record")
         if problems:
-            raise BulkLoadError("line 1: the CSV header is not usable: " + "; ".join(problems))
+            raise RecordFileError("line 1: the CSV header is not usable: " + "; ".join(problems))
 
     @staticmethod
     def _converter(field_descriptor: Any, problems: list[str]) -> Callable[[str], Any] | None:

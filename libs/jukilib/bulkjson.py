@@ -1,4 +1,4 @@
-"""JSON of the initial load (`jukilib.register.bulk`), through orjson where it gives exactly what the
+"""JSON of the initial load (`jukilib.register.load`), through orjson where it gives exactly what the
 standard library gives.
 
 Parsing a row with `json.loads` and writing its record with `json.JSONEncoder` took about a sixth of
