@@ -4,7 +4,7 @@ identity, and the batch lookup, in one run (issue 5, "Benchmarks").
 Everything runs from nothing in a temporary directory: an embedded PostgreSQL, the schemas and
 migrations (`prepare_database`), a development PKI, keyring, operation-log key and operator-
 authentication key; `--persons` synthetic residents (`jukitools.demo.fast`) loaded into the identity
-file by the initial-load fast path (`jukilib.register.bulk`, as `juki bench load`); then identity and
+file by the initial-load fast path (`jukilib.register.load`, as `juki bench load`); then identity and
 the gateway in this process (`GrpcService` with each service's own `build`, mTLS, `--pool` database
 connections each; relay workers 0). The gateway routes to every backend, but its channels connect only
 when used: annex, disclosure and the agency are not started and their targets are unused addresses.

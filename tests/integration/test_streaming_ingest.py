@@ -460,7 +460,7 @@ async def _report(setup: Setup, person: Person) -> None:
                                              ["record.address"], "", None))
 
 
-async def test_the_batch_writes_the_same_rows_as_apply(setup: Setup) -> None:
+async def test_a_stream_and_single_notifications_write_the_same_rows(setup: Setup) -> None:
     """Versions, receipts, outbox rows, encrypted 個人番号, resolved 12-5 reports: one person through
     streams, one through ApplyNotification, same notifications (in event order for the unary one)."""
     reg = setup.reg
