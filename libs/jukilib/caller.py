@@ -18,6 +18,8 @@ OPERATOR_KEY = "x-juki-operator"
 PURPOSE_KEY = "x-juki-purpose"
 CASE_REFERENCE_KEY = "x-juki-case-reference"
 REQUEST_ID_KEY = "x-request-id"
+FORMER_IDENTIFIERS_KEY = "x-juki-former-identifiers"
+"""Present (`follow`) when the purpose may find a person by a former 住民票コード or 個人番号."""
 FIELDS_KEY = "x-juki-fields"
 """The purpose's field mask (comma-separated paths in the answer's resource); absent when the purpose
 may receive every field."""
@@ -37,6 +39,9 @@ class Caller:
     """The field mask of the purpose (FieldMask paths in the resource answered), None for every field.
     The gateway minimises every answer to it whatever the backend sends; backends use it to leave
     unread what would be cut anyway (e.g. 個人番号 is never decrypted for a purpose without it)."""
+    follows_former: bool = False
+    """The purpose may find a person by a former identifier (住基法 30-4, 番号法 7 ②: the link from an old
+    identifier to the new one serves only the affairs that need it)."""
 
     def to_metadata(self) -> tuple[tuple[str, str], ...]:
         """Metadata the gateway sends to a backend."""
@@ -48,6 +53,8 @@ class Caller:
             (REQUEST_ID_KEY, self.request_id),
         )
         present = tuple((k, v) for k, v in pairs if v)
+        if self.follows_former:
+            present = (*present, (FORMER_IDENTIFIERS_KEY, "follow"))
         return present if self.fields is None else (*present, (FIELDS_KEY, ",".join(self.fields)))
 
     def may_receive(self, path: str) -> bool:
@@ -81,6 +88,7 @@ def caller_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None, pee
         case_reference=metadata_value(metadata, CASE_REFERENCE_KEY),
         request_id=metadata_value(metadata, REQUEST_ID_KEY),
         peer=peer,
+        follows_former=metadata_value(metadata, FORMER_IDENTIFIERS_KEY) == "follow",
     )
 
 

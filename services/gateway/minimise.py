@@ -143,9 +143,14 @@ def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
 
 
 def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigrant_only: bool,
-             found: Sequence[message.Message] | None = None) -> list[str]:
+             found: Sequence[message.Message] | None = None, hide_person_id: bool = False) -> list[str]:
     """Cut every resource in `answer` (its `resources`, when the caller has them already) down to
-    `allowed` (in place); returns the paths disclosed."""
+    `allowed` (in place); returns the paths disclosed. With `hide_person_id`, resources leave without
+    their `name` (`residents/{id}`: an identifier that would outlive every change of 住民票コード and
+    個人番号, which organs receiving provisions must not hold; they know the person by 住民票コード)."""
+    if hide_person_id:
+        for resource in resources(answer) if found is None else found:
+            resource.ClearField("name")
     disclosed: set[str] = set()
     everything = tuple(allowed) == ("*",)
     complete = False  # every path the mask lets a resource disclose was disclosed already

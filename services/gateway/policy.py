@@ -33,11 +33,20 @@ class CatalogueError(Exception):
     """The catalogue file is invalid; the message names the entry and the problem."""
 
 
+PROVISION_RECIPIENT_KINDS = frozenset({"executive_organ", "governor_department"})
+
+
 @dataclass(frozen=True)
 class Organization:
     code: str
     name: str
     kind: str
+
+    @property
+    def receives_provisions(self) -> bool:
+        """An organ or department receiving provisions (住基法 30-15, 30-44-6): it knows a person only by
+        the identifiers of the record, never by the register's internal id."""
+        return self.kind in PROVISION_RECIPIENT_KINDS
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,9 @@ class Purpose:
     valid_until: dt.date | None = None
     case_reference_required: bool = False
     overseas_emigrant_only: bool = False
+    follows_former_identifiers: bool = False
+    """A former 住民票コード or 個人番号 finds the person (the resident's own disclosure case, the holding
+    municipality's 12-5 work); for every other purpose it finds nobody."""
     example: bool = False
     operator_roles: frozenset[str] = frozenset()
     """Human work: the call needs an operator credential with one of these roles. Empty: systems only."""
@@ -161,6 +173,7 @@ def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
         valid_until=valid_until,
         case_reference_required=bool(entry.get("case_reference_required", False)),
         overseas_emigrant_only=bool(entry.get("overseas_emigrant_only", False)),
+        follows_former_identifiers=bool(entry.get("follows_former_identifiers", False)),
         example=bool(entry.get("example", False)),
     )
 

@@ -264,7 +264,8 @@ class Gateway:
         entry.decision = DECISION_ALLOWED
         entry.reason = f"purpose {purpose.code} granted"
         # The backend learns the mask so that it leaves unread what would be cut (minimise still cuts).
-        return dataclasses.replace(who, fields=forwarded_mask(purpose)), purpose
+        return dataclasses.replace(who, fields=forwarded_mask(purpose),
+                                   follows_former=purpose.follows_former_identifiers), purpose
 
     async def _operator(self, context: aio.ServicerContext[Any, Any], organization: str,
                         entry: LogEntry) -> Operator | None:
@@ -307,6 +308,10 @@ class Gateway:
         answer_bytes = await route.invoke(request, who)
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
         return await self._answer(answer, answer_bytes, purpose, who, entry)
+
+    def _hides_person_id(self, who: caller.Caller) -> bool:
+        organization = self._catalogue().organizations.get(who.organization)
+        return organization is not None and organization.receives_provisions
 
     async def _count(self, purpose: Purpose, who: caller.Caller, codes: list[str]) -> None:
         """Volume caps on what is about to leave: per call, then per day (counted across replicas)."""
@@ -378,7 +383,8 @@ class Gateway:
                                     self._clock())
         for answer, found in answers:
             disclosed.update(minimise.minimise(answer, purpose.fields,
-                                               overseas_emigrant_only=purpose.overseas_emigrant_only, found=found))
+                                               overseas_emigrant_only=purpose.overseas_emigrant_only, found=found,
+                                               hide_person_id=self._hides_person_id(who)))
             out.append(answer.SerializeToString())
         entry.disclosed_fields, entry.status = sorted(disclosed), "OK"
         await self._log.write(entry)  # before this batch leaves
@@ -394,7 +400,8 @@ class Gateway:
         entry.disclosed_versions.extend(minimise.record_versions(answer, found))
         await self._count(purpose, who, codes)
         entry.disclosed_fields = minimise.minimise(answer, purpose.fields,
-                                                   overseas_emigrant_only=purpose.overseas_emigrant_only, found=found)
+                                                   overseas_emigrant_only=purpose.overseas_emigrant_only, found=found,
+                                                   hide_person_id=self._hides_person_id(who))
         entry.status = "OK"
         await self._log.write(entry)  # before the answer leaves
         if answer_bytes is not None and purpose.all_fields and not purpose.overseas_emigrant_only:

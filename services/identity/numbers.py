@@ -56,11 +56,11 @@ class IndividualNumbers(RegisterHooks):
         """One `individual_number` row per version with a number: sealed with a fresh nonce under the active
         key, the person and version as associated data, and the keyed hash that finds it."""
         sealed = self._keyring.seal_all([(number, associated_data(person_id, version))
-                                         for person_id, version, number in kept])
+                                         for person_id, version, number, _ in kept])
         lookup_hash = self._keyring.lookup_hash
         records: list[tuple[Any, ...]] = [
-            (person_id, version, key_id, nonce, ciphertext, lookup_hash(number))
-            for (person_id, version, number), (key_id, nonce, ciphertext) in zip(kept, sealed, strict=True)]
+            (person_id, version, key_id, nonce, ciphertext, keys[0] if keys else lookup_hash(number))
+            for (person_id, version, number, keys), (key_id, nonce, ciphertext) in zip(kept, sealed, strict=True)]
         return [TableRows("individual_number", COLUMNS, records)]
 
     def restore(self, record: Record, secret: Any) -> Record:
@@ -86,12 +86,13 @@ class IndividualNumbers(RegisterHooks):
         return [v._replace(record={**v.record, FIELD: numbers[(v.person_id, v.version)]})
                 if (v.person_id, v.version) in numbers else v for v in versions]
 
-    async def person_of(self, number: str) -> uuid.UUID | None:
-        """The person who has, or had, this 個人番号."""
+    async def person_of(self, number: str, follow_former: bool = True) -> uuid.UUID | None:
+        """The person who has this 個人番号 in their current record (or, with `follow_former`, ever had it)."""
         async with self._database.connection() as connection:
             found: uuid.UUID | None = await connection.fetchval(
-                "SELECT person_id FROM individual_number WHERE lookup_hash = $1 LIMIT 1",
-                self._keyring.lookup_hash(number))
+                """SELECT n.person_id FROM individual_number n JOIN person p ON p.id = n.person_id
+                   WHERE n.lookup_hash = $1 AND ($2 OR n.version = p.current_version) LIMIT 1""",
+                self._keyring.lookup_hash(number), follow_former)
         return found
 
 

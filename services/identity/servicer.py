@@ -10,9 +10,10 @@ from grpc import aio
 from juki.identity.v1 import identity_pb2 as pb
 from juki.identity.v1 import identity_pb2_grpc
 from juki_services.identity.numbers import IndividualNumbers
+from jukilib import caller
 from jukilib.domain import codes
 from jukilib.errors import NotFound, Violations
-from jukilib.register.api import RegisterApi
+from jukilib.register.api import RegisterApi, follows_former
 from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods
 
 CONTRACT = RegisterContract(
@@ -47,7 +48,8 @@ class IdentityServicer(MunicipalityReportMethods, RegisterMethods, identity_pb2_
         violations = Violations()
         violations.extend("individual_number", codes.individual_number_problems(request.individual_number))
         violations.raise_if_any()
-        person_id = await self._numbers.person_of(request.individual_number)
+        person_id = await self._numbers.person_of(request.individual_number,
+                                                  follows_former(caller.current_or_none()))
         if person_id is None:
             raise NotFound("no person with this individual number in the file", "PERSON_NOT_FOUND")
         return cast(pb.Resident, await self._api.get_by_person_id(person_id))

@@ -1,5 +1,6 @@
-"""The batch lookup through the real gateway: answers in request order with former codes found and an
-unknown code answered NOT_FOUND in its own result, every resident cut down to the purpose's mask, one
+"""The batch lookup through the real gateway: answers in request order, an unknown code and a former code
+answered NOT_FOUND in their own results (住基法 30-4: a former 住民票コード leads to nobody for a provision
+purpose), no internal person id given to the organ, every resident cut down to the purpose's mask, one
 operation-log row naming every resident code touched, volume caps counting records (not calls), the
 30-44-6 limits of the annex file applied to every resident of a batch, and bad requests refused naming
 the field."""
@@ -94,20 +95,21 @@ def _batch(*codes: str) -> identity_pb2.BatchLookupResidentsRequest:
     return identity_pb2.BatchLookupResidentsRequest(resident_codes=list(codes))
 
 
-async def test_answers_come_in_request_order_with_former_codes_and_unknown_codes_answered_not_found(
+async def test_answers_come_in_request_order_and_former_or_unknown_codes_are_answered_not_found(
         suite: RunningSuite, residents: Residents) -> None:
     first, changed = residents.first, residents.changed
     answer, _ = await _call(suite, "kyoiku-iinkai", BATCH, _batch(
         residents.new_code, first.resident_code, UNKNOWN, changed.resident_code), SCHOLARSHIP)
 
-    assert [r.WhichOneof("result") for r in answer.results] == ["resident", "resident", "error", "resident"]
-    assert [r.resident.record.full_name for r in answer.results] == [
-        changed.full_name, first.full_name, "", changed.full_name]
-    assert answer.results[3].resident.record.resident_code == residents.new_code  # the former code finds the person
-    assert answer.results[0].resident.name == answer.results[3].resident.name
-    error = answer.results[2].error
-    info = error_details_pb2.ErrorInfo()
-    assert error.code == code_pb2.NOT_FOUND and error.details[0].Unpack(info) and info.reason == "PERSON_NOT_FOUND"
+    # 住基法 30-4 / 30-15: the former code of a person leads an organ to nobody, as an unknown code.
+    assert [r.WhichOneof("result") for r in answer.results] == ["resident", "resident", "error", "error"]
+    assert [r.resident.record.full_name for r in answer.results] == [changed.full_name, first.full_name, "", ""]
+    for error in (answer.results[2].error, answer.results[3].error):
+        info = error_details_pb2.ErrorInfo()
+        assert error.code == code_pb2.NOT_FOUND and error.details[0].Unpack(info) and info.reason == "PERSON_NOT_FOUND"
+    # The register's internal id would outlive every change of identifier: an organ never receives it.
+    assert [r.resident.name for r in answer.results[:2]] == ["", ""]
+    assert b"residents/" not in answer.SerializeToString()
 
 
 async def test_every_resident_of_a_batch_is_cut_down_to_the_purpose_mask(
@@ -135,9 +137,8 @@ async def test_one_log_row_names_every_resident_code_the_batch_touched(
     row = rows[0]
     assert (row["method"], row["purpose"], row["decision"], row["status"]) == (
         "/juki.identity.v1.IdentityService/BatchLookupResidents", SCHOLARSHIP, 1, "OK")
-    # Asked (the unknown code and the former one included) and answered (the person's current code).
-    assert row["resident_codes"] == sorted({first.resident_code, changed.resident_code, UNKNOWN,
-                                            residents.new_code})
+    # Asked (the unknown code and the former one included); answered: only the code held now.
+    assert row["resident_codes"] == sorted({first.resident_code, changed.resident_code, UNKNOWN})
     assert "record.individual_number" not in row["disclosed_fields"]
     assert "record.full_name" in row["disclosed_fields"]
 
@@ -237,9 +238,9 @@ async def test_concurrent_single_lookups_are_each_answered_minimised_and_logged_
         (row,) = await _log_rows(suite, request_id)
         assert (row["method"], row["purpose"], row["decision"]) == (
             "/juki.identity.v1.IdentityService/LookupResident", SCHOLARSHIP, 1)
-        if code == UNKNOWN:
+        if code in (UNKNOWN, changed.resident_code):  # unknown, or a former code: nobody for a provision
             assert answer.code() == grpc.StatusCode.NOT_FOUND and _reason(answer) == "PERSON_NOT_FOUND"
-            assert (row["status"], row["resident_codes"]) == ("NOT_FOUND", [UNKNOWN])
+            assert (row["status"], row["resident_codes"]) == ("NOT_FOUND", [code])
             continue
         person = first if code == first.resident_code else changed
         assert answer.record.full_name == person.full_name and answer.record.individual_number == ""

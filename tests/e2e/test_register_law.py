@@ -5,6 +5,8 @@ through the gateway with mTLS, as a municipality's CS meets them (issue 17).
   本籍地), and corrects or removes only a person whose record it holds; a move is the old municipality's
   消除 and the new one's 記載.
 - 番号法 7 ②: one 個人番号, one person; it changes only by its change reasons.
+- 住基法 30-4, 番号法 7 ②: a former identifier leads a provision purpose to nobody, and organs never receive
+  the register's internal person id.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from juki.annex.v1 import annex_pb2_grpc
-from juki.identity.v1 import identity_pb2_grpc
+from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2 as rpb
 from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.channels import secure_channel
@@ -144,3 +146,27 @@ async def test_an_individual_number_changes_only_under_its_reasons(suite: Runnin
     requested = _identity(renumbered, "law-change-3", 3, kind=rpb.CHANGE_KIND_MODIFY,
                           reason=rpb.CHANGE_REASON_INDIVIDUAL_NUMBER_CHANGE_REQUEST)
     assert (await _notify(suite, MAEBASHI, requested)).resident_version.version == 2
+
+
+async def _by_number(suite: RunningSuite, number: str) -> Any:
+    async with secure_channel(suite.gateway, suite.client_tls("kikaku-bu")) as channel:
+        return await identity_pb2_grpc.IdentityServiceStub(channel).LookupResidentByIndividualNumber(
+            identity_pb2.LookupResidentByIndividualNumberRequest(individual_number=number),
+            metadata=purpose_metadata("TAX-NUMBER-30-15-1-2", credential=suite.credential("kikaku-bu"),
+                                      request_id=str(uuid.uuid4())), timeout=10)
+
+
+async def test_a_former_individual_number_leads_an_organ_to_nobody(suite: RunningSuite) -> None:
+    # 番号法 7 ②: after a change of 個人番号 the old number links to the person only where the affair needs
+    # it (the resident's own disclosure case, audit, the holding municipality), never for a provision.
+    resident = _resident(13)
+    await _notify(suite, MAEBASHI, _identity(resident, "law-former-1", 1))
+    found = await _by_number(suite, resident.individual_number)
+    assert found.record.full_name == resident.full_name and found.name == ""  # no internal id for an organ
+    renumbered = dataclasses.replace(resident, individual_number=_resident(14).individual_number)
+    await _notify(suite, MAEBASHI, _identity(renumbered, "law-former-2", 2, kind=rpb.CHANGE_KIND_MODIFY,
+                                             reason=rpb.CHANGE_REASON_INDIVIDUAL_NUMBER_CHANGE_REQUEST))
+    with pytest.raises(grpc.aio.AioRpcError) as former:
+        await _by_number(suite, resident.individual_number)
+    assert former.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (await _by_number(suite, renumbered.individual_number)).record.full_name == resident.full_name

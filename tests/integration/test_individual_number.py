@@ -218,3 +218,26 @@ def test_the_field_mask_travels_to_backends_in_metadata() -> None:
     assert masked.may_receive("record.full_name") and not masked.may_receive("record.individual_number")
     assert caller.Caller(organization="o", fields=("record",)).may_receive("record.individual_number")
     assert not caller.Caller(organization="o", fields=("rec",)).may_receive("record.individual_number")
+
+
+async def test_numbers_recorded_before_the_rule_are_held_by_their_persons_after_the_migration(
+        identity: tuple[RegisterApi, Database, str, Path]) -> None:
+    # 番号法 7 ②: what the file held before `person_key` existed is held there after migration 0103.
+    api, _, owner_url, _ = identity
+    person, impostor = new_person(), new_person()
+    await apply(api, IDENTITY.request(person, "before-1"))
+    connection = await asyncpg.connect(owner_url)
+    try:
+        await connection.execute("DELETE FROM person_key")  # as a file recorded before the rule
+        sql = (Path(__file__).parents[2] / "services/identity/migrations/0103_person_key_from_numbers.sql").read_text()
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+    moved = dataclasses.replace(person, address="群馬県前橋市大手町2丁目2番2号")
+    corrected = await apply(api, IDENTITY.request(moved, "before-2", kind=rpb.CHANGE_KIND_MODIFY,
+                                                  reason=rpb.CHANGE_REASON_ADDRESS_CHANGE_WITHIN_MUNICIPALITY))
+    assert corrected.version == 2  # the same number: no change of number, accepted
+    impostor.number = person.number
+    with pytest.raises(FailedPrecondition) as refused:
+        await apply(api, IDENTITY.request(impostor, "before-3"))
+    assert refused.value.reason == "INDIVIDUAL_NUMBER_IN_USE"

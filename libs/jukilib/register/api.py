@@ -97,6 +97,12 @@ def _wanted_for(mask: tuple[str, ...]) -> Wanted:
     return Wanted(frozenset(fields), None if whole_record else frozenset(record))
 
 
+def follows_former(who: caller.Caller | None) -> bool:
+    """Whether a former 住民票コード or 個人番号 finds the person for this caller: only for the purposes whose
+    affairs need the link (the gateway says so, `Caller.follows_former`), and inside the service."""
+    return who is None or who.follows_former
+
+
 def _change_fields(change: Change) -> dict[str, Any]:
     """ChangeInfo as constructor arguments."""
     event = change.event_date
@@ -269,7 +275,7 @@ class RegisterApi:
         violations.raise_if_any()
         found = await self.engine.lookup(request.resident_code, as_of,
                                           by_receipt=request.as_of_basis == pb.AS_OF_BASIS_RECEIPT,
-                                          reveal=self._reveals(who))
+                                          reveal=self._reveals(who), follow_former=follows_former(who))
         return self.resource_message(found, self.wanted(who))
 
     async def batch_lookup(self, resident_codes: Sequence[str], who: caller.Caller | None = None
@@ -287,7 +293,8 @@ class RegisterApi:
                 if not _RESIDENT_CODE.fullmatch(code):
                     violations.resident_code(f"resident_codes[{index}]", code, CheckDigitMode.OFF)
         violations.raise_if_any()
-        return await self.engine.lookup_many(resident_codes, reveal=self._reveals(who))
+        return await self.engine.lookup_many(resident_codes, reveal=self._reveals(who),
+                                             follow_former=follows_former(who))
 
     async def search(self, query: Any, who: caller.Caller | None = None
                      ) -> tuple[list[tuple[message.Message, tuple[str, ...]]], bool]:

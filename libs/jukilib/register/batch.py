@@ -55,9 +55,12 @@ Item = tuple[int, Notification]
 VersionKey = tuple[uuid.UUID, int]
 # Retried as a whole: a concurrent first notification for the same person or the same repeat
 # notification loses the race on a unique key, and on retry finds the winner's rows.
-RETRY_ON = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError)
+RETRY_ON = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError,
+            # A connection asyncpg found in a state it cannot use (seen when the pool was exhausted and jobs
+            # holding connections were cancelled): the batch is run again on another connection.
+            asyncpg.InternalClientError)
 _UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError)
+                asyncpg.OperatorInterventionError, asyncpg.InsufficientResourcesError, asyncpg.InternalClientError)
 
 
 class Batches:
@@ -178,7 +181,7 @@ class Batches:
     async def _write(self, connection: asyncpg.Connection, decisions: list[Decision]) -> dict[VersionKey, datetime]:
         if not decisions:
             return {}
-        kept = self.hooks.rows([rows.Kept(d.person_id, d.version, d.notification.secret)
+        kept = self.hooks.rows([rows.Kept(d.person_id, d.version, d.notification.secret, d.notification.unique_keys)
                                 for d in decisions if d.notification.secret])
         return await store.write(connection, rows.build(decisions, self.register, kept), _trace_parent())
 

@@ -10,7 +10,10 @@ from typing import Any, TypeVar
 from jukilib.config import CommonConfig, ConfigError, Env, load_common
 from jukilib.retry import RetryPolicy
 
-RELAY_RETRY = RetryPolicy(attempts=12, base_delay=0.5, max_delay=60.0)
+RELAY_JITTER = 1.0
+"""Full jitter: a change the agency refused waits anywhere up to its ceiling, so that after an outage the
+backlog comes back spread out, and most of it soon (half jitter made the mean wait half again longer)."""
+RELAY_RETRY = RetryPolicy(attempts=12, base_delay=0.5, max_delay=60.0, jitter=RELAY_JITTER)
 MAX_AGENCY_BATCH = 1000
 """Changes the agency takes in one batch call."""
 
@@ -61,7 +64,7 @@ def load_relay(env: Env) -> RelayConfig:
         workers=env.integer("JUKI_RELAY_WORKERS", RelayConfig.workers, minimum=0),
         batch_size=min(env.integer("JUKI_RELAY_BATCH_SIZE", RelayConfig.batch_size, minimum=1), MAX_AGENCY_BATCH),
         retry=RetryPolicy(attempts=env.integer("JUKI_RELAY_MAX_ATTEMPTS", 12, minimum=1),
-                          base_delay=base_delay, max_delay=max_delay),
+                          base_delay=base_delay, max_delay=max_delay, jitter=RELAY_JITTER),
         lease=env.seconds("JUKI_RELAY_LEASE_SECONDS", RelayConfig.lease),
     )
 

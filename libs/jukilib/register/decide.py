@@ -125,6 +125,8 @@ def check_unique_keys(notification: Notification, person: Person | None, rule: U
     not looked up, as long as no key is claimed twice). Returns the keys the notification claims."""
     if rule is None:
         return ()
+    if person is None and owners is None:
+        return notification.unique_keys  # a new person's keys, as long as nobody claimed them first
     holder = None if person is None else person.id
     if owners is not None and any(owners.get(key, holder) != holder for key in notification.unique_keys):
         raise FailedPrecondition(f"the {rule.label} belongs to another person", f"{rule.name}_IN_USE")

@@ -101,15 +101,16 @@ class RegisterEngine:
             return await self._revealed(connection, found, reveal)
 
     async def lookup(self, resident_code: str, as_of: dt.date | None = None, by_receipt: bool = False, *,
-                     reveal: bool = True) -> CurrentRecord:
-        """By current or former 住民票コード; with `as_of`, the record as it stood on that date."""
+                     reveal: bool = True, follow_former: bool = True) -> CurrentRecord:
+        """By current 住民票コード, or former one with `follow_former`; with `as_of`, the record as it stood
+        on that date."""
         if as_of is None:
-            (found,) = await self.lookup_many([resident_code], reveal=reveal)
+            (found,) = await self.lookup_many([resident_code], reveal=reveal, follow_former=follow_former)
             if found is None:
                 raise NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND")
             return found
         async with self.database.connection() as connection:
-            person_id = await store.person_of_code(connection, resident_code)
+            person_id = await store.person_of_code(connection, resident_code, follow_former)
             found = await store.current_by_id(connection, person_id) if person_id else None
             if found is None:
                 raise NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND")
@@ -118,12 +119,14 @@ class RegisterEngine:
                 raise NotFound("the person was not in the file on that date", "NOT_IN_FILE_ON_DATE")
             return await self._revealed(connection, CurrentRecord(found.person_id, version, version.created_at), reveal)
 
-    async def lookup_many(self, resident_codes: Sequence[str], *, reveal: bool = True) -> list[CurrentRecord | None]:
-        """The current record of each code's person (by current or former 住民票コード), in the order of
-        `resident_codes`, None where nobody has or had the code: one statement for all the codes and one
-        for what the hooks keep apart (`reveal`, e.g. every 個人番号 decrypted in one go)."""
+    async def lookup_many(self, resident_codes: Sequence[str], *, reveal: bool = True, follow_former: bool = True,
+                          ) -> list[CurrentRecord | None]:
+        """The current record of each code's person (by current 住民票コード, or former one with
+        `follow_former`), in the order of `resident_codes`, None where nobody has (or had) the code: one
+        statement for all the codes and one for what the hooks keep apart (`reveal`, e.g. every 個人番号
+        decrypted in one go)."""
         async with self.database.connection() as connection:
-            found = await store.current_by_codes(connection, list(dict.fromkeys(resident_codes)))
+            found = await store.current_by_codes(connection, list(dict.fromkeys(resident_codes)), follow_former)
             persons = list({record.person_id: record for record in found.values()}.values())
             revealed = await self._reveal(connection, [person.current for person in persons], reveal)
         complete = {person.person_id: CurrentRecord(person.person_id, version, person.updated_at)

@@ -28,6 +28,8 @@ class Kept(NamedTuple):
     person_id: uuid.UUID
     version: int
     secret: Any
+    keys: tuple[bytes, ...] = ()
+    """The version's unique keys (`Notification.unique_keys`), already derived from `secret`."""
 
 
 class TableRows(NamedTuple):
@@ -80,44 +82,55 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
     """The rows of `decisions` (in decision order); `kept` is what the hooks made of them. `dumps` writes a
     record as JSON (the initial load's keeps to the standard library's output where orjson differs)."""
     rows = Rows(kept=[table for table in kept if table.records])
-    # Each record as JSON once (with orjson, as the pool's jsonb encoder), for its version and for the
-    # person when it becomes current. PostgreSQL parses it into jsonb, so only the values matter.
-    records = [dumps(decision.notification.record) for decision in decisions]
-    current: dict[uuid.UUID, tuple[Decision, str]] = {}
+    versions, outbox_rows = rows.versions, rows.outbox
+    current: dict[uuid.UUID, PersonRow] = {}
+    """Per person, the decision of the batch that made the current record (the last one that did)."""
     last: dict[uuid.UUID, int] = {}
-    new: set[uuid.UUID] = set()
-    corrections: dict[tuple[uuid.UUID, str], int] = {}
-    keys_changed = {decision.person_id for decision in decisions if decision.keys_changed}
-    for decision, record_json in zip(decisions, records, strict=True):
+    claims: list[Decision] = []
+    corrections: dict[tuple[str, uuid.UUID], int] = {}
+    for decision in decisions:
+        # Each record as JSON once (with orjson, as the pool's jsonb encoder), for its version and for the
+        # person when it becomes current. PostgreSQL parses it into jsonb, so only the values matter.
+        record_json = dumps(decision.notification.record)
         person_id, version = decision.person_id, decision.version
-        rows.versions.append(VersionRow(decision, record_json))
+        versions.append(VersionRow(decision, record_json))
         if outbox:
-            rows.outbox.append((person_id, version, f"{register}/{person_id}/{version}"))
+            outbox_rows.append((person_id, version, f"{register}/{person_id}/{version}"))
         if decision.former_code is not None:
             rows.former_codes.append((decision.former_code, person_id))
-        if decision.new_person:
-            new.add(person_id)
         if decision.becomes_current:
-            current[person_id] = (decision, record_json)
+            current[person_id] = PersonRow(decision, version, record_json)
         last[person_id] = version
+        if decision.claimed_keys:
+            claims.append(decision)
         change = decision.notification.change
         if change.kind == ChangeKind.MODIFY:
             # 住基法 12-5: the addressed municipality's correcting notification resolves its open reports on
             # the person; the first one in decision order, as applying one by one would leave it.
-            corrections.setdefault((person_id, change.municipality_code), version)
-    for person_id, version in last.items():
-        if person_id in current:
-            decision, record_json = current[person_id]
-            target = rows.new_persons if person_id in new else rows.advanced_persons
-            target.append(PersonRow(decision, version, record_json))
-            if person_id in keys_changed:
-                rows.current_keys.extend((person_id, key) for key in decision.notification.unique_keys or (b"",))
-        else:
-            rows.late_only.append((person_id, version))
-    for decision in decisions:
-        now_current = current.get(decision.person_id)
-        keys = now_current[0].notification.unique_keys if now_current else ()
+            corrections.setdefault((change.municipality_code, person_id), version)
+    _persons(rows, decisions, current, last)
+    for decision in claims:
+        final = current.get(decision.person_id)
+        keys = final.decision.notification.unique_keys if final else ()
         rows.claimed_keys.extend((key, decision.person_id, key in keys) for key in decision.claimed_keys)
     rows.resolved_reports = [(person, municipality, version)
-                             for (person, municipality), version in corrections.items()]
+                             for (municipality, person), version in corrections.items()]
     return rows
+
+
+def _persons(rows: Rows, decisions: Sequence[Decision], current: dict[uuid.UUID, PersonRow],
+             last: dict[uuid.UUID, int]) -> None:
+    """Person rows: the current record of new and advanced persons (with their last version), the last
+    version of persons with late versions only, and the keys of current records that changed."""
+    new = {decision.person_id for decision in decisions if decision.new_person}
+    keys_changed = {decision.person_id for decision in decisions if decision.keys_changed}
+    for person_id, version in last.items():
+        row = current.get(person_id)
+        if row is None:
+            rows.late_only.append((person_id, version))
+            continue
+        if row.last_version != version:
+            row = row._replace(last_version=version)
+        (rows.new_persons if person_id in new else rows.advanced_persons).append(row)
+        if person_id in keys_changed:
+            rows.current_keys.extend((person_id, key) for key in row.decision.notification.unique_keys or (b"",))

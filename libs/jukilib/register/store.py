@@ -53,13 +53,15 @@ def version_from_row(row: asyncpg.Record) -> StoredVersion:
 
 # --- reads -----------------------------------------------------------------------------------------
 
-async def person_of_code(connection: asyncpg.Connection, resident_code: str) -> uuid.UUID | None:
-    """The person who has, or had, this 住民票コード."""
+async def person_of_code(connection: asyncpg.Connection, resident_code: str, follow_former: bool = True,
+                         ) -> uuid.UUID | None:
+    """The person who has (or, with `follow_former`, had) this 住民票コード."""
     found: uuid.UUID | None = await connection.fetchval(
         """SELECT id FROM (SELECT id, 0 AS rank FROM person WHERE resident_code = $1
-                           UNION ALL SELECT person_id, 1 FROM resident_code_history WHERE resident_code = $1) AS owner
+                           UNION ALL SELECT person_id, 1 FROM resident_code_history
+                                     WHERE resident_code = $1 AND $2) AS owner
            ORDER BY rank LIMIT 1""",
-        resident_code,
+        resident_code, follow_former,
     )
     return found
 
@@ -87,7 +89,8 @@ async def current_by_ids(connection: asyncpg.Connection, person_ids: list[uuid.U
     return [current_from_row(found[pid]) for pid in person_ids if pid in found]
 
 
-async def current_by_codes(connection: asyncpg.Connection, resident_codes: list[str]) -> dict[str, CurrentRecord]:
+async def current_by_codes(connection: asyncpg.Connection, resident_codes: list[str], follow_former: bool = True,
+                           ) -> dict[str, CurrentRecord]:
     """The current record of whoever has, or had, each of these 住民票コード (a code held now wins over the
     same code kept as another person's former one); codes nobody had are absent. One statement for the
     codes held now; a second, for former codes, only when some code was not found by the first."""
@@ -95,7 +98,7 @@ async def current_by_codes(connection: asyncpg.Connection, resident_codes: list[
         f"SELECT {_CURRENT_COLUMNS}, p.resident_code AS requested_code FROM {_CURRENT} "
         "WHERE p.resident_code = ANY($1::text[])", resident_codes)
     found = {row["requested_code"]: current_from_row(row) for row in rows}
-    if len(found) < len(resident_codes):
+    if follow_former and len(found) < len(resident_codes):
         former = await connection.fetch(
             f"""SELECT {_CURRENT_COLUMNS}, h.resident_code AS requested_code
                 FROM resident_code_history h JOIN {_CURRENT} ON p.id = h.person_id
@@ -355,12 +358,14 @@ class KeyClaimLost(Exception):
 async def _write_keys(connection: asyncpg.Connection, claimed: list[tuple[bytes, uuid.UUID, bool]],
                       current: list[tuple[uuid.UUID, bytes]]) -> None:
     if claimed:
-        inserted = await connection.fetch(
-            """INSERT INTO person_key (key, person_id, current)
-               SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::boolean[]) ON CONFLICT (key) DO NOTHING
-               RETURNING key""",
+        inserted = await connection.fetchval(
+            """WITH claimed AS (
+                   INSERT INTO person_key (key, person_id, current)
+                   SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::boolean[]) ON CONFLICT (key) DO NOTHING
+                   RETURNING 1)
+               SELECT count(*) FROM claimed""",
             [key for key, _, _ in claimed], [person for _, person, _ in claimed], [now for _, _, now in claimed])
-        if len(inserted) < len(claimed):
+        if inserted < len(claimed):
             raise KeyClaimLost
     if current:
         persons, keys = sorted({person for person, _ in current}), [key for _, key in current]

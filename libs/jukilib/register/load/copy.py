@@ -4,8 +4,9 @@ encoded in the worker processes (`encode`), written by the main process (`write`
 Every decision of a load records a new person (version 1, current). Each person is COPYed once into an
 unlogged staging table and spread from there into `person` and `person_version` with INSERT … SELECT, so
 the record's JSON is parsed once although two tables hold it; the values a load gives every version
-alike (state, version, kind, notification and receipt time, digest) are checked alike and written as
-parameters of those statements. Outbox rows and the hooks' rows are COPYed directly.
+alike (state, version, kind, notification and receipt time, digest) are written once, as
+parameters of those statements (they are alike by construction: the worker decides every row with the
+load's time and digest). Outbox rows, unique keys and the hooks' rows are COPYed directly.
 """
 
 from __future__ import annotations
@@ -65,14 +66,13 @@ def encode(rows: Rows) -> Encoded:
     """COPY text of the rows of a load's decisions (every one a new person's first version)."""
     if len(rows.versions) != len(rows.new_persons) or rows.advanced_persons or rows.late_only:
         raise ValueError("a load records new persons only")
-    first = rows.new_persons[0].decision if rows.new_persons else None
-    uniform = None if first is None else _uniform_of(first)
+    # What a load gives every version alike, from its first: the worker decides every row with the load's
+    # time and digest as a 記載 of a new person (`jukilib.register.load.workers`).
+    uniform = _uniform_of(rows.new_persons[0].decision) if rows.new_persons else None
     lines: list[str] = []
-    for decision, last_version, record_json in rows.new_persons:
+    for decision, _, record_json in rows.new_persons:
         notification = decision.notification
         change, keys = notification.change, notification.search
-        if last_version != decision.version or _uniform_of(decision) != uniform:
-            raise ValueError("the versions of a load differ in what a load gives all alike")
         kana = keys.kana_key
         lines.append(
             f"{decision.person_id}\t{notification.resident_code}\t{change.event_date.isoformat()}\t"

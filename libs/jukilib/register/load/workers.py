@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from jukilib import bulkjson
 from jukilib.collector import collect_young_rarely
@@ -95,7 +95,9 @@ class ChunkPreparer:
     def prepare(self, task: Task) -> Prepared:
         started = time.process_time()
         result = Prepared(task.index)
-        persons: list[_Person] = []
+        notifications: list[Notification] = []
+        prepare, unique_keys, key_of = self._hooks.prepare, self._hooks.unique_keys, self._search_key
+        load_time, municipality_field = self._load_time, self._binding.municipality_field
         for line, record, stored, meta, problems in self._reader.rows(task.chunk, task.exclude):
             result.rows += 1
             event_date, reason, change_problems = self._changes.check(meta)
@@ -114,20 +116,23 @@ class ChunkPreparer:
                 result.problems.extend(RowProblem(line, name, what) for name, what in problems)
                 del result.problems[self._options.max_problems:]
                 continue
-            municipality = getattr(record, self._binding.municipality_field)
+            municipality = getattr(record, municipality_field)
             result.lines.append(line)
             result.resident_codes.append(record.resident_code)
             result.receipts.append((municipality, str(notification_id)))
-            engine_record, secret = self._hooks.prepare(stored)
-            keys = self._hooks.unique_keys(secret)
+            engine_record, secret = prepare(stored)
+            keys = unique_keys(secret)
             result.unique_keys.append(keys)
             if not task.check_only:
-                persons.append(_Person(record, stored, engine_record, secret, keys, event_date, reason,
-                                       str(notification_id)))
+                # The 記載 the row stands for, notified by the record's municipality at the load's time.
+                change = Change(ChangeKind.RECORD, reason, event_date, load_time, load_time, municipality,
+                                str(notification_id))
+                notifications.append(Notification(change, record.resident_code, engine_record, LOAD_DIGEST,
+                                                  self._api.search_keys(stored, key_of), None, secret, keys))
         result.code_warnings = len(self._violations.warnings)
         self._violations.warnings.clear()
-        if persons:
-            result.encoded, result.secrets_kept = self._encode(persons)
+        if notifications:
+            result.encoded, result.secrets_kept = self._encode(notifications)
         result.cpu_seconds = time.process_time() - started
         return result
 
@@ -139,37 +144,17 @@ class ChunkPreparer:
         self._binding.validate_record(record, violations, self._api.municipalities, municipality)
         return [(item.field.removeprefix("record."), item.description) for item in violations.items]
 
-    def _encode(self, persons: list[_Person]) -> tuple[copy.Encoded, int]:
-        """The persons decided as a 記載 each (what the RPC path decides for a person not in the file), as
-        rows for COPY; with how many had something kept apart by the hooks."""
-        search_keys, key_of, rule = self._api.search_keys, self._search_key, self._hooks.unique_key
-        load_time, municipality_field = self._load_time, self._binding.municipality_field
-        decisions = []
-        kept = []
-        for person_id, person in zip(new_ids(len(persons)), persons, strict=True):
-            change = Change(ChangeKind.RECORD, person.reason, person.event_date, load_time, load_time,
-                            getattr(person.record, municipality_field), person.notification_id)
-            notification = Notification(change, person.record.resident_code, person.engine_record, LOAD_DIGEST,
-                                        search_keys(person.stored, key_of), None, person.secret, person.keys)
-            decisions.append(decide(notification, None, NEW_PERSON, person_id, rule=rule))
-            if person.secret:
-                kept.append(rows.Kept(person_id, 1, person.secret))
+    def _encode(self, notifications: list[Notification]) -> tuple[copy.Encoded, int]:
+        """The notifications decided as what they are, a 記載 each of a person not in the file (as the RPC
+        path decides them), as rows for COPY; with how many had something kept apart by the hooks."""
+        rule = self._hooks.unique_key
+        decisions = [decide(notification, None, NEW_PERSON, person_id, rule=rule)
+                     for person_id, notification in zip(new_ids(len(notifications)), notifications, strict=True)]
+        kept = [rows.Kept(d.person_id, 1, d.notification.secret, d.notification.unique_keys)
+                for d in decisions if d.notification.secret]
         built = rows.build(decisions, self.register, self._hooks.rows(kept) if kept else [],
                            outbox=self._options.forward, dumps=bulkjson.dumps)
         return copy.encode(built), len(kept)
-
-
-class _Person(NamedTuple):
-    """A checked row, ready to decide."""
-
-    record: Any
-    stored: dict[str, Any]
-    engine_record: dict[str, Any]
-    secret: Any
-    keys: tuple[bytes, ...]
-    event_date: dt.date
-    reason: int
-    notification_id: str
 
 
 def new_ids(count: int) -> list[uuid.UUID]:
