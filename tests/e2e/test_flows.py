@@ -275,7 +275,14 @@ async def test_every_call_leaves_exactly_one_log_row_written_before_the_answer(s
     assert row["resident_codes"] == [resident.resident_code]
     assert len(row["trace_id"]) == 32 and row["legal_basis"] == "住基法30-15②(2) 条例"
     assert "record.individual_number" not in row["disclosed_fields"]
-    assert row["disclosed_versions"] == [f"{found.name}/versions/{found.version}"]  # the exact version provided
+    # The exact version provided, which the auditor sees; the organ itself never gets the internal id.
+    assert found.name == ""
+    connection = await asyncpg.connect(suite.database_url("identity"))
+    try:
+        person_id = await connection.fetchval("SELECT id FROM person WHERE resident_code = $1", resident.resident_code)
+    finally:
+        await connection.close()
+    assert row["disclosed_versions"] == [f"residents/{person_id}/versions/{found.version}"]
     listed, _ = await _call(suite, "auditor", "oplog.ListOperationLogEntries",
                             operation_log_pb2.ListOperationLogEntriesRequest(resident_code=resident.resident_code),
                             "AUDIT-OPERATION-LOG")

@@ -107,7 +107,8 @@ class Faults:
 
     async def kill_relay_recording(self) -> int:
         """As superuser: hold the changes out for delivery until the relay, back from the agency, waits to
-        record them on its connection; then terminate that connection (and every other of the register's)."""
+        record their outcome on its connection; then terminate that connection (and every other of the
+        register's)."""
         url = urlparse(self._admin_url)._replace(path=f"/{self._database}").geturl()
         connection = await asyncpg.connect(url)
         try:
@@ -119,9 +120,12 @@ class Faults:
 
                 async def relay_waits() -> bool:
                     await connection.execute("SELECT pg_stat_clear_snapshot()")  # a fresh view in this transaction
+                    # Recording the outcome: delivered, or failed when the agency still refuses after step 2
+                    # (how many of its failing calls are left depends on the relay's jittered backoff).
                     return bool(await connection.fetchval(
                         """SELECT count(*) FROM pg_stat_activity WHERE usename = 'juki_identity' AND datname = $1
-                           AND wait_event_type = 'Lock' AND query LIKE '%state = ''delivered''%'""", self._database))
+                           AND wait_event_type = 'Lock' AND query ~ 'UPDATE outbox (o )?SET (state|attempts)'""",
+                        self._database))
 
                 await eventually(relay_waits, timeout=10, interval=0.02)
                 return await self.terminate_backends(connection)

@@ -32,7 +32,7 @@ OTHER_FORMS = {
 
 
 def _api(found: list[CurrentRecord | None]) -> RegisterApi:
-    async def lookup_many(codes: Any, *, reveal: bool) -> list[CurrentRecord | None]:
+    async def lookup_many(codes: Any, *, reveal: bool, follow_former: bool) -> list[CurrentRecord | None]:
         return found
 
     engine: Any = SimpleNamespace(database=None, lookup_many=lookup_many,
