@@ -22,7 +22,7 @@ from jukilib.register.rows import Kept, TableRows
 
 FIELD = "individual_number"
 COLUMNS = (("person_id", "uuid"), ("version", "bigint"), ("key_id", "text"), ("nonce", "bytea"),
-           ("ciphertext", "bytea"), ("lookup_hash", "bytea"))
+           ("ciphertext", "bytea"))
 
 
 def associated_data(person_id: uuid.UUID | str, version: int) -> bytes:
@@ -54,13 +54,13 @@ class IndividualNumbers(RegisterHooks):
 
     def rows(self, kept: Sequence[Kept]) -> list[TableRows]:
         """One `individual_number` row per version with a number: sealed with a fresh nonce under the active
-        key, the person and version as associated data, and the keyed hash that finds it."""
+        key, the person and version as associated data. Its keyed hash is the engine's (`unique_keys`,
+        kept in `person_key`)."""
         sealed = self._keyring.seal_all([(number, associated_data(person_id, version))
-                                         for person_id, version, number, _ in kept])
-        lookup_hash = self._keyring.lookup_hash
-        records: list[tuple[Any, ...]] = [
-            (person_id, version, key_id, nonce, ciphertext, keys[0] if keys else lookup_hash(number))
-            for (person_id, version, number, keys), (key_id, nonce, ciphertext) in zip(kept, sealed, strict=True)]
+                                         for person_id, version, number in kept])
+        records: list[tuple[Any, ...]] = [(person_id, version, key_id, nonce, ciphertext)
+                                          for (person_id, version, _), (key_id, nonce, ciphertext)
+                                          in zip(kept, sealed, strict=True)]
         return [TableRows("individual_number", COLUMNS, records)]
 
     def restore(self, record: Record, secret: Any) -> Record:
@@ -90,8 +90,7 @@ class IndividualNumbers(RegisterHooks):
         """The person who has this 個人番号 in their current record (or, with `follow_former`, ever had it)."""
         async with self._database.connection() as connection:
             found: uuid.UUID | None = await connection.fetchval(
-                """SELECT n.person_id FROM individual_number n JOIN person p ON p.id = n.person_id
-                   WHERE n.lookup_hash = $1 AND ($2 OR n.version = p.current_version) LIMIT 1""",
+                "SELECT person_id FROM person_key WHERE key = $1 AND ($2 OR current)",
                 self._keyring.lookup_hash(number), follow_former)
         return found
 

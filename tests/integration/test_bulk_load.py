@@ -186,7 +186,7 @@ async def test_jsonl_load_is_found_by_lookup_search_and_its_individual_number(id
         person_id = await identity.numbers.person_of(person.number)
         resource = await _lookup(identity, person.code)
         assert resource.name == f"residents/{person_id}"
-    sealed = await identity.fetch("SELECT ciphertext, lookup_hash FROM individual_number")
+    sealed = await identity.fetch("SELECT ciphertext FROM individual_number")
     assert len(sealed) == 3 and all(people[0].number.encode() not in bytes(row["ciphertext"]) for row in sealed)
 
     # What a 記載 stores besides: each version the receipt of its id, no outbox row (the agency holds the file).

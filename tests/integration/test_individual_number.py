@@ -117,8 +117,7 @@ async def test_one_number_given_to_two_persons_at_once_goes_to_one_of_them(
     refused = [o.reason for o in results if isinstance(o, FailedPrecondition)]
     assert len(accepted) == 1 and refused == ["INDIVIDUAL_NUMBER_IN_USE"] * 2
     async with database.connection() as connection:
-        owners = await connection.fetch("SELECT k.person_id FROM person_key k JOIN individual_number n"
-                                        " ON n.lookup_hash = k.key")
+        owners = await connection.fetch("SELECT person_id FROM person_key")
     assert {row["person_id"] for row in owners} == {accepted[0].person_id}
 
 
@@ -222,15 +221,20 @@ def test_the_field_mask_travels_to_backends_in_metadata() -> None:
 
 async def test_numbers_recorded_before_the_rule_are_held_by_their_persons_after_the_migration(
         identity: tuple[RegisterApi, Database, str, Path]) -> None:
-    # 番号法 7 ②: what the file held before `person_key` existed is held there after migration 0103.
-    api, _, owner_url, _ = identity
+    # 番号法 7 ②: what the file held before `person_key` existed is held there after migrations 0103-0104.
+    api, _, owner_url, keyring_path = identity
     person, impostor = new_person(), new_person()
     await apply(api, IDENTITY.request(person, "before-1"))
+    migrations = Path(__file__).parents[2] / "services/identity/migrations"
     connection = await asyncpg.connect(owner_url)
     try:
-        await connection.execute("DELETE FROM person_key")  # as a file recorded before the rule
-        sql = (Path(__file__).parents[2] / "services/identity/migrations/0103_person_key_from_numbers.sql").read_text()
-        await connection.execute(sql)
+        # The file as recorded before the rule: no person_key, the keyed hash beside each sealed number.
+        await connection.execute("DELETE FROM person_key")
+        await connection.execute("ALTER TABLE individual_number ADD COLUMN lookup_hash bytea")
+        await connection.execute("UPDATE individual_number SET lookup_hash = $1",
+                                 Keyring.load(keyring_path).lookup_hash(person.number))
+        for name in ("0103_person_key_from_numbers.sql", "0104_number_hash_in_person_key_only.sql"):
+            await connection.execute((migrations / name).read_text())
     finally:
         await connection.close()
     moved = dataclasses.replace(person, address="群馬県前橋市大手町2丁目2番2号")

@@ -28,7 +28,6 @@ does for single notifications, which of two notifications claiming the same ä½æ
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -41,7 +40,7 @@ from jukilib.errors import AlreadyExists, FailedPrecondition, JukiError, log_une
 from jukilib.register import rows, store
 from jukilib.register.decide import NEW_PERSON, Decision, Ledger, decide, needs_history, place
 from jukilib.register.hooks import RegisterHooks
-from jukilib.register.model import Notification, StoredVersion
+from jukilib.register.model import Notification, PersonId, StoredVersion
 from jukilib.retry import RetryPolicy, retry
 
 logger = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ BATCH_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.1)
 Outcome = StoredVersion | JukiError
 Item = tuple[int, Notification]
 """A notification with its position in the request."""
-VersionKey = tuple[uuid.UUID, int]
+VersionKey = tuple[PersonId, int]
 # Retried as a whole: a concurrent first notification for the same person or the same repeat
 # notification loses the race on a unique key, and on retry finds the winner's rows.
 RETRY_ON = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError,
@@ -181,7 +180,7 @@ class Batches:
     async def _write(self, connection: asyncpg.Connection, decisions: list[Decision]) -> dict[VersionKey, datetime]:
         if not decisions:
             return {}
-        kept = self.hooks.rows([rows.Kept(d.person_id, d.version, d.notification.secret, d.notification.unique_keys)
+        kept = self.hooks.rows([rows.Kept(d.person_id, d.version, d.notification.secret)
                                 for d in decisions if d.notification.secret])
         return await store.write(connection, rows.build(decisions, self.register, kept), _trace_parent())
 

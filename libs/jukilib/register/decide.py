@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from jukilib.errors import FailedPrecondition
-from jukilib.register.model import ChangeKind, Notification, OrderKey, RecordState, UniqueKey
+from jukilib.register.model import ChangeKind, Notification, OrderKey, PersonId, RecordState, UniqueKey
 
 
 @dataclass
 class Person:
     """A person as the decisions so far have left them."""
 
-    id: uuid.UUID
+    id: PersonId
     resident_code: str
     """The current 住民票コード."""
     last_version: int
@@ -68,7 +68,7 @@ class Decision(NamedTuple):
     """What one accepted notification does (a named tuple: a load makes millions)."""
 
     notification: Notification
-    person_id: uuid.UUID
+    person_id: PersonId
     version: int
     state: RecordState
     becomes_current: bool
@@ -119,7 +119,7 @@ def check_code_change(current_code: str, notification: Notification, *, becomes_
 
 
 def check_unique_keys(notification: Notification, person: Person | None, rule: UniqueKey | None,
-                      owners: Mapping[bytes, uuid.UUID] | None, *, becomes_current: bool) -> tuple[bytes, ...]:
+                      owners: Mapping[bytes, PersonId] | None, *, becomes_current: bool) -> tuple[bytes, ...]:
     """番号法 7 ②, 8: an identifier kept unique (the 個人番号) belongs to one person, and the current record's
     changes only under its change reasons. `owners`: who holds or held each key of the notification (None:
     not looked up, as long as no key is claimed twice). Returns the keys the notification claims."""
@@ -140,8 +140,8 @@ def check_unique_keys(notification: Notification, person: Person | None, rule: U
 
 
 def decide(notification: Notification, person: Person | None, neighbours: Neighbours,
-           new_id: uuid.UUID | None = None, *, rule: UniqueKey | None = None,
-           owners: Mapping[bytes, uuid.UUID] | None = None) -> Decision:
+           new_id: PersonId | None = None, *, rule: UniqueKey | None = None,
+           owners: Mapping[bytes, PersonId] | None = None) -> Decision:
     """What `notification` does to `person` (None: nobody has its 住民票コード), placed at `neighbours`;
     raises FailedPrecondition naming the rule that refuses it. `new_id` is the id of a new person; `rule`
     and `owners` the register's unique key and who holds the notification's keys (`check_unique_keys`)."""
@@ -198,13 +198,13 @@ class Ledger:
     """The persons a batch is about, as its decisions change them: who holds which 住民票コード, each
     person's newest version and what the batch decided. Starts from the stored persons (locked)."""
 
-    def __init__(self, persons: Iterable[Person], former_codes: Iterable[tuple[str, uuid.UUID]] = (),
-                 key_owners: dict[bytes, uuid.UUID] | None = None) -> None:
+    def __init__(self, persons: Iterable[Person], former_codes: Iterable[tuple[str, PersonId]] = (),
+                 key_owners: dict[bytes, PersonId] | None = None) -> None:
         self.key_owners = key_owners
         """Who holds or held each unique key the batch names (None: not looked up)."""
-        self.persons: dict[uuid.UUID, Person] = {}
-        self._current: dict[str, uuid.UUID] = {}
-        self._former: dict[str, uuid.UUID] = {}
+        self.persons: dict[PersonId, Person] = {}
+        self._current: dict[str, PersonId] = {}
+        self._former: dict[str, PersonId] = {}
         for person in persons:
             self.persons[person.id] = person
             self._current[person.resident_code] = person.id
@@ -213,7 +213,7 @@ class Ledger:
             if person_id in self.persons and self._current.get(code) != person_id:
                 self._former.setdefault(code, person_id)
 
-    def owner(self, resident_code: str) -> uuid.UUID | None:
+    def owner(self, resident_code: str) -> PersonId | None:
         """Who has, or had, this 住民票コード (a code held now wins over a former one)."""
         return self._current.get(resident_code) or self._former.get(resident_code)
 

@@ -7,11 +7,14 @@ import enum
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from juki.register.v1 import register_pb2
 
 Record = dict[str, Any]
+PersonId: TypeAlias = uuid.UUID | str
+"""A person's id: a UUID as PostgreSQL reads it back, or its canonical text where the initial load makes
+the ids of new persons (it only writes them, and text goes into COPY as it is)."""
 OrderKey = tuple[date, datetime, str, str]
 
 
@@ -93,7 +96,7 @@ class UniqueKey(NamedTuple):
 class StoredVersion(NamedTuple):
     """One version of a person as stored."""
 
-    person_id: uuid.UUID
+    person_id: PersonId
     version: int
     resident_code: str
     state: RecordState
@@ -105,7 +108,7 @@ class StoredVersion(NamedTuple):
 class CurrentRecord(NamedTuple):
     """A person with the version that is current (or that stood on an as-of date)."""
 
-    person_id: uuid.UUID
+    person_id: PersonId
     current: StoredVersion
     updated_at: datetime
 

@@ -11,7 +11,6 @@ resolves.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -19,17 +18,15 @@ from typing import Any, NamedTuple
 import orjson
 
 from jukilib.register.decide import Decision
-from jukilib.register.model import ChangeKind
+from jukilib.register.model import ChangeKind, PersonId
 
 
 class Kept(NamedTuple):
     """What the hooks kept apart from one version's record (`RegisterHooks.prepare`)."""
 
-    person_id: uuid.UUID
+    person_id: PersonId
     version: int
     secret: Any
-    keys: tuple[bytes, ...] = ()
-    """The version's unique keys (`Notification.unique_keys`), already derived from `secret`."""
 
 
 class TableRows(NamedTuple):
@@ -57,18 +54,18 @@ class VersionRow(NamedTuple):
 class Rows:
     new_persons: list[PersonRow] = field(default_factory=list)
     advanced_persons: list[PersonRow] = field(default_factory=list)
-    late_only: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    late_only: list[tuple[PersonId, int]] = field(default_factory=list)
     """Stored persons that got late versions only: (person id, last version); their current record stays."""
     versions: list[VersionRow] = field(default_factory=list)
-    outbox: list[tuple[uuid.UUID, int, str]] = field(default_factory=list)
+    outbox: list[tuple[PersonId, int, str]] = field(default_factory=list)
     """(person id, version, idempotency key) in decision order: the relay delivers a person's changes in it."""
-    former_codes: list[tuple[str, uuid.UUID]] = field(default_factory=list)
-    claimed_keys: list[tuple[bytes, uuid.UUID, bool]] = field(default_factory=list)
+    former_codes: list[tuple[str, PersonId]] = field(default_factory=list)
+    claimed_keys: list[tuple[bytes, PersonId, bool]] = field(default_factory=list)
     """(unique key, person id, whether it is a key of the person's current record) of keys nobody held."""
-    current_keys: list[tuple[uuid.UUID, bytes]] = field(default_factory=list)
+    current_keys: list[tuple[PersonId, bytes]] = field(default_factory=list)
     """(person id, key) of the current record's keys of stored persons whose current record advanced (a
     person with none is listed with an empty key, so that their former keys stop being current)."""
-    resolved_reports: list[tuple[uuid.UUID, str, int]] = field(default_factory=list)
+    resolved_reports: list[tuple[PersonId, str, int]] = field(default_factory=list)
     """(person id, municipality, version of the 修正) of 12-5 reports to resolve."""
     kept: list[TableRows] = field(default_factory=list)
 
@@ -83,11 +80,11 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
     record as JSON (the initial load's keeps to the standard library's output where orjson differs)."""
     rows = Rows(kept=[table for table in kept if table.records])
     versions, outbox_rows = rows.versions, rows.outbox
-    current: dict[uuid.UUID, PersonRow] = {}
+    current: dict[PersonId, PersonRow] = {}
     """Per person, the decision of the batch that made the current record (the last one that did)."""
-    last: dict[uuid.UUID, int] = {}
+    last: dict[PersonId, int] = {}
     claims: list[Decision] = []
-    corrections: dict[tuple[str, uuid.UUID], int] = {}
+    corrections: dict[tuple[str, PersonId], int] = {}
     for decision in decisions:
         # Each record as JSON once (with orjson, as the pool's jsonb encoder), for its version and for the
         # person when it becomes current. PostgreSQL parses it into jsonb, so only the values matter.
@@ -118,8 +115,8 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
     return rows
 
 
-def _persons(rows: Rows, decisions: Sequence[Decision], current: dict[uuid.UUID, PersonRow],
-             last: dict[uuid.UUID, int]) -> None:
+def _persons(rows: Rows, decisions: Sequence[Decision], current: dict[PersonId, PersonRow],
+             last: dict[PersonId, int]) -> None:
     """Person rows: the current record of new and advanced persons (with their last version), the last
     version of persons with late versions only, and the keys of current records that changed."""
     new = {decision.person_id for decision in decisions if decision.new_person}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from datetime import datetime
 
 import asyncpg
@@ -15,6 +14,7 @@ from jukilib.register.model import (
     ChangeKind,
     CurrentRecord,
     OrderKey,
+    PersonId,
     RecordState,
     SearchCriteria,
     SearchKeys,
@@ -54,9 +54,9 @@ def version_from_row(row: asyncpg.Record) -> StoredVersion:
 # --- reads -----------------------------------------------------------------------------------------
 
 async def person_of_code(connection: asyncpg.Connection, resident_code: str, follow_former: bool = True,
-                         ) -> uuid.UUID | None:
+                         ) -> PersonId | None:
     """The person who has (or, with `follow_former`, had) this 住民票コード."""
-    found: uuid.UUID | None = await connection.fetchval(
+    found: PersonId | None = await connection.fetchval(
         """SELECT id FROM (SELECT id, 0 AS rank FROM person WHERE resident_code = $1
                            UNION ALL SELECT person_id, 1 FROM resident_code_history
                                      WHERE resident_code = $1 AND $2) AS owner
@@ -77,12 +77,12 @@ def current_from_row(row: asyncpg.Record) -> CurrentRecord:
     return CurrentRecord(version.person_id, version, row[_VERSION_WIDTH])  # person_updated_at, just after
 
 
-async def current_by_id(connection: asyncpg.Connection, person_id: uuid.UUID) -> CurrentRecord | None:
+async def current_by_id(connection: asyncpg.Connection, person_id: PersonId) -> CurrentRecord | None:
     row = await connection.fetchrow(f"SELECT {_CURRENT_COLUMNS} FROM {_CURRENT} WHERE p.id = $1", person_id)
     return None if row is None else current_from_row(row)
 
 
-async def current_by_ids(connection: asyncpg.Connection, person_ids: list[uuid.UUID]) -> list[CurrentRecord]:
+async def current_by_ids(connection: asyncpg.Connection, person_ids: list[PersonId]) -> list[CurrentRecord]:
     rows = await connection.fetch(f"SELECT {_CURRENT_COLUMNS} FROM {_CURRENT} WHERE p.id = ANY($1::uuid[])",
                                   person_ids)
     found = {row["person_id"]: row for row in rows}
@@ -108,7 +108,7 @@ async def current_by_codes(connection: asyncpg.Connection, resident_codes: list[
     return found
 
 
-async def version_as_of(connection: asyncpg.Connection, person_id: uuid.UUID, day: dt.date,
+async def version_as_of(connection: asyncpg.Connection, person_id: PersonId, day: dt.date,
                         by_receipt: bool) -> StoredVersion | None:
     """The version that stood on `day`: by event date, or by what had been received (Japan time)."""
     condition = ("(v.receive_time AT TIME ZONE 'Asia/Tokyo')::date <= $2" if by_receipt
@@ -122,7 +122,7 @@ async def version_as_of(connection: asyncpg.Connection, person_id: uuid.UUID, da
 
 
 async def list_versions(
-    connection: asyncpg.Connection, person_id: uuid.UUID, offset: int, limit: int
+    connection: asyncpg.Connection, person_id: PersonId, offset: int, limit: int
 ) -> list[StoredVersion]:
     """The person's history in event order."""
     rows = await connection.fetch(
@@ -179,7 +179,7 @@ async def find_receipts(
 
 
 async def lock_persons(connection: asyncpg.Connection, resident_codes: list[str]
-                       ) -> tuple[list[Person], list[tuple[str, uuid.UUID]]]:
+                       ) -> tuple[list[Person], list[tuple[str, PersonId]]]:
     """Who has, or had, each of these 住民票コード: the persons as they are now (with the order key and state
     of their current version, the newest in event order), locked for this transaction in id order (two
     batches lock their common persons in the same order), and every (code, person id) found."""
@@ -212,13 +212,13 @@ async def lock_persons(connection: asyncpg.Connection, resident_codes: list[str]
     return persons, [(row["code"], row["person_id"]) for row in known]
 
 
-async def key_owners(connection: asyncpg.Connection, keys: list[bytes]) -> dict[bytes, uuid.UUID]:
+async def key_owners(connection: asyncpg.Connection, keys: list[bytes]) -> dict[bytes, PersonId]:
     """Who holds or held each of these unique keys."""
     rows = await connection.fetch("SELECT key, person_id FROM person_key WHERE key = ANY($1::bytea[])", keys)
     return {bytes(row["key"]): row["person_id"] for row in rows}
 
 
-async def neighbours(connection: asyncpg.Connection, person_id: uuid.UUID, key: OrderKey
+async def neighbours(connection: asyncpg.Connection, person_id: PersonId, key: OrderKey
                      ) -> tuple[StoredNeighbour | None, bool]:
     """The stored version just before `key` in the person's history, and whether one comes after it."""
     before = await connection.fetchrow(
@@ -236,7 +236,7 @@ async def neighbours(connection: asyncpg.Connection, person_id: uuid.UUID, key: 
 
 
 async def write(connection: asyncpg.Connection, rows: Rows, trace_parent: str | None,
-                ) -> dict[tuple[uuid.UUID, int], datetime]:
+                ) -> dict[tuple[PersonId, int], datetime]:
     """Write `rows` (persons, then versions, then what references them); returns each version's creation time."""
     await _insert_persons(connection, rows.new_persons)
     await _advance_persons(connection, rows.advanced_persons)
@@ -290,7 +290,7 @@ async def _advance_persons(connection: asyncpg.Connection, rows: list[PersonRow]
             *_person_columns(rows))
 
 
-async def _note_last_versions(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, int]]) -> None:
+async def _note_last_versions(connection: asyncpg.Connection, rows: list[tuple[PersonId, int]]) -> None:
     if rows:
         await connection.execute(
             """UPDATE person p SET last_version = u.last_version
@@ -299,7 +299,7 @@ async def _note_last_versions(connection: asyncpg.Connection, rows: list[tuple[u
 
 
 async def _insert_versions(connection: asyncpg.Connection, rows: list[VersionRow],
-                           ) -> dict[tuple[uuid.UUID, int], datetime]:
+                           ) -> dict[tuple[PersonId, int], datetime]:
     if not rows:
         return {}
     decisions = [decision for decision, _ in rows]
@@ -327,7 +327,7 @@ async def _insert_versions(connection: asyncpg.Connection, rows: list[VersionRow
     return {(row["person_id"], row["version"]): row["created_at"] for row in created}
 
 
-async def _insert_outbox(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, int, str]],
+async def _insert_outbox(connection: asyncpg.Connection, rows: list[tuple[PersonId, int, str]],
                          trace_parent: str | None) -> None:
     # Ids in the order of the rows: the relay delivers a person's changes in id order.
     if rows:
@@ -340,7 +340,7 @@ async def _insert_outbox(connection: asyncpg.Connection, rows: list[tuple[uuid.U
             [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], trace_parent)
 
 
-async def _keep_former_codes(connection: asyncpg.Connection, rows: list[tuple[str, uuid.UUID]]) -> None:
+async def _keep_former_codes(connection: asyncpg.Connection, rows: list[tuple[str, PersonId]]) -> None:
     # A code already kept stays with its person.
     if rows:
         await connection.execute(
@@ -355,8 +355,8 @@ class KeyClaimLost(Exception):
     the batch is decided again knowing every owner (`key_owners`)."""
 
 
-async def _write_keys(connection: asyncpg.Connection, claimed: list[tuple[bytes, uuid.UUID, bool]],
-                      current: list[tuple[uuid.UUID, bytes]]) -> None:
+async def _write_keys(connection: asyncpg.Connection, claimed: list[tuple[bytes, PersonId, bool]],
+                      current: list[tuple[PersonId, bytes]]) -> None:
     if claimed:
         inserted = await connection.fetchval(
             """WITH claimed AS (
@@ -382,7 +382,7 @@ async def insert_table_rows(connection: asyncpg.Connection, table: TableRows) ->
                              *(list(column) for column in zip(*table.records, strict=True)))
 
 
-async def _resolve_reports(connection: asyncpg.Connection, rows: list[tuple[uuid.UUID, str, int]],
+async def _resolve_reports(connection: asyncpg.Connection, rows: list[tuple[PersonId, str, int]],
                            resolved_at: datetime) -> None:
     """住基法 12-5: each (person id, municipality, version of a 修正) resolves that municipality's open
     reports on the person."""

@@ -10,7 +10,6 @@ import gc
 import hashlib
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,17 +149,26 @@ class ChunkPreparer:
         rule = self._hooks.unique_key
         decisions = [decide(notification, None, NEW_PERSON, person_id, rule=rule)
                      for person_id, notification in zip(new_ids(len(notifications)), notifications, strict=True)]
-        kept = [rows.Kept(d.person_id, 1, d.notification.secret, d.notification.unique_keys)
+        kept = [rows.Kept(d.person_id, 1, d.notification.secret)
                 for d in decisions if d.notification.secret]
         built = rows.build(decisions, self.register, self._hooks.rows(kept) if kept else [],
                            outbox=self._options.forward, dumps=bulkjson.dumps)
         return copy.encode(built), len(kept)
 
 
-def new_ids(count: int) -> list[uuid.UUID]:
-    """Random (version 4) UUIDs like `uuid.uuid4()`, from one read of the system's random source."""
-    raw = os.urandom(16 * count)
-    return [uuid.UUID(bytes=raw[i:i + 16], version=4) for i in range(0, 16 * count, 16)]
+def new_ids(count: int) -> list[str]:
+    """Random (version 4) UUIDs like `uuid.uuid4()`, as canonical text, from one read of the system's
+    random source. Text, not `uuid.UUID`: the load only writes the ids, into four tables' COPY text."""
+    raw = os.urandom(16 * count).hex()
+    ids = []
+    for start in range(0, 32 * count, 32):
+        hexa = raw[start:start + 32]
+        # RFC 9562: version 4 in the 13th digit, variant 10 in the top bits of the 17th.
+        ids.append(f"{hexa[:8]}-{hexa[8:12]}-4{hexa[13:16]}-{_VARIANT[hexa[16]]}{hexa[17:20]}-{hexa[20:]}")
+    return ids
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 _INSTALLED: list[ChunkPreparer] = []
