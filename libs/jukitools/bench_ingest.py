@@ -46,7 +46,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import logging
 import os
 import sys
 import time
@@ -70,6 +69,7 @@ from jukilib.db.pool import Database
 from jukilib.devcerts import ensure_dev_pki
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import GrpcService
+from jukilib.jsonlog import setup_logging
 from jukilib.register import rows, store
 from jukilib.register.config import RelayConfig
 from jukilib.register.decide import NEW_PERSON, decide
@@ -119,7 +119,8 @@ def add_bench_ingest(bench_subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; prints one JSON object. Exit status 1 if a notification was not applied."""
-    logging.basicConfig(level=logging.WARNING)
+    # JSON lines with each record's fields (job, error type): what failed is visible, never a value.
+    setup_logging("bench-ingest", "WARNING")
     from jukilib.register.streaming import MAX_PER_MESSAGE
 
     if not 1 <= args.stream_chunk <= MAX_PER_MESSAGE:

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import random
 import sys
@@ -57,6 +56,7 @@ from typing import Any
 
 from jukilib.config import DatabaseConfig, TlsConfig
 from jukilib.grpc.channels import secure_channel
+from jukilib.jsonlog import setup_logging
 from jukitools import benchkit, runner
 
 ORGANIZATION, OPERATOR = "kyoiku-iinkai", "kyoiku-0001"
@@ -98,7 +98,8 @@ def add_bench_lookup(bench_subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; prints one JSON object. Exit status 1 if any answer was wrong or failed."""
-    logging.basicConfig(level=logging.WARNING)
+    # JSON lines with each record's fields (job, error type): what failed is visible, never a value.
+    setup_logging("bench-lookup", "WARNING")
     if not 1 <= args.batch_size <= 1000:
         print("juki bench lookup: --batch-size must be between 1 and 1000", file=sys.stderr)
         return 2

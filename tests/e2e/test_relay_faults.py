@@ -256,8 +256,12 @@ def _failures_logged_without_personal_data(lines: list[str], persons: list[Perso
     failures = [r for r in records if r.get("message") == "background job failed; restarting it"]
     assert failures and {r["job"] for r in failures} <= {"relay-1", "relay-2", "outbox-gauge"}
     assert all(r["error_type"] for r in failures)
-    # The pool was busy; the relay's connection was killed as it recorded what the agency had acknowledged.
-    assert {"Unavailable:DATABASE_BUSY", "ConnectionDoesNotExistError:08003"} <= {r["error_type"] for r in failures}
+    relay_failures = {r["error_type"] for r in failures if r["job"].startswith("relay")}
+    # The relay's connection was killed as it recorded what the agency had acknowledged: a failure, restarted.
+    assert "ConnectionDoesNotExistError:08003" in relay_failures
+    # The pool was busy: back-pressure, not a failure. The relay waited for a connection (and showed no
+    # progress meanwhile, "stale" below) instead of restarting with ever longer back-off.
+    assert "Unavailable:DATABASE_BUSY" not in relay_failures
     assert any(r.get("message") == "background job stale" and r.get("job", "").startswith("relay") for r in records)
     for person in persons:
         assert not [line for line in lines if person.code in line or person.number in line]

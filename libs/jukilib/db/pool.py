@@ -30,6 +30,8 @@ TRANSACTION_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.1)
 rolled back within milliseconds; a third loss answers ABORTED (the caller may resend)."""
 CONNECT_RETRY = RetryPolicy(attempts=None, base_delay=0.2, max_delay=2.0, jitter=0.0)
 """Reaching PostgreSQL at start-up: tried until `connect`'s `wait_seconds` have passed."""
+DATABASE_BUSY = "DATABASE_BUSY"
+"""Reason of the Unavailable raised when no pooled connection is free within `acquire_timeout`."""
 
 
 def _json_text(value: Any) -> str:
@@ -108,7 +110,7 @@ class Database:
         try:
             connection = await pool.acquire(timeout=self._config.acquire_timeout)
         except TimeoutError:
-            raise Unavailable("no database connection free in time", "DATABASE_BUSY") from None
+            raise Unavailable("no database connection free in time", DATABASE_BUSY) from None
         try:
             yield connection
         finally:

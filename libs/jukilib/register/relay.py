@@ -44,7 +44,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import Observation
 from opentelemetry.propagate import extract
 
-from jukilib.db.pool import Database
+from jukilib.db.pool import DATABASE_BUSY, Database
 from jukilib.errors import Unavailable
 from jukilib.register import store
 from jukilib.register.config import RelayConfig
@@ -135,7 +135,15 @@ class OutboxRelay:
         """Deliver until cancelled; a failure ends the run (its supervisor starts it again)."""
         heartbeat = heartbeat or Heartbeat()
         while True:
-            handled = await self.run_once()
+            try:
+                handled = await self.run_once()
+            except Unavailable as busy:
+                if busy.reason != DATABASE_BUSY:
+                    raise
+                # A pool busy with notifications is back-pressure, not a fault: the relay waits its turn
+                # (a restart would back off further and further while the backlog grows). No beat: a
+                # pool busy for long still shows as a relay without progress.
+                continue
             heartbeat.beat()
             if handled == 0:
                 with heartbeat.idle():
@@ -152,9 +160,21 @@ class OutboxRelay:
         except asyncio.CancelledError:
             await self._release(token)
             raise
-        async with self._database.connection() as connection:
-            await self._record(connection, claimed, outcomes, token)
+        await self._record_when_free(claimed, outcomes, token)
         return len(claimed)
+
+    async def _record_when_free(self, claimed: list[Claimed], outcomes: list[BaseException | None],
+                                token: uuid.UUID) -> None:
+        """Record the outcomes of a delivery, waiting for a connection as long as the pool is only busy:
+        unrecorded, acknowledged changes would be sent again when their lease ends."""
+        while True:
+            try:
+                async with self._database.connection() as connection:
+                    await self._record(connection, claimed, outcomes, token)
+                return
+            except Unavailable as busy:
+                if busy.reason != DATABASE_BUSY:
+                    raise
 
     async def _release(self, token: uuid.UUID) -> None:
         """The service stops mid-delivery: give the claimed changes back at once rather than after the lease

@@ -96,44 +96,53 @@ class ChunkPreparer:
         result = Prepared(task.index)
         notifications: list[Notification] = []
         prepare, unique_keys, key_of = self._hooks.prepare, self._hooks.unique_keys, self._search_key
+        search_keys, check_change, validate = self._api.search_keys, self._changes.check, self._validate
         load_time, municipality_field = self._load_time, self._binding.municipality_field
+        lines, codes, receipts, all_keys = result.lines, result.resident_codes, result.receipts, result.unique_keys
         for line, record, stored, meta, problems in self._reader.rows(task.chunk, task.exclude):
             result.rows += 1
-            event_date, reason, change_problems = self._changes.check(meta)
-            problems.extend(change_problems)
-            notification_id = meta.get("notification_id")
+            event_date, reason, change_problems = check_change(meta)
+            notification_id = meta.get("notification_id") if meta else None
+            if change_problems or notification_id is not None:
+                problems.extend(change_problems)
+                problems.extend(self._notification_id_problems(notification_id))
             if notification_id is None:
                 notification_id = f"{self._options.id_prefix}{line}"
-            elif not isinstance(notification_id, str):
-                problems.append(("notification_id", "must be a string"))
-            else:
-                problems.extend(("notification_id", p) for p in validation.notification_id_problems(notification_id))
             if record is not None:
-                problems.extend(self._validate(record))
+                problems.extend(validate(record))
             if problems or record is None or stored is None:
                 result.invalid += 1
                 result.problems.extend(RowProblem(line, name, what) for name, what in problems)
                 del result.problems[self._options.max_problems:]
                 continue
-            municipality = getattr(record, municipality_field)
-            result.lines.append(line)
-            result.resident_codes.append(record.resident_code)
-            result.receipts.append((municipality, str(notification_id)))
+            municipality, resident_code = getattr(record, municipality_field), record.resident_code
+            lines.append(line)
+            codes.append(resident_code)
+            receipts.append((municipality, notification_id))
             engine_record, secret = prepare(stored)
             keys = unique_keys(secret)
-            result.unique_keys.append(keys)
+            all_keys.append(keys)
             if not task.check_only:
                 # The 記載 the row stands for, notified by the record's municipality at the load's time.
                 change = Change(ChangeKind.RECORD, reason, event_date, load_time, load_time, municipality,
-                                str(notification_id))
-                notifications.append(Notification(change, record.resident_code, engine_record, LOAD_DIGEST,
-                                                  self._api.search_keys(stored, key_of), None, secret, keys))
+                                notification_id)
+                notifications.append(Notification(change, resident_code, engine_record, LOAD_DIGEST,
+                                                  search_keys(stored, key_of), None, secret, keys))
         result.code_warnings = len(self._violations.warnings)
         self._violations.warnings.clear()
         if notifications:
             result.encoded, result.secrets_kept = self._encode(notifications)
         result.cpu_seconds = time.process_time() - started
         return result
+
+    @staticmethod
+    def _notification_id_problems(notification_id: Any) -> list[FieldProblem]:
+        """A row's own notification id, checked as the RPC path checks one (None: the row has none)."""
+        if notification_id is None:
+            return []
+        if not isinstance(notification_id, str):
+            return [("notification_id", "must be a string")]
+        return [("notification_id", problem) for problem in validation.notification_id_problems(notification_id)]
 
     def _validate(self, record: Any) -> list[FieldProblem]:
         violations = self._violations
