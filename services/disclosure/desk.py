@@ -18,7 +18,9 @@ from typing import Any
 import asyncpg
 from google.protobuf import json_format
 
+from juki.annex.v1 import annex_pb2
 from juki.disclosure.v1 import disclosure_pb2 as pb
+from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
 from juki_services.disclosure import corrections, notices, rules, store
 from juki_services.disclosure.records import ANNEX, IDENTITY, REPORTS_PURPOSE, FileRecords, Records
@@ -36,6 +38,10 @@ from jukilib.errors import (
 
 S, C = pb.DisclosureState, pb.CorrectionState
 FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_FILE_ANNEX: ANNEX}
+RECORD_FIELDS: dict[int, frozenset[str]] = {
+    pb.RECORD_FILE_IDENTITY: frozenset(identity_pb2.IdentityRecord.DESCRIPTOR.fields_by_name),
+    pb.RECORD_FILE_ANNEX: frozenset(annex_pb2.AnnexRecord.DESCRIPTOR.fields_by_name)}
+"""The fields of each file's record: what a correction request can be about."""
 SCOPES: dict[int, int] = {pb.RECORD_FILE_IDENTITY: pb.DISCLOSURE_SCOPE_IDENTITY_FILE,
                           pb.RECORD_FILE_ANNEX: pb.DISCLOSURE_SCOPE_ANNEX_FILE}
 
@@ -308,7 +314,7 @@ class Desk:
         disclosure_id = parse_name(case.disclosure_case, "disclosureCases", "correction_case.disclosure_case")
         if case.file not in FILES:
             violations.add("correction_case.file", "is required", "REQUIRED_FIELD")
-        rules.validate_correction_items(case.items, violations)
+        rules.validate_correction_items(case.items, violations, RECORD_FIELDS.get(case.file, frozenset()))
         now = self._clock()
         if case.HasField("receive_time"):
             violations.time_within("correction_case.receive_time", case.receive_time, now, self._receipt_window)
@@ -411,17 +417,23 @@ class Desk:
                                                  report_version=report.version, report_fields=fields)
                 await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_AWAITING_CS_UPDATE, actor)
             return
-        records = await self._records.file_records(file, case.subject_resident_code, case.name, REPORTS_PURPOSE)
-        current = records.current
-        versions = [f"{file}:{current.name}/versions/{current.version}"] if current is not None else []
-        requester = await self._requester_name(concluded["disclosure_case_id"])
-        notice = notices.correction_result_notice(
-            case, requester, outcome="NO_ERROR", steps=[s.description for s in case.investigation_steps], corrected={},
-            versions=versions, issued=self._clock())
+        notice = await self._no_error_notice(case, concluded["disclosure_case_id"])
         async with self._database.transaction() as connection:
             await self._finish(connection, case_id, concluded["revision"])
             document = await store.insert_document(connection, "correction", case_id, notice)
             await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_RESULT_NOTIFIED, actor, document)
+
+    async def _no_error_notice(self, case: Any, disclosure_case_id: uuid.UUID,
+                               municipality_answer: str | None = None) -> notices.Notice:
+        """The written result saying no error was found (30-35), with the record as it stands."""
+        file = FILES[case.file]
+        records = await self._records.file_records(file, case.subject_resident_code, case.name, REPORTS_PURPOSE)
+        current = records.current
+        versions = [f"{file}:{current.name}/versions/{current.version}"] if current is not None else []
+        requester = await self._requester_name(disclosure_case_id)
+        return notices.correction_result_notice(
+            case, requester, outcome="NO_ERROR", steps=[s.description for s in case.investigation_steps],
+            corrected={}, versions=versions, issued=self._clock(), municipality_answer=municipality_answer)
 
     async def _finish(self, connection: asyncpg.Connection, case_id: uuid.UUID, revision: int) -> None:
         row = await self._locked_correction(connection, case_id, "")
@@ -462,7 +474,8 @@ class Desk:
         return moved
 
     async def complete(self, case_id: uuid.UUID, actor: str) -> None:
-        """AWAITING_CS_UPDATE → UPDATED → RESULT_NOTIFIED once the register resolved the 12-5 report."""
+        """AWAITING_CS_UPDATE → UPDATED → RESULT_NOTIFIED once the municipality's notification resolved the
+        12-5 report, or → NO_ERROR → RESULT_NOTIFIED when the municipality answered that it found no error."""
         async with self._database.connection() as connection:
             row = await store.get_correction(connection, case_id)
         if row is None:
@@ -474,7 +487,26 @@ class Desk:
         if report.state != register_pb2.REPORT_STATE_RESOLVED:
             raise FailedPrecondition("the municipality has not yet corrected the record (12-5 report unresolved)",
                                      "REPORT_NOT_RESOLVED")
+        if report.outcome == register_pb2.REPORT_OUTCOME_NO_ERROR:
+            await self._municipality_found_no_error(row, report.answer_reason_code, actor)
+            return
         await self._complete(row, report.resolving_version, actor)
+
+    async def _municipality_found_no_error(self, row: asyncpg.Record, reason_code: str, actor: str) -> None:
+        """AWAITING_CS_UPDATE → NO_ERROR → RESULT_NOTIFIED: the municipality investigated the 12-5 report and
+        found no error; the resident is told so in writing (30-35), never that the record was corrected."""
+        async with self._database.connection() as connection:
+            steps = await store.steps(connection, row["id"])
+        notice = await self._no_error_notice(correction_message(row, steps), row["disclosure_case_id"], reason_code)
+        async with self._database.transaction() as connection:
+            current = await store.get_correction(connection, row["id"], lock=True)
+            if current is None or current["state"] != C.CORRECTION_STATE_AWAITING_CS_UPDATE:
+                return  # another replica finished it
+            await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_NO_ERROR, actor,
+                                             f"municipality found no error: {reason_code}")
+            document = await store.insert_document(connection, "correction", row["id"], notice)
+            await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_RESULT_NOTIFIED, actor,
+                                             document)
 
     async def _complete(self, row: asyncpg.Record, resolving: int, actor: str) -> None:
         """UPDATED → RESULT_NOTIFIED: the result notice, and a notice to every organ given the wrong value."""

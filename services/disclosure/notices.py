@@ -227,18 +227,24 @@ def extension_notice(case: Any, deadline: dt.date, new_deadline: dt.date, reason
 
 def correction_result_notice(correction: Any, requester_name: str, *, outcome: str,
                              steps: list[str], corrected: dict[str, Any], versions: list[str],
-                             issued: dt.datetime) -> Notice:
-    """調査結果通知書 (30-35): the written result of the investigation."""
+                             issued: dt.datetime, municipality_answer: str | None = None) -> Notice:
+    """調査結果通知書 (30-35): the written result of the investigation. `municipality_answer`: the reason code
+    of a municipality that, told of an error (12-5), investigated and found none."""
     items = [_as_dict(item) for item in correction.items]
     content = {"case": correction.name, "disclosure_case": correction.disclosure_case, "issued_at": issued.isoformat(),
                "requester_name": requester_name, "subject_resident_code": correction.subject_resident_code,
                "items": items, "outcome": outcome, "investigation_steps": steps, "corrected_record": corrected}
+    if municipality_answer is not None:
+        content["municipality_answer_reason_code"] = municipality_answer
     lines = [f"{requester_name} 様", _japan(issued), ISSUER, "", f"事件番号: {correction.name}",
              f"対象の住民票コード: {correction.subject_resident_code}", "", "■ 申出の内容"]
     lines += [f"  {LABELS.get(camel(i['field']), i['field'])}: {ACTIONS.get(i.get('action', ''), '')} "
               f"{i.get('requestedValue', '')}" for i in items]
     lines += ["■ 調査の経過", *[f"  {n}. {s}" for n, s in enumerate(steps, 1)], "■ 調査の結果"]
-    if outcome == "NO_ERROR":
+    if outcome == "NO_ERROR" and municipality_answer is not None:
+        lines.append("  市町村長に通報し(住基法12条の5)、市町村長が調査した結果、記録に誤りは認められませんでした"
+                     f"(理由: {municipality_answer})。記録は訂正されていません。")
+    elif outcome == "NO_ERROR":
         lines.append("  調査の結果、記録に誤りは認められませんでした。")
     else:
         lines.append("  誤りが認められたため市町村長に通報し(住基法12条の5)、"

@@ -60,7 +60,8 @@ CORRECTION_TRANSITIONS: Mapping[int, frozenset[int]] = {
     C.CORRECTION_STATE_ERROR_FOUND: frozenset({C.CORRECTION_STATE_ERROR_FOUND,
                                                C.CORRECTION_STATE_MUNICIPALITY_NOTIFIED}),
     C.CORRECTION_STATE_MUNICIPALITY_NOTIFIED: frozenset({C.CORRECTION_STATE_AWAITING_CS_UPDATE}),
-    C.CORRECTION_STATE_AWAITING_CS_UPDATE: frozenset({C.CORRECTION_STATE_UPDATED}),
+    # 住基法 12-5: the municipality fixes the record (UPDATED) or answers that it found no error.
+    C.CORRECTION_STATE_AWAITING_CS_UPDATE: frozenset({C.CORRECTION_STATE_UPDATED, C.CORRECTION_STATE_NO_ERROR}),
     C.CORRECTION_STATE_UPDATED: frozenset({C.CORRECTION_STATE_RESULT_NOTIFIED}),
     C.CORRECTION_STATE_RESULT_NOTIFIED: frozenset({C.CORRECTION_STATE_CLOSED}),
     C.CORRECTION_STATE_CLOSED: frozenset(),
@@ -193,8 +194,8 @@ def validate_extension(extension: Any, deadline: dt.date, already_extended: bool
     return new_date
 
 
-def validate_correction_items(items: Any, violations: Violations) -> None:
-    """Per field: correct, add or delete (30-35), each field once."""
+def validate_correction_items(items: Any, violations: Violations, record_fields: frozenset[str]) -> None:
+    """Per field of the file's record (`record_fields`): correct, add or delete (30-35), each field once."""
     if not items:
         violations.add("correction_case.items", "at least one item is required", "REQUIRED_FIELD")
         return
@@ -203,6 +204,8 @@ def validate_correction_items(items: Any, violations: Violations) -> None:
         where = f"correction_case.items[{index}]"
         if not FIELD_PATH.match(item.field):
             violations.add(f"{where}.field", "must be a record field path such as record.full_name")
+        elif item.field.removeprefix("record.") not in record_fields:
+            violations.add(f"{where}.field", "names no field of the file's record")
         elif item.field in seen:
             violations.add(f"{where}.field", "appears twice")
         seen.add(item.field)

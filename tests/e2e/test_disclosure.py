@@ -373,6 +373,40 @@ async def test_correction_closes_by_itself_when_the_municipality_corrects_and_re
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_a_municipality_finding_no_error_closes_the_correction_with_a_truthful_written_result(
+        suite: RunningSuite) -> None:
+    # 住基法 12-5, 30-35: the prefecture reported an error; the municipality investigated and found none.
+    # The resident is told so in writing; nothing says the record was corrected, and no organ is noticed.
+    resident = _person(12)
+    await _notify(suite, birth_notification(resident, "corr-12", EVENT_DATE, NOTIFY_TIME))
+    disclosure, _, _ = await _decided(suite, resident.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    investigating = await _investigated(suite, disclosure.name, "別の氏名")
+    waiting = await _desk(suite, "ConcludeCorrectionInvestigation", dpb.ConcludeCorrectionInvestigationRequest(
+        name=investigating.name, etag=investigating.etag, error_found=True, reason_code="ITEM_MISMATCH"), CORRECTION)
+    answered, _ = await _call(suite, "maebashi-cs", "identity.AnswerMunicipalityReport",
+                              register_pb2.AnswerMunicipalityReportRequest(
+                                  name=waiting.municipality_report, outcome=register_pb2.REPORT_OUTCOME_NO_ERROR,
+                                  reason_code="RECORD_MATCHES_FAMILY_REGISTER"), "CS-REPORTS-12-5")
+    assert answered.outcome == register_pb2.REPORT_OUTCOME_NO_ERROR
+
+    async def result_notified() -> bool:
+        case = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name), CORRECTION)
+        return bool(case.state == dpb.CORRECTION_STATE_RESULT_NOTIFIED)
+
+    await eventually(result_notified, timeout=20)
+    done = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name), CORRECTION)
+    assert not done.wrong_value_recipients and done.resolving_version == 0
+    (document,) = done.documents
+    result = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(name=document), CORRECTION)
+    text = _pdf_text(result.pdf)
+    assert result.kind == dpb.DOCUMENT_KIND_CORRECTION_RESULT_NOTICE
+    assert "誤りは認められませんでした" in text and "記録は訂正されていません" in text
+    assert "訂正されました" not in text
+    content = json.loads(result.json)
+    assert content["outcome"] == "NO_ERROR" and content["municipality_answer_reason_code"] == \
+        "RECORD_MATCHES_FAMILY_REGISTER" and content["corrected_record"] == {}
+
+
 async def test_correction_needs_a_disclosure_of_the_file(suite: RunningSuite) -> None:
     # A case decided "no record" does not qualify (30-35: a person who received a disclosure).
     nothing, _, _ = await _decided(suite, _person(9).resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])

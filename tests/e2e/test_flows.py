@@ -419,6 +419,7 @@ async def test_agency_error_report_reaches_the_municipality_and_its_correction_r
                                   "CS-REPORTS-12-5")
     assert acknowledged.state == register_pb2.REPORT_STATE_ACKNOWLEDGED
     correction = birth_notification(resident, "report-2", EVENT_DATE, NOTIFY_TIME + dt.timedelta(days=1))
+    correction.record.full_name += "子"  # 12-5: the reported field gets another value
     correction.change.kind = register_pb2.CHANGE_KIND_MODIFY
     correction.change.reason = register_pb2.CHANGE_REASON_CLERICAL_ERROR_CORRECTION
     correction.change.event_date.day = 2
@@ -428,6 +429,7 @@ async def test_agency_error_report_reaches_the_municipality_and_its_correction_r
                               "CS-REPORTS-12-5")
     (mine,) = [r for r in resolved.municipality_reports if r.name == report.name]
     assert mine.resolving_version == 2 and mine.HasField("resolve_time")
+    assert mine.outcome == register_pb2.REPORT_OUTCOME_CORRECTED
 
 
 # --- a municipality's backlog, streamed through the gateway ---------------------------------------

@@ -159,9 +159,10 @@ def test_correction_items_are_checked_per_field() -> None:
         pb.CorrectionItem(field="record.full_name", action=pb.CORRECTION_ACTION_CORRECT, requested_value="正"),
         pb.CorrectionItem(field="record.alias", action=pb.CORRECTION_ACTION_DELETE, requested_value="x"),
         pb.CorrectionItem(field="full_name", action=pb.CORRECTION_ACTION_ADD, requested_value="y"),
-    ], violations)
+        pb.CorrectionItem(field="record.shoe_size", action=pb.CORRECTION_ACTION_ADD, requested_value="z"),
+    ], violations, frozenset(identity_pb2.IdentityRecord.DESCRIPTOR.fields_by_name))
     assert {v.field for v in violations.items} == {"correction_case.items[1].requested_value",
-                                                   "correction_case.items[2].field"}
+                                                   "correction_case.items[2].field", "correction_case.items[3].field"}
 
 
 # --- who received a wrong value --------------------------------------------------------------------

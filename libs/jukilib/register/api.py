@@ -154,7 +154,7 @@ class RegisterApi:
         self.resident_code_check = resident_code_check
         self.notify_window = notify_window
         self._clock = clock
-        self.reports = MunicipalityReports(engine.database, municipalities)
+        self.reports = MunicipalityReports(engine.database, municipalities, binding.record_type)
 
     # --- ingest (30-6 / 30-41) -------------------------------------------------------------------
 

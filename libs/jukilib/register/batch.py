@@ -182,7 +182,8 @@ class Batches:
             return {}
         kept = self.hooks.rows([rows.Kept(d.person_id, d.version, d.notification.secret)
                                 for d in decisions if d.notification.secret])
-        return await store.write(connection, rows.build(decisions, self.register, kept), _trace_parent())
+        return await store.write(connection, rows.build(decisions, self.register, kept), _trace_parent(),
+                                 self.hooks.secret_paths)
 
     def _answer(self, decision: Decision, created: dict[VersionKey, datetime]) -> StoredVersion:
         n = decision.notification

@@ -18,6 +18,10 @@ the ids of new persons (it only writes them, and text goes into COPY as it is)."
 OrderKey = tuple[date, datetime, str, str]
 
 
+REPORTS_FIXED_BY_REMOVAL = ("DUPLICATE_RECORD", "ERRONEOUS_RECORD")
+"""Reasons of 12-5 reports that a 消除 fixes: 誤載, a record that should not be in the file (removed ex officio)."""
+
+
 class ChangeKind(enum.IntEnum):
     """Values of `juki.register.v1.ChangeKind`."""
 

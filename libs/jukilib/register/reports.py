@@ -28,7 +28,7 @@ from jukilib.register.validation import FIELD_PATH, REASON_CODE
 SOURCES = frozenset({pb.REPORT_SOURCE_AGENCY_ERROR_REPORT, pb.REPORT_SOURCE_CORRECTION_REQUEST,
                      pb.REPORT_SOURCE_PREFECTURE_FINDING})
 _COLUMNS = """id, person_id, version, municipality_code, source, reason_code, fields, origin_reference, state,
-    create_time, acknowledge_time, resolve_time, resolving_version,
+    create_time, acknowledge_time, resolve_time, resolving_version, outcome, answer_reason_code,
     (SELECT resident_code FROM person p WHERE p.id = municipality_report.person_id) AS resident_code"""
 
 
@@ -42,8 +42,9 @@ class NewReport:
     request_id: str | None
 
 
-def validate_new_report(report: Any, request_id: str) -> NewReport:
-    """Boundary checks of a report to make (paths under `municipality_report.`)."""
+def validate_new_report(report: Any, request_id: str, record_fields: frozenset[str]) -> NewReport:
+    """Boundary checks of a report to make (paths under `municipality_report.`); `record_fields`: the
+    fields of the register's record, the only ones a report can name."""
     violations = Violations()
     violations.resident_code("municipality_report.resident_code", report.resident_code, CheckDigitMode.OFF)
     if report.source not in SOURCES:
@@ -52,6 +53,8 @@ def validate_new_report(report: Any, request_id: str) -> NewReport:
         violations.add("municipality_report.reason_code", "must be an UPPER_SNAKE_CASE code of at most 64 characters")
     if not report.fields or not all(FIELD_PATH.match(f) for f in report.fields):
         violations.add("municipality_report.fields", "must list record field paths such as record.full_name")
+    elif unknown := [f for f in report.fields if f.removeprefix("record.") not in record_fields]:
+        violations.add("municipality_report.fields", f"names no field of the record: {', '.join(unknown)[:200]}")
     if len(report.origin_reference) > 128 or len(request_id) > 64:
         violations.add("municipality_report.origin_reference" if len(report.origin_reference) > 128
                        else "request_id", "is too long")
@@ -73,9 +76,11 @@ def report_id(name: str) -> uuid.UUID:
 class MunicipalityReports:
     """12-5 reports of one register."""
 
-    def __init__(self, database: Database, municipalities: MunicipalityTable) -> None:
+    def __init__(self, database: Database, municipalities: MunicipalityTable, record_type: Any) -> None:
         self._database = database
         self._municipalities = municipalities
+        self.record_fields = frozenset(record_type.DESCRIPTOR.fields_by_name)
+        """The fields of the register's record: a report names only these."""
 
     async def create(self, new: NewReport) -> asyncpg.Record:
         async def work(connection: asyncpg.Connection) -> asyncpg.Record:
@@ -159,6 +164,71 @@ class MunicipalityReports:
             return updated
 
 
+    async def answer(self, answer: Answer, organization: str) -> asyncpg.Record:
+        """住基法 12-5: the addressed municipality closes a report: no error found (with its reason), or
+        corrected by a notification of its own for the person, after the reported version."""
+        municipality = self._own_municipality(organization)
+        if municipality is None:
+            raise PermissionDenied("only the municipality a report is addressed to may answer it", "NOT_THE_ADDRESSEE")
+        async with self._database.transaction() as connection:
+            row = await connection.fetchrow(
+                f"SELECT {_COLUMNS} FROM municipality_report WHERE id = $1 FOR UPDATE", answer.report_id)
+            if row is None or row["municipality_code"] != municipality:
+                raise NotFound("no such report addressed to this municipality", "REPORT_NOT_FOUND")
+            if row["state"] == pb.REPORT_STATE_RESOLVED:
+                raise FailedPrecondition("the report is already resolved", "REPORT_RESOLVED")
+            resolving = None
+            if answer.outcome == pb.REPORT_OUTCOME_CORRECTED:
+                resolving = await connection.fetchval(
+                    """SELECT version FROM person_version
+                       WHERE person_id = $1 AND municipality_code = $2 AND notification_id = $3 AND version > $4""",
+                    row["person_id"], municipality, answer.notification_id, row["version"])
+                if resolving is None:
+                    raise FailedPrecondition("no notification of this municipality with this id follows the reported "
+                                             "version of the person", "FIXING_NOTIFICATION_NOT_FOUND")
+            updated = await connection.fetchrow(
+                f"""UPDATE municipality_report
+                    SET state = {int(pb.REPORT_STATE_RESOLVED)}, outcome = $2, answer_reason_code = $3,
+                        resolving_version = $4, resolve_time = now()
+                    WHERE id = $1 RETURNING {_COLUMNS}""",
+                answer.report_id, answer.outcome, answer.reason_code or None, resolving)
+            assert updated is not None
+            return updated
+
+
+@dataclass(frozen=True)
+class Answer:
+    report_id: uuid.UUID
+    outcome: int
+    reason_code: str
+    notification_id: str
+
+
+def validate_answer(request: Any) -> Answer:
+    """Boundary checks of AnswerMunicipalityReport: no error needs its reason, corrected its notification."""
+    violations = Violations()
+    try:
+        identifier = report_id(request.name)
+    except InvalidArgument as error:
+        violations.items.extend(error.violations)
+        identifier = uuid.UUID(int=0)
+    if request.outcome == pb.REPORT_OUTCOME_NO_ERROR:
+        if not REASON_CODE.match(request.reason_code):
+            violations.add("reason_code", "must be an UPPER_SNAKE_CASE code of at most 64 characters saying why "
+                           "no error was found")
+        if request.notification_id:
+            violations.add("notification_id", "must be empty when no error was found")
+    elif request.outcome == pb.REPORT_OUTCOME_CORRECTED:
+        if not request.notification_id or len(request.notification_id) > 64:
+            violations.add("notification_id", "must name the notification that corrected the record")
+        if request.reason_code:
+            violations.add("reason_code", "must be empty when the record was corrected")
+    else:
+        violations.add("outcome", "must be REPORT_OUTCOME_NO_ERROR or REPORT_OUTCOME_CORRECTED", "REQUIRED_FIELD")
+    violations.raise_if_any()
+    return Answer(identifier, int(request.outcome), request.reason_code, request.notification_id)
+
+
 def report_message(row: asyncpg.Record, target: Any) -> Any:
     """Fill a `juki.register.v1.MunicipalityReport`."""
     target.name = f"municipalityReports/{row['id']}"
@@ -176,4 +246,7 @@ def report_message(row: asyncpg.Record, target: Any) -> Any:
             getattr(target, field).FromDatetime(value)
     if row["resolving_version"] is not None:
         target.resolving_version = row["resolving_version"]
+    if row["outcome"] is not None:
+        target.outcome = row["outcome"]
+    target.answer_reason_code = row["answer_reason_code"] or ""
     return target

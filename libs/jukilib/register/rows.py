@@ -38,6 +38,18 @@ class TableRows(NamedTuple):
     records: list[tuple[Any, ...]]
 
 
+class ReportFix(NamedTuple):
+    """A notification that became the person's current record and may fix what the notifying
+    municipality was told in a 12-5 report: the writer resolves the reports it does fix."""
+
+    person_id: PersonId
+    municipality_code: str
+    version: int
+    kind: ChangeKind
+    keys_changed: bool
+    """The current record's unique keys changed (the fields kept apart from the record, e.g. 個人番号)."""
+
+
 class PersonRow(NamedTuple):
     decision: Decision
     """The decision that made the current record."""
@@ -65,8 +77,8 @@ class Rows:
     current_keys: list[tuple[PersonId, bytes]] = field(default_factory=list)
     """(person id, key) of the current record's keys of stored persons whose current record advanced (a
     person with none is listed with an empty key, so that their former keys stop being current)."""
-    resolved_reports: list[tuple[PersonId, str, int]] = field(default_factory=list)
-    """(person id, municipality, version of the 修正) of 12-5 reports to resolve."""
+    report_fixes: list[ReportFix] = field(default_factory=list)
+    """Notifications that may fix what a 12-5 report says (`ReportFix`), in decision order."""
     kept: list[TableRows] = field(default_factory=list)
 
 
@@ -84,7 +96,6 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
     """Per person, the decision of the batch that made the current record (the last one that did)."""
     last: dict[PersonId, int] = {}
     claims: list[Decision] = []
-    corrections: dict[tuple[str, PersonId], int] = {}
     for decision in decisions:
         # Each record as JSON once (with orjson, as the pool's jsonb encoder), for its version and for the
         # person when it becomes current. PostgreSQL parses it into jsonb, so only the values matter.
@@ -100,18 +111,17 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
         last[person_id] = version
         if decision.claimed_keys:
             claims.append(decision)
-        change = decision.notification.change
-        if change.kind == ChangeKind.MODIFY:
-            # 住基法 12-5: the addressed municipality's correcting notification resolves its open reports on
-            # the person; the first one in decision order, as applying one by one would leave it.
-            corrections.setdefault((change.municipality_code, person_id), version)
+        if decision.becomes_current and decision.notification.change.kind != ChangeKind.RECORD:
+            # 住基法 12-5: a 修正 or 消除 now current may fix what its municipality was told; the writer
+            # resolves only the reports it does fix (`store._resolve_reports`).
+            change = decision.notification.change
+            rows.report_fixes.append(ReportFix(person_id, change.municipality_code, version, change.kind,
+                                               decision.keys_changed))
     _persons(rows, decisions, current, last)
     for decision in claims:
         final = current.get(decision.person_id)
         keys = final.decision.notification.unique_keys if final else ()
         rows.claimed_keys.extend((key, decision.person_id, key in keys) for key in decision.claimed_keys)
-    rows.resolved_reports = [(person, municipality, version)
-                             for (municipality, person), version in corrections.items()]
     return rows
 
 

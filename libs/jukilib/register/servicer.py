@@ -17,7 +17,7 @@ from juki.register.v1 import register_pb2
 from jukilib import caller
 from jukilib.errors import NotFound, to_status
 from jukilib.register.api import RegisterApi
-from jukilib.register.reports import MunicipalityReports, report_message, validate_new_report
+from jukilib.register.reports import MunicipalityReports, report_message, validate_answer, validate_new_report
 from jukilib.register.streaming import stream_notifications
 
 
@@ -92,14 +92,14 @@ class RegisterMethods:
 
 
 class MunicipalityReportMethods:
-    """Create, List, Get and AcknowledgeMunicipalityReport (住基法 12-5)."""
+    """Create, List, Get, Acknowledge and AnswerMunicipalityReport (住基法 12-5)."""
 
     _reports: MunicipalityReports
 
     async def CreateMunicipalityReport(
         self, request: register_pb2.CreateMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.MunicipalityReport:
-        new = validate_new_report(request.municipality_report, request.request_id)
+        new = validate_new_report(request.municipality_report, request.request_id, self._reports.record_fields)
         row = await self._reports.create(new)
         return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]
 
@@ -122,4 +122,10 @@ class MunicipalityReportMethods:
         self, request: register_pb2.AcknowledgeMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.MunicipalityReport:
         row = await self._reports.acknowledge(request.name, caller.current().organization)
+        return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]
+
+    async def AnswerMunicipalityReport(
+        self, request: register_pb2.AnswerMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.MunicipalityReport:
+        row = await self._reports.answer(validate_answer(request), caller.current().organization)
         return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]

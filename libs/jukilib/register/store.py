@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -10,6 +11,7 @@ import asyncpg
 from juki.register.v1 import register_pb2
 from jukilib.register.decide import Person, StoredNeighbour
 from jukilib.register.model import (
+    REPORTS_FIXED_BY_REMOVAL,
     Change,
     ChangeKind,
     CurrentRecord,
@@ -20,9 +22,10 @@ from jukilib.register.model import (
     SearchKeys,
     StoredVersion,
 )
-from jukilib.register.rows import PersonRow, Rows, TableRows, VersionRow
+from jukilib.register.rows import PersonRow, ReportFix, Rows, TableRows, VersionRow
 
 _RESOLVED = int(register_pb2.REPORT_STATE_RESOLVED)
+_CORRECTED = int(register_pb2.REPORT_OUTCOME_CORRECTED)
 
 VERSION_COLUMNS = """
     v.person_id, v.version, v.resident_code, v.state, v.record, v.change_kind, v.change_reason,
@@ -236,8 +239,9 @@ async def neighbours(connection: asyncpg.Connection, person_id: PersonId, key: O
 
 
 async def write(connection: asyncpg.Connection, rows: Rows, trace_parent: str | None,
-                ) -> dict[tuple[PersonId, int], datetime]:
-    """Write `rows` (persons, then versions, then what references them); returns each version's creation time."""
+                secret_paths: Sequence[str] = ()) -> dict[tuple[PersonId, int], datetime]:
+    """Write `rows` (persons, then versions, then what references them); returns each version's creation
+    time. `secret_paths`: the record fields the register keeps apart (`RegisterHooks.secret_paths`)."""
     await _insert_persons(connection, rows.new_persons)
     await _advance_persons(connection, rows.advanced_persons)
     await _note_last_versions(connection, rows.late_only)
@@ -247,7 +251,7 @@ async def write(connection: asyncpg.Connection, rows: Rows, trace_parent: str | 
     await _write_keys(connection, rows.claimed_keys, rows.current_keys)
     for table in rows.kept:
         await insert_table_rows(connection, table)
-    await _resolve_reports(connection, rows.resolved_reports, datetime.now(dt.UTC))
+    await _resolve_reports(connection, rows.report_fixes, secret_paths, datetime.now(dt.UTC))
     return created
 
 
@@ -382,17 +386,42 @@ async def insert_table_rows(connection: asyncpg.Connection, table: TableRows) ->
                              *(list(column) for column in zip(*table.records, strict=True)))
 
 
-async def _resolve_reports(connection: asyncpg.Connection, rows: list[tuple[PersonId, str, int]],
+async def _resolve_reports(connection: asyncpg.Connection, fixes: list[ReportFix], secret_paths: Sequence[str],
                            resolved_at: datetime) -> None:
-    """住基法 12-5: each (person id, municipality, version of a 修正) resolves that municipality's open
-    reports on the person."""
-    if rows:
-        await connection.execute(
-            f"""UPDATE municipality_report m SET state = {_RESOLVED}, resolve_time = $4, resolving_version = u.version
-                FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS u (person_id, municipality_code, version)
-                WHERE m.person_id = u.person_id AND m.municipality_code = u.municipality_code
-                  AND m.state <> {_RESOLVED}""",
-            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], resolved_at)
+    """住基法 12-5: a report closes only when the addressed municipality fixes what it says. A 修正 fixes it
+    when it changes a reported field to another value than the reported version had (a field kept apart
+    from the record, e.g. the 個人番号, when the current record's unique keys changed); a 消除 fixes a
+    report of a record that should not be there (`REPORTS_FIXED_BY_REMOVAL`). Anything else leaves it
+    open. The first fixing notification of a batch is the resolving one."""
+    if not fixes:
+        return
+    await connection.execute(
+        f"""WITH fix AS (
+                SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::smallint[], $5::boolean[])
+                    AS u (person_id, municipality_code, version, kind, keys_changed)),
+            fixed AS (
+                SELECT DISTINCT ON (m.id) m.id, fix.version
+                FROM municipality_report m
+                JOIN fix ON m.person_id = fix.person_id AND m.municipality_code = fix.municipality_code
+                JOIN person_version reported ON reported.person_id = m.person_id AND reported.version = m.version
+                JOIN person_version fixing ON fixing.person_id = fix.person_id AND fixing.version = fix.version
+                WHERE m.state <> {_RESOLVED} AND (
+                    (fix.kind = {int(ChangeKind.REMOVE)} AND m.reason_code = ANY($6::text[]))
+                    OR (fix.kind = {int(ChangeKind.MODIFY)} AND EXISTS (
+                        SELECT 1 FROM unnest(m.fields) AS reported_field (path)
+                        WHERE CASE WHEN reported_field.path = ANY($7::text[]) THEN fix.keys_changed
+                                   ELSE reported.record #> string_to_array(substr(reported_field.path, 8), '.')
+                                        IS DISTINCT FROM
+                                        fixing.record #> string_to_array(substr(reported_field.path, 8), '.')
+                              END)))
+                ORDER BY m.id, fix.version)
+            UPDATE municipality_report m
+            SET state = {_RESOLVED}, outcome = {_CORRECTED}, resolve_time = $8, resolving_version = fixed.version
+            FROM fixed WHERE m.id = fixed.id""",
+        [f.person_id for f in fixes], [f.municipality_code for f in fixes], [f.version for f in fixes],
+        [int(f.kind) for f in fixes], [f.keys_changed for f in fixes], list(REPORTS_FIXED_BY_REMOVAL),
+        list(secret_paths), resolved_at)
+
 
 def _search_values(keys: SearchKeys) -> tuple[object, ...]:
     return (keys.name_key, keys.kana_key, keys.birth_year, keys.birth_month, keys.birth_day, keys.sex_code,

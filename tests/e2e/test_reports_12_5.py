@@ -1,0 +1,173 @@
+"""Reports to municipalities (住基法 12-5) that close only when the error is fixed, end to end through the
+gateway with mTLS (issue 17).
+
+- A report names fields of the record. It resolves only when the addressed municipality's notification
+  changes a reported field to another value in the current record: a 修正 that leaves the reported field
+  as it was (a 転居 leaving a wrong name wrong) resolves nothing.
+- A report of a record that should not be in the file (誤載) resolves on the municipality's 消除.
+- The municipality answers "investigated, no error" with a reason, or "fixed" naming its notification; either
+  closes the report with that outcome (the correction case that waits on it: tests/e2e/test_disclosure.py).
+- A report names only fields the record has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from juki.agency.v1 import agency_pb2, agency_pb2_grpc
+from juki.identity.v1 import identity_pb2_grpc
+from juki.register.v1 import register_pb2 as rpb
+from jukilib.errors import STATUS_DETAILS_KEY
+from jukilib.grpc.channels import secure_channel
+from jukitools.client import purpose_metadata
+from jukitools.demo.notifications import birth_notification
+from jukitools.demo.residents import SyntheticResident, generate_residents
+from tests.conftest import RunningSuite, field_violations
+
+MAEBASHI = "102016"
+NOTIFY_TIME = dt.datetime(2026, 5, 1, 9, 0, tzinfo=dt.UTC)
+REPORTS = "CS-REPORTS-12-5"
+MOVE_WITHIN = rpb.CHANGE_REASON_ADDRESS_CHANGE_WITHIN_MUNICIPALITY  # 転居
+
+
+def _resident(seed: int) -> SyntheticResident:
+    base = generate_residents(1, seed=125_000 + seed)[0]
+    return dataclasses.replace(base, municipality_code=MAEBASHI, address=f"群馬県前橋市大手町{seed}番地")
+
+
+async def _notify(suite: RunningSuite, resident: SyntheticResident, notification_id: str, day: int,
+                  kind: int = rpb.CHANGE_KIND_RECORD, reason: int = rpb.CHANGE_REASON_BIRTH) -> Any:
+    request = birth_notification(resident, notification_id, dt.date(2026, 4, day), NOTIFY_TIME + dt.timedelta(days=day))
+    request.change.kind, request.change.reason = kind, reason
+    return await _identity(suite, "ApplyNotification", request, "CS-NOTIFY-30-6")
+
+
+async def _identity(suite: RunningSuite, method: str, request: Any, purpose: str = REPORTS) -> Any:
+    async with secure_channel(suite.gateway, suite.client_tls("maebashi-cs")) as channel:
+        return await getattr(identity_pb2_grpc.IdentityServiceStub(channel), method)(
+            request, metadata=purpose_metadata(purpose, request_id=str(uuid.uuid4())), timeout=10)
+
+
+async def _agency_reports(suite: RunningSuite, resident: SyntheticResident, reason_code: str,
+                          fields: list[str]) -> Any:
+    """住基法 30-8: the agency reports an error in the prefecture's record; it becomes a 12-5 report."""
+    async with secure_channel(suite.address("agency"), suite.server_tls("gateway")) as channel:
+        return await agency_pb2_grpc.AgencyServiceStub(channel).SendErrorReport(agency_pb2.SendErrorReportRequest(
+            file=agency_pb2.FILE_IDENTITY, resident_code=resident.resident_code, reason_code=reason_code,
+            fields=fields), timeout=10)
+
+
+async def _report(suite: RunningSuite, name: str) -> Any:
+    return await _identity(suite, "GetMunicipalityReport", rpb.GetMunicipalityReportRequest(name=name))
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    status = status_pb2.Status.FromString(dict(error.trailing_metadata() or ())[STATUS_DETAILS_KEY])
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return str(info.reason)
+
+
+async def test_a_correction_that_leaves_the_reported_field_as_it_was_leaves_the_report_open(
+        suite: RunningSuite) -> None:
+    resident = _resident(1)
+    await _notify(suite, resident, "r125-1a", 1)
+    report = await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.full_name"])
+    # A 転居 within the municipality: the address changes, the reported name stays as it was.
+    moved = dataclasses.replace(resident, address="群馬県前橋市大手町99番地")
+    await _notify(suite, moved, "r125-1b", 2, rpb.CHANGE_KIND_MODIFY, MOVE_WITHIN)
+    still = await _report(suite, report.name)
+    assert still.state == rpb.REPORT_STATE_OPEN and still.outcome == rpb.REPORT_OUTCOME_UNSPECIFIED
+    # The municipality's 誤記修正 of the name: the reported field now has another value.
+    renamed = dataclasses.replace(moved, full_name=moved.full_name + "子")
+    fixed = await _notify(suite, renamed, "r125-1c", 3, rpb.CHANGE_KIND_MODIFY,
+                          rpb.CHANGE_REASON_CLERICAL_ERROR_CORRECTION)
+    resolved = await _report(suite, report.name)
+    assert resolved.state == rpb.REPORT_STATE_RESOLVED and resolved.outcome == rpb.REPORT_OUTCOME_CORRECTED
+    assert resolved.resolving_version == fixed.resident_version.version == 3
+
+
+async def test_a_report_of_a_record_that_should_not_be_there_resolves_on_its_removal(suite: RunningSuite) -> None:
+    resident = _resident(2)
+    await _notify(suite, resident, "r125-2a", 1)
+    report = await _agency_reports(suite, resident, "DUPLICATE_RECORD", ["record.resident_code"])
+    removed = await _notify(suite, resident, "r125-2b", 2, rpb.CHANGE_KIND_REMOVE, rpb.CHANGE_REASON_EX_OFFICIO_REMOVAL)
+    resolved = await _report(suite, report.name)
+    assert (resolved.state, resolved.outcome) == (rpb.REPORT_STATE_RESOLVED, rpb.REPORT_OUTCOME_CORRECTED)
+    assert resolved.resolving_version == removed.resident_version.version
+
+
+async def test_the_municipality_answers_no_error_with_its_reason_and_the_report_closes_so(
+        suite: RunningSuite) -> None:
+    resident = _resident(3)
+    await _notify(suite, resident, "r125-3a", 1)
+    report = await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.birth_date"])
+    answered = await _identity(suite, "AnswerMunicipalityReport", rpb.AnswerMunicipalityReportRequest(
+        name=report.name, outcome=rpb.REPORT_OUTCOME_NO_ERROR, reason_code="RECORD_MATCHES_EVIDENCE"))
+    assert (answered.state, answered.outcome) == (rpb.REPORT_STATE_RESOLVED, rpb.REPORT_OUTCOME_NO_ERROR)
+    assert answered.answer_reason_code == "RECORD_MATCHES_EVIDENCE" and answered.resolving_version == 0
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await _identity(suite, "AnswerMunicipalityReport", rpb.AnswerMunicipalityReportRequest(
+            name=report.name, outcome=rpb.REPORT_OUTCOME_NO_ERROR, reason_code="RECORD_MATCHES_EVIDENCE"))
+    assert (again.value.code(), _reason(again.value)) == (grpc.StatusCode.FAILED_PRECONDITION, "REPORT_RESOLVED")
+
+
+async def test_the_municipality_answers_fixed_naming_its_own_later_notification(suite: RunningSuite) -> None:
+    resident = _resident(4)
+    await _notify(suite, resident, "r125-4a", 1)
+    report = await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.full_name"])
+    with pytest.raises(grpc.aio.AioRpcError) as earlier:  # the reported version itself fixes nothing
+        await _identity(suite, "AnswerMunicipalityReport", rpb.AnswerMunicipalityReportRequest(
+            name=report.name, outcome=rpb.REPORT_OUTCOME_CORRECTED, notification_id="r125-4a"))
+    assert _reason(earlier.value) == "FIXING_NOTIFICATION_NOT_FOUND"
+    moved = dataclasses.replace(resident, address="群馬県前橋市大手町98番地")
+    await _notify(suite, moved, "r125-4b", 2, rpb.CHANGE_KIND_MODIFY, MOVE_WITHIN)
+    answered = await _identity(suite, "AnswerMunicipalityReport", rpb.AnswerMunicipalityReportRequest(
+        name=report.name, outcome=rpb.REPORT_OUTCOME_CORRECTED, notification_id="r125-4b"))
+    assert (answered.outcome, answered.resolving_version) == (rpb.REPORT_OUTCOME_CORRECTED, 2)
+
+
+@pytest.mark.parametrize(("answer", "field"), [
+    (rpb.AnswerMunicipalityReportRequest(outcome=rpb.REPORT_OUTCOME_NO_ERROR), "reason_code"),
+    (rpb.AnswerMunicipalityReportRequest(outcome=rpb.REPORT_OUTCOME_CORRECTED), "notification_id"),
+    (rpb.AnswerMunicipalityReportRequest(reason_code="NO_ERROR_FOUND"), "outcome"),
+])
+async def test_an_answer_without_what_its_outcome_needs_is_refused_naming_the_field(
+        suite: RunningSuite, answer: Any, field: str) -> None:
+    resident = _resident(10 + len(field))
+    await _notify(suite, resident, f"r125-5-{field}", 1)
+    report = await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.full_name"])
+    answer.name = report.name
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _identity(suite, "AnswerMunicipalityReport", answer)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in field_violations(refused.value)
+    assert (await _report(suite, report.name)).state == rpb.REPORT_STATE_OPEN  # nothing changed
+
+
+async def test_another_municipality_cannot_answer_a_report(suite: RunningSuite) -> None:
+    resident = _resident(6)
+    await _notify(suite, resident, "r125-6a", 1)
+    report = await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.full_name"])
+    async with secure_channel(suite.gateway, suite.client_tls("cs-102024")) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await identity_pb2_grpc.IdentityServiceStub(channel).AnswerMunicipalityReport(
+                rpb.AnswerMunicipalityReportRequest(name=report.name, outcome=rpb.REPORT_OUTCOME_NO_ERROR,
+                                                    reason_code="NOT_OURS"),
+                metadata=purpose_metadata(REPORTS, request_id=str(uuid.uuid4())), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (await _report(suite, report.name)).state == rpb.REPORT_STATE_OPEN
+
+
+async def test_a_report_names_only_fields_of_the_record(suite: RunningSuite) -> None:
+    resident = _resident(7)
+    await _notify(suite, resident, "r125-7a", 1)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.shoe_size"])
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
