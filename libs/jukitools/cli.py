@@ -201,12 +201,16 @@ async def _retention(args: argparse.Namespace) -> int:
     from jukilib.register.retention import DEFAULT_YEARS, RetentionRules, purge
 
     env = Env()
-    rules = RetentionRules(
-        superseded_years=args.superseded_years if args.superseded_years is not None else
-        float(env.text("JUKI_RETENTION_SUPERSEDED_YEARS", str(DEFAULT_YEARS))),
-        removed_years=args.removed_years if args.removed_years is not None else
-        float(env.text("JUKI_RETENTION_REMOVED_YEARS", str(DEFAULT_YEARS))),
-    )
+    try:
+        rules = RetentionRules(
+            superseded_years=args.superseded_years if args.superseded_years is not None else
+            float(env.text("JUKI_RETENTION_SUPERSEDED_YEARS", str(DEFAULT_YEARS))),
+            removed_years=args.removed_years if args.removed_years is not None else
+            float(env.text("JUKI_RETENTION_REMOVED_YEARS", str(DEFAULT_YEARS))),
+        )
+    except ValueError as error:
+        print(f"juki retention: {error}", file=sys.stderr)
+        return 2
     async with connected(LocalSuite.of(args.home).owner_url(args.register), args.register) as connection:
         result = await purge(connection, rules, dry_run=args.dry_run)
     verb = "would purge" if args.dry_run else "purged"

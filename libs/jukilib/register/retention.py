@@ -6,9 +6,12 @@ Two record classes, each with its own period (DESIGN §A.5):
 - removed persons: a person whose current version is a 消除 may go, with their whole history,
   `removed_years` after the removal was received.
 The prefecture's own period (施行令, the article behind 30-6 ③ / 30-41 ③) is UNVERIFIED; 150 years
-mirrors 令34 for the municipal CS copy, so that is the default. Nothing is purged that the agency has
-not acknowledged, nor the current version of a person. The purge runs as the schema owner (the
-service's role cannot delete) and records every run in `retention_run`.
+mirrors 令34 for the municipal CS copy, so that is the default and, on the stricter reading, also the
+shortest period a rule may set (a longer one is the prefecture's choice). Nothing is purged that the
+agency has not acknowledged, nor the current version of a person, nor evidence: a version a 12-5 report
+names (as the one found wrong or the one that resolved it) or a removed person with a report stays with
+the report. The purge runs as the schema owner (the service's role cannot delete) and records every run
+in `retention_run`.
 """
 
 from __future__ import annotations
@@ -23,12 +26,19 @@ from jukilib.register.model import RecordState
 logger = logging.getLogger(__name__)
 
 DEFAULT_YEARS = 150.0
+MINIMUM_YEARS = DEFAULT_YEARS
+"""No rule purges sooner: 令34 keeps the municipal copy 150 years, and the prefecture's article is UNVERIFIED."""
 
 
 @dataclass(frozen=True)
 class RetentionRules:
     superseded_years: float = DEFAULT_YEARS
     removed_years: float = DEFAULT_YEARS
+
+    def __post_init__(self) -> None:
+        for name in ("superseded_years", "removed_years"):
+            if not getattr(self, name) >= MINIMUM_YEARS:  # also refuses NaN
+                raise ValueError(f"{name} must be at least {MINIMUM_YEARS:g} years")
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ WHERE o.next_received IS NOT NULL
   AND o.version <> p.current_version
   AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.person_id = o.person_id AND x.version = o.version
                   AND x.state <> 'delivered')
+  AND NOT EXISTS (SELECT 1 FROM municipality_report m WHERE m.person_id = o.person_id
+                  AND o.version IN (m.version, m.resolving_version))
 """
 
 _REMOVED = f"""
@@ -57,6 +69,7 @@ SELECT p.id FROM person p JOIN person_version v ON v.person_id = p.id AND v.vers
 WHERE p.state = {int(RecordState.REMOVED)}
   AND v.receive_time < now() - make_interval(secs => $1 * 365.2425 * 86400)
   AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.person_id = p.id AND x.state <> 'delivered')
+  AND NOT EXISTS (SELECT 1 FROM municipality_report m WHERE m.person_id = p.id)
 """
 
 
