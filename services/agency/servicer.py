@@ -181,8 +181,8 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
         if request.file not in stubs:
             raise InvalidArgument([FieldViolation("file", "is required", "REQUIRED_FIELD")])
         report = register_pb2.MunicipalityReport(
-            resident_code=request.resident_code, source=register_pb2.REPORT_SOURCE_AGENCY_ERROR_REPORT,
-            reason_code=request.reason_code, fields=request.fields, origin_reference=f"agency/{uuid.uuid4()}")
+            resident_code=request.resident_code, reason_code=request.reason_code, fields=request.fields,
+            origin_reference=f"agency/{uuid.uuid4()}")
         create = stubs[request.file](self._gateway).CreateMunicipalityReport
         with tracing.outgoing(tracing.method_name(create), ((caller.PURPOSE_KEY, "AGENCY-ERROR-REPORT-30-8"),)
                               ) as metadata:

@@ -126,8 +126,7 @@ class Records:
                             case: str) -> Any:
         """住基法 12-5 through the owning register, idempotent per case (request id = case)."""
         report = register_pb2.MunicipalityReport(
-            resident_code=resident_code, source=register_pb2.REPORT_SOURCE_CORRECTION_REQUEST,
-            reason_code=reason_code, fields=fields, origin_reference=case)
+            resident_code=resident_code, reason_code=reason_code, fields=fields, origin_reference=case)
         request = register_pb2.CreateMunicipalityReportRequest(
             municipality_report=report, request_id=f"correction/{case.rsplit('/', 1)[-1]}")
         return await self._call(self._register(file).CreateMunicipalityReport, request, REPORTS_PURPOSE, case)

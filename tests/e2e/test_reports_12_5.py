@@ -80,6 +80,7 @@ async def test_a_correction_that_leaves_the_reported_field_as_it_was_leaves_the_
     resident = _resident(1)
     await _notify(suite, resident, "r125-1a", 1)
     report = await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.full_name"])
+    assert report.source == rpb.REPORT_SOURCE_AGENCY_ERROR_REPORT  # from who made it (30-8), not from the request
     # A 転居 within the municipality: the address changes, the reported name stays as it was.
     moved = dataclasses.replace(resident, address="群馬県前橋市大手町99番地")
     await _notify(suite, moved, "r125-1b", 2, rpb.CHANGE_KIND_MODIFY, MOVE_WITHIN)

@@ -25,8 +25,14 @@ from jukilib.errors import (
 from jukilib.register import store
 from jukilib.register.validation import FIELD_PATH, REASON_CODE
 
-SOURCES = frozenset({pb.REPORT_SOURCE_AGENCY_ERROR_REPORT, pb.REPORT_SOURCE_CORRECTION_REQUEST,
-                     pb.REPORT_SOURCE_PREFECTURE_FINDING})
+_SOURCE_OF_CALLER = {"agency": pb.REPORT_SOURCE_AGENCY_ERROR_REPORT, "disclosure": pb.REPORT_SOURCE_CORRECTION_REQUEST}
+"""Where a report comes from, by the organisation that made it: the agency (30-8), the disclosure service
+(a correction request found justified, 30-35); any other caller is the prefecture's own staff."""
+
+
+def source_of(organization: str) -> int:
+    """A report's source, from who made it: never from what the request says."""
+    return _SOURCE_OF_CALLER.get(organization, pb.REPORT_SOURCE_PREFECTURE_FINDING)
 _COLUMNS = """id, person_id, version, municipality_code, source, reason_code, fields, origin_reference, state,
     create_time, acknowledge_time, resolve_time, resolving_version, outcome, answer_reason_code,
     (SELECT resident_code FROM person p WHERE p.id = municipality_report.person_id) AS resident_code"""
@@ -42,13 +48,11 @@ class NewReport:
     request_id: str | None
 
 
-def validate_new_report(report: Any, request_id: str, record_fields: frozenset[str]) -> NewReport:
+def validate_new_report(report: Any, request_id: str, record_fields: frozenset[str], source: int) -> NewReport:
     """Boundary checks of a report to make (paths under `municipality_report.`); `record_fields`: the
-    fields of the register's record, the only ones a report can name."""
+    fields of the register's record, the only ones a report can name; `source`: from the caller."""
     violations = Violations()
     violations.resident_code("municipality_report.resident_code", report.resident_code, CheckDigitMode.OFF)
-    if report.source not in SOURCES:
-        violations.add("municipality_report.source", "is required", "REQUIRED_FIELD")
     if not REASON_CODE.match(report.reason_code):
         violations.add("municipality_report.reason_code", "must be an UPPER_SNAKE_CASE code of at most 64 characters")
     if not report.fields or not all(FIELD_PATH.match(f) for f in report.fields):
@@ -59,7 +63,7 @@ def validate_new_report(report: Any, request_id: str, record_fields: frozenset[s
         violations.add("municipality_report.origin_reference" if len(report.origin_reference) > 128
                        else "request_id", "is too long")
     violations.raise_if_any()
-    return NewReport(report.resident_code, int(report.source), report.reason_code, list(report.fields),
+    return NewReport(report.resident_code, source, report.reason_code, list(report.fields),
                      report.origin_reference, request_id or None)
 
 

@@ -17,7 +17,13 @@ from juki.register.v1 import register_pb2
 from jukilib import caller
 from jukilib.errors import NotFound, to_status
 from jukilib.register.api import RegisterApi
-from jukilib.register.reports import MunicipalityReports, report_message, validate_answer, validate_new_report
+from jukilib.register.reports import (
+    MunicipalityReports,
+    report_message,
+    source_of,
+    validate_answer,
+    validate_new_report,
+)
 from jukilib.register.streaming import stream_notifications
 
 
@@ -99,7 +105,8 @@ class MunicipalityReportMethods:
     async def CreateMunicipalityReport(
         self, request: register_pb2.CreateMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.MunicipalityReport:
-        new = validate_new_report(request.municipality_report, request.request_id, self._reports.record_fields)
+        new = validate_new_report(request.municipality_report, request.request_id, self._reports.record_fields,
+                                  source_of(caller.current().organization))
         row = await self._reports.create(new)
         return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]
 
