@@ -154,6 +154,29 @@ def to_status(error: JukiError) -> status_pb2.Status:
     return status_pb2.Status(code=error.code.value[0], message=error.message, details=error.details())
 
 
+class Relayed(JukiError):
+    """An upstream service's refusal passed on as it was: its code, reason and rich details."""
+
+    def __init__(self, code: grpc.StatusCode, status: status_pb2.Status) -> None:
+        self._details = list(status.details)
+        info = error_details_pb2.ErrorInfo()
+        reason = info.reason if any(d.Unpack(info) for d in self._details) else code.name
+        super().__init__(f"the upstream service answered {code.name}", reason, {}, code)
+
+    def details(self) -> list[any_pb2.Any]:
+        return self._details
+
+
+def relayed(error: grpc.aio.AioRpcError) -> Relayed:
+    """`error` (a call this service made) as this service's answer: same code, same rich details, never
+    the upstream's message text (it may quote a value)."""
+    status = status_pb2.Status()
+    for key, value in error.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status.ParseFromString(value)
+    return Relayed(error.code(), status)
+
+
 def status_trailer(error: JukiError) -> tuple[tuple[str, bytes], ...]:
     """Trailing metadata carrying the rich status of `error`."""
     return ((STATUS_DETAILS_KEY, to_status(error).SerializeToString()),)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
@@ -19,7 +20,15 @@ from jukilib import caller
 from jukilib.config import DEFAULT_CALL_TIMEOUT
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
-from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable, Violations
+from jukilib.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    Violations,
+    relayed,
+)
 from jukilib.grpc import deadlines, tracing
 
 
@@ -186,10 +195,13 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
         create = stubs[request.file](self._gateway).CreateMunicipalityReport
         with tracing.outgoing(tracing.method_name(create), ((caller.PURPOSE_KEY, "AGENCY-ERROR-REPORT-30-8"),)
                               ) as metadata:
-            answer: register_pb2.MunicipalityReport = await create(
-                register_pb2.CreateMunicipalityReportRequest(municipality_report=report,
-                                                             request_id=report.origin_reference),
-                metadata=metadata, timeout=deadlines.timeout(self._call_timeout))
+            try:
+                answer: register_pb2.MunicipalityReport = await create(
+                    register_pb2.CreateMunicipalityReportRequest(municipality_report=report,
+                                                                 request_id=report.origin_reference),
+                    metadata=metadata, timeout=deadlines.timeout(self._call_timeout))
+            except grpc.aio.AioRpcError as error:
+                raise relayed(error) from None  # e.g. a field the record lacks: the agency learns which
         return answer
 
     async def SetFaultInjection(

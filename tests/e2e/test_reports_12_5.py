@@ -172,3 +172,4 @@ async def test_a_report_names_only_fields_of_the_record(suite: RunningSuite) -> 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.shoe_size"])
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(refused.value) == ["municipality_report.fields"]

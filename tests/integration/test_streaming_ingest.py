@@ -522,11 +522,11 @@ async def test_a_batch_the_database_refuses_is_applied_one_by_one(setup: Setup,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     write = store.write
 
-    async def refuse_batches(connection: Any, rows: Any, trace_parent: Any) -> Any:
+    async def refuse_batches(connection: Any, rows: Any, trace_parent: Any, secret_paths: Any = ()) -> Any:
         # The database refuses what a batch of several writes, and takes each notification alone.
         if len(rows.versions) > 1:
             raise asyncpg.DataError("refused")
-        return await write(connection, rows, trace_parent)
+        return await write(connection, rows, trace_parent, secret_paths)
 
     monkeypatch.setattr(store, "write", refuse_batches)
     person, second, other = new_person(), new_person(), new_person()
