@@ -8,6 +8,8 @@ gateway with mTLS (issue 17).
 - The municipality answers "investigated, no error" with a reason, or "fixed" naming its notification; either
   closes the report with that outcome (the correction case that waits on it: tests/e2e/test_disclosure.py).
 - A report names only fields the record has.
+- The prefecture's 12-5 desk (総務部市町村課, its own purpose and operator role) reports a person missing
+  from the file (脱漏), resolved by the addressed municipality's 記載, and lists the overdue reports.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
@@ -34,6 +37,7 @@ from tests.conftest import RunningSuite, field_violations
 MAEBASHI = "102016"
 NOTIFY_TIME = dt.datetime(2026, 5, 1, 9, 0, tzinfo=dt.UTC)
 REPORTS = "CS-REPORTS-12-5"
+DESK = "PREFECTURE-REPORTS-12-5"
 MOVE_WITHIN = rpb.CHANGE_REASON_ADDRESS_CHANGE_WITHIN_MUNICIPALITY  # 転居
 
 
@@ -173,3 +177,74 @@ async def test_a_report_names_only_fields_of_the_record(suite: RunningSuite) -> 
         await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.shoe_size"])
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(refused.value) == ["municipality_report.fields"]
+
+
+async def _desk(suite: RunningSuite, method: str, request: Any) -> Any:
+    """The prefecture's 12-5 desk (総務部市町村課), a clerk logged in, through the gateway."""
+    async with secure_channel(suite.gateway, suite.client_tls("shichoson-ka")) as channel:
+        return await getattr(identity_pb2_grpc.IdentityServiceStub(channel), method)(
+            request, metadata=purpose_metadata(DESK, credential=suite.credential("shichoson-ka"),
+                                               request_id=str(uuid.uuid4())), timeout=10)
+
+
+def _omission(resident: SyntheticResident, municipality: str = MAEBASHI) -> Any:
+    return rpb.CreateMunicipalityReportRequest(municipality_report=rpb.MunicipalityReport(
+        resident_code=resident.resident_code, reason_code="OMISSION", municipality_code=municipality))
+
+
+async def test_the_desk_reports_a_person_missing_and_the_municipality_s_record_resolves_it(
+        suite: RunningSuite) -> None:
+    # 住基法 12-5 (脱漏): the governor learns that a resident of 前橋市 is missing from the file.
+    missing = _resident(20)
+    report = await _desk(suite, "CreateMunicipalityReport", _omission(missing))
+    assert (report.state, report.source) == (rpb.REPORT_STATE_OPEN, rpb.REPORT_SOURCE_PREFECTURE_FINDING)
+    assert (report.municipality_code, report.version, report.resident_code) == (MAEBASHI, 0, missing.resident_code)
+    listed = await _identity(suite, "ListMunicipalityReports", rpb.ListMunicipalityReportsRequest())
+    assert report.name in {r.name for r in listed.municipality_reports}  # the addressed municipality sees it
+    recorded = await _notify(suite, missing, "r125-20a", 1)
+    resolved = await _report(suite, report.name)
+    assert (resolved.state, resolved.outcome) == (rpb.REPORT_STATE_RESOLVED, rpb.REPORT_OUTCOME_CORRECTED)
+    assert resolved.resolving_version == recorded.resident_version.version == 1
+    with pytest.raises(grpc.aio.AioRpcError) as recorded_already:  # now in the file: not an omission
+        await _desk(suite, "CreateMunicipalityReport", _omission(missing))
+    assert _reason(recorded_already.value) == "PERSON_IN_FILE"
+
+
+@pytest.mark.parametrize(("report", "field"), [
+    (rpb.MunicipalityReport(resident_code="12345678901", reason_code="OMISSION"),
+     "municipality_report.municipality_code"),
+    (rpb.MunicipalityReport(resident_code="12345678901", reason_code="OMISSION", municipality_code="131016"),
+     "municipality_report.municipality_code"),
+    (rpb.MunicipalityReport(resident_code="12345678901", reason_code="ITEM_MISMATCH", fields=["record.address"],
+                            municipality_code=MAEBASHI), "municipality_report.municipality_code"),
+])
+async def test_an_omission_names_a_municipality_of_the_prefecture_and_only_an_omission_does(
+        suite: RunningSuite, report: Any, field: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _desk(suite, "CreateMunicipalityReport", rpb.CreateMunicipalityReportRequest(municipality_report=report))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field_violations(refused.value) == [field]
+
+
+async def test_the_desk_lists_reports_open_past_the_overdue_period(suite: RunningSuite) -> None:
+    late, recent = _resident(21), _resident(22)
+    old = await _desk(suite, "CreateMunicipalityReport", _omission(late))
+    new = await _desk(suite, "CreateMunicipalityReport", _omission(recent))
+    connection = await asyncpg.connect(suite.database_url("identity"))
+    try:  # made 31 days ago: past the default 30 days (JUKI_REPORT_OVERDUE_DAYS)
+        await connection.execute("UPDATE municipality_report SET create_time = now() - interval '31 days' "
+                                 "WHERE resident_code = $1", late.resident_code)
+    finally:
+        await connection.close()
+    overdue = await _desk(suite, "ListMunicipalityReports", rpb.ListMunicipalityReportsRequest(
+        overdue_only=True, page_size=500))
+    names = {r.name for r in overdue.municipality_reports}
+    assert old.name in names and new.name not in names and all(r.overdue for r in overdue.municipality_reports)
+    assert not (await _desk(suite, "GetMunicipalityReport", rpb.GetMunicipalityReportRequest(name=new.name))).overdue
+
+
+async def test_the_desk_cannot_answer_for_a_municipality(suite: RunningSuite) -> None:
+    report = await _desk(suite, "CreateMunicipalityReport", _omission(_resident(23)))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # not a method of its purpose
+        await _desk(suite, "AnswerMunicipalityReport", rpb.AnswerMunicipalityReportRequest(
+            name=report.name, outcome=rpb.REPORT_OUTCOME_NO_ERROR, reason_code="NOT_OURS"))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

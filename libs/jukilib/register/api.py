@@ -147,14 +147,15 @@ class RegisterApi:
 
     def __init__(self, engine: RegisterEngine, binding: RegisterBinding, *, municipalities: MunicipalityTable,
                  resident_code_check: CheckDigitMode, clock: Callable[[], dt.datetime] = utc_now,
-                 notify_window: TimeWindow = DEFAULT_NOTIFY_WINDOW) -> None:
+                 notify_window: TimeWindow = DEFAULT_NOTIFY_WINDOW,
+                 report_overdue: dt.timedelta = dt.timedelta(days=30)) -> None:
         self.engine = engine
         self.binding = binding
         self.municipalities = municipalities
         self.resident_code_check = resident_code_check
         self.notify_window = notify_window
         self._clock = clock
-        self.reports = MunicipalityReports(engine.database, municipalities, binding.record_type)
+        self.reports = MunicipalityReports(engine.database, municipalities, binding.record_type, report_overdue)
 
     # --- ingest (30-6 / 30-41) -------------------------------------------------------------------
 

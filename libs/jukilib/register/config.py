@@ -50,6 +50,9 @@ class RegisterConfig:
     notify_time_max_age_days: int = 3650
     """How old a notification's stated notification time may be (JUKI_NOTIFY_TIME_MAX_AGE_DAYS): a CS resends
     a backlog after an outage, never a notification of decades ago (the initial load has its own path)."""
+    report_overdue_days: int = 30
+    """A 12-5 report still open this many days after it was made is overdue (JUKI_REPORT_OVERDUE_DAYS): the
+    prefecture's desk follows it up. 12-5 sets no period; 30 days mirrors the disclosure deadline (30-33)."""
 
 
 R = TypeVar("R", bound=RegisterConfig)
@@ -78,5 +81,6 @@ def load_register(service: str, env: Env, config_type: type[R], **own: Any) -> R
         relay=load_relay(env),
         resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")),
         notify_time_max_age_days=env.integer("JUKI_NOTIFY_TIME_MAX_AGE_DAYS", 3650, minimum=1),
+        report_overdue_days=env.integer("JUKI_REPORT_OVERDUE_DAYS", 30, minimum=1),
         **own,
     )

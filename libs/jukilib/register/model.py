@@ -18,6 +18,8 @@ the ids of new persons (it only writes them, and text goes into COPY as it is)."
 OrderKey = tuple[date, datetime, str, str]
 
 
+REPORT_RESOLVED = int(register_pb2.REPORT_STATE_RESOLVED)
+REPORT_CORRECTED = int(register_pb2.REPORT_OUTCOME_CORRECTED)
 REPORTS_FIXED_BY_REMOVAL = ("DUPLICATE_RECORD", "ERRONEOUS_RECORD")
 """Reasons of 12-5 reports that a 消除 fixes: 誤載, a record that should not be in the file (removed ex officio)."""
 

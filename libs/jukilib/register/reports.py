@@ -3,6 +3,7 @@ municipality's correcting notification. Shared by both registers."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +34,13 @@ _SOURCE_OF_CALLER = {"agency": pb.REPORT_SOURCE_AGENCY_ERROR_REPORT, "disclosure
 def source_of(organization: str) -> int:
     """A report's source, from who made it: never from what the request says."""
     return _SOURCE_OF_CALLER.get(organization, pb.REPORT_SOURCE_PREFECTURE_FINDING)
-_COLUMNS = """id, person_id, version, municipality_code, source, reason_code, fields, origin_reference, state,
-    create_time, acknowledge_time, resolve_time, resolving_version, outcome, answer_reason_code,
-    (SELECT resident_code FROM person p WHERE p.id = municipality_report.person_id) AS resident_code"""
+OMISSION = "OMISSION"
+"""The reason of a report of 脱漏: a person missing from the file. It names the municipality that should have
+recorded them and resolves on that municipality's 記載 of the 住民票コード."""
+_COLUMNS = """id, person_id, coalesce(version, 0) AS version, municipality_code, source, reason_code, fields,
+    origin_reference, state, create_time, acknowledge_time, resolve_time, resolving_version, outcome,
+    answer_reason_code, coalesce((SELECT resident_code FROM person p WHERE p.id = municipality_report.person_id),
+                                 municipality_report.resident_code) AS resident_code"""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class NewReport:
     fields: list[str]
     origin_reference: str
     request_id: str | None
+    municipality_code: str = ""
+    """Only for an omission (`OMISSION`): the municipality that should have recorded the person."""
 
 
 def validate_new_report(report: Any, request_id: str, record_fields: frozenset[str], source: int) -> NewReport:
@@ -55,7 +62,12 @@ def validate_new_report(report: Any, request_id: str, record_fields: frozenset[s
     violations.resident_code("municipality_report.resident_code", report.resident_code, CheckDigitMode.OFF)
     if not REASON_CODE.match(report.reason_code):
         violations.add("municipality_report.reason_code", "must be an UPPER_SNAKE_CASE code of at most 64 characters")
-    if not report.fields or not all(FIELD_PATH.match(f) for f in report.fields):
+    omission = report.reason_code == OMISSION
+    if omission != bool(report.municipality_code):
+        violations.add("municipality_report.municipality_code",
+                       "must name the municipality that should have recorded the person" if omission else
+                       "must be empty: the report goes to the municipality that notified the version found wrong")
+    if (not omission and not report.fields) or not all(FIELD_PATH.match(f) for f in report.fields):
         violations.add("municipality_report.fields", "must list record field paths such as record.full_name")
     elif unknown := [f for f in report.fields if f.removeprefix("record.") not in record_fields]:
         violations.add("municipality_report.fields", f"names no field of the record: {', '.join(unknown)[:200]}")
@@ -64,7 +76,7 @@ def validate_new_report(report: Any, request_id: str, record_fields: frozenset[s
                        else "request_id", "is too long")
     violations.raise_if_any()
     return NewReport(report.resident_code, source, report.reason_code, list(report.fields),
-                     report.origin_reference, request_id or None)
+                     report.origin_reference, request_id or None, report.municipality_code)
 
 
 def report_id(name: str) -> uuid.UUID:
@@ -80,9 +92,12 @@ def report_id(name: str) -> uuid.UUID:
 class MunicipalityReports:
     """12-5 reports of one register."""
 
-    def __init__(self, database: Database, municipalities: MunicipalityTable, record_type: Any) -> None:
+    def __init__(self, database: Database, municipalities: MunicipalityTable, record_type: Any,
+                 overdue_after: dt.timedelta = dt.timedelta(days=30)) -> None:
         self._database = database
         self._municipalities = municipalities
+        self.overdue_after = overdue_after
+        """An open report older than this is overdue (`RegisterConfig.report_overdue_days`)."""
         self.record_fields = frozenset(record_type.DESCRIPTOR.fields_by_name)
         """The fields of the register's record: a report names only these."""
 
@@ -94,6 +109,8 @@ class MunicipalityReports:
                 if existing is not None:
                     return existing
             person_id = await store.person_of_code(connection, new.resident_code)
+            if new.reason_code == OMISSION:
+                return await self._omission(connection, new, person_id)
             current = await store.current_by_id(connection, person_id) if person_id else None
             if current is None:
                 raise NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND")
@@ -112,12 +129,31 @@ class MunicipalityReports:
         return await self._database.run_in_transaction(
             work, retry_on=(asyncpg.UniqueViolationError, asyncpg.SerializationError))
 
+    async def _omission(self, connection: asyncpg.Connection, new: NewReport, person_id: Any) -> asyncpg.Record:
+        """住基法 12-5 (脱漏): a person missing from the file, reported to the municipality that should have
+        recorded them; resolved by its 記載 of the 住民票コード (`store.write`, `load`)."""
+        if person_id is not None:
+            raise FailedPrecondition("the person is in the file: report what is wrong in their record",
+                                     "PERSON_IN_FILE")
+        if new.municipality_code not in self._municipalities:
+            raise InvalidArgument([FieldViolation("municipality_report.municipality_code",
+                                                  "is not a municipality of the prefecture")])
+        row = await connection.fetchrow(
+            f"""INSERT INTO municipality_report (id, request_id, resident_code, municipality_code, source,
+                    reason_code, fields, origin_reference)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_COLUMNS}""",
+            uuid.uuid4(), new.request_id, new.resident_code, new.municipality_code, new.source, new.reason_code,
+            new.fields, new.origin_reference)
+        assert row is not None
+        return row
+
     def _own_municipality(self, organization: str) -> str | None:
         """The caller's municipality, when it is one: a municipality's CS sees and acknowledges only what is
         addressed to it; the prefecture's own organs see every report."""
         return organization if organization in self._municipalities else None
 
-    async def list(self, state: int, size: int, token: str, organization: str) -> tuple[list[asyncpg.Record], str]:
+    async def list(self, state: int, size: int, token: str, organization: str, *,
+                   overdue_only: bool = False) -> tuple[list[asyncpg.Record], str]:
         limit = paging.page_size(size)
         position = paging.decode_token(token, keys=("offset",))
         offset = paging.int_at(position, "offset") if position else 0
@@ -129,8 +165,9 @@ class MunicipalityReports:
             rows = await connection.fetch(
                 f"""SELECT {_COLUMNS} FROM municipality_report
                     WHERE {where} AND ($2::smallint = {int(pb.REPORT_STATE_UNSPECIFIED)} OR state = $2)
+                      AND (NOT $5 OR (state <> {int(pb.REPORT_STATE_RESOLVED)} AND create_time < now() - $6::interval))
                     ORDER BY create_time, id OFFSET $3 LIMIT $4""",
-                municipality, state, offset, limit + 1,
+                municipality, state, offset, limit + 1, overdue_only, self.overdue_after,
             )
         token = paging.encode_token({"offset": offset + limit}) if len(rows) > limit else ""
         return list(rows[:limit]), token
@@ -233,8 +270,9 @@ def validate_answer(request: Any) -> Answer:
     return Answer(identifier, int(request.outcome), request.reason_code, request.notification_id)
 
 
-def report_message(row: asyncpg.Record, target: Any) -> Any:
-    """Fill a `juki.register.v1.MunicipalityReport`."""
+def report_message(row: asyncpg.Record, target: Any, overdue_after: dt.timedelta | None = None,
+                   now: dt.datetime | None = None) -> Any:
+    """Fill a `juki.register.v1.MunicipalityReport`; `overdue` from `overdue_after` (None: not said)."""
     target.name = f"municipalityReports/{row['id']}"
     target.resident_code = row["resident_code"]
     target.source = row["source"]
@@ -253,4 +291,6 @@ def report_message(row: asyncpg.Record, target: Any) -> Any:
     if row["outcome"] is not None:
         target.outcome = row["outcome"]
     target.answer_reason_code = row["answer_reason_code"] or ""
+    if overdue_after is not None and row["state"] != pb.REPORT_STATE_RESOLVED:
+        target.overdue = row["create_time"] < (now or dt.datetime.now(dt.UTC)) - overdue_after
     return target

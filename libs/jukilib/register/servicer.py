@@ -102,37 +102,42 @@ class MunicipalityReportMethods:
 
     _reports: MunicipalityReports
 
+    def _report_message(self, row: Any) -> register_pb2.MunicipalityReport:
+        message: register_pb2.MunicipalityReport = report_message(row, register_pb2.MunicipalityReport(),
+                                                                  self._reports.overdue_after)
+        return message
+
     async def CreateMunicipalityReport(
         self, request: register_pb2.CreateMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.MunicipalityReport:
         new = validate_new_report(request.municipality_report, request.request_id, self._reports.record_fields,
                                   source_of(caller.current().organization))
         row = await self._reports.create(new)
-        return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]
+        return self._report_message(row)
 
     async def ListMunicipalityReports(
         self, request: register_pb2.ListMunicipalityReportsRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.ListMunicipalityReportsResponse:
         rows, token = await self._reports.list(int(request.state), request.page_size, request.page_token,
-                                               caller.current().organization)
+                                               caller.current().organization, overdue_only=request.overdue_only)
         return register_pb2.ListMunicipalityReportsResponse(
-            municipality_reports=[report_message(r, register_pb2.MunicipalityReport()) for r in rows],
+            municipality_reports=[self._report_message(r) for r in rows],
             next_page_token=token)
 
     async def GetMunicipalityReport(
         self, request: register_pb2.GetMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.MunicipalityReport:
         row = await self._reports.get(request.name, caller.current().organization)
-        return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]
+        return self._report_message(row)
 
     async def AcknowledgeMunicipalityReport(
         self, request: register_pb2.AcknowledgeMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.MunicipalityReport:
         row = await self._reports.acknowledge(request.name, caller.current().organization)
-        return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]
+        return self._report_message(row)
 
     async def AnswerMunicipalityReport(
         self, request: register_pb2.AnswerMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.MunicipalityReport:
         row = await self._reports.answer(validate_answer(request), caller.current().organization)
-        return report_message(row, register_pb2.MunicipalityReport())  # type: ignore[no-any-return]
+        return self._report_message(row)

@@ -8,9 +8,10 @@ from datetime import datetime
 
 import asyncpg
 
-from juki.register.v1 import register_pb2
-from jukilib.register.decide import Person, StoredNeighbour
+from jukilib.register.decide import Decision, Person, StoredNeighbour
 from jukilib.register.model import (
+    REPORT_CORRECTED,
+    REPORT_RESOLVED,
     REPORTS_FIXED_BY_REMOVAL,
     Change,
     ChangeKind,
@@ -23,9 +24,6 @@ from jukilib.register.model import (
     StoredVersion,
 )
 from jukilib.register.rows import PersonRow, ReportFix, Rows, TableRows, VersionRow
-
-_RESOLVED = int(register_pb2.REPORT_STATE_RESOLVED)
-_CORRECTED = int(register_pb2.REPORT_OUTCOME_CORRECTED)
 
 VERSION_COLUMNS = """
     v.person_id, v.version, v.resident_code, v.state, v.record, v.change_kind, v.change_reason,
@@ -251,7 +249,9 @@ async def write(connection: asyncpg.Connection, rows: Rows, trace_parent: str | 
     await _write_keys(connection, rows.claimed_keys, rows.current_keys)
     for table in rows.kept:
         await insert_table_rows(connection, table)
-    await _resolve_reports(connection, rows.report_fixes, secret_paths, datetime.now(dt.UTC))
+    resolved_at = datetime.now(dt.UTC)
+    await _resolve_reports(connection, rows.report_fixes, secret_paths, resolved_at)
+    await _resolve_omissions(connection, [v.decision for v in rows.versions if v.decision.new_person], resolved_at)
     return created
 
 
@@ -405,7 +405,7 @@ async def _resolve_reports(connection: asyncpg.Connection, fixes: list[ReportFix
                 JOIN fix ON m.person_id = fix.person_id AND m.municipality_code = fix.municipality_code
                 JOIN person_version reported ON reported.person_id = m.person_id AND reported.version = m.version
                 JOIN person_version fixing ON fixing.person_id = fix.person_id AND fixing.version = fix.version
-                WHERE m.state <> {_RESOLVED} AND (
+                WHERE m.state <> {REPORT_RESOLVED} AND (
                     (fix.kind = {int(ChangeKind.REMOVE)} AND m.reason_code = ANY($6::text[]))
                     OR (fix.kind = {int(ChangeKind.MODIFY)} AND EXISTS (
                         SELECT 1 FROM unnest(m.fields) AS reported_field (path)
@@ -416,11 +416,29 @@ async def _resolve_reports(connection: asyncpg.Connection, fixes: list[ReportFix
                               END)))
                 ORDER BY m.id, fix.version)
             UPDATE municipality_report m
-            SET state = {_RESOLVED}, outcome = {_CORRECTED}, resolve_time = $8, resolving_version = fixed.version
+            SET state = {REPORT_RESOLVED}, outcome = {REPORT_CORRECTED}, resolve_time = $8,
+                resolving_version = fixed.version
             FROM fixed WHERE m.id = fixed.id""",
         [f.person_id for f in fixes], [f.municipality_code for f in fixes], [f.version for f in fixes],
         [int(f.kind) for f in fixes], [f.keys_changed for f in fixes], list(REPORTS_FIXED_BY_REMOVAL),
         list(secret_paths), resolved_at)
+
+
+async def _resolve_omissions(connection: asyncpg.Connection, recorded: list[Decision], resolved_at: datetime) -> None:
+    """住基法 12-5 (脱漏): the 記載 of a person reported missing, by the municipality the report went to,
+    resolves the report, which names the person from then on."""
+    if recorded:
+        await connection.execute(
+            f"""UPDATE municipality_report m
+                SET person_id = u.person_id, state = {REPORT_RESOLVED}, outcome = {REPORT_CORRECTED},
+                    resolve_time = $5, resolving_version = u.version
+                FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[])
+                     AS u (resident_code, municipality_code, person_id, version)
+                WHERE m.person_id IS NULL AND m.state <> {REPORT_RESOLVED}
+                  AND m.resident_code = u.resident_code AND m.municipality_code = u.municipality_code""",
+            [d.notification.resident_code for d in recorded],
+            [d.notification.change.municipality_code for d in recorded],
+            [d.person_id for d in recorded], [d.version for d in recorded], resolved_at)
 
 
 def _search_values(keys: SearchKeys) -> tuple[object, ...]:

@@ -59,7 +59,8 @@ class RegisterService:
         engine = RegisterEngine(database, self.binding.register, hooks)
         return RegisterApi(engine, self.binding, municipalities=gunma_municipalities(),
                            resident_code_check=CheckDigitMode(config.resident_code_check),
-                           notify_window=TimeWindow(dt.timedelta(days=config.notify_time_max_age_days)))
+                           notify_window=TimeWindow(dt.timedelta(days=config.notify_time_max_age_days)),
+                           report_overdue=dt.timedelta(days=config.report_overdue_days))
 
     def build(self, config: RegisterConfig, database: Database, hooks: RegisterHooks | None = None) -> ServiceParts:
         """Everything the service runs: its servicer and `relay.workers` relay workers."""

@@ -215,6 +215,7 @@ async def load_file(owner_url: str, api: RegisterApi, path: Path, options: LoadO
             else:
                 await connection.execute(f"ANALYZE {', '.join(plan.filled)}")
             report.index_seconds = time.perf_counter() - rebuilding
+            await copy.resolve_omissions(connection, load_time)
     finally:
         await connection.close()
     if report.resident_code_warnings:

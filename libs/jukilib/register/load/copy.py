@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from jukilib.register.model import REPORT_CORRECTED, REPORT_RESOLVED
 from jukilib.register.rows import Rows
 
 STAGING = "juki_bulk_load_staging"
@@ -108,6 +109,18 @@ async def write(connection: asyncpg.Connection, encoded: Encoded) -> None:
                                        columns=["key", "person_id", "current"], format="text")
     for table, columns, payload in encoded.tables:
         await connection.copy_to_table(table, source=io.BytesIO(payload), columns=columns, format="text")
+
+
+async def resolve_omissions(connection: asyncpg.Connection, load_time: dt.datetime) -> None:
+    """住基法 12-5 (脱漏): the load's 記載 of a person reported missing, by the municipality the report went to,
+    resolves the report as an online 記載 does (`jukilib.register.store`)."""
+    await connection.execute(
+        f"""UPDATE municipality_report m
+            SET person_id = p.id, state = {REPORT_RESOLVED}, outcome = {REPORT_CORRECTED}, resolve_time = $1,
+                resolving_version = 1
+            FROM person p JOIN person_version v ON v.person_id = p.id AND v.version = 1
+            WHERE m.person_id IS NULL AND m.state <> {REPORT_RESOLVED} AND p.resident_code = m.resident_code
+              AND v.municipality_code = m.municipality_code AND v.receive_time = $1""", load_time)
 
 
 NULL = "\\N"
