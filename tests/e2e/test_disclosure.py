@@ -337,7 +337,7 @@ async def test_correction_closes_by_itself_when_the_municipality_corrects_and_re
         case = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name), CORRECTION)
         return bool(case.state == dpb.CORRECTION_STATE_RESULT_NOTIFIED)
 
-    await eventually(result_notified, timeout=20)
+    await eventually(result_notified, timeout=20, interval=0.5)  # under the operator rate limit
     done = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name), CORRECTION)
     assert done.resolving_version == 2
     (recipient,) = done.wrong_value_recipients
@@ -393,7 +393,7 @@ async def test_a_municipality_finding_no_error_closes_the_correction_with_a_trut
         case = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name), CORRECTION)
         return bool(case.state == dpb.CORRECTION_STATE_RESULT_NOTIFIED)
 
-    await eventually(result_notified, timeout=20)
+    await eventually(result_notified, timeout=20, interval=0.5)  # under the operator rate limit
     done = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name), CORRECTION)
     assert not done.wrong_value_recipients and done.resolving_version == 0
     (document,) = done.documents

@@ -146,7 +146,7 @@ async def test_the_municipality_answers_fixed_naming_its_own_later_notification(
 ])
 async def test_an_answer_without_what_its_outcome_needs_is_refused_naming_the_field(
         suite: RunningSuite, answer: Any, field: str) -> None:
-    resident = _resident(10 + len(field))
+    resident = _resident({"reason_code": 11, "notification_id": 12, "outcome": 13}[field])
     await _notify(suite, resident, f"r125-5-{field}", 1)
     report = await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.full_name"])
     answer.name = report.name
