@@ -3,7 +3,7 @@ through the gateway with mTLS, as a municipality's CS meets them (issue 17).
 
 - 住基法 30-6 ① / 30-41 ①: a municipality records only its own residents (identity: by address, annex: by
   本籍地), and corrects or removes only a person whose record it holds; a move is the old municipality's
-  消除 and the new one's 記載.
+  消除 and the new one's 記載, in either arrival order.
 - 番号法 7 ②: one 個人番号, one person; it changes only by its change reasons.
 - 住基法 30-4, 番号法 7 ②: a former identifier leads a provision purpose to nobody, and organs never receive
   the register's internal person id.
@@ -126,6 +126,36 @@ async def test_a_move_within_the_prefecture_ends_with_one_record_in_the_new_muni
     current = await _current(suite, resident.resident_code)
     assert (current["current_version"], current["state"], current["municipality_code"]) == (
         3, rpb.RECORD_STATE_ACTIVE, TAKASAKI)
+
+
+async def test_a_move_whose_move_in_arrives_first_ends_the_same_without_a_refusal(suite: RunningSuite) -> None:
+    # 住基法 30-6 ①: 高崎市's 転入 reaches the prefecture before 前橋市's 転出. Neither is refused; the one
+    # record of the person is active in 高崎市, and both events are in its history.
+    resident = _resident(30)
+    await _notify(suite, MAEBASHI, _identity(resident, "law-move-in-1", 1))
+    moved = _resident(30, TAKASAKI)
+    moved_in = await _notify(suite, TAKASAKI, _identity(moved, "law-move-in-3", 11))
+    current = await _current(suite, resident.resident_code)
+    assert (current["current_version"], current["state"], current["municipality_code"]) == (
+        moved_in.resident_version.version, rpb.RECORD_STATE_ACTIVE, TAKASAKI)
+    moved_out = await _notify(suite, MAEBASHI, _identity(resident, "law-move-in-2", 10, kind=rpb.CHANGE_KIND_REMOVE,
+                                                         reason=rpb.CHANGE_REASON_DOMESTIC_MOVE_OUT))
+    assert moved_out.resident_version.state == rpb.RECORD_STATE_REMOVED  # kept in history, before the 転入
+    current = await _current(suite, resident.resident_code)
+    assert (current["current_version"], current["state"], current["municipality_code"]) == (
+        2, rpb.RECORD_STATE_ACTIVE, TAKASAKI)
+    connection = await asyncpg.connect(suite.database_url("identity"))
+    try:
+        history = await connection.fetch(
+            "SELECT v.municipality_code, v.state FROM person_version v JOIN person p ON p.id = v.person_id "
+            "WHERE p.resident_code = $1 ORDER BY v.event_date, v.notify_time", resident.resident_code)
+    finally:
+        await connection.close()
+    assert [(r["municipality_code"], r["state"]) for r in history] == [
+        (MAEBASHI, rpb.RECORD_STATE_ACTIVE), (MAEBASHI, rpb.RECORD_STATE_REMOVED), (TAKASAKI, rpb.RECORD_STATE_ACTIVE)]
+    # A second 記載 that is not a 転入 stays refused, whoever sends it.
+    born_again = _identity(moved, "law-move-in-4", 12, reason=rpb.CHANGE_REASON_BIRTH)
+    assert await _refusal(suite, TAKASAKI, born_again) == "ALREADY_RECORDED"
 
 
 async def test_the_same_individual_number_for_two_persons_is_refused(suite: RunningSuite) -> None:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from juki.register.v1 import register_pb2 as rpb
 from jukilib.errors import FailedPrecondition
 from jukilib.register.decide import NEW_PERSON, Decision, Ledger, StoredNeighbour, decide, needs_history, place
 from jukilib.register.model import Change, ChangeKind, Notification, OrderKey, RecordState, SearchKeys
@@ -22,13 +23,15 @@ KEYS = SearchKeys("ヤマダタロウ", None, 1990, 1, 1, "1", "102016")
 
 
 MAEBASHI, TAKASAKI = "102016", "102024"
+MOVE_IN, MOVE_OUT, BIRTH = (rpb.CHANGE_REASON_DOMESTIC_MOVE_IN, rpb.CHANGE_REASON_DOMESTIC_MOVE_OUT,
+                            rpb.CHANGE_REASON_BIRTH)
 
 
 def notification(kind: ChangeKind, day: int, notification_id: str, code: str = "12345678901",
                  previous: str | None = None, notifier: str = MAEBASHI, municipality: str | None = None,
-                 ) -> Notification:
+                 reason: int = MOVE_IN) -> Notification:
     """A notification by `notifier` of a record in `municipality` (by default the notifier's)."""
-    change = Change(kind, 1, dt.date(2025, 1, day), dt.datetime(2026, 4, 1, 9, day, tzinfo=dt.UTC),
+    change = Change(kind, reason, dt.date(2025, 1, day), dt.datetime(2026, 4, 1, 9, day, tzinfo=dt.UTC),
                     dt.datetime(2026, 4, 2, tzinfo=dt.UTC), notifier, notification_id)
     keys = KEYS._replace(municipality_code=municipality or notifier)
     return Notification(change, code, {"resident_code": code, "address": notification_id}, b"digest", keys,
@@ -122,6 +125,34 @@ def test_a_move_is_the_old_municipalitys_removal_and_the_new_ones_record() -> No
     assert corrected.becomes_current
 
 
+def test_a_move_in_that_arrives_before_the_move_out_ends_as_the_other_order() -> None:
+    # 住基法 30-6 ①: 前橋市's 転出 and 高崎市's 転入 of one person, in either arrival order: no refusal, one
+    # record, active in 高崎市, both events in history.
+    def move(arrival: list[int]) -> tuple[tuple[RecordState, str], list[tuple[RecordState, str]]]:
+        register = MemoryRegister()
+        register.apply(notification(RECORD, 1, "born", reason=BIRTH))
+        halves = [notification(REMOVE, 10, "out", reason=MOVE_OUT),
+                  notification(RECORD, 11, "in", notifier=TAKASAKI, reason=MOVE_IN)]
+        decisions = [register.apply(halves[i]) for i in arrival]
+        assert len({d.person_id for d in decisions}) == 1
+        return register.state_of(decisions[0].person_id)
+
+    out_first, in_first = move([0, 1]), move([1, 0])
+    assert out_first == in_first == ((RecordState.ACTIVE, "in"), [
+        (RecordState.ACTIVE, "born"), (RecordState.REMOVED, "out"), (RecordState.ACTIVE, "in")])
+
+
+def test_a_record_by_another_municipality_that_is_not_a_move_in_is_refused() -> None:
+    register = MemoryRegister()
+    register.apply(notification(RECORD, 1, "born", reason=BIRTH))
+    with pytest.raises(FailedPrecondition) as refused:  # a birth cannot be recorded twice, by anyone
+        register.apply(notification(RECORD, 2, "born again", notifier=TAKASAKI, reason=BIRTH))
+    assert refused.value.reason == "ALREADY_RECORDED"
+    with pytest.raises(FailedPrecondition) as again:  # nor a 転入 by the municipality that holds the person
+        register.apply(notification(RECORD, 3, "moved in", reason=MOVE_IN))
+    assert again.value.reason == "ALREADY_RECORDED"
+
+
 def test_a_record_after_a_removal_records_the_person_again() -> None:
     register = MemoryRegister()
     first = register.apply(notification(RECORD, 1, "in"))
@@ -200,6 +231,23 @@ def _apply_with_resends(register: MemoryRegister, notifications: list[Notificati
         pending = refused
     assert person_id is not None
     return person_id
+
+
+# A life with a move within the prefecture: born in 前橋市, corrected, moved to 高崎市 (転出, 転入), corrected
+# there, died there.
+MOVING_LIFE = [(RECORD, MAEBASHI, BIRTH), (MODIFY, MAEBASHI, 0), (REMOVE, MAEBASHI, MOVE_OUT),
+               (RECORD, TAKASAKI, MOVE_IN), (MODIFY, TAKASAKI, 0), (REMOVE, TAKASAKI, 0)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_arrival_order_of_a_life_with_a_move_gives_the_same_record_and_history(data: st.DataObject) -> None:
+    life = [notification(kind, 2 * i + 1, f"m{i}", notifier=notifier, reason=reason)
+            for i, (kind, notifier, reason) in enumerate(MOVING_LIFE)]
+    in_order, shuffled = MemoryRegister(), MemoryRegister()
+    expected = in_order.state_of(_apply_with_resends(in_order, life))
+    order = data.draw(st.permutations(range(len(life))))
+    assert shuffled.state_of(_apply_with_resends(shuffled, [life[i] for i in order])) == expected
 
 
 @settings(max_examples=300, deadline=None)

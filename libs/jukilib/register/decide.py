@@ -20,8 +20,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from juki.register.v1 import register_pb2
 from jukilib.errors import FailedPrecondition
-from jukilib.register.model import ChangeKind, Notification, OrderKey, PersonId, RecordState, UniqueKey
+from jukilib.register.model import Change, ChangeKind, Notification, OrderKey, PersonId, RecordState, UniqueKey
+
+MOVE_IN = register_pb2.CHANGE_REASON_DOMESTIC_MOVE_IN  # 国内転入
 
 
 @dataclass
@@ -98,6 +101,16 @@ def check_kind_against_state(kind: ChangeKind, state: RecordState | None) -> Non
         raise FailedPrecondition("a correction was notified for a removed person", "PERSON_REMOVED")
 
 
+def is_move_in(change: Change, before: RecordState | None, holder: str | None) -> bool:
+    """住基法 30-6 ①: the new municipality's 転入 (国内転入) of a person another municipality of the prefecture
+    still holds: the 転入 half of a move whose 転出 half has not arrived. It is recorded, so that a move ends
+    the same in either arrival order and without a refusal: the person (one record, never two) becomes
+    current in the new municipality, and the old one's 転出, when it comes, takes its place before it in
+    history as a late 消除 by the municipality that held the person."""
+    return (change.kind == ChangeKind.RECORD and change.reason == MOVE_IN and before == RecordState.ACTIVE
+            and holder is not None and holder != change.municipality_code)
+
+
 def check_jurisdiction(kind: ChangeKind, notifier: str, record_municipality: str, holder: str | None) -> None:
     """住基法 30-6 ① / 30-41 ①: a municipality notifies only about its own residents (identity: by address,
     annex: by 本籍地, the record's municipality). It records (記載) only a record in its own municipality,
@@ -146,7 +159,8 @@ def decide(notification: Notification, person: Person | None, neighbours: Neighb
     raises FailedPrecondition naming the rule that refuses it. `new_id` is the id of a new person; `rule`
     and `owners` the register's unique key and who holds the notification's keys (`check_unique_keys`)."""
     change = notification.change
-    check_kind_against_state(change.kind, neighbours.before)
+    if not is_move_in(change, neighbours.before, neighbours.holder):
+        check_kind_against_state(change.kind, neighbours.before)
     check_jurisdiction(change.kind, change.municipality_code, notification.search.municipality_code,
                        neighbours.holder)
     # 消除 keeps the person in the file, marked removed with the reason of its change information.
