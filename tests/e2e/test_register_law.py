@@ -158,6 +158,17 @@ async def test_a_move_whose_move_in_arrives_first_ends_the_same_without_a_refusa
     assert await _refusal(suite, TAKASAKI, born_again) == "ALREADY_RECORDED"
 
 
+async def test_a_person_is_not_recorded_twice_whatever_the_event_dates(suite: RunningSuite) -> None:
+    # 住基法 30-6 ①: a second 記載 dated before the record the file holds, with no 消除 between, is refused
+    # (it used to be kept as a late version).
+    resident = _resident(31)
+    await _notify(suite, MAEBASHI, _identity(resident, "law-twice-1", 5, reason=rpb.CHANGE_REASON_BIRTH))
+    earlier = _identity(resident, "law-twice-2", 3, reason=rpb.CHANGE_REASON_BIRTH)
+    assert await _refusal(suite, MAEBASHI, earlier) == "ALREADY_RECORDED"
+    current = await _current(suite, resident.resident_code)
+    assert current["current_version"] == 1
+
+
 async def test_the_same_individual_number_for_two_persons_is_refused(suite: RunningSuite) -> None:
     # 番号法 7 ②: a 個人番号 is one person's.
     holder, impostor = _resident(9), _resident(10)

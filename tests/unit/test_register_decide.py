@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 
 from juki.register.v1 import register_pb2 as rpb
 from jukilib.errors import FailedPrecondition
-from jukilib.register.decide import NEW_PERSON, Decision, Ledger, StoredNeighbour, decide, needs_history, place
+from jukilib.register.decide import (
+    NEW_PERSON,
+    Decision,
+    Ledger,
+    StoredFollower,
+    StoredNeighbour,
+    decide,
+    needs_history,
+    place,
+)
 from jukilib.register.model import Change, ChangeKind, Notification, OrderKey, RecordState, SearchKeys
 
 RECORD, REMOVE, MODIFY = ChangeKind.RECORD, ChangeKind.REMOVE, ChangeKind.MODIFY
@@ -43,7 +52,7 @@ class MemoryRegister:
 
     def __init__(self) -> None:
         self.ledger = Ledger([])
-        self.history: dict[uuid.UUID, list[tuple[OrderKey, RecordState, str]]] = defaultdict(list)
+        self.history: dict[uuid.UUID, list[tuple[OrderKey, RecordState, str, ChangeKind]]] = defaultdict(list)
         self.current: dict[uuid.UUID, tuple[RecordState, str]] = {}
 
     def apply(self, n: Notification) -> Decision:
@@ -57,18 +66,19 @@ class MemoryRegister:
         self.ledger.record(decision)
         committed = self.ledger.persons[decision.person_id]
         committed.stored, committed.decided = True, []
-        self.history[decision.person_id].append((key, decision.state, n.change.notification_id))
+        self.history[decision.person_id].append((key, decision.state, n.change.notification_id, n.change.kind))
         if decision.becomes_current:
             self.current[decision.person_id] = (decision.state, n.change.notification_id)
         return decision
 
-    def _neighbours(self, person_id: uuid.UUID, key: OrderKey) -> tuple[StoredNeighbour | None, bool]:
-        before = [(k, s) for k, s, _ in self.history[person_id] if k < key]
-        after = any(k > key for k, _, _ in self.history[person_id])
-        return (StoredNeighbour(*max(before)) if before else None), after
+    def _neighbours(self, person_id: uuid.UUID, key: OrderKey
+                    ) -> tuple[StoredNeighbour | None, StoredFollower | None]:
+        before = [(k, s) for k, s, _, _ in self.history[person_id] if k < key]
+        after = [(k, kind) for k, _, _, kind in self.history[person_id] if k > key]
+        return (StoredNeighbour(*max(before)) if before else None), (StoredFollower(*min(after)) if after else None)
 
     def state_of(self, person_id: uuid.UUID) -> tuple[tuple[RecordState, str], list[tuple[RecordState, str]]]:
-        return self.current[person_id], [(s, n) for _, s, n in sorted(self.history[person_id])]
+        return self.current[person_id], [(s, n) for _, s, n, _ in sorted(self.history[person_id])]
 
 
 def test_a_first_record_makes_a_new_current_person() -> None:
@@ -151,6 +161,21 @@ def test_a_record_by_another_municipality_that_is_not_a_move_in_is_refused() -> 
     with pytest.raises(FailedPrecondition) as again:  # nor a 転入 by the municipality that holds the person
         register.apply(notification(RECORD, 3, "moved in", reason=MOVE_IN))
     assert again.value.reason == "ALREADY_RECORDED"
+
+
+def test_a_second_record_dated_before_the_files_record_is_refused() -> None:
+    # 住基法 30-6 ①: one person, one record; a 記載 dated before the one the file holds, with no 消除 between,
+    # would record them twice.
+    register = MemoryRegister()
+    register.apply(notification(RECORD, 5, "recorded", reason=BIRTH))
+    with pytest.raises(FailedPrecondition) as refused:
+        register.apply(notification(RECORD, 3, "recorded earlier", reason=BIRTH))
+    assert refused.value.reason == "ALREADY_RECORDED"
+    # The 消除 that separates them arrives: the earlier 記載 then takes its place (a life recorded again).
+    register.apply(notification(REMOVE, 4, "removed", reason=MOVE_OUT))
+    earlier = register.apply(notification(RECORD, 3, "recorded earlier", reason=BIRTH))
+    assert register.state_of(earlier.person_id) == ((RecordState.ACTIVE, "recorded"), [
+        (RecordState.ACTIVE, "recorded earlier"), (RecordState.REMOVED, "removed"), (RecordState.ACTIVE, "recorded")])
 
 
 def test_a_record_after_a_removal_records_the_person_again() -> None:

@@ -41,7 +41,7 @@ class Person:
     """Whether the person was in the file before this batch (else the batch records them)."""
     keys: frozenset[bytes] = frozenset()
     """The unique keys of the current record (`Notification.unique_keys`)."""
-    decided: list[tuple[OrderKey, RecordState]] = field(default_factory=list)
+    decided: list[tuple[OrderKey, RecordState, ChangeKind]] = field(default_factory=list)
     """Versions decided in this batch, in decision order."""
 
 
@@ -54,6 +54,8 @@ class Neighbours(NamedTuple):
     """Nothing comes after it: the notification becomes the current record."""
     holder: str | None = None
     """The municipality that notified the version just before it: the one that held the person then."""
+    after: ChangeKind | None = None
+    """The kind of change of the version just after it (None: nothing after)."""
 
 
 NEW_PERSON = Neighbours(None, True)
@@ -65,6 +67,13 @@ class StoredNeighbour(NamedTuple):
 
     key: OrderKey
     state: RecordState
+
+
+class StoredFollower(NamedTuple):
+    """The stored version just after a late notification's place (`store.neighbours`)."""
+
+    key: OrderKey
+    kind: ChangeKind
 
 
 class Decision(NamedTuple):
@@ -86,9 +95,19 @@ class Decision(NamedTuple):
     fails the batch, which is decided again knowing every owner)."""
 
 
-def check_kind_against_state(kind: ChangeKind, state: RecordState | None) -> None:
-    """Rules per kind of change (住基法 30-6 ①) against the person's state just before it (None: unknown)."""
+def check_kind_against_state(kind: ChangeKind, state: RecordState | None, after: ChangeKind | None = None) -> None:
+    """Rules per kind of change (住基法 30-6 ①) against the person's state just before it (None: nothing before)
+    and, where nothing is before it, the kind of the version just after it (None: nothing after)."""
     if state is None:
+        if kind == ChangeKind.RECORD and after in (ChangeKind.RECORD, ChangeKind.MODIFY):
+            # A person is not recorded twice without a 消除 between, whatever the event dates: a 記載 dated
+            # before the record the file holds waits for the 消除 that separates them.
+            raise FailedPrecondition("a record was notified before a record of the person the file holds, "
+                                     "without a removal between", "ALREADY_RECORDED")
+        if kind == ChangeKind.REMOVE and after == ChangeKind.RECORD:
+            # The 消除 that separates an earlier record (not arrived yet) from the one the file holds: accepted,
+            # so that the earlier 記載 can take its place before it (either would otherwise wait for the other).
+            return
         if kind != ChangeKind.RECORD:
             raise FailedPrecondition(
                 "a removal or correction was notified for a person not in the file", "UNKNOWN_PERSON")
@@ -160,7 +179,7 @@ def decide(notification: Notification, person: Person | None, neighbours: Neighb
     and `owners` the register's unique key and who holds the notification's keys (`check_unique_keys`)."""
     change = notification.change
     if not is_move_in(change, neighbours.before, neighbours.holder):
-        check_kind_against_state(change.kind, neighbours.before)
+        check_kind_against_state(change.kind, neighbours.before, neighbours.after)
     check_jurisdiction(change.kind, change.municipality_code, notification.search.municipality_code,
                        neighbours.holder)
     # 消除 keeps the person in the file, marked removed with the reason of its change information.
@@ -182,25 +201,29 @@ def decide(notification: Notification, person: Person | None, neighbours: Neighb
                     former_code=former, keys_changed=keys_changed, claimed_keys=claimed)
 
 
-def place(person: Person, key: OrderKey, stored: tuple[StoredNeighbour | None, bool] | None) -> Neighbours:
+def place(person: Person, key: OrderKey,
+          stored: tuple[StoredNeighbour | None, StoredFollower | None] | None) -> Neighbours:
     """Where `key` falls among the person's versions: after the newest (the common case, no history
-    needed), else among the stored versions (`stored`: the one just before and whether one comes after,
-    read by the caller when `needs_history`) and those decided in this batch."""
+    needed), else among the stored versions (`stored`: the ones just before and just after it, read by the
+    caller when `needs_history`) and those decided in this batch."""
     if person.newest is None or key > person.newest[0]:
         return Neighbours(None, True) if person.newest is None else Neighbours(
             person.newest[1], True, person.newest[0][2])
     before_key: OrderKey | None = None
-    before_state, after = None, False
+    after_key: OrderKey | None = None
+    before_state, after_kind = None, None
     if stored is not None:
         before, after = stored
         if before is not None:
             before_key, before_state = before
-    for version_key, state in person.decided:
+        if after is not None:
+            after_key, after_kind = after
+    for version_key, state, kind in person.decided:
         if version_key < key and (before_key is None or version_key > before_key):
             before_key, before_state = version_key, state
-        elif version_key > key:
-            after = True
-    return Neighbours(before_state, not after, None if before_key is None else before_key[2])
+        elif version_key > key and (after_key is None or version_key < after_key):
+            after_key, after_kind = version_key, kind
+    return Neighbours(before_state, after_key is None, None if before_key is None else before_key[2], after_kind)
 
 
 def needs_history(person: Person, key: OrderKey) -> bool:
@@ -269,4 +292,4 @@ class Ledger:
         if self.key_owners is not None:
             for claimed in decision.claimed_keys:
                 self.key_owners[claimed] = person.id
-        person.decided.append((key, decision.state))
+        person.decided.append((key, decision.state, notification.change.kind))

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
-from jukilib.register.decide import Decision, Person, StoredNeighbour
+from jukilib.register.decide import Decision, Person, StoredFollower, StoredNeighbour
 from jukilib.register.model import (
     REPORT_CORRECTED,
     REPORT_RESOLVED,
@@ -220,20 +220,23 @@ async def key_owners(connection: asyncpg.Connection, keys: list[bytes]) -> dict[
 
 
 async def neighbours(connection: asyncpg.Connection, person_id: PersonId, key: OrderKey
-                     ) -> tuple[StoredNeighbour | None, bool]:
-    """The stored version just before `key` in the person's history, and whether one comes after it."""
+                     ) -> tuple[StoredNeighbour | None, StoredFollower | None]:
+    """The stored versions just before and just after `key` in the person's history."""
     before = await connection.fetchrow(
         f"""SELECT v.event_date, v.notify_time, v.municipality_code, v.notification_id, v.state
             FROM person_version v
             WHERE v.person_id = $1 AND ({_ORDER}) < ($2, $3, $4, $5) ORDER BY {_ORDER_DESC} LIMIT 1""",
         person_id, *key,
     )
-    after = await connection.fetchval(
-        f"SELECT EXISTS (SELECT 1 FROM person_version v WHERE v.person_id = $1 AND ({_ORDER}) > ($2, $3, $4, $5))",
+    after = await connection.fetchrow(
+        f"""SELECT v.event_date, v.notify_time, v.municipality_code, v.notification_id, v.change_kind
+            FROM person_version v
+            WHERE v.person_id = $1 AND ({_ORDER}) > ($2, $3, $4, $5) ORDER BY {_ORDER} LIMIT 1""",
         person_id, *key,
     )
     found = None if before is None else StoredNeighbour(tuple(before)[:4], RecordState(before["state"]))
-    return found, bool(after)
+    follower = None if after is None else StoredFollower(tuple(after)[:4], ChangeKind(after["change_kind"]))
+    return found, follower
 
 
 async def write(connection: asyncpg.Connection, rows: Rows, trace_parent: str | None,
