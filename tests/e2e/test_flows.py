@@ -407,7 +407,11 @@ async def test_agency_error_report_reaches_the_municipality_and_its_correction_r
         report = await agency_pb2_grpc.AgencyServiceStub(channel).SendErrorReport(agency_pb2.SendErrorReportRequest(
             file=agency_pb2.FILE_IDENTITY, resident_code=resident.resident_code, reason_code="ITEM_MISMATCH",
             fields=["record.full_name"]), timeout=10)
-    assert (report.state, report.municipality_code, report.version) == (register_pb2.REPORT_STATE_OPEN, MAEBASHI, 1)
+    # 30-8: received for the prefecture's review; the desk investigates and reports it to the municipality.
+    assert (report.state, report.municipality_code, report.version) == (register_pb2.REPORT_STATE_RECEIVED, MAEBASHI, 1)
+    for step, request in (("Investigate", register_pb2.InvestigateMunicipalityReportRequest(name=report.name)),
+                          ("Forward", register_pb2.ForwardMunicipalityReportRequest(name=report.name))):
+        await _call(suite, "shichoson-ka", f"identity.{step}MunicipalityReport", request, "PREFECTURE-REPORTS-12-5")
     listed, _ = await _call(suite, "maebashi-cs", "identity.ListMunicipalityReports",
                             register_pb2.ListMunicipalityReportsRequest(), "CS-REPORTS-12-5")
     assert report.name in {r.name for r in listed.municipality_reports}

@@ -60,12 +60,17 @@ async def _identity(suite: RunningSuite, method: str, request: Any, purpose: str
 
 
 async def _agency_reports(suite: RunningSuite, resident: SyntheticResident, reason_code: str,
-                          fields: list[str]) -> Any:
-    """住基法 30-8: the agency reports an error in the prefecture's record; it becomes a 12-5 report."""
+                          fields: list[str], *, forward: bool = True) -> Any:
+    """住基法 30-8: the agency reports an error in the prefecture's record; the desk reviews it and (with
+    `forward`) reports it to the municipality (12-5)."""
     async with secure_channel(suite.address("agency"), suite.server_tls("gateway")) as channel:
-        return await agency_pb2_grpc.AgencyServiceStub(channel).SendErrorReport(agency_pb2.SendErrorReportRequest(
+        received = await agency_pb2_grpc.AgencyServiceStub(channel).SendErrorReport(agency_pb2.SendErrorReportRequest(
             file=agency_pb2.FILE_IDENTITY, resident_code=resident.resident_code, reason_code=reason_code,
             fields=fields), timeout=10)
+    if not forward:
+        return received
+    await _desk(suite, "InvestigateMunicipalityReport", rpb.InvestigateMunicipalityReportRequest(name=received.name))
+    return await _desk(suite, "ForwardMunicipalityReport", rpb.ForwardMunicipalityReportRequest(name=received.name))
 
 
 async def _report(suite: RunningSuite, name: str) -> Any:
@@ -248,3 +253,34 @@ async def test_the_desk_cannot_answer_for_a_municipality(suite: RunningSuite) ->
         await _desk(suite, "AnswerMunicipalityReport", rpb.AnswerMunicipalityReportRequest(
             name=report.name, outcome=rpb.REPORT_OUTCOME_NO_ERROR, reason_code="NOT_OURS"))
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_an_agency_report_is_reviewed_before_any_municipality_is_told(suite: RunningSuite) -> None:
+    # 住基法 30-8: the agency's report is received for the prefecture's review, not forwarded blindly.
+    resident = _resident(24)
+    await _notify(suite, resident, "r125-24a", 1)
+    received = await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.full_name"], forward=False)
+    assert (received.state, received.source) == (rpb.REPORT_STATE_RECEIVED, rpb.REPORT_SOURCE_AGENCY_ERROR_REPORT)
+    listed = await _identity(suite, "ListMunicipalityReports", rpb.ListMunicipalityReportsRequest(page_size=500))
+    assert received.name not in {r.name for r in listed.municipality_reports}  # the municipality knows nothing
+    with pytest.raises(grpc.aio.AioRpcError) as hidden:
+        await _report(suite, received.name)
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+    renamed = dataclasses.replace(resident, full_name=resident.full_name + "子")
+    await _notify(suite, renamed, "r125-24b", 2, rpb.CHANGE_KIND_MODIFY, rpb.CHANGE_REASON_CLERICAL_ERROR_CORRECTION)
+    unchanged = await _desk(suite, "GetMunicipalityReport", rpb.GetMunicipalityReportRequest(name=received.name))
+    assert unchanged.state == rpb.REPORT_STATE_RECEIVED  # a report nobody was told of is not resolved
+    with pytest.raises(grpc.aio.AioRpcError) as skipped:  # forwarded only after an investigation
+        await _desk(suite, "ForwardMunicipalityReport", rpb.ForwardMunicipalityReportRequest(name=received.name))
+    assert _reason(skipped.value) == "REPORT_STATE_CONFLICT"
+    with pytest.raises(grpc.aio.AioRpcError) as no_reason:
+        await _desk(suite, "DismissMunicipalityReport", rpb.DismissMunicipalityReportRequest(name=received.name))
+    assert field_violations(no_reason.value) == ["reason_code"]
+    await _desk(suite, "InvestigateMunicipalityReport", rpb.InvestigateMunicipalityReportRequest(name=received.name))
+    dismissed = await _desk(suite, "DismissMunicipalityReport", rpb.DismissMunicipalityReportRequest(
+        name=received.name, reason_code="ALREADY_CORRECTED"))
+    assert (dismissed.state, dismissed.dismiss_reason_code) == (rpb.REPORT_STATE_DISMISSED, "ALREADY_CORRECTED")
+    with pytest.raises(grpc.aio.AioRpcError) as not_theirs:  # a municipality cannot review the agency's reports
+        await _identity(suite, "InvestigateMunicipalityReport", rpb.InvestigateMunicipalityReportRequest(
+            name=received.name))
+    assert not_theirs.value.code() == grpc.StatusCode.PERMISSION_DENIED

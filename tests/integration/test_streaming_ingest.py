@@ -456,7 +456,7 @@ async def _rows(setup: Setup, person: Person) -> dict[str, Any]:
 
 
 async def _report(setup: Setup, person: Person) -> None:
-    await setup.api.reports.create(NewReport(person.code, rpb.REPORT_SOURCE_AGENCY_ERROR_REPORT, "ADDRESS_ERROR",
+    await setup.api.reports.create(NewReport(person.code, rpb.REPORT_SOURCE_PREFECTURE_FINDING, "ADDRESS_ERROR",
                                              ["record.address"], "", None))
 
 

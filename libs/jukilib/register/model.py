@@ -19,6 +19,9 @@ OrderKey = tuple[date, datetime, str, str]
 
 
 REPORT_RESOLVED = int(register_pb2.REPORT_STATE_RESOLVED)
+REPORT_AT_MUNICIPALITY = (int(register_pb2.REPORT_STATE_OPEN), int(register_pb2.REPORT_STATE_ACKNOWLEDGED))
+"""States of a report the municipality has and may fix (an agency's report under review is not one)."""
+REPORT_AT_MUNICIPALITY_SQL = ", ".join(str(state) for state in REPORT_AT_MUNICIPALITY)
 REPORT_CORRECTED = int(register_pb2.REPORT_OUTCOME_CORRECTED)
 REPORTS_FIXED_BY_REMOVAL = ("DUPLICATE_RECORD", "ERRONEOUS_RECORD")
 """Reasons of 12-5 reports that a 消除 fixes: 誤載, a record that should not be in the file (removed ex officio)."""

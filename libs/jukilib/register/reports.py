@@ -37,10 +37,16 @@ def source_of(organization: str) -> int:
 OMISSION = "OMISSION"
 """The reason of a report of 脱漏: a person missing from the file. It names the municipality that should have
 recorded them and resolves on that municipality's 記載 of the 住民票コード."""
+_FORWARDED = (pb.REPORT_STATE_OPEN, pb.REPORT_STATE_ACKNOWLEDGED, pb.REPORT_STATE_RESOLVED)
+"""States of a report its municipality sees: an agency's report under the desk's review is not one (30-8)."""
+_FORWARDED_SQL = ", ".join(str(int(state)) for state in _FORWARDED)
+_CLOSED = (pb.REPORT_STATE_RESOLVED, pb.REPORT_STATE_DISMISSED)
+_CLOSED_SQL = ", ".join(str(int(state)) for state in _CLOSED)
 _COLUMNS = """id, person_id, coalesce(version, 0) AS version, municipality_code, source, reason_code, fields,
     origin_reference, state, create_time, acknowledge_time, resolve_time, resolving_version, outcome,
-    answer_reason_code, coalesce((SELECT resident_code FROM person p WHERE p.id = municipality_report.person_id),
-                                 municipality_report.resident_code) AS resident_code"""
+    answer_reason_code, dismiss_reason_code,
+    coalesce((SELECT resident_code FROM person p WHERE p.id = municipality_report.person_id),
+             municipality_report.resident_code) AS resident_code"""
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,11 @@ def validate_new_report(report: Any, request_id: str, record_fields: frozenset[s
                      report.origin_reference, request_id or None, report.municipality_code)
 
 
+def _addressed(row: asyncpg.Record, municipality: str) -> bool:
+    """Whether the report is one `municipality` has: addressed to it, and forwarded to it."""
+    return bool(row["municipality_code"] == municipality and row["state"] in _FORWARDED)
+
+
 def report_id(name: str) -> uuid.UUID:
     prefix = "municipalityReports/"
     try:
@@ -114,14 +125,17 @@ class MunicipalityReports:
             current = await store.current_by_id(connection, person_id) if person_id else None
             if current is None:
                 raise NotFound("no person with this resident code in the file", "PERSON_NOT_FOUND")
-            # Addressed to the municipality that notified the version found wrong (the current one).
+            # Addressed to the municipality that notified the version found wrong (the current one). 住基法
+            # 30-8: the agency's report is received for the desk's review; the municipality learns of it only
+            # when the desk forwards it (12-5).
+            received = new.source == pb.REPORT_SOURCE_AGENCY_ERROR_REPORT
             row = await connection.fetchrow(
                 f"""INSERT INTO municipality_report (id, request_id, person_id, version, municipality_code, source,
-                        reason_code, fields, origin_reference)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_COLUMNS}""",
+                        reason_code, fields, origin_reference, state)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_COLUMNS}""",
                 uuid.uuid4(), new.request_id, current.person_id, current.current.version,
                 current.current.change.municipality_code, new.source, new.reason_code, new.fields,
-                new.origin_reference,
+                new.origin_reference, int(pb.REPORT_STATE_RECEIVED if received else pb.REPORT_STATE_OPEN),
             )
             assert row is not None
             return row
@@ -160,12 +174,13 @@ class MunicipalityReports:
         municipality = self._own_municipality(organization)
         # One statement per shape, no `$1 IS NULL OR …`: the registers run with generic plans, which could
         # not use the (municipality_code, create_time) index for such a filter.
-        where = "municipality_code = $1" if municipality is not None else "$1::text IS NULL"
+        where = (f"municipality_code = $1 AND state IN ({_FORWARDED_SQL})" if municipality is not None
+                 else "$1::text IS NULL")
         async with self._database.connection() as connection:
             rows = await connection.fetch(
                 f"""SELECT {_COLUMNS} FROM municipality_report
                     WHERE {where} AND ($2::smallint = {int(pb.REPORT_STATE_UNSPECIFIED)} OR state = $2)
-                      AND (NOT $5 OR (state <> {int(pb.REPORT_STATE_RESOLVED)} AND create_time < now() - $6::interval))
+                      AND (NOT $5 OR (state NOT IN ({_CLOSED_SQL}) AND create_time < now() - $6::interval))
                     ORDER BY create_time, id OFFSET $3 LIMIT $4""",
                 municipality, state, offset, limit + 1, overdue_only, self.overdue_after,
             )
@@ -178,7 +193,7 @@ class MunicipalityReports:
         municipality = self._own_municipality(organization)
         async with self._database.connection() as connection:
             row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM municipality_report WHERE id = $1", identifier)
-        if row is None or (municipality is not None and row["municipality_code"] != municipality):
+        if row is None or (municipality is not None and not _addressed(row, municipality)):
             raise NotFound("no such report", "REPORT_NOT_FOUND")
         found: asyncpg.Record = row
         return found
@@ -192,7 +207,7 @@ class MunicipalityReports:
         async with self._database.transaction() as connection:
             row = await connection.fetchrow(
                 f"SELECT {_COLUMNS} FROM municipality_report WHERE id = $1 FOR UPDATE", identifier)
-            if row is None or row["municipality_code"] != municipality:
+            if row is None or not _addressed(row, municipality):
                 raise NotFound("no such report addressed to this municipality", "REPORT_NOT_FOUND")
             if row["state"] == pb.REPORT_STATE_RESOLVED:
                 raise FailedPrecondition("the report is already resolved", "REPORT_RESOLVED")
@@ -205,6 +220,33 @@ class MunicipalityReports:
             return updated
 
 
+    async def review(self, name: str, organization: str, target: int, reason_code: str = "") -> asyncpg.Record:
+        """住基法 30-8: the prefecture's desk reviews an agency's report: RECEIVED → INVESTIGATING, then
+        INVESTIGATING → OPEN (reported to the municipality, 12-5) or → DISMISSED with a reason."""
+        if self._own_municipality(organization) is not None:
+            raise PermissionDenied("only the prefecture reviews the agency's reports", "NOT_THE_PREFECTURE")
+        identifier = report_id(name)
+        if target == pb.REPORT_STATE_DISMISSED and not REASON_CODE.match(reason_code):
+            raise InvalidArgument([FieldViolation("reason_code", "must be an UPPER_SNAKE_CASE code of at most 64 "
+                                                                 "characters saying why nothing is reported")])
+        async with self._database.transaction() as connection:
+            row = await connection.fetchrow(
+                f"SELECT {_COLUMNS} FROM municipality_report WHERE id = $1 FOR UPDATE", identifier)
+            if row is None:
+                raise NotFound("no such report", "REPORT_NOT_FOUND")
+            if row["state"] not in _REVIEW_STEPS.get(target, ()):
+                raise FailedPrecondition(
+                    f"the report is in state {row['state']}, which does not lead to state {target}",
+                    "REPORT_STATE_CONFLICT")
+            updated = await connection.fetchrow(
+                f"""UPDATE municipality_report
+                    SET state = $2::smallint, dismiss_reason_code = nullif($3::text, ''),
+                        forward_time = CASE WHEN $2::smallint = {int(pb.REPORT_STATE_OPEN)} THEN now()
+                                            ELSE forward_time END
+                    WHERE id = $1 RETURNING {_COLUMNS}""", identifier, target, reason_code)
+            assert updated is not None
+            return updated
+
     async def answer(self, answer: Answer, organization: str) -> asyncpg.Record:
         """住基法 12-5: the addressed municipality closes a report: no error found (with its reason), or
         corrected by a notification of its own for the person, after the reported version."""
@@ -214,7 +256,7 @@ class MunicipalityReports:
         async with self._database.transaction() as connection:
             row = await connection.fetchrow(
                 f"SELECT {_COLUMNS} FROM municipality_report WHERE id = $1 FOR UPDATE", answer.report_id)
-            if row is None or row["municipality_code"] != municipality:
+            if row is None or not _addressed(row, municipality):
                 raise NotFound("no such report addressed to this municipality", "REPORT_NOT_FOUND")
             if row["state"] == pb.REPORT_STATE_RESOLVED:
                 raise FailedPrecondition("the report is already resolved", "REPORT_RESOLVED")
@@ -235,6 +277,14 @@ class MunicipalityReports:
                 answer.report_id, answer.outcome, answer.reason_code or None, resolving)
             assert updated is not None
             return updated
+
+
+_REVIEW_STEPS: dict[int, tuple[int, ...]] = {
+    pb.REPORT_STATE_INVESTIGATING: (pb.REPORT_STATE_RECEIVED,),
+    pb.REPORT_STATE_OPEN: (pb.REPORT_STATE_INVESTIGATING,),
+    pb.REPORT_STATE_DISMISSED: (pb.REPORT_STATE_RECEIVED, pb.REPORT_STATE_INVESTIGATING),
+}
+"""The desk's steps on an agency's report: the states each target state may be reached from."""
 
 
 @dataclass(frozen=True)
@@ -291,6 +341,7 @@ def report_message(row: asyncpg.Record, target: Any, overdue_after: dt.timedelta
     if row["outcome"] is not None:
         target.outcome = row["outcome"]
     target.answer_reason_code = row["answer_reason_code"] or ""
-    if overdue_after is not None and row["state"] != pb.REPORT_STATE_RESOLVED:
+    target.dismiss_reason_code = row["dismiss_reason_code"] or ""
+    if overdue_after is not None and row["state"] not in _CLOSED:
         target.overdue = row["create_time"] < (now or dt.datetime.now(dt.UTC)) - overdue_after
     return target

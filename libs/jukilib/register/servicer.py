@@ -98,7 +98,8 @@ class RegisterMethods:
 
 
 class MunicipalityReportMethods:
-    """Create, List, Get, Acknowledge and AnswerMunicipalityReport (住基法 12-5)."""
+    """Create, List, Get, Acknowledge and AnswerMunicipalityReport (住基法 12-5), and the desk's review of the
+    agency's reports (30-8): Investigate, Forward and DismissMunicipalityReport."""
 
     _reports: MunicipalityReports
 
@@ -140,4 +141,24 @@ class MunicipalityReportMethods:
         self, request: register_pb2.AnswerMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
     ) -> register_pb2.MunicipalityReport:
         row = await self._reports.answer(validate_answer(request), caller.current().organization)
+        return self._report_message(row)
+
+    async def InvestigateMunicipalityReport(
+        self, request: register_pb2.InvestigateMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.MunicipalityReport:
+        row = await self._reports.review(request.name, caller.current().organization,
+                                         register_pb2.REPORT_STATE_INVESTIGATING)
+        return self._report_message(row)
+
+    async def ForwardMunicipalityReport(
+        self, request: register_pb2.ForwardMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.MunicipalityReport:
+        row = await self._reports.review(request.name, caller.current().organization, register_pb2.REPORT_STATE_OPEN)
+        return self._report_message(row)
+
+    async def DismissMunicipalityReport(
+        self, request: register_pb2.DismissMunicipalityReportRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.MunicipalityReport:
+        row = await self._reports.review(request.name, caller.current().organization,
+                                         register_pb2.REPORT_STATE_DISMISSED, request.reason_code)
         return self._report_message(row)

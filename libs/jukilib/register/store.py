@@ -10,6 +10,7 @@ import asyncpg
 
 from jukilib.register.decide import Decision, Person, StoredFollower, StoredNeighbour
 from jukilib.register.model import (
+    REPORT_AT_MUNICIPALITY_SQL,
     REPORT_CORRECTED,
     REPORT_RESOLVED,
     REPORTS_FIXED_BY_REMOVAL,
@@ -408,7 +409,7 @@ async def _resolve_reports(connection: asyncpg.Connection, fixes: list[ReportFix
                 JOIN fix ON m.person_id = fix.person_id AND m.municipality_code = fix.municipality_code
                 JOIN person_version reported ON reported.person_id = m.person_id AND reported.version = m.version
                 JOIN person_version fixing ON fixing.person_id = fix.person_id AND fixing.version = fix.version
-                WHERE m.state <> {REPORT_RESOLVED} AND (
+                WHERE m.state IN ({REPORT_AT_MUNICIPALITY_SQL}) AND (
                     (fix.kind = {int(ChangeKind.REMOVE)} AND m.reason_code = ANY($6::text[]))
                     OR (fix.kind = {int(ChangeKind.MODIFY)} AND EXISTS (
                         SELECT 1 FROM unnest(m.fields) AS reported_field (path)
@@ -437,7 +438,7 @@ async def _resolve_omissions(connection: asyncpg.Connection, recorded: list[Deci
                     resolve_time = $5, resolving_version = u.version
                 FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[])
                      AS u (resident_code, municipality_code, person_id, version)
-                WHERE m.person_id IS NULL AND m.state <> {REPORT_RESOLVED}
+                WHERE m.person_id IS NULL AND m.state IN ({REPORT_AT_MUNICIPALITY_SQL})
                   AND m.resident_code = u.resident_code AND m.municipality_code = u.municipality_code""",
             [d.notification.resident_code for d in recorded],
             [d.notification.change.municipality_code for d in recorded],

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from jukilib.register.model import REPORT_CORRECTED, REPORT_RESOLVED
+from jukilib.register.model import REPORT_AT_MUNICIPALITY_SQL, REPORT_CORRECTED, REPORT_RESOLVED
 from jukilib.register.rows import Rows
 
 STAGING = "juki_bulk_load_staging"
@@ -119,8 +119,9 @@ async def resolve_omissions(connection: asyncpg.Connection, load_time: dt.dateti
             SET person_id = p.id, state = {REPORT_RESOLVED}, outcome = {REPORT_CORRECTED}, resolve_time = $1,
                 resolving_version = 1
             FROM person p JOIN person_version v ON v.person_id = p.id AND v.version = 1
-            WHERE m.person_id IS NULL AND m.state <> {REPORT_RESOLVED} AND p.resident_code = m.resident_code
-              AND v.municipality_code = m.municipality_code AND v.receive_time = $1""", load_time)
+            WHERE m.person_id IS NULL AND m.state IN ({REPORT_AT_MUNICIPALITY_SQL})
+              AND p.resident_code = m.resident_code AND v.municipality_code = m.municipality_code
+              AND v.receive_time = $1""", load_time)
 
 
 NULL = "\\N"
