@@ -284,3 +284,19 @@ async def test_an_agency_report_is_reviewed_before_any_municipality_is_told(suit
         await _identity(suite, "InvestigateMunicipalityReport", rpb.InvestigateMunicipalityReportRequest(
             name=received.name))
     assert not_theirs.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_report_on_a_removed_person_is_resolved_by_a_correction_of_its_history(suite: RunningSuite) -> None:
+    # 住基法 12-5: the person died (消除) with a wrong name on record; the municipality corrects the name in the
+    # record's history (a 修正 dated within its life), and that resolves the report.
+    resident = _resident(25)
+    await _notify(suite, resident, "r125-25a", 1)
+    await _notify(suite, resident, "r125-25b", 5, rpb.CHANGE_KIND_REMOVE, rpb.CHANGE_REASON_DEATH)
+    report = await _agency_reports(suite, resident, "ITEM_MISMATCH", ["record.full_name"])
+    assert (report.state, report.version) == (rpb.REPORT_STATE_OPEN, 2)
+    renamed = dataclasses.replace(resident, full_name=resident.full_name + "子")
+    fixed = await _notify(suite, renamed, "r125-25c", 3, rpb.CHANGE_KIND_MODIFY,
+                          rpb.CHANGE_REASON_CLERICAL_ERROR_CORRECTION)
+    resolved = await _report(suite, report.name)
+    assert (resolved.state, resolved.outcome) == (rpb.REPORT_STATE_RESOLVED, rpb.REPORT_OUTCOME_CORRECTED)
+    assert resolved.resolving_version == fixed.resident_version.version == 3

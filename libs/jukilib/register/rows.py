@@ -48,6 +48,8 @@ class ReportFix(NamedTuple):
     kind: ChangeKind
     keys_changed: bool
     """The current record's unique keys changed (the fields kept apart from the record, e.g. 個人番号)."""
+    current: bool = True
+    """It became the current record (else a late 修正: it fixes a report only on a removed person)."""
 
 
 class PersonRow(NamedTuple):
@@ -111,12 +113,12 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
         last[person_id] = version
         if decision.claimed_keys:
             claims.append(decision)
-        if decision.becomes_current and decision.notification.change.kind != ChangeKind.RECORD:
-            # 住基法 12-5: a 修正 or 消除 now current may fix what its municipality was told; the writer
-            # resolves only the reports it does fix (`store._resolve_reports`).
-            change = decision.notification.change
+        change = decision.notification.change
+        if change.kind == ChangeKind.MODIFY or (decision.becomes_current and change.kind == ChangeKind.REMOVE):
+            # 住基法 12-5: a 修正 or 消除 now current, or a 修正 of a removed person's history, may fix what its
+            # municipality was told; the writer resolves only the reports it does fix (`store._resolve_reports`).
             rows.report_fixes.append(ReportFix(person_id, change.municipality_code, version, change.kind,
-                                               decision.keys_changed))
+                                               decision.keys_changed, decision.becomes_current))
     _persons(rows, decisions, current, last)
     for decision in claims:
         final = current.get(decision.person_id)

@@ -396,22 +396,25 @@ async def _resolve_reports(connection: asyncpg.Connection, fixes: list[ReportFix
     when it changes a reported field to another value than the reported version had (a field kept apart
     from the record, e.g. the 個人番号, when the current record's unique keys changed); a 消除 fixes a
     report of a record that should not be there (`REPORTS_FIXED_BY_REMOVAL`). Anything else leaves it
-    open. The first fixing notification of a batch is the resolving one."""
+    open. A report on a removed person is fixed by a 修正 of the removed record's history (a late one). The
+    first fixing notification of a batch is the resolving one."""
     if not fixes:
         return
     await connection.execute(
         f"""WITH fix AS (
-                SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::smallint[], $5::boolean[])
-                    AS u (person_id, municipality_code, version, kind, keys_changed)),
+                SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::smallint[], $5::boolean[], $9::boolean[])
+                    AS u (person_id, municipality_code, version, kind, keys_changed, current)),
             fixed AS (
                 SELECT DISTINCT ON (m.id) m.id, fix.version
                 FROM municipality_report m
                 JOIN fix ON m.person_id = fix.person_id AND m.municipality_code = fix.municipality_code
                 JOIN person_version reported ON reported.person_id = m.person_id AND reported.version = m.version
                 JOIN person_version fixing ON fixing.person_id = fix.person_id AND fixing.version = fix.version
+                JOIN person p ON p.id = fix.person_id
                 WHERE m.state IN ({REPORT_AT_MUNICIPALITY_SQL}) AND (
                     (fix.kind = {int(ChangeKind.REMOVE)} AND m.reason_code = ANY($6::text[]))
-                    OR (fix.kind = {int(ChangeKind.MODIFY)} AND EXISTS (
+                    OR (fix.kind = {int(ChangeKind.MODIFY)} AND (fix.current OR p.state = {int(RecordState.REMOVED)})
+                        AND EXISTS (
                         SELECT 1 FROM unnest(m.fields) AS reported_field (path)
                         WHERE CASE WHEN reported_field.path = ANY($7::text[]) THEN fix.keys_changed
                                    ELSE reported.record #> string_to_array(substr(reported_field.path, 8), '.')
@@ -425,7 +428,7 @@ async def _resolve_reports(connection: asyncpg.Connection, fixes: list[ReportFix
             FROM fixed WHERE m.id = fixed.id""",
         [f.person_id for f in fixes], [f.municipality_code for f in fixes], [f.version for f in fixes],
         [int(f.kind) for f in fixes], [f.keys_changed for f in fixes], list(REPORTS_FIXED_BY_REMOVAL),
-        list(secret_paths), resolved_at)
+        list(secret_paths), resolved_at, [f.current for f in fixes])
 
 
 async def _resolve_omissions(connection: asyncpg.Connection, recorded: list[Decision], resolved_at: datetime) -> None:
