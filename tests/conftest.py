@@ -24,7 +24,6 @@ from juki_services.agency.config import AgencyConfig
 from juki_services.disclosure.config import DisclosureConfig
 from juki_services.gateway.chain import ensure_signing_key
 from juki_services.gateway.config import GatewayConfig
-from juki_services.identity.config import IdentityConfig
 from jukilib.config import (
     DEFAULT_TRUSTED_PEERS,
     SERVICES,
@@ -160,6 +159,8 @@ def common_config(service: str, pki: DevPki, database: ServiceDatabase, home: Pa
     )
 
 
+TEST_MOVE_HALF_WAIT = 3.0
+"""Seconds a lone 転入 waits for its 転出 before the review queue lists it (production: days)."""
 TEST_RELAY = RelayConfig(retry=RetryPolicy(attempts=6, base_delay=0.05, max_delay=0.2), poll_interval=0.05,
                          call_timeout=2.0)
 
@@ -170,10 +171,8 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
     services it calls, by name."""
     common = common_config(service, pki, database, home, listen)
     if service in ("identity", "annex"):
-        register = {"common": common, "agency_target": targets.get("agency", "127.0.0.1:1"), "relay": TEST_RELAY}
-        if service == "identity":
-            return IdentityConfig(**register, keyring_file=ensure_keyring(home))
-        return RegisterConfig(**register)
+        return RegisterConfig(common=common, agency_target=targets.get("agency", "127.0.0.1:1"), relay=TEST_RELAY,
+                              keyring_file=ensure_keyring(home), move_half_wait=TEST_MOVE_HALF_WAIT)
     if service == "gateway":
         revoked = home / "revoked-certificates.txt"
         revoked.touch()

@@ -37,7 +37,7 @@ def _run(coroutine: Coroutine[Any, Any, int]) -> int:
 
 # --- the register's API, as its service builds it ---------------------------------------------------
 
-def register_api(register: str, owner_url: str, *, keyring_file: Path | None, resident_code_check: str = "warn"
+def register_api(register: str, owner_url: str, *, keyring_file: Path, resident_code_check: str = "warn"
                  ) -> Any:
     """The `RegisterApi` of `register` built by the service's own wiring (binding, hooks, municipalities,
     check-digit mode), on a database object that is never connected: the loader has its own connection."""
@@ -47,14 +47,8 @@ def register_api(register: str, owner_url: str, *, keyring_file: Path | None, re
     unused = Path("/nonexistent")  # the loader serves nothing: no TLS material is read, no agency called
     common = CommonConfig(service=register, listen="127.0.0.1:0", tls=TlsConfig(cert=unused, key=unused, ca=unused),
                           database=DatabaseConfig(url=owner_url, migration_url=owner_url), trusted_peers=frozenset())
-    settings: dict[str, Any] = {"common": common, "agency_target": "", "resident_code_check": resident_code_check}
-    if register == "identity":  # identity seals 個人番号 with its keyring; annex holds none
-        if keyring_file is None:
-            raise ConfigError("JUKI_KEYRING_FILE is required by the identity service")
-        config = importlib.import_module("juki_services.identity.config").IdentityConfig(
-            **settings, keyring_file=keyring_file)
-    else:
-        config = RegisterConfig(**settings)
+    config = RegisterConfig(common=common, agency_target="", keyring_file=keyring_file,
+                            resident_code_check=resident_code_check)
     return importlib.import_module(f"juki_services.{register}.app").api(config, Database(common.database))
 
 
@@ -108,9 +102,7 @@ async def _load(args: argparse.Namespace) -> int:
     env = Env()
     suite = LocalSuite.of(getattr(args, "home", None))  # `juki --home`; absent when wired into another parser
     owner_url = suite.owner_url(args.register)
-    # identity seals 個人番号 with the keyring; annex holds none and needs no keyring
-    keyring = suite.file("JUKI_KEYRING_FILE", KEYRING) if args.register == "identity" else None
-    api = register_api(args.register, owner_url, keyring_file=keyring,
+    api = register_api(args.register, owner_url, keyring_file=suite.file("JUKI_KEYRING_FILE", KEYRING),
                        resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")))
     path: Path = args.file
     bar = None if args.no_progress else ProgressBar(label=args.register)

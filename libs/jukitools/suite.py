@@ -239,7 +239,8 @@ def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dic
         "JUKI_HOME": str(home),
         "JUKI_REFLECTION": "true",
     })
-    if service == "identity":
+    if service in ("identity", "annex"):
+        # Development: one keyring for both registers. In production each register has its own keys.
         env["JUKI_KEYRING_FILE"] = str(ensure_keyring(home))
     if service == "gateway":
         env["JUKI_OPERATION_LOG_KEY"] = str(ensure_signing_key(home / "operation-log.key"))

@@ -1,5 +1,5 @@
-"""The annex service's configuration: a register's settings and nothing else. The annex file holds no
-number that needs sealing at rest (住基法 30-41), so the annex service has no keyring to read."""
+"""The annex service's configuration: a register's settings and nothing else (its keyring seals only the
+refused notifications of its review queue: the annex file holds no identifier of the 番号法, 住基法 30-41)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from juki.annex.v1 import annex_pb2 as pb
 from juki.annex.v1 import annex_pb2_grpc
 from jukilib.register.api import RegisterApi
-from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods
+from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods, ReviewMethods
 
 CONTRACT = RegisterContract(
     apply_response=pb.ApplyNotificationResponse, stream_response=pb.StreamNotificationsResponse,
@@ -17,7 +17,7 @@ CONTRACT = RegisterContract(
 )
 
 
-class AnnexServicer(MunicipalityReportMethods, RegisterMethods, annex_pb2_grpc.AnnexServiceServicer):
+class AnnexServicer(MunicipalityReportMethods, ReviewMethods, RegisterMethods, annex_pb2_grpc.AnnexServiceServicer):
     contract = CONTRACT
 
     def __init__(self, api: RegisterApi) -> None:

@@ -14,7 +14,7 @@ from jukilib import caller
 from jukilib.domain import codes
 from jukilib.errors import NotFound, Violations
 from jukilib.register.api import RegisterApi, follows_former
-from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods
+from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods, ReviewMethods
 
 CONTRACT = RegisterContract(
     apply_response=pb.ApplyNotificationResponse, stream_response=pb.StreamNotificationsResponse,
@@ -26,7 +26,8 @@ CONTRACT = RegisterContract(
 )
 
 
-class IdentityServicer(MunicipalityReportMethods, RegisterMethods, identity_pb2_grpc.IdentityServiceServicer):
+class IdentityServicer(MunicipalityReportMethods, ReviewMethods, RegisterMethods,
+                       identity_pb2_grpc.IdentityServiceServicer):
     contract = CONTRACT
 
     def __init__(self, api: RegisterApi) -> None:

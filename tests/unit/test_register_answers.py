@@ -35,7 +35,7 @@ def _api(found: list[CurrentRecord | None]) -> RegisterApi:
     async def lookup_many(codes: Any, *, reveal: bool, follow_former: bool) -> list[CurrentRecord | None]:
         return found
 
-    engine: Any = SimpleNamespace(database=None, lookup_many=lookup_many,
+    engine: Any = SimpleNamespace(database=None, keyring=None, lookup_many=lookup_many,
                                   hooks=SimpleNamespace(secret_paths=()))
     return RegisterApi(engine, identity_app.REGISTER.binding, municipalities=gunma_municipalities(),
                        resident_code_check=CheckDigitMode.WARN)

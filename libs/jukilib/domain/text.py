@@ -128,3 +128,31 @@ def is_katakana_reading(value: str) -> bool:
     Municipal systems keep フリガナ in katakana (DOMAIN §4.6, VERIFIED jyuki-stnd j180).
     """
     return bool(value.strip()) and _KATAKANA_READING.fullmatch(value) is not None
+
+
+def _unidentified_pattern() -> re.Pattern[str]:
+    """Candidates for 文字同定: the BMP's private-use and unassigned code points (listed once, at import), and
+    any character outside the BMP (checked one by one: most are assigned ideographs)."""
+    ranges: list[str] = []
+    start = None
+    for cp in range(0x10000):
+        # Non-characters are unassigned too, but refused outright (`text_problems`).
+        suspect = unicodedata.category(chr(cp)) in ("Co", "Cn") and not _is_noncharacter(cp)
+        if suspect and start is None:
+            start = cp
+        elif not suspect and start is not None:
+            ranges.append(f"{re.escape(chr(start))}-{re.escape(chr(cp - 1))}")
+            start = None
+    return re.compile("[" + "".join(ranges) + "\U00010000-\U0010ffff]")
+
+
+_UNIDENTIFIED_CANDIDATE = _unidentified_pattern()
+
+
+def needs_identification(value: str) -> bool:
+    """Whether `value` holds a character the register cannot identify: private use (a municipality's 外字) or
+    unassigned in the Unicode version of this Python. DOMAIN §B: such text is accepted, never refused, and
+    the record goes to 文字同定 review."""
+    if value.isascii():
+        return False
+    return any(unicodedata.category(ch) in ("Co", "Cn") for ch in _UNIDENTIFIED_CANDIDATE.findall(value))

@@ -37,6 +37,7 @@ from jukilib.register.model import (
     StoredVersion,
 )
 from jukilib.register.reports import MunicipalityReports
+from jukilib.register.review import ReviewQueue
 
 RESIDENT_CODE_CHANGE_REASONS = frozenset({pb.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST,  # 住民票コードの変更請求
                                           pb.CHANGE_REASON_RESIDENT_CODE_EX_OFFICIO_RECORD})  # 職権記載
@@ -148,7 +149,8 @@ class RegisterApi:
     def __init__(self, engine: RegisterEngine, binding: RegisterBinding, *, municipalities: MunicipalityTable,
                  resident_code_check: CheckDigitMode, clock: Callable[[], dt.datetime] = utc_now,
                  notify_window: TimeWindow = DEFAULT_NOTIFY_WINDOW,
-                 report_overdue: dt.timedelta = dt.timedelta(days=30)) -> None:
+                 report_overdue: dt.timedelta = dt.timedelta(days=30),
+                 move_half_wait: dt.timedelta = dt.timedelta(days=3)) -> None:
         self.engine = engine
         self.binding = binding
         self.municipalities = municipalities
@@ -156,6 +158,7 @@ class RegisterApi:
         self.notify_window = notify_window
         self._clock = clock
         self.reports = MunicipalityReports(engine.database, municipalities, binding.record_type, report_overdue)
+        self.review = ReviewQueue(engine.database, engine.keyring, self.reports, move_half_wait)
 
     # --- ingest (30-6 / 30-41) -------------------------------------------------------------------
 
@@ -195,6 +198,7 @@ class RegisterApi:
             digest=hashlib.sha256(request.SerializeToString(deterministic=True)).digest(),
             search=self.search_keys(record), previous_resident_code=request.previous_resident_code or None,
             secret=secret, unique_keys=self.engine.hooks.unique_keys(secret),
+            unidentified=validation.unidentified_fields(record),
         )
 
     def _check_record(self, request: Any, violations: Violations, municipality: str) -> None:

@@ -10,8 +10,9 @@ notification is a batch of one.
    other, each seeing the ones before (`Ledger`);
 4. the rows of the decisions (`jukilib.register.rows`) written with one statement per table.
 
-A notification refused by a rule (FAILED_PRECONDITION) is answered with its error and changes nothing;
-the rest of the batch is applied. The same notification id twice in one batch splits the batch there
+A notification refused by a rule (FAILED_PRECONDITION) is answered with its error and changes nothing in
+the file; it is kept, sealed, in the review queue (`jukilib.register.review`), and the rest of the batch
+is applied. The same notification id twice in one batch splits the batch there
 (the second part then finds the first's receipt, as a repeat would). A lost race (unique violation,
 serialization failure, deadlock: a concurrent batch took the same person, code or notification id
 first) retries the whole batch, which then sees the winner's rows. If the database refuses the batch
@@ -37,10 +38,13 @@ from opentelemetry.propagate import inject
 
 from jukilib.db.pool import Database
 from jukilib.errors import AlreadyExists, FailedPrecondition, JukiError, log_unexpected, translate
+from jukilib.keyring import Keyring
 from jukilib.register import rows, store
 from jukilib.register.decide import NEW_PERSON, Decision, Ledger, decide, needs_history, place
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import Notification, PersonId, StoredVersion
+from jukilib.register.review import refused_item
+from jukilib.register.store import RefusedItem
 from jukilib.retry import RetryPolicy, retry
 
 logger = logging.getLogger(__name__)
@@ -65,10 +69,12 @@ _UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresC
 class Batches:
     """Applies batches of notifications to one register."""
 
-    def __init__(self, database: Database, register: str, hooks: RegisterHooks) -> None:
+    def __init__(self, database: Database, register: str, hooks: RegisterHooks, keyring: Keyring) -> None:
         self.database = database
         self.register = register
         self.hooks = hooks
+        self.keyring = keyring
+        """Seals the content of refused notifications kept for review."""
 
     async def apply_many(self, notifications: Sequence[Notification],
                          on_locked: Callable[[], None] | None = None) -> list[Outcome]:
@@ -152,12 +158,16 @@ class Batches:
             on_locked()
         pending.sort(key=lambda item: (item[1].change.order_key, item[0]))
         decided: list[tuple[int, Decision]] = []
+        refused: list[RefusedItem] = []
         for position, notification in pending:
             try:
                 decided.append((position, await self._decide(connection, ledger, notification)))
-            except FailedPrecondition as refused:
-                outcomes.append((position, refused))
+            except FailedPrecondition as error:
+                outcomes.append((position, error))
+                refused.append(refused_item(self.keyring, notification, error.reason,
+                                            self.hooks.restore(notification.record, notification.secret)))
         created = await self._write(connection, [decision for _, decision in decided])
+        await store.queue_refused(connection, refused)
         for position, decision in decided:
             outcomes.append((position, self._answer(decision, created)))
         # A repeat has the digest of the first request, hence the same secret.

@@ -1,10 +1,11 @@
 """The settings of a register service (identity, annex): where the agency is, the outbox relay, the
-checks on incoming notifications. Read from the environment by `load_register`, on top of the common part
-(`jukilib.config.load_common`); identity adds its keyring (`juki_services.identity.config`)."""
+checks on incoming notifications, the keyring that seals what it keeps for review. Read from the
+environment by `load_register`, on top of the common part (`jukilib.config.load_common`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from jukilib.config import CommonConfig, ConfigError, Env, load_common
@@ -39,10 +40,13 @@ class RelayConfig:
 
 @dataclass(frozen=True)
 class RegisterConfig:
-    """Everything a register service reads (annex reads exactly this; identity adds its keyring)."""
+    """Everything a register service reads."""
 
     common: CommonConfig
     agency_target: str
+    keyring_file: Path
+    """Keys for what the register keeps sealed at rest (JUKI_KEYRING_FILE, required; see jukilib.keyring): the
+    content of refused notifications in the review queue, and identity's 個人番号."""
     """host:port of the agency the relay forwards every applied change to (JUKI_AGENCY_TARGET)."""
     relay: RelayConfig = RelayConfig()
     resident_code_check: str = "warn"
@@ -53,6 +57,10 @@ class RegisterConfig:
     report_overdue_days: int = 30
     """A 12-5 report still open this many days after it was made is overdue (JUKI_REPORT_OVERDUE_DAYS): the
     prefecture's desk follows it up. 12-5 sets no period; 30 days mirrors the disclosure deadline (30-33)."""
+    move_half_wait: float = 3 * 86400.0
+    """Seconds a 転入 recorded while the old municipality still held the person waits for that municipality's
+    転出 before it is listed in the review queue (JUKI_MOVE_HALF_WAIT). 住基法 30-6 ① has each municipality
+    notify "without delay"; three days covers a weekend and a CS resending a backlog."""
 
 
 R = TypeVar("R", bound=RegisterConfig)
@@ -78,9 +86,11 @@ def load_register(service: str, env: Env, config_type: type[R], **own: Any) -> R
     return config_type(
         common=load_common(service, env),
         agency_target=env.text("JUKI_AGENCY_TARGET"),
+        keyring_file=env.existing_file("JUKI_KEYRING_FILE"),
         relay=load_relay(env),
         resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")),
         notify_time_max_age_days=env.integer("JUKI_NOTIFY_TIME_MAX_AGE_DAYS", 3650, minimum=1),
         report_overdue_days=env.integer("JUKI_REPORT_OVERDUE_DAYS", 30, minimum=1),
+        move_half_wait=env.seconds("JUKI_MOVE_HALF_WAIT", RegisterConfig.move_half_wait),
         **own,
     )

@@ -93,6 +93,8 @@ class Decision(NamedTuple):
     claimed_keys: tuple[bytes, ...] = ()
     """Unique keys that nobody held before (the writer inserts them: a key another batch claimed first then
     fails the batch, which is decided again knowing every owner)."""
+    move_from: str | None = None
+    """A 転入 recorded while this municipality still held the person (`is_move_in`): its 転出 is awaited."""
 
 
 def check_kind_against_state(kind: ChangeKind, state: RecordState | None, after: ChangeKind | None = None) -> None:
@@ -178,7 +180,8 @@ def decide(notification: Notification, person: Person | None, neighbours: Neighb
     raises FailedPrecondition naming the rule that refuses it. `new_id` is the id of a new person; `rule`
     and `owners` the register's unique key and who holds the notification's keys (`check_unique_keys`)."""
     change = notification.change
-    if not is_move_in(change, neighbours.before, neighbours.holder):
+    moving_in = is_move_in(change, neighbours.before, neighbours.holder)
+    if not moving_in:
         check_kind_against_state(change.kind, neighbours.before, neighbours.after)
     check_jurisdiction(change.kind, change.municipality_code, notification.search.municipality_code,
                        neighbours.holder)
@@ -198,7 +201,8 @@ def decide(notification: Notification, person: Person | None, neighbours: Neighb
         former = notification.resident_code if person.resident_code != notification.resident_code else None
     keys_changed = neighbours.newest and frozenset(notification.unique_keys) != person.keys
     return Decision(notification, person.id, person.last_version + 1, state, neighbours.newest, new_person=False,
-                    former_code=former, keys_changed=keys_changed, claimed_keys=claimed)
+                    former_code=former, keys_changed=keys_changed, claimed_keys=claimed,
+                    move_from=neighbours.holder if moving_in else None)
 
 
 def place(person: Person, key: OrderKey,

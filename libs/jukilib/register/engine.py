@@ -20,6 +20,7 @@ from opentelemetry import trace
 from jukilib.batching import Batcher
 from jukilib.db.pool import Database
 from jukilib.errors import JukiError, NotFound
+from jukilib.keyring import Keyring
 from jukilib.register import store
 from jukilib.register.batch import Batches
 from jukilib.register.hooks import RegisterHooks
@@ -41,11 +42,14 @@ span: every call of a group stays linked to its batch)."""
 class RegisterEngine:
     """One register (identity or annex) on one schema."""
 
-    def __init__(self, database: Database, register: str, hooks: RegisterHooks | None = None) -> None:
+    def __init__(self, database: Database, register: str, keyring: Keyring, hooks: RegisterHooks | None = None,
+                 ) -> None:
         self.database = database
         self.register = register
+        self.keyring = keyring
+        """Seals what the register keeps for review (refused notifications)."""
         self.hooks = hooks or RegisterHooks()
-        self._batches = Batches(database, register, self.hooks)
+        self._batches = Batches(database, register, self.hooks, keyring)
         # One group in the database at once: one committing while the next gathers overlaps round trips;
         # more would only contend for the same rows and connections.
         self._group: Batcher[Notification, StoredVersion] = Batcher(

@@ -23,6 +23,11 @@ REPORT_AT_MUNICIPALITY = (int(register_pb2.REPORT_STATE_OPEN), int(register_pb2.
 """States of a report the municipality has and may fix (an agency's report under review is not one)."""
 REPORT_AT_MUNICIPALITY_SQL = ", ".join(str(state) for state in REPORT_AT_MUNICIPALITY)
 REPORT_CORRECTED = int(register_pb2.REPORT_OUTCOME_CORRECTED)
+REVIEW_REFUSED = int(register_pb2.REVIEW_ITEM_KIND_REFUSED_NOTIFICATION)
+REVIEW_CHARACTERS = int(register_pb2.REVIEW_ITEM_KIND_CHARACTER_IDENTIFICATION)
+REVIEW_MOVE_HALF = int(register_pb2.REVIEW_ITEM_KIND_LONE_MOVE_HALF)
+REVIEW_OPEN = int(register_pb2.REVIEW_ITEM_STATE_OPEN)
+REVIEW_SETTLED = int(register_pb2.REVIEW_ITEM_STATE_SETTLED)
 REPORTS_FIXED_BY_REMOVAL = ("DUPLICATE_RECORD", "ERRONEOUS_RECORD")
 """Reasons of 12-5 reports that a 消除 fixes: 誤載, a record that should not be in the file (removed ex officio)."""
 
@@ -88,6 +93,8 @@ class Notification(NamedTuple):
     secret: Any = None
     """What the register's hooks keep apart from the record (identity: the 個人番号)."""
     unique_keys: tuple[bytes, ...] = ()
+    unidentified: tuple[str, ...] = ()
+    """Paths of record fields holding characters to identify (文字同定, `validation.unidentified_fields`)."""
     """Keyed hashes of the identifiers the register keeps unique among persons (`RegisterHooks.unique_key`)."""
 
 

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from jukilib.register.decide import Decision
-from jukilib.register.model import ChangeKind, PersonId
+from jukilib.register.model import REVIEW_CHARACTERS, REVIEW_MOVE_HALF, ChangeKind, PersonId
 
 
 class Kept(NamedTuple):
@@ -52,6 +52,17 @@ class ReportFix(NamedTuple):
     """It became the current record (else a late 修正: it fixes a report only on a removed person)."""
 
 
+class ReviewRow(NamedTuple):
+    """An accepted notification the review queue lists (`jukilib.register.review`): characters to identify,
+    or a 転入 whose 転出 half is awaited."""
+
+    kind: int
+    rule: str
+    decision: Decision
+    field_paths: tuple[str, ...] = ()
+    awaited_municipality: str | None = None
+
+
 class PersonRow(NamedTuple):
     decision: Decision
     """The decision that made the current record."""
@@ -81,6 +92,9 @@ class Rows:
     person with none is listed with an empty key, so that their former keys stop being current)."""
     report_fixes: list[ReportFix] = field(default_factory=list)
     """Notifications that may fix what a 12-5 report says (`ReportFix`), in decision order."""
+    review: list[ReviewRow] = field(default_factory=list)
+    departures: list[tuple[PersonId, str]] = field(default_factory=list)
+    """(person, municipality) of late 消除: the 転出 half of a move whose 転入 came first settles its review item."""
     kept: list[TableRows] = field(default_factory=list)
 
 
@@ -119,12 +133,27 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
             # municipality was told; the writer resolves only the reports it does fix (`store._resolve_reports`).
             rows.report_fixes.append(ReportFix(person_id, change.municipality_code, version, change.kind,
                                                decision.keys_changed, decision.becomes_current))
+        if decision.notification.unidentified or decision.move_from or (
+                change.kind == ChangeKind.REMOVE and not decision.becomes_current):
+            _for_review(rows, decision)
     _persons(rows, decisions, current, last)
     for decision in claims:
         final = current.get(decision.person_id)
         keys = final.decision.notification.unique_keys if final else ()
         rows.claimed_keys.extend((key, decision.person_id, key in keys) for key in decision.claimed_keys)
     return rows
+
+
+def _for_review(rows: Rows, decision: Decision) -> None:
+    """DOMAIN §B, §C: what the review queue lists of an accepted notification, and the 転出 that completes a move."""
+    if decision.notification.unidentified:
+        rows.review.append(ReviewRow(REVIEW_CHARACTERS, "UNIDENTIFIED_CHARACTERS", decision,
+                                     field_paths=decision.notification.unidentified))
+    if decision.move_from:
+        rows.review.append(ReviewRow(REVIEW_MOVE_HALF, "MOVE_HALF_ALONE", decision,
+                                     awaited_municipality=decision.move_from))
+    if decision.notification.change.kind == ChangeKind.REMOVE and not decision.becomes_current:
+        rows.departures.append((decision.person_id, decision.notification.change.municipality_code))
 
 
 def _persons(rows: Rows, decisions: Sequence[Decision], current: dict[PersonId, PersonRow],

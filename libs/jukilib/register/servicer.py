@@ -24,6 +24,7 @@ from jukilib.register.reports import (
     validate_answer,
     validate_new_report,
 )
+from jukilib.register.review import ReviewQueue, review_message
 from jukilib.register.streaming import stream_notifications
 
 
@@ -162,3 +163,47 @@ class MunicipalityReportMethods:
         row = await self._reports.review(request.name, caller.current().organization,
                                          register_pb2.REPORT_STATE_DISMISSED, request.reason_code)
         return self._report_message(row)
+
+
+class ReviewMethods:
+    """The prefecture's desk on the register's review queue (DOMAIN §C): List, Get, Dismiss and ReportReviewItem.
+    The gateway admits only the desk's purpose to them; nothing else in the suite calls them."""
+
+    _api: RegisterApi
+
+    @property
+    def _review(self) -> ReviewQueue:
+        return self._api.review
+
+    def _review_message(self, row: Any, content: Any = None) -> register_pb2.ReviewItem:
+        binding = self._api.binding
+        return review_message(row, binding.collection, content, binding.record_type)
+
+    async def ListReviewItems(
+        self, request: register_pb2.ListReviewItemsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.ListReviewItemsResponse:
+        rows, token = await self._review.list(int(request.state), int(request.kind), request.page_size,
+                                              request.page_token)
+        return register_pb2.ListReviewItemsResponse(review_items=[self._review_message(r) for r in rows],
+                                                    next_page_token=token)
+
+    async def GetReviewItem(
+        self, request: register_pb2.GetReviewItemRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.ReviewItem:
+        row, content = await self._review.get(request.name)
+        return self._review_message(row, content)
+
+    async def DismissReviewItem(
+        self, request: register_pb2.DismissReviewItemRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.ReviewItem:
+        return self._review_message(await self._review.dismiss(request.name, request.reason_code))
+
+    async def ReportReviewItem(
+        self, request: register_pb2.ReportReviewItemRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.ReviewItem:
+        report = request.municipality_report
+        if not report.origin_reference:
+            report.origin_reference = request.name  # the report's origin: this item
+        new = validate_new_report(report, "", self._api.reports.record_fields,
+                                  source_of(caller.current().organization))
+        return self._review_message(await self._review.report(request.name, new))

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
+from jukilib.keyring import Sealed
 from jukilib.register.decide import Decision, Person, StoredFollower, StoredNeighbour
 from jukilib.register.model import (
     REPORT_AT_MUNICIPALITY_SQL,
     REPORT_CORRECTED,
     REPORT_RESOLVED,
     REPORTS_FIXED_BY_REMOVAL,
+    REVIEW_MOVE_HALF,
+    REVIEW_OPEN,
+    REVIEW_REFUSED,
+    REVIEW_SETTLED,
     Change,
     ChangeKind,
     CurrentRecord,
@@ -24,7 +31,7 @@ from jukilib.register.model import (
     SearchKeys,
     StoredVersion,
 )
-from jukilib.register.rows import PersonRow, ReportFix, Rows, TableRows, VersionRow
+from jukilib.register.rows import PersonRow, ReportFix, ReviewRow, Rows, TableRows, VersionRow
 
 VERSION_COLUMNS = """
     v.person_id, v.version, v.resident_code, v.state, v.record, v.change_kind, v.change_reason,
@@ -256,7 +263,69 @@ async def write(connection: asyncpg.Connection, rows: Rows, trace_parent: str | 
     resolved_at = datetime.now(dt.UTC)
     await _resolve_reports(connection, rows.report_fixes, secret_paths, resolved_at)
     await _resolve_omissions(connection, [v.decision for v in rows.versions if v.decision.new_person], resolved_at)
+    await queue_accepted(connection, rows.review)
+    await _settle_moves(connection, rows.departures)
     return created
+
+
+class RefusedItem(NamedTuple):
+    """A notification refused for a state conflict, for the review queue: its content sealed."""
+
+    id: uuid.UUID
+    rule: str
+    change: Change
+    sealed: Sealed
+
+
+async def queue_refused(connection: asyncpg.Connection, items: Sequence[RefusedItem]) -> None:
+    """DOMAIN §C: a notification refused for a state conflict is kept for review (once per notification id:
+    a resend refused again is the same item)."""
+    if items:
+        await connection.execute(
+            f"""INSERT INTO review_item (id, kind, rule, municipality_code, notification_id, change_kind, key_id,
+                    nonce, ciphertext)
+                SELECT u.id, {REVIEW_REFUSED}, u.rule, u.municipality_code, u.notification_id, u.change_kind,
+                       u.key_id, u.nonce, u.ciphertext
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::text[], $7::bytea[],
+                            $8::bytea[])
+                  AS u (id, rule, municipality_code, notification_id, change_kind, key_id, nonce, ciphertext)
+                ON CONFLICT (municipality_code, notification_id, kind) DO NOTHING""",
+            [i.id for i in items], [i.rule for i in items], [i.change.municipality_code for i in items],
+            [i.change.notification_id for i in items], [int(i.change.kind) for i in items],
+            [i.sealed.key_id for i in items], [i.sealed.nonce for i in items], [i.sealed.ciphertext for i in items])
+
+
+async def queue_accepted(connection: asyncpg.Connection, rows: Sequence[ReviewRow]) -> None:
+    """DOMAIN §B, §C: accepted records with characters to identify, and 転入 whose 転出 is awaited."""
+    if rows:
+        await connection.execute(
+            """INSERT INTO review_item (id, kind, rule, municipality_code, notification_id, change_kind, person_id,
+                   version, field_paths, awaited_municipality)
+               SELECT gen_random_uuid(), u.kind, u.rule, u.municipality_code, u.notification_id, u.change_kind,
+                      u.person_id, u.version, string_to_array(u.field_paths, ' '), u.awaited_municipality
+               FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::uuid[],
+                           $7::bigint[], $8::text[], $9::text[])
+                 AS u (kind, rule, municipality_code, notification_id, change_kind, person_id, version, field_paths,
+                       awaited_municipality)
+               ON CONFLICT (municipality_code, notification_id, kind) DO NOTHING""",
+            [r.kind for r in rows], [r.rule for r in rows],
+            [r.decision.notification.change.municipality_code for r in rows],
+            [r.decision.notification.change.notification_id for r in rows],
+            [int(r.decision.notification.change.kind) for r in rows], [r.decision.person_id for r in rows],
+            [r.decision.version for r in rows], [" ".join(r.field_paths) for r in rows],
+            [r.awaited_municipality for r in rows])
+
+
+async def _settle_moves(connection: asyncpg.Connection, departures: list[tuple[PersonId, str]]) -> None:
+    """住基法 30-6 ①: the old municipality's 転出, arriving after the new one's 転入, completes the move."""
+    if departures:
+        await connection.execute(
+            f"""UPDATE review_item r SET state = {REVIEW_SETTLED}, resolve_time = now(),
+                    resolution_reason_code = 'MOVE_COMPLETED'
+                FROM unnest($1::uuid[], $2::text[]) AS u (person_id, municipality_code)
+                WHERE r.kind = {REVIEW_MOVE_HALF} AND r.state = {REVIEW_OPEN} AND r.person_id = u.person_id
+                  AND r.awaited_municipality = u.municipality_code""",
+            [p for p, _ in departures], [m for _, m in departures])
 
 
 def _person_columns(rows: list[PersonRow]) -> list[list[object]]:
@@ -312,18 +381,27 @@ async def _insert_versions(connection: asyncpg.Connection, rows: list[VersionRow
         return {}
     decisions = [decision for decision, _ in rows]
     changes = [d.notification.change for d in decisions]
+    # A notification refused before and applied now (resent once what it waited for arrived) settles its
+    # review item, in the same statement.
     created = await connection.fetch(
-        """INSERT INTO person_version (person_id, version, resident_code, state, record, change_kind,
+        f"""WITH u AS (
+               SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::smallint[], $5::text[], $6::smallint[],
+                                    $7::smallint[], $8::date[], $9::timestamptz[], $10::timestamptz[], $11::text[],
+                                    $12::text[], $13::bytea[])
+                 AS u (person_id, version, resident_code, state, record, change_kind, change_reason, event_date,
+                       notify_time, receive_time, municipality_code, notification_id, request_digest)),
+           settled AS (
+               UPDATE review_item r SET state = {REVIEW_SETTLED}, resolve_time = now(),
+                   resolution_reason_code = 'APPLIED_WHEN_RESENT'
+               FROM u WHERE r.municipality_code = u.municipality_code AND r.notification_id = u.notification_id
+                 AND r.kind = {REVIEW_REFUSED} AND r.state = {REVIEW_OPEN})
+           INSERT INTO person_version (person_id, version, resident_code, state, record, change_kind,
                change_reason, event_date, notify_time, receive_time, municipality_code, notification_id,
                request_digest)
            SELECT u.person_id, u.version, u.resident_code, u.state, u.record::jsonb, u.change_kind, u.change_reason,
                   u.event_date, u.notify_time, u.receive_time, u.municipality_code, u.notification_id,
                   u.request_digest
-           FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::smallint[], $5::text[], $6::smallint[],
-                       $7::smallint[], $8::date[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[],
-                       $13::bytea[])
-             AS u (person_id, version, resident_code, state, record, change_kind, change_reason, event_date,
-                   notify_time, receive_time, municipality_code, notification_id, request_digest)
+           FROM u
            RETURNING person_id, version, created_at""",
         [d.person_id for d in decisions], [d.version for d in decisions],
         [d.notification.resident_code for d in decisions], [int(d.state) for d in decisions],

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 from juki.register.v1 import register_pb2 as pb
+from jukilib.domain import text
 from jukilib.register.model import ChangeKind
 
 # Reason categories per kind (住民記録システム標準仕様書 1.2.2); 改製 and 再製 serve both 記載 and 消除.
@@ -63,3 +65,16 @@ def notification_id_problems(value: str) -> list[str]:
     if _NOTIFICATION_ID.fullmatch(value) is None:
         return ["must be 1-64 printable ASCII characters"]
     return []
+
+
+def unidentified_fields(record: dict[str, Any], prefix: str = "record") -> tuple[str, ...]:
+    """Paths of the record's text holding characters the register cannot identify (DOMAIN §B: accepted, and
+    put in the review queue for 文字同定), e.g. `record.full_name`."""
+    found: list[str] = []
+    for name, value in record.items():
+        if isinstance(value, str):
+            if text.needs_identification(value):
+                found.append(f"{prefix}.{name}")
+        elif isinstance(value, dict):
+            found.extend(unidentified_fields(value, f"{prefix}.{name}"))
+    return tuple(found)

@@ -24,6 +24,7 @@ from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.errors import TimeWindow
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
+from jukilib.keyring import Keyring
 from jukilib.register.api import RegisterApi, RegisterBinding
 from jukilib.register.config import RegisterConfig
 from jukilib.register.engine import RegisterEngine
@@ -56,11 +57,12 @@ class RegisterService:
         return register_migrations(*self.migration_dirs)
 
     def api(self, config: RegisterConfig, database: Database, hooks: RegisterHooks | None = None) -> RegisterApi:
-        engine = RegisterEngine(database, self.binding.register, hooks)
+        engine = RegisterEngine(database, self.binding.register, Keyring.load(config.keyring_file), hooks)
         return RegisterApi(engine, self.binding, municipalities=gunma_municipalities(),
                            resident_code_check=CheckDigitMode(config.resident_code_check),
                            notify_window=TimeWindow(dt.timedelta(days=config.notify_time_max_age_days)),
-                           report_overdue=dt.timedelta(days=config.report_overdue_days))
+                           report_overdue=dt.timedelta(days=config.report_overdue_days),
+                           move_half_wait=dt.timedelta(seconds=config.move_half_wait))
 
     def build(self, config: RegisterConfig, database: Database, hooks: RegisterHooks | None = None) -> ServiceParts:
         """Everything the service runs: its servicer and `relay.workers` relay workers."""

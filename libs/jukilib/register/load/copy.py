@@ -21,7 +21,8 @@ from typing import Any
 import asyncpg
 
 from jukilib.register.model import REPORT_AT_MUNICIPALITY_SQL, REPORT_CORRECTED, REPORT_RESOLVED
-from jukilib.register.rows import Rows
+from jukilib.register.rows import ReviewRow, Rows
+from jukilib.register.store import queue_accepted
 
 STAGING = "juki_bulk_load_staging"
 _STAGING_COLUMNS = ["person_id", "resident_code", "event_date", "record", "name_key", "kana_key", "birth_year",
@@ -59,6 +60,8 @@ class Encoded:
     outbox: bytes = b""
     keys: bytes = b""
     """`person_key` rows (the unique keys of the persons)."""
+    review: list[ReviewRow] = field(default_factory=list)
+    """Records with characters to identify (文字同定), for the review queue."""
     tables: list[tuple[str, list[str], bytes]] = field(default_factory=list)
     """(table, columns, COPY text) of the hooks' tables."""
 
@@ -84,7 +87,7 @@ def encode(rows: Rows) -> Encoded:
     tables = [(table.table, [name for name, _ in table.columns], _copy_rows(table.records).encode())
               for table in rows.kept]
     return Encoded("".join(lines).encode(), uniform, _copy_rows(rows.outbox).encode(),
-                   _copy_rows(rows.claimed_keys).encode(), tables)
+                   _copy_rows(rows.claimed_keys).encode(), rows.review, tables)
 
 
 def _uniform_of(decision: Any) -> Uniform:
@@ -109,6 +112,7 @@ async def write(connection: asyncpg.Connection, encoded: Encoded) -> None:
                                        columns=["key", "person_id", "current"], format="text")
     for table, columns, payload in encoded.tables:
         await connection.copy_to_table(table, source=io.BytesIO(payload), columns=columns, format="text")
+    await queue_accepted(connection, encoded.review)
 
 
 async def resolve_omissions(connection: asyncpg.Connection, load_time: dt.datetime) -> None:
