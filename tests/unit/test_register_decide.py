@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from juki.register.v1 import register_pb2 as rpb
 from jukilib.errors import FailedPrecondition
+from jukilib.register import rows
 from jukilib.register.decide import (
     NEW_PERSON,
     Decision,
@@ -25,7 +26,16 @@ from jukilib.register.decide import (
     needs_history,
     place,
 )
-from jukilib.register.model import Change, ChangeKind, Notification, OrderKey, RecordState, SearchKeys
+from jukilib.register.model import (
+    REVIEW_CHARACTERS,
+    REVIEW_MOVE_HALF,
+    Change,
+    ChangeKind,
+    Notification,
+    OrderKey,
+    RecordState,
+    SearchKeys,
+)
 
 RECORD, REMOVE, MODIFY = ChangeKind.RECORD, ChangeKind.REMOVE, ChangeKind.MODIFY
 KEYS = SearchKeys("ヤマダタロウ", None, 1990, 1, 1, "1", "102016")
@@ -289,3 +299,30 @@ def test_any_arrival_order_gives_the_same_current_record_and_history(
     expected = in_order.state_of(_apply_with_resends(in_order, life))
     order = data.draw(st.permutations(range(length)))
     assert shuffled.state_of(_apply_with_resends(shuffled, [life[i] for i in order])) == expected
+
+
+def test_a_move_in_before_its_move_out_awaits_the_old_municipality_and_the_move_out_settles_it() -> None:
+    # 住基法 30-6 ①: the 転入 half alone is marked for the review queue (`rows.build`), naming whose 転出 it
+    # awaits; the 転出, arriving late, is the departure that settles it. A 転入 after the 転出 awaits nothing.
+    register = MemoryRegister()
+    register.apply(notification(RECORD, 1, "born", reason=BIRTH))
+    moved_in = register.apply(notification(RECORD, 11, "in", notifier=TAKASAKI, reason=MOVE_IN))
+    moved_out = register.apply(notification(REMOVE, 10, "out", reason=MOVE_OUT))
+    built = rows.build([moved_in, moved_out], "identity", [])
+    assert [(r.kind, r.rule, r.awaited_municipality) for r in built.review] == [
+        (REVIEW_MOVE_HALF, "MOVE_HALF_ALONE", MAEBASHI)]
+    assert built.departures == [(moved_out.person_id, MAEBASHI)]
+
+    in_order = MemoryRegister()
+    in_order.apply(notification(RECORD, 1, "born", reason=BIRTH))
+    in_order.apply(notification(REMOVE, 10, "out", reason=MOVE_OUT))
+    after = in_order.apply(notification(RECORD, 11, "in", notifier=TAKASAKI, reason=MOVE_IN))
+    assert after.move_from is None and rows.build([after], "identity", []).review == []
+
+
+def test_a_record_with_characters_to_identify_is_accepted_and_marked_for_review() -> None:
+    # DOMAIN §B: never refused for its characters; the fields holding them go to 文字同定.
+    recorded = notification(RECORD, 1, "gaiji")._replace(unidentified=("record.full_name",))
+    decision = decide(recorded, None, NEW_PERSON)
+    built = rows.build([decision], "identity", [])
+    assert [(r.kind, r.field_paths) for r in built.review] == [(REVIEW_CHARACTERS, ("record.full_name",))]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jukilib.domain.text import ITAIJI_FOLD, is_katakana_reading, search_key, text_problems
+from jukilib.domain.text import ITAIJI_FOLD, is_katakana_reading, needs_identification, search_key, text_problems
 
 
 def test_plain_kanji_name_has_no_problems() -> None:
@@ -183,3 +183,14 @@ def test_search_key_strips_what_isspace_and_the_variation_selectors_say(value: s
 def test_text_of_only_spaces_is_blank(value: str) -> None:
     assert text_problems(value, max_length=64) == (["must not be blank"] if "\t" not in value
                                                    else ["contains control characters"])
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("山田太郎", False), ("𠮷野", False), ("髙橋", False), ("Smith John", False),
+    ("\ue000田", True),  # a municipality's 外字 in the private-use area
+    ("\U000f0001", True),  # supplementary private use
+    ("\u0378x", True),  # unassigned in this Unicode version
+])
+def test_characters_the_register_cannot_identify_are_found_for_character_identification(
+        value: str, expected: bool) -> None:
+    assert needs_identification(value) is expected
