@@ -9,6 +9,7 @@ degraded (縮退) form used for search only; the stored name is never replaced b
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -130,29 +131,35 @@ def is_katakana_reading(value: str) -> bool:
     return bool(value.strip()) and _KATAKANA_READING.fullmatch(value) is not None
 
 
-def _unidentified_pattern() -> re.Pattern[str]:
-    """Candidates for 文字同定: the BMP's private-use and unassigned code points (listed once, at import), and
-    any character outside the BMP (checked one by one: most are assigned ideographs)."""
+def _unidentified(character: str) -> bool:
+    """Private use (a municipality's 外字) or unassigned in the Unicode version of this Python."""
+    return unicodedata.category(character) in ("Co", "Cn")
+
+
+@functools.cache
+def _bmp_unidentified() -> re.Pattern[str]:
+    """The BMP's private-use and unassigned code points as one character class (one table lookup a
+    character), listed on first use. Non-characters are unassigned too, but refused outright (`text_problems`)."""
     ranges: list[str] = []
     start = None
-    for cp in range(0x10000):
-        # Non-characters are unassigned too, but refused outright (`text_problems`).
-        suspect = unicodedata.category(chr(cp)) in ("Co", "Cn") and not _is_noncharacter(cp)
+    for cp in range(0x10001):
+        suspect = cp < 0x10000 and _unidentified(chr(cp)) and not _is_noncharacter(cp)
         if suspect and start is None:
             start = cp
         elif not suspect and start is not None:
             ranges.append(f"{re.escape(chr(start))}-{re.escape(chr(cp - 1))}")
             start = None
-    return re.compile("[" + "".join(ranges) + "\U00010000-\U0010ffff]")
+    return re.compile("[" + "".join(ranges) + "]")
 
 
-_UNIDENTIFIED_CANDIDATE = _unidentified_pattern()
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
 def needs_identification(value: str) -> bool:
-    """Whether `value` holds a character the register cannot identify: private use (a municipality's 外字) or
-    unassigned in the Unicode version of this Python. DOMAIN §B: such text is accepted, never refused, and
-    the record goes to 文字同定 review."""
+    """Whether `value` holds a character the register cannot identify. DOMAIN §B: such text is accepted,
+    never refused, and the record goes to 文字同定 review."""
     if value.isascii():
         return False
-    return any(unicodedata.category(ch) in ("Co", "Cn") for ch in _UNIDENTIFIED_CANDIDATE.findall(value))
+    if _bmp_unidentified().search(value) is not None:
+        return True
+    return any(_unidentified(character) for character in _ASTRAL.findall(value))

@@ -69,12 +69,13 @@ def notification_id_problems(value: str) -> list[str]:
 
 def unidentified_fields(record: dict[str, Any], prefix: str = "record") -> tuple[str, ...]:
     """Paths of the record's text holding characters the register cannot identify (DOMAIN §B: accepted, and
-    put in the review queue for 文字同定), e.g. `record.full_name`."""
+    put in the review queue for 文字同定), e.g. `record.full_name`. All of the record's text is checked at
+    once first: nearly every record has nothing to identify."""
+    texts = [(name, value) for name, value in record.items() if isinstance(value, str)]
     found: list[str] = []
+    if text.needs_identification("\n".join(value for _, value in texts)):
+        found.extend(f"{prefix}.{name}" for name, value in texts if text.needs_identification(value))
     for name, value in record.items():
-        if isinstance(value, str):
-            if text.needs_identification(value):
-                found.append(f"{prefix}.{name}")
-        elif isinstance(value, dict):
+        if isinstance(value, dict):
             found.extend(unidentified_fields(value, f"{prefix}.{name}"))
     return tuple(found)
