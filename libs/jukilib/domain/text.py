@@ -137,9 +137,10 @@ def _unidentified(character: str) -> bool:
 
 
 @functools.cache
-def _bmp_unidentified() -> re.Pattern[str]:
-    """The BMP's private-use and unassigned code points as one character class (one table lookup a
-    character), listed on first use. Non-characters are unassigned too, but refused outright (`text_problems`)."""
+def _candidates() -> re.Pattern[str]:
+    """The BMP's private-use and unassigned code points (listed on first use) and every character beyond the
+    BMP (checked one by one: most are assigned ideographs), as one character class. Non-characters are
+    unassigned too, but refused outright (`text_problems`)."""
     ranges: list[str] = []
     start = None
     for cp in range(0x10001):
@@ -149,10 +150,7 @@ def _bmp_unidentified() -> re.Pattern[str]:
         elif not suspect and start is not None:
             ranges.append(f"{re.escape(chr(start))}-{re.escape(chr(cp - 1))}")
             start = None
-    return re.compile("[" + "".join(ranges) + "]")
-
-
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+    return re.compile("[" + "".join(ranges) + "\U00010000-\U0010ffff]")
 
 
 def needs_identification(value: str) -> bool:
@@ -160,6 +158,10 @@ def needs_identification(value: str) -> bool:
     never refused, and the record goes to 文字同定 review."""
     if value.isascii():
         return False
-    if _bmp_unidentified().search(value) is not None:
-        return True
-    return any(_unidentified(character) for character in _ASTRAL.findall(value))
+    candidates = _candidates()
+    found = candidates.search(value)
+    while found is not None:
+        if ord(found.group()) < 0x10000 or _unidentified(found.group()):
+            return True
+        found = candidates.search(value, found.end())
+    return False

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from google.protobuf import message
+from google.protobuf import descriptor, message
 
 from juki.register.v1 import register_pb2 as pb
 from jukilib import caller, paging, protojson
@@ -130,6 +130,12 @@ class RegisterBinding:
     municipality_field: str
     """The record field searched as `municipality_code` (address or 本籍地 municipality)."""
 
+    @functools.cached_property
+    def text_fields(self) -> tuple[str, ...]:
+        """The record's text fields (names, readings, address...), checked for characters to identify."""
+        string = descriptor.FieldDescriptor.TYPE_STRING
+        return tuple(f.name for f in self.record_type.DESCRIPTOR.fields if f.type == string)
+
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -198,7 +204,7 @@ class RegisterApi:
             digest=hashlib.sha256(request.SerializeToString(deterministic=True)).digest(),
             search=self.search_keys(record), previous_resident_code=request.previous_resident_code or None,
             secret=secret, unique_keys=self.engine.hooks.unique_keys(secret),
-            unidentified=validation.unidentified_fields(record),
+            unidentified=validation.unidentified_fields(record, self.binding.text_fields),
         )
 
     def _check_record(self, request: Any, violations: Violations, municipality: str) -> None:

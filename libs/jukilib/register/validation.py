@@ -67,15 +67,11 @@ def notification_id_problems(value: str) -> list[str]:
     return []
 
 
-def unidentified_fields(record: dict[str, Any], prefix: str = "record") -> tuple[str, ...]:
-    """Paths of the record's text holding characters the register cannot identify (DOMAIN §B: accepted, and
-    put in the review queue for 文字同定), e.g. `record.full_name`. All of the record's text is checked at
-    once first: nearly every record has nothing to identify."""
-    texts = [(name, value) for name, value in record.items() if isinstance(value, str)]
-    found: list[str] = []
-    if text.needs_identification("\n".join(value for _, value in texts)):
-        found.extend(f"{prefix}.{name}" for name, value in texts if text.needs_identification(value))
-    for name, value in record.items():
-        if isinstance(value, dict):
-            found.extend(unidentified_fields(value, f"{prefix}.{name}"))
-    return tuple(found)
+def unidentified_fields(record: dict[str, Any], text_fields: tuple[str, ...]) -> tuple[str, ...]:
+    """Paths of the record's text fields (`text_fields`: names, readings, address) holding characters the
+    register cannot identify (DOMAIN §B: accepted, and put in the review queue for 文字同定), e.g.
+    `record.full_name`. All of them are checked at once first: nearly every record has nothing to identify."""
+    texts = [value for value in map(record.get, text_fields) if value]
+    if not text.needs_identification("\n".join(texts)):
+        return ()
+    return tuple(f"record.{name}" for name in text_fields if text.needs_identification(record.get(name) or ""))

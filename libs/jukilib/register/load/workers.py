@@ -97,7 +97,7 @@ class ChunkPreparer:
         notifications: list[Notification] = []
         prepare, unique_keys, key_of = self._hooks.prepare, self._hooks.unique_keys, self._search_key
         search_keys, check_change, validate = self._api.search_keys, self._changes.check, self._validate
-        unidentified = validation.unidentified_fields
+        unidentified, text_fields = validation.unidentified_fields, self._binding.text_fields
         load_time, municipality_field = self._load_time, self._binding.municipality_field
         lines, codes, receipts, all_keys = result.lines, result.resident_codes, result.receipts, result.unique_keys
         for line, record, stored, meta, problems in self._reader.rows(task.chunk, task.exclude):
@@ -129,7 +129,7 @@ class ChunkPreparer:
                                 notification_id)
                 notifications.append(Notification(change, resident_code, engine_record, LOAD_DIGEST,
                                                   search_keys(stored, key_of), None, secret, keys,
-                                                  unidentified(stored)))
+                                                  unidentified(stored, text_fields)))
         result.code_warnings = len(self._violations.warnings)
         self._violations.warnings.clear()
         if notifications:
