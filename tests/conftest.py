@@ -170,7 +170,8 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
     services it calls, by name."""
     common = common_config(service, pki, database, home, listen)
     if service in ("identity", "annex"):
-        register = {"common": common, "agency_target": targets.get("agency", "127.0.0.1:1"), "relay": TEST_RELAY}
+        register = {"common": common, "agency_target": targets.get("agency", "127.0.0.1:1"), "relay": TEST_RELAY,
+                    "disclosure_target": targets.get("disclosure", "")}
         if service == "identity":
             return IdentityConfig(**register, keyring_file=ensure_keyring(home))
         return RegisterConfig(**register)
@@ -246,7 +247,7 @@ async def start_suite(pki: DevPki, databases: dict[str, ServiceDatabase], home: 
     targets = {service: f"127.0.0.1:{free_port()}" for service in SERVICES}
     for service in ("agency", "identity", "annex", "disclosure", "gateway"):
         wanted = {"gateway": ("identity", "annex", "disclosure", "agency"),
-                  "identity": ("agency",), "annex": ("agency",), "agency": ("gateway",),
+                  "identity": ("agency", "disclosure"), "annex": ("agency", "disclosure"), "agency": ("gateway",),
                   "disclosure": ("gateway",)}.get(service, ())
         config = service_config(service, pki, databases[service], home, {k: targets[k] for k in wanted},
                                 listen=targets[service])

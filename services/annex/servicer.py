@@ -5,7 +5,13 @@ from __future__ import annotations
 from juki.annex.v1 import annex_pb2 as pb
 from juki.annex.v1 import annex_pb2_grpc
 from jukilib.register.api import RegisterApi
-from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods
+from jukilib.register.retention import Retention
+from jukilib.register.servicer import (
+    MunicipalityReportMethods,
+    RegisterContract,
+    RegisterMethods,
+    RetentionMethods,
+)
 
 CONTRACT = RegisterContract(
     apply_response=pb.ApplyNotificationResponse, stream_response=pb.StreamNotificationsResponse,
@@ -17,12 +23,13 @@ CONTRACT = RegisterContract(
 )
 
 
-class AnnexServicer(MunicipalityReportMethods, RegisterMethods, annex_pb2_grpc.AnnexServiceServicer):
+class AnnexServicer(MunicipalityReportMethods, RetentionMethods, RegisterMethods, annex_pb2_grpc.AnnexServiceServicer):
     contract = CONTRACT
 
-    def __init__(self, api: RegisterApi) -> None:
+    def __init__(self, api: RegisterApi, retention: Retention) -> None:
         self._api = api
         self._reports = api.reports
+        self._retention = retention
 
     ApplyNotification = RegisterMethods.apply_notification
     StreamNotifications = RegisterMethods.stream

@@ -14,7 +14,13 @@ from jukilib import caller
 from jukilib.domain import codes
 from jukilib.errors import NotFound, Violations
 from jukilib.register.api import RegisterApi, follows_former
-from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods
+from jukilib.register.retention import Retention
+from jukilib.register.servicer import (
+    MunicipalityReportMethods,
+    RegisterContract,
+    RegisterMethods,
+    RetentionMethods,
+)
 
 CONTRACT = RegisterContract(
     apply_response=pb.ApplyNotificationResponse, stream_response=pb.StreamNotificationsResponse,
@@ -26,12 +32,14 @@ CONTRACT = RegisterContract(
 )
 
 
-class IdentityServicer(MunicipalityReportMethods, RegisterMethods, identity_pb2_grpc.IdentityServiceServicer):
+class IdentityServicer(MunicipalityReportMethods, RetentionMethods, RegisterMethods,
+                       identity_pb2_grpc.IdentityServiceServicer):
     contract = CONTRACT
 
-    def __init__(self, api: RegisterApi) -> None:
+    def __init__(self, api: RegisterApi, retention: Retention) -> None:
         self._api = api
         self._reports = api.reports
+        self._retention = retention
         self._numbers = cast(IndividualNumbers, api.engine.hooks)
 
     ApplyNotification = RegisterMethods.apply_notification
