@@ -36,10 +36,11 @@ class IdentityServicer(MunicipalityReportMethods, RetentionMethods, RegisterMeth
                        identity_pb2_grpc.IdentityServiceServicer):
     contract = CONTRACT
 
-    def __init__(self, api: RegisterApi, retention: Retention) -> None:
+    def __init__(self, api: RegisterApi, retention: Retention | None = None) -> None:
         self._api = api
         self._reports = api.reports
-        self._retention = retention
+        # Without one (a test, a tool) every purge is refused: there is no disclosure service to ask.
+        self._retention = retention or Retention(api.engine.database, holds=None)
         self._numbers = cast(IndividualNumbers, api.engine.hooks)
 
     ApplyNotification = RegisterMethods.apply_notification
