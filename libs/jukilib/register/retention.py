@@ -136,9 +136,7 @@ class Retention:
                 order.superseded_years, order.removed_years, order.dry_run, held, run.request_id or None,
                 order.idempotency_key, run.operator or None, timeout=deadlines.timeout(PURGE_TIMEOUT))
         assert row is not None
-        result = PurgeResult(row["versions_purged"], row["persons_purged"], row["versions_held"] or 0,
-                             row["persons_held"] or 0, row["applied_dry_run"], float(row["applied_superseded_years"]),
-                             float(row["applied_removed_years"]))
+        result = _result(row)
         logger.info("retention purge", extra={
             "run": row["run_id"], "dry_run": result.dry_run, "versions": result.versions, "persons": result.persons,
             "versions_held": result.versions_held, "persons_held": result.persons_held,
@@ -157,3 +155,10 @@ class Retention:
             logger.warning("retention purge refused: open cases could not be asked", extra={"error": code})
             raise Unavailable("the disclosure service could not be asked for open cases; nothing was purged",
                               "RETENTION_HOLDS_UNAVAILABLE") from None
+
+
+def _result(row: asyncpg.Record) -> PurgeResult:
+    """A run as `purge_expired_records` answers it (held counts are NULL only in runs from before migration 0012)."""
+    return PurgeResult(row["versions_purged"], row["persons_purged"], row["versions_held"] or 0,
+                       row["persons_held"] or 0, row["applied_dry_run"], float(row["applied_superseded_years"]),
+                       float(row["applied_removed_years"]))
