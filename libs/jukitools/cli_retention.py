@@ -10,7 +10,6 @@ connects to a database: no schema owner is needed, since the register's own func
 from __future__ import annotations
 
 import argparse
-import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,10 +55,9 @@ def _period(option: float | None, variable: str, env: Env) -> float | None:
     if text is None:
         return None
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise UsageError(f"{variable} must be a number of years") from None
-    return value if math.isfinite(value) else math.nan  # the register names the field it refuses
 
 
 def request_for(args: argparse.Namespace, env: Env, request_id: str) -> register_pb2.PurgeExpiredRecordsRequest:
