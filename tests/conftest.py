@@ -172,7 +172,8 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
     common = common_config(service, pki, database, home, listen)
     if service in ("identity", "annex"):
         return RegisterConfig(common=common, agency_target=targets.get("agency", "127.0.0.1:1"), relay=TEST_RELAY,
-                              keyring_file=ensure_keyring(home), move_half_wait=TEST_MOVE_HALF_WAIT)
+                              keyring_file=ensure_keyring(home), move_half_wait=TEST_MOVE_HALF_WAIT,
+                              disclosure_target=targets.get("disclosure", ""))
     if service == "gateway":
         revoked = home / "revoked-certificates.txt"
         revoked.touch()
@@ -245,7 +246,7 @@ async def start_suite(pki: DevPki, databases: dict[str, ServiceDatabase], home: 
     targets = {service: f"127.0.0.1:{free_port()}" for service in SERVICES}
     for service in ("agency", "identity", "annex", "disclosure", "gateway"):
         wanted = {"gateway": ("identity", "annex", "disclosure", "agency"),
-                  "identity": ("agency",), "annex": ("agency",), "agency": ("gateway",),
+                  "identity": ("agency", "disclosure"), "annex": ("agency", "disclosure"), "agency": ("gateway",),
                   "disclosure": ("gateway",)}.get(service, ())
         config = service_config(service, pki, databases[service], home, {k: targets[k] for k in wanted},
                                 listen=targets[service])

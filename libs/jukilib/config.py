@@ -20,15 +20,24 @@ SERVICES = ("identity", "annex", "disclosure", "agency", "gateway")
 BACKENDS = ("identity", "annex", "disclosure", "agency")
 
 # Who may call each service (certificate common names). Backends accept only the gateway; the agency
-# stand-in also accepts the relays of identity and annex. The gateway accepts any certificate issued
-# by the prefecture's CA and decides per organisation.
+# stand-in also accepts the relays of identity and annex, the disclosure service the registers for the
+# one method reserved to them (RESERVED_METHODS). The gateway accepts any certificate issued by the
+# prefecture's CA and decides per organisation.
 DEFAULT_TRUSTED_PEERS: Mapping[str, frozenset[str]] = {
     "identity": frozenset({"gateway"}),
     "annex": frozenset({"gateway"}),
-    "disclosure": frozenset({"gateway"}),
+    "disclosure": frozenset({"gateway", "identity", "annex"}),
     "agency": frozenset({"gateway", "identity", "annex"}),
     "gateway": frozenset(),
 }
+
+RESERVED_METHODS: Mapping[str, Mapping[str, frozenset[str]]] = {
+    # 住基法 30-6 ③ / 30-41 ③: before a purge, each register asks the disclosure service whom its open cases
+    # are about, and may ask it nothing else; nobody else (not the gateway) may ask it that.
+    "disclosure": {"/juki.disclosure.v1.DisclosureService/ListRetentionHolds": frozenset({"identity", "annex"})},
+}
+"""Per service: methods only the named trusted peers may call. A peer named here calls only the methods
+reserved to it; every other method stays for the other trusted peers (the gateway)."""
 
 
 class ConfigError(Exception):

@@ -36,7 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from jukilib.errors import Unauthenticated
 
 CREDENTIAL_KEY = "x-juki-operator-credential"
-ROLES = ("provision_clerk", "disclosure_clerk", "auditor", "administrator", "report_clerk")
+ROLES = ("provision_clerk", "disclosure_clerk", "auditor", "administrator", "report_clerk",
+         "retention_clerk")
 PREFIX = "jkop1"
 DOMAIN_TAG = b"juki-operator-credential-v1\x00"
 DEFAULT_LIFETIME = dt.timedelta(hours=8)

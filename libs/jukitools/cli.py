@@ -191,33 +191,6 @@ def _outbox_targets(suite: LocalSuite, register: str | None) -> list[tuple[str, 
     return [(name, suite.database_url(name), name) for name in REGISTERS]
 
 
-# --- juki retention ------------------------------------------------------------------------------
-
-async def _retention(args: argparse.Namespace) -> int:
-    """`juki retention purge --register R [--dry-run]` as R's schema owner (JUKI_MIGRATION_DATABASE_URL, else the
-    running suite's);
-    periods from --superseded-years / --removed-years, else JUKI_RETENTION_*_YEARS, else 150."""
-
-    from jukilib.register.retention import DEFAULT_YEARS, RetentionRules, purge
-
-    env = Env()
-    try:
-        rules = RetentionRules(
-            superseded_years=args.superseded_years if args.superseded_years is not None else
-            float(env.text("JUKI_RETENTION_SUPERSEDED_YEARS", str(DEFAULT_YEARS))),
-            removed_years=args.removed_years if args.removed_years is not None else
-            float(env.text("JUKI_RETENTION_REMOVED_YEARS", str(DEFAULT_YEARS))),
-        )
-    except ValueError as error:
-        print(f"juki retention: {error}", file=sys.stderr)
-        return 2
-    async with connected(LocalSuite.of(args.home).owner_url(args.register), args.register) as connection:
-        result = await purge(connection, rules, dry_run=args.dry_run)
-    verb = "would purge" if args.dry_run else "purged"
-    print(f"{args.register}: {verb} {result.versions} superseded version(s) and {result.persons} removed person(s)")
-    return 0
-
-
 # --- juki audit ----------------------------------------------------------------------------------
 
 async def _audit(args: argparse.Namespace) -> int:
@@ -317,7 +290,7 @@ def _health_settings(args: argparse.Namespace) -> tuple[str, TlsConfig]:
 # --- argument parsing ----------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from jukitools import bench_ingest, bench_lookup, calls, cli_bulk, cli_cases, cli_operators
+    from jukitools import bench_ingest, bench_lookup, calls, cli_bulk, cli_cases, cli_operators, cli_retention
 
     parser = Parser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
     parser.add_argument("--home", default=None,
@@ -358,15 +331,7 @@ def _parser() -> argparse.ArgumentParser:
                                                             "(default: %(default)s)")
     audit.add_argument("--public-key", default="",
                        help="PEM (default: JUKI_OPERATION_LOG_PUBLIC_KEY, else .juki/operation-log.pub)")
-    retention = commands.add_parser("retention", help="purge what the retention rules allow (schema owner)")
-    retention.add_argument("action", choices=("purge",), help="purge: delete what is past its retention period")
-    retention.add_argument("--register", choices=REGISTERS, required=True, help="the register to purge")
-    retention.add_argument("--dry-run", action="store_true", help="count what would be purged, delete nothing")
-    retention.add_argument("--superseded-years", type=float, default=None,
-                           help="years a superseded version is kept (default: JUKI_RETENTION_SUPERSEDED_YEARS, "
-                                "else 150)")
-    retention.add_argument("--removed-years", type=float, default=None,
-                           help="years a removed person is kept (default: JUKI_RETENTION_REMOVED_YEARS, else 150)")
+    cli_retention.add_parser(commands)
     keys = commands.add_parser("keys", help="keys for 個人番号 at rest (JUKI_KEYRING_FILE, else .juki/keyring.json)")
     keys.add_argument("action", choices=("new", "rotate"), help="new: add a data key and make it active; "
                       "rotate: re-encrypt every 個人番号 under the active key, online")
@@ -439,6 +404,12 @@ def _up_command(args: argparse.Namespace) -> int:
     return _run(_up(home, args.residents, args.annex_residents))
 
 
+def _retention(args: argparse.Namespace) -> int:
+    from jukitools import cli_retention
+
+    return _run(cli_retention.run(args, LocalSuite.of(args.home).running_home()))
+
+
 def _operators(args: argparse.Namespace) -> int:
     from jukitools import cli_operators
 
@@ -456,7 +427,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cases": _cases,
     "keys": lambda args: _run(_keys(args)),
     "outbox": lambda args: _run(_outbox(args)),
-    "retention": lambda args: _run(_retention(args)),
+    "retention": _retention,
     "audit": lambda args: _run(_audit(args)),
     "operators": _operators,
     "purposes": cli_purposes.command,

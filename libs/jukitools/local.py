@@ -19,8 +19,8 @@ exactly as the service does; and the file is there only while a suite runs, as e
 Every setting: an explicit environment variable wins (a deployment, a test, a second suite), else the
 home's file; with neither, a UsageError that names both (one line, exit 2). Roles: a command connects
 as the service whose data it touches, with the runtime role when the service's own grants suffice
-(audit, operators login, outbox) and the schema owner's when they do not (keys rotate, retention, migrate,
-load, the first administrator); never as the superuser, whose URL no file keeps.
+(audit, operators login, outbox) and the schema owner's when they do not (keys rotate, migrate, load, the
+first administrator); never as the superuser, whose URL no file keeps.
 """
 
 from __future__ import annotations

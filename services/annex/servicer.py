@@ -5,7 +5,14 @@ from __future__ import annotations
 from juki.annex.v1 import annex_pb2 as pb
 from juki.annex.v1 import annex_pb2_grpc
 from jukilib.register.api import RegisterApi
-from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods, ReviewMethods
+from jukilib.register.retention import Retention
+from jukilib.register.servicer import (
+    MunicipalityReportMethods,
+    RegisterContract,
+    RegisterMethods,
+    RetentionMethods,
+    ReviewMethods,
+)
 
 CONTRACT = RegisterContract(
     apply_response=pb.ApplyNotificationResponse, stream_response=pb.StreamNotificationsResponse,
@@ -17,12 +24,15 @@ CONTRACT = RegisterContract(
 )
 
 
-class AnnexServicer(MunicipalityReportMethods, ReviewMethods, RegisterMethods, annex_pb2_grpc.AnnexServiceServicer):
+class AnnexServicer(MunicipalityReportMethods, ReviewMethods, RetentionMethods, RegisterMethods,
+                    annex_pb2_grpc.AnnexServiceServicer):
     contract = CONTRACT
 
-    def __init__(self, api: RegisterApi) -> None:
+    def __init__(self, api: RegisterApi, retention: Retention | None = None) -> None:
         self._api = api
         self._reports = api.reports
+        # Without one (a test, a tool) every purge is refused: there is no disclosure service to ask.
+        self._retention = retention or Retention(api.engine.database, holds=None)
 
     ApplyNotification = RegisterMethods.apply_notification
     StreamNotifications = RegisterMethods.stream

@@ -358,6 +358,11 @@ class Desk:
             steps = await store.steps_of(connection, [r["id"] for r in rows])
         return [(row, steps[row["id"]]) for row in rows]
 
+    async def retention_holds(self, after: str, limit: int) -> list[str]:
+        """The subjects of open cases, for the registers' retention purge (store.retention_holds)."""
+        async with self._database.connection() as connection:
+            return await store.retention_holds(connection, after, limit)
+
     async def correction(self, case_id: uuid.UUID) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
         async with self._database.connection() as connection:
             row = await store.get_correction(connection, case_id)

@@ -158,3 +158,15 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
         case_id = parse_name(request.name, CORRECTIONS)
         await self._desk.close_correction(case_id, request.etag, _actor())
         return await self._correction(case_id)
+
+    async def ListRetentionHolds(
+        self, request: pb.ListRetentionHoldsRequest, context: Ctx
+    ) -> pb.ListRetentionHoldsResponse:
+        # Only the registers reach this method (jukilib.config.RESERVED_METHODS), each before its purge.
+        limit = paging.page_size(request.page_size, default=500, maximum=1000)
+        position = paging.decode_token(request.page_token, keys=("after",))
+        after = str(position["after"]) if position else ""
+        codes = await self._desk.retention_holds(after, limit + 1)
+        token = paging.encode_token({"after": codes[limit - 1]}) if len(codes) > limit else ""
+        return pb.ListRetentionHoldsResponse(
+            retention_holds=[pb.RetentionHold(resident_code=code) for code in codes[:limit]], next_page_token=token)

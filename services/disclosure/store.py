@@ -217,6 +217,19 @@ async def list_corrections(connection: asyncpg.Connection, before: tuple[dt.date
             ORDER BY receive_time DESC, id DESC LIMIT ${len(args)}""", *args)
 
 
+async def retention_holds(connection: asyncpg.Connection, after: str, limit: int) -> list[str]:
+    """住民票コード of the subjects of disclosure and correction cases not closed, each once, in code order,
+    after `after` (住基法 30-6 ③ / 30-41 ③: the registers keep these persons' records while a case is open)."""
+    rows = await connection.fetch(
+        f"""SELECT code FROM (
+                SELECT subject_resident_code AS code FROM disclosure_case
+                WHERE state <> {int(pb.DISCLOSURE_STATE_CLOSED)}
+                UNION
+                SELECT subject_resident_code FROM correction_case WHERE state <> {int(pb.CORRECTION_STATE_CLOSED)}
+            ) AS open_case WHERE code > $1 ORDER BY code LIMIT $2""", after, limit)
+    return [row["code"] for row in rows]
+
+
 async def awaiting_update(connection: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
     """Correction cases waiting for the municipality's 修正, least recently checked first."""
     return await connection.fetch(

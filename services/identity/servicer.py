@@ -14,7 +14,14 @@ from jukilib import caller
 from jukilib.domain import codes
 from jukilib.errors import NotFound, Violations
 from jukilib.register.api import RegisterApi, follows_former
-from jukilib.register.servicer import MunicipalityReportMethods, RegisterContract, RegisterMethods, ReviewMethods
+from jukilib.register.retention import Retention
+from jukilib.register.servicer import (
+    MunicipalityReportMethods,
+    RegisterContract,
+    RegisterMethods,
+    RetentionMethods,
+    ReviewMethods,
+)
 
 CONTRACT = RegisterContract(
     apply_response=pb.ApplyNotificationResponse, stream_response=pb.StreamNotificationsResponse,
@@ -26,13 +33,15 @@ CONTRACT = RegisterContract(
 )
 
 
-class IdentityServicer(MunicipalityReportMethods, ReviewMethods, RegisterMethods,
+class IdentityServicer(MunicipalityReportMethods, ReviewMethods, RetentionMethods, RegisterMethods,
                        identity_pb2_grpc.IdentityServiceServicer):
     contract = CONTRACT
 
-    def __init__(self, api: RegisterApi) -> None:
+    def __init__(self, api: RegisterApi, retention: Retention | None = None) -> None:
         self._api = api
         self._reports = api.reports
+        # Without one (a test, a tool) every purge is refused: there is no disclosure service to ask.
+        self._retention = retention or Retention(api.engine.database, holds=None)
         self._numbers = cast(IndividualNumbers, api.engine.hooks)
 
     ApplyNotification = RegisterMethods.apply_notification

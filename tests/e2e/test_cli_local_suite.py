@@ -141,8 +141,13 @@ def test_outbox_examples(suite: Suite) -> None:
 
 
 def test_retention_example(suite: Suite) -> None:
-    assert re.search(r"^identity: would purge \d+ superseded version\(s\)", _ok(
-        juki(suite.directory, "retention", "purge", "--register", "identity", "--dry-run")), re.MULTILINE)
+    _ok(juki(suite.directory, "operators", "login", "shichoson-0001"))
+    dry = _ok(juki(suite.directory, "retention", "purge", "--register", "identity", "--dry-run"))
+    assert re.search(r"^identity: would purge \d+ superseded version\(s\)", dry, re.MULTILINE)
+    assert re.search(r"\(periods 150 / 150 years; request [0-9a-f-]{36}\)$", dry.strip())
+    refused = juki(suite.directory, "retention", "purge", "--register", "annex", "--removed-years", "0")
+    assert refused.returncode == 1 and refused.stdout.startswith("INVALID_ARGUMENT"), refused.stdout
+    assert "removed_years" in refused.stdout
 
 
 def test_load_into_the_live_register(suite: Suite, tmp_path: Path) -> None:
@@ -190,7 +195,7 @@ def test_unreachable_gateway_is_one_line_exit_1(suite: Suite, tmp_path: Path) ->
 @pytest.mark.parametrize(("args", "missing"), [
     (("audit", "verify"), "JUKI_DATABASE_URL is not set"),
     (("outbox", "list"), "JUKI_DATABASE_URL is not set"),
-    (("retention", "purge", "--register", "annex"), "JUKI_MIGRATION_DATABASE_URL is not set"),
+    (("retention", "purge", "--register", "annex"), "no running suite"),
     (("call", "notify", "--as", "maebashi-cs"), "no running suite"),
     (("operators", "list", "--operator", "admin-0001"), "no running suite"),
     (("keys", "new"), "JUKI_KEYRING_FILE is not set"),

@@ -15,7 +15,7 @@ import pytest
 
 from juki_services.gateway.config import GatewayConfig
 from juki_services.identity.config import IdentityConfig
-from jukilib.config import BACKENDS, SERVICES, ConfigError, Env, load_common
+from jukilib.config import BACKENDS, RESERVED_METHODS, SERVICES, ConfigError, Env, load_common
 
 DATABASE_URL = "postgresql://identity:s3cret-pa55@db.internal:5432/juki"
 AGENCY_TARGET = "agency.internal:7004"
@@ -210,6 +210,21 @@ def test_registers_require_the_agency_target(environ: dict[str, str], service: s
     del environ["JUKI_AGENCY_TARGET"]
 
     assert "JUKI_AGENCY_TARGET" in _config_error(service, environ)
+
+
+@pytest.mark.parametrize("service", ["identity", "annex"])
+def test_registers_read_the_disclosure_target_for_the_retention_purge(environ: dict[str, str], service: str) -> None:
+    # Optional: without it a register serves everything but the purge, which it refuses (fail closed).
+    assert load_config(service, environ).disclosure_target == ""
+    environ["JUKI_DISCLOSURE_TARGET"] = "disclosure.internal:7000"
+    assert load_config(service, environ).disclosure_target == "disclosure.internal:7000"
+
+
+def test_disclosure_also_trusts_the_registers_for_the_one_method_reserved_to_them(environ: dict[str, str]) -> None:
+    environ["JUKI_GATEWAY_TARGET"] = "gateway.internal:7000"
+    assert load_config("disclosure", environ).common.trusted_peers == frozenset({"gateway", "identity", "annex"})
+    assert RESERVED_METHODS["disclosure"] == {
+        "/juki.disclosure.v1.DisclosureService/ListRetentionHolds": frozenset({"identity", "annex"})}
 
 
 def test_agency_needs_no_target(environ: dict[str, str]) -> None:

@@ -382,6 +382,9 @@ def test_shipped_human_purposes_name_the_roles_of_the_issue(catalogue: Catalogue
     assert purposes["DISCLOSURE-30-32"].operator_roles == {"disclosure_clerk"}
     assert purposes["AUDIT-OPERATION-LOG"].operator_roles == {"auditor"}
     assert purposes["ADMIN-OPERATORS"].operator_roles == {"administrator"}
+    # 住基法 30-6 ③ / 30-41 ③: deleting history is a role of its own, not the 12-5 desk's.
+    assert purposes["PREFECTURE-RETENTION"].operator_roles == {"retention_clerk"}
+    assert purposes["PREFECTURE-RETENTION"].recipients == {"shichoson-ka"}
     for code in (SCHOLARSHIP, LICENCE, "PASSPORT-30-15-1-1", "ANNEX-OVERSEAS-30-44-6-2", "JUKI-OWN-AFFAIRS"):
         assert purposes[code].operator_roles == CLERK, code
     for code in ("CS-NOTIFY-30-6", "CS-NOTIFY-30-41", "AGENCY-ERROR-REPORT-30-8", "CS-REPORTS-12-5"):

@@ -9,7 +9,7 @@ by `continuation` so that they see the request context (TLS peer, metadata).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import grpc
@@ -122,11 +122,15 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
     """Backends: accept calls only from trusted certificates, and expose the caller to handlers.
 
     The gateway sets `x-juki-*` metadata (organisation, operator, purpose, ...); a backend trusts it
-    only because the TLS peer is the gateway (DESIGN §3).
+    only because the TLS peer is the gateway (DESIGN §3). `reserved` methods (full name → peers) are for
+    their peers alone, and those peers may call nothing else (`jukilib.config.RESERVED_METHODS`).
     """
 
-    def __init__(self, trusted_common_names: Collection[str]) -> None:
+    def __init__(self, trusted_common_names: Collection[str],
+                 reserved: Mapping[str, frozenset[str]] | None = None) -> None:
         self._trusted = frozenset(trusted_common_names)
+        self._reserved = dict(reserved or {})
+        self._reserved_peers = frozenset().union(*self._reserved.values())
         self._wrapped = WrappedHandlers()
 
     async def intercept_service(
@@ -137,13 +141,14 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_SERVICES):
             return handler
-        return self._wrapped.get(handler_call_details.method, handler, lambda: self._checked(handler))
+        method = handler_call_details.method
+        return self._wrapped.get(method, handler, lambda: self._checked(method, handler))
 
-    def _checked(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    def _checked(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
 
         def wrap_unary(behavior: Behavior) -> Behavior:
             async def checked(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-                token = caller.set_current(self._caller(context))
+                token = caller.set_current(self._caller(context, method))
                 try:
                     return await behavior(request, context)
                 finally:
@@ -153,7 +158,7 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
 
         def wrap_stream(behavior: Behavior) -> Behavior:
             async def checked(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                token = caller.set_current(self._caller(context))
+                token = caller.set_current(self._caller(context, method))
                 try:
                     async for item in behavior(request, context):
                         yield item
@@ -164,8 +169,13 @@ class TrustedPeerInterceptor(aio.ServerInterceptor):
 
         return wrap_handler(handler, wrap_unary, wrap_stream)
 
-    def _caller(self, context: aio.ServicerContext[Any, Any]) -> caller.Caller:
+    def _caller(self, context: aio.ServicerContext[Any, Any], method: str) -> caller.Caller:
         peer = peer_of(context)
         if peer is None or peer.common_name not in self._trusted:
             raise PermissionDenied("this service accepts calls only from the gateway", "UNTRUSTED_PEER")
+        reserved_for = self._reserved.get(method)
+        allowed = peer.common_name in reserved_for if reserved_for is not None \
+            else peer.common_name not in self._reserved_peers
+        if not allowed:
+            raise PermissionDenied("this method is not for this caller", "METHOD_NOT_FOR_PEER")
         return caller.caller_from_metadata(list(context.invocation_metadata() or ()), peer.common_name)

@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jukilib import collector
-from jukilib.config import CommonConfig, ServiceConfig
+from jukilib.config import RESERVED_METHODS, CommonConfig, ServiceConfig
 from jukilib.db import migrations as migrations_mod
 from jukilib.db.bootstrap import runtime_role
 from jukilib.db.pool import Database
@@ -95,7 +95,8 @@ class GrpcService(Generic[C]):
     def _interceptors(self) -> list[aio.ServerInterceptor]:
         chain: list[aio.ServerInterceptor] = [TracingInterceptor(), ErrorInterceptor(), DeadlineInterceptor()]
         if self.common.trusted_peers:
-            chain.append(TrustedPeerInterceptor(self.common.trusted_peers))
+            chain.append(TrustedPeerInterceptor(self.common.trusted_peers,
+                                                RESERVED_METHODS.get(self.common.service)))
         return chain
 
     async def start(self) -> int:

@@ -49,6 +49,10 @@ class RegisterConfig:
     content of refused notifications in the review queue, and identity's 個人番号."""
     """host:port of the agency the relay forwards every applied change to (JUKI_AGENCY_TARGET)."""
     relay: RelayConfig = RelayConfig()
+    disclosure_target: str = ""
+    """host:port of the disclosure service, asked for the subjects of open cases before a retention purge
+    (JUKI_DISCLOSURE_TARGET). Optional for everything else the register does: without it every purge is
+    refused (FAILED_PRECONDITION), never run without the holds."""
     resident_code_check: str = "warn"
     """住民票コード check digit: off | warn | reject. The formula (告示436号) is UNVERIFIED, so warn."""
     notify_time_max_age_days: int = 3650
@@ -88,6 +92,7 @@ def load_register(service: str, env: Env, config_type: type[R], **own: Any) -> R
         agency_target=env.text("JUKI_AGENCY_TARGET"),
         keyring_file=env.existing_file("JUKI_KEYRING_FILE"),
         relay=load_relay(env),
+        disclosure_target=env.text("JUKI_DISCLOSURE_TARGET", ""),
         resident_code_check=env.choice("JUKI_RESIDENT_CODE_CHECK", "warn", ("off", "warn", "reject")),
         notify_time_max_age_days=env.integer("JUKI_NOTIFY_TIME_MAX_AGE_DAYS", 3650, minimum=1),
         report_overdue_days=env.integer("JUKI_REPORT_OVERDUE_DAYS", 30, minimum=1),

@@ -24,6 +24,7 @@ from jukilib.register.reports import (
     validate_answer,
     validate_new_report,
 )
+from jukilib.register.retention import PurgeRun, Retention, order_of
 from jukilib.register.review import ReviewQueue, review_message
 from jukilib.register.streaming import stream_notifications
 
@@ -207,3 +208,20 @@ class ReviewMethods:
         new = validate_new_report(report, "", self._api.reports.record_fields,
                                   source_of(caller.current().organization))
         return self._review_message(await self._review.report(request.name, new))
+
+
+class RetentionMethods:
+    """PurgeExpiredRecords (住基法 30-6 ③ / 30-41 ③), reached only through the gateway: the run is recorded with
+    the gateway's request id and the operator, so that `retention_run` joins the operation log."""
+
+    _retention: Retention
+
+    async def PurgeExpiredRecords(
+        self, request: register_pb2.PurgeExpiredRecordsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.PurgeExpiredRecordsResponse:
+        who = caller.current()
+        result = await self._retention.purge(order_of(request), PurgeRun(who.request_id, who.operator))
+        return register_pb2.PurgeExpiredRecordsResponse(
+            versions_purged=result.versions, persons_purged=result.persons, versions_held=result.versions_held,
+            persons_held=result.persons_held, dry_run=result.dry_run, superseded_years=result.superseded_years,
+            removed_years=result.removed_years)

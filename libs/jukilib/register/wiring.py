@@ -17,6 +17,7 @@ from typing import Any
 from google.protobuf import message
 from grpc import aio
 
+from jukilib.config import DEFAULT_CALL_TIMEOUT
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
@@ -31,6 +32,7 @@ from jukilib.register.engine import RegisterEngine
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import StoredVersion
 from jukilib.register.relay import BacklogGauge, OutboxRelay
+from jukilib.register.retention import Retention, disclosure_holds
 from jukilib.supervision import Job
 
 # (agency channel, idempotency key, version message) → delivered, or raises.
@@ -45,7 +47,7 @@ class RegisterService:
 
     binding: RegisterBinding
     service_name: str
-    servicer: Callable[[RegisterApi], Any]
+    servicer: Callable[[RegisterApi, Retention], Any]
     add_servicer: Callable[[Any, aio.Server], None]
     forward: Forward
     forward_batch: ForwardBatch | None = None
@@ -76,22 +78,27 @@ class RegisterService:
             assert self.forward_batch is not None
             await self.forward_batch(agency, [(key, api.version_message(stored)) for stored, key in changes])
 
+        # 住基法 30-6 ③ / 30-41 ③: the purge asks the disclosure service for its open cases' subjects first.
+        disclosure = secure_channel(config.disclosure_target, config.common.tls) if config.disclosure_target else None
+        retention = Retention(database, disclosure_holds(disclosure, DEFAULT_CALL_TIMEOUT) if disclosure else None)
         relay = OutboxRelay(database, self.binding.register, deliver, config.relay, api.engine.hooks,
                             deliver_batch=deliver_batch if self.forward_batch else None)
         gauge = BacklogGauge(database, self.binding.register)
 
-        async def close_agency_channel() -> None:
+        async def close_channels() -> None:
             await agency.close()
+            if disclosure is not None:
+                await disclosure.close()
 
         # 住基法 30-7 / 30-42: each relay worker is a supervised job, restarted on any failure; not essential
         # (see jukilib.supervision: a stale relay keeps its changes in the outbox, calls are still answered).
         stale = config.common.background_stale_after
         return ServiceParts(
             service_names=[self.service_name],
-            register=lambda server: self.add_servicer(self.servicer(api), server),
+            register=lambda server: self.add_servicer(self.servicer(api, retention), server),
             background=[*(Job(f"relay-{n}", relay.run, stale) for n in range(1, config.relay.workers + 1)),
                         Job("outbox-gauge", gauge.run, stale + gauge.interval)],
-            on_stop=[close_agency_channel],
+            on_stop=[close_channels],
             collect_young_rarely=True,
         )
 
