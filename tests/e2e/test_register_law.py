@@ -158,6 +158,36 @@ async def test_a_move_whose_move_in_arrives_first_ends_the_same_without_a_refusa
     assert await _refusal(suite, TAKASAKI, born_again) == "ALREADY_RECORDED"
 
 
+@pytest.mark.parametrize("in_first", [True, False], ids=["move-in-notified-first", "move-out-notified-first"])
+async def test_a_move_on_one_day_ends_in_the_new_municipality_whichever_half_comes_first(
+        suite: RunningSuite, in_first: bool) -> None:
+    # 住基法 30-6 ①: both halves dated the same day, each arriving when its municipality notified it. Nothing is
+    # refused; the person is active in 高崎市 with both events in its history.
+    seed = 40 if in_first else 41
+    resident = _resident(seed)
+    await _notify(suite, MAEBASHI, _identity(resident, f"law-day-{seed}-1", 1))
+    moved_in = _identity(_resident(seed, TAKASAKI), f"law-day-{seed}-3", 10)
+    moved_in.change.notify_time.FromDatetime(NOTIFY_TIME + dt.timedelta(hours=1 if in_first else 5))
+    moved_out = _identity(resident, f"law-day-{seed}-2", 10, kind=rpb.CHANGE_KIND_REMOVE,
+                          reason=rpb.CHANGE_REASON_DOMESTIC_MOVE_OUT)
+    moved_out.change.notify_time.FromDatetime(NOTIFY_TIME + dt.timedelta(hours=5 if in_first else 1))
+    for half in ((moved_in, TAKASAKI), (moved_out, MAEBASHI)) if in_first else ((moved_out, MAEBASHI),
+                                                                                  (moved_in, TAKASAKI)):
+        await _notify(suite, half[1], half[0])
+    current = await _current(suite, resident.resident_code)
+    assert (current["state"], current["municipality_code"]) == (rpb.RECORD_STATE_ACTIVE, TAKASAKI)
+    connection = await asyncpg.connect(suite.database_url("identity"))
+    try:
+        history = await connection.fetch(
+            "SELECT v.notification_id, v.state FROM person_version v JOIN person p ON p.id = v.person_id "
+            "WHERE p.resident_code = $1 ORDER BY v.version", resident.resident_code)
+    finally:
+        await connection.close()
+    assert sorted((r["notification_id"], r["state"]) for r in history) == [
+        (f"law-day-{seed}-1", rpb.RECORD_STATE_ACTIVE), (f"law-day-{seed}-2", rpb.RECORD_STATE_REMOVED),
+        (f"law-day-{seed}-3", rpb.RECORD_STATE_ACTIVE)]
+
+
 async def test_a_person_is_not_recorded_twice_whatever_the_event_dates(suite: RunningSuite) -> None:
     # 住基法 30-6 ①: a second 記載 dated before the record the file holds, with no 消除 between, is refused
     # (it used to be kept as a late version).

@@ -48,9 +48,11 @@ MOVE_IN, MOVE_OUT, BIRTH = (rpb.CHANGE_REASON_DOMESTIC_MOVE_IN, rpb.CHANGE_REASO
 
 def notification(kind: ChangeKind, day: int, notification_id: str, code: str = "12345678901",
                  previous: str | None = None, notifier: str = MAEBASHI, municipality: str | None = None,
-                 reason: int = MOVE_IN) -> Notification:
-    """A notification by `notifier` of a record in `municipality` (by default the notifier's)."""
-    change = Change(kind, reason, dt.date(2025, 1, day), dt.datetime(2026, 4, 1, 9, day, tzinfo=dt.UTC),
+                 reason: int = MOVE_IN, minute: int | None = None) -> Notification:
+    """A notification by `notifier` of a record in `municipality` (by default the notifier's), notified at 9:`minute`
+    (by default the day's number)."""
+    notified = dt.datetime(2026, 4, 1, 9, day if minute is None else minute, tzinfo=dt.UTC)
+    change = Change(kind, reason, dt.date(2025, 1, day), notified,
                     dt.datetime(2026, 4, 2, tzinfo=dt.UTC), notifier, notification_id)
     keys = KEYS._replace(municipality_code=municipality or notifier)
     return Notification(change, code, {"resident_code": code, "address": notification_id}, b"digest", keys,
@@ -326,3 +328,32 @@ def test_a_record_with_characters_to_identify_is_accepted_and_marked_for_review(
     decision = decide(recorded, None, NEW_PERSON)
     built = rows.build([decision], "identity", [])
     assert [(r.kind, r.field_paths) for r in built.review] == [(REVIEW_CHARACTERS, ("record.full_name",))]
+
+
+@pytest.mark.parametrize("in_first", [True, False], ids=["move-in-notified-first", "move-out-notified-first"])
+def test_a_move_on_one_day_ends_in_the_new_municipality_whichever_half_was_notified_first(in_first: bool) -> None:
+    # 住基法 30-6 ①: 前橋市's 転出 and 高崎市's 転入 dated the same day, each arriving when notified. Neither is
+    # refused; the person is active in 高崎市 with both events in history. A 転出 notified after its 転入 comes
+    # after it in event order, but is kept as history only (`is_same_day_move_out`).
+    register = MemoryRegister()
+    born = register.apply(notification(RECORD, 1, "born", reason=BIRTH))
+    moved_in = notification(RECORD, 10, "in", notifier=TAKASAKI, reason=MOVE_IN, minute=5 if in_first else 50)
+    moved_out = notification(REMOVE, 10, "out", reason=MOVE_OUT, minute=50 if in_first else 5)
+    decisions = [register.apply(half) for half in ((moved_in, moved_out) if in_first else (moved_out, moved_in))]
+    assert [d.state for d in decisions] == ([RecordState.ACTIVE, RecordState.REMOVED] if in_first
+                                            else [RecordState.REMOVED, RecordState.ACTIVE])
+    current, history = register.state_of(born.person_id)
+    assert current == (RecordState.ACTIVE, "in")
+    assert sorted(history) == sorted([(RecordState.ACTIVE, "born"), (RecordState.REMOVED, "out"),
+                                      (RecordState.ACTIVE, "in")])
+    fixed = register.apply(notification(MODIFY, 12, "fix", notifier=TAKASAKI, reason=0))
+    assert fixed.becomes_current  # 高崎市 holds the person from then on
+
+
+def test_a_move_out_dated_after_its_move_in_is_still_refused() -> None:
+    register = MemoryRegister()
+    register.apply(notification(RECORD, 1, "born", reason=BIRTH))
+    register.apply(notification(RECORD, 10, "in", notifier=TAKASAKI, reason=MOVE_IN))
+    with pytest.raises(FailedPrecondition) as refused:
+        register.apply(notification(REMOVE, 11, "out", reason=MOVE_OUT))
+    assert refused.value.reason == "NOT_HOLDING_MUNICIPALITY"

@@ -43,6 +43,8 @@ class Person:
     """The unique keys of the current record (`Notification.unique_keys`)."""
     decided: list[tuple[OrderKey, RecordState, ChangeKind]] = field(default_factory=list)
     """Versions decided in this batch, in decision order."""
+    awaited: str | None = None
+    """The municipality whose 転出 a 転入 recorded while it held the person awaits (`Decision.move_from`)."""
 
 
 class Neighbours(NamedTuple):
@@ -132,6 +134,16 @@ def is_move_in(change: Change, before: RecordState | None, holder: str | None) -
             and holder is not None and holder != change.municipality_code)
 
 
+def is_same_day_move_out(change: Change, person: Person | None, neighbours: Neighbours) -> bool:
+    """住基法 30-6 ①: the old municipality's 転出 of a person whose 転入 into another municipality of the
+    prefecture, dated the same day, was notified and recorded first (`is_move_in`, awaiting this 転出). Its
+    notification time puts it after the 転入, but the move-in is the later fact: it is kept in history as the
+    old municipality's 消除, and the person stays current in the new municipality, without a refusal. A 転出
+    dated after its 転入 is still refused."""
+    return (change.kind == ChangeKind.REMOVE and person is not None and person.awaited == change.municipality_code
+            and neighbours.newest and person.newest is not None and person.newest[0][0] == change.event_date)
+
+
 def check_jurisdiction(kind: ChangeKind, notifier: str, record_municipality: str, holder: str | None) -> None:
     """住基法 30-6 ① / 30-41 ①: a municipality notifies only about its own residents (identity: by address,
     annex: by 本籍地, the record's municipality). It records (記載) only a record in its own municipality,
@@ -180,6 +192,10 @@ def decide(notification: Notification, person: Person | None, neighbours: Neighb
     raises FailedPrecondition naming the rule that refuses it. `new_id` is the id of a new person; `rule`
     and `owners` the register's unique key and who holds the notification's keys (`check_unique_keys`)."""
     change = notification.change
+    if is_same_day_move_out(change, person, neighbours):
+        assert person is not None
+        return Decision(notification, person.id, person.last_version + 1, RecordState.REMOVED,
+                        becomes_current=False, new_person=False, former_code=None)
     moving_in = is_move_in(change, neighbours.before, neighbours.holder)
     if not moving_in:
         check_kind_against_state(change.kind, neighbours.before, neighbours.after)
@@ -293,6 +309,10 @@ class Ledger:
                 person.resident_code = notification.resident_code
             person.newest = (key, decision.state)
             person.keys = frozenset(notification.unique_keys)
+        if decision.move_from is not None:
+            person.awaited = decision.move_from
+        elif notification.change.kind == ChangeKind.REMOVE and person.awaited == notification.change.municipality_code:
+            person.awaited = None  # the 転出 half arrived: the move is complete
         if self.key_owners is not None:
             for claimed in decision.claimed_keys:
                 self.key_owners[claimed] = person.id

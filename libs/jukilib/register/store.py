@@ -210,13 +210,17 @@ async def lock_persons(connection: asyncpg.Connection, resident_codes: list[str]
     rows = await connection.fetch(
         f"""SELECT p.id, p.resident_code, p.state, p.last_version,
                    v.event_date, v.notify_time, v.municipality_code, v.notification_id,
-                   ARRAY(SELECT k.key FROM person_key k WHERE k.person_id = p.id AND k.current) AS keys
+                   ARRAY(SELECT k.key FROM person_key k WHERE k.person_id = p.id AND k.current) AS keys,
+                   (SELECT r.awaited_municipality FROM review_item r
+                    WHERE r.person_id = p.id AND r.kind = {REVIEW_MOVE_HALF} AND r.state = {REVIEW_OPEN}
+                    ORDER BY r.create_time DESC LIMIT 1) AS awaited
             FROM {_CURRENT} WHERE p.id = ANY($1::uuid[])""",
         sorted({row["person_id"] for row in known}),
     )
     persons = [Person(row["id"], row["resident_code"], row["last_version"],
                       ((row["event_date"], row["notify_time"], row["municipality_code"], row["notification_id"]),
-                       RecordState(row["state"])), stored=True, keys=frozenset(bytes(k) for k in row["keys"]))
+                       RecordState(row["state"])), stored=True, keys=frozenset(bytes(k) for k in row["keys"]),
+                      awaited=row["awaited"])
                for row in rows]
     return persons, [(row["code"], row["person_id"]) for row in known]
 
