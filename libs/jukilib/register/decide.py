@@ -18,6 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import NamedTuple
 
 from juki.register.v1 import register_pb2
@@ -58,6 +59,8 @@ class Neighbours(NamedTuple):
     """The municipality that notified the version just before it: the one that held the person then."""
     after: ChangeKind | None = None
     """The kind of change of the version just after it (None: nothing after)."""
+    before_day: date | None = None
+    """The event date of the version just before it."""
 
 
 NEW_PERSON = Neighbours(None, True)
@@ -141,7 +144,16 @@ def is_same_day_move_out(change: Change, person: Person | None, neighbours: Neig
     old municipality's 消除, and the person stays current in the new municipality, without a refusal. A 転出
     dated after its 転入 is still refused."""
     return (change.kind == ChangeKind.REMOVE and person is not None and person.awaited == change.municipality_code
-            and neighbours.newest and person.newest is not None and person.newest[0][0] == change.event_date)
+            and neighbours.holder != change.municipality_code and neighbours.before_day == change.event_date)
+
+
+def is_late_same_day_move_in(change: Change, person: Person | None, neighbours: Neighbours) -> bool:
+    """住基法 30-6 ①: the 転入 half of a same-day move (`is_move_in`) arriving after the old municipality's 転出,
+    which was notified later and is the person's newest version. The move-in is the later fact: the 転入
+    becomes the current record, as when it arrives first (`is_same_day_move_out`), with the same history."""
+    return (person is not None and not neighbours.newest and neighbours.after == ChangeKind.REMOVE
+            and person.newest is not None and person.newest[1] == RecordState.REMOVED
+            and person.newest[0][0] == change.event_date and person.newest[0][2] == neighbours.holder)
 
 
 def check_jurisdiction(kind: ChangeKind, notifier: str, record_municipality: str, holder: str | None) -> None:
@@ -199,6 +211,9 @@ def decide(notification: Notification, person: Person | None, neighbours: Neighb
     moving_in = is_move_in(change, neighbours.before, neighbours.holder)
     if not moving_in:
         check_kind_against_state(change.kind, neighbours.before, neighbours.after)
+    elif is_late_same_day_move_in(change, person, neighbours):
+        neighbours = neighbours._replace(newest=True)  # it becomes current; its 転出 has arrived
+        moving_in = False
     check_jurisdiction(change.kind, change.municipality_code, notification.search.municipality_code,
                        neighbours.holder)
     # 消除 keeps the person in the file, marked removed with the reason of its change information.
@@ -228,7 +243,7 @@ def place(person: Person, key: OrderKey,
     caller when `needs_history`) and those decided in this batch."""
     if person.newest is None or key > person.newest[0]:
         return Neighbours(None, True) if person.newest is None else Neighbours(
-            person.newest[1], True, person.newest[0][2])
+            person.newest[1], True, person.newest[0][2], before_day=person.newest[0][0])
     before_key: OrderKey | None = None
     after_key: OrderKey | None = None
     before_state, after_kind = None, None
@@ -243,7 +258,8 @@ def place(person: Person, key: OrderKey,
             before_key, before_state = version_key, state
         elif version_key > key and (after_key is None or version_key < after_key):
             after_key, after_kind = version_key, kind
-    return Neighbours(before_state, after_key is None, None if before_key is None else before_key[2], after_kind)
+    return Neighbours(before_state, after_key is None, None if before_key is None else before_key[2], after_kind,
+                      None if before_key is None else before_key[0])
 
 
 def needs_history(person: Person, key: OrderKey) -> bool:
