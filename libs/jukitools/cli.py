@@ -137,10 +137,12 @@ Press Ctrl-C to stop everything.""", flush=True)
 
 async def _keys(args: argparse.Namespace) -> int:
     """`juki keys new`: add a data key and make it active (then restart or let replicas reload);
-    `juki keys rotate`: re-encrypt every 個人番号 under the active key, online, as the schema owner."""
+    `juki keys rotate`: re-encrypt every 個人番号 and every refused notification of the review queues under the
+    active key, online, as the registers' schema owners."""
 
     from juki_services.identity.numbers import rotate
     from jukilib.keyring import Keyring
+    from jukilib.register import review
 
     suite = LocalSuite.of(args.home)
     path = suite.file("JUKI_KEYRING_FILE", KEYRING)
@@ -152,6 +154,9 @@ async def _keys(args: argparse.Namespace) -> int:
         return 0
     async with connected(suite.owner_url("identity"), "identity") as connection:
         count = await rotate(connection, keyring)
+        count += await review.rotate(connection, keyring)
+    async with connected(suite.owner_url("annex"), "annex") as connection:
+        count += await review.rotate(connection, keyring)  # the annex file holds no 個人番号: its review queue only
     print(f"re-encrypted {count} row(s) under key {keyring.active}")
     return 0
 
@@ -332,9 +337,10 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--public-key", default="",
                        help="PEM (default: JUKI_OPERATION_LOG_PUBLIC_KEY, else .juki/operation-log.pub)")
     cli_retention.add_parser(commands)
-    keys = commands.add_parser("keys", help="keys for 個人番号 at rest (JUKI_KEYRING_FILE, else .juki/keyring.json)")
+    keys = commands.add_parser("keys", help="keys for what the registers seal at rest: 個人番号, refused "
+                               "notifications (JUKI_KEYRING_FILE, else .juki/keyring.json)")
     keys.add_argument("action", choices=("new", "rotate"), help="new: add a data key and make it active; "
-                      "rotate: re-encrypt every 個人番号 under the active key, online")
+                      "rotate: re-encrypt every 個人番号 and refused notification under the active key, online")
     calls.add_call_parser(commands)
     cli_operators.add_parser(commands)
     cli_cases.add_parser(commands)

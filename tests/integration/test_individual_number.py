@@ -20,6 +20,7 @@ from jukilib.db.pool import Database
 from jukilib.devcerts import DevPki
 from jukilib.errors import FailedPrecondition, JukiError, NotFound
 from jukilib.keyring import Keyring
+from jukilib.register import review
 from jukilib.register.api import RegisterApi
 from tests.conftest import fresh_database, service_config
 from tests.integration.registers import MAEBASHI, REGISTERS, apply, new_person
@@ -155,6 +156,29 @@ async def test_rotation_re_encrypts_every_row_while_reads_go_on(
     assert key_ids == {rotated.active} and rotated.active != old_key
     for person in persons:
         assert (await api.lookup(IDENTITY.lookup(person.code))).record.individual_number == person.number
+
+
+async def test_rotation_re_seals_the_refused_notifications_of_the_review_queue(
+        identity: tuple[RegisterApi, Database, str, Path]) -> None:
+    api, _, owner_url, keyring_path = identity
+    stranger = new_person()
+    with pytest.raises(FailedPrecondition):  # a 修正 of nobody: kept, sealed, for review
+        await apply(api, IDENTITY.request(stranger, "rot-review", kind=rpb.CHANGE_KIND_MODIFY,
+                                          reason=rpb.CHANGE_REASON_MINOR_CORRECTION))
+    rotated = Keyring.load(keyring_path).with_new_active_key()
+    rotated.save(keyring_path)
+    owner = await asyncpg.connect(owner_url)
+    try:
+        await owner.execute("SET search_path TO identity")
+        assert await review.rotate(owner, rotated, batch=2) >= 1
+        sealed = await owner.fetch("SELECT key_id FROM review_item WHERE ciphertext IS NOT NULL")
+        key_ids = {r["key_id"] for r in sealed}
+        item_id = await owner.fetchval("SELECT id FROM review_item WHERE notification_id = 'rot-review'")
+    finally:
+        await owner.close()
+    assert key_ids == {rotated.active}
+    _, content = await api.review.get(f"reviewItems/{item_id}")
+    assert content is not None and content["record"]["individual_number"] == stranger.number
 
 
 async def test_ciphertext_moved_to_another_row_does_not_decrypt(

@@ -181,3 +181,25 @@ def _fill_content(item: pb.ReviewItem, content: dict[str, Any], record_type: Any
     item.change.municipality_code = change["municipality_code"]
     item.change.notification_id = change["notification_id"]
     item.previous_resident_code = content["previous_resident_code"]
+
+
+async def rotate(connection: asyncpg.Connection, keyring: Keyring, batch: int = 1000) -> int:
+    """Re-seal every refused notification not under the active key, in batches (`juki keys rotate`, as the
+    schema owner; the register keeps opening items under either key meanwhile). Returns the count."""
+    total = 0
+    while True:
+        async with connection.transaction():
+            rows = await connection.fetch(
+                """SELECT id, key_id, nonce, ciphertext FROM review_item
+                   WHERE ciphertext IS NOT NULL AND key_id <> $1 LIMIT $2 FOR UPDATE SKIP LOCKED""",
+                keyring.active, batch)
+            for row in rows:
+                associated = _associated(row["id"])
+                content = keyring.open(Sealed(row["key_id"], bytes(row["nonce"]), bytes(row["ciphertext"])), associated)
+                sealed = keyring.seal(content, associated)
+                await connection.execute(
+                    "UPDATE review_item SET key_id = $2, nonce = $3, ciphertext = $4 WHERE id = $1",
+                    row["id"], sealed.key_id, sealed.nonce, sealed.ciphertext)
+        total += len(rows)
+        if len(rows) < batch:
+            return total
