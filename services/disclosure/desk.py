@@ -231,14 +231,14 @@ class Desk:
         now = self._clock()
         async with self._database.transaction() as connection:
             row = await self._locked(connection, case_id, etag)
-            rules.check_transition(row["state"], S.DISCLOSURE_STATE_EXTENDED)
+            after = rules.extended_state(row["state"])
             new_deadline = rules.validate_extension(extension, row["deadline"], row["extension_deadline"] is not None,
                                                     rules.japan_today(now))
             notice = notices.extension_notice(case_message(row, rules.japan_today(now)), row["deadline"],
                                               new_deadline, extension.reason, now)
             document = await store.insert_document(connection, "disclosure", case_id, notice)
             result: asyncpg.Record = await store.set_state(
-                connection, case_id, S.DISCLOSURE_STATE_EXTENDED, actor, document, extension_reason=extension.reason,
+                connection, case_id, after, actor, document, extension_reason=extension.reason,
                 extension_deadline=new_deadline, extension_time=now)
             return result
 

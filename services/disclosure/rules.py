@@ -26,9 +26,9 @@ VALUE_MAX = 200
 
 S = pb.DisclosureState
 # DOMAIN §5: RECEIVED → (IDENTITY_VERIFIED | REJECTED_IDENTITY) → SEARCHING → (DECIDED_DISCLOSE |
-# DECIDED_NOT_EXIST) → NOTIFIED → CLOSED. An extension (30-33 ②) is granted to a verified request
-# before its decision: IDENTITY_VERIFIED → EXTENDED → SEARCHING. A search that failed half-way may be
-# retried (SEARCHING → SEARCHING).
+# DECIDED_NOT_EXIST) → NOTIFIED → CLOSED. An extension (30-33 ②) may be granted in any state in which the
+# deadline runs (`extended_state`); a verified request then goes IDENTITY_VERIFIED → EXTENDED → SEARCHING.
+# A search that failed half-way may be retried (SEARCHING → SEARCHING).
 DISCLOSURE_TRANSITIONS: Mapping[int, frozenset[int]] = {
     S.DISCLOSURE_STATE_RECEIVED: frozenset({S.DISCLOSURE_STATE_IDENTITY_VERIFIED,
                                             S.DISCLOSURE_STATE_REJECTED_IDENTITY}),
@@ -42,9 +42,11 @@ DISCLOSURE_TRANSITIONS: Mapping[int, frozenset[int]] = {
     S.DISCLOSURE_STATE_REJECTED_IDENTITY: frozenset({S.DISCLOSURE_STATE_CLOSED}),
     S.DISCLOSURE_STATE_CLOSED: frozenset(),
 }
-# States in which the disclosure deadline runs (no decision yet).
+# States in which the disclosure deadline runs. 住基法 30-33 ①: the disclosure is to be *carried out* (the
+# resident told) within 30 days, so a decided case whose notice has not been sent is still running.
 DEADLINE_RUNNING = frozenset({S.DISCLOSURE_STATE_RECEIVED, S.DISCLOSURE_STATE_IDENTITY_VERIFIED,
-                              S.DISCLOSURE_STATE_SEARCHING, S.DISCLOSURE_STATE_EXTENDED})
+                              S.DISCLOSURE_STATE_SEARCHING, S.DISCLOSURE_STATE_EXTENDED,
+                              S.DISCLOSURE_STATE_DECIDED_DISCLOSE, S.DISCLOSURE_STATE_DECIDED_NOT_EXIST})
 # A correction may be asked only by a person who received a disclosure (30-35).
 DISCLOSED = frozenset({S.DISCLOSURE_STATE_DECIDED_DISCLOSE, S.DISCLOSURE_STATE_NOTIFIED, S.DISCLOSURE_STATE_CLOSED})
 
@@ -166,6 +168,16 @@ def validate_new_case(case: Any, now: dt.datetime, violations: Violations,
         violations.add("disclosure_case.scopes", "must be distinct known scopes")
     if case.HasField("receive_time"):
         violations.time_within("disclosure_case.receive_time", case.receive_time, now, receipt_window)
+
+
+def extended_state(state: int) -> int:
+    """The state a case is in after its deadline is extended (30-33 ②: possible whenever the deadline runs). A
+    verified request waits as EXTENDED for its search; any other case keeps its state (a received request
+    still needs its identity verified, a decided one its notice sent)."""
+    if state not in DEADLINE_RUNNING:
+        raise FailedPrecondition(f"the case is in state {state_name(state, S)}; only a case whose deadline runs "
+                                 "can be extended", "INVALID_STATE_TRANSITION", {"current_state": state_name(state, S)})
+    return int(S.DISCLOSURE_STATE_EXTENDED) if state == S.DISCLOSURE_STATE_IDENTITY_VERIFIED else state
 
 
 def validate_extension(extension: Any, deadline: dt.date, already_extended: bool, today: dt.date) -> dt.date:

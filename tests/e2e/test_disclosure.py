@@ -227,7 +227,45 @@ async def test_one_extension_before_the_deadline_with_a_written_notice(suite: Ru
     with pytest.raises(grpc.aio.AioRpcError) as again:
         await _desk(suite, "ExtendDisclosureCase", dpb.ExtendDisclosureCaseRequest(
             name=case.name, etag=extended.etag, extension=extension))
-    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "EXTENDED" in (again.value.details() or "")
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION and _reason(again.value) == "ALREADY_EXTENDED"
+
+
+async def test_the_deadline_runs_until_the_resident_is_notified_and_may_be_extended_until_then(
+        suite: RunningSuite) -> None:
+    # 住基法 30-33 ①: the disclosure is to be carried out within 30 days: a decided case whose notice has not
+    # been sent is still running, overdue past its deadline, listed and counted with the open ones.
+    received = dt.datetime.now(dt.UTC) - dt.timedelta(days=35)
+    late = await _open_verified(suite, _person(40).resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE], received)
+    decided = await _desk(suite, "DecideDisclosureCase", dpb.DecideDisclosureCaseRequest(name=late.name,
+                                                                                         etag=late.etag))
+    assert decided.state in (dpb.DISCLOSURE_STATE_DECIDED_DISCLOSE, dpb.DISCLOSURE_STATE_DECIDED_NOT_EXIST)
+    assert decided.deadline_status == dpb.DEADLINE_STATUS_OVERDUE
+    overdue = await _desk(suite, "ListDisclosureCases", dpb.ListDisclosureCasesRequest(
+        deadline_status=dpb.DEADLINE_STATUS_OVERDUE, page_size=500))
+    assert decided.name in {case.name for case in overdue.disclosure_cases}
+    notified = await _desk(suite, "NotifyDisclosureCase", dpb.NotifyDisclosureCaseRequest(name=decided.name,
+                                                                                          etag=decided.etag))
+    assert notified.deadline_status == dpb.DEADLINE_STATUS_NONE
+    # 30-33 ②: a decided case not yet notified can still be extended before its deadline; it stays decided.
+    recent, _, _ = await _decided(suite, _person(41).resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    new = dt.date(recent.deadline.year, recent.deadline.month, recent.deadline.day) + dt.timedelta(days=10)
+    extension = dpb.DeadlineExtension(reason="写しの作成に時間を要するため")
+    extension.new_deadline.year, extension.new_deadline.month, extension.new_deadline.day = new.year, new.month, new.day
+    extended = await _desk(suite, "ExtendDisclosureCase", dpb.ExtendDisclosureCaseRequest(
+        name=recent.name, etag=recent.etag, extension=extension))
+    assert extended.state == recent.state and extended.extension.notice
+    # A received request, identity not verified yet, can be extended too, and still needs its verification.
+    received_only = await _desk(suite, "CreateDisclosureCase", _new_case(_person(42).resident_code,
+                                                                         [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE]))
+    waiting = await _desk(suite, "ExtendDisclosureCase", dpb.ExtendDisclosureCaseRequest(
+        name=received_only.name, etag=received_only.etag, extension=extension))
+    assert waiting.state == dpb.DISCLOSURE_STATE_RECEIVED
+    with pytest.raises(grpc.aio.AioRpcError) as closed:
+        await _desk(suite, "ExtendDisclosureCase", dpb.ExtendDisclosureCaseRequest(
+            name=notified.name, etag=notified.etag, extension=extension))
+    assert closed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _reason(closed.value) == "INVALID_STATE_TRANSITION"
+
 
 
 async def test_invalid_transition_names_the_state_and_a_stale_etag_is_aborted(suite: RunningSuite) -> None:

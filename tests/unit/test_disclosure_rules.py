@@ -225,3 +225,31 @@ def test_notices_render_japanese_text_reproducibly() -> None:
     text = PdfReader(BytesIO(pdf)).pages[0].extract_text()
     assert "本人確認情報開示決定通知書" in text and "山田　太郎" in text
     assert pdf == notices.render("本人確認情報開示決定通知書", ["氏名: 山田　太郎"])  # reproducible
+
+
+def test_a_decided_case_runs_its_deadline_until_the_resident_is_notified() -> None:
+    # 住基法 30-33 ①: the disclosure is carried out (the resident told) within the period, not merely decided.
+    deadline, target = dt.date(2026, 12, 2), dt.date(2026, 11, 16)
+    for decided in (S.DISCLOSURE_STATE_DECIDED_DISCLOSE, S.DISCLOSURE_STATE_DECIDED_NOT_EXIST):
+        assert rules.deadline_status(decided, deadline, target, dt.date(2026, 12, 3)) == pb.DEADLINE_STATUS_OVERDUE
+    for done in (S.DISCLOSURE_STATE_NOTIFIED, S.DISCLOSURE_STATE_CLOSED, S.DISCLOSURE_STATE_REJECTED_IDENTITY):
+        assert rules.deadline_status(done, deadline, target, dt.date(2026, 12, 3)) == pb.DEADLINE_STATUS_NONE
+
+
+@pytest.mark.parametrize(("state", "after"), [
+    (S.DISCLOSURE_STATE_RECEIVED, S.DISCLOSURE_STATE_RECEIVED),  # still to be verified: no search before that
+    (S.DISCLOSURE_STATE_IDENTITY_VERIFIED, S.DISCLOSURE_STATE_EXTENDED),
+    (S.DISCLOSURE_STATE_SEARCHING, S.DISCLOSURE_STATE_SEARCHING),
+    (S.DISCLOSURE_STATE_DECIDED_DISCLOSE, S.DISCLOSURE_STATE_DECIDED_DISCLOSE),
+    (S.DISCLOSURE_STATE_DECIDED_NOT_EXIST, S.DISCLOSURE_STATE_DECIDED_NOT_EXIST),
+])
+def test_an_extension_is_possible_in_every_state_in_which_the_deadline_runs(state: int, after: int) -> None:
+    assert rules.extended_state(state) == after
+
+
+@pytest.mark.parametrize("state", [S.DISCLOSURE_STATE_NOTIFIED, S.DISCLOSURE_STATE_CLOSED,
+                                   S.DISCLOSURE_STATE_REJECTED_IDENTITY])
+def test_a_case_whose_deadline_no_longer_runs_cannot_be_extended(state: int) -> None:
+    with pytest.raises(FailedPrecondition) as refused:
+        rules.extended_state(state)
+    assert refused.value.reason == "INVALID_STATE_TRANSITION"
