@@ -134,7 +134,8 @@ def _add_disclosure(actions: Any) -> None:
     case = "disclosureCases/ID, or the ID"
     verify = _with_etag(_action(actions, "verify", "record the identity check: IDENTITY_VERIFIED or "
                                                    "REJECTED_IDENTITY", case))
-    verify.add_argument("--rejected", action="store_true", help="the documents did not prove the identity")
+    verify.add_argument("--rejected", metavar="REASON", default="",
+                        help="the documents did not prove the identity: why (printed on the refusal notice)")
     extend = _with_etag(_action(actions, "extend", "extend the deadline once, with a reason and a written "
                                                    "notice (30-33 ②)", case))
     extend.add_argument("--reason", required=True, help="why the deadline cannot be met (printed on the notice)")
@@ -284,7 +285,7 @@ async def _disclosure_step(clerk: Clerk, args: argparse.Namespace) -> Any:
     tag = await _etag(clerk, name, args)
     if args.cases_action == "verify":
         return await clerk("VerifyDisclosureCaseIdentity", pb.VerifyDisclosureCaseIdentityRequest(
-            name=name, etag=tag, verified=not args.rejected))
+            name=name, etag=tag, verified=not args.rejected, rejection_reason=args.rejected))
     if args.cases_action == "extend":
         extension = pb.DeadlineExtension(reason=args.reason)
         new = args.new_deadline

@@ -219,11 +219,21 @@ class Desk:
             result: asyncpg.Record = await store.set_state(connection, case_id, target, actor, **columns)
             return result
 
-    async def verify(self, case_id: uuid.UUID, etag: str, verified: bool, actor: str) -> asyncpg.Record:
+    async def verify(self, case_id: uuid.UUID, etag: str, verified: bool, actor: str,
+                     rejection_reason: str = "") -> asyncpg.Record:
         if verified:
             return await self.move(case_id, etag, S.DISCLOSURE_STATE_IDENTITY_VERIFIED, actor,
                                    identity_verify_time=self._clock())
-        return await self.move(case_id, etag, S.DISCLOSURE_STATE_REJECTED_IDENTITY, actor)
+        # A refusal is a 処分: the requester gets it in writing, with the reason and how to object.
+        now = self._clock()
+        async with self._database.transaction() as connection:
+            row = await self._locked(connection, case_id, etag)
+            rules.check_transition(row["state"], S.DISCLOSURE_STATE_REJECTED_IDENTITY)
+            notice = notices.rejection_notice(case_message(row, rules.japan_today(now)), rejection_reason, now)
+            document = await store.insert_document(connection, "disclosure", case_id, notice)
+            result: asyncpg.Record = await store.set_state(
+                connection, case_id, S.DISCLOSURE_STATE_REJECTED_IDENTITY, actor, document)
+            return result
 
     async def extend(self, case_id: uuid.UUID, etag: str, extension: pb.DeadlineExtension,
                      actor: str) -> asyncpg.Record:

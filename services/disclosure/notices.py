@@ -34,7 +34,19 @@ TITLES: dict[int, str] = {
     pb.DOCUMENT_KIND_EXTENSION_NOTICE: "本人確認情報開示決定等期限延長通知書",
     pb.DOCUMENT_KIND_CORRECTION_RESULT_NOTICE: "本人確認情報訂正等申出調査結果通知書",
     pb.DOCUMENT_KIND_RECIPIENT_NOTICE: "提供済み本人確認情報の訂正について(通知)",
+    pb.DOCUMENT_KIND_REJECTION_NOTICE: "本人確認情報開示請求却下通知書",
 }
+
+# 教示 of a 処分 (行政不服審査法 第82条, 行政事件訴訟法 第46条): how and within which periods to object.
+OBJECTION_LINES = (
+    "(教示)",
+    "1 この決定に不服がある場合は、この決定があったことを知った日の翌日から起算して3か月以内に、群馬県知事に対して"
+    "審査請求をすることができます(行政不服審査法第2条、第4条、第18条第1項)。",
+    "2 この決定の取消しを求める訴えは、この決定があったことを知った日の翌日から起算して6か月以内に、群馬県を被告として"
+    "(訴訟において群馬県を代表する者は群馬県知事となります。)提起することができます(行政事件訴訟法第11条、第14条第1項)。"
+    "ただし、審査請求をした場合には、その審査請求に対する裁決があったことを知った日の翌日から起算して6か月以内に"
+    "提起することができます。",
+)
 LABELS = {
     "residentCode": "住民票コード", "individualNumber": "個人番号", "fullName": "氏名",
     "fullNameKana": "氏名の振り仮名", "kanaConfirmed": "振り仮名確認", "formerSurname": "旧氏", "alias": "通称",
@@ -223,6 +235,15 @@ def extension_notice(case: Any, deadline: dt.date, new_deadline: dt.date, reason
     lines += ["", "住民基本台帳法第30条の33第2項の規定により、開示決定等の期限を次のとおり延長します。",
               f"  本来の期限: {_day(deadline)}", f"  延長後の期限: {_day(new_deadline)}", f"  延長の理由: {reason}"]
     return _build(pb.DOCUMENT_KIND_EXTENSION_NOTICE, "requester", content, lines, [])
+
+
+def rejection_notice(case: Any, reason: str, issued: dt.datetime) -> Notice:
+    """開示請求却下通知書 (30-32, a 処分): the request is refused, with the reason and the 教示."""
+    content, lines = _header(case, issued)
+    content.update({"decision": "REJECTED", "reason": reason, "objection": list(OBJECTION_LINES)})
+    lines += ["", "住民基本台帳法第30条の32第1項の規定による開示の請求は、次の理由により却下します。",
+              f"  却下の理由: {reason}", "", *OBJECTION_LINES]
+    return _build(pb.DOCUMENT_KIND_REJECTION_NOTICE, "requester", content, lines, [])
 
 
 def correction_result_notice(correction: Any, requester_name: str, *, outcome: str,

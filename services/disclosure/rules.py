@@ -170,6 +170,17 @@ def validate_new_case(case: Any, now: dt.datetime, violations: Violations,
         violations.time_within("disclosure_case.receive_time", case.receive_time, now, receipt_window)
 
 
+def validate_verification(verified: bool, rejection_reason: str) -> None:
+    """A refused request names its reason (it goes into the refusal notice); a verified one has none."""
+    violations = Violations()
+    if verified:
+        if rejection_reason:
+            violations.add("rejection_reason", "must be empty when the identity is verified")
+    else:
+        violations.required_text("rejection_reason", rejection_reason, max_length=REASON_MAX)
+    violations.raise_if_any()
+
+
 def extended_state(state: int) -> int:
     """The state a case is in after its deadline is extended (30-33 ②: possible whenever the deadline runs). A
     verified request waits as EXTENDED for its search; any other case keeps its state (a received request

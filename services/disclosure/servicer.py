@@ -11,6 +11,7 @@ from grpc import aio
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
+from juki_services.disclosure import rules
 from juki_services.disclosure.desk import Desk, actor_of, case_message, correction_message, parse_name
 from jukilib import caller, paging
 from jukilib.errors import FieldViolation, InvalidArgument
@@ -80,8 +81,10 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
     async def VerifyDisclosureCaseIdentity(
         self, request: pb.VerifyDisclosureCaseIdentityRequest, context: Ctx
     ) -> pb.DisclosureCase:
-        return self._case(await self._desk.verify(parse_name(request.name, CASES), request.etag, request.verified,
-                                                  _actor()))
+        case_id = parse_name(request.name, CASES)
+        rules.validate_verification(request.verified, request.rejection_reason)
+        return self._case(await self._desk.verify(case_id, request.etag, request.verified, _actor(),
+                                                  request.rejection_reason))
 
     async def ExtendDisclosureCase(self, request: pb.ExtendDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
         case_id = parse_name(request.name, CASES)

@@ -230,6 +230,29 @@ async def test_one_extension_before_the_deadline_with_a_written_notice(suite: Ru
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION and _reason(again.value) == "ALREADY_EXTENDED"
 
 
+async def test_a_refused_request_gets_a_written_notice_with_its_reason_and_how_to_object(
+        suite: RunningSuite) -> None:
+    # 住基法 30-32: refusing a request is a 処分; the requester is told in writing why, and how to object
+    # (行政不服審査法: 審査請求 within 3 months; 行政事件訴訟法: 取消訴訟 within 6 months).
+    case = await _desk(suite, "CreateDisclosureCase", _new_case(_person(43).resident_code,
+                                                                [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE]))
+    with pytest.raises(grpc.aio.AioRpcError) as no_reason:
+        await _desk(suite, "VerifyDisclosureCaseIdentity", dpb.VerifyDisclosureCaseIdentityRequest(
+            name=case.name, etag=case.etag, verified=False))
+    assert no_reason.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _violated_fields(no_reason.value) == {"rejection_reason"}
+    reason = "提示された書類により請求者が本人であることを確認できなかったため"
+    rejected = await _desk(suite, "VerifyDisclosureCaseIdentity", dpb.VerifyDisclosureCaseIdentityRequest(
+        name=case.name, etag=case.etag, verified=False, rejection_reason=reason))
+    assert rejected.state == dpb.DISCLOSURE_STATE_REJECTED_IDENTITY
+    (notice_name,) = rejected.documents
+    notice = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(name=notice_name))
+    assert notice.kind == dpb.DOCUMENT_KIND_REJECTION_NOTICE
+    text = _pdf_text(notice.pdf).replace("\n", "")
+    for words in (reason, "却下", "審査請求", "3か月以内", "取消し", "6か月以内"):
+        assert words in text
+
+
 async def test_the_deadline_runs_until_the_resident_is_notified_and_may_be_extended_until_then(
         suite: RunningSuite) -> None:
     # 住基法 30-33 ①: the disclosure is to be carried out within 30 days: a decided case whose notice has not
