@@ -23,7 +23,7 @@ from pypdf import PdfReader
 
 from juki.disclosure.v1 import disclosure_pb2 as dpb
 from juki.disclosure.v1 import disclosure_pb2_grpc
-from juki.identity.v1 import identity_pb2
+from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
 from juki_services.disclosure.desk import Desk
 from juki_services.disclosure.monitor import DeadlineGauge
@@ -49,11 +49,13 @@ def _person(index: int) -> SyntheticResident:
     return resident
 
 
-async def _desk(suite: RunningSuite, method: str, request: Any, purpose: str = DISCLOSURE) -> Any:
-    """A call of the disclosure desk's clerk through the gateway."""
+async def _desk(suite: RunningSuite, method: str, request: Any, purpose: str = DISCLOSURE,
+                stub: str = "disclosure") -> Any:
+    """A call of the disclosure desk's clerk through the gateway (to the disclosure service, or `identity`)."""
     async with secure_channel(suite.gateway, suite.client_tls("disclosure-desk")) as channel:
-        stub = disclosure_pb2_grpc.DisclosureServiceStub(channel)
-        return await getattr(stub, method)(request, metadata=purpose_metadata(
+        service = (disclosure_pb2_grpc.DisclosureServiceStub if stub == "disclosure"
+                   else identity_pb2_grpc.IdentityServiceStub)(channel)
+        return await getattr(service, method)(request, metadata=purpose_metadata(
             purpose, credential=suite.credential("disclosure-desk"), request_id=str(uuid.uuid4())), timeout=20)
 
 
@@ -228,6 +230,30 @@ async def test_one_extension_before_the_deadline_with_a_written_notice(suite: Ru
         await _desk(suite, "ExtendDisclosureCase", dpb.ExtendDisclosureCaseRequest(
             name=case.name, etag=extended.etag, extension=extension))
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION and _reason(again.value) == "ALREADY_EXTENDED"
+
+
+async def test_a_requester_without_their_resident_code_is_found_by_the_4_items_with_minimised_candidates(
+        suite: RunningSuite) -> None:
+    # 住基法 30-32 ①: the desk identifies the person asking by name, birth date, sex and municipality, under a
+    # purpose of its own; the candidates carry nothing beyond what tells them apart.
+    resident = _person(44)
+    await _notify(suite, birth_notification(resident, "disc-search-1", EVENT_DATE, NOTIFY_TIME))
+    birth = register_pb2.PartialDate(precision=register_pb2.DATE_PRECISION_DAY, year=resident.birth_date.year,
+                                     month=resident.birth_date.month, day=resident.birth_date.day)
+    search = identity_pb2.SearchResidentsRequest(query=register_pb2.SearchQuery(
+        full_name=resident.full_name, birth_date=birth, sex_code=resident.sex_code,
+        municipality_code=resident.municipality_code))
+    found = await _desk(suite, "SearchResidents", search, "DISCLOSURE-SUBJECT-SEARCH", stub="identity")
+    (candidate,) = [c for c in found.candidates if c.resident.record.resident_code == resident.resident_code]
+    record = candidate.resident.record
+    assert record.full_name == resident.full_name
+    assert not record.individual_number and not record.address  # minimised
+    case = await _desk(suite, "CreateDisclosureCase", _new_case(record.resident_code,
+                                                                [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE]))
+    assert case.subject_resident_code == resident.resident_code
+    with pytest.raises(grpc.aio.AioRpcError) as other_purpose:
+        await _desk(suite, "SearchResidents", search, DISCLOSURE, stub="identity")
+    assert other_purpose.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_a_refused_request_gets_a_written_notice_with_its_reason_and_how_to_object(
