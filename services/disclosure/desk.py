@@ -265,8 +265,12 @@ class Desk:
         # 住基法 30-44-13: the annex record is disclosed to the person in full, 国外転出者 or not.
         annex = await self._records.file_records(ANNEX, code, name) \
             if pb.DISCLOSURE_SCOPE_ANNEX_FILE in scopes else None
-        provisions = await self._records.provisions(code, name) \
-            if pb.DISCLOSURE_SCOPE_PROVISION_STATUS in scopes else None
+        provisions = None
+        if pb.DISCLOSURE_SCOPE_PROVISION_STATUS in scopes:
+            # 提供状況 under every 住民票コード the person has had (30-4: a new code does not hide what was
+            # provided under the old one); the identity file's history names them.
+            history = identity or await self._records.file_records(IDENTITY, code, name)
+            provisions = await self._records.provisions(history.resident_codes(code), name)
         now = self._clock()
         notice, found = notices.decision_notice(case, identity, annex, provisions, now)
         decided = S.DISCLOSURE_STATE_DECIDED_DISCLOSE if found else S.DISCLOSURE_STATE_DECIDED_NOT_EXIST
@@ -530,7 +534,9 @@ class Desk:
         case = correction_message(row, steps)
         file = FILES[case.file]
         records = await self._records.file_records(file, case.subject_resident_code, case.name, REPORTS_PURPOSE)
-        provisions = await self._records.provisions(case.subject_resident_code, case.name, REPORTS_PURPOSE)
+        # Every organ given the wrong value, under whichever 住民票コード the person had then (30-4).
+        provisions = await self._records.provisions(records.resident_codes(case.subject_resident_code), case.name,
+                                                    REPORTS_PURPOSE)
         fields = list(row["report_fields"])
         wrong = row["report_version"]
         recipients = corrections.wrong_value_recipients(file, records.versions, wrong=wrong, resolving=resolving,

@@ -49,6 +49,11 @@ class FileRecords:
     def version_names(self) -> list[str]:
         return [f"{self.file}:{v.name}" for v in self.versions]
 
+    def resident_codes(self, asked: str) -> list[str]:
+        """Every 住民票コード the person has had in this file (30-4: a change of code), `asked` first."""
+        codes = dict.fromkeys([asked, *(v.record.resident_code for v in self.versions)])
+        return [code for code in codes if code]
+
 
 class Records:
     """Calls through the gateway on behalf of one case (its name travels as the case reference). Each call
@@ -106,18 +111,24 @@ class Records:
             if not token:
                 return found
 
-    async def provisions(self, resident_code: str, case: str, purpose: str = RECORDS_PURPOSE) -> list[Any]:
-        """Every provision of the person's data to others (提供状況), newest first; the disclosure
-        service's own reads for the person's requests are not provisions to others."""
-        records: list[Any] = []
-        token = ""
-        while True:
-            page = await self._call(self._oplog.ListProvisionRecords, operation_log_pb2.ListProvisionRecordsRequest(
-                resident_code=resident_code, page_size=PAGE, page_token=token), purpose, case)
-            records.extend(r for r in page.provision_records if r.purpose not in OWN_PURPOSES)
-            token = page.next_page_token
-            if not token:
-                return records
+    async def provisions(self, resident_codes: list[str], case: str, purpose: str = RECORDS_PURPOSE) -> list[Any]:
+        """Every provision of the person's data to others (提供状況) under any of `resident_codes` (every code
+        the person has had), each once, newest first; the disclosure service's own reads for the person's
+        requests are not provisions to others."""
+        seen: dict[bytes, Any] = {}
+        for resident_code in resident_codes:
+            token = ""
+            while True:
+                page = await self._call(self._oplog.ListProvisionRecords, operation_log_pb2.ListProvisionRecordsRequest(
+                    resident_code=resident_code, page_size=PAGE, page_token=token), purpose, case)
+                for record in page.provision_records:
+                    if record.purpose not in OWN_PURPOSES:
+                        # One answer about the person under two codes (a batch naming both) is one provision.
+                        seen.setdefault(record.SerializeToString(deterministic=True), record)
+                token = page.next_page_token
+                if not token:
+                    break
+        return sorted(seen.values(), key=lambda r: (r.time.seconds, r.time.nanos), reverse=True)
 
     def _register(self, file: str) -> Any:
         return self._identity if file == IDENTITY else self._annex

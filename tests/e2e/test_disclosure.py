@@ -256,6 +256,27 @@ async def test_a_requester_without_their_resident_code_is_found_by_the_4_items_w
     assert other_purpose.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+async def test_the_provision_status_covers_provisions_under_every_resident_code_the_person_had(
+        suite: RunningSuite) -> None:
+    # 住基法 30-32 (提供状況), 30-4: a new 住民票コード does not hide what was provided under the old one.
+    resident, spare = _person(45), _person(46)
+    await _notify(suite, birth_notification(resident, "disc-code-1", EVENT_DATE, NOTIFY_TIME))
+    await _call(suite, "kyoiku-iinkai", "identity.LookupResident",
+                identity_pb2.LookupResidentRequest(resident_code=resident.resident_code), "EDU-SCHOLARSHIP-30-15-2-2")
+    change = birth_notification(resident, "disc-code-2", EVENT_DATE + dt.timedelta(days=1), NOTIFY_TIME)
+    change.change.kind = register_pb2.CHANGE_KIND_MODIFY
+    change.change.reason = register_pb2.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST
+    change.previous_resident_code, change.record.resident_code = resident.resident_code, spare.resident_code
+    await _notify(suite, change)
+    await _call(suite, "kyoiku-iinkai", "identity.LookupResident",
+                identity_pb2.LookupResidentRequest(resident_code=spare.resident_code), "EDU-SCHOLARSHIP-30-15-2-2")
+
+    _, content, _ = await _decided(suite, spare.resident_code, [dpb.DISCLOSURE_SCOPE_PROVISION_STATUS])
+
+    provided = content["provision_status"]
+    assert [p["recipient"] for p in provided] == ["kyoiku-iinkai", "kyoiku-iinkai"]  # under each code, once
+
+
 async def test_a_refused_request_gets_a_written_notice_with_its_reason_and_how_to_object(
         suite: RunningSuite) -> None:
     # 住基法 30-32: refusing a request is a 処分; the requester is told in writing why, and how to object
