@@ -54,7 +54,7 @@ SAMPLE_CALLERS = {
     "disclosure-desk": "disclosure-desk",
     "auditor": "audit-office",
     "admin-office": "admin-office",   # the prefecture's Juki-net administrators (operator registry)
-    "shichoson-ka": "shichoson-ka",   # 総務部市町村課: the governor's own Juki-net affairs (12-5, retention)
+    "shichoson-ka": "shichoson-ka",   # 総務部市町村課: the governor's own Juki-net affairs (upkeep, 12-5, retention)
 }
 # Demo operators registered by `juki up` (and the tests): sample caller → (operator id, roles). Operator
 # ids are opaque staff ids, never names. Municipality CSs are systems and have none.
@@ -64,7 +64,7 @@ DEMO_OPERATORS = {
     "disclosure-desk": ("kaiji-0001", frozenset({"disclosure_clerk"})),
     "auditor": ("kansa-0001", frozenset({"auditor"})),
     "admin-office": ("admin-0001", frozenset({"administrator"})),
-    "shichoson-ka": ("shichoson-0001", frozenset({"report_clerk", "retention_clerk"})),
+    "shichoson-ka": ("shichoson-0001", frozenset({"provision_clerk", "report_clerk", "retention_clerk"})),
 }
 START_ORDER = ("agency", "identity", "annex", "disclosure", "gateway")
 

@@ -213,14 +213,35 @@ ANNEX_READS = frozenset(f"juki.annex.v1.AnnexService/{m}" for m in (
     "ListAnnexResidentVersions"))
 
 
-def _check_annex_provision(purpose: Purpose) -> None:
-    """住基法 30-44-6: a use or provision of annex data concerns 国外転出者 and excludes 住民票コード."""
-    if not purpose.legal_basis.startswith("住基法30-44-6") or not purpose.methods & ANNEX_READS:
+PROVISION_KINDS = frozenset({"executive_organ", "governor_department"})
+"""Organisations that receive provisions or use records for their own affairs (30-15, 30-44-6): the
+executive organs and the governor's departments other than the Juki-net desk."""
+
+
+def _provision_recipients(purpose: Purpose, organizations: Mapping[str, Organization]) -> list[str]:
+    """The recipients of `purpose` that are provision recipients (by organisation kind, or a `kind:` entry)."""
+    found = []
+    for recipient in sorted(purpose.recipients):
+        kind = recipient.removeprefix("kind:") if recipient.startswith("kind:") else (
+            organizations[recipient].kind if recipient in organizations else "")
+        if kind in PROVISION_KINDS:
+            found.append(recipient)
+    return found
+
+
+def _check_annex_provision(purpose: Purpose, organizations: Mapping[str, Organization]) -> None:
+    """住基法 30-44-6: annex data reaches a provision recipient only for 国外転出者 affairs and never with the
+    住民票コード. Keyed on the file (an annex read method) and on who receives it, whatever the purpose's
+    label or legal basis says."""
+    recipients = _provision_recipients(purpose, organizations)
+    if not recipients or not purpose.methods & ANNEX_READS:
         return
     if not purpose.overseas_emigrant_only:
-        raise CatalogueError(f"purpose {purpose.code}: a 30-44-6 purpose must set overseas_emigrant_only = true")
+        raise CatalogueError(f"purpose {purpose.code}: annex data for {', '.join(recipients)} (30-44-6) must set "
+                             "overseas_emigrant_only = true")
     if "*" in purpose.fields or any(f in ("record", "record.resident_code") for f in purpose.fields):
-        raise CatalogueError(f"purpose {purpose.code}: a 30-44-6 purpose may not receive record.resident_code")
+        raise CatalogueError(f"purpose {purpose.code}: annex data for {', '.join(recipients)} (30-44-6) may not "
+                             "carry record.resident_code")
 
 
 def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:
@@ -236,7 +257,7 @@ def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:
         purpose = _purpose(entry, index)
         if purpose.code in purposes:
             raise CatalogueError(f"purpose {purpose.code}: defined twice")
-        _check_annex_provision(purpose)
+        _check_annex_provision(purpose, organizations)
         purposes[purpose.code] = purpose
     return Catalogue(version=version, organizations=organizations, purposes=purposes)
 

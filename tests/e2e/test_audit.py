@@ -45,7 +45,7 @@ async def test_misuse_review_and_provision_history(suite: RunningSuite) -> None:
     target = twins[0].resident_code
     lookup = identity_pb2.LookupResidentRequest(resident_code=target)
     await _identity(suite, "kyoiku-iinkai", "LookupResident", lookup, "EDU-SCHOLARSHIP-30-15-2-2")
-    await _identity(suite, "kikaku-bu", "LookupResident", lookup, "JUKI-OWN-AFFAIRS", case_reference="AUD-1")
+    await _identity(suite, "shichoson-ka", "LookupResident", lookup, "JUKI-OWN-AFFAIRS", case_reference="AUD-1")
     with pytest.raises(grpc.aio.AioRpcError):
         await _identity(suite, "kyoiku-iinkai", "LookupResident", lookup,
                         "ELECTION-30-15-2-2")
@@ -77,7 +77,7 @@ async def test_misuse_review_and_provision_history(suite: RunningSuite) -> None:
     history = await _oplog(suite, "disclosure-desk", "ListProvisionRecords",
                            opb.ListProvisionRecordsRequest(resident_code=target), "DISCLOSURE-30-32")
     recipients = {(p.recipient, p.purpose) for p in history.provision_records}  # type: ignore[attr-defined]
-    assert {("kyoiku-iinkai", "EDU-SCHOLARSHIP-30-15-2-2"), ("kikaku-bu", "JUKI-OWN-AFFAIRS")} <= recipients
+    assert {("kyoiku-iinkai", "EDU-SCHOLARSHIP-30-15-2-2"), ("shichoson-ka", "JUKI-OWN-AFFAIRS")} <= recipients
     assert all(p.fields and p.legal_basis for p in history.provision_records)  # type: ignore[attr-defined]
     assert ("maebashi-cs", "CS-NOTIFY-30-6") not in recipients and \
         not any(p.method.endswith("ApplyNotification") for p in history.provision_records)  # type: ignore[attr-defined]

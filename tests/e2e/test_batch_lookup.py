@@ -210,7 +210,7 @@ async def test_own_affairs_batch_of_the_annex_file_passes_every_field(suite: Run
     resident = _resident(125)
     await _call(suite, "maebashi-cs", "annex.ApplyNotification",
                 annex_notification(resident, "batch-annex-own", EVENT_DATE, moved_abroad=False), "CS-NOTIFY-30-41")
-    answer, _ = await _call(suite, "kikaku-bu", "annex.BatchLookupAnnexResidents",
+    answer, _ = await _call(suite, "shichoson-ka", "annex.BatchLookupAnnexResidents",
                             annex_pb2.BatchLookupAnnexResidentsRequest(resident_codes=[resident.resident_code]),
                             "JUKI-OWN-AFFAIRS", case_reference="R8-BATCH-1")
     record = answer.results[0].annex_resident.record

@@ -439,7 +439,7 @@ async def test_correction_closes_by_itself_when_the_municipality_corrects_and_re
     fixed.change.event_date.day = 2
     await _notify(suite, fixed)
     # An organ that reads only after the correction received no wrong value.
-    await _call(suite, "kikaku-bu", "identity.LookupResident", lookup, "JUKI-OWN-AFFAIRS", case_reference="C-1")
+    await _call(suite, "kikaku-bu", "identity.LookupResident", lookup, "PASSPORT-30-15-1-1")
 
     async def result_notified() -> bool:
         case = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name), CORRECTION)

@@ -326,6 +326,37 @@ kind = "governor_department"
         parse_catalogue(f'version = "t"\n{organization}{with_code}', municipalities)
 
 
+@pytest.mark.parametrize("legal_basis", ["住基法30-15②(2) 条例", "住基法30-6, 30-41", "anything"])
+def test_annex_data_for_an_organ_is_limited_whatever_the_purpose_says_it_is(
+        municipalities: MunicipalityTable, legal_basis: str) -> None:
+    # 住基法 30-44-6: keyed on the file and on who receives it, not on the purpose's label.
+    text = f'''version = "t"
+[[organizations]]
+code = "kyoiku-iinkai"
+name = "教育委員会"
+kind = "executive_organ"
+[[purposes]]
+code = "LABELLED-OTHERWISE"
+legal_basis = "{legal_basis}"
+affair = "test"
+recipients = ["kyoiku-iinkai"]
+methods = ["juki.annex.v1.AnnexService/BatchLookupAnnexResidents"]
+fields = ["*"]
+valid_from = 2024-05-27
+'''
+    with pytest.raises(CatalogueError, match=r"LABELLED-OTHERWISE.*kyoiku-iinkai.*overseas_emigrant_only"):
+        parse_catalogue(text, municipalities)
+    limited = text.replace('fields = ["*"]', 'fields = ["*"]\noverseas_emigrant_only = true')
+    with pytest.raises(CatalogueError, match=r"LABELLED-OTHERWISE.*resident_code"):
+        parse_catalogue(limited, municipalities)
+
+
+def test_the_governors_own_affairs_are_the_juki_net_desks_not_an_organs(catalogue: Catalogue) -> None:
+    own = catalogue.purposes["JUKI-OWN-AFFAIRS"]
+    assert own.recipients == {"shichoson-ka"}
+    assert catalogue.organizations["shichoson-ka"].kind == "prefecture_desk"
+
+
 # --- operators and volume caps --------------------------------------------------------------------------
 
 
