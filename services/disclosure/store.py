@@ -30,7 +30,13 @@ _CORRECTION_COLUMNS = """id, request_id, disclosure_case_id, subject_resident_co
     ARRAY(SELECT 'correctionCases/' || d.case_id || '/documents/' || d.id FROM disclosure_document d
           WHERE d.case_kind = 'correction' AND d.case_id = correction_case.id ORDER BY d.create_time, d.id)
         AS documents"""
-_DOCUMENT_BASIC = "id, case_kind, case_id, kind, addressee, pdf_sha256, json_sha256, record_versions, create_time"
+# A document names the resident it concerns (its case's subject): the gateway logs every read under it.
+_DOCUMENT_BASIC = """id, case_kind, case_id, kind, addressee, pdf_sha256, json_sha256, record_versions, create_time,
+    coalesce((SELECT c.subject_resident_code FROM disclosure_case c
+              WHERE disclosure_document.case_kind = 'disclosure' AND c.id = disclosure_document.case_id),
+             (SELECT c.subject_resident_code FROM correction_case c
+              WHERE disclosure_document.case_kind = 'correction' AND c.id = disclosure_document.case_id))
+        AS subject_resident_code"""
 
 # States of open disclosure cases whose deadline runs, and the at-risk margin (the rules').
 RUNNING = sorted(int(state) for state in rules.DEADLINE_RUNNING)

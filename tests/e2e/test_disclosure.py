@@ -142,6 +142,8 @@ async def test_full_disclosure_notice_names_the_resident_and_keeps_the_record_ve
         suite, "organization = 'disclosure-desk' AND $1 = ANY(resident_codes)", resident.resident_code)}
     assert {"CreateDisclosureCase", "VerifyDisclosureCaseIdentity", "DecideDisclosureCase",
             "NotifyDisclosureCase", "CloseDisclosureCase"} <= methods
+    # Every read of a document is logged under the resident it concerns.
+    assert "GetDisclosureDocument" in methods
     reads = await _log(suite, "organization = 'disclosure' AND case_reference = $1", case.name)
     assert {r["purpose"] for r in reads} == {"DISCLOSURE-RECORDS-30-32"} and all(r["status"] == "OK" for r in reads)
 
