@@ -68,6 +68,17 @@ async def _refusal(suite: RunningSuite, municipality: str, request: Any, registe
     return str(info.reason)
 
 
+async def _history(suite: RunningSuite, resident_code: str, order: str = "v.version") -> list[asyncpg.Record]:
+    """The person's versions as the identity file holds them (notification id, municipality, state)."""
+    connection = await asyncpg.connect(suite.database_url("identity"))
+    try:
+        return await connection.fetch(
+            "SELECT v.notification_id, v.municipality_code, v.state FROM person_version v "
+            f"JOIN person p ON p.id = v.person_id WHERE p.resident_code = $1 ORDER BY {order}", resident_code)
+    finally:
+        await connection.close()
+
+
 async def _current(suite: RunningSuite, resident_code: str) -> asyncpg.Record:
     """The person's current state as the identity file holds it (version, state, holding municipality)."""
     connection = await asyncpg.connect(suite.database_url("identity"))
@@ -144,13 +155,7 @@ async def test_a_move_whose_move_in_arrives_first_ends_the_same_without_a_refusa
     current = await _current(suite, resident.resident_code)
     assert (current["current_version"], current["state"], current["municipality_code"]) == (
         2, rpb.RECORD_STATE_ACTIVE, TAKASAKI)
-    connection = await asyncpg.connect(suite.database_url("identity"))
-    try:
-        history = await connection.fetch(
-            "SELECT v.municipality_code, v.state FROM person_version v JOIN person p ON p.id = v.person_id "
-            "WHERE p.resident_code = $1 ORDER BY v.event_date, v.notify_time", resident.resident_code)
-    finally:
-        await connection.close()
+    history = await _history(suite, resident.resident_code, "v.event_date, v.notify_time")
     assert [(r["municipality_code"], r["state"]) for r in history] == [
         (MAEBASHI, rpb.RECORD_STATE_ACTIVE), (MAEBASHI, rpb.RECORD_STATE_REMOVED), (TAKASAKI, rpb.RECORD_STATE_ACTIVE)]
     # A second 記載 that is not a 転入 stays refused, whoever sends it.
@@ -176,13 +181,7 @@ async def test_a_move_on_one_day_ends_in_the_new_municipality_in_any_order(
         await _notify(suite, municipality, request)
     current = await _current(suite, resident.resident_code)
     assert (current["state"], current["municipality_code"]) == (rpb.RECORD_STATE_ACTIVE, TAKASAKI)
-    connection = await asyncpg.connect(suite.database_url("identity"))
-    try:
-        history = await connection.fetch(
-            "SELECT v.notification_id, v.state FROM person_version v JOIN person p ON p.id = v.person_id "
-            "WHERE p.resident_code = $1 ORDER BY v.version", resident.resident_code)
-    finally:
-        await connection.close()
+    history = await _history(suite, resident.resident_code)
     assert sorted((r["notification_id"], r["state"]) for r in history) == [
         (f"law-day-{seed}-1", rpb.RECORD_STATE_ACTIVE), (f"law-day-{seed}-2", rpb.RECORD_STATE_REMOVED),
         (f"law-day-{seed}-3", rpb.RECORD_STATE_ACTIVE)]
