@@ -17,6 +17,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from google.protobuf import json_format, message
+
 IDENTITY_METHODS = ("/juki.identity.v1.", "/juki.agency.v1.AgencyService/QueryResident")
 ANNEX_METHODS = ("/juki.annex.v1.",)
 
@@ -56,6 +58,14 @@ def _logged_version(provision: Any, versions: Sequence[Any]) -> Any | None:
     return next((v for v in versions if v.name in logged), None)
 
 
+RESIDENT_CODE = "record.resident_code"
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON (a nested message, e.g. a PartialDate, as its proto JSON)."""
+    return json_format.MessageToDict(value) if isinstance(value, message.Message) else value
+
+
 def wrong_value_recipients(file: str, versions: Sequence[Any], *, wrong: int, resolving: int, fields: Sequence[str],
                            provisions: Sequence[Any]) -> list[dict[str, Any]]:
     """Every organ that received a corrected field while the wrong value stood, with what it received."""
@@ -80,7 +90,11 @@ def wrong_value_recipients(file: str, versions: Sequence[Any], *, wrong: int, re
             else:
                 continue
             entry = recipients.setdefault(provision.recipient, {
-                "organization": provision.recipient, "purposes": [], "fields": [], "provisions": []})
+                "organization": provision.recipient, "purposes": [], "fields": [], "provisions": [],
+                "received_resident_code": False, "received_values": {}})
+            # What the organ itself received, the only things its notice may name the person by (30-35).
+            entry["received_resident_code"] |= RESIDENT_CODE in provision.fields
+            entry["received_values"][path] = _plain(wrong_value)
             if provision.purpose not in entry["purposes"]:
                 entry["purposes"].append(provision.purpose)
             if path not in entry["fields"]:

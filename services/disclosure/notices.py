@@ -276,15 +276,22 @@ def correction_result_notice(correction: Any, requester_name: str, *, outcome: s
 
 def recipient_notice(correction: Any, recipient: dict[str, Any], corrected: dict[str, Any],
                      issued: dt.datetime) -> Notice:
-    """To an organ that received a value later corrected: what it received, when, and the right value."""
+    """To an organ that received a value later corrected: what it received, when, and the right value. The
+    person is named only by what the organ itself received: the 住民票コード only if it was provided to it
+    (never to an annex recipient: 30-44-6 provides none), else the provision and the values it received."""
     fields = recipient["fields"]
     values = {key: value for key, value in corrected.items() if f"record.{snake(key)}" in fields}
+    received = {path: _value(value) for path, value in recipient.get("received_values", {}).items()}
     content = {"case": correction.name, "issued_at": issued.isoformat(), "addressee": recipient["organization"],
-               "subject_resident_code": correction.subject_resident_code, "provisions": recipient["provisions"],
-               "fields": fields, "corrected_values": values}
+               "provisions": recipient["provisions"], "fields": fields, "received_values": received,
+               "corrected_values": values}
     lines = [f"{recipient['organization']} 御中", _japan(issued), ISSUER, "",
-             "貴機関に提供した次の本人確認情報に誤りがあり、市町村長の修正により訂正されましたので通知します。",
-             f"  対象の住民票コード: {correction.subject_resident_code}", "■ 提供の記録"]
+             "貴機関に提供した次の本人確認情報に誤りがあり、市町村長の修正により訂正されましたので通知します。"]
+    if recipient.get("received_resident_code"):
+        content["subject_resident_code"] = correction.subject_resident_code
+        lines.append(f"  対象の住民票コード: {correction.subject_resident_code}")
+    lines += ["■ 提供した内容 (誤り)",
+              *(f"  {path.removeprefix('record.')}: {value}" for path, value in received.items()), "■ 提供の記録"]
     lines += [f"  {p['time']} {p['purpose']} {p['record_version']} {', '.join(p['fields'])}"
               for p in recipient["provisions"]]
     lines += ["■ 訂正後の内容", *record_lines(values, "  ")]

@@ -253,3 +253,25 @@ def test_a_case_whose_deadline_no_longer_runs_cannot_be_extended(state: int) -> 
     with pytest.raises(FailedPrecondition) as refused:
         rules.extended_state(state)
     assert refused.value.reason == "INVALID_STATE_TRANSITION"
+
+
+def test_an_organ_notice_names_the_person_only_by_what_the_organ_received() -> None:
+    # 住基法 30-35 follow-up: an organ that was not given the 住民票コード does not learn it from the notice; it
+    # finds the person by the provision and the (wrong) value it received.
+    t0 = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
+    versions = [_version(1, "誤", t0), _version(2, "正", t0 + dt.timedelta(days=2))]
+    provisions = [_provision("without-code", t0 + dt.timedelta(days=1), ["record.full_name"]),
+                  _provision("with-code", t0 + dt.timedelta(days=1), ["record.full_name", "record.resident_code"])]
+    found = corrections.wrong_value_recipients("identity", versions, wrong=1, resolving=2,
+                                               fields=["record.full_name"], provisions=provisions)
+    correction = pb.CorrectionCase(name="correctionCases/c", subject_resident_code="12345678901")
+    issued = t0 + dt.timedelta(days=3)
+    texts = {r["organization"]: (notices.recipient_notice(correction, r, {"fullName": "正"}, issued)) for r in found}
+    without, with_code = texts["without-code"], texts["with-code"]
+    assert "12345678901" not in without.json and "12345678901" not in _text(without.pdf)
+    assert "誤" in _text(without.pdf) and '"record.full_name": "誤"' in without.json
+    assert "12345678901" in with_code.json and "12345678901" in _text(with_code.pdf)
+
+
+def _text(pdf: bytes) -> str:
+    return "".join(page.extract_text() for page in PdfReader(BytesIO(pdf)).pages)
