@@ -243,10 +243,11 @@ def _municipality(code: str) -> str:
 
 
 def _date(value: Mapping[str, Any]) -> str:
-    """A PartialDate (as the municipality wrote it, else in 和暦) or a google.type.Date, in 和暦."""
-    if value.get("originalText"):
-        return str(value["originalText"])
+    """A google.type.Date or a PartialDate in 和暦. A partial date (頃, 上旬, 不詳) is written as the
+    municipality wrote it, the only text that says what the parts do not; a full date always in 和暦."""
     precision = value.get("precision", "")
+    if value.get("originalText") and precision not in ("", "DATE_PRECISION_DAY"):
+        return str(value["originalText"])
     if precision == "DATE_PRECISION_UNKNOWN" or not {"year", "month", "day"} & value.keys():
         return "不詳"
     text = wareki_partial(value.get("year"), value.get("month"), value.get("day"))

@@ -40,7 +40,8 @@ def _change(kind: int, reason: int, day: dt.date, municipality: str) -> register
 def _identity() -> FileRecords:
     record = identity_pb2.IdentityRecord(
         resident_code=CODE, individual_number="123456789018", full_name="上毛　花子", full_name_kana="ジョウモウ　ハナコ",
-        birth_date=register_pb2.PartialDate(precision=register_pb2.DATE_PRECISION_DAY, year=1990, month=4, day=1),
+        birth_date=register_pb2.PartialDate(precision=register_pb2.DATE_PRECISION_DAY, year=1990, month=4, day=1,
+                                            original_text="1990-04-01"),  # a full date is written in 和暦 all the same
         sex_code="2", address="群馬県前橋市大手町一丁目1番1号", address_municipality_code="102016")
     version = identity_pb2.ResidentVersion(
         name="residents/r1/versions/1", record=record, version=1,
@@ -52,7 +53,8 @@ def _identity() -> FileRecords:
 def _annex() -> FileRecords:
     record = annex_pb2.AnnexRecord(
         resident_code=CODE, full_name="上毛　花子", overseas_emigrant=True, sex_code="2",
-        birth_date=register_pb2.PartialDate(precision=register_pb2.DATE_PRECISION_APPROXIMATE, year=1990),
+        birth_date=register_pb2.PartialDate(precision=register_pb2.DATE_PRECISION_APPROXIMATE, year=1990,
+                                            original_text="平成2年頃"),
         domicile_municipality_code="102032")
     record.address_date.year, record.address_date.month, record.address_date.day = 2026, 5, 1
     version = annex_pb2.AnnexResidentVersion(
