@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from juki_services.disclosure.notices import Office
+from juki_services.disclosure.notices import DEFAULT_OFFICE, Office
 from jukilib.config import DEFAULT_CALL_TIMEOUT, CommonConfig, Env, call_timeout, load_common
 
 
@@ -27,7 +27,7 @@ class DisclosureConfig:
     call_timeout: float = DEFAULT_CALL_TIMEOUT
     """Seconds a call to the gateway may take when the call being served has no deadline, and for the
     report follower's calls (JUKI_CALL_TIMEOUT_SECONDS)."""
-    office: Office = Office()
+    office: Office = DEFAULT_OFFICE
     """Who issues the written notices and answers for them: the issuer line (JUKI_NOTICE_ISSUER), the local
     public entity (JUKI_NOTICE_PREFECTURE), the responsible section (JUKI_NOTICE_SECTION), its address
     (JUKI_NOTICE_ADDRESS) and telephone (JUKI_NOTICE_TELEPHONE), and the document number's prefix
@@ -50,7 +50,7 @@ def load(environ: Mapping[str, str] | None = None) -> DisclosureConfig:
 
 def load_office(env: Env) -> Office:
     """The notices' issuer and section, each overridable by its variable."""
-    default = Office()
+    default = DEFAULT_OFFICE
     return Office(issuer=env.text("JUKI_NOTICE_ISSUER", default.issuer),
                   prefecture=env.text("JUKI_NOTICE_PREFECTURE", default.prefecture),
                   section=env.text("JUKI_NOTICE_SECTION", default.section),

@@ -141,7 +141,7 @@ class Desk:
     def __init__(self, database: Database, records: Records, target_days: int,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *,
                  receipt_window: TimeWindow = rules.DEFAULT_RECEIPT_WINDOW,
-                 office: notices.Office = notices.Office()) -> None:
+                 office: notices.Office = notices.DEFAULT_OFFICE) -> None:
         self._database = database
         self._office = office
         self._records = records

@@ -106,14 +106,15 @@ def objection_lines(office: Office) -> tuple[str, ...]:
         f"1 この決定に不服がある場合は、この決定があったことを知った日の翌日から起算して3か月以内に、{office.issuer}に"
         "対して審査請求をすることができます(行政不服審査法第2条、第4条、第18条第1項)。ただし、この決定があった日の"
         "翌日から起算して1年を経過した場合は、審査請求をすることができなくなります(同法第18条第2項)。",
-        f"2 この決定の取消しを求める訴えは、この決定があったことを知った日の翌日から起算して6か月以内に、{office.prefecture}"
-        f"を被告として(訴訟において{office.prefecture}を代表する者は{office.issuer}となります。)提起することができます"
+        "2 この決定の取消しを求める訴えは、この決定があったことを知った日の翌日から起算して6か月以内に、"
+        f"{office.prefecture}を被告として(訴訟において{office.prefecture}を代表する者は{office.issuer}となります。)提起することができます"
         "(行政事件訴訟法第11条、第14条第1項)。ただし、審査請求をした場合には、その審査請求に対する裁決があったことを"
         "知った日の翌日から起算して6か月以内に提起することができます(同法第14条第3項)。",
     )
 
 
-OBJECTION_LINES = objection_lines(Office())
+DEFAULT_OFFICE = Office()
+OBJECTION_LINES = objection_lines(DEFAULT_OFFICE)
 """The 教示 with the default office (for readers of the text; notices use their own office's)."""
 
 LABELS = {

@@ -31,7 +31,8 @@ _CORRECTION_COLUMNS = """id, request_id, disclosure_case_id, subject_resident_co
           WHERE d.case_kind = 'correction' AND d.case_id = correction_case.id ORDER BY d.create_time, d.id)
         AS documents"""
 # A document names the resident it concerns (its case's subject): the gateway logs every read under it.
-_DOCUMENT_BASIC = """id, case_kind, case_id, kind, addressee, number, pdf_sha256, json_sha256, record_versions, create_time,
+_DOCUMENT_BASIC = """id, case_kind, case_id, kind, addressee, number, pdf_sha256, json_sha256, record_versions,
+    create_time,
     coalesce((SELECT c.subject_resident_code FROM disclosure_case c
               WHERE disclosure_document.case_kind = 'disclosure' AND c.id = disclosure_document.case_id),
              (SELECT c.subject_resident_code FROM correction_case c

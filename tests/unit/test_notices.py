@@ -26,7 +26,8 @@ RECEIVED = dt.datetime(2026, 11, 20, 0, 15, tzinfo=dt.UTC)
 CODE = "12345678901"
 OFFICE = notices.Office()
 NUMBER = OFFICE.document_number(2026, 7)
-OBJECTION_WORDS = ("(教示)", "審査請求", "行政不服審査法", "3か月以内", "取消し", "行政事件訴訟法", "6か月以内", "群馬県を被告")
+OBJECTION_WORDS = ("(教示)", "審査請求", "行政不服審査法", "3か月以内", "取消し", "行政事件訴訟法", "6か月以内",
+                   "群馬県を被告")
 RAW = re.compile(r"[A-Z]+_[A-Z_]+|record\.[a-z_]+|"
                  r"[a-z]+[A-Z][A-Za-z]+:|(?:19|20)\d\d年|\d{4}-\d\d-\d\d|\d\d:\d\d:\d\d")
 
@@ -39,7 +40,8 @@ def _change(kind: int, reason: int, day: dt.date, municipality: str) -> register
 
 def _identity() -> FileRecords:
     record = identity_pb2.IdentityRecord(
-        resident_code=CODE, individual_number="123456789018", full_name="上毛　花子", full_name_kana="ジョウモウ　ハナコ",
+        resident_code=CODE, individual_number="123456789018", full_name="上毛　花子",
+        full_name_kana="ジョウモウ　ハナコ",
         birth_date=register_pb2.PartialDate(precision=register_pb2.DATE_PRECISION_DAY, year=1990, month=4, day=1,
                                             original_text="1990-04-01"),  # a full date is written in 和暦 all the same
         sex_code="2", address="群馬県前橋市大手町一丁目1番1号", address_municipality_code="102016")
@@ -134,8 +136,8 @@ def _text(pdf: bytes) -> str:
 def _fonts(pdf: bytes) -> list[Any]:
     found = []
     for page in PdfReader(io.BytesIO(pdf)).pages:
-        for font in page["/Resources"]["/Font"].values():
-            font = font.get_object()
+        for reference in page["/Resources"]["/Font"].values():
+            font = reference.get_object()
             found += [d.get_object() for d in font["/DescendantFonts"]] if "/DescendantFonts" in font else [font]
     return found
 
