@@ -358,8 +358,9 @@ def _provision_section(provisions: list[Any]) -> tuple[list[dict[str, Any]], lis
     lines = ["■ 提供状況 (提供年月日, 提供先, 利用事務, 根拠, 提供された情報)"]
     if not rows:
         lines.append("  提供の記録はありません。")
-    for provision in provisions:
-        lines.append(f"  {wareki_time(provision.time.ToDatetime(dt.UTC))} {provision.recipient} {provision.purpose} "
+    for provision in provisions:  # the catalogue's names; the codes only for what it no longer lists
+        lines.append(f"  {wareki_time(provision.time.ToDatetime(dt.UTC))} "
+                     f"{provision.recipient_name or provision.recipient} {provision.affair or provision.purpose} "
                      f"({provision.legal_basis}) {'、'.join(label(f) for f in provision.fields)}")
     return rows, lines
 
@@ -483,10 +484,11 @@ def recipient_notice(correction: Any, recipient: dict[str, Any], corrected: dict
     lines += ["■ 提供した内容 (誤り)",
               *(f"  {label(path)}: {value_text(camel(path), value)}" for path, value in received.items()),
               "■ 提供の記録 (提供日時, 利用事務, 提供した情報)"]
-    lines += [f"  {wareki_time(dt.datetime.fromisoformat(p['time']))} {p['purpose']} "
+    lines += [f"  {wareki_time(dt.datetime.fromisoformat(p['time']))} {p.get('affair') or p['purpose']} "
               f"{'、'.join(label(f) for f in p['fields'])}" for p in recipient["provisions"]]
     lines += ["■ 訂正後の内容", *record_lines(values, "  ")]
-    return Draft(pb.DOCUMENT_KIND_RECIPIENT_NOTICE, recipient["organization"], f"{recipient['organization']} 御中",
+    organ = recipient.get("organization_name") or recipient["organization"]
+    return Draft(pb.DOCUMENT_KIND_RECIPIENT_NOTICE, recipient["organization"], f"{organ} 御中",
                  issued, content, lines, sorted({p["record_version"] for p in recipient["provisions"]}))
 
 

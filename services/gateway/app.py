@@ -78,8 +78,8 @@ def _local_routes(service: ServiceDescriptor, servicer: object) -> list[Route]:
 class _OperationLogQueries:
     """OperationLogServicer's methods in the (request, caller) shape of a local route."""
 
-    def __init__(self, database: Database) -> None:
-        self._servicer = OperationLogServicer(database)
+    def __init__(self, database: Database, catalogue: CatalogueHolder) -> None:
+        self._servicer = OperationLogServicer(database, catalogue)
 
     def __getattr__(self, name: str) -> Callable[[Any, caller.Caller], Awaitable[Any]]:
         method = getattr(self._servicer, name)
@@ -131,7 +131,7 @@ def build(config: GatewayConfig, database: Database, *,
         *backend_routes(ANNEX, channels["annex"], default_timeout=timeout),
         *backend_routes(DISCLOSURE, channels["disclosure"], default_timeout=timeout),
         *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED, default_timeout=timeout),
-        *_local_routes(OPERATION_LOG, _OperationLogQueries(database)),
+        *_local_routes(OPERATION_LOG, _OperationLogQueries(database, catalogue)),
         *_local_routes(OPERATOR_ADMIN, OperatorAdmin(database, registry, catalogue)),
     ]
     admission = Admission(DenyList(config.revocation_file),

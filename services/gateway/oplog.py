@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from grpc import aio
 from juki.gateway.v1 import operation_log_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2_grpc
 from juki_services.gateway.chain import GENESIS, SigningKey, entry_hash
+from juki_services.gateway.policy import Catalogue
 from jukilib import paging
 from jukilib.boundary import storable
 from jukilib.db.pool import Database
@@ -277,8 +279,9 @@ def entry_message(row: asyncpg.Record) -> pb.OperationLogEntry:
 class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
     """Auditor queries (reached through the gateway's own purpose check and logging)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, catalogue: Callable[[], Catalogue] | None = None) -> None:
         self._database = database
+        self._catalogue = catalogue
 
     async def ListOperationLogEntries(
         self, request: pb.ListOperationLogEntriesRequest, context: aio.ServicerContext[Any, Any]
@@ -335,10 +338,16 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
                     ORDER BY sequence DESC LIMIT $4""",
                 [request.resident_code], PROVISION_METHODS, before, limit + 1)
         records = []
+        catalogue = self._catalogue() if self._catalogue is not None else None
         for row in rows[:limit]:
             record = pb.ProvisionRecord(recipient=row["organization"], purpose=row["purpose"],
                                         legal_basis=row["legal_basis"], method=row["method"],
                                         fields=row["disclosed_fields"], record_versions=row["disclosed_versions"])
+            if catalogue is not None:  # names for the resident's notice (30-32: 提供先, 利用事務 in words)
+                organization, purpose = catalogue.organizations.get(row["organization"]), \
+                    catalogue.purposes.get(row["purpose"])
+                record.recipient_name = organization.name if organization is not None else ""
+                record.affair = purpose.affair if purpose is not None else ""
             record.time.FromDatetime(row["time"])
             records.append(record)
         token = paging.encode_token({"before": rows[limit - 1]["sequence"]}) if len(rows) > limit else ""

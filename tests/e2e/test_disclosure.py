@@ -460,7 +460,7 @@ async def test_correction_closes_by_itself_when_the_municipality_corrects_and_re
     organ_notice = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(
         name=recipient.notice), CORRECTION)
     assert organ_notice.kind == dpb.DOCUMENT_KIND_RECIPIENT_NOTICE and organ_notice.addressee == "kyoiku-iinkai"
-    assert resident.full_name in _pdf_text(organ_notice.pdf)
+    assert resident.full_name in _pdf_text(organ_notice.pdf) and "群馬県教育委員会 御中" in _pdf_text(organ_notice.pdf)
     listed = await _desk(suite, "ListDisclosureDocuments", dpb.ListDisclosureDocumentsRequest(parent=done.name),
                          CORRECTION)
     kinds = sorted(d.kind for d in listed.disclosure_documents)

@@ -73,9 +73,10 @@ async def test_a_decision_fetched_through_the_gateway_is_an_official_document(su
         assert words in text
     # Words instead of codes.
     for words in (f"男女の別: {sex_label(resident.sex_code)}", "住所の市町村: 前橋市", "異動事由: 国内転入",
-                  "通知市町村 前橋市", "氏名", "住民票コード", "出生の年月日: " + wareki(resident.birth_date)):
+                  "通知市町村 前橋市", "氏名", "住民票コード", "出生の年月日: " + wareki(resident.birth_date),
+                  "群馬県教育委員会 高等学校等就学支援金"):  # 提供先 and 利用事務 by their names
         assert words in text, words
-    assert not RAW.findall(text), RAW.findall(text)
+    assert not RAW.findall(text) and "EDU-SCHOLARSHIP" not in text, RAW.findall(text)
     # A 処分: how to object, and within which periods.
     assert all(words in text for words in OBJECTION_WORDS)
     listed = await _desk(suite, "ListDisclosureDocuments", dpb.ListDisclosureDocumentsRequest(parent=decided.name))

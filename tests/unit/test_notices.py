@@ -68,7 +68,8 @@ def _annex() -> FileRecords:
 
 def _provision(recipient: str, fields: list[str], moment: dt.datetime) -> operation_log_pb2.ProvisionRecord:
     provision = operation_log_pb2.ProvisionRecord(
-        recipient=recipient, purpose="EDU-SCHOLARSHIP-30-15-2-2", legal_basis="住基法30-15②(2) 条例",
+        recipient=recipient, recipient_name="群馬県教育委員会", purpose="EDU-SCHOLARSHIP-30-15-2-2",
+        affair="高等学校等就学支援金の支給に関する事務", legal_basis="住基法30-15②(2) 条例",
         method="/juki.identity.v1.IdentityService/LookupResident", fields=fields,
         record_versions=["residents/r1/versions/1"])
     provision.time.FromDatetime(moment)
@@ -194,7 +195,8 @@ def test_the_decision_names_sex_reasons_municipalities_and_fields_in_words() -> 
     for words in ("男女の別: 女", "出生の年月日: 平成2年4月1日", "住所の市町村: 前橋市", "本籍地の市町村: 桐生市",
                   "第1版 記載 (異動事由: 出生) 異動日 令和8年4月1日 通知市町村 高崎市", "異動事由: 国外転出",
                   "出生の年月日: 平成2年頃", "住所を定めた年月日: 令和8年5月1日", "国外転出者である旨: 該当",
-                  "氏名、住民票コード", "令和8年10月21日", "令和8年11月20日付けで請求のあった", "上毛　花子 様"):
+                  "氏名、住民票コード", "令和8年10月21日", "令和8年11月20日付けで請求のあった", "上毛　花子 様",
+                  "群馬県教育委員会 高等学校等就学支援金の支給に関する事務 (住基法30-15②(2) 条例)"):
         assert words in text, words
     assert "本人確認情報開示決定通知書" in text
 
@@ -225,7 +227,8 @@ def test_an_organ_notice_names_the_person_only_by_what_the_organ_received() -> N
     assert CODE not in plain.json and CODE not in _text(plain.pdf)
     assert CODE in coded.json and CODE in _text(coded.pdf)
     text = _text(plain.pdf)
-    assert "kyoiku-iinkai 御中" in text and "男女の別: 女" in text and "男女の別: 男" in text
+    assert "群馬県教育委員会 御中" in text and "男女の別: 女" in text and "男女の別: 男" in text
+    assert "高等学校等就学支援金の支給に関する事務" in text and "kyoiku-iinkai" not in text
     assert "令和8年4月2日" in text  # when it was provided, in 和暦
 
 
