@@ -134,6 +134,20 @@ def test_defaults_apply_when_optional_variables_are_unset(environ: dict[str, str
     assert load_config("gateway", {**environ, **GATEWAY_TARGETS}).policy_file is None
 
 
+def test_the_notices_issuer_and_section_come_from_the_environment_with_the_seed_as_default(
+        environ: dict[str, str]) -> None:
+    environ["JUKI_GATEWAY_TARGET"] = "gateway.internal:7000"
+    office = load_config("disclosure", environ).office
+    assert (office.issuer, office.section, office.telephone) == (
+        "群馬県知事", "群馬県生活こども部県民活動支援・広聴課情報公開係", "027-226-2270")  # the seed's 請求先
+    environ.update({"JUKI_NOTICE_ISSUER": "群馬県知事 山田一郎", "JUKI_NOTICE_SECTION": "県民活動支援・広聴課",
+                    "JUKI_NOTICE_TELEPHONE": "027-000-0000", "JUKI_NOTICE_NUMBER_PREFIX": "県広"})
+    office = load_config("disclosure", environ).office
+    assert (office.issuer, office.section, office.telephone) == ("群馬県知事 山田一郎", "県民活動支援・広聴課",
+                                                                 "027-000-0000")
+    assert office.document_number(2026, 5) == "県広第2026-000005号"
+
+
 def test_explicit_values_override_the_defaults(environ: dict[str, str]) -> None:
     environ.update({
         "JUKI_LISTEN": "0.0.0.0:7001",
