@@ -42,7 +42,7 @@ from jukilib.devcerts import DevPki, ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.keyring import Keyring
 from jukitools.client import Endpoints
-from jukitools.local import DATABASES, ENDPOINTS, write_private_json
+from jukitools.local import CHECKPOINT_DIR, DATABASES, ENDPOINTS, write_private_json
 from jukitools.suite_supervisor import STATUS_FILE, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -244,6 +244,9 @@ def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dic
         env["JUKI_KEYRING_FILE"] = str(ensure_keyring(home))
     if service == "gateway":
         env["JUKI_OPERATION_LOG_KEY"] = str(ensure_signing_key(home / "operation-log.key"))
+        # Development: the journal of checkpoints beside the suite's files. In production another disk,
+        # which the database's owner cannot write (README, "The operation log").
+        env["JUKI_CHECKPOINT_DIR"] = str(home / CHECKPOINT_DIR)
         env["JUKI_OPERATOR_AUTH_PUBLIC_KEY"] = str(ensure_operator_auth_key(home).with_suffix(".pub"))
     for name, port in ports.items():
         env[f"JUKI_{name.upper()}_TARGET"] = f"127.0.0.1:{port}"

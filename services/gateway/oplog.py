@@ -14,7 +14,8 @@ from grpc import aio
 
 from juki.gateway.v1 import operation_log_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2_grpc
-from juki_services.gateway.chain import GENESIS, SigningKey, entry_hash
+from juki_services.gateway.chain import GENESIS, SigningKey, SigningKeyFile, entry_hash
+from juki_services.gateway.checkpoints import CheckpointExporter
 from jukilib import paging
 from jukilib.boundary import storable
 from jukilib.db.pool import Database
@@ -75,10 +76,14 @@ class OperationLog:
     fails the call closed (UNAVAILABLE).
     """
 
-    def __init__(self, database: Database, signing_key: SigningKey, *, checkpoint_every: int = 1000,
-                 checkpoint_seconds: float = 60.0, write_timeout: float = 5.0) -> None:
+    def __init__(self, database: Database, signing_key: SigningKey | SigningKeyFile, *, checkpoint_every: int = 1000,
+                 checkpoint_seconds: float = 60.0, write_timeout: float = 5.0,
+                 exporter: CheckpointExporter | None = None) -> None:
         self._database = database
-        self._key = signing_key
+        self._keys = signing_key
+        self._signed_with = ""
+        """The id of the key the last checkpoint was signed with: a change is a rotation, logged."""
+        self._exporter = exporter
         self._checkpoint_every = checkpoint_every
         self._checkpoint_seconds = checkpoint_seconds
         self._write_timeout = write_timeout
@@ -182,13 +187,16 @@ class OperationLog:
             tail = await connection.fetchrow(
                 "SELECT sequence, entry_hash FROM operation_log ORDER BY sequence DESC LIMIT 1")
             if self._last_checkpoint is None:
-                row = await connection.fetchrow(
-                    "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
+                row = await connection.fetchrow("SELECT sequence, signed_at, key_id FROM operation_log_checkpoint "
+                                                "ORDER BY sequence DESC LIMIT 1")
                 self._last_checkpoint = (row["sequence"], row["signed_at"]) if row else (0, None)
+                self._signed_with = row["key_id"] if row else ""
         return (tail["sequence"], bytes(tail["entry_hash"])) if tail else (0, GENESIS)
 
     def _committed(self, rows: list[tuple[Any, ...]], checkpoint: Checkpoint | None) -> list[int]:
         self._tail = (rows[-1][0], rows[-1][_ENTRY_HASH])
+        if self._exporter is not None:
+            self._exporter.note_head(*self._tail)
         if checkpoint is not None:  # committed: the newest checkpoint now
             self._last_checkpoint = (checkpoint[0], checkpoint[4])
         return [row[0] for row in rows]
@@ -202,8 +210,22 @@ class OperationLog:
         now = dt.datetime.now(dt.UTC)
         if (signed_at is None or sequence - last_sequence >= self._checkpoint_every
                 or (now - signed_at).total_seconds() >= self._checkpoint_seconds):
-            return sequence, head, self._key.key_id, self._key.sign(sequence, head), now
+            key = self._current_key()
+            return sequence, head, key.key_id, key.sign(sequence, head, now), now
         return None
+
+    def _current_key(self) -> SigningKey:
+        """The signing key now; a key other than the last one used is a rotation, put in the chain itself."""
+        key = self._keys.current()
+        if self._signed_with and key.key_id != self._signed_with:
+            rotation = LogEntry(time=dt.datetime.now(dt.UTC), request_id=f"operation-log-key-{key.key_id}",
+                                trace_id="", organization="gateway", method="operation-log/rotate-signing-key",
+                                decision=pb.DECISION_ALLOWED, status="OK",
+                                reason=f"checkpoints signed with key {key.key_id} from now on, before with "
+                                       f"{self._signed_with}")
+            self._queue.put_nowait((rotation, asyncio.get_running_loop().create_future()))
+        self._signed_with = key.key_id
+        return key
 
 
 _WRITE_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, Unavailable)
