@@ -27,10 +27,13 @@ is replaced is still accepted; after that, the old key vouches for nothing new."
 def add_parser(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the operation log: verify its chain and checkpoints, print the "
                                               "misuse review, rotate its signing key")
-    audit.add_argument("action", choices=("verify", "report", "rotate-key"),
+    audit.add_argument("action", choices=("verify", "report", "rotate-key", "who-could"),
                        help="verify: check the hash chain, the signed checkpoints and the journal kept outside "
                             "the database (exit 1 naming the first bad sequence); report: print the misuse "
-                            "review; rotate-key: a new signing key, the old one kept in the public keyring")
+                            "review; rotate-key: a new signing key, the old one kept in the public keyring; "
+                            "who-could: the operators who could read resident data on --date, from the log")
+    audit.add_argument("--date", type=dt.date.fromisoformat, default=None,
+                       help="who-could: the Japanese calendar day, YYYY-MM-DD (default: today in Japan)")
     audit.add_argument("--days", type=int, default=7, help="report: the period reviewed, in days up to now "
                                                             "(default: %(default)s)")
     audit.add_argument("--public-key", default="",
@@ -49,7 +52,43 @@ async def run(args: argparse.Namespace) -> int:
     url = suite.database_url("gateway")
     if args.action == "report":
         return await _audit_report(url, args.days)
+    if args.action == "who-could":
+        return await _who_could(url, args.date)
     return await _verify(suite, url, args)
+
+
+async def _who_could(url: str, day: dt.date | None) -> int:
+    """`juki audit who-could`: from the operation log alone (verify vouches for the log), the operators who
+    could read resident data on the day, with their roles; the PIA's 取扱者数 is their number."""
+    from juki_services.gateway.who_could import changes_of, unlogged, who_could
+    from jukilib.domain.dates import JAPAN
+
+    day = day or dt.datetime.now(JAPAN).date()
+    async with connected(url, "gateway") as connection:
+        rows = await connection.fetch(
+            "SELECT sequence, time, status, detail FROM operation_log WHERE detail <> '' ORDER BY sequence")
+        registered = [r["operator_id"] for r in await connection.fetch("SELECT operator_id FROM operator")]
+    changes = changes_of(rows)
+    holders = who_could(changes, day)
+    print(f"Operators who could read resident data on {day.isoformat()} (JST), from the operation log: "
+          f"{len(holders)} (取扱者数)")
+    for holder in holders:
+        print(f"  {holder.organization}/{holder.operator_id}: {', '.join(sorted(holder.roles))}")
+    for organization, count in sorted(_by_organization(holders).items()):
+        print(f"  {organization}: {count}")
+    missing = unlogged(changes, registered)
+    if missing:
+        print(f"operators in the registry whom the log never registered: {', '.join(missing)} (written behind "
+              "the log's back)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _by_organization(holders: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for holder in holders:
+        counts[holder.organization] = counts.get(holder.organization, 0) + 1
+    return counts
 
 
 def _keyring_file(suite: LocalSuite, option: str) -> Path:

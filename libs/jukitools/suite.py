@@ -108,21 +108,17 @@ def ensure_operator_auth_key(home: Path) -> Path:
 
 async def register_demo_operators(url: str) -> list[str]:
     """Register the demo operators in the gateway's registry (directly: this is the bootstrap, before any
-    administrator exists to use the admin API); operators already there are left as they are."""
-    from juki_services.gateway.registry_store import insert_operator
-    from jukilib.errors import AlreadyExists
+    administrator exists to use the admin API), each in the operation log; operators already there are left
+    as they are."""
+    from juki_services.gateway.maintenance import bootstrap_operator
 
     registered = []
     connection = await asyncpg.connect(url)
     try:
         await connection.execute("SET search_path TO gateway")
         for caller, (operator_id, roles) in DEMO_OPERATORS.items():
-            try:
-                await insert_operator(connection, operator_id, organization=SAMPLE_CALLERS[caller], roles=roles,
-                                      valid_from=None, valid_until=None, by="bootstrap")
-            except AlreadyExists:
-                continue
-            registered.append(operator_id)
+            if await bootstrap_operator(connection, operator_id, organization=SAMPLE_CALLERS[caller], roles=roles):
+                registered.append(operator_id)
     finally:
         await connection.close()
     return registered

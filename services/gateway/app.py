@@ -138,7 +138,7 @@ def build(config: GatewayConfig, database: Database, *,
         *backend_routes(DISCLOSURE, channels["disclosure"], default_timeout=timeout),
         *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED, default_timeout=timeout),
         *_local_routes(OPERATION_LOG, _OperationLogQueries(database)),
-        *_local_routes(OPERATOR_ADMIN, OperatorAdmin(database, registry, catalogue)),
+        *_local_routes(OPERATOR_ADMIN, OperatorAdmin(database, registry, catalogue, config.incompatible_roles)),
     ]
     admission = Admission(DenyList(config.revocation_file),
                           RateLimiter(config.organization_rate, config.organization_rate * 2),

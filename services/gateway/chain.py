@@ -37,7 +37,7 @@ HASHED_FIELDS = ("sequence", "time", "request_id", "trace_id", "organization", "
                  "legal_basis", "case_reference", "decision", "reason", "status", "resident_codes",
                  "disclosed_fields")
 # Hashed only when not empty: the column came later, and rows written before it keep their hashes.
-HASHED_WHEN_PRESENT = ("disclosed_versions",)
+HASHED_WHEN_PRESENT = ("disclosed_versions", "detail")
 
 
 def _canonical_value(value: Any) -> Any:

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jukilib.config import BACKENDS, DEFAULT_CALL_TIMEOUT, CommonConfig, Env, call_timeout, load_common
+from jukilib.config import BACKENDS, DEFAULT_CALL_TIMEOUT, CommonConfig, ConfigError, Env, call_timeout, load_common
+from jukilib.operator_credential import ROLES
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class GatewayConfig:
     """Longest lifetime of an operator credential the gateway accepts (JUKI_OPERATOR_CREDENTIAL_MAX_HOURS)."""
     operator_registry_refresh: float = 1.0
     """Seconds between reads of the operator registry by each replica (JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS)."""
+    incompatible_roles: tuple[frozenset[str], ...] = (frozenset({"administrator", "auditor"}),)
+    """Roles one operator may not hold together (JUKI_INCOMPATIBLE_ROLES: comma-separated sets of roles joined
+    by '+', e.g. `administrator+auditor,auditor+provision_clerk`; default `administrator+auditor`)."""
     backend_timeout: float = DEFAULT_CALL_TIMEOUT
     """Seconds a forwarded call may take when its caller set no deadline (JUKI_CALL_TIMEOUT_SECONDS); a
     caller's deadline is passed on as it is (jukilib.grpc.deadlines)."""
@@ -75,5 +79,14 @@ def load(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         operator_rate=env.seconds("JUKI_RATE_OPERATOR_PER_SECOND", 20.0),
         operator_credential_max_hours=env.seconds("JUKI_OPERATOR_CREDENTIAL_MAX_HOURS", 8.0),
         operator_registry_refresh=env.seconds("JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS", 1.0),
+        incompatible_roles=_incompatible_roles(env.text("JUKI_INCOMPATIBLE_ROLES", "administrator+auditor")),
         backend_timeout=call_timeout(env),
     )
+
+
+def _incompatible_roles(text: str) -> tuple[frozenset[str], ...]:
+    rules = tuple(frozenset(role.strip() for role in rule.split("+")) for rule in text.split(",") if rule.strip())
+    for rule in rules:
+        if len(rule) < 2 or not rule <= set(ROLES):
+            raise ConfigError(f"JUKI_INCOMPATIBLE_ROLES: each rule joins two or more of {', '.join(ROLES)} with '+'")
+    return rules
