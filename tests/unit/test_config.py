@@ -30,7 +30,8 @@ GATEWAY_TARGETS = {
 @pytest.fixture
 def environ(tmp_path: Path) -> dict[str, str]:
     """A complete environment for the identity service, with real (dummy) PEM files."""
-    env: dict[str, str] = {"JUKI_DATABASE_URL": DATABASE_URL, "JUKI_AGENCY_TARGET": AGENCY_TARGET}
+    env: dict[str, str] = {"JUKI_DATABASE_URL": DATABASE_URL, "JUKI_AGENCY_TARGET": AGENCY_TARGET,
+                           "JUKI_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
     for variable, file_name in (("JUKI_TLS_CERT", "cert.pem"), ("JUKI_TLS_KEY", "key.pem"),
                                 ("JUKI_TLS_CA", "ca.pem"), ("JUKI_KEYRING_FILE", "keyring.json"),
                                 ("JUKI_OPERATION_LOG_KEY", "operation-log.key"),
@@ -300,7 +301,8 @@ REQUIRED = {
     "annex": (*COMMON_REQUIRED, "JUKI_AGENCY_TARGET", "JUKI_KEYRING_FILE"),
     "disclosure": (*COMMON_REQUIRED, "JUKI_GATEWAY_TARGET"),
     "agency": COMMON_REQUIRED,
-    "gateway": (*COMMON_REQUIRED, *GATEWAY_TARGETS, "JUKI_OPERATION_LOG_KEY", "JUKI_OPERATOR_AUTH_PUBLIC_KEY"),
+    "gateway": (*COMMON_REQUIRED, *GATEWAY_TARGETS, "JUKI_OPERATION_LOG_KEY", "JUKI_OPERATOR_AUTH_PUBLIC_KEY",
+                "JUKI_CHECKPOINT_DIR"),
 }
 """What each service cannot start without, and nothing else."""
 
