@@ -7,6 +7,7 @@ status, and incompatible roles (administrator and auditor) are never held togeth
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -169,3 +170,14 @@ async def test_a_call_to_a_method_the_gateway_does_not_expose_is_logged_as_denie
     [row] = await _entries(suite, "request_id = $1", request_id)
     assert (row["organization"], row["method"], row["decision"], row["reason"], row["status"]) == (
         "kikaku-bu", method, opb.DECISION_DENIED, "METHOD_NOT_EXPOSED", "UNIMPLEMENTED")
+
+
+async def test_every_catalogue_in_the_log_can_be_read_back_by_its_digest(suite: RunningSuite, tmp_path: Path) -> None:
+    env = {"JUKI_DATABASE_URL": suite.database_url("gateway")}
+    listing = _juki(tmp_path, env, "audit", "catalogues")
+    assert listing.returncode == 0, listing.stderr
+    digest = listing.stdout.splitlines()[0].rsplit("sha256 ", 1)[1]
+    shown = _juki(tmp_path, env, "audit", "catalogues", "--sha256", digest)
+    assert shown.returncode == 0, shown.stderr
+    assert hashlib.sha256(shown.stdout.encode()).hexdigest() == digest
+    assert "[[purposes]]" in shown.stdout
