@@ -24,6 +24,7 @@ from juki_services.agency.config import AgencyConfig
 from juki_services.disclosure.config import DisclosureConfig
 from juki_services.gateway.chain import ensure_signing_key
 from juki_services.gateway.config import GatewayConfig
+from juki_services.gateway.search_log import ensure_audit_hash_key
 from jukilib.config import (
     DEFAULT_TRUSTED_PEERS,
     SERVICES,
@@ -179,7 +180,8 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         revoked.touch()
         return GatewayConfig(
             common=common, targets=targets, operation_log_key=ensure_signing_key(home / "operation-log.key"),
-            checkpoint_dir=home / "checkpoints", operator_auth_key=ensure_operator_auth_key(home).with_suffix(".pub"),
+            checkpoint_dir=home / "checkpoints", audit_hash_key=ensure_audit_hash_key(home / "audit-hash.key"),
+            operator_auth_key=ensure_operator_auth_key(home).with_suffix(".pub"),
             revocation_file=revoked,
             checkpoint_every=20)
     if service == "disclosure":

@@ -34,6 +34,7 @@ from typing import Any
 import asyncpg
 
 from juki_services.gateway.chain import ensure_signing_key
+from juki_services.gateway.search_log import ensure_audit_hash_key
 from jukilib.config import SERVICES, TlsConfig
 from jukilib.db import migrations as migrations_mod
 from jukilib.db.bootstrap import ServiceDatabase, bootstrap, owner_role, runtime_role
@@ -42,7 +43,7 @@ from jukilib.devcerts import DevPki, ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.keyring import Keyring
 from jukitools.client import Endpoints
-from jukitools.local import CHECKPOINT_DIR, DATABASES, ENDPOINTS, write_private_json
+from jukitools.local import AUDIT_HASH_KEY, CHECKPOINT_DIR, DATABASES, ENDPOINTS, write_private_json
 from jukitools.suite_supervisor import STATUS_FILE, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -243,6 +244,7 @@ def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dic
         # Development: the journal of checkpoints beside the suite's files. In production another disk,
         # which the database's owner cannot write (README, "The operation log").
         env["JUKI_CHECKPOINT_DIR"] = str(home / CHECKPOINT_DIR)
+        env["JUKI_AUDIT_HASH_KEY"] = str(ensure_audit_hash_key(home / AUDIT_HASH_KEY))
         env["JUKI_OPERATOR_AUTH_PUBLIC_KEY"] = str(ensure_operator_auth_key(home).with_suffix(".pub"))
     for name, port in ports.items():
         env[f"JUKI_{name.upper()}_TARGET"] = f"127.0.0.1:{port}"

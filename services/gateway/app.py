@@ -25,6 +25,7 @@ from juki_services.gateway.operators import OperatorRegistry
 from juki_services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer, detail_text
 from juki_services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
 from juki_services.gateway.proxy import Gateway, Operators, Route, backend_routes
+from juki_services.gateway.search_log import AuditHashKey
 from juki_services.gateway.volume import VolumeCounter
 from jukilib import caller
 from jukilib.db.migrations import Migration, load_migrations
@@ -150,7 +151,8 @@ def build(config: GatewayConfig, database: Database, *,
     admission = Admission(DenyList(config.revocation_file),
                           RateLimiter(config.organization_rate, config.organization_rate * 2),
                           RateLimiter(config.operator_rate, config.operator_rate * 2))
-    gateway = Gateway(catalogue, log, admission, operators=operators, counter=VolumeCounter(database), clock=clock)
+    gateway = Gateway(catalogue, log, admission, operators=operators, counter=VolumeCounter(database),
+                      audit_hash=AuditHashKey.load(config.audit_hash_key), clock=clock)
 
     def register(server: aio.Server) -> None:
         server.add_generic_rpc_handlers((gateway.generic_handler(routes),))

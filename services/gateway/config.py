@@ -23,6 +23,9 @@ class GatewayConfig:
     checkpoint_dir: Path
     """Directory of the journal of signed checkpoints kept outside the database (JUKI_CHECKPOINT_DIR,
     required): another disk or mount than the database's, which the database's owner cannot write."""
+    audit_hash_key: Path
+    """The key of the keyed hashes of search values in the operation log (JUKI_AUDIT_HASH_KEY, required): held
+    by the gateway and the auditors, never by the database's owner."""
     operator_auth_key: Path
     """Ed25519 public key (PEM) of the prefecture's operator authentication, checking operator credentials
     (JUKI_OPERATOR_AUTH_PUBLIC_KEY, required). The gateway never holds the private key."""
@@ -69,6 +72,7 @@ def load(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         operation_log_key=env.existing_file("JUKI_OPERATION_LOG_KEY"),
         operator_auth_key=env.existing_file("JUKI_OPERATOR_AUTH_PUBLIC_KEY"),
         checkpoint_dir=Path(env.text("JUKI_CHECKPOINT_DIR")),
+        audit_hash_key=env.existing_file("JUKI_AUDIT_HASH_KEY"),
         checkpoint_sink_command=env.optional("JUKI_CHECKPOINT_SINK_COMMAND") or "",
         checkpoint_export_seconds=env.seconds("JUKI_CHECKPOINT_EXPORT_SECONDS", 1.0),
         policy_file=Path(policy) if policy else None,

@@ -37,8 +37,16 @@ from juki_services.gateway import coalesce, minimise, volume
 from juki_services.gateway.admission import Admission
 from juki_services.gateway.coalesce import LookupCoalescer
 from juki_services.gateway.operators import Operator, OperatorRegistry
-from juki_services.gateway.oplog import LogEntry, LogEntryRefused, OperationLog, collected_detail, collecting_detail
+from juki_services.gateway.oplog import (
+    LogEntry,
+    LogEntryRefused,
+    OperationLog,
+    collected_detail,
+    collecting_detail,
+    detail_text,
+)
 from juki_services.gateway.policy import Catalogue, Purpose
+from juki_services.gateway.search_log import AuditHashKey, search_conditions
 from jukilib import boundary, caller
 from jukilib.boundary import storable
 from jukilib.config import DEFAULT_CALL_TIMEOUT
@@ -180,9 +188,10 @@ class Gateway:
     """Turns routes into gRPC handlers that enforce the policy and write the operation log."""
 
     def __init__(self, catalogue: Callable[[], Catalogue], log: OperationLog, admission: Admission, *,
-                 operators: Operators, counter: volume.VolumeCounter,
+                 operators: Operators, counter: volume.VolumeCounter, audit_hash: AuditHashKey | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self._catalogue = catalogue
+        self._audit_hash = audit_hash
         self._log = log
         self._admission = admission
         self._operators = operators
@@ -319,6 +328,8 @@ class Gateway:
         identified = self._identify(context, entry)
         boundary.check_request(parsed)
         entry.resident_codes.extend(minimise.resident_codes(parsed))
+        if self._audit_hash is not None and (conditions := search_conditions(parsed, self._audit_hash)):
+            entry.detail = detail_text({"search": conditions})  # logged whatever the outcome, refusals too
         who, purpose = await self._authorize(route, context, entry, identified)
         volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
         if route.coalescer and (code := route.coalescer.code_of(parsed)) is not None:
@@ -328,7 +339,7 @@ class Gateway:
         try:
             answer_bytes = await route.invoke(request, who)
         finally:
-            entry.detail = collected_detail(collecting)
+            entry.detail = collected_detail(collecting) or entry.detail
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
         return await self._answer(answer, answer_bytes, purpose, who, entry)
 

@@ -35,7 +35,8 @@ def environ(tmp_path: Path) -> dict[str, str]:
     for variable, file_name in (("JUKI_TLS_CERT", "cert.pem"), ("JUKI_TLS_KEY", "key.pem"),
                                 ("JUKI_TLS_CA", "ca.pem"), ("JUKI_KEYRING_FILE", "keyring.json"),
                                 ("JUKI_OPERATION_LOG_KEY", "operation-log.key"),
-                                ("JUKI_OPERATOR_AUTH_PUBLIC_KEY", "operator-auth.pub")):
+                                ("JUKI_OPERATOR_AUTH_PUBLIC_KEY", "operator-auth.pub"),
+                                ("JUKI_AUDIT_HASH_KEY", "audit-hash.key")):
         path = tmp_path / file_name
         path.write_text("-----BEGIN DUMMY-----\n-----END DUMMY-----\n", encoding="utf-8")
         env[variable] = str(path)
@@ -302,7 +303,7 @@ REQUIRED = {
     "disclosure": (*COMMON_REQUIRED, "JUKI_GATEWAY_TARGET"),
     "agency": COMMON_REQUIRED,
     "gateway": (*COMMON_REQUIRED, *GATEWAY_TARGETS, "JUKI_OPERATION_LOG_KEY", "JUKI_OPERATOR_AUTH_PUBLIC_KEY",
-                "JUKI_CHECKPOINT_DIR"),
+                "JUKI_CHECKPOINT_DIR", "JUKI_AUDIT_HASH_KEY"),
 }
 """What each service cannot start without, and nothing else."""
 
