@@ -312,15 +312,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dev_certs(args: argparse.Namespace) -> int:
     from juki_services.gateway.chain import ensure_signing_key
+    from juki_services.gateway.search_log import ensure_audit_hash_key
+    from jukitools.local import AUDIT_HASH_KEY
     from jukitools.suite import dev_pki, ensure_keyring, ensure_operator_auth_key
 
     home = home_of(args.home)
     pki = dev_pki(home, force=args.force)
     keyring = ensure_keyring(home)
     log_key = ensure_signing_key(home / "operation-log.key")
+    audit_key = ensure_audit_hash_key(home / AUDIT_HASH_KEY)
     operator_key = ensure_operator_auth_key(home)
     print(f"development certificates in {pki.ca_cert.parent}; keyring for 個人番号 at rest: {keyring};"
-          f" operation-log signing key: {log_key}; operator-authentication key: {operator_key}"
+          f" operation-log signing key: {log_key}; audit hash key: {audit_key};"
+          f" operator-authentication key: {operator_key}"
           f" (the gateway gets only {operator_key.with_suffix('.pub')})")
     return 0
 

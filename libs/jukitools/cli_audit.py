@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jukilib.config import UsageError
-from jukitools.local import CHECKPOINT_DIR, OPERATION_LOG_KEYRING, OPERATION_LOG_PUBLIC_KEY, LocalSuite
+from jukitools.local import AUDIT_HASH_KEY, CHECKPOINT_DIR, OPERATION_LOG_KEYRING, OPERATION_LOG_PUBLIC_KEY, LocalSuite
 from jukitools.runner import connected
 
 ROTATION_GRACE = dt.timedelta(seconds=10)
@@ -27,13 +27,19 @@ is replaced is still accepted; after that, the old key vouches for nothing new."
 def add_parser(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the operation log: verify its chain and checkpoints, print the "
                                               "misuse review, rotate its signing key")
-    audit.add_argument("action", choices=("verify", "report", "rotate-key", "who-could", "catalogues"),
+    audit.add_argument("action", choices=("verify", "report", "rotate-key", "who-could", "catalogues", "hash"),
                        help="verify: check the hash chain, the signed checkpoints and the journal kept outside "
                             "the database (exit 1 naming the first bad sequence); report: print the misuse "
                             "review; rotate-key: a new signing key, the old one kept in the public keyring; "
                             "who-could: the operators who could read resident data on --date, from the log; "
                             "catalogues: every policy catalogue the gateway loaded or refused, or with --sha256 "
-                            "the text of one, checked against its digest")
+                            "the text of one, checked against its digest; hash: the keyed hash a search's "
+                            "--item/--value has in the log (the audit hash key: JUKI_AUDIT_HASH_KEY, else "
+                            ".juki/audit-hash.key)")
+    audit.add_argument("--item", default="full_name", help="hash: the search item (full_name, full_name_kana, "
+                                                          "birth_date as YYYY-MM-DD/PRECISION, sex_code)")
+    audit.add_argument("--value", default="", help="hash: the value to look for in the log")
+    audit.add_argument("--all", action="store_true", help="report: every line of every section")
     audit.add_argument("--sha256", default="", help="catalogues: print the catalogue with this digest")
     audit.add_argument("--date", type=dt.date.fromisoformat, default=None,
                        help="who-could: the Japanese calendar day, YYYY-MM-DD (default: today in Japan)")
@@ -52,9 +58,15 @@ async def run(args: argparse.Namespace) -> int:
     suite = LocalSuite.of(args.home)
     if args.action == "rotate-key":
         return rotate_key(suite)
+    if args.action == "hash":
+        from juki_services.gateway.search_log import AuditHashKey
+
+        key = AuditHashKey.load(suite.file("JUKI_AUDIT_HASH_KEY", AUDIT_HASH_KEY))
+        print(key.hash(args.item, args.value))
+        return 0
     url = suite.database_url("gateway")
     if args.action == "report":
-        return await _audit_report(url, args.days)
+        return await _audit_report(url, args.days, args.all)
     if args.action == "who-could":
         return await _who_could(url, args.date)
     if args.action == "catalogues":
@@ -197,47 +209,53 @@ def rotate_key(suite: LocalSuite) -> int:
     return 0
 
 
-async def _audit_report(url: str, days: int) -> int:
+async def _audit_report(url: str, days: int, everything: bool = False) -> int:
     """`juki audit report`: the misuse review of the last `days` days, printable; every time in Japan time
-    (JST), calls of systems (no operator) apart from the operators' work."""
-    import datetime as dt
-
+    (JST), calls of systems (no operator) apart from the operators' work. Each section prints its first 20
+    lines (every line with `--all`) and says how many more there are: nothing is left out silently."""
     from google.protobuf.timestamp_pb2 import Timestamp
 
     from juki_services.gateway.oplog import Review, misuse_report
     from jukilib.domain.dates import JAPAN
 
-    japan = JAPAN
-
     def jst(time: dt.datetime | Timestamp, form: str = "%Y-%m-%d %H:%M") -> str:
         moment = time.ToDatetime(dt.UTC) if isinstance(time, Timestamp) else time
-        return f"{moment.astimezone(japan):{form}} JST"
+        return f"{moment.astimezone(JAPAN):{form}} JST"
 
     end = dt.datetime.now(dt.UTC)
     start = end - dt.timedelta(days=days)
     async with connected(url, "gateway") as connection:
         report = await misuse_report(connection, review := Review(start, end, 8, 19, 3, 10))
+    omitted = {o.section: o.count for o in report.omitted}
+
+    def section(title: str, name: str, items: Any, line: Any) -> None:
+        total = len(items) + omitted.get(name, 0)
+        print(f"\n{title}: {total}")
+        shown = items if everything else items[:20]
+        for item in shown:
+            print(f"  {line(item)}")
+        if total > len(shown):
+            print(f"  … and {total - len(shown)} more"
+                  + (" (narrow the period to list them)" if name in omitted else " (--all lists them)"))
+
     print(f"Misuse review, {jst(start)} to {jst(end)}")
-    print("\nBusiest operator-hours")
-    for v in report.volumes[:20]:
-        print(f"  {jst(v.hour, '%Y-%m-%d %H:00')}  {v.organization}/{v.operator}  "
-              f"{v.calls} calls, {v.residents} residents")
-    print(f"\nOff-hours calls of operators (before {review.office_start:02d}:00, from {review.office_end:02d}:00,"
-          f" Saturdays and Sundays): {len(report.off_hours)}")
-    for e in report.off_hours[:20]:
-        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator} {e.method}")
-    print(f"\nResidents looked up by many operators: {len(report.residents_of_interest)}")
-    for r in report.residents_of_interest[:20]:
-        print(f"  {r.resident_code}: {r.operators} operators, {r.calls} calls")
-    print(f"\nSearches with many candidates: {len(report.broad_searches)}")
-    for e in report.broad_searches[:20]:
-        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} {len(e.resident_codes)} candidates")
-    print(f"\nDenied attempts: {len(report.denied)}")
-    for e in report.denied[:20]:
-        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} {e.method} {e.reason}")
-    system_calls = sum(s.calls for s in report.system_calls)
-    print(f"\nCalls of systems (no operator; never volumes or off-hours use): {system_calls}")
-    for s in report.system_calls[:20]:
-        print(f"  {s.organization} {s.method}  {s.calls} calls, {s.residents} residents, "
-              f"{jst(s.first_time)} to {jst(s.last_time)}")
+    section("Busiest operator-hours", "volumes", report.volumes,
+            lambda v: f"{jst(v.hour, '%Y-%m-%d %H:00')}  {v.organization}/{v.operator}  {v.calls} calls, "
+                      f"{v.residents} residents")
+    section(f"Off-hours calls of operators (before {review.office_start:02d}:00, from {review.office_end:02d}:00, "
+            "Saturdays, Sundays, national holidays, 12/29-1/3)", "off_hours", report.off_hours,
+            lambda e: f"#{e.sequence} {jst(e.time)} {e.organization}/{e.operator} {e.method}")
+    section("Residents looked up by many operators", "residents_of_interest", report.residents_of_interest,
+            lambda r: f"{r.resident_code}: {r.operators} operators, {r.calls} calls")
+    section("Searches with many candidates", "broad_searches", report.broad_searches,
+            lambda e: f"#{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} "
+                      f"{len(e.resident_codes)} candidates")
+    section("Searches that found nobody", "empty_searches", report.empty_searches,
+            lambda e: f"#{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} {e.method}")
+    section("Denied attempts", "denied", report.denied,
+            lambda e: f"#{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} {e.method} {e.reason}")
+    section("Calls of systems (no operator; never volumes or off-hours use), per organisation and method",
+            "system_calls", report.system_calls,
+            lambda c: f"{c.organization} {c.method}  {c.calls} calls, {c.residents} residents, "
+                      f"{jst(c.first_time)} to {jst(c.last_time)}")
     return 0

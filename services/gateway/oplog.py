@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import holidays
 from grpc import aio
 
 from juki.gateway.v1 import operation_log_pb2 as pb
@@ -472,43 +473,84 @@ _HUMAN = "operator <> ''"
 _SYSTEM = "operator = '' AND organization <> 'gateway'"
 
 
+SECTION_ROWS = 200
+SECTION_ENTRIES = 500
+
+
+def closed_days(start: dt.date, end: dt.date) -> list[dt.date]:
+    """The prefecture's closed days from `start` to `end` that are not weekends: national holidays (国民の祝日に
+    関する法律, substitute holidays included; the `holidays` package) and the year-end closure 12月29日-1月3日
+    (地方自治法 4条の2, 群馬県の休日を定める条例)."""
+    national = holidays.country_holidays("JP", years=range(start.year, end.year + 1))
+    days = []
+    day = start
+    while day <= end:
+        if day in national or (day.month, day.day) >= (12, 29) or (day.month, day.day) <= (1, 3):
+            days.append(day)
+        day += dt.timedelta(days=1)
+    return days
+
+
+async def _section(connection: asyncpg.Connection, name: str, query: str, *args: Any, limit: int,
+                   omitted: list[pb.OmittedEntries]) -> list[asyncpg.Record]:
+    """At most `limit` rows of `query` (which orders them); how many more there were goes into `omitted`."""
+    rows = await connection.fetch(f"SELECT *, count(*) OVER () AS section_total FROM ({query}) AS s LIMIT {limit}",
+                                  *args)
+    total = rows[0]["section_total"] if rows else 0
+    if total > len(rows):
+        omitted.append(pb.OmittedEntries(section=name, count=total - len(rows)))
+    return rows
+
+
 async def misuse_report(connection: asyncpg.Connection, review: Review) -> pb.MisuseReport:
-    """The misuse review of a period, from the operation log alone."""
+    """The misuse review of a period, from the operation log alone; a section too long to list says how many
+    it left out (`omitted`), never shortening silently."""
     period = (review.start, review.end)
-    volumes = await connection.fetch(
+    omitted: list[pb.OmittedEntries] = []
+    japan_days = (review.start.astimezone(JAPAN).date(), review.end.astimezone(JAPAN).date())
+    volumes = await _section(connection, "volumes",
         f"""SELECT organization, operator, date_trunc('hour', time AT TIME ZONE '{JAPAN.key}') AS hour,
                    count(DISTINCT sequence) AS calls, count(DISTINCT code) AS residents
             FROM operation_log LEFT JOIN LATERAL unnest(resident_codes) AS code ON TRUE
             WHERE time >= $1 AND time < $2 AND {_HUMAN}
-            GROUP BY 1, 2, 3 ORDER BY calls DESC, hour LIMIT 200""", *period)
-    off_hours = await connection.fetch(
+            GROUP BY 1, 2, 3 ORDER BY calls DESC, hour""", *period, limit=SECTION_ROWS, omitted=omitted)
+    off_hours = await _section(connection, "off_hours",
         f"""SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND {_HUMAN}
               AND (extract(hour FROM time AT TIME ZONE '{JAPAN.key}') < $3
                    OR extract(hour FROM time AT TIME ZONE '{JAPAN.key}') >= $4
-                   OR extract(isodow FROM time AT TIME ZONE '{JAPAN.key}') >= 6)
-            ORDER BY sequence LIMIT 500""", *period, review.office_start, review.office_end)
-    systems = await connection.fetch(
+                   OR extract(isodow FROM time AT TIME ZONE '{JAPAN.key}') >= 6
+                   OR (time AT TIME ZONE '{JAPAN.key}')::date = ANY($5::date[]))
+            ORDER BY sequence""", *period, review.office_start, review.office_end, closed_days(*japan_days),
+        limit=SECTION_ENTRIES, omitted=omitted)
+    systems = await _section(connection, "system_calls",
         f"""SELECT organization, method, count(DISTINCT sequence) AS calls, count(DISTINCT code) AS residents,
                    min(time) AS first_time, max(time) AS last_time
             FROM operation_log LEFT JOIN LATERAL unnest(resident_codes) AS code ON TRUE
             WHERE time >= $1 AND time < $2 AND {_SYSTEM}
-            GROUP BY 1, 2 ORDER BY calls DESC, organization, method LIMIT 200""", *period)
-    residents = await connection.fetch(
+            GROUP BY 1, 2 ORDER BY calls DESC, organization, method""", *period, limit=SECTION_ROWS,
+        omitted=omitted)
+    residents = await _section(connection, "residents_of_interest",
         f"""SELECT code, count(DISTINCT organization || '/' || operator) AS operators, count(*) AS calls
            FROM operation_log, unnest(resident_codes) AS code
            WHERE time >= $1 AND time < $2 AND decision = {int(pb.DECISION_ALLOWED)} AND method ~ $3
            GROUP BY code HAVING count(DISTINCT organization || '/' || operator) >= $4
-           ORDER BY operators DESC, code LIMIT 200""", *period, PROVISION_METHODS, review.many_operators)
-    broad = await connection.fetch(
+           ORDER BY operators DESC, code""", *period, PROVISION_METHODS, review.many_operators,
+        limit=SECTION_ROWS, omitted=omitted)
+    broad = await _section(connection, "broad_searches",
         """SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND method ~ '/Search[A-Za-z]*$'
-             AND cardinality(resident_codes) >= $3 ORDER BY sequence LIMIT 500""", *period, review.many_candidates)
-    denied = await connection.fetch(
+             AND cardinality(resident_codes) >= $3 ORDER BY sequence""", *period, review.many_candidates,
+        limit=SECTION_ENTRIES, omitted=omitted)
+    empty = await _section(connection, "empty_searches",
+        f"""SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND method ~ '/Search[A-Za-z]*$'
+             AND decision = {int(pb.DECISION_ALLOWED)} AND status = 'OK' AND cardinality(resident_codes) = 0
+            ORDER BY sequence""", *period, limit=SECTION_ENTRIES, omitted=omitted)
+    denied = await _section(connection, "denied",
         f"""SELECT * FROM operation_log WHERE time >= $1 AND time < $2 AND decision = {int(pb.DECISION_DENIED)}
-            ORDER BY sequence LIMIT 500""",
-        *period)
+            ORDER BY sequence""", *period, limit=SECTION_ENTRIES, omitted=omitted)
     report = pb.MisuseReport(
         off_hours=[entry_message(r) for r in off_hours], broad_searches=[entry_message(r) for r in broad],
-        denied=[entry_message(r) for r in denied],
+        empty_searches=[entry_message(r) for r in empty], denied=[entry_message(r) for r in denied],
+        omitted=omitted,
         residents_of_interest=[pb.ResidentAttention(resident_code=r["code"], operators=r["operators"],
                                                     calls=r["calls"]) for r in residents])
     for row in systems:

@@ -181,3 +181,40 @@ async def test_every_catalogue_in_the_log_can_be_read_back_by_its_digest(suite: 
     assert shown.returncode == 0, shown.stderr
     assert hashlib.sha256(shown.stdout.encode()).hexdigest() == digest
     assert "[[purposes]]" in shown.stdout
+
+
+async def test_a_search_logs_its_items_and_keyed_hashes_never_its_values(suite: RunningSuite, home: Path,
+                                                                       tmp_path: Path) -> None:
+    from juki.identity.v1 import identity_pb2, identity_pb2_grpc
+    from juki.register.v1 import register_pb2
+    from jukitools.client import purpose_metadata
+
+    request_id = f"search-{uuid.uuid4()}"
+    query = register_pb2.SearchQuery(full_name="榛名　無人", birth_date=register_pb2.PartialDate(
+        precision=register_pb2.DATE_PRECISION_YEAR, year=1901), municipality_code="102016")
+    async with secure_channel(suite.gateway, suite.client_tls("kikaku-bu")) as channel:
+        found = await identity_pb2_grpc.IdentityServiceStub(channel).SearchResidents(
+            identity_pb2.SearchResidentsRequest(query=query), timeout=10,
+            metadata=purpose_metadata("PASSPORT-SEARCH-30-15-1-1", request_id=request_id,
+                                      credential=suite.credential("kikaku-bu")))
+    assert not found.candidates
+    [row] = await _entries(suite, "request_id = $1", request_id)
+    search = _detail(row)["search"]
+    assert search["items"] == ["birth_date", "full_name", "municipality_code"]  # type: ignore[index]
+    assert search["values"]["municipality_code"] == "102016"  # type: ignore[index]
+    assert "榛名" not in row["detail"] and "1901" not in row["detail"]
+    # An auditor holding the key finds the search by the value a resident names, spaced differently.
+    hashed = _juki(tmp_path, {"JUKI_AUDIT_HASH_KEY": str(home / "audit-hash.key")},
+                   "audit", "hash", "--item", "full_name", "--value", "榛名 無人")
+    assert hashed.stdout.strip() == search["values"]["full_name"]  # type: ignore[index]
+    # A search that found nobody is in the misuse review.
+    review = opb.GetMisuseReportRequest()
+    review.start_time.FromDatetime(row["time"] - dt.timedelta(minutes=1))
+    review.end_time.FromDatetime(row["time"] + dt.timedelta(minutes=1))
+    async with secure_channel(suite.gateway, suite.client_tls("auditor")) as channel:
+        from juki.gateway.v1 import operation_log_pb2_grpc
+
+        report = await operation_log_pb2_grpc.OperationLogServiceStub(channel).GetMisuseReport(
+            review, timeout=10,
+            metadata=purpose_metadata("AUDIT-OPERATION-LOG", credential=suite.credential("auditor")))
+    assert row["sequence"] in {e.sequence for e in report.empty_searches}

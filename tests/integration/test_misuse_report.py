@@ -5,6 +5,7 @@ prints every time in JST."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -16,7 +17,7 @@ import asyncpg
 
 from juki.gateway.v1 import operation_log_pb2
 from juki_services.gateway.chain import SigningKey, ensure_signing_key
-from juki_services.gateway.oplog import LogEntry, OperationLog, Review, misuse_report
+from juki_services.gateway.oplog import LogEntry, OperationLog, Review, closed_days, misuse_report
 from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
 from tests.conftest import fresh_database
@@ -27,9 +28,9 @@ NOTIFY = "/juki.identity.v1.IdentityService/ApplyNotification"
 
 
 def _review_day() -> dt.date:
-    """The latest weekday before today (Japan time): inside `juki audit report`'s default 7 days."""
+    """The latest working day before today (Japan time): inside `juki audit report`'s default 7 days."""
     day = dt.datetime.now(JST).date() - dt.timedelta(days=1)
-    while day.isoweekday() >= 6:
+    while day.isoweekday() >= 6 or closed_days(day, day):
         day -= dt.timedelta(days=1)
     return day
 
@@ -97,3 +98,58 @@ async def test_only_operators_calls_outside_office_hours_are_off_hours_and_syste
         f"  {day:%Y-%m-%d} 10:00 JST  kikaku-bu/kikaku-0001  1 calls, 1 residents"])
     assert section["Calls of systems"] == [
         f"  102016 {NOTIFY}  1 calls, 1 residents, {day:%Y-%m-%d} 03:00 JST to {day:%Y-%m-%d} 03:00 JST"]
+
+
+def test_national_holidays_and_the_year_end_closure_are_closed_days() -> None:
+    days = closed_days(dt.date(2026, 4, 28), dt.date(2027, 1, 5))
+    assert dt.date(2026, 4, 29) in days  # 昭和の日
+    assert dt.date(2026, 5, 6) in days  # 振替休日: 憲法記念日 fell on a Sunday
+    assert dt.date(2026, 11, 23) in days  # 勤労感謝の日
+    assert {dt.date(2026, 12, 29), dt.date(2026, 12, 31), dt.date(2027, 1, 3)} <= set(days)  # 年末年始 (休日条例)
+    assert dt.date(2026, 11, 24) not in days and dt.date(2027, 1, 4) not in days
+
+
+async def _written(admin_url: str, home: Path, entries: list[LogEntry]) -> tuple[str, list[int]]:
+    urls = (await fresh_database(admin_url))["gateway"]
+    database = Database(DatabaseConfig(url=urls.url, migration_url=None))
+    await database.connect()
+    log = OperationLog(database, SigningKey.load(ensure_signing_key(home / "operation-log.key")))
+    writer = asyncio.create_task(log.run())
+    try:
+        sequences = list(await asyncio.gather(*(log.write(entry) for entry in entries)))
+    finally:
+        writer.cancel()
+        await database.close()
+    return urls.url, sequences
+
+
+async def _review(url: str, start: dt.datetime, end: dt.datetime) -> operation_log_pb2.MisuseReport:
+    connection = await asyncpg.connect(url)
+    try:
+        return await misuse_report(connection, Review(start, end, 8, 19, 3, 10))
+    finally:
+        await connection.close()
+
+
+async def test_an_operators_call_on_a_national_holiday_or_at_the_year_end_is_off_hours(admin_url: str,
+                                                                                    home: Path) -> None:
+    days = [dt.date(2026, 11, 23), dt.date(2026, 12, 29), dt.date(2026, 11, 24)]  # holiday, 年末, working day
+    url, sequences = await _written(admin_url, home, [
+        _entry(_at(day, 10, 0), "kyoiku-iinkai", "kyoiku-0001", LOOKUP, "EDU-SCHOLARSHIP-30-15-2-2",
+               f"7000000010{i}") for i, day in enumerate(days)])
+    report = await _review(url, _at(dt.date(2026, 11, 20), 0, 0), _at(dt.date(2027, 1, 1), 0, 0))
+    assert sorted(e.sequence for e in report.off_hours) == sorted(sequences[:2])
+
+
+async def test_a_section_too_long_to_list_says_how_many_it_left_out(admin_url: str, home: Path) -> None:
+    day = _review_day()
+    denied = [dataclasses.replace(_entry(_at(day, 10, 0), "kikaku-bu", "kikaku-0001", LOOKUP, "ELECTION",
+                                         f"7{i:010d}"), decision=operation_log_pb2.DECISION_DENIED,
+                                  status="PERMISSION_DENIED", reason="PURPOSE_NOT_GRANTED") for i in range(510)]
+    url, _ = await _written(admin_url, home, denied)
+    report = await _review(url, _at(day, 0, 0), _at(day + dt.timedelta(days=1), 0, 0))
+    assert len(report.denied) == 500
+    assert [(o.section, o.count) for o in report.omitted] == [("denied", 10)]
+    printed = await asyncio.to_thread(_report, url)
+    assert "Denied attempts: 510" in printed.stdout
+    assert "… and 490 more (narrow the period to list them)" in printed.stdout
