@@ -168,13 +168,18 @@ async def _outbox(args: argparse.Namespace) -> int:
     as the register's runtime role: the relay's own grants are all this needs."""
 
     from jukilib.register.relay import dead_letters, outbox_backlog, retry_dead
+    from jukitools.maintenance_log import logged_action
 
     if args.action == "retry" and not args.register:
         raise UsageError("outbox retry needs --register identity or --register annex")
-    for label, url, schema in _outbox_targets(LocalSuite.of(args.home), args.register):
+    suite = LocalSuite.of(args.home)
+    for label, url, schema in _outbox_targets(suite, args.register):
         async with connected(url, schema) as connection:
-            if args.action == "retry":
-                count = await retry_dead(connection, list(args.ids) or None)
+            if args.action == "retry":  # a maintenance action: in the operation log first (issue 19)
+                async with logged_action(suite, "outbox-retry", register=args.register,
+                                         ids=list(args.ids)) as outcome:
+                    count = await retry_dead(connection, list(args.ids) or None)
+                    outcome.detail["queued_again"] = count
                 print(f"{label}: {count} dead-lettered change(s) queued again")
                 continue
             backlog, age, dead = await outbox_backlog(connection)

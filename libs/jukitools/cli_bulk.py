@@ -98,6 +98,7 @@ async def _load(args: argparse.Namespace) -> int:
     import asyncpg
 
     from jukilib.register.load import BulkLoadError, LoadOptions, load_file
+    from jukitools.maintenance_log import logged_action
 
     env = Env()
     suite = LocalSuite.of(getattr(args, "home", None))  # `juki --home`; absent when wired into another parser
@@ -108,22 +109,29 @@ async def _load(args: argparse.Namespace) -> int:
     bar = None if args.no_progress else ProgressBar(label=args.register)
     options = LoadOptions(mode=args.mode, skip_invalid=args.skip_invalid, forward=args.forward,
                           file_format=args.format, id_prefix=args.id_prefix, workers=args.workers, progress=bar)
-    try:
-        report = await load_file(owner_url, api, path, options)
-    except BulkLoadError as error:
-        if bar is not None:
-            bar.close()
-        print(f"juki load: {error}", file=sys.stderr)
-        _print_problems(error.problems, error.invalid_rows)
-        return 1
-    except (OSError, asyncpg.PostgresError) as error:
-        if bar is not None:
-            bar.close()
-        # PostgreSQL's messages may quote values (a key's detail): name the error only. Nothing was written.
-        code = getattr(error, "sqlstate", None)
-        print(f"juki load: database error {type(error).__name__}{f' (SQLSTATE {code})' if code else ''}; "
-              "nothing was loaded", file=sys.stderr)
-        return 1
+    # A maintenance action: its intent and outcome are in the operation log (issue 19).
+    size = await asyncio.to_thread(lambda: path.stat().st_size if path.is_file() else None)
+    async with logged_action(suite, "load", register=args.register, mode=args.mode, forward=args.forward,
+                             file_bytes=size) as outcome:
+        try:
+            report = await load_file(owner_url, api, path, options)
+        except BulkLoadError as error:
+            if bar is not None:
+                bar.close()
+            print(f"juki load: {error}", file=sys.stderr)
+            _print_problems(error.problems, error.invalid_rows)
+            outcome.detail.update(result="refused", invalid_rows=error.invalid_rows)
+            return 1
+        except (OSError, asyncpg.PostgresError) as error:
+            if bar is not None:
+                bar.close()
+            # PostgreSQL's messages may quote values (a key's detail): name the error only. Nothing was written.
+            code = getattr(error, "sqlstate", None)
+            print(f"juki load: database error {type(error).__name__}{f' (SQLSTATE {code})' if code else ''}; "
+                  "nothing was loaded", file=sys.stderr)
+            outcome.detail.update(result="nothing loaded", error=type(error).__name__)
+            return 1
+        outcome.detail.update(result="loaded", persons=report.persons, skipped=report.skipped)
     if bar is not None:
         bar.close()
     if report.skipped:

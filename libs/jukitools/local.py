@@ -109,6 +109,12 @@ class LocalSuite:
         """`service`'s runtime role: JUKI_DATABASE_URL, else the running suite's."""
         return self._url("JUKI_DATABASE_URL", service, "url")
 
+    def operation_log_url(self) -> str:
+        """The gateway's runtime role, for a tool that appends a maintenance action to the operation log:
+        JUKI_OPERATION_LOG_DATABASE_URL, else the running suite's (never JUKI_DATABASE_URL, which names the
+        database the tool works on)."""
+        return self._url("JUKI_OPERATION_LOG_DATABASE_URL", "gateway", "url")
+
     def owner_url(self, service: str) -> str:
         """`service`'s schema owner: JUKI_MIGRATION_DATABASE_URL, else the running suite's."""
         return self._url("JUKI_MIGRATION_DATABASE_URL", service, "migration_url")

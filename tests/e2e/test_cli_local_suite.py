@@ -9,6 +9,7 @@ last.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from jukitools.demo.fast import write_jsonl
@@ -138,6 +140,19 @@ def test_outbox_examples(suite: Suite) -> None:
     assert re.search(r"^annex: undelivered: \d+", listed, re.MULTILINE)
     assert "identity: 0 dead-lettered change(s) queued again" in _ok(
         juki(suite.directory, "outbox", "retry", "--register", "identity"))
+    # A maintenance action: its intent and its outcome are in the operation log (issue 19).
+    url = json.loads((suite.home / "databases.json").read_text())["gateway"]["url"]
+
+    async def logged() -> list[tuple[str, str]]:
+        connection = await asyncpg.connect(url)
+        try:
+            rows = await connection.fetch("SELECT reason, detail FROM operation_log "
+                                          "WHERE method = 'maintenance/outbox-retry' ORDER BY sequence")
+        finally:
+            await connection.close()
+        return [(r["reason"], json.loads(r["detail"]).get("queued_again", "-")) for r in rows]
+
+    assert asyncio.run(logged())[-2:] == [("started", "-"), ("done", 0)]
 
 
 def test_retention_example(suite: Suite) -> None:

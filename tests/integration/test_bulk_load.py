@@ -431,7 +431,7 @@ async def test_generated_residents_load_and_are_valid(identity: Loaded, tmp_path
 
 
 async def test_juki_load_command(identity: Loaded, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                 capsys: pytest.CaptureFixture[str], admin_url: str) -> None:
     import argparse
 
     from jukitools.suite import ensure_keyring
@@ -441,6 +441,8 @@ async def test_juki_load_command(identity: Loaded, tmp_path: Path, home: Path, m
                         + [_identity_row(new_person()) | {"individual_number": individual_number(1)[:-1] + "x"}])
     monkeypatch.setenv("JUKI_MIGRATION_DATABASE_URL", identity.owner_url)
     monkeypatch.setenv("JUKI_KEYRING_FILE", str(ensure_keyring(home)))
+    log_url = (await fresh_database(admin_url))["gateway"].url  # the load is logged there first (issue 19)
+    monkeypatch.setenv("JUKI_OPERATION_LOG_DATABASE_URL", log_url)
     parser = argparse.ArgumentParser(prog="juki")
     cli_bulk.add_parsers(parser.add_subparsers(dest="command", required=True))
 
@@ -456,6 +458,13 @@ async def test_juki_load_command(identity: Loaded, tmp_path: Path, home: Path, m
     assert "loaded 2 person(s)" in out and "1 invalid row(s) skipped" in out
     assert "line 3: individual_number" in err and "100%" in err, "problems and the progress bar on stderr"
     assert await identity.count("person") == 2
+    connection = await asyncpg.connect(log_url)
+    try:
+        logged = [(r["reason"], json.loads(r["detail"]).get("result")) for r in await connection.fetch(
+            "SELECT reason, detail FROM operation_log WHERE method = 'maintenance/load' ORDER BY sequence")]
+    finally:
+        await connection.close()
+    assert logged == [("started", None), ("done", "refused"), ("started", None), ("done", "loaded")]
     bench = parser.parse_args(["bench", "load", "--persons", "10"])
     assert bench.bench_action == "load" and callable(bench.bench_run)
 
