@@ -35,6 +35,8 @@ TITLES: dict[int, str] = {
     pb.DOCUMENT_KIND_CORRECTION_RESULT_NOTICE: "本人確認情報訂正等申出調査結果通知書",
     pb.DOCUMENT_KIND_RECIPIENT_NOTICE: "提供済み本人確認情報の訂正について(通知)",
     pb.DOCUMENT_KIND_REJECTION_NOTICE: "本人確認情報開示請求却下通知書",
+    pb.DOCUMENT_KIND_USAGE_SUSPENSION_DECISION_NOTICE: "保有個人情報利用停止請求に対する決定通知書",
+    pb.DOCUMENT_KIND_USAGE_SUSPENSION_EXTENSION_NOTICE: "保有個人情報利用停止決定等期限延長通知書",
 }
 
 # 教示 of a 処分 (行政不服審査法 第82条, 行政事件訴訟法 第46条): how and within which periods to object.
@@ -306,3 +308,48 @@ def camel(path: str) -> str:
 
 def snake(key: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
+
+
+# 個人情報保護法 98 ①: each ground of a 利用停止請求, by the article the handling is said to break (番号法 30 reads
+# the articles for 特定個人情報).
+SUSPENSION_GROUNDS: dict[int, str] = {
+    pb.USAGE_SUSPENSION_GROUND_RETENTION_BEYOND_PURPOSE: "利用目的の達成に必要な範囲を超えた保有 (第61条第2項違反)",
+    pb.USAGE_SUSPENSION_GROUND_IMPROPER_HANDLING: "不適正な取扱い (第63条違反)",
+    pb.USAGE_SUSPENSION_GROUND_WRONGFUL_ACQUISITION: "偽りその他不正の手段による取得 (第64条違反)",
+    pb.USAGE_SUSPENSION_GROUND_USE_OUTSIDE_PURPOSE: "利用目的以外の目的のための利用 (第69条第1項及び第2項違反)",
+    pb.USAGE_SUSPENSION_GROUND_PROVISION_OUTSIDE_PURPOSE: "利用目的以外の目的のための提供 (第69条第1項及び第2項違反)",
+    pb.USAGE_SUSPENSION_GROUND_PROVISION_ABROAD: "外国にある第三者への提供 (第71条第1項違反)",
+    pb.USAGE_SUSPENSION_GROUND_NUMBER_ACT: "番号法に違反する特定個人情報の取扱い (番号法第30条により読み替えて適用)",
+}
+_SUSPENSION_DECISIONS = {
+    "STOP": "個人情報の保護に関する法律第101条第1項の規定により、次のとおり利用停止をすることに決定しました。",
+    "NOT_STOP": "個人情報の保護に関する法律第101条第2項の規定により、利用停止をしないことに決定しました。",
+    "REJECTED": "個人情報の保護に関する法律第98条第1項の規定による利用停止の請求は、次の理由により却下します。",
+    "EXTENDED": "個人情報の保護に関する法律第102条第2項の規定により、利用停止決定等の期限を次のとおり延長します。",
+}
+
+
+def usage_suspension_notice(case: Any, outcome: str, reason: str, issued: dt.datetime, *,
+                            purposes: Iterable[str] = (), deadline: dt.date | None = None,
+                            new_deadline: dt.date | None = None) -> Notice:
+    """The written answer to a 利用停止請求 (個人情報保護法 101, 102 ②): `outcome` STOP (for `purposes`) or
+    NOT_STOP with the reason, REJECTED (identity not verified, not the person's own data), each a 処分 with the
+    教示; or EXTENDED, the extension of the deadline (`deadline` → `new_deadline`) with its reason."""
+    content, lines = _header(case, issued)
+    stopped = list(purposes)
+    content.update({"decision": outcome, "reason": reason, "requested_purposes": list(case.purposes),
+                    "ground": pb.UsageSuspensionGround.Name(case.ground)})
+    lines += ["", f"利用停止を求められた利用目的: {', '.join(case.purposes)}",
+              f"請求の理由: {SUSPENSION_GROUNDS.get(case.ground, '')}", "", _SUSPENSION_DECISIONS[outcome]]
+    if outcome == "EXTENDED":
+        assert deadline is not None and new_deadline is not None
+        content.update({"statutory_deadline": deadline.isoformat(), "new_deadline": new_deadline.isoformat()})
+        lines += [f"  本来の期限: {_day(deadline)}", f"  延長後の期限: {_day(new_deadline)}", f"  延長の理由: {reason}"]
+        return _build(pb.DOCUMENT_KIND_USAGE_SUSPENSION_EXTENSION_NOTICE, "requester", content, lines, [])
+    if outcome == "STOP":
+        content["stopped_purposes"] = stopped
+        lines.append(f"  利用停止をする利用目的: {', '.join(stopped)}")
+    label = "却下の理由" if outcome == "REJECTED" else "理由"
+    content["objection"] = list(OBJECTION_LINES)
+    lines += [f"  {label}: {reason}", "", *OBJECTION_LINES]
+    return _build(pb.DOCUMENT_KIND_USAGE_SUSPENSION_DECISION_NOTICE, "requester", content, lines, [])
