@@ -118,10 +118,14 @@ def state_name(state: int, enum: Any = pb.DisclosureState) -> str:
 
 def check_transition(current: int, target: int, *, correction: bool = False, suspension: bool = False) -> None:
     """FAILED_PRECONDITION naming the current state when `target` cannot follow it."""
-    table, enum = (CORRECTION_TRANSITIONS, pb.CorrectionState) if correction else (DISCLOSURE_TRANSITIONS,
-                                                                                   pb.DisclosureState)
+    table: Mapping[int, frozenset[int]]
+    enum: Any
     if suspension:
         table, enum = SUSPENSION_TRANSITIONS, pb.UsageSuspensionState
+    elif correction:
+        table, enum = CORRECTION_TRANSITIONS, pb.CorrectionState
+    else:
+        table, enum = DISCLOSURE_TRANSITIONS, pb.DisclosureState
     if target not in table.get(current, frozenset()):
         name = state_name(current, enum)
         raise FailedPrecondition(f"the case is in state {name}; {state_name(target, enum)} cannot follow it",
