@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import re
 import uuid
 from typing import Any
 
@@ -73,6 +74,7 @@ async def _organ(suite: RunningSuite, organ: str, method: str, request: Any, pur
     async with secure_channel(suite.gateway, suite.client_tls(organ)) as channel:
         return await getattr(identity_pb2_grpc.IdentityServiceStub(channel), method)(
             request, metadata=purpose_metadata(purpose, credential=suite.credential(organ),
+                                               case_reference="licence-2026-001" if purpose == LICENCE else "",
                                                request_id=request_id or str(uuid.uuid4())), timeout=10)
 
 
@@ -88,7 +90,8 @@ async def _refused(call: Any) -> grpc.aio.AioRpcError:
 
 
 def _request(code: str, purposes: list[str], *, received: dt.datetime | None = None,
-             ground: int = dpb.USAGE_SUSPENSION_GROUND_PROVISION_OUTSIDE_PURPOSE) -> dpb.CreateUsageSuspensionCaseRequest:
+             ground: int = dpb.USAGE_SUSPENSION_GROUND_PROVISION_OUTSIDE_PURPOSE,
+             ) -> dpb.CreateUsageSuspensionCaseRequest:
     case = dpb.UsageSuspensionCase(
         subject_resident_code=code, requester_kind=dpb.REQUESTER_KIND_PERSON, requester_name="請求者 本人",
         identity_documents=[dpb.IDENTITY_DOCUMENT_MY_NUMBER_CARD], channel=dpb.CHANNEL_COUNTER, purposes=purposes,
@@ -119,7 +122,7 @@ async def _notice(suite: RunningSuite, name: str) -> tuple[Any, dict[str, Any], 
     """(the document, its JSON, its PDF text read back with pypdf)."""
     document = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(name=name))
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(document.pdf)).pages)
-    return document, json.loads(document.json), text.replace("\n", "")
+    return document, json.loads(document.json), re.sub(r"\s+", "", text)  # lines wrap anywhere
 
 
 def _assert_suspended(error: grpc.aio.AioRpcError, *personal: str) -> None:
