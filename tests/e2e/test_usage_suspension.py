@@ -37,6 +37,7 @@ from jukitools.client import purpose_metadata
 from jukitools.demo.notifications import birth_notification
 from jukitools.demo.residents import SyntheticResident, generate_residents
 from tests.conftest import RunningSuite, field_violations
+from tests.e2e.test_cases_cli import Clerk, _field, clerk  # noqa: F401 - `clerk`: a registered CLI clerk (fixture)
 from tests.e2e.test_flows import _reason
 
 SUSPENSION = "USAGE-SUSPENSION-98"
@@ -338,6 +339,31 @@ async def test_the_deadline_is_30_days_extendable_once_by_30_days_in_writing_and
     document, content, text = await _notice(suite, extended.extension.notice)
     assert document.kind == dpb.DOCUMENT_KIND_USAGE_SUSPENSION_EXTENSION_NOTICE
     assert content["decision"] == "EXTENDED" and "延長" in text and "関係機関への照会に時間を要するため" in text
+
+
+async def test_juki_cases_runs_a_usage_suspension_from_request_to_closing(
+        suite: RunningSuite, clerk: Clerk) -> None:  # noqa: F811 - the imported fixture
+    person = _person(12)
+    await _recorded(suite, person, "us-12")
+    opened = await clerk("suspend", "--resident-code", person.resident_code, "--requester-name", "請求者 本人",
+                         "--document", "passport", "--purpose", SCHOLARSHIP, "--purpose", LICENCE,
+                         "--ground", "provision-outside-purpose")
+    name = opened.splitlines()[0]
+    assert name.startswith("usageSuspensionCases/") and _field(opened, "state") == ["RECEIVED"]
+    assert _field(opened, "refused") == [f"{SCHOLARSHIP}, {LICENCE}"]
+    _assert_suspended(await _refused(_lookup(suite, person.resident_code)), person.resident_code)
+    assert _field(await clerk("verify", name), "state") == ["IDENTITY_VERIFIED"]
+    missing = await clerk("decide", name, "--stop", status=1)  # no reason
+    assert missing.startswith("INVALID_ARGUMENT: ")
+    decided = await clerk("decide", name, "--stop", "--stop-purpose", SCHOLARSHIP, "--reason", "目的外提供のため")
+    assert _field(decided, "state") == ["DECIDED_STOP"] and _field(decided, "refused") == [SCHOLARSHIP]
+    assert "USAGE_SUSPENSION_DECISION_NOTICE" in await clerk("documents", name)
+    await clerk("notify", name)
+    assert _field(await clerk("close", name), "state") == ["CLOSED"]
+    assert name in await clerk("list", "--suspensions", "--all")
+    _assert_suspended(await _refused(_lookup(suite, person.resident_code)), person.resident_code)
+    printed = "".join(clerk.printed)
+    assert person.resident_code not in printed and person.full_name not in printed
 
 
 async def test_no_personal_data_of_these_residents_reached_the_service_logs(log_lines: list[str]) -> None:
