@@ -162,7 +162,8 @@ def build(config: GatewayConfig, database: Database, *,
                           RateLimiter(config.operator_rate, config.operator_rate * 2))
     suspensions = Suspensions(_suspension_reader(channels["disclosure"], min(timeout, 5.0)),
                               refresh_seconds=config.usage_suspension_refresh,
-                              max_staleness=config.usage_suspension_max_staleness)
+                              max_staleness=config.usage_suspension_max_staleness,
+                              fail_closed=config.usage_suspension_fail_closed)
     gateway = Gateway(catalogue, log, admission, operators=operators, counter=VolumeCounter(database),
                       suspensions=suspensions, clock=clock)
 

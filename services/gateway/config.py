@@ -47,6 +47,9 @@ class GatewayConfig:
     """Seconds a replica decides on its last read of the usage suspensions; past them, answers with records under
     a purpose a suspension can name are refused until a read succeeds (JUKI_USAGE_SUSPENSION_MAX_STALENESS_SECONDS;
     see juki_services.gateway.suspensions)."""
+    usage_suspension_fail_closed: bool = True
+    """Refuse as above when the suspensions cannot be read (JUKI_USAGE_SUSPENSION_FAIL_CLOSED); off only where no
+    disclosure service runs, hence no case can exist (the lookup benchmark)."""
     backend_timeout: float = DEFAULT_CALL_TIMEOUT
     """Seconds a forwarded call may take when its caller set no deadline (JUKI_CALL_TIMEOUT_SECONDS); a
     caller's deadline is passed on as it is (jukilib.grpc.deadlines)."""
@@ -72,5 +75,6 @@ def load(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         operator_registry_refresh=env.seconds("JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS", 1.0),
         usage_suspension_refresh=env.seconds("JUKI_USAGE_SUSPENSION_REFRESH_SECONDS", 1.0),
         usage_suspension_max_staleness=env.seconds("JUKI_USAGE_SUSPENSION_MAX_STALENESS_SECONDS", 10.0),
+        usage_suspension_fail_closed=env.flag("JUKI_USAGE_SUSPENSION_FAIL_CLOSED", True),
         backend_timeout=call_timeout(env),
     )

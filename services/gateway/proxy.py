@@ -327,7 +327,9 @@ class Gateway:
         if self._suspensions is None or not found:
             return
         try:
-            await self._suspensions.check(purpose.code, codes, self._catalogue())
+            catalogue = self._catalogue()
+            if self._suspensions.decide(purpose.code, codes, catalogue):  # stale: read first (no await otherwise)
+                await self._suspensions.check(purpose.code, codes, catalogue)
         except JukiError:
             entry.decision = DECISION_DENIED
             raise

@@ -116,3 +116,13 @@ async def test_a_never_read_copy_reads_before_deciding(catalogue: Catalogue) -> 
     suspensions = Suspensions(disclosure, clock=Clock())
     with pytest.raises(FailedPrecondition):
         await suspensions.check(LICENCE, [FORMER], catalogue)
+
+
+async def test_without_a_disclosure_service_the_gateway_may_decide_on_what_it_has(catalogue: Catalogue) -> None:
+    # The lookup benchmark runs no disclosure service, so no case can exist; fail_closed off decides on the
+    # (empty) copy instead of refusing for want of a read.
+    disclosure = Disclosure()
+    disclosure.down = True
+    suspensions = Suspensions(disclosure, clock=Clock(), fail_closed=False)
+    await suspensions.check(SCHOLARSHIP, [PERSON], catalogue)
+    assert disclosure.reads == 0
