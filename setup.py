@@ -35,7 +35,8 @@ setup(
         + _packages("juki_services", "services")
         + _packages("juki", "gen/juki")
     ),
-    package_data={"": ["*.toml", "*.pyi", "py.typed", "migrations/*.sql", "data/*.csv"]},
+    package_data={"": ["*.toml", "*.pyi", "py.typed", "migrations/*.sql", "data/*.csv",
+                       "fonts/*.ttf", "fonts/*.txt"]},
     # data files are named by the patterns above (the migrations and data folders are not packages)
     include_package_data=False,
 )

@@ -179,7 +179,8 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
         revoked.touch()
         return GatewayConfig(
             common=common, targets=targets, operation_log_key=ensure_signing_key(home / "operation-log.key"),
-            operator_auth_key=ensure_operator_auth_key(home).with_suffix(".pub"), revocation_file=revoked,
+            checkpoint_dir=home / "checkpoints", operator_auth_key=ensure_operator_auth_key(home).with_suffix(".pub"),
+            revocation_file=revoked,
             checkpoint_every=20)
     if service == "disclosure":
         return DisclosureConfig(common=common, gateway_target=targets["gateway"], poll_interval=0.2)

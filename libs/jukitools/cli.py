@@ -20,7 +20,7 @@ from typing import Any
 from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, UsageError
 from jukitools import cli_purposes
 from jukitools.clihelp import Parser
-from jukitools.local import HEALTH_CALLER, KEYRING, OPERATION_LOG_PUBLIC_KEY, LocalSuite, home_of
+from jukitools.local import HEALTH_CALLER, KEYRING, LocalSuite, home_of
 from jukitools.runner import Unreachable, connected, run
 
 logger = logging.getLogger("juki")
@@ -196,75 +196,6 @@ def _outbox_targets(suite: LocalSuite, register: str | None) -> list[tuple[str, 
     return [(name, suite.database_url(name), name) for name in REGISTERS]
 
 
-# --- juki audit ----------------------------------------------------------------------------------
-
-async def _audit(args: argparse.Namespace) -> int:
-    """`juki audit verify`: exit 0 on an intact operation log, 1 naming the first bad sequence number. Both
-    actions read as the gateway's runtime role; verify checks checkpoints with the log's public key."""
-
-    from juki_services.gateway.chain import load_public_key, verify
-
-    suite = LocalSuite.of(args.home)
-    url = suite.database_url("gateway")
-    if args.action == "report":
-        return await _audit_report(url, args.days)
-    public_key = load_public_key(suite.file("JUKI_OPERATION_LOG_PUBLIC_KEY", OPERATION_LOG_PUBLIC_KEY,
-                                            args.public_key))
-    async with connected(url, "gateway") as connection:
-        verdict = await verify(connection, public_key)
-    if verdict.ok:
-        print(f"operation log intact: {verdict.records} record(s), {verdict.checkpoints} signed checkpoint(s)")
-        return 0
-    print(f"operation log broken at sequence {verdict.first_bad_sequence}: {verdict.problem}", file=sys.stderr)
-    return 1
-
-
-async def _audit_report(url: str, days: int) -> int:
-    """`juki audit report`: the misuse review of the last `days` days, printable; every time in Japan time
-    (JST), calls of systems (no operator) apart from the operators' work."""
-    import datetime as dt
-
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    from juki_services.gateway.oplog import Review, misuse_report
-    from jukilib.domain.dates import JAPAN
-
-    japan = JAPAN
-
-    def jst(time: dt.datetime | Timestamp, form: str = "%Y-%m-%d %H:%M") -> str:
-        moment = time.ToDatetime(dt.UTC) if isinstance(time, Timestamp) else time
-        return f"{moment.astimezone(japan):{form}} JST"
-
-    end = dt.datetime.now(dt.UTC)
-    start = end - dt.timedelta(days=days)
-    async with connected(url, "gateway") as connection:
-        report = await misuse_report(connection, review := Review(start, end, 8, 19, 3, 10))
-    print(f"Misuse review, {jst(start)} to {jst(end)}")
-    print("\nBusiest operator-hours")
-    for v in report.volumes[:20]:
-        print(f"  {jst(v.hour, '%Y-%m-%d %H:00')}  {v.organization}/{v.operator}  "
-              f"{v.calls} calls, {v.residents} residents")
-    print(f"\nOff-hours calls of operators (before {review.office_start:02d}:00, from {review.office_end:02d}:00,"
-          f" Saturdays and Sundays): {len(report.off_hours)}")
-    for e in report.off_hours[:20]:
-        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator} {e.method}")
-    print(f"\nResidents looked up by many operators: {len(report.residents_of_interest)}")
-    for r in report.residents_of_interest[:20]:
-        print(f"  {r.resident_code}: {r.operators} operators, {r.calls} calls")
-    print(f"\nSearches with many candidates: {len(report.broad_searches)}")
-    for e in report.broad_searches[:20]:
-        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} {len(e.resident_codes)} candidates")
-    print(f"\nDenied attempts: {len(report.denied)}")
-    for e in report.denied[:20]:
-        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} {e.method} {e.reason}")
-    system_calls = sum(s.calls for s in report.system_calls)
-    print(f"\nCalls of systems (no operator; never volumes or off-hours use): {system_calls}")
-    for s in report.system_calls[:20]:
-        print(f"  {s.organization} {s.method}  {s.calls} calls, {s.residents} residents, "
-              f"{jst(s.first_time)} to {jst(s.last_time)}")
-    return 0
-
-
 # --- juki health ---------------------------------------------------------------------------------
 
 async def _health(args: argparse.Namespace) -> int:
@@ -295,7 +226,16 @@ def _health_settings(args: argparse.Namespace) -> tuple[str, TlsConfig]:
 # --- argument parsing ----------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from jukitools import bench_ingest, bench_lookup, calls, cli_bulk, cli_cases, cli_operators, cli_retention
+    from jukitools import (
+        bench_ingest,
+        bench_lookup,
+        calls,
+        cli_audit,
+        cli_bulk,
+        cli_cases,
+        cli_operators,
+        cli_retention,
+    )
 
     parser = Parser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
     parser.add_argument("--home", default=None,
@@ -329,13 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     outbox.add_argument("--register", choices=REGISTERS, default=None,
                         help="list: default both registers; retry: required")
     outbox.add_argument("ids", nargs="*", type=int, help="outbox ids to retry (default: every dead one)")
-    audit = commands.add_parser("audit", help="verify the operation log's hash chain and signed checkpoints")
-    audit.add_argument("action", choices=("verify", "report"), help="verify: check the hash chain and the signed "
-                       "checkpoints (exit 1 naming the first bad sequence); report: print the misuse review")
-    audit.add_argument("--days", type=int, default=7, help="report: the period reviewed, in days up to now "
-                                                            "(default: %(default)s)")
-    audit.add_argument("--public-key", default="",
-                       help="PEM (default: JUKI_OPERATION_LOG_PUBLIC_KEY, else .juki/operation-log.pub)")
+    cli_audit.add_parser(commands)
     cli_retention.add_parser(commands)
     keys = commands.add_parser("keys", help="keys for what the registers seal at rest: 個人番号, refused "
                                "notifications (JUKI_KEYRING_FILE, else .juki/keyring.json)")
@@ -416,6 +350,12 @@ def _retention(args: argparse.Namespace) -> int:
     return _run(cli_retention.run(args, LocalSuite.of(args.home).running_home()))
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from jukitools import cli_audit
+
+    return _run(cli_audit.run(args))
+
+
 def _operators(args: argparse.Namespace) -> int:
     from jukitools import cli_operators
 
@@ -434,7 +374,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "keys": lambda args: _run(_keys(args)),
     "outbox": lambda args: _run(_outbox(args)),
     "retention": _retention,
-    "audit": lambda args: _run(_audit(args)),
+    "audit": _audit,
     "operators": _operators,
     "purposes": cli_purposes.command,
 }

@@ -267,7 +267,8 @@ def format_case(case: pb.DisclosureCase | pb.CorrectionCase | pb.UsageSuspension
 
 def format_document(document: pb.DisclosureDocument) -> str:
     kind = pb.DocumentKind.Name(document.kind).removeprefix("DOCUMENT_KIND_")
-    return f"{document.name}  {kind} to {document.addressee}, {_jst(document.create_time)}, pdf sha256 " \
+    number = f", {document.document_number}" if document.document_number else ""
+    return f"{document.name}  {kind} to {document.addressee}, {_jst(document.create_time)}{number}, pdf sha256 " \
            f"{document.pdf_sha256}"
 
 

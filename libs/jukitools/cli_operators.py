@@ -84,6 +84,7 @@ async def _login(args: argparse.Namespace) -> int:
     match may the server go on to sign. In juki the authentication is possession of the signing key file
     (`JUKI_OPERATOR_AUTH_KEY`, 0600), so only whoever holds it can issue credentials.
     """
+    from juki_services.gateway.maintenance import log_login
     from juki_services.gateway.operators import ACTIVE, record_of
     from juki_services.gateway.registry_store import fetch_operator
 
@@ -91,36 +92,51 @@ async def _login(args: argparse.Namespace) -> int:
     max_hours = float(env.text("JUKI_OPERATOR_CREDENTIAL_MAX_HOURS", "8"))
     if not 0 < args.hours <= max_hours:
         raise UsageError(f"--hours must be more than 0 and at most {max_hours:g}")
+    key = load_signing_key(suite.file("JUKI_OPERATOR_AUTH_KEY", OPERATOR_AUTH_KEY))
     async with connected(suite.database_url("gateway"), "gateway") as connection:
         row = await fetch_operator(connection, args.operator_id)
-    now = dt.datetime.now(dt.UTC)
-    record = record_of(row) if row is not None else None
-    if record is None or record.status != ACTIVE or not record.in_effect(now):
-        print(f"juki: {args.operator_id} is not an active registered operator", file=sys.stderr)
-        return 1
-    roles = frozenset(args.role or record.roles) & record.roles
-    if not roles:
-        print(f"juki: {args.operator_id} holds none of the roles asked for", file=sys.stderr)
-        return 1
-    key = load_signing_key(suite.file("JUKI_OPERATOR_AUTH_KEY", OPERATOR_AUTH_KEY))
+        now = dt.datetime.now(dt.UTC)
+        record = record_of(row) if row is not None else None
+        refusal = _login_refusal(record, args.role, now, ACTIVE)
+        organization = record.organization if record is not None else ""
+        if refusal:  # a refused log-in is evidence too (an unknown id, a disabled operator, a role not held)
+            await log_login(connection, args.operator_id, organization, allowed=False, reason=refusal)
+            print(f"juki: {args.operator_id} {refusal}", file=sys.stderr)
+            return 1
+        assert record is not None
+        roles = frozenset(args.role or record.roles) & record.roles
+        until = now + dt.timedelta(hours=args.hours)
+        await log_login(connection, record.operator_id, organization, allowed=True, reason="logged in",
+                        roles=roles, until=until)
     credential = issue(key, record.operator_id, record.organization, roles, now=now,
                        lifetime=dt.timedelta(hours=args.hours))
     from jukitools.client import save_credential
 
     path = save_credential(suite.home, record.operator_id, credential)
     print(f"{record.operator_id} ({record.organization}; {', '.join(sorted(roles))}) logged in until "
-          f"{now + dt.timedelta(hours=args.hours):%Y-%m-%d %H:%M} UTC; credential in {path}")
+          f"{until:%Y-%m-%d %H:%M} UTC; credential in {path}")
     return 0
 
 
+def _login_refusal(record: Any, asked: list[str] | None, now: dt.datetime, active: str) -> str:
+    """Why the log-in is refused, '' when it is not."""
+    if record is None or record.status != active or not record.in_effect(now):
+        return "is not an active registered operator"
+    if not frozenset(asked or record.roles) & record.roles:
+        return "holds none of the roles asked for"
+    return ""
+
+
 async def _bootstrap(args: argparse.Namespace) -> int:
-    from juki_services.gateway.registry_store import insert_operator
+    from juki_services.gateway.maintenance import bootstrap_operator
+    from jukilib.errors import AlreadyExists
 
     url = LocalSuite.of(args.home).owner_url("gateway")
     until = dt.datetime.combine(args.valid_until, dt.time(), dt.UTC) if args.valid_until else None
     async with connected(url, "gateway") as connection:
-        await insert_operator(connection, args.operator_id, organization=args.organization,
-                              roles=frozenset(args.role), valid_from=None, valid_until=until, by="bootstrap")
+        if not await bootstrap_operator(connection, args.operator_id, organization=args.organization,
+                                        roles=args.role, valid_until=until):
+            raise AlreadyExists("an operator with this id is already registered", "OPERATOR_EXISTS")
     print(f"registered {args.operator_id} ({args.organization}) directly; use the admin API from now on")
     return 0
 

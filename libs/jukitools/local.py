@@ -9,6 +9,8 @@ The home is `juki --home DIR`, else JUKI_HOME, else `.juki/` of the current dire
                         written just before endpoints.json, removed on stop
     db-credentials.json the roles' passwords, kept across runs (what `juki up` bootstraps the roles with)
     keyring.json, operation-log.key/.pub, operator-auth.key/.pub, credentials/ID.credential, pki/
+    checkpoints/        the journal of the operation log's signed checkpoints (outside the database)
+    operation-log-keys.json  the operation log's public keys with validity periods (after a key rotation)
 
 Database URLs come from `databases.json`, not from `db-credentials.json`: a URL needs the server's host,
 port and database as well, which only the running `juki up` knows (an embedded server on a fresh port
@@ -39,6 +41,10 @@ ENDPOINTS = "endpoints.json"
 DATABASES = "databases.json"
 KEYRING = "keyring.json"
 OPERATION_LOG_PUBLIC_KEY = "operation-log.pub"
+OPERATION_LOG_KEYRING = "operation-log-keys.json"
+"""The operation log's public keys with their validity periods, once `juki audit rotate-key` has run."""
+CHECKPOINT_DIR = "checkpoints"
+"""The journal of signed checkpoints kept outside the database (development: beside the suite's files)."""
 OPERATOR_AUTH_KEY = "operator-auth.key"
 HEALTH_CALLER = "admin-office"
 """The client certificate `juki health` presents by default: the administrators' terminal."""
@@ -57,6 +63,16 @@ def write_private_json(path: Path, data: Any) -> Path:
     temporary.unlink(missing_ok=True)
     temporary.touch(mode=0o600)
     temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def write_private_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` (0600) atomically: a reader sees the old file or the whole new one."""
+    temporary = path.with_suffix(".tmp")
+    temporary.unlink(missing_ok=True)
+    temporary.touch(mode=0o600)
+    temporary.write_bytes(data)
     temporary.replace(path)
     return path
 

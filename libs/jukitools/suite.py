@@ -42,7 +42,7 @@ from jukilib.devcerts import DevPki, ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.keyring import Keyring
 from jukitools.client import Endpoints
-from jukitools.local import DATABASES, ENDPOINTS, write_private_json
+from jukitools.local import CHECKPOINT_DIR, DATABASES, ENDPOINTS, write_private_json
 from jukitools.suite_supervisor import STATUS_FILE, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -108,21 +108,17 @@ def ensure_operator_auth_key(home: Path) -> Path:
 
 async def register_demo_operators(url: str) -> list[str]:
     """Register the demo operators in the gateway's registry (directly: this is the bootstrap, before any
-    administrator exists to use the admin API); operators already there are left as they are."""
-    from juki_services.gateway.registry_store import insert_operator
-    from jukilib.errors import AlreadyExists
+    administrator exists to use the admin API), each in the operation log; operators already there are left
+    as they are."""
+    from juki_services.gateway.maintenance import bootstrap_operator
 
     registered = []
     connection = await asyncpg.connect(url)
     try:
         await connection.execute("SET search_path TO gateway")
         for caller, (operator_id, roles) in DEMO_OPERATORS.items():
-            try:
-                await insert_operator(connection, operator_id, organization=SAMPLE_CALLERS[caller], roles=roles,
-                                      valid_from=None, valid_until=None, by="bootstrap")
-            except AlreadyExists:
-                continue
-            registered.append(operator_id)
+            if await bootstrap_operator(connection, operator_id, organization=SAMPLE_CALLERS[caller], roles=roles):
+                registered.append(operator_id)
     finally:
         await connection.close()
     return registered
@@ -244,6 +240,9 @@ def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dic
         env["JUKI_KEYRING_FILE"] = str(ensure_keyring(home))
     if service == "gateway":
         env["JUKI_OPERATION_LOG_KEY"] = str(ensure_signing_key(home / "operation-log.key"))
+        # Development: the journal of checkpoints beside the suite's files. In production another disk,
+        # which the database's owner cannot write (README, "The operation log").
+        env["JUKI_CHECKPOINT_DIR"] = str(home / CHECKPOINT_DIR)
         env["JUKI_OPERATOR_AUTH_PUBLIC_KEY"] = str(ensure_operator_auth_key(home).with_suffix(".pub"))
     for name, port in ports.items():
         env[f"JUKI_{name.upper()}_TARGET"] = f"127.0.0.1:{port}"

@@ -32,7 +32,7 @@ def build(config: DisclosureConfig, database: Database) -> ServiceParts:
     # `disclosure`), never from the registers' tables: the gateway checks the purpose and logs each call.
     gateway = secure_channel(config.gateway_target, config.common.tls)
     desk = Desk(database, Records(gateway, call_timeout=config.call_timeout), config.target_days,
-                receipt_window=TimeWindow(dt.timedelta(days=config.receipt_max_age_days)))
+                receipt_window=TimeWindow(dt.timedelta(days=config.receipt_max_age_days)), office=config.office)
     servicer = DisclosureServicer(desk)
     gauge = DeadlineGauge(database, desk)
     follower = ReportFollower(desk, config.poll_interval)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from juki_services.disclosure.notices import DEFAULT_OFFICE, Office
 from jukilib.config import DEFAULT_CALL_TIMEOUT, CommonConfig, Env, call_timeout, load_common
 
 
@@ -26,6 +27,11 @@ class DisclosureConfig:
     call_timeout: float = DEFAULT_CALL_TIMEOUT
     """Seconds a call to the gateway may take when the call being served has no deadline, and for the
     report follower's calls (JUKI_CALL_TIMEOUT_SECONDS)."""
+    office: Office = DEFAULT_OFFICE
+    """Who issues the written notices and answers for them: the issuer line (JUKI_NOTICE_ISSUER), the local
+    public entity (JUKI_NOTICE_PREFECTURE), the responsible section (JUKI_NOTICE_SECTION), its address
+    (JUKI_NOTICE_ADDRESS) and telephone (JUKI_NOTICE_TELEPHONE), and the document number's prefix
+    (JUKI_NOTICE_NUMBER_PREFIX). Defaults: the seed's 請求先 for 開示・訂正・利用停止 and 群馬県知事."""
 
 
 def load(environ: Mapping[str, str] | None = None) -> DisclosureConfig:
@@ -38,4 +44,16 @@ def load(environ: Mapping[str, str] | None = None) -> DisclosureConfig:
         receipt_max_age_days=env.integer("JUKI_DISCLOSURE_RECEIPT_MAX_AGE_DAYS", 365, minimum=1),
         poll_interval=env.seconds("JUKI_DISCLOSURE_POLL_SECONDS", 30.0),
         call_timeout=call_timeout(env),
+        office=load_office(env),
     )
+
+
+def load_office(env: Env) -> Office:
+    """The notices' issuer and section, each overridable by its variable."""
+    default = DEFAULT_OFFICE
+    return Office(issuer=env.text("JUKI_NOTICE_ISSUER", default.issuer),
+                  prefecture=env.text("JUKI_NOTICE_PREFECTURE", default.prefecture),
+                  section=env.text("JUKI_NOTICE_SECTION", default.section),
+                  address=env.text("JUKI_NOTICE_ADDRESS", default.address),
+                  telephone=env.text("JUKI_NOTICE_TELEPHONE", default.telephone),
+                  number_prefix=env.text("JUKI_NOTICE_NUMBER_PREFIX", default.number_prefix))

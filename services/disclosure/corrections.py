@@ -90,7 +90,8 @@ def wrong_value_recipients(file: str, versions: Sequence[Any], *, wrong: int, re
             else:
                 continue
             entry = recipients.setdefault(provision.recipient, {
-                "organization": provision.recipient, "purposes": [], "fields": [], "provisions": [],
+                "organization": provision.recipient, "organization_name": provision.recipient_name,
+                "purposes": [], "fields": [], "provisions": [],
                 "received_resident_code": False, "received_values": {}})
             # What the organ itself received, the only things its notice may name the person by (30-35).
             entry["received_resident_code"] |= RESIDENT_CODE in provision.fields
@@ -99,7 +100,8 @@ def wrong_value_recipients(file: str, versions: Sequence[Any], *, wrong: int, re
                 entry["purposes"].append(provision.purpose)
             if path not in entry["fields"]:
                 entry["fields"].append(path)
-            record = {"time": moment.isoformat(), "purpose": provision.purpose, "method": provision.method,
+            record = {"time": moment.isoformat(), "purpose": provision.purpose, "affair": provision.affair,
+                      "method": provision.method,
                       "fields": [path],
                       "record_version": f"{file}:{received.name}" if received is not None else ""}
             same = next((p for p in entry["provisions"] if p["time"] == record["time"]

@@ -27,6 +27,7 @@ from juki_services.disclosure import corrections, notices, rules, store
 from juki_services.disclosure.records import ANNEX, IDENTITY, REPORTS_PURPOSE, FileRecords, Records
 from jukilib import caller
 from jukilib.db.pool import Database
+from jukilib.domain.dates import JAPAN, fiscal_year
 from jukilib.errors import (
     Aborted,
     FailedPrecondition,
@@ -175,8 +176,10 @@ class Desk:
 
     def __init__(self, database: Database, records: Records, target_days: int,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *,
-                 receipt_window: TimeWindow = rules.DEFAULT_RECEIPT_WINDOW) -> None:
+                 receipt_window: TimeWindow = rules.DEFAULT_RECEIPT_WINDOW,
+                 office: notices.Office = notices.DEFAULT_OFFICE) -> None:
         self._database = database
+        self._office = office
         self._records = records
         self._target_days = target_days
         self._clock = clock
@@ -187,6 +190,15 @@ class Desk:
 
     def now(self) -> dt.datetime:
         return self._clock()
+
+    async def _issue(self, connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID,
+                     draft: notices.Draft) -> str:
+        """Number, render and store a notice in the caller's transaction; returns the document's name. The
+        文書番号 is taken in the transaction that stores the notice: one rolled back leaves no gap."""
+        year = fiscal_year(draft.issued.astimezone(JAPAN).date())
+        sequence = await store.next_document_number(connection, year)
+        notice = notices.issue(draft, self._office.document_number(year, sequence), self._office)
+        return await store.insert_document(connection, case_kind, case_id, notice)
 
     # --- disclosure ----------------------------------------------------------------------------------
 
@@ -266,7 +278,7 @@ class Desk:
             row = await self._locked(connection, case_id, etag)
             rules.check_transition(row["state"], S.DISCLOSURE_STATE_REJECTED_IDENTITY)
             notice = notices.rejection_notice(case_message(row, rules.japan_today(now)), rejection_reason, now)
-            document = await store.insert_document(connection, "disclosure", case_id, notice)
+            document = await self._issue(connection, "disclosure", case_id, notice)
             result: asyncpg.Record = await store.set_state(
                 connection, case_id, S.DISCLOSURE_STATE_REJECTED_IDENTITY, actor, document)
             return result
@@ -282,7 +294,7 @@ class Desk:
                                                     rules.japan_today(now))
             notice = notices.extension_notice(case_message(row, rules.japan_today(now)), row["deadline"],
                                               new_deadline, extension.reason, now)
-            document = await store.insert_document(connection, "disclosure", case_id, notice)
+            document = await self._issue(connection, "disclosure", case_id, notice)
             result: asyncpg.Record = await store.set_state(
                 connection, case_id, after, actor, document, extension_reason=extension.reason,
                 extension_deadline=new_deadline, extension_time=now)
@@ -314,7 +326,7 @@ class Desk:
             row = await self._locked(connection, case_id, "")
             if row["revision"] != searching["revision"]:
                 raise Aborted("the case changed during the search; read it again", "CASE_CHANGED")
-            document = await store.insert_document(connection, "disclosure", case_id, notice)
+            document = await self._issue(connection, "disclosure", case_id, notice)
             result: asyncpg.Record = await store.set_state(connection, case_id, decided, actor, document,
                                                            decide_time=now)
             return result
@@ -470,11 +482,11 @@ class Desk:
         notice = await self._no_error_notice(case, concluded["disclosure_case_id"])
         async with self._database.transaction() as connection:
             await self._finish(connection, case_id, concluded["revision"])
-            document = await store.insert_document(connection, "correction", case_id, notice)
+            document = await self._issue(connection, "correction", case_id, notice)
             await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_RESULT_NOTIFIED, actor, document)
 
     async def _no_error_notice(self, case: Any, disclosure_case_id: uuid.UUID,
-                               municipality_answer: str | None = None) -> notices.Notice:
+                               municipality_answer: str | None = None) -> notices.Draft:
         """The written result saying no error was found (30-35), with the record as it stands."""
         file = FILES[case.file]
         records = await self._records.file_records(file, case.subject_resident_code, case.name, REPORTS_PURPOSE)
@@ -583,7 +595,7 @@ class Desk:
             rules.check_transition(row["state"], U.USAGE_SUSPENSION_STATE_REJECTED, suspension=True)
             notice = notices.usage_suspension_notice(suspension_message(row, rules.japan_today(now)), "REJECTED",
                                                      rejection_reason, now)
-            document = await store.insert_document(connection, "suspension", case_id, notice)
+            document = await self._issue(connection, "suspension", case_id, notice)
             result: asyncpg.Record = await store.set_suspension_state(
                 connection, case_id, U.USAGE_SUSPENSION_STATE_REJECTED, actor, document,
                 decision_reason=rejection_reason)
@@ -604,7 +616,7 @@ class Desk:
             notice = notices.usage_suspension_notice(suspension_message(row, rules.japan_today(now)), "EXTENDED",
                                                      extension.reason, now, deadline=row["deadline"],
                                                      new_deadline=new_deadline)
-            document = await store.insert_document(connection, "suspension", case_id, notice)
+            document = await self._issue(connection, "suspension", case_id, notice)
             result: asyncpg.Record = await store.set_suspension_state(
                 connection, case_id, row["state"], actor, document, extension_reason=extension.reason,
                 extension_deadline=new_deadline, extension_time=now)
@@ -624,7 +636,7 @@ class Desk:
             notice = notices.usage_suspension_notice(suspension_message(row, rules.japan_today(now)),
                                                      "STOP" if stop else "NOT_STOP", request.reason, now,
                                                      purposes=stopped)
-            document = await store.insert_document(connection, "suspension", case_id, notice)
+            document = await self._issue(connection, "suspension", case_id, notice)
             result: asyncpg.Record = await store.set_suspension_state(
                 connection, case_id, target, actor, document, decision=int(request.decision),
                 decision_reason=request.reason, stopped_purposes=stopped)
@@ -697,7 +709,7 @@ class Desk:
                 return  # another replica finished it
             await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_NO_ERROR, actor,
                                              f"municipality found no error: {reason_code}")
-            document = await store.insert_document(connection, "correction", row["id"], notice)
+            document = await self._issue(connection, "correction", row["id"], notice)
             await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_RESULT_NOTIFIED, actor,
                                              document)
 
@@ -731,8 +743,8 @@ class Desk:
             await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_UPDATED, actor,
                                              f"version {resolving}", resolving_version=resolving)
             for recipient, notice in zip(recipients, organ_notices, strict=True):
-                recipient["notice"] = await store.insert_document(connection, "correction", row["id"], notice)
-            document = await store.insert_document(connection, "correction", row["id"], result)
+                recipient["notice"] = await self._issue(connection, "correction", row["id"], notice)
+            document = await self._issue(connection, "correction", row["id"], result)
             await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_RESULT_NOTIFIED, actor,
                                              document, wrong_value_recipients=recipients)
 

@@ -31,7 +31,8 @@ def document_message(row: asyncpg.Record, full: bool) -> pb.DisclosureDocument:
     document = pb.DisclosureDocument(
         name=f"{row['case_kind']}Cases/{row['case_id']}/documents/{row['id']}", kind=row["kind"],
         addressee=row["addressee"], pdf_sha256=row["pdf_sha256"], json_sha256=row["json_sha256"],
-        record_versions=row["record_versions"], subject_resident_code=row["subject_resident_code"])
+        record_versions=row["record_versions"], subject_resident_code=row["subject_resident_code"],
+        document_number=row["number"] or "")
     if full:
         document.pdf, document.json = bytes(row["pdf"]), row["json"]
     document.create_time.FromDatetime(row["create_time"])

@@ -31,7 +31,8 @@ _CORRECTION_COLUMNS = """id, request_id, disclosure_case_id, subject_resident_co
           WHERE d.case_kind = 'correction' AND d.case_id = correction_case.id ORDER BY d.create_time, d.id)
         AS documents"""
 # A document names the resident it concerns (its case's subject): the gateway logs every read under it.
-_DOCUMENT_BASIC = """id, case_kind, case_id, kind, addressee, pdf_sha256, json_sha256, record_versions, create_time,
+_DOCUMENT_BASIC = """id, case_kind, case_id, kind, addressee, number, pdf_sha256, json_sha256, record_versions,
+    create_time,
     coalesce((SELECT c.subject_resident_code FROM disclosure_case c
               WHERE disclosure_document.case_kind = 'disclosure' AND c.id = disclosure_document.case_id),
              (SELECT c.subject_resident_code FROM correction_case c
@@ -176,14 +177,24 @@ async def set_state(connection: asyncpg.Connection, case_id: uuid.UUID, state: i
     return fetched
 
 
+async def next_document_number(connection: asyncpg.Connection, fiscal_year: int) -> int:
+    """The next 文書番号 sequence of a fiscal year. The counter row stays locked until the caller's transaction
+    ends: concurrent notices are numbered one after another, and a rolled-back notice gives its number back."""
+    number: int = await connection.fetchval(
+        """INSERT INTO document_number (fiscal_year, last_number) VALUES ($1, 1)
+           ON CONFLICT (fiscal_year) DO UPDATE SET last_number = document_number.last_number + 1
+           RETURNING last_number""", fiscal_year)
+    return number
+
+
 async def insert_document(connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID, notice: Any) -> str:
     """Store a notice; returns its resource name."""
     document_id = uuid.uuid4()
     await connection.execute(
-        """INSERT INTO disclosure_document (id, case_kind, case_id, kind, addressee, pdf, json, pdf_sha256,
-               json_sha256, record_versions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-        document_id, case_kind, case_id, notice.kind, notice.addressee, notice.pdf, notice.json, notice.pdf_sha256,
-        notice.json_sha256, notice.record_versions)
+        """INSERT INTO disclosure_document (id, case_kind, case_id, kind, addressee, number, pdf, json, pdf_sha256,
+               json_sha256, record_versions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        document_id, case_kind, case_id, notice.kind, notice.addressee, notice.number, notice.pdf, notice.json,
+        notice.pdf_sha256, notice.json_sha256, notice.record_versions)
     return f"{case_kind}Cases/{case_id}/documents/{document_id}"
 
 

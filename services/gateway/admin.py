@@ -1,20 +1,26 @@
 """OperatorAdminService: the operator registry and organisation status, managed through the gateway.
 
 Reached like every method behind the gateway (purpose ADMIN-OPERATORS, role administrator, one
-operation log entry per call), so every administrative act is in the hash-chained log. After each
-change this replica reads the registry again at once; the others within their refresh interval.
+operation log entry per call), so every administrative act is in the hash-chained log, with its target and
+the state before and after (the entry's `detail`): who could read resident data on any day can be answered
+from the log alone (`juki audit who-could`). Separation of duties (技術的基準: 操作者の管理): an administrator
+cannot change their own roles or status, and roles the prefecture declares incompatible (administrator and
+auditor, by default) are never held together. After each change this replica reads the registry again at
+once; the others within their refresh interval.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import asyncpg
 
 from juki.gateway.v1 import operator_admin_pb2 as pb
 from juki_services.gateway import registry_store as store
 from juki_services.gateway.operators import ACTIVE, DISABLED, OperatorRegistry
+from juki_services.gateway.oplog import record_detail
 from juki_services.gateway.policy import Catalogue
 from jukilib import caller, paging
 from jukilib.db.pool import Database
@@ -32,6 +38,25 @@ ROLE_NAMES: dict[int, str] = {
 ROLE_VALUES = {name: pb.OperatorRole.ValueType(value) for value, name in ROLE_NAMES.items()}
 STATES = {ACTIVE: pb.REGISTRATION_STATE_ACTIVE, DISABLED: pb.REGISTRATION_STATE_DISABLED}
 UPDATABLE = frozenset({"roles", "valid_from", "valid_until"})
+DEFAULT_INCOMPATIBLE_ROLES = (frozenset({"administrator", "auditor"}),)
+"""Who manages the operators does not audit them (JUKI_INCOMPATIBLE_ROLES overrides)."""
+
+
+def operator_state(row: asyncpg.Record | None) -> dict[str, Any] | None:
+    """What the operation log keeps of an operator before and after a change (no personal data: the id is
+    an opaque staff id)."""
+    if row is None:
+        return None
+    return {"organization": row["organization"], "roles": sorted(row["roles"]), "status": row["status"],
+            "valid_from": row["valid_from"].isoformat(),
+            "valid_until": row["valid_until"].isoformat() if row["valid_until"] else None}
+
+
+def _incompatible(roles: frozenset[str], rules: Iterable[frozenset[str]], violations: list[FieldViolation]) -> None:
+    for rule in rules:
+        if rule <= roles:
+            violations.append(FieldViolation("operator.roles", f"may not hold {' and '.join(sorted(rule))} "
+                                                               "together (separation of duties)"))
 
 
 def operator_message(row: asyncpg.Record) -> pb.Operator:
@@ -70,10 +95,12 @@ def _period(operator: pb.Operator, violations: list[FieldViolation]) -> tuple[dt
 class OperatorAdmin:
     """The methods of OperatorAdminService; `who` is the caller the gateway authenticated."""
 
-    def __init__(self, database: Database, registry: OperatorRegistry, catalogue: Callable[[], Catalogue]) -> None:
+    def __init__(self, database: Database, registry: OperatorRegistry, catalogue: Callable[[], Catalogue],
+                 incompatible_roles: Iterable[frozenset[str]] = DEFAULT_INCOMPATIBLE_ROLES) -> None:
         self._database = database
         self._registry = registry
         self._catalogue = catalogue
+        self._incompatible_roles = tuple(incompatible_roles)
 
     async def CreateOperator(self, request: pb.CreateOperatorRequest, who: caller.Caller) -> pb.Operator:
         violations: list[FieldViolation] = []
@@ -82,6 +109,7 @@ class OperatorAdmin:
         if request.operator.organization not in self._catalogue().organizations:
             violations.append(FieldViolation("operator.organization", "must be an organisation of the catalogue"))
         roles = _roles(list(request.operator.roles), "operator.roles", violations)
+        _incompatible(roles, self._incompatible_roles, violations)
         start, end = _period(request.operator, violations)
         if violations:
             raise InvalidArgument(violations)
@@ -89,6 +117,7 @@ class OperatorAdmin:
             row = await store.insert_operator(
                 connection, request.operator_id, organization=request.operator.organization, roles=roles,
                 valid_from=start, valid_until=end, by=who.operator)
+        record_detail(target=f"operators/{request.operator_id}", before=None, after=operator_state(row))
         await self._registry.refresh()
         return operator_message(row)
 
@@ -116,35 +145,47 @@ class OperatorAdmin:
         if not paths or not paths <= UPDATABLE:
             violations.append(FieldViolation("update_mask", f"must name some of {', '.join(sorted(UPDATABLE))}"))
         roles = _roles(list(request.operator.roles), "operator.roles", violations) if "roles" in paths else None
+        if roles is not None:
+            _incompatible(roles, self._incompatible_roles, violations)
         start, end = _period(request.operator, violations)
         if violations:
             raise InvalidArgument(violations)
-        async with self._database.connection() as connection:
-            row = await store.update_operator(
+
+        async def update(connection: asyncpg.Connection) -> asyncpg.Record | None:
+            return await store.update_operator(
                 connection, operator_id, roles=roles, valid_from=start if "valid_from" in paths else None,
                 valid_until=end if "valid_until" in paths else None,
                 clear_until="valid_until" in paths and end is None, by=who.operator)
-        return await self._changed(row)
+
+        return await self._change_operator(operator_id, who, update)
 
     async def DisableOperator(self, request: pb.DisableOperatorRequest, who: caller.Caller) -> pb.Operator:
-        operator_id = _operator_id(request.name, "name")
-        if operator_id == who.operator:
-            raise FailedPrecondition("an administrator cannot disable themselves", "SELF_DISABLE")
-        return await self._set_operator_status(operator_id, DISABLED, who)
+        return await self._set_operator_status(_operator_id(request.name, "name"), DISABLED, who)
 
     async def EnableOperator(self, request: pb.EnableOperatorRequest, who: caller.Caller) -> pb.Operator:
         return await self._set_operator_status(_operator_id(request.name, "name"), ACTIVE, who)
 
     async def _set_operator_status(self, operator_id: str, status: str, who: caller.Caller) -> pb.Operator:
-        async with self._database.connection() as connection:
-            row = await store.set_operator_status(connection, operator_id, status, who.operator)
-        return await self._changed(row)
+        async def set_status(connection: asyncpg.Connection) -> asyncpg.Record | None:
+            return await store.set_operator_status(connection, operator_id, status, who.operator)
 
-    async def _changed(self, row: asyncpg.Record | None) -> pb.Operator:
-        if row is None:
+        return await self._change_operator(operator_id, who, set_status)
+
+    async def _change_operator(self, operator_id: str, who: caller.Caller,
+                               change: Callable[[asyncpg.Connection], Awaitable[asyncpg.Record | None]],
+                               ) -> pb.Operator:
+        """Apply `change` to one operator, logging the target and its state before and after."""
+        record_detail(target=f"operators/{operator_id}")
+        if operator_id == who.operator:  # separation of duties: nobody grants or restores their own access
+            raise FailedPrecondition("an administrator cannot change their own roles or status", "SELF_CHANGE")
+        async with self._database.connection() as connection, connection.transaction():
+            before = await store.fetch_operator(connection, operator_id, for_update=True)
+            after = await change(connection) if before is not None else None
+        if after is None:
             raise NotFound("no such operator", "OPERATOR_NOT_FOUND")
+        record_detail(before=operator_state(before), after=operator_state(after))
         await self._registry.refresh()
-        return operator_message(row)
+        return operator_message(after)
 
     async def GetOrganization(self, request: pb.GetOrganizationRequest, who: caller.Caller) -> pb.Organization:
         code = self._organization(request.name)
@@ -162,8 +203,11 @@ class OperatorAdmin:
         return await self._set_organization_status(self._organization(request.name), ACTIVE, who)
 
     async def _set_organization_status(self, code: str, status: str, who: caller.Caller) -> pb.Organization:
-        async with self._database.connection() as connection:
+        async with self._database.connection() as connection, connection.transaction():
+            before = await store.organization_status(connection, code, for_update=True)
             row = await store.set_organization_status(connection, code, status, who.operator)
+        record_detail(target=f"organizations/{code}", before={"status": before["status"] if before else ACTIVE},
+                      after={"status": row["status"]})
         await self._registry.refresh()
         return self._organization_message(code, row)
 

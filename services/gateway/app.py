@@ -18,7 +18,8 @@ from juki.gateway.v1 import operation_log_pb2, operator_admin_pb2
 from juki.identity.v1 import identity_pb2
 from juki_services.gateway.admin import OperatorAdmin
 from juki_services.gateway.admission import Admission, DenyList, RateLimiter
-from juki_services.gateway.chain import SigningKey
+from juki_services.gateway.chain import SigningKeyFile
+from juki_services.gateway.checkpoints import CheckpointExporter
 from juki_services.gateway.config import GatewayConfig
 from juki_services.gateway.operators import OperatorRegistry
 from juki_services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer
@@ -81,8 +82,8 @@ def _local_routes(service: ServiceDescriptor, servicer: object) -> list[Route]:
 class _OperationLogQueries:
     """OperationLogServicer's methods in the (request, caller) shape of a local route."""
 
-    def __init__(self, database: Database) -> None:
-        self._servicer = OperationLogServicer(database)
+    def __init__(self, database: Database, catalogue: CatalogueHolder) -> None:
+        self._servicer = OperationLogServicer(database, catalogue)
 
     def __getattr__(self, name: str) -> Callable[[Any, caller.Caller], Awaitable[Any]]:
         method = getattr(self._servicer, name)
@@ -125,13 +126,15 @@ def _suspension_reader(channel: aio.Channel, timeout: float) -> Callable[[], Awa
     return read
 
 
-def _jobs(config: GatewayConfig, log: OperationLog, catalogue: CatalogueHolder, registry: OperatorRegistry,
-          suspensions: Suspensions) -> list[Job]:
+def _jobs(config: GatewayConfig, log: OperationLog, exporter: CheckpointExporter, catalogue: CatalogueHolder,
+          registry: OperatorRegistry, *, suspensions: Suspensions) -> list[Job]:
     """The gateway's background jobs. The operation-log writer is essential: every call waits for its entry
     and fails closed without it (jukilib.supervision); the refreshers are not (an outdated catalogue stays
-    in force, the registry's own staleness bound refuses human work)."""
+    in force, the registry's own staleness bound refuses human work), nor is the export of checkpoints (a
+    journal that cannot be written is logged and tried again; the log in the database stays whole)."""
     stale = config.common.background_stale_after
     return [Job("operation-log", log.run, stale, essential=True),
+            Job("checkpoint-export", exporter.run, stale + config.checkpoint_export_seconds),
             Job("policy-catalogue", catalogue.run, stale),
             Job("operator-registry", registry.run, stale + config.operator_registry_refresh),
             Job("usage-suspensions", suspensions.run, stale + config.usage_suspension_refresh)]
@@ -140,8 +143,11 @@ def _jobs(config: GatewayConfig, log: OperationLog, catalogue: CatalogueHolder, 
 def build(config: GatewayConfig, database: Database, *,
           clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> ServiceParts:
     """The gateway's parts; `clock` is the time its decisions are made at (tests set it)."""
-    log = OperationLog(database, SigningKey.load(config.operation_log_key),
-                       checkpoint_every=config.checkpoint_every, checkpoint_seconds=config.checkpoint_seconds)
+    keys = SigningKeyFile(config.operation_log_key)
+    exporter = CheckpointExporter(config.checkpoint_dir, keys, interval=config.checkpoint_export_seconds,
+                                  sink_command=config.checkpoint_sink_command)
+    log = OperationLog(database, keys, checkpoint_every=config.checkpoint_every,
+                       checkpoint_seconds=config.checkpoint_seconds, exporter=exporter)
     catalogue = CatalogueHolder(config.policy_file or DEFAULT_CATALOGUE, gunma_municipalities(),
                                 _catalogue_recorder(log))
     registry = OperatorRegistry(database, refresh_seconds=config.operator_registry_refresh)
@@ -154,8 +160,8 @@ def build(config: GatewayConfig, database: Database, *,
         *backend_routes(ANNEX, channels["annex"], default_timeout=timeout),
         *backend_routes(DISCLOSURE, channels["disclosure"], only=DISCLOSURE_METHODS_EXPOSED, default_timeout=timeout),
         *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED, default_timeout=timeout),
-        *_local_routes(OPERATION_LOG, _OperationLogQueries(database)),
-        *_local_routes(OPERATOR_ADMIN, OperatorAdmin(database, registry, catalogue)),
+        *_local_routes(OPERATION_LOG, _OperationLogQueries(database, catalogue)),
+        *_local_routes(OPERATOR_ADMIN, OperatorAdmin(database, registry, catalogue, config.incompatible_roles)),
     ]
     admission = Admission(DenyList(config.revocation_file),
                           RateLimiter(config.organization_rate, config.organization_rate * 2),
@@ -174,9 +180,12 @@ def build(config: GatewayConfig, database: Database, *,
         for channel in channels.values():
             await channel.close()
 
+    async def export_last_head() -> None:
+        await exporter.export()  # the journal ends where the log does on a graceful stop
+
     return ServiceParts(
         service_names=[s.full_name for s in (IDENTITY, ANNEX, DISCLOSURE, AGENCY, OPERATION_LOG, OPERATOR_ADMIN)],
         register=register,
-        background=_jobs(config, log, catalogue, registry, suspensions),
-        on_stop=[close_channels],
+        background=_jobs(config, log, exporter, catalogue, registry, suspensions=suspensions),
+        on_stop=[close_channels, export_last_head],
     )

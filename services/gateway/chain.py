@@ -5,14 +5,22 @@ record (sorted keys, UTC microsecond timestamps). Sequences start at 1 without g
 or T seconds the writer signs the chain head with the prefecture's operation-log key (Ed25519).
 An edited record breaks its own hash, a deleted one leaves a gap, an inserted one breaks the link of
 the next; rewriting the whole tail after a checkpoint breaks the checkpoint's signature or hash.
+
+Whoever owns the database can still delete the newest records with the checkpoints that name them, or
+rewrite a tail and drop its checkpoints: the database cannot vouch for its own end. So the head is also
+signed, every second or so, into a journal outside the database (`juki_services.gateway.checkpoints`), and
+`verify` holds the chain to the newest checkpoint of that journal: a log that ends before it, or differs
+from it, is reported. Checkpoints name the key that signed them and when; `PublicKeyring` says which keys
+were valid when, so the signing key can be rotated (`juki audit rotate-key`).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +32,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 GENESIS = b"\x00" * 32
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 HASHED_FIELDS = ("sequence", "time", "request_id", "trace_id", "organization", "operator", "method", "purpose",
                  "legal_basis", "case_reference", "decision", "reason", "status", "resident_codes",
                  "disclosed_fields")
 # Hashed only when not empty: the column came later, and rows written before it keep their hashes.
-HASHED_WHEN_PRESENT = ("disclosed_versions",)
+HASHED_WHEN_PRESENT = ("disclosed_versions", "detail")
 
 
 def _canonical_value(value: Any) -> Any:
@@ -57,8 +66,12 @@ def canonical_json(hashed: dict[str, Any]) -> bytes:
         return json.dumps(hashed, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def checkpoint_message(sequence: int, head: bytes) -> bytes:
-    return b"juki-operation-log-checkpoint\x00" + sequence.to_bytes(8, "big") + head
+def checkpoint_message(sequence: int, head: bytes, signed_at: dt.datetime) -> bytes:
+    """What a checkpoint's signature covers: the chain head and the time it was signed (so a retired key
+    cannot sign "in the past" unseen: the time is checked against the key's validity)."""
+    micros = (signed_at - EPOCH) // dt.timedelta(microseconds=1)
+    return (b"juki-operation-log-checkpoint-v2\x00" + sequence.to_bytes(8, "big") + head
+            + micros.to_bytes(8, "big", signed=True))
 
 
 @dataclass(frozen=True)
@@ -73,8 +86,37 @@ class SigningKey:
             raise ValueError("the operation-log signing key must be an Ed25519 private key")
         return cls(key_id_of(key.public_key()), key)
 
-    def sign(self, sequence: int, head: bytes) -> bytes:
-        return self.private.sign(checkpoint_message(sequence, head))
+    def sign(self, sequence: int, head: bytes, signed_at: dt.datetime) -> bytes:
+        return self.private.sign(checkpoint_message(sequence, head, signed_at))
+
+    def current(self) -> SigningKey:
+        """A fixed key is its own source (tests, tools); `SigningKeyFile` follows a rotated file."""
+        return self
+
+
+class SigningKeyFile:
+    """The signing key of a file that `juki audit rotate-key` may replace while the gateway runs: read
+    again when the file changes (one `stat` per checkpoint)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stamp = self._file_stamp()
+        self._key = SigningKey.load(path)
+
+    def _file_stamp(self) -> tuple[int, int, int]:
+        stat = self._path.stat()
+        return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+    def current(self) -> SigningKey:
+        """The key in the file now; the one read before when the file cannot be read (logged by the caller
+        through the key id that stays)."""
+        try:
+            stamp = self._file_stamp()
+            if stamp != self._stamp:
+                self._key, self._stamp = SigningKey.load(self._path), stamp
+        except (OSError, ValueError):
+            pass
+        return self._key
 
 
 def key_id_of(public: Ed25519PublicKey) -> str:
@@ -96,10 +138,114 @@ def ensure_signing_key(path: Path) -> Path:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(path.read_bytes())
+    return _public_key(path.read_bytes())
+
+
+def _public_key(pem: bytes) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem)
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("the operation-log verification key must be an Ed25519 public key")
     return key
+
+
+def public_pem(key: Ed25519PublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+@dataclass(frozen=True)
+class PublicKeyEntry:
+    public: Ed25519PublicKey
+    valid_from: dt.datetime | None = None
+    valid_until: dt.datetime | None = None
+
+    def valid_at(self, moment: dt.datetime) -> bool:
+        return ((self.valid_from is None or self.valid_from <= moment)
+                and (self.valid_until is None or moment <= self.valid_until))
+
+
+class PublicKeyring:
+    """The operation log's public keys by key id, each with its validity period.
+
+    File forms: one PEM public key (valid at any time: a log that never rotated), or JSON
+    ``{"keys": [{"key_id": ..., "public_key": "<PEM>", "valid_from": ISO-8601, "valid_until": ISO-8601|null}]}``
+    as `juki audit rotate-key` writes it.
+    """
+
+    def __init__(self, entries: Mapping[str, PublicKeyEntry]) -> None:
+        self.entries = dict(entries)
+
+    @classmethod
+    def load(cls, path: Path) -> PublicKeyring:
+        data = path.read_bytes()
+        if data.lstrip().startswith(b"-----BEGIN"):
+            key = _public_key(data)
+            return cls({key_id_of(key): PublicKeyEntry(key)})
+        entries = {}
+        for item in json.loads(data)["keys"]:
+            key = _public_key(item["public_key"].encode())
+            if key_id_of(key) != item["key_id"]:
+                raise ValueError(f"keyring entry {item['key_id']}: the key id is not the key's")
+            entries[item["key_id"]] = PublicKeyEntry(key, _moment(item.get("valid_from")),
+                                                     _moment(item.get("valid_until")))
+        return cls(entries)
+
+    def to_json(self) -> str:
+        keys = [{"key_id": key_id, "public_key": public_pem(entry.public),
+                 "valid_from": entry.valid_from.isoformat() if entry.valid_from else None,
+                 "valid_until": entry.valid_until.isoformat() if entry.valid_until else None}
+                for key_id, entry in self.entries.items()]
+        return json.dumps({"keys": keys}, indent=2) + "\n"
+
+    def problem(self, key_id: str, sequence: int, head: bytes, signed_at: dt.datetime, signature: bytes) -> str:
+        """Why this signature does not vouch for (sequence, head) at signed_at; '' when it does."""
+        entry = self.entries.get(key_id)
+        if entry is None:
+            return "checkpoint signed with a key not in the keyring"
+        if not entry.valid_at(signed_at):
+            return "checkpoint signed outside its key's validity period"
+        try:
+            entry.public.verify(signature, checkpoint_message(sequence, head, signed_at))
+        except InvalidSignature:
+            return "checkpoint signature is not valid"
+        return ""
+
+
+def _moment(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """A chain head (sequence, entry hash) signed at `signed_at` with the key `key_id`."""
+
+    sequence: int
+    entry_hash: bytes
+    key_id: str
+    signature: bytes
+    signed_at: dt.datetime
+
+    @classmethod
+    def of_row(cls, row: asyncpg.Record) -> SignedHead:
+        """A checkpoint of the database's `operation_log_checkpoint` table."""
+        return cls(row["sequence"], bytes(row["entry_hash"]), row["key_id"], bytes(row["signature"]), row["signed_at"])
+
+    def problem(self, head: bytes, keyring: PublicKeyring) -> str:
+        """Why this checkpoint does not vouch for the chain whose record at its sequence has `head`."""
+        if self.entry_hash != bytes(head):
+            return "signed checkpoint does not match the chain"
+        return keyring.problem(self.key_id, self.sequence, self.entry_hash, self.signed_at, self.signature)
+
+    def line(self) -> str:
+        """One line of the journal kept outside the database."""
+        return json.dumps({"sequence": self.sequence, "entry_hash": self.entry_hash.hex(), "key_id": self.key_id,
+                           "signed_at": self.signed_at.astimezone(dt.UTC).isoformat(),
+                           "signature": base64.b64encode(self.signature).decode()}, sort_keys=True)
+
+    @classmethod
+    def from_line(cls, text: str) -> SignedHead:
+        item = json.loads(text)
+        return cls(int(item["sequence"]), bytes.fromhex(item["entry_hash"]), str(item["key_id"]),
+                   base64.b64decode(item["signature"], validate=True), dt.datetime.fromisoformat(item["signed_at"]))
 
 
 @dataclass(frozen=True)
@@ -109,6 +255,51 @@ class Verdict:
     checkpoints: int
     first_bad_sequence: int | None = None
     problem: str = ""
+    external: int = 0
+    """Checkpoints of the external journal the chain was held to."""
+
+
+class _Checkpoints:
+    """The checkpoints a walk holds the chain to: the database's own and the external journal's."""
+
+    def __init__(self, stored: list[asyncpg.Record], external: Sequence[SignedHead], keyring: PublicKeyring) -> None:
+        self.stored = {r["sequence"]: SignedHead.of_row(r) for r in stored}
+        self.external: dict[int, list[SignedHead]] = {}
+        for head in external:
+            self.external.setdefault(head.sequence, []).append(head)
+        self.keyring = keyring
+        self.signed = 0
+        self.held = 0
+
+    def problem_at(self, sequence: int, head: bytes) -> str:
+        checkpoint = self.stored.pop(sequence, None)
+        if checkpoint is not None:
+            problem = checkpoint.problem(head, self.keyring)
+            if problem:
+                return problem
+            self.signed += 1
+        for outside in self.external.pop(sequence, []):
+            problem = outside.problem(head, self.keyring)
+            if problem:
+                return f"{problem} (a checkpoint kept outside the database)"
+            self.held += 1
+        return ""
+
+    def left_over(self, count: int) -> Verdict | None:
+        """A checkpoint naming a record the walk never reached: the log was shortened (or, when its
+        signature does not hold, the journal was tampered with: reported as well)."""
+        if self.external:
+            outside = self.external[min(self.external)][0]
+            problem = outside.problem(outside.entry_hash, self.keyring)
+            return Verdict(False, count, self.signed, count + 1,
+                           f"{problem} (a checkpoint kept outside the database, naming record {outside.sequence})"
+                           if problem else f"records are missing: a checkpoint kept outside the database names "
+                           f"record {outside.sequence}, the log ends at {count}", self.held)
+        if self.stored:
+            first = min(self.stored)
+            return Verdict(False, count, self.signed, first, "a signed checkpoint names a record that is gone",
+                           self.held)
+        return None
 
 
 async def _rows(connection: asyncpg.Connection, batch: int = 5000) -> AsyncIterator[asyncpg.Record]:
@@ -123,38 +314,25 @@ async def _rows(connection: asyncpg.Connection, batch: int = 5000) -> AsyncItera
         after = rows[-1]["sequence"]
 
 
-async def verify(connection: asyncpg.Connection, public_key: Ed25519PublicKey) -> Verdict:
-    """Walk the whole log; the first broken record is named by its sequence number."""
-    checkpoints = {r["sequence"]: r for r in await connection.fetch("SELECT * FROM operation_log_checkpoint")}
-    previous, expected, count, signed = GENESIS, 1, 0, 0
+async def verify(connection: asyncpg.Connection, keyring: PublicKeyring, external: Sequence[SignedHead] = (),
+                 ) -> Verdict:
+    """Walk the whole log, holding it to its signed checkpoints and to `external` (the signed heads of the
+    journal kept outside the database); the first broken record is named by its sequence number."""
+    checkpoints = _Checkpoints(await connection.fetch("SELECT * FROM operation_log_checkpoint"), external, keyring)
+    previous, expected, count = GENESIS, 1, 0
     async for row in _rows(connection):
         sequence = row["sequence"]
         if sequence != expected:
-            return Verdict(False, count, signed, expected, "missing record (gap in the sequence)")
+            return Verdict(False, count, checkpoints.signed, expected, "missing record (gap in the sequence)",
+                           checkpoints.held)
         if row["prev_hash"] != previous:
-            return Verdict(False, count, signed, sequence, "does not link to the previous record")
+            return Verdict(False, count, checkpoints.signed, sequence, "does not link to the previous record",
+                           checkpoints.held)
         if row["entry_hash"] != entry_hash(previous, row):
-            return Verdict(False, count, signed, sequence, "record content does not match its hash")
-        checkpoint = checkpoints.pop(sequence, None)
-        if checkpoint is not None:
-            problem = _checkpoint_problem(checkpoint, row["entry_hash"], public_key)
-            if problem:
-                return Verdict(False, count, signed, sequence, problem)
-            signed += 1
+            return Verdict(False, count, checkpoints.signed, sequence, "record content does not match its hash",
+                           checkpoints.held)
+        problem = checkpoints.problem_at(sequence, row["entry_hash"])
+        if problem:
+            return Verdict(False, count, checkpoints.signed, sequence, problem, checkpoints.held)
         previous, expected, count = row["entry_hash"], expected + 1, count + 1
-    if checkpoints:
-        first = min(checkpoints)
-        return Verdict(False, count, signed, first, "a signed checkpoint names a record that is gone")
-    return Verdict(True, count, signed)
-
-
-def _checkpoint_problem(checkpoint: asyncpg.Record, head: bytes, public_key: Ed25519PublicKey) -> str:
-    if checkpoint["entry_hash"] != head:
-        return "signed checkpoint does not match the chain"
-    if checkpoint["key_id"] != key_id_of(public_key):
-        return "checkpoint signed with another key"
-    try:
-        public_key.verify(bytes(checkpoint["signature"]), checkpoint_message(checkpoint["sequence"], head))
-    except InvalidSignature:
-        return "checkpoint signature is not valid"
-    return ""
+    return checkpoints.left_over(count) or Verdict(True, count, checkpoints.signed, external=checkpoints.held)

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jukilib.config import BACKENDS, DEFAULT_CALL_TIMEOUT, CommonConfig, Env, call_timeout, load_common
+from jukilib.config import BACKENDS, DEFAULT_CALL_TIMEOUT, CommonConfig, ConfigError, Env, call_timeout, load_common
+from jukilib.operator_credential import ROLES
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,9 @@ class GatewayConfig:
     JUKI_AGENCY_TARGET; all required)."""
     operation_log_key: Path
     """Ed25519 private key (PEM) signing the operation log's checkpoints (JUKI_OPERATION_LOG_KEY, required)."""
+    checkpoint_dir: Path
+    """Directory of the journal of signed checkpoints kept outside the database (JUKI_CHECKPOINT_DIR,
+    required): another disk or mount than the database's, which the database's owner cannot write."""
     operator_auth_key: Path
     """Ed25519 public key (PEM) of the prefecture's operator authentication, checking operator credentials
     (JUKI_OPERATOR_AUTH_PUBLIC_KEY, required). The gateway never holds the private key."""
@@ -26,6 +30,12 @@ class GatewayConfig:
     """The policy catalogue (JUKI_POLICY_FILE; without it, the one shipped with juki)."""
     revocation_file: Path | None = None
     """Fingerprints of revoked client certificates, re-read on change (JUKI_REVOCATION_FILE)."""
+    checkpoint_sink_command: str = ""
+    """A command given each exported checkpoint as one JSON line on its standard input (an external sink:
+    a syslog forwarder, a WORM store's client; JUKI_CHECKPOINT_SINK_COMMAND, optional)."""
+    checkpoint_export_seconds: float = 1.0
+    """Seconds between two exports of the chain head to the journal: the most of the log that can be
+    removed unseen (JUKI_CHECKPOINT_EXPORT_SECONDS)."""
     checkpoint_every: int = 1000
     """Operation-log entries between two signed checkpoints (JUKI_CHECKPOINT_EVERY)."""
     checkpoint_seconds: float = 60.0
@@ -50,6 +60,9 @@ class GatewayConfig:
     usage_suspension_fail_closed: bool = True
     """Refuse as above when the suspensions cannot be read (JUKI_USAGE_SUSPENSION_FAIL_CLOSED); off only where no
     disclosure service runs, hence no case can exist (the lookup benchmark)."""
+    incompatible_roles: tuple[frozenset[str], ...] = (frozenset({"administrator", "auditor"}),)
+    """Roles one operator may not hold together (JUKI_INCOMPATIBLE_ROLES: comma-separated sets of roles joined
+    by '+', e.g. `administrator+auditor,auditor+provision_clerk`; default `administrator+auditor`)."""
     backend_timeout: float = DEFAULT_CALL_TIMEOUT
     """Seconds a forwarded call may take when its caller set no deadline (JUKI_CALL_TIMEOUT_SECONDS); a
     caller's deadline is passed on as it is (jukilib.grpc.deadlines)."""
@@ -65,6 +78,9 @@ def load(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         targets={name: env.text(f"JUKI_{name.upper()}_TARGET") for name in BACKENDS},
         operation_log_key=env.existing_file("JUKI_OPERATION_LOG_KEY"),
         operator_auth_key=env.existing_file("JUKI_OPERATOR_AUTH_PUBLIC_KEY"),
+        checkpoint_dir=Path(env.text("JUKI_CHECKPOINT_DIR")),
+        checkpoint_sink_command=env.optional("JUKI_CHECKPOINT_SINK_COMMAND") or "",
+        checkpoint_export_seconds=env.seconds("JUKI_CHECKPOINT_EXPORT_SECONDS", 1.0),
         policy_file=Path(policy) if policy else None,
         revocation_file=Path(revoked) if revoked else None,
         checkpoint_every=env.integer("JUKI_CHECKPOINT_EVERY", 1000, minimum=1),
@@ -76,5 +92,14 @@ def load(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         usage_suspension_refresh=env.seconds("JUKI_USAGE_SUSPENSION_REFRESH_SECONDS", 1.0),
         usage_suspension_max_staleness=env.seconds("JUKI_USAGE_SUSPENSION_MAX_STALENESS_SECONDS", 10.0),
         usage_suspension_fail_closed=env.flag("JUKI_USAGE_SUSPENSION_FAIL_CLOSED", True),
+        incompatible_roles=_incompatible_roles(env.text("JUKI_INCOMPATIBLE_ROLES", "administrator+auditor")),
         backend_timeout=call_timeout(env),
     )
+
+
+def _incompatible_roles(text: str) -> tuple[frozenset[str], ...]:
+    rules = tuple(frozenset(role.strip() for role in rule.split("+")) for rule in text.split(",") if rule.strip())
+    for rule in rules:
+        if len(rule) < 2 or not rule <= set(ROLES):
+            raise ConfigError(f"JUKI_INCOMPATIBLE_ROLES: each rule joins two or more of {', '.join(ROLES)} with '+'")
+    return rules

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import datetime as dt
+import json
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +17,9 @@ from grpc import aio
 
 from juki.gateway.v1 import operation_log_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2_grpc
-from juki_services.gateway.chain import GENESIS, SigningKey, entry_hash
+from juki_services.gateway.chain import GENESIS, SigningKey, SigningKeyFile, entry_hash
+from juki_services.gateway.checkpoints import CheckpointExporter
+from juki_services.gateway.policy import Catalogue
 from jukilib import paging
 from jukilib.boundary import storable
 from jukilib.db.pool import Database
@@ -46,13 +51,16 @@ class LogEntry:
     disclosed_fields: list[str] = field(default_factory=list)
     disclosed_versions: list[str] = field(default_factory=list)
     """Version resource names of the records the answer disclosed."""
+    detail: str = ""
+    """What the call changed or asked where the method does not say it (migration 0008): canonical JSON."""
 
 
-# The table's row type as migrations 0001-0004 build it (0002 added prev_hash and entry_hash, 0004
-# disclosed_versions after them): a batch travels as one `operation_log[]` parameter, rows in this order.
+# The table's row type as migrations 0001-0008 build it (0002 added prev_hash and entry_hash, 0004
+# disclosed_versions, 0008 detail after them): a batch travels as one `operation_log[]` parameter, rows in
+# this order.
 _ROW = ("sequence", "time", "request_id", "trace_id", "organization", "operator", "method", "purpose",
         "legal_basis", "case_reference", "decision", "reason", "status", "resident_codes", "disclosed_fields",
-        "prev_hash", "entry_hash", "disclosed_versions")
+        "prev_hash", "entry_hash", "disclosed_versions", "detail")
 _ENTRY_HASH = _ROW.index("entry_hash")
 MAX_BATCH = 1000
 # One round trip per batch (migration 0005): the function appends the batch, and its checkpoint when one
@@ -75,10 +83,14 @@ class OperationLog:
     fails the call closed (UNAVAILABLE).
     """
 
-    def __init__(self, database: Database, signing_key: SigningKey, *, checkpoint_every: int = 1000,
-                 checkpoint_seconds: float = 60.0, write_timeout: float = 5.0) -> None:
+    def __init__(self, database: Database, signing_key: SigningKey | SigningKeyFile, *, checkpoint_every: int = 1000,
+                 checkpoint_seconds: float = 60.0, write_timeout: float = 5.0,
+                 exporter: CheckpointExporter | None = None) -> None:
         self._database = database
-        self._key = signing_key
+        self._keys = signing_key
+        self._signed_with = ""
+        """The id of the key the last checkpoint was signed with: a change is a rotation, logged."""
+        self._exporter = exporter
         self._checkpoint_every = checkpoint_every
         self._checkpoint_seconds = checkpoint_seconds
         self._write_timeout = write_timeout
@@ -182,13 +194,16 @@ class OperationLog:
             tail = await connection.fetchrow(
                 "SELECT sequence, entry_hash FROM operation_log ORDER BY sequence DESC LIMIT 1")
             if self._last_checkpoint is None:
-                row = await connection.fetchrow(
-                    "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
+                row = await connection.fetchrow("SELECT sequence, signed_at, key_id FROM operation_log_checkpoint "
+                                                "ORDER BY sequence DESC LIMIT 1")
                 self._last_checkpoint = (row["sequence"], row["signed_at"]) if row else (0, None)
+                self._signed_with = row["key_id"] if row else ""
         return (tail["sequence"], bytes(tail["entry_hash"])) if tail else (0, GENESIS)
 
     def _committed(self, rows: list[tuple[Any, ...]], checkpoint: Checkpoint | None) -> list[int]:
         self._tail = (rows[-1][0], rows[-1][_ENTRY_HASH])
+        if self._exporter is not None:
+            self._exporter.note_head(*self._tail)
         if checkpoint is not None:  # committed: the newest checkpoint now
             self._last_checkpoint = (checkpoint[0], checkpoint[4])
         return [row[0] for row in rows]
@@ -202,8 +217,22 @@ class OperationLog:
         now = dt.datetime.now(dt.UTC)
         if (signed_at is None or sequence - last_sequence >= self._checkpoint_every
                 or (now - signed_at).total_seconds() >= self._checkpoint_seconds):
-            return sequence, head, self._key.key_id, self._key.sign(sequence, head), now
+            key = self._current_key()
+            return sequence, head, key.key_id, key.sign(sequence, head, now), now
         return None
+
+    def _current_key(self) -> SigningKey:
+        """The signing key now; a key other than the last one used is a rotation, put in the chain itself."""
+        key = self._keys.current()
+        if self._signed_with and key.key_id != self._signed_with:
+            rotation = LogEntry(time=dt.datetime.now(dt.UTC), request_id=f"operation-log-key-{key.key_id}",
+                                trace_id="", organization="gateway", method="operation-log/rotate-signing-key",
+                                decision=pb.DECISION_ALLOWED, status="OK",
+                                reason=f"checkpoints signed with key {key.key_id} from now on, before with "
+                                       f"{self._signed_with}")
+            self._queue.put_nowait((rotation, asyncio.get_running_loop().create_future()))
+        self._signed_with = key.key_id
+        return key
 
 
 _WRITE_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, Unavailable)
@@ -257,8 +286,51 @@ def _values(entry: LogEntry, sequence: int) -> dict[str, Any]:
         "purpose": entry.purpose, "legal_basis": entry.legal_basis, "case_reference": entry.case_reference,
         "decision": entry.decision, "reason": entry.reason, "status": entry.status,
         "resident_codes": sorted(set(entry.resident_codes)), "disclosed_fields": list(entry.disclosed_fields),
-        "disclosed_versions": sorted(set(entry.disclosed_versions)),
+        "disclosed_versions": sorted(set(entry.disclosed_versions)), "detail": entry.detail,
     }
+
+
+def detail_text(detail: Mapping[str, Any]) -> str:
+    """The canonical JSON of an entry's detail (sorted keys, no spaces)."""
+    return json.dumps(detail, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+_DETAIL: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("juki_oplog_detail", default=None)
+
+
+def record_detail(**items: Any) -> None:
+    """Add to the detail of the call being served (a handler of the gateway's own services says what it changed);
+    nothing outside a call."""
+    detail = _DETAIL.get()
+    if detail is not None:
+        detail.update(items)
+
+
+def collecting_detail() -> contextvars.Token[dict[str, Any] | None]:
+    return _DETAIL.set({})
+
+
+def collected_detail(token: contextvars.Token[dict[str, Any] | None]) -> str:
+    detail = _DETAIL.get()
+    _DETAIL.reset(token)
+    return detail_text(detail) if detail else ""
+
+
+async def append_entry(connection: asyncpg.Connection, entry: LogEntry) -> int:
+    """Append one entry from a tool outside the gateway (an owner or maintenance action: the first
+    administrator, a log-in, a load), in the same chain, under the chain's lock; no checkpoint (the
+    gateway signs the next one, which covers it). Returns its sequence number."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext('juki.operation_log'))")
+        tail = await connection.fetchrow(
+            "SELECT sequence, entry_hash FROM operation_log ORDER BY sequence DESC LIMIT 1")
+        after = (tail["sequence"], bytes(tail["entry_hash"])) if tail else (0, GENESIS)
+        rows = _chain([entry], *after)
+        stale = await connection.fetchrow(_APPEND, rows, *after, None, None, None)
+        if stale is not None:  # impossible under the lock: the chain would fork
+            raise Unavailable("the operation log's tail moved under its lock", "OPERATION_LOG_UNAVAILABLE")
+    sequence: int = rows[0][0]
+    return sequence
 
 
 def entry_message(row: asyncpg.Record) -> pb.OperationLogEntry:
@@ -268,7 +340,7 @@ def entry_message(row: asyncpg.Record) -> pb.OperationLogEntry:
         method=row["method"], purpose=row["purpose"], legal_basis=row["legal_basis"],
         case_reference=row["case_reference"], decision=row["decision"], reason=row["reason"],
         status=row["status"], resident_codes=row["resident_codes"], disclosed_fields=row["disclosed_fields"],
-        disclosed_versions=row["disclosed_versions"],
+        disclosed_versions=row["disclosed_versions"], detail=row["detail"],
     )
     entry.time.FromDatetime(row["time"])
     return entry
@@ -277,8 +349,9 @@ def entry_message(row: asyncpg.Record) -> pb.OperationLogEntry:
 class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
     """Auditor queries (reached through the gateway's own purpose check and logging)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, catalogue: Callable[[], Catalogue] | None = None) -> None:
         self._database = database
+        self._catalogue = catalogue
 
     async def ListOperationLogEntries(
         self, request: pb.ListOperationLogEntriesRequest, context: aio.ServicerContext[Any, Any]
@@ -335,10 +408,16 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
                     ORDER BY sequence DESC LIMIT $4""",
                 [request.resident_code], PROVISION_METHODS, before, limit + 1)
         records = []
+        catalogue = self._catalogue() if self._catalogue is not None else None
         for row in rows[:limit]:
             record = pb.ProvisionRecord(recipient=row["organization"], purpose=row["purpose"],
                                         legal_basis=row["legal_basis"], method=row["method"],
                                         fields=row["disclosed_fields"], record_versions=row["disclosed_versions"])
+            if catalogue is not None:  # names for the resident's notice (30-32: 提供先, 利用事務 in words)
+                organization, purpose = catalogue.organizations.get(row["organization"]), \
+                    catalogue.purposes.get(row["purpose"])
+                record.recipient_name = organization.name if organization is not None else ""
+                record.affair = purpose.affair if purpose is not None else ""
             record.time.FromDatetime(row["time"])
             records.append(record)
         token = paging.encode_token({"before": rows[limit - 1]["sequence"]}) if len(rows) > limit else ""

@@ -36,7 +36,7 @@ from juki_services.gateway import coalesce, minimise, volume
 from juki_services.gateway.admission import Admission
 from juki_services.gateway.coalesce import LookupCoalescer
 from juki_services.gateway.operators import Operator, OperatorRegistry
-from juki_services.gateway.oplog import LogEntry, LogEntryRefused, OperationLog
+from juki_services.gateway.oplog import LogEntry, LogEntryRefused, OperationLog, collected_detail, collecting_detail
 from juki_services.gateway.policy import Catalogue, Purpose
 from juki_services.gateway.suspensions import Suspensions
 from juki_services.gateway.suspensions import check_request as check_suspension_request
@@ -310,7 +310,11 @@ class Gateway:
         if route.coalescer and (code := route.coalescer.code_of(parsed)) is not None:
             return await self._answer(await route.coalescer.lookup(code, who), None, purpose, who, entry)
         assert route.invoke is not None
-        answer_bytes = await route.invoke(request, who)
+        collecting = collecting_detail()  # the gateway's own services say what they changed (admin)
+        try:
+            answer_bytes = await route.invoke(request, who)
+        finally:
+            entry.detail = collected_detail(collecting)
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
         if self._suspensions is not None:
             self._suspensions.observe(answer)  # a usage-suspension case is in force here before its answer leaves

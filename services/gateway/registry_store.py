@@ -23,9 +23,11 @@ async def insert_operator(connection: asyncpg.Connection, operator_id: str, *, o
     return row
 
 
-async def fetch_operator(connection: asyncpg.Connection, operator_id: str) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await connection.fetchrow("SELECT * FROM operator WHERE operator_id = $1",
-                                                           operator_id)
+async def fetch_operator(connection: asyncpg.Connection, operator_id: str, *,
+                         for_update: bool = False) -> asyncpg.Record | None:
+    """The operator's row (`for_update`: locked to the end of the transaction, the state before a change)."""
+    row: asyncpg.Record | None = await connection.fetchrow(
+        f"SELECT * FROM operator WHERE operator_id = $1{' FOR UPDATE' if for_update else ''}", operator_id)
     return row
 
 
@@ -76,7 +78,9 @@ async def set_organization_status(connection: asyncpg.Connection, organization: 
     return row
 
 
-async def organization_status(connection: asyncpg.Connection, organization: str) -> asyncpg.Record | None:
+async def organization_status(connection: asyncpg.Connection, organization: str, *,
+                              for_update: bool = False) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await connection.fetchrow(
-        "SELECT * FROM organization_status WHERE organization = $1", organization)
+        f"SELECT * FROM organization_status WHERE organization = $1{' FOR UPDATE' if for_update else ''}",
+        organization)
     return row

@@ -3,6 +3,7 @@ provision history (for provision-status disclosure)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -81,3 +82,25 @@ async def test_misuse_review_and_provision_history(suite: RunningSuite) -> None:
     assert all(p.fields and p.legal_basis for p in history.provision_records)  # type: ignore[attr-defined]
     assert ("maebashi-cs", "CS-NOTIFY-30-6") not in recipients and \
         not any(p.method.endswith("ApplyNotification") for p in history.provision_records)  # type: ignore[attr-defined]
+
+
+async def test_the_gateway_signs_its_head_into_the_journal_outside_the_database(suite: RunningSuite) -> None:
+    """Issue 19: the running gateway exports its chain head (JUKI_CHECKPOINT_EXPORT_SECONDS, 1 s) to the journal
+    in JUKI_CHECKPOINT_DIR, and `juki audit verify` holds the whole log to it."""
+    from juki_services.gateway.checkpoints import read_journal
+    from tests.integration.test_operation_log import _verify
+
+    assert suite.home is not None
+    lookup = identity_pb2.LookupResidentRequest(resident_code=_resident(97).resident_code)
+    with pytest.raises(grpc.aio.AioRpcError):  # not found: logged all the same
+        await _identity(suite, "kyoiku-iinkai", "LookupResident", lookup, "EDU-SCHOLARSHIP-30-15-2-2")
+    journal = suite.home / "checkpoints"
+    for _ in range(50):
+        heads = read_journal(journal) if journal.exists() else []
+        if heads:
+            break
+        await asyncio.sleep(0.1)
+    assert heads, "no signed head was exported within 5 s"
+    result = _verify(suite.database_url("gateway"), suite.home, journal)
+    assert result.returncode == 0, result.stderr
+    assert "kept outside the database, the newest naming record" in result.stdout

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from juki_services.disclosure.monitor import DeadlineGauge
 from juki_services.disclosure.records import Records
 from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
+from jukilib.domain.dates import wareki
 from jukilib.grpc.channels import secure_channel
 from jukitools import cli_cases
 from jukitools.client import purpose_metadata, save_credential
@@ -91,7 +93,8 @@ async def _decided(suite: RunningSuite, resident_code: str, scopes: list[int]) -
 
 
 def _pdf_text(pdf: bytes) -> str:
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    """The notice's text read back; a line wrapped to the page width (continued indented) joined again."""
+    return re.sub(r"\n {4}", "", "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages))
 
 
 async def _notify(suite: RunningSuite, request: Any, purpose: str = "CS-NOTIFY-30-6",
@@ -227,7 +230,7 @@ async def test_one_extension_before_the_deadline_with_a_written_notice(suite: Ru
     assert notice.kind == dpb.DOCUMENT_KIND_EXTENSION_NOTICE
     text = _pdf_text(notice.pdf)
     assert "延長" in text and "大量の記録の確認に時間を要するため" in text
-    assert f"{new.year}年{new.month}月{new.day}日" in text
+    assert f"延長後の期限: {wareki(new)}" in text  # the documents' one date style
     with pytest.raises(grpc.aio.AioRpcError) as again:
         await _desk(suite, "ExtendDisclosureCase", dpb.ExtendDisclosureCaseRequest(
             name=case.name, etag=extended.etag, extension=extension))
@@ -457,7 +460,7 @@ async def test_correction_closes_by_itself_when_the_municipality_corrects_and_re
     organ_notice = await _desk(suite, "GetDisclosureDocument", dpb.GetDisclosureDocumentRequest(
         name=recipient.notice), CORRECTION)
     assert organ_notice.kind == dpb.DOCUMENT_KIND_RECIPIENT_NOTICE and organ_notice.addressee == "kyoiku-iinkai"
-    assert resident.full_name in _pdf_text(organ_notice.pdf)
+    assert resident.full_name in _pdf_text(organ_notice.pdf) and "群馬県教育委員会 御中" in _pdf_text(organ_notice.pdf)
     listed = await _desk(suite, "ListDisclosureDocuments", dpb.ListDisclosureDocumentsRequest(parent=done.name),
                          CORRECTION)
     kinds = sorted(d.kind for d in listed.disclosure_documents)

@@ -61,8 +61,16 @@ async def written_log(admin_url: str, home: Path) -> AsyncIterator[tuple[str, st
         await database.close()
 
 
-def _verify(url: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "JUKI_DATABASE_URL": url, "JUKI_OPERATION_LOG_PUBLIC_KEY": str(home / "operation-log.pub")}
+def _verify(url: str, home: Path, journal: Path | None = None, keys: Path | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+    """`juki audit verify` as an auditor runs it, with the log's keys and the journal of checkpoints kept
+    outside the database (an empty one when the test wrote none)."""
+    if journal is None:
+        journal = home / f"no-journal-{uuid.uuid4()}"
+        journal.mkdir()
+    env = {**os.environ, "JUKI_DATABASE_URL": url,
+           "JUKI_OPERATION_LOG_PUBLIC_KEY": str(keys or home / "operation-log.pub"),
+           "JUKI_CHECKPOINT_DIR": str(journal)}
     return subprocess.run([sys.executable, "-m", "jukitools.cli", "audit", "verify"], env=env, capture_output=True,
                           text=True, timeout=60, check=False)
 

@@ -25,6 +25,9 @@ def test_wheel_contains_generated_stubs_migrations_and_data(tmp_path: Path) -> N
             assert f"juki/{service}/v1/{stem}{suffix}" in names
     assert {"juki/py.typed", "jukilib/py.typed", "jukilib/register/migrations/0001_register.sql",
             "jukilib/domain/data/gunma_municipalities.csv", "juki_services/gateway/purposes.toml",
-            "juki_services/gateway/migrations/0001_operation_log.sql", "jukitools/py.typed"} <= names
+            "juki_services/gateway/migrations/0001_operation_log.sql", "jukitools/py.typed",
+            # the notices' font travels with its licence (IPA Font License v1.0, Article 3 ②)
+            "juki_services/disclosure/fonts/ipaexm.ttf",
+            "juki_services/disclosure/fonts/IPA_Font_License_Agreement_v1.0.txt"} <= names
     # the services under their own name: a top-level `services` would collide with anyone else's
     assert not any(name.startswith(("tests/", "protos/third_party", "services/")) for name in names)

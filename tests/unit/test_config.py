@@ -30,7 +30,8 @@ GATEWAY_TARGETS = {
 @pytest.fixture
 def environ(tmp_path: Path) -> dict[str, str]:
     """A complete environment for the identity service, with real (dummy) PEM files."""
-    env: dict[str, str] = {"JUKI_DATABASE_URL": DATABASE_URL, "JUKI_AGENCY_TARGET": AGENCY_TARGET}
+    env: dict[str, str] = {"JUKI_DATABASE_URL": DATABASE_URL, "JUKI_AGENCY_TARGET": AGENCY_TARGET,
+                           "JUKI_CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
     for variable, file_name in (("JUKI_TLS_CERT", "cert.pem"), ("JUKI_TLS_KEY", "key.pem"),
                                 ("JUKI_TLS_CA", "ca.pem"), ("JUKI_KEYRING_FILE", "keyring.json"),
                                 ("JUKI_OPERATION_LOG_KEY", "operation-log.key"),
@@ -132,6 +133,20 @@ def test_defaults_apply_when_optional_variables_are_unset(environ: dict[str, str
     environ["JUKI_GATEWAY_TARGET"] = "gateway.internal:7000"
     assert load_config("disclosure", environ).target_days == 14
     assert load_config("gateway", {**environ, **GATEWAY_TARGETS}).policy_file is None
+
+
+def test_the_notices_issuer_and_section_come_from_the_environment_with_the_seed_as_default(
+        environ: dict[str, str]) -> None:
+    environ["JUKI_GATEWAY_TARGET"] = "gateway.internal:7000"
+    office = load_config("disclosure", environ).office
+    assert (office.issuer, office.section, office.telephone) == (
+        "群馬県知事", "群馬県生活こども部県民活動支援・広聴課情報公開係", "027-226-2270")  # the seed's 請求先
+    environ.update({"JUKI_NOTICE_ISSUER": "群馬県知事 山田一郎", "JUKI_NOTICE_SECTION": "県民活動支援・広聴課",
+                    "JUKI_NOTICE_TELEPHONE": "027-000-0000", "JUKI_NOTICE_NUMBER_PREFIX": "県広"})
+    office = load_config("disclosure", environ).office
+    assert (office.issuer, office.section, office.telephone) == ("群馬県知事 山田一郎", "県民活動支援・広聴課",
+                                                                 "027-000-0000")
+    assert office.document_number(2026, 5) == "県広第2026-000005号"
 
 
 def test_explicit_values_override_the_defaults(environ: dict[str, str]) -> None:
@@ -286,7 +301,8 @@ REQUIRED = {
     "annex": (*COMMON_REQUIRED, "JUKI_AGENCY_TARGET", "JUKI_KEYRING_FILE"),
     "disclosure": (*COMMON_REQUIRED, "JUKI_GATEWAY_TARGET"),
     "agency": COMMON_REQUIRED,
-    "gateway": (*COMMON_REQUIRED, *GATEWAY_TARGETS, "JUKI_OPERATION_LOG_KEY", "JUKI_OPERATOR_AUTH_PUBLIC_KEY"),
+    "gateway": (*COMMON_REQUIRED, *GATEWAY_TARGETS, "JUKI_OPERATION_LOG_KEY", "JUKI_OPERATOR_AUTH_PUBLIC_KEY",
+                "JUKI_CHECKPOINT_DIR"),
 }
 """What each service cannot start without, and nothing else."""
 

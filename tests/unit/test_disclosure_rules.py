@@ -266,7 +266,8 @@ def test_an_organ_notice_names_the_person_only_by_what_the_organ_received() -> N
                                                fields=["record.full_name"], provisions=provisions)
     correction = pb.CorrectionCase(name="correctionCases/c", subject_resident_code="12345678901")
     issued = t0 + dt.timedelta(days=3)
-    texts = {r["organization"]: (notices.recipient_notice(correction, r, {"fullName": "正"}, issued)) for r in found}
+    texts = {r["organization"]: notices.issue(notices.recipient_notice(correction, r, {"fullName": "正"}, issued),
+                                              "第1号", notices.Office()) for r in found}
     without, with_code = texts["without-code"], texts["with-code"]
     assert "12345678901" not in without.json and "12345678901" not in _text(without.pdf)
     assert "誤" in _text(without.pdf) and '"record.full_name": "誤"' in without.json

@@ -128,3 +128,57 @@ def matches(d: PartialDate, other: PartialDate) -> bool:
     """
     pairs = ((d.year, other.year), (d.month, other.month), (d.day, other.day))
     return all(a is None or b is None or a == b for a, b in pairs)
+
+
+# 元号 and the first day of each (元号法; the Gregorian calendar from 明治6年1月1日). A written document
+# (a notice) dates everything this one way: 令和8年12月6日, the first year as 元年.
+ERAS: tuple[tuple[dt.date, str], ...] = (
+    (dt.date(2019, 5, 1), "令和"),
+    (dt.date(1989, 1, 8), "平成"),
+    (dt.date(1926, 12, 25), "昭和"),
+    (dt.date(1912, 7, 30), "大正"),
+    (dt.date(1873, 1, 1), "明治"),  # 明治6年: the solar calendar; earlier days are written in 西暦
+)
+
+
+def era_year(day: dt.date) -> str:
+    """The 元号 year of a day, e.g. 令和8年, 平成元年; 西暦 before 明治6年 (no solar-calendar 和暦)."""
+    for start, era in ERAS:
+        if day >= start:
+            number = day.year - (start.year if era != "明治" else 1868) + 1
+            return f"{era}{'元' if number == 1 else number}年"
+    return f"西暦{day.year}年"
+
+
+def wareki(day: dt.date) -> str:
+    """A calendar day in the documents' one date style: 令和8年12月6日."""
+    return f"{era_year(day)}{day.month}月{day.day}日"
+
+
+def wareki_time(moment: dt.datetime) -> str:
+    """An instant as its Japanese day and time: 令和8年12月6日 9時05分."""
+    local = moment.astimezone(JAPAN)
+    return f"{wareki(local.date())} {local.hour}時{local.minute:02d}分"
+
+
+def wareki_partial(year: int | None, month: int | None, day: int | None) -> str:
+    """A possibly partial date (§4.3) in 和暦: the era of the first day of what is known (a year that
+    spans two eras is named by the earlier: 昭和64年); a non-calendar day (2月30日) is written as sent."""
+    if year is None:
+        return "年月日不詳"
+    first = dt.date(year, month or 1, 1)
+    text = era_year(first)
+    if month is not None:
+        text += f"{month}月"
+        if day is not None:
+            try:
+                text = wareki(dt.date(year, month, day))
+            except ValueError:  # a non-calendar day, lawful here (§4.3)
+                text += f"{day}日"
+    return text
+
+
+def fiscal_year(day: dt.date) -> int:
+    """The Japanese fiscal year (年度, 地方自治法 208 ①: 4月1日 to 3月31日) a day falls in, as its
+    starting Gregorian year: 2027-03-31 is in fiscal 2026."""
+    return day.year if day.month >= 4 else day.year - 1

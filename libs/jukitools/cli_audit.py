@@ -1,0 +1,209 @@
+"""`juki audit`: the operation log for auditors — verify its chain, print the misuse review, rotate its key.
+
+`verify` walks the hash chain (the gateway's runtime role), checks every signed checkpoint against the
+public keyring (each key with its validity period), and holds the chain to the journal of checkpoints kept
+outside the database (`juki_services.gateway.checkpoints`): a log that ends before the journal's newest
+checkpoint, or differs from it, was shortened or rewritten. Settings: an option, else the environment, else
+the running suite's home (`.juki/`), as the operators' commands find theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+from jukilib.config import UsageError
+from jukitools.local import CHECKPOINT_DIR, OPERATION_LOG_KEYRING, OPERATION_LOG_PUBLIC_KEY, LocalSuite
+from jukitools.runner import connected
+
+ROTATION_GRACE = dt.timedelta(seconds=10)
+"""How long the old key stays valid after the new one is in place: a checkpoint being signed while the file
+is replaced is still accepted; after that, the old key vouches for nothing new."""
+
+
+def add_parser(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="the operation log: verify its chain and checkpoints, print the "
+                                              "misuse review, rotate its signing key")
+    audit.add_argument("action", choices=("verify", "report", "rotate-key", "who-could"),
+                       help="verify: check the hash chain, the signed checkpoints and the journal kept outside "
+                            "the database (exit 1 naming the first bad sequence); report: print the misuse "
+                            "review; rotate-key: a new signing key, the old one kept in the public keyring; "
+                            "who-could: the operators who could read resident data on --date, from the log")
+    audit.add_argument("--date", type=dt.date.fromisoformat, default=None,
+                       help="who-could: the Japanese calendar day, YYYY-MM-DD (default: today in Japan)")
+    audit.add_argument("--days", type=int, default=7, help="report: the period reviewed, in days up to now "
+                                                            "(default: %(default)s)")
+    audit.add_argument("--public-key", default="",
+                       help="verify: a PEM public key or a keyring (JSON) of keys with validity periods "
+                            "(default: JUKI_OPERATION_LOG_PUBLIC_KEY, else .juki/operation-log-keys.json, "
+                            "else .juki/operation-log.pub)")
+    audit.add_argument("--checkpoints", default="",
+                       help="verify: the journal of checkpoints kept outside the database, a file or a "
+                            "directory of copies (default: JUKI_CHECKPOINT_DIR, else .juki/checkpoints)")
+
+
+async def run(args: argparse.Namespace) -> int:
+    suite = LocalSuite.of(args.home)
+    if args.action == "rotate-key":
+        return rotate_key(suite)
+    url = suite.database_url("gateway")
+    if args.action == "report":
+        return await _audit_report(url, args.days)
+    if args.action == "who-could":
+        return await _who_could(url, args.date)
+    return await _verify(suite, url, args)
+
+
+async def _who_could(url: str, day: dt.date | None) -> int:
+    """`juki audit who-could`: from the operation log alone (verify vouches for the log), the operators who
+    could read resident data on the day, with their roles; the PIA's 取扱者数 is their number."""
+    from juki_services.gateway.who_could import changes_of, unlogged, who_could
+    from jukilib.domain.dates import JAPAN
+
+    day = day or dt.datetime.now(JAPAN).date()
+    async with connected(url, "gateway") as connection:
+        rows = await connection.fetch(
+            "SELECT sequence, time, status, detail FROM operation_log WHERE detail <> '' ORDER BY sequence")
+        registered = [r["operator_id"] for r in await connection.fetch("SELECT operator_id FROM operator")]
+    changes = changes_of(rows)
+    holders = who_could(changes, day)
+    print(f"Operators who could read resident data on {day.isoformat()} (JST), from the operation log: "
+          f"{len(holders)} (取扱者数)")
+    for holder in holders:
+        print(f"  {holder.organization}/{holder.operator_id}: {', '.join(sorted(holder.roles))}")
+    for organization, count in sorted(_by_organization(holders).items()):
+        print(f"  {organization}: {count}")
+    missing = unlogged(changes, registered)
+    if missing:
+        print(f"operators in the registry whom the log never registered: {', '.join(missing)} (written behind "
+              "the log's back)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _by_organization(holders: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for holder in holders:
+        counts[holder.organization] = counts.get(holder.organization, 0) + 1
+    return counts
+
+
+def _keyring_file(suite: LocalSuite, option: str) -> Path:
+    keyring = suite.home / OPERATION_LOG_KEYRING
+    if option or suite.has_explicit("JUKI_OPERATION_LOG_PUBLIC_KEY") or not keyring.is_file():
+        return suite.file("JUKI_OPERATION_LOG_PUBLIC_KEY", OPERATION_LOG_PUBLIC_KEY, option)
+    return keyring
+
+
+def _journal(suite: LocalSuite, option: str) -> Path | None:
+    explicit = option or suite.environ.get("JUKI_CHECKPOINT_DIR", "").strip()
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.exists():
+            raise UsageError(f"no such file or directory: {path} (the journal of checkpoints)")
+        return path
+    path = suite.home / CHECKPOINT_DIR
+    return path if path.exists() else None
+
+
+async def _verify(suite: LocalSuite, url: str, args: argparse.Namespace) -> int:
+    from juki_services.gateway.chain import PublicKeyring, verify
+    from juki_services.gateway.checkpoints import JournalError, read_journal
+
+    keyring = PublicKeyring.load(_keyring_file(suite, args.public_key))
+    journal = _journal(suite, args.checkpoints)
+    try:
+        external = read_journal(journal) if journal is not None else []
+    except JournalError as error:
+        print(f"the journal of checkpoints cannot be read: {error}", file=sys.stderr)
+        return 1
+    async with connected(url, "gateway") as connection:
+        verdict = await verify(connection, keyring, external)
+    if not verdict.ok:
+        print(f"operation log broken at sequence {verdict.first_bad_sequence}: {verdict.problem}", file=sys.stderr)
+        return 1
+    print(f"operation log intact: {verdict.records} record(s), {verdict.checkpoints} signed checkpoint(s)")
+    if external:
+        print(f"held to {verdict.external} checkpoint(s) kept outside the database, the newest naming record "
+              f"{external[-1].sequence}")
+    else:
+        print("no journal of checkpoints kept outside the database was given or found: the end of the log is "
+              "vouched for by the database only", file=sys.stderr)
+    return 0
+
+
+def rotate_key(suite: LocalSuite) -> int:
+    """A new signing key in place of the old one (which the running gateway reads again at its next
+    checkpoint and records the change in the chain); the public keyring keeps the old key, valid until now."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from juki_services.gateway.chain import PublicKeyEntry, PublicKeyring, key_id_of
+    from jukitools.local import write_private_bytes
+
+    key_file = suite.file("JUKI_OPERATION_LOG_KEY", "operation-log.key")
+    keyring_path = suite.home / OPERATION_LOG_KEYRING
+    keyring = PublicKeyring.load(keyring_path if keyring_path.is_file() else key_file.with_suffix(".pub"))
+    new = Ed25519PrivateKey.generate()
+    started = dt.datetime.now(dt.UTC)
+    write_private_bytes(key_file, new.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    retired = dt.datetime.now(dt.UTC) + ROTATION_GRACE
+    entries = {key_id: PublicKeyEntry(entry.public, entry.valid_from, entry.valid_until or retired)
+               for key_id, entry in keyring.entries.items()}
+    entries[key_id_of(new.public_key())] = PublicKeyEntry(new.public_key(), started)
+    keyring_path.write_text(PublicKeyring(entries).to_json(), encoding="utf-8")
+    key_file.with_suffix(".pub").write_bytes(new.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    print(f"operation-log signing key {key_id_of(new.public_key())} in {key_file}; public keyring {keyring_path} "
+          f"({len(entries)} key(s))")
+    return 0
+
+
+async def _audit_report(url: str, days: int) -> int:
+    """`juki audit report`: the misuse review of the last `days` days, printable; every time in Japan time
+    (JST), calls of systems (no operator) apart from the operators' work."""
+    import datetime as dt
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from juki_services.gateway.oplog import Review, misuse_report
+    from jukilib.domain.dates import JAPAN
+
+    japan = JAPAN
+
+    def jst(time: dt.datetime | Timestamp, form: str = "%Y-%m-%d %H:%M") -> str:
+        moment = time.ToDatetime(dt.UTC) if isinstance(time, Timestamp) else time
+        return f"{moment.astimezone(japan):{form}} JST"
+
+    end = dt.datetime.now(dt.UTC)
+    start = end - dt.timedelta(days=days)
+    async with connected(url, "gateway") as connection:
+        report = await misuse_report(connection, review := Review(start, end, 8, 19, 3, 10))
+    print(f"Misuse review, {jst(start)} to {jst(end)}")
+    print("\nBusiest operator-hours")
+    for v in report.volumes[:20]:
+        print(f"  {jst(v.hour, '%Y-%m-%d %H:00')}  {v.organization}/{v.operator}  "
+              f"{v.calls} calls, {v.residents} residents")
+    print(f"\nOff-hours calls of operators (before {review.office_start:02d}:00, from {review.office_end:02d}:00,"
+          f" Saturdays and Sundays): {len(report.off_hours)}")
+    for e in report.off_hours[:20]:
+        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator} {e.method}")
+    print(f"\nResidents looked up by many operators: {len(report.residents_of_interest)}")
+    for r in report.residents_of_interest[:20]:
+        print(f"  {r.resident_code}: {r.operators} operators, {r.calls} calls")
+    print(f"\nSearches with many candidates: {len(report.broad_searches)}")
+    for e in report.broad_searches[:20]:
+        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} {len(e.resident_codes)} candidates")
+    print(f"\nDenied attempts: {len(report.denied)}")
+    for e in report.denied[:20]:
+        print(f"  #{e.sequence} {jst(e.time)} {e.organization}/{e.operator or '-'} {e.method} {e.reason}")
+    system_calls = sum(s.calls for s in report.system_calls)
+    print(f"\nCalls of systems (no operator; never volumes or off-hours use): {system_calls}")
+    for s in report.system_calls[:20]:
+        print(f"  {s.organization} {s.method}  {s.calls} calls, {s.residents} residents, "
+              f"{jst(s.first_time)} to {jst(s.last_time)}")
+    return 0
