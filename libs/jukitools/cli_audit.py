@@ -27,11 +27,14 @@ is replaced is still accepted; after that, the old key vouches for nothing new."
 def add_parser(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the operation log: verify its chain and checkpoints, print the "
                                               "misuse review, rotate its signing key")
-    audit.add_argument("action", choices=("verify", "report", "rotate-key", "who-could"),
+    audit.add_argument("action", choices=("verify", "report", "rotate-key", "who-could", "catalogues"),
                        help="verify: check the hash chain, the signed checkpoints and the journal kept outside "
                             "the database (exit 1 naming the first bad sequence); report: print the misuse "
                             "review; rotate-key: a new signing key, the old one kept in the public keyring; "
-                            "who-could: the operators who could read resident data on --date, from the log")
+                            "who-could: the operators who could read resident data on --date, from the log; "
+                            "catalogues: every policy catalogue the gateway loaded or refused, or with --sha256 "
+                            "the text of one, checked against its digest")
+    audit.add_argument("--sha256", default="", help="catalogues: print the catalogue with this digest")
     audit.add_argument("--date", type=dt.date.fromisoformat, default=None,
                        help="who-could: the Japanese calendar day, YYYY-MM-DD (default: today in Japan)")
     audit.add_argument("--days", type=int, default=7, help="report: the period reviewed, in days up to now "
@@ -54,6 +57,8 @@ async def run(args: argparse.Namespace) -> int:
         return await _audit_report(url, args.days)
     if args.action == "who-could":
         return await _who_could(url, args.date)
+    if args.action == "catalogues":
+        return await _catalogues(url, args.sha256)
     return await _verify(suite, url, args)
 
 
@@ -81,6 +86,35 @@ async def _who_could(url: str, day: dt.date | None) -> int:
         print(f"operators in the registry whom the log never registered: {', '.join(missing)} (written behind "
               "the log's back)", file=sys.stderr)
         return 1
+    return 0
+
+
+async def _catalogues(url: str, digest: str) -> int:
+    """`juki audit catalogues`: the catalogue versions of the log, or one catalogue's text, which must hash to
+    the digest the log names (a copy that does not is reported, exit 1)."""
+    import hashlib
+
+    from juki.gateway.v1.operation_log_pb2 import DECISION_ALLOWED
+    from jukilib.domain.dates import JAPAN
+
+    async with connected(url, "gateway") as connection:
+        if digest:
+            content = await connection.fetchval("SELECT content FROM policy_catalogue WHERE sha256 = $1", digest)
+        else:
+            rows = await connection.fetch("SELECT sequence, time, decision, reason FROM operation_log "
+                                          "WHERE method = 'policy-catalogue/load' ORDER BY sequence")
+    if not digest:
+        for row in rows:
+            outcome = "loaded " if row["decision"] == DECISION_ALLOWED else "refused"
+            print(f"#{row['sequence']} {row['time'].astimezone(JAPAN):%Y-%m-%d %H:%M} JST {outcome} {row['reason']}")
+        return 0
+    if content is None:
+        print(f"no catalogue with sha256 {digest} is kept", file=sys.stderr)
+        return 1
+    if hashlib.sha256(content.encode("utf-8")).hexdigest() != digest:
+        print(f"the catalogue kept as {digest} does not hash to it: the copy was changed", file=sys.stderr)
+        return 1
+    print(content, end="")
     return 0
 
 

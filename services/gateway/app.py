@@ -22,7 +22,7 @@ from juki_services.gateway.chain import SigningKeyFile
 from juki_services.gateway.checkpoints import CheckpointExporter
 from juki_services.gateway.config import GatewayConfig
 from juki_services.gateway.operators import OperatorRegistry
-from juki_services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer
+from juki_services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer, detail_text
 from juki_services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
 from juki_services.gateway.proxy import Gateway, Operators, Route, backend_routes
 from juki_services.gateway.suspensions import LIST_ACTIVE, Suspensions
@@ -94,15 +94,22 @@ class _OperationLogQueries:
         return call
 
 
-def _catalogue_recorder(log: OperationLog) -> Callable[[str, str, bool], Awaitable[None]]:
-    """Every catalogue version loaded, and every file refused, goes into the operation log (DESIGN §4)."""
+def _catalogue_recorder(log: OperationLog, database: Database) -> Callable[[str, str, bool, str], Awaitable[None]]:
+    """Every catalogue version loaded, and every file refused, goes into the operation log (DESIGN §4), its
+    exact text kept by digest in `policy_catalogue` first (migration 0009), so the log's digest can be read
+    back as the catalogue it names."""
 
-    async def record(version: str, digest: str, loaded: bool) -> None:
+    async def record(version: str, digest: str, loaded: bool, content: str) -> None:
+        async with database.connection() as connection:
+            await connection.execute("INSERT INTO policy_catalogue (sha256, content) VALUES ($1, $2) "
+                                     "ON CONFLICT (sha256) DO NOTHING", digest,
+                                     content.replace("\x00", "\ufffd"))  # PostgreSQL text holds no U+0000
         await log.write(LogEntry(
             time=dt.datetime.now(dt.UTC), request_id=f"catalogue-{digest[:16]}", trace_id=current_trace_id(),
             organization="gateway", method="policy-catalogue/load",
             decision=operation_log_pb2.DECISION_ALLOWED if loaded else operation_log_pb2.DECISION_DENIED,
-            reason=f"catalogue {version} sha256 {digest}", status="OK" if loaded else "INVALID_ARGUMENT"))
+            reason=f"catalogue {version} sha256 {digest}", status="OK" if loaded else "INVALID_ARGUMENT",
+            detail=detail_text({"sha256": digest, "version": version})))
 
     return record
 
@@ -149,7 +156,7 @@ def build(config: GatewayConfig, database: Database, *,
     log = OperationLog(database, keys, checkpoint_every=config.checkpoint_every,
                        checkpoint_seconds=config.checkpoint_seconds, exporter=exporter)
     catalogue = CatalogueHolder(config.policy_file or DEFAULT_CATALOGUE, gunma_municipalities(),
-                                _catalogue_recorder(log))
+                                _catalogue_recorder(log, database))
     registry = OperatorRegistry(database, refresh_seconds=config.operator_registry_refresh)
     operators = Operators(registry, load_verification_key(config.operator_auth_key),
                           dt.timedelta(hours=config.operator_credential_max_hours))

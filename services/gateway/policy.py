@@ -270,17 +270,19 @@ class CatalogueHolder:
     """The catalogue in force, reloaded without restart when its file changes.
 
     An invalid file is refused with a precise error and the previous version stays in force. Every
-    version loaded (and every file refused) is recorded through `on_change` (the operation log).
+    version loaded (and every file refused) is recorded through `on_change` (the operation log) with the
+    exact text that was read and its SHA-256, so that any past catalogue can be read back.
     """
 
     def __init__(self, path: Path, municipalities: MunicipalityTable,
-                 on_change: Callable[[str, str, bool], Awaitable[None]], interval: float = 1.0) -> None:
+                 on_change: Callable[[str, str, bool, str], Awaitable[None]], interval: float = 1.0) -> None:
         self._path = path
         self._municipalities = municipalities
         self._on_change = on_change
         self._interval = interval
         self._stamp = self._file_stamp()
-        self.current = load_catalogue(path, municipalities)  # a bad file at start-up stops the gateway
+        self._text = path.read_text(encoding="utf-8")
+        self.current = parse_catalogue(self._text, municipalities)  # a bad file at start-up stops the gateway
         self._announced = False
 
     def __call__(self) -> Catalogue:
@@ -293,7 +295,7 @@ class CatalogueHolder:
     async def run(self, heartbeat: Heartbeat) -> None:
         """Announce the version in force, then watch the file until cancelled."""
         if not self._announced:
-            await self._on_change(self.current.version, _digest(self._path), True)
+            await self._on_change(self.current.version, _digest(self._text), True, self._text)
             self._announced = True
         while True:
             heartbeat.beat()
@@ -310,17 +312,19 @@ class CatalogueHolder:
             return False
         self._stamp = stamp
         try:
-            candidate = load_catalogue(self._path, self._municipalities)
+            text = self._path.read_text(encoding="utf-8")
+            candidate = parse_catalogue(text, self._municipalities)
         except (CatalogueError, OSError, UnicodeDecodeError) as error:
             logger.error("policy catalogue refused; previous version stays in force",
                          extra={"error": str(error), "version_in_force": self.current.version})
-            await self._on_change(f"refused: {error}"[:200], _digest(self._path), False)
+            refused = self._path.read_bytes().decode("utf-8", "replace") if self._path.exists() else ""
+            await self._on_change(f"refused: {error}"[:200], _digest(refused), False, refused)
             return False
-        self.current = candidate
+        self.current, self._text = candidate, text
         logger.info("policy catalogue loaded", extra={"version": candidate.version})
-        await self._on_change(candidate.version, _digest(self._path), True)
+        await self._on_change(candidate.version, _digest(text), True, text)
         return True
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -16,6 +16,7 @@ One generic handler per method of the contracts the gateway exposes. For each ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -41,6 +42,7 @@ from juki_services.gateway.policy import Catalogue, Purpose
 from juki_services.gateway.suspensions import Suspensions
 from juki_services.gateway.suspensions import check_request as check_suspension_request
 from jukilib import boundary, caller
+from jukilib.boundary import storable
 from jukilib.config import DEFAULT_CALL_TIMEOUT
 from jukilib.domain.dates import japan_date
 from jukilib.errors import (
@@ -196,7 +198,24 @@ class Gateway:
             route.path: grpc.stream_stream_rpc_method_handler(functools.partial(self._handle_stream, route))
             if route.open_stream else grpc.unary_unary_rpc_method_handler(functools.partial(self._handle, route))
             for route in routes
-        })
+        }, self._unexposed)
+
+    def _unexposed(self, method: str) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler of a method the gateway does not expose: the probe is logged as denied (it is evidence),
+        then answered UNIMPLEMENTED. Streaming either way, so that no kind of call waits on it; it reads nothing."""
+
+        async def refuse(requests: AsyncIterator[bytes],
+                         context: aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+            entry = LogEntry(time=self._clock(), request_id="", trace_id=current_trace_id(), organization="",
+                             method=storable(method)[:200], decision=DECISION_DENIED,
+                             reason="METHOD_NOT_EXPOSED", status="UNIMPLEMENTED")
+            with contextlib.suppress(JukiError):  # no certificate of the prefecture: logged without one
+                self._identify(context, entry)
+            await self._log_refusal(entry, context)
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            yield b""  # unreachable: makes this an async generator
+
+        return grpc.stream_stream_rpc_method_handler(refuse)
 
     def _new_entry(self, route: Route) -> LogEntry:
         return LogEntry(time=self._clock(), request_id="", trace_id=current_trace_id(), organization="",
@@ -500,9 +519,19 @@ class _StreamRefusal:
     number: int = 0
 
 
+PASSED_THROUGH = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+"""Services registered beside the gateway's routes (health, reflection), left to their own handlers."""
+
+
 class _Handlers(grpc.GenericRpcHandler):
-    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
+    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]],
+                 unexposed: Callable[[str], grpc.RpcMethodHandler[Any, Any]]) -> None:
         self._handlers = handlers
+        self._unexposed = unexposed
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
-        return self._handlers.get(handler_call_details.method)
+        method = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None and not method.startswith(PASSED_THROUGH):
+            return self._unexposed(method)
+        return handler

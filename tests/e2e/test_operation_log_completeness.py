@@ -7,7 +7,9 @@ status, and incompatible roles (administrator and auditor) are never held togeth
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -15,8 +17,10 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from juki.gateway.v1 import operation_log_pb2 as opb
 from juki.gateway.v1 import operator_admin_pb2 as apb
 from jukilib.domain.dates import JAPAN
+from jukilib.grpc.channels import secure_channel
 from tests.conftest import RunningSuite
 from tests.e2e.test_operators import _admin, _new_operator, _reason, _violations
 from tests.e2e.test_operators_cli import _juki
@@ -151,3 +155,29 @@ async def test_who_could_read_resident_data_on_a_day_is_answered_from_the_log(su
         await connection.close()
     code, holders, stderr = _who_could(suite, tmp_path, today)
     assert code == 1 and "kikaku-0339" in stderr and "kikaku-0339" not in holders
+
+
+@pytest.mark.parametrize("method", ["/juki.agency.v1.AgencyService/SetFaultInjection",  # exists, not exposed
+                                    "/juki.identity.v1.IdentityService/DropEverything"])  # does not exist
+async def test_a_call_to_a_method_the_gateway_does_not_expose_is_logged_as_denied(suite: RunningSuite,
+                                                                                 method: str) -> None:
+    request_id = f"probe-{uuid.uuid4()}"
+    async with secure_channel(suite.gateway, suite.client_tls("kikaku-bu")) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(b"", metadata=(("x-request-id", request_id),), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    [row] = await _entries(suite, "request_id = $1", request_id)
+    assert (row["organization"], row["method"], row["decision"], row["reason"], row["status"]) == (
+        "kikaku-bu", method, opb.DECISION_DENIED, "METHOD_NOT_EXPOSED", "UNIMPLEMENTED")
+
+
+async def test_every_catalogue_in_the_log_can_be_read_back_by_its_digest(suite: RunningSuite, tmp_path: Path) -> None:
+    env = {"JUKI_DATABASE_URL": suite.database_url("gateway")}
+    listing = _juki(tmp_path, env, "audit", "catalogues")
+    assert listing.returncode == 0, listing.stderr
+    digest = listing.stdout.splitlines()[0].rsplit("sha256 ", 1)[1]
+    shown = _juki(tmp_path, env, "audit", "catalogues", "--sha256", digest)
+    assert shown.returncode == 0, shown.stderr
+    assert hashlib.sha256(shown.stdout.encode()).hexdigest() == digest
+    assert "[[purposes]]" in shown.stdout

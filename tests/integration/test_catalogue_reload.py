@@ -3,6 +3,7 @@ refused with a precise error while the previous version stays in force, and both
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -21,9 +22,11 @@ def catalogue_file(tmp_path: Path) -> Path:
 
 async def test_new_version_takes_effect_and_invalid_file_keeps_the_previous(catalogue_file: Path) -> None:
     recorded: list[tuple[str, bool]] = []
+    contents: dict[str, str] = {}
 
-    async def record(version: str, digest: str, loaded: bool) -> None:
+    async def record(version: str, digest: str, loaded: bool, content: str) -> None:
         recorded.append((version, loaded))
+        contents[digest] = content
 
     holder = CatalogueHolder(catalogue_file, gunma_municipalities(), record)
     first = holder().version
@@ -37,3 +40,6 @@ async def test_new_version_takes_effect_and_invalid_file_keeps_the_previous(cata
     assert holder().version == "2099-01-01.1"
     assert recorded[0] == ("2099-01-01.1", True)
     assert not recorded[1][1] and "purpose CS-NOTIFY-30-6: 'legal_basis'" in recorded[1][0]
+    # Each is recorded with the exact text read, whose SHA-256 is the digest: any version can be read back.
+    assert all(hashlib.sha256(text.encode()).hexdigest() == digest for digest, text in contents.items())
+    assert any(text.endswith("# broken\n") for text in contents.values())
