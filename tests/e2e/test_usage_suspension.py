@@ -371,3 +371,13 @@ async def test_no_personal_data_of_these_residents_reached_the_service_logs(log_
     for resident in USED:
         for value in (resident.full_name, resident.resident_code, resident.individual_number, resident.address):
             assert value not in text
+
+
+async def test_the_list_of_suspensions_is_the_gateways_own_and_not_exposed(suite: RunningSuite) -> None:
+    # Who asked to stop what is itself personal data: no caller reads the list through the gateway.
+    async with secure_channel(suite.gateway, suite.client_tls("disclosure-desk")) as channel:
+        refused = await _refused(disclosure_pb2_grpc.DisclosureServiceStub(channel).ListActiveUsageSuspensions(
+            dpb.ListActiveUsageSuspensionsRequest(), metadata=purpose_metadata(
+                SUSPENSION, credential=suite.credential("disclosure-desk"), request_id=str(uuid.uuid4())),
+            timeout=10))
+    assert refused.code() == grpc.StatusCode.UNIMPLEMENTED
