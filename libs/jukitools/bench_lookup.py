@@ -160,6 +160,9 @@ def _environments(args: argparse.Namespace, home: Path, pki: Any, databases: dic
             "OTEL_TRACES_SAMPLER": os.environ.get("OTEL_TRACES_SAMPLER", "always_off"),
         })
         environments[service] = environment
+    # No disclosure service runs here, so no usage-suspension case can exist: the gateway decides on its empty
+    # list (the cost of the production path with no suspension) instead of refusing for want of reading it.
+    environments["gateway"]["JUKI_USAGE_SUSPENSION_FAIL_CLOSED"] = "false"
     return environments
 
 

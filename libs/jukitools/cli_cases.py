@@ -1,9 +1,11 @@
-"""`juki cases …`: the disclosure desk's work on disclosure and correction cases, through the gateway.
+"""`juki cases …`: the disclosure desk's work on disclosure, correction and usage-suspension cases, through
+the gateway.
 
 Staff act through the gateway (every call is in the operation log), as the `disclosure-desk` sample
 caller of `.juki/endpoints.json` with the credential of the clerk who logged in (`--operator`), under
-DISCLOSURE-30-32 for disclosure cases (住基法 30-32 … 30-34) and CORRECTION-30-35 for correction cases
-(30-35), as the desk's purposes in the catalogue say. A transition reads the case first for its etag
+DISCLOSURE-30-32 for disclosure cases (住基法 30-32 … 30-34), CORRECTION-30-35 for correction cases
+(30-35) and USAGE-SUSPENSION-98 for usage-suspension cases (利用停止請求, 個人情報保護法 98 … 102), as the
+desk's purposes in the catalogue say. A transition reads the case first for its etag
 (AIP-154), unless `--etag` gives the one the clerk last saw. What is printed is the case's state,
 deadlines and documents: no names, no 住民票コード, no requested values; a notice's content goes only
 to the file it is saved in.
@@ -35,7 +37,8 @@ from jukitools.clihelp import DefaultsHelp
 
 PURPOSE = "DISCLOSURE-30-32"
 CORRECTION_PURPOSE = "CORRECTION-30-35"
-CASES, CORRECTIONS = "disclosureCases", "correctionCases"
+SUSPENSION_PURPOSE = "USAGE-SUSPENSION-98"
+CASES, CORRECTIONS, SUSPENSIONS = "disclosureCases", "correctionCases", "usageSuspensionCases"
 JST = JAPAN
 STATUS = {pb.DEADLINE_STATUS_NONE: "-", pb.DEADLINE_STATUS_ON_TRACK: "on track",
           pb.DEADLINE_STATUS_AT_RISK: "AT RISK", pb.DEADLINE_STATUS_OVERDUE: "OVERDUE"}
@@ -53,6 +56,7 @@ CHANNELS = _choices(pb.Channel, "CHANNEL_")
 SCOPES = _choices(pb.DisclosureScope, "DISCLOSURE_SCOPE_")
 FILES = _choices(pb.RecordFile, "RECORD_FILE_")
 ACTIONS = _choices(pb.CorrectionAction, "CORRECTION_ACTION_")
+GROUNDS = _choices(pb.UsageSuspensionGround, "USAGE_SUSPENSION_GROUND_")
 
 
 def _received(text: str) -> dt.datetime:
@@ -105,12 +109,15 @@ def add_parser(commands: Any) -> None:
     which.add_argument("--at-risk", action="store_true", help="only cases past their target or near the deadline")
     which.add_argument("--overdue", action="store_true", help="only cases past their (extended) deadline")
     which.add_argument("--all", action="store_true", help="closed cases too")
-    listing.add_argument("--corrections", action="store_true", help="correction cases instead of disclosure cases")
+    kind = listing.add_mutually_exclusive_group()
+    kind.add_argument("--corrections", action="store_true", help="correction cases instead of disclosure cases")
+    kind.add_argument("--suspensions", action="store_true", help="usage-suspension cases instead of disclosure cases")
     _add_disclosure(actions)
     _add_correction(actions)
-    either = "disclosureCases/ID or correctionCases/ID (a bare ID is a disclosure case)"
-    _with_etag(_action(actions, "close", "close a disclosure or correction case", either))
-    _action(actions, "get", "show a disclosure or correction case", either)
+    _add_suspension(actions)
+    either = "disclosureCases/ID, correctionCases/ID or usageSuspensionCases/ID (a bare ID is a disclosure case)"
+    _with_etag(_action(actions, "close", "close a disclosure, correction or usage-suspension case", either))
+    _action(actions, "get", "show a disclosure, correction or usage-suspension case", either)
     _action(actions, "documents", "list the written notices of a case", either)
     fetch = _action(actions, "fetch", "fetch a written notice and save its PDF and/or JSON",
                     "the document's name, e.g. disclosureCases/ID/documents/ID", "DOCUMENT")
@@ -131,16 +138,25 @@ def _add_disclosure(actions: Any) -> None:
     create.add_argument("--scope", dest="scopes", action="append", choices=SCOPES, required=True,
                         help="what is asked (repeat for each)")
     _received_option(create)
-    case = "disclosureCases/ID, or the ID"
-    verify = _with_etag(_action(actions, "verify", "record the identity check: IDENTITY_VERIFIED or "
-                                                   "REJECTED_IDENTITY", case))
+    case = "disclosureCases/ID (or the ID), or usageSuspensionCases/ID"
+    verify = _with_etag(_action(actions, "verify", "record the identity check: IDENTITY_VERIFIED, or "
+                                                   "REJECTED_IDENTITY (a usage suspension: REJECTED)", case))
     verify.add_argument("--rejected", metavar="REASON", default="",
                         help="the documents did not prove the identity: why (printed on the refusal notice)")
     extend = _with_etag(_action(actions, "extend", "extend the deadline once, with a reason and a written "
-                                                   "notice (30-33 ②)", case))
+                                                   "notice (30-33 ②; 個人情報保護法 102 ②: at most 30 "
+                                                   "days)", case))
     extend.add_argument("--reason", required=True, help="why the deadline cannot be met (printed on the notice)")
     extend.add_argument("--new-deadline", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD")
-    _with_etag(_action(actions, "decide", "gather the records and decide, with the 開示決定通知書 (30-32 ②)", case))
+    decide = _with_etag(_action(actions, "decide", "decide, with the written notice: a disclosure gathers the "
+                                                   "records (開示決定通知書, 30-32 ②); a usage suspension needs "
+                                                   "--stop or --not-stop and --reason (個人情報保護法 101)", case))
+    outcome = decide.add_mutually_exclusive_group()
+    outcome.add_argument("--stop", action="store_true", help="usage suspension: stop (for good)")
+    outcome.add_argument("--not-stop", action="store_true", help="usage suspension: do not stop")
+    decide.add_argument("--reason", default="", help="usage suspension: why (printed on the notice)")
+    decide.add_argument("--stop-purpose", dest="stop_purposes", action="append", default=[], metavar="PURPOSE",
+                        help="with --stop: a purpose to stop (repeat; default: every purpose the request names)")
     _with_etag(_action(actions, "notify", "record that the decision notice was sent or handed over", case))
 
 
@@ -168,6 +184,21 @@ def _add_correction(actions: Any) -> None:
                           help="with --error-found: a field found wrong (repeat; default: every item's field)")
 
 
+def _add_suspension(actions: Any) -> None:
+    suspend = _action(actions, "suspend", "open a usage-suspension case (利用停止請求, 個人情報保護法 98): from now "
+                                          "the gateway refuses the person's records under the purposes named")
+    suspend.add_argument("--resident-code", required=True, help="住民票コード of the person (current or former)")
+    suspend.add_argument("--requester-name", required=True, help="the requester's name as written on the request")
+    suspend.add_argument("--requester-kind", choices=KINDS, default="person", help="who files the request")
+    suspend.add_argument("--document", dest="documents", action="append", choices=DOCUMENTS, required=True,
+                         help="an identity document shown (repeat for each; health-insurance-card needs a second)")
+    suspend.add_argument("--channel", choices=CHANNELS, default="counter", help="how the request arrived")
+    suspend.add_argument("--purpose", dest="purposes", action="append", required=True, metavar="PURPOSE",
+                         help="a purpose of use whose use or provision is to stop (`juki purposes list`; repeat)")
+    suspend.add_argument("--ground", choices=GROUNDS, required=True, help="the ground of the request (98 ①)")
+    _received_option(suspend)
+
+
 # --- printing (state, deadlines, documents: no personal data) ------------------------------------
 
 def _day(date: Any) -> str:
@@ -178,13 +209,15 @@ def _jst(time: Timestamp) -> str:
     return f"{time.ToDatetime(dt.UTC).astimezone(JST):%Y-%m-%d %H:%M} JST" if time.seconds else "-"
 
 
-def _state(case: pb.DisclosureCase | pb.CorrectionCase) -> str:
+def _state(case: pb.DisclosureCase | pb.CorrectionCase | pb.UsageSuspensionCase) -> str:
     if isinstance(case, pb.DisclosureCase):
         return pb.DisclosureState.Name(case.state).removeprefix("DISCLOSURE_STATE_")
+    if isinstance(case, pb.UsageSuspensionCase):
+        return pb.UsageSuspensionState.Name(case.state).removeprefix("USAGE_SUSPENSION_STATE_")
     return pb.CorrectionState.Name(case.state).removeprefix("CORRECTION_STATE_")
 
 
-def format_row(case: pb.DisclosureCase) -> str:
+def format_row(case: pb.DisclosureCase | pb.UsageSuspensionCase) -> str:
     deadline = case.extension.new_deadline if case.HasField("extension") else case.deadline
     received = case.receive_time.ToDatetime(dt.UTC).astimezone(JST).date()
     return (f"{case.name:<52} {_state(case):<18} {received.isoformat():<10} "
@@ -200,10 +233,16 @@ def format_correction_row(case: pb.CorrectionCase) -> str:
     return f"{case.name:<52} {_state(case):<22} {received.isoformat():<10} {case.disclosure_case}"
 
 
-def format_case(case: pb.DisclosureCase | pb.CorrectionCase) -> str:
+def format_case(case: pb.DisclosureCase | pb.CorrectionCase | pb.UsageSuspensionCase) -> str:
     """A case as the clerk needs it after a step: state, dates, documents, etag."""
     lines = [case.name, f"  state:      {_state(case)}", f"  received:   {_jst(case.receive_time)}"]
-    if isinstance(case, pb.DisclosureCase):
+    if isinstance(case, pb.UsageSuspensionCase):
+        decision = pb.UsageSuspensionDecision.Name(case.decision).removeprefix("USAGE_SUSPENSION_DECISION_")
+        stopped = f" ({', '.join(case.stopped_purposes)})" if case.stopped_purposes else ""
+        lines += [f"  purposes:   {', '.join(case.purposes)}",
+                  f"  refused:    {', '.join(case.suspended_purposes) or '-'}",
+                  f"  decision:   {decision if case.decision else '-'}{stopped}"]
+    if isinstance(case, pb.DisclosureCase | pb.UsageSuspensionCase):
         lines.append(f"  deadline:   {_day(case.deadline)}  target {_day(case.target_date)}  "
                      f"status {STATUS.get(case.deadline_status, '-')}")
         if case.HasField("extension"):
@@ -253,10 +292,14 @@ def _name(text: str, collection: str) -> str:
 
 
 def _purpose(name: str) -> str:
+    if name.startswith(f"{SUSPENSIONS}/"):
+        return SUSPENSION_PURPOSE
     return CORRECTION_PURPOSE if name.startswith(f"{CORRECTIONS}/") else PURPOSE
 
 
 async def _get(clerk: Clerk, name: str) -> Any:
+    if name.startswith(f"{SUSPENSIONS}/"):
+        return await clerk("GetUsageSuspensionCase", pb.GetUsageSuspensionCaseRequest(name=name), SUSPENSION_PURPOSE)
     if name.startswith(f"{CORRECTIONS}/"):
         return await clerk("GetCorrectionCase", pb.GetCorrectionCaseRequest(name=name), CORRECTION_PURPOSE)
     return await clerk("GetDisclosureCase", pb.GetDisclosureCaseRequest(name=name))
@@ -281,19 +324,58 @@ async def _create(clerk: Clerk, args: argparse.Namespace) -> Any:
         disclosure_case=case, request_id=args.request_id))
 
 
+def _extension(args: argparse.Namespace) -> pb.DeadlineExtension:
+    extension = pb.DeadlineExtension(reason=args.reason)
+    new = args.new_deadline
+    extension.new_deadline.year, extension.new_deadline.month, extension.new_deadline.day = (
+        new.year, new.month, new.day)
+    return extension
+
+
+async def _suspend(clerk: Clerk, args: argparse.Namespace) -> Any:
+    case = pb.UsageSuspensionCase(
+        subject_resident_code=args.resident_code, requester_kind=KINDS[args.requester_kind],
+        requester_name=args.requester_name, identity_documents=[DOCUMENTS[d] for d in args.documents],
+        channel=CHANNELS[args.channel], purposes=args.purposes, ground=GROUNDS[args.ground])
+    _timestamp(case.receive_time, args.received)
+    return await clerk("CreateUsageSuspensionCase", pb.CreateUsageSuspensionCaseRequest(
+        usage_suspension_case=case, request_id=args.request_id), SUSPENSION_PURPOSE)
+
+
+async def _suspension_step(clerk: Clerk, name: str, tag: str, args: argparse.Namespace) -> Any:
+    action = args.cases_action
+    if action == "verify":
+        request: message.Message = pb.VerifyUsageSuspensionCaseIdentityRequest(
+            name=name, etag=tag, verified=not args.rejected, rejection_reason=args.rejected)
+    elif action == "extend":
+        request = pb.ExtendUsageSuspensionCaseRequest(name=name, etag=tag, extension=_extension(args))
+    elif action == "decide":
+        decision = pb.USAGE_SUSPENSION_DECISION_STOP if args.stop else pb.USAGE_SUSPENSION_DECISION_NOT_STOP \
+            if args.not_stop else pb.USAGE_SUSPENSION_DECISION_UNSPECIFIED
+        request = pb.DecideUsageSuspensionCaseRequest(name=name, etag=tag, decision=decision, reason=args.reason,
+                                                      stopped_purposes=args.stop_purposes)
+    else:
+        request = pb.NotifyUsageSuspensionCaseRequest(name=name, etag=tag)
+    method = {"verify": "VerifyUsageSuspensionCaseIdentity", "extend": "ExtendUsageSuspensionCase",
+              "decide": "DecideUsageSuspensionCase", "notify": "NotifyUsageSuspensionCase"}[action]
+    return await clerk(method, request, SUSPENSION_PURPOSE)
+
+
 async def _disclosure_step(clerk: Clerk, args: argparse.Namespace) -> Any:
     name = _name(args.case, CASES)
     tag = await _etag(clerk, name, args)
+    if name.startswith(f"{SUSPENSIONS}/"):
+        return await _suspension_step(clerk, name, tag, args)
+    if args.cases_action == "decide" and (args.stop or args.not_stop or args.reason or args.stop_purposes):
+        print("juki: --stop, --not-stop, --reason and --stop-purpose are for usage-suspension cases",
+              file=sys.stderr)
+        raise SystemExit(2)
     if args.cases_action == "verify":
         return await clerk("VerifyDisclosureCaseIdentity", pb.VerifyDisclosureCaseIdentityRequest(
             name=name, etag=tag, verified=not args.rejected, rejection_reason=args.rejected))
     if args.cases_action == "extend":
-        extension = pb.DeadlineExtension(reason=args.reason)
-        new = args.new_deadline
-        extension.new_deadline.year, extension.new_deadline.month, extension.new_deadline.day = (
-            new.year, new.month, new.day)
         return await clerk("ExtendDisclosureCase", pb.ExtendDisclosureCaseRequest(
-            name=name, etag=tag, extension=extension))
+            name=name, etag=tag, extension=_extension(args)))
     method, request = {"decide": ("DecideDisclosureCase", pb.DecideDisclosureCaseRequest),
                        "notify": ("NotifyDisclosureCase", pb.NotifyDisclosureCaseRequest)}[args.cases_action]
     return await clerk(method, request(name=name, etag=tag))
@@ -302,6 +384,9 @@ async def _disclosure_step(clerk: Clerk, args: argparse.Namespace) -> Any:
 async def _close(clerk: Clerk, args: argparse.Namespace) -> Any:
     name = _name(args.case, CASES)
     tag = await _etag(clerk, name, args)
+    if name.startswith(f"{SUSPENSIONS}/"):
+        return await clerk("CloseUsageSuspensionCase", pb.CloseUsageSuspensionCaseRequest(name=name, etag=tag),
+                           SUSPENSION_PURPOSE)
     if name.startswith(f"{CORRECTIONS}/"):
         return await clerk("CloseCorrectionCase", pb.CloseCorrectionCaseRequest(name=name, etag=tag),
                            CORRECTION_PURPOSE)
@@ -379,10 +464,13 @@ async def _pages(clerk: Clerk, method: str, request: Any, field: str, purpose: s
         request.page_token = page.next_page_token
 
 
-def request_for(args: argparse.Namespace) -> pb.ListDisclosureCasesRequest:
-    status = pb.DEADLINE_STATUS_OVERDUE if args.overdue else pb.DEADLINE_STATUS_AT_RISK if args.at_risk \
+def _status(args: argparse.Namespace) -> pb.DeadlineStatus.ValueType:
+    return pb.DEADLINE_STATUS_OVERDUE if args.overdue else pb.DEADLINE_STATUS_AT_RISK if args.at_risk \
         else pb.DEADLINE_STATUS_UNSPECIFIED
-    return pb.ListDisclosureCasesRequest(open_only=not args.all, deadline_status=status, page_size=500)
+
+
+def request_for(args: argparse.Namespace) -> pb.ListDisclosureCasesRequest:
+    return pb.ListDisclosureCasesRequest(open_only=not args.all, deadline_status=_status(args), page_size=500)
 
 
 async def _list(clerk: Clerk, args: argparse.Namespace) -> int:
@@ -394,6 +482,11 @@ async def _list(clerk: Clerk, args: argparse.Namespace) -> int:
         print(CORRECTION_HEADER)
         cases = _pages(clerk, "ListCorrectionCases", pb.ListCorrectionCasesRequest(
             open_only=not args.all, page_size=500), "correction_cases", CORRECTION_PURPOSE)
+    elif args.suspensions:
+        print(HEADER)
+        cases = _pages(clerk, "ListUsageSuspensionCases", pb.ListUsageSuspensionCasesRequest(
+            open_only=not args.all, deadline_status=_status(args), page_size=500), "usage_suspension_cases",
+            SUSPENSION_PURPOSE)
     else:
         print(HEADER)
         cases = _pages(clerk, "ListDisclosureCases", request_for(args), "disclosure_cases", PURPOSE)
@@ -408,7 +501,7 @@ async def _list(clerk: Clerk, args: argparse.Namespace) -> int:
 STEPS: dict[str, Callable[[Clerk, argparse.Namespace], Awaitable[Any]]] = {
     "create": _create, "verify": _disclosure_step, "extend": _disclosure_step, "decide": _disclosure_step,
     "notify": _disclosure_step, "close": _close, "get": _show, "correct": _correct,
-    "investigate": _investigation, "conclude": _investigation,
+    "investigate": _investigation, "conclude": _investigation, "suspend": _suspend,
 }
 """Actions that answer a case, printed with `format_case`."""
 OTHERS: dict[str, Callable[[Clerk, argparse.Namespace], Awaitable[int]]] = {

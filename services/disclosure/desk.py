@@ -1,5 +1,5 @@
-"""The disclosure desk's work: the transitions of disclosure and correction cases, each in its own
-transaction, with the written notices they produce.
+"""The disclosure desk's work: the transitions of disclosure, correction and usage-suspension cases, each in
+its own transaction, with the written notices they produce.
 
 Concurrency (AIP-154): a transition locks the case row (`FOR UPDATE`), compares the caller's etag
 (the revision) when one is given, checks the state machine and writes one new revision. Work that
@@ -10,6 +10,7 @@ is still at that revision, so two clerks cannot both decide one case.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,7 @@ from jukilib.errors import (
     Violations,
 )
 
-S, C = pb.DisclosureState, pb.CorrectionState
+S, C, U = pb.DisclosureState, pb.CorrectionState, pb.UsageSuspensionState
 FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_FILE_ANNEX: ANNEX}
 RECORD_FIELDS: dict[int, frozenset[str]] = {
     pb.RECORD_FILE_IDENTITY: frozenset(identity_pb2.IdentityRecord.DESCRIPTOR.fields_by_name),
@@ -60,14 +61,15 @@ def parse_name(name: str, collection: str, field: str = "name") -> uuid.UUID:
 def parse_document_name(name: str, field: str = "name") -> tuple[str, uuid.UUID, uuid.UUID | None]:
     """(case kind, case id, document id or None) of `…Cases/{id}[/documents/{id}]`."""
     parts = name.split("/")
-    kinds = {"disclosureCases": "disclosure", "correctionCases": "correction"}
+    kinds = {"disclosureCases": "disclosure", "correctionCases": "correction", "usageSuspensionCases": "suspension"}
     try:
         if parts[0] not in kinds or len(parts) not in (2, 4) or (len(parts) == 4 and parts[2] != "documents"):
             raise ValueError
         return kinds[parts[0]], uuid.UUID(parts[1]), uuid.UUID(parts[3]) if len(parts) == 4 else None
     except (ValueError, IndexError):
         raise InvalidArgument([FieldViolation(
-            field, "must be of the form disclosureCases/{id}/documents/{id} or correctionCases/{id}/documents/{id}")],
+            field, "must be of the form disclosureCases/{id}/documents/{id}, correctionCases/{id}/documents/{id} "
+                   "or usageSuspensionCases/{id}/documents/{id}")],
         ) from None
 
 
@@ -135,8 +137,42 @@ def correction_message(row: asyncpg.Record, steps: list[asyncpg.Record]) -> pb.C
     return case
 
 
+def suspension_message(row: asyncpg.Record, today: dt.date) -> pb.UsageSuspensionCase:
+    case = pb.UsageSuspensionCase(
+        name=f"usageSuspensionCases/{row['id']}", subject_resident_code=row["subject_resident_code"],
+        requester_kind=row["requester_kind"], requester_name=row["requester_name"],
+        identity_documents=row["identity_documents"], channel=row["channel"], purposes=row["purposes"],
+        ground=row["ground"], state=row["state"], resident_codes=row["resident_codes"],
+        suspended_purposes=rules.suspended_purposes(row["state"], row["decision"], row["purposes"],
+                                                    row["stopped_purposes"]),
+        decision=row["decision"], decision_reason=row["decision_reason"], stopped_purposes=row["stopped_purposes"],
+        etag=etag_of(row), documents=row["documents"],
+        deadline_status=rules.deadline_status(row["state"], row["effective_deadline"], row["target_date"], today,
+                                              rules.SUSPENSION_RUNNING),
+    )
+    case.receive_time.FromDatetime(row["receive_time"])
+    case.create_time.FromDatetime(row["create_time"])
+    case.update_time.FromDatetime(row["update_time"])
+    _date(case.deadline, row["deadline"])
+    _date(case.target_date, row["target_date"])
+    if row["extension_deadline"] is not None:
+        case.extension.reason = row["extension_reason"]
+        _date(case.extension.new_deadline, row["extension_deadline"])
+        case.extension.extend_time.FromDatetime(row["extension_time"])
+        case.extension.notice = row["extension_notice"] or ""
+    return case
+
+
+def _deadline_filter(status: int, today: dt.date) -> tuple[dt.date | None, dt.date | None]:
+    """(at risk on, overdue on) of a list request's deadline status."""
+    if status not in (pb.DEADLINE_STATUS_UNSPECIFIED, pb.DEADLINE_STATUS_AT_RISK, pb.DEADLINE_STATUS_OVERDUE):
+        raise InvalidArgument([FieldViolation("deadline_status", "must be AT_RISK or OVERDUE when set")])
+    return (today if status == pb.DEADLINE_STATUS_AT_RISK else None,
+            today if status == pb.DEADLINE_STATUS_OVERDUE else None)
+
+
 class Desk:
-    """Disclosure (30-32 … 30-34) and correction (30-35) cases."""
+    """Disclosure (30-32 … 30-34), correction (30-35) and usage-suspension (個人情報保護法 98 … 102) cases."""
 
     def __init__(self, database: Database, records: Records, target_days: int,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *,
@@ -297,15 +333,10 @@ class Desk:
 
     async def list_cases(self, request: pb.ListDisclosureCasesRequest,
                          before: tuple[dt.datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
-        today = self.today()
-        status = request.deadline_status
-        if status not in (pb.DEADLINE_STATUS_UNSPECIFIED, pb.DEADLINE_STATUS_AT_RISK, pb.DEADLINE_STATUS_OVERDUE):
-            raise InvalidArgument([FieldViolation("deadline_status", "must be AT_RISK or OVERDUE when set")])
+        at_risk_on, overdue_on = _deadline_filter(request.deadline_status, self.today())
         async with self._database.connection() as connection:
             rows: list[asyncpg.Record] = await store.list_cases(
-                connection, before, limit, open_only=request.open_only,
-                at_risk_on=today if status == pb.DEADLINE_STATUS_AT_RISK else None,
-                overdue_on=today if status == pb.DEADLINE_STATUS_OVERDUE else None)
+                connection, before, limit, open_only=request.open_only, at_risk_on=at_risk_on, overdue_on=overdue_on)
         return rows
 
     # --- documents -----------------------------------------------------------------------------------
@@ -477,6 +508,149 @@ class Desk:
                 "SELECT requester_name FROM disclosure_case WHERE id = $1", disclosure_case_id)
         return name
 
+    # --- usage suspension (利用停止請求, 個人情報保護法 98 … 102; 番号法 30) ----------------------------------
+
+    def _new_suspension(self, request: pb.CreateUsageSuspensionCaseRequest, actor: str) -> store.NewSuspension:
+        now = self._clock()
+        violations = Violations()
+        if not request.HasField("usage_suspension_case"):
+            violations.add("usage_suspension_case", "is required", "REQUIRED_FIELD")
+            violations.raise_if_any()
+        case = request.usage_suspension_case
+        rules.validate_new_suspension(case, now, violations, self._receipt_window)
+        if len(request.request_id) > 64:
+            violations.add("request_id", "must be at most 64 characters")
+        violations.raise_if_any()
+        received = case.receive_time.ToDatetime(dt.UTC) if case.HasField("receive_time") else now
+        return store.NewSuspension(
+            id=uuid.uuid4(), request_id=request.request_id or None, subject_resident_code=case.subject_resident_code,
+            resident_codes=[case.subject_resident_code], requester_kind=case.requester_kind,
+            requester_name=case.requester_name, identity_documents=list(case.identity_documents),
+            channel=case.channel, purposes=list(case.purposes), ground=case.ground, receive_time=received,
+            # 個人情報保護法 102 ①: 30 days from the request, counted like a disclosure's; the target beside it.
+            deadline=rules.deadline_from(received, rules.STATUTORY_DAYS),
+            target_date=rules.deadline_from(received, self._target_days), opened_by=actor)
+
+    async def _person_codes(self, code: str, case: str) -> list[str]:
+        """Every 住民票コード the person named by `code` has had in either file (30-4: a change of code does not
+        make another person), `code` first; read through the gateway under the case."""
+        codes = [code]
+        for file in (IDENTITY, ANNEX):
+            codes += (await self._records.file_records(file, code, case)).resident_codes(code)
+        return list(dict.fromkeys(codes))
+
+    async def create_suspension(self, request: pb.CreateUsageSuspensionCaseRequest, actor: str) -> asyncpg.Record:
+        """Open the case with every code of the person: from its insertion the gateway refuses the named purposes."""
+        new = self._new_suspension(request, actor)
+        if new.request_id:
+            async with self._database.connection() as connection:
+                existing = await store.find_suspension_by_request_id(connection, new.request_id)
+            if existing is not None:
+                return existing
+        codes = await self._person_codes(new.subject_resident_code, f"usageSuspensionCases/{new.id}")
+        new = dataclasses.replace(new, resident_codes=codes)
+        return await self._create_once(new.request_id, store.find_suspension_by_request_id,
+                                       lambda connection: store.insert_suspension(connection, new))
+
+    async def suspension(self, case_id: uuid.UUID) -> asyncpg.Record:
+        async with self._database.connection() as connection:
+            row = await store.get_suspension(connection, case_id)
+        if row is None:
+            raise NotFound("no such usage-suspension case", "CASE_NOT_FOUND")
+        return row
+
+    async def list_suspensions(self, request: pb.ListUsageSuspensionCasesRequest,
+                               before: tuple[dt.datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
+        at_risk_on, overdue_on = _deadline_filter(request.deadline_status, self.today())
+        async with self._database.connection() as connection:
+            rows: list[asyncpg.Record] = await store.list_suspensions(
+                connection, before, limit, open_only=request.open_only, at_risk_on=at_risk_on, overdue_on=overdue_on)
+        return rows
+
+    async def _locked_suspension(self, connection: asyncpg.Connection, case_id: uuid.UUID,
+                                 etag: str) -> asyncpg.Record:
+        row = await store.get_suspension(connection, case_id, lock=True)
+        if row is None:
+            raise NotFound("no such usage-suspension case", "CASE_NOT_FOUND")
+        _check_etag(row, etag)
+        return row
+
+    async def move_suspension(self, case_id: uuid.UUID, etag: str, target: int, actor: str) -> asyncpg.Record:
+        """A plain transition (verify, notify, close)."""
+        async with self._database.transaction() as connection:
+            row = await self._locked_suspension(connection, case_id, etag)
+            rules.check_transition(row["state"], target, suspension=True)
+            result: asyncpg.Record = await store.set_suspension_state(connection, case_id, target, actor)
+            return result
+
+    async def verify_suspension(self, case_id: uuid.UUID, etag: str, verified: bool, actor: str,
+                                rejection_reason: str = "") -> asyncpg.Record:
+        """Identity verified, or the request rejected (identity not verified, not the person's own data): a 処分,
+        in writing with the reason and the 教示; the named purposes are no longer refused."""
+        if verified:
+            return await self.move_suspension(case_id, etag, U.USAGE_SUSPENSION_STATE_IDENTITY_VERIFIED, actor)
+        now = self._clock()
+        async with self._database.transaction() as connection:
+            row = await self._locked_suspension(connection, case_id, etag)
+            rules.check_transition(row["state"], U.USAGE_SUSPENSION_STATE_REJECTED, suspension=True)
+            notice = notices.usage_suspension_notice(suspension_message(row, rules.japan_today(now)), "REJECTED",
+                                                     rejection_reason, now)
+            document = await self._issue(connection, "suspension", case_id, notice)
+            result: asyncpg.Record = await store.set_suspension_state(
+                connection, case_id, U.USAGE_SUSPENSION_STATE_REJECTED, actor, document,
+                decision_reason=rejection_reason)
+            return result
+
+    async def extend_suspension(self, case_id: uuid.UUID, etag: str, extension: pb.DeadlineExtension,
+                                actor: str) -> asyncpg.Record:
+        """個人情報保護法 102 ②: once, by at most 30 days, before the deadline, with a written reason."""
+        now = self._clock()
+        async with self._database.transaction() as connection:
+            row = await self._locked_suspension(connection, case_id, etag)
+            if row["state"] not in rules.SUSPENSION_RUNNING:
+                name = rules.state_name(row["state"], pb.UsageSuspensionState)
+                raise FailedPrecondition(f"the case is in state {name}; only a case whose deadline runs can be "
+                                         "extended", "INVALID_STATE_TRANSITION", {"current_state": name})
+            new_deadline = rules.validate_extension(extension, row["deadline"], row["extension_deadline"] is not None,
+                                                    rules.japan_today(now), rules.SUSPENSION_EXTENSION_DAYS)
+            notice = notices.usage_suspension_notice(suspension_message(row, rules.japan_today(now)), "EXTENDED",
+                                                     extension.reason, now, deadline=row["deadline"],
+                                                     new_deadline=new_deadline)
+            document = await self._issue(connection, "suspension", case_id, notice)
+            result: asyncpg.Record = await store.set_suspension_state(
+                connection, case_id, row["state"], actor, document, extension_reason=extension.reason,
+                extension_deadline=new_deadline, extension_time=now)
+            return result
+
+    async def decide_suspension(self, case_id: uuid.UUID, request: pb.DecideUsageSuspensionCaseRequest,
+                                actor: str) -> asyncpg.Record:
+        """個人情報保護法 101: stop (the purposes decided, for good) or not stop, with the reason, in writing."""
+        now = self._clock()
+        stop = request.decision == pb.USAGE_SUSPENSION_DECISION_STOP
+        target = U.USAGE_SUSPENSION_STATE_DECIDED_STOP if stop else U.USAGE_SUSPENSION_STATE_DECIDED_NOT_STOP
+        async with self._database.transaction() as connection:
+            row = await self._locked_suspension(connection, case_id, request.etag)
+            stopped = rules.validate_suspension_decision(request.decision, request.reason,
+                                                         list(request.stopped_purposes), row["purposes"])
+            rules.check_transition(row["state"], target, suspension=True)
+            notice = notices.usage_suspension_notice(suspension_message(row, rules.japan_today(now)),
+                                                     "STOP" if stop else "NOT_STOP", request.reason, now,
+                                                     purposes=stopped)
+            document = await self._issue(connection, "suspension", case_id, notice)
+            result: asyncpg.Record = await store.set_suspension_state(
+                connection, case_id, target, actor, document, decision=int(request.decision),
+                decision_reason=request.reason, stopped_purposes=stopped)
+            return result
+
+    async def active_suspensions(self, after: uuid.UUID | None, limit: int) -> list[tuple[uuid.UUID, list[str],
+                                                                                          list[str]]]:
+        """(case id, every code of the person, purposes refused now) of each case refusing provisions."""
+        async with self._database.connection() as connection:
+            rows = await store.suspending(connection, after, limit)
+        return [(row["id"], list(row["resident_codes"]),
+                 rules.suspended_purposes(row["state"], row["decision"], row["purposes"], row["stopped_purposes"]))
+                for row in rows]
+
     # --- the municipality's 修正 closes the case by itself -----------------------------------------------
 
     async def follow_reports(self, limit: int = 50) -> int:
@@ -581,4 +755,5 @@ def _fields_of(version: Any, fields: list[str]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key in wanted}
 
 
-__all__ = ["Desk", "FileRecords", "case_message", "correction_message", "parse_document_name", "parse_name"]
+__all__ = ["Desk", "FileRecords", "case_message", "correction_message", "parse_document_name", "parse_name",
+           "suspension_message"]

@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 class DeadlineGauge:
-    """Open, at-risk and overdue disclosure cases as one OpenTelemetry gauge: counts only, no personal
-    data (住基法 30-33 deadlines; DESIGN §7 "deadlines at risk")."""
+    """Open, at-risk and overdue disclosure and usage-suspension cases as one OpenTelemetry gauge: counts only,
+    no personal data (住基法 30-33, 個人情報保護法 102 deadlines; DESIGN §7 "deadlines at risk")."""
 
     def __init__(self, database: Database, desk: Desk, interval: float = 30.0) -> None:
         self._database = database
@@ -32,7 +32,8 @@ class DeadlineGauge:
         meter.create_observable_gauge(
             "juki.disclosure.cases",
             [lambda _: [Observation(count, {"deadline_status": status}) for status, count in self.values.items()]],
-            unit="{case}", description="disclosure cases whose deadline runs: open, at risk (incl. overdue), overdue")
+            unit="{case}", description="disclosure and usage-suspension cases whose deadline runs: open, at risk "
+                                       "(incl. overdue), overdue")
 
     async def measure(self) -> dict[str, int]:
         async with self._database.connection() as connection:

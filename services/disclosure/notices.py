@@ -93,6 +93,12 @@ NOTICE_KINDS: dict[int, NoticeKind] = {
     pb.DOCUMENT_KIND_RECIPIENT_NOTICE: NoticeKind("提供済み本人確認情報の訂正について(通知)", disposition=False),
     # Refusing the request (identity not verified, not the person's own data) is a 処分.
     pb.DOCUMENT_KIND_REJECTION_NOTICE: NoticeKind("本人確認情報開示請求却下通知書", disposition=True),
+    # 個人情報保護法 101: the decision to stop or not to stop (or to reject the request) is a 処分.
+    pb.DOCUMENT_KIND_USAGE_SUSPENSION_DECISION_NOTICE: NoticeKind("保有個人情報利用停止請求に対する決定通知書",
+                                                                  disposition=True),
+    # 102 ②: telling the requester of an extension decides nothing.
+    pb.DOCUMENT_KIND_USAGE_SUSPENSION_EXTENSION_NOTICE: NoticeKind("保有個人情報利用停止決定等期限延長通知書",
+                                                                   disposition=False),
 }
 TITLES: dict[int, str] = {kind: notice_kind.title for kind, notice_kind in NOTICE_KINDS.items()}
 NOT_EXIST_TITLE = "本人確認情報不開示決定通知書"
@@ -499,3 +505,50 @@ def camel(path: str) -> str:
 
 def snake(key: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
+
+
+# 個人情報保護法 98 ①: each ground of a 利用停止請求, by the article the handling is said to break (番号法 30 reads
+# the articles for 特定個人情報).
+SUSPENSION_GROUNDS: dict[int, str] = {
+    pb.USAGE_SUSPENSION_GROUND_RETENTION_BEYOND_PURPOSE: "利用目的の達成に必要な範囲を超えた保有 (第61条第2項違反)",
+    pb.USAGE_SUSPENSION_GROUND_IMPROPER_HANDLING: "不適正な取扱い (第63条違反)",
+    pb.USAGE_SUSPENSION_GROUND_WRONGFUL_ACQUISITION: "偽りその他不正の手段による取得 (第64条違反)",
+    pb.USAGE_SUSPENSION_GROUND_USE_OUTSIDE_PURPOSE: "利用目的以外の目的のための利用 (第69条第1項及び第2項違反)",
+    pb.USAGE_SUSPENSION_GROUND_PROVISION_OUTSIDE_PURPOSE: "利用目的以外の目的のための提供 (第69条第1項及び第2項違反)",
+    pb.USAGE_SUSPENSION_GROUND_PROVISION_ABROAD: "外国にある第三者への提供 (第71条第1項違反)",
+    pb.USAGE_SUSPENSION_GROUND_NUMBER_ACT: "番号法に違反する特定個人情報の取扱い (番号法第30条により読み替えて適用)",
+}
+_SUSPENSION_DECISIONS = {
+    "STOP": "個人情報の保護に関する法律第101条第1項の規定により、次のとおり利用停止をすることに決定しました。",
+    "NOT_STOP": "個人情報の保護に関する法律第101条第2項の規定により、利用停止をしないことに決定しました。",
+    "REJECTED": "次の理由により却下します(個人情報の保護に関する法律第98条第1項)。",
+    "EXTENDED": "個人情報の保護に関する法律第102条第2項の規定により、利用停止決定等の期限を次のとおり延長します。",
+}
+
+
+def usage_suspension_notice(case: Any, outcome: str, reason: str, issued: dt.datetime, *,
+                            purposes: Iterable[str] = (), deadline: dt.date | None = None,
+                            new_deadline: dt.date | None = None) -> Draft:
+    """The written answer to a 利用停止請求 (個人情報保護法 101, 102 ②): `outcome` STOP (for `purposes`) or
+    NOT_STOP with the reason, REJECTED (identity not verified, not the person's own data), each a 処分 (the
+    教示 comes with the kind); or EXTENDED, the extension of the deadline (`deadline` → `new_deadline`)."""
+    stopped = list(purposes)
+    content, lines = _requester_part(case)
+    content.update({"decision": outcome, "reason": reason, "requested_purposes": list(case.purposes),
+                    "ground": pb.UsageSuspensionGround.Name(case.ground)})
+    lines += ["", f"利用停止を求められた利用目的: {'、'.join(case.purposes)}",
+              f"請求の理由: {SUSPENSION_GROUNDS.get(case.ground, '')}", "",
+              f"{_received_on(case)}付けで請求のあった保有個人情報の利用停止について、{_SUSPENSION_DECISIONS[outcome]}"]
+    salutation = f"{case.requester_name} 様"
+    if outcome == "EXTENDED":
+        assert deadline is not None and new_deadline is not None
+        content.update({"statutory_deadline": deadline.isoformat(), "new_deadline": new_deadline.isoformat()})
+        lines += [f"  本来の期限: {wareki(deadline)}", f"  延長後の期限: {wareki(new_deadline)}",
+                  f"  延長の理由: {reason}"]
+        return Draft(pb.DOCUMENT_KIND_USAGE_SUSPENSION_EXTENSION_NOTICE, "requester", salutation, issued, content,
+                     lines)
+    if outcome == "STOP":
+        content["stopped_purposes"] = stopped
+        lines.append(f"  利用停止をする利用目的: {'、'.join(stopped)}")
+    lines.append(f"  {'却下の理由' if outcome == 'REJECTED' else '理由'}: {reason}")
+    return Draft(pb.DOCUMENT_KIND_USAGE_SUSPENSION_DECISION_NOTICE, "requester", salutation, issued, content, lines)

@@ -1,10 +1,11 @@
-"""Rules of disclosure and correction cases: who may ask, which documents prove identity, the
-deadline, the state machines. Pure functions; no I/O."""
+"""Rules of disclosure, correction and usage-suspension cases: who may ask, which documents prove identity,
+the deadline, the state machines. Pure functions; no I/O."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
@@ -69,6 +70,31 @@ CORRECTION_TRANSITIONS: Mapping[int, frozenset[int]] = {
     C.CORRECTION_STATE_CLOSED: frozenset(),
 }
 
+U = pb.UsageSuspensionState
+# 個人情報保護法 98 … 101 (利用停止請求; 番号法 30 for 特定個人情報): RECEIVED → (IDENTITY_VERIFIED | REJECTED) →
+# (DECIDED_STOP | DECIDED_NOT_STOP) → NOTIFIED → CLOSED; REJECTED → CLOSED. An extension (102 ②) keeps the state.
+SUSPENSION_TRANSITIONS: Mapping[int, frozenset[int]] = {
+    U.USAGE_SUSPENSION_STATE_RECEIVED: frozenset({U.USAGE_SUSPENSION_STATE_IDENTITY_VERIFIED,
+                                                  U.USAGE_SUSPENSION_STATE_REJECTED}),
+    U.USAGE_SUSPENSION_STATE_IDENTITY_VERIFIED: frozenset({U.USAGE_SUSPENSION_STATE_DECIDED_STOP,
+                                                           U.USAGE_SUSPENSION_STATE_DECIDED_NOT_STOP}),
+    U.USAGE_SUSPENSION_STATE_DECIDED_STOP: frozenset({U.USAGE_SUSPENSION_STATE_NOTIFIED}),
+    U.USAGE_SUSPENSION_STATE_DECIDED_NOT_STOP: frozenset({U.USAGE_SUSPENSION_STATE_NOTIFIED}),
+    U.USAGE_SUSPENSION_STATE_NOTIFIED: frozenset({U.USAGE_SUSPENSION_STATE_CLOSED}),
+    U.USAGE_SUSPENSION_STATE_REJECTED: frozenset({U.USAGE_SUSPENSION_STATE_CLOSED}),
+    U.USAGE_SUSPENSION_STATE_CLOSED: frozenset(),
+}
+# 個人情報保護法 102 ①: the decision is made within 30 days of the request, counted like a disclosure's; as
+# with a disclosure, the deadline runs until the requester is told (a decided case not yet notified runs).
+SUSPENSION_RUNNING = frozenset({U.USAGE_SUSPENSION_STATE_RECEIVED, U.USAGE_SUSPENSION_STATE_IDENTITY_VERIFIED,
+                                U.USAGE_SUSPENSION_STATE_DECIDED_STOP, U.USAGE_SUSPENSION_STATE_DECIDED_NOT_STOP})
+# 個人情報保護法 102 ②: extended by at most 30 days, with a written reason (UNVERIFIED wording; issue 18).
+SUSPENSION_EXTENSION_DAYS = 30
+# While the request is being handled the named purposes are refused (issue 18): until a decision.
+SUSPENSION_PENDING = frozenset({U.USAGE_SUSPENSION_STATE_RECEIVED, U.USAGE_SUSPENSION_STATE_IDENTITY_VERIFIED})
+PURPOSE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,63}$")
+MAX_PURPOSES = 50
+
 # Documents that prove identity alone (photo ID issued by a public body).
 PHOTO_IDS = frozenset({pb.IDENTITY_DOCUMENT_MY_NUMBER_CARD, pb.IDENTITY_DOCUMENT_DRIVING_LICENCE,
                        pb.IDENTITY_DOCUMENT_PASSPORT, pb.IDENTITY_DOCUMENT_OTHER_OFFICIAL_PHOTO_ID})
@@ -90,19 +116,26 @@ def state_name(state: int, enum: Any = pb.DisclosureState) -> str:
         return str(state)
 
 
-def check_transition(current: int, target: int, *, correction: bool = False) -> None:
+def check_transition(current: int, target: int, *, correction: bool = False, suspension: bool = False) -> None:
     """FAILED_PRECONDITION naming the current state when `target` cannot follow it."""
-    table, enum = (CORRECTION_TRANSITIONS, pb.CorrectionState) if correction else (DISCLOSURE_TRANSITIONS,
-                                                                                   pb.DisclosureState)
+    table: Mapping[int, frozenset[int]]
+    enum: Any
+    if suspension:
+        table, enum = SUSPENSION_TRANSITIONS, pb.UsageSuspensionState
+    elif correction:
+        table, enum = CORRECTION_TRANSITIONS, pb.CorrectionState
+    else:
+        table, enum = DISCLOSURE_TRANSITIONS, pb.DisclosureState
     if target not in table.get(current, frozenset()):
         name = state_name(current, enum)
         raise FailedPrecondition(f"the case is in state {name}; {state_name(target, enum)} cannot follow it",
                                  "INVALID_STATE_TRANSITION", {"current_state": name})
 
 
-def deadline_status(state: int, deadline: dt.date, target: dt.date, today: dt.date) -> pb.DeadlineStatus.ValueType:
+def deadline_status(state: int, deadline: dt.date, target: dt.date, today: dt.date,
+                    running: frozenset[int] = DEADLINE_RUNNING) -> pb.DeadlineStatus.ValueType:
     """Where a case stands: overdue past its deadline, at risk past its target or near its deadline."""
-    if state not in DEADLINE_RUNNING:
+    if state not in running:
         return pb.DEADLINE_STATUS_NONE
     if today > deadline:
         return pb.DEADLINE_STATUS_OVERDUE
@@ -111,8 +144,7 @@ def deadline_status(state: int, deadline: dt.date, target: dt.date, today: dt.da
     return pb.DEADLINE_STATUS_ON_TRACK
 
 
-def _documents(case: Any, violations: Violations) -> None:
-    field = "disclosure_case.identity_documents"
+def _documents(case: Any, violations: Violations, field: str = "disclosure_case.identity_documents") -> None:
     documents = list(case.identity_documents)
     if not documents:
         violations.add(field, "at least one document is required", "REQUIRED_FIELD")
@@ -191,8 +223,10 @@ def extended_state(state: int) -> int:
     return int(S.DISCLOSURE_STATE_EXTENDED) if state == S.DISCLOSURE_STATE_IDENTITY_VERIFIED else state
 
 
-def validate_extension(extension: Any, deadline: dt.date, already_extended: bool, today: dt.date) -> dt.date:
-    """住基法 30-33 ②: one extension, with a reason and a new date, notified before the deadline passes."""
+def validate_extension(extension: Any, deadline: dt.date, already_extended: bool, today: dt.date,
+                       max_days: int = MAX_EXTENSION_DAYS) -> dt.date:
+    """住基法 30-33 ② (個人情報保護法 102 ② likewise): one extension, with a reason and a new date, notified
+    before the deadline passes."""
     violations = Violations()
     violations.required_text("extension.reason", extension.reason, max_length=REASON_MAX)
     new = extension.new_deadline
@@ -204,8 +238,8 @@ def validate_extension(extension: Any, deadline: dt.date, already_extended: bool
                        "INVALID_FIELD")
     if new_date is not None and new_date <= deadline:
         violations.add("extension.new_deadline", "must be after the statutory deadline")
-    if new_date is not None and new_date > deadline + dt.timedelta(days=MAX_EXTENSION_DAYS):
-        violations.add("extension.new_deadline", f"must be within {MAX_EXTENSION_DAYS} days of the deadline")
+    if new_date is not None and new_date > deadline + dt.timedelta(days=max_days):
+        violations.add("extension.new_deadline", f"must be within {max_days} days of the deadline")
     violations.raise_if_any()
     assert new_date is not None
     if already_extended:
@@ -256,3 +290,67 @@ def validate_conclusion(error_found: bool, reason_code: str, fields: list[str], 
         violations.add("fields", "must be fields of the case's items")
     violations.raise_if_any()
     return list(fields) or list(item_fields)
+
+
+def validate_new_suspension(case: Any, now: dt.datetime, violations: Violations,
+                            receipt_window: TimeWindow = DEFAULT_RECEIPT_WINDOW) -> None:
+    """Every bad field of a usage-suspension request to open (paths under `usage_suspension_case.`). Whether
+    each purpose is one of the catalogue's is the gateway's to say (it holds the catalogue)."""
+    prefix = "usage_suspension_case"
+    code = case.subject_resident_code
+    if len(code) != 11 or not code.isascii() or not code.isdigit():
+        violations.add(f"{prefix}.subject_resident_code", "must be 11 digits")
+    if case.requester_kind not in (pb.REQUESTER_KIND_PERSON, pb.REQUESTER_KIND_LEGAL_REPRESENTATIVE,
+                                   pb.REQUESTER_KIND_CURATOR_OR_ASSISTANT):
+        violations.add(f"{prefix}.requester_kind", "is required", "REQUIRED_FIELD")
+    violations.required_text(f"{prefix}.requester_name", case.requester_name, max_length=REQUESTER_NAME_MAX)
+    _documents(case, violations, f"{prefix}.identity_documents")
+    if case.channel not in (pb.CHANNEL_COUNTER, pb.CHANNEL_POST, pb.CHANNEL_ELECTRONIC):
+        violations.add(f"{prefix}.channel", "is required", "REQUIRED_FIELD")
+    purposes = list(case.purposes)
+    if not purposes:
+        violations.add(f"{prefix}.purposes", "at least one purpose of use is required", "REQUIRED_FIELD")
+    elif len(purposes) > MAX_PURPOSES:
+        violations.add(f"{prefix}.purposes", f"at most {MAX_PURPOSES} purposes")
+    for index, purpose in enumerate(purposes):
+        if not PURPOSE_CODE.match(purpose):
+            violations.add(f"{prefix}.purposes[{index}]", "must be a purpose code of the catalogue")
+        elif purpose in purposes[:index]:
+            violations.add(f"{prefix}.purposes[{index}]", "appears twice")
+    if case.ground not in pb.UsageSuspensionGround.values() or case.ground == pb.USAGE_SUSPENSION_GROUND_UNSPECIFIED:
+        violations.add(f"{prefix}.ground", "is required", "REQUIRED_FIELD")
+    if case.HasField("receive_time"):
+        violations.time_within(f"{prefix}.receive_time", case.receive_time, now, receipt_window)
+
+
+def validate_suspension_decision(decision: int, reason: str, stopped: Sequence[str],
+                                 requested: Sequence[str]) -> list[str]:
+    """個人情報保護法 101: stop (for which purposes: those asked for, default all) or not stop, with a reason;
+    returns the purposes stopped."""
+    violations = Violations()
+    if decision not in (pb.USAGE_SUSPENSION_DECISION_STOP, pb.USAGE_SUSPENSION_DECISION_NOT_STOP):
+        violations.add("decision", "is required", "REQUIRED_FIELD")
+    violations.required_text("reason", reason, max_length=REASON_MAX)
+    if decision == pb.USAGE_SUSPENSION_DECISION_NOT_STOP and stopped:
+        violations.add("stopped_purposes", "must be empty when the decision is not to stop")
+    for index, purpose in enumerate(stopped):
+        if purpose not in requested:
+            violations.add(f"stopped_purposes[{index}]", "must be one of the purposes the request names")
+        elif purpose in stopped[:index]:
+            violations.add(f"stopped_purposes[{index}]", "appears twice")
+    violations.raise_if_any()
+    if decision == pb.USAGE_SUSPENSION_DECISION_NOT_STOP:
+        return []
+    return list(stopped) or list(requested)
+
+
+def suspended_purposes(state: int, decision: int, requested: Sequence[str], stopped: Sequence[str]) -> list[str]:
+    """The purposes under which the person's records may not be provided now (issue 18): those the request
+    names while it is handled, and those decided stopped for good once decided (個人情報保護法 100, 101); none
+    once a request is rejected, or decided not to stop and the requester notified. A decision not to stop
+    lifts the refusal only when the requester is told (the decision takes effect on notification)."""
+    if state in SUSPENSION_PENDING or state == U.USAGE_SUSPENSION_STATE_DECIDED_NOT_STOP:
+        return list(requested)
+    if decision == pb.USAGE_SUSPENSION_DECISION_STOP:
+        return list(stopped)
+    return []

@@ -12,12 +12,19 @@ from grpc import aio
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
 from juki_services.disclosure import rules
-from juki_services.disclosure.desk import Desk, actor_of, case_message, correction_message, parse_name
+from juki_services.disclosure.desk import (
+    Desk,
+    actor_of,
+    case_message,
+    correction_message,
+    parse_name,
+    suspension_message,
+)
 from jukilib import caller, paging
 from jukilib.errors import FieldViolation, InvalidArgument
 
 Ctx = aio.ServicerContext[Any, Any]
-CASES, CORRECTIONS = "disclosureCases", "correctionCases"
+CASES, CORRECTIONS, SUSPENSIONS = "disclosureCases", "correctionCases", "usageSuspensionCases"
 
 
 def document_message(row: asyncpg.Record, full: bool) -> pb.DisclosureDocument:
@@ -174,3 +181,78 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
         token = paging.encode_token({"after": codes[limit - 1]}) if len(codes) > limit else ""
         return pb.ListRetentionHoldsResponse(
             retention_holds=[pb.RetentionHold(resident_code=code) for code in codes[:limit]], next_page_token=token)
+
+    # --- usage suspension (利用停止請求) ------------------------------------------------------------------
+
+    def _suspension(self, row: asyncpg.Record) -> pb.UsageSuspensionCase:
+        return suspension_message(row, self._desk.today())
+
+    async def CreateUsageSuspensionCase(
+        self, request: pb.CreateUsageSuspensionCaseRequest, context: Ctx
+    ) -> pb.UsageSuspensionCase:
+        return self._suspension(await self._desk.create_suspension(request, _actor()))
+
+    async def GetUsageSuspensionCase(
+        self, request: pb.GetUsageSuspensionCaseRequest, context: Ctx
+    ) -> pb.UsageSuspensionCase:
+        return self._suspension(await self._desk.suspension(parse_name(request.name, SUSPENSIONS)))
+
+    async def ListUsageSuspensionCases(
+        self, request: pb.ListUsageSuspensionCasesRequest, context: Ctx
+    ) -> pb.ListUsageSuspensionCasesResponse:
+        limit = paging.page_size(request.page_size)
+        rows = await self._desk.list_suspensions(request, _position(request.page_token), limit + 1)
+        return pb.ListUsageSuspensionCasesResponse(usage_suspension_cases=[self._suspension(r) for r in rows[:limit]],
+                                                   next_page_token=_next_token(rows, limit))
+
+    async def VerifyUsageSuspensionCaseIdentity(
+        self, request: pb.VerifyUsageSuspensionCaseIdentityRequest, context: Ctx
+    ) -> pb.UsageSuspensionCase:
+        case_id = parse_name(request.name, SUSPENSIONS)
+        rules.validate_verification(request.verified, request.rejection_reason)
+        return self._suspension(await self._desk.verify_suspension(case_id, request.etag, request.verified, _actor(),
+                                                                   request.rejection_reason))
+
+    async def ExtendUsageSuspensionCase(
+        self, request: pb.ExtendUsageSuspensionCaseRequest, context: Ctx
+    ) -> pb.UsageSuspensionCase:
+        case_id = parse_name(request.name, SUSPENSIONS)
+        if not request.HasField("extension"):
+            raise InvalidArgument([FieldViolation("extension", "is required", "REQUIRED_FIELD")])
+        return self._suspension(await self._desk.extend_suspension(case_id, request.etag, request.extension,
+                                                                   _actor()))
+
+    async def DecideUsageSuspensionCase(
+        self, request: pb.DecideUsageSuspensionCaseRequest, context: Ctx
+    ) -> pb.UsageSuspensionCase:
+        case_id = parse_name(request.name, SUSPENSIONS)
+        return self._suspension(await self._desk.decide_suspension(case_id, request, _actor()))
+
+    async def NotifyUsageSuspensionCase(
+        self, request: pb.NotifyUsageSuspensionCaseRequest, context: Ctx
+    ) -> pb.UsageSuspensionCase:
+        return self._suspension(await self._desk.move_suspension(
+            parse_name(request.name, SUSPENSIONS), request.etag, pb.USAGE_SUSPENSION_STATE_NOTIFIED, _actor()))
+
+    async def CloseUsageSuspensionCase(
+        self, request: pb.CloseUsageSuspensionCaseRequest, context: Ctx
+    ) -> pb.UsageSuspensionCase:
+        return self._suspension(await self._desk.move_suspension(
+            parse_name(request.name, SUSPENSIONS), request.etag, pb.USAGE_SUSPENSION_STATE_CLOSED, _actor()))
+
+    async def ListActiveUsageSuspensions(
+        self, request: pb.ListActiveUsageSuspensionsRequest, context: Ctx
+    ) -> pb.ListActiveUsageSuspensionsResponse:
+        # Only the gateway reaches this method: it does not expose it (juki_services.gateway.app).
+        limit = paging.page_size(request.page_size, default=500, maximum=1000)
+        position = paging.decode_token(request.page_token, keys=("after",))
+        try:
+            after = uuid.UUID(str(position["after"])) if position else None
+        except ValueError:
+            raise paging.invalid_token() from None
+        found = await self._desk.active_suspensions(after, limit + 1)
+        token = paging.encode_token({"after": str(found[limit - 1][0])}) if len(found) > limit else ""
+        return pb.ListActiveUsageSuspensionsResponse(usage_suspensions=[
+            pb.UsageSuspension(usage_suspension_case=f"{SUSPENSIONS}/{case_id}", resident_codes=codes,
+                               purposes=purposes) for case_id, codes, purposes in found[:limit]],
+            next_page_token=token)

@@ -1,4 +1,4 @@
-"""SQL of disclosure and correction cases and their documents. Functions take a connection; the
+"""SQL of disclosure, correction and usage-suspension cases and their documents. Functions take a connection; the
 caller owns the transaction."""
 
 from __future__ import annotations
@@ -36,11 +36,27 @@ _DOCUMENT_BASIC = """id, case_kind, case_id, kind, addressee, number, pdf_sha256
     coalesce((SELECT c.subject_resident_code FROM disclosure_case c
               WHERE disclosure_document.case_kind = 'disclosure' AND c.id = disclosure_document.case_id),
              (SELECT c.subject_resident_code FROM correction_case c
-              WHERE disclosure_document.case_kind = 'correction' AND c.id = disclosure_document.case_id))
+              WHERE disclosure_document.case_kind = 'correction' AND c.id = disclosure_document.case_id),
+             (SELECT c.subject_resident_code FROM usage_suspension_case c
+              WHERE disclosure_document.case_kind = 'suspension' AND c.id = disclosure_document.case_id))
         AS subject_resident_code"""
+_SUSPENSION_COLUMNS = f"""id, request_id, subject_resident_code, resident_codes, requester_kind, requester_name,
+    identity_documents, channel, purposes, ground, receive_time, state, decision, decision_reason, stopped_purposes,
+    deadline, target_date, extension_reason, extension_deadline, extension_time, revision, create_time, update_time,
+    coalesce(extension_deadline, deadline) AS effective_deadline,
+    ARRAY(SELECT 'usageSuspensionCases/' || d.case_id || '/documents/' || d.id FROM disclosure_document d
+          WHERE d.case_kind = 'suspension' AND d.case_id = usage_suspension_case.id ORDER BY d.create_time, d.id)
+        AS documents,
+    (SELECT 'usageSuspensionCases/' || d.case_id || '/documents/' || d.id FROM disclosure_document d
+     WHERE d.case_kind = 'suspension' AND d.case_id = usage_suspension_case.id
+       AND d.kind = {int(pb.DOCUMENT_KIND_USAGE_SUSPENSION_EXTENSION_NOTICE)}) AS extension_notice"""
 
 # States of open disclosure cases whose deadline runs, and the at-risk margin (the rules').
 RUNNING = sorted(int(state) for state in rules.DEADLINE_RUNNING)
+SUSPENSION_RUNNING = sorted(int(state) for state in rules.SUSPENSION_RUNNING)
+# Cases that may refuse provisions now: pending or decided not to stop (until notified), or decided to stop.
+# The purposes themselves are decided by rules.suspended_purposes; this only narrows the rows read.
+SUSPENDING = sorted(int(s) for s in (*rules.SUSPENSION_PENDING, pb.USAGE_SUSPENSION_STATE_DECIDED_NOT_STOP))
 AT_RISK_DAYS = rules.AT_RISK_DAYS
 
 
@@ -122,19 +138,24 @@ async def list_cases(
 
 async def deadline_counts(connection: asyncpg.Connection, today: dt.date) -> dict[str, int]:
     """Counts only (no personal data) for the deadline metric."""
+    # Disclosure (住基法 30-33) and usage-suspension (個人情報保護法 102) deadlines, counted together.
     row = await connection.fetchrow(
         f"""SELECT count(*) AS open,
                    count(*) FILTER (WHERE target_date < $2
                        OR coalesce(extension_deadline, deadline) - {AT_RISK_DAYS} <= $2) AS at_risk,
                    count(*) FILTER (WHERE coalesce(extension_deadline, deadline) < $2) AS overdue
-            FROM disclosure_case WHERE state = ANY($1)""", RUNNING, today)
+            FROM (SELECT target_date, extension_deadline, deadline FROM disclosure_case WHERE state = ANY($1)
+                  UNION ALL
+                  SELECT target_date, extension_deadline, deadline FROM usage_suspension_case
+                  WHERE state = ANY($3)) AS running""", RUNNING, today, SUSPENSION_RUNNING)
     assert row is not None
     return {"open": row["open"], "at_risk": row["at_risk"], "overdue": row["overdue"]}
 
 
 async def add_event(connection: asyncpg.Connection, kind: str, case_id: uuid.UUID, state: int, actor: str, *,
                     detail: str = "") -> None:
-    table = "disclosure_case_event" if kind == "disclosure" else "correction_case_event"
+    table = {"disclosure": "disclosure_case_event", "correction": "correction_case_event",
+             "suspension": "usage_suspension_case_event"}[kind]
     await connection.execute(
         f"""INSERT INTO {table} (case_id, seq, state, actor, detail)
             VALUES ($1, (SELECT coalesce(max(seq), 0) + 1 FROM {table} WHERE case_id = $1), $2, $3, $4)""",
@@ -243,6 +264,9 @@ async def retention_holds(connection: asyncpg.Connection, after: str, limit: int
                 WHERE state <> {int(pb.DISCLOSURE_STATE_CLOSED)}
                 UNION
                 SELECT subject_resident_code FROM correction_case WHERE state <> {int(pb.CORRECTION_STATE_CLOSED)}
+                UNION
+                SELECT subject_resident_code FROM usage_suspension_case
+                WHERE state <> {int(pb.USAGE_SUSPENSION_STATE_CLOSED)}
             ) AS open_case WHERE code > $1 ORDER BY code LIMIT $2""", after, limit)
     return [row["code"] for row in rows]
 
@@ -294,3 +318,97 @@ async def touch_correction(connection: asyncpg.Connection, case_id: uuid.UUID) -
     await connection.execute(
         f"""UPDATE correction_case SET check_time = now()
             WHERE id = $1 AND state = {int(pb.CORRECTION_STATE_AWAITING_CS_UPDATE)}""", case_id)
+
+
+# --- usage-suspension cases ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NewSuspension:
+    id: uuid.UUID
+    request_id: str | None
+    subject_resident_code: str
+    resident_codes: list[str]
+    requester_kind: int
+    requester_name: str
+    identity_documents: list[int]
+    channel: int
+    purposes: list[str]
+    ground: int
+    receive_time: dt.datetime
+    deadline: dt.date
+    target_date: dt.date
+    opened_by: str
+
+
+async def find_suspension_by_request_id(connection: asyncpg.Connection, request_id: str) -> asyncpg.Record | None:
+    return await connection.fetchrow(
+        f"SELECT {_SUSPENSION_COLUMNS} FROM usage_suspension_case WHERE request_id = $1", request_id)
+
+
+async def insert_suspension(connection: asyncpg.Connection, case: NewSuspension) -> asyncpg.Record:
+    state = int(pb.USAGE_SUSPENSION_STATE_RECEIVED)
+    row = await connection.fetchrow(
+        f"""INSERT INTO usage_suspension_case (id, request_id, subject_resident_code, resident_codes, requester_kind,
+                requester_name, identity_documents, channel, purposes, ground, receive_time, state, deadline,
+                target_date, opened_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            RETURNING {_SUSPENSION_COLUMNS}""",
+        case.id, case.request_id, case.subject_resident_code, case.resident_codes, case.requester_kind,
+        case.requester_name, case.identity_documents, case.channel, case.purposes, case.ground, case.receive_time,
+        state, case.deadline, case.target_date, case.opened_by)
+    assert row is not None
+    await add_event(connection, "suspension", case.id, state, case.opened_by)
+    return row
+
+
+async def get_suspension(connection: asyncpg.Connection, case_id: uuid.UUID, *,
+                         lock: bool = False) -> asyncpg.Record | None:
+    suffix = " FOR UPDATE" if lock else ""
+    return await connection.fetchrow(
+        f"SELECT {_SUSPENSION_COLUMNS} FROM usage_suspension_case WHERE id = $1{suffix}", case_id)
+
+
+async def set_suspension_state(connection: asyncpg.Connection, case_id: uuid.UUID, state: int, actor: str,
+                               detail: str = "", **columns: Any) -> asyncpg.Record:
+    """Move a usage-suspension case to `state` (one new revision), setting `columns`; records the event."""
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=3))
+    status = await connection.execute(
+        f"""UPDATE usage_suspension_case SET state = $2, revision = revision + 1, update_time = now()
+                {', ' + assignments if assignments else ''} WHERE id = $1""", case_id, state, *columns.values())
+    assert status == "UPDATE 1"
+    await add_event(connection, "suspension", case_id, state, actor, detail=detail)
+    fetched = await get_suspension(connection, case_id)
+    assert fetched is not None
+    return fetched
+
+
+async def list_suspensions(
+    connection: asyncpg.Connection, before: tuple[dt.datetime, uuid.UUID] | None, limit: int, *,
+    open_only: bool = False, at_risk_on: dt.date | None = None, overdue_on: dt.date | None = None,
+) -> list[asyncpg.Record]:
+    """Most recently received first; optionally only open, at risk (incl. overdue) or overdue cases."""
+    conditions, args = ["TRUE"], []  # type: tuple[list[str], list[Any]]
+    if before is not None:
+        args += [before[0], before[1]]
+        conditions.append(f"(receive_time, id) < (${len(args) - 1}, ${len(args)})")
+    if open_only:
+        conditions.append(f"state <> {int(pb.USAGE_SUSPENSION_STATE_CLOSED)}")
+    if at_risk_on is not None:
+        args += [SUSPENSION_RUNNING, at_risk_on]
+        conditions.append(f"""state = ANY(${len(args) - 1}) AND (target_date < ${len(args)}
+            OR coalesce(extension_deadline, deadline) - {AT_RISK_DAYS} <= ${len(args)})""")
+    if overdue_on is not None:
+        args += [SUSPENSION_RUNNING, overdue_on]
+        conditions.append(f"state = ANY(${len(args) - 1}) AND coalesce(extension_deadline, deadline) < ${len(args)}")
+    args.append(limit)
+    return await connection.fetch(
+        f"""SELECT {_SUSPENSION_COLUMNS} FROM usage_suspension_case WHERE {' AND '.join(conditions)}
+            ORDER BY receive_time DESC, id DESC LIMIT ${len(args)}""", *args)
+
+
+async def suspending(connection: asyncpg.Connection, after: uuid.UUID | None, limit: int) -> list[asyncpg.Record]:
+    """Cases that may refuse provisions now, in id order after `after` (the gateway's list)."""
+    return await connection.fetch(
+        f"""SELECT {_SUSPENSION_COLUMNS} FROM usage_suspension_case
+            WHERE (state = ANY($1) OR decision = {int(pb.USAGE_SUSPENSION_DECISION_STOP)})
+              AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3""", SUSPENDING, after, limit)

@@ -13,7 +13,7 @@ from grpc import aio
 
 from juki.agency.v1 import agency_pb2
 from juki.annex.v1 import annex_pb2
-from juki.disclosure.v1 import disclosure_pb2
+from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from juki.gateway.v1 import operation_log_pb2, operator_admin_pb2
 from juki.identity.v1 import identity_pb2
 from juki_services.gateway.admin import OperatorAdmin
@@ -26,6 +26,7 @@ from juki_services.gateway.oplog import LogEntry, OperationLog, OperationLogServ
 from juki_services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
 from juki_services.gateway.proxy import Gateway, Operators, Route, backend_routes
 from juki_services.gateway.search_log import AuditHashKey
+from juki_services.gateway.suspensions import LIST_ACTIVE, Suspensions
 from juki_services.gateway.volume import VolumeCounter
 from jukilib import caller
 from jukilib.db.migrations import Migration, load_migrations
@@ -45,6 +46,8 @@ OPERATION_LOG = operation_log_pb2.DESCRIPTOR.services_by_name["OperationLogServi
 OPERATOR_ADMIN = operator_admin_pb2.DESCRIPTOR.services_by_name["OperatorAdminService"]
 # The agency stand-in's control methods are not exposed: only ⑤ queries go through the gateway.
 AGENCY_METHODS_EXPOSED = ("QueryResident",)
+# The disclosure service's list of suspensions in force is the gateway's own to read, not exposed.
+DISCLOSURE_METHODS_EXPOSED = tuple(m.name for m in DISCLOSURE.methods if m.name != LIST_ACTIVE)
 
 
 def migrations() -> list[Migration]:
@@ -55,7 +58,7 @@ def exposed_methods() -> list[str]:
     """Every method the gateway answers (`package.Service/Method`), for the authorisation matrix."""
     services = (IDENTITY, ANNEX, DISCLOSURE, OPERATION_LOG, OPERATOR_ADMIN)
     methods = [f"{s.full_name}/{m.name}" for s in services for m in s.methods
-               if not (m.client_streaming ^ m.server_streaming)]
+               if not (m.client_streaming ^ m.server_streaming) and not (s is DISCLOSURE and m.name == LIST_ACTIVE)]
     return methods + [f"{AGENCY.full_name}/{name}" for name in AGENCY_METHODS_EXPOSED]
 
 
@@ -112,8 +115,27 @@ def _catalogue_recorder(log: OperationLog, database: Database) -> Callable[[str,
     return record
 
 
+def _suspension_reader(channel: aio.Channel, timeout: float) -> Callable[[], Awaitable[list[Any]]]:
+    """Reads every suspension in force from the disclosure service, as the gateway itself (its certificate)."""
+    stub = disclosure_pb2_grpc.DisclosureServiceStub(channel)
+    metadata = caller.Caller(organization="gateway", request_id="usage-suspensions").to_metadata()
+
+    async def read() -> list[Any]:
+        found: list[Any] = []
+        token = ""
+        while True:
+            page = await stub.ListActiveUsageSuspensions(disclosure_pb2.ListActiveUsageSuspensionsRequest(
+                page_size=1000, page_token=token), metadata=metadata, timeout=timeout)
+            found.extend(page.usage_suspensions)
+            token = page.next_page_token
+            if not token:
+                return found
+
+    return read
+
+
 def _jobs(config: GatewayConfig, log: OperationLog, exporter: CheckpointExporter, catalogue: CatalogueHolder,
-          registry: OperatorRegistry) -> list[Job]:
+          registry: OperatorRegistry, *, suspensions: Suspensions) -> list[Job]:
     """The gateway's background jobs. The operation-log writer is essential: every call waits for its entry
     and fails closed without it (jukilib.supervision); the refreshers are not (an outdated catalogue stays
     in force, the registry's own staleness bound refuses human work), nor is the export of checkpoints (a
@@ -122,7 +144,8 @@ def _jobs(config: GatewayConfig, log: OperationLog, exporter: CheckpointExporter
     return [Job("operation-log", log.run, stale, essential=True),
             Job("checkpoint-export", exporter.run, stale + config.checkpoint_export_seconds),
             Job("policy-catalogue", catalogue.run, stale),
-            Job("operator-registry", registry.run, stale + config.operator_registry_refresh)]
+            Job("operator-registry", registry.run, stale + config.operator_registry_refresh),
+            Job("usage-suspensions", suspensions.run, stale + config.usage_suspension_refresh)]
 
 
 def build(config: GatewayConfig, database: Database, *,
@@ -143,7 +166,7 @@ def build(config: GatewayConfig, database: Database, *,
     routes = [
         *backend_routes(IDENTITY, channels["identity"], default_timeout=timeout),
         *backend_routes(ANNEX, channels["annex"], default_timeout=timeout),
-        *backend_routes(DISCLOSURE, channels["disclosure"], default_timeout=timeout),
+        *backend_routes(DISCLOSURE, channels["disclosure"], only=DISCLOSURE_METHODS_EXPOSED, default_timeout=timeout),
         *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED, default_timeout=timeout),
         *_local_routes(OPERATION_LOG, _OperationLogQueries(database, catalogue)),
         *_local_routes(OPERATOR_ADMIN, OperatorAdmin(database, registry, catalogue, config.incompatible_roles)),
@@ -151,8 +174,12 @@ def build(config: GatewayConfig, database: Database, *,
     admission = Admission(DenyList(config.revocation_file),
                           RateLimiter(config.organization_rate, config.organization_rate * 2),
                           RateLimiter(config.operator_rate, config.operator_rate * 2))
+    suspensions = Suspensions(_suspension_reader(channels["disclosure"], min(timeout, 5.0)),
+                              refresh_seconds=config.usage_suspension_refresh,
+                              max_staleness=config.usage_suspension_max_staleness,
+                              fail_closed=config.usage_suspension_fail_closed)
     gateway = Gateway(catalogue, log, admission, operators=operators, counter=VolumeCounter(database),
-                      audit_hash=AuditHashKey.load(config.audit_hash_key), clock=clock)
+                      audit_hash=AuditHashKey.load(config.audit_hash_key), suspensions=suspensions, clock=clock)
 
     def register(server: aio.Server) -> None:
         server.add_generic_rpc_handlers((gateway.generic_handler(routes),))
@@ -167,6 +194,6 @@ def build(config: GatewayConfig, database: Database, *,
     return ServiceParts(
         service_names=[s.full_name for s in (IDENTITY, ANNEX, DISCLOSURE, AGENCY, OPERATION_LOG, OPERATOR_ADMIN)],
         register=register,
-        background=_jobs(config, log, exporter, catalogue, registry),
+        background=_jobs(config, log, exporter, catalogue, registry, suspensions=suspensions),
         on_stop=[close_channels, export_last_head],
     )

@@ -53,6 +53,16 @@ class GatewayConfig:
     """Longest lifetime of an operator credential the gateway accepts (JUKI_OPERATOR_CREDENTIAL_MAX_HOURS)."""
     operator_registry_refresh: float = 1.0
     """Seconds between reads of the operator registry by each replica (JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS)."""
+    usage_suspension_refresh: float = 1.0
+    """Seconds between reads of the usage suspensions in force by each replica
+    (JUKI_USAGE_SUSPENSION_REFRESH_SECONDS)."""
+    usage_suspension_max_staleness: float = 10.0
+    """Seconds a replica decides on its last read of the usage suspensions; past them, answers with records under
+    a purpose a suspension can name are refused until a read succeeds (JUKI_USAGE_SUSPENSION_MAX_STALENESS_SECONDS;
+    see juki_services.gateway.suspensions)."""
+    usage_suspension_fail_closed: bool = True
+    """Refuse as above when the suspensions cannot be read (JUKI_USAGE_SUSPENSION_FAIL_CLOSED); off only where no
+    disclosure service runs, hence no case can exist (the lookup benchmark)."""
     incompatible_roles: tuple[frozenset[str], ...] = (frozenset({"administrator", "auditor"}),)
     """Roles one operator may not hold together (JUKI_INCOMPATIBLE_ROLES: comma-separated sets of roles joined
     by '+', e.g. `administrator+auditor,auditor+provision_clerk`; default `administrator+auditor`)."""
@@ -83,6 +93,9 @@ def load(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         operator_rate=env.seconds("JUKI_RATE_OPERATOR_PER_SECOND", 20.0),
         operator_credential_max_hours=env.seconds("JUKI_OPERATOR_CREDENTIAL_MAX_HOURS", 8.0),
         operator_registry_refresh=env.seconds("JUKI_OPERATOR_REGISTRY_REFRESH_SECONDS", 1.0),
+        usage_suspension_refresh=env.seconds("JUKI_USAGE_SUSPENSION_REFRESH_SECONDS", 1.0),
+        usage_suspension_max_staleness=env.seconds("JUKI_USAGE_SUSPENSION_MAX_STALENESS_SECONDS", 10.0),
+        usage_suspension_fail_closed=env.flag("JUKI_USAGE_SUSPENSION_FAIL_CLOSED", True),
         incompatible_roles=_incompatible_roles(env.text("JUKI_INCOMPATIBLE_ROLES", "administrator+auditor")),
         backend_timeout=call_timeout(env),
     )

@@ -47,6 +47,8 @@ from juki_services.gateway.oplog import (
 )
 from juki_services.gateway.policy import Catalogue, Purpose
 from juki_services.gateway.search_log import AuditHashKey, search_conditions
+from juki_services.gateway.suspensions import Suspensions
+from juki_services.gateway.suspensions import check_request as check_suspension_request
 from jukilib import boundary, caller
 from jukilib.boundary import storable
 from jukilib.config import DEFAULT_CALL_TIMEOUT
@@ -189,6 +191,7 @@ class Gateway:
 
     def __init__(self, catalogue: Callable[[], Catalogue], log: OperationLog, admission: Admission, *,
                  operators: Operators, counter: volume.VolumeCounter, audit_hash: AuditHashKey | None = None,
+                 suspensions: Suspensions | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self._catalogue = catalogue
         self._audit_hash = audit_hash
@@ -196,6 +199,7 @@ class Gateway:
         self._admission = admission
         self._operators = operators
         self._counter = counter
+        self._suspensions = suspensions
         self._clock = clock
         self._verified: dict[str, OperatorClaims] = {}
 
@@ -332,6 +336,8 @@ class Gateway:
             entry.detail = detail_text({"search": conditions})  # logged whatever the outcome, refusals too
         who, purpose = await self._authorize(route, context, entry, identified)
         volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
+        if self._suspensions is not None:
+            check_suspension_request(route.path, parsed, self._catalogue())
         if route.coalescer and (code := route.coalescer.code_of(parsed)) is not None:
             return await self._answer(await route.coalescer.lookup(code, who), None, purpose, who, entry)
         assert route.invoke is not None
@@ -341,11 +347,27 @@ class Gateway:
         finally:
             entry.detail = collected_detail(collecting) or entry.detail
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
+        if self._suspensions is not None:
+            self._suspensions.observe(answer)  # a usage-suspension case is in force here before its answer leaves
         return await self._answer(answer, answer_bytes, purpose, who, entry)
 
     def _hides_person_id(self, who: caller.Caller) -> bool:
         organization = self._catalogue().organizations.get(who.organization)
         return organization is not None and organization.receives_provisions
+
+    async def _check_suspensions(self, purpose: Purpose, codes: list[str], found: list[message.Message],
+                                 entry: LogEntry) -> None:
+        """個人情報保護法 98 … 101: an answer carrying records of a person whose 利用停止請求 names this purpose does
+        not leave (checked before minimisation, which may cut the 住民票コード that identifies the person)."""
+        if self._suspensions is None or not found:
+            return
+        try:
+            catalogue = self._catalogue()
+            if self._suspensions.decide(purpose.code, codes, catalogue):  # stale: read first (no await otherwise)
+                await self._suspensions.check(purpose.code, codes, catalogue)
+        except JukiError:
+            entry.decision = DECISION_DENIED
+            raise
 
     async def _count(self, purpose: Purpose, who: caller.Caller, codes: list[str]) -> None:
         """Volume caps on what is about to leave: per call, then per day (counted across replicas)."""
@@ -411,6 +433,7 @@ class Gateway:
             volume.check_per_call(purpose, len(set(codes)))
             entry.resident_codes.extend(codes)
             found = minimise.resources(answer)
+            await self._check_suspensions(purpose, codes, found, entry)
             entry.disclosed_versions.extend(minimise.record_versions(answer, found))
             answers.append((answer, found))
         await self._counter.reserve(purpose, who.organization, who.operator, len(set(entry.resident_codes)),
@@ -431,6 +454,7 @@ class Gateway:
         codes = minimise.resident_codes(answer)
         entry.resident_codes.extend(codes)
         found = minimise.resources(answer)
+        await self._check_suspensions(purpose, codes, found, entry)
         entry.disclosed_versions.extend(minimise.record_versions(answer, found))
         await self._count(purpose, who, codes)
         entry.disclosed_fields = minimise.minimise(answer, purpose.fields,

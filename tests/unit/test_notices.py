@@ -82,6 +82,14 @@ def _case() -> pb.DisclosureCase:
     return case
 
 
+def _suspension() -> pb.UsageSuspensionCase:
+    case = pb.UsageSuspensionCase(name="usageSuspensionCases/u1", subject_resident_code=CODE,
+                                  requester_name="上毛　花子", purposes=["EDU-SCHOLARSHIP-30-15-2-2"],
+                                  ground=pb.USAGE_SUSPENSION_GROUND_PROVISION_OUTSIDE_PURPOSE)
+    case.receive_time.FromDatetime(RECEIVED)
+    return case
+
+
 def _correction() -> pb.CorrectionCase:
     return pb.CorrectionCase(
         name="correctionCases/k1", disclosure_case="disclosureCases/c1", subject_resident_code=CODE,
@@ -122,6 +130,15 @@ def _drafts() -> dict[str, notices.Draft]:
             _correction(), "上毛　花子", outcome="NO_ERROR", steps=["市町村の住民票と照合した"], corrected={},
             versions=[], issued=ISSUED, municipality_answer="RECORD_MATCHES_FAMILY_REGISTER"),
         "recipient": notices.recipient_notice(_correction(), organ, {"sexCode": "1"}, ISSUED),
+        "suspension_stop": notices.usage_suspension_notice(
+            _suspension(), "STOP", "目的外の提供が認められたため", ISSUED, purposes=["EDU-SCHOLARSHIP-30-15-2-2"]),
+        "suspension_not_stop": notices.usage_suspension_notice(_suspension(), "NOT_STOP", "違反は認められないため",
+                                                               ISSUED),
+        "suspension_rejected": notices.usage_suspension_notice(_suspension(), "REJECTED",
+                                                               "本人であることを確認できなかったため", ISSUED),
+        "suspension_extension": notices.usage_suspension_notice(
+            _suspension(), "EXTENDED", "関係機関への照会に時間を要するため", ISSUED, deadline=dt.date(2026, 12, 20),
+            new_deadline=dt.date(2027, 1, 19)),
     }
 
 
@@ -179,7 +196,8 @@ def test_every_notice_says_words_not_codes_and_dates_in_one_style(name: str) -> 
 
 @pytest.mark.parametrize(("name", "disposition"), [
     ("decision", True), ("not_exist", True), ("rejection", True), ("correction_corrected", True),
-    ("correction_no_error", True), ("extension", False), ("recipient", False)])
+    ("correction_no_error", True), ("extension", False), ("recipient", False), ("suspension_stop", True),
+    ("suspension_not_stop", True), ("suspension_rejected", True), ("suspension_extension", False)])
 def test_a_disposition_tells_how_to_object_and_other_notices_do_not(name: str, disposition: bool) -> None:
     # 行政不服審査法 82 ①, 行政事件訴訟法 46 ①: a 処分 in writing tells whom to ask for review, and within which
     # periods 審査請求 (3 months) and 取消訴訟 (6 months) may be brought.
