@@ -239,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
         cli_bulk,
         cli_cases,
         cli_operators,
+        cli_oversight,
         cli_retention,
     )
 
@@ -275,6 +276,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="list: default both registers; retry: required")
     outbox.add_argument("ids", nargs="*", type=int, help="outbox ids to retry (default: every dead one)")
     cli_audit.add_parser(commands)
+    cli_oversight.add_parsers(commands)
     cli_retention.add_parser(commands)
     keys = commands.add_parser("keys", help="keys for what the registers seal at rest: 個人番号, refused "
                                "notifications (JUKI_KEYRING_FILE, else .juki/keyring.json)")
@@ -365,6 +367,12 @@ def _audit(args: argparse.Namespace) -> int:
     return _run(cli_audit.run(args))
 
 
+def _oversight() -> Any:
+    from jukitools import cli_oversight
+
+    return cli_oversight
+
+
 def _operators(args: argparse.Namespace) -> int:
     from jukitools import cli_operators
 
@@ -384,6 +392,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "outbox": lambda args: _run(_outbox(args)),
     "retention": _retention,
     "audit": _audit,
+    "incident": lambda args: _run(_oversight().incident_command(args)),
+    "pia": lambda args: _run(_oversight().pia_command(args)),
     "operators": _operators,
     "purposes": cli_purposes.command,
 }

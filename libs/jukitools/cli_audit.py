@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,8 @@ is replaced is still accepted; after that, the old key vouches for nothing new."
 def add_parser(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the operation log: verify its chain and checkpoints, print the "
                                               "misuse review, rotate its signing key")
-    audit.add_argument("action", choices=("verify", "report", "rotate-key", "who-could", "catalogues", "hash"),
+    audit.add_argument("action", choices=("verify", "report", "rotate-key", "who-could", "catalogues", "hash",
+                                          "review", "reviews"),
                        help="verify: check the hash chain, the signed checkpoints and the journal kept outside "
                             "the database (exit 1 naming the first bad sequence); report: print the misuse "
                             "review; rotate-key: a new signing key, the old one kept in the public keyring; "
@@ -36,6 +39,15 @@ def add_parser(commands: Any) -> None:
                             "the text of one, checked against its digest; hash: the keyed hash a search's "
                             "--item/--value has in the log (the audit hash key: JUKI_AUDIT_HASH_KEY, else "
                             ".juki/audit-hash.key)")
+    audit.add_argument("--start", default="", help="review: start of the period reviewed (ISO 8601, JST when no zone)")
+    audit.add_argument("--end", default="", help="review: end of the period reviewed (exclusive)")
+    audit.add_argument("--findings", default="", help="review: what was found (say 'none' when nothing)")
+    audit.add_argument("--follow-up", default="", help="review: what follows from it")
+    audit.add_argument("--entry", type=int, action="append", default=[],
+                       help="review: an operation-log sequence number the findings refer to (repeat)")
+    audit.add_argument("--as", dest="caller", default="auditor", help="review(s): client certificate")
+    audit.add_argument("--operator", default=os.environ.get("JUKI_OPERATOR", "kansa-0001"),
+                       help="review(s): the auditor who logged in (default JUKI_OPERATOR, else kansa-0001)")
     audit.add_argument("--item", default="full_name", help="hash: the search item (full_name, full_name_kana, "
                                                           "birth_date as YYYY-MM-DD/PRECISION, sex_code)")
     audit.add_argument("--value", default="", help="hash: the value to look for in the log")
@@ -58,20 +70,26 @@ async def run(args: argparse.Namespace) -> int:
     suite = LocalSuite.of(args.home)
     if args.action == "rotate-key":
         return rotate_key(suite)
+    if args.action in ("review", "reviews"):
+        return await _review(suite, args)
     if args.action == "hash":
-        from juki_services.gateway.search_log import AuditHashKey
-
-        key = AuditHashKey.load(suite.file("JUKI_AUDIT_HASH_KEY", AUDIT_HASH_KEY))
-        print(key.hash(args.item, args.value))
-        return 0
+        return _hash(suite, args)
     url = suite.database_url("gateway")
-    if args.action == "report":
-        return await _audit_report(url, args.days, args.all)
-    if args.action == "who-could":
-        return await _who_could(url, args.date)
-    if args.action == "catalogues":
-        return await _catalogues(url, args.sha256)
-    return await _verify(suite, url, args)
+    reads: dict[str, Callable[[], Awaitable[int]]] = {
+        "report": lambda: _audit_report(url, args.days, args.all),
+        "who-could": lambda: _who_could(url, args.date),
+        "catalogues": lambda: _catalogues(url, args.sha256),
+        "verify": lambda: _verify(suite, url, args),
+    }
+    return await reads[args.action]()
+
+
+def _hash(suite: LocalSuite, args: argparse.Namespace) -> int:
+    from juki_services.gateway.search_log import AuditHashKey
+
+    key = AuditHashKey.load(suite.file("JUKI_AUDIT_HASH_KEY", AUDIT_HASH_KEY))
+    print(key.hash(args.item, args.value))
+    return 0
 
 
 async def _who_could(url: str, day: dt.date | None) -> int:
@@ -135,6 +153,22 @@ def _by_organization(holders: list[Any]) -> dict[str, int]:
     for holder in holders:
         counts[holder.organization] = counts.get(holder.organization, 0) + 1
     return counts
+
+
+async def _review(suite: LocalSuite, args: argparse.Namespace) -> int:
+    """`juki audit review`: record a review of the operation log (自己点検, 内部監査) through the gateway as
+    the logged-in auditor; `juki audit reviews` lists them."""
+    from juki.gateway.v1 import audit_records_pb2 as pb
+    from jukitools.cli_oversight import _moment, call
+
+    if args.action == "reviews":
+        return await call(suite, args, "ListAuditReviews", pb.ListAuditReviewsRequest(page_size=500))
+    review = pb.AuditReview(findings=args.findings, follow_up=args.follow_up, entry_sequences=args.entry)
+    if args.start:
+        review.start_time.FromDatetime(_moment(args.start))
+    if args.end:
+        review.end_time.FromDatetime(_moment(args.end))
+    return await call(suite, args, "CreateAuditReview", pb.CreateAuditReviewRequest(audit_review=review))
 
 
 def _keyring_file(suite: LocalSuite, option: str) -> Path:

@@ -14,10 +14,11 @@ from grpc import aio
 from juki.agency.v1 import agency_pb2
 from juki.annex.v1 import annex_pb2
 from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
-from juki.gateway.v1 import operation_log_pb2, operator_admin_pb2
+from juki.gateway.v1 import audit_records_pb2, operation_log_pb2, operator_admin_pb2
 from juki.identity.v1 import identity_pb2
 from juki_services.gateway.admin import OperatorAdmin
 from juki_services.gateway.admission import Admission, DenyList, RateLimiter
+from juki_services.gateway.audit_records import AuditRecords
 from juki_services.gateway.chain import SigningKeyFile
 from juki_services.gateway.checkpoints import CheckpointExporter
 from juki_services.gateway.config import GatewayConfig
@@ -44,6 +45,7 @@ DISCLOSURE = disclosure_pb2.DESCRIPTOR.services_by_name["DisclosureService"]
 AGENCY = agency_pb2.DESCRIPTOR.services_by_name["AgencyService"]
 OPERATION_LOG = operation_log_pb2.DESCRIPTOR.services_by_name["OperationLogService"]
 OPERATOR_ADMIN = operator_admin_pb2.DESCRIPTOR.services_by_name["OperatorAdminService"]
+AUDIT_RECORDS = audit_records_pb2.DESCRIPTOR.services_by_name["AuditRecordService"]
 # The agency stand-in's control methods are not exposed: only ⑤ queries go through the gateway.
 AGENCY_METHODS_EXPOSED = ("QueryResident",)
 # The disclosure service's list of suspensions in force is the gateway's own to read, not exposed.
@@ -56,7 +58,7 @@ def migrations() -> list[Migration]:
 
 def exposed_methods() -> list[str]:
     """Every method the gateway answers (`package.Service/Method`), for the authorisation matrix."""
-    services = (IDENTITY, ANNEX, DISCLOSURE, OPERATION_LOG, OPERATOR_ADMIN)
+    services = (IDENTITY, ANNEX, DISCLOSURE, OPERATION_LOG, OPERATOR_ADMIN, AUDIT_RECORDS)
     methods = [f"{s.full_name}/{m.name}" for s in services for m in s.methods
                if not (m.client_streaming ^ m.server_streaming) and not (s is DISCLOSURE and m.name == LIST_ACTIVE)]
     return methods + [f"{AGENCY.full_name}/{name}" for name in AGENCY_METHODS_EXPOSED]
@@ -170,6 +172,7 @@ def build(config: GatewayConfig, database: Database, *,
         *backend_routes(AGENCY, channels["agency"], only=AGENCY_METHODS_EXPOSED, default_timeout=timeout),
         *_local_routes(OPERATION_LOG, _OperationLogQueries(database, catalogue)),
         *_local_routes(OPERATOR_ADMIN, OperatorAdmin(database, registry, catalogue, config.incompatible_roles)),
+        *_local_routes(AUDIT_RECORDS, AuditRecords(database)),
     ]
     admission = Admission(DenyList(config.revocation_file),
                           RateLimiter(config.organization_rate, config.organization_rate * 2),
@@ -192,7 +195,8 @@ def build(config: GatewayConfig, database: Database, *,
         await exporter.export()  # the journal ends where the log does on a graceful stop
 
     return ServiceParts(
-        service_names=[s.full_name for s in (IDENTITY, ANNEX, DISCLOSURE, AGENCY, OPERATION_LOG, OPERATOR_ADMIN)],
+        service_names=[s.full_name for s in (IDENTITY, ANNEX, DISCLOSURE, AGENCY, OPERATION_LOG, OPERATOR_ADMIN,
+                                                 AUDIT_RECORDS)],
         register=register,
         background=_jobs(config, log, exporter, catalogue, registry, suspensions=suspensions),
         on_stop=[close_channels, export_last_head],
