@@ -142,12 +142,29 @@ def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
     return paths
 
 
+def clear_resident_codes(msg: message.Message) -> None:
+    """Clear, in place, every 住民票コード anywhere in `msg` (the fields `resident_codes` reads)."""
+    codes, lists, children = _code_plan(msg.DESCRIPTOR)
+    for name in (*codes, *lists):
+        msg.ClearField(name)
+    for name, repeated in children:
+        if repeated:
+            for child in getattr(msg, name):
+                clear_resident_codes(child)
+        elif msg.HasField(name):
+            clear_resident_codes(getattr(msg, name))
+
+
 def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigrant_only: bool,
-             found: Sequence[message.Message] | None = None, hide_person_id: bool = False) -> list[str]:
+             found: Sequence[message.Message] | None = None, hide_person_id: bool = False,
+             no_resident_code: bool = False) -> list[str]:
     """Cut every resource in `answer` (its `resources`, when the caller has them already) down to
     `allowed` (in place); returns the paths disclosed. With `hide_person_id`, resources leave without
     their `name` (`residents/{id}`: an identifier that would outlive every change of 住民票コード and
-    個人番号, which organs receiving provisions must not hold; they know the person by 住民票コード)."""
+    個人番号, which organs receiving provisions must not hold; they know the person by 住民票コード). With
+    `no_resident_code` (an answer from the annex file, 住基法 30-44-6) no 住民票コード is left anywhere in it."""
+    if no_resident_code:
+        clear_resident_codes(answer)
     if hide_person_id:
         for resource in resources(answer) if found is None else found:
             resource.ClearField("name")

@@ -32,7 +32,7 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
 from juki.gateway.v1.operation_log_pb2 import DECISION_ALLOWED, DECISION_DENIED
-from juki_services.gateway import coalesce, minimise, volume
+from juki_services.gateway import coalesce, contracts, minimise, volume
 from juki_services.gateway.admission import Admission
 from juki_services.gateway.coalesce import LookupCoalescer
 from juki_services.gateway.operators import Operator, OperatorRegistry
@@ -81,6 +81,11 @@ class Route:
     @property
     def path(self) -> str:
         return f"/{self.method.containing_service.full_name}/{self.method.name}"
+
+    @property
+    def reads_annex_file(self) -> bool:
+        """住基法 30-44-6 is keyed on the file: whether this method answers records of the annex file."""
+        return self.path.lstrip("/") in contracts.ANNEX_READS
 
 
 def backend_routes(service: ServiceDescriptor, channel: aio.Channel, only: Iterable[str] | None = None, *,
@@ -137,9 +142,27 @@ def forwarded_mask(purpose: Purpose) -> tuple[str, ...] | None:
     purpose may receive every field."""
     if purpose.all_fields:
         return None
-    if purpose.overseas_emigrant_only and OVERSEAS_EMIGRANT_FIELD not in purpose.fields:
+    if OVERSEAS_EMIGRANT_FIELD not in purpose.fields and (
+            purpose.overseas_emigrant_only or purpose.methods & contracts.ANNEX_READS):
         return (*purpose.fields, OVERSEAS_EMIGRANT_FIELD)
     return purpose.fields
+
+
+@dataclass(frozen=True)
+class Perimeter:
+    """What the gateway enforces on an answer beyond the mask (住基法 30-44-6, keyed on the file)."""
+
+    emigrants_only: bool
+    """Every record answered must be of a 国外転出者: the purpose says so, or the answer is from the annex
+    file and the purpose is not the person's own disclosure (`subject_access`, 30-44-13)."""
+    no_resident_code: bool
+    """No 住民票コード leaves in the answer: the purpose says so, or the answer is from the annex file."""
+
+
+def perimeter(route: Route, purpose: Purpose) -> Perimeter:
+    annex = route.reads_annex_file
+    return Perimeter(emigrants_only=purpose.overseas_emigrant_only or (annex and not purpose.subject_access),
+                     no_resident_code=purpose.overseas_emigrant_only or annex)
 
 
 def _certificate(context: aio.ServicerContext[Any, Any]) -> tuple[str, str]:
@@ -264,8 +287,8 @@ class Gateway:
         entry.decision = DECISION_ALLOWED
         entry.reason = f"purpose {purpose.code} granted"
         # The backend learns the mask so that it leaves unread what would be cut (minimise still cuts).
-        return dataclasses.replace(who, fields=forwarded_mask(purpose),
-                                   follows_former=purpose.follows_former_identifiers), purpose
+        return dataclasses.replace(who, fields=forwarded_mask(purpose), follows_former=purpose.follows_former_identifiers,
+                                   subject_access=purpose.subject_access), purpose
 
     async def _operator(self, context: aio.ServicerContext[Any, Any], organization: str,
                         entry: LogEntry) -> Operator | None:
@@ -303,11 +326,11 @@ class Gateway:
         who, purpose = await self._authorize(route, context, entry, identified)
         volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
         if route.coalescer and (code := route.coalescer.code_of(parsed)) is not None:
-            return await self._answer(await route.coalescer.lookup(code, who), None, purpose, who, entry)
+            return await self._answer(route, await route.coalescer.lookup(code, who), None, purpose, who, entry)
         assert route.invoke is not None
         answer_bytes = await route.invoke(request, who)
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
-        return await self._answer(answer, answer_bytes, purpose, who, entry)
+        return await self._answer(route, answer, answer_bytes, purpose, who, entry)
 
     def _hides_person_id(self, who: caller.Caller) -> bool:
         organization = self._catalogue().organizations.get(who.organization)
@@ -381,16 +404,17 @@ class Gateway:
             answers.append((answer, found))
         await self._counter.reserve(purpose, who.organization, who.operator, len(set(entry.resident_codes)),
                                     self._clock())
+        limits = perimeter(route, purpose)
         for answer, found in answers:
-            disclosed.update(minimise.minimise(answer, purpose.fields,
-                                               overseas_emigrant_only=purpose.overseas_emigrant_only, found=found,
-                                               hide_person_id=self._hides_person_id(who)))
+            disclosed.update(minimise.minimise(answer, purpose.fields, overseas_emigrant_only=limits.emigrants_only,
+                                               found=found, hide_person_id=self._hides_person_id(who),
+                                               no_resident_code=limits.no_resident_code))
             out.append(answer.SerializeToString())
         entry.disclosed_fields, entry.status = sorted(disclosed), "OK"
         await self._log.write(entry)  # before this batch leaves
         return out
 
-    async def _answer(self, answer: message.Message, answer_bytes: bytes | None, purpose: Purpose,
+    async def _answer(self, route: Route, answer: message.Message, answer_bytes: bytes | None, purpose: Purpose,
                       who: caller.Caller, entry: LogEntry) -> bytes:
         """`answer` counted, minimised and logged; the bytes that leave (the backend's own `answer_bytes`
         when nothing was cut)."""
@@ -399,12 +423,13 @@ class Gateway:
         found = minimise.resources(answer)
         entry.disclosed_versions.extend(minimise.record_versions(answer, found))
         await self._count(purpose, who, codes)
-        entry.disclosed_fields = minimise.minimise(answer, purpose.fields,
-                                                   overseas_emigrant_only=purpose.overseas_emigrant_only, found=found,
-                                                   hide_person_id=self._hides_person_id(who))
+        limits = perimeter(route, purpose)
+        entry.disclosed_fields = minimise.minimise(answer, purpose.fields, overseas_emigrant_only=limits.emigrants_only,
+                                                   found=found, hide_person_id=self._hides_person_id(who),
+                                                   no_resident_code=limits.no_resident_code)
         entry.status = "OK"
         await self._log.write(entry)  # before the answer leaves
-        if answer_bytes is not None and purpose.all_fields and not purpose.overseas_emigrant_only:
+        if answer_bytes is not None and purpose.all_fields and not (limits.emigrants_only or limits.no_resident_code):
             return answer_bytes  # nothing was cut: the backend's bytes leave as they came
         return answer.SerializeToString()
 
