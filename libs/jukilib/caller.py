@@ -24,6 +24,10 @@ SUBJECT_ACCESS_KEY = "x-juki-subject-access"
 """Present (`granted`) when the purpose is the person's own disclosure or correction (住基法 30-44-13): the annex
 file then answers records of persons who never left Japan too. Set only by the gateway (backends trust
 `x-juki-*` keys only from its certificate); absent, the annex register answers 国外転出者 only (30-44-6)."""
+ANSWERED_CODES_KEY = "x-juki-answered-codes"
+"""Trailing metadata a register sets on a read whose answer leaves the 住民票コード out (the annex file,
+住基法 30-44-6): the codes of the persons answered, comma-separated, for the gateway's operation log and
+volume count only (the resident's 提供状況 is found by code, 30-32). The gateway never forwards it."""
 FIELDS_KEY = "x-juki-fields"
 """The purpose's field mask (comma-separated paths in the answer's resource); absent when the purpose
 may receive every field."""

@@ -18,10 +18,13 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from grpc import aio
+
 from jukilib import caller
 from jukilib.errors import NotFound
 
 OVERSEAS_EMIGRANT = "record.overseas_emigrant"
+RESIDENT_CODE = "record.resident_code"
 
 
 def not_found() -> NotFound:
@@ -34,10 +37,12 @@ def limited(who: caller.Caller | None) -> bool:
 
 
 def reading(who: caller.Caller | None) -> caller.Caller | None:
-    """The caller to read the file for: its mask plus `record.overseas_emigrant`, which this check reads."""
-    if who is None or who.fields is None or who.may_receive(OVERSEAS_EMIGRANT):
+    """The caller to read the file for: its mask plus what this module reads itself (whether the person
+    moved abroad; the 住民票コード, which goes to the gateway's log, `Answered`, never into the answer)."""
+    if who is None or who.fields is None:
         return who
-    return dataclasses.replace(who, fields=(*who.fields, OVERSEAS_EMIGRANT))
+    extra = tuple(path for path in (OVERSEAS_EMIGRANT, RESIDENT_CODE) if not who.may_receive(path))
+    return dataclasses.replace(who, fields=(*who.fields, *extra)) if extra else who
 
 
 def admits(resource: Any, who: caller.Caller | None) -> bool:
@@ -45,19 +50,31 @@ def admits(resource: Any, who: caller.Caller | None) -> bool:
     return not limited(who) or bool(resource.record.overseas_emigrant)
 
 
-def without_code(resource: Any) -> Any:
-    """The resource without its 住民票コード (30-44-6: the annex file never answers it)."""
-    resource.record.ClearField("resident_code")
-    return resource
+class Answered:
+    """The 住民票コード taken out of one call's answer: the gateway still logs whom it answered about (the
+    resident's 提供状況, 30-32, is found by code), from trailing metadata it never forwards."""
 
+    def __init__(self) -> None:
+        self.codes: list[str] = []
 
-def checked(resource: Any, who: caller.Caller | None) -> Any:
-    """A single resource, answerable to `who`, without 住民票コード; NotFound otherwise."""
-    if not admits(resource, who):
-        raise not_found()
-    return without_code(resource)
+    def without_code(self, resource: Any) -> Any:
+        """The resource without its 住民票コード (30-44-6: the annex file never answers it)."""
+        if resource.record.resident_code:
+            self.codes.append(resource.record.resident_code)
+        resource.record.ClearField("resident_code")
+        return resource
 
+    def checked(self, resource: Any, who: caller.Caller | None) -> Any:
+        """A single resource, answerable to `who`, without 住民票コード; NotFound otherwise."""
+        if not admits(resource, who):
+            raise not_found()
+        return self.without_code(resource)
 
-def kept(resources: Iterable[Any], who: caller.Caller | None) -> list[Any]:
-    """The resources answerable to `who`, each without 住民票コード."""
-    return [without_code(r) for r in resources if admits(r, who)]
+    def kept(self, resources: Iterable[Any], who: caller.Caller | None) -> list[Any]:
+        """The resources answerable to `who`, each without 住民票コード."""
+        return [self.without_code(r) for r in resources if admits(r, who)]
+
+    def tell_gateway(self, context: aio.ServicerContext[Any, Any]) -> None:
+        """Name the codes taken out in the call's trailing metadata (the gateway only calls backends)."""
+        if self.codes:
+            context.set_trailing_metadata(((caller.ANSWERED_CODES_KEY, ",".join(dict.fromkeys(self.codes))),))

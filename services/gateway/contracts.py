@@ -2,8 +2,8 @@
 
 - `RECORD_METHODS`: methods that answer personal data read from the files or the operation log: the answer
   type reaches a file's record (`IdentityRecord`, `AnnexRecord`) or a provision record of the operation log
-  (a message listing the `record_versions` provided), and the request carries none (a notification's answer echoes what the
-  municipality itself sent). A purpose granting one must carry volume caps (policy load rule 3).
+  (a message listing the `record_versions` provided), and the request carries none (a notification's
+  answer echoes what the municipality itself sent). A purpose granting one must carry volume caps (policy load rule 3).
 - `ANNEX_READS`: the record-answering methods of the annex file (package `juki.annex.v1`, answer reaching
   `AnnexRecord`): 住基法 30-44-6 is keyed on these, whatever a purpose's label says.
 - `resource_types(method)`: the message types of an answer that carry a `record` (what the gateway cuts to

@@ -260,8 +260,12 @@ def _covers(fields: Sequence[str], path: str) -> bool:
 
 def _recipient_kinds(purpose: Purpose, organizations: Mapping[str, Organization]) -> dict[str, str]:
     """Each recipient of `purpose` with its organisation kind ('' when unknown)."""
-    return {recipient: recipient.removeprefix("kind:") if recipient.startswith("kind:") else (
-        organizations[recipient].kind if recipient in organizations else "") for recipient in sorted(purpose.recipients)}
+    def kind(recipient: str) -> str:
+        if recipient.startswith("kind:"):
+            return recipient.removeprefix("kind:")
+        return organizations[recipient].kind if recipient in organizations else ""
+
+    return {recipient: kind(recipient) for recipient in sorted(purpose.recipients)}
 
 
 def _check_methods(purpose: Purpose) -> None:

@@ -16,6 +16,7 @@ One generic handler per method of the contracts the gateway exposes. For each ca
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import datetime as dt
 import functools
@@ -83,6 +84,11 @@ class Route:
         return f"/{self.method.containing_service.full_name}/{self.method.name}"
 
     @property
+    def answers_records(self) -> bool:
+        """Whether this method answers personal data (`contracts.RECORD_METHODS`): what volume caps count."""
+        return self.path.lstrip("/") in contracts.RECORD_METHODS
+
+    @property
     def reads_annex_file(self) -> bool:
         """住基法 30-44-6 is keyed on the file: whether this method answers records of the annex file."""
         return self.path.lstrip("/") in contracts.ANNEX_READS
@@ -114,10 +120,23 @@ def _coalescer(service: ServiceDescriptor, method: MethodDescriptor, channel: ai
     return LookupCoalescer(method, batch, _invoker(channel.unary_unary(path), path, default_timeout))
 
 
+_answered_codes: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("juki_answered_codes",
+                                                                                 default=())
+"""The 住民票コード a backend named in its trailers (`caller.ANSWERED_CODES_KEY`) for the call being served:
+set by the invoker, read by the handler in the same task right after it (never forwarded to the caller)."""
+
+
+def _trailer_codes(trailers: Any) -> tuple[str, ...]:
+    text = caller.metadata_value(tuple(trailers or ()), caller.ANSWERED_CODES_KEY)
+    return tuple(code for code in text.split(",") if code)
+
+
 def _invoker(stub: Any, path: str, default_timeout: float) -> Invoke:
     async def invoke(request: bytes, who: caller.Caller) -> bytes:
         with tracing.outgoing(path, who.to_metadata()) as metadata:
-            answer: bytes = await stub(request, metadata=metadata, timeout=deadlines.timeout(default_timeout))
+            call = stub(request, metadata=metadata, timeout=deadlines.timeout(default_timeout))
+            answer: bytes = await call
+            _answered_codes.set(_trailer_codes(await call.trailing_metadata()))
         return answer
 
     return invoke
@@ -287,7 +306,8 @@ class Gateway:
         entry.decision = DECISION_ALLOWED
         entry.reason = f"purpose {purpose.code} granted"
         # The backend learns the mask so that it leaves unread what would be cut (minimise still cuts).
-        return dataclasses.replace(who, fields=forwarded_mask(purpose), follows_former=purpose.follows_former_identifiers,
+        return dataclasses.replace(who, fields=forwarded_mask(purpose),
+                                   follows_former=purpose.follows_former_identifiers,
                                    subject_access=purpose.subject_access), purpose
 
     async def _operator(self, context: aio.ServicerContext[Any, Any], organization: str,
@@ -324,20 +344,24 @@ class Gateway:
         boundary.check_request(parsed)
         entry.resident_codes.extend(minimise.resident_codes(parsed))
         who, purpose = await self._authorize(route, context, entry, identified)
-        volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
+        if route.answers_records:
+            volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
         if route.coalescer and (code := route.coalescer.code_of(parsed)) is not None:
             return await self._answer(route, await route.coalescer.lookup(code, who), None, purpose, who, entry)
         assert route.invoke is not None
+        _answered_codes.set(())
         answer_bytes = await route.invoke(request, who)
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
-        return await self._answer(route, answer, answer_bytes, purpose, who, entry)
+        return await self._answer(route, answer, answer_bytes, purpose, who, entry, _answered_codes.get())
 
     def _hides_person_id(self, who: caller.Caller) -> bool:
         organization = self._catalogue().organizations.get(who.organization)
         return organization is not None and organization.receives_provisions
 
     async def _count(self, purpose: Purpose, who: caller.Caller, codes: list[str]) -> None:
-        """Volume caps on what is about to leave: per call, then per day (counted across replicas)."""
+        """Volume caps on what is about to leave: per call, then per day (counted across replicas).
+        Only answers of record-answering methods count (`contracts.RECORD_METHODS`): a case list or a 12-5
+        report names a person without answering the file's record."""
         records = len(set(codes))
         volume.check_per_call(purpose, records)
         await self._counter.reserve(purpose, who.organization, who.operator, records, self._clock())
@@ -397,13 +421,15 @@ class Gateway:
         for data in batch:
             answer = self._parse(route.method.output_type, data, field="answer")
             codes = minimise.resident_codes(answer)
-            volume.check_per_call(purpose, len(set(codes)))
+            if route.answers_records:
+                volume.check_per_call(purpose, len(set(codes)))
             entry.resident_codes.extend(codes)
             found = minimise.resources(answer)
             entry.disclosed_versions.extend(minimise.record_versions(answer, found))
             answers.append((answer, found))
-        await self._counter.reserve(purpose, who.organization, who.operator, len(set(entry.resident_codes)),
-                                    self._clock())
+        if route.answers_records:
+            await self._counter.reserve(purpose, who.organization, who.operator, len(set(entry.resident_codes)),
+                                        self._clock())
         limits = perimeter(route, purpose)
         for answer, found in answers:
             disclosed.update(minimise.minimise(answer, purpose.fields, overseas_emigrant_only=limits.emigrants_only,
@@ -414,15 +440,19 @@ class Gateway:
         await self._log.write(entry)  # before this batch leaves
         return out
 
-    async def _answer(self, route: Route, answer: message.Message, answer_bytes: bytes | None, purpose: Purpose,
-                      who: caller.Caller, entry: LogEntry) -> bytes:
+    async def _answer(self, route: Route, answer: message.Message, answer_bytes: bytes | None,  # noqa: PLR0917
+                      purpose: Purpose, who: caller.Caller, entry: LogEntry, answered: tuple[str, ...] = ()) -> bytes:
         """`answer` counted, minimised and logged; the bytes that leave (the backend's own `answer_bytes`
-        when nothing was cut)."""
-        codes = minimise.resident_codes(answer)
+        when nothing was cut). `answered`: the codes of the persons answered that the backend left out of
+        the answer (the annex file, 30-44-6), logged like the answer's own."""
+        asked = list(entry.resident_codes)
+        codes = [*minimise.resident_codes(answer), *answered]
         entry.resident_codes.extend(codes)
         found = minimise.resources(answer)
         entry.disclosed_versions.extend(minimise.record_versions(answer, found))
-        await self._count(purpose, who, codes)
+        if route.answers_records:
+            # An answer naming no code (provision records) is about the person the request names.
+            await self._count(purpose, who, codes or asked)
         limits = perimeter(route, purpose)
         entry.disclosed_fields = minimise.minimise(answer, purpose.fields, overseas_emigrant_only=limits.emigrants_only,
                                                    found=found, hide_person_id=self._hides_person_id(who),
