@@ -107,7 +107,7 @@ def _twin(resident: SyntheticResident) -> SyntheticResident:
 
 
 def _person_name(version_name: str) -> str:
-    return version_name.split("/versions/")[0]
+    return version_name.split("/versions/", maxsplit=1)[0]
 
 
 async def _notify_identity(suite: RunningSuite, request: identity_pb2.ApplyNotificationRequest) -> str:
@@ -327,7 +327,8 @@ WORKFLOW_METHODS = frozenset({
         "GetDisclosureDocument", "ListDisclosureDocuments", "CreateCorrectionCase", "GetCorrectionCase",
         "ListCorrectionCases", "RecordInvestigationStep", "ConcludeCorrectionInvestigation",
         "CompleteCorrectionCase", "CloseCorrectionCase")),
-    "juki.gateway.v1.OperationLogService/ListOperationLogEntries", "juki.gateway.v1.OperationLogService/GetMisuseReport",
+    "juki.gateway.v1.OperationLogService/ListOperationLogEntries",
+    "juki.gateway.v1.OperationLogService/GetMisuseReport",
     *(f"juki.gateway.v1.OperatorAdminService/{m}" for m in (
         "CreateOperator", "GetOperator", "ListOperators", "UpdateOperator", "DisableOperator", "EnableOperator",
         "GetOrganization", "DisableOrganization", "EnableOrganization")),
