@@ -74,7 +74,8 @@ class Answered:
         """The resources answerable to `who`, each without 住民票コード."""
         return [self.without_code(r) for r in resources if admits(r, who)]
 
-    def tell_gateway(self, context: aio.ServicerContext[Any, Any]) -> None:
-        """Name the codes taken out in the call's trailing metadata (the gateway only calls backends)."""
-        if self.codes:
+    def tell_gateway(self, context: aio.ServicerContext[Any, Any] | None) -> None:
+        """Name the codes taken out in the call's trailing metadata (the gateway only calls backends; no
+        context: called in-process, not over RPC)."""
+        if self.codes and context is not None:
             context.set_trailing_metadata(((caller.ANSWERED_CODES_KEY, ",".join(dict.fromkeys(self.codes))),))
