@@ -151,7 +151,8 @@ async def _load(args: argparse.Namespace, home: Path, owner_url: str) -> list[st
 def run_volume(args: argparse.Namespace) -> int:
     """Records the run asks for through the gateway (single lookups and batches, warm-ups included)."""
     rounds = max(1, min(args.rounds, args.lookups))
-    return args.lookups + args.warm_up * rounds + (args.batch_calls + BATCH_WARM_UP) * args.batch_size
+    volume: int = args.lookups + args.warm_up * rounds + (args.batch_calls + BATCH_WARM_UP) * args.batch_size
+    return volume
 
 
 def bench_catalogue(args: argparse.Namespace, home: Path) -> Path:
