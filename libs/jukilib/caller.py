@@ -20,6 +20,14 @@ CASE_REFERENCE_KEY = "x-juki-case-reference"
 REQUEST_ID_KEY = "x-request-id"
 FORMER_IDENTIFIERS_KEY = "x-juki-former-identifiers"
 """Present (`follow`) when the purpose may find a person by a former 住民票コード or 個人番号."""
+SUBJECT_ACCESS_KEY = "x-juki-subject-access"
+"""Present (`granted`) when the purpose is the person's own disclosure or correction (住基法 30-44-13): the annex
+file then answers records of persons who never left Japan too. Set only by the gateway (backends trust
+`x-juki-*` keys only from its certificate); absent, the annex register answers 国外転出者 only (30-44-6)."""
+ANSWERED_CODES_KEY = "x-juki-answered-codes"
+"""Trailing metadata a register sets on a read whose answer leaves the 住民票コード out (the annex file,
+住基法 30-44-6): the codes of the persons answered, comma-separated, for the gateway's operation log and
+volume count only (the resident's 提供状況 is found by code, 30-32). The gateway never forwards it."""
 FIELDS_KEY = "x-juki-fields"
 """The purpose's field mask (comma-separated paths in the answer's resource); absent when the purpose
 may receive every field."""
@@ -42,6 +50,8 @@ class Caller:
     follows_former: bool = False
     """The purpose may find a person by a former identifier (住基法 30-4, 番号法 7 ②: the link from an old
     identifier to the new one serves only the affairs that need it)."""
+    subject_access: bool = False
+    """The purpose is the person's own disclosure or correction (住基法 30-44-13, `SUBJECT_ACCESS_KEY`)."""
 
     def to_metadata(self) -> tuple[tuple[str, str], ...]:
         """Metadata the gateway sends to a backend."""
@@ -55,6 +65,8 @@ class Caller:
         present = tuple((k, v) for k, v in pairs if v)
         if self.follows_former:
             present = (*present, (FORMER_IDENTIFIERS_KEY, "follow"))
+        if self.subject_access:
+            present = (*present, (SUBJECT_ACCESS_KEY, "granted"))
         return present if self.fields is None else (*present, (FIELDS_KEY, ",".join(self.fields)))
 
     def may_receive(self, path: str) -> bool:
@@ -89,6 +101,7 @@ def caller_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None, pee
         request_id=metadata_value(metadata, REQUEST_ID_KEY),
         peer=peer,
         follows_former=metadata_value(metadata, FORMER_IDENTIFIERS_KEY) == "follow",
+        subject_access=metadata_value(metadata, SUBJECT_ACCESS_KEY) == "granted",
     )
 
 

@@ -18,7 +18,10 @@ written to the hash-chained operation log before it is answered. Directly, the c
 gateway's certificate and sends the `x-juki-*` metadata the gateway would send, the purpose's field mask
 included (backends trust the gateway's certificate), so the identity service does exactly what it does
 behind the gateway. The rate
-limits of the gateway are raised (`--rate`) so that they do not cap the measurement.
+limits of the gateway are raised (`--rate`) so that they do not cap the measurement, and so are the
+purpose's volume caps: the gateway runs a copy of the shipped catalogue (`JUKI_POLICY_FILE` in the run's
+temporary directory) in which `--purpose` allows the run's own volume (`--volume`, default: every call
+the run makes, warm-ups included); the shipped catalogue is not touched.
 
 Three phases, each run by child processes (as an organ's system would be another process) with one
 channel, each warmed up first (`--warm-up` single lookups, `BATCH_WARM_UP` batches), on codes drawn
@@ -87,6 +90,9 @@ def add_bench_lookup(bench_subparsers: Any) -> argparse.ArgumentParser:
                              "BatchLookupResidents for kyoiku-iinkai's provision clerk)")
     parser.add_argument("--rate", type=float, default=1_000_000.0,
                         help="the gateway's rate limits per organisation and per operator (calls/s)")
+    parser.add_argument("--volume", type=int, default=None,
+                        help="the purpose's per-day volume caps in the run's catalogue copy (records; default: "
+                             "every record the run asks for)")
     parser.add_argument("--seed", type=int, default=20261126, help="seed of the residents and of the codes asked")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of the two single-lookup paths (each a share of --lookups)")
@@ -142,11 +148,43 @@ async def _load(args: argparse.Namespace, home: Path, owner_url: str) -> list[st
     return [row["resident_code"] for row in rows]
 
 
+def run_volume(args: argparse.Namespace) -> int:
+    """Records the run asks for through the gateway (single lookups and batches, warm-ups included)."""
+    rounds = max(1, min(args.rounds, args.lookups))
+    volume: int = args.lookups + args.warm_up * rounds + (args.batch_calls + BATCH_WARM_UP) * args.batch_size
+    return volume
+
+
+def bench_catalogue(args: argparse.Namespace, home: Path) -> Path:
+    """A copy of the shipped catalogue whose `--purpose` allows the run's volume (per call: a batch; per day,
+    per organisation and per operator: `--volume`), checked by loading it like the gateway does."""
+    from juki_services.gateway.policy import DEFAULT_CATALOGUE, load_catalogue
+    from jukilib.domain.municipalities import gunma_municipalities
+
+    volume = args.volume if args.volume is not None else run_volume(args)
+    caps = {"max_records_per_call": max(args.batch_size, 1), "max_records_per_day": volume,
+            "max_records_per_operator_per_day": volume}
+    text = DEFAULT_CATALOGUE.read_text(encoding="utf-8")
+    marker = f'[[purposes]]\ncode = "{args.purpose}"\n'
+    start = text.find(marker)
+    if start < 0:
+        raise ValueError(f"purpose {args.purpose} is not in the shipped catalogue")
+    end = text.find("[[purposes]]", start + len(marker))
+    end = len(text) if end < 0 else end
+    block = [line for line in text[start:end].splitlines() if line.split("=")[0].strip() not in caps]
+    raised = "\n".join([*block[:2], *(f"{key} = {value}" for key, value in caps.items()), *block[2:]])
+    path = home / "bench-purposes.toml"
+    path.write_text(text[:start] + raised + "\n\n" + text[end:], encoding="utf-8")
+    load_catalogue(path, gunma_municipalities())  # raises CatalogueError naming the problem
+    return path
+
+
 def _environments(args: argparse.Namespace, home: Path, pki: Any, databases: dict[str, Any]
                   ) -> dict[str, dict[str, str]]:
     """The JUKI_* variables of identity and of the gateway, as `juki up` sets them, plus the benchmark's
-    own: no relay workers, `--pool` connections, the gateway's rate limits at `--rate`, and traces
-    sampled as OTEL_TRACES_SAMPLER says (default off, as when tracing is not set up)."""
+    own: no relay workers, `--pool` connections, the gateway's rate limits at `--rate`, the purpose's volume
+    caps raised in a catalogue copy (`bench_catalogue`), and traces sampled as OTEL_TRACES_SAMPLER says
+    (default off, as when tracing is not set up)."""
     from jukitools.suite import child_environment, free_port
 
     ports = {"identity": free_port(), "gateway": free_port(), "annex": 1, "disclosure": 1, "agency": 1}
@@ -163,6 +201,7 @@ def _environments(args: argparse.Namespace, home: Path, pki: Any, databases: dic
     # No disclosure service runs here, so no usage-suspension case can exist: the gateway decides on its empty
     # list (the cost of the production path with no suspension) instead of refusing for want of reading it.
     environments["gateway"]["JUKI_USAGE_SUSPENSION_FAIL_CLOSED"] = "false"
+    environments["gateway"]["JUKI_POLICY_FILE"] = str(bench_catalogue(args, home))
     return environments
 
 
@@ -293,6 +332,7 @@ def _result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]
         "expected_operation_log_rows": expected_log,
         "operation_log_commits": figures["operation_log_commits"],
         "purpose": args.purpose,
+        "purpose_volume_cap_per_day": args.volume if args.volume is not None else run_volume(args),
         "pool_max": args.pool,
         "gateway_rate_limit_per_second": args.rate,
         "services": "identity and gateway each in its own process (`juki serve`); annex, disclosure, agency "

@@ -76,7 +76,7 @@ def format_purpose(purpose: Purpose) -> str:
         f"  affair:       {purpose.affair}",
         f"  recipients:   {', '.join(sorted(purpose.recipients))}",
         f"  methods:      {', '.join(sorted(purpose.methods))}",
-        f"  fields:       {', '.join(purpose.fields)}",
+        f"  fields:       {', '.join(purpose.fields) or 'none (workflow methods: no record answered)'}",
         f"  operators:    {roles}",
         f"  records:      {', '.join(caps) or 'no cap'}",
         f"  valid:        from {purpose.valid_from}"
@@ -84,6 +84,11 @@ def format_purpose(purpose: Purpose) -> str:
     ]
     if purpose.case_reference_required:
         lines.append("  case reference required (x-juki-case-reference)")
+    if purpose.individual_number_basis:
+        lines.append(f"  個人番号 under {purpose.individual_number_basis}")
     if purpose.overseas_emigrant_only:
         lines.append("  国外転出者 only (住基法 30-44-6)")
+    if purpose.subject_access:
+        lines.append("  the person's own disclosure and correction (住基法 30-44-13): annex records of any person, "
+                     "never the 住民票コード")
     return "\n".join(lines)

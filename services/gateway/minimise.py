@@ -21,7 +21,7 @@ RESIDENT_CODE_LISTS = frozenset({"resident_codes"})
 """Repeated fields of 住民票コード (a batch lookup's request)."""
 
 
-def _child_type(descriptor: FieldDescriptor) -> Descriptor | None:
+def child_type(descriptor: FieldDescriptor) -> Descriptor | None:
     """The message type of a field holding messages to walk into (not a map's entries), else None."""
     message_type = descriptor.message_type if descriptor.type == FieldDescriptor.TYPE_MESSAGE else None
     if message_type is None or (descriptor.is_repeated and message_type.GetOptions().map_entry):
@@ -38,7 +38,7 @@ def _reaches(message_type: Descriptor, wanted: Callable[[Descriptor], bool], see
     if wanted(message_type):
         return True
     inner = seen | {message_type.full_name}
-    return any(_reaches(child, wanted, inner) for f in message_type.fields if (child := _child_type(f)))
+    return any(_reaches(child, wanted, inner) for f in message_type.fields if (child := child_type(f)))
 
 
 def _carries_codes(message_type: Descriptor) -> bool:
@@ -59,7 +59,7 @@ def _code_plan(message_type: Descriptor) -> tuple[tuple[str, ...], tuple[str, ..
     lists = tuple(f.name for f in message_type.fields
                   if f.name in RESIDENT_CODE_LISTS and f.type == FieldDescriptor.TYPE_STRING and f.is_repeated)
     children = tuple((f.name, bool(f.is_repeated)) for f in message_type.fields
-                     if (child := _child_type(f)) and _reaches(child, _carries_codes))
+                     if (child := child_type(f)) and _reaches(child, _carries_codes))
     return codes, lists, children
 
 
@@ -70,7 +70,7 @@ def _resource_plan(message_type: Descriptor) -> tuple[bool, tuple[tuple[str, boo
     if _carries_record(message_type):
         return True, ()
     return False, tuple((f.name, bool(f.is_repeated)) for f in message_type.fields
-                        if (child := _child_type(f)) and _reaches(child, _carries_record))
+                        if (child := child_type(f)) and _reaches(child, _carries_record))
 
 
 def resources(msg: message.Message) -> list[message.Message]:
@@ -142,12 +142,29 @@ def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
     return paths
 
 
+def clear_resident_codes(msg: message.Message) -> None:
+    """Clear, in place, every 住民票コード anywhere in `msg` (the fields `resident_codes` reads)."""
+    codes, lists, children = _code_plan(msg.DESCRIPTOR)
+    for name in (*codes, *lists):
+        msg.ClearField(name)
+    for name, repeated in children:
+        if repeated:
+            for child in getattr(msg, name):
+                clear_resident_codes(child)
+        elif msg.HasField(name):
+            clear_resident_codes(getattr(msg, name))
+
+
 def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigrant_only: bool,
-             found: Sequence[message.Message] | None = None, hide_person_id: bool = False) -> list[str]:
+             found: Sequence[message.Message] | None = None, hide_person_id: bool = False,
+             no_resident_code: bool = False) -> list[str]:
     """Cut every resource in `answer` (its `resources`, when the caller has them already) down to
     `allowed` (in place); returns the paths disclosed. With `hide_person_id`, resources leave without
     their `name` (`residents/{id}`: an identifier that would outlive every change of 住民票コード and
-    個人番号, which organs receiving provisions must not hold; they know the person by 住民票コード)."""
+    個人番号, which organs receiving provisions must not hold; they know the person by 住民票コード). With
+    `no_resident_code` (an answer from the annex file, 住基法 30-44-6) no 住民票コード is left anywhere in it."""
+    if no_resident_code:
+        clear_resident_codes(answer)
     if hide_person_id:
         for resource in resources(answer) if found is None else found:
             resource.ClearField("name")

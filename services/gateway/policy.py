@@ -6,6 +6,16 @@ method, the operator holds one of the purpose's `operator_roles` (human work; a 
 is for systems, such as a municipality CS notifying), the purpose is in effect, and has a case
 reference when it requires one. Every refusal names its reason. Volume caps per call and per day are
 data of the purpose too (enforced by juki_services.gateway.volume).
+
+A catalogue loads only if every purpose keeps these rules (`check_purpose`; the entry and the rule are named,
+and on reload the previous catalogue stays in force):
+1. every field mask is explicit (no "*"); `fields = []` exactly for purposes whose methods answer no record;
+2. 個人番号 only under a purpose that declares its 番号法 basis (`individual_number_basis`);
+3. every method answering personal data (`contracts.RECORD_METHODS`, derived from the protos) has per-call
+   and per-day caps;
+4. 住基法 30-44-6, keyed on the file: an annex read (`contracts.ANNEX_READS`) only under
+   `overseas_emigrant_only = true` and without `record.resident_code`, to any recipient; the only exception
+   is `subject_access` (30-44-13), to the internal disclosure service alone.
 """
 
 from __future__ import annotations
@@ -20,6 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import field_mask_pb2
+from google.protobuf.descriptor import Descriptor
+
+from juki_services.gateway import contracts
 from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.errors import PermissionDenied
 from jukilib.operator_credential import ROLES
@@ -71,6 +85,12 @@ class Purpose:
     max_records_per_day: int | None = None
     """Per organisation and Japanese calendar day, across every replica."""
     max_records_per_operator_per_day: int | None = None
+    individual_number_basis: str = ""
+    """The 番号法 provision that lets this purpose use 個人番号 (別表 affair, 第9条第2項 条例 ...); empty: none."""
+    subject_access: bool = False
+    """The person's own disclosure and correction (住基法 30-44-13 applying 30-32 ff. to the annex file): the
+    annex file answers records of persons who never left Japan too (still without 住民票コード). Only for
+    recipients of kind `internal_service` (the disclosure service)."""
 
     @property
     def all_fields(self) -> bool:
@@ -154,8 +174,10 @@ def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
         raise CatalogueError(f"{where}: 'valid_until' must be a date")
     if not _is_date(entry.get("valid_from")):
         raise CatalogueError(f"{where}: 'valid_from' must be a date")
+    if not isinstance(entry.get("fields"), list):
+        raise CatalogueError(f"{where}: 'fields' must be a list of field paths ([] for workflow methods only)")
     for key in ("methods", "recipients", "fields"):
-        values = _require(entry, key, list, where)
+        values = entry[key] if key == "fields" else _require(entry, key, list, where)
         if not all(isinstance(v, str) and v for v in values):
             raise CatalogueError(f"{where}: '{key}' must list non-empty strings")
     return Purpose(
@@ -175,7 +197,23 @@ def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
         overseas_emigrant_only=bool(entry.get("overseas_emigrant_only", False)),
         follows_former_identifiers=bool(entry.get("follows_former_identifiers", False)),
         example=bool(entry.get("example", False)),
+        individual_number_basis=_optional_text(entry, "individual_number_basis", where),
+        subject_access=_flag(entry, "subject_access", where),
     )
+
+
+def _optional_text(entry: Mapping[str, Any], key: str, where: str) -> str:
+    value = entry.get(key, "")
+    if not isinstance(value, str):
+        raise CatalogueError(f"{where}: '{key}' must be a string")
+    return value.strip()
+
+
+def _flag(entry: Mapping[str, Any], key: str, where: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise CatalogueError(f"{where}: '{key}' must be true or false")
+    return value
 
 
 def _operator_roles(entry: Mapping[str, Any], where: str) -> frozenset[str]:
@@ -208,40 +246,107 @@ def _organizations(entries: Sequence[Mapping[str, Any]], municipalities: Municip
     return found
 
 
-ANNEX_READS = frozenset(f"juki.annex.v1.AnnexService/{m}" for m in (
-    "GetAnnexResident", "LookupAnnexResident", "BatchLookupAnnexResidents", "SearchAnnexResidents",
-    "ListAnnexResidentVersions"))
+SUBJECT_ACCESS_KINDS = frozenset({"internal_service"})
+INDIVIDUAL_NUMBER = "record.individual_number"
+RESIDENT_CODE = "record.resident_code"
+INDIVIDUAL_NUMBER_METHODS = frozenset({"juki.identity.v1.IdentityService/LookupResidentByIndividualNumber"})
+"""Methods that use 個人番号 as their key: 番号法 利用 as much as receiving it."""
 
 
-PROVISION_KINDS = frozenset({"executive_organ", "governor_department"})
-"""Organisations that receive provisions or use records for their own affairs (30-15, 30-44-6): the
-executive organs and the governor's departments other than the Juki-net desk."""
+def _covers(fields: Sequence[str], path: str) -> bool:
+    """Whether the mask `fields` lets `path` through (a mask path covers every path below it)."""
+    return any(path == f or path.startswith(f"{f}.") for f in fields)
 
 
-def _provision_recipients(purpose: Purpose, organizations: Mapping[str, Organization]) -> list[str]:
-    """The recipients of `purpose` that are provision recipients (by organisation kind, or a `kind:` entry)."""
-    found = []
-    for recipient in sorted(purpose.recipients):
-        kind = recipient.removeprefix("kind:") if recipient.startswith("kind:") else (
-            organizations[recipient].kind if recipient in organizations else "")
-        if kind in PROVISION_KINDS:
-            found.append(recipient)
-    return found
+def _recipient_kinds(purpose: Purpose, organizations: Mapping[str, Organization]) -> dict[str, str]:
+    """Each recipient of `purpose` with its organisation kind ('' when unknown)."""
+    def kind(recipient: str) -> str:
+        if recipient.startswith("kind:"):
+            return recipient.removeprefix("kind:")
+        return organizations[recipient].kind if recipient in organizations else ""
+
+    return {recipient: kind(recipient) for recipient in sorted(purpose.recipients)}
 
 
-def _check_annex_provision(purpose: Purpose, organizations: Mapping[str, Organization]) -> None:
-    """住基法 30-44-6: annex data reaches a provision recipient only for 国外転出者 affairs and never with the
-    住民票コード. Keyed on the file (an annex read method) and on who receives it, whatever the purpose's
-    label or legal basis says."""
-    recipients = _provision_recipients(purpose, organizations)
-    if not recipients or not purpose.methods & ANNEX_READS:
+def _check_methods(purpose: Purpose) -> None:
+    unknown = sorted(m for m in purpose.methods if m not in contracts.METHODS)
+    if unknown:
+        raise CatalogueError(f"purpose {purpose.code}: 'methods' names methods no contract defines: {unknown}")
+
+
+def _check_fields(purpose: Purpose) -> None:
+    """Rule 1: every mask is explicit. `fields` are paths in the resources of an answer that carry a record
+    (what the gateway cuts); a purpose none of whose methods answers such a resource (workflow: cases,
+    reports, operators, log entries, whose contract fixes their shape) lists none (`fields = []`)."""
+    if "*" in purpose.fields:
+        raise CatalogueError(f"purpose {purpose.code}: 'fields' must list explicit paths ('*' is not allowed)")
+    types = {t.full_name: t for m in purpose.methods for t in contracts.resource_types(m)}
+    if not types and purpose.fields:
+        raise CatalogueError(f"purpose {purpose.code}: its methods answer no record: 'fields' must be []")
+    if types and not purpose.fields:
+        raise CatalogueError(f"purpose {purpose.code}: its methods answer records: 'fields' must list the paths "
+                             "the purpose may receive")
+    for path in purpose.fields:
+        mask = field_mask_pb2.FieldMask(paths=[path])
+        if not any(mask.IsValidForDescriptor(t) for t in types.values()):
+            raise CatalogueError(f"purpose {purpose.code}: field '{path}' is in no record its methods answer")
+
+
+def _check_individual_number(purpose: Purpose) -> None:
+    """Rule 2 (番号法 第9条, 第19条): 個人番号 only under a purpose that declares its 番号法 basis."""
+    if purpose.individual_number_basis:
+        return
+    holders = [t for m in purpose.methods for t in contracts.resource_types(m)
+               if "individual_number" in _record_type(t).fields_by_name]  # the file whose record carries it
+    if (holders and _covers(purpose.fields, INDIVIDUAL_NUMBER)) or purpose.methods & INDIVIDUAL_NUMBER_METHODS:
+        raise CatalogueError(f"purpose {purpose.code}: 個人番号 ({INDIVIDUAL_NUMBER} or a lookup by it) needs "
+                             "'individual_number_basis' (番号法 別表 affair or 第9条第2項 条例)")
+
+
+def _record_type(resource: Descriptor) -> Descriptor:
+    record = resource.fields_by_name["record"].message_type
+    assert record is not None  # a resource's record is a message, by construction (contracts.resource_types)
+    return record
+
+
+def _check_caps(purpose: Purpose) -> None:
+    """Rule 3: every purpose whose methods answer personal data has per-call and per-day volume caps."""
+    answering = sorted(purpose.methods & contracts.RECORD_METHODS)
+    if answering and (purpose.max_records_per_call is None or purpose.max_records_per_day is None):
+        raise CatalogueError(f"purpose {purpose.code}: {answering[0]} answers personal data: "
+                             "'max_records_per_call' and 'max_records_per_day' are required")
+
+
+def _check_annex(purpose: Purpose, organizations: Mapping[str, Organization]) -> None:
+    """Rule 4, 住基法 30-44-6: the annex file is read only for 国外転出者 affairs and never with the 住民票コード,
+    for ANY recipient. Keyed on the file (the method's package), whatever the purpose's label or legal basis
+    says. The one exception is declared: `subject_access` (the person's own disclosure and 12-5 work for
+    the person's request, 30-44-13), only to the internal disclosure service, and it lifts the 国外転出者
+    limit alone: the annex file answers no 住民票コード to anyone (the gateway and the register strip it)."""
+    if purpose.subject_access:
+        kinds = _recipient_kinds(purpose, organizations)
+        others = [r for r, kind in kinds.items() if kind not in SUBJECT_ACCESS_KINDS]
+        if others:
+            raise CatalogueError(f"purpose {purpose.code}: subject_access (30-44-13) is only for recipients of kind "
+                                 f"{', '.join(sorted(SUBJECT_ACCESS_KINDS))}, not {', '.join(others)}")
+    reads = sorted(purpose.methods & contracts.ANNEX_READS)
+    if not reads or purpose.subject_access:
         return
     if not purpose.overseas_emigrant_only:
-        raise CatalogueError(f"purpose {purpose.code}: annex data for {', '.join(recipients)} (30-44-6) must set "
-                             "overseas_emigrant_only = true")
-    if "*" in purpose.fields or any(f in ("record", "record.resident_code") for f in purpose.fields):
-        raise CatalogueError(f"purpose {purpose.code}: annex data for {', '.join(recipients)} (30-44-6) may not "
-                             "carry record.resident_code")
+        raise CatalogueError(f"purpose {purpose.code}: {reads[0]} reads the annex file (30-44-6, for "
+                             f"{', '.join(sorted(purpose.recipients))}): overseas_emigrant_only = true is required")
+    if _covers(purpose.fields, RESIDENT_CODE):
+        raise CatalogueError(f"purpose {purpose.code}: {reads[0]} reads the annex file (30-44-6): the mask may "
+                             f"not carry {RESIDENT_CODE}")
+
+
+def check_purpose(purpose: Purpose, organizations: Mapping[str, Organization]) -> None:
+    """Every load rule on one purpose; CatalogueError naming the purpose and the rule."""
+    _check_methods(purpose)
+    _check_fields(purpose)
+    _check_individual_number(purpose)
+    _check_annex(purpose, organizations)
+    _check_caps(purpose)
 
 
 def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:
@@ -257,7 +362,7 @@ def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:
         purpose = _purpose(entry, index)
         if purpose.code in purposes:
             raise CatalogueError(f"purpose {purpose.code}: defined twice")
-        _check_annex_provision(purpose, organizations)
+        check_purpose(purpose, organizations)
         purposes[purpose.code] = purpose
     return Catalogue(version=version, organizations=organizations, purposes=purposes)
 

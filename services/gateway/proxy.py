@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import datetime as dt
 import functools
@@ -33,7 +34,7 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
 from juki.gateway.v1.operation_log_pb2 import DECISION_ALLOWED, DECISION_DENIED
-from juki_services.gateway import coalesce, minimise, volume
+from juki_services.gateway import coalesce, contracts, minimise, volume
 from juki_services.gateway.admission import Admission
 from juki_services.gateway.coalesce import LookupCoalescer
 from juki_services.gateway.operators import Operator, OperatorRegistry
@@ -94,6 +95,16 @@ class Route:
     def path(self) -> str:
         return f"/{self.method.containing_service.full_name}/{self.method.name}"
 
+    @property
+    def answers_records(self) -> bool:
+        """Whether this method answers personal data (`contracts.RECORD_METHODS`): what volume caps count."""
+        return self.path.lstrip("/") in contracts.RECORD_METHODS
+
+    @property
+    def reads_annex_file(self) -> bool:
+        """住基法 30-44-6 is keyed on the file: whether this method answers records of the annex file."""
+        return self.path.lstrip("/") in contracts.ANNEX_READS
+
 
 def backend_routes(service: ServiceDescriptor, channel: aio.Channel, only: Iterable[str] | None = None, *,
                    default_timeout: float = DEFAULT_CALL_TIMEOUT) -> list[Route]:
@@ -121,10 +132,23 @@ def _coalescer(service: ServiceDescriptor, method: MethodDescriptor, channel: ai
     return LookupCoalescer(method, batch, _invoker(channel.unary_unary(path), path, default_timeout))
 
 
+_answered_codes: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("juki_answered_codes",
+                                                                                 default=())
+"""The 住民票コード a backend named in its trailers (`caller.ANSWERED_CODES_KEY`) for the call being served:
+set by the invoker, read by the handler in the same task right after it (never forwarded to the caller)."""
+
+
+def _trailer_codes(trailers: Any) -> tuple[str, ...]:
+    text = caller.metadata_value(tuple(trailers or ()), caller.ANSWERED_CODES_KEY)
+    return tuple(code for code in text.split(",") if code)
+
+
 def _invoker(stub: Any, path: str, default_timeout: float) -> Invoke:
     async def invoke(request: bytes, who: caller.Caller) -> bytes:
         with tracing.outgoing(path, who.to_metadata()) as metadata:
-            answer: bytes = await stub(request, metadata=metadata, timeout=deadlines.timeout(default_timeout))
+            call = stub(request, metadata=metadata, timeout=deadlines.timeout(default_timeout))
+            answer: bytes = await call
+            _answered_codes.set(_trailer_codes(await call.trailing_metadata()))
         return answer
 
     return invoke
@@ -149,9 +173,27 @@ def forwarded_mask(purpose: Purpose) -> tuple[str, ...] | None:
     purpose may receive every field."""
     if purpose.all_fields:
         return None
-    if purpose.overseas_emigrant_only and OVERSEAS_EMIGRANT_FIELD not in purpose.fields:
+    if OVERSEAS_EMIGRANT_FIELD not in purpose.fields and (
+            purpose.overseas_emigrant_only or purpose.methods & contracts.ANNEX_READS):
         return (*purpose.fields, OVERSEAS_EMIGRANT_FIELD)
     return purpose.fields
+
+
+@dataclass(frozen=True)
+class Perimeter:
+    """What the gateway enforces on an answer beyond the mask (住基法 30-44-6, keyed on the file)."""
+
+    emigrants_only: bool
+    """Every record answered must be of a 国外転出者: the purpose says so, or the answer is from the annex
+    file and the purpose is not the person's own disclosure (`subject_access`, 30-44-13)."""
+    no_resident_code: bool
+    """No 住民票コード leaves in the answer: the purpose says so, or the answer is from the annex file."""
+
+
+def perimeter(route: Route, purpose: Purpose) -> Perimeter:
+    annex = route.reads_annex_file
+    return Perimeter(emigrants_only=purpose.overseas_emigrant_only or (annex and not purpose.subject_access),
+                     no_resident_code=purpose.overseas_emigrant_only or annex)
 
 
 def _certificate(context: aio.ServicerContext[Any, Any]) -> tuple[str, str]:
@@ -297,7 +339,8 @@ class Gateway:
         entry.reason = f"purpose {purpose.code} granted"
         # The backend learns the mask so that it leaves unread what would be cut (minimise still cuts).
         return dataclasses.replace(who, fields=forwarded_mask(purpose),
-                                   follows_former=purpose.follows_former_identifiers), purpose
+                                   follows_former=purpose.follows_former_identifiers,
+                                   subject_access=purpose.subject_access), purpose
 
     async def _operator(self, context: aio.ServicerContext[Any, Any], organization: str,
                         entry: LogEntry) -> Operator | None:
@@ -335,12 +378,14 @@ class Gateway:
         if self._audit_hash is not None and (conditions := search_conditions(parsed, self._audit_hash)):
             entry.detail = detail_text({"search": conditions})  # logged whatever the outcome, refusals too
         who, purpose = await self._authorize(route, context, entry, identified)
-        volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
+        if route.answers_records:
+            volume.check_per_call(purpose, len(set(entry.resident_codes)))  # refused before the backend works
         if self._suspensions is not None:
             check_suspension_request(route.path, parsed, self._catalogue())
         if route.coalescer and (code := route.coalescer.code_of(parsed)) is not None:
-            return await self._answer(await route.coalescer.lookup(code, who), None, purpose, who, entry)
+            return await self._answer(route, await route.coalescer.lookup(code, who), None, purpose, who, entry)
         assert route.invoke is not None
+        _answered_codes.set(())
         collecting = collecting_detail()  # the gateway's own services say what they changed (admin)
         try:
             answer_bytes = await route.invoke(request, who)
@@ -349,7 +394,7 @@ class Gateway:
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
         if self._suspensions is not None:
             self._suspensions.observe(answer)  # a usage-suspension case is in force here before its answer leaves
-        return await self._answer(answer, answer_bytes, purpose, who, entry)
+        return await self._answer(route, answer, answer_bytes, purpose, who, entry, _answered_codes.get())
 
     def _hides_person_id(self, who: caller.Caller) -> bool:
         organization = self._catalogue().organizations.get(who.organization)
@@ -370,7 +415,9 @@ class Gateway:
             raise
 
     async def _count(self, purpose: Purpose, who: caller.Caller, codes: list[str]) -> None:
-        """Volume caps on what is about to leave: per call, then per day (counted across replicas)."""
+        """Volume caps on what is about to leave: per call, then per day (counted across replicas).
+        Only answers of record-answering methods count (`contracts.RECORD_METHODS`): a case list or a 12-5
+        report names a person without answering the file's record."""
         records = len(set(codes))
         volume.check_per_call(purpose, records)
         await self._counter.reserve(purpose, who.organization, who.operator, records, self._clock())
@@ -430,39 +477,47 @@ class Gateway:
         for data in batch:
             answer = self._parse(route.method.output_type, data, field="answer")
             codes = minimise.resident_codes(answer)
-            volume.check_per_call(purpose, len(set(codes)))
+            if route.answers_records:
+                volume.check_per_call(purpose, len(set(codes)))
             entry.resident_codes.extend(codes)
             found = minimise.resources(answer)
             await self._check_suspensions(purpose, codes, found, entry)
             entry.disclosed_versions.extend(minimise.record_versions(answer, found))
             answers.append((answer, found))
-        await self._counter.reserve(purpose, who.organization, who.operator, len(set(entry.resident_codes)),
-                                    self._clock())
+        if route.answers_records:
+            await self._counter.reserve(purpose, who.organization, who.operator, len(set(entry.resident_codes)),
+                                        self._clock())
+        limits = perimeter(route, purpose)
         for answer, found in answers:
-            disclosed.update(minimise.minimise(answer, purpose.fields,
-                                               overseas_emigrant_only=purpose.overseas_emigrant_only, found=found,
-                                               hide_person_id=self._hides_person_id(who)))
+            disclosed.update(minimise.minimise(answer, purpose.fields, overseas_emigrant_only=limits.emigrants_only,
+                                               found=found, hide_person_id=self._hides_person_id(who),
+                                               no_resident_code=limits.no_resident_code))
             out.append(answer.SerializeToString())
         entry.disclosed_fields, entry.status = sorted(disclosed), "OK"
         await self._log.write(entry)  # before this batch leaves
         return out
 
-    async def _answer(self, answer: message.Message, answer_bytes: bytes | None, purpose: Purpose,
-                      who: caller.Caller, entry: LogEntry) -> bytes:
+    async def _answer(self, route: Route, answer: message.Message, answer_bytes: bytes | None,  # noqa: PLR0917
+                      purpose: Purpose, who: caller.Caller, entry: LogEntry, answered: tuple[str, ...] = ()) -> bytes:
         """`answer` counted, minimised and logged; the bytes that leave (the backend's own `answer_bytes`
-        when nothing was cut)."""
-        codes = minimise.resident_codes(answer)
+        when nothing was cut). `answered`: the codes of the persons answered that the backend left out of
+        the answer (the annex file, 30-44-6), logged like the answer's own."""
+        asked = list(entry.resident_codes)
+        codes = [*minimise.resident_codes(answer), *answered]
         entry.resident_codes.extend(codes)
         found = minimise.resources(answer)
         await self._check_suspensions(purpose, codes, found, entry)
         entry.disclosed_versions.extend(minimise.record_versions(answer, found))
-        await self._count(purpose, who, codes)
-        entry.disclosed_fields = minimise.minimise(answer, purpose.fields,
-                                                   overseas_emigrant_only=purpose.overseas_emigrant_only, found=found,
-                                                   hide_person_id=self._hides_person_id(who))
+        if route.answers_records:
+            # An answer naming no code (provision records) is about the person the request names.
+            await self._count(purpose, who, codes or asked)
+        limits = perimeter(route, purpose)
+        entry.disclosed_fields = minimise.minimise(answer, purpose.fields, overseas_emigrant_only=limits.emigrants_only,
+                                                   found=found, hide_person_id=self._hides_person_id(who),
+                                                   no_resident_code=limits.no_resident_code)
         entry.status = "OK"
         await self._log.write(entry)  # before the answer leaves
-        if answer_bytes is not None and purpose.all_fields and not purpose.overseas_emigrant_only:
+        if answer_bytes is not None and purpose.all_fields and not (limits.emigrants_only or limits.no_resident_code):
             return answer_bytes  # nothing was cut: the backend's bytes leave as they came
         return answer.SerializeToString()
 

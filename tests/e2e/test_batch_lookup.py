@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from juki.annex.v1 import annex_pb2, annex_pb2_grpc
-from juki.identity.v1 import identity_pb2
+from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
 from juki_services.gateway.policy import DEFAULT_CATALOGUE
 from jukilib.grpc.channels import secure_channel
@@ -48,6 +49,18 @@ max_records_per_day = 4
 valid_from = 2015-06-01
 
 [[purposes]]
+code = "TEST-BATCH-LARGE"
+legal_basis = "住基法30-15①(1) 別表第五"
+affair = "a per-call cap above the batch lookup's own limit, under test"
+recipients = ["kikaku-bu"]
+methods = ["juki.identity.v1.IdentityService/BatchLookupResidents"]
+fields = ["name", "record.full_name"]
+operator_roles = ["provision_clerk"]
+max_records_per_call = 2000
+max_records_per_day = 2000
+valid_from = 2015-06-01
+
+[[purposes]]
 code = "TEST-BATCH-OVERSEAS-30-44-6"
 legal_basis = "住基法30-44-6②"
 affair = "the batch lookup of the annex file for 国外転出者 under test"
@@ -56,6 +69,8 @@ methods = ["juki.annex.v1.AnnexService/BatchLookupAnnexResidents"]
 fields = ["name", "record.full_name", "record.overseas_emigrant"]
 overseas_emigrant_only = true
 operator_roles = ["provision_clerk"]
+max_records_per_call = 10
+max_records_per_day = 100
 valid_from = 2015-06-01
 """
 
@@ -143,10 +158,19 @@ async def test_one_log_row_names_every_resident_code_the_batch_touched(
     assert "record.full_name" in row["disclosed_fields"]
 
 
-async def test_more_than_a_thousand_codes_are_refused_naming_the_field(suite: RunningSuite) -> None:
+async def test_more_than_a_thousand_codes_are_refused_naming_the_field(suite: RunningSuite, replica: str) -> None:
+    # Under a purpose whose per-call cap is above the contract's limit: the register's own limit answers.
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await _call(suite, "kyoiku-iinkai", BATCH, _batch(*(f"{70_000_000_000 + i}" for i in range(1001))),
-                    SCHOLARSHIP)
+        async with secure_channel(replica, suite.client_tls("kikaku-bu")) as channel:
+            request_id = str(uuid.uuid4())
+            try:
+                await identity_pb2_grpc.IdentityServiceStub(channel).BatchLookupResidents(
+                    _batch(*(f"{70_000_000_000 + i}" for i in range(1001))),
+                    metadata=purpose_metadata("TEST-BATCH-LARGE", request_id=request_id,
+                                              credential=suite.credential("kikaku-bu")), timeout=10)
+            except grpc.aio.AioRpcError as error:
+                error.request_id = request_id  # type: ignore[attr-defined]
+                raise
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _violated_fields(refused.value) == {"resident_codes"}
     rows = await _log_rows(suite, refused.value.request_id)  # type: ignore[attr-defined]
@@ -201,21 +225,32 @@ async def test_annex_batch_for_a_30_44_6_purpose_leaves_without_codes_and_only_f
     answer = await batch(abroad.resident_code, abroad.resident_code)
     assert [r.annex_resident.record.full_name for r in answer.results] == [abroad.full_name] * 2
     assert abroad.resident_code.encode() not in answer.SerializeToString()
-    with pytest.raises(grpc.aio.AioRpcError) as denied:
-        await batch(abroad.resident_code, home.resident_code)
-    assert _reason(denied.value) == "NOT_AN_OVERSEAS_EMIGRANT"
+    # The annex register answers a person who never left Japan as it answers an unknown code (30-44-6).
+    mixed = await batch(abroad.resident_code, home.resident_code)
+    assert mixed.results[0].annex_resident.record.full_name == abroad.full_name
+    assert mixed.results[1].WhichOneof("result") == "error"
+    assert mixed.results[1].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert home.full_name.encode() not in mixed.SerializeToString()
 
 
-async def test_own_affairs_batch_of_the_annex_file_passes_every_field(suite: RunningSuite) -> None:
-    resident = _resident(125)
-    await _call(suite, "maebashi-cs", "annex.ApplyNotification",
-                annex_notification(resident, "batch-annex-own", EVENT_DATE, moved_abroad=False), "CS-NOTIFY-30-41")
+async def test_own_affairs_batch_of_the_annex_file_is_bound_by_30_44_6_like_any_recipient(suite: RunningSuite) -> None:
+    """住基法 30-44-6 is keyed on the file: the governor's own Juki-net desk reads the annex file only for
+    国外転出者 and never with the 住民票コード (issue 18: 60 persons who never left Japan were answered)."""
+    home, abroad = _resident(125), _resident(126)
+    for resident, moved in ((home, False), (abroad, True)):
+        await _call(suite, "maebashi-cs", "annex.ApplyNotification",
+                    annex_notification(resident, f"batch-annex-own-{moved}", EVENT_DATE, moved_abroad=moved),
+                    "CS-NOTIFY-30-41")
     answer, _ = await _call(suite, "shichoson-ka", "annex.BatchLookupAnnexResidents",
-                            annex_pb2.BatchLookupAnnexResidentsRequest(resident_codes=[resident.resident_code]),
-                            "JUKI-OWN-AFFAIRS", case_reference="R8-BATCH-1")
-    record = answer.results[0].annex_resident.record
-    assert (record.resident_code, record.address) == (resident.resident_code, resident.address)
-    assert answer.results[0].annex_resident.HasField("change")
+                            annex_pb2.BatchLookupAnnexResidentsRequest(
+                                resident_codes=[abroad.resident_code, home.resident_code]),
+                            "JUKI-OWN-AFFAIRS-ANNEX", case_reference="R8-BATCH-1")
+    found, refused = answer.results
+    assert found.annex_resident.record.full_name == abroad.full_name and found.annex_resident.HasField("change")
+    # The annex register answers a person who never left Japan as it answers an unknown code.
+    assert refused.WhichOneof("result") == "error" and refused.error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    wire = answer.SerializeToString()
+    assert abroad.resident_code.encode() not in wire and home.full_name.encode() not in wire
 
 
 async def test_concurrent_single_lookups_are_each_answered_minimised_and_logged_on_their_own(

@@ -359,7 +359,9 @@ async def test_annex_notification_and_a_read_limited_to_overseas_emigrants(suite
         await _call(suite, "kikaku-bu", "annex.LookupAnnexResident",
                     annex_pb2.LookupAnnexResidentRequest(resident_code=home.resident_code),
                     "ANNEX-OVERSEAS-30-44-6-2")
-    assert _reason(denied.value) == "NOT_AN_OVERSEAS_EMIGRANT"
+    # The annex register answers a person who never left Japan as it answers an unknown code: NOT_FOUND
+    # tells the organ nothing of whether the person's 附票 is in the prefecture (30-44-6).
+    assert denied.value.code() == grpc.StatusCode.NOT_FOUND and _reason(denied.value) == "PERSON_NOT_FOUND"
 
 
 async def test_disclosure_case_opens_received_with_a_30_day_deadline(suite: RunningSuite) -> None:

@@ -46,6 +46,8 @@ recipients = ["kikaku-bu"]
 methods = ["juki.identity.v1.IdentityService/LookupResident"]
 fields = ["name", "record.full_name"]
 operator_roles = ["provision_clerk"]
+max_records_per_call = 1
+max_records_per_day = 1000
 max_records_per_operator_per_day = 1
 valid_from = 2015-06-01
 """

@@ -159,7 +159,9 @@ def test_municipality_is_granted_identity_notifications(catalogue: Catalogue) ->
 
     assert organization.kind == "municipality"
     assert purpose.code == "CS-NOTIFY-30-6"
-    assert purpose.all_fields
+    # The echo of its own notification, field by field, without the 個人番号 it sent.
+    assert not purpose.all_fields and "record.full_name" in purpose.fields
+    assert "record.individual_number" not in purpose.fields
 
 
 def test_municipality_may_not_look_up_residents(catalogue: Catalogue) -> None:
@@ -188,6 +190,8 @@ affair = "test affair"
 recipients = ["kyoiku-iinkai"]
 methods = ["juki.identity.v1.IdentityService/LookupResident"]
 fields = ["name"]
+max_records_per_call = 1
+max_records_per_day = 10
 valid_from = 2020-01-01
 """
 
@@ -341,12 +345,13 @@ legal_basis = "{legal_basis}"
 affair = "test"
 recipients = ["kyoiku-iinkai"]
 methods = ["juki.annex.v1.AnnexService/BatchLookupAnnexResidents"]
-fields = ["*"]
+fields = ["record.full_name"]
 valid_from = 2024-05-27
 '''
     with pytest.raises(CatalogueError, match=r"LABELLED-OTHERWISE.*kyoiku-iinkai.*overseas_emigrant_only"):
         parse_catalogue(text, municipalities)
-    limited = text.replace('fields = ["*"]', 'fields = ["*"]\noverseas_emigrant_only = true')
+    limited = text.replace('fields = ["record.full_name"]',
+                           'fields = ["record.full_name", "record.resident_code"]\noverseas_emigrant_only = true')
     with pytest.raises(CatalogueError, match=r"LABELLED-OTHERWISE.*resident_code"):
         parse_catalogue(limited, municipalities)
 
@@ -361,7 +366,10 @@ def test_the_governors_own_affairs_are_the_juki_net_desks_not_an_organs(catalogu
 
 
 def _with(extra: str, municipalities: MunicipalityTable) -> Catalogue:
-    return parse_catalogue(_catalogue_text(PURPOSE_A.replace("valid_from", f"{extra}\nvalid_from"), KYOIKU),
+    """PURPOSE_A with the `extra` lines (replacing PURPOSE_A's own value of a key they set)."""
+    keys = {line.split("=")[0].strip() for line in extra.splitlines()}
+    base = "\n".join(line for line in PURPOSE_A.splitlines() if line.split("=")[0].strip() not in keys)
+    return parse_catalogue(_catalogue_text(base.replace("valid_from", f"{extra}\nvalid_from") + "\n", KYOIKU),
                            municipalities)
 
 

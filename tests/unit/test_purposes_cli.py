@@ -62,8 +62,10 @@ def test_the_gateways_catalogue_variable_is_honoured(tmp_path: Path, monkeypatch
     catalogue = tmp_path / "purposes.toml"
     catalogue.write_text('version = "test-1"\n[[organizations]]\ncode = "kyoiku-iinkai"\nname = "教育委員会"\n'
                          'kind = "executive_organ"\n[[purposes]]\ncode = "ONLY-ONE"\nlegal_basis = "住基法30-15"\n'
-                         'affair = "test"\nrecipients = ["kyoiku-iinkai"]\nmethods = ["a.b/C"]\nfields = ["*"]\n'
-                         'valid_from = 2015-06-01\nvalid_until = 2015-06-30\nmax_records_per_call = 3\n',
+                         'affair = "test"\nrecipients = ["kyoiku-iinkai"]\n'
+                         'methods = ["juki.identity.v1.IdentityService/LookupResident"]\n'
+                         'fields = ["record.full_name"]\nvalid_from = 2015-06-01\nvalid_until = 2015-06-30\n'
+                         'max_records_per_call = 3\nmax_records_per_day = 30\n',
                          encoding="utf-8")
     monkeypatch.setenv("JUKI_POLICY_FILE", str(catalogue))
     assert cli.main(["purposes", "list"]) == 0
