@@ -326,7 +326,11 @@ WORKFLOW_METHODS = frozenset({
         "ExtendDisclosureCase", "DecideDisclosureCase", "NotifyDisclosureCase", "CloseDisclosureCase",
         "GetDisclosureDocument", "ListDisclosureDocuments", "CreateCorrectionCase", "GetCorrectionCase",
         "ListCorrectionCases", "RecordInvestigationStep", "ConcludeCorrectionInvestigation",
-        "CompleteCorrectionCase", "CloseCorrectionCase")),
+        "CompleteCorrectionCase", "CloseCorrectionCase", "CreateUsageSuspensionCase", "GetUsageSuspensionCase",
+        "ListUsageSuspensionCases", "VerifyUsageSuspensionCaseIdentity", "ExtendUsageSuspensionCase",
+        "DecideUsageSuspensionCase", "NotifyUsageSuspensionCase", "CloseUsageSuspensionCase")),
+    *(f"juki.gateway.v1.AuditRecordService/{m}" for m in (
+        "CreateAuditReview", "ListAuditReviews", "CreateIncident", "GetIncident", "ListIncidents", "UpdateIncident")),
     "juki.gateway.v1.OperationLogService/ListOperationLogEntries",
     "juki.gateway.v1.OperationLogService/GetMisuseReport",
     *(f"juki.gateway.v1.OperatorAdminService/{m}" for m in (
