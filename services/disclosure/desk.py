@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -35,6 +35,7 @@ from jukilib.errors import (
     TimeWindow,
     Violations,
 )
+from jukilib.keyring import Keyring
 
 S, C = pb.DisclosureState, pb.CorrectionState
 FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_FILE_ANNEX: ANNEX}
@@ -138,9 +139,10 @@ class Desk:
     """Disclosure (30-32 … 30-34) and correction (30-35) cases."""
 
     def __init__(self, database: Database, records: Records, target_days: int,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *, keyring: Keyring,
                  receipt_window: TimeWindow = rules.DEFAULT_RECEIPT_WINDOW) -> None:
         self._database = database
+        self._keyring = keyring  # seals the written notices at rest (store.insert_document)
         self._records = records
         self._target_days = target_days
         self._clock = clock
@@ -230,7 +232,7 @@ class Desk:
             row = await self._locked(connection, case_id, etag)
             rules.check_transition(row["state"], S.DISCLOSURE_STATE_REJECTED_IDENTITY)
             notice = notices.rejection_notice(case_message(row, rules.japan_today(now)), rejection_reason, now)
-            document = await store.insert_document(connection, "disclosure", case_id, notice)
+            document = await store.insert_document(connection, self._keyring, "disclosure", case_id, notice)
             result: asyncpg.Record = await store.set_state(
                 connection, case_id, S.DISCLOSURE_STATE_REJECTED_IDENTITY, actor, document)
             return result
@@ -246,7 +248,7 @@ class Desk:
                                                     rules.japan_today(now))
             notice = notices.extension_notice(case_message(row, rules.japan_today(now)), row["deadline"],
                                               new_deadline, extension.reason, now)
-            document = await store.insert_document(connection, "disclosure", case_id, notice)
+            document = await store.insert_document(connection, self._keyring, "disclosure", case_id, notice)
             result: asyncpg.Record = await store.set_state(
                 connection, case_id, after, actor, document, extension_reason=extension.reason,
                 extension_deadline=new_deadline, extension_time=now)
@@ -278,7 +280,7 @@ class Desk:
             row = await self._locked(connection, case_id, "")
             if row["revision"] != searching["revision"]:
                 raise Aborted("the case changed during the search; read it again", "CASE_CHANGED")
-            document = await store.insert_document(connection, "disclosure", case_id, notice)
+            document = await store.insert_document(connection, self._keyring, "disclosure", case_id, notice)
             result: asyncpg.Record = await store.set_state(connection, case_id, decided, actor, document,
                                                            decide_time=now)
             return result
@@ -298,23 +300,22 @@ class Desk:
 
     # --- documents -----------------------------------------------------------------------------------
 
-    async def document(self, name: str, full: bool) -> asyncpg.Record:
+    async def document(self, name: str, full: bool) -> Mapping[str, Any]:
         kind, case_id, document_id = parse_document_name(name)
         if document_id is None:
             raise InvalidArgument([FieldViolation("name", "must name a document")])
         async with self._database.connection() as connection:
-            row = await store.get_document(connection, kind, case_id, document_id, full=full)
+            row = await store.get_document(connection, kind, case_id, document_id, keyring=self._keyring, full=full)
         if row is None:
             raise NotFound("no such document", "DOCUMENT_NOT_FOUND")
         return row
 
-    async def documents(self, parent: str, offset: int, limit: int, full: bool) -> list[asyncpg.Record]:
+    async def documents(self, parent: str, offset: int, limit: int, full: bool) -> list[Mapping[str, Any]]:
         kind, case_id, document_id = parse_document_name(parent, "parent")
         if document_id is not None:
             raise InvalidArgument([FieldViolation("parent", "must name a case")])
         async with self._database.connection() as connection:
-            rows: list[asyncpg.Record] = await store.list_documents(connection, kind, case_id, offset, limit,
-                                                                    full=full)
+            rows = await store.list_documents(connection, kind, case_id, offset, limit, keyring=self._keyring, full=full)
         return rows
 
     # --- correction ----------------------------------------------------------------------------------
@@ -439,7 +440,7 @@ class Desk:
         notice = await self._no_error_notice(case, concluded["disclosure_case_id"])
         async with self._database.transaction() as connection:
             await self._finish(connection, case_id, concluded["revision"])
-            document = await store.insert_document(connection, "correction", case_id, notice)
+            document = await store.insert_document(connection, self._keyring, "correction", case_id, notice)
             await store.set_correction_state(connection, case_id, C.CORRECTION_STATE_RESULT_NOTIFIED, actor, document)
 
     async def _no_error_notice(self, case: Any, disclosure_case_id: uuid.UUID,
@@ -523,7 +524,7 @@ class Desk:
                 return  # another replica finished it
             await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_NO_ERROR, actor,
                                              f"municipality found no error: {reason_code}")
-            document = await store.insert_document(connection, "correction", row["id"], notice)
+            document = await store.insert_document(connection, self._keyring, "correction", row["id"], notice)
             await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_RESULT_NOTIFIED, actor,
                                              document)
 
@@ -557,8 +558,9 @@ class Desk:
             await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_UPDATED, actor,
                                              f"version {resolving}", resolving_version=resolving)
             for recipient, notice in zip(recipients, organ_notices, strict=True):
-                recipient["notice"] = await store.insert_document(connection, "correction", row["id"], notice)
-            document = await store.insert_document(connection, "correction", row["id"], result)
+                recipient["notice"] = await store.insert_document(connection, self._keyring, "correction", row["id"],
+                                                                  notice)
+            document = await store.insert_document(connection, self._keyring, "correction", row["id"], result)
             await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_RESULT_NOTIFIED, actor,
                                              document, wrong_value_recipients=recipients)
 

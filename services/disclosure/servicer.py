@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,7 @@ Ctx = aio.ServicerContext[Any, Any]
 CASES, CORRECTIONS = "disclosureCases", "correctionCases"
 
 
-def document_message(row: asyncpg.Record, full: bool) -> pb.DisclosureDocument:
+def document_message(row: Mapping[str, Any], full: bool) -> pb.DisclosureDocument:
     document = pb.DisclosureDocument(
         name=f"{row['case_kind']}Cases/{row['case_id']}/documents/{row['id']}", kind=row["kind"],
         addressee=row["addressee"], pdf_sha256=row["pdf_sha256"], json_sha256=row["json_sha256"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import asyncpg
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki_services.disclosure import rules
+from jukilib.keyring import Keyring, Sealed
 
 _COLUMNS = f"""id, request_id, subject_resident_code, requester_kind, requester_name, identity_documents,
     channel, scopes, receive_time, state, deadline, target_date, revision, create_time, update_time,
@@ -155,31 +157,91 @@ async def set_state(connection: asyncpg.Connection, case_id: uuid.UUID, state: i
     return fetched
 
 
-async def insert_document(connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID, notice: Any) -> str:
-    """Store a notice; returns its resource name."""
+def _associated(document_id: uuid.UUID, part: str) -> bytes:
+    """Binds a sealed part to its document: a ciphertext copied to another row or part does not open."""
+    return f"disclosure_document/{document_id}/{part}".encode()
+
+
+def _seal(keyring: Keyring, document_id: uuid.UUID, pdf: bytes, content: bytes) -> tuple[Sealed, Sealed]:
+    sealed_pdf, sealed_json = keyring.seal_bytes_all([(pdf, _associated(document_id, "pdf")),
+                                                      (content, _associated(document_id, "json"))])
+    return sealed_pdf, sealed_json
+
+
+async def insert_document(connection: asyncpg.Connection, keyring: Keyring, case_kind: str, case_id: uuid.UUID,
+                          notice: Any) -> str:
+    """Store a notice, its PDF and JSON sealed (migration 0003); returns its resource name."""
     document_id = uuid.uuid4()
+    pdf, content = _seal(keyring, document_id, notice.pdf, notice.json.encode())
     await connection.execute(
         """INSERT INTO disclosure_document (id, case_kind, case_id, kind, addressee, pdf, json, pdf_sha256,
-               json_sha256, record_versions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-        document_id, case_kind, case_id, notice.kind, notice.addressee, notice.pdf, notice.json, notice.pdf_sha256,
-        notice.json_sha256, notice.record_versions)
+               json_sha256, record_versions, key_id, pdf_nonce, json_nonce)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+        document_id, case_kind, case_id, notice.kind, notice.addressee, pdf.ciphertext, content.ciphertext,
+        notice.pdf_sha256, notice.json_sha256, notice.record_versions, pdf.key_id, pdf.nonce, content.nonce)
     return f"{case_kind}Cases/{case_id}/documents/{document_id}"
 
 
+_SEALED = "pdf, json, key_id, pdf_nonce, json_nonce"
+
+
+def _opened(keyring: Keyring, row: asyncpg.Record) -> dict[str, Any]:
+    """The row with its PDF and JSON opened (a document from before migration 0003 is still plaintext)."""
+    pdf, content = bytes(row["pdf"]), bytes(row["json"])
+    if row["key_id"] is not None:
+        pdf = keyring.open_bytes(Sealed(row["key_id"], bytes(row["pdf_nonce"]), pdf), _associated(row["id"], "pdf"))
+        content = keyring.open_bytes(Sealed(row["key_id"], bytes(row["json_nonce"]), content),
+                                     _associated(row["id"], "json"))
+    return {**row, "pdf": pdf, "json": content.decode()}
+
+
 async def get_document(connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID, document_id: uuid.UUID,
-                       *, full: bool) -> asyncpg.Record | None:
-    columns = f"{_DOCUMENT_BASIC}, pdf, json" if full else _DOCUMENT_BASIC
-    return await connection.fetchrow(
+                       *, keyring: Keyring, full: bool) -> Mapping[str, Any] | None:
+    columns = f"{_DOCUMENT_BASIC}, {_SEALED}" if full else _DOCUMENT_BASIC
+    row = await connection.fetchrow(
         f"SELECT {columns} FROM disclosure_document WHERE case_kind = $1 AND case_id = $2 AND id = $3",
         case_kind, case_id, document_id)
+    if row is None:
+        return None
+    return _opened(keyring, row) if full else dict(row)
 
 
 async def list_documents(connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID, offset: int, limit: int,
-                         *, full: bool) -> list[asyncpg.Record]:
-    columns = f"{_DOCUMENT_BASIC}, pdf, json" if full else _DOCUMENT_BASIC
-    return await connection.fetch(
+                         *, keyring: Keyring, full: bool) -> list[Mapping[str, Any]]:
+    columns = f"{_DOCUMENT_BASIC}, {_SEALED}" if full else _DOCUMENT_BASIC
+    rows = await connection.fetch(
         f"""SELECT {columns} FROM disclosure_document WHERE case_kind = $1 AND case_id = $2
             ORDER BY create_time, id OFFSET $3 LIMIT $4""", case_kind, case_id, offset, limit)
+    return [_opened(keyring, row) if full else dict(row) for row in rows]
+
+
+async def reseal_documents(connection: asyncpg.Connection, keyring: Keyring, batch: int = 100) -> int:
+    """Seal every document not sealed under the active key (from before migration 0003, or under an older
+    key), in batches, each its own transaction (run as the schema owner: the service only inserts documents,
+    and keeps answering meanwhile, since it opens either). Returns the count."""
+    total = 0
+    while True:
+        async with connection.transaction():
+            rows = await connection.fetch(
+                f"""SELECT id, {_SEALED} FROM disclosure_document WHERE key_id IS DISTINCT FROM $1
+                    LIMIT $2 FOR UPDATE SKIP LOCKED""", keyring.active, batch)
+            for row in rows:
+                opened = _opened(keyring, row)
+                pdf, content = _seal(keyring, row["id"], opened["pdf"], opened["json"].encode())
+                await connection.execute(
+                    """UPDATE disclosure_document SET pdf = $2, json = $3, key_id = $4, pdf_nonce = $5,
+                           json_nonce = $6 WHERE id = $1""",
+                    row["id"], pdf.ciphertext, content.ciphertext, pdf.key_id, pdf.nonce, content.nonce)
+        total += len(rows)
+        if len(rows) < batch:
+            return total
+
+
+async def documents_under_other_keys(connection: asyncpg.Connection, keep: frozenset[str]) -> int:
+    """How many documents are plaintext or sealed under a key not in `keep`."""
+    count: int = await connection.fetchval(
+        "SELECT count(*) FROM disclosure_document WHERE key_id IS NULL OR key_id <> ALL($1::text[])", sorted(keep))
+    return count
 
 
 # --- correction cases ---------------------------------------------------------------------------------
