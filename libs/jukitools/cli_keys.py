@@ -18,10 +18,17 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from jukilib.keyring import RELOAD_GRACE_SECONDS, Keyring
 from jukitools.local import KEYRING, LocalSuite
 from jukitools.runner import connected
+
+
+class Databases(Protocol):
+    def owner_url(self, service: str) -> str:
+        """`service`'s schema owner's URL."""
+        ...
 
 
 async def run(home: str | None, action: str, *, hmac: bool = False, say: Callable[[str], None] = print) -> int:
@@ -50,7 +57,7 @@ async def _settle(path: Path) -> None:
         await asyncio.sleep(RELOAD_GRACE_SECONDS - age)
 
 
-async def rotate_data_keys(suite: LocalSuite, path: Path, say: Callable[[str], None]) -> None:
+async def rotate_data_keys(suite: Databases, path: Path, say: Callable[[str], None]) -> None:
     """Re-seal everything under the active data key, until a pass finds nothing left, then retire the others."""
     from juki_services.disclosure.store import reseal_documents
     from juki_services.identity.numbers import rotate
@@ -101,7 +108,7 @@ async def _sealed_under_other_keys(suite: LocalSuite, keep: frozenset[str]) -> i
     return count
 
 
-async def rotate_hmac(suite: LocalSuite, path: Path, say: Callable[[str], None]) -> None:
+async def rotate_hmac(suite: Databases, path: Path, say: Callable[[str], None]) -> None:
     """番号法 7 ②: the 個人番号's uniqueness holds throughout; every lookup finds its person at every step."""
     from juki_services.identity.numbers import hashes_under_other_keys, rehash
 

@@ -315,8 +315,8 @@ class Desk:
         if document_id is not None:
             raise InvalidArgument([FieldViolation("parent", "must name a case")])
         async with self._database.connection() as connection:
-            rows = await store.list_documents(connection, kind, case_id, offset, limit, keyring=self._keyring, full=full)
-        return rows
+            return await store.list_documents(connection, kind, case_id, offset, limit, keyring=self._keyring,
+                                              full=full)
 
     # --- correction ----------------------------------------------------------------------------------
 
