@@ -59,7 +59,7 @@ async def _settle(path: Path) -> None:
 
 async def rotate_data_keys(suite: Databases, path: Path, say: Callable[[str], None]) -> None:
     """Re-seal everything under the active data key, until a pass finds nothing left, then retire the others."""
-    from juki_services.disclosure.store import reseal_documents
+    from juki_services.disclosure.store import reseal_corrections, reseal_documents
     from juki_services.identity.numbers import rotate
     from jukilib.register import review
 
@@ -75,6 +75,7 @@ async def rotate_data_keys(suite: Databases, path: Path, say: Callable[[str], No
             count += await review.rotate(connection, keyring)  # the annex file holds no 個人番号: its review queue only
         async with connected(suite.owner_url("disclosure"), "disclosure") as connection:
             count += await reseal_documents(connection, keyring)
+            count += await reseal_corrections(connection, keyring)
         total += count
         if count == 0:
             break
@@ -91,7 +92,7 @@ async def rotate_data_keys(suite: Databases, path: Path, say: Callable[[str], No
     say(f"retired key(s) {', '.join(retired)}")
 
 
-async def _sealed_under_other_keys(suite: LocalSuite, keep: frozenset[str]) -> int:
+async def _sealed_under_other_keys(suite: Databases, keep: frozenset[str]) -> int:
     from juki_services.disclosure.store import documents_under_other_keys
 
     count = 0

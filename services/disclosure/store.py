@@ -3,7 +3,10 @@ caller owns the transaction."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import datetime as dt
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -237,10 +240,39 @@ async def reseal_documents(connection: asyncpg.Connection, keyring: Keyring, bat
             return total
 
 
+_ITEMS_NOT_UNDER = """(EXISTS (SELECT 1 FROM jsonb_array_elements(items) AS item WHERE NOT item ? 'sealed_value'
+                               OR item -> 'sealed_value' ->> 'key_id' <> ALL($1::text[]))
+    OR EXISTS (SELECT 1 FROM jsonb_array_elements(wrong_value_recipients) AS r
+               WHERE NOT r ? 'sealed_received_values'
+                  OR r -> 'sealed_received_values' ->> 'key_id' <> ALL($1::text[])))"""
+
+
+async def reseal_corrections(connection: asyncpg.Connection, keyring: Keyring, batch: int = 100) -> int:
+    """Seal the requested values and the values organs received of every correction case not sealed under
+    the active key (from before migration 0003, or under an older key), in batches (as `reseal_documents`).
+    Returns the count."""
+    total = 0
+    while True:
+        async with connection.transaction():
+            rows = await connection.fetch(
+                f"""SELECT id, items, wrong_value_recipients FROM correction_case WHERE {_ITEMS_NOT_UNDER}
+                    LIMIT $2 FOR UPDATE SKIP LOCKED""", [keyring.active], batch)
+            for row in rows:
+                items = seal_items(keyring, row["id"], open_items(keyring, row["id"], row["items"]))
+                recipients = seal_recipients(keyring, row["id"],
+                                             open_recipients(keyring, row["id"], row["wrong_value_recipients"]))
+                await connection.execute("UPDATE correction_case SET items = $2, wrong_value_recipients = $3"
+                                         " WHERE id = $1", row["id"], items, recipients)
+        total += len(rows)
+        if len(rows) < batch:
+            return total
+
+
 async def documents_under_other_keys(connection: asyncpg.Connection, keep: frozenset[str]) -> int:
-    """How many documents are plaintext or sealed under a key not in `keep`."""
+    """How many documents and correction requests are in clear or sealed under a key not in `keep`."""
     count: int = await connection.fetchval(
-        "SELECT count(*) FROM disclosure_document WHERE key_id IS NULL OR key_id <> ALL($1::text[])", sorted(keep))
+        f"""SELECT (SELECT count(*) FROM disclosure_document WHERE key_id IS NULL OR key_id <> ALL($1::text[]))
+                 + (SELECT count(*) FROM correction_case WHERE {_ITEMS_NOT_UNDER})""", sorted(keep))
     return count
 
 
@@ -251,8 +283,72 @@ async def find_correction_by_request_id(connection: asyncpg.Connection, request_
         f"SELECT {_CORRECTION_COLUMNS} FROM correction_case WHERE request_id = $1", request_id)
 
 
+def _item_associated(case_id: uuid.UUID, index: int) -> bytes:
+    return f"correction_case/{case_id}/items/{index}".encode()
+
+
+def seal_items(keyring: Keyring, case_id: uuid.UUID, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A correction request's items as stored: the field and action in clear (the investigation works on
+    them), the requested value (a 個人番号, a name, ...) sealed, bound to the case and the item's place."""
+    sealed = keyring.seal_all([(str(item.get("requested_value", "")), _item_associated(case_id, index))
+                               for index, item in enumerate(items)])
+    return [{**{k: v for k, v in item.items() if k != "requested_value"}, "sealed_value": _envelope(s)}
+            for item, s in zip(items, sealed, strict=True)]
+
+
+def open_items(keyring: Keyring, case_id: uuid.UUID, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items with their requested values (an item stored before they were sealed is in clear)."""
+    opened = []
+    for index, item in enumerate(items):
+        sealed = item.get("sealed_value")
+        if sealed is None:
+            opened.append(item)
+            continue
+        value = keyring.open(_sealed(sealed), _item_associated(case_id, index))
+        opened.append({**{k: v for k, v in item.items() if k != "sealed_value"}, "requested_value": value})
+    return opened
+
+
+def _recipient_associated(case_id: uuid.UUID, index: int) -> bytes:
+    return f"correction_case/{case_id}/wrong_value_recipients/{index}".encode()
+
+
+def seal_recipients(keyring: Keyring, case_id: uuid.UUID, recipients: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The organs that received a corrected value, as stored: the values each received (a 個人番号 among them)
+    sealed, bound to the case and the recipient's place; the rest (organisation, purposes, fields) in clear."""
+    sealed = keyring.seal_all([(json.dumps(r.get("received_values", {}), ensure_ascii=False),
+                                _recipient_associated(case_id, index)) for index, r in enumerate(recipients)])
+    return [{**{k: v for k, v in r.items() if k != "received_values"}, "sealed_received_values": _envelope(s)}
+            for r, s in zip(recipients, sealed, strict=True)]
+
+
+def open_recipients(keyring: Keyring, case_id: uuid.UUID, recipients: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recipients with the values they received (stored before they were sealed: in clear)."""
+    opened = []
+    for index, recipient in enumerate(recipients):
+        envelope = recipient.get("sealed_received_values")
+        if envelope is None:
+            opened.append(recipient)
+            continue
+        values = json.loads(keyring.open(_sealed(envelope), _recipient_associated(case_id, index)))
+        opened.append({**{k: v for k, v in recipient.items() if k != "sealed_received_values"},
+                       "received_values": values})
+    return opened
+
+
+def _envelope(sealed: Sealed) -> dict[str, str]:
+    return {"key_id": sealed.key_id, "nonce": base64.b64encode(sealed.nonce).decode(),
+            "ciphertext": base64.b64encode(sealed.ciphertext).decode()}
+
+
+def _sealed(envelope: dict[str, str]) -> Sealed:
+    return Sealed(envelope["key_id"], base64.b64decode(envelope["nonce"]), base64.b64decode(envelope["ciphertext"]))
+
+
 async def insert_correction(connection: asyncpg.Connection, new: NewCorrection, subject_resident_code: str,
-                            state: int) -> asyncpg.Record:
+                            state: int, *, keyring: Keyring) -> asyncpg.Record:
+    """Store a correction request, its requested values sealed (migration 0003)."""
+    new = dataclasses.replace(new, items=seal_items(keyring, new.id, new.items))
     row = await connection.fetchrow(
         f"""INSERT INTO correction_case (id, request_id, disclosure_case_id, subject_resident_code, file, items,
                 receive_time, state, opened_by)

@@ -103,11 +103,37 @@ async def _by_number(suite: RunningSuite, number: str) -> Any:
                                       request_id=str(uuid.uuid4())), timeout=20)
 
 
-async def _desk(suite: RunningSuite, method: str, request: Any) -> Any:
+async def _desk(suite: RunningSuite, method: str, request: Any, purpose: str = "DISCLOSURE-30-32") -> Any:
     async with secure_channel(suite.gateway, suite.client_tls("disclosure-desk")) as channel:
         return await getattr(disclosure_pb2_grpc.DisclosureServiceStub(channel), method)(
-            request, metadata=purpose_metadata("DISCLOSURE-30-32", credential=suite.credential("disclosure-desk"),
+            request, metadata=purpose_metadata(purpose, credential=suite.credential("disclosure-desk"),
                                                request_id=str(uuid.uuid4())), timeout=20)
+
+
+async def _correction_request(suite: RunningSuite, notice: str, number: str) -> str:
+    """住基法 30-35: the resident asks that the 個人番号 disclosed in `notice` be corrected to `number`."""
+    request = dpb.CreateCorrectionCaseRequest(correction_case=dpb.CorrectionCase(
+        disclosure_case=notice.split("/documents/", 1)[0], file=dpb.RECORD_FILE_IDENTITY,
+        items=[dpb.CorrectionItem(field="record.individual_number", action=dpb.CORRECTION_ACTION_CORRECT,
+                                  requested_value=number)]))
+    case = await _desk(suite, "CreateCorrectionCase", request, "CORRECTION-30-35")
+    return str(case.name)
+
+
+async def _requested_value(suite: RunningSuite, name: str) -> str:
+    case = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=name), "CORRECTION-30-35")
+    return str(case.items[0].requested_value)
+
+
+async def _stored_items(suite: RunningSuite, name: str) -> str:
+    connection = await asyncpg.connect(suite.owner_url("disclosure"))
+    try:
+        await connection.execute("SET search_path TO disclosure")
+        items: str = await connection.fetchval("SELECT items::text FROM correction_case WHERE id = $1",
+                                               uuid.UUID(name.rsplit("/", 1)[-1]))
+        return items
+    finally:
+        await connection.close()
 
 
 async def _decision_notice(suite: RunningSuite, resident: SyntheticResident) -> str:
@@ -163,6 +189,11 @@ async def test_a_notice_is_sealed_in_the_database_and_opens_as_issued(keyed: Run
     notice, text = await _opened_notice(keyed, name)
     assert notice.pdf.startswith(b"%PDF")
     assert resident.individual_number in text and resident.individual_number in notice.json
+    # A correction request's requested value (here a 個人番号) is sealed too, and answered as requested.
+    requested = _residents(2, 0)[1].individual_number
+    correction = await _correction_request(keyed, name, requested)
+    assert requested not in await _stored_items(keyed, correction)
+    assert await _requested_value(keyed, correction) == requested
 
 
 async def _plaintext_as_before_sealing(suite: RunningSuite, name: str) -> None:
@@ -175,6 +206,19 @@ async def _plaintext_as_before_sealing(suite: RunningSuite, name: str) -> None:
             """UPDATE disclosure_document SET pdf = $2, json = $3, key_id = NULL, pdf_nonce = NULL,
                    json_nonce = NULL WHERE id = $1""",
             uuid.UUID(name.rsplit("/", 1)[-1]), notice.pdf, notice.json.encode())
+    finally:
+        await connection.close()
+
+
+async def _correction_as_before_sealing(suite: RunningSuite, name: str, requested: str) -> None:
+    """The correction request as stored before migration 0003: its requested value in clear."""
+    connection = await asyncpg.connect(suite.owner_url("disclosure"))
+    try:
+        await connection.execute("SET search_path TO disclosure")
+        await connection.execute(
+            """UPDATE correction_case SET items = jsonb_build_array(jsonb_build_object(
+                   'field', 'record.individual_number', 'action', $2::int, 'requested_value', $3::text))
+               WHERE id = $1""", uuid.UUID(name.rsplit("/", 1)[-1]), dpb.CORRECTION_ACTION_CORRECT, requested)
     finally:
         await connection.close()
 
@@ -237,7 +281,9 @@ async def _rows_outside(suite: RunningSuite, data_keys: frozenset[str], hmac_key
                      ("person_key", "SELECT count(*) FROM person_key WHERE hmac_key_id <> ALL($1)", hmac_keys),
                      ("identity review_item", "SELECT count(*) FROM review_item WHERE key_id <> ALL($1)", data_keys)],
         "disclosure": [("disclosure_document", "SELECT count(*) FROM disclosure_document"
-                        " WHERE key_id IS NULL OR key_id <> ALL($1)", data_keys)],
+                        " WHERE key_id IS NULL OR key_id <> ALL($1)", data_keys),
+                       ("correction_case", "SELECT count(*) FROM correction_case, jsonb_array_elements(items) AS i"
+                        " WHERE NOT i ? 'sealed_value' OR i -> 'sealed_value' ->> 'key_id' <> ALL($1)", data_keys)],
     }
     for service, checks in queries.items():
         connection = await asyncpg.connect(suite.owner_url(service))
@@ -248,6 +294,31 @@ async def _rows_outside(suite: RunningSuite, data_keys: frozenset[str], hmac_key
         finally:
             await connection.close()
     return counts
+
+
+async def _each_person_once_holding_their_number(suite: RunningSuite, traffic: Traffic,
+                                                 movers: list[SyntheticResident]) -> None:
+    """番号法 7 ②: every person recorded once, with every move applied once, and holding one current 個人番号
+    hash."""
+    connection = await asyncpg.connect(suite.owner_url("identity"))
+    try:
+        await connection.execute("SET search_path TO identity")
+        codes = [r.resident_code for r in traffic.known]
+        persons = await connection.fetch(
+            "SELECT resident_code, last_version FROM person WHERE resident_code = ANY($1)", codes)
+        assert len(persons) == len(codes) == len(set(codes))
+        moves = {r.resident_code: 0 for r in movers}
+        for notification_id in traffic.applied:
+            if notification_id.startswith("keys-move-"):
+                moves[movers[int(notification_id.rsplit("-", 1)[1]) % len(movers)].resident_code] += 1
+        assert {p["resident_code"]: p["last_version"] for p in persons if p["resident_code"] in moves} == {
+            code: 1 + count for code, count in moves.items()}
+        current = await connection.fetchval(
+            """SELECT count(*) FROM person_key k JOIN person p ON p.id = k.person_id
+               WHERE k.current AND p.resident_code = ANY($1)""", codes)
+        assert current == len(codes)  # one current 個人番号 hash per person, under the one key left
+    finally:
+        await connection.close()
 
 
 async def test_both_keys_rotate_under_live_traffic_and_every_lookup_finds_its_person(keyed: RunningSuite) -> None:
@@ -262,6 +333,10 @@ async def test_both_keys_rotate_under_live_traffic_and_every_lookup_finds_its_pe
     await _plaintext_as_before_sealing(keyed, plain_notice)
     _, plain_text = await _opened_notice(keyed, plain_notice)  # a document from before sealing still opens
     assert known[1].individual_number in plain_text
+    requested = _residents(1, 900)[0].individual_number
+    correction = await _correction_request(keyed, plain_notice, requested)
+    await _correction_as_before_sealing(keyed, correction, requested)
+    assert await _requested_value(keyed, correction) == requested
 
     traffic, stop = Traffic(known=list(known)), asyncio.Event()
     # One reader, well under the gateway's rate limit per operator (JUKI_RATE_OPERATOR_PER_SECOND).
@@ -286,28 +361,10 @@ async def test_both_keys_rotate_under_live_traffic_and_every_lookup_finds_its_pe
     assert after.key_ids == frozenset({after.active}) and before.active not in after.key_ids
     assert after.hmac_key_ids == frozenset({after.hmac_active}) and after.hmac_active != "h0"
     assert await _rows_outside(keyed, after.key_ids, after.hmac_key_ids) == {
-        "individual_number": 0, "person_key": 0, "identity review_item": 0, "disclosure_document": 0}
+        "individual_number": 0, "person_key": 0, "identity review_item": 0, "disclosure_document": 0,
+        "correction_case": 0}
 
-    # 番号法 7 ②: every person recorded once, holding their number under the new key only, and found by it.
-    connection = await asyncpg.connect(keyed.owner_url("identity"))
-    try:
-        await connection.execute("SET search_path TO identity")
-        codes = [r.resident_code for r in traffic.known]
-        persons = await connection.fetch(
-            "SELECT resident_code, last_version FROM person WHERE resident_code = ANY($1)", codes)
-        assert len(persons) == len(codes) == len(set(codes))
-        moves = {r.resident_code: 0 for r in known}
-        for notification_id in traffic.applied:
-            if notification_id.startswith("keys-move-"):
-                moves[known[int(notification_id.rsplit("-", 1)[1]) % len(known)].resident_code] += 1
-        assert {p["resident_code"]: p["last_version"] for p in persons if p["resident_code"] in moves} == {
-            code: 1 + count for code, count in moves.items()}
-        current = await connection.fetchval(
-            """SELECT count(*) FROM person_key k JOIN person p ON p.id = k.person_id
-               WHERE k.current AND p.resident_code = ANY($1)""", codes)
-        assert current == len(codes)  # one current 個人番号 hash per person, under the one key left
-    finally:
-        await connection.close()
+    await _each_person_once_holding_their_number(keyed, traffic, known)
     for resident in random.Random(7).sample(traffic.known, 10):
         assert (await _by_number(keyed, resident.individual_number)).record.resident_code == resident.resident_code
 
@@ -317,4 +374,6 @@ async def test_both_keys_rotate_under_live_traffic_and_every_lookup_finds_its_pe
         assert row["key_id"] == after.active and not _holds_plaintext(row, resident)
         _, text = await _opened_notice(keyed, name)
         assert resident.individual_number in text
+    assert requested not in await _stored_items(keyed, correction)
+    assert await _requested_value(keyed, correction) == requested
     assert any("retired" in step for step in steps)

@@ -2,8 +2,11 @@
 -- JSON hold the resident's record, 個人番号 included (番号法 12: 安全管理措置). Each part has its own nonce;
 -- the associated data binds it to the document's id and part. `pdf_sha256`/`json_sha256` stay the hashes
 -- of what the resident receives (the plaintext).
--- A migration cannot encrypt: documents issued before it stay readable in plaintext (`key_id` NULL) until
--- `juki keys rotate` seals them, in batches, while the service keeps answering.
+-- A correction case's requested values (`items[].requested_value`, a 個人番号 among them) and the values each
+-- organ received (`wrong_value_recipients[].received_values`) are sealed the same way inside their jsonb
+-- (`sealed_value`, `sealed_received_values`: key id, nonce, ciphertext), bound to the case and the entry.
+-- A migration cannot encrypt: documents and cases stored before it stay readable in clear (`key_id` NULL, an
+-- entry without its sealed member) until `juki keys rotate` seals them, in batches, while the service answers.
 ALTER TABLE disclosure_document
     ALTER COLUMN json TYPE bytea USING convert_to(json, 'UTF8'),
     ADD COLUMN key_id      text,
