@@ -255,14 +255,17 @@ async def reseal_corrections(connection: asyncpg.Connection, keyring: Keyring, b
     while True:
         async with connection.transaction():
             rows = await connection.fetch(
-                f"""SELECT id, items, wrong_value_recipients FROM correction_case WHERE {_ITEMS_NOT_UNDER}
-                    LIMIT $2 FOR UPDATE SKIP LOCKED""", [keyring.active], batch)
+                # As text, whether or not the connection has the service's jsonb codec (the command's has not).
+                f"""SELECT id, items::text AS items, wrong_value_recipients::text AS recipients FROM correction_case
+                    WHERE {_ITEMS_NOT_UNDER} LIMIT $2 FOR UPDATE SKIP LOCKED""", [keyring.active], batch)
             for row in rows:
-                items = seal_items(keyring, row["id"], open_items(keyring, row["id"], row["items"]))
+                items = seal_items(keyring, row["id"], open_items(keyring, row["id"], json.loads(row["items"])))
                 recipients = seal_recipients(keyring, row["id"],
-                                             open_recipients(keyring, row["id"], row["wrong_value_recipients"]))
-                await connection.execute("UPDATE correction_case SET items = $2, wrong_value_recipients = $3"
-                                         " WHERE id = $1", row["id"], items, recipients)
+                                             open_recipients(keyring, row["id"], json.loads(row["recipients"])))
+                await connection.execute(
+                    "UPDATE correction_case SET items = $2::text::jsonb, wrong_value_recipients = $3::text::jsonb"
+                    " WHERE id = $1", row["id"], json.dumps(items, ensure_ascii=False),
+                    json.dumps(recipients, ensure_ascii=False))
         total += len(rows)
         if len(rows) < batch:
             return total
