@@ -88,7 +88,11 @@ async def rotate_data_keys(suite: Databases, path: Path, say: Callable[[str], No
         if left:
             say(f"{left} row(s) still under other keys: nothing retired; run again")
         return
-    keyring.with_active_key_only().save(path)
+    current = Keyring.load(path)  # the file as it is now (an HMAC rotation may have changed it meanwhile)
+    if current.active != keyring.active:
+        say(f"the active key changed to {current.active} meanwhile: nothing retired; run again")
+        return
+    current.with_active_key_only().save(path)
     say(f"retired key(s) {', '.join(retired)}")
 
 
@@ -127,7 +131,7 @@ async def rotate_hmac(suite: Databases, path: Path, say: Callable[[str], None]) 
         if len(both.hmac_key_ids) > 1:
             added = await rehash(connection, both)
             say(f"re-hashed: {added} hash(es) added under {keyring.hmac_active}")
-            keyring.with_active_hmac_key_only().save(path)
+            Keyring.load(path).with_active_hmac_key_only().save(path)  # the data keys as they are now
             await _settle(path)
         removed = 0
         while True:
