@@ -185,7 +185,8 @@ def service_config(service: str, pki: DevPki, database: ServiceDatabase, home: P
             revocation_file=revoked,
             checkpoint_every=20)
     if service == "disclosure":
-        return DisclosureConfig(common=common, gateway_target=targets["gateway"], poll_interval=0.2)
+        return DisclosureConfig(common=common, gateway_target=targets["gateway"], keyring_file=ensure_keyring(home),
+                                poll_interval=0.2)
     assert service == "agency"
     return AgencyConfig(common=common, gateway_target=targets.get("gateway"))
 

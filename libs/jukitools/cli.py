@@ -20,7 +20,7 @@ from typing import Any
 from jukilib.config import SERVICES, ConfigError, Env, TlsConfig, UsageError
 from jukitools import cli_purposes
 from jukitools.clihelp import Parser
-from jukitools.local import HEALTH_CALLER, KEYRING, LocalSuite, home_of
+from jukitools.local import HEALTH_CALLER, LocalSuite, home_of
 from jukitools.runner import Unreachable, connected, run
 
 logger = logging.getLogger("juki")
@@ -136,29 +136,10 @@ Press Ctrl-C to stop everything.""", flush=True)
 # --- juki keys -----------------------------------------------------------------------------------
 
 async def _keys(args: argparse.Namespace) -> int:
-    """`juki keys new`: add a data key and make it active (then restart or let replicas reload);
-    `juki keys rotate`: re-encrypt every 個人番号 and every refused notification of the review queues under the
-    active key, online, as the registers' schema owners."""
+    """`juki keys new` / `juki keys rotate [--hmac]` (jukitools.cli_keys)."""
+    from jukitools import cli_keys
 
-    from juki_services.identity.numbers import rotate
-    from jukilib.keyring import Keyring
-    from jukilib.register import review
-
-    suite = LocalSuite.of(args.home)
-    path = suite.file("JUKI_KEYRING_FILE", KEYRING)
-    keyring = Keyring.load(path)
-    if args.action == "new":
-        keyring = keyring.with_new_active_key()
-        keyring.save(path)
-        print(f"new active key {keyring.active}; {len(keyring.key_ids)} key(s) in the keyring")
-        return 0
-    async with connected(suite.owner_url("identity"), "identity") as connection:
-        count = await rotate(connection, keyring)
-        count += await review.rotate(connection, keyring)
-    async with connected(suite.owner_url("annex"), "annex") as connection:
-        count += await review.rotate(connection, keyring)  # the annex file holds no 個人番号: its review queue only
-    print(f"re-encrypted {count} row(s) under key {keyring.active}")
-    return 0
+    return await cli_keys.run(args.home, args.action, hmac=args.hmac)
 
 
 # --- juki outbox ---------------------------------------------------------------------------------
@@ -278,10 +259,14 @@ def _parser() -> argparse.ArgumentParser:
     cli_audit.add_parser(commands)
     cli_oversight.add_parsers(commands)
     cli_retention.add_parser(commands)
-    keys = commands.add_parser("keys", help="keys for what the registers seal at rest: 個人番号, refused "
-                               "notifications (JUKI_KEYRING_FILE, else .juki/keyring.json)")
+    keys = commands.add_parser("keys", help="keys for what the suite seals at rest: 個人番号, refused "
+                               "notifications, written notices (JUKI_KEYRING_FILE, else .juki/keyring.json)")
     keys.add_argument("action", choices=("new", "rotate"), help="new: add a data key and make it active; "
-                      "rotate: re-encrypt every 個人番号 and refused notification under the active key, online")
+                      "rotate: re-encrypt every 個人番号, refused notification and written notice under the active "
+                      "key, online, then retire the other data keys")
+    keys.add_argument("--hmac", action="store_true", help="rotate: rotate the HMAC key of the 個人番号's lookup "
+                      "hash instead (new key, re-hash every 個人番号 online, retire the old key); resumes if "
+                      "interrupted")
     calls.add_call_parser(commands)
     cli_operators.add_parser(commands)
     cli_cases.add_parser(commands)

@@ -236,8 +236,9 @@ def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dic
         "JUKI_HOME": str(home),
         "JUKI_REFLECTION": "true",
     })
-    if service in ("identity", "annex"):
-        # Development: one keyring for both registers. In production each register has its own keys.
+    if service in ("identity", "annex", "disclosure"):
+        # Development: one keyring for the registers and the disclosure service, so that one `juki keys`
+        # command rotates every key of the suite. In production each service has its own keyring file.
         env["JUKI_KEYRING_FILE"] = str(ensure_keyring(home))
     if service == "gateway":
         env["JUKI_OPERATION_LOG_KEY"] = str(ensure_signing_key(home / "operation-log.key"))

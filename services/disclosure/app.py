@@ -18,6 +18,7 @@ from jukilib.db.pool import Database
 from jukilib.errors import TimeWindow
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
+from jukilib.keyring import Keyring
 from jukilib.supervision import Job
 
 SERVICE_NAME = disclosure_pb2.DESCRIPTOR.services_by_name["DisclosureService"].full_name
@@ -32,6 +33,7 @@ def build(config: DisclosureConfig, database: Database) -> ServiceParts:
     # `disclosure`), never from the registers' tables: the gateway checks the purpose and logs each call.
     gateway = secure_channel(config.gateway_target, config.common.tls)
     desk = Desk(database, Records(gateway, call_timeout=config.call_timeout), config.target_days,
+                keyring=Keyring.load(config.keyring_file),
                 receipt_window=TimeWindow(dt.timedelta(days=config.receipt_max_age_days)), office=config.office)
     servicer = DisclosureServicer(desk)
     gauge = DeadlineGauge(database, desk)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from juki_services.disclosure.notices import DEFAULT_OFFICE, Office
 from jukilib.config import DEFAULT_CALL_TIMEOUT, CommonConfig, Env, call_timeout, load_common
@@ -16,6 +17,9 @@ class DisclosureConfig:
     common: CommonConfig
     gateway_target: str
     """host:port of the gateway, through which records are read and 12-5 reports made (JUKI_GATEWAY_TARGET)."""
+    keyring_file: Path
+    """Keys sealing the written notices at rest (JUKI_KEYRING_FILE, required; see jukilib.keyring): their PDF
+    and JSON hold the resident's record, 個人番号 included."""
     target_days: int = 14
     """The prefecture's own target for answering a disclosure request, in days (JUKI_DISCLOSURE_TARGET_DAYS),
     tracked beside the statutory 30 days (30-33)."""
@@ -40,6 +44,7 @@ def load(environ: Mapping[str, str] | None = None) -> DisclosureConfig:
     return DisclosureConfig(
         common=load_common("disclosure", env),
         gateway_target=env.text("JUKI_GATEWAY_TARGET"),
+        keyring_file=env.existing_file("JUKI_KEYRING_FILE"),
         target_days=env.integer("JUKI_DISCLOSURE_TARGET_DAYS", 14, minimum=1),
         receipt_max_age_days=env.integer("JUKI_DISCLOSURE_RECEIPT_MAX_AGE_DAYS", 365, minimum=1),
         poll_interval=env.seconds("JUKI_DISCLOSURE_POLL_SECONDS", 30.0),

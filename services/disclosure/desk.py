@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -37,6 +37,7 @@ from jukilib.errors import (
     TimeWindow,
     Violations,
 )
+from jukilib.keyring import Keyring
 
 S, C, U = pb.DisclosureState, pb.CorrectionState, pb.UsageSuspensionState
 FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_FILE_ANNEX: ANNEX}
@@ -112,14 +113,16 @@ def case_message(row: asyncpg.Record, today: dt.date) -> pb.DisclosureCase:
     return case
 
 
-def correction_message(row: asyncpg.Record, steps: list[asyncpg.Record]) -> pb.CorrectionCase:
+def correction_message(row: asyncpg.Record, steps: list[asyncpg.Record],
+                       items: list[dict[str, Any]] | None = None) -> pb.CorrectionCase:
+    """The case as answered; `items`: the request's items with their values opened (else the row's)."""
     case = pb.CorrectionCase(
         name=f"correctionCases/{row['id']}", disclosure_case=f"disclosureCases/{row['disclosure_case_id']}",
         file=row["file"], subject_resident_code=row["subject_resident_code"], state=row["state"],
         municipality_report=row["municipality_report"] or "", resolving_version=row["resolving_version"] or 0,
         documents=row["documents"], etag=etag_of(row),
         items=[pb.CorrectionItem(field=i["field"], action=i["action"], requested_value=i["requested_value"])
-               for i in row["items"]],
+               for i in (row["items"] if items is None else items)],
     )
     for step in steps:
         added = case.investigation_steps.add(description=step["description"], actor=step["actor"])
@@ -175,10 +178,11 @@ class Desk:
     """Disclosure (30-32 … 30-34), correction (30-35) and usage-suspension (個人情報保護法 98 … 102) cases."""
 
     def __init__(self, database: Database, records: Records, target_days: int,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *, keyring: Keyring,
                  receipt_window: TimeWindow = rules.DEFAULT_RECEIPT_WINDOW,
                  office: notices.Office = notices.DEFAULT_OFFICE) -> None:
         self._database = database
+        self._keyring = keyring  # seals the written notices at rest (store.insert_document)
         self._office = office
         self._records = records
         self._target_days = target_days
@@ -198,7 +202,7 @@ class Desk:
         year = fiscal_year(draft.issued.astimezone(JAPAN).date())
         sequence = await store.next_document_number(connection, year)
         notice = notices.issue(draft, self._office.document_number(year, sequence), self._office)
-        return await store.insert_document(connection, case_kind, case_id, notice)
+        return await store.insert_document(connection, self._keyring, case_kind, case_id, notice)
 
     # --- disclosure ----------------------------------------------------------------------------------
 
@@ -341,26 +345,29 @@ class Desk:
 
     # --- documents -----------------------------------------------------------------------------------
 
-    async def document(self, name: str, full: bool) -> asyncpg.Record:
+    async def document(self, name: str, full: bool) -> Mapping[str, Any]:
         kind, case_id, document_id = parse_document_name(name)
         if document_id is None:
             raise InvalidArgument([FieldViolation("name", "must name a document")])
         async with self._database.connection() as connection:
-            row = await store.get_document(connection, kind, case_id, document_id, full=full)
+            row = await store.get_document(connection, kind, case_id, document_id, keyring=self._keyring, full=full)
         if row is None:
             raise NotFound("no such document", "DOCUMENT_NOT_FOUND")
         return row
 
-    async def documents(self, parent: str, offset: int, limit: int, full: bool) -> list[asyncpg.Record]:
+    async def documents(self, parent: str, offset: int, limit: int, full: bool) -> list[Mapping[str, Any]]:
         kind, case_id, document_id = parse_document_name(parent, "parent")
         if document_id is not None:
             raise InvalidArgument([FieldViolation("parent", "must name a case")])
         async with self._database.connection() as connection:
-            rows: list[asyncpg.Record] = await store.list_documents(connection, kind, case_id, offset, limit,
-                                                                    full=full)
-        return rows
+            return await store.list_documents(connection, kind, case_id, offset, limit, keyring=self._keyring,
+                                              full=full)
 
     # --- correction ----------------------------------------------------------------------------------
+
+    def correction_message(self, row: asyncpg.Record, steps: list[asyncpg.Record]) -> pb.CorrectionCase:
+        """A correction case as answered, its requested values opened (stored sealed: store.seal_items)."""
+        return correction_message(row, steps, store.open_items(self._keyring, row["id"], row["items"]))
 
     def _new_correction(self, request: pb.CreateCorrectionCaseRequest, actor: str) -> store.NewCorrection:
         violations = Violations()
@@ -402,7 +409,7 @@ class Desk:
                                          "NOT_DISCLOSED",
                                          {"disclosure_state": rules.state_name(disclosure["state"])})
             row: asyncpg.Record = await store.insert_correction(connection, new, disclosure["subject_resident_code"],
-                                                                C.CORRECTION_STATE_RECEIVED)
+                                                                C.CORRECTION_STATE_RECEIVED, keyring=self._keyring)
             return row
 
         return await self._create_once(new.request_id, store.find_correction_by_request_id, insert)
@@ -465,7 +472,7 @@ class Desk:
             steps = await store.steps(connection, case_id)
             concluded = await store.get_correction(connection, case_id)
         assert concluded is not None
-        case = correction_message(concluded, steps)
+        case = self.correction_message(concluded, steps)
         file = FILES[case.file]
         if request.error_found:
             # 住基法 12-5 (30-35): the governor cannot amend the 住民票; the municipality is told, and its
@@ -671,7 +678,7 @@ class Desk:
         for row in waiting:
             async with self._database.connection() as connection:
                 await store.touch_correction(connection, row["id"])
-            case = correction_message(row, [])
+            case = self.correction_message(row, [])
             report = await self._records.get_report(FILES[case.file], case.municipality_report, case.name)
             if report.state == register_pb2.REPORT_STATE_RESOLVED:
                 await self._records.complete_correction(case.name)
@@ -686,7 +693,7 @@ class Desk:
         if row is None:
             raise NotFound("no such correction case", "CASE_NOT_FOUND")
         rules.check_transition(row["state"], C.CORRECTION_STATE_UPDATED, correction=True)
-        case = correction_message(row, [])
+        case = self.correction_message(row, [])
         # The report's state comes from the register, never from the caller.
         report = await self._records.get_report(FILES[case.file], case.municipality_report, case.name)
         if report.state != register_pb2.REPORT_STATE_RESOLVED:
@@ -702,7 +709,8 @@ class Desk:
         found no error; the resident is told so in writing (30-35), never that the record was corrected."""
         async with self._database.connection() as connection:
             steps = await store.steps(connection, row["id"])
-        notice = await self._no_error_notice(correction_message(row, steps), row["disclosure_case_id"], reason_code)
+        notice = await self._no_error_notice(self.correction_message(row, steps), row["disclosure_case_id"],
+                                             reason_code)
         async with self._database.transaction() as connection:
             current = await store.get_correction(connection, row["id"], lock=True)
             if current is None or current["state"] != C.CORRECTION_STATE_AWAITING_CS_UPDATE:
@@ -717,7 +725,7 @@ class Desk:
         """UPDATED → RESULT_NOTIFIED: the result notice, and a notice to every organ given the wrong value."""
         async with self._database.connection() as connection:
             steps = await store.steps(connection, row["id"])
-        case = correction_message(row, steps)
+        case = self.correction_message(row, steps)
         file = FILES[case.file]
         records = await self._records.file_records(file, case.subject_resident_code, case.name, REPORTS_PURPOSE)
         # Every organ given the wrong value, under whichever 住民票コード the person had then (30-4).
@@ -746,7 +754,8 @@ class Desk:
                 recipient["notice"] = await self._issue(connection, "correction", row["id"], notice)
             document = await self._issue(connection, "correction", row["id"], result)
             await store.set_correction_state(connection, row["id"], C.CORRECTION_STATE_RESULT_NOTIFIED, actor,
-                                             document, wrong_value_recipients=recipients)
+                                             document, wrong_value_recipients=store.seal_recipients(
+                                                 self._keyring, row["id"], recipients))
 
 
 def _fields_of(version: Any, fields: list[str]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -12,14 +13,7 @@ from grpc import aio
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
 from juki_services.disclosure import rules
-from juki_services.disclosure.desk import (
-    Desk,
-    actor_of,
-    case_message,
-    correction_message,
-    parse_name,
-    suspension_message,
-)
+from juki_services.disclosure.desk import Desk, actor_of, case_message, parse_name, suspension_message
 from jukilib import caller, paging
 from jukilib.errors import FieldViolation, InvalidArgument
 
@@ -27,7 +21,7 @@ Ctx = aio.ServicerContext[Any, Any]
 CASES, CORRECTIONS, SUSPENSIONS = "disclosureCases", "correctionCases", "usageSuspensionCases"
 
 
-def document_message(row: asyncpg.Record, full: bool) -> pb.DisclosureDocument:
+def document_message(row: Mapping[str, Any], full: bool) -> pb.DisclosureDocument:
     document = pb.DisclosureDocument(
         name=f"{row['case_kind']}Cases/{row['case_id']}/documents/{row['id']}", kind=row["kind"],
         addressee=row["addressee"], pdf_sha256=row["pdf_sha256"], json_sha256=row["json_sha256"],
@@ -70,7 +64,7 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
 
     async def _correction(self, case_id: uuid.UUID) -> pb.CorrectionCase:
         row, steps = await self._desk.correction(case_id)
-        return correction_message(row, steps)
+        return self._desk.correction_message(row, steps)
 
     async def CreateDisclosureCase(self, request: pb.CreateDisclosureCaseRequest, context: Ctx) -> pb.DisclosureCase:
         return self._case(await self._desk.create(request, _actor()))
@@ -141,7 +135,8 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
     ) -> pb.ListCorrectionCasesResponse:
         limit = paging.page_size(request.page_size)
         found = await self._desk.list_corrections(_position(request.page_token), limit + 1, request.open_only)
-        return pb.ListCorrectionCasesResponse(correction_cases=[correction_message(r, s) for r, s in found[:limit]],
+        cases = [self._desk.correction_message(r, s) for r, s in found[:limit]]
+        return pb.ListCorrectionCasesResponse(correction_cases=cases,
                                               next_page_token=_next_token([r for r, _ in found], limit))
 
     async def RecordInvestigationStep(

@@ -3,8 +3,12 @@ caller owns the transaction."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import datetime as dt
+import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +16,7 @@ import asyncpg
 
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki_services.disclosure import rules
+from jukilib.keyring import Keyring, Sealed
 
 _COLUMNS = f"""id, request_id, subject_resident_code, requester_kind, requester_name, identity_documents,
     channel, scopes, receive_time, state, deadline, target_date, revision, create_time, update_time,
@@ -187,31 +192,124 @@ async def next_document_number(connection: asyncpg.Connection, fiscal_year: int)
     return number
 
 
-async def insert_document(connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID, notice: Any) -> str:
-    """Store a notice; returns its resource name."""
+def _associated(document_id: uuid.UUID, part: str) -> bytes:
+    """Binds a sealed part to its document: a ciphertext copied to another row or part does not open."""
+    return f"disclosure_document/{document_id}/{part}".encode()
+
+
+def _seal(keyring: Keyring, document_id: uuid.UUID, pdf: bytes, content: bytes) -> tuple[Sealed, Sealed]:
+    sealed_pdf, sealed_json = keyring.seal_bytes_all([(pdf, _associated(document_id, "pdf")),
+                                                      (content, _associated(document_id, "json"))])
+    return sealed_pdf, sealed_json
+
+
+async def insert_document(connection: asyncpg.Connection, keyring: Keyring, case_kind: str, case_id: uuid.UUID,
+                          notice: Any) -> str:
+    """Store a notice, its PDF and JSON sealed (migration 0005); returns its resource name."""
     document_id = uuid.uuid4()
+    pdf, content = _seal(keyring, document_id, notice.pdf, notice.json.encode())
     await connection.execute(
         """INSERT INTO disclosure_document (id, case_kind, case_id, kind, addressee, number, pdf, json, pdf_sha256,
-               json_sha256, record_versions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-        document_id, case_kind, case_id, notice.kind, notice.addressee, notice.number, notice.pdf, notice.json,
-        notice.pdf_sha256, notice.json_sha256, notice.record_versions)
+               json_sha256, record_versions, key_id, pdf_nonce, json_nonce)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
+        document_id, case_kind, case_id, notice.kind, notice.addressee, notice.number, pdf.ciphertext,
+        content.ciphertext, notice.pdf_sha256, notice.json_sha256, notice.record_versions, pdf.key_id, pdf.nonce,
+        content.nonce)
     return f"{case_kind}Cases/{case_id}/documents/{document_id}"
 
 
+_SEALED = "pdf, json, key_id, pdf_nonce, json_nonce"
+
+
+def _opened(keyring: Keyring, row: asyncpg.Record) -> dict[str, Any]:
+    """The row with its PDF and JSON opened (a document from before migration 0005 is still plaintext)."""
+    pdf, content = bytes(row["pdf"]), bytes(row["json"])
+    if row["key_id"] is not None:
+        pdf = keyring.open_bytes(Sealed(row["key_id"], bytes(row["pdf_nonce"]), pdf), _associated(row["id"], "pdf"))
+        content = keyring.open_bytes(Sealed(row["key_id"], bytes(row["json_nonce"]), content),
+                                     _associated(row["id"], "json"))
+    return {**row, "pdf": pdf, "json": content.decode()}
+
+
 async def get_document(connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID, document_id: uuid.UUID,
-                       *, full: bool) -> asyncpg.Record | None:
-    columns = f"{_DOCUMENT_BASIC}, pdf, json" if full else _DOCUMENT_BASIC
-    return await connection.fetchrow(
+                       *, keyring: Keyring, full: bool) -> Mapping[str, Any] | None:
+    columns = f"{_DOCUMENT_BASIC}, {_SEALED}" if full else _DOCUMENT_BASIC
+    row = await connection.fetchrow(
         f"SELECT {columns} FROM disclosure_document WHERE case_kind = $1 AND case_id = $2 AND id = $3",
         case_kind, case_id, document_id)
+    if row is None:
+        return None
+    return _opened(keyring, row) if full else dict(row)
 
 
 async def list_documents(connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID, offset: int, limit: int,
-                         *, full: bool) -> list[asyncpg.Record]:
-    columns = f"{_DOCUMENT_BASIC}, pdf, json" if full else _DOCUMENT_BASIC
-    return await connection.fetch(
+                         *, keyring: Keyring, full: bool) -> list[Mapping[str, Any]]:
+    columns = f"{_DOCUMENT_BASIC}, {_SEALED}" if full else _DOCUMENT_BASIC
+    rows = await connection.fetch(
         f"""SELECT {columns} FROM disclosure_document WHERE case_kind = $1 AND case_id = $2
             ORDER BY create_time, id OFFSET $3 LIMIT $4""", case_kind, case_id, offset, limit)
+    return [_opened(keyring, row) if full else dict(row) for row in rows]
+
+
+async def reseal_documents(connection: asyncpg.Connection, keyring: Keyring, batch: int = 100) -> int:
+    """Seal every document not sealed under the active key (from before migration 0005, or under an older
+    key), in batches, each its own transaction (run as the schema owner: the service only inserts documents,
+    and keeps answering meanwhile, since it opens either). Returns the count."""
+    total = 0
+    while True:
+        async with connection.transaction():
+            rows = await connection.fetch(
+                f"""SELECT id, {_SEALED} FROM disclosure_document WHERE key_id IS DISTINCT FROM $1
+                    LIMIT $2 FOR UPDATE SKIP LOCKED""", keyring.active, batch)
+            for row in rows:
+                opened = _opened(keyring, row)
+                pdf, content = _seal(keyring, row["id"], opened["pdf"], opened["json"].encode())
+                await connection.execute(
+                    """UPDATE disclosure_document SET pdf = $2, json = $3, key_id = $4, pdf_nonce = $5,
+                           json_nonce = $6 WHERE id = $1""",
+                    row["id"], pdf.ciphertext, content.ciphertext, pdf.key_id, pdf.nonce, content.nonce)
+        total += len(rows)
+        if len(rows) < batch:
+            return total
+
+
+_ITEMS_NOT_UNDER = """(EXISTS (SELECT 1 FROM jsonb_array_elements(items) AS item WHERE NOT item ? 'sealed_value'
+                               OR item -> 'sealed_value' ->> 'key_id' <> ALL($1::text[]))
+    OR EXISTS (SELECT 1 FROM jsonb_array_elements(wrong_value_recipients) AS r
+               WHERE NOT r ? 'sealed_received_values'
+                  OR r -> 'sealed_received_values' ->> 'key_id' <> ALL($1::text[])))"""
+
+
+async def reseal_corrections(connection: asyncpg.Connection, keyring: Keyring, batch: int = 100) -> int:
+    """Seal the requested values and the values organs received of every correction case not sealed under
+    the active key (from before migration 0005, or under an older key), in batches (as `reseal_documents`).
+    Returns the count."""
+    total = 0
+    while True:
+        async with connection.transaction():
+            rows = await connection.fetch(
+                # As text, whether or not the connection has the service's jsonb codec (the command's has not).
+                f"""SELECT id, items::text AS items, wrong_value_recipients::text AS recipients FROM correction_case
+                    WHERE {_ITEMS_NOT_UNDER} LIMIT $2 FOR UPDATE SKIP LOCKED""", [keyring.active], batch)
+            for row in rows:
+                items = seal_items(keyring, row["id"], open_items(keyring, row["id"], json.loads(row["items"])))
+                recipients = seal_recipients(keyring, row["id"],
+                                             open_recipients(keyring, row["id"], json.loads(row["recipients"])))
+                await connection.execute(
+                    "UPDATE correction_case SET items = $2::text::jsonb, wrong_value_recipients = $3::text::jsonb"
+                    " WHERE id = $1", row["id"], json.dumps(items, ensure_ascii=False),
+                    json.dumps(recipients, ensure_ascii=False))
+        total += len(rows)
+        if len(rows) < batch:
+            return total
+
+
+async def documents_under_other_keys(connection: asyncpg.Connection, keep: frozenset[str]) -> int:
+    """How many documents and correction requests are in clear or sealed under a key not in `keep`."""
+    count: int = await connection.fetchval(
+        f"""SELECT (SELECT count(*) FROM disclosure_document WHERE key_id IS NULL OR key_id <> ALL($1::text[]))
+                 + (SELECT count(*) FROM correction_case WHERE {_ITEMS_NOT_UNDER})""", sorted(keep))
+    return count
 
 
 # --- correction cases ---------------------------------------------------------------------------------
@@ -221,8 +319,72 @@ async def find_correction_by_request_id(connection: asyncpg.Connection, request_
         f"SELECT {_CORRECTION_COLUMNS} FROM correction_case WHERE request_id = $1", request_id)
 
 
+def _item_associated(case_id: uuid.UUID, index: int) -> bytes:
+    return f"correction_case/{case_id}/items/{index}".encode()
+
+
+def seal_items(keyring: Keyring, case_id: uuid.UUID, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A correction request's items as stored: the field and action in clear (the investigation works on
+    them), the requested value (a 個人番号, a name, ...) sealed, bound to the case and the item's place."""
+    sealed = keyring.seal_all([(str(item.get("requested_value", "")), _item_associated(case_id, index))
+                               for index, item in enumerate(items)])
+    return [{**{k: v for k, v in item.items() if k != "requested_value"}, "sealed_value": _envelope(s)}
+            for item, s in zip(items, sealed, strict=True)]
+
+
+def open_items(keyring: Keyring, case_id: uuid.UUID, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items with their requested values (an item stored before they were sealed is in clear)."""
+    opened = []
+    for index, item in enumerate(items):
+        sealed = item.get("sealed_value")
+        if sealed is None:
+            opened.append(item)
+            continue
+        value = keyring.open(_sealed(sealed), _item_associated(case_id, index))
+        opened.append({**{k: v for k, v in item.items() if k != "sealed_value"}, "requested_value": value})
+    return opened
+
+
+def _recipient_associated(case_id: uuid.UUID, index: int) -> bytes:
+    return f"correction_case/{case_id}/wrong_value_recipients/{index}".encode()
+
+
+def seal_recipients(keyring: Keyring, case_id: uuid.UUID, recipients: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The organs that received a corrected value, as stored: the values each received (a 個人番号 among them)
+    sealed, bound to the case and the recipient's place; the rest (organisation, purposes, fields) in clear."""
+    sealed = keyring.seal_all([(json.dumps(r.get("received_values", {}), ensure_ascii=False),
+                                _recipient_associated(case_id, index)) for index, r in enumerate(recipients)])
+    return [{**{k: v for k, v in r.items() if k != "received_values"}, "sealed_received_values": _envelope(s)}
+            for r, s in zip(recipients, sealed, strict=True)]
+
+
+def open_recipients(keyring: Keyring, case_id: uuid.UUID, recipients: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recipients with the values they received (stored before they were sealed: in clear)."""
+    opened = []
+    for index, recipient in enumerate(recipients):
+        envelope = recipient.get("sealed_received_values")
+        if envelope is None:
+            opened.append(recipient)
+            continue
+        values = json.loads(keyring.open(_sealed(envelope), _recipient_associated(case_id, index)))
+        opened.append({**{k: v for k, v in recipient.items() if k != "sealed_received_values"},
+                       "received_values": values})
+    return opened
+
+
+def _envelope(sealed: Sealed) -> dict[str, str]:
+    return {"key_id": sealed.key_id, "nonce": base64.b64encode(sealed.nonce).decode(),
+            "ciphertext": base64.b64encode(sealed.ciphertext).decode()}
+
+
+def _sealed(envelope: dict[str, str]) -> Sealed:
+    return Sealed(envelope["key_id"], base64.b64decode(envelope["nonce"]), base64.b64decode(envelope["ciphertext"]))
+
+
 async def insert_correction(connection: asyncpg.Connection, new: NewCorrection, subject_resident_code: str,
-                            state: int) -> asyncpg.Record:
+                            state: int, *, keyring: Keyring) -> asyncpg.Record:
+    """Store a correction request, its requested values sealed (migration 0005)."""
+    new = dataclasses.replace(new, items=seal_items(keyring, new.id, new.items))
     row = await connection.fetchrow(
         f"""INSERT INTO correction_case (id, request_id, disclosure_case_id, subject_resident_code, file, items,
                 receive_time, state, opened_by)

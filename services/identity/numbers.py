@@ -15,7 +15,7 @@ import asyncpg
 
 from juki.register.v1 import register_pb2 as pb
 from jukilib.db.pool import Database
-from jukilib.keyring import Keyring, Sealed
+from jukilib.keyring import Keyring, Sealed, hmac_key_id_of
 from jukilib.register.hooks import RegisterHooks
 from jukilib.register.model import Record, StoredVersion, UniqueKey
 from jukilib.register.rows import Kept, TableRows
@@ -45,7 +45,8 @@ class IndividualNumbers(RegisterHooks):
         self._keyring = keyring
 
     def unique_keys(self, secret: Any) -> tuple[bytes, ...]:
-        return (self._keyring.lookup_hash(secret),) if secret else ()
+        # During an HMAC key rotation: the hash under every key, so that nothing written meanwhile is missed.
+        return self._keyring.lookup_hashes(secret) if secret else ()
 
     def prepare(self, record: Record) -> tuple[Record, Any]:
         stored = dict(record)
@@ -88,10 +89,15 @@ class IndividualNumbers(RegisterHooks):
 
     async def person_of(self, number: str, follow_former: bool = True) -> uuid.UUID | None:
         """The person who has this 個人番号 in their current record (or, with `follow_former`, ever had it)."""
+        hashes = self._keyring.lookup_hashes(number)
         async with self._database.connection() as connection:
-            found: uuid.UUID | None = await connection.fetchval(
-                "SELECT person_id FROM person_key WHERE key = $1 AND ($2 OR current)",
-                self._keyring.lookup_hash(number), follow_former)
+            if len(hashes) == 1:  # outside a rotation: one hash, one index probe
+                found: uuid.UUID | None = await connection.fetchval(
+                    "SELECT person_id FROM person_key WHERE key = $1 AND ($2 OR current)", hashes[0], follow_former)
+            else:  # during an HMAC key rotation: a row re-hashed or not yet, either is found
+                found = await connection.fetchval(
+                    "SELECT person_id FROM person_key WHERE key = ANY($1::bytea[]) AND ($2 OR current) LIMIT 1",
+                    list(hashes), follow_former)
         return found
 
 
@@ -118,3 +124,66 @@ async def rotate(connection: asyncpg.Connection, keyring: Keyring, batch: int = 
         total += len(rows)
         if len(rows) < batch:
             return total
+
+
+async def rehash(connection: asyncpg.Connection, keyring: Keyring, *, keep: frozenset[str] | None = None,
+                 batch: int = 500) -> int:
+    """番号法 7 ②, across an HMAC key rotation: give every 個人番号 in `person_key` its hash under every HMAC
+    key of `keyring` (computed from the sealed number), and with `keep` then delete the hashes under the
+    keys not in it (`keyring` still holds them, so a number hashed under a retiring key only is found). In
+    batches of persons, each its own transaction that locks the persons first, in id order, as every write of
+    the register does (`jukilib.register.store`), so that it runs beside live ingest; a run that stops is
+    simply run again. Returns the number of rows added and deleted."""
+    changed, after = 0, uuid.UUID(int=0)
+    while True:
+        async with connection.transaction():
+            persons = [row["person_id"] for row in await connection.fetch(
+                """SELECT DISTINCT person_id FROM person_key WHERE person_id > $1 ORDER BY person_id LIMIT $2""",
+                after, batch)]
+            if not persons:
+                return changed
+            await connection.execute("SELECT id FROM person WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+                                     persons)
+            changed += await _rehash_persons(connection, keyring, persons, keep)
+            if keep is not None:
+                deleted = await connection.fetchval(
+                    """WITH gone AS (DELETE FROM person_key WHERE person_id = ANY($1::uuid[])
+                                     AND hmac_key_id <> ALL($2::text[]) RETURNING 1)
+                       SELECT count(*) FROM gone""", persons, sorted(keep))
+                changed += deleted
+        after = persons[-1]
+
+
+async def _rehash_persons(connection: asyncpg.Connection, keyring: Keyring, persons: list[uuid.UUID],
+                          keep: frozenset[str] | None) -> int:
+    """The missing hashes (under the keys of `keep`, else every key) of the numbers these (locked) persons hold
+    in `person_key`; returns how many were added."""
+    held = {bytes(row["key"]): (row["person_id"], row["current"]) for row in await connection.fetch(
+        "SELECT key, person_id, current FROM person_key WHERE person_id = ANY($1::uuid[])", persons)}
+    numbers = {(row["person_id"], keyring.open(Sealed(row["key_id"], bytes(row["nonce"]), bytes(row["ciphertext"])),
+                                                associated_data(row["person_id"], row["version"])))
+               for row in await connection.fetch(
+                   """SELECT person_id, version, key_id, nonce, ciphertext FROM individual_number
+                      WHERE person_id = ANY($1::uuid[])""", persons)}
+    missing: list[tuple[bytes, uuid.UUID, bool]] = []
+    for person_id, number in numbers:
+        hashes = keyring.lookup_hashes(number)
+        # Only a number the person holds (under some key) is theirs to hold under the others too.
+        rows = [held[h] for h in hashes if h in held and held[h][0] == person_id]
+        if rows:
+            current = any(is_current for _, is_current in rows)
+            missing.extend((h, person_id, current) for h in hashes
+                           if h not in held and (keep is None or hmac_key_id_of(h) in keep))
+    if missing:
+        await connection.execute(
+            """INSERT INTO person_key (key, person_id, current)
+               SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::boolean[]) ON CONFLICT (key) DO NOTHING""",
+            [m[0] for m in missing], [m[1] for m in missing], [m[2] for m in missing])
+    return len(missing)
+
+
+async def hashes_under_other_keys(connection: asyncpg.Connection, keep: frozenset[str]) -> int:
+    """How many `person_key` rows were hashed under a key not in `keep`."""
+    count: int = await connection.fetchval("SELECT count(*) FROM person_key WHERE hmac_key_id <> ALL($1::text[])",
+                                           sorted(keep))
+    return count

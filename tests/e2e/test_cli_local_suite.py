@@ -174,8 +174,11 @@ def test_load_into_the_live_register(suite: Suite, tmp_path: Path) -> None:
 
 def test_keys_examples(suite: Suite) -> None:
     assert "new active key" in _ok(juki(suite.directory, "keys", "new"))
-    rotated = _ok(juki(suite.directory, "keys", "rotate"))
-    assert re.fullmatch(r"re-encrypted [1-9]\d* row\(s\) under key \S+", rotated.strip())
+    rotated = _ok(juki(suite.directory, "keys", "rotate")).strip().splitlines()
+    assert re.fullmatch(r"re-encrypted [1-9]\d* row\(s\) under key \S+", rotated[0])
+    assert re.fullmatch(r"retired key\(s\) \S+", rotated[1])  # every row is under the new key
+    rehashed = _ok(juki(suite.directory, "keys", "rotate", "--hmac")).strip().splitlines()
+    assert rehashed[0].startswith("new HMAC key ") and rehashed[-1].startswith("retired HMAC key(s) h0;")
 
 
 # --- mistakes --------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
 from jukilib.domain.dates import wareki
 from jukilib.grpc.channels import secure_channel
+from jukilib.keyring import Keyring
 from jukitools import cli_cases
 from jukitools.client import purpose_metadata, save_credential
 from jukitools.demo.notifications import annex_notification, birth_notification
@@ -377,7 +378,7 @@ async def test_deadline_gauge_counts_open_at_risk_and_overdue_cases(suite: Runni
     await database.connect()
     channel = grpc.aio.insecure_channel("127.0.0.1:9")  # never called: the gauge only counts
     try:
-        gauge = DeadlineGauge(database, Desk(database, Records(channel), 14))
+        gauge = DeadlineGauge(database, Desk(database, Records(channel), 14, keyring=Keyring.generate()))
         before = await gauge.measure()
         received = dt.datetime.now(dt.UTC) - dt.timedelta(days=35)
         await _desk(suite, "CreateDisclosureCase", _new_case(_person(14).resident_code,

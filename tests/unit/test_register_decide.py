@@ -25,6 +25,7 @@ from jukilib.register.decide import (
     decide,
     needs_history,
     place,
+    same_identifier,
 )
 from jukilib.register.model import (
     REVIEW_CHARACTERS,
@@ -378,3 +379,14 @@ def test_a_move_out_dated_after_its_move_in_is_still_refused() -> None:
     with pytest.raises(FailedPrecondition) as refused:
         register.apply(notification(REMOVE, 11, "out", reason=MOVE_OUT))
     assert refused.value.reason == "NOT_HOLDING_MUNICIPALITY"
+
+
+def test_keys_made_under_different_hmac_keys_name_the_same_individual_number_when_they_share_a_hash() -> None:
+    # 番号法 7 ②, during an HMAC key rotation: a person hashed under the old key only, notified under both
+    # keys, keeps their number (no change refused); a number sharing no hash is another number.
+    old, new, other = b"o" * 32, b"n" * 32 + b"h1", b"x" * 32
+    assert same_identifier((new, old), frozenset({old}))
+    assert same_identifier((new,), frozenset({old, new}))
+    assert not same_identifier((other,), frozenset({old, new}))
+    assert same_identifier((), frozenset()) and not same_identifier((old,), frozenset())
+    assert not same_identifier((), frozenset({old}))

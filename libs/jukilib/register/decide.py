@@ -16,7 +16,7 @@ resending what was refused) ends in the same current record and the same history
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import NamedTuple
@@ -176,6 +176,13 @@ def check_code_change(current_code: str, notification: Notification, *, becomes_
                                  "RESIDENT_CODE_REPLACED")
 
 
+def same_identifier(keys: Sequence[bytes], held: frozenset[bytes]) -> bool:
+    """Whether two sets of unique keys name the same identifier: the keys are the identifier's hashes under
+    each HMAC key of a keyring (one key, or two during a rotation, `jukilib.keyring`), so two sets made under
+    different keyrings name the same identifier if they share a hash, and no identifier if both are empty."""
+    return not held.isdisjoint(keys) if keys or held else True
+
+
 def check_unique_keys(notification: Notification, person: Person | None, rule: UniqueKey | None,
                       owners: Mapping[bytes, PersonId] | None, *, becomes_current: bool) -> tuple[bytes, ...]:
     """番号法 7 ②, 8: an identifier kept unique (the 個人番号) belongs to one person, and the current record's
@@ -188,7 +195,7 @@ def check_unique_keys(notification: Notification, person: Person | None, rule: U
     holder = None if person is None else person.id
     if owners is not None and any(owners.get(key, holder) != holder for key in notification.unique_keys):
         raise FailedPrecondition(f"the {rule.label} belongs to another person", f"{rule.name}_IN_USE")
-    if (person is not None and becomes_current and frozenset(notification.unique_keys) != person.keys
+    if (person is not None and becomes_current and not same_identifier(notification.unique_keys, person.keys)
             and notification.change.reason not in rule.change_reasons):
         raise FailedPrecondition(f"the {rule.label} changes only under its change reasons",
                                  f"{rule.name}_CHANGE_REFUSED")
@@ -230,7 +237,7 @@ def decide(notification: Notification, person: Person | None, neighbours: Neighb
         # A late notification is kept in history only; a code it carries that is not the current one is
         # a former code of the person.
         former = notification.resident_code if person.resident_code != notification.resident_code else None
-    keys_changed = neighbours.newest and frozenset(notification.unique_keys) != person.keys
+    keys_changed = neighbours.newest and not same_identifier(notification.unique_keys, person.keys)
     return Decision(notification, person.id, person.last_version + 1, state, neighbours.newest, new_person=False,
                     former_code=former, keys_changed=keys_changed, claimed_keys=claimed,
                     move_from=neighbours.holder if moving_in else None)

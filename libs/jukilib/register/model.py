@@ -95,7 +95,8 @@ class Notification(NamedTuple):
     unique_keys: tuple[bytes, ...] = ()
     unidentified: tuple[str, ...] = ()
     """Paths of record fields holding characters to identify (文字同定, `validation.unidentified_fields`)."""
-    """Keyed hashes of the identifiers the register keeps unique among persons (`RegisterHooks.unique_key`)."""
+    """Keyed hashes of the identifier the register keeps unique among persons (`RegisterHooks.unique_key`): one
+    per HMAC key of the register's keyring (two during a rotation; `decide.same_identifier`)."""
 
 
 class UniqueKey(NamedTuple):
