@@ -33,6 +33,7 @@ from juki_services.disclosure.records import Records
 from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
 from jukilib.grpc.channels import secure_channel
+from jukilib.keyring import Keyring
 from jukitools.client import purpose_metadata
 from jukitools.demo.notifications import birth_notification
 from jukitools.demo.residents import SyntheticResident, generate_residents
@@ -307,7 +308,7 @@ async def test_the_deadline_is_30_days_extendable_once_by_30_days_in_writing_and
     await database.connect()
     channel = grpc.aio.insecure_channel("127.0.0.1:9")  # never called: the gauge only counts
     try:
-        gauge = DeadlineGauge(database, Desk(database, Records(channel), 14))
+        gauge = DeadlineGauge(database, Desk(database, Records(channel), 14, keyring=Keyring.generate()))
         before = await gauge.measure()
         late = await _desk(suite, "CreateUsageSuspensionCase", _request(
             _person(10).resident_code, [SCHOLARSHIP], received=dt.datetime.now(dt.UTC) - dt.timedelta(days=35)))
