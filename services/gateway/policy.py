@@ -340,6 +340,25 @@ def _check_annex(purpose: Purpose, organizations: Mapping[str, Organization]) ->
                              f"not carry {RESIDENT_CODE}")
 
 
+SYSTEM_KINDS = frozenset({"municipality", "agency", "internal_service"})
+"""Organisations whose calls are made by systems (a municipality's CS, the agency, the disclosure service):
+every other kind is a department of people, who act only as registered operators."""
+AGENCY_QUERIES = frozenset({"juki.agency.v1.AgencyService/QueryResident"})
+
+
+def _check_human_work(purpose: Purpose, organizations: Mapping[str, Organization]) -> None:
+    """Rule 5 (issue 19): a purpose granted to a department of people requires an operator role (nobody acts
+    there without a registered, logged-in operator); a query of the agency's copy (⑤, 住基法 30-9 … 30-12)
+    also needs a case reference (and caps, rule 3)."""
+    humans = [r for r, kind in _recipient_kinds(purpose, organizations).items() if kind not in SYSTEM_KINDS]
+    if humans and not purpose.operator_roles:
+        raise CatalogueError(f"purpose {purpose.code}: granted to {', '.join(humans)} (people, not a system): "
+                             "operator_roles is required")
+    if purpose.methods & AGENCY_QUERIES and not purpose.case_reference_required:
+        raise CatalogueError(f"purpose {purpose.code}: a query of the agency (⑤) needs case_reference_required = "
+                             "true")
+
+
 def check_purpose(purpose: Purpose, organizations: Mapping[str, Organization]) -> None:
     """Every load rule on one purpose; CatalogueError naming the purpose and the rule."""
     _check_methods(purpose)
@@ -347,6 +366,7 @@ def check_purpose(purpose: Purpose, organizations: Mapping[str, Organization]) -
     _check_individual_number(purpose)
     _check_annex(purpose, organizations)
     _check_caps(purpose)
+    _check_human_work(purpose, organizations)
 
 
 def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:

@@ -94,7 +94,8 @@ async def _query(suite: RunningSuite, setting: Setting, *, delay: float, timeout
     setting.agency.delay = delay
     setting.agency.given.clear()
     request_id = str(uuid.uuid4())
-    metadata = purpose_metadata(PURPOSE, credential=suite.credential(CALLER), request_id=request_id)
+    metadata = purpose_metadata(PURPOSE, credential=suite.credential(CALLER), request_id=request_id,
+                                case_reference="PASSPORT-2026-0001")
     async with secure_channel(setting.gateway, suite.client_tls(CALLER)) as channel:
         stub = agency_pb2_grpc.AgencyServiceStub(channel)
         started = time.monotonic()

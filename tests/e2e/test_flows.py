@@ -184,7 +184,8 @@ async def test_the_agency_answers_the_current_record_after_a_late_modification(s
     finally:
         await connection.close()
     answer, _ = await _call(suite, "kikaku-bu", "agency.QueryResident",
-                            agency_pb2.QueryResidentRequest(resident_code=resident.resident_code), "AGENCY-QUERY")
+                            agency_pb2.QueryResidentRequest(resident_code=resident.resident_code), "AGENCY-QUERY",
+                            case_reference="PASSPORT-2026-0001")
     assert answer.record.full_name == "新しい　名前"
 
 

@@ -46,6 +46,8 @@ def _purpose(*, methods: tuple[str, ...] = (LOOKUP,), fields: str = '["record.fu
              recipients: str = '["kyoiku-iinkai"]', extra: str = "max_records_per_call = 1\nmax_records_per_day = 10",
              ) -> str:
     listed = ", ".join(f'"{m}"' for m in methods)
+    if "operator_roles" not in extra:  # rule 5: people act only as operators (a test of it says otherwise)
+        extra += '\noperator_roles = ["provision_clerk"]'
     return f'''
 [[purposes]]
 code = "RULE-X"
@@ -210,3 +212,33 @@ def test_the_governors_own_affairs_are_split_by_file_and_given_to_the_juki_net_d
     organs = {code for code, o in shipped.organizations.items() if o.kind == "executive_organ"}
     assert all(not p.recipients & organs for p in shipped.purposes.values()
                if p.recipients & {"shichoson-ka"})
+
+
+# --- rule 5: people act only as registered operators (issue 19) ---------------------------------------
+
+
+def test_a_purpose_for_a_department_of_people_without_an_operator_role_fails_to_load(
+        municipalities: MunicipalityTable) -> None:
+    refused = _refused(_purpose(extra="max_records_per_call = 1\nmax_records_per_day = 10\noperator_roles = []"),
+                       municipalities)
+    assert "kyoiku-iinkai (people, not a system): operator_roles is required" in refused
+
+
+def test_a_system_purpose_needs_no_operator_role(municipalities: MunicipalityTable) -> None:
+    _loads(_purpose(recipients='["disclosure"]', extra="max_records_per_call = 1\nmax_records_per_day = 10\n"
+                    "case_reference_required = true\nsubject_access = true\noperator_roles = []"), municipalities)
+
+
+def test_a_query_of_the_agency_without_a_case_reference_fails_to_load(municipalities: MunicipalityTable) -> None:
+    refused = _refused(_purpose(methods=("juki.agency.v1.AgencyService/QueryResident",), fields='["record.full_name"]'),
+                       municipalities)
+    assert "a query of the agency (⑤) needs case_reference_required = true" in refused
+
+
+def test_every_shipped_purpose_for_people_requires_an_operator(shipped: Catalogue) -> None:
+    systems = {"municipality", "agency", "internal_service"}
+    for purpose in shipped.purposes.values():
+        kinds = {r.removeprefix("kind:") if r.startswith("kind:") else shipped.organizations[r].kind
+                 for r in purpose.recipients}
+        if kinds - systems:
+            assert purpose.operator_roles, purpose.code

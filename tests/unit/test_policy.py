@@ -192,6 +192,7 @@ methods = ["juki.identity.v1.IdentityService/LookupResident"]
 fields = ["name"]
 max_records_per_call = 1
 max_records_per_day = 10
+operator_roles = ["provision_clerk"]
 valid_from = 2020-01-01
 """
 
@@ -219,7 +220,8 @@ def test_purpose_is_not_in_effect_after_its_valid_until(municipalities: Municipa
     catalogue = parse_catalogue(text, municipalities)
 
     last_day = dt.date(2025, 3, 31)
-    assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", last_day).code == "TEST-A"
+    assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", last_day,
+                               operator_roles=CLERK).code == "TEST-A"
     error = _refusal(catalogue, "kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", day=last_day + dt.timedelta(days=1))
     assert error.reason == "PURPOSE_NOT_IN_EFFECT"
 
@@ -391,9 +393,11 @@ def test_purpose_for_human_work_refuses_an_operator_without_its_role(municipalit
 
 
 def test_purpose_for_systems_allows_calls_with_or_without_an_operator(municipalities: MunicipalityTable) -> None:
-    catalogue = parse_catalogue(_catalogue_text(PURPOSE_A, KYOIKU), municipalities)
+    systems = PURPOSE_A.replace('operator_roles = ["provision_clerk"]\n', "").replace(
+        'recipients = ["kyoiku-iinkai"]', 'recipients = ["kind:municipality"]')
+    catalogue = parse_catalogue(_catalogue_text(systems, KYOIKU), municipalities)
     for roles in (None, frozenset({"auditor"})):
-        assert catalogue.authorize("kyoiku-iinkai", LOOKUP_RESIDENT, "TEST-A", "", TODAY,
+        assert catalogue.authorize("102016", LOOKUP_RESIDENT, "TEST-A", "", TODAY,
                                    operator_roles=roles).code == "TEST-A"
 
 
