@@ -206,18 +206,23 @@ class Desk:
 
     # --- disclosure ----------------------------------------------------------------------------------
 
-    def new_case(self, request: pb.CreateDisclosureCaseRequest, actor: str) -> store.NewCase:
+    def _received(self, request: Any, field: str, validate: Callable[..., None]) -> tuple[Any, dt.datetime]:
+        """(the new case of `request.<field>`, when it was received), validated at the boundary: every bad
+        field named at once (INVALID_ARGUMENT)."""
         now = self._clock()
         violations = Violations()
-        if not request.HasField("disclosure_case"):
-            violations.add("disclosure_case", "is required", "REQUIRED_FIELD")
+        if not request.HasField(field):
+            violations.add(field, "is required", "REQUIRED_FIELD")
             violations.raise_if_any()
-        case = request.disclosure_case
-        rules.validate_new_case(case, now, violations, self._receipt_window)
+        case = getattr(request, field)
+        validate(case, now, violations, self._receipt_window)
         if len(request.request_id) > 64:
             violations.add("request_id", "must be at most 64 characters")
         violations.raise_if_any()
-        received = case.receive_time.ToDatetime(dt.UTC) if case.HasField("receive_time") else now
+        return case, case.receive_time.ToDatetime(dt.UTC) if case.HasField("receive_time") else now
+
+    def new_case(self, request: pb.CreateDisclosureCaseRequest, actor: str) -> store.NewCase:
+        case, received = self._received(request, "disclosure_case", rules.validate_new_case)
         return store.NewCase(
             id=uuid.uuid4(), request_id=request.request_id or None, subject_resident_code=case.subject_resident_code,
             requester_kind=case.requester_kind, requester_name=case.requester_name,
@@ -518,17 +523,7 @@ class Desk:
     # --- usage suspension (利用停止請求, 個人情報保護法 98 … 102; 番号法 30) ----------------------------------
 
     def _new_suspension(self, request: pb.CreateUsageSuspensionCaseRequest, actor: str) -> store.NewSuspension:
-        now = self._clock()
-        violations = Violations()
-        if not request.HasField("usage_suspension_case"):
-            violations.add("usage_suspension_case", "is required", "REQUIRED_FIELD")
-            violations.raise_if_any()
-        case = request.usage_suspension_case
-        rules.validate_new_suspension(case, now, violations, self._receipt_window)
-        if len(request.request_id) > 64:
-            violations.add("request_id", "must be at most 64 characters")
-        violations.raise_if_any()
-        received = case.receive_time.ToDatetime(dt.UTC) if case.HasField("receive_time") else now
+        case, received = self._received(request, "usage_suspension_case", rules.validate_new_suspension)
         return store.NewSuspension(
             id=uuid.uuid4(), request_id=request.request_id or None, subject_resident_code=case.subject_resident_code,
             resident_codes=[case.subject_resident_code], requester_kind=case.requester_kind,

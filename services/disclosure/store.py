@@ -122,22 +122,44 @@ async def list_cases(
     open_only: bool = False, at_risk_on: dt.date | None = None, overdue_on: dt.date | None = None,
 ) -> list[asyncpg.Record]:
     """Most recently received first; optionally only open, at risk (incl. overdue) or overdue cases."""
+    table = _DeadlineTable("disclosure_case", _COLUMNS, int(pb.DISCLOSURE_STATE_CLOSED), RUNNING)
+    return await _list_with_deadlines(connection, table, before, limit, open_only=open_only, at_risk_on=at_risk_on,
+                                      overdue_on=overdue_on)
+
+
+@dataclass(frozen=True)
+class _DeadlineTable:
+    """A table of cases that run against a deadline: its columns, its closed state, its running states."""
+
+    name: str
+    columns: str
+    closed: int
+    running: list[int]
+
+
+async def _list_with_deadlines(
+    connection: asyncpg.Connection, table: _DeadlineTable, before: tuple[dt.datetime, uuid.UUID] | None,
+    limit: int, *, open_only: bool, at_risk_on: dt.date | None, overdue_on: dt.date | None,
+) -> list[asyncpg.Record]:
+    """A page of cases of `table` that run against a deadline (disclosure, usage suspension), most recently
+    received first; optionally only open, at risk (incl. overdue) or overdue ones."""
+    closed, running, columns = table.closed, table.running, table.columns
     conditions, args = ["TRUE"], []  # type: tuple[list[str], list[Any]]
     if before is not None:
         args += [before[0], before[1]]
         conditions.append(f"(receive_time, id) < (${len(args) - 1}, ${len(args)})")
     if open_only:
-        conditions.append(f"state <> {int(pb.DISCLOSURE_STATE_CLOSED)}")
+        conditions.append(f"state <> {closed}")
     if at_risk_on is not None:
-        args += [RUNNING, at_risk_on]
+        args += [running, at_risk_on]
         conditions.append(f"""state = ANY(${len(args) - 1}) AND (target_date < ${len(args)}
             OR coalesce(extension_deadline, deadline) - {AT_RISK_DAYS} <= ${len(args)})""")
     if overdue_on is not None:
-        args += [RUNNING, overdue_on]
+        args += [running, overdue_on]
         conditions.append(f"state = ANY(${len(args) - 1}) AND coalesce(extension_deadline, deadline) < ${len(args)}")
     args.append(limit)
     return await connection.fetch(
-        f"""SELECT {_COLUMNS} FROM disclosure_case WHERE {' AND '.join(conditions)}
+        f"""SELECT {columns} FROM {table.name} WHERE {' AND '.join(conditions)}
             ORDER BY receive_time DESC, id DESC LIMIT ${len(args)}""", *args)
 
 
@@ -549,23 +571,10 @@ async def list_suspensions(
     open_only: bool = False, at_risk_on: dt.date | None = None, overdue_on: dt.date | None = None,
 ) -> list[asyncpg.Record]:
     """Most recently received first; optionally only open, at risk (incl. overdue) or overdue cases."""
-    conditions, args = ["TRUE"], []  # type: tuple[list[str], list[Any]]
-    if before is not None:
-        args += [before[0], before[1]]
-        conditions.append(f"(receive_time, id) < (${len(args) - 1}, ${len(args)})")
-    if open_only:
-        conditions.append(f"state <> {int(pb.USAGE_SUSPENSION_STATE_CLOSED)}")
-    if at_risk_on is not None:
-        args += [SUSPENSION_RUNNING, at_risk_on]
-        conditions.append(f"""state = ANY(${len(args) - 1}) AND (target_date < ${len(args)}
-            OR coalesce(extension_deadline, deadline) - {AT_RISK_DAYS} <= ${len(args)})""")
-    if overdue_on is not None:
-        args += [SUSPENSION_RUNNING, overdue_on]
-        conditions.append(f"state = ANY(${len(args) - 1}) AND coalesce(extension_deadline, deadline) < ${len(args)}")
-    args.append(limit)
-    return await connection.fetch(
-        f"""SELECT {_SUSPENSION_COLUMNS} FROM usage_suspension_case WHERE {' AND '.join(conditions)}
-            ORDER BY receive_time DESC, id DESC LIMIT ${len(args)}""", *args)
+    table = _DeadlineTable("usage_suspension_case", _SUSPENSION_COLUMNS, int(pb.USAGE_SUSPENSION_STATE_CLOSED),
+                           SUSPENSION_RUNNING)
+    return await _list_with_deadlines(connection, table, before, limit, open_only=open_only, at_risk_on=at_risk_on,
+                                      overdue_on=overdue_on)
 
 
 async def suspending(connection: asyncpg.Connection, after: uuid.UUID | None, limit: int) -> list[asyncpg.Record]:
