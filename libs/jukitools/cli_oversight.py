@@ -53,7 +53,8 @@ def _moment(text: str) -> dt.datetime:
 
 def add_parsers(commands: Any) -> None:
     incident = commands.add_parser("incident", help="the incident register (漏えい等の事案), as an auditor")
-    incident.add_argument("action", choices=("add", "list", "update"))
+    incident.add_argument("action", choices=("add", "list", "update"),
+                          help="add: record an incident; list: the register; update: change one as it is handled")
     incident.add_argument("name", nargs="?", default="", help="update: incidents/{id}")
     incident.add_argument("--occurred", default="", help="when it happened (ISO 8601; JST when no zone)")
     incident.add_argument("--discovered", default="", help="when it was found")
@@ -63,11 +64,12 @@ def add_parsers(commands: Any) -> None:
     incident.add_argument("--cause", default=None, help="原因")
     incident.add_argument("--prevention", default=None, help="再発防止のための措置")
     incident.add_argument("--serious", action="store_true", default=None, help="a serious incident (重大事故)")
-    incident.add_argument("--state", choices=tuple(STATE_NAMES), default=None)
+    incident.add_argument("--state", choices=tuple(STATE_NAMES), default=None,
+                          help="where it stands: open, reported (to the Commission), closed")
     incident.add_argument("--reported-at", default="", help="when it was reported to the Commission")
     _caller_options(incident)
     pia = commands.add_parser("pia", help="the figures of the privacy impact assessment, from the system")
-    pia.add_argument("action", choices=("report",))
+    pia.add_argument("action", choices=("report",), help="report: the figures of the threshold judgement")
     pia.add_argument("--as-of", type=dt.date.fromisoformat, default=None, help="YYYY-MM-DD (default: today, JST)")
     pia.add_argument("--pdf", type=Path, default=None, help="also write the report as a PDF")
 

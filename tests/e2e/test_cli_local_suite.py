@@ -152,7 +152,11 @@ def test_outbox_examples(suite: Suite) -> None:
             await connection.close()
         return [(r["reason"], json.loads(r["detail"]).get("queued_again", "-")) for r in rows]
 
-    assert asyncio.run(logged())[-2:] == [("started", "-"), ("done", 0)]
+    loop = asyncio.new_event_loop()  # not asyncio.run: it would leave the main thread without a default loop
+    try:
+        assert loop.run_until_complete(logged())[-2:] == [("started", "-"), ("done", 0)]
+    finally:
+        loop.close()
 
 
 def test_retention_example(suite: Suite) -> None:

@@ -181,7 +181,7 @@ def test_only_a_plain_current_lookup_of_a_well_formed_code_is_coalesced(service:
         assert LookupCoalescer.code_of(request) is None
 
 
-def test_the_gateway_coalesces_exactly_the_single_lookups_by_resident_code() -> None:
+async def test_the_gateway_coalesces_exactly_the_single_lookups_by_resident_code() -> None:
     channel = aio.insecure_channel("127.0.0.1:1")  # never connected
     coalesced = {route.method.name for service in (IDENTITY, ANNEX) for route in backend_routes(service, channel)
                  if route.coalescer is not None}
