@@ -227,7 +227,7 @@ async def test_a_resident_code_given_after_the_case_was_opened_is_refused_too(su
     _assert_suspended(await _refused(_organ(suite, "kikaku-bu", "SearchResidents", search, SEARCH)),
                       person.full_name)
     # Another purpose is not named: the organ is answered, under the new code.
-    assert (await _lookup(suite, second.resident_code, LICENCE)).record.resident_code == second.resident_code
+    assert (await _lookup(suite, second.resident_code, LICENCE)).record.full_name == person.full_name
 
     verified = await _desk(suite, "VerifyUsageSuspensionCaseIdentity", dpb.VerifyUsageSuspensionCaseIdentityRequest(
         name=case.name, etag=case.etag, verified=True))
