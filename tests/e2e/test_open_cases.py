@@ -181,6 +181,19 @@ async def test_a_decision_gathers_the_records_under_its_open_case(suite: Running
     assert reads and {(r["purpose"], r["status"]) for r in reads} == {(RECORDS, "OK")}
 
 
+async def test_whether_a_case_is_open_is_the_gateways_own_question_and_not_exposed(suite: RunningSuite) -> None:
+    # Which cases exist is itself information about residents' requests: nobody asks it through the gateway.
+    async with secure_channel(suite.gateway, suite.client_tls("disclosure-desk")) as channel:
+        try:
+            await disclosure_pb2_grpc.DisclosureServiceStub(channel).GetCaseStatus(
+                dpb.GetCaseStatusRequest(name=f"disclosureCases/{uuid.uuid4()}"), metadata=purpose_metadata(
+                    DESK, credential=suite.credential("disclosure-desk"), request_id=str(uuid.uuid4())), timeout=10)
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+        else:
+            raise AssertionError("GetCaseStatus answered through the gateway")
+
+
 async def test_no_personal_data_of_these_residents_reached_the_service_logs(log_lines: list[str]) -> None:
     text = "\n".join(log_lines)
     for resident in USED:
