@@ -69,7 +69,7 @@ def add_parser(commands: Any) -> None:
 async def run(args: argparse.Namespace) -> int:
     suite = LocalSuite.of(args.home)
     if args.action == "rotate-key":
-        return rotate_key(suite)
+        return await rotate_key(suite)
     if args.action in ("review", "reviews"):
         return await _review(suite, args)
     if args.action == "hash":
@@ -215,18 +215,31 @@ async def _verify(suite: LocalSuite, url: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def rotate_key(suite: LocalSuite) -> int:
+async def rotate_key(suite: LocalSuite) -> int:
     """A new signing key in place of the old one (which the running gateway reads again at its next
-    checkpoint and records the change in the chain); the public keyring keeps the old key, valid until now."""
+    checkpoint and records the change in the chain); the public keyring keeps the old key, valid until now.
+    A maintenance action (issue 19): its intent and outcome are in the operation log, by key id."""
+    from juki_services.gateway.chain import PublicKeyring
+    from jukitools.maintenance_log import logged_action
+
+    key_file = suite.file("JUKI_OPERATION_LOG_KEY", "operation-log.key")
+    keyring_path = suite.home / OPERATION_LOG_KEYRING
+    keyring = PublicKeyring.load(keyring_path if keyring_path.is_file() else key_file.with_suffix(".pub"))
+    async with logged_action(suite, "operation-log-rotate-signing-key",
+                             keys_before=sorted(keyring.entries)) as outcome:
+        new_id = _write_new_key(key_file, keyring_path, keyring)
+        outcome.detail["new_key"] = new_id
+    return 0
+
+
+def _write_new_key(key_file: Path, keyring_path: Path, keyring: Any) -> str:
+    """The new signing key written, the public keyring extended; returns the new key's id."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from juki_services.gateway.chain import PublicKeyEntry, PublicKeyring, key_id_of
     from jukitools.local import write_private_bytes
 
-    key_file = suite.file("JUKI_OPERATION_LOG_KEY", "operation-log.key")
-    keyring_path = suite.home / OPERATION_LOG_KEYRING
-    keyring = PublicKeyring.load(keyring_path if keyring_path.is_file() else key_file.with_suffix(".pub"))
     new = Ed25519PrivateKey.generate()
     started = dt.datetime.now(dt.UTC)
     write_private_bytes(key_file, new.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -240,7 +253,7 @@ def rotate_key(suite: LocalSuite) -> int:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     print(f"operation-log signing key {key_id_of(new.public_key())} in {key_file}; public keyring {keyring_path} "
           f"({len(entries)} key(s))")
-    return 0
+    return str(key_id_of(new.public_key()))
 
 
 async def _audit_report(url: str, days: int, everything: bool = False) -> int:

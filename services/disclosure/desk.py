@@ -10,7 +10,6 @@ is still at that revision, so two clerks cannot both decide one case.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -533,26 +532,35 @@ class Desk:
             deadline=rules.deadline_from(received, rules.STATUTORY_DAYS),
             target_date=rules.deadline_from(received, self._target_days), opened_by=actor)
 
-    async def _person_codes(self, code: str, case: str) -> list[str]:
-        """Every 住民票コード the person named by `code` has had in either file (30-4: a change of code does not
-        make another person), `code` first; read through the gateway under the case."""
-        codes = [code]
+    async def _person(self, code: str, case: str) -> tuple[list[str], list[str]]:
+        """(every 住民票コード the person named by `code` has had in either file, `code` first; the person's
+        resources in the files) (30-4: a change of code does not make another person); read through the gateway
+        under the case, which must be open (the gateway checks it)."""
+        codes, persons = [code], []
         for file in (IDENTITY, ANNEX):
-            codes += (await self._records.file_records(file, code, case)).resident_codes(code)
-        return list(dict.fromkeys(codes))
+            records = await self._records.file_records(file, code, case)
+            codes += records.resident_codes(code)
+            if records.current is not None:
+                persons.append(records.current.name)
+        return list(dict.fromkeys(codes)), persons
 
     async def create_suspension(self, request: pb.CreateUsageSuspensionCaseRequest, actor: str) -> asyncpg.Record:
-        """Open the case with every code of the person: from its insertion the gateway refuses the named purposes."""
+        """Open the case, then record every code and resource of the person before answering. From its insertion
+        the gateway refuses the named purposes for the subject's code; the person's records are read under the
+        case only once it exists and is open (issue 19), and from then on the refusal follows the person to
+        every code they had or will have (`persons`, 住基法 30-4). Should the read fail, the case stays with the
+        subject's code alone (refusing, never providing) and a repeat of the request (same request id)
+        completes it."""
         new = self._new_suspension(request, actor)
-        if new.request_id:
-            async with self._database.connection() as connection:
-                existing = await store.find_suspension_by_request_id(connection, new.request_id)
-            if existing is not None:
-                return existing
-        codes = await self._person_codes(new.subject_resident_code, f"usageSuspensionCases/{new.id}")
-        new = dataclasses.replace(new, resident_codes=codes)
-        return await self._create_once(new.request_id, store.find_suspension_by_request_id,
-                                       lambda connection: store.insert_suspension(connection, new))
+        row = await self._create_once(new.request_id, store.find_suspension_by_request_id,
+                                      lambda connection: store.insert_suspension(connection, new))
+        if row["persons"]:
+            return row  # a repeated request whose case is complete
+        codes, persons = await self._person(row["subject_resident_code"], f"usageSuspensionCases/{row['id']}")
+        async with self._database.connection() as connection:
+            updated = await store.set_suspension_person(connection, row["id"], codes, persons)
+        assert updated is not None
+        return updated
 
     async def suspension(self, case_id: uuid.UUID) -> asyncpg.Record:
         async with self._database.connection() as connection:
@@ -644,14 +652,29 @@ class Desk:
                 decision_reason=request.reason, stopped_purposes=stopped)
             return result
 
-    async def active_suspensions(self, after: uuid.UUID | None, limit: int) -> list[tuple[uuid.UUID, list[str],
-                                                                                          list[str]]]:
-        """(case id, every code of the person, purposes refused now) of each case refusing provisions."""
+    async def active_suspensions(self, after: uuid.UUID | None,
+                                 limit: int) -> list[tuple[uuid.UUID, list[str], list[str], list[str]]]:
+        """(case id, every code of the person, purposes refused now, the person's resources) of each case
+        refusing provisions."""
         async with self._database.connection() as connection:
             rows = await store.suspending(connection, after, limit)
         return [(row["id"], list(row["resident_codes"]),
-                 rules.suspended_purposes(row["state"], row["decision"], row["purposes"], row["stopped_purposes"]))
-                for row in rows]
+                 rules.suspended_purposes(row["state"], row["decision"], row["purposes"], row["stopped_purposes"]),
+                 list(row["persons"])) for row in rows]
+
+    async def case_status(self, name: str) -> tuple[bool, str]:
+        """(open, state name) of the case `name` (disclosureCases/…, correctionCases/…, usageSuspensionCases/…);
+        NotFound when there is none. What the gateway asks before disclosure and correction work reads."""
+        kind, case_id, document_id = parse_document_name(name)
+        if document_id is not None:
+            raise InvalidArgument([FieldViolation("name", "must name a case, not a document")])
+        fetch = {"disclosure": store.get_case, "correction": store.get_correction,
+                 "suspension": store.get_suspension}[kind]
+        async with self._database.connection() as connection:
+            row = await fetch(connection, case_id)
+        if row is None:
+            raise NotFound("no such case", "CASE_NOT_FOUND")
+        return rules.case_open(kind, row["state"]), rules.state_name(row["state"], rules.STATE_ENUMS[kind])
 
     # --- the municipality's 修正 closes the case by itself -----------------------------------------------
 

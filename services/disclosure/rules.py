@@ -92,6 +92,23 @@ SUSPENSION_RUNNING = frozenset({U.USAGE_SUSPENSION_STATE_RECEIVED, U.USAGE_SUSPE
 SUSPENSION_EXTENSION_DAYS = 30
 # While the request is being handled the named purposes are refused (issue 18): until a decision.
 SUSPENSION_PENDING = frozenset({U.USAGE_SUSPENSION_STATE_RECEIVED, U.USAGE_SUSPENSION_STATE_IDENTITY_VERIFIED})
+# Cases under which nothing more is read (issue 19: disclosure and correction work names an open case): closed,
+# or their request rejected (identity not verified, not the person's own data). A rejected request reaches
+# CLOSED only when filed away, but nothing is gathered for it any more.
+TERMINAL: Mapping[str, frozenset[int]] = {
+    "disclosure": frozenset({S.DISCLOSURE_STATE_CLOSED, S.DISCLOSURE_STATE_REJECTED_IDENTITY}),
+    "correction": frozenset({C.CORRECTION_STATE_CLOSED}),
+    "suspension": frozenset({U.USAGE_SUSPENSION_STATE_CLOSED, U.USAGE_SUSPENSION_STATE_REJECTED}),
+}
+STATE_ENUMS: Mapping[str, Any] = {"disclosure": pb.DisclosureState, "correction": pb.CorrectionState,
+                                  "suspension": pb.UsageSuspensionState}
+
+
+def case_open(kind: str, state: int) -> bool:
+    """Whether a case of `kind` in `state` is open: work may still read records for it."""
+    return state not in TERMINAL[kind]
+
+
 PURPOSE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,63}$")
 MAX_PURPOSES = 50
 

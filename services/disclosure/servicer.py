@@ -249,5 +249,11 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
         token = paging.encode_token({"after": str(found[limit - 1][0])}) if len(found) > limit else ""
         return pb.ListActiveUsageSuspensionsResponse(usage_suspensions=[
             pb.UsageSuspension(usage_suspension_case=f"{SUSPENSIONS}/{case_id}", resident_codes=codes,
-                               purposes=purposes) for case_id, codes, purposes in found[:limit]],
+                               purposes=purposes, persons=persons)
+            for case_id, codes, purposes, persons in found[:limit]],
             next_page_token=token)
+
+    async def GetCaseStatus(self, request: pb.GetCaseStatusRequest, context: Ctx) -> pb.CaseStatus:
+        # Only the gateway reaches this method: it does not expose it (juki_services.gateway.app).
+        is_open, state = await self._desk.case_status(request.name)
+        return pb.CaseStatus(name=request.name, open=is_open, state=state)

@@ -45,8 +45,9 @@ _DOCUMENT_BASIC = """id, case_kind, case_id, kind, addressee, number, pdf_sha256
              (SELECT c.subject_resident_code FROM usage_suspension_case c
               WHERE disclosure_document.case_kind = 'suspension' AND c.id = disclosure_document.case_id))
         AS subject_resident_code"""
-_SUSPENSION_COLUMNS = f"""id, request_id, subject_resident_code, resident_codes, requester_kind, requester_name,
-    identity_documents, channel, purposes, ground, receive_time, state, decision, decision_reason, stopped_purposes,
+_SUSPENSION_COLUMNS = f"""id, request_id, subject_resident_code, resident_codes, persons, requester_kind,
+    requester_name, identity_documents, channel, purposes, ground, receive_time, state, decision, decision_reason,
+    stopped_purposes,
     deadline, target_date, extension_reason, extension_deadline, extension_time, revision, create_time, update_time,
     coalesce(extension_deadline, deadline) AS effective_deadline,
     ARRAY(SELECT 'usageSuspensionCases/' || d.case_id || '/documents/' || d.id FROM disclosure_document d
@@ -564,6 +565,14 @@ async def set_suspension_state(connection: asyncpg.Connection, case_id: uuid.UUI
     fetched = await get_suspension(connection, case_id)
     assert fetched is not None
     return fetched
+
+
+async def set_suspension_person(connection: asyncpg.Connection, case_id: uuid.UUID, resident_codes: list[str],
+                                persons: list[str]) -> asyncpg.Record | None:
+    """Record every code and resource of the case's person (no new revision: the request is unchanged)."""
+    return await connection.fetchrow(
+        f"""UPDATE usage_suspension_case SET resident_codes = $2, persons = $3 WHERE id = $1
+            RETURNING {_SUSPENSION_COLUMNS}""", case_id, resident_codes, persons)
 
 
 async def list_suspensions(

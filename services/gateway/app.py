@@ -22,6 +22,7 @@ from juki_services.gateway.audit_records import AuditRecords
 from juki_services.gateway.chain import SigningKeyFile
 from juki_services.gateway.checkpoints import CheckpointExporter
 from juki_services.gateway.config import GatewayConfig
+from juki_services.gateway.open_cases import GET_CASE_STATUS, OpenCases
 from juki_services.gateway.operators import OperatorRegistry
 from juki_services.gateway.oplog import LogEntry, OperationLog, OperationLogServicer, detail_text
 from juki_services.gateway.policy import DEFAULT_CATALOGUE, CatalogueHolder
@@ -33,6 +34,7 @@ from jukilib import caller
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.domain.municipalities import gunma_municipalities
+from jukilib.grpc import deadlines
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
 from jukilib.operator_credential import load_verification_key
@@ -48,8 +50,10 @@ OPERATOR_ADMIN = operator_admin_pb2.DESCRIPTOR.services_by_name["OperatorAdminSe
 AUDIT_RECORDS = audit_records_pb2.DESCRIPTOR.services_by_name["AuditRecordService"]
 # The agency stand-in's control methods are not exposed: only ⑤ queries go through the gateway.
 AGENCY_METHODS_EXPOSED = ("QueryResident",)
-# The disclosure service's list of suspensions in force is the gateway's own to read, not exposed.
-DISCLOSURE_METHODS_EXPOSED = tuple(m.name for m in DISCLOSURE.methods if m.name != LIST_ACTIVE)
+# The disclosure service's list of suspensions in force and its answer whether a case is open are the
+# gateway's own to read, not exposed.
+GATEWAY_ONLY = frozenset({LIST_ACTIVE, GET_CASE_STATUS})
+DISCLOSURE_METHODS_EXPOSED = tuple(m.name for m in DISCLOSURE.methods if m.name not in GATEWAY_ONLY)
 
 
 def migrations() -> list[Migration]:
@@ -60,7 +64,7 @@ def exposed_methods() -> list[str]:
     """Every method the gateway answers (`package.Service/Method`), for the authorisation matrix."""
     services = (IDENTITY, ANNEX, DISCLOSURE, OPERATION_LOG, OPERATOR_ADMIN, AUDIT_RECORDS)
     methods = [f"{s.full_name}/{m.name}" for s in services for m in s.methods
-               if not (m.client_streaming ^ m.server_streaming) and not (s is DISCLOSURE and m.name == LIST_ACTIVE)]
+               if not (m.client_streaming ^ m.server_streaming) and not (s is DISCLOSURE and m.name in GATEWAY_ONLY)]
     return methods + [f"{AGENCY.full_name}/{name}" for name in AGENCY_METHODS_EXPOSED]
 
 
@@ -136,6 +140,19 @@ def _suspension_reader(channel: aio.Channel, timeout: float) -> Callable[[], Awa
     return read
 
 
+def _case_status_reader(channel: aio.Channel, timeout: float) -> Callable[[str], Awaitable[Any]]:
+    """Asks the disclosure service whether a case is open, as the gateway itself (its certificate); within
+    what is left of the deadline of the call being checked (jukilib.grpc.deadlines)."""
+    stub = disclosure_pb2_grpc.DisclosureServiceStub(channel)
+    metadata = caller.Caller(organization="gateway", request_id="open-case").to_metadata()
+
+    async def read(name: str) -> Any:
+        return await stub.GetCaseStatus(disclosure_pb2.GetCaseStatusRequest(name=name), metadata=metadata,
+                                        timeout=deadlines.timeout(timeout))
+
+    return read
+
+
 def _jobs(config: GatewayConfig, log: OperationLog, exporter: CheckpointExporter, catalogue: CatalogueHolder,
           registry: OperatorRegistry, *, suspensions: Suspensions) -> list[Job]:
     """The gateway's background jobs. The operation-log writer is essential: every call waits for its entry
@@ -181,8 +198,11 @@ def build(config: GatewayConfig, database: Database, *,
                               refresh_seconds=config.usage_suspension_refresh,
                               max_staleness=config.usage_suspension_max_staleness,
                               fail_closed=config.usage_suspension_fail_closed)
+    open_cases = OpenCases(_case_status_reader(channels["disclosure"], min(timeout, 5.0)),
+                           ttl=config.open_case_cache_seconds)
     gateway = Gateway(catalogue, log, admission, operators=operators, counter=VolumeCounter(database),
-                      audit_hash=AuditHashKey.load(config.audit_hash_key), suspensions=suspensions, clock=clock)
+                      audit_hash=AuditHashKey.load(config.audit_hash_key), suspensions=suspensions,
+                      open_cases=open_cases, clock=clock)
 
     def register(server: aio.Server) -> None:
         server.add_generic_rpc_handlers((gateway.generic_handler(routes),))

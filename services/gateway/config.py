@@ -63,6 +63,9 @@ class GatewayConfig:
     usage_suspension_fail_closed: bool = True
     """Refuse as above when the suspensions cannot be read (JUKI_USAGE_SUSPENSION_FAIL_CLOSED); off only where no
     disclosure service runs, hence no case can exist (the lookup benchmark)."""
+    open_case_cache_seconds: float = 5.0
+    """Seconds a replica keeps the disclosure service's answer that a case is open
+    (JUKI_OPEN_CASE_CACHE_SECONDS; see juki_services.gateway.open_cases)."""
     incompatible_roles: tuple[frozenset[str], ...] = (frozenset({"administrator", "auditor"}),)
     """Roles one operator may not hold together (JUKI_INCOMPATIBLE_ROLES: comma-separated sets of roles joined
     by '+', e.g. `administrator+auditor,auditor+provision_clerk`; default `administrator+auditor`)."""
@@ -96,6 +99,7 @@ def load(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         usage_suspension_refresh=env.seconds("JUKI_USAGE_SUSPENSION_REFRESH_SECONDS", 1.0),
         usage_suspension_max_staleness=env.seconds("JUKI_USAGE_SUSPENSION_MAX_STALENESS_SECONDS", 10.0),
         usage_suspension_fail_closed=env.flag("JUKI_USAGE_SUSPENSION_FAIL_CLOSED", True),
+        open_case_cache_seconds=env.seconds("JUKI_OPEN_CASE_CACHE_SECONDS", 5.0),
         incompatible_roles=_incompatible_roles(env.text("JUKI_INCOMPATIBLE_ROLES", "administrator+auditor")),
         backend_timeout=call_timeout(env),
     )

@@ -15,7 +15,11 @@ and on reload the previous catalogue stays in force):
    and per-day caps;
 4. 住基法 30-44-6, keyed on the file: an annex read (`contracts.ANNEX_READS`) only under
    `overseas_emigrant_only = true` and without `record.resident_code`, to any recipient; the only exception
-   is `subject_access` (30-44-13), to the internal disclosure service alone.
+   is `subject_access` (30-44-13), to the internal disclosure service alone;
+5. a purpose granted to a department of people requires an operator role; a query of the agency a case reference;
+6. disclosure and correction work names an open case: a `subject_access` purpose, and every purpose granting a
+   resident's provision history other than to auditors, has `open_case_required = true` (checked per call
+   against the disclosure service, juki_services.gateway.open_cases).
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class Purpose:
     valid_from: dt.date
     valid_until: dt.date | None = None
     case_reference_required: bool = False
+    open_case_required: bool = False
+    """The case reference must name an open case of the disclosure service (implies case_reference_required)."""
     overseas_emigrant_only: bool = False
     follows_former_identifiers: bool = False
     """A former 住民票コード or 個人番号 finds the person (the resident's own disclosure case, the holding
@@ -180,6 +186,7 @@ def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
         values = entry[key] if key == "fields" else _require(entry, key, list, where)
         if not all(isinstance(v, str) and v for v in values):
             raise CatalogueError(f"{where}: '{key}' must list non-empty strings")
+    open_case = _flag(entry, "open_case_required", where)
     return Purpose(
         operator_roles=_operator_roles(entry, where),
         max_records_per_call=_cap(entry, "max_records_per_call", where),
@@ -193,7 +200,9 @@ def _purpose(entry: Mapping[str, Any], index: int) -> Purpose:
         fields=tuple(entry["fields"]),
         valid_from=entry["valid_from"],
         valid_until=valid_until,
-        case_reference_required=bool(entry.get("case_reference_required", False)),
+        # An open case is a case reference: the flag implies the weaker one.
+        case_reference_required=bool(entry.get("case_reference_required", False)) or open_case,
+        open_case_required=open_case,
         overseas_emigrant_only=bool(entry.get("overseas_emigrant_only", False)),
         follows_former_identifiers=bool(entry.get("follows_former_identifiers", False)),
         example=bool(entry.get("example", False)),
@@ -359,6 +368,26 @@ def _check_human_work(purpose: Purpose, organizations: Mapping[str, Organization
                              "true")
 
 
+PROVISION_HISTORY = frozenset({"juki.gateway.v1.OperationLogService/ListProvisionRecords"})
+AUDIT_ROLES = frozenset({"auditor"})
+
+
+def _check_open_case(purpose: Purpose) -> None:
+    """Rule 6 (issue 19): disclosure and correction work reads a person's records only for the person's own
+    request while it is handled (住基法 30-32 … 30-35, 30-44-13; 個人情報保護法 76 … 102): a `subject_access`
+    purpose, and a purpose granting a resident's provision history (提供状況) to anyone but auditors (whose
+    misuse review needs no case), require an open case."""
+    if purpose.open_case_required:
+        return
+    if purpose.subject_access:
+        raise CatalogueError(f"purpose {purpose.code}: subject_access (the person's own disclosure or correction) "
+                             "needs open_case_required = true")
+    history = sorted(purpose.methods & PROVISION_HISTORY)
+    if history and not (purpose.operator_roles and purpose.operator_roles <= AUDIT_ROLES):
+        raise CatalogueError(f"purpose {purpose.code}: {history[0]} (a resident's provision history) outside audit "
+                             "needs open_case_required = true")
+
+
 def check_purpose(purpose: Purpose, organizations: Mapping[str, Organization]) -> None:
     """Every load rule on one purpose; CatalogueError naming the purpose and the rule."""
     _check_methods(purpose)
@@ -367,6 +396,7 @@ def check_purpose(purpose: Purpose, organizations: Mapping[str, Organization]) -
     _check_annex(purpose, organizations)
     _check_caps(purpose)
     _check_human_work(purpose, organizations)
+    _check_open_case(purpose)
 
 
 def parse_catalogue(text: str, municipalities: MunicipalityTable) -> Catalogue:

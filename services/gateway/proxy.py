@@ -37,6 +37,7 @@ from juki.gateway.v1.operation_log_pb2 import DECISION_ALLOWED, DECISION_DENIED
 from juki_services.gateway import coalesce, contracts, minimise, volume
 from juki_services.gateway.admission import Admission
 from juki_services.gateway.coalesce import LookupCoalescer
+from juki_services.gateway.open_cases import OpenCases
 from juki_services.gateway.operators import Operator, OperatorRegistry
 from juki_services.gateway.oplog import (
     LogEntry,
@@ -59,6 +60,7 @@ from jukilib.errors import (
     FieldViolation,
     InvalidArgument,
     JukiError,
+    PermissionDenied,
     Unauthenticated,
     code_name,
     log_unexpected,
@@ -233,7 +235,7 @@ class Gateway:
 
     def __init__(self, catalogue: Callable[[], Catalogue], log: OperationLog, admission: Admission, *,
                  operators: Operators, counter: volume.VolumeCounter, audit_hash: AuditHashKey | None = None,
-                 suspensions: Suspensions | None = None,
+                 suspensions: Suspensions | None = None, open_cases: OpenCases | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self._catalogue = catalogue
         self._audit_hash = audit_hash
@@ -242,6 +244,7 @@ class Gateway:
         self._operators = operators
         self._counter = counter
         self._suspensions = suspensions
+        self._open_cases = open_cases
         self._clock = clock
         self._verified: dict[str, OperatorClaims] = {}
 
@@ -334,6 +337,8 @@ class Gateway:
         purpose = self._catalogue().authorize(who.organization, route.path, who.purpose, who.case_reference,
                                               japan_date(self._clock()),  # a purpose's days are Japanese days
                                               operator_roles=operator.roles if operator else None)
+        if purpose.open_case_required:
+            await self._check_open_case(who.case_reference)
         entry.legal_basis = purpose.legal_basis
         entry.decision = DECISION_ALLOWED
         entry.reason = f"purpose {purpose.code} granted"
@@ -341,6 +346,15 @@ class Gateway:
         return dataclasses.replace(who, fields=forwarded_mask(purpose),
                                    follows_former=purpose.follows_former_identifiers,
                                    subject_access=purpose.subject_access), purpose
+
+    async def _check_open_case(self, case_reference: str) -> None:
+        """Issue 19: disclosure and correction work names an open case of the disclosure service; refused, or
+        not checkable now, the call is denied and logged. Without the check configured (a suite without a
+        disclosure service) no such purpose is served (fail closed)."""
+        if self._open_cases is None:
+            raise PermissionDenied("this purpose requires an open case, which this gateway cannot check",
+                                   "OPEN_CASE_UNCHECKED")
+        await self._open_cases.check(case_reference)
 
     async def _operator(self, context: aio.ServicerContext[Any, Any], organization: str,
                         entry: LogEntry) -> Operator | None:
@@ -394,6 +408,8 @@ class Gateway:
         answer = self._parse(route.method.output_type, answer_bytes, field="answer")
         if self._suspensions is not None:
             self._suspensions.observe(answer)  # a usage-suspension case is in force here before its answer leaves
+        if self._open_cases is not None:
+            self._open_cases.observe(answer)  # a case that moved on is asked about again
         return await self._answer(route, answer, answer_bytes, purpose, who, entry, _answered_codes.get())
 
     def _hides_person_id(self, who: caller.Caller) -> bool:
@@ -403,13 +419,16 @@ class Gateway:
     async def _check_suspensions(self, purpose: Purpose, codes: list[str], found: list[message.Message],
                                  entry: LogEntry) -> None:
         """個人情報保護法 98 … 101: an answer carrying records of a person whose 利用停止請求 names this purpose does
-        not leave (checked before minimisation, which may cut the 住民票コード that identifies the person)."""
+        not leave, whichever code found them (住基法 30-4): checked by code and by the person's resource, before
+        minimisation, which may cut the 住民票コード and the name that identify the person."""
         if self._suspensions is None or not found:
             return
         try:
             catalogue = self._catalogue()
-            if self._suspensions.decide(purpose.code, codes, catalogue):  # stale: read first (no await otherwise)
-                await self._suspensions.check(purpose.code, codes, catalogue)
+            persons = [getattr(resource, "name") for resource in found]  # noqa: B009 - resources are named
+            # stale: read first (no await otherwise)
+            if self._suspensions.decide(purpose.code, codes, catalogue, persons):
+                await self._suspensions.check(purpose.code, codes, catalogue, persons)
         except JukiError:
             entry.decision = DECISION_DENIED
             raise

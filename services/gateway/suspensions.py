@@ -23,8 +23,14 @@ A deployment without a disclosure service (`juki bench lookup` runs identity and
 case to enforce and sets `fail_closed` off: the gateway then decides on the copy it has, empty if it never
 read one, at the same cost.
 
-The hot path costs one clock read and, only when some suspension exists, one set lookup per 住民票コード of
-the answer.
+The refusal follows the person, not a code (住基法 30-4: a 住民票コード can change after the case was opened).
+A case names the person's resources in the files (`persons`: `residents/{id}`, `annexResidents/{id}`, ids
+that never change), and every resource of an answer is checked by its person as well as by its code, before
+minimisation cuts the name. A case answer passing through carries the codes (in force here at once); its
+persons arrive with the next read of the list, within a second.
+
+The hot path costs one clock read and, only when some suspension exists, one set lookup per 住民票コード and
+per resource of the answer.
 """
 
 from __future__ import annotations
@@ -59,8 +65,13 @@ CASE_TYPE = dpb.UsageSuspensionCase.DESCRIPTOR.full_name
 READ_FAILURES = (grpc.aio.AioRpcError, OSError, TimeoutError, Unavailable)
 
 Fetch = Callable[[], Awaitable[list[dpb.UsageSuspension]]]
-Entry = tuple[frozenset[str], frozenset[str]]
-"""(every 住民票コード of the person, purposes refused)."""
+Entry = tuple[frozenset[str], frozenset[str], frozenset[str]]
+"""(every 住民票コード of the person, purposes refused, the person's resources in the files)."""
+
+
+def person_of(resource_name: str) -> str:
+    """The person a resource belongs to: `residents/{id}` of `residents/{id}/versions/{n}` (likewise annex)."""
+    return "/".join(resource_name.split("/", 2)[:2])
 
 
 def suspendable_purposes(catalogue: Catalogue) -> frozenset[str]:
@@ -114,7 +125,7 @@ class Suspensions:
             self._suspendable = _Suspendable(catalogue, suspendable_purposes(catalogue))
         return self._suspendable.codes
 
-    def decide(self, purpose: str, codes: Iterable[str], catalogue: Catalogue) -> bool:
+    def decide(self, purpose: str, codes: Iterable[str], catalogue: Catalogue, persons: Iterable[str] = ()) -> bool:
         """Refuse an answer carrying records of a person whose suspension names `purpose` (FAILED_PRECONDITION).
         True when the copy is too old to decide on: `check` reads it first. Synchronous: the hot path of every
         answer with records pays one membership test and one clock read, and a set lookup per 住民票コード only
@@ -124,18 +135,21 @@ class Suspensions:
         if self._fail_closed and self._clock() - self._read_at > self._max_staleness:
             return True
         index = self._index
-        if index and not index.keys().isdisjoint(codes) and any(purpose in index.get(code, ()) for code in codes):
+        persons = [person_of(name) for name in persons]
+        if index and (any(purpose in index.get(code, ()) for code in codes if code in index)
+                      or any(purpose in index.get(person, ()) for person in persons if person in index)):
             # No personal data in the message: the log entry holds the codes, the case holds the rest.
             raise FailedPrecondition("the person has asked to stop the use or provision of their records under "
                                      "this purpose (利用停止請求)", "USAGE_SUSPENDED", {"purpose": purpose})
         return False
 
-    async def check(self, purpose: str, codes: Iterable[str], catalogue: Catalogue) -> None:
+    async def check(self, purpose: str, codes: Iterable[str], catalogue: Catalogue,
+                    persons: Iterable[str] = ()) -> None:
         """`decide`, reading the list first when the copy is stale or was never read (UNAVAILABLE if it cannot)."""
-        codes = list(codes)
-        if self.decide(purpose, codes, catalogue):
+        codes, persons = list(codes), list(persons)
+        if self.decide(purpose, codes, catalogue, persons):
             await self._read_now()
-            self.decide(purpose, codes, catalogue)
+            self.decide(purpose, codes, catalogue, persons)
 
     async def _read_now(self) -> None:
         """Read the list before deciding (a stale or never-read copy); UNAVAILABLE when it cannot be read. After
@@ -161,7 +175,8 @@ class Suspensions:
     async def _read(self) -> None:
         started = self._clock()
         listed = await self._fetch()
-        cases = {s.usage_suspension_case: (frozenset(s.resident_codes), frozenset(s.purposes)) for s in listed}
+        cases = {s.usage_suspension_case: (frozenset(s.resident_codes), frozenset(s.purposes), frozenset(s.persons))
+                 for s in listed}
         # What passed through this replica while the read ran is newer than what the read saw.
         self._seen = {name: seen for name, seen in self._seen.items() if seen[0] >= started}
         for name, (_, entry) in self._seen.items():
@@ -175,17 +190,19 @@ class Suspensions:
         if answer.DESCRIPTOR.full_name != CASE_TYPE:
             return
         assert isinstance(answer, dpb.UsageSuspensionCase)
-        entry = (frozenset(answer.resident_codes), frozenset(answer.suspended_purposes))
+        known = self._cases.get(answer.name)  # the case answer does not carry the persons: the list does
+        entry = (frozenset(answer.resident_codes), frozenset(answer.suspended_purposes),
+                 known[2] if known else frozenset())
         self._seen[answer.name] = (self._clock(), entry)
         self._cases[answer.name] = entry
         self._reindex()
 
     def _reindex(self) -> None:
         index: dict[str, set[str]] = {}
-        for codes, purposes in self._cases.values():
+        for codes, purposes, persons in self._cases.values():
             if purposes:
-                for code in codes:
-                    index.setdefault(code, set()).update(purposes)
+                for key in codes | persons:  # 住民票コード (digits) and resource names never collide
+                    index.setdefault(key, set()).update(purposes)
         self._index = {code: frozenset(purposes) for code, purposes in index.items()}
 
     async def run(self, heartbeat: Heartbeat) -> None:

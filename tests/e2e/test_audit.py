@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 import grpc
 import pytest
 
+from juki.disclosure.v1 import disclosure_pb2 as dpb
+from juki.disclosure.v1 import disclosure_pb2_grpc
 from juki.gateway.v1 import operation_log_pb2 as opb
 from juki.gateway.v1 import operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -29,11 +31,26 @@ async def _identity(suite: RunningSuite, caller: str, method: str, request: obje
         return await getattr(stub, method)(request, metadata=metadata, timeout=10)
 
 
-async def _oplog(suite: RunningSuite, caller: str, method: str, request: object, purpose: str) -> object:
+async def _oplog(suite: RunningSuite, caller: str, method: str, request: object, purpose: str,
+                 case_reference: str = "") -> object:
     async with secure_channel(suite.gateway, suite.client_tls(caller)) as channel:
         stub = operation_log_pb2_grpc.OperationLogServiceStub(channel)
-        return await getattr(stub, method)(
-            request, metadata=purpose_metadata(purpose, credential=suite.credential(caller)), timeout=10)
+        return await getattr(stub, method)(request, metadata=purpose_metadata(
+            purpose, case_reference=case_reference, credential=suite.credential(caller)), timeout=10)
+
+
+async def _open_case(suite: RunningSuite, resident_code: str) -> str:
+    """The resident's disclosure request of their provision status, opened at the desk (issue 19: the desk reads
+    the provision history only under an open case)."""
+    case = dpb.DisclosureCase(
+        subject_resident_code=resident_code, requester_kind=dpb.REQUESTER_KIND_PERSON, requester_name="請求者 本人",
+        identity_documents=[dpb.IDENTITY_DOCUMENT_MY_NUMBER_CARD], channel=dpb.CHANNEL_COUNTER,
+        scopes=[dpb.DISCLOSURE_SCOPE_PROVISION_STATUS])
+    async with secure_channel(suite.gateway, suite.client_tls("disclosure-desk")) as channel:
+        opened = await disclosure_pb2_grpc.DisclosureServiceStub(channel).CreateDisclosureCase(
+            dpb.CreateDisclosureCaseRequest(disclosure_case=case),
+            metadata=purpose_metadata("DISCLOSURE-30-32", credential=suite.credential("disclosure-desk")), timeout=10)
+    return str(opened.name)
 
 
 async def test_misuse_review_and_provision_history(suite: RunningSuite) -> None:
@@ -76,7 +93,8 @@ async def test_misuse_review_and_provision_history(suite: RunningSuite) -> None:
                for s in report.system_calls)  # type: ignore[attr-defined]
 
     history = await _oplog(suite, "disclosure-desk", "ListProvisionRecords",
-                           opb.ListProvisionRecordsRequest(resident_code=target), "DISCLOSURE-30-32")
+                           opb.ListProvisionRecordsRequest(resident_code=target), "DISCLOSURE-PROVISIONS-30-32",
+                           await _open_case(suite, target))
     recipients = {(p.recipient, p.purpose) for p in history.provision_records}  # type: ignore[attr-defined]
     assert {("kyoiku-iinkai", "EDU-SCHOLARSHIP-30-15-2-2"), ("shichoson-ka", "JUKI-OWN-AFFAIRS")} <= recipients
     assert all(p.fields and p.legal_basis for p in history.provision_records)  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ import asyncpg
 import grpc
 import pytest
 
+from juki.disclosure.v1 import disclosure_pb2 as dpb
 from juki_services.gateway.policy import DEFAULT_CATALOGUE, Purpose, load_catalogue
 from juki_services.gateway.registry_store import insert_operator
 from jukilib.config import SERVICES, TlsConfig
@@ -22,6 +23,7 @@ from jukilib.grpc.channels import secure_channel
 from jukitools.client import purpose_metadata
 from jukitools.suite import SAMPLE_CALLERS, all_callers
 from tests.conftest import RunningSuite, issue_credential
+from tests.e2e.test_flows import _call, _resident
 
 CATALOGUE = load_catalogue(DEFAULT_CATALOGUE, gunma_municipalities())
 CALLER_OF = {organization: name for name, organization in SAMPLE_CALLERS.items()}
@@ -63,11 +65,24 @@ def _outsider(purpose: Purpose) -> str:
     return next(name for name in ("auditor", "kyoiku-iinkai") if SAMPLE_CALLERS[name] not in purpose.recipients)
 
 
-async def _status(suite: RunningSuite, tls: TlsConfig, purpose: Purpose, credential: str) -> grpc.StatusCode:
+@pytest.fixture(scope="module")
+async def open_case(suite: RunningSuite) -> str:
+    """An open disclosure case: the case reference of the purposes that require one (issue 19)."""
+    case = dpb.DisclosureCase(
+        subject_resident_code=_resident(987).resident_code, requester_kind=dpb.REQUESTER_KIND_PERSON,
+        requester_name="請求者 本人", identity_documents=[dpb.IDENTITY_DOCUMENT_MY_NUMBER_CARD],
+        channel=dpb.CHANNEL_COUNTER, scopes=[dpb.DISCLOSURE_SCOPE_PROVISION_STATUS])
+    opened, _ = await _call(suite, "disclosure-desk", "disclosure.CreateDisclosureCase",
+                            dpb.CreateDisclosureCaseRequest(disclosure_case=case), "DISCLOSURE-30-32")
+    return str(opened.name)
+
+
+async def _status(suite: RunningSuite, tls: TlsConfig, purpose: Purpose, credential: str,
+                  case_reference: str = "CASE-1") -> grpc.StatusCode:
     method = sorted(m for m in purpose.methods if "StreamNotifications" not in m)[0]
     async with secure_channel(suite.gateway, tls) as channel:
         try:
-            metadata = purpose_metadata(purpose.code, case_reference="CASE-1", credential=credential)
+            metadata = purpose_metadata(purpose.code, case_reference=case_reference, credential=credential)
             await channel.unary_unary(f"/{method}")(b"", metadata=metadata, timeout=10)
         except grpc.aio.AioRpcError as error:
             return error.code()
@@ -85,18 +100,19 @@ def _as(suite: RunningSuite, caller: str, others: dict[str, tuple[TlsConfig, str
 
 @pytest.mark.parametrize("code", sorted(CATALOGUE.purposes))
 async def test_purpose_lets_its_recipient_through_and_refuses_others(
-        suite: RunningSuite, other_organs: dict[str, tuple[TlsConfig, str]], code: str) -> None:
+        suite: RunningSuite, other_organs: dict[str, tuple[TlsConfig, str]], open_case: str, code: str) -> None:
     purpose = CATALOGUE.purposes[code]
     tls, credential = _as(suite, _recipient(purpose), other_organs)
+    case = open_case if purpose.open_case_required else "CASE-1"
 
     async def let_through() -> bool:  # an operator registered just now reaches the cache within a second
-        return await _status(suite, tls, purpose, credential if purpose.operator_roles else "") not in REFUSED
+        return await _status(suite, tls, purpose, credential if purpose.operator_roles else "", case) not in REFUSED
 
     deadline = asyncio.get_running_loop().time() + 5
     while not await let_through():
         assert asyncio.get_running_loop().time() < deadline, f"{code}: its recipient is refused"
         await asyncio.sleep(0.1)
     outsider_tls, outsider_credential = _as(suite, _outsider(purpose), other_organs)
-    assert await _status(suite, outsider_tls, purpose, outsider_credential) == grpc.StatusCode.PERMISSION_DENIED
+    assert await _status(suite, outsider_tls, purpose, outsider_credential, case) == grpc.StatusCode.PERMISSION_DENIED
     if purpose.operator_roles:
-        assert await _status(suite, tls, purpose, "") == grpc.StatusCode.PERMISSION_DENIED
+        assert await _status(suite, tls, purpose, "", case) == grpc.StatusCode.PERMISSION_DENIED

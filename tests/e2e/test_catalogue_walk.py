@@ -36,6 +36,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from juki.agency.v1 import agency_pb2
 from juki.annex.v1 import annex_pb2
+from juki.disclosure.v1 import disclosure_pb2 as dpb
 from juki.gateway.v1 import operation_log_pb2
 from juki.identity.v1 import identity_pb2
 from juki.register.v1 import register_pb2
@@ -95,6 +96,8 @@ class People:
     new_code: str
     names: dict[str, str]
     """Resource names: identity and annex resources of each person (`identity:home`, `annex:abroad`, ...)."""
+    open_case: str
+    """An open disclosure case of `home`: the case reference of purposes that require an open case (issue 19)."""
 
     @property
     def codes(self) -> set[str]:
@@ -155,7 +158,13 @@ async def people(suite: RunningSuite) -> People:
                                                renamed.resident_code, new_code, "walk-renamed-code", 3))
     await _notify_annex(suite, _code_change(annex_notification(renamed, "", EVENT_DATE, moved_abroad=True),
                                             renamed.resident_code, new_code, "walk-annex-renamed-code", 3))
-    return People(home, abroad, renamed, new_code, names)
+    case = dpb.DisclosureCase(
+        subject_resident_code=home.resident_code, requester_kind=dpb.REQUESTER_KIND_PERSON,
+        requester_name="請求者 本人", identity_documents=[dpb.IDENTITY_DOCUMENT_MY_NUMBER_CARD],
+        channel=dpb.CHANNEL_COUNTER, scopes=[dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    opened, _ = await _call(suite, "disclosure-desk", "disclosure.CreateDisclosureCase",
+                            dpb.CreateDisclosureCaseRequest(disclosure_case=case), "DISCLOSURE-30-32")
+    return People(home, abroad, renamed, new_code, names, opened.name)
 
 
 # --- callers ----------------------------------------------------------------------------------------
@@ -206,8 +215,15 @@ class Outcome:
     details: str = ""
 
 
+def _case_reference(purpose: Purpose, people: People) -> str:
+    """An open case for a purpose that requires one, a made-up reference for one that requires any."""
+    if purpose.open_case_required:
+        return people.open_case
+    return f"WALK-{purpose.code}" if purpose.case_reference_required else ""
+
+
 async def _invoke(suite: RunningSuite, who: Caller, purpose: Purpose, method: str, request: message.Message,
-                  ) -> Outcome:
+                  case_reference: str) -> Outcome:
     """One call through the gateway; an operator registered just now reaches the registry's cache within
     seconds, so a refusal of the credential is retried for a while."""
     descriptor = contracts.METHODS[method]
@@ -215,8 +231,7 @@ async def _invoke(suite: RunningSuite, who: Caller, purpose: Purpose, method: st
     deadline = asyncio.get_running_loop().time() + 10
     while True:
         request_id = str(uuid.uuid4())
-        metadata = purpose_metadata(purpose.code, case_reference=f"WALK-{purpose.code}" if
-                                    purpose.case_reference_required else "", request_id=request_id,
+        metadata = purpose_metadata(purpose.code, case_reference=case_reference, request_id=request_id,
                                     credential=who.credential if purpose.operator_roles else "")
         async with secure_channel(suite.gateway, who.tls) as channel:
             try:
@@ -423,14 +438,14 @@ async def test_catalogue_walk(suite: RunningSuite, people: People, callers: dict
     if method not in RECORD_REQUESTS:
         assert method in WORKFLOW_METHODS, f"{where}: the walk cannot call this method"
         request = WORKFLOW_REQUESTS.get(method) or GetMessageClass(contracts.METHODS[method].input_type)()
-        outcome = await _invoke(suite, who, purpose, method, request)
+        outcome = await _invoke(suite, who, purpose, method, request, _case_reference(purpose, people))
         assert outcome.code not in REFUSED, f"{where}: the grant is refused ({outcome.details})"
         if outcome.answer is not None:
             _check_mask(outcome.answer, purpose, where)
         return
     answered = 0
     for label, request in RECORD_REQUESTS[method](people, purpose, organisation):
-        outcome = await _invoke_until_known(suite, who, purpose, method, request)
+        outcome = await _invoke_until_known(suite, who, purpose, method, request, _case_reference(purpose, people))
         at = f"{where} [{label}]"
         assert outcome.code == grpc.StatusCode.OK or outcome.code in ANSWERED_NOT, (
             f"{at}: {outcome.code.name} {outcome.details}")
@@ -448,12 +463,12 @@ async def test_catalogue_walk(suite: RunningSuite, people: People, callers: dict
 
 
 async def _invoke_until_known(suite: RunningSuite, who: Caller, purpose: Purpose, method: str,
-                              request: message.Message) -> Outcome:
+                              request: message.Message, case_reference: str) -> Outcome:
     """The agency learns of a change through the relay, a moment after the register applied it."""
-    outcome = await _invoke(suite, who, purpose, method, request)
+    outcome = await _invoke(suite, who, purpose, method, request, case_reference)
     deadline = asyncio.get_running_loop().time() + 10
     while (method == "juki.agency.v1.AgencyService/QueryResident" and outcome.code == grpc.StatusCode.NOT_FOUND
            and asyncio.get_running_loop().time() < deadline):
         await asyncio.sleep(0.2)
-        outcome = await _invoke(suite, who, purpose, method, request)
+        outcome = await _invoke(suite, who, purpose, method, request, case_reference)
     return outcome

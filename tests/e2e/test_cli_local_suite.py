@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -176,13 +177,44 @@ def test_load_into_the_live_register(suite: Suite, tmp_path: Path) -> None:
         juki(suite.directory, "load", str(data), "--register", "identity", "--no-progress"))
 
 
+def _key_material(suite: Suite) -> set[str]:
+    data = json.loads((suite.home / "keyring.json").read_text())
+    return {*data.get("keys", {}).values(), *data.get("hmac_keys", {}).values()}
+
+
 def test_keys_examples(suite: Suite) -> None:
+    material = _key_material(suite)
     assert "new active key" in _ok(juki(suite.directory, "keys", "new"))
+    material |= _key_material(suite)
     rotated = _ok(juki(suite.directory, "keys", "rotate")).strip().splitlines()
     assert re.fullmatch(r"re-encrypted [1-9]\d* row\(s\) under key \S+", rotated[0])
     assert re.fullmatch(r"retired key\(s\) \S+", rotated[1])  # every row is under the new key
     rehashed = _ok(juki(suite.directory, "keys", "rotate", "--hmac")).strip().splitlines()
     assert rehashed[0].startswith("new HMAC key ") and rehashed[-1].startswith("retired HMAC key(s) h0;")
+    # Maintenance actions (issue 19): each rotation's intent and outcome are in the operation log, by key id and
+    # count, never a key.
+    url = json.loads((suite.home / "databases.json").read_text())["gateway"]["url"]
+    material |= _key_material(suite)
+
+    async def logged() -> list[tuple[str, str, dict[str, Any]]]:
+        connection = await asyncpg.connect(url)
+        try:
+            rows = await connection.fetch("SELECT method, reason, detail FROM operation_log "
+                                          "WHERE method LIKE 'maintenance/keys-%' ORDER BY sequence")
+        finally:
+            await connection.close()
+        return [(r["method"], r["reason"], json.loads(r["detail"])) for r in rows]
+
+    entries = asyncio.run(logged())
+    assert [(m, r) for m, r, _ in entries][-6:] == [
+        ("maintenance/keys-new", "started"), ("maintenance/keys-new", "done"),
+        ("maintenance/keys-rotate", "started"), ("maintenance/keys-rotate", "done"),
+        ("maintenance/keys-rotate-hmac", "started"), ("maintenance/keys-rotate-hmac", "done")]
+    new_done, rotate_done, hmac_done = entries[-5][2], entries[-3][2], entries[-1][2]
+    assert new_done["after"]["active_key"] not in new_done["keys"]  # the new key, by id
+    assert rotate_done["resealed_rows"] > 0 and rotate_done["retired_keys"]
+    assert hmac_done["retired_hmac_keys"] == ["h0"] and hmac_done["after"]["hmac_keys"] == [hmac_done["hmac_key"]]
+    assert material and not [key for key in material if key in json.dumps(entries)]
 
 
 # --- mistakes --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ a decision not to stop lifts the refusal once the requester is told.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import io
@@ -183,6 +184,67 @@ async def test_the_person_is_refused_under_every_resident_code_they_had_by_searc
     by_number = identity_pb2.LookupResidentByIndividualNumberRequest(individual_number=person.individual_number)
     _assert_suspended(await _refused(_organ(suite, "kikaku-bu", "LookupResidentByIndividualNumber", by_number, TAX)),
                       person.individual_number, person.full_name)
+
+
+async def _change_code(suite: RunningSuite, person: SyntheticResident, new_code: str, notification_id: str) -> None:
+    """The municipality's 30-4 change of 住民票コード (変更請求), notified through the gateway (30-6)."""
+    change = birth_notification(person, notification_id, dt.date(2026, 3, 5), NOTIFY_TIME)
+    change.change.kind, change.change.reason = rpb.CHANGE_KIND_MODIFY, rpb.CHANGE_REASON_RESIDENT_CODE_CHANGE_REQUEST
+    change.previous_resident_code, change.record.resident_code = person.resident_code, new_code
+    async with secure_channel(suite.gateway, suite.client_tls("maebashi-cs")) as channel:
+        await identity_pb2_grpc.IdentityServiceStub(channel).ApplyNotification(
+            change, metadata=purpose_metadata("CS-NOTIFY-30-6", request_id=str(uuid.uuid4())), timeout=10)
+
+
+async def _suspension_in_force_everywhere(suite: RunningSuite) -> None:
+    """Wait for the gateway's next read of the suspensions in force (every second): the list carries the person's
+    resources, which a case answer does not."""
+    await asyncio.sleep(1.5)
+
+
+async def test_a_resident_code_given_after_the_case_was_opened_is_refused_too(suite: RunningSuite) -> None:
+    # 住基法 30-4: a new 住民票コード is the same person. The request was filed under the code the person had then;
+    # the municipality changes it while the case is handled, and later again after a decision to stop: an organ
+    # reaching the person by either new code is refused (個人情報保護法 100, 101), by lookup and by search.
+    person, second, third = _person(13), _person(14), _person(15)
+    await _recorded(suite, person, "us-13")
+    case = await _open(suite, person.resident_code, [SCHOLARSHIP, SEARCH], verified=False)
+    assert list(case.resident_codes) == [person.resident_code]
+    await _suspension_in_force_everywhere(suite)
+
+    await _change_code(suite, person, second.resident_code, "us-13-code")
+
+    request_id = str(uuid.uuid4())
+    refused = await _refused(_lookup(suite, second.resident_code, request_id=request_id))
+    _assert_suspended(refused, second.resident_code, person.resident_code, person.full_name)
+    row = await _log(suite, request_id)  # logged under the code it was reached by
+    assert (row["reason"], row["status"]) == ("USAGE_SUSPENDED", "FAILED_PRECONDITION")
+    assert second.resident_code in row["resident_codes"]
+    birth = rpb.PartialDate(precision=rpb.DATE_PRECISION_DAY, year=person.birth_date.year,
+                            month=person.birth_date.month, day=person.birth_date.day)
+    search = identity_pb2.SearchResidentsRequest(query=rpb.SearchQuery(
+        full_name=person.full_name, birth_date=birth, sex_code=person.sex_code, municipality_code="102016"))
+    _assert_suspended(await _refused(_organ(suite, "kikaku-bu", "SearchResidents", search, SEARCH)),
+                      person.full_name)
+    # Another purpose is not named: the organ is answered, under the new code.
+    assert (await _lookup(suite, second.resident_code, LICENCE)).record.full_name == person.full_name
+
+    verified = await _desk(suite, "VerifyUsageSuspensionCaseIdentity", dpb.VerifyUsageSuspensionCaseIdentityRequest(
+        name=case.name, etag=case.etag, verified=True))
+    decided = await _desk(suite, "DecideUsageSuspensionCase", dpb.DecideUsageSuspensionCaseRequest(
+        name=verified.name, etag=verified.etag, decision=dpb.USAGE_SUSPENSION_DECISION_STOP,
+        reason="目的外の提供が認められたため", stopped_purposes=[SCHOLARSHIP]))
+    notified = await _desk(suite, "NotifyUsageSuspensionCase", dpb.NotifyUsageSuspensionCaseRequest(
+        name=decided.name, etag=decided.etag))
+    await _desk(suite, "CloseUsageSuspensionCase", dpb.CloseUsageSuspensionCaseRequest(
+        name=notified.name, etag=notified.etag))
+    await _change_code(suite, dataclasses.replace(person, resident_code=second.resident_code), third.resident_code,
+                       "us-13-code-2")
+    await _suspension_in_force_everywhere(suite)
+
+    # Stopped for good under SCHOLARSHIP (101 ①), whichever code; SEARCH was not decided stopped.
+    _assert_suspended(await _refused(_lookup(suite, third.resident_code)), third.resident_code, person.full_name)
+    assert (await _organ(suite, "kikaku-bu", "SearchResidents", search, SEARCH)).candidates
 
 
 async def test_a_decision_to_stop_is_a_written_notice_and_keeps_the_refusal_after_the_case_is_closed(

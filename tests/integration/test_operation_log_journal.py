@@ -157,8 +157,9 @@ async def test_a_forged_journal_line_is_reported(journalled: JournalledLog) -> N
     assert "checkpoint signature is not valid (a checkpoint kept outside the database" in result.stderr
 
 
-def _rotate(home: Path) -> None:
-    env = {**os.environ, "JUKI_HOME": str(home), "JUKI_OPERATION_LOG_KEY": str(home / "operation-log.key")}
+def _rotate(home: Path, log_url: str) -> None:
+    env = {**os.environ, "JUKI_HOME": str(home), "JUKI_OPERATION_LOG_KEY": str(home / "operation-log.key"),
+           "JUKI_OPERATION_LOG_DATABASE_URL": log_url}
     result = subprocess.run([sys.executable, "-m", "jukitools.cli", "audit", "rotate-key"], env=env,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
@@ -167,7 +168,7 @@ def _rotate(home: Path) -> None:
 async def test_the_signing_key_rotates_under_writes_and_verify_takes_a_keyring(journalled: JournalledLog) -> None:
     home = journalled.home
     old_public = (home / "operation-log.pub").read_bytes()
-    _rotate(home)
+    _rotate(home, journalled.url)
     await journalled.write(ENTRIES + 1, 2 * CHECKPOINT_EVERY)  # the writer reads the new key at its next checkpoint
     await journalled.exporter.export()
     keyring = home / "operation-log-keys.json"
@@ -179,8 +180,16 @@ async def test_the_signing_key_rotates_under_writes_and_verify_takes_a_keyring(j
             "SELECT DISTINCT key_id FROM operation_log_checkpoint")]
         rotation = await connection.fetchrow(
             "SELECT * FROM operation_log WHERE method = 'operation-log/rotate-signing-key'")
+        maintenance = await connection.fetch(
+            "SELECT reason, detail FROM operation_log WHERE method = 'maintenance/operation-log-rotate-signing-key' "
+            "ORDER BY sequence")
     finally:
         await connection.close()
+    # Issue 19: the rotation is a maintenance action, its intent logged before and its outcome after, by key id.
+    assert [row["reason"] for row in maintenance] == ["started", "done"]
+    done = json.loads(maintenance[1]["detail"])
+    assert len(done["keys_before"]) == 1 and done["new_key"] not in done["keys_before"]
+    assert "PRIVATE" not in maintenance[1]["detail"] and old_public.decode() not in maintenance[1]["detail"]
     assert len(key_ids) == 2  # checkpoints of both keys, each verified with its own
     assert rotation is not None and rotation["organization"] == "gateway"  # the rotation is in the chain itself
     # Only the new public key: the old checkpoints are vouched for by nobody.

@@ -184,7 +184,7 @@ def test_an_annex_read_is_judged_by_its_file_not_by_its_legal_basis(municipaliti
 
 
 def test_subject_access_is_only_for_the_internal_disclosure_service(municipalities: MunicipalityTable) -> None:
-    extra = "subject_access = true\nmax_records_per_call = 1\nmax_records_per_day = 10"
+    extra = "subject_access = true\nopen_case_required = true\nmax_records_per_call = 1\nmax_records_per_day = 10"
     for recipients in ('["kyoiku-iinkai"]', '["disclosure-desk"]', '["disclosure", "kyoiku-iinkai"]'):
         text = _purpose(methods=(ANNEX_LOOKUP,), fields=ANNEX_FIELDS, recipients=recipients, extra=extra)
         assert "internal_service" in _refused(text, municipalities)
@@ -226,7 +226,7 @@ def test_a_purpose_for_a_department_of_people_without_an_operator_role_fails_to_
 
 def test_a_system_purpose_needs_no_operator_role(municipalities: MunicipalityTable) -> None:
     _loads(_purpose(recipients='["disclosure"]', extra="max_records_per_call = 1\nmax_records_per_day = 10\n"
-                    "case_reference_required = true\nsubject_access = true\noperator_roles = []"), municipalities)
+                    "open_case_required = true\nsubject_access = true\noperator_roles = []"), municipalities)
 
 
 def test_a_query_of_the_agency_without_a_case_reference_fails_to_load(municipalities: MunicipalityTable) -> None:
@@ -242,3 +242,50 @@ def test_every_shipped_purpose_for_people_requires_an_operator(shipped: Catalogu
                  for r in purpose.recipients}
         if kinds - systems:
             assert purpose.operator_roles, purpose.code
+
+
+PROVISIONS = "juki.gateway.v1.OperationLogService/ListProvisionRecords"
+CAPS = "max_records_per_call = 1\nmax_records_per_day = 10"
+
+
+def test_the_persons_own_disclosure_without_an_open_case_fails_to_load(municipalities: MunicipalityTable) -> None:
+    """Issue 19 (住基法 30-32 … 30-35, 30-44-13): a subject access reads only for an open case; a case reference
+    alone is not enough (any text would do)."""
+    for flags in ("", "case_reference_required = true"):
+        extra = f"subject_access = true\n{flags}\n{CAPS}\noperator_roles = []"
+        text = _purpose(recipients='["disclosure"]', extra=extra)
+        assert "subject_access (the person's own disclosure or correction) needs open_case_required = true" in (
+            _refused(text, municipalities))
+
+
+def test_the_provision_history_outside_audit_needs_an_open_case(municipalities: MunicipalityTable) -> None:
+    """Issue 19 (個人情報保護法 76: 提供状況 is disclosed to the person on request): a desk reading a resident's
+    provision history names an open case; the auditors' misuse review does not."""
+    desk = _purpose(methods=(PROVISIONS,), fields="[]", recipients='["disclosure-desk"]',
+                    extra=f'{CAPS}\noperator_roles = ["disclosure_clerk"]')
+    assert f"{PROVISIONS} (a resident's provision history) outside audit needs open_case_required = true" in (
+        _refused(desk, municipalities))
+    audit = _purpose(methods=(PROVISIONS,), fields="[]", recipients='["disclosure-desk"]',
+                     extra=f'{CAPS}\noperator_roles = ["auditor"]')
+    assert not _loads(audit, municipalities).purposes["RULE-X"].open_case_required
+
+
+def test_an_open_case_implies_a_case_reference(municipalities: MunicipalityTable) -> None:
+    text = _purpose(methods=(PROVISIONS,), fields="[]", recipients='["disclosure-desk"]',
+                    extra=f'{CAPS}\nopen_case_required = true\noperator_roles = ["disclosure_clerk"]')
+    purpose = _loads(text, municipalities).purposes["RULE-X"]
+    assert purpose.open_case_required and purpose.case_reference_required
+
+
+def test_open_case_required_must_be_true_or_false(municipalities: MunicipalityTable) -> None:
+    text = _purpose(extra=f'{CAPS}\nopen_case_required = "yes"')
+    assert "'open_case_required' must be true or false" in _refused(text, municipalities)
+
+
+def test_the_shipped_disclosure_and_correction_reads_need_an_open_case(shipped: Catalogue) -> None:
+    for code in ("DISCLOSURE-RECORDS-30-32", "CORRECTION-REPORT-12-5", "DISCLOSURE-PROVISIONS-30-32"):
+        assert shipped.purposes[code].open_case_required, code
+    assert PROVISIONS not in shipped.purposes["DISCLOSURE-30-32"].methods
+    for purpose in shipped.purposes.values():
+        if purpose.subject_access or (PROVISIONS in purpose.methods and purpose.operator_roles != {"auditor"}):
+            assert purpose.open_case_required, purpose.code

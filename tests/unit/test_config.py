@@ -221,6 +221,15 @@ def test_gateway_reads_operator_credential_and_registry_settings(environ: dict[s
     assert (config.operator_credential_max_hours, config.operator_registry_refresh) == (4.0, 0.5)
 
 
+def test_gateway_keeps_an_open_case_answer_for_the_configured_seconds(environ: dict[str, str]) -> None:
+    environ.update(GATEWAY_TARGETS)
+    assert load_config("gateway", environ).open_case_cache_seconds == 5.0
+    environ["JUKI_OPEN_CASE_CACHE_SECONDS"] = "2.5"
+    assert load_config("gateway", environ).open_case_cache_seconds == 2.5
+    environ["JUKI_OPEN_CASE_CACHE_SECONDS"] = "soon"
+    assert "JUKI_OPEN_CASE_CACHE_SECONDS" in _config_error("gateway", environ)
+
+
 @pytest.mark.parametrize("service", ["identity", "annex"])
 def test_registers_require_the_agency_target(environ: dict[str, str], service: str) -> None:
     del environ["JUKI_AGENCY_TARGET"]

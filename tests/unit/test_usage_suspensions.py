@@ -65,6 +65,26 @@ async def test_every_code_of_the_person_is_refused_under_the_named_purpose_only(
     await suspensions.check(SCHOLARSHIP, [OTHER], catalogue)
 
 
+async def test_the_person_is_refused_by_their_resources_whatever_code_reached_them(catalogue: Catalogue) -> None:
+    """住基法 30-4: a code given after the case was opened is not in the case; the person's resource is."""
+    disclosure, clock = Disclosure(), Clock()
+    listed = _suspension("usageSuspensionCases/p", [SCHOLARSHIP], codes=(PERSON,))
+    listed.persons.extend(["residents/r1", "annexResidents/a1"])
+    disclosure.listed = [listed]
+    suspensions = Suspensions(disclosure, clock=clock)
+    await suspensions.refresh()
+    for name in ("residents/r1", "residents/r1/versions/3", "annexResidents/a1/versions/1"):
+        with pytest.raises(FailedPrecondition):
+            await suspensions.check(SCHOLARSHIP, [OTHER], catalogue, [name])
+    await suspensions.check(SCHOLARSHIP, [OTHER], catalogue, ["residents/r2", "residents/r2/versions/1"])
+    await suspensions.check(LICENCE, [OTHER], catalogue, ["residents/r1"])
+    # A case answer passing through keeps the persons the list gave (the answer does not carry them).
+    suspensions.observe(dpb.UsageSuspensionCase(name="usageSuspensionCases/p", resident_codes=[PERSON],
+                                                suspended_purposes=[SCHOLARSHIP]))
+    with pytest.raises(FailedPrecondition):
+        await suspensions.check(SCHOLARSHIP, [OTHER], catalogue, ["residents/r1"])
+
+
 async def test_a_case_passing_through_is_in_force_at_once_and_survives_a_read_that_missed_it(
         catalogue: Catalogue) -> None:
     disclosure, clock = Disclosure(), Clock()
