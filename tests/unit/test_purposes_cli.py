@@ -65,7 +65,7 @@ def test_the_gateways_catalogue_variable_is_honoured(tmp_path: Path, monkeypatch
                          'affair = "test"\nrecipients = ["kyoiku-iinkai"]\n'
                          'methods = ["juki.identity.v1.IdentityService/LookupResident"]\n'
                          'fields = ["record.full_name"]\nvalid_from = 2015-06-01\nvalid_until = 2015-06-30\n'
-                         'max_records_per_call = 3\nmax_records_per_day = 30\n',
+                         'max_records_per_call = 3\nmax_records_per_day = 30\noperator_roles = ["provision_clerk"]\n',
                          encoding="utf-8")
     monkeypatch.setenv("JUKI_POLICY_FILE", str(catalogue))
     assert cli.main(["purposes", "list"]) == 0
