@@ -200,7 +200,8 @@ def build(config: GatewayConfig, database: Database, *,
                               fail_closed=config.usage_suspension_fail_closed)
     open_cases = OpenCases(_case_status_reader(channels["disclosure"], min(timeout, 5.0)),
                            ttl=config.open_case_cache_seconds)
-    gateway = Gateway(catalogue, log, admission, operators=operators, counter=VolumeCounter(database),
+    counter = VolumeCounter(database)
+    gateway = Gateway(catalogue, log, admission, operators=operators, counter=counter,
                       audit_hash=AuditHashKey.load(config.audit_hash_key), suspensions=suspensions,
                       open_cases=open_cases, clock=clock)
 
@@ -219,5 +220,5 @@ def build(config: GatewayConfig, database: Database, *,
                                                  AUDIT_RECORDS)],
         register=register,
         background=_jobs(config, log, exporter, catalogue, registry, suspensions=suspensions),
-        on_stop=[close_channels, export_last_head],
+        on_stop=[close_channels, counter.give_back, export_last_head],
     )
