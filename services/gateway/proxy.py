@@ -425,7 +425,7 @@ class Gateway:
             return
         try:
             catalogue = self._catalogue()
-            persons = [getattr(resource, "name") for resource in found]  # noqa: B009 - resources are named
+            persons = (getattr(resource, "name") for resource in found)  # noqa: B009 - lazily: read only if needed
             # stale: read first (no await otherwise)
             if self._suspensions.decide(purpose.code, codes, catalogue, persons):
                 await self._suspensions.check(purpose.code, codes, catalogue, persons)

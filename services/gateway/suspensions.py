@@ -135,9 +135,10 @@ class Suspensions:
         if self._fail_closed and self._clock() - self._read_at > self._max_staleness:
             return True
         index = self._index
-        persons = [person_of(name) for name in persons]
-        if index and (any(purpose in index.get(code, ()) for code in codes if code in index)
-                      or any(purpose in index.get(person, ()) for person in persons if person in index)):
+        if not index:  # no suspension anywhere: nothing per record (a batch answer has 1,000)
+            return False
+        if (any(purpose in index.get(code, ()) for code in codes if code in index)
+                or any(purpose in index.get(person, ()) for person in map(person_of, persons) if person in index)):
             # No personal data in the message: the log entry holds the codes, the case holds the rest.
             raise FailedPrecondition("the person has asked to stop the use or provision of their records under "
                                      "this purpose (利用停止請求)", "USAGE_SUSPENDED", {"purpose": purpose})
