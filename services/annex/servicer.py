@@ -14,6 +14,7 @@ from jukilib.errors import to_status
 from jukilib.register.api import RegisterApi
 from jukilib.register.retention import Retention
 from jukilib.register.servicer import (
+    ModificationMethods,
     MunicipalityReportMethods,
     RegisterContract,
     RegisterMethods,
@@ -31,7 +32,7 @@ CONTRACT = RegisterContract(
 )
 
 
-class AnnexServicer(MunicipalityReportMethods, ReviewMethods, RetentionMethods, RegisterMethods,
+class AnnexServicer(MunicipalityReportMethods, ReviewMethods, ModificationMethods, RetentionMethods, RegisterMethods,
                     annex_pb2_grpc.AnnexServiceServicer):
     contract = CONTRACT
 

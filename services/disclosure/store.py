@@ -43,7 +43,9 @@ _DOCUMENT_BASIC = """id, case_kind, case_id, kind, addressee, number, pdf_sha256
              (SELECT c.subject_resident_code FROM correction_case c
               WHERE disclosure_document.case_kind = 'correction' AND c.id = disclosure_document.case_id),
              (SELECT c.subject_resident_code FROM usage_suspension_case c
-              WHERE disclosure_document.case_kind = 'suspension' AND c.id = disclosure_document.case_id))
+              WHERE disclosure_document.case_kind = 'suspension' AND c.id = disclosure_document.case_id),
+             (SELECT n.subject_resident_code FROM organ_notification n
+              WHERE disclosure_document.case_kind = 'organ' AND n.id = disclosure_document.case_id))
         AS subject_resident_code"""
 _SUSPENSION_COLUMNS = f"""id, request_id, subject_resident_code, resident_codes, persons, requester_kind,
     requester_name, identity_documents, channel, purposes, ground, receive_time, state, decision, decision_reason,
@@ -238,7 +240,11 @@ async def insert_document(connection: asyncpg.Connection, keyring: Keyring, case
         document_id, case_kind, case_id, notice.kind, notice.addressee, notice.number, pdf.ciphertext,
         content.ciphertext, notice.pdf_sha256, notice.json_sha256, notice.record_versions, pdf.key_id, pdf.nonce,
         content.nonce)
-    return f"{case_kind}Cases/{case_id}/documents/{document_id}"
+    return f"{COLLECTIONS.get(case_kind, f'{case_kind}Cases')}/{case_id}/documents/{document_id}"
+
+
+COLLECTIONS = {"organ": "organNotifications"}
+"""The collection of a document's parent, where it is not `{case_kind}Cases`."""
 
 
 _SEALED = "pdf, json, key_id, pdf_nonce, json_nonce"
@@ -592,3 +598,80 @@ async def suspending(connection: asyncpg.Connection, after: uuid.UUID | None, li
         f"""SELECT {_SUSPENSION_COLUMNS} FROM usage_suspension_case
             WHERE (state = ANY($1) OR decision = {int(pb.USAGE_SUSPENSION_DECISION_STOP)})
               AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3""", SUSPENDING, after, limit)
+
+
+# --- notices to organs for a municipality's 修正 (organ_notices) ------------------------------------------------
+
+_ORGAN_COLUMNS = """id, file, person, version, previous_version, subject_resident_code, field_paths, recipients,
+    correction_case_id, create_time,
+    ARRAY(SELECT 'organNotifications/' || d.case_id || '/documents/' || d.id FROM disclosure_document d
+          WHERE d.case_kind = 'organ' AND d.case_id = organ_notification.id ORDER BY d.create_time, d.id)
+        AS documents"""
+
+
+async def modification_cursor(connection: asyncpg.Connection, file: int) -> str:
+    token: str | None = await connection.fetchval("SELECT page_token FROM modification_cursor WHERE file = $1", file)
+    return token or ""
+
+
+async def move_modification_cursor(connection: asyncpg.Connection, file: int, token: str) -> None:
+    await connection.execute(
+        """INSERT INTO modification_cursor (file, page_token) VALUES ($1, $2)
+           ON CONFLICT (file) DO UPDATE SET page_token = $2, update_time = now()""", file, token)
+
+
+async def organ_notification_exists(connection: asyncpg.Connection, file: int, person: str, version: int) -> bool:
+    found: bool = await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM organ_notification WHERE file = $1 AND person = $2 AND version = $3)",
+        file, person, version)
+    return found
+
+
+async def correction_case_of_reports(connection: asyncpg.Connection, reports: list[str]) -> uuid.UUID | None:
+    """The correction case whose 12-5 report one of `reports` is: its completion notifies the organs itself."""
+    case_id: uuid.UUID | None = await connection.fetchval(
+        "SELECT id FROM correction_case WHERE municipality_report = ANY($1::text[]) ORDER BY id LIMIT 1", reports)
+    return case_id
+
+
+@dataclass(frozen=True)
+class NewOrganNotification:
+    id: uuid.UUID
+    file: int
+    person: str
+    version: int
+    previous_version: int
+    subject_resident_code: str
+    field_paths: list[str]
+    recipients: list[str]
+    correction_case_id: uuid.UUID | None
+
+
+async def insert_organ_notification(connection: asyncpg.Connection, new: NewOrganNotification) -> bool:
+    """Record the 修正 as handled; False when another replica already did (nothing to issue then)."""
+    inserted = await connection.fetchval(
+        """INSERT INTO organ_notification (id, file, person, version, previous_version, subject_resident_code,
+               field_paths, recipients, correction_case_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (file, person, version) DO NOTHING RETURNING id""",
+        new.id, new.file, new.person, new.version, new.previous_version, new.subject_resident_code,
+        new.field_paths, new.recipients, new.correction_case_id)
+    return inserted is not None
+
+
+async def list_organ_notifications(connection: asyncpg.Connection, before: tuple[dt.datetime, uuid.UUID] | None,
+                                   limit: int) -> list[asyncpg.Record]:
+    """Newest first; only those that issued notices."""
+    rows: list[asyncpg.Record] = await connection.fetch(
+        f"""SELECT {_ORGAN_COLUMNS} FROM organ_notification
+            WHERE cardinality(recipients) > 0
+              AND ($1::timestamptz IS NULL OR (create_time, id) < ($1, $2::uuid))
+            ORDER BY create_time DESC, id DESC LIMIT $3""",
+        before[0] if before else None, before[1] if before else None, limit)
+    return rows
+
+
+async def get_organ_notification(connection: asyncpg.Connection, notification_id: uuid.UUID) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await connection.fetchrow(
+        f"SELECT {_ORGAN_COLUMNS} FROM organ_notification WHERE id = $1", notification_id)
+    return row

@@ -16,6 +16,7 @@ from jukilib.errors import NotFound, Violations
 from jukilib.register.api import RegisterApi, follows_former
 from jukilib.register.retention import Retention
 from jukilib.register.servicer import (
+    ModificationMethods,
     MunicipalityReportMethods,
     RegisterContract,
     RegisterMethods,
@@ -33,7 +34,8 @@ CONTRACT = RegisterContract(
 )
 
 
-class IdentityServicer(MunicipalityReportMethods, ReviewMethods, RetentionMethods, RegisterMethods,
+class IdentityServicer(MunicipalityReportMethods, ReviewMethods, ModificationMethods, RetentionMethods,
+                       RegisterMethods,
                        identity_pb2_grpc.IdentityServiceServicer):
     contract = CONTRACT
 

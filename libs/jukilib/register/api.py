@@ -36,6 +36,7 @@ from jukilib.register.model import (
     SearchKeys,
     StoredVersion,
 )
+from jukilib.register.modifications import Modifications
 from jukilib.register.reports import MunicipalityReports
 from jukilib.register.review import ReviewQueue
 
@@ -165,6 +166,7 @@ class RegisterApi:
         self._clock = clock
         self.reports = MunicipalityReports(engine.database, municipalities, binding.record_type, report_overdue)
         self.review = ReviewQueue(engine.database, engine.keyring, self.reports, move_half_wait)
+        self.modifications = Modifications(engine.database, binding.collection, binding.record_type.DESCRIPTOR)
 
     # --- ingest (30-6 / 30-41) -------------------------------------------------------------------
 

@@ -210,6 +210,19 @@ class ReviewMethods:
         return self._review_message(await self._review.report(request.name, new))
 
 
+class ModificationMethods:
+    """ListModifications: the 修正 versions in commit order, without values (jukilib.register.modifications). The
+    gateway admits only the disclosure service's follow-up purpose to it."""
+
+    _api: RegisterApi
+
+    async def ListModifications(
+        self, request: register_pb2.ListModificationsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> register_pb2.ListModificationsResponse:
+        entries, token = await self._api.modifications.list(request.page_size, request.page_token)
+        return register_pb2.ListModificationsResponse(modifications=entries, next_page_token=token)
+
+
 class RetentionMethods:
     """PurgeExpiredRecords (住基法 30-6 ③ / 30-41 ③), reached only through the gateway: the run is recorded with
     the gateway's request id and the operator, so that `retention_run` joins the operation log."""

@@ -1,0 +1,97 @@
+"""The feed of 修正 versions (ListModifications), shared by both registers.
+
+The disclosure service follows it to tell every organ that received a value a municipality corrected
+(住基法 30-35 follow-up; 12-5 reports resolved by a 修正 included). An entry names the version, the one before
+it and the fields whose value changed: never a value.
+
+Order: a version's place is the transaction that wrote it (`person_version.commit_xid`), then the person and
+the version. The feed answers only versions of transactions older than every transaction still running
+(`pg_snapshot_xmin`): a version committed after a reader moved past a position always comes after it, so a
+reader that keeps its last token misses nothing. A transaction left open stops the feed until it ends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from google.protobuf import descriptor
+
+from juki.register.v1 import register_pb2 as pb
+from jukilib import paging
+from jukilib.db.pool import Database
+
+_POSITION = ("xid", "person", "version")
+
+
+def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any],
+                   record_type: descriptor.Descriptor) -> list[str]:
+    """The record field paths (`record.<field>`) whose value differs between two stored records, in the
+    record's field order."""
+    return [f"record.{field.name}" for field in record_type.fields
+            if before.get(field.name) != after.get(field.name)]
+
+
+def _position(token: str) -> tuple[int, uuid.UUID, int]:
+    position = paging.decode_token(token, keys=_POSITION)
+    if position is None:
+        return 0, uuid.UUID(int=0), 0
+    try:
+        person = uuid.UUID(str(position["person"]))
+    except ValueError:
+        raise paging.invalid_token() from None
+    return paging.int_at(position, "xid"), person, paging.int_at(position, "version")
+
+
+class Modifications:
+    """ListModifications of one register."""
+
+    def __init__(self, database: Database, collection: str, record_type: descriptor.Descriptor) -> None:
+        self._database = database
+        self._collection = collection
+        self._record_type = record_type
+
+    async def list(self, size: int, token: str) -> tuple[list[pb.Modification], str]:
+        limit = paging.page_size(size)
+        xid, person, version = _position(token)
+        async with self._database.connection() as connection:
+            rows = await connection.fetch(
+                f"""SELECT v.person_id, v.version, v.change_reason, v.record, v.created_at,
+                           v.commit_xid::text::bigint AS xid,
+                           (SELECT b.record FROM person_version b
+                             WHERE b.person_id = v.person_id AND b.version < v.version
+                             ORDER BY b.version DESC LIMIT 1) AS before,
+                           (SELECT b.version FROM person_version b
+                             WHERE b.person_id = v.person_id AND b.version < v.version
+                             ORDER BY b.version DESC LIMIT 1) AS previous_version,
+                           ARRAY(SELECT r.id FROM municipality_report r
+                                  WHERE r.person_id = v.person_id AND r.resolving_version = v.version
+                                    AND r.outcome = {int(pb.REPORT_OUTCOME_CORRECTED)}
+                                  ORDER BY r.id) AS reports
+                    FROM person_version v
+                    WHERE v.change_kind = 3
+                      AND (v.commit_xid, v.person_id, v.version) > ($1::text::xid8, $2::uuid, $3::bigint)
+                      AND v.commit_xid < pg_snapshot_xmin(pg_current_snapshot())
+                    ORDER BY v.commit_xid, v.person_id, v.version
+                    LIMIT $4""",
+                str(xid), person, version, limit)
+        entries = [self._message(row) for row in rows]
+        if not rows:
+            return [], ""
+        last = rows[-1]
+        return entries, paging.encode_token({"xid": last["xid"], "person": str(last["person_id"]),
+                                             "version": last["version"]})
+
+    def _message(self, row: asyncpg.Record) -> pb.Modification:
+        person = f"{self._collection}/{row['person_id']}"
+        entry = pb.Modification(
+            name=f"{person}/versions/{row['version']}", person=person, version=row["version"],
+            previous_version=row["previous_version"] or 0, reason=row["change_reason"],
+            field_paths=changed_fields(row["before"] or {}, row["record"], self._record_type),
+            municipality_reports=[f"municipalityReports/{r}" for r in row["reports"]])
+        entry.create_time.FromDatetime(row["created_at"])
+        return entry
+
+
