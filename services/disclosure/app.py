@@ -10,7 +10,8 @@ from grpc import aio
 from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from juki_services.disclosure.config import DisclosureConfig
 from juki_services.disclosure.desk import Desk
-from juki_services.disclosure.monitor import DeadlineGauge, ReportFollower
+from juki_services.disclosure.monitor import DeadlineGauge, ModificationFollower, ReportFollower
+from juki_services.disclosure.organ_notices import OrganNotices
 from juki_services.disclosure.records import Records
 from juki_services.disclosure.servicer import DisclosureServicer
 from jukilib.db.migrations import Migration, load_migrations
@@ -32,12 +33,15 @@ def build(config: DisclosureConfig, database: Database) -> ServiceParts:
     # Records are read through the gateway with this service's own certificate (organisation
     # `disclosure`), never from the registers' tables: the gateway checks the purpose and logs each call.
     gateway = secure_channel(config.gateway_target, config.common.tls)
-    desk = Desk(database, Records(gateway, call_timeout=config.call_timeout), config.target_days,
+    records = Records(gateway, call_timeout=config.call_timeout)
+    desk = Desk(database, records, config.target_days,
                 keyring=Keyring.load(config.keyring_file),
                 receipt_window=TimeWindow(dt.timedelta(days=config.receipt_max_age_days)), office=config.office)
-    servicer = DisclosureServicer(desk)
+    organ_notices = OrganNotices(database, records, desk)
+    servicer = DisclosureServicer(desk, organ_notices)
     gauge = DeadlineGauge(database, desk)
     follower = ReportFollower(desk, config.poll_interval)
+    modifications = ModificationFollower(organ_notices, config.poll_interval)
 
     def register(server: aio.Server) -> None:
         disclosure_pb2_grpc.add_DisclosureServiceServicer_to_server(servicer, server)
@@ -47,6 +51,7 @@ def build(config: DisclosureConfig, database: Database) -> ServiceParts:
 
     stale = config.common.background_stale_after
     jobs = [Job("deadline-gauge", gauge.run, stale + gauge.interval),
-            Job("report-follower", follower.run, stale + config.poll_interval)]
+            Job("report-follower", follower.run, stale + config.poll_interval),
+            Job("modification-follower", modifications.run, stale + config.poll_interval)]
     return ServiceParts(service_names=[SERVICE_NAME], register=register, background=jobs,
                         on_stop=[close_gateway_channel])

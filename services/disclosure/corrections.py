@@ -92,22 +92,31 @@ def wrong_value_recipients(file: str, versions: Sequence[Any], *, wrong: int, re
             entry = recipients.setdefault(provision.recipient, {
                 "organization": provision.recipient, "organization_name": provision.recipient_name,
                 "purposes": [], "fields": [], "provisions": [],
-                "received_resident_code": False, "received_values": {}})
-            # What the organ itself received, the only things its notice may name the person by (30-35).
-            entry["received_resident_code"] |= RESIDENT_CODE in provision.fields
-            entry["received_values"][path] = _plain(wrong_value)
-            if provision.purpose not in entry["purposes"]:
-                entry["purposes"].append(provision.purpose)
-            if path not in entry["fields"]:
-                entry["fields"].append(path)
-            record = {"time": moment.isoformat(), "purpose": provision.purpose, "affair": provision.affair,
-                      "method": provision.method,
-                      "fields": [path],
-                      "record_version": f"{file}:{received.name}" if received is not None else ""}
-            same = next((p for p in entry["provisions"] if p["time"] == record["time"]
-                         and p["method"] == record["method"]), None)
-            if same is None:
-                entry["provisions"].append(record)
-            elif path not in same["fields"]:
-                same["fields"].append(path)
+                "received_resident_code": False, "received_resident_codes": [], "received_values": {}})
+            _note(entry, file, provision, received, path=path, wrong_value=_plain(wrong_value), moment=moment)
     return [recipients[k] for k in sorted(recipients)]
+
+
+def _note(entry: dict[str, Any], file: str, provision: Any, received: Any, *, path: str, wrong_value: Any,
+          moment: dt.datetime) -> None:
+    """Add one provision of the wrong value of `path` to the organ's entry."""
+    # What the organ itself received, the only things its notice may name the person by (30-35): the 住民票コード
+    # of the version it was given (a former code, 30-4, if it got that one), never another.
+    if RESIDENT_CODE in provision.fields and received is not None and received.record.resident_code:
+        entry["received_resident_code"] = True
+        if received.record.resident_code not in entry["received_resident_codes"]:
+            entry["received_resident_codes"].append(received.record.resident_code)
+    entry["received_values"][path] = wrong_value
+    if provision.purpose not in entry["purposes"]:
+        entry["purposes"].append(provision.purpose)
+    if path not in entry["fields"]:
+        entry["fields"].append(path)
+    record = {"time": moment.isoformat(), "purpose": provision.purpose, "affair": provision.affair,
+              "method": provision.method, "fields": [path],
+              "record_version": f"{file}:{received.name}" if received is not None else ""}
+    same = next((p for p in entry["provisions"] if p["time"] == record["time"]
+                 and p["method"] == record["method"]), None)
+    if same is None:
+        entry["provisions"].append(record)
+    elif path not in same["fields"]:
+        same["fields"].append(path)

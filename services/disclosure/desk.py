@@ -61,15 +61,16 @@ def parse_name(name: str, collection: str, field: str = "name") -> uuid.UUID:
 def parse_document_name(name: str, field: str = "name") -> tuple[str, uuid.UUID, uuid.UUID | None]:
     """(case kind, case id, document id or None) of `…Cases/{id}[/documents/{id}]`."""
     parts = name.split("/")
-    kinds = {"disclosureCases": "disclosure", "correctionCases": "correction", "usageSuspensionCases": "suspension"}
+    kinds = {"disclosureCases": "disclosure", "correctionCases": "correction", "usageSuspensionCases": "suspension",
+             "organNotifications": "organ"}
     try:
         if parts[0] not in kinds or len(parts) not in (2, 4) or (len(parts) == 4 and parts[2] != "documents"):
             raise ValueError
         return kinds[parts[0]], uuid.UUID(parts[1]), uuid.UUID(parts[3]) if len(parts) == 4 else None
     except (ValueError, IndexError):
         raise InvalidArgument([FieldViolation(
-            field, "must be of the form disclosureCases/{id}/documents/{id}, correctionCases/{id}/documents/{id} "
-                   "or usageSuspensionCases/{id}/documents/{id}")],
+            field, "must be of the form disclosureCases/{id}/documents/{id}, correctionCases/{id}/documents/{id}, "
+                   "usageSuspensionCases/{id}/documents/{id} or organNotifications/{id}/documents/{id}")],
         ) from None
 
 
@@ -193,6 +194,11 @@ class Desk:
 
     def now(self) -> dt.datetime:
         return self._clock()
+
+    async def issue(self, connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID,
+                    draft: notices.Draft) -> str:
+        """`_issue` for the organ notices (organ_notices.OrganNotices), numbered in the same sequence."""
+        return await self._issue(connection, case_kind, case_id, draft)
 
     async def _issue(self, connection: asyncpg.Connection, case_kind: str, case_id: uuid.UUID,
                      draft: notices.Draft) -> str:

@@ -1,4 +1,4 @@
-"""Background work of the disclosure service: the deadline gauge and following 12-5 reports."""
+"""Background work of the disclosure service: the deadline gauge, following 12-5 reports and the registers' 修正."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from opentelemetry.metrics import Observation
 
 from juki_services.disclosure import store
 from juki_services.disclosure.desk import Desk
+from juki_services.disclosure.organ_notices import OrganNotices
 from jukilib.db.pool import Database
 from jukilib.errors import JukiError
 from jukilib.supervision import Heartbeat
@@ -67,4 +68,25 @@ class ReportFollower:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, JukiError,
                     grpc.aio.AioRpcError) as exc:
                 logger.warning("12-5 reports not followed", extra={"error_type": type(exc).__name__})
+            await asyncio.sleep(self._interval)
+
+
+class ModificationFollower:
+    """Tells the organs of every 修正 of a value they received that no correction case handles
+    (organ_notices.OrganNotices): supervised, restart-safe, idempotent across replicas."""
+
+    def __init__(self, organ_notices: OrganNotices, interval: float) -> None:
+        self._organ_notices = organ_notices
+        self._interval = interval
+
+    async def run(self, heartbeat: Heartbeat) -> None:
+        while True:
+            try:
+                issued = await self._organ_notices.follow()
+                heartbeat.beat()
+                if issued:
+                    continue  # a full page may have more behind it
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, JukiError,
+                    grpc.aio.AioRpcError) as exc:
+                logger.warning("registers' corrections not followed", extra={"error_type": type(exc).__name__})
             await asyncio.sleep(self._interval)

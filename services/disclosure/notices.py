@@ -484,9 +484,11 @@ def recipient_notice(correction: Any, recipient: dict[str, Any], corrected: dict
                "corrected_values": values}
     lines = ["貴機関に提供した次の本人確認情報に誤りがあり、市町村長の修正により訂正されましたので、"
              "住民基本台帳法第30条の35の規定による調査の結果として通知します。", ""]
-    if recipient.get("received_resident_code"):
-        content["subject_resident_code"] = correction.subject_resident_code
-        lines.append(f"  対象の住民票コード: {correction.subject_resident_code}")
+    codes = recipient.get("received_resident_codes") or (
+        [correction.subject_resident_code] if recipient.get("received_resident_code") else [])
+    if codes:
+        content["subject_resident_code"] = codes[0] if len(codes) == 1 else codes
+        lines.append(f"  対象の住民票コード: {'、'.join(codes)}")
     lines += ["■ 提供した内容 (誤り)",
               *(f"  {label(path)}: {value_text(camel(path), value)}" for path, value in received.items()),
               "■ 提供の記録 (提供日時, 利用事務, 提供した情報)"]

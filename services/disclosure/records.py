@@ -29,7 +29,8 @@ from jukilib.grpc import deadlines, tracing
 # The purposes of the disclosure service itself (services/gateway/purposes.toml).
 RECORDS_PURPOSE = "DISCLOSURE-RECORDS-30-32"
 REPORTS_PURPOSE = "CORRECTION-REPORT-12-5"
-OWN_PURPOSES = frozenset({RECORDS_PURPOSE, REPORTS_PURPOSE})
+ORGAN_NOTICE_PURPOSE = "ORGAN-NOTICE-30-35"
+OWN_PURPOSES = frozenset({RECORDS_PURPOSE, REPORTS_PURPOSE, ORGAN_NOTICE_PURPOSE})
 IDENTITY, ANNEX = "identity", "annex"
 PAGE = 500
 
@@ -129,6 +130,28 @@ class Records:
                 if not token:
                     break
         return sorted(seen.values(), key=lambda r: (r.time.seconds, r.time.nanos), reverse=True)
+
+    async def modifications(self, file: str, token: str, case: str, page_size: int = 50) -> Any:
+        """A page of the register's 修正 versions after `token` (ListModifications), under the organ-notice purpose."""
+        request = register_pb2.ListModificationsRequest(page_size=page_size, page_token=token)
+        return await self._call(self._register(file).ListModifications, request, ORGAN_NOTICE_PURPOSE, case)
+
+    async def person_versions(self, file: str, person: str, case: str, purpose: str = ORGAN_NOTICE_PURPOSE
+                              ) -> FileRecords:
+        """Every version of the person `person` (`residents/{id}`), oldest first; no current record."""
+        found = FileRecords(file)
+        history, request, field_name = (
+            (self._identity.ListResidentVersions, identity_pb2.ListResidentVersionsRequest, "resident_versions")
+            if file == IDENTITY else
+            (self._annex.ListAnnexResidentVersions, annex_pb2.ListAnnexResidentVersionsRequest,
+             "annex_resident_versions"))
+        token = ""
+        while True:
+            page = await self._call(history, request(parent=person, page_size=PAGE, page_token=token), purpose, case)
+            found.versions.extend(getattr(page, field_name))
+            token = page.next_page_token
+            if not token:
+                return found
 
     def _register(self, file: str) -> Any:
         return self._identity if file == IDENTITY else self._annex

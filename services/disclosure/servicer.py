@@ -14,8 +14,9 @@ from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.disclosure.v1 import disclosure_pb2_grpc
 from juki_services.disclosure import rules
 from juki_services.disclosure.desk import Desk, actor_of, case_message, parse_name, suspension_message
+from juki_services.disclosure.organ_notices import OrganNotices, notification_message
 from jukilib import caller, paging
-from jukilib.errors import FieldViolation, InvalidArgument
+from jukilib.errors import FailedPrecondition, FieldViolation, InvalidArgument
 
 Ctx = aio.ServicerContext[Any, Any]
 CASES, CORRECTIONS, SUSPENSIONS = "disclosureCases", "correctionCases", "usageSuspensionCases"
@@ -56,8 +57,9 @@ def _actor() -> str:
 
 
 class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
-    def __init__(self, desk: Desk) -> None:
+    def __init__(self, desk: Desk, organ_notices: OrganNotices | None = None) -> None:
         self._desk = desk
+        self._organ_notices = organ_notices
 
     def _case(self, row: asyncpg.Record) -> pb.DisclosureCase:
         return case_message(row, self._desk.today())
@@ -257,3 +259,17 @@ class DisclosureServicer(disclosure_pb2_grpc.DisclosureServiceServicer):
         # Only the gateway reaches this method: it does not expose it (juki_services.gateway.app).
         is_open, state = await self._desk.case_status(request.name)
         return pb.CaseStatus(name=request.name, open=is_open, state=state)
+
+    async def ListOrganNotifications(
+        self, request: pb.ListOrganNotificationsRequest, context: Ctx
+    ) -> pb.ListOrganNotificationsResponse:
+        if self._organ_notices is None:
+            raise FailedPrecondition("organ notices are not kept by this server", "ORGAN_NOTICES_OFF")
+        limit = paging.page_size(request.page_size)
+        rows = await self._organ_notices.list(_position(request.page_token), limit + 1)
+        token = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            token = paging.encode_token({"time": last["create_time"].isoformat(), "id": str(last["id"])})
+        return pb.ListOrganNotificationsResponse(
+            organ_notifications=[notification_message(r) for r in rows[:limit]], next_page_token=token)

@@ -335,7 +335,7 @@ WORKFLOW_METHODS = frozenset({
         "StreamNotifications", "CreateMunicipalityReport", "ListMunicipalityReports", "GetMunicipalityReport",
         "AcknowledgeMunicipalityReport", "AnswerMunicipalityReport", "InvestigateMunicipalityReport",
         "ForwardMunicipalityReport", "DismissMunicipalityReport", "ListReviewItems", "GetReviewItem",
-        "DismissReviewItem", "ReportReviewItem", "PurgeExpiredRecords")),
+        "DismissReviewItem", "ReportReviewItem", "PurgeExpiredRecords", "ListModifications")),
     *(f"juki.disclosure.v1.DisclosureService/{m}" for m in (
         "CreateDisclosureCase", "GetDisclosureCase", "ListDisclosureCases", "VerifyDisclosureCaseIdentity",
         "ExtendDisclosureCase", "DecideDisclosureCase", "NotifyDisclosureCase", "CloseDisclosureCase",
@@ -343,7 +343,8 @@ WORKFLOW_METHODS = frozenset({
         "ListCorrectionCases", "RecordInvestigationStep", "ConcludeCorrectionInvestigation",
         "CompleteCorrectionCase", "CloseCorrectionCase", "CreateUsageSuspensionCase", "GetUsageSuspensionCase",
         "ListUsageSuspensionCases", "VerifyUsageSuspensionCaseIdentity", "ExtendUsageSuspensionCase",
-        "DecideUsageSuspensionCase", "NotifyUsageSuspensionCase", "CloseUsageSuspensionCase")),
+        "DecideUsageSuspensionCase", "NotifyUsageSuspensionCase", "CloseUsageSuspensionCase",
+        "ListOrganNotifications")),
     *(f"juki.gateway.v1.AuditRecordService/{m}" for m in (
         "CreateAuditReview", "ListAuditReviews", "CreateIncident", "GetIncident", "ListIncidents", "UpdateIncident")),
     "juki.gateway.v1.OperationLogService/ListOperationLogEntries",

@@ -96,12 +96,14 @@ def _correction() -> pb.CorrectionCase:
         items=[pb.CorrectionItem(field="record.sex_code", action=pb.CORRECTION_ACTION_CORRECT, requested_value="1")])
 
 
-def _recipients(with_code: bool) -> list[dict[str, Any]]:
+def _recipients(with_code: bool, received_code: str = CODE) -> list[dict[str, Any]]:
+    """An organ given the wrong 男女の別 of version 1, held under `received_code`; version 2 corrects it under
+    CODE (a new 住民票コード when `received_code` differs, 30-4)."""
     t0 = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
     wrong = identity_pb2.ResidentVersion(name="residents/r1/versions/1", version=1,
-                                         record=identity_pb2.IdentityRecord(sex_code="2"))
+                                         record=identity_pb2.IdentityRecord(sex_code="2", resident_code=received_code))
     right = identity_pb2.ResidentVersion(name="residents/r1/versions/2", version=2,
-                                         record=identity_pb2.IdentityRecord(sex_code="1"))
+                                         record=identity_pb2.IdentityRecord(sex_code="1", resident_code=CODE))
     wrong.create_time.FromDatetime(t0)
     right.create_time.FromDatetime(t0 + dt.timedelta(days=2))
     fields = ["record.sex_code", "record.full_name"] + (["record.resident_code"] if with_code else [])
@@ -248,6 +250,17 @@ def test_an_organ_notice_names_the_person_only_by_what_the_organ_received() -> N
     assert "群馬県教育委員会 御中" in text and "男女の別: 女" in text and "男女の別: 男" in text
     assert "高等学校等就学支援金の支給に関する事務" in text and "kyoiku-iinkai" not in text
     assert "令和8年4月2日" in text  # when it was provided, in 和暦
+
+
+def test_an_organ_given_a_former_code_is_named_that_code_never_the_current_one() -> None:
+    # 住基法 30-35 follow-up, 30-4: the organ received the person under the code they had then; the notice names
+    # the person by that code, and does not tell the organ the code the person has now.
+    former = "98765432109"
+    (recipient,) = _recipients(with_code=True, received_code=former)
+    notice = notices.issue(notices.recipient_notice(_correction(), recipient, {"sexCode": "1"}, ISSUED), NUMBER,
+                           OFFICE)
+    assert former in notice.json and former in _text(notice.pdf)
+    assert CODE not in notice.json and CODE not in _text(notice.pdf)
 
 
 def test_the_same_notice_renders_to_the_same_bytes() -> None:

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
-from google.protobuf import descriptor
 
 from juki.register.v1 import register_pb2 as pb
 from jukilib import paging
@@ -26,10 +25,9 @@ from jukilib.db.pool import Database
 _POSITION = ("xid", "person", "version")
 
 
-def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any],
-                   record_type: descriptor.Descriptor) -> list[str]:
+def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any], record_type: Any) -> list[str]:
     """The record field paths (`record.<field>`) whose value differs between two stored records, in the
-    record's field order."""
+    order of the record message's fields (`record_type`: its descriptor)."""
     return [f"record.{field.name}" for field in record_type.fields
             if before.get(field.name) != after.get(field.name)]
 
@@ -48,7 +46,7 @@ def _position(token: str) -> tuple[int, uuid.UUID, int]:
 class Modifications:
     """ListModifications of one register."""
 
-    def __init__(self, database: Database, collection: str, record_type: descriptor.Descriptor) -> None:
+    def __init__(self, database: Database, collection: str, record_type: Any) -> None:
         self._database = database
         self._collection = collection
         self._record_type = record_type
