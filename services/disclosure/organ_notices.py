@@ -39,7 +39,7 @@ from google.protobuf import json_format
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.register.v1 import register_pb2
 from juki_services.disclosure import corrections, notices, store
-from juki_services.disclosure.records import IDENTITY, Records
+from juki_services.disclosure.records import IDENTITY, ORGAN_NOTICE_PURPOSE, Records
 from jukilib.db.pool import Database
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class OrganNotices:
         drafts: list[notices.Draft] = []
         if handling_case is None:
             # Every organ given the wrong value, under whichever 住民票コード the person had then (30-4).
-            provisions = await self._records.provisions(history.resident_codes(""), reference)
+            provisions = await self._records.provisions(history.resident_codes(""), reference, ORGAN_NOTICE_PURPOSE)
             recipients = corrections.wrong_value_recipients(
                 name, history.versions, wrong=modification.previous_version, resolving=modification.version,
                 fields=list(modification.field_paths), provisions=provisions)
