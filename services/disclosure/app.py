@@ -52,6 +52,6 @@ def build(config: DisclosureConfig, database: Database) -> ServiceParts:
     stale = config.common.background_stale_after
     jobs = [Job("deadline-gauge", gauge.run, stale + gauge.interval),
             Job("report-follower", follower.run, stale + config.poll_interval),
-            Job("modification-follower", modifications.run, stale + config.poll_interval)]
+            Job("modification-follower", modifications.run, stale + modifications.longest_wait)]
     return ServiceParts(service_names=[SERVICE_NAME], register=register, background=jobs,
                         on_stop=[close_gateway_channel])

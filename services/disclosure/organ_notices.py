@@ -99,25 +99,29 @@ class OrganNotices:
         self._reasons = reasons
         self._page_size = page_size
 
+    @property
+    def page_size(self) -> int:
+        return self._page_size
+
     async def follow(self) -> int:
-        """One page of each followed file's feed; returns how many notices were issued."""
-        issued = 0
+        """One page of each followed file's feed; returns the most 修正 one page held (a full page: more wait)."""
+        read = 0
         for file in FOLLOWED_FILES:
-            issued += await self.follow_file(file)
-        return issued
+            read = max(read, await self.follow_file(file))
+        return read
 
     async def follow_file(self, file: int) -> int:
+        """One page of the file's feed, each 修正 handled, then the position kept; returns how many it held."""
         async with self._database.connection() as connection:
             token = await store.modification_cursor(connection, file)
         page = await self._records.modifications(FOLLOWED_FILES[file], token, f"modifications/{FOLLOWED_FILES[file]}",
                                                  self._page_size)
-        issued = 0
         for modification in page.modifications:
-            issued += await self.handle(file, modification)
+            await self.handle(file, modification)
         if page.next_page_token:
             async with self._database.connection() as connection:
                 await store.move_modification_cursor(connection, file, page.next_page_token)
-        return issued
+        return len(page.modifications)
 
     async def handle(self, file: int, modification: Any) -> int:
         """Notify every organ that received a value this 修正 corrected, once; returns the notices issued."""
