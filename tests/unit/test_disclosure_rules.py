@@ -169,7 +169,8 @@ def test_correction_items_are_checked_per_field() -> None:
 
 def _version(number: int, name: str, stored: dt.datetime) -> identity_pb2.ResidentVersion:
     version = identity_pb2.ResidentVersion(name=f"residents/p/versions/{number}", version=number,
-                                           record=identity_pb2.IdentityRecord(full_name=name, address="前橋市"))
+                                           record=identity_pb2.IdentityRecord(full_name=name, address="前橋市",
+                                                                              resident_code="12345678901"))
     version.create_time.FromDatetime(stored)
     return version
 
