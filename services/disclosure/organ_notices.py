@@ -1,8 +1,9 @@
 """Notices to the organs that received a value a municipality's 修正 corrected (住基法 30-35 follow-up).
 
 A correction case tells the organs itself when the municipality's 修正 resolves its 12-5 report
-(`Desk._complete`). Every other correction of a value an organ received must reach it too: the municipality's
-own 誤記修正 or 職権修正, and the 修正 answering a 12-5 report of the prefecture or of the agency (30-8). The
+(`Desk._complete`), of the fields the report named. Every other correction of a value an organ received must
+reach it too: any other field that 修正 changed, the municipality's own 誤記修正 or 職権修正, and the 修正
+answering a 12-5 report of the prefecture or of the agency (30-8). The
 registers list their 修正 versions in commit order (ListModifications, jukilib.register.modifications); this
 follower reads that feed through the gateway under its own purpose (ORGAN-NOTICE-30-35, case reference: the
 follow-up's own `organNotifications/{id}`), and for each 修正 that corrects a value:
@@ -130,7 +131,11 @@ class OrganNotices:
         async with self._database.connection() as connection:
             if await store.organ_notification_exists(connection, file, modification.person, modification.version):
                 return 0
-            handling_case = await store.correction_case_of_reports(connection, list(modification.municipality_reports))
+            handling = await store.correction_case_of_reports(connection, list(modification.municipality_reports))
+        # A correction case whose report this 修正 closed tells the organs of the fields it reported; the others
+        # the 修正 changed are told here. Never the same field twice.
+        handling_case, handled_fields = handling if handling is not None else (None, [])
+        fields = [f for f in modification.field_paths if f not in handled_fields]
         identifier = notification_id(file, modification.name)
         reference = f"organNotifications/{identifier}"
         name = FOLLOWED_FILES[file]
@@ -144,13 +149,13 @@ class OrganNotices:
             subject_resident_code=corrected_version.record.resident_code,
             field_paths=list(modification.field_paths), recipients=[], correction_case_id=handling_case)
         drafts: list[notices.Draft] = []
-        if handling_case is None:
+        if fields:
             # Every organ given the wrong value, under whichever 住民票コード the person had then (30-4).
             provisions = await self._records.provisions(history.resident_codes(""), reference, ORGAN_NOTICE_PURPOSE)
             recipients = corrections.wrong_value_recipients(
                 name, history.versions, wrong=modification.previous_version, resolving=modification.version,
-                fields=list(modification.field_paths), provisions=provisions)
-            corrected = _fields_of(corrected_version, list(modification.field_paths))
+                fields=fields, provisions=provisions)
+            corrected = _fields_of(corrected_version, fields)
             subject = Subject(reference, corrected_version.record.resident_code)
             now = self._clock()
             drafts = [notices.recipient_notice(subject, r, corrected, now) for r in recipients]

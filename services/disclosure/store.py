@@ -627,11 +627,14 @@ async def organ_notification_exists(connection: asyncpg.Connection, file: int, p
     return found
 
 
-async def correction_case_of_reports(connection: asyncpg.Connection, reports: list[str]) -> uuid.UUID | None:
-    """The correction case whose 12-5 report one of `reports` is: its completion notifies the organs itself."""
-    case_id: uuid.UUID | None = await connection.fetchval(
-        "SELECT id FROM correction_case WHERE municipality_report = ANY($1::text[]) ORDER BY id LIMIT 1", reports)
-    return case_id
+async def correction_case_of_reports(connection: asyncpg.Connection,
+                                     reports: list[str]) -> tuple[uuid.UUID, list[str]] | None:
+    """The correction case whose 12-5 report one of `reports` is, with the fields it reported: its completion
+    notifies the organs of those fields itself."""
+    row = await connection.fetchrow(
+        """SELECT id, coalesce(report_fields, '{}') AS fields FROM correction_case
+           WHERE municipality_report = ANY($1::text[]) ORDER BY id LIMIT 1""", reports)
+    return None if row is None else (row["id"], list(row["fields"]))
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,37 @@ async def test_a_correction_handled_by_a_correction_case_is_not_notified_twice(s
     assert not [n for n in page.organ_notifications if n.subject_resident_code == resident.resident_code]
 
 
+async def test_a_field_the_correction_case_did_not_report_is_notified_by_the_follow_up_alone(
+        suite: RunningSuite) -> None:
+    # 住基法 30-35: the resident asked to correct the name; the municipality's 修正 corrects the 男女の別 too. The
+    # case tells the organ of the name, the follow-up of the 男女の別 only: every corrected value once.
+    resident = _person(7)
+    wrong = _recorded_wrong(resident, "organ-7")
+    wrong.record.full_name = "誤記　三郎"
+    await _notify(suite, wrong)
+    await _look_up(suite, SCHOLARSHIP, resident.resident_code)
+    disclosure, _, _ = await _decided(suite, resident.resident_code, [dpb.DISCLOSURE_SCOPE_IDENTITY_FILE])
+    investigating = await _investigated(suite, disclosure.name, resident.full_name)
+    waiting = await _desk(suite, "ConcludeCorrectionInvestigation", dpb.ConcludeCorrectionInvestigationRequest(
+        name=investigating.name, etag=investigating.etag, error_found=True, reason_code="ITEM_MISMATCH"))
+    await _notify(suite, _modified(resident, "organ-7-fix", 1, rpb.CHANGE_REASON_CLERICAL_ERROR_CORRECTION))
+
+    (notification,) = await _notified(suite, resident.resident_code)
+    assert sorted(notification.field_paths) == ["record.full_name", "record.sex_code"]
+    ((document, text),) = (await _notices(suite, notification)).values()
+    assert document.addressee == "kyoiku-iinkai" and json.loads(document.json)["fields"] == ["record.sex_code"]
+    assert "誤記　三郎" not in text and resident.full_name not in text
+
+    async def result_notified() -> bool:
+        case = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name))
+        return bool(case.state == dpb.CORRECTION_STATE_RESULT_NOTIFIED)
+
+    await eventually(result_notified, timeout=30, interval=0.5)
+    done = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name))
+    (recipient,) = done.wrong_value_recipients
+    assert list(recipient.fields) == ["record.full_name"]
+
+
 async def test_no_personal_data_of_organ_notice_residents_in_logs(suite: RunningSuite, log_lines: list[str]) -> None:
     # Runs last in this module.
     logs = "\n".join(log_lines)
