@@ -669,11 +669,19 @@ class Desk:
                  list(row["persons"])) for row in rows]
 
     async def case_status(self, name: str) -> tuple[bool, str]:
-        """(open, state name) of the case `name` (disclosureCases/…, correctionCases/…, usageSuspensionCases/…);
-        NotFound when there is none. What the gateway asks before disclosure and correction work reads."""
+        """(open, state name) of the case `name` (disclosureCases/…, correctionCases/…, usageSuspensionCases/…, or
+        a 修正's follow-up, organNotifications/…); NotFound when there is none. What the gateway asks before
+        disclosure and correction work reads."""
         kind, case_id, document_id = parse_document_name(name)
         if document_id is not None:
             raise InvalidArgument([FieldViolation("name", "must name a case, not a document")])
+        if kind == "organ":  # open while it reads, until its notices are issued (organ_notices)
+            async with self._database.connection() as connection:
+                follow_up = await store.get_organ_notification(connection, case_id)
+            if follow_up is None:
+                raise NotFound("no such case", "CASE_NOT_FOUND")
+            following = follow_up["state"] == store.ORGAN_FOLLOWING
+            return following, "FOLLOWING" if following else "NOTIFIED"
         fetch = {"disclosure": store.get_case, "correction": store.get_correction,
                  "suspension": store.get_suspension}[kind]
         async with self._database.connection() as connection:

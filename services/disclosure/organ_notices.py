@@ -5,8 +5,8 @@ A correction case tells the organs itself when the municipality's 修正 resolve
 reach it too: any other field that 修正 changed, the municipality's own 誤記修正 or 職権修正, and the 修正
 answering a 12-5 report of the prefecture or of the agency (30-8). The
 registers list their 修正 versions in commit order (ListModifications, jukilib.register.modifications); this
-follower reads that feed through the gateway under its own purpose (ORGAN-NOTICE-30-35, case reference: the
-follow-up's own `organNotifications/{id}`), and for each 修正 that corrects a value:
+follower reads that feed through the gateway (ORGAN-NOTICE-FEED) and, for each 修正 that corrects a value, under
+its own purpose (ORGAN-NOTICE-30-35, case reference: the follow-up's own open `organNotifications/{id}`):
 
 - finds the person's history (every 住民票コード they have had, 30-4) and every provision of the person under
   any of them (the gateway's operation log),
@@ -16,8 +16,10 @@ follow-up's own `organNotifications/{id}`), and for each 修正 that corrects a 
   what that organ received (`notices.recipient_notice`).
 
 Restart-safe and idempotent across replicas: the feed position is kept in `modification_cursor` (moved after
-each page), each (file, person, version) is recorded once in `organ_notification` (unique) in the transaction
-that issues its notices, and a replica that loses the race issues nothing.
+each page); each (file, person, version) is opened once in `organ_notification` (unique), the follow-up's own
+case, open while its reads are made (the gateway admits them only for an open case), and closed in the
+transaction that issues its notices: a replica that finds it closed issues nothing, a page read again after a
+restart finishes what was left open.
 
 The annex file is not followed: its answers never carry a 住民票コード (30-44-6, to anyone), so this service can
 neither find an annex person's provisions (the operation log is searched by 住民票コード) nor log the reads of a
@@ -128,46 +130,47 @@ class OrganNotices:
         """Notify every organ that received a value this 修正 corrected, once; returns the notices issued."""
         if not corrects(modification, self._reasons):
             return 0
+        new = store.NewOrganNotification(
+            id=notification_id(file, modification.name), file=file, person=modification.person,
+            version=modification.version, previous_version=modification.previous_version,
+            field_paths=list(modification.field_paths))
         async with self._database.connection() as connection:
-            if await store.organ_notification_exists(connection, file, modification.person, modification.version):
-                return 0
+            opened = await store.open_organ_notification(connection, new)
+            if opened["state"] != store.ORGAN_FOLLOWING:
+                return 0  # done before (a page read again after a restart, another replica)
             handling = await store.correction_case_of_reports(connection, list(modification.municipality_reports))
         # A correction case whose report this 修正 closed tells the organs of the fields it reported; the others
         # the 修正 changed are told here. Never the same field twice.
         handling_case, handled_fields = handling if handling is not None else (None, [])
         fields = [f for f in modification.field_paths if f not in handled_fields]
-        identifier = notification_id(file, modification.name)
-        reference = f"organNotifications/{identifier}"
+        # The follow-up's own case, open while it reads: the gateway admits its reads only for it (issue 19).
+        reference = f"organNotifications/{opened['id']}"
         name = FOLLOWED_FILES[file]
         history = await self._records.person_versions(name, modification.person, reference)
         corrected_version = next((v for v in history.versions if v.version == modification.version), None)
-        if corrected_version is None:
-            return 0  # purged meanwhile: nothing left to compare
-        new = store.NewOrganNotification(
-            id=identifier, file=file, person=modification.person, version=modification.version,
-            previous_version=modification.previous_version,
-            subject_resident_code=corrected_version.record.resident_code,
-            field_paths=list(modification.field_paths), recipients=[], correction_case_id=handling_case)
+        subject = corrected_version.record.resident_code if corrected_version is not None else ""
+        recipients: list[dict[str, Any]] = []
         drafts: list[notices.Draft] = []
-        if fields:
+        if fields and corrected_version is not None:  # None: purged meanwhile, nothing left to compare
             # Every organ given the wrong value, under whichever 住民票コード the person had then (30-4).
             provisions = await self._records.provisions(history.resident_codes(""), reference, ORGAN_NOTICE_PURPOSE)
             recipients = corrections.wrong_value_recipients(
                 name, history.versions, wrong=modification.previous_version, resolving=modification.version,
                 fields=fields, provisions=provisions)
             corrected = _fields_of(corrected_version, fields)
-            subject = Subject(reference, corrected_version.record.resident_code)
             now = self._clock()
-            drafts = [notices.recipient_notice(subject, r, corrected, now) for r in recipients]
-            new = dataclasses.replace(new, recipients=[r["organization"] for r in recipients])
-        return await self._store(new, drafts)
+            drafts = [notices.recipient_notice(Subject(reference, subject), r, corrected, now) for r in recipients]
+        return await self._complete(opened["id"], subject, [r["organization"] for r in recipients], handling_case,
+                                    drafts)
 
-    async def _store(self, new: store.NewOrganNotification, drafts: list[notices.Draft]) -> int:
+    async def _complete(self, identifier: uuid.UUID, subject: str, recipients: list[str],
+                        handling_case: uuid.UUID | None, drafts: list[notices.Draft]) -> int:
         async def work(connection: asyncpg.Connection) -> int:
-            if not await store.insert_organ_notification(connection, new):
-                return 0  # another replica handled this 修正
+            if not await store.complete_organ_notification(connection, identifier, subject_resident_code=subject,
+                                                           recipients=recipients, correction_case_id=handling_case):
+                return 0  # another replica finished this 修正
             for draft in drafts:
-                await self._desk.issue(connection, "organ", new.id, draft)
+                await self._desk.issue(connection, "organ", identifier, draft)
             return len(drafts)
 
         issued: int = await self._database.run_in_transaction(work, retry_on=(asyncpg.SerializationError,))

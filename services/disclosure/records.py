@@ -30,7 +30,8 @@ from jukilib.grpc import deadlines, tracing
 RECORDS_PURPOSE = "DISCLOSURE-RECORDS-30-32"
 REPORTS_PURPOSE = "CORRECTION-REPORT-12-5"
 ORGAN_NOTICE_PURPOSE = "ORGAN-NOTICE-30-35"
-OWN_PURPOSES = frozenset({RECORDS_PURPOSE, REPORTS_PURPOSE, ORGAN_NOTICE_PURPOSE})
+FEED_PURPOSE = "ORGAN-NOTICE-FEED"
+OWN_PURPOSES = frozenset({RECORDS_PURPOSE, REPORTS_PURPOSE, ORGAN_NOTICE_PURPOSE, FEED_PURPOSE})
 IDENTITY, ANNEX = "identity", "annex"
 PAGE = 500
 
@@ -132,9 +133,9 @@ class Records:
         return sorted(seen.values(), key=lambda r: (r.time.seconds, r.time.nanos), reverse=True)
 
     async def modifications(self, file: str, token: str, case: str, page_size: int = 50) -> Any:
-        """A page of the register's 修正 versions after `token` (ListModifications), under the organ-notice purpose."""
+        """A page of the register's 修正 versions after `token` (ListModifications: no values, no case needed)."""
         request = register_pb2.ListModificationsRequest(page_size=page_size, page_token=token)
-        return await self._call(self._register(file).ListModifications, request, ORGAN_NOTICE_PURPOSE, case)
+        return await self._call(self._register(file).ListModifications, request, FEED_PURPOSE, case)
 
     async def person_versions(self, file: str, person: str, case: str, purpose: str = ORGAN_NOTICE_PURPOSE
                               ) -> FileRecords:

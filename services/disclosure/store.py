@@ -602,8 +602,8 @@ async def suspending(connection: asyncpg.Connection, after: uuid.UUID | None, li
 
 # --- notices to organs for a municipality's 修正 (organ_notices) ------------------------------------------------
 
-_ORGAN_COLUMNS = """id, file, person, version, previous_version, subject_resident_code, field_paths, recipients,
-    correction_case_id, create_time,
+_ORGAN_COLUMNS = """id, file, person, version, previous_version, state, subject_resident_code, field_paths,
+    recipients, correction_case_id, create_time,
     ARRAY(SELECT 'organNotifications/' || d.case_id || '/documents/' || d.id FROM disclosure_document d
           WHERE d.case_kind = 'organ' AND d.case_id = organ_notification.id ORDER BY d.create_time, d.id)
         AS documents"""
@@ -620,11 +620,31 @@ async def move_modification_cursor(connection: asyncpg.Connection, file: int, to
            ON CONFLICT (file) DO UPDATE SET page_token = $2, update_time = now()""", file, token)
 
 
-async def organ_notification_exists(connection: asyncpg.Connection, file: int, person: str, version: int) -> bool:
-    found: bool = await connection.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM organ_notification WHERE file = $1 AND person = $2 AND version = $3)",
-        file, person, version)
-    return found
+ORGAN_FOLLOWING, ORGAN_DONE = 1, 2
+"""States of an organ notification: open while its reads are made, done once its notices are issued."""
+
+
+@dataclass(frozen=True)
+class NewOrganNotification:
+    id: uuid.UUID
+    file: int
+    person: str
+    version: int
+    previous_version: int
+    field_paths: list[str]
+
+
+async def open_organ_notification(connection: asyncpg.Connection, new: NewOrganNotification) -> asyncpg.Record:
+    """The follow-up of one 修正, opened once (a replica that loses the race gets the winner's row)."""
+    await connection.execute(
+        """INSERT INTO organ_notification (id, file, person, version, previous_version, field_paths)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (file, person, version) DO NOTHING""",
+        new.id, new.file, new.person, new.version, new.previous_version, new.field_paths)
+    row: asyncpg.Record | None = await connection.fetchrow(
+        "SELECT id, state FROM organ_notification WHERE file = $1 AND person = $2 AND version = $3",
+        new.file, new.person, new.version)
+    assert row is not None  # inserted above, or by another replica: rows are never deleted
+    return row
 
 
 async def correction_case_of_reports(connection: asyncpg.Connection,
@@ -637,29 +657,20 @@ async def correction_case_of_reports(connection: asyncpg.Connection,
     return None if row is None else (row["id"], list(row["fields"]))
 
 
-@dataclass(frozen=True)
-class NewOrganNotification:
-    id: uuid.UUID
-    file: int
-    person: str
-    version: int
-    previous_version: int
-    subject_resident_code: str
-    field_paths: list[str]
-    recipients: list[str]
-    correction_case_id: uuid.UUID | None
-
-
-async def insert_organ_notification(connection: asyncpg.Connection, new: NewOrganNotification) -> bool:
-    """Record the 修正 as handled; False when another replica already did (nothing to issue then)."""
-    inserted = await connection.fetchval(
-        """INSERT INTO organ_notification (id, file, person, version, previous_version, subject_resident_code,
-               field_paths, recipients, correction_case_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           ON CONFLICT (file, person, version) DO NOTHING RETURNING id""",
-        new.id, new.file, new.person, new.version, new.previous_version, new.subject_resident_code,
-        new.field_paths, new.recipients, new.correction_case_id)
-    return inserted is not None
+async def complete_organ_notification(connection: asyncpg.Connection, notification_id: uuid.UUID, *,
+                                      subject_resident_code: str, recipients: list[str],
+                                      correction_case_id: uuid.UUID | None) -> bool:
+    """Close the follow-up in the caller's transaction (which issues its notices); False when another replica
+    already did (nothing to issue then)."""
+    state = await connection.fetchval("SELECT state FROM organ_notification WHERE id = $1 FOR UPDATE",
+                                      notification_id)
+    if state != ORGAN_FOLLOWING:
+        return False
+    await connection.execute(
+        f"""UPDATE organ_notification SET state = {ORGAN_DONE}, subject_resident_code = $2, recipients = $3,
+                   correction_case_id = $4, complete_time = now()
+            WHERE id = $1""", notification_id, subject_resident_code, recipients, correction_case_id)
+    return True
 
 
 async def list_organ_notifications(connection: asyncpg.Connection, before: tuple[dt.datetime, uuid.UUID] | None,
@@ -667,7 +678,7 @@ async def list_organ_notifications(connection: asyncpg.Connection, before: tuple
     """Newest first; only those that issued notices."""
     rows: list[asyncpg.Record] = await connection.fetch(
         f"""SELECT {_ORGAN_COLUMNS} FROM organ_notification
-            WHERE cardinality(recipients) > 0
+            WHERE state = {ORGAN_DONE} AND cardinality(recipients) > 0
               AND ($1::timestamptz IS NULL OR (create_time, id) < ($1, $2::uuid))
             ORDER BY create_time DESC, id DESC LIMIT $3""",
         before[0] if before else None, before[1] if before else None, limit)

@@ -2,11 +2,12 @@
 
 A purpose with `open_case_required = true` (the disclosure service's reads for a case, the desk's read of a
 resident's provision history) is allowed only when the call's case reference (x-juki-case-reference) names a
-case of the disclosure service (`disclosureCases/{id}`, `correctionCases/{id}`, `usageSuspensionCases/{id}`)
-that exists and is open: the person's records are read for the person's own request while it is handled,
-never under a made-up or finished case. Otherwise PERMISSION_DENIED (`CASE_REFERENCE_NOT_A_CASE`,
-`CASE_NOT_FOUND`, `CASE_NOT_OPEN`), logged like every refusal; UNAVAILABLE (`OPEN_CASE_UNKNOWN`) when the
-disclosure service cannot say, so the work waits rather than reading unchecked (fail closed).
+case of the disclosure service (`disclosureCases/{id}`, `correctionCases/{id}`, `usageSuspensionCases/{id}`, or
+the follow-up of a 修正 telling organs of a corrected value, `organNotifications/{id}`) that exists and is open:
+the person's records are read for the person's own request (or that follow-up) while it is handled, never under
+a made-up or finished case. Otherwise PERMISSION_DENIED (`CASE_REFERENCE_NOT_A_CASE`, `CASE_NOT_FOUND`,
+`CASE_NOT_OPEN`), logged like every refusal; UNAVAILABLE (`OPEN_CASE_UNKNOWN`) when the disclosure service cannot
+say, so the work waits rather than reading unchecked (fail closed).
 
 The disclosure service decides what "open" means (its state machines, `GetCaseStatus`, which the gateway
 calls with its own certificate and exposes to nobody). A positive answer is kept `ttl` seconds (5), so a
@@ -29,7 +30,7 @@ from google.protobuf import message
 from juki.disclosure.v1 import disclosure_pb2 as dpb
 from jukilib.errors import PermissionDenied, Unavailable
 
-CASE_NAME = re.compile(r"^(disclosureCases|correctionCases|usageSuspensionCases)/"
+CASE_NAME = re.compile(r"^(disclosureCases|correctionCases|usageSuspensionCases|organNotifications)/"
                        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 """A case of the disclosure service, as the service names it (lower-case UUIDs)."""
 CASE_TYPES = frozenset(t.DESCRIPTOR.full_name for t in (dpb.DisclosureCase, dpb.CorrectionCase,
