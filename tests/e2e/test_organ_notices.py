@@ -17,10 +17,13 @@ import uuid
 from typing import Any
 
 import asyncpg
+import grpc
 from pypdf import PdfReader
 
 from juki.disclosure.v1 import disclosure_pb2 as dpb
 from juki.disclosure.v1 import disclosure_pb2_grpc
+from juki.gateway.v1 import operation_log_pb2 as opb
+from juki.gateway.v1 import operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2 as rpb
 from jukilib.grpc.channels import secure_channel
@@ -29,7 +32,7 @@ from jukitools.demo.notifications import birth_notification
 from jukitools.demo.residents import SyntheticResident
 from tests.conftest import RunningSuite, eventually
 from tests.e2e.test_disclosure import _decided, _investigated
-from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _call, _resident
+from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _call, _reason, _resident
 
 DESK_PURPOSE = "CORRECTION-30-35"  # the disclosure desk reads the organ notices under it
 FOLLOW_UP = "ORGAN-NOTICE-30-35"  # the disclosure service's own purpose for the follow-up
@@ -290,6 +293,39 @@ async def test_a_field_the_correction_case_did_not_report_is_notified_by_the_fol
     done = await _desk(suite, "GetCorrectionCase", dpb.GetCorrectionCaseRequest(name=waiting.name))
     (recipient,) = done.wrong_value_recipients
     assert list(recipient.fields) == ["record.full_name"]
+
+
+async def _follow_up_read(suite: RunningSuite, code: str, reference: str) -> grpc.aio.AioRpcError | None:
+    """A read of the person's provisions under the follow-up's purpose, with the disclosure service's certificate."""
+    async with secure_channel(suite.gateway, suite.server_tls("disclosure")) as channel:
+        try:
+            await operation_log_pb2_grpc.OperationLogServiceStub(channel).ListProvisionRecords(
+                opb.ListProvisionRecordsRequest(resident_code=code), metadata=purpose_metadata(
+                    FOLLOW_UP, case_reference=reference, request_id=str(uuid.uuid4())), timeout=10)
+        except grpc.aio.AioRpcError as error:
+            return error
+    return None
+
+
+async def test_a_finished_or_made_up_follow_up_opens_no_record(suite: RunningSuite) -> None:
+    # Issue 19 (住基法 30-35): the follow-up's reads are admitted only while it is open; once its notices are issued,
+    # or under a follow-up that does not exist, the gateway refuses them.
+    resident = _person(8)
+    await _notify(suite, _recorded_wrong(resident, "organ-8"))
+    await _look_up(suite, PASSPORT, resident.resident_code)
+    await _notify(suite, _modified(resident, "organ-8-fix", 1, rpb.CHANGE_REASON_CLERICAL_ERROR_CORRECTION))
+    (notification,) = await _notified(suite, resident.resident_code)
+
+    async def closed() -> bool:  # a replica keeps a positive answer JUKI_OPEN_CASE_CACHE_SECONDS (5 s)
+        return await _follow_up_read(suite, resident.resident_code, notification.name) is not None
+
+    await eventually(closed, timeout=15, interval=0.5)
+    for reference, reason in ((notification.name, "CASE_NOT_OPEN"),
+                              (f"organNotifications/{uuid.uuid4()}", "CASE_NOT_FOUND"),
+                              ("organNotifications/made-up", "CASE_REFERENCE_NOT_A_CASE")):
+        refused = await _follow_up_read(suite, resident.resident_code, reference)
+        assert refused is not None and refused.code() == grpc.StatusCode.PERMISSION_DENIED, reference
+        assert _reason(refused) == reason
 
 
 async def test_no_personal_data_of_organ_notice_residents_in_logs(suite: RunningSuite, log_lines: list[str]) -> None:
