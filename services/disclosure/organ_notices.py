@@ -3,10 +3,10 @@
 A correction case tells the organs itself when the municipality's 修正 resolves its 12-5 report
 (`Desk._complete`), of the fields the report named. Every other correction of a value an organ received must
 reach it too: any other field that 修正 changed, the municipality's own 誤記修正 or 職権修正, and the 修正
-answering a 12-5 report of the prefecture or of the agency (30-8). The
-registers list their 修正 versions in commit order (ListModifications, jukilib.register.modifications); this
-follower reads that feed through the gateway (ORGAN-NOTICE-FEED) and, for each 修正 that corrects a value, under
-its own purpose (ORGAN-NOTICE-30-35, case reference: the follow-up's own open `organNotifications/{id}`):
+answering a 12-5 report of the prefecture or of the agency (30-8). The registers list their 修正 versions in
+commit order (ListModifications, jukilib.register.modifications); this follower reads that feed through the
+gateway (ORGAN-NOTICE-FEED) and, for each 修正 that corrects a value, under its own purpose (ORGAN-NOTICE-30-35,
+case reference: the follow-up's own open `organNotifications/{id}`):
 
 - finds the person's history (every 住民票コード they have had, 30-4) and every provision of the person under
   any of them (the gateway's operation log),
