@@ -21,10 +21,12 @@ case, open while its reads are made (the gateway admits them only for an open ca
 transaction that issues its notices: a replica that finds it closed issues nothing, a page read again after a
 restart finishes what was left open.
 
-The annex file is not followed: its answers never carry a 住民票コード (30-44-6, to anyone), so this service can
-neither find an annex person's provisions (the operation log is searched by 住民票コード) nor log the reads of a
-notice under the resident. Its 修正 versions are in the feed for the day the gateway can search provisions by
-record version.
+Both files are followed. The annex file's answers never carry a 住民票コード (30-44-6), so the feed itself names
+every code the person has had in the file (`Modification.resident_codes`): the provisions are found in the log
+under them (the gateway logs an annex answer under the codes the register answered, though it strips them),
+and the notice's reads are logged under the current one. That one answer is the prefecture's own follow-up of
+its file (30-44-13 applies 30-35), to its own disclosure service, never a provision to an organ; an organ
+that received annex data is named in its notice only by what it received (never a 住民票コード).
 """
 
 from __future__ import annotations
@@ -42,13 +44,13 @@ from google.protobuf import json_format
 from juki.disclosure.v1 import disclosure_pb2 as pb
 from juki.register.v1 import register_pb2
 from juki_services.disclosure import corrections, notices, store
-from juki_services.disclosure.records import IDENTITY, ORGAN_NOTICE_PURPOSE, Records
+from juki_services.disclosure.records import ANNEX, IDENTITY, ORGAN_NOTICE_PURPOSE, Records
 from jukilib.db.pool import Database
 
 logger = logging.getLogger(__name__)
 
-FOLLOWED_FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY}
-"""The files whose 修正 are followed (the annex file cannot be: see the module's docstring)."""
+FOLLOWED_FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_FILE_ANNEX: ANNEX}
+"""The files whose 修正 are followed."""
 
 R = register_pb2
 CORRECTING_REASONS = frozenset({
@@ -148,12 +150,14 @@ class OrganNotices:
         name = FOLLOWED_FILES[file]
         history = await self._records.person_versions(name, modification.person, reference)
         corrected_version = next((v for v in history.versions if v.version == modification.version), None)
-        subject = corrected_version.record.resident_code if corrected_version is not None else ""
+        # The feed names the person's codes (the annex file's versions never do): the current one first.
+        codes = list(dict.fromkeys([*modification.resident_codes, *history.resident_codes("")]))
+        subject = codes[0] if codes else ""
         recipients: list[dict[str, Any]] = []
         drafts: list[notices.Draft] = []
         if fields and corrected_version is not None:  # None: purged meanwhile, nothing left to compare
             # Every organ given the wrong value, under whichever 住民票コード the person had then (30-4).
-            provisions = await self._records.provisions(history.resident_codes(""), reference, ORGAN_NOTICE_PURPOSE)
+            provisions = await self._records.provisions(codes, reference, ORGAN_NOTICE_PURPOSE)
             recipients = corrections.wrong_value_recipients(
                 name, history.versions, wrong=modification.previous_version, resolving=modification.version,
                 fields=fields, provisions=provisions)

@@ -20,6 +20,7 @@ import asyncpg
 import grpc
 from pypdf import PdfReader
 
+from juki.annex.v1 import annex_pb2
 from juki.disclosure.v1 import disclosure_pb2 as dpb
 from juki.disclosure.v1 import disclosure_pb2_grpc
 from juki.gateway.v1 import operation_log_pb2 as opb
@@ -305,6 +306,37 @@ async def _follow_up_read(suite: RunningSuite, code: str, reference: str) -> grp
         except grpc.aio.AioRpcError as error:
             return error
     return None
+
+
+async def test_an_organ_that_received_annex_data_is_told_of_its_correction_without_a_resident_code(
+        suite: RunningSuite) -> None:
+    # 住基法 30-44-13 applies 30-35 to the annex file: the 本籍地's own 誤記修正 of a 国外転出者's 附票 reaches the
+    # department that received the wrong 氏名 under 30-44-6, and its notice names the person only by what it
+    # received there: never a 住民票コード, which annex data never carries (30-44-6).
+    from jukitools.demo.notifications import annex_notification
+
+    resident = _person(17)
+    wrong = annex_notification(resident, "organ-annex-7", EVENT_DATE, moved_abroad=True, notify_time=NOTIFY_TIME)
+    wrong.record.full_name = "誤記　太郎"
+    await _call(suite, "maebashi-cs", "annex.ApplyNotification", wrong, "CS-NOTIFY-30-41")
+    await _call(suite, "kikaku-bu", "annex.LookupAnnexResident",
+                annex_pb2.LookupAnnexResidentRequest(resident_code=resident.resident_code), "ANNEX-OVERSEAS-30-44-6-2")
+    fixed = annex_notification(resident, "organ-annex-7-fix", EVENT_DATE + dt.timedelta(days=1), moved_abroad=True,
+                               notify_time=NOTIFY_TIME + dt.timedelta(days=1))
+    fixed.change.kind, fixed.change.reason = rpb.CHANGE_KIND_MODIFY, rpb.CHANGE_REASON_CLERICAL_ERROR_CORRECTION
+    fixed.record.address_date.CopyFrom(wrong.record.address_date)  # only the 氏名 is corrected
+    await _call(suite, "maebashi-cs", "annex.ApplyNotification", fixed, "CS-NOTIFY-30-41")
+
+    (notification,) = await _notified(suite, resident.resident_code)
+    assert notification.file == dpb.RECORD_FILE_ANNEX and list(notification.field_paths) == ["record.full_name"]
+    assert list(notification.recipients) == ["kikaku-bu"]
+    ((document, text),) = (await _notices(suite, notification)).values()
+    assert "誤記　太郎" in text and resident.full_name in text  # the wrong value it received, and the right one
+    assert resident.resident_code not in text and resident.resident_code not in document.json
+    # The reads of the notice are logged under the resident all the same (the feed named the code).
+    reads = await _log(suite, "organization = 'disclosure-desk' AND method LIKE '%/GetDisclosureDocument' "
+                              "AND $1 = ANY(resident_codes)", resident.resident_code)
+    assert reads
 
 
 async def test_a_finished_or_made_up_follow_up_opens_no_record(suite: RunningSuite) -> None:

@@ -54,7 +54,9 @@ async def test_the_feed_lists_each_correction_once_with_the_fields_it_changed_an
     assert (entry.version, entry.previous_version) == (2, 1) and entry.reason == CLERICAL
     assert list(entry.field_paths) == ["record.full_name"]
     wire = entry.SerializeToString()
-    assert "誤記".encode() not in wire and person.name.encode() not in wire and person.code.encode() not in wire
+    assert "誤記".encode() not in wire and person.name.encode() not in wire  # never a value
+    # The person's 住民票コード (every one it had in the file), for the follow-up to find the provisions by.
+    assert list(entry.resident_codes) == [person.code]
     # A reader resuming from where it stood gets nothing twice.
     assert (await _drain(api, resume))[0] == []
 

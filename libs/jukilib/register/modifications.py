@@ -64,12 +64,17 @@ class Modifications:
                            (SELECT b.version FROM person_version b
                              WHERE b.person_id = v.person_id AND b.version < v.version
                              ORDER BY b.version DESC LIMIT 1) AS previous_version,
+                           ARRAY(SELECT c.code FROM (
+                                     SELECT p.resident_code AS code, 0 AS rank FROM person p WHERE p.id = v.person_id
+                                     UNION SELECT h.resident_code, 1 FROM person_version h
+                                      WHERE h.person_id = v.person_id) AS c
+                                 GROUP BY c.code ORDER BY min(c.rank), c.code) AS codes,
                            ARRAY(SELECT r.id FROM municipality_report r
                                   WHERE r.person_id = v.person_id AND r.resolving_version = v.version
                                     AND r.outcome = {int(pb.REPORT_OUTCOME_CORRECTED)}
                                   ORDER BY r.id) AS reports
                     FROM person_version v
-                    WHERE v.change_kind = 3
+                    WHERE v.change_kind = {int(pb.CHANGE_KIND_MODIFY)}
                       AND (v.commit_xid, v.person_id, v.version) > ($1::text::xid8, $2::uuid, $3::bigint)
                       AND v.commit_xid < pg_snapshot_xmin(pg_current_snapshot())
                     ORDER BY v.commit_xid, v.person_id, v.version
@@ -88,7 +93,7 @@ class Modifications:
             name=f"{person}/versions/{row['version']}", person=person, version=row["version"],
             previous_version=row["previous_version"] or 0, reason=row["change_reason"],
             field_paths=changed_fields(row["before"] or {}, row["record"], self._record_type),
-            municipality_reports=[f"municipalityReports/{r}" for r in row["reports"]])
+            municipality_reports=[f"municipalityReports/{r}" for r in row["reports"]], resident_codes=row["codes"])
         entry.create_time.FromDatetime(row["created_at"])
         return entry
 
