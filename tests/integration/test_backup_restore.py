@@ -1,0 +1,145 @@
+"""The restoration duty (住基法 30-6 ④, 30-41 ④; issue 20): the suite's database can be rebuilt to a point in
+time from sealed base backups and continuously archived WAL, with PostgreSQL's own tools, on a real embedded
+PostgreSQL started as `juki up` starts it (archiving on).
+
+The drill runs once for the module: rows written, a full backup, rows, an incremental backup, rows, time T,
+rows, the suite stopped, then `juki restore --to T`. Each test states one thing the drill must show."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from jukilib.db.embedded import EmbeddedPostgres
+from jukitools.local import DATABASES, write_private_json
+from jukitools.suite import Suite, prepare_database, role_passwords
+
+
+@dataclass
+class Drill:
+    home: Path
+    marker: str
+    target: dt.datetime
+    before_backup: dt.datetime
+    refused: subprocess.CompletedProcess[str]
+    restored: subprocess.CompletedProcess[str]
+    listing: str
+    rows: list[str]
+    log: list[tuple[str, str, str]]
+
+
+def juki(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("JUKI_")}
+    return subprocess.run([sys.executable, "-m", "jukitools.cli", "--home", str(home), *args], env=environment,
+                          capture_output=True, text=True, timeout=240)
+
+
+async def insert(admin_url: str, *labels: str, marker: str = "") -> None:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute("CREATE TABLE IF NOT EXISTS drill_rows (label text PRIMARY KEY, value text)")
+        for label in labels:
+            await connection.execute("INSERT INTO drill_rows VALUES ($1, $2)", label, marker)
+        await connection.execute("CHECKPOINT")  # the rows on disk, as a data file would hold them
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
+    home = tmp_path_factory.mktemp("backup-home")
+    marker = f"JUKI-PLAINTEXT-{secrets.token_hex(8)}"
+    suite = Suite(home)
+    admin_url = await asyncio.to_thread(suite.start_database)
+    try:
+        urls = await prepare_database(admin_url, role_passwords(home))
+        write_private_json(home / DATABASES, {service: {"url": db.url, "migration_url": db.migration_url}
+                                              for service, db in urls.items()})
+        before_backup = dt.datetime.now(dt.UTC)
+        await insert(admin_url, "before-full", marker=marker)
+        full = juki(home, "backup")
+        assert full.returncode == 0, full.stderr
+        await insert(admin_url, "before-incremental")
+        incremental = juki(home, "backup", "--incremental")
+        assert incremental.returncode == 0, incremental.stderr
+        await insert(admin_url, "before-target")
+        await asyncio.sleep(0.5)
+        target = dt.datetime.now(dt.UTC)
+        await asyncio.sleep(0.5)
+        await insert(admin_url, "after-target")
+    finally:
+        await asyncio.to_thread(suite.stop)  # a clean stop archives the last segment
+    listing = juki(home, "backup", "list").stdout
+    refused = juki(home, "restore", "--to", before_backup.isoformat())
+    restored = juki(home, "restore", "--to", target.isoformat())
+    server = EmbeddedPostgres(home / "pgdata")
+    url = await asyncio.to_thread(server.start)
+    try:
+        connection = await asyncpg.connect(url)
+        try:
+            rows = [row["label"] for row in await connection.fetch("SELECT label FROM drill_rows ORDER BY label")]
+        finally:
+            await connection.close()
+        connection = await asyncpg.connect(url, database="juki")
+        try:
+            log = [(row["method"], row["reason"], row["detail"]) for row in await connection.fetch(
+                "SELECT method, reason, detail FROM gateway.operation_log WHERE method LIKE 'maintenance/%' "
+                "ORDER BY sequence")]
+        finally:
+            await connection.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+    yield Drill(home, marker, target, before_backup, refused, restored, listing, rows, log)
+
+
+async def test_restore_to_a_time_keeps_the_rows_written_before_it_and_none_after(drill: Drill) -> None:
+    assert drill.restored.returncode == 0, drill.restored.stderr
+    assert drill.rows == ["before-full", "before-incremental", "before-target"]
+
+
+async def test_restore_combines_the_full_and_the_incremental_backup(drill: Drill) -> None:
+    assert "-F + " in drill.restored.stdout and "-I" in drill.restored.stdout, drill.restored.stdout
+    assert "incremental on" in drill.listing
+
+
+async def test_the_damaged_cluster_is_kept_aside_not_deleted(drill: Drill) -> None:
+    kept = [path for path in drill.home.iterdir() if path.name.startswith("pgdata.damaged-")]
+    assert len(kept) == 1 and (kept[0] / "PG_VERSION").is_file()
+    assert str(kept[0]) in drill.restored.stdout
+
+
+async def test_a_target_before_the_oldest_backup_is_refused(drill: Drill) -> None:
+    assert drill.refused.returncode == 2
+    assert "before the oldest backup" in drill.refused.stderr
+
+
+async def test_backups_and_archived_wal_hold_no_plaintext(drill: Drill) -> None:
+    """The marker is in the database's own files (so the search can find it), in none of the backup's."""
+    def holding(root: Path) -> list[Path]:
+        return [path for path in root.rglob("*") if path.is_file() and drill.marker.encode() in path.read_bytes()]
+
+    kept = next(path for path in drill.home.iterdir() if path.name.startswith("pgdata.damaged-"))
+    assert holding(kept), "the search must find the marker in plaintext data files"
+    backup_files = [path for path in (drill.home / "backups").rglob("*") if path.is_file()]
+    assert any(path.parent.name == "wal" for path in backup_files) and any(
+        path.name == "data.tar.gz.sealed" for path in backup_files)
+    assert holding(drill.home / "backups") == []
+
+
+async def test_backups_and_the_restore_are_in_the_operation_log(drill: Drill) -> None:
+    actions = [(method, reason) for method, reason, _ in drill.log]
+    assert actions.count(("maintenance/backup", "started")) == 2
+    assert actions.count(("maintenance/backup", "done")) == 2
+    assert actions[-2:] == [("maintenance/restore", "started"), ("maintenance/restore", "done")]
+    restore_detail = drill.log[-1][2]
+    assert drill.target.isoformat() in restore_detail and "pgdata.damaged-" in restore_detail
