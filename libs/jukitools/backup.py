@@ -19,9 +19,11 @@ target the backups do not cover.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gzip
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from jukilib.config import UsageError
+from jukilib.db.embedded import EmbeddedPostgres
 from jukitools.backup_crypto import BackupKey, OpeningReader, SealingWriter, header_number
 from jukitools.wal_archive import SPOOL_DIR, WAL_DIR, archive_command, seal_spool, unseal
 
+logger = logging.getLogger(__name__)
 BASE_DIR = "base"
 INFO = "info.json"
 DATA = "data.tar.gz.sealed"
@@ -119,9 +123,27 @@ def prepare_archive(settings: BackupSettings, server_user: str | None) -> None:
         shutil.chown(settings.spool, server_user)
 
 
+def enable_archiving(server: EmbeddedPostgres, settings: BackupSettings) -> None:
+    """Continuous archiving on the embedded `server` (restarted the first time only: `archive_mode` takes
+    effect at start)."""
+    prepare_archive(settings, server.system_user)
+    server.apply_settings(archiving_settings(settings), at_start=("archive_mode", "wal_level"))
+
+
 def seal_archived(settings: BackupSettings) -> list[str]:
     """Seal what the server archived into the spool so far (see `jukitools.wal_archive`)."""
     return seal_spool(settings.spool, settings.directory, settings.key(create=True))
+
+
+async def seal_periodically(settings: BackupSettings, interval: float) -> None:
+    """`seal_archived` every `interval` seconds until cancelled; a failure is logged (it names a file, never
+    its content) and retried next time, while the server keeps the WAL it could not archive."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(seal_archived, settings)
+        except (OSError, ValueError) as error:
+            logger.error("sealing archived WAL failed", extra={"error": str(error)})
 
 
 # --- the catalogue -------------------------------------------------------------------------------

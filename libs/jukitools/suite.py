@@ -44,10 +44,10 @@ from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.keyring import Keyring
 from jukitools.backup import (
     BackupSettings,
-    archiving_settings,
     archiving_wanted,
-    prepare_archive,
+    enable_archiving,
     seal_archived,
+    seal_periodically,
 )
 from jukitools.client import Endpoints
 from jukitools.local import AUDIT_HASH_KEY, CHECKPOINT_DIR, DATABASES, ENDPOINTS, write_private_json
@@ -289,8 +289,7 @@ class Suite:
         """Continuous WAL archiving into the backup directory (restarts the server the first time only:
         `archive_mode` takes effect at start)."""
         settings = BackupSettings.of(self.home)
-        prepare_archive(settings, embedded.system_user)
-        embedded.apply_settings(archiving_settings(settings), at_start=("archive_mode", "wal_level"))
+        enable_archiving(embedded, settings)
         self.archive = settings
 
     def start_sealing(self, interval: float = SEAL_INTERVAL) -> None:
@@ -299,15 +298,7 @@ class Suite:
         if settings is None:
             return
 
-        async def seal_forever() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    await asyncio.to_thread(seal_archived, settings)
-                except (OSError, ValueError) as error:  # names a file, never its content; retried next time
-                    logger.error("sealing archived WAL failed", extra={"error": str(error)})
-
-        self._sealing = asyncio.get_running_loop().create_task(seal_forever())
+        self._sealing = asyncio.get_running_loop().create_task(seal_periodically(settings, interval))
 
     async def stop_sealing(self) -> None:
         if self._sealing is not None:
