@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -274,11 +273,14 @@ def prune(settings: BackupSettings) -> list[str]:
     gone = [backup for backup in catalogue.backups if backup.consistent_at < oldest_kept.consistent_at]
     for backup in gone:
         shutil.rmtree(settings.directory / BASE_DIR / backup.id)
-    # Segment names sort by timeline first: compare the position (log and segment number) only.
-    segments = [name for name in catalogue.segments if name[8:] < oldest_kept.start_wal[8:]]
-    for name in segments:
-        (settings.directory / WAL_DIR / name).unlink()
-    return [backup.id for backup in gone] + ([f"{len(segments)} WAL segment(s)"] if segments else [])
+    # Segment names sort by timeline first: compare the position (log and segment number) only; a backup's
+    # history file (`<segment>.<offset>.backup`) goes with its segment, timeline history files stay.
+    wal = settings.directory / WAL_DIR
+    segments = [path for path in wal.glob("*") if (SEGMENT.match(path.name) or path.name.endswith(".backup"))
+                and path.name[8:24] < oldest_kept.start_wal[8:]]
+    for path in segments:
+        path.unlink()
+    return [backup.id for backup in gone] + ([f"{len(segments)} archived WAL file(s)"] if segments else [])
 
 
 def _new_id(settings: BackupSettings, started: dt.datetime, kind: str) -> str:
@@ -326,7 +328,7 @@ def _run(command: list[str], tool: str, *, user: str | None = None, timeout: flo
     """Run a PostgreSQL tool; its stderr names files and positions, not data, and is kept in the error."""
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *command]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd="/")
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout, cwd="/")
     if result.returncode != 0:
         raise RuntimeError(f"{tool} failed (exit {result.returncode}): {result.stderr.strip()[-600:]}")
     return result.stdout

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import struct
 from pathlib import Path
@@ -110,7 +111,7 @@ class OpeningReader:
     def __init__(self, source: BinaryIO, key: BackupKey, name: str = "") -> None:
         self._source, self._key = source, key
         self._header = source.read(HEADER.size)
-        magic, key_id, _, self.number = read_header(self._header, name)
+        _, key_id, _, self.number = read_header(self._header, name)
         if key_id != key.key_id:
             raise BackupKeyError(f"{name}: sealed with another backup key (id {key_id.hex()}, "
                                  f"given {key.key_id.hex()})")
@@ -125,6 +126,9 @@ class OpeningReader:
             size = len(self._buffer)
         data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        raise io.UnsupportedOperation("a sealed file is read from start to end")
 
     def _next_chunk(self) -> None:
         word = self._source.read(4)

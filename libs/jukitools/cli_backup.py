@@ -52,14 +52,14 @@ async def backup_command(args: argparse.Namespace) -> int:
     settings = backups.BackupSettings.of(suite.home)
     if args.action == "list":
         return list_backups(settings)
-    async with _database(suite) as (url, log_suite):
-        async with logged_action(log_suite, "backup", target=str(settings.directory),
-                                 kind="incremental" if args.incremental else "full") as outcome:
-            taken = await asyncio.to_thread(backups.take_backup, settings, url, suite.home / "backup-staging",
-                                            incremental=args.incremental)
-            outcome.detail.update(backup=taken.id, sealed_bytes=taken.sealed_bytes, seconds=taken.seconds)
-            pruned = await asyncio.to_thread(backups.prune, settings)
-            outcome.detail["pruned"] = pruned
+    kind = "incremental" if args.incremental else "full"
+    async with _Database(suite) as (url, log_suite), \
+            logged_action(log_suite, "backup", target=str(settings.directory), kind=kind) as outcome:
+        taken = await asyncio.to_thread(backups.take_backup, settings, url, suite.home / "backup-staging",
+                                        incremental=args.incremental)
+        outcome.detail.update(backup=taken.id, sealed_bytes=taken.sealed_bytes, seconds=taken.seconds)
+        pruned = await asyncio.to_thread(backups.prune, settings)  # retention: a maintenance action too
+        outcome.detail["pruned"] = pruned
     print(f"backup {taken.id} ({taken.kind}{', on ' + taken.parent if taken.parent else ''}): verified, "
           f"{taken.sealed_bytes / 1e6:.1f} MB sealed in {taken.seconds:.1f} s; restorable from "
           f"{taken.consistent_at.isoformat(timespec='seconds')}")
@@ -78,12 +78,14 @@ def list_backups(settings: backups.BackupSettings) -> int:
         print(f"{backup.id}  {backup.kind}{on}  consistent {backup.consistent_at.isoformat(timespec='seconds')}  "
               f"{backup.sealed_bytes / 1e6:.1f} MB  {backup.seconds:.1f} s")
     if catalogue.segments:
-        print(f"archived WAL: {len(catalogue.segments)} file(s), {catalogue.segments[0]} … {catalogue.segments[-1]}")
+        print(f"archived WAL: {len(catalogue.segments)} file(s), "
+              f"{catalogue.segments[0]} … {catalogue.segments[-1]}")
     else:
         print("archived WAL: none (is archiving on? `juki up` turns it on unless JUKI_WAL_ARCHIVE=off)")
     window = catalogue.covered()
     if window is not None:
-        print(f"a restore can reach {window[0].isoformat(timespec='seconds')} … {window[1].isoformat(timespec='seconds')}")
+        first, last = (moment.isoformat(timespec="seconds") for moment in window)
+        print(f"a restore can reach {first} … {last}")
     return 0
 
 
@@ -101,7 +103,7 @@ async def restore_command(args: argparse.Namespace) -> int:
     kept = (f"the damaged cluster is kept as {restored.damaged}" if restored.damaged.exists()
             else "there was no cluster to keep aside")
     print(f"restored from {' + '.join(restored.chain)} to {_reached(restored)} in {restored.seconds:.1f} s; {kept}")
-    async with _database(suite) as (_, log_suite):
+    async with _Database(suite) as (_, log_suite):
         log_end, journal_end = await _log_and_journal(suite, log_suite)
         if journal_end is not None and journal_end > log_end:
             print(f"the operation log now ends at record {log_end}; the journal of checkpoints outside the database "
@@ -136,7 +138,7 @@ def _server_user(pgdata: Path) -> str | None:
     return "embedded_postgres" if os.geteuid() == 0 else None
 
 
-class _database:
+class _Database:
     """The suite's database for a backup or the record of a restore: the server of
     JUKI_BACKUP_DATABASE_URL (a replication-capable role of an external PostgreSQL), else the embedded one
     (attached to, or started and stopped again); with the suite that finds the operation log."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -33,8 +34,9 @@ SPOOL_DIR = "wal-spool"
 
 def archive_command(spool: Path) -> str:
     """The server's archive command into `spool` (idempotent: an identical file already there is success)."""
-    part, done = f"{spool}/%f.part", f"{spool}/%f"
-    return f"test ! -f {done} && cp --preserve=timestamps %p {part} && sync {part} && mv {part} {done} || cmp -s %p {done}"
+    part, done = shlex.quote(f"{spool}/%f.part"), shlex.quote(f"{spool}/%f")
+    return (f"test ! -f {done} && cp --preserve=timestamps %p {part} && sync {part} && mv {part} {done}"
+            f" || cmp -s %p {done}")
 
 
 def seal_spool(spool: Path, backup_dir: Path, key: BackupKey) -> list[str]:
@@ -61,9 +63,9 @@ def seal_spool(spool: Path, backup_dir: Path, key: BackupKey) -> list[str]:
 
 def unseal(source: Path, destination: Path, key: BackupKey) -> None:
     """A sealed WAL file back as PostgreSQL wrote it (for recovery)."""
-    with source.open("rb") as sealed, destination.open("wb") as plain:
-        with gzip.GzipFile(fileobj=OpeningReader(sealed, key, source.name), mode="rb") as unzipped:  # type: ignore[arg-type]
-            shutil.copyfileobj(unzipped, plain, 1 << 20)
+    with source.open("rb") as sealed, destination.open("wb") as plain, \
+            gzip.GzipFile(fileobj=OpeningReader(sealed, key, source.name), mode="rb") as unzipped:
+        shutil.copyfileobj(unzipped, plain, 1 << 20)
 
 
 def _seal(source: Path, target: Path, key: BackupKey) -> None:
@@ -71,7 +73,8 @@ def _seal(source: Path, target: Path, key: BackupKey) -> None:
     temporary = target.with_name(f".{target.name}.partial")
     with temporary.open("wb") as handle:
         sealer = SealingWriter(handle, key, written_ms)
-        with source.open("rb") as plain, gzip.GzipFile(fileobj=sealer, mode="wb", compresslevel=1, mtime=0) as zipped:
+        with source.open("rb") as plain, \
+                gzip.GzipFile(fileobj=sealer, mode="wb", compresslevel=1, mtime=0) as zipped:
             shutil.copyfileobj(plain, zipped, 1 << 20)
         sealer.close()
         os.fsync(handle.fileno())
@@ -85,7 +88,7 @@ def _digest(path: Path) -> bytes:
 
 def _digest_of_sealed(path: Path, key: BackupKey) -> bytes:
     digest = hashlib.sha256()
-    with path.open("rb") as sealed, gzip.GzipFile(fileobj=OpeningReader(sealed, key, path.name),  # type: ignore[arg-type]
+    with path.open("rb") as sealed, gzip.GzipFile(fileobj=OpeningReader(sealed, key, path.name),
                                                   mode="rb") as unzipped:
         while block := unzipped.read(1 << 20):
             digest.update(block)

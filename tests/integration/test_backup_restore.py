@@ -32,6 +32,7 @@ class Drill:
     target: dt.datetime
     before_backup: dt.datetime
     refused: subprocess.CompletedProcess[str]
+    refused_later: subprocess.CompletedProcess[str]
     restored: subprocess.CompletedProcess[str]
     listing: str
     rows: list[str]
@@ -41,7 +42,7 @@ class Drill:
 def juki(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("JUKI_")}
     return subprocess.run([sys.executable, "-m", "jukitools.cli", "--home", str(home), *args], env=environment,
-                          capture_output=True, text=True, timeout=240)
+                          check=False, capture_output=True, text=True, timeout=240)
 
 
 async def insert(admin_url: str, *labels: str, marker: str = "") -> None:
@@ -81,6 +82,7 @@ async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill
         await asyncio.to_thread(suite.stop)  # a clean stop archives the last segment
     listing = juki(home, "backup", "list").stdout
     refused = juki(home, "restore", "--to", before_backup.isoformat())
+    refused_later = juki(home, "restore", "--to", (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).isoformat())
     restored = juki(home, "restore", "--to", target.isoformat())
     server = EmbeddedPostgres(home / "pgdata")
     url = await asyncio.to_thread(server.start)
@@ -99,7 +101,7 @@ async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill
             await connection.close()
     finally:
         await asyncio.to_thread(server.stop)
-    yield Drill(home, marker, target, before_backup, refused, restored, listing, rows, log)
+    yield Drill(home, marker, target, before_backup, refused, refused_later, restored, listing, rows, log)
 
 
 async def test_restore_to_a_time_keeps_the_rows_written_before_it_and_none_after(drill: Drill) -> None:
@@ -121,6 +123,11 @@ async def test_the_damaged_cluster_is_kept_aside_not_deleted(drill: Drill) -> No
 async def test_a_target_before_the_oldest_backup_is_refused(drill: Drill) -> None:
     assert drill.refused.returncode == 2
     assert "before the oldest backup" in drill.refused.stderr
+
+
+async def test_a_target_after_the_newest_archived_wal_is_refused(drill: Drill) -> None:
+    assert drill.refused_later.returncode == 2
+    assert "after the newest archived WAL" in drill.refused_later.stderr
 
 
 async def test_backups_and_archived_wal_hold_no_plaintext(drill: Drill) -> None:
