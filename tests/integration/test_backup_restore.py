@@ -20,9 +20,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from juki_services.gateway.chain import SigningKeyFile, ensure_signing_key
+from juki_services.gateway.checkpoints import CheckpointExporter
+from juki_services.gateway.oplog import OperationLog
+from jukilib.config import DatabaseConfig
+from jukilib.db.bootstrap import runtime_role, with_credentials
 from jukilib.db.embedded import EmbeddedPostgres
-from jukitools.local import DATABASES, write_private_json
+from jukilib.db.pool import Database
+from jukitools.local import CHECKPOINT_DIR, DATABASES, write_private_json
 from jukitools.suite import Suite, prepare_database, role_passwords
+from tests.integration.test_operation_log import _entry
 
 
 @dataclass
@@ -37,12 +44,31 @@ class Drill:
     listing: str
     rows: list[str]
     log: list[tuple[str, str, str]]
+    verified: subprocess.CompletedProcess[str]
 
 
-def juki(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("JUKI_")}
+def juki(home: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("JUKI_")} | variables
     return subprocess.run([sys.executable, "-m", "jukitools.cli", "--home", str(home), *args], env=environment,
                           check=False, capture_output=True, text=True, timeout=240)
+
+
+async def log_and_export(home: Path, gateway_url: str, entries: int) -> None:
+    """`entries` records through the gateway's log writer, then its head signed into the journal outside the
+    database (`.juki/checkpoints`), as the running gateway does every second."""
+    database = Database(DatabaseConfig(url=gateway_url, migration_url=None))
+    await database.connect()
+    keys = SigningKeyFile(ensure_signing_key(home / "operation-log.key"))
+    exporter = CheckpointExporter(home / CHECKPOINT_DIR, keys, interval=3600)
+    log = OperationLog(database, keys, checkpoint_every=5, exporter=exporter)
+    writer = asyncio.create_task(log.run())
+    try:
+        for index in range(entries):
+            await log.write(_entry(index))
+        assert await exporter.export() is not None
+    finally:
+        writer.cancel()
+        await database.close()
 
 
 async def insert(admin_url: str, *labels: str, marker: str = "") -> None:
@@ -78,6 +104,7 @@ async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill
         target = dt.datetime.now(dt.UTC)
         await asyncio.sleep(0.5)
         await insert(admin_url, "after-target")
+        await log_and_export(home, urls["gateway"].url, 12)  # the journal now names records the restore loses
     finally:
         await asyncio.to_thread(suite.stop)  # a clean stop archives the last segment
     listing = juki(home, "backup", "list").stdout
@@ -87,6 +114,8 @@ async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill
     server = EmbeddedPostgres(home / "pgdata")
     url = await asyncio.to_thread(server.start)
     try:
+        gateway = with_credentials(url, runtime_role("gateway"), role_passwords(home)[runtime_role("gateway")], "juki")
+        verified = juki(home, "audit", "verify", JUKI_DATABASE_URL=gateway)
         connection = await asyncpg.connect(url)
         try:
             rows = [row["label"] for row in await connection.fetch("SELECT label FROM drill_rows ORDER BY label")]
@@ -101,7 +130,7 @@ async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill
             await connection.close()
     finally:
         await asyncio.to_thread(server.stop)
-    yield Drill(home, marker, target, before_backup, refused, refused_later, restored, listing, rows, log)
+    yield Drill(home, marker, target, before_backup, refused, refused_later, restored, listing, rows, log, verified)
 
 
 async def test_restore_to_a_time_keeps_the_rows_written_before_it_and_none_after(drill: Drill) -> None:
@@ -150,3 +179,11 @@ async def test_backups_and_the_restore_are_in_the_operation_log(drill: Drill) ->
     assert actions[-2:] == [("maintenance/restore", "started"), ("maintenance/restore", "done")]
     restore_detail = drill.log[-1][2]
     assert drill.target.isoformat() in restore_detail and "pgdata.damaged-" in restore_detail
+
+
+async def test_a_restore_says_the_log_is_behind_its_journal_and_audit_verify_reports_the_loss(drill: Drill) -> None:
+    """The records written after T are gone with the restore; the journal of checkpoints outside the database
+    still names them: the restore says so, and `juki audit verify` reports the gap rather than hiding it."""
+    assert "the journal of checkpoints outside the database names record" in drill.restored.stdout
+    assert drill.verified.returncode == 1
+    assert "records are missing" in drill.verified.stderr
