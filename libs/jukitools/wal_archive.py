@@ -19,6 +19,7 @@ may archive a segment twice).
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import os
@@ -30,6 +31,7 @@ from jukitools.backup_crypto import BackupKey, OpeningReader, SealingWriter
 
 WAL_DIR = "wal"
 SPOOL_DIR = "wal-spool"
+LOCK = ".seal.lock"
 
 
 def archive_command(spool: Path) -> str:
@@ -45,19 +47,23 @@ def seal_spool(spool: Path, backup_dir: Path, key: BackupKey) -> list[str]:
     directory = backup_dir / WAL_DIR
     directory.mkdir(parents=True, exist_ok=True)
     sealed = []
-    for source in sorted(spool.glob("*")) if spool.is_dir() else []:
-        if source.name.endswith(".part"):
-            continue
-        target = directory / source.name
-        if target.exists():
-            if _digest_of_sealed(target, key) != _digest(source):
-                raise ValueError(f"{source.name}: archived already with another content; left in {spool}")
-        else:
-            _seal(source, target, key)
-            sealed.append(source.name)
-        source.unlink()
-    if sealed:
-        _fsync_directory(directory)
+    # One sealer at a time (`juki up` and a `juki backup` may both seal): a lock the kernel drops however
+    # the holder ends.
+    with (directory / LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for source in sorted(spool.glob("*")) if spool.is_dir() else []:
+            if source.name.endswith(".part") or source.name.startswith("."):
+                continue
+            target = directory / source.name
+            if target.exists():
+                if _digest_of_sealed(target, key) != _digest(source):
+                    raise ValueError(f"{source.name}: archived already with another content; left in {spool}")
+            else:
+                _seal(source, target, key)
+                sealed.append(source.name)
+            source.unlink()
+        if sealed:
+            _fsync_directory(directory)
     return sealed
 
 
