@@ -103,6 +103,9 @@ async def restore_command(args: argparse.Namespace) -> int:
     kept = (f"the damaged cluster is kept as {restored.damaged}" if restored.damaged.exists()
             else "there was no cluster to keep aside")
     print(f"restored from {' + '.join(restored.chain)} to {_reached(restored)} in {restored.seconds:.1f} s; {kept}")
+    if restored.target is not None and restored.reached == "end of archive":
+        print("every archived commit was before the target: replayed to the end of the archived WAL, which is the "
+              "state at the target")
     async with _Database(suite) as (_, log_suite):
         log_end, journal_end = await _log_and_journal(suite, log_suite)
         if journal_end is not None and journal_end > log_end:
