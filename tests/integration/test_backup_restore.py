@@ -27,6 +27,7 @@ from jukilib.config import DatabaseConfig
 from jukilib.db.bootstrap import runtime_role, with_credentials
 from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.db.pool import Database
+from jukitools.backup import BackupSettings, Catalogue, seal_archived
 from jukitools.local import CHECKPOINT_DIR, DATABASES, write_private_json
 from jukitools.suite import Suite, prepare_database, role_passwords
 from tests.integration.test_operation_log import _entry
@@ -45,6 +46,7 @@ class Drill:
     rows: list[str]
     log: list[tuple[str, str, str]]
     verified: subprocess.CompletedProcess[str]
+    after_last_commit: subprocess.CompletedProcess[str]
 
 
 def juki(home: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
@@ -130,7 +132,14 @@ async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill
             await connection.close()
     finally:
         await asyncio.to_thread(server.stop)
-    yield Drill(home, marker, target, before_backup, refused, refused_later, restored, listing, rows, log, verified)
+    # A target after every archived commit (the newest archived write): nothing to stop at, everything replayed.
+    settings = BackupSettings.of(home)
+    seal_archived(settings)
+    window = Catalogue.read(settings).covered()
+    assert window is not None
+    after_last_commit = juki(home, "restore", "--to", window[1].isoformat())
+    yield Drill(home, marker, target, before_backup, refused, refused_later, restored, listing, rows, log, verified,
+                after_last_commit)
 
 
 async def test_restore_to_a_time_keeps_the_rows_written_before_it_and_none_after(drill: Drill) -> None:
@@ -144,9 +153,9 @@ async def test_restore_combines_the_full_and_the_incremental_backup(drill: Drill
 
 
 async def test_the_damaged_cluster_is_kept_aside_not_deleted(drill: Drill) -> None:
-    kept = [path for path in drill.home.iterdir() if path.name.startswith("pgdata.damaged-")]
-    assert len(kept) == 1 and (kept[0] / "PG_VERSION").is_file()
-    assert str(kept[0]) in drill.restored.stdout
+    kept = next(path for path in drill.home.iterdir() if path.name.startswith("pgdata.damaged-")
+                and str(path) in drill.restored.stdout)
+    assert (kept / "PG_VERSION").is_file()
 
 
 async def test_a_target_before_the_oldest_backup_is_refused(drill: Drill) -> None:
@@ -164,7 +173,7 @@ async def test_backups_and_archived_wal_hold_no_plaintext(drill: Drill) -> None:
     def holding(root: Path) -> list[Path]:
         return [path for path in root.rglob("*") if path.is_file() and drill.marker.encode() in path.read_bytes()]
 
-    kept = next(path for path in drill.home.iterdir() if path.name.startswith("pgdata.damaged-"))
+    kept = sorted(path for path in drill.home.iterdir() if path.name.startswith("pgdata.damaged-"))[0]
     assert holding(kept), "the search must find the marker in plaintext data files"
     backup_files = [path for path in (drill.home / "backups").rglob("*") if path.is_file()]
     assert any(path.parent.name == "wal" for path in backup_files) and any(
@@ -187,3 +196,10 @@ async def test_a_restore_says_the_log_is_behind_its_journal_and_audit_verify_rep
     assert "the journal of checkpoints outside the database names record" in drill.restored.stdout
     assert drill.verified.returncode == 1
     assert "records are missing" in drill.verified.stderr
+
+
+async def test_a_target_after_the_last_archived_commit_restores_everything_archived(drill: Drill) -> None:
+    """PostgreSQL refuses to promote when no commit after the target ends recovery; the state at the end of the
+    archive is then the state at the target, and the restore replays to it and says so."""
+    assert drill.after_last_commit.returncode == 0, drill.after_last_commit.stderr
+    assert "every archived commit was before the target" in drill.after_last_commit.stdout
