@@ -131,12 +131,12 @@ def enable_archiving(server: EmbeddedPostgres, settings: BackupSettings) -> None
 
 def seal_archived(settings: BackupSettings) -> list[str]:
     """Seal what the server archived into the spool so far (see `jukitools.wal_archive`)."""
-    return seal_spool(settings.spool, settings.directory, settings.key(create=True))
+    return seal_spool(settings.spool, settings.directory, settings.key())
 
 
 async def seal_periodically(settings: BackupSettings, interval: float) -> None:
     """`seal_archived` every `interval` seconds until cancelled; a failure is logged (it names a file, never
-    its content) and retried next time, while the server keeps the WAL it could not archive."""
+    its content) and retried next time; the spool keeps what could not be sealed."""
     while True:
         await asyncio.sleep(interval)
         try:

@@ -84,6 +84,31 @@ async def insert(admin_url: str, *labels: str, marker: str = "") -> None:
         await connection.close()
 
 
+async def read_restored(home: Path) -> tuple[list[str], list[tuple[str, str, str]],
+                                              subprocess.CompletedProcess[str]]:
+    """The restored database's rows, its operation log's maintenance entries, and `juki audit verify` on it."""
+    server = EmbeddedPostgres(home / "pgdata")
+    url = await asyncio.to_thread(server.start)
+    try:
+        gateway = with_credentials(url, runtime_role("gateway"), role_passwords(home)[runtime_role("gateway")], "juki")
+        verified = juki(home, "audit", "verify", JUKI_DATABASE_URL=gateway)
+        connection = await asyncpg.connect(url)
+        try:
+            rows = [row["label"] for row in await connection.fetch("SELECT label FROM drill_rows ORDER BY label")]
+        finally:
+            await connection.close()
+        connection = await asyncpg.connect(url, database="juki")
+        try:
+            log = [(row["method"], row["reason"], row["detail"]) for row in await connection.fetch(
+                "SELECT method, reason, detail FROM gateway.operation_log WHERE method LIKE 'maintenance/%' "
+                "ORDER BY sequence")]
+        finally:
+            await connection.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+    return rows, log, verified
+
+
 @pytest.fixture(scope="module")
 async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
     home = tmp_path_factory.mktemp("backup-home")
@@ -113,25 +138,7 @@ async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill
     refused = juki(home, "restore", "--to", before_backup.isoformat())
     refused_later = juki(home, "restore", "--to", (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).isoformat())
     restored = juki(home, "restore", "--to", target.isoformat())
-    server = EmbeddedPostgres(home / "pgdata")
-    url = await asyncio.to_thread(server.start)
-    try:
-        gateway = with_credentials(url, runtime_role("gateway"), role_passwords(home)[runtime_role("gateway")], "juki")
-        verified = juki(home, "audit", "verify", JUKI_DATABASE_URL=gateway)
-        connection = await asyncpg.connect(url)
-        try:
-            rows = [row["label"] for row in await connection.fetch("SELECT label FROM drill_rows ORDER BY label")]
-        finally:
-            await connection.close()
-        connection = await asyncpg.connect(url, database="juki")
-        try:
-            log = [(row["method"], row["reason"], row["detail"]) for row in await connection.fetch(
-                "SELECT method, reason, detail FROM gateway.operation_log WHERE method LIKE 'maintenance/%' "
-                "ORDER BY sequence")]
-        finally:
-            await connection.close()
-    finally:
-        await asyncio.to_thread(server.stop)
+    rows, log, verified = await read_restored(home)
     # A target after every archived commit (the newest archived write): nothing to stop at, everything replayed.
     settings = BackupSettings.of(home)
     seal_archived(settings)
