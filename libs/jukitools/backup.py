@@ -238,9 +238,9 @@ def take_backup(settings: BackupSettings, url: str, staging_root: Path, *, incre
             manifest = staging / "parent_manifest"
             _unseal_file(settings.directory / BASE_DIR / parent.id / MANIFEST, manifest, key)
             command.append(f"--incremental={manifest}")
-        _run(command, "pg_basebackup")
+        run_tool(command, "pg_basebackup")
         consistent = dt.datetime.now(dt.UTC)
-        _run([pg_bin("pg_verifybackup"), "-q", *(["-n"] if parent else []), str(data)], "pg_verifybackup")
+        run_tool([pg_bin("pg_verifybackup"), "-q", *(["-n"] if parent else []), str(data)], "pg_verifybackup")
         label = (data / "backup_label").read_text(encoding="ascii")
         start_wal = re.search(r"START WAL LOCATION: .*\(file ([0-9A-F]{24})\)", label)
         timeline = re.search(r"START TIMELINE: (\d+)", label)
@@ -324,7 +324,7 @@ def _unseal_tree(source: Path, target: Path, key: BackupKey) -> None:
         archive.extractall(target, filter="fully_trusted")
 
 
-def _run(command: list[str], tool: str, *, user: str | None = None, timeout: float = 3600) -> str:
+def run_tool(command: list[str], tool: str, *, user: str | None = None, timeout: float = 3600) -> str:
     """Run a PostgreSQL tool; its stderr names files and positions, not data, and is kept in the error."""
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *command]
@@ -428,7 +428,7 @@ def _rebuild(settings: BackupSettings, chain: list[Backup], work: Path, key: Bac
     if len(parts) == 1:
         return parts[0]
     combined = work / "combined"
-    _run([pg_bin("pg_combinebackup"), "--no-sync", "-o", str(combined), *map(str, parts)], "pg_combinebackup")
+    run_tool([pg_bin("pg_combinebackup"), "--no-sync", "-o", str(combined), *map(str, parts)], "pg_combinebackup")
     return combined
 
 
@@ -468,13 +468,13 @@ def _recover(pgdata: Path, user: str | None, targeted: bool) -> str:
             _clear_target(pgdata)
             _replay(pgdata, sockets, user, log)
             reached = "end of archive"
-        _run([pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"], "pg_ctl stop", user=user)
+        run_tool([pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"], "pg_ctl stop", user=user)
     _strip_recovery_lines(pgdata)
     return reached
 
 
 def _replay(pgdata: Path, sockets: Path, user: str | None, log: Path) -> None:
-    _run([pg_bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", "86400", "-o", '-h ""', "-o", f"-k {sockets}",
+    run_tool([pg_bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", "86400", "-o", '-h ""', "-o", f"-k {sockets}",
           "-l", str(log), "start"], "pg_ctl start (recovery)", user=user, timeout=86400)
     while True:
         try:
@@ -487,7 +487,7 @@ def _replay(pgdata: Path, sockets: Path, user: str | None, log: Path) -> None:
 
 
 def _psql(sockets: Path, sql: str) -> str:
-    return _run([pg_bin("psql"), "-h", str(sockets), "-U", "postgres", "-d", "postgres", "-Atq", "-c", sql], "psql",
+    return run_tool([pg_bin("psql"), "-h", str(sockets), "-U", "postgres", "-d", "postgres", "-Atq", "-c", sql], "psql",
                 timeout=60)
 
 

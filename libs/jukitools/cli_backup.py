@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import pwd
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ async def backup_command(args: argparse.Namespace) -> int:
             logged_action(log_suite, "backup", target=str(settings.directory), kind=kind) as outcome:
         taken = await asyncio.to_thread(backups.take_backup, settings, url, suite.home / "backup-staging",
                                         incremental=args.incremental)
-        outcome.detail.update(backup=taken.id, sealed_bytes=taken.sealed_bytes, seconds=taken.seconds)
+        outcome.detail.update(backup=taken.id, sealed_bytes=taken.sealed_bytes, seconds=taken.seconds,
+                              wal_archiving=await asyncio.to_thread(_archive_mode, url))
         pruned = await asyncio.to_thread(backups.prune, settings)  # retention: a maintenance action too
         outcome.detail["pruned"] = pruned
     print(f"backup {taken.id} ({taken.kind}{', on ' + taken.parent if taken.parent else ''}): verified, "
@@ -65,7 +67,19 @@ async def backup_command(args: argparse.Namespace) -> int:
           f"{taken.consistent_at.isoformat(timespec='seconds')}")
     if pruned:
         print(f"retention ({settings.retention} full backups): removed {', '.join(pruned)}")
+    if outcome.detail["wal_archiving"] != "on":
+        print("WAL archiving is not on (archive_mode): this backup restores to its own end only, not to a later "
+              "point in time", file=sys.stderr)
     return 0
+
+
+def _archive_mode(url: str) -> str:
+    """The server's `archive_mode`, or "unknown" when the backup's connection cannot ask (a replication-only
+    role)."""
+    try:
+        return backups.run_tool([backups.pg_bin("psql"), url, "-Atqc", "SHOW archive_mode"], "psql").strip()
+    except RuntimeError:
+        return "unknown"
 
 
 def list_backups(settings: backups.BackupSettings) -> int:

@@ -192,6 +192,8 @@ async def test_backups_and_the_restore_are_in_the_operation_log(drill: Drill) ->
     actions = [(method, reason) for method, reason, _ in drill.log]
     assert actions.count(("maintenance/backup", "started")) == 2
     assert actions.count(("maintenance/backup", "done")) == 2
+    assert all('"wal_archiving":"on"' in detail for method, reason, detail in drill.log
+               if (method, reason) == ("maintenance/backup", "done"))
     assert actions[-2:] == [("maintenance/restore", "started"), ("maintenance/restore", "done")]
     restore_detail = drill.log[-1][2]
     assert drill.target.isoformat() in restore_detail and "pgdata.damaged-" in restore_detail
