@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import fcntl
 import json
 import os
 import pwd
@@ -113,7 +114,14 @@ async def restore_command(args: argparse.Namespace) -> int:
     if (suite.home / ENDPOINTS).exists() or running_postmaster(pgdata) is not None:
         raise UsageError("the suite is running: stop it first (a restore rebuilds a stopped database)")
     target = None if args.latest else parse_time(args.to)
-    restored = await asyncio.to_thread(backups.restore, settings, pgdata, target, _server_user(pgdata))
+    # The lock every user of the embedded server holds shared (jukilib.db.embedded): held exclusively, no
+    # `juki up` or second restore starts on the data directory while it is rebuilt.
+    with pgdata.with_name(pgdata.name + ".lock").open("a") as users:
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError("the database is in use (a suite, a backup or another restore): stop it first") from None
+        restored = await asyncio.to_thread(backups.restore, settings, pgdata, target, _server_user(pgdata))
     kept = (f"the damaged cluster is kept as {restored.damaged}" if restored.damaged.exists()
             else "there was no cluster to keep aside")
     print(f"restored from {' + '.join(restored.chain)} to {_reached(restored)} in {restored.seconds:.1f} s; {kept}")
