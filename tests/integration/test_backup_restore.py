@@ -47,6 +47,7 @@ class Drill:
     log: list[tuple[str, str, str]]
     verified: subprocess.CompletedProcess[str]
     after_last_commit: subprocess.CompletedProcess[str]
+    while_running: subprocess.CompletedProcess[str]
 
 
 def juki(home: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
@@ -132,6 +133,7 @@ async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill
         await asyncio.sleep(0.5)
         await insert(admin_url, "after-target")
         await log_and_export(home, urls["gateway"].url, 12)  # the journal now names records the restore loses
+        while_running = juki(home, "restore", "--latest")
     finally:
         await asyncio.to_thread(suite.stop)  # a clean stop archives the last segment
     listing = juki(home, "backup", "list").stdout
@@ -146,7 +148,7 @@ async def drill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill
     assert window is not None
     after_last_commit = juki(home, "restore", "--to", window[1].isoformat())
     yield Drill(home, marker, target, before_backup, refused, refused_later, restored, listing, rows, log, verified,
-                after_last_commit)
+                after_last_commit, while_running)
 
 
 async def test_restore_to_a_time_keeps_the_rows_written_before_it_and_none_after(drill: Drill) -> None:
@@ -163,6 +165,11 @@ async def test_the_damaged_cluster_is_kept_aside_not_deleted(drill: Drill) -> No
     kept = next(path for path in drill.home.iterdir() if path.name.startswith("pgdata.damaged-")
                 and str(path) in drill.restored.stdout)
     assert (kept / "PG_VERSION").is_file()
+
+
+async def test_a_running_database_is_not_restored(drill: Drill) -> None:
+    assert drill.while_running.returncode == 2
+    assert "stop it first" in drill.while_running.stderr
 
 
 async def test_a_target_before_the_oldest_backup_is_refused(drill: Drill) -> None:
