@@ -114,6 +114,8 @@ def add_bench_ingest(bench_subparsers: Any) -> argparse.ArgumentParser:
                         help="how long the agency stand-in takes to answer each call")
     parser.add_argument("--in-process-client", action="store_true",
                         help="run the gRPC client on the service's event loop instead of in a child process")
+    parser.add_argument("--wal-archive", action="store_true",
+                        help="archive and seal WAL as `juki up` does (JUKI_WAL_ARCHIVE), to measure what it costs")
     return parser
 
 
@@ -169,7 +171,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     from jukitools.suite import ensure_keyring
 
     workload = _Workload(args.seed, (args.baseline_notifications, args.notifications, args.stream_notifications))
-    async with benchkit.bench_databases("juki-bench-") as (home, databases):
+    async with benchkit.bench_databases("juki-bench-", wal_archive=args.wal_archive) as (home, databases):
         pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway", "agency"),
                                       clients={})
         pair, gateway = pki.servers["identity"], pki.servers["gateway"]
@@ -290,6 +292,7 @@ def _result(args: argparse.Namespace, figures: dict[str, Any], total: int) -> di
         **_relay_result(args, figures),
         "client": "on the service's event loop" if args.in_process_client else "a child process",
         "tracing": "not set up (no-op tracer)",
+        "wal_archive": "archived and sealed" if args.wal_archive else "off",
         "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -134,21 +134,33 @@ def _children(process: Any) -> list[Any]:
 
 
 @contextlib.asynccontextmanager
-async def bench_databases(prefix: str) -> AsyncIterator[tuple[Path, dict[str, ServiceDatabase]]]:
+async def bench_databases(prefix: str, *, wal_archive: bool = False
+                          ) -> AsyncIterator[tuple[Path, dict[str, ServiceDatabase]]]:
     """A temporary home with an embedded PostgreSQL holding every service's schema and roles (as
-    `juki up` prepares them); everything is removed afterwards."""
+    `juki up` prepares them), with WAL archived and sealed as `juki up` does when `wal_archive`;
+    everything is removed afterwards."""
     from jukilib.db.bootstrap import owner_role, runtime_role
     from jukilib.db.embedded import EmbeddedPostgres
-    from jukitools.suite import prepare_database
+    from jukitools.backup import BackupSettings, enable_archiving, seal_periodically
+    from jukitools.suite import SEAL_INTERVAL, prepare_database
 
     with tempfile.TemporaryDirectory(prefix=prefix) as directory:
         home = Path(directory)
         server = EmbeddedPostgres(home / "pgdata", delete_on_stop=True)
         admin_url = await asyncio.to_thread(server.start)
+        sealing: asyncio.Task[None] | None = None
         try:
+            if wal_archive:
+                settings = BackupSettings.of(home)
+                await asyncio.to_thread(enable_archiving, server, settings)
+                sealing = asyncio.get_running_loop().create_task(seal_periodically(settings, SEAL_INTERVAL))
             passwords = {role(s): secrets.token_urlsafe(24) for s in SERVICES for role in (runtime_role, owner_role)}
             yield home, await prepare_database(admin_url, passwords, database="juki_bench")
         finally:
+            if sealing is not None:
+                sealing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sealing
             await asyncio.to_thread(server.stop)
 
 

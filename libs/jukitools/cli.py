@@ -100,6 +100,7 @@ async def _up(home: Path, residents: int, annex: int) -> int:
         print("juki: waiting for every service to be SERVING ...", flush=True)
         await suite.wait_serving(pki, timeout=60)
         suite.start_supervising(pki)
+        suite.start_sealing()
         endpoints = suite.endpoints(pki, ports)
         print(f"juki: loading {residents} synthetic residents through the gateway ...", flush=True)
         await load_demo_residents(endpoints, residents, annex)
@@ -111,6 +112,7 @@ async def _up(home: Path, residents: int, annex: int) -> int:
         return 0
     finally:
         await suite.stop_supervising()  # before the children are stopped: no restart races the stop
+        await suite.stop_sealing()
         await asyncio.to_thread(suite.stop)
         print("juki: stopped", flush=True)
 
@@ -217,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
         bench_lookup,
         calls,
         cli_audit,
+        cli_backup,
         cli_bulk,
         cli_cases,
         cli_operators,
@@ -259,6 +262,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_audit.add_parser(commands)
     cli_oversight.add_parsers(commands)
     cli_retention.add_parser(commands)
+    cli_backup.add_parsers(commands)
     keys = commands.add_parser("keys", help="keys for what the suite seals at rest: 個人番号, refused "
                                "notifications, written notices (JUKI_KEYRING_FILE, else .juki/keyring.json)")
     keys.add_argument("action", choices=("new", "rotate"), help="new: add a data key and make it active; "
@@ -352,6 +356,12 @@ def _audit(args: argparse.Namespace) -> int:
     return _run(cli_audit.run(args))
 
 
+def _backup() -> Any:
+    from jukitools import cli_backup
+
+    return cli_backup
+
+
 def _oversight() -> Any:
     from jukitools import cli_oversight
 
@@ -376,6 +386,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "keys": lambda args: _run(_keys(args)),
     "outbox": lambda args: _run(_outbox(args)),
     "retention": _retention,
+    "backup": lambda args: _run(_backup().backup_command(args)),
+    "restore": lambda args: _run(_backup().restore_command(args)),
     "audit": _audit,
     "incident": lambda args: _run(_oversight().incident_command(args)),
     "pia": lambda args: _run(_oversight().pia_command(args)),

@@ -42,6 +42,13 @@ from jukilib.db.embedded import EmbeddedPostgres
 from jukilib.devcerts import DevPki, ensure_dev_pki
 from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.keyring import Keyring
+from jukitools.backup import (
+    BackupSettings,
+    archiving_wanted,
+    enable_archiving,
+    seal_archived,
+    seal_periodically,
+)
 from jukitools.client import Endpoints
 from jukitools.local import AUDIT_HASH_KEY, CHECKPOINT_DIR, DATABASES, ENDPOINTS, write_private_json
 from jukitools.suite_supervisor import STATUS_FILE, Supervisor
@@ -67,6 +74,8 @@ DEMO_OPERATORS = {
     "admin-office": ("admin-0001", frozenset({"administrator"})),
     "shichoson-ka": ("shichoson-0001", frozenset({"provision_clerk", "report_clerk", "retention_clerk"})),
 }
+SEAL_INTERVAL = 5.0
+"""Seconds between two sealings of the archived WAL (the server archives at least every archive_timeout)."""
 START_ORDER = ("agency", "identity", "annex", "disclosure", "gateway")
 
 
@@ -262,6 +271,8 @@ class Suite:
         self.environments: dict[str, dict[str, str]] = {}
         self.admin_url = ""
         self.supervisor: Supervisor | None = None
+        self.archive: BackupSettings | None = None
+        self._sealing: asyncio.Task[None] | None = None
 
     def start_database(self) -> str:
         external = os.environ.get("JUKI_DATABASE_URL", "").strip()
@@ -270,7 +281,30 @@ class Suite:
         else:
             self.embedded = EmbeddedPostgres(self.home / "pgdata")
             self.admin_url = self.embedded.start()
+            if archiving_wanted():
+                self._archive_wal(self.embedded)
         return self.admin_url
+
+    def _archive_wal(self, embedded: EmbeddedPostgres) -> None:
+        """Continuous WAL archiving into the backup directory (restarts the server the first time only:
+        `archive_mode` takes effect at start)."""
+        settings = BackupSettings.of(self.home)
+        enable_archiving(embedded, settings)
+        self.archive = settings
+
+    def start_sealing(self, interval: float = SEAL_INTERVAL) -> None:
+        """Seal the archived WAL into the backup directory every `interval` seconds while the suite runs."""
+        settings = self.archive
+        if settings is None:
+            return
+
+        self._sealing = asyncio.get_running_loop().create_task(seal_periodically(settings, interval))
+
+    async def stop_sealing(self) -> None:
+        if self._sealing is not None:
+            self._sealing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sealing
 
     def start_children(self, pki: DevPki, urls: dict[str, ServiceDatabase]) -> dict[str, int]:
         ports = {service: free_port() for service in SERVICES}
@@ -332,5 +366,10 @@ class Suite:
         stop_children(self.children, grace)
         self.children.clear()
         if self.embedded is not None:
-            self.embedded.stop()
+            self.embedded.stop()  # a clean stop archives the last segment into the spool
             self.embedded = None
+        if self.archive is not None:
+            try:
+                seal_archived(self.archive)
+            except (OSError, ValueError) as error:  # the spool keeps it; the next start or backup seals it
+                logger.error("sealing archived WAL failed", extra={"error": str(error)})

@@ -92,6 +92,29 @@ class EmbeddedPostgres:
         logger.info("embedded PostgreSQL ready", extra={"data_dir": str(self._data_dir)})
         return url
 
+    @property
+    def system_user(self) -> str | None:
+        """The operating-system user the server runs as when started by root (None: the caller's own)."""
+        if self._server is None:
+            raise RuntimeError("the embedded server was not started here")
+        user: str | None = self._server.system_user
+        return user
+
+    def apply_settings(self, settings: dict[str, str], *, at_start: tuple[str, ...] = ()) -> bool:
+        """`ALTER SYSTEM SET` each setting and reload; restart when one of `at_start` (settings that take
+        effect only when the server starts, e.g. `archive_mode`) differs from the running value. Returns
+        whether it restarted."""
+        if self._server is None:
+            raise RuntimeError("the embedded server was not started here")
+        running = {name: self._server.psql(f"SELECT 'value=' || current_setting('{name}');\n") for name in at_start}
+        lines = "".join(f"ALTER SYSTEM SET {name} = '{value.replace(chr(39), chr(39) * 2)}';\n"
+                        for name, value in settings.items())
+        self._server.psql(lines + "SELECT pg_reload_conf();\n")
+        if any(f"value={settings[name]}\n" not in shown for name, shown in running.items()):
+            self.restart()
+            return True
+        return False
+
     def restart(self) -> None:
         """Restart the server (fast shutdown, every connection dropped, then started with the options it had):
         what a failover or a crash of the database looks like to the services, for drills and fault tests."""
