@@ -67,15 +67,18 @@ def _plain(value: Any) -> Any:
 
 
 def wrong_value_recipients(file: str, versions: Sequence[Any], *, wrong: int, resolving: int, fields: Sequence[str],
-                           provisions: Sequence[Any]) -> list[dict[str, Any]]:
-    """Every organ that received a corrected field while the wrong value stood, with what it received."""
+                           provisions: Sequence[Any], unseen: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Every organ that received a corrected field while the wrong value stood, with what it received.
+    `unseen`: fields the register says changed whose values these versions do not show (the 個人番号, which this
+    service never reads: 番号法 19): taken as changed, and every organ that received them is told."""
     by_number = {v.version: v for v in versions}
     if resolving not in by_number:
         return []
     until = by_number[resolving].create_time.ToDatetime(dt.UTC)
     prefixes = IDENTITY_METHODS if file == "identity" else ANNEX_METHODS
     recipients: dict[str, dict[str, Any]] = {}
-    for path in changed_fields(versions, wrong, resolving, fields):
+    changed = changed_fields(versions, wrong, resolving, fields)
+    for path in [*changed, *(f for f in fields if f in unseen and f not in changed)]:
         since, wrong_value = wrong_since(versions, wrong, path), field_value(by_number[wrong], path)
         for provision in provisions:
             moment = provision.time.ToDatetime(dt.UTC)

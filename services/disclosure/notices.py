@@ -261,6 +261,17 @@ def _date(value: Mapping[str, Any]) -> str:
     return text + "頃" if precision == "DATE_PRECISION_APPROXIMATE" else text
 
 
+NUMBER_WITHHELD = "(この通知には記載しません。訂正後の個人番号は番号法第19条の定めにより照会してください。)"
+"""What an organ's notice says of a 個人番号: the notice is no 番号法 19 provision; the organ asks for the corrected
+number under its own 番号利用事務."""
+
+
+def _organ_value(path: str, value: Any) -> str:
+    if path in ("record.individual_number", "individualNumber"):
+        return NUMBER_WITHHELD
+    return value_text(camel(path), value)
+
+
 def value_text(key: str, value: Any) -> str:
     """A record field's value in words: 男/女, the municipality's name, dates in 和暦."""
     if key == "sexCode":
@@ -476,11 +487,12 @@ def recipient_notice(correction: Any, recipient: dict[str, Any], corrected: dict
     person is named only by what the organ itself received: the 住民票コード only if it was provided to it
     (never to an annex recipient: 30-44-6 provides none), else the provision and the values it received."""
     fields = recipient["fields"]
-    values = {key: value for key, value in corrected.items() if f"record.{snake(key)}" in fields}
+    values = {key: value for key, value in corrected.items()
+              if f"record.{snake(key)}" in fields and key != "individualNumber"}
     received = recipient.get("received_values", {})
     content = {"case": correction.name, "addressee": recipient["organization"],
                "provisions": recipient["provisions"], "fields": fields,
-               "received_values": {path: value_text(camel(path), value) for path, value in received.items()},
+               "received_values": {path: _organ_value(path, value) for path, value in received.items()},
                "corrected_values": values}
     lines = ["貴機関に提供した次の本人確認情報に誤りがあり、市町村長の修正により訂正されましたので、"
              "住民基本台帳法第30条の35の規定による調査の結果として通知します。", ""]
@@ -490,11 +502,13 @@ def recipient_notice(correction: Any, recipient: dict[str, Any], corrected: dict
         content["subject_resident_code"] = codes[0] if len(codes) == 1 else codes
         lines.append(f"  対象の住民票コード: {'、'.join(codes)}")
     lines += ["■ 提供した内容 (誤り)",
-              *(f"  {label(path)}: {value_text(camel(path), value)}" for path, value in received.items()),
+              *(f"  {label(path)}: {_organ_value(path, value)}" for path, value in received.items()),
               "■ 提供の記録 (提供日時, 利用事務, 提供した情報)"]
     lines += [f"  {wareki_time(dt.datetime.fromisoformat(p['time']))} {p.get('affair') or p['purpose']} "
               f"{'、'.join(label(f) for f in p['fields'])}" for p in recipient["provisions"]]
     lines += ["■ 訂正後の内容", *record_lines(values, "  ")]
+    if "record.individual_number" in fields:
+        lines.append(f"  {label('record.individual_number')}: {NUMBER_WITHHELD}")
     organ = recipient.get("organization_name") or recipient["organization"]
     return Draft(pb.DOCUMENT_KIND_RECIPIENT_NOTICE, recipient["organization"], f"{organ} 御中",
                  issued, content, lines, sorted({p["record_version"] for p in recipient["provisions"]}))

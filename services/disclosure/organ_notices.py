@@ -53,11 +53,15 @@ FOLLOWED_FILES: dict[int, str] = {pb.RECORD_FILE_IDENTITY: IDENTITY, pb.RECORD_F
 """The files whose 修正 are followed."""
 
 R = register_pb2
+UNSEEN_FIELDS = frozenset({"record.individual_number"})
+"""Fields the feed compares (the register keeps the 個人番号 apart) but this service never reads (番号法 19): a
+change the feed names is taken as it is."""
 CORRECTING_REASONS = frozenset({
     R.CHANGE_REASON_CLERICAL_ERROR_CORRECTION,  # 誤記修正
     R.CHANGE_REASON_EX_OFFICIO_CORRECTION,  # 職権修正
     R.CHANGE_REASON_MINOR_CORRECTION,  # 軽微な修正
     R.CHANGE_REASON_CANCELLATION_MODIFY,  # 異動の取消し(修正): the change cancelled was wrong
+    R.CHANGE_REASON_INDIVIDUAL_NUMBER_EX_OFFICIO_CORRECTION,  # 個人番号の職権修正 (番号法 7 ②): the number was wrong
 })
 """修正 reasons that replace a wrong value. A 転居, a change of 旧氏 or 通称, a new 住民票コード or 個人番号 on
 request replace a value that was right when it was provided: no organ received a wrong value."""
@@ -160,7 +164,7 @@ class OrganNotices:
             provisions = await self._records.provisions(codes, reference, ORGAN_NOTICE_PURPOSE)
             recipients = corrections.wrong_value_recipients(
                 name, history.versions, wrong=modification.previous_version, resolving=modification.version,
-                fields=fields, provisions=provisions)
+                fields=fields, provisions=provisions, unseen=UNSEEN_FIELDS)
             corrected = _fields_of(corrected_version, fields)
             now = self._clock()
             drafts = [notices.recipient_notice(Subject(reference, subject), r, corrected, now) for r in recipients]

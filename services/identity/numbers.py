@@ -17,7 +17,7 @@ from juki.register.v1 import register_pb2 as pb
 from jukilib.db.pool import Database
 from jukilib.keyring import Keyring, Sealed, hmac_key_id_of
 from jukilib.register.hooks import RegisterHooks
-from jukilib.register.model import Record, StoredVersion, UniqueKey
+from jukilib.register.model import Record, UniqueKey
 from jukilib.register.rows import Kept, TableRows
 
 FIELD = "individual_number"
@@ -68,24 +68,23 @@ class IndividualNumbers(RegisterHooks):
         """What `reveal` answers for a version just stored with `secret`, without reading it back."""
         return {**record, FIELD: secret} if secret else record
 
-    async def reveal(self, connection: asyncpg.Connection, versions: list[StoredVersion]) -> list[StoredVersion]:
+    async def kept_fields(self, connection: asyncpg.Connection, versions: Sequence[tuple[Any, int]],
+                          ) -> dict[tuple[Any, int], Record]:
         if not versions:
-            return versions
+            return {}
         rows = await connection.fetch(
             """SELECT n.person_id, n.version, n.key_id, n.nonce, n.ciphertext
                FROM individual_number n
                JOIN unnest($1::uuid[], $2::bigint[]) AS wanted (person_id, version)
                  ON n.person_id = wanted.person_id AND n.version = wanted.version""",
-            [v.person_id for v in versions], [v.version for v in versions],
+            [person for person, _ in versions], [version for _, version in versions],
         )
-        numbers = {
-            (row["person_id"], row["version"]): self._keyring.open(
+        return {
+            (row["person_id"], row["version"]): {FIELD: self._keyring.open(
                 Sealed(row["key_id"], bytes(row["nonce"]), bytes(row["ciphertext"])),
-                associated_data(row["person_id"], row["version"]))
+                associated_data(row["person_id"], row["version"]))}
             for row in rows
         }
-        return [v._replace(record={**v.record, FIELD: numbers[(v.person_id, v.version)]})
-                if (v.person_id, v.version) in numbers else v for v in versions]
 
     async def person_of(self, number: str, follow_former: bool = True) -> uuid.UUID | None:
         """The person who has this 個人番号 in their current record (or, with `follow_former`, ever had it)."""

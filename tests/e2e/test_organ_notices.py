@@ -339,6 +339,33 @@ async def test_an_organ_that_received_annex_data_is_told_of_its_correction_witho
     assert reads
 
 
+async def test_an_organ_that_received_a_wrong_individual_number_is_told_of_its_correction(
+        suite: RunningSuite) -> None:
+    # 番号法 7 ② / 住基法 30-35 follow-up: the municipality corrects a wrong 個人番号 ex officio (個人番号の職権修正);
+    # the department that received the number (番号利用事務) is told. The register keeps the number apart from
+    # the record: the feed compares it all the same, and the notice never prints a 個人番号.
+    from jukitools.demo.residents import generate_residents
+
+    resident = _person(19)
+    wrong_number = generate_residents(1, seed=9619)[0].individual_number
+    recorded = birth_notification(resident, "organ-number-19", EVENT_DATE, NOTIFY_TIME)
+    recorded.record.individual_number = wrong_number
+    await _notify(suite, recorded)
+    await _call(suite, "kikaku-bu", "identity.LookupResidentByIndividualNumber",
+                identity_pb2.LookupResidentByIndividualNumberRequest(individual_number=wrong_number),
+                "TAX-NUMBER-30-15-1-2")
+    await _notify(suite, _modified(resident, "organ-number-19-fix", 1,
+                                   rpb.CHANGE_REASON_INDIVIDUAL_NUMBER_EX_OFFICIO_CORRECTION))
+
+    (notification,) = await _notified(suite, resident.resident_code)
+    assert list(notification.field_paths) == ["record.individual_number"]
+    assert list(notification.recipients) == ["kikaku-bu"]
+    ((document, text),) = (await _notices(suite, notification)).values()
+    assert "個人番号: (この通知には記載しません" in text
+    for number in (wrong_number, resident.individual_number):
+        assert number not in text and number not in document.json
+
+
 async def test_a_finished_or_made_up_follow_up_opens_no_record(suite: RunningSuite) -> None:
     # Issue 19 (住基法 30-35): the follow-up's reads are admitted only while it is open; once its notices are issued,
     # or under a follow-up that does not exist, the gateway refuses them.

@@ -166,7 +166,8 @@ class RegisterApi:
         self._clock = clock
         self.reports = MunicipalityReports(engine.database, municipalities, binding.record_type, report_overdue)
         self.review = ReviewQueue(engine.database, engine.keyring, self.reports, move_half_wait)
-        self.modifications = Modifications(engine.database, binding.collection, binding.record_type.DESCRIPTOR)
+        self.modifications = Modifications(engine.database, binding.collection, binding.record_type.DESCRIPTOR,
+                                           engine.hooks)
 
     # --- ingest (30-6 / 30-41) -------------------------------------------------------------------
 

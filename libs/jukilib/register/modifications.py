@@ -21,6 +21,7 @@ import asyncpg
 from juki.register.v1 import register_pb2 as pb
 from jukilib import paging
 from jukilib.db.pool import Database
+from jukilib.register.hooks import RegisterHooks
 
 _POSITION = ("xid", "person", "version")
 
@@ -46,10 +47,12 @@ def _position(token: str) -> tuple[int, uuid.UUID, int]:
 class Modifications:
     """ListModifications of one register."""
 
-    def __init__(self, database: Database, collection: str, record_type: Any) -> None:
+    def __init__(self, database: Database, collection: str, record_type: Any, hooks: RegisterHooks | None = None,
+                 ) -> None:
         self._database = database
         self._collection = collection
         self._record_type = record_type
+        self._hooks = hooks or RegisterHooks()
 
     async def list(self, size: int, token: str) -> tuple[list[pb.Modification], str]:
         limit = paging.page_size(size)
@@ -80,19 +83,25 @@ class Modifications:
                     ORDER BY v.commit_xid, v.person_id, v.version
                     LIMIT $4""",
                 str(xid), person, version, limit)
-        entries = [self._message(row) for row in rows]
+            # What the register keeps apart (the 個人番号) is compared too: a corrected number is a changed field.
+            kept = await self._hooks.kept_fields(connection, [
+                *((row["person_id"], row["version"]) for row in rows),
+                *((row["person_id"], row["previous_version"]) for row in rows if row["previous_version"])])
+        entries = [self._message(row, kept) for row in rows]
         if not rows:
             return [], ""
         last = rows[-1]
         return entries, paging.encode_token({"xid": last["xid"], "person": str(last["person_id"]),
                                              "version": last["version"]})
 
-    def _message(self, row: asyncpg.Record) -> pb.Modification:
+    def _message(self, row: asyncpg.Record, kept: Mapping[tuple[Any, int], Mapping[str, Any]]) -> pb.Modification:
         person = f"{self._collection}/{row['person_id']}"
+        before = {**(row["before"] or {}), **kept.get((row["person_id"], row["previous_version"]), {})}
+        after = {**row["record"], **kept.get((row["person_id"], row["version"]), {})}
         entry = pb.Modification(
             name=f"{person}/versions/{row['version']}", person=person, version=row["version"],
             previous_version=row["previous_version"] or 0, reason=row["change_reason"],
-            field_paths=changed_fields(row["before"] or {}, row["record"], self._record_type),
+            field_paths=changed_fields(before, after, self._record_type),
             municipality_reports=[f"municipalityReports/{r}" for r in row["reports"]], resident_codes=row["codes"])
         entry.create_time.FromDatetime(row["created_at"])
         return entry
