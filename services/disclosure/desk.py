@@ -100,6 +100,12 @@ def case_message(row: asyncpg.Record, today: dt.date) -> pb.DisclosureCase:
         state=row["state"], etag=etag_of(row), documents=row["documents"],
         deadline_status=rules.deadline_status(row["state"], row["effective_deadline"], row["target_date"], today),
     )
+    _timed(case, row)
+    return case
+
+
+def _timed(case: pb.DisclosureCase | pb.UsageSuspensionCase, row: asyncpg.Record) -> None:
+    """The times and the deadline (with its extension) of a case that runs against one (30-33, 個人情報保護法 102)."""
     case.receive_time.FromDatetime(row["receive_time"])
     case.create_time.FromDatetime(row["create_time"])
     case.update_time.FromDatetime(row["update_time"])
@@ -110,7 +116,6 @@ def case_message(row: asyncpg.Record, today: dt.date) -> pb.DisclosureCase:
         _date(case.extension.new_deadline, row["extension_deadline"])
         case.extension.extend_time.FromDatetime(row["extension_time"])
         case.extension.notice = row["extension_notice"] or ""
-    return case
 
 
 def correction_message(row: asyncpg.Record, steps: list[asyncpg.Record],
@@ -153,16 +158,7 @@ def suspension_message(row: asyncpg.Record, today: dt.date) -> pb.UsageSuspensio
         deadline_status=rules.deadline_status(row["state"], row["effective_deadline"], row["target_date"], today,
                                               rules.SUSPENSION_RUNNING),
     )
-    case.receive_time.FromDatetime(row["receive_time"])
-    case.create_time.FromDatetime(row["create_time"])
-    case.update_time.FromDatetime(row["update_time"])
-    _date(case.deadline, row["deadline"])
-    _date(case.target_date, row["target_date"])
-    if row["extension_deadline"] is not None:
-        case.extension.reason = row["extension_reason"]
-        _date(case.extension.new_deadline, row["extension_deadline"])
-        case.extension.extend_time.FromDatetime(row["extension_time"])
-        case.extension.notice = row["extension_notice"] or ""
+    _timed(case, row)
     return case
 
 
