@@ -445,7 +445,8 @@ async def _rows(setup: Setup, person: Person) -> dict[str, Any]:
     history, _ = await setup.api.list_versions(f"{setup.api.binding.collection}/{person_id}", 0, "")
     return {
         "person": plain(row, "id", "updated_at"),
-        "versions": [plain(v, "person_id", "created_at", "receive_time", "request_digest") for v in versions],
+        "versions": [plain(v, "person_id", "created_at", "receive_time", "request_digest", "commit_xid")
+                     for v in versions],
         "outbox": [(o["version"], o["idempotency_key"] == f"{setup.reg.name}/{person_id}/{o['version']}",
                     o["trace_parent"] is not None, o["state"], o["attempts"]) for o in outbox],
         "outbox_in_version_order": [o["version"] for o in outbox] == sorted(o["version"] for o in outbox),
