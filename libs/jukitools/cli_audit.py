@@ -206,6 +206,10 @@ async def _verify(suite: LocalSuite, url: str, args: argparse.Namespace) -> int:
         print(f"operation log broken at sequence {verdict.first_bad_sequence}: {verdict.problem}", file=sys.stderr)
         return 1
     print(f"operation log intact: {verdict.records} record(s), {verdict.checkpoints} signed checkpoint(s)")
+    for lost in verdict.lost:  # reported, not hidden: a signed restore shortened the log
+        print(f"restore recorded at record {lost.at_sequence} ({lost.restored_at.isoformat(timespec='seconds')}, "
+              f"signed): records {lost.first}–{lost.last} named by the journal kept outside the database before it "
+              f"were lost with the restore ({lost.checkpoints} checkpoint(s) of theirs set aside)")
     if external:
         print(f"held to {verdict.external} checkpoint(s) kept outside the database, the newest naming record "
               f"{external[-1].sequence}")

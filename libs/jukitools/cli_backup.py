@@ -5,9 +5,11 @@ which target). A backup is logged before and after, in the log of the database i
 cannot write its intent first (the database it rebuilds is stopped, and may be gone): it is recorded once
 the restored database runs, as the first entry of the restored chain, naming the target, the backup, the
 cluster kept aside and where the chain ends compared with the journal of checkpoints kept outside the
-database. A restore to an earlier time leaves that journal ahead of the log: `juki audit verify` then
-reports the records lost with the restore, which the restore prints first (the restore's own record does
-not hide them).
+database. A restore to an earlier time leaves that journal ahead of the log. The restore's first record
+carries a statement signed with the operation log's key (`chain.RestoreStatement`: where the restored log
+ends and how far the journal reached), so the chain continues across the restore: `juki audit verify` passes
+and reports the records lost with it, which the restore prints first. A log shortened without that key still
+fails verification.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from juki_services.gateway.chain import RestoreStatement, SigningKey
 from jukilib.config import UsageError
 from jukilib.db.embedded import EmbeddedPostgres, running_postmaster
 from jukitools import backup as backups
@@ -114,6 +117,9 @@ async def restore_command(args: argparse.Namespace) -> int:
     if (suite.home / ENDPOINTS).exists() or running_postmaster(pgdata) is not None:
         raise UsageError("the suite is running: stop it first (a restore rebuilds a stopped database)")
     target = None if args.latest else parse_time(args.to)
+    # The restore signs its record in the operation log (`RestoreStatement`): without the key, refuse before
+    # touching anything rather than leave a restored log that verification cannot tell from a shortened one.
+    signing_key = SigningKey.load(suite.file("JUKI_OPERATION_LOG_KEY", "operation-log.key"))
     # The lock every user of the embedded server holds shared (jukilib.db.embedded): held exclusively, no
     # `juki up` or second restore starts on the data directory while it is rebuilt.
     with pgdata.with_name(pgdata.name + ".lock").open("a") as users:
@@ -129,15 +135,16 @@ async def restore_command(args: argparse.Namespace) -> int:
         print("every archived commit was before the target: replayed to the end of the archived WAL, which is the "
               "state at the target")
     async with _Database(suite) as (_, log_suite):
-        log_end, journal_end = await _log_and_journal(suite, log_suite)
+        log_end, head, journal_end = await _log_and_journal(suite, log_suite)
         if journal_end is not None and journal_end > log_end:
             print(f"the operation log now ends at record {log_end}; the journal of checkpoints outside the database "
                   f"names record {journal_end}: the records after the target were lost with the restore, and "
                   "`juki audit verify` reports it (keep the journal and the damaged cluster as evidence)")
+        statement = RestoreStatement.signed(signing_key, log_end, head, journal_end or 0, dt.datetime.now(dt.UTC))
         async with logged_action(log_suite, "restore", target=_reached(restored), backup=restored.backup,
                                  chain=restored.chain, reached=restored.reached,
                                  damaged_cluster=restored.damaged.name if restored.damaged.exists() else None,
-                                 seconds=restored.seconds, log_ended_at=log_end, journal_names=journal_end):
+                                 seconds=restored.seconds, restore_statement=statement.detail()):
             pass
     return 0
 
@@ -203,13 +210,18 @@ def _log_suite(suite: LocalSuite, admin_url: str) -> LocalSuite:
     return LocalSuite(suite.home, {**suite.environ, "JUKI_OPERATION_LOG_DATABASE_URL": url})
 
 
-async def _log_and_journal(suite: LocalSuite, log_suite: LocalSuite) -> tuple[int, int | None]:
-    """The restored log's last sequence, and the newest sequence the external journal names (None: none)."""
+async def _log_and_journal(suite: LocalSuite, log_suite: LocalSuite) -> tuple[int, bytes, int | None]:
+    """The restored log's last sequence and hash, and the newest sequence the external journal names (None:
+    none)."""
+    from juki_services.gateway.chain import GENESIS
     from juki_services.gateway.checkpoints import read_journal
 
     async with connected(log_suite.operation_log_url(), "gateway") as connection:
-        log_end = int(await connection.fetchval("SELECT coalesce(max(sequence), 0) FROM operation_log"))
+        last = await connection.fetchrow("SELECT sequence, entry_hash FROM operation_log ORDER BY sequence DESC LIMIT 1")
     explicit = suite.environ.get("JUKI_CHECKPOINT_DIR", "").strip()
     journal = Path(explicit) if explicit else suite.home / CHECKPOINT_DIR
     heads = read_journal(journal) if journal.exists() else []
-    return log_end, (heads[-1].sequence if heads else None)
+    newest = max((head.sequence for head in heads), default=None)
+    if last is None:
+        return 0, GENESIS, newest
+    return int(last["sequence"]), bytes(last["entry_hash"]), newest

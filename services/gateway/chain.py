@@ -198,15 +198,22 @@ class PublicKeyring:
 
     def problem(self, key_id: str, sequence: int, head: bytes, signed_at: dt.datetime, signature: bytes) -> str:
         """Why this signature does not vouch for (sequence, head) at signed_at; '' when it does."""
+        return self.signature_problem("checkpoint", key_id, checkpoint_message(sequence, head, signed_at),
+                                      signed_at, signature)
+
+    def signature_problem(self, what: str, key_id: str, message: bytes, signed_at: dt.datetime,
+                          signature: bytes) -> str:
+        """Why `signature` by `key_id` at `signed_at` does not vouch for `message` (`what` names it); '' when
+        it does."""
         entry = self.entries.get(key_id)
         if entry is None:
-            return "checkpoint signed with a key not in the keyring"
+            return f"{what} signed with a key not in the keyring"
         if not entry.valid_at(signed_at):
-            return "checkpoint signed outside its key's validity period"
+            return f"{what} signed outside its key's validity period"
         try:
-            entry.public.verify(signature, checkpoint_message(sequence, head, signed_at))
+            entry.public.verify(signature, message)
         except InvalidSignature:
-            return "checkpoint signature is not valid"
+            return f"{what} signature is not valid"
         return ""
 
 
@@ -248,6 +255,91 @@ class SignedHead:
                    base64.b64decode(item["signature"], validate=True), dt.datetime.fromisoformat(item["signed_at"]))
 
 
+RESTORE_METHOD = "maintenance/restore"
+"""The method of a restore's entries (`juki restore`); its "started" entry carries the signed statement."""
+
+
+@dataclass(frozen=True)
+class RestoreStatement:
+    """What a restore of the database signs into the first record of the restored chain (住基法 30-6 ④,
+    30-41 ④: the files are restored, and the log says what the restore cost).
+
+    A restore to an earlier time shortens the log: records after `log_ended_at` are gone, while the journal
+    kept outside the database still names some of them (up to `journal_named`). Verification would report
+    that as a shortened log forever, and new records reuse the lost sequence numbers. The statement, signed
+    with the operation log's key, says the log was restored, where the restored log ends (`head`, the hash
+    of its last record) and how far the journal reached at `restored_at`. `verify` then sets aside the
+    journal's checkpoints signed before the restore beyond the restored end, and reports the records lost
+    with it instead of failing: reported, not hidden. Without the key nobody can write such a statement, so
+    a log shortened by hand still fails."""
+
+    log_ended_at: int
+    head: bytes
+    journal_named: int
+    """The newest record the journal of checkpoints named at the restore (0: none)."""
+    restored_at: dt.datetime
+    key_id: str
+    signature: bytes
+
+    @staticmethod
+    def message(log_ended_at: int, head: bytes, journal_named: int, restored_at: dt.datetime) -> bytes:
+        micros = (restored_at - EPOCH) // dt.timedelta(microseconds=1)
+        return (b"juki-operation-log-restore-v1\x00" + log_ended_at.to_bytes(8, "big") + head
+                + journal_named.to_bytes(8, "big") + micros.to_bytes(8, "big", signed=True))
+
+    @classmethod
+    def signed(cls, key: SigningKey, log_ended_at: int, head: bytes, journal_named: int,
+               restored_at: dt.datetime) -> RestoreStatement:
+        signature = key.private.sign(cls.message(log_ended_at, head, journal_named, restored_at))
+        return cls(log_ended_at, head, journal_named, restored_at, key.key_id, signature)
+
+    def detail(self) -> dict[str, Any]:
+        return {"log_ended_at": self.log_ended_at, "head": self.head.hex(), "journal_named": self.journal_named,
+                "restored_at": self.restored_at.astimezone(dt.UTC).isoformat(), "key_id": self.key_id,
+                "signature": base64.b64encode(self.signature).decode()}
+
+    @classmethod
+    def of_detail(cls, item: Mapping[str, Any]) -> RestoreStatement:
+        return cls(int(item["log_ended_at"]), bytes.fromhex(item["head"]), int(item["journal_named"]),
+                   dt.datetime.fromisoformat(item["restored_at"]), str(item["key_id"]),
+                   base64.b64decode(item["signature"], validate=True))
+
+    def problem(self, sequence: int, previous: bytes, keyring: PublicKeyring) -> str:
+        """Why this statement, read from record `sequence` whose predecessor hashes to `previous`, does not
+        vouch for the restore; '' when it does."""
+        if self.log_ended_at != sequence - 1 or self.head != previous:
+            return "restore record does not follow the end of the restored log"
+        return keyring.signature_problem("restore record", self.key_id, self.message(
+            self.log_ended_at, self.head, self.journal_named, self.restored_at), self.restored_at, self.signature)
+
+
+def restore_statement(row: asyncpg.Record) -> RestoreStatement | None:
+    """The signed statement of a restore's first record; None for any other record. A record that claims
+    to be one but cannot be read raises ValueError."""
+    if row["method"] != RESTORE_METHOD or row["reason"] != "started" or not row["detail"]:
+        return None
+    detail = json.loads(row["detail"])
+    if "restore_statement" not in detail:
+        return None  # a restore recorded before statements were signed: an ordinary record
+    try:
+        return RestoreStatement.of_detail(detail["restore_statement"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError("restore record cannot be read") from error
+
+
+@dataclass(frozen=True)
+class LostWithRestore:
+    """Records a restore lost: `first`..`last`, named by the journal outside the database before the restore
+    recorded at `at_sequence`."""
+
+    first: int
+    last: int
+    restored_at: dt.datetime
+    at_sequence: int
+    checkpoints: int
+    """The journal's checkpoints set aside (they vouch for the lost records, not for the restored chain)."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
@@ -257,6 +349,8 @@ class Verdict:
     problem: str = ""
     external: int = 0
     """Checkpoints of the external journal the chain was held to."""
+    lost: tuple[LostWithRestore, ...] = ()
+    """What each signed restore cost (reported, not an error)."""
 
 
 class _Checkpoints:
@@ -270,6 +364,20 @@ class _Checkpoints:
         self.keyring = keyring
         self.signed = 0
         self.held = 0
+        self.lost: list[LostWithRestore] = []
+
+    def set_aside(self, sequence: int, statement: RestoreStatement) -> None:
+        """The restore recorded at `sequence`: the journal's checkpoints signed before it that name records
+        from `sequence` on vouch for the records it lost, not for the chain that follows."""
+        lost_heads = [head for at in list(self.external) if at >= sequence
+                      for head in self.external[at] if head.signed_at < statement.restored_at]
+        for head in lost_heads:
+            self.external[head.sequence].remove(head)
+            if not self.external[head.sequence]:
+                del self.external[head.sequence]
+        last = max([statement.journal_named, *(head.sequence for head in lost_heads)])
+        if last >= sequence:
+            self.lost.append(LostWithRestore(sequence, last, statement.restored_at, sequence, len(lost_heads)))
 
     def problem_at(self, sequence: int, head: bytes) -> str:
         checkpoint = self.stored.pop(sequence, None)
@@ -294,11 +402,11 @@ class _Checkpoints:
             return Verdict(False, count, self.signed, count + 1,
                            f"{problem} (a checkpoint kept outside the database, naming record {outside.sequence})"
                            if problem else f"records are missing: a checkpoint kept outside the database names "
-                           f"record {outside.sequence}, the log ends at {count}", self.held)
+                           f"record {outside.sequence}, the log ends at {count}", self.held, tuple(self.lost))
         if self.stored:
             first = min(self.stored)
             return Verdict(False, count, self.signed, first, "a signed checkpoint names a record that is gone",
-                           self.held)
+                           self.held, tuple(self.lost))
         return None
 
 
@@ -331,8 +439,25 @@ async def verify(connection: asyncpg.Connection, keyring: PublicKeyring, externa
         if row["entry_hash"] != entry_hash(previous, row):
             return Verdict(False, count, checkpoints.signed, sequence, "record content does not match its hash",
                            checkpoints.held)
-        problem = checkpoints.problem_at(sequence, row["entry_hash"])
+        problem = _restore_problem(row, previous, checkpoints) or checkpoints.problem_at(sequence, row["entry_hash"])
         if problem:
-            return Verdict(False, count, checkpoints.signed, sequence, problem, checkpoints.held)
+            return Verdict(False, count, checkpoints.signed, sequence, problem, checkpoints.held,
+                           tuple(checkpoints.lost))
         previous, expected, count = row["entry_hash"], expected + 1, count + 1
-    return checkpoints.left_over(count) or Verdict(True, count, checkpoints.signed, external=checkpoints.held)
+    return checkpoints.left_over(count) or Verdict(True, count, checkpoints.signed, external=checkpoints.held,
+                                                   lost=tuple(checkpoints.lost))
+
+
+def _restore_problem(row: asyncpg.Record, previous: bytes, checkpoints: _Checkpoints) -> str:
+    """Why a restore's record does not hold; '' when the record is no restore or a good one (whose lost
+    records are then set aside)."""
+    try:
+        statement = restore_statement(row)
+    except ValueError as error:
+        return str(error)
+    if statement is None:
+        return ""
+    problem = statement.problem(row["sequence"], previous, checkpoints.keyring)
+    if not problem:
+        checkpoints.set_aside(row["sequence"], statement)
+    return problem

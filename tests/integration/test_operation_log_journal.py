@@ -7,6 +7,7 @@ validity periods."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import subprocess
@@ -18,9 +19,18 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from juki_services.gateway.chain import GENESIS, SigningKeyFile, ensure_signing_key, entry_hash
+from juki_services.gateway.chain import (
+    GENESIS,
+    RESTORE_METHOD,
+    RestoreStatement,
+    SigningKey,
+    SigningKeyFile,
+    ensure_signing_key,
+    entry_hash,
+)
 from juki_services.gateway.checkpoints import JOURNAL_NAME, CheckpointExporter, read_journal
-from juki_services.gateway.oplog import OperationLog
+from juki_services.gateway.maintenance import maintenance_entry
+from juki_services.gateway.oplog import OperationLog, append_entry
 from jukilib.config import DatabaseConfig
 from jukilib.db.pool import Database
 from tests.conftest import fresh_database
@@ -216,3 +226,59 @@ async def test_the_exporter_hands_each_head_to_the_external_sink(journalled: Jou
     assert head is not None
     assert received.read_text().strip() == head.line()
     assert await exporter.export() is None  # nothing new: nothing signed, nothing sent
+
+
+async def _restore_to(log: JournalledLog, sequence: int, key: SigningKey, *, log_ended_at: int | None = None) -> None:
+    """What `juki restore` to an earlier time leaves: the log ends at `sequence` (the later records are gone
+    with the database), the journal outside still names ENTRIES, and the restore's first record carries its
+    statement signed with `key`."""
+    await log.owner(f"DELETE FROM operation_log_checkpoint WHERE sequence > {sequence}",
+                    f"DELETE FROM operation_log WHERE sequence > {sequence}")
+    connection = await asyncpg.connect(log.url)
+    try:
+        head = bytes(await connection.fetchval("SELECT entry_hash FROM operation_log WHERE sequence = $1", sequence))
+        statement = RestoreStatement.signed(key, sequence if log_ended_at is None else log_ended_at, head, ENTRIES,
+                                            dt.datetime.now(dt.UTC))
+        await append_entry(connection, maintenance_entry(RESTORE_METHOD, reason="started",
+                                                         detail={"restore_statement": statement.detail()}))
+    finally:
+        await connection.close()
+
+
+async def test_a_signed_restore_continues_the_chain_and_verify_reports_the_records_it_lost(
+        journalled: JournalledLog) -> None:
+    """Issue 20: after a restore to an earlier time, the chain goes on from the restored end with a signed
+    record of the restore; `juki audit verify` passes and names the records the journal vouched for that the
+    restore lost — reported, not hidden — while the new checkpoints at the reused sequence numbers hold."""
+    restored_end = await _newest_checkpoint(journalled)
+    await _restore_to(journalled, restored_end, SigningKey.load(journalled.home / "operation-log.key"))
+    await asyncio.sleep(0.01)  # the next checkpoints are signed after the restore
+    await journalled.write(ENTRIES + 1, 2 * CHECKPOINT_EVERY)
+    assert (await journalled.exporter.export()) is not None
+    assert max(head.sequence for head in read_journal(journalled.journal)) > ENTRIES  # new heads, reused numbers
+    result = _verify(journalled.url, journalled.home, journalled.journal)
+    assert result.returncode == 0, result.stderr
+    assert (f"restore recorded at record {restored_end + 1}" in result.stdout
+            and f"records {restored_end + 1}–{ENTRIES} named by the journal" in result.stdout), result.stdout
+
+
+async def test_a_restore_record_not_signed_with_the_logs_key_does_not_hide_a_shortened_log(
+        journalled: JournalledLog) -> None:
+    """Whoever shortens the log and writes a restore record without the prefecture's key is caught."""
+    restored_end = await _newest_checkpoint(journalled)
+    forger = SigningKey.load(ensure_signing_key(journalled.home / "forger.key"))
+    await _restore_to(journalled, restored_end, forger)
+    result = _verify(journalled.url, journalled.home, journalled.journal)
+    assert result.returncode == 1
+    assert (f"broken at sequence {restored_end + 1}: restore record signed with a key not in the keyring"
+            in result.stderr), result.stderr
+
+
+async def test_a_restore_record_that_does_not_follow_the_restored_end_is_refused(journalled: JournalledLog) -> None:
+    """A genuine statement copied onto another place of the chain vouches for nothing."""
+    restored_end = await _newest_checkpoint(journalled)
+    key = SigningKey.load(journalled.home / "operation-log.key")
+    await _restore_to(journalled, restored_end, key, log_ended_at=restored_end - 1)
+    result = _verify(journalled.url, journalled.home, journalled.journal)
+    assert result.returncode == 1
+    assert "restore record does not follow the end of the restored log" in result.stderr, result.stderr
