@@ -217,7 +217,8 @@ async def _log_and_journal(suite: LocalSuite, log_suite: LocalSuite) -> tuple[in
     from juki_services.gateway.checkpoints import read_journal
 
     async with connected(log_suite.operation_log_url(), "gateway") as connection:
-        last = await connection.fetchrow("SELECT sequence, entry_hash FROM operation_log ORDER BY sequence DESC LIMIT 1")
+        last = await connection.fetchrow(
+            "SELECT sequence, entry_hash FROM operation_log ORDER BY sequence DESC LIMIT 1")
     explicit = suite.environ.get("JUKI_CHECKPOINT_DIR", "").strip()
     journal = Path(explicit) if explicit else suite.home / CHECKPOINT_DIR
     heads = read_journal(journal) if journal.exists() else []
