@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from jukilib.config import UsageError
 from jukilib.db.embedded import EmbeddedPostgres
@@ -160,6 +161,9 @@ class Backup:
     timeline: int
     sealed_bytes: int
     seconds: float
+    census: dict[str, list[int]] | None = None
+    """Per table, its row count just before and just after the backup (`backup_check`); None when the
+    backup's role could not count."""
 
     @classmethod
     def read(cls, directory: Path) -> Backup:
@@ -168,12 +172,13 @@ class Backup:
                    started_at=dt.datetime.fromisoformat(info["started_at"]),
                    consistent_at=dt.datetime.fromisoformat(info["consistent_at"]),
                    start_wal=info["start_wal"], timeline=info["timeline"], sealed_bytes=info["sealed_bytes"],
-                   seconds=info["seconds"])
+                   seconds=info["seconds"], census=info.get("census"))
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "parent": self.parent, "started_at": self.started_at.isoformat(),
                 "consistent_at": self.consistent_at.isoformat(), "start_wal": self.start_wal,
-                "timeline": self.timeline, "sealed_bytes": self.sealed_bytes, "seconds": self.seconds}
+                "timeline": self.timeline, "sealed_bytes": self.sealed_bytes, "seconds": self.seconds,
+                "census": self.census}
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,45 @@ class Catalogue:
 
 # --- taking a backup -----------------------------------------------------------------------------
 
+TABLES_SQL = """
+SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables
+WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')
+  AND table_schema NOT LIKE 'pg\\_%'
+ORDER BY 1
+"""
+
+
+def census_sql(tables: list[str]) -> str:
+    """One statement counting the rows of `tables` (quoted names, as TABLES_SQL gives them)."""
+    return "\nUNION ALL ".join(f"SELECT '{table}' AS name, count(*) AS rows FROM {table}" for table in tables)
+
+
+def census_url(url: str, database: str = "juki") -> str:
+    """`url` (the backup's connection) on the suite's database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+
+
+def take_census(url: str) -> dict[str, int] | None:
+    """The row count of every table of the suite's database; None when the backup's role cannot count (a
+    replication-only role of an external PostgreSQL: the census is then not recorded, and `verify` says so)."""
+    database = census_url(url)
+    try:
+        tables = run_tool([pg_bin("psql"), database, "-Atq", "-c", TABLES_SQL], "psql (census)").split()
+        output = run_tool([pg_bin("psql"), database, "-Atq", "-F", "\t", "-c", census_sql(tables)],
+                          "psql (census)") if tables else ""
+    except RuntimeError:
+        return None
+    return {name: int(rows) for name, rows in (line.split("\t") for line in output.splitlines() if line)}
+
+
+def census_range(before: dict[str, int] | None, after: dict[str, int] | None) -> dict[str, list[int]] | None:
+    """Per table, [count before, count after] the backup (what `info.json` keeps)."""
+    if before is None or after is None:
+        return None
+    return {name: [before.get(name, 0), after.get(name, 0)] for name in sorted(before.keys() | after.keys())}
+
+
 def take_backup(settings: BackupSettings, url: str, staging_root: Path, *, incremental: bool) -> Backup:
     """A verified base backup of the server at `url` (a replication-capable connection), sealed into the
     catalogue; the plaintext staging copy is removed whatever happens."""
@@ -225,6 +269,7 @@ def take_backup(settings: BackupSettings, url: str, staging_root: Path, *, incre
     parent = catalogue.backups[-1] if incremental and catalogue.backups else None
     if incremental and parent is None:
         raise UsageError("no backup yet to be incremental on: take a full backup first (`juki backup`)")
+    census_before = take_census(url)
     started = dt.datetime.now(dt.UTC)
     backup_id = _new_id(settings, started, "I" if parent else "F")
     staging_root.mkdir(parents=True, exist_ok=True)
@@ -240,6 +285,7 @@ def take_backup(settings: BackupSettings, url: str, staging_root: Path, *, incre
             command.append(f"--incremental={manifest}")
         run_tool(command, "pg_basebackup")
         consistent = dt.datetime.now(dt.UTC)
+        census = census_range(census_before, take_census(url))
         run_tool([pg_bin("pg_verifybackup"), "-q", *(["-n"] if parent else []), str(data)], "pg_verifybackup")
         label = (data / "backup_label").read_text(encoding="ascii")
         start_wal = re.search(r"START WAL LOCATION: .*\(file ([0-9A-F]{24})\)", label)
@@ -253,7 +299,7 @@ def take_backup(settings: BackupSettings, url: str, staging_root: Path, *, incre
                         started_at=started, consistent_at=consistent, start_wal=start_wal.group(1),
                         timeline=int(timeline.group(1)),
                         sealed_bytes=sum(path.stat().st_size for path in partial.iterdir()),
-                        seconds=round((dt.datetime.now(dt.UTC) - started).total_seconds(), 2))
+                        seconds=round((dt.datetime.now(dt.UTC) - started).total_seconds(), 2), census=census)
         (partial / INFO).write_text(json.dumps(backup.to_json(), indent=2), encoding="utf-8")
         partial.rename(settings.directory / BASE_DIR / backup_id)
         return backup
@@ -316,7 +362,7 @@ def _unseal_file(source: Path, target: Path, key: BackupKey) -> None:
         shutil.copyfileobj(OpeningReader(sealed, key, source.name), plain)  # type: ignore[misc]
 
 
-def _unseal_tree(source: Path, target: Path, key: BackupKey) -> None:
+def unseal_tree(source: Path, target: Path, key: BackupKey) -> None:
     target.mkdir(parents=True, exist_ok=True)
     with source.open("rb") as sealed, \
             gzip.GzipFile(fileobj=OpeningReader(sealed, key, source.name), mode="rb") as unzipped, \
@@ -387,8 +433,8 @@ def restore(settings: BackupSettings, pgdata: Path, target: dt.datetime | None, 
             _unseal_wal(settings, catalogue, backup, wal, key)
             _configure_recovery(rebuilt, f"cp {wal}/%f %p", target)
             if server_user is not None:
-                _chown_tree(rebuilt, server_user)
-                _chown_tree(wal, server_user)
+                chown_tree(rebuilt, server_user)
+                chown_tree(wal, server_user)
             if pgdata.exists():
                 pgdata.rename(damaged)
             rebuilt.rename(pgdata)
@@ -423,7 +469,7 @@ def _rebuild(settings: BackupSettings, chain: list[Backup], work: Path, key: Bac
     parts = []
     for backup in chain:
         part = work / backup.id
-        _unseal_tree(settings.directory / BASE_DIR / backup.id / DATA, part, key)
+        unseal_tree(settings.directory / BASE_DIR / backup.id / DATA, part, key)
         parts.append(part)
     if len(parts) == 1:
         return parts[0]
@@ -444,7 +490,7 @@ def _configure_recovery(data: Path, command: str, target: dt.datetime | None) ->
     data.chmod(0o700)
 
 
-def _chown_tree(root: Path, user: str) -> None:
+def chown_tree(root: Path, user: str) -> None:
     shutil.chown(root, user, user)
     for directory, names, files in os.walk(root):
         for name in names + files:
@@ -456,7 +502,7 @@ def _recover(pgdata: Path, user: str | None, targeted: bool) -> str:
     settings, stop it. A target after every archived commit ends recovery early (PostgreSQL refuses to
     promote then): the state at the end of the archive is then the state at the target, so recovery is
     started again without the target."""
-    with _socket_dir(user) as sockets:
+    with socket_dir(user) as sockets:
         log = pgdata / "log"
         try:
             _replay(pgdata, sockets, user, log)
@@ -509,7 +555,7 @@ def _strip_recovery_lines(pgdata: Path) -> None:
 
 
 @contextmanager
-def _socket_dir(user: str | None) -> Iterator[Path]:
+def socket_dir(user: str | None) -> Iterator[Path]:
     """A short directory for the recovering server's socket (a data directory's path may be too long)."""
     path = Path(tempfile.mkdtemp(prefix="juki-restore-"))
     path.chmod(0o777 if user is not None else 0o700)

@@ -171,14 +171,14 @@ async def _review(suite: LocalSuite, args: argparse.Namespace) -> int:
     return await call(suite, args, "CreateAuditReview", pb.CreateAuditReviewRequest(audit_review=review))
 
 
-def _keyring_file(suite: LocalSuite, option: str) -> Path:
+def keyring_file(suite: LocalSuite, option: str) -> Path:
     keyring = suite.home / OPERATION_LOG_KEYRING
     if option or suite.has_explicit("JUKI_OPERATION_LOG_PUBLIC_KEY") or not keyring.is_file():
         return suite.file("JUKI_OPERATION_LOG_PUBLIC_KEY", OPERATION_LOG_PUBLIC_KEY, option)
     return keyring
 
 
-def _journal(suite: LocalSuite, option: str) -> Path | None:
+def journal_path(suite: LocalSuite, option: str) -> Path | None:
     explicit = option or suite.environ.get("JUKI_CHECKPOINT_DIR", "").strip()
     if explicit:
         path = Path(explicit).expanduser()
@@ -193,8 +193,8 @@ async def _verify(suite: LocalSuite, url: str, args: argparse.Namespace) -> int:
     from juki_services.gateway.chain import PublicKeyring, verify
     from juki_services.gateway.checkpoints import JournalError, read_journal
 
-    keyring = PublicKeyring.load(_keyring_file(suite, args.public_key))
-    journal = _journal(suite, args.checkpoints)
+    keyring = PublicKeyring.load(keyring_file(suite, args.public_key))
+    journal = journal_path(suite, args.checkpoints)
     try:
         external = read_journal(journal) if journal is not None else []
     except JournalError as error:

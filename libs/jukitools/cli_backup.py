@@ -22,6 +22,7 @@ import json
 import os
 import pwd
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from juki_services.gateway.chain import RestoreStatement, SigningKey
 from jukilib.config import UsageError
 from jukilib.db.embedded import EmbeddedPostgres, running_postmaster
 from jukitools import backup as backups
+from jukitools import backup_check as check
 from jukitools.local import CHECKPOINT_DIR, DATABASES, ENDPOINTS, LocalSuite
 from jukitools.maintenance_log import logged_action
 from jukitools.runner import connected
@@ -38,8 +40,11 @@ def add_parsers(commands: Any) -> None:
     backup = commands.add_parser(
         "backup", help="a verified, sealed base backup of the suite's PostgreSQL (pg_basebackup, pg_verifybackup) "
                        "into JUKI_BACKUP_DIR (else .juki/backups), then the retention setting; `list`: the catalogue")
-    backup.add_argument("action", nargs="?", choices=("list",), default=None,
-                        help="list: the backups, the archived WAL and the window a restore can reach")
+    backup.add_argument("action", nargs="?", choices=("list", "verify"), default=None,
+                        help="list: the backups, the archived WAL and the window a restore can reach; verify: "
+                             "restore the newest backup into a scratch directory and check pg_verifybackup, the "
+                             "row counts recorded with it and the operation log's chain (exit 1 on any "
+                             "difference)")
     backup.add_argument("--incremental", action="store_true",
                         help="an incremental backup on the newest one (pg_basebackup --incremental; the restore "
                              "combines the chain with pg_combinebackup)")
@@ -57,6 +62,8 @@ async def backup_command(args: argparse.Namespace) -> int:
     settings = backups.BackupSettings.of(suite.home)
     if args.action == "list":
         return list_backups(settings)
+    if args.action == "verify":
+        return await verify_backup(suite, settings)
     kind = "incremental" if args.incremental else "full"
     async with _Database(suite) as (url, log_suite), \
             logged_action(log_suite, "backup", target=str(settings.directory), kind=kind) as outcome:
@@ -75,6 +82,41 @@ async def backup_command(args: argparse.Namespace) -> int:
         print("WAL archiving is not on (archive_mode): this backup restores to its own end only, not to a later "
               "point in time", file=sys.stderr)
     return 0
+
+
+async def verify_backup(suite: LocalSuite, settings: backups.BackupSettings) -> int:
+    """`juki backup verify`: a maintenance action (it opens the sealed backups), logged before and after."""
+    from juki_services.gateway.chain import PublicKeyring
+    from juki_services.gateway.checkpoints import read_journal
+    from jukitools.cli_audit import journal_path, keyring_file
+
+    keyring = PublicKeyring.load(keyring_file(suite, ""))
+    journal = journal_path(suite, "")
+    heads = read_journal(journal) if journal is not None else []
+    scratch = check.scratch_directory(suite.home / "backup-staging")
+    user = _server_user(suite.home / "pgdata")
+    try:
+        async with _Database(suite) as (_, log_suite), \
+                logged_action(log_suite, "backup-verify", target=str(settings.directory)) as outcome:
+            started = time.monotonic()
+            backup, data = await asyncio.to_thread(check.rebuild, settings, scratch, user)
+            report = check.Report(backup.id, [f"pg_verifybackup: {' + '.join(backup_ids(settings, backup))} verified"])
+            with check.scratch_server(data, user) as sockets:
+                await check.check_restored(sockets, backup, keyring, heads, report)
+            outcome.detail.update(backup=backup.id, differences=report.differences,
+                                  seconds=round(time.monotonic() - started, 1))
+    finally:
+        check.remove_scratch(scratch)  # the registers in plaintext: never left behind
+    print(f"backup {report.backup}, restored into a scratch directory in {outcome.detail['seconds']} s:")
+    for line in report.lines:
+        print(f"  {line}")
+    print("verified: no difference" if report.ok else f"{report.differences} difference(s)",
+          file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def backup_ids(settings: backups.BackupSettings, backup: backups.Backup) -> list[str]:
+    return [part.id for part in backups.Catalogue.read(settings).chain(backup)]
 
 
 def _archive_mode(url: str) -> str:
