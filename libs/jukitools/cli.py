@@ -217,6 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     from jukitools import (
         bench_ingest,
         bench_lookup,
+        bench_restore,
         calls,
         cli_audit,
         cli_backup,
@@ -280,6 +281,8 @@ def _parser() -> argparse.ArgumentParser:
     ingest.set_defaults(bench_run=bench_ingest.run)
     lookup = bench_lookup.add_bench_lookup(cli_bulk.bench_group(commands))
     lookup.set_defaults(bench_run=bench_lookup.run)
+    restore = bench_restore.add_bench_restore(cli_bulk.bench_group(commands))
+    restore.set_defaults(bench_run=bench_restore.run)
     return parser
 
 
