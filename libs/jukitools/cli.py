@@ -224,6 +224,7 @@ def _parser() -> argparse.ArgumentParser:
         cli_cases,
         cli_operators,
         cli_oversight,
+        cli_reconcile,
         cli_retention,
     )
 
@@ -263,6 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_oversight.add_parsers(commands)
     cli_retention.add_parser(commands)
     cli_backup.add_parsers(commands)
+    cli_reconcile.add_parser(commands)
     keys = commands.add_parser("keys", help="keys for what the suite seals at rest: 個人番号, refused "
                                "notifications, written notices (JUKI_KEYRING_FILE, else .juki/keyring.json)")
     keys.add_argument("action", choices=("new", "rotate"), help="new: add a data key and make it active; "
@@ -362,6 +364,12 @@ def _backup() -> Any:
     return cli_backup
 
 
+def _reconcile() -> Any:
+    from jukitools import cli_reconcile
+
+    return cli_reconcile
+
+
 def _oversight() -> Any:
     from jukitools import cli_oversight
 
@@ -388,6 +396,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "retention": _retention,
     "backup": lambda args: _run(_backup().backup_command(args)),
     "restore": lambda args: _run(_backup().restore_command(args)),
+    "reconcile": lambda args: _run(_reconcile().reconcile_command(args)),
     "audit": _audit,
     "incident": lambda args: _run(_oversight().incident_command(args)),
     "pia": lambda args: _run(_oversight().pia_command(args)),
