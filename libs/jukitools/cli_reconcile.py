@@ -54,6 +54,7 @@ from jukilib.domain.municipalities import gunma_municipalities
 from jukilib.errors import JukiError
 from jukilib.register import holdings
 from jukilib.register.model import Notification
+from jukilib.register.rows import outbox_key
 from jukitools.local import KEYRING, LocalSuite, write_private_json
 from jukitools.maintenance_log import logged_action
 from jukitools.runner import connected
@@ -116,6 +117,8 @@ class Findings:
                 "lost_changes": len(self.lost), "lost_persons": len({lost.person for lost in self.lost}),
                 "unsent_changes": len(self.unsent),
                 "unsent_by_outbox_state": dict(Counter(str(v.outbox_state) for v in self.unsent)),
+                "lost_under_old_keys": sum(lost.key != outbox_key(self.register, *_notification_of(lost.version))
+                                           for lost in self.lost),
                 "applied": self.applied, "answered_as_repeat": self.answered_as_repeat,
                 "refused": dict(self.refused)}
 
@@ -341,6 +344,9 @@ def _print(found: list[Findings], since: dt.datetime, restored_at: dt.datetime |
                   f"; applied again: {f.applied}, already resent by the municipality: {f.answered_as_repeat}, "
                   f"refused: {sum(f.refused.values())} {dict(f.refused) or ''}".rstrip() if applied else
                   " (--apply applies them again)"))
+        if counts["lost_under_old_keys"]:
+            print(f"  of which {counts['lost_under_old_keys']} the agency holds under a key of (person, version) "
+                  "(sent before keys named the notification): applied again, they are sent under the new key")
         states = counts["unsent_by_outbox_state"]
         print(f"  held by the register, not by the agency: {counts['unsent_changes']} changes"
               + (f" (outbox: {', '.join(f'{n} {s}' for s, n in sorted(states.items()))})" if states else ""))
