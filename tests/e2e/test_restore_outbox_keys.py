@@ -44,7 +44,7 @@ def _tls(pki: DevPki, service: str) -> TlsConfig:
 
 
 @contextlib.asynccontextmanager
-async def _running(service: GrpcService) -> AsyncIterator[GrpcService]:
+async def _running(service: GrpcService[Any]) -> AsyncIterator[GrpcService[Any]]:
     await service.start()
     try:
         await service.wait_ready(30)
@@ -53,12 +53,12 @@ async def _running(service: GrpcService) -> AsyncIterator[GrpcService]:
         await service.stop(0.5)
 
 
-def _identity(pki: DevPki, home: Path, database: ServiceDatabase, agency_port: int) -> GrpcService:
+def _identity(pki: DevPki, home: Path, database: ServiceDatabase, agency_port: int) -> GrpcService[Any]:
     return GrpcService(service_config("identity", pki, database, home, {"agency": f"127.0.0.1:{agency_port}"}),
                        service_migrations("identity"), identity_app.build)
 
 
-async def _notify(pki: DevPki, identity: GrpcService, request: Any) -> identity_pb2.ResidentVersion:
+async def _notify(pki: DevPki, identity: GrpcService[Any], request: Any) -> identity_pb2.ResidentVersion:
     """`request` as 前橋市's CS sends it (through the gateway, whose certificate the register trusts)."""
     async with secure_channel(f"127.0.0.1:{identity.port}", _tls(pki, "gateway")) as channel:
         answer = await identity_pb2_grpc.IdentityServiceStub(channel).ApplyNotification(
@@ -140,7 +140,7 @@ async def _copy_database(admin_url: str, source: ServiceDatabase) -> ServiceData
 # --- ListReceivedChanges: the registers' view of the agency's copy --------------------------------------------
 
 @pytest.fixture(scope="module")
-async def listing_agency(admin_url: str, pki: DevPki, home: Path) -> AsyncIterator[tuple[GrpcService, str]]:
+async def listing_agency(admin_url: str, pki: DevPki, home: Path) -> AsyncIterator[tuple[GrpcService[Any], str]]:
     agency_db = (await fresh_database(admin_url))["agency"]
     async with _running(GrpcService(service_config("agency", pki, agency_db, home, {}), service_migrations("agency"),
                                     agency_app.build)) as agency:
@@ -171,7 +171,7 @@ def _since(moment: dt.datetime, file: int = agency_pb2.FILE_IDENTITY, **fields: 
 
 
 async def test_the_identity_register_pages_through_every_change_received_since_a_time(
-        listing_agency: tuple[GrpcService, str], pki: DevPki) -> None:
+        listing_agency: tuple[GrpcService[Any], str], pki: DevPki) -> None:
     agency, _ = listing_agency
     before = [(f"identity/{MAEBASHI}/list-old-{n}", _version(n)) for n in range(2)]
     await _record(pki, agency.port, before)
@@ -210,7 +210,7 @@ def _version(n: int) -> identity_pb2.ResidentVersion:
     ("identity", agency_pb2.FILE_ANNEX),
 ])
 async def test_only_the_files_own_register_may_list_what_the_agency_holds(
-        listing_agency: tuple[GrpcService, str], pki: DevPki, as_service: str, file: int) -> None:
+        listing_agency: tuple[GrpcService[Any], str], pki: DevPki, as_service: str, file: int) -> None:
     agency, _ = listing_agency
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await _list(pki, agency.port, as_service, _since(dt.datetime.now(dt.UTC), file=file))
@@ -227,7 +227,7 @@ async def test_only_the_files_own_register_may_list_what_the_agency_holds(
     ({"file": 7, "since": False, "page_size": -5}, ["file", "received_since", "page_size"]),
 ])
 async def test_a_bad_list_request_is_refused_naming_each_field(
-        listing_agency: tuple[GrpcService, str], pki: DevPki, request_fields: dict[str, Any],
+        listing_agency: tuple[GrpcService[Any], str], pki: DevPki, request_fields: dict[str, Any],
         fields: list[str]) -> None:
     agency, _ = listing_agency
     request = agency_pb2.ListReceivedChangesRequest(file=request_fields["file"],
@@ -242,7 +242,7 @@ async def test_a_bad_list_request_is_refused_naming_each_field(
 
 
 async def test_a_time_outside_the_timestamp_range_is_refused_naming_it(
-        listing_agency: tuple[GrpcService, str], pki: DevPki) -> None:
+        listing_agency: tuple[GrpcService[Any], str], pki: DevPki) -> None:
     agency, _ = listing_agency
     request = agency_pb2.ListReceivedChangesRequest(file=agency_pb2.FILE_IDENTITY)
     request.received_since.seconds = 253402300800 + 86400  # after 9999-12-31
