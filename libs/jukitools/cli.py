@@ -217,6 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     from jukitools import (
         bench_ingest,
         bench_lookup,
+        bench_reconcile,
         calls,
         cli_audit,
         cli_backup,
@@ -282,6 +283,8 @@ def _parser() -> argparse.ArgumentParser:
     ingest.set_defaults(bench_run=bench_ingest.run)
     lookup = bench_lookup.add_bench_lookup(cli_bulk.bench_group(commands))
     lookup.set_defaults(bench_run=bench_lookup.run)
+    reconcile = bench_reconcile.add_bench_reconcile(cli_bulk.bench_group(commands))
+    reconcile.set_defaults(bench_run=bench_reconcile.run)
     return parser
 
 
