@@ -171,27 +171,35 @@ async def newest_restore(suite: LocalSuite) -> tuple[dt.datetime | None, dt.date
 
 async def reconcile(suite: LocalSuite, register: str, since: dt.datetime, *, apply: bool) -> Findings:
     """Compare `register` with the agency's copy since `since`; with `apply`, re-apply what it lost."""
+    from jukitools.cli_bulk import register_api
+
     findings = Findings(register)
     changes = [change async for change in _agency_changes(suite, register, since)]
     findings.agency_changes = len(changes)
     by_notification = {_notification_of(_version(register, c)): c for c in changes}
-    async with connected(suite.database_url(register), register) as connection:
-        held = await holdings.held_notifications(connection, list(by_notification))
+    # The register's API as its service builds it (its runtime role: what the service itself may do).
+    api = register_api(register, suite.database_url(register), keyring_file=suite.file("JUKI_KEYRING_FILE", KEYRING))
+    await api.engine.database.connect()
+    try:
+        held = await api.holdings.find(list(by_notification))
         position: holdings.Position | None = None
         while True:
-            page, position = await holdings.held_since(connection, register, since, PAGE, position)
+            page, position = await api.holdings.since(since, PAGE, position)
             findings.register_versions += len(page)
             findings.unsent.extend(v for v in page if (v.municipality_code, v.notification_id) not in by_notification)
             if position is None:
                 break
-    for notification, change in by_notification.items():
-        if notification not in held:
-            version = _version(register, change)
-            person = version.name.rsplit("/versions/", 1)[0]
-            findings.lost.append(Lost(change.idempotency_key, person, version, change.receive_time.ToDatetime(dt.UTC)))
-            findings.municipalities[notification[0]] += 1
-    if apply and findings.lost:
-        await _reapply(suite, register, findings)
+        for notification, change in by_notification.items():
+            if notification not in held:
+                version = _version(register, change)
+                person = version.name.rsplit("/versions/", 1)[0]
+                findings.lost.append(Lost(change.idempotency_key, person, version,
+                                          change.receive_time.ToDatetime(dt.UTC)))
+                findings.municipalities[notification[0]] += 1
+        if apply and findings.lost:
+            await _reapply(api, register, findings)
+    finally:
+        await api.engine.database.close()
     return findings
 
 
@@ -255,29 +263,20 @@ def municipality_request(register: str, version: Any, previous_code: str = "") -
     return request
 
 
-async def _reapply(suite: LocalSuite, register: str, findings: Findings) -> None:
-    """Apply each lost change again through the register's write path, in the agency's order."""
-    from jukitools.cli_bulk import register_api
-
-    api = register_api(register, suite.database_url(register),
-                       keyring_file=suite.file("JUKI_KEYRING_FILE", KEYRING))
-    await api.engine.database.connect()
-    try:
-        async with api.engine.database.connection() as connection:
-            codes = await holdings.current_codes(connection, [_person_id(lost.person) for lost in findings.lost])
-        previous = _previous_codes(findings.lost, codes)
-        notifications = [_notification(api, register, lost, previous.get(lost.key, "")) for lost in findings.lost]
-        for start in range(0, len(notifications), APPLY_CHUNK):
-            chunk = notifications[start:start + APPLY_CHUNK]
-            for notification, outcome in zip(chunk, await api.engine.apply_many(chunk), strict=True):
-                if isinstance(outcome, JukiError):
-                    findings.refused[outcome.reason] += 1
-                elif outcome.change.receive_time == notification.change.receive_time:
-                    findings.applied += 1
-                else:
-                    findings.answered_as_repeat += 1  # the municipality resent it meanwhile
-    finally:
-        await api.engine.database.close()
+async def _reapply(api: Any, register: str, findings: Findings) -> None:
+    """Apply each lost change again through the register's write path (`RegisterEngine.apply_many`)."""
+    codes = await api.holdings.current_codes([_person_id(lost.person) for lost in findings.lost])
+    previous = _previous_codes(findings.lost, codes)
+    notifications = [_notification(api, register, lost, previous.get(lost.key, "")) for lost in findings.lost]
+    for start in range(0, len(notifications), APPLY_CHUNK):
+        chunk = notifications[start:start + APPLY_CHUNK]
+        for notification, outcome in zip(chunk, await api.engine.apply_many(chunk), strict=True):
+            if isinstance(outcome, JukiError):
+                findings.refused[outcome.reason] += 1
+            elif outcome.change.receive_time == notification.change.receive_time:
+                findings.applied += 1
+            else:
+                findings.answered_as_repeat += 1  # the municipality resent it meanwhile
 
 
 def _person_id(person: str) -> uuid.UUID:

@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import asyncpg
 
+from jukilib.db.pool import Database
+
 Position = tuple[int, uuid.UUID, int]
 """(transaction, person, version) of the last version read."""
 
@@ -86,3 +88,26 @@ async def current_codes(connection: asyncpg.Connection, person_ids: Sequence[uui
     """The current 住民票コード of persons the register holds (the code a lost change of code started from)."""
     rows = await connection.fetch("SELECT id, resident_code FROM person WHERE id = ANY($1::uuid[])", list(person_ids))
     return {r["id"]: r["resident_code"] for r in rows}
+
+
+class Holdings:
+    """What one register holds, by notification (`RegisterApi.holdings`): the register's side of `juki reconcile`."""
+
+    def __init__(self, database: Database, register: str) -> None:
+        self._database = database
+        self._register = register
+
+    async def since(self, since: dt.datetime, limit: int, after: Position | None = None,
+                    ) -> tuple[list[HeldVersion], Position | None]:
+        """A page of the versions written at or after `since` (`held_since`)."""
+        async with self._database.connection() as connection:
+            return await held_since(connection, self._register, since, limit, after)
+
+    async def find(self, notifications: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[uuid.UUID, int]]:
+        """Which of these notifications the register holds (`held_notifications`)."""
+        async with self._database.connection() as connection:
+            return await held_notifications(connection, notifications)
+
+    async def current_codes(self, person_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        async with self._database.connection() as connection:
+            return await current_codes(connection, person_ids)
