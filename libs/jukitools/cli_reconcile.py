@@ -45,6 +45,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
 from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2
@@ -57,7 +59,7 @@ from jukilib.register.model import Notification
 from jukilib.register.rows import outbox_key
 from jukitools.local import KEYRING, LocalSuite, write_private_json
 from jukitools.maintenance_log import logged_action
-from jukitools.runner import connected
+from jukitools.runner import Unreachable, connected
 
 REGISTERS = ("identity", "annex")
 FILES = {"identity": agency_pb2.FILE_IDENTITY, "annex": agency_pb2.FILE_ANNEX}
@@ -213,7 +215,13 @@ async def _agency_changes(suite: LocalSuite, register: str, since: dt.datetime,
     async with secure_channel(target, tls) as channel:
         stub = agency_pb2_grpc.AgencyServiceStub(channel)
         while True:
-            page = await stub.ListReceivedChanges(request, timeout=60)
+            try:
+                page = await stub.ListReceivedChanges(request, timeout=60)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.PERMISSION_DENIED:
+                    raise UsageError(f"the agency lists the {register} file's changes to the {register} register only: "
+                                     "use its certificate (JUKI_TLS_CERT, JUKI_TLS_KEY)") from None
+                raise Unreachable(f"the agency at {target} did not list its changes ({error.code().name})") from None
             for change in page.received_changes:
                 yield change
             if not page.next_page_token:
@@ -267,7 +275,12 @@ async def _reapply(api: Any, register: str, findings: Findings) -> None:
     """Apply each lost change again through the register's write path (`RegisterEngine.apply_many`)."""
     codes = await api.holdings.current_codes([_person_id(lost.person) for lost in findings.lost])
     previous = _previous_codes(findings.lost, codes)
-    notifications = [_notification(api, register, lost, previous.get(lost.key, "")) for lost in findings.lost]
+    notifications: list[Notification] = []
+    for lost in findings.lost:
+        try:
+            notifications.append(_notification(api, register, lost, previous.get(lost.key, "")))
+        except JukiError as error:  # checked as ingest checks it (a rule may have changed since): reported
+            findings.refused[error.reason] += 1
     for start in range(0, len(notifications), APPLY_CHUNK):
         chunk = notifications[start:start + APPLY_CHUNK]
         for notification, outcome in zip(chunk, await api.engine.apply_many(chunk), strict=True):

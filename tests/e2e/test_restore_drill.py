@@ -202,7 +202,8 @@ async def _drill(home: Path) -> None:
 
     print(reconciled.stdout)
     print(f"juki audit verify: exit {verified.returncode}\n{verified.stdout}{verified.stderr}")
-    _check(cs, reconciled, resent, held_by_agency, register, agency, log, newcomer)
+    _check(cs, reconciled, resent, held_by_agency, register, agency, log, newcomer,
+           [p.code for p in [*persons, newcomer]])
     # TODO(lead: the signed restore record in the operation log, issue 20): `juki audit verify` does not pass across
     # a restore yet: the journal of checkpoints outside the database names records the restore lost, and verify
     # reports exactly that. Once the restore is a signed record of the chain, this must become
@@ -219,7 +220,7 @@ def _only_the_restore_break(verified: subprocess.CompletedProcess[str]) -> bool:
 
 def _check(cs: Municipality, reconciled: subprocess.CompletedProcess[str], resent: dict[str, int],
            held_by_agency: list[identity_pb2.ResidentVersion], register: dict[str, tuple[int, int, str]],
-           agency: dict[str, list[str]], log: list[str], newcomer: Person) -> None:
+           agency: dict[str, list[str]], log: list[str], newcomer: Person, codes: list[str]) -> None:
     assert "lost with the restore, held by the agency: 4 changes of 3 persons; applied again: 4" in reconciled.stdout
     # A notification re-applied from the agency's copy, resent: answered with its version, not applied again.
     assert all(resent[n.change.notification_id] == n.version for n in held_by_agency)
@@ -232,6 +233,12 @@ def _check(cs: Municipality, reconciled: subprocess.CompletedProcess[str], resen
     newcomer_at_agency = next(v for v in held_by_agency if v.change.notification_id == "drill-c-new")
     assert newcomer_at_agency.name == f"{register['drill-c-new'][2]}/versions/{register['drill-c-new'][1]}"
     assert log and all(newcomer.code not in entry for entry in log)
+    # Counts on the terminal, the persons' references in a file for the operator alone: no 住民票コード anywhere.
+    listing = Path(reconciled.stdout.split("the persons' references: ", 1)[1].split(" (readable", 1)[0])
+    assert listing.stat().st_mode & 0o777 == 0o600
+    written = listing.read_text(encoding="utf-8")
+    assert register["drill-c-new"][2] in written
+    assert not any(code in reconciled.stdout or code in written for code in codes)
 
 
 def _request_again(notification_id: str, persons: list[Person], newcomer: Person) -> Any:
