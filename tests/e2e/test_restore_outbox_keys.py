@@ -23,6 +23,7 @@ import grpc
 import pytest
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
+from juki.annex.v1 import annex_pb2
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2 as rpb
 from juki_services.agency import app as agency_app
@@ -249,3 +250,26 @@ async def test_a_time_outside_the_timestamp_range_is_refused_naming_it(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await _list(pki, agency.port, "identity", request)
     assert field_violations(refused.value) == ["received_since"]
+
+
+async def test_the_annex_register_lists_the_annex_files_changes(
+        listing_agency: tuple[GrpcService[Any], str], pki: DevPki) -> None:
+    agency, _ = listing_agency
+    since = dt.datetime.now(dt.UTC)
+    versions = []
+    for n in range(2):
+        version = annex_pb2.AnnexResidentVersion(name=f"annexResidents/{n}/versions/1", version=1)
+        version.record.resident_code = new_person().code
+        version.change.municipality_code, version.change.notification_id = MAEBASHI, f"annex-list-{n}"
+        versions.append(version)
+    async with secure_channel(f"127.0.0.1:{agency.port}", _tls(pki, "annex")) as channel:
+        request = agency_pb2.BatchRecordAnnexChangesRequest()
+        for version in versions:
+            change = request.requests.add(idempotency_key=f"annex/{MAEBASHI}/{version.change.notification_id}")
+            change.annex_resident_version.CopyFrom(version)
+        await agency_pb2_grpc.AgencyServiceStub(channel).BatchRecordAnnexChanges(request, timeout=10)
+    page = await _list(pki, agency.port, "annex", _since(since, file=agency_pb2.FILE_ANNEX))
+    assert [c.annex_resident_version for c in page.received_changes] == versions
+    assert not page.next_page_token
+    identity_page = await _list(pki, agency.port, "identity", _since(since))
+    assert not [c for c in identity_page.received_changes if c.idempotency_key.startswith("annex/")]
