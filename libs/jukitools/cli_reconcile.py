@@ -13,8 +13,8 @@ content) with what the register holds:
   information and record, the original receipt time and the person's id. The request is rebuilt as the
   municipality sent it (notification id, kind, reason, event date, notification time, record, previous
   住民票コード), so its digest is the resend's: the municipality resending it later is answered with the
-  version, never applied twice. The re-applied version's outbox row has the key the agency already holds
-  (`rows.outbox_key`): the relay sends it, and the agency answers duplicate;
+  version, never applied twice. The re-applied version's outbox row has the key the agency already holds it
+  under (`Notification.agency_key`, whatever its form): the relay sends it, and the agency answers duplicate;
 - the register holds it (written since the point), the agency does not: the outbox sends it (its state is
   shown: pending, dead — `juki outbox retry` —, or delivered, which would mean the agency lost it);
 - applied after T and never forwarded: lost to both. Only the municipalities hold them: the command prints,
@@ -315,7 +315,7 @@ def _notification(api: Any, register: str, lost: Lost, previous_code: str) -> No
     notification: Notification = api.notification(municipality_request(register, lost.version, previous_code),
                                                   municipality)
     return notification._replace(change=notification.change._replace(receive_time=_receipt(lost)),
-                                 person_id=_person_id(lost.person))
+                                 person_id=_person_id(lost.person), agency_key=lost.key)
 
 
 def _receipt(lost: Lost) -> dt.datetime:
@@ -358,7 +358,7 @@ def _print(found: list[Findings], since: dt.datetime, restored_at: dt.datetime |
                   " (--apply applies them again)"))
         if counts["lost_under_old_keys"]:
             print(f"  of which {counts['lost_under_old_keys']} the agency holds under a key of (person, version) "
-                  "(sent before keys named the notification): applied again, they are sent under the new key")
+                  "(sent before keys named the notification): applied again, their outbox rows keep that key")
         states = counts["unsent_by_outbox_state"]
         print(f"  held by the register, not by the agency: {counts['unsent_changes']} changes"
               + (f" (outbox: {', '.join(f'{n} {s}' for s, n in sorted(states.items()))})" if states else ""))

@@ -41,8 +41,10 @@ async def _register(config: Any, url: str) -> tuple[RegisterApi, Database]:
     return REGISTERS["identity"].api(config, database), database
 
 
-async def _forward(api: RegisterApi, database: Database, pki: DevPki, agency_port: int) -> None:
-    """What the relay does: every pending change sent to the agency under its key, marked delivered."""
+async def _forward(api: RegisterApi, database: Database, pki: DevPki, agency_port: int, *,
+                   old_keys: bool = False) -> None:
+    """What the relay does: every pending change sent to the agency under its key, marked delivered (with
+    `old_keys`, under the (person, version) key of changes sent before keys named the notification)."""
     async with database.connection() as connection:
         rows = await connection.fetch(
             "SELECT o.id, o.idempotency_key, v.person_id FROM outbox o JOIN person_version v"
@@ -51,7 +53,8 @@ async def _forward(api: RegisterApi, database: Database, pki: DevPki, agency_por
     async with secure_channel(f"127.0.0.1:{agency_port}", _tls(pki, "identity")) as channel:
         for row, history in zip(rows, versions, strict=True):
             stored = next(v for v in history if f"/{v.change.notification_id}" in row["idempotency_key"])
-            await REGISTER.forward(channel, row["idempotency_key"], api.version_message(stored))
+            key = f"identity/{stored.person_id}/{stored.version}" if old_keys else row["idempotency_key"]
+            await REGISTER.forward(channel, key, api.version_message(stored))
     async with database.connection() as connection:
         await connection.execute("UPDATE outbox SET state = 'delivered' WHERE id = ANY($1::bigint[])",
                                  [row["id"] for row in rows])
@@ -98,7 +101,7 @@ async def test_reconcile_finds_both_directions_and_applies_the_lost_change_as_th
         try:
             lost_request = _move(person, "rec-2", 2)
             lost: Any = await api.apply(lost_request, MAEBASHI)
-            await _forward(api, database, pki, agency.port)
+            await _forward(api, database, pki, agency.port, old_keys=True)
         finally:
             await database.close()
         api, database = await _register(config, restored_url)  # the restored register
@@ -115,6 +118,10 @@ async def test_reconcile_finds_both_directions_and_applies_the_lost_change_as_th
             applied = await reconcile(suite, "identity", since, apply=True)
             again = await reconcile(suite, "identity", since, apply=False)
             resent: Any = await api.apply(lost_request, MAEBASHI)  # 前橋市 sends rec-2 again, same id and content
+            async with database.connection() as connection:
+                reapplied_key = await connection.fetchval(
+                    "SELECT o.idempotency_key FROM outbox o JOIN person_version v ON v.person_id = o.person_id"
+                    " AND v.version = o.version WHERE v.notification_id = 'rec-2'")
             history = await api.engine.versions(api.person_id(lost.name.rsplit("/versions/", 1)[0], "name"), 0, 10)
         finally:
             await database.close()
@@ -123,6 +130,10 @@ async def test_reconcile_finds_both_directions_and_applies_the_lost_change_as_th
     assert [(v.notification_id, v.outbox_state) for v in compared.unsent] == [("rec-3", "pending")]
     assert unsent.version == 1
     assert (applied.applied, dict(applied.refused), len(again.lost)) == (1, {}, 0)
+    # Held by the agency under a key of the old form: the re-applied version's outbox row keeps it, so the relay's
+    # delivery is answered duplicate instead of recorded a second time.
+    assert applied.counts()["lost_under_old_keys"] == 1
+    assert reapplied_key == f"identity/{lost.name.split('/')[1]}/2"
     # 住基法 30-6: the resend is answered with the version re-applied from the agency's copy, not applied again.
     assert (resent.name, resent.version) == (lost.name, lost.version)
     assert [v.change.notification_id for v in history] == ["rec-1", "rec-2"]

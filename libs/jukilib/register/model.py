@@ -100,6 +100,10 @@ class Notification(NamedTuple):
     person_id: PersonId | None = None
     """The id the register gave the person before, for a 記載 re-applied from the agency's copy after a restore
     (`juki reconcile --apply`): the person keeps their resource name (`residents/{id}`). None: a new id."""
+    agency_key: str | None = None
+    """The key the agency already holds this change under, for a change re-applied from its copy: the outbox row
+    keeps it, so the agency answers the relay's delivery duplicate whatever form the key has (`rows.outbox_key`,
+    or the (person, version) form of changes sent before). None: the key of the notification."""
 
 
 class UniqueKey(NamedTuple):

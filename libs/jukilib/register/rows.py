@@ -131,8 +131,8 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
         person_id, version, change = decision.person_id, decision.version, decision.notification.change
         versions.append(VersionRow(decision, record_json))
         if outbox:
-            outbox_rows.append((person_id, version,
-                                outbox_key(register, change.municipality_code, change.notification_id)))
+            outbox_rows.append((person_id, version, decision.notification.agency_key
+                                or outbox_key(register, change.municipality_code, change.notification_id)))
         if decision.former_code is not None:
             rows.former_codes.append((decision.former_code, person_id))
         if decision.becomes_current:
