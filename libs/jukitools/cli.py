@@ -218,6 +218,7 @@ def _parser() -> argparse.ArgumentParser:
         bench_ingest,
         bench_lookup,
         bench_restore,
+        bench_reconcile,
         calls,
         cli_audit,
         cli_backup,
@@ -225,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
         cli_cases,
         cli_operators,
         cli_oversight,
+        cli_reconcile,
         cli_retention,
     )
 
@@ -264,6 +266,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_oversight.add_parsers(commands)
     cli_retention.add_parser(commands)
     cli_backup.add_parsers(commands)
+    cli_reconcile.add_parser(commands)
     keys = commands.add_parser("keys", help="keys for what the suite seals at rest: 個人番号, refused "
                                "notifications, written notices (JUKI_KEYRING_FILE, else .juki/keyring.json)")
     keys.add_argument("action", choices=("new", "rotate"), help="new: add a data key and make it active; "
@@ -283,6 +286,8 @@ def _parser() -> argparse.ArgumentParser:
     lookup.set_defaults(bench_run=bench_lookup.run)
     restore = bench_restore.add_bench_restore(cli_bulk.bench_group(commands))
     restore.set_defaults(bench_run=bench_restore.run)
+    reconcile = bench_reconcile.add_bench_reconcile(cli_bulk.bench_group(commands))
+    reconcile.set_defaults(bench_run=bench_reconcile.run)
     return parser
 
 
@@ -365,6 +370,12 @@ def _backup() -> Any:
     return cli_backup
 
 
+def _reconcile() -> Any:
+    from jukitools import cli_reconcile
+
+    return cli_reconcile
+
+
 def _oversight() -> Any:
     from jukitools import cli_oversight
 
@@ -391,6 +402,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "retention": _retention,
     "backup": lambda args: _run(_backup().backup_command(args)),
     "restore": lambda args: _run(_backup().restore_command(args)),
+    "reconcile": lambda args: _run(_reconcile().reconcile_command(args)),
     "audit": _audit,
     "incident": lambda args: _run(_oversight().incident_command(args)),
     "pia": lambda args: _run(_oversight().pia_command(args)),

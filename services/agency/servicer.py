@@ -13,10 +13,10 @@ import grpc
 from grpc import aio
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
-from juki.annex.v1 import annex_pb2_grpc
+from juki.annex.v1 import annex_pb2, annex_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
-from jukilib import caller
+from jukilib import caller, paging
 from jukilib.config import DEFAULT_CALL_TIMEOUT
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
@@ -25,6 +25,7 @@ from jukilib.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Unavailable,
     Violations,
     relayed,
@@ -43,6 +44,24 @@ def event_order(version: identity_pb2.ResidentVersion) -> tuple[tuple[int, int, 
 
 MAX_BATCH = 1000
 """Changes one batch call may carry."""
+LIST_DEFAULT, LIST_MAX = 500, 1000
+"""Changes per page of ListReceivedChanges: by default, at most (AIP-158: larger sizes are capped)."""
+LISTING_PEERS = {agency_pb2.FILE_IDENTITY: "identity", agency_pb2.FILE_ANNEX: "annex"}
+"""Who may list the changes of each file: that file's register (its client certificate), and nobody else."""
+VERSION_TYPES = {"identity": identity_pb2.ResidentVersion, "annex": annex_pb2.AnnexResidentVersion}
+_LIST_POSITION = ("xid", "key")
+
+# A change's place is the transaction that recorded it (migration 0002); only transactions older than every
+# one still running are answered, so a change committed after a page was read comes after its token. The
+# first page starts at the oldest transaction holding a change received since the time.
+_START = """SELECT min(commit_xid)::text FROM received_change WHERE register = $1 AND received_at >= $2"""
+_LIST = """
+SELECT idempotency_key, resident_code, received_at, payload, commit_xid::text AS xid FROM received_change
+WHERE register = $1 AND received_at >= $2 AND (commit_xid, idempotency_key) > ($3::text::xid8, $4::text)
+  AND commit_xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY commit_xid, idempotency_key
+LIMIT $5
+"""
 
 _RECORD_MANY = """
 WITH incoming AS (
@@ -163,6 +182,35 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
         return await self._record("annex", request.idempotency_key, version.record.resident_code,
                                   version.version, version.SerializeToString())
 
+    async def ListReceivedChanges(
+        self, request: agency_pb2.ListReceivedChangesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> agency_pb2.ListReceivedChangesResponse:
+        """The changes of a file received since a time (reconciliation after a restore), for its register only."""
+        peer = caller.current().peer
+        if peer not in LISTING_PEERS.values():
+            raise PermissionDenied("only the prefecture's registers may list the changes the agency holds",
+                                   "NOT_A_REGISTER")
+        register, since, size, position = _list_request(request)
+        if register != peer:
+            raise PermissionDenied("a register may list the changes of its own file only", "NOT_THE_FILES_REGISTER")
+        async with self._database.connection() as connection:
+            if position is None:
+                start = await connection.fetchval(_START, register, since)
+                if start is None:
+                    return agency_pb2.ListReceivedChangesResponse()
+                position = (start, "")
+            rows = await connection.fetch(_LIST, register, since, position[0], position[1], size)
+        response = agency_pb2.ListReceivedChangesResponse()
+        for row in rows:
+            change = response.received_changes.add(idempotency_key=row["idempotency_key"],
+                                                   resident_code=row["resident_code"])
+            change.receive_time.FromDatetime(row["received_at"])
+            version = change.resident_version if register == "identity" else change.annex_resident_version
+            version.ParseFromString(row["payload"])
+        if len(rows) == size:
+            response.next_page_token = paging.encode_token({"xid": rows[-1]["xid"], "key": rows[-1]["idempotency_key"]})
+        return response
+
     async def QueryResident(
         self, request: agency_pb2.QueryResidentRequest, context: aio.ServicerContext[Any, Any]
     ) -> identity_pb2.ResidentVersion:
@@ -212,6 +260,38 @@ class AgencyServicer(agency_pb2_grpc.AgencyServiceServicer):
             raise InvalidArgument([FieldViolation("fault_injection.fail_next_calls", "must not be negative")])
         self._faults = Faults(faults.fail_next_calls, faults.delay.ToTimedelta().total_seconds())
         return faults
+
+
+def _list_request(request: agency_pb2.ListReceivedChangesRequest
+                  ) -> tuple[str, dt.datetime, int, tuple[str, str] | None]:
+    """(register, since, page size, position after which to list) of a request; every bad field named."""
+    violations = Violations()
+    register = LISTING_PEERS.get(request.file)
+    if register is None:
+        violations.add("file", "is required: FILE_IDENTITY or FILE_ANNEX", "REQUIRED_FIELD")
+    since = None
+    if not request.HasField("received_since"):
+        violations.add("received_since", "is required", "REQUIRED_FIELD")
+    else:
+        try:
+            since = request.received_since.ToDatetime(dt.UTC)
+        except (ValueError, OverflowError):
+            violations.add("received_since", "must be a time between the years 1 and 9999")
+    if request.page_size < 0:
+        violations.add("page_size", "must not be negative")
+    position = None
+    try:
+        decoded = paging.decode_token(request.page_token, keys=_LIST_POSITION)
+        if decoded is not None:
+            xid, key = decoded["xid"], decoded["key"]
+            if not isinstance(xid, str) or not xid.isdigit() or len(xid) > 20 or not isinstance(key, str):
+                raise paging.invalid_token()
+            position = (xid, key)
+    except InvalidArgument as error:
+        violations.items.extend(error.violations)
+    violations.raise_if_any()
+    assert register is not None and since is not None
+    return register, since, min(request.page_size or LIST_DEFAULT, LIST_MAX), position
 
 
 def _check_batch(changes: Sequence[Incoming]) -> None:

@@ -38,6 +38,7 @@ from jukilib.register.load import (
     RowProblem,
     load_file,
 )
+from jukilib.register.rows import outbox_key
 from jukitools import cli_bulk
 from jukitools.demo.fast import FastResidents
 from tests.conftest import fresh_database, service_config
@@ -333,9 +334,11 @@ async def test_forward_writes_the_outbox_rows_of_the_relay(identity: Loaded, tmp
     report = await identity.load(_write_jsonl(tmp_path / "fwd.jsonl", [_identity_row(p) for p in people]),
                                  forward=True)
     assert report.persons == 2
-    rows = await identity.fetch("SELECT o.idempotency_key, o.state, o.person_id, o.version FROM outbox o")
+    rows = await identity.fetch("SELECT o.idempotency_key, o.state, o.person_id, o.version, v.municipality_code,"
+                                " v.notification_id FROM outbox o JOIN person_version v"
+                                " ON v.person_id = o.person_id AND v.version = o.version")
     assert sorted(r["idempotency_key"] for r in rows) == sorted(
-        f"identity/{r['person_id']}/1" for r in rows)
+        outbox_key("identity", r["municipality_code"], r["notification_id"]) for r in rows)
     assert {(r["state"], r["version"]) for r in rows} == {("pending", 1)}
 
 

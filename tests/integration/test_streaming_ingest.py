@@ -34,6 +34,7 @@ from jukilib.grpc.channels import secure_channel
 from jukilib.register import store
 from jukilib.register.api import RegisterApi
 from jukilib.register.reports import NewReport
+from jukilib.register.rows import outbox_key
 from jukilib.register.streaming import stream_notifications
 from tests.conftest import RunningSuite
 from tests.integration.registers import (
@@ -431,7 +432,9 @@ async def _rows(setup: Setup, person: Person) -> dict[str, Any]:
         row = await connection.fetchrow("SELECT * FROM person WHERE id = $1", person_id)
         versions = await connection.fetch("SELECT * FROM person_version WHERE person_id = $1 ORDER BY version",
                                           person_id)
-        outbox = await connection.fetch("SELECT * FROM outbox WHERE person_id = $1 ORDER BY id", person_id)
+        outbox = await connection.fetch(
+            "SELECT o.*, v.municipality_code, v.notification_id FROM outbox o JOIN person_version v"
+            " ON v.person_id = o.person_id AND v.version = o.version WHERE o.person_id = $1 ORDER BY o.id", person_id)
         reports = await connection.fetch(
             "SELECT state, version, resolving_version, resolve_time IS NOT NULL AS resolved FROM municipality_report"
             " WHERE person_id = $1 ORDER BY create_time", person_id)
@@ -447,7 +450,8 @@ async def _rows(setup: Setup, person: Person) -> dict[str, Any]:
         "person": plain(row, "id", "updated_at"),
         "versions": [plain(v, "person_id", "created_at", "receive_time", "request_digest", "commit_xid")
                      for v in versions],
-        "outbox": [(o["version"], o["idempotency_key"] == f"{setup.reg.name}/{person_id}/{o['version']}",
+        "outbox": [(o["version"], o["idempotency_key"] == outbox_key(setup.reg.name, o["municipality_code"],
+                                                                  o["notification_id"]),
                     o["trace_parent"] is not None, o["state"], o["attempts"]) for o in outbox],
         "outbox_in_version_order": [o["version"] for o in outbox] == sorted(o["version"] for o in outbox),
         "reports": [dict(r) for r in reports],

@@ -27,6 +27,7 @@ from jukilib.domain.municipalities import MunicipalityTable
 from jukilib.errors import FieldViolation, InvalidArgument, PermissionDenied, TimeWindow, Violations
 from jukilib.register import validation
 from jukilib.register.engine import RegisterEngine
+from jukilib.register.holdings import Holdings
 from jukilib.register.model import (
     Change,
     ChangeKind,
@@ -168,6 +169,8 @@ class RegisterApi:
         self.review = ReviewQueue(engine.database, engine.keyring, self.reports, move_half_wait)
         self.modifications = Modifications(engine.database, binding.collection, binding.record_type.DESCRIPTOR,
                                            engine.hooks)
+        self.holdings = Holdings(engine.database, binding.register)
+        """What the register holds since a point, by notification (the reconciliation after a restore)."""
 
     # --- ingest (30-6 / 30-41) -------------------------------------------------------------------
 

@@ -179,7 +179,8 @@ class Batches:
         person = ledger.locate(notification)
         key, rule = notification.change.order_key, self.hooks.unique_key
         if person is None:
-            decision = decide(notification, None, NEW_PERSON, rule=rule, owners=ledger.key_owners)
+            decision = decide(notification, None, NEW_PERSON, notification.person_id, rule=rule,
+                              owners=ledger.key_owners)
         else:
             stored = await store.neighbours(connection, person.id, key) if needs_history(person, key) else None
             decision = decide(notification, person, place(person, key, stored), rule=rule,

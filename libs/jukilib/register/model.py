@@ -97,6 +97,13 @@ class Notification(NamedTuple):
     """Paths of record fields holding characters to identify (文字同定, `validation.unidentified_fields`)."""
     """Keyed hashes of the identifier the register keeps unique among persons (`RegisterHooks.unique_key`): one
     per HMAC key of the register's keyring (two during a rotation; `decide.same_identifier`)."""
+    person_id: PersonId | None = None
+    """The id the register gave the person before, for a 記載 re-applied from the agency's copy after a restore
+    (`juki reconcile --apply`): the person keeps their resource name (`residents/{id}`). None: a new id."""
+    agency_key: str | None = None
+    """The key the agency already holds this change under, for a change re-applied from its copy: the outbox row
+    keeps it, so the agency answers the relay's delivery duplicate whatever form the key has (`rows.outbox_key`,
+    or the (person, version) form of changes sent before). None: the key of the notification."""
 
 
 class UniqueKey(NamedTuple):

@@ -98,6 +98,18 @@ class Rows:
     kept: list[TableRows] = field(default_factory=list)
 
 
+def outbox_key(register: str, municipality_code: str, notification_id: str) -> str:
+    """The idempotency key of a version's change at the agency (住基法 30-7 / 30-42): the notification that
+    made it, which `person_version` keeps unique per register ((municipality, notification id)).
+
+    Not the person and version number: after a restore to a time T, a version made after T is lost, and the
+    person's next notification gets the same version number again; under a key of (person, version) the
+    agency would answer that other change "duplicate" and it would never be delivered. A notification id is
+    never reused with other content (`batch`: NOTIFICATION_ID_REUSED), so one key names one change. The
+    municipality code has a fixed six digits: the key splits back at its first two slashes."""
+    return f"{register}/{municipality_code}/{notification_id}"
+
+
 def _dumps(record: dict[str, Any]) -> str:
     return orjson.dumps(record).decode()
 
@@ -116,10 +128,11 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
         # Each record as JSON once (with orjson, as the pool's jsonb encoder), for its version and for the
         # person when it becomes current. PostgreSQL parses it into jsonb, so only the values matter.
         record_json = dumps(decision.notification.record)
-        person_id, version = decision.person_id, decision.version
+        person_id, version, change = decision.person_id, decision.version, decision.notification.change
         versions.append(VersionRow(decision, record_json))
         if outbox:
-            outbox_rows.append((person_id, version, f"{register}/{person_id}/{version}"))
+            outbox_rows.append((person_id, version, decision.notification.agency_key
+                                or outbox_key(register, change.municipality_code, change.notification_id)))
         if decision.former_code is not None:
             rows.former_codes.append((decision.former_code, person_id))
         if decision.becomes_current:
@@ -127,7 +140,6 @@ def build(decisions: Sequence[Decision], register: str, kept: Sequence[TableRows
         last[person_id] = version
         if decision.claimed_keys:
             claims.append(decision)
-        change = decision.notification.change
         if change.kind == ChangeKind.MODIFY or (decision.becomes_current and change.kind == ChangeKind.REMOVE):
             # 住基法 12-5: a 修正 or 消除 now current, or a 修正 of a removed person's history, may fix what its
             # municipality was told; the writer resolves only the reports it does fix (`store._resolve_reports`).
