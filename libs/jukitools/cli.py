@@ -80,11 +80,11 @@ async def _db_bootstrap() -> int:
 
 # --- juki up -------------------------------------------------------------------------------------
 
-async def _up(home: Path, residents: int, annex: int) -> int:
+async def _up(home: Path, residents: int, annex: int, *, standby: bool = False, synchronous: bool = False) -> int:
     from jukitools.demo.load import load_demo_residents
     from jukitools.suite import Suite, dev_pki, prepare_database, register_demo_operators, role_passwords
 
-    suite = Suite(home)
+    suite = Suite(home, standby=standby, synchronous=synchronous)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -92,7 +92,8 @@ async def _up(home: Path, residents: int, annex: int) -> int:
     try:
         print("juki: creating development certificates ...", flush=True)
         pki = dev_pki(home)
-        print("juki: starting PostgreSQL and applying migrations ...", flush=True)
+        print("juki: starting PostgreSQL" + (" and its standby" if standby else "") + " and applying migrations ...",
+              flush=True)
         admin_url = await asyncio.to_thread(suite.start_database)
         urls = await prepare_database(admin_url, role_passwords(home))
         await register_demo_operators(urls["gateway"].url)
@@ -225,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
         cli_operators,
         cli_oversight,
         cli_retention,
+        cli_standby,
     )
 
     parser = Parser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
@@ -235,6 +237,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--residents", type=int, default=300, help="synthetic residents notified as demo data")
     up.add_argument("--annex-residents", type=int, default=60,
                     help="of them, residents with an annex record (some of them 国外転出者)")
+    up.add_argument("--standby", action="store_true",
+                    help="also run a streaming-replication hot standby of the embedded PostgreSQL (.juki/pgdata-standby)")
+    up.add_argument("--synchronous", action="store_true",
+                    help="with --standby: a commit waits until the standby has it (synchronous_standby_names)")
     serve = commands.add_parser("serve", help="run one service (configured from JUKI_* variables)")
     serve.add_argument("service", choices=SERVICES, help="the service to run")
     migrate = commands.add_parser("migrate", help="apply a service's migrations (JUKI_MIGRATION_DATABASE_URL, "
@@ -263,6 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_oversight.add_parsers(commands)
     cli_retention.add_parser(commands)
     cli_backup.add_parsers(commands)
+    cli_standby.add_parsers(commands)
     keys = commands.add_parser("keys", help="keys for what the suite seals at rest: 個人番号, refused "
                                "notifications, written notices (JUKI_KEYRING_FILE, else .juki/keyring.json)")
     keys.add_argument("action", choices=("new", "rotate"), help="new: add a data key and make it active; "
@@ -341,7 +348,9 @@ def _up_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     home = home_of(args.home)
     home.mkdir(parents=True, exist_ok=True)
-    return _run(_up(home, args.residents, args.annex_residents))
+    if args.synchronous and not args.standby:
+        raise UsageError("--synchronous needs --standby")
+    return _run(_up(home, args.residents, args.annex_residents, standby=args.standby, synchronous=args.synchronous))
 
 
 def _retention(args: argparse.Namespace) -> int:
@@ -360,6 +369,12 @@ def _backup() -> Any:
     from jukitools import cli_backup
 
     return cli_backup
+
+
+def _standby() -> Any:
+    from jukitools import cli_standby
+
+    return cli_standby
 
 
 def _oversight() -> Any:
@@ -388,6 +403,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "retention": _retention,
     "backup": lambda args: _run(_backup().backup_command(args)),
     "restore": lambda args: _run(_backup().restore_command(args)),
+    "failover": lambda args: _run(_standby().failover_command(args)),
+    "rejoin": lambda args: _run(_standby().rejoin_command(args)),
     "audit": _audit,
     "incident": lambda args: _run(_oversight().incident_command(args)),
     "pia": lambda args: _run(_oversight().pia_command(args)),
