@@ -191,7 +191,8 @@ def code_name(code: grpc.StatusCode) -> str:
 # matches wins, so a class comes before the classes it derives from). Serialization failures are retried
 # by the store before they get here; if they still arrive the caller may retry. A database starting up,
 # crash-restarting or whose connection was lost (class 08) is UNAVAILABLE: the caller may resend (ingest is
-# idempotent), and so is a server that takes no writes during a failover. Everything else is INTERNAL: a message or DETAIL never reaches a caller.
+# idempotent), and so is a server that takes no writes during a failover. Everything else is INTERNAL: a
+# message or DETAIL never reaches a caller.
 _DATABASE_ERRORS: tuple[tuple[type[asyncpg.PostgresError], Callable[[], JukiError]], ...] = (
     (asyncpg.UniqueViolationError, lambda: AlreadyExists("the resource already exists")),
     (asyncpg.SerializationError, lambda: Aborted("concurrent update, retry", "CONCURRENT_UPDATE")),

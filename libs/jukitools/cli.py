@@ -238,7 +238,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--annex-residents", type=int, default=60,
                     help="of them, residents with an annex record (some of them 国外転出者)")
     up.add_argument("--standby", action="store_true",
-                    help="also run a streaming-replication hot standby of the embedded PostgreSQL (.juki/pgdata-standby)")
+                    help="also run a streaming-replication hot standby of the embedded PostgreSQL "
+                         "(.juki/pgdata-standby)")
     up.add_argument("--synchronous", action="store_true",
                     help="with --standby: a commit waits until the standby has it (synchronous_standby_names)")
     serve = commands.add_parser("serve", help="run one service (configured from JUKI_* variables)")

@@ -35,8 +35,8 @@ import grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib.db.embedded import running_postmaster
 from jukitools.client import Endpoints, gateway_channel, load_credential, purpose_metadata
-from jukitools.demo.notifications import birth_notification
 from jukitools.demo.load import DEMO_SEED
+from jukitools.demo.notifications import birth_notification
 from jukitools.demo.residents import generate_residents
 from tests.e2e.test_juki_up import _juki
 from tests.e2e.test_juki_up_crash import _wait_until_up, juki_home
@@ -105,6 +105,12 @@ async def _look_up(endpoints: Endpoints, credential: str, load: Load) -> None:
             await asyncio.sleep(0.1)
 
 
+async def _juki_run(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """A `juki` command as an operator runs it, off the event loop that carries the load."""
+    return await asyncio.to_thread(subprocess.run, _juki(*args), env=env, capture_output=True, text=True,
+                                   timeout=timeout, check=False)
+
+
 def _first_after(moments: list[float], moment: float) -> float | None:
     return next((m for m in moments if m > moment), None)
 
@@ -113,8 +119,7 @@ async def _drill(home: Path, env: dict[str, str]) -> tuple[Load, str, float, flo
     """Load, kill, failover; returns the load, what `juki failover` printed and seconds from the kill to the end
     of `juki failover`, the first notification and the first lookup."""
     endpoints = Endpoints.load(home / "endpoints.json")
-    login = subprocess.run(_juki("operators", "login", "kyoiku-0001"), env=env, capture_output=True, text=True,
-                           timeout=60, check=False)
+    login = await _juki_run(env, "operators", "login", "kyoiku-0001")
     assert login.returncode == 0, login.stdout + login.stderr
     load = Load()
     tasks = [asyncio.create_task(_notify(endpoints, load)),
@@ -126,8 +131,7 @@ async def _drill(home: Path, env: dict[str, str]) -> tuple[Load, str, float, flo
         assert primary is not None
         primary.send_signal(signal.SIGKILL)
         killed = time.monotonic()
-        failover = await asyncio.to_thread(subprocess.run, _juki("failover"), env=env, capture_output=True,
-                                           text=True, timeout=120, check=False)
+        failover = await _juki_run(env, "failover")
         promoted = time.monotonic() - killed
         assert failover.returncode == 0, failover.stdout + failover.stderr
         deadline = time.monotonic() + 60
@@ -179,8 +183,9 @@ async def test_failover_drill_loses_no_acknowledged_notification_and_serves_agai
     with juki_home("juki-failover-") as home:
         env = {key: value for key, value in os.environ.items() if not key.startswith("JUKI_")}
         env["JUKI_HOME"] = str(home)
-        up = subprocess.Popen(_juki("up", "--standby", "--synchronous", "--residents", "3", "--annex-residents", "0"),
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        up = await asyncio.to_thread(
+            subprocess.Popen, _juki("up", "--standby", "--synchronous", "--residents", "3", "--annex-residents", "0"),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             await asyncio.to_thread(_wait_until_up, home, up)
             load, said, promoted, notified, looked_up = await _drill(home, env)
@@ -193,8 +198,7 @@ async def test_failover_drill_loses_no_acknowledged_notification_and_serves_agai
             assert set(versions) == set(load.acknowledged), "acknowledged notifications lost with the primary"
             assert set(versions.values()) == {1}, "a notification applied more than once"
 
-            verify = subprocess.run(_juki("audit", "verify"), env=env, capture_output=True, text=True, timeout=120,
-                                    check=False)
+            verify = await _juki_run(env, "audit", "verify")
             assert verify.returncode == 0, verify.stdout + verify.stderr
 
             # 住基法 30-7: the relay forwards the backlog, including what it had claimed on the dead primary.
@@ -202,7 +206,7 @@ async def test_failover_drill_loses_no_acknowledged_notification_and_serves_agai
             assert held == set(load.acknowledged.values()), f"{len(set(load.acknowledged.values()) - held)} " \
                                                             "acknowledged changes never reached the agency"
 
-            rejoin = subprocess.run(_juki("rejoin"), env=env, capture_output=True, text=True, timeout=180, check=False)
+            rejoin = await _juki_run(env, "rejoin")
             assert rejoin.returncode == 0, rejoin.stdout + rejoin.stderr
             state = json.loads((home / "replication.json").read_text())
             assert state == {**state, "primary": "pgdata-standby", "standby": "pgdata", "rejoin_needed": False}
