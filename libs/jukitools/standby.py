@@ -157,7 +157,13 @@ def _quoted(value: str) -> str:
 
 
 def _literal(value: str) -> str:
+    """An SQL string literal (standard_conforming_strings: backslashes are plain characters)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def _conf_value(value: str) -> str:
+    """A string of a configuration file, whose parser also reads backslash escapes."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _set_auto_conf(data: Path, settings: dict[str, str]) -> None:
@@ -166,7 +172,7 @@ def _set_auto_conf(data: Path, settings: dict[str, str]) -> None:
     conf = data / "postgresql.auto.conf"
     lines = conf.read_text(encoding="utf-8").splitlines() if conf.exists() else []
     kept = [line for line in lines if line.split("=", 1)[0].strip() not in settings]
-    kept += [f"{name} = {_literal(value)}" for name, value in settings.items()]
+    kept += [f"{name} = {_conf_value(value)}" for name, value in settings.items()]
     conf.write_text("\n".join(kept) + "\n", encoding="utf-8")
 
 
@@ -375,3 +381,18 @@ def rejoin(home: Path, password: str) -> Path:
         return old  # streaming already
     state.rejoin_needed = True
     return start_standby(home, state, password)
+
+
+def after_restore(home: Path) -> Path | None:
+    """After `juki restore` rebuilt the primary to an earlier time, the standby holds a history the primary no
+    longer has: it is kept aside (renamed, never deleted), and the next `juki up --standby` makes a new one.
+    Returns where it was kept, None when there was none."""
+    state = Replication.load(home)
+    if state is None or not (home / state.standby).exists():
+        return None
+    stop_server(home / state.standby)
+    kept = home / f"{state.standby}.before-restore-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    (home / state.standby).rename(kept)
+    state.rejoin_needed = False
+    state.save(home)
+    return kept
