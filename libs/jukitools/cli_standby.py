@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any
 
 from jukilib.config import UsageError
@@ -32,7 +33,11 @@ def add_parsers(commands: Any) -> None:
 
 async def failover_command(args: argparse.Namespace) -> int:
     suite = LocalSuite.of(args.home)
-    promoted = await asyncio.to_thread(standby.promote, suite.home)
+    try:
+        promoted = await asyncio.to_thread(standby.promote, suite.home)
+    except RuntimeError as error:  # a PostgreSQL tool failed: its message names files and positions, no data
+        print(f"juki: failover not done: {error}", file=sys.stderr)
+        return 1
     print(f"promoted {promoted.promoted} in {promoted.seconds:.1f} s (timeline {promoted.timeline}); "
           + ("the old primary was running and was stopped first" if promoted.fenced
              else f"the old primary ({promoted.old_primary}) was not running"), flush=True)
@@ -49,10 +54,15 @@ async def rejoin_command(args: argparse.Namespace) -> int:
     state = standby.Replication.load(suite.home)
     if state is None:
         raise UsageError(f"no standby in {suite.home}: start the suite with `juki up --standby`")
-    async with logged_action(suite, "rejoin", old_primary=state.standby, primary=state.primary,
-                             synchronous=state.synchronous) as outcome:
-        rejoined = await asyncio.to_thread(standby.rejoin, suite.home, _replication_password(suite))
-        outcome.detail["streaming"] = True
+    try:
+        async with logged_action(suite, "rejoin", old_primary=state.standby, primary=state.primary,
+                                 synchronous=state.synchronous) as outcome:
+            rejoined = await asyncio.to_thread(standby.rejoin, suite.home, _replication_password(suite))
+            outcome.detail["streaming"] = True
+    except RuntimeError as error:  # logged as failed; the directory is left as it was
+        print(f"juki: rejoin not done: {error}\nmove {suite.home / state.standby} aside and run "
+              "`juki up --standby` again: it makes a new standby from a base backup", file=sys.stderr)
+        return 1
     mode = "synchronous" if state.synchronous else "asynchronous"
     print(f"{rejoined.name} is the standby of {state.primary} again ({mode}, streaming)")
     return 0

@@ -291,12 +291,13 @@ def rewind(primary: Path, old_primary: Path, password: str) -> None:
     timelines forked are copied back from `primary`, which it then follows. pg_rewind first runs crash
     recovery on a directory left by a kill (`--no-ensure-shutdown` not given)."""
     (old_primary / "postmaster.pid").unlink(missing_ok=True)
-    # A socket (and its lock) the wheel once put in the directory: pg_rewind cannot overwrite a socket.
-    _drop_copied_files(old_primary, ())
+    # A socket (and its lock) the wheel once put in the directory: pg_rewind cannot overwrite a socket; and the
+    # wheel's list of users, which it writes as root when run by root: the server's user cannot overwrite it.
+    _drop_copied_files(old_primary, (".handle_pids.json",))
     source = f"host={_quoted(str(socket_dir(primary)))} port=5432 user=postgres dbname=postgres"
-    run_tool([pg_bin("pg_rewind"), "--target-pgdata", str(old_primary), "--source-server", source,
-              "--no-sync"], "pg_rewind", user=server_user(old_primary), timeout=3600)
-    _drop_copied_files(old_primary, ("postmaster.opts",))
+    run_tool([pg_bin("pg_rewind"), "--target-pgdata", str(old_primary), "--source-server", source],
+             "pg_rewind", user=server_user(old_primary), timeout=3600)
+    _drop_copied_files(old_primary, ("postmaster.opts", ".handle_pids.json"))
     (old_primary / "standby.signal").touch()
     (old_primary / "recovery.signal").unlink(missing_ok=True)
     user = server_user(old_primary)
