@@ -57,14 +57,14 @@ async def rejoin_command(args: argparse.Namespace) -> int:
     try:
         async with logged_action(suite, "rejoin", old_primary=state.standby, primary=state.primary,
                                  synchronous=state.synchronous) as outcome:
-            rejoined = await asyncio.to_thread(standby.rejoin, suite.home, _replication_password(suite))
-            outcome.detail["streaming"] = True
+            rejoined, how = await asyncio.to_thread(standby.rejoin, suite.home, _replication_password(suite))
+            outcome.detail.update(streaming=True, how=how)
     except RuntimeError as error:  # logged as failed; the directory is left as it was
         print(f"juki: rejoin not done: {error}\nmove {suite.home / state.standby} aside and run "
               "`juki up --standby` again: it makes a new standby from a base backup", file=sys.stderr)
         return 1
     mode = "synchronous" if state.synchronous else "asynchronous"
-    print(f"{rejoined.name} is the standby of {state.primary} again ({mode}, streaming)")
+    print(f"{rejoined.name} is the standby of {state.primary} again ({mode}, streaming): {how}")
     return 0
 
 

@@ -57,9 +57,13 @@ SLOT = "juki_standby"
 APPLICATION_NAME = "juki_standby"
 """The standby's name in `pg_stat_replication`, and what `synchronous_standby_names` names."""
 STREAMING_WITHIN_SECONDS = 120.0
-PRIMARY_SETTINGS = {"wal_level": "replica", "wal_log_hints": "on", "hot_standby": "on"}
+REWOUND_STREAMING_WITHIN = 30.0
+"""A rewound old primary that does not stream by then will not: it is replaced by a new base backup."""
+PRIMARY_SETTINGS = {"wal_level": "replica", "wal_log_hints": "on", "hot_standby": "on", "wal_keep_size": "512MB"}
 """What a primary needs to be streamed from and, after a failover, rewound (`wal_log_hints`: pg_rewind reads
-which pages changed from the WAL, so hint-bit changes must be WAL-logged too). Both take effect at start."""
+which pages changed from the WAL, so hint-bit changes must be WAL-logged too; the first two take effect at
+start). `wal_keep_size`: a promoted standby keeps the recent WAL an old primary needs to follow it after
+pg_rewind, even across checkpoints and restarts before `juki rejoin` (its slot exists only from then on)."""
 
 
 @dataclass
@@ -203,8 +207,8 @@ async def _ensure_role_and_slot(primary: Path, password: str) -> None:
         literal = await connection.fetchval("SELECT quote_literal($1)", password)
         await connection.execute(f"{'ALTER' if exists else 'CREATE'} ROLE {REPLICATION_ROLE} "
                                  f"WITH REPLICATION LOGIN PASSWORD {literal}")
-        await connection.execute(
-            "SELECT pg_create_physical_replication_slot($1) WHERE NOT EXISTS "
+        await connection.execute(  # reserving WAL from now on, before the standby first connects
+            "SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS "
             "(SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", SLOT)
     finally:
         await connection.close()
@@ -263,27 +267,51 @@ def name_synchronous_standby(primary: Path, synchronous: bool) -> None:
     _psql(primary, "SELECT pg_reload_conf()")
 
 
-def start_standby(home: Path, state: Replication, password: str) -> Path:
+def start_standby(home: Path, state: Replication, password: str) -> tuple[Path, str]:
     """The standby of `state` running and streaming from the running primary: started as it is, rewound when
-    it is an old primary, built from a base backup when there is none. Returns its data directory."""
+    it is an old primary, built from a base backup when there is none, or when rewinding could not bring it
+    back (then the old directory is kept aside, never deleted). Returns its data directory and how it came."""
     primary, standby = home / state.primary, home / state.standby
     ensure_role_and_slot(primary, password)
+    how = "running"
     if running_postmaster(standby) is None:
         if not (standby / "PG_VERSION").is_file():
             shutil.rmtree(standby, ignore_errors=True)  # an empty or half-built directory: nothing to keep
             build_standby(primary, standby, password)
+            start_server(standby)
+            how = "built from a base backup"
         elif state.rejoin_needed or not (standby / "standby.signal").is_file():
-            rewind(primary, standby, password)
+            how = _rewind_or_rebuild(primary, standby, password)
         else:
             _set_auto_conf(standby, standby_settings(primary, password))
-        start_server(standby)
+            start_server(standby)
+            how = "started"
     wait_streaming(primary, synchronous=False)
     name_synchronous_standby(primary, state.synchronous)
     if state.synchronous:
         wait_streaming(primary, synchronous=True)
     state.rejoin_needed = False
     state.save(home)
-    return standby
+    return standby, how
+
+
+def _rewind_or_rebuild(primary: Path, old_primary: Path, password: str) -> str:
+    """`old_primary` rewound and streaming; when pg_rewind fails or the rewound server cannot follow (the new
+    primary no longer holds WAL it needs), the directory is kept aside and a standby is built afresh."""
+    try:
+        rewind(primary, old_primary, password)
+        start_server(old_primary)
+        wait_streaming(primary, synchronous=False, timeout=REWOUND_STREAMING_WITHIN)
+        return "rewound (pg_rewind)"
+    except RuntimeError as error:
+        logger.warning("rewinding the old primary did not work; building a new standby",
+                       extra={"data_dir": old_primary.name, "error": str(error)[-300:]})
+    stop_server(old_primary)
+    kept = old_primary.with_name(f"{old_primary.name}.not-rewound-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    old_primary.rename(kept)
+    build_standby(primary, old_primary, password)
+    start_server(old_primary)
+    return f"built from a base backup (pg_rewind could not bring it back; kept as {kept.name})"
 
 
 def rewind(primary: Path, old_primary: Path, password: str) -> None:
@@ -367,9 +395,9 @@ def promote(home: Path) -> Promoted:
                     timeline=timeline)
 
 
-def rejoin(home: Path, password: str) -> Path:
+def rejoin(home: Path, password: str) -> tuple[Path, str]:
     """The old primary of the last failover rewound and streaming from the new primary (synchronous again when
-    the suite was); returns its data directory."""
+    the suite was); returns its data directory and how it came back."""
     state = Replication.load(home)
     if state is None:
         raise UsageError(f"no standby in {home}: start the suite with `juki up --standby`")
@@ -379,7 +407,7 @@ def rejoin(home: Path, password: str) -> Path:
     if running_postmaster(old) is not None:
         if state.rejoin_needed:
             raise UsageError(f"{old} still runs as the old primary: stop it first (it must take no more writes)")
-        return old  # streaming already
+        return old, "running"  # streaming already
     state.rejoin_needed = True
     return start_standby(home, state, password)
 

@@ -307,7 +307,8 @@ class Suite:
         state = standby.Replication.load(self.home) or standby.Replication()
         state.synchronous = self.synchronous
         standby.prepare_primary(embedded)
-        replica = standby.start_standby(self.home, state, role_passwords(self.home)[REPLICATION_ROLE])
+        replica, how = standby.start_standby(self.home, state, role_passwords(self.home)[REPLICATION_ROLE])
+        logger.info("standby streaming", extra={"data_dir": replica.name, "how": how})
         return standby.suite_url(self.admin_url, [standby.socket_dir(self.home / state.primary),
                                                   standby.socket_dir(replica)])
 
