@@ -289,7 +289,9 @@ class Suite:
         if external:
             self.admin_url = external
         else:
-            self.embedded = EmbeddedPostgres(standby.primary_dir(self.home), socket_outside=self.standby)
+            # A home that ever had a standby keeps its sockets outside the data directories (jukitools.standby).
+            replicated = self.standby or standby.Replication.load(self.home) is not None
+            self.embedded = EmbeddedPostgres(standby.primary_dir(self.home), socket_outside=replicated)
             self.admin_url = self.embedded.start()
             if archiving_wanted():
                 self._archive_wal(self.embedded)
