@@ -34,6 +34,7 @@ import grpc
 
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib.db.embedded import running_postmaster
+from jukitools import standby
 from jukitools.client import Endpoints, gateway_channel, load_credential, purpose_metadata
 from jukitools.demo.load import DEMO_SEED
 from jukitools.demo.notifications import birth_notification
@@ -127,7 +128,10 @@ async def _drill(home: Path, env: dict[str, str]) -> tuple[Load, str, float, flo
     try:
         await asyncio.sleep(LOAD_BEFORE_KILL)
         assert load.acknowledged and load.looked_up_at, f"no load before the kill: {load.failures}"
-        primary = running_postmaster(home / json.loads((home / "replication.json").read_text())["primary"])
+        primary_dir = home / json.loads((home / "replication.json").read_text())["primary"]
+        # The guarantee under test: the primary waits for the standby on every commit.
+        assert standby._psql(primary_dir, "SELECT sync_state FROM pg_stat_replication") == "sync"
+        primary = running_postmaster(primary_dir)
         assert primary is not None
         primary.send_signal(signal.SIGKILL)
         killed = time.monotonic()

@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
+from jukilib.config import UsageError
 from jukilib.db.bootstrap import with_credentials
 from jukitools import standby
 
@@ -77,3 +80,16 @@ def test_which_directory_is_the_primary_survives_a_failover_in_the_home(tmp_path
     assert standby.primary_dir(tmp_path) == tmp_path / "pgdata-standby"
     assert standby.Replication.load(tmp_path) == standby.Replication("pgdata-standby", "pgdata", True, True, 1)
     assert (tmp_path / standby.STATE).stat().st_mode & 0o777 == 0o600
+
+
+def test_failover_and_rejoin_without_a_standby_say_how_to_get_one(tmp_path: Path) -> None:
+    for command in (lambda: standby.promote(tmp_path), lambda: standby.rejoin(tmp_path, "pw")):
+        with pytest.raises(UsageError, match="juki up --standby"):
+            command()
+
+
+def test_a_second_failover_before_the_rejoin_is_refused(tmp_path: Path) -> None:
+    standby.Replication(primary="pgdata-standby", standby="pgdata", rejoin_needed=True).save(tmp_path)
+
+    with pytest.raises(UsageError, match="juki rejoin"):
+        standby.promote(tmp_path)
