@@ -60,11 +60,20 @@ class Load:
     notified_at: list[float] = field(default_factory=list)
     looked_up_at: list[float] = field(default_factory=list)
     failures: dict[str, int] = field(default_factory=dict)
+    failed_at: dict[str, list[float]] = field(default_factory=lambda: {"notify": [], "lookup": []})
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def failed(self, task: str, error: grpc.aio.AioRpcError) -> None:
         key = f"{task}:{error.code().name}"
         self.failures[key] = self.failures.get(key, 0) + 1
+        self.failed_at[task].append(time.monotonic())
+
+    def served_again(self, task: str, killed: float) -> float | None:
+        """When `task` succeeded again after the outage that followed the kill (a call in flight may still have
+        been answered just after it)."""
+        succeeded = self.notified_at if task == "notify" else self.looked_up_at
+        outage = _first_after(self.failed_at[task], killed) or killed
+        return _first_after(succeeded, outage)
 
 
 async def _notify(endpoints: Endpoints, load: Load) -> None:
@@ -139,15 +148,14 @@ async def _drill(home: Path, env: dict[str, str]) -> tuple[Load, str, float, flo
         promoted = time.monotonic() - killed
         assert failover.returncode == 0, failover.stdout + failover.stderr
         deadline = time.monotonic() + 60
-        while (_first_after(load.notified_at, killed) is None or _first_after(load.looked_up_at, killed) is None):
+        while load.served_again("notify", killed) is None or load.served_again("lookup", killed) is None:
             assert time.monotonic() < deadline, f"the suite does not serve 60 s after the failover: {load.failures}"
             await asyncio.sleep(0.1)
         await asyncio.sleep(LOAD_BEFORE_KILL)
     finally:
         load.stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-    notified = _first_after(load.notified_at, killed)
-    looked_up = _first_after(load.looked_up_at, killed)
+    notified, looked_up = load.served_again("notify", killed), load.served_again("lookup", killed)
     assert notified is not None and looked_up is not None
     return load, failover.stdout.strip(), promoted, notified - killed, looked_up - killed
 
