@@ -191,7 +191,8 @@ def code_name(code: grpc.StatusCode) -> str:
 # matches wins, so a class comes before the classes it derives from). Serialization failures are retried
 # by the store before they get here; if they still arrive the caller may retry. A database starting up,
 # crash-restarting or whose connection was lost (class 08) is UNAVAILABLE: the caller may resend (ingest is
-# idempotent). Everything else is INTERNAL: a message or DETAIL never reaches a caller.
+# idempotent), and so is a server that takes no writes during a failover. Everything else is INTERNAL: a
+# message or DETAIL never reaches a caller.
 _DATABASE_ERRORS: tuple[tuple[type[asyncpg.PostgresError], Callable[[], JukiError]], ...] = (
     (asyncpg.UniqueViolationError, lambda: AlreadyExists("the resource already exists")),
     (asyncpg.SerializationError, lambda: Aborted("concurrent update, retry", "CONCURRENT_UPDATE")),
@@ -205,6 +206,9 @@ _DATABASE_ERRORS: tuple[tuple[type[asyncpg.PostgresError], Callable[[], JukiErro
     (asyncpg.CannotConnectNowError, lambda: Unavailable("the database is starting up", "DATABASE_UNAVAILABLE")),
     (asyncpg.PostgresConnectionError, lambda: Unavailable("the database connection was lost",
                                                           "DATABASE_UNAVAILABLE")),
+    # A server that became a standby (the old primary, rejoined) refuses writes: a failover, not a fault.
+    (asyncpg.ReadOnlySQLTransactionError, lambda: Unavailable("the database takes no writes now",
+                                                              "DATABASE_UNAVAILABLE")),
 )
 
 
@@ -216,6 +220,9 @@ def translate(exc: BaseException) -> JukiError:
         for kind, error in _DATABASE_ERRORS:
             if isinstance(exc, kind):
                 return error()
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        # Every host of the URL answered, none takes writes: the standby is being promoted (a failover).
+        return Unavailable("no database server takes writes now", "DATABASE_UNAVAILABLE")
     if isinstance(exc, TimeoutError):
         return Unavailable("a dependency did not answer in time", "DEPENDENCY_TIMEOUT")
     if isinstance(exc, OSError | asyncpg.InterfaceError):

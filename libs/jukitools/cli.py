@@ -80,11 +80,11 @@ async def _db_bootstrap() -> int:
 
 # --- juki up -------------------------------------------------------------------------------------
 
-async def _up(home: Path, residents: int, annex: int) -> int:
+async def _up(home: Path, residents: int, annex: int, *, standby: bool = False, synchronous: bool = False) -> int:
     from jukitools.demo.load import load_demo_residents
     from jukitools.suite import Suite, dev_pki, prepare_database, register_demo_operators, role_passwords
 
-    suite = Suite(home)
+    suite = Suite(home, standby=standby, synchronous=synchronous)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -92,7 +92,8 @@ async def _up(home: Path, residents: int, annex: int) -> int:
     try:
         print("juki: creating development certificates ...", flush=True)
         pki = dev_pki(home)
-        print("juki: starting PostgreSQL and applying migrations ...", flush=True)
+        print("juki: starting PostgreSQL" + (" and its standby" if standby else "") + " and applying migrations ...",
+              flush=True)
         admin_url = await asyncio.to_thread(suite.start_database)
         urls = await prepare_database(admin_url, role_passwords(home))
         await register_demo_operators(urls["gateway"].url)
@@ -217,8 +218,8 @@ def _parser() -> argparse.ArgumentParser:
     from jukitools import (
         bench_ingest,
         bench_lookup,
-        bench_restore,
         bench_reconcile,
+        bench_restore,
         calls,
         cli_audit,
         cli_backup,
@@ -228,6 +229,7 @@ def _parser() -> argparse.ArgumentParser:
         cli_oversight,
         cli_reconcile,
         cli_retention,
+        cli_standby,
     )
 
     parser = Parser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
@@ -238,6 +240,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--residents", type=int, default=300, help="synthetic residents notified as demo data")
     up.add_argument("--annex-residents", type=int, default=60,
                     help="of them, residents with an annex record (some of them 国外転出者)")
+    up.add_argument("--standby", action="store_true",
+                    help="also run a streaming-replication hot standby of the embedded PostgreSQL "
+                         "(.juki/pgdata-standby)")
+    up.add_argument("--synchronous", action="store_true",
+                    help="with --standby: a commit waits until the standby has it (synchronous_standby_names)")
     serve = commands.add_parser("serve", help="run one service (configured from JUKI_* variables)")
     serve.add_argument("service", choices=SERVICES, help="the service to run")
     migrate = commands.add_parser("migrate", help="apply a service's migrations (JUKI_MIGRATION_DATABASE_URL, "
@@ -267,6 +274,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_retention.add_parser(commands)
     cli_backup.add_parsers(commands)
     cli_reconcile.add_parser(commands)
+    cli_standby.add_parsers(commands)
     keys = commands.add_parser("keys", help="keys for what the suite seals at rest: 個人番号, refused "
                                "notifications, written notices (JUKI_KEYRING_FILE, else .juki/keyring.json)")
     keys.add_argument("action", choices=("new", "rotate"), help="new: add a data key and make it active; "
@@ -349,7 +357,9 @@ def _up_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     home = home_of(args.home)
     home.mkdir(parents=True, exist_ok=True)
-    return _run(_up(home, args.residents, args.annex_residents))
+    if args.synchronous and not args.standby:
+        raise UsageError("--synchronous needs --standby")
+    return _run(_up(home, args.residents, args.annex_residents, standby=args.standby, synchronous=args.synchronous))
 
 
 def _retention(args: argparse.Namespace) -> int:
@@ -374,6 +384,12 @@ def _reconcile() -> Any:
     from jukitools import cli_reconcile
 
     return cli_reconcile
+
+
+def _standby() -> Any:
+    from jukitools import cli_standby
+
+    return cli_standby
 
 
 def _oversight() -> Any:
@@ -403,6 +419,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "backup": lambda args: _run(_backup().backup_command(args)),
     "restore": lambda args: _run(_backup().restore_command(args)),
     "reconcile": lambda args: _run(_reconcile().reconcile_command(args)),
+    "failover": lambda args: _run(_standby().failover_command(args)),
+    "rejoin": lambda args: _run(_standby().rejoin_command(args)),
     "audit": _audit,
     "incident": lambda args: _run(_oversight().incident_command(args)),
     "pia": lambda args: _run(_oversight().pia_command(args)),

@@ -34,6 +34,7 @@ from jukitools import backup_check as check
 from jukitools.local import CHECKPOINT_DIR, DATABASES, ENDPOINTS, LocalSuite
 from jukitools.maintenance_log import logged_action
 from jukitools.runner import connected
+from jukitools.standby import after_restore, primary_dir
 
 
 def add_parsers(commands: Any) -> None:
@@ -155,7 +156,7 @@ async def restore_command(args: argparse.Namespace) -> int:
     if suite.has_explicit("JUKI_DATABASE_URL"):
         raise UsageError("JUKI_DATABASE_URL names an external PostgreSQL: restore it with its own tools "
                          "(README, production guide); `juki restore` rebuilds the embedded database")
-    pgdata = suite.home / "pgdata"
+    pgdata = primary_dir(suite.home)  # `pgdata`, or the standby's directory after a failover
     if (suite.home / ENDPOINTS).exists() or running_postmaster(pgdata) is not None:
         raise UsageError("the suite is running: stop it first (a restore rebuilds a stopped database)")
     target = None if args.latest else parse_time(args.to)
@@ -172,6 +173,8 @@ async def restore_command(args: argparse.Namespace) -> int:
         restored = await asyncio.to_thread(backups.restore, settings, pgdata, target, _server_user(pgdata))
     kept = (f"the damaged cluster is kept as {restored.damaged}" if restored.damaged.exists()
             else "there was no cluster to keep aside")
+    if (standby_kept := after_restore(suite.home)) is not None:  # its history is not the restored primary's
+        print(f"the standby was kept aside as {standby_kept}; `juki up --standby` makes a new one")
     print(f"restored from {' + '.join(restored.chain)} to {_reached(restored)} in {restored.seconds:.1f} s; {kept}")
     if restored.target is not None and restored.reached == "end of archive":
         print("every archived commit was before the target: replayed to the end of the archived WAL, which is the "
@@ -225,7 +228,7 @@ class _Database:
         external = self._suite.environ.get("JUKI_BACKUP_DATABASE_URL", "").strip()
         if external:
             return external, self._suite
-        pgdata = self._suite.home / "pgdata"
+        pgdata = primary_dir(self._suite.home)
         if not (pgdata / "PG_VERSION").is_file():
             raise UsageError(f"no embedded database in {pgdata} and JUKI_BACKUP_DATABASE_URL is not set")
         self._embedded = EmbeddedPostgres(pgdata)

@@ -26,6 +26,17 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return result
 
 
+def _hosts(url: str) -> str:
+    """The host part of `url` without its credentials: `host:port`, a list of them (a primary and its standby),
+    or the Unix socket directories of the query."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    if not hosts:
+        socket = [value for key, _, value in (pair.partition("=") for pair in parts.query.split("&")) if key == "host"]
+        hosts = socket[0] if socket else "localhost"
+    return hosts
+
+
 @asynccontextmanager
 async def connected(url: str, schema: str | None = None) -> AsyncIterator[asyncpg.Connection]:
     """One connection for a command, on `schema` when given, always closed; Unreachable (naming the host,
@@ -33,8 +44,7 @@ async def connected(url: str, schema: str | None = None) -> AsyncIterator[asyncp
     try:
         connection = await asyncpg.connect(url)
     except OSError as error:  # refused, unknown host, timed out
-        parts = urlsplit(url)
-        raise Unreachable(f"the database at {parts.hostname}:{parts.port or 5432} cannot be reached "
+        raise Unreachable(f"the database at {_hosts(url)} cannot be reached "
                           f"({error.strerror or type(error).__name__}); is the suite running?") from None
     try:
         if schema is not None:

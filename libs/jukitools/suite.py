@@ -1,13 +1,14 @@
 """`juki up`: the whole suite on one machine, from nothing, with an SRE-readable lifecycle.
 
-init   → development certificates, PostgreSQL (embedded unless JUKI_DATABASE_URL), roles, schemas,
-         migrations (applied here with each owner role; services run with their runtime roles);
+init   → development certificates, PostgreSQL (embedded unless JUKI_DATABASE_URL; with `--standby` a streaming
+         hot standby beside it, see `jukitools.standby`), roles, schemas, migrations (applied here with each
+         owner role; services run with their runtime roles);
 start  → one child process per service on 127.0.0.1, each dying with `juki up` however it ends;
 ready  → every health check SERVING, then supervised (a child that exits is started again with backoff,
          see `jukitools.suite_supervisor`), demo data loaded, then `.juki/databases.json` (the services'
          database URLs, 0600) and, last, `.juki/endpoints.json` written (see `jukitools.local`);
 stop   → on Ctrl-C or SIGTERM: supervision ended first (no restart races the stop), SIGTERM to every
-         child, SIGKILL after a grace period, database stopped.
+         child, SIGKILL after a grace period, database stopped (the primary, then the standby).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import asyncpg
 
 from juki_services.gateway.chain import ensure_signing_key
 from juki_services.gateway.search_log import ensure_audit_hash_key
-from jukilib.config import SERVICES, TlsConfig
+from jukilib.config import SERVICES, TlsConfig, UsageError
 from jukilib.db import migrations as migrations_mod
 from jukilib.db.bootstrap import ServiceDatabase, bootstrap, owner_role, runtime_role
 from jukilib.db.embedded import EmbeddedPostgres
@@ -51,6 +52,7 @@ from jukitools.backup import (
 )
 from jukitools.client import Endpoints
 from jukitools.local import AUDIT_HASH_KEY, CHECKPOINT_DIR, DATABASES, ENDPOINTS, write_private_json
+from jukitools.standby import REPLICATION_ROLE
 from jukitools.suite_supervisor import STATUS_FILE, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ def role_passwords(home: Path) -> dict[str, str]:
     for service in SERVICES:
         for role in (runtime_role(service), owner_role(service)):
             stored.setdefault(role, secrets.token_urlsafe(24))
+    stored.setdefault(REPLICATION_ROLE, secrets.token_urlsafe(24))  # the standby's (jukitools.standby)
     path.touch(mode=0o600, exist_ok=True)
     path.write_text(json.dumps(stored, indent=2))
     return stored
@@ -264,8 +267,10 @@ def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dic
 class Suite:
     """The running suite: database, children, endpoints."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, standby: bool = False, synchronous: bool = False) -> None:
         self.home = home.resolve()
+        self.standby = standby
+        self.synchronous = synchronous
         self.embedded: EmbeddedPostgres | None = None
         self.children: list[Child] = []
         self.environments: dict[str, dict[str, str]] = {}
@@ -275,15 +280,39 @@ class Suite:
         self._sealing: asyncio.Task[None] | None = None
 
     def start_database(self) -> str:
+        from jukitools import standby
+
         external = os.environ.get("JUKI_DATABASE_URL", "").strip()
+        if external and self.standby:
+            raise UsageError("--standby runs a standby of the embedded PostgreSQL; an external one (JUKI_DATABASE_URL) "
+                             "has the prefecture's own replication: list both hosts in the URL (README)")
         if external:
             self.admin_url = external
         else:
-            self.embedded = EmbeddedPostgres(self.home / "pgdata")
+            # A home that ever had a standby keeps its sockets outside the data directories (jukitools.standby).
+            replicated = self.standby or standby.Replication.load(self.home) is not None
+            self.embedded = EmbeddedPostgres(standby.primary_dir(self.home), socket_outside=replicated)
             self.admin_url = self.embedded.start()
             if archiving_wanted():
                 self._archive_wal(self.embedded)
+            if self.standby:
+                self.admin_url = self._start_standby(self.embedded)
+            else:
+                standby.without_standby(self.home, self.embedded)
         return self.admin_url
+
+    def _start_standby(self, embedded: EmbeddedPostgres) -> str:
+        """The standby running and streaming (synchronous when asked); returns the superuser URL listing both
+        servers, which every service URL derived from it lists too."""
+        from jukitools import standby
+
+        state = standby.Replication.load(self.home) or standby.Replication()
+        state.synchronous = self.synchronous
+        standby.prepare_primary(embedded)
+        replica, how = standby.start_standby(self.home, state, role_passwords(self.home)[REPLICATION_ROLE])
+        logger.info("standby streaming", extra={"data_dir": replica.name, "how": how})
+        return standby.suite_url(self.admin_url, [standby.socket_dir(self.home / state.primary),
+                                                  standby.socket_dir(replica)])
 
     def _archive_wal(self, embedded: EmbeddedPostgres) -> None:
         """Continuous WAL archiving into the backup directory (restarts the server the first time only:
@@ -336,6 +365,20 @@ class Suite:
         if self.supervisor is not None:
             await self.supervisor.stop()
 
+    def _stop_replicated(self) -> None:
+        """Both servers, whichever is the primary now (a failover may have swapped them): the primary first,
+        whose fast shutdown sends its last WAL to the standby."""
+        from jukitools import standby
+
+        state = standby.Replication.load(self.home)
+        if state is None:
+            return
+        for directory in (state.primary, state.standby):
+            try:
+                standby.stop_server(self.home / directory)
+            except (OSError, RuntimeError) as error:
+                logger.error("stopping a server failed", extra={"data_dir": directory, "error": str(error)})
+
     def endpoints(self, pki: DevPki, ports: dict[str, int]) -> Endpoints:
         """The running suite's endpoints: `localhost` (every dev certificate names it; the servers listen on
         127.0.0.1, which a client resolving localhost tries too) and the certificates' absolute paths."""
@@ -368,6 +411,8 @@ class Suite:
         if self.embedded is not None:
             self.embedded.stop()  # a clean stop archives the last segment into the spool
             self.embedded = None
+        if self.standby:
+            self._stop_replicated()
         if self.archive is not None:
             try:
                 seal_archived(self.archive)

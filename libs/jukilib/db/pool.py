@@ -69,7 +69,8 @@ class Database:
         def waiting(failures: int, error: BaseException) -> None:
             logger.warning("database not reachable yet, retrying", extra={"error_type": type(error).__name__})
 
-        self._pool = await retry(self._create_pool, retry_on=(OSError, asyncpg.PostgresError, TimeoutError),
+        self._pool = await retry(self._create_pool, retry_on=(OSError, asyncpg.PostgresError, TimeoutError,
+                                                               asyncpg.TargetServerAttributeNotMatched),
                                  policy=CONNECT_RETRY, within=wait_seconds, on_retry=waiting)
 
     async def _create_pool(self) -> asyncpg.Pool:
