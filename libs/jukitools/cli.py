@@ -42,7 +42,8 @@ async def _serve(service: str) -> int:
     config = importlib.import_module(f"juki_services.{service}.config").load()
     setup_logging(service, config.common.log_level)
     setup_tracing(service, config.common.home)
-    setup_metrics(service, config.common.home)
+    # The Prometheus endpoint (JUKI_METRICS_ADDRESS, e.g. 127.0.0.1:9464; unset: none).
+    setup_metrics(service, config.common.home, address=Env().text("JUKI_METRICS_ADDRESS", ""))
     app = importlib.import_module(f"juki_services.{service}.app")
     try:
         return await serve_forever(GrpcService(config, app.migrations(), app.build))

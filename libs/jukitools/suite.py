@@ -235,9 +235,11 @@ def _health_tls(pki: DevPki) -> TlsConfig:
 
 
 def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dict[str, int],
-                      home: Path) -> dict[str, str]:
+                      home: Path, *, metrics_port: int = 0) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("JUKI_")}
     pair = pki.servers[service]
+    if metrics_port:  # Prometheus's /metrics, on the loopback only (endpoints.json, "metrics")
+        env["JUKI_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
     env.update({
         "JUKI_LISTEN": f"127.0.0.1:{ports[service]}",
         "JUKI_DATABASE_URL": db.url,
@@ -273,6 +275,7 @@ class Suite:
         self.supervisor: Supervisor | None = None
         self.archive: BackupSettings | None = None
         self._sealing: asyncio.Task[None] | None = None
+        self.metrics_ports: dict[str, int] = {}
 
     def start_database(self) -> str:
         external = os.environ.get("JUKI_DATABASE_URL", "").strip()
@@ -308,10 +311,12 @@ class Suite:
 
     def start_children(self, pki: DevPki, urls: dict[str, ServiceDatabase]) -> dict[str, int]:
         ports = {service: free_port() for service in SERVICES}
+        self.metrics_ports = {service: free_port() for service in SERVICES}
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         for service in START_ORDER:
-            self.environments[service] = child_environment(service, pki, urls[service], ports, self.home)
+            self.environments[service] = child_environment(service, pki, urls[service], ports, self.home,
+                                                           metrics_port=self.metrics_ports[service])
             self.children.append(spawn(service, self.environments[service], logs))
         return ports
 
@@ -345,6 +350,7 @@ class Suite:
             ca_cert=pki.ca_cert.resolve(),
             client_certs={name: {"cert": str(p.cert.resolve()), "key": str(p.key.resolve())}
                           for name, p in pki.clients.items()},
+            metrics={service: f"127.0.0.1:{port}" for service, port in self.metrics_ports.items()},
         )
 
     def write_endpoints(self, endpoints: Endpoints, databases: dict[str, ServiceDatabase]) -> Path:

@@ -285,7 +285,7 @@ class BacklogGauge:
         self.interval = interval
         self._values = (0, 0.0, 0)
         meter = metrics.get_meter(__name__)
-        attributes = {"juki.register": register}
+        attributes = {"register": register}
         meter.create_observable_gauge("juki.outbox.backlog", [lambda _: [Observation(self._values[0], attributes)]],
                                       unit="{change}", description="changes not yet acknowledged by the agency")
         meter.create_observable_gauge("juki.outbox.oldest_age", [lambda _: [Observation(self._values[1], attributes)]],
