@@ -49,9 +49,9 @@ def histogram(name: str, unit: str, description: str, buckets: Iterable[float] =
     return found
 
 
-def gauge(name: str, unit: str, description: str) -> metrics.Gauge:
+def gauge(name: str, unit: str, description: str) -> Any:
     """A gauge set by its owner (a refresher, a state change): a scrape reads the last value set."""
-    found: metrics.Gauge = _once(name, lambda m: m.create_gauge(name, unit=unit, description=description))
+    found = _once(name, lambda m: m.create_gauge(name, unit=unit, description=description))
     return found
 
 

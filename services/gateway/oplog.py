@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from grpc import aio
 
 from juki.gateway.v1 import operation_log_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2_grpc
+from juki_services.gateway import metrics
 from juki_services.gateway.chain import GENESIS, SigningKey, SigningKeyFile, entry_hash
 from juki_services.gateway.checkpoints import CheckpointExporter
 from juki_services.gateway.policy import Catalogue
@@ -105,13 +107,22 @@ class OperationLog:
         self.stale_appends = 0
         """Appends refused because another replica had appended first (each is followed by another)."""
 
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def newest_checkpoint_at(self) -> dt.datetime | None:
+        """When the newest checkpoint this writer knows was signed (None before it read or signed one)."""
+        return self._last_checkpoint[1] if self._last_checkpoint else None
+
     async def write(self, entry: LogEntry) -> int:
         """Append `entry`; returns its sequence number once it is committed."""
+        metrics.decided(entry.method, entry.organization, entry.decision, entry.reason)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((entry, future))
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._write_timeout)
         except (TimeoutError, Unavailable):
+            metrics.FAILING_CLOSED.set(1)
             raise Unavailable("the operation log cannot be written; nothing was returned",
                               "OPERATION_LOG_UNAVAILABLE") from None
 
@@ -160,6 +171,16 @@ class OperationLog:
             future.set_exception(LogEntryRefused(sequence))
 
     async def _commit(self, entries: list[LogEntry]) -> list[int]:
+        started = time.perf_counter()
+        try:
+            sequences = await self._append_batch(entries)
+        except _WRITE_FAILURES:
+            metrics.append_failed()
+            raise
+        metrics.appended(started)
+        return sequences
+
+    async def _append_batch(self, entries: list[LogEntry]) -> list[int]:
         tail = self._tail or await self._read_tail()
         async with self._database.connection() as connection:
             rows, checkpoint, stale = await self._append(connection, entries, tail)
