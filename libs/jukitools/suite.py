@@ -63,6 +63,7 @@ SAMPLE_CALLERS = {
     "auditor": "audit-office",
     "admin-office": "admin-office",   # the prefecture's Juki-net administrators (operator registry)
     "shichoson-ka": "shichoson-ka",   # 総務部市町村課: the governor's own Juki-net affairs (upkeep, 12-5, retention)
+    "sre": "sre",                     # 24-hour monitoring (SREs): health, metrics, the operation log's status
 }
 # Demo operators registered by `juki up` (and the tests): sample caller → (operator id, roles). Operator
 # ids are opaque staff ids, never names. Municipality CSs are systems and have none.
@@ -73,6 +74,7 @@ DEMO_OPERATORS = {
     "auditor": ("kansa-0001", frozenset({"auditor"})),
     "admin-office": ("admin-0001", frozenset({"administrator"})),
     "shichoson-ka": ("shichoson-0001", frozenset({"provision_clerk", "report_clerk", "retention_clerk"})),
+    "sre": ("sre-0001", frozenset({"sre"})),
 }
 SEAL_INTERVAL = 5.0
 """Seconds between two sealings of the archived WAL (the server archives at least every archive_timeout)."""

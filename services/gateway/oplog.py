@@ -355,6 +355,20 @@ async def append_entry(connection: asyncpg.Connection, entry: LogEntry) -> int:
     return sequence
 
 
+STATUS_WINDOW = dt.timedelta(minutes=5)
+MAX_STATUS_WINDOW = dt.timedelta(hours=1)
+
+
+def status_window(request: pb.GetOperationLogStatusRequest) -> dt.timedelta:
+    """The window GetOperationLogStatus counts: default 5 minutes, at most an hour (a bounded scan)."""
+    if not request.HasField("window"):
+        return STATUS_WINDOW
+    window = request.window.ToTimedelta()
+    if window <= dt.timedelta(0) or window > MAX_STATUS_WINDOW:
+        raise InvalidArgument([FieldViolation("window", "must be more than 0 and at most 1 hour")])
+    return window
+
+
 def entry_message(row: asyncpg.Record) -> pb.OperationLogEntry:
     entry = pb.OperationLogEntry(
         name=f"operationLogEntries/{row['sequence']}", sequence=row["sequence"], request_id=row["request_id"],
@@ -412,6 +426,30 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
         review = _review(request)
         async with self._database.connection() as connection:
             return await misuse_report(connection, review)
+
+    async def GetOperationLogStatus(
+        self, request: pb.GetOperationLogStatusRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.OperationLogStatus:
+        """Counts of the window's calls and the log's positions: what monitoring needs, no entry."""
+        window = status_window(request)
+        async with self._database.connection() as connection:
+            tail = await connection.fetchval("SELECT max(sequence) FROM operation_log")
+            checkpoint = await connection.fetchrow(
+                "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
+            # Bounded by the window (at most an hour) on operation_log_by_time; grouped to a few rows.
+            counts = await connection.fetch(
+                """SELECT method, decision, status, count(*) AS n FROM operation_log
+                   WHERE time >= now() - $1::interval GROUP BY method, decision, status
+                   ORDER BY n DESC, method LIMIT 1000""", window)
+        status = pb.OperationLogStatus(tail_sequence=tail or 0,
+                                       checkpoint_sequence=checkpoint["sequence"] if checkpoint else 0)
+        if checkpoint is not None:
+            status.checkpoint_sign_time.FromDatetime(checkpoint["signed_at"])
+        status.window.FromTimedelta(window)
+        status.method_call_counts.extend(
+            pb.MethodCallCount(method=row["method"], decision=row["decision"], status=row["status"], count=row["n"])
+            for row in counts)
+        return status
 
     async def ListProvisionRecords(
         self, request: pb.ListProvisionRecordsRequest, context: aio.ServicerContext[Any, Any]
