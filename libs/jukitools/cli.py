@@ -226,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
         cli_operators,
         cli_oversight,
         cli_retention,
+        cli_status,
     )
 
     parser = Parser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
@@ -276,6 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_operators.add_parser(commands)
     cli_cases.add_parser(commands)
     cli_purposes.add_parser(commands)
+    cli_status.add_parser(commands)
     cli_bulk.add_parsers(commands)
     ingest = bench_ingest.add_bench_ingest(cli_bulk.bench_group(commands))
     ingest.set_defaults(bench_run=bench_ingest.run)
@@ -369,6 +371,15 @@ def _oversight() -> Any:
     return cli_oversight
 
 
+def _status(args: argparse.Namespace) -> int:
+    from jukitools import cli_status
+
+    try:
+        return _run(cli_status.run(args, LocalSuite.of(args.home)))
+    except KeyboardInterrupt:  # the end of --watch
+        return 0
+
+
 def _operators(args: argparse.Namespace) -> int:
     from jukitools import cli_operators
 
@@ -394,6 +405,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "pia": lambda args: _run(_oversight().pia_command(args)),
     "operators": _operators,
     "purposes": cli_purposes.command,
+    "status": _status,
 }
 
 
