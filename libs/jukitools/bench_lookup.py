@@ -41,7 +41,8 @@ Every answer is checked (the resident whose code was asked, the 個人番号 abs
 when the purpose's mask leaves it out); any failure counts as an error and makes the exit status 1.
 CPU time per call is that of each service process and of PostgreSQL's processes (with psutil) and of
 the client process; with the load average, since other processes on the machine skew every figure.
-One JSON object on stdout.
+With `JUKI_METRICS_ADDRESS` set, the services record their metrics as deployed ones do (a Prometheus
+endpoint at that address). One JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark; prints one JSON object. Exit status 1 if any answer was wrong or failed."""
     # JSON lines with each record's fields (job, error type): what failed is visible, never a value.
     setup_logging("bench-lookup", "WARNING")
+    if address := os.environ.get("JUKI_METRICS_ADDRESS", "").strip():
+        # Metrics recorded as a deployed service records them (a Prometheus reader; nothing need scrape it).
+        from jukilib.telemetry import setup_metrics
+
+        setup_metrics("bench-lookup", Path(".juki"), address=address)
     if not 1 <= args.batch_size <= 1000:
         print("juki bench lookup: --batch-size must be between 1 and 1000", file=sys.stderr)
         return 2

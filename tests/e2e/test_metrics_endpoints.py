@@ -273,10 +273,17 @@ def test_juki_status_watch_redraws_in_place(up: UpSuite) -> None:
     env = {**os.environ, "JUKI_HOME": str(up.home)}
     watch = subprocess.Popen([sys.executable, "-m", "jukitools.cli", "status", "--watch", "0.5"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4)
+    assert watch.stdout is not None
+    os.set_blocking(watch.stdout.fileno(), False)
+    output = b""
+    deadline = time.monotonic() + 60
+    while output.count(b"juki status at") < 2 and time.monotonic() < deadline and watch.poll() is None:
+        output += watch.stdout.read() or b""
+        time.sleep(0.2)
     watch.send_signal(signal.SIGINT)
-    output, _ = watch.communicate(timeout=20)
-    assert output.count(b"\x1b[H\x1b[2J") >= 2 and output.count(b"juki status at") >= 2
+    watch.communicate(timeout=20)
+    assert output.count(b"\x1b[H\x1b[2J") >= 2 and output.count(b"juki status at") >= 2, output[-500:]
+    assert watch.returncode == 0
 
 
 def _free_port() -> int:
