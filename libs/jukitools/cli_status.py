@@ -137,7 +137,7 @@ def render(snapshot: Snapshot) -> str:
         rate = f"{100 * faults / total:.1f}%" if total else "-"
         lag = scraped.value("juki_event_loop_lag_seconds")
         lines.append(f"{service:<12}{health:<14}{'up' if scraped.reachable else 'DOWN':<10}"
-                     f"{total if scraped.reachable else '-':>10}{rate if scraped.reachable else '-':>9}"
+                     f"{f'{total:.0f}' if scraped.reachable else '-':>10}{rate if scraped.reachable else '-':>9}"
                      f"{'-' if lag is None else f'{lag * 1000:.0f}ms':>10}")
     lines += ["", "registers    outbox  oldest    dead  agency   review  reports  oldest report"]
     for register in REGISTERS:

@@ -331,18 +331,26 @@ async def test_prometheus_scrapes_the_suite_and_answers_rpc_and_domain_metrics(u
                 identity_pb2.LookupResidentRequest(resident_code=flow.residents[0].resident_code),
                 "EDU-SCHOLARSHIP-30-15-2-2")
 
-    async def scraped() -> bool:
-        try:
-            up_targets = _query(port, "up == 1")
-            rpc = _query(port, 'sum by (job) (rpc_server_duration_milliseconds_count{rpc_method="LookupResident"})')
-            domain = _query(port, "juki_notifications_total")
-        except OSError:
-            return False
-        return ({r["metric"]["job"] for r in up_targets} == set(SERVICES) and
-                any(r["metric"]["job"] == "identity" and float(r["value"][1]) > 0 for r in rpc) and
-                any(r["metric"].get("register") == "identity" for r in domain))
+    seen: dict[str, Any] = {}
 
-    await eventually(scraped, timeout=60, interval=1.0)
+    async def scraped() -> bool:
+        # The gateway answers LookupResident; the register sees the gateway's coalesced batch lookups.
+        try:
+            seen["up"] = {r["metric"]["job"] for r in _query(port, "up == 1")}
+            seen["rpc"] = _query(port, "sum by (job) "
+                                       '(rpc_server_duration_milliseconds_count{rpc_method="LookupResident"})')
+            seen["domain"] = _query(port, 'juki_notifications_total{outcome="applied"}')
+        except OSError as error:
+            seen["error"] = repr(error)
+            return False
+        return (seen["up"] == set(SERVICES) and
+                any(r["metric"]["job"] == "gateway" and float(r["value"][1]) > 0 for r in seen["rpc"]) and
+                {r["metric"].get("register") for r in seen["domain"]} == {"identity", "annex"})
+
+    try:
+        await eventually(scraped, timeout=90, interval=1.0)
+    except AssertionError:
+        raise AssertionError(f"Prometheus did not see the suite's metrics: {seen}") from None
     backlog = _query(port, "juki_outbox_backlog")
     assert {r["metric"]["register"] for r in backlog} == {"identity", "annex"}
     assert all(r["metric"]["job"] in ("identity", "annex") for r in backlog)
