@@ -41,8 +41,8 @@ Every answer is checked (the resident whose code was asked, the 個人番号 abs
 when the purpose's mask leaves it out); any failure counts as an error and makes the exit status 1.
 CPU time per call is that of each service process and of PostgreSQL's processes (with psutil) and of
 the client process; with the load average, since other processes on the machine skew every figure.
-With `JUKI_METRICS_ADDRESS` set, the services record their metrics as deployed ones do (a Prometheus
-endpoint at that address). One JSON object on stdout.
+The services record their metrics as `juki up`'s do (a Prometheus endpoint each, on a free loopback
+port; nothing scrapes it). One JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -107,11 +107,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark; prints one JSON object. Exit status 1 if any answer was wrong or failed."""
     # JSON lines with each record's fields (job, error type): what failed is visible, never a value.
     setup_logging("bench-lookup", "WARNING")
-    if address := os.environ.get("JUKI_METRICS_ADDRESS", "").strip():
-        # Metrics recorded as a deployed service records them (a Prometheus reader; nothing need scrape it).
-        from jukilib.telemetry import setup_metrics
-
-        setup_metrics("bench-lookup", Path(".juki"), address=address)
     if not 1 <= args.batch_size <= 1000:
         print("juki bench lookup: --batch-size must be between 1 and 1000", file=sys.stderr)
         return 2
@@ -196,7 +191,7 @@ def _environments(args: argparse.Namespace, home: Path, pki: Any, databases: dic
     ports = {"identity": free_port(), "gateway": free_port(), "annex": 1, "disclosure": 1, "agency": 1}
     environments = {}
     for service in ("identity", "gateway"):
-        environment = child_environment(service, pki, databases[service], ports, home)
+        environment = child_environment(service, pki, databases[service], ports, home, metrics_port=free_port())
         environment.update({
             "JUKI_REFLECTION": "false", "JUKI_RELAY_WORKERS": "0", "JUKI_DB_POOL_MAX": str(args.pool),
             "JUKI_RATE_ORGANIZATION_PER_SECOND": str(args.rate), "JUKI_RATE_OPERATOR_PER_SECOND": str(args.rate),
