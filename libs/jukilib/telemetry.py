@@ -6,6 +6,9 @@ on every hop. Span attributes never carry request or response contents: the gRPC
 records methods and status codes, the asyncpg instrumentation parameterised SQL without values, and a
 failed database call by its SQLSTATE and constraint, never by its message: PostgreSQL's message and
 DETAIL quote the row (`Key (resident_code)=(…) already exists`).
+
+Metrics go to OTLP when configured and to a Prometheus `/metrics` endpoint when `JUKI_METRICS_ADDRESS` is
+set (`setup_metrics`); the instruments and their names are in `jukilib.instruments`.
 """
 
 from __future__ import annotations
@@ -166,7 +169,11 @@ def _prometheus_endpoint(host: str, port: int) -> tuple[MetricReader, MetricsEnd
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes
     # Scope labels (the instrumenting module's name) add nothing an operator needs; series stay one per name.
     reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
-    server, _ = start_http_server(port, addr=host, registry=registry)
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        reader.shutdown()
+        raise ConfigError(f"JUKI_METRICS_ADDRESS: cannot listen there ({error.strerror})") from None
     return reader, MetricsEndpoint(host, server.server_port, server)
 
 
