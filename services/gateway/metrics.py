@@ -79,6 +79,11 @@ def watch(log: Any, registry: Any) -> None:
     registry's last read (revocations take effect through it): read from memory at each scrape, no query.
     The last gateway built in the process is the one watched."""
     _watched["log"], _watched["registry"] = weakref.ref(log), weakref.ref(registry)
+    # Series an alert rate()s or compares exist from the start, at zero, not from their first event.
+    for kind in ("rate_limit", "volume_cap"):
+        REFUSALS.add(0, {"kind": kind})
+    APPEND_FAILURES.add(0)
+    FAILING_CLOSED.set(0)
     instruments.observable_gauge("juki.oplog.queue_depth", "{entry}",
                                  "operation-log entries waiting to be appended", _queue_depth)
     instruments.observable_gauge("juki.checkpoint.age", "s",

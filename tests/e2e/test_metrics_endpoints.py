@@ -65,6 +65,7 @@ REGISTER = ("juki_notifications_total", "juki_ingest_lag_seconds_bucket", "juki_
             "juki_agency_up", "juki_review_queue_size", "juki_reports_open", "juki_reports_oldest_age_seconds")
 CONTRACT: dict[str, tuple[str, ...]] = {
     "gateway": (*RPC, *RPC_CLIENT, *RUNTIME, "juki_gateway_decisions_total", "juki_gateway_denials_total",
+                "juki_gateway_refusals_total", "juki_oplog_append_failures_total",
                 "juki_oplog_append_duration_seconds_bucket", "juki_oplog_append_duration_seconds_sum",
                 "juki_oplog_append_duration_seconds_count", "juki_oplog_queue_depth", "juki_oplog_failing_closed",
                 "juki_checkpoint_age_seconds", "juki_revocation_refresh_age_seconds"),
