@@ -98,6 +98,8 @@ class RegisterGauges:
         self._labels = {"register": register}
         self._move_half_wait = move_half_wait
         self.interval = interval
+        for outcome in ("delivered", "failed"):  # at zero from the start: an alert's rate() needs the series
+            DELIVERIES.add(0, {"register": register, "outcome": outcome})
 
     async def measure(self, connection: asyncpg.Connection) -> None:
         from jukilib.register.relay import outbox_backlog
