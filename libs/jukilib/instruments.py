@@ -55,6 +55,12 @@ def gauge(name: str, unit: str, description: str) -> Any:
     return found
 
 
+def observable_counter(name: str, unit: str, description: str,
+                       callback: Callable[[CallbackOptions], Iterable[Observation]]) -> None:
+    """A counter whose cumulative totals `callback` reports at each collection (kept in memory by its owner)."""
+    _once(name, lambda m: m.create_observable_counter(name, [callback], unit=unit, description=description))
+
+
 def observable_gauge(name: str, unit: str, description: str,
                      callback: Callable[[CallbackOptions], Iterable[Observation]]) -> None:
     """A gauge computed at each scrape by `callback`, which must be cheap (no I/O)."""

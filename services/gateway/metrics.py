@@ -9,6 +9,7 @@ the purpose's case reference, an operator, a resident code or a search condition
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import re
 import time
@@ -25,7 +26,19 @@ _ORGANIZATION = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 RATE_LIMIT_REASONS = frozenset({"ORGANIZATION_RATE_LIMIT", "OPERATOR_RATE_LIMIT"})
 VOLUME_CAP_REASONS = frozenset({"VOLUME_CAP_PER_CALL", "VOLUME_CAP_PER_DAY", "OPERATOR_VOLUME_CAP_PER_DAY"})
 
-DECISIONS = instruments.counter("juki.gateway.decisions", "{call}", "calls decided, by outcome and reason code")
+_allowed = [0]
+"""Calls allowed so far: counted in memory on the hot path (a counter's measurement costs the SDK some
+15 µs per call), reported cumulatively at each collection (`_observe_decisions`)."""
+_denied: collections.Counter[str] = collections.Counter()
+
+
+def _observe_decisions(_: CallbackOptions) -> list[Observation]:
+    return [Observation(_allowed[0], {"outcome": "allowed", "reason": ""}),
+            *(Observation(count, {"outcome": "denied", "reason": code}) for code, count in list(_denied.items()))]
+
+
+instruments.observable_counter("juki.gateway.decisions", "{call}", "calls decided, by outcome and reason code",
+                               _observe_decisions)
 DENIALS = instruments.counter("juki.gateway.denials", "{call}", "calls denied, by organisation and reason code")
 REFUSALS = instruments.counter("juki.gateway.refusals", "{call}", "calls refused by a rate limit or a volume cap")
 APPEND_DURATION = instruments.histogram("juki.oplog.append_duration", "s",
@@ -50,10 +63,10 @@ def decided(method: str, organization: str, decision: int, reason: str) -> None:
     if not method.startswith("/"):
         return
     if decision != pb.DECISION_DENIED:
-        DECISIONS.add(1, {"outcome": "allowed", "reason": ""})
+        _allowed[0] += 1
         return
     code = reason_code(reason)
-    DECISIONS.add(1, {"outcome": "denied", "reason": code})
+    _denied[code] += 1
     DENIALS.add(1, {"organization": organization_label(organization), "reason": code})
     if code in RATE_LIMIT_REASONS:
         REFUSALS.add(1, {"kind": "rate_limit"})

@@ -47,17 +47,25 @@ _KINDS: dict[int, str] = {int(kind): kind.name.lower() for kind in ChangeKind}
 _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
+LAG_SAMPLES = 32
+"""Ingest-lag samples per decided batch at most: every notification of a small batch (a single
+ApplyNotification, a group commit), evenly spaced ones of a streamed chunk of up to 1,000, whose lags are
+alike. A histogram measurement costs the SDK some 15-20 µs (it cleans and hashes the attributes each
+time): one per notification would add several per cent to a streamed notification's CPU."""
+
+
 def decided(register: str, notifications: Sequence[Notification], outcomes: Sequence[Any]) -> None:
-    """Count a decided batch: one counter step per (kind, outcome, reason), one lag sample per notification."""
+    """Count a decided batch: one counter step per (kind, outcome, reason), and its ingest lag."""
     counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
-    lag_labels = {"register": register}
     for notification, outcome in zip(notifications, outcomes, strict=True):
-        change = notification.change
-        kind = _KINDS.get(int(change.kind), "unspecified")
+        kind = _KINDS.get(int(notification.change.kind), "unspecified")
         if isinstance(outcome, JukiError):
             counts[(kind, "refused", outcome.reason)] += 1
         else:
             counts[(kind, "applied", "")] += 1
+    lag_labels = {"register": register}
+    for notification in notifications[::max(1, -(-len(notifications) // LAG_SAMPLES))]:
+        change = notification.change
         INGEST_LAG.record(max(0.0, (change.receive_time - change.notify_time).total_seconds()), lag_labels)
     for (kind, outcome_name, reason), count in counts.items():
         NOTIFICATIONS.add(count, {"register": register, "kind": kind, "outcome": outcome_name, "reason": reason})
