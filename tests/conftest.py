@@ -18,6 +18,9 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from juki_services.agency.config import AgencyConfig
@@ -89,6 +92,14 @@ def span_exporter(home: Path) -> InMemorySpanExporter:
     exporter = InMemorySpanExporter()
     setup_tracing("test", home, exporter=exporter)
     return exporter
+
+
+@pytest.fixture(scope="session")
+def metric_reader() -> InMemoryMetricReader:
+    """Every metric the in-process suite records (one meter provider for the session)."""
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return reader
 
 
 class LogCapture(logging.Handler):
@@ -264,7 +275,7 @@ async def start_suite(pki: DevPki, databases: dict[str, ServiceDatabase], home: 
 
 @pytest.fixture(scope="session")
 async def suite(admin_url: str, pki: DevPki, home: Path, span_exporter: InMemorySpanExporter,
-                log_lines: list[str]) -> AsyncIterator[RunningSuite]:
+                log_lines: list[str], metric_reader: InMemoryMetricReader) -> AsyncIterator[RunningSuite]:
     running = await start_suite(pki, await fresh_database(admin_url), home)
     try:
         yield running

@@ -37,7 +37,7 @@ from jukilib.errors import Unauthenticated
 
 CREDENTIAL_KEY = "x-juki-operator-credential"
 ROLES = ("provision_clerk", "disclosure_clerk", "auditor", "administrator", "report_clerk",
-         "retention_clerk")
+         "retention_clerk", "sre")
 PREFIX = "jkop1"
 DOMAIN_TAG = b"juki-operator-credential-v1\x00"
 DEFAULT_LIFETIME = dt.timedelta(hours=8)

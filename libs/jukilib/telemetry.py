@@ -6,6 +6,9 @@ on every hop. Span attributes never carry request or response contents: the gRPC
 records methods and status codes, the asyncpg instrumentation parameterised SQL without values, and a
 failed database call by its SQLSTATE and constraint, never by its message: PostgreSQL's message and
 DETAIL quote the row (`Key (resident_code)=(…) already exists`).
+
+Metrics go to OTLP when configured and to a Prometheus `/metrics` endpoint when `JUKI_METRICS_ADDRESS` is
+set (`setup_metrics`); the instruments and their names are in `jukilib.instruments`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
+    MetricReader,
     MetricsData,
     PeriodicExportingMetricReader,
 )
@@ -33,6 +38,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+
+from jukilib.config import ConfigError
 
 _lock = threading.Lock()
 _instrumented: set[str] = set()
@@ -103,20 +110,76 @@ class JsonLinesMetricExporter(MetricExporter):
         return None
 
 
-def setup_metrics(service: str, home: Path, interval_seconds: float = 15.0) -> MeterProvider:
-    """Install the process-wide meter provider: OTLP when configured, else `.juki/metrics/<service>.jsonl`."""
+@dataclass
+class MetricsEndpoint:
+    """A Prometheus `/metrics` endpoint served from a thread of this process (prometheus_client)."""
+
+    host: str
+    port: int
+    server: Any
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+_endpoints: list[MetricsEndpoint] = []
+"""The process's `/metrics` endpoint, when it serves one (stopped by `shutdown_tracing`)."""
+
+
+def metrics_address(value: str) -> tuple[str, int]:
+    """`JUKI_METRICS_ADDRESS` as (host, port): `PORT` or `:PORT` binds 127.0.0.1 only; another host only
+    when the address names it (`0.0.0.0:9464` for a container's scraper)."""
+    host, _, port = value.strip().rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigError("JUKI_METRICS_ADDRESS must be host:port (e.g. 127.0.0.1:9464)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def setup_metrics(service: str, home: Path, interval_seconds: float = 15.0, address: str = "") -> MeterProvider:
+    """Install the process-wide meter provider: OTLP when configured, a Prometheus `/metrics` endpoint at
+    `address` when given (`JUKI_METRICS_ADDRESS`), and the local `.juki/metrics/<service>.jsonl` only when
+    neither is (a debug fallback). The endpoint serves the process's CPU and resident memory too."""
+    readers: list[MetricReader] = []
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        exporter: MetricExporter = OTLPMetricExporter()
-    else:
-        exporter = JsonLinesMetricExporter(home / "metrics" / f"{service}.jsonl")
-    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval_seconds * 1000)
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(),
+                                                     export_interval_millis=interval_seconds * 1000))
+    if address:
+        reader, endpoint = _prometheus_endpoint(*metrics_address(address))
+        readers.append(reader)
+        _endpoints.append(endpoint)
+    if not readers:
+        readers.append(PeriodicExportingMetricReader(JsonLinesMetricExporter(home / "metrics" / f"{service}.jsonl"),
+                                                     export_interval_millis=interval_seconds * 1000))
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"juki-{service}"),
                                 "service.namespace": "juki"})
-    provider = MeterProvider(resource=resource, metric_readers=[reader])
+    provider = MeterProvider(resource=resource, metric_readers=readers)
     metrics.set_meter_provider(provider)
     return provider
+
+
+def _prometheus_endpoint(host: str, port: int) -> tuple[MetricReader, MetricsEndpoint]:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
+    # A registry of our own: the default one would also carry the Python GC and platform collectors.
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes
+    # Scope labels (the instrumenting module's name) add nothing an operator needs; series stay one per name.
+    reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        reader.shutdown()
+        raise ConfigError(f"JUKI_METRICS_ADDRESS: cannot listen there ({error.strerror})") from None
+    return reader, MetricsEndpoint(host, server.server_port, server)
+
+
+def metrics_endpoint() -> MetricsEndpoint | None:
+    """The running `/metrics` endpoint of this process, if any."""
+    return _endpoints[-1] if _endpoints else None
 
 
 def _instrument_asyncpg(provider: TracerProvider) -> None:
@@ -182,3 +245,5 @@ def shutdown_tracing() -> None:
     meters: Any = metrics.get_meter_provider()
     if isinstance(meters, MeterProvider):
         meters.shutdown()
+    while _endpoints:
+        _endpoints.pop().stop()

@@ -41,7 +41,8 @@ Every answer is checked (the resident whose code was asked, the 個人番号 abs
 when the purpose's mask leaves it out); any failure counts as an error and makes the exit status 1.
 CPU time per call is that of each service process and of PostgreSQL's processes (with psutil) and of
 the client process; with the load average, since other processes on the machine skew every figure.
-One JSON object on stdout.
+The services record their metrics as `juki up`'s do (a Prometheus endpoint each, on a free loopback
+port; nothing scrapes it). One JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def _environments(args: argparse.Namespace, home: Path, pki: Any, databases: dic
     ports = {"identity": free_port(), "gateway": free_port(), "annex": 1, "disclosure": 1, "agency": 1}
     environments = {}
     for service in ("identity", "gateway"):
-        environment = child_environment(service, pki, databases[service], ports, home)
+        environment = child_environment(service, pki, databases[service], ports, home, metrics_port=free_port())
         environment.update({
             "JUKI_REFLECTION": "false", "JUKI_RELAY_WORKERS": "0", "JUKI_DB_POOL_MAX": str(args.pool),
             "JUKI_RATE_ORGANIZATION_PER_SECOND": str(args.rate), "JUKI_RATE_OPERATOR_PER_SECOND": str(args.rate),

@@ -42,7 +42,8 @@ async def _serve(service: str) -> int:
     config = importlib.import_module(f"juki_services.{service}.config").load()
     setup_logging(service, config.common.log_level)
     setup_tracing(service, config.common.home)
-    setup_metrics(service, config.common.home)
+    # The Prometheus endpoint (JUKI_METRICS_ADDRESS, e.g. 127.0.0.1:9464; unset: none).
+    setup_metrics(service, config.common.home, address=Env().text("JUKI_METRICS_ADDRESS", ""))
     app = importlib.import_module(f"juki_services.{service}.app")
     try:
         return await serve_forever(GrpcService(config, app.migrations(), app.build))
@@ -230,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
         cli_reconcile,
         cli_retention,
         cli_standby,
+        cli_status,
     )
 
     parser = Parser(prog="juki", description="juki: Gunma's Juki-net prefectural server")
@@ -287,6 +289,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_operators.add_parser(commands)
     cli_cases.add_parser(commands)
     cli_purposes.add_parser(commands)
+    cli_status.add_parser(commands)
     cli_bulk.add_parsers(commands)
     ingest = bench_ingest.add_bench_ingest(cli_bulk.bench_group(commands))
     ingest.set_defaults(bench_run=bench_ingest.run)
@@ -398,6 +401,15 @@ def _oversight() -> Any:
     return cli_oversight
 
 
+def _status(args: argparse.Namespace) -> int:
+    from jukitools import cli_status
+
+    try:
+        return _run(cli_status.run(args, LocalSuite.of(args.home)))
+    except KeyboardInterrupt:  # the end of --watch
+        return 0
+
+
 def _operators(args: argparse.Namespace) -> int:
     from jukitools import cli_operators
 
@@ -426,6 +438,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "pia": lambda args: _run(_oversight().pia_command(args)),
     "operators": _operators,
     "purposes": cli_purposes.command,
+    "status": _status,
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -29,17 +29,19 @@ class Endpoints:
     services: dict[str, str]
     ca_cert: Path
     client_certs: dict[str, dict[str, str]]
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Each service's Prometheus endpoint (`host:port`, path `/metrics`), from `juki up`."""
 
     @classmethod
     def load(cls, path: Path) -> Endpoints:
         """Read `path`; keys it does not know (the database URLs older files carried) are ignored."""
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(gateway=data["gateway"], services=data["services"], ca_cert=Path(data["ca_cert"]),
-                   client_certs=data["client_certs"])
+                   client_certs=data["client_certs"], metrics=data.get("metrics", {}))
 
     def to_json(self) -> str:
         return json.dumps({"gateway": self.gateway, "services": self.services, "ca_cert": str(self.ca_cert),
-                           "client_certs": self.client_certs}, indent=2, ensure_ascii=False)
+                           "client_certs": self.client_certs, "metrics": self.metrics}, indent=2, ensure_ascii=False)
 
     def tls_for(self, caller_name: str) -> TlsConfig:
         """`caller_name`'s client certificate; UsageError naming the known callers when there is none."""

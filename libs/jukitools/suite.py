@@ -65,6 +65,7 @@ SAMPLE_CALLERS = {
     "auditor": "audit-office",
     "admin-office": "admin-office",   # the prefecture's Juki-net administrators (operator registry)
     "shichoson-ka": "shichoson-ka",   # 総務部市町村課: the governor's own Juki-net affairs (upkeep, 12-5, retention)
+    "sre": "sre",                     # 24-hour monitoring (SREs): health, metrics, the operation log's status
 }
 # Demo operators registered by `juki up` (and the tests): sample caller → (operator id, roles). Operator
 # ids are opaque staff ids, never names. Municipality CSs are systems and have none.
@@ -75,6 +76,7 @@ DEMO_OPERATORS = {
     "auditor": ("kansa-0001", frozenset({"auditor"})),
     "admin-office": ("admin-0001", frozenset({"administrator"})),
     "shichoson-ka": ("shichoson-0001", frozenset({"provision_clerk", "report_clerk", "retention_clerk"})),
+    "sre": ("sre-0001", frozenset({"sre"})),
 }
 SEAL_INTERVAL = 5.0
 """Seconds between two sealings of the archived WAL (the server archives at least every archive_timeout)."""
@@ -238,9 +240,11 @@ def _health_tls(pki: DevPki) -> TlsConfig:
 
 
 def child_environment(service: str, pki: DevPki, db: ServiceDatabase, ports: dict[str, int],
-                      home: Path) -> dict[str, str]:
+                      home: Path, *, metrics_port: int = 0) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("JUKI_")}
     pair = pki.servers[service]
+    if metrics_port:  # Prometheus's /metrics, on the loopback only (endpoints.json, "metrics")
+        env["JUKI_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
     env.update({
         "JUKI_LISTEN": f"127.0.0.1:{ports[service]}",
         "JUKI_DATABASE_URL": db.url,
@@ -278,6 +282,7 @@ class Suite:
         self.supervisor: Supervisor | None = None
         self.archive: BackupSettings | None = None
         self._sealing: asyncio.Task[None] | None = None
+        self.metrics_ports: dict[str, int] = {}
 
     def start_database(self) -> str:
         from jukitools import standby
@@ -337,10 +342,12 @@ class Suite:
 
     def start_children(self, pki: DevPki, urls: dict[str, ServiceDatabase]) -> dict[str, int]:
         ports = {service: free_port() for service in SERVICES}
+        self.metrics_ports = {service: free_port() for service in SERVICES}
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         for service in START_ORDER:
-            self.environments[service] = child_environment(service, pki, urls[service], ports, self.home)
+            self.environments[service] = child_environment(service, pki, urls[service], ports, self.home,
+                                                           metrics_port=self.metrics_ports[service])
             self.children.append(spawn(service, self.environments[service], logs))
         return ports
 
@@ -388,6 +395,7 @@ class Suite:
             ca_cert=pki.ca_cert.resolve(),
             client_certs={name: {"cert": str(p.cert.resolve()), "key": str(p.key.resolve())}
                           for name, p in pki.clients.items()},
+            metrics={service: f"127.0.0.1:{port}" for service, port in self.metrics_ports.items()},
         )
 
     def write_endpoints(self, endpoints: Endpoints, databases: dict[str, ServiceDatabase]) -> Path:

@@ -7,12 +7,12 @@ import logging
 
 import asyncpg
 import grpc
-from opentelemetry import metrics
-from opentelemetry.metrics import Observation
 
-from juki_services.disclosure import store
+from juki.disclosure.v1 import disclosure_pb2 as dpb
+from juki_services.disclosure import rules, store
 from juki_services.disclosure.desk import Desk
 from juki_services.disclosure.organ_notices import OrganNotices
+from jukilib import instruments
 from jukilib.db.pool import Database
 from jukilib.errors import JukiError
 from jukilib.supervision import Heartbeat
@@ -20,25 +20,38 @@ from jukilib.supervision import Heartbeat
 logger = logging.getLogger(__name__)
 
 
-class DeadlineGauge:
-    """Open, at-risk and overdue disclosure and usage-suspension cases as one OpenTelemetry gauge: counts only,
-    no personal data (住基法 30-33, 個人情報保護法 102 deadlines; DESIGN §7 "deadlines at risk")."""
+OPEN = instruments.gauge("juki.cases.open", "{case}",
+                         "disclosure and usage-suspension cases whose deadline runs, by state")
+AT_RISK = instruments.gauge("juki.cases.at_risk", "{case}",
+                            "running cases whose deadline (or the prefecture's target) is near or past")
+OVERDUE = instruments.gauge("juki.cases.overdue", "{case}", "running cases past their statutory deadline")
+_STATE_NAMES = {
+    **{("disclosure", int(state)): dpb.DisclosureState.Name(state).lower() for state in rules.DEADLINE_RUNNING},
+    **{("usage_suspension", int(state)): dpb.UsageSuspensionState.Name(state).lower()
+       for state in rules.SUSPENSION_RUNNING}}
 
-    def __init__(self, database: Database, desk: Desk, interval: float = 30.0) -> None:
+
+class DeadlineGauge:
+    """Open, at-risk and overdue disclosure and usage-suspension cases as OpenTelemetry gauges: counts only,
+    no personal data (住基法 30-33, 個人情報保護法 102 deadlines; DESIGN §7 "deadlines at risk"). The label
+    `state` is the case's state as the enum names it, lower-case (`disclosure_state_received`)."""
+
+    def __init__(self, database: Database, desk: Desk, interval: float = 30.0,
+                 at_risk_days: int = store.AT_RISK_DAYS) -> None:
         self._database = database
         self._desk = desk
         self.interval = interval
+        self._at_risk_days = at_risk_days
         self.values = {"open": 0, "at_risk": 0, "overdue": 0}
-        meter = metrics.get_meter(__name__)
-        meter.create_observable_gauge(
-            "juki.disclosure.cases",
-            [lambda _: [Observation(count, {"deadline_status": status}) for status, count in self.values.items()]],
-            unit="{case}", description="disclosure and usage-suspension cases whose deadline runs: open, at risk "
-                                       "(incl. overdue), overdue")
 
     async def measure(self) -> dict[str, int]:
         async with self._database.connection() as connection:
-            self.values = await store.deadline_counts(connection, self._desk.today())
+            self.values = await store.deadline_counts(connection, self._desk.today(), self._at_risk_days)
+            by_state = {(kind, state): count for kind, state, count in await store.running_by_state(connection)}
+        for key, name in _STATE_NAMES.items():
+            OPEN.set(by_state.get(key, 0), {"state": name})
+        AT_RISK.set(self.values["at_risk"])
+        OVERDUE.set(self.values["overdue"])
         return self.values
 
     async def run(self, heartbeat: Heartbeat) -> None:
@@ -49,7 +62,6 @@ class DeadlineGauge:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, JukiError):
                 logger.warning("disclosure deadlines not measured")
             await asyncio.sleep(self.interval)
-
 
 class ReportFollower:
     """Moves correction cases on when the municipality's 修正 resolved their 12-5 report (see Desk.follow_reports)."""

@@ -166,20 +166,31 @@ async def _list_with_deadlines(
             ORDER BY receive_time DESC, id DESC LIMIT ${len(args)}""", *args)
 
 
-async def deadline_counts(connection: asyncpg.Connection, today: dt.date) -> dict[str, int]:
+async def deadline_counts(connection: asyncpg.Connection, today: dt.date,
+                          at_risk_days: int = AT_RISK_DAYS) -> dict[str, int]:
     """Counts only (no personal data) for the deadline metric."""
     # Disclosure (住基法 30-33) and usage-suspension (個人情報保護法 102) deadlines, counted together.
     row = await connection.fetchrow(
-        f"""SELECT count(*) AS open,
+        """SELECT count(*) AS open,
                    count(*) FILTER (WHERE target_date < $2
-                       OR coalesce(extension_deadline, deadline) - {AT_RISK_DAYS} <= $2) AS at_risk,
+                       OR coalesce(extension_deadline, deadline) - $4::integer <= $2) AS at_risk,
                    count(*) FILTER (WHERE coalesce(extension_deadline, deadline) < $2) AS overdue
             FROM (SELECT target_date, extension_deadline, deadline FROM disclosure_case WHERE state = ANY($1)
                   UNION ALL
                   SELECT target_date, extension_deadline, deadline FROM usage_suspension_case
-                  WHERE state = ANY($3)) AS running""", RUNNING, today, SUSPENSION_RUNNING)
+                  WHERE state = ANY($3)) AS running""", RUNNING, today, SUSPENSION_RUNNING, at_risk_days)
     assert row is not None
     return {"open": row["open"], "at_risk": row["at_risk"], "overdue": row["overdue"]}
+
+
+async def running_by_state(connection: asyncpg.Connection) -> list[tuple[str, int, int]]:
+    """(table, state, count) of the cases whose deadline runs: counts only, for the metrics."""
+    rows = await connection.fetch(
+        """SELECT 'disclosure' AS kind, state, count(*) AS n FROM disclosure_case WHERE state = ANY($1) GROUP BY state
+           UNION ALL
+           SELECT 'usage_suspension', state, count(*) FROM usage_suspension_case WHERE state = ANY($2)
+           GROUP BY state""", RUNNING, SUSPENSION_RUNNING)
+    return [(row["kind"], row["state"], row["n"]) for row in rows]
 
 
 async def add_event(connection: asyncpg.Connection, kind: str, case_id: uuid.UUID, state: int, actor: str, *,

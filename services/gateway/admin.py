@@ -34,6 +34,7 @@ ROLE_NAMES: dict[int, str] = {
     pb.OPERATOR_ROLE_ADMINISTRATOR: "administrator",
     pb.OPERATOR_ROLE_REPORT_CLERK: "report_clerk",
     pb.OPERATOR_ROLE_RETENTION_CLERK: "retention_clerk",
+    pb.OPERATOR_ROLE_SRE: "sre",
 }
 ROLE_VALUES = {name: pb.OperatorRole.ValueType(value) for value, name in ROLE_NAMES.items()}
 STATES = {ACTIVE: pb.REGISTRATION_STATE_ACTIVE, DISABLED: pb.REGISTRATION_STATE_DISABLED}

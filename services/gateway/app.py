@@ -16,6 +16,7 @@ from juki.annex.v1 import annex_pb2
 from juki.disclosure.v1 import disclosure_pb2, disclosure_pb2_grpc
 from juki.gateway.v1 import audit_records_pb2, operation_log_pb2, operator_admin_pb2
 from juki.identity.v1 import identity_pb2
+from juki_services.gateway import metrics
 from juki_services.gateway.admin import OperatorAdmin
 from juki_services.gateway.admission import Admission, DenyList, RateLimiter
 from juki_services.gateway.audit_records import AuditRecords
@@ -178,6 +179,7 @@ def build(config: GatewayConfig, database: Database, *,
     catalogue = CatalogueHolder(config.policy_file or DEFAULT_CATALOGUE, gunma_municipalities(),
                                 _catalogue_recorder(log, database))
     registry = OperatorRegistry(database, refresh_seconds=config.operator_registry_refresh)
+    metrics.watch(log, registry)
     operators = Operators(registry, load_verification_key(config.operator_auth_key),
                           dt.timedelta(hours=config.operator_credential_max_hours))
     channels = {name: secure_channel(target, config.common.tls) for name, target in config.targets.items()}

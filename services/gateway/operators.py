@@ -126,6 +126,10 @@ class OperatorRegistry:
         self._snapshot, self._read_at = snapshot, started
         return snapshot
 
+    def refresh_age(self) -> float | None:
+        """Seconds since the registry was last read (None before the first read): a metric."""
+        return None if self._snapshot is None else self._clock() - self._read_at
+
     def _fresh(self) -> Snapshot | None:
         if self._snapshot is not None and self._clock() - self._read_at <= self._max_staleness:
             return self._snapshot

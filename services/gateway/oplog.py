@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from grpc import aio
 
 from juki.gateway.v1 import operation_log_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2_grpc
+from juki_services.gateway import metrics
 from juki_services.gateway.chain import GENESIS, SigningKey, SigningKeyFile, entry_hash
 from juki_services.gateway.checkpoints import CheckpointExporter
 from juki_services.gateway.policy import Catalogue
@@ -105,13 +107,22 @@ class OperationLog:
         self.stale_appends = 0
         """Appends refused because another replica had appended first (each is followed by another)."""
 
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def newest_checkpoint_at(self) -> dt.datetime | None:
+        """When the newest checkpoint this writer knows was signed (None before it read or signed one)."""
+        return self._last_checkpoint[1] if self._last_checkpoint else None
+
     async def write(self, entry: LogEntry) -> int:
         """Append `entry`; returns its sequence number once it is committed."""
+        metrics.decided(entry.method, entry.organization, entry.decision, entry.reason)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((entry, future))
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._write_timeout)
         except (TimeoutError, Unavailable):
+            metrics.FAILING_CLOSED.set(1)
             raise Unavailable("the operation log cannot be written; nothing was returned",
                               "OPERATION_LOG_UNAVAILABLE") from None
 
@@ -170,6 +181,16 @@ class OperationLog:
         self._last_checkpoint = None
 
     async def _commit(self, entries: list[LogEntry]) -> list[int]:
+        started = time.perf_counter()
+        try:
+            sequences = await self._append_batch(entries)
+        except _WRITE_FAILURES:
+            metrics.append_failed()
+            raise
+        metrics.appended(started)
+        return sequences
+
+    async def _append_batch(self, entries: list[LogEntry]) -> list[int]:
         tail = self._tail or await self._read_tail()
         async with self._database.connection() as connection:
             rows, checkpoint, stale = await self._append(connection, entries, tail)
@@ -344,6 +365,20 @@ async def append_entry(connection: asyncpg.Connection, entry: LogEntry) -> int:
     return sequence
 
 
+STATUS_WINDOW = dt.timedelta(minutes=5)
+MAX_STATUS_WINDOW = dt.timedelta(hours=1)
+
+
+def status_window(request: pb.GetOperationLogStatusRequest) -> dt.timedelta:
+    """The window GetOperationLogStatus counts: default 5 minutes, at most an hour (a bounded scan)."""
+    if not request.HasField("window"):
+        return STATUS_WINDOW
+    window = request.window.ToTimedelta()
+    if window <= dt.timedelta(0) or window > MAX_STATUS_WINDOW:
+        raise InvalidArgument([FieldViolation("window", "must be more than 0 and at most 1 hour")])
+    return window
+
+
 def entry_message(row: asyncpg.Record) -> pb.OperationLogEntry:
     entry = pb.OperationLogEntry(
         name=f"operationLogEntries/{row['sequence']}", sequence=row["sequence"], request_id=row["request_id"],
@@ -401,6 +436,30 @@ class OperationLogServicer(operation_log_pb2_grpc.OperationLogServiceServicer):
         review = _review(request)
         async with self._database.connection() as connection:
             return await misuse_report(connection, review)
+
+    async def GetOperationLogStatus(
+        self, request: pb.GetOperationLogStatusRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.OperationLogStatus:
+        """Counts of the window's calls and the log's positions: what monitoring needs, no entry."""
+        window = status_window(request)
+        async with self._database.connection() as connection:
+            tail = await connection.fetchval("SELECT max(sequence) FROM operation_log")
+            checkpoint = await connection.fetchrow(
+                "SELECT sequence, signed_at FROM operation_log_checkpoint ORDER BY sequence DESC LIMIT 1")
+            # Bounded by the window (at most an hour) on operation_log_by_time; grouped to a few rows.
+            counts = await connection.fetch(
+                """SELECT method, decision, status, count(*) AS n FROM operation_log
+                   WHERE time >= now() - $1::interval GROUP BY method, decision, status
+                   ORDER BY n DESC, method LIMIT 1000""", window)
+        status = pb.OperationLogStatus(tail_sequence=tail or 0,
+                                       checkpoint_sequence=checkpoint["sequence"] if checkpoint else 0)
+        if checkpoint is not None:
+            status.checkpoint_sign_time.FromDatetime(checkpoint["signed_at"])
+        status.window.FromTimedelta(window)
+        status.method_call_counts.extend(
+            pb.MethodCallCount(method=row["method"], decision=row["decision"], status=row["status"], count=row["n"])
+            for row in counts)
+        return status
 
     async def ListProvisionRecords(
         self, request: pb.ListProvisionRecordsRequest, context: aio.ServicerContext[Any, Any]

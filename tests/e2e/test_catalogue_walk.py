@@ -349,6 +349,7 @@ WORKFLOW_METHODS = frozenset({
         "CreateAuditReview", "ListAuditReviews", "CreateIncident", "GetIncident", "ListIncidents", "UpdateIncident")),
     "juki.gateway.v1.OperationLogService/ListOperationLogEntries",
     "juki.gateway.v1.OperationLogService/GetMisuseReport",
+    "juki.gateway.v1.OperationLogService/GetOperationLogStatus",
     *(f"juki.gateway.v1.OperatorAdminService/{m}" for m in (
         "CreateOperator", "GetOperator", "ListOperators", "UpdateOperator", "DisableOperator", "EnableOperator",
         "GetOrganization", "DisableOrganization", "EnableOrganization")),

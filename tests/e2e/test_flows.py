@@ -18,6 +18,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from juki.agency.v1 import agency_pb2, agency_pb2_grpc
@@ -27,6 +28,7 @@ from juki.gateway.v1 import operation_log_pb2, operation_log_pb2_grpc
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from juki.register.v1 import register_pb2
 from jukilib import caller
+from jukilib.domain.dates import wareki
 from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.channels import secure_channel
 from jukilib.keyring import Keyring
@@ -495,8 +497,9 @@ def _personal_data() -> list[str]:
     return values
 
 
-async def test_no_personal_data_in_spans_logs_or_errors(suite: RunningSuite, span_exporter: InMemorySpanExporter,
-                                                        log_lines: list[str], home: Path) -> None:
+async def test_no_personal_data_in_spans_logs_metrics_or_errors(
+        suite: RunningSuite, span_exporter: InMemorySpanExporter, log_lines: list[str], home: Path,
+        metric_reader: InMemoryMetricReader) -> None:
     # Runs last in this module: it checks what every flow above produced.
     spans = "\n".join(span.to_json(indent=None) for span in span_exporter.get_finished_spans())
     logs = "\n".join(log_lines)
@@ -508,3 +511,12 @@ async def test_no_personal_data_in_spans_logs_or_errors(suite: RunningSuite, spa
         assert value not in logs, "personal data in a log line"
         assert value not in errors, "personal data in an error"
         assert value not in database_log, "personal data in PostgreSQL's server log"
+    # Every metric and label the flows recorded (issue 21), dates of birth in every format they are written in.
+    recorded = metric_reader.get_metrics_data()
+    assert recorded is not None
+    metrics_text = recorded.to_json(indent=None)
+    assert "rpc.server.duration" in metrics_text and "juki.notifications" in metrics_text
+    born = [_resident(index).birth_date for index in [*range(1, 15), *range(30, 70), *RACES]]
+    # (Not as 8 bare digits: the export's nanosecond timestamps would hold them by chance.)
+    for value in [*_personal_data(), *(wareki(day) for day in born), *(f"{day:%Y/%m/%d}" for day in born)]:
+        assert value not in metrics_text, "personal data in a metric or label"

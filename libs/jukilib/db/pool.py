@@ -57,6 +57,8 @@ class Database:
     def __init__(self, config: DatabaseConfig) -> None:
         self._config = config
         self._pool: asyncpg.Pool | None = None
+        self._waiting = 0
+        """Tasks waiting in `connection` for a pooled connection (the runtime metrics read it)."""
 
     @property
     def ready(self) -> bool:
@@ -102,16 +104,25 @@ class Database:
         in_use = self._pool.get_size() - self._pool.get_idle_size()
         return self._pool.get_max_size() - in_use
 
+    def usage(self) -> tuple[int, int]:
+        """(connections in use, tasks waiting for one): the pool's metrics (`jukilib.instruments`)."""
+        if self._pool is None:
+            return 0, self._waiting
+        return self._pool.get_size() - self._pool.get_idle_size(), self._waiting
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
         """A connection for this task only, waiting at most `acquire_timeout` for one."""
         pool = self._pool  # the one to give the connection back to, even if the service closes it meanwhile
         if pool is None:
             raise Unavailable("the service is starting or stopping", "NOT_READY")
+        self._waiting += 1
         try:
             connection = await pool.acquire(timeout=self._config.acquire_timeout)
         except TimeoutError:
             raise Unavailable("no database connection free in time", DATABASE_BUSY) from None
+        finally:
+            self._waiting -= 1
         try:
             yield connection
         finally:

@@ -27,7 +27,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jukilib import collector
+from jukilib import collector, instruments
 from jukilib.config import RESERVED_METHODS, CommonConfig, ServiceConfig
 from jukilib.db import migrations as migrations_mod
 from jukilib.db.bootstrap import runtime_role
@@ -111,6 +111,8 @@ class GrpcService(Generic[C]):
             reflection.enable_server_reflection(names, self._server)
         self.port = self._server.add_secure_port(self.common.listen, server_credentials(self.common))
         await self._server.start()
+        instruments.watch_pool(self.common.service, self.database)
+        self._tasks.append(asyncio.create_task(instruments.measure_event_loop_lag(), name="event-loop-lag"))
         logger.info("listening", extra={"service": self.common.service, "port": self.port})
         self._tasks.append(asyncio.create_task(self._become_ready(), name="become-ready"))
         return self.port

@@ -9,11 +9,18 @@ kind, name and attributes: the
 full method as name (`/juki.identity.v1.IdentityService/LookupResident`), `rpc.system`,
 `rpc.service`, `rpc.method` and `rpc.grpc.status_code`. No request or answer content is ever put on a
 span.
+
+Every call is also measured, sampled or not (OpenTelemetry RPC metrics conventions): the server side of
+each call a service answers as `rpc.server.duration`, the client side of each call it makes through
+`outgoing` as `rpc.client.duration`, in milliseconds, with the same four attributes (the status code as
+its number in a string: "0" OK, "14" UNAVAILABLE): Prometheus's `rpc_server_duration_milliseconds_*`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 
@@ -24,6 +31,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from jukilib import instruments
 from jukilib.grpc.interceptors import Behavior, WrappedHandlers, wrap_handler
 
 Metadata = Sequence[tuple[str, str | bytes]]
@@ -40,6 +48,23 @@ class _MetadataGetter(Getter[Metadata]):
 
 
 _GETTER = _MetadataGetter()
+_attributes: dict[tuple[str, grpc.StatusCode], dict[str, str]] = {}
+
+
+def _measure(histogram: Any, method: str, code: grpc.StatusCode | None, started: float) -> None:
+    """Record one call's duration (ms) under its method and status code (attributes made once per pair)."""
+    code = code or grpc.StatusCode.OK
+    attributes = _attributes.get((method, code))
+    if attributes is None:
+        attributes = _attributes[(method, code)] = {**method_attributes(method),
+                                                    "rpc.grpc.status_code": str(code.value[0])}
+    histogram.record((time.perf_counter() - started) * 1000.0, attributes)
+
+
+_SERVER_DURATION = instruments.histogram("rpc.server.duration", "ms", "duration of the calls this service answered",
+                                         instruments.MILLISECONDS_BUCKETS)
+_CLIENT_DURATION = instruments.histogram("rpc.client.duration", "ms", "duration of the calls this service made",
+                                         instruments.MILLISECONDS_BUCKETS)
 
 
 def method_attributes(method: str) -> dict[str, str]:
@@ -95,25 +120,30 @@ def _server_span(method: str, attributes: dict[str, str], context: aio.ServicerC
 
 def _traced(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
     attributes = method_attributes(method)
+    duration = _SERVER_DURATION
 
     def wrap_unary(behavior: Behavior) -> Behavior:
         async def traced(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
             with _server_span(method, attributes, context) as span:
                 try:
                     return await behavior(request, context)
                 finally:
                     _finish(span, context.code())
+                    _measure(duration, method, context.code(), started)
 
         return traced
 
     def wrap_stream(behavior: Behavior) -> Behavior:
         async def traced(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            started = time.perf_counter()
             with _server_span(method, attributes, context) as span:
                 try:
                     async for item in behavior(request, context):
                         yield item
                 finally:
                     _finish(span, context.code())
+                    _measure(duration, method, context.code(), started)
 
         return traced
 
@@ -122,6 +152,25 @@ def _traced(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMe
 
 @contextlib.contextmanager
 def outgoing(method: str, metadata: Metadata = ()) -> Iterator[tuple[tuple[str, str | bytes], ...]]:
+    """The call to `method` measured (`rpc.client.duration`) and traced (`_client_span`): wrap the whole
+    call, its answer or stream read included."""
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        with _client_span(method, metadata) as carried:
+            yield carried
+    except grpc.aio.AioRpcError as error:
+        code = error.code()
+        raise
+    except BaseException as exc:
+        code = grpc.StatusCode.CANCELLED if isinstance(exc, asyncio.CancelledError) else grpc.StatusCode.UNKNOWN
+        raise
+    finally:
+        _measure(_CLIENT_DURATION, method, code, started)
+
+
+@contextlib.contextmanager
+def _client_span(method: str, metadata: Metadata) -> Iterator[tuple[tuple[str, str | bytes], ...]]:
     """A CLIENT span for a call this service makes to `method` (a full method name, see `method_name`),
     and the call's metadata with the trace context added (`traceparent`), so that the callee's span
     joins this trace. Outside any trace (a command-line client) the metadata goes unchanged and no span

@@ -39,6 +39,7 @@ from opentelemetry.propagate import inject
 from jukilib.db.pool import Database
 from jukilib.errors import AlreadyExists, FailedPrecondition, JukiError, log_unexpected, translate
 from jukilib.keyring import Keyring
+from jukilib.register import metrics as register_metrics
 from jukilib.register import rows, store
 from jukilib.register.decide import NEW_PERSON, Decision, Ledger, decide, needs_history, place
 from jukilib.register.hooks import RegisterHooks
@@ -95,6 +96,7 @@ class Batches:
             if on_locked is not None:
                 on_locked()
         assert all(outcome is not None for outcome in outcomes)
+        register_metrics.decided(self.register, notifications, outcomes)
         return outcomes  # type: ignore[return-value]
 
     async def _apply_chunk(self, items: list[Item], on_locked: Callable[[], None] | None,

@@ -33,19 +33,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 import grpc
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.metrics import Observation
 from opentelemetry.propagate import extract
 
 from jukilib.db.pool import DATABASE_BUSY, Database
 from jukilib.errors import Unavailable
+from jukilib.register import metrics as register_metrics
 from jukilib.register import store
 from jukilib.register.config import RelayConfig
 from jukilib.register.hooks import RegisterHooks
@@ -205,7 +206,9 @@ class OutboxRelay:
         links = [trace.Link(parent) for parent in parents if parent.is_valid]
         with tracer.start_as_current_span("outbox.deliver", links=links, attributes={
                 "juki.register": self._register, "juki.outbox.batch_size": len(claimed)}) as span:
+            started = time.perf_counter()
             outcomes = await self._deliver_all(claimed)
+            register_metrics.delivered(self._register, outcomes, time.perf_counter() - started)
             failed = [error_label(o) for o in outcomes if o is not None]
             if failed:
                 span.set_attribute("juki.outbox.error", failed[0])
@@ -273,34 +276,6 @@ async def outbox_backlog(connection: asyncpg.Connection) -> tuple[int, float, in
     )
     assert row is not None
     return int(row["n"]), float(row["age"]), int(row["dead"])
-
-
-class BacklogGauge:
-    """Outbox backlog, oldest age and dead letters as OpenTelemetry gauges (refreshed in the background;
-    gauge callbacks are synchronous, the query is not)."""
-
-    def __init__(self, database: Database, register: str, interval: float = 5.0) -> None:
-        self._database = database
-        self._register = register
-        self.interval = interval
-        self._values = (0, 0.0, 0)
-        meter = metrics.get_meter(__name__)
-        attributes = {"juki.register": register}
-        meter.create_observable_gauge("juki.outbox.backlog", [lambda _: [Observation(self._values[0], attributes)]],
-                                      unit="{change}", description="changes not yet acknowledged by the agency")
-        meter.create_observable_gauge("juki.outbox.oldest_age", [lambda _: [Observation(self._values[1], attributes)]],
-                                      unit="s", description="age of the oldest undelivered change")
-        meter.create_observable_gauge("juki.outbox.dead", [lambda _: [Observation(self._values[2], attributes)]],
-                                      unit="{change}", description="changes dead-lettered after max attempts")
-
-    async def run(self, heartbeat: Heartbeat) -> None:
-        """Measure every `interval` until cancelled; a failure ends the run (its supervisor restarts it)."""
-        while True:
-            async with self._database.connection() as connection:
-                with suppress_instrumentation():
-                    self._values = await outbox_backlog(connection)
-            heartbeat.beat()
-            await asyncio.sleep(self.interval)
 
 
 async def dead_letters(connection: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:

@@ -30,8 +30,9 @@ from jukilib.register.api import RegisterApi, RegisterBinding
 from jukilib.register.config import RegisterConfig
 from jukilib.register.engine import RegisterEngine
 from jukilib.register.hooks import RegisterHooks
+from jukilib.register.metrics import RegisterGauges
 from jukilib.register.model import StoredVersion
-from jukilib.register.relay import BacklogGauge, OutboxRelay
+from jukilib.register.relay import OutboxRelay
 from jukilib.register.retention import Retention, disclosure_holds
 from jukilib.supervision import Job
 
@@ -83,7 +84,7 @@ class RegisterService:
         retention = Retention(database, disclosure_holds(disclosure, DEFAULT_CALL_TIMEOUT) if disclosure else None)
         relay = OutboxRelay(database, self.binding.register, deliver, config.relay, api.engine.hooks,
                             deliver_batch=deliver_batch if self.forward_batch else None)
-        gauge = BacklogGauge(database, self.binding.register)
+        gauge = RegisterGauges(database, self.binding.register, dt.timedelta(seconds=config.move_half_wait))
 
         async def close_channels() -> None:
             await agency.close()
