@@ -202,3 +202,26 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
                             timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
+
+
+def test_promtool_accepts_the_compose_stack_prometheus_config() -> None:
+    """ops/prometheus/prometheus.yml (the compose stack's) is valid and loads both rule files."""
+    result = subprocess.run([_promtool(), "check", "config", str(PROMETHEUS / "prometheus.yml")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 2 rule files found" in result.stdout
+
+
+def test_compose_prometheus_scrapes_every_service_at_its_metrics_address() -> None:
+    """Each juki service of docker/compose.yaml serves /metrics on the port Prometheus scrapes it at, under
+    its own name as the job (the rules and the dashboard group by job)."""
+    config = (PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8")
+    jobs = dict(re.findall(r"- job_name: (\w+)\s+static_configs:\s+- targets: \[\"([\w.-]+:\d+)\"\]", config))
+    compose = (ROOT / "docker" / "compose.yaml").read_text(encoding="utf-8")
+    port = re.search(r"JUKI_METRICS_ADDRESS: 0\.0\.0\.0:(\d+)", compose)
+    assert port is not None, "docker/compose.yaml sets no JUKI_METRICS_ADDRESS"
+    for service in ("gateway", "identity", "annex", "disclosure", "agency"):
+        assert jobs.get(service) == f"{service}:{port.group(1)}"
+        assert re.search(rf"^  {service}:\n    <<: \*juki-service", compose, re.MULTILINE), service
+    for service in ("prometheus", "grafana", "jaeger", "otel-collector"):
+        assert re.search(rf"^  {service}:$", compose, re.MULTILINE), f"compose has no {service} service"
