@@ -12,8 +12,8 @@ Every line a service writes is JSON, also what does not come through Python's lo
   worth seeing (不正アクセス), so the lines are kept, not silenced with GRPC_VERBOSITY. Another process's
   line that is already JSON passes unchanged; anything else is logged as `stderr` at WARNING.
 - An exception nobody handled (a thread's, a task's "Task exception was never retrieved", an exception
-  ignored in `__del__`) is logged with its type only: the default handlers print its message, which for a
-  driver can quote a row.
+  ignored in `__del__`) is logged with its type (and, uncaught, where it was raised), never its message: the
+  default handlers print it, and a driver's can quote a row.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import threading
+import traceback
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TextIO
@@ -134,14 +135,19 @@ def _log_unhandled_exceptions() -> None:
     unhandled = logging.getLogger("unhandled")
 
     def on_exception(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        unhandled.critical("uncaught exception", extra={"error_type": kind.__name__})
+        unhandled.critical("uncaught exception", extra={"error_type": kind.__name__, "stack": _stack(tb)})
 
     sys.excepthook = on_exception
     threading.excepthook = lambda args: unhandled.error(
-        "uncaught exception in a thread", extra={"error_type": args.exc_type.__name__, "thread": getattr(
-            args.thread, "name", "")})
+        "uncaught exception in a thread", extra={"error_type": args.exc_type.__name__, "stack": _stack(
+            args.exc_traceback), "thread": getattr(args.thread, "name", "")})
     sys.unraisablehook = lambda args: unhandled.error(
         "exception ignored", extra={"error_type": args.exc_type.__name__})
+
+
+def _stack(tb: TracebackType | None) -> str:
+    """Where an exception was raised: files, lines, functions and their source, never its message."""
+    return "".join(traceback.format_tb(tb)) if tb is not None else ""
 
 
 def log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
