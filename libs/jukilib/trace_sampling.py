@@ -18,6 +18,9 @@ Decision: head sampling of the traces a job starts, keeping the passes that fail
 - ...unless the span failed (status ERROR) or took longer than `slow` (1 s): `KeepFailedBackground` exports it
   anyway. Only this process's span of such a pass is kept (its callee did not record its side): enough to
   see which call or query failed, with what code, and when.
+- A sampled-out pass that calls through the gateway (the disclosure service's followers) is still in the
+  operation log, under its trace id: the record is the evidence; the trace of one pass a minute shows the
+  loop's shape.
 - A root span that links to calls is work done for them, always sampled: the relay's `outbox.deliver` (linked
   to the requests whose changes it forwards), the operation log's group commit (linked to the calls it logs).
   Spans with a parent follow their parent, as before.
