@@ -225,3 +225,11 @@ def test_compose_prometheus_scrapes_every_service_at_its_metrics_address() -> No
         assert re.search(rf"^  {service}:\n    <<: \*juki-service", compose, re.MULTILINE), service
     for service in ("prometheus", "grafana", "jaeger", "otel-collector"):
         assert re.search(rf"^  {service}:$", compose, re.MULTILINE), f"compose has no {service} service"
+
+
+def test_every_runbook_section_says_what_it_means_how_to_confirm_what_to_do_and_when_to_escalate() -> None:
+    text = RUNBOOK.read_text(encoding="utf-8")
+    for alert in _alerts():
+        section = text.split(f"\n## {alert.name}\n", 1)[1].split("\n## ", 1)[0]
+        for part in ("**Means**", "**Confirm**", "**Do**", "**Escalate**"):
+            assert part in section, f"docs/runbook.md#{alert.name.lower()} has no {part}"
