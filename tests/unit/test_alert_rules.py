@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,3 +237,40 @@ def test_every_runbook_section_says_what_it_means_how_to_confirm_what_to_do_and_
         section = text.split(f"\n## {alert.name}\n", 1)[1].split("\n## ", 1)[0]
         for part in ("**Means**", "**Confirm**", "**Do**", "**Escalate**"):
             assert part in section, f"docs/runbook.md#{alert.name.lower()} has no {part}"
+
+
+def test_a_real_prometheus_loads_every_rule_of_the_compose_config(tmp_path: Path) -> None:
+    """The compose stack's config started in a real Prometheus: every alert of alerts.yml and every recording
+    rule is loaded and evaluates without error (its API is the authority the text reader above is held to)."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus is not installed (Debian: apt-get install prometheus; .ci/run installs it)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([binary, f"--config.file={PROMETHEUS / 'prometheus.yml'}",
+                               f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        groups = _rule_groups(f"http://127.0.0.1:{port}", deadline=time.monotonic() + 30)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert sorted(r["name"] for r in rules if r["type"] == "alerting") == sorted(a.name for a in _alerts())
+    assert {r["name"] for r in rules if r["type"] == "recording"} == _recorded()
+    assert all(r["health"] != "err" for r in rules), [r for r in rules if r["health"] == "err"]
+
+
+def _rule_groups(address: str, *, deadline: float) -> list[dict[str, Any]]:
+    """The rule groups a starting Prometheus serves, once it has evaluated each group at least once."""
+    while True:
+        try:
+            with urllib.request.urlopen(f"{address}/api/v1/rules", timeout=5) as answer:
+                groups: list[dict[str, Any]] = json.load(answer)["data"]["groups"]
+            if groups and all(group.get("lastEvaluation", "").startswith("20") for group in groups):
+                return groups
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "Prometheus did not serve its rules in time"
+        time.sleep(0.5)
