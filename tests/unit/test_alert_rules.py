@@ -3,7 +3,8 @@ and not firing, each linked to its section of docs/runbook.md, and written only 
 (ops/prometheus/metrics.txt), so that an alert cannot wait for a series nobody exports.
 
 promtool (Debian's `prometheus` package, installed by .ci/run) checks and runs the rules; the structure is read
-from the files' text (the project has no YAML parser), with counts held to what promtool found.
+from the files' text (`tests/prometheus_rules.py`: the project has no YAML parser), held to what promtool
+and a real Prometheus load.
 """
 
 from __future__ import annotations
@@ -22,25 +23,24 @@ from typing import Any
 
 import pytest
 
+from tests.prometheus_rules import (
+    ALERTS,
+    PROMETHEUS,
+    RECORDING,
+    alert_expression,
+    alerts,
+    recorded,
+    rules,
+    series_names,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS = ROOT / "ops" / "prometheus"
-RULE_FILES = (PROMETHEUS / "alerts.yml", PROMETHEUS / "recording.yml")
+RULE_FILES = (ALERTS, RECORDING)
 TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"
 DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "golden-signals.json"
 REQUIRED_ANNOTATIONS = ("summary", "description", "runbook_url")
 SEVERITIES = {"critical", "warning"}
-
-# PromQL words that are not series names.
-PROMQL_WORDS = frozenset({
-    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group",
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "offset", "bool", "rate",
-    "irate", "increase", "deriv", "delta", "idelta", "avg_over_time", "max_over_time", "min_over_time",
-    "sum_over_time", "count_over_time", "histogram_quantile", "vector", "scalar", "abs", "round", "clamp_min",
-    "clamp_max", "time", "absent", "absent_over_time", "label_replace", "predict_linear", "changes", "resets", "le",
-    "inf", "nan",
-})
-
 
 def _promtool() -> str:
     found = shutil.which("promtool")
@@ -49,55 +49,9 @@ def _promtool() -> str:
     return found
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One rule of a rule file, as written: its name (alert or record), expression and its other lines."""
-
-    kind: str
-    name: str
-    expr: str
-    body: str
-
-    def field(self, key: str) -> str:
-        """The value of a `key: value` line of the rule (labels and annotations), unquoted; '' if none."""
-        found = re.search(rf"^\s+{key}: (.*)$", self.body, re.MULTILINE)
-        return found.group(1).strip().strip("'\"") if found else ""
-
-
-def _rules(path: Path) -> list[Rule]:
-    text = re.sub(r"^\s*#.*\n", "", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
-    starts = [m for m in re.finditer(r"^\s+- (alert|record): (\S+)\s*$", text, re.MULTILINE)]
-    rules = []
-    for start, end in zip(starts, [*starts[1:], None], strict=True):
-        body = text[start.end(): end.start() if end else len(text)]
-        body = re.split(r"^\s+- name: ", body, flags=re.MULTILINE)[0]
-        expr = re.split(r"^\s+(for|labels|annotations): ", body.split("expr:", 1)[1], flags=re.MULTILINE)[0]
-        rules.append(Rule(start.group(1), start.group(2), expr, body))
-    return rules
-
-
-def _alerts() -> list[Rule]:
-    return [rule for rule in _rules(RULE_FILES[0]) if rule.kind == "alert"]
-
-
-def _recorded() -> set[str]:
-    return {rule.name for path in RULE_FILES for rule in _rules(path) if rule.kind == "record"}
-
-
 def _contract() -> set[str]:
     lines = (PROMETHEUS / "metrics.txt").read_text(encoding="utf-8").splitlines()
     return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
-
-
-def series_names(expr: str) -> set[str]:
-    """The series an expression reads: identifiers outside strings, label matchers, grouping clauses and
-    ranges that are not PromQL's own words, numbers or durations."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    expr = re.sub(r"\{[^}]*\}", "", expr)
-    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
-    expr = re.sub(r"\[[^\]]*\]", "", expr)
-    names = set(re.findall(r"(?<![\w.:$])[A-Za-z_:][\w:]*", expr))
-    return {name for name in names if name.lower() not in PROMQL_WORDS}
 
 
 def _runbook_anchors() -> set[str]:
@@ -127,7 +81,7 @@ def test_promtool_accepts_the_rule_files() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     counts = [int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", result.stdout)]
     # The text reader of this module sees exactly the rules Prometheus sees.
-    assert counts == [len(_rules(path)) for path in RULE_FILES]
+    assert counts == [len(rules(path)) for path in RULE_FILES]
 
 
 def test_promtool_unit_tests_of_every_rule_file_pass() -> None:
@@ -139,18 +93,18 @@ def test_promtool_unit_tests_of_every_rule_file_pass() -> None:
 
 def test_every_alert_is_tested_firing_and_not_firing() -> None:
     cases = [case for path in TESTS for case in _cases(path)]
-    for alert in _alerts():
+    for alert in alerts():
         assert Case(alert.name, fires=True) in cases, f"{alert.name}: no promtool test sees it fire"
         assert Case(alert.name, fires=False) in cases, f"{alert.name}: no promtool test sees it quiet"
-    unknown = {case.alertname for case in cases} - {alert.name for alert in _alerts()}
+    unknown = {case.alertname for case in cases} - {alert.name for alert in alerts()}
     assert not unknown, f"tests of alerts that do not exist: {unknown}"
 
 
 def test_every_alert_has_a_severity_a_summary_a_description_and_its_runbook_section() -> None:
     anchors = _runbook_anchors()
-    names = [alert.name for alert in _alerts()]
+    names = [alert.name for alert in alerts()]
     assert len(names) == len(set(names)), "alert names must be unique (each has one runbook section)"
-    for alert in _alerts():
+    for alert in alerts():
         assert alert.field("severity") in SEVERITIES, f"{alert.name}: severity {alert.field('severity')!r}"
         for annotation in REQUIRED_ANNOTATIONS:
             assert alert.field(annotation), f"{alert.name}: no {annotation}"
@@ -163,21 +117,21 @@ def test_alert_texts_name_only_bounded_labels() -> None:
     """Annotations may name the scrape's job and instance and the contract's bounded labels: never a label
     that could carry a person (there is none in the contract: this keeps it so)."""
     bounded = {"job", "instance", "register", "organization", "pool", "state", "kind", "reason", "outcome"}
-    for alert in _alerts():
+    for alert in alerts():
         used = set(re.findall(r"\$labels\.(\w+)", alert.body))
         assert used <= bounded, f"{alert.name} names labels {used - bounded}"
 
 
-def test_rules_read_only_metrics_of_the_contract_or_recorded_by_the_rules() -> None:
-    known = _contract() | _recorded()
+def test_rules_read_only_metrics_of_the_contract_or_recorded_by_therules() -> None:
+    known = _contract() | recorded()
     for path in RULE_FILES:
-        for rule in _rules(path):
+        for rule in rules(path):
             unknown = series_names(rule.expr) - known
             assert not unknown, f"{path.name} {rule.name} reads series outside metrics.txt: {sorted(unknown)}"
 
 
-def test_dashboard_reads_only_metrics_of_the_contract_or_recorded_by_the_rules() -> None:
-    known = _contract() | _recorded()
+def test_dashboard_reads_only_metrics_of_the_contract_or_recorded_by_therules() -> None:
+    known = _contract() | recorded()
     panels = json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
     exprs = [target["expr"] for panel in panels for target in panel.get("targets", [])]
     assert exprs
@@ -198,11 +152,11 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     read as 5m): a query Prometheus cannot parse would be an empty panel on the day it is needed."""
     panels = json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
     exprs = [target["expr"] for panel in panels for target in panel.get("targets", [])]
-    rules = tmp_path / "dashboard.yml"
-    rules.write_text("groups:\n  - name: dashboard\n    rules:\n" + "".join(
+    dashboard_rules = tmp_path / "dashboard.yml"
+    dashboard_rules.write_text("groups:\n  - name: dashboard\n    rules:\n" + "".join(
         f"      - record: dashboard:query_{n}\n        expr: {json.dumps(expr.replace('$__rate_interval', '5m'))}\n"
         for n, expr in enumerate(exprs)), encoding="utf-8")
-    result = subprocess.run([_promtool(), "check", "rules", str(rules)], capture_output=True, text=True,
+    result = subprocess.run([_promtool(), "check", "rules", str(dashboard_rules)], capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
@@ -233,7 +187,7 @@ def test_compose_prometheus_scrapes_every_service_at_its_metrics_address() -> No
 
 def test_every_runbook_section_says_what_it_means_how_to_confirm_what_to_do_and_when_to_escalate() -> None:
     text = RUNBOOK.read_text(encoding="utf-8")
-    for alert in _alerts():
+    for alert in alerts():
         section = text.split(f"\n## {alert.name}\n", 1)[1].split("\n## ", 1)[0]
         for part in ("**Means**", "**Confirm**", "**Do**", "**Escalate**"):
             assert part in section, f"docs/runbook.md#{alert.name.lower()} has no {part}"
@@ -256,10 +210,10 @@ def test_a_real_prometheus_loads_every_rule_of_the_compose_config(tmp_path: Path
     finally:
         server.terminate()
         server.wait(timeout=30)
-    rules = [rule for group in groups for rule in group["rules"]]
-    assert sorted(r["name"] for r in rules if r["type"] == "alerting") == sorted(a.name for a in _alerts())
-    assert {r["name"] for r in rules if r["type"] == "recording"} == _recorded()
-    assert all(r["health"] != "err" for r in rules), [r for r in rules if r["health"] == "err"]
+    loaded = [rule for group in groups for rule in group["rules"]]
+    assert sorted(r["name"] for r in loaded if r["type"] == "alerting") == sorted(a.name for a in alerts())
+    assert {r["name"] for r in loaded if r["type"] == "recording"} == recorded()
+    assert all(r["health"] != "err" for r in loaded), [r for r in loaded if r["health"] == "err"]
 
 
 def _rule_groups(address: str, *, deadline: float) -> list[dict[str, Any]]:
@@ -274,3 +228,9 @@ def _rule_groups(address: str, *, deadline: float) -> list[dict[str, Any]]:
             pass
         assert time.monotonic() < deadline, "Prometheus did not serve its rules in time"
         time.sleep(0.5)
+
+
+def test_an_alerts_expression_can_be_taken_for_a_live_query() -> None:
+    expression = alert_expression("JukiOutboxStuck")
+    assert expression.startswith("max by (job, register) (juki_outbox_oldest_age_seconds) > 900")
+    assert "for:" not in expression and "labels" not in expression
