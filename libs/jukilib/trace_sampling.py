@@ -121,6 +121,9 @@ class KeepFailedBackground(SpanProcessor):
     def on_start(self, span: Any, parent_context: otel_context.Context | None = None) -> None:
         self._processor.on_start(span, parent_context=parent_context)
 
+    def _on_ending(self, span: Any) -> None:
+        self._processor._on_ending(span)  # the SDK's hook between end and export
+
     def on_end(self, span: ReadableSpan) -> None:
         if span.context is not None and not span.context.trace_flags.sampled and self._worth_keeping(span):
             span = _sampled(span)
