@@ -53,6 +53,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from jukilib.retry import RetryPolicy
+from jukilib.trace_sampling import enter_background_job
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ class Supervisor:
         return list(self._tasks)
 
     async def _keep_running(self, entry: _Supervised) -> None:
+        enter_background_job(entry.job.name)  # its traces are sampled (jukilib.trace_sampling); its runs inherit it
         while True:
             entry.attempt = asyncio.create_task(entry.job.run(entry.heartbeat), name=f"job:{entry.job.name}:run")
             try:

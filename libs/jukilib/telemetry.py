@@ -31,7 +31,7 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -39,7 +39,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from jukilib.config import ConfigError
+from jukilib.config import ConfigError, Env
+from jukilib.trace_sampling import DEFAULT_PERIOD, BackgroundSampler, KeepFailedBackground
 
 _lock = threading.Lock()
 _instrumented: set[str] = set()
@@ -71,6 +72,12 @@ def _default_exporter(service: str, home: Path) -> SpanExporter:
     return JsonLinesSpanExporter(home / "traces" / f"{service}.jsonl")
 
 
+def _background_period() -> float:
+    """`JUKI_TRACE_BACKGROUND_SECONDS`: seconds between two sampled passes of a background loop (a tiny value
+    samples every pass)."""
+    return Env().seconds("JUKI_TRACE_BACKGROUND_SECONDS", DEFAULT_PERIOD)
+
+
 def setup_tracing(service: str, home: Path, exporter: SpanExporter | None = None) -> TracerProvider:
     """Install the process-wide tracer provider (once) and instrument asyncpg."""
     with _lock:
@@ -80,11 +87,13 @@ def setup_tracing(service: str, home: Path, exporter: SpanExporter | None = None
         else:
             resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"juki-{service}"),
                                         "service.namespace": "juki"})
-            provider = TracerProvider(resource=resource)
+            # Background loops are sampled once a minute, failed and slow passes kept (jukilib.trace_sampling).
+            provider = TracerProvider(resource=resource, sampler=BackgroundSampler(
+                period=_background_period(), delegate=sampling._get_from_env_or_default()))
             # An exporter handed in (tests) gets every span synchronously; the default ones are batched.
             processor = SimpleSpanProcessor(exporter) if exporter else BatchSpanProcessor(
                 _default_exporter(service, home))
-            provider.add_span_processor(processor)
+            provider.add_span_processor(KeepFailedBackground(processor))
             trace.set_tracer_provider(provider)
         _instrument_asyncpg(provider)
     return provider

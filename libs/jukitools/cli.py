@@ -35,12 +35,13 @@ def _run(coroutine: Coroutine[Any, Any, int]) -> int:
 
 async def _serve(service: str) -> int:
     from jukilib.grpc.server import GrpcService, serve_forever
-    from jukilib.jsonlog import setup_logging
+    from jukilib.jsonlog import log_loop_exception, setup_logging
     from jukilib.telemetry import setup_metrics, setup_tracing, shutdown_tracing
 
     # Each service reads its own settings (services/<service>/config.py), failing naming the variable.
     config = importlib.import_module(f"juki_services.{service}.config").load()
-    setup_logging(service, config.common.log_level)
+    setup_logging(service, config.common.log_level, native=True)  # every line of the service's log is JSON
+    asyncio.get_running_loop().set_exception_handler(log_loop_exception)
     setup_tracing(service, config.common.home)
     # The Prometheus endpoint (JUKI_METRICS_ADDRESS, e.g. 127.0.0.1:9464; unset: none).
     setup_metrics(service, config.common.home, address=Env().text("JUKI_METRICS_ADDRESS", ""))

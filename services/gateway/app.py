@@ -35,7 +35,7 @@ from jukilib import caller
 from jukilib.db.migrations import Migration, load_migrations
 from jukilib.db.pool import Database
 from jukilib.domain.municipalities import gunma_municipalities
-from jukilib.grpc import deadlines
+from jukilib.grpc import deadlines, tracing
 from jukilib.grpc.channels import secure_channel
 from jukilib.grpc.server import ServiceParts
 from jukilib.operator_credential import load_verification_key
@@ -131,8 +131,10 @@ def _suspension_reader(channel: aio.Channel, timeout: float) -> Callable[[], Awa
         found: list[Any] = []
         token = ""
         while True:
-            page = await stub.ListActiveUsageSuspensions(disclosure_pb2.ListActiveUsageSuspensionsRequest(
-                page_size=1000, page_token=token), metadata=metadata, timeout=timeout)
+            # A CLIENT span whose trace context the disclosure side follows (sampled as a background loop's).
+            with tracing.outgoing(tracing.method_name(stub.ListActiveUsageSuspensions), metadata) as traced:
+                page = await stub.ListActiveUsageSuspensions(disclosure_pb2.ListActiveUsageSuspensionsRequest(
+                    page_size=1000, page_token=token), metadata=traced, timeout=timeout)
             found.extend(page.usage_suspensions)
             token = page.next_page_token
             if not token:
@@ -148,8 +150,9 @@ def _case_status_reader(channel: aio.Channel, timeout: float) -> Callable[[str],
     metadata = caller.Caller(organization="gateway", request_id="open-case").to_metadata()
 
     async def read(name: str) -> Any:
-        return await stub.GetCaseStatus(disclosure_pb2.GetCaseStatusRequest(name=name), metadata=metadata,
-                                        timeout=deadlines.timeout(timeout))
+        with tracing.outgoing(tracing.method_name(stub.GetCaseStatus), metadata) as traced:  # a hop of the call
+            return await stub.GetCaseStatus(disclosure_pb2.GetCaseStatusRequest(name=name), metadata=traced,
+                                            timeout=deadlines.timeout(timeout))
 
     return read
 

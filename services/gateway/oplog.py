@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
@@ -16,6 +17,9 @@ from typing import Any
 import asyncpg
 import holidays
 from grpc import aio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN_CONTEXT
 
 from juki.gateway.v1 import operation_log_pb2 as pb
 from juki.gateway.v1 import operation_log_pb2_grpc
@@ -24,6 +28,7 @@ from juki_services.gateway.chain import GENESIS, SigningKey, SigningKeyFile, ent
 from juki_services.gateway.checkpoints import CheckpointExporter
 from juki_services.gateway.policy import Catalogue
 from jukilib import paging
+from jukilib.batching import MAX_LINKS
 from jukilib.boundary import storable
 from jukilib.db.pool import Database
 from jukilib.domain.codes import CheckDigitMode
@@ -32,6 +37,7 @@ from jukilib.errors import FieldViolation, InvalidArgument, Unavailable, Violati
 from jukilib.supervision import Heartbeat
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 
 @dataclass
@@ -106,6 +112,8 @@ class OperationLog:
         once another replica appends, which the next append finds out (see _APPEND)."""
         self.stale_appends = 0
         """Appends refused because another replica had appended first (each is followed by another)."""
+        self._callers: dict[asyncio.Future[int], trace.SpanContext] = {}
+        """The span of the call waiting on each queued entry: the append that writes it links to it."""
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
@@ -118,6 +126,7 @@ class OperationLog:
         """Append `entry`; returns its sequence number once it is committed."""
         metrics.decided(entry.method, entry.organization, entry.decision, entry.reason)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._callers[future] = trace.get_current_span().get_span_context()
         self._queue.put_nowait((entry, future))
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._write_timeout)
@@ -136,7 +145,18 @@ class OperationLog:
                 batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._write_isolating(batch)
+            with self._append_span([self._callers.pop(future, INVALID_SPAN_CONTEXT) for _, future in batch]):
+                await self._write_isolating(batch)
+
+    def _append_span(self, callers: list[trace.SpanContext]) -> contextlib.AbstractContextManager[trace.Span]:
+        """The span of one group commit: a child of the first sampled call it serves (so a lone call's trace
+        shows the append it waited for), linked to every call it serves (jukilib.batching does the same)."""
+        valid = [span for span in callers if span.is_valid]
+        first = next((span for span in valid if span.trace_flags.sampled), valid[0] if valid else None)
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(first)) if first else otel_context.Context()
+        return tracer.start_as_current_span("operation_log.append", context=parent,
+                                            links=[trace.Link(span) for span in valid[:MAX_LINKS]],
+                                            attributes={"juki.batch.size": len(callers)})
 
     async def _write_isolating(self, batch: list[tuple[LogEntry, asyncio.Future[int]]]) -> None:
         """Commit `batch`. When the database refuses an entry's values (SQLSTATE class 22), the batch is

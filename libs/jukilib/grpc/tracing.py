@@ -33,6 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from jukilib import instruments
 from jukilib.grpc.interceptors import Behavior, WrappedHandlers, wrap_handler
+from jukilib.trace_sampling import background_job
 
 Metadata = Sequence[tuple[str, str | bytes]]
 _tracer = trace.get_tracer("jukilib.grpc")
@@ -173,14 +174,15 @@ def outgoing(method: str, metadata: Metadata = ()) -> Iterator[tuple[tuple[str, 
 def _client_span(method: str, metadata: Metadata) -> Iterator[tuple[tuple[str, str | bytes], ...]]:
     """A CLIENT span for a call this service makes to `method` (a full method name, see `method_name`),
     and the call's metadata with the trace context added (`traceparent`), so that the callee's span
-    joins this trace. Outside any trace (a command-line client) the metadata goes unchanged and no span
-    is made. The span is not made current: a stream may be read by another task than the one that
-    opened it."""
+    joins this trace. Outside any trace the metadata goes unchanged and no span is made (a command-line
+    client), except in a background job, where the span starts a trace its sampler decides on and the callee
+    follows (`jukilib.trace_sampling`). The span is not made current: a stream may be read by another task
+    than the one that opened it."""
     current = trace.get_current_span().get_span_context()
-    if not current.is_valid:
+    if not current.is_valid and background_job() is None:
         yield tuple(metadata)
         return
-    if not current.trace_flags.sampled:  # sampled out: the trace goes on, no span is made (see above)
+    if current.is_valid and not current.trace_flags.sampled:  # sampled out: the trace goes on, no span (see above)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         yield (*metadata, *carrier.items())
