@@ -48,6 +48,7 @@ from jukitools.suite import DEMO_OPERATORS, SAMPLE_CALLERS, dev_pki
 from tests.conftest import eventually, issue_credential
 from tests.e2e.test_disclosure import CORRECTION, _decided, _desk, _investigated
 from tests.e2e.test_flows import EVENT_DATE, NOTIFY_TIME, _call
+from tests.prometheus_rules import alert_expression
 
 READY_WITHIN_SECONDS = 240
 PROMETHEUS = Path("/usr/bin/prometheus")
@@ -355,3 +356,54 @@ async def test_prometheus_scrapes_the_suite_and_answers_rpc_and_domain_metrics(u
     backlog = _query(port, "juki_outbox_backlog")
     assert {r["metric"]["register"] for r in backlog} == {"identity", "annex"}
     assert all(r["metric"]["job"] in ("identity", "annex") for r in backlog)
+
+
+async def _agency_fails(up: UpSuite, calls: int) -> None:
+    async with secure_channel(up.endpoints.services["agency"], up.server_tls("gateway")) as channel:
+        await agency_pb2_grpc.AgencyServiceStub(channel).SetFaultInjection(agency_pb2.SetFaultInjectionRequest(
+            fault_injection=agency_pb2.FaultInjection(fail_next_calls=calls)), timeout=10)
+
+
+async def test_an_agency_that_fails_makes_the_outbox_alerts_true_on_the_scraped_data(up: UpSuite, flow: Flow,
+                                                                                   prometheus: int) -> None:
+    """Issue 21, the fault test: the agency refuses every change (住基法 30-7: the register must still hand each
+    one over), a new notification waits in the identity outbox, and on what Prometheus scraped the shipped
+    alert expressions become true: `JukiAgencyUnreachable` as shipped, `JukiOutboxStuck` with its 15-minute
+    age lowered to 5 s (a test cannot wait 15 minutes; its other conditions, a backlog still ageing, are
+    unchanged). Both are false before the fault."""
+    port = prometheus
+    unreachable = alert_expression("JukiAgencyUnreachable")
+    stuck = alert_expression("JukiOutboxStuck")
+    assert "> 900" in stuck
+    stuck = stuck.replace("> 900", "> 5")
+
+    async def scraping() -> bool:
+        try:
+            return bool(_query(port, "juki_outbox_backlog"))
+        except OSError:
+            return False
+
+    await eventually(scraping, timeout=90, interval=1.0)
+    assert _query(port, stuck) == [] and _query(port, unreachable) == []
+    await _agency_fails(up, 1_000_000)
+    try:
+        made = generate_residents(1, seed=21_777)[0]
+        newborn = SyntheticResident(**{**made.__dict__, "municipality_code": MAEBASHI,
+                                       "address": "群馬県前橋市大手町一丁目1番1号"})
+        suite: Any = up
+        await _call(suite, "maebashi-cs", "identity.ApplyNotification",
+                    birth_notification(newborn, "metrics-fault-1", EVENT_DATE, NOTIFY_TIME), "CS-NOTIFY-30-6")
+        seen: dict[str, Any] = {}
+
+        async def alerting() -> bool:
+            seen["unreachable"] = _query(port, unreachable)
+            seen["stuck"] = _query(port, stuck)
+            return (any(r["metric"].get("register") == "identity" for r in seen["unreachable"])
+                    and any(r["metric"].get("register") == "identity" for r in seen["stuck"]))
+
+        try:
+            await eventually(alerting, timeout=150, interval=2.0)
+        except AssertionError:
+            raise AssertionError(f"the outbox alerts did not become true: {seen}") from None
+    finally:
+        await _agency_fails(up, 0)
