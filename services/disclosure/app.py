@@ -39,7 +39,7 @@ def build(config: DisclosureConfig, database: Database) -> ServiceParts:
                 receipt_window=TimeWindow(dt.timedelta(days=config.receipt_max_age_days)), office=config.office)
     organ_notices = OrganNotices(database, records, desk)
     servicer = DisclosureServicer(desk, organ_notices)
-    gauge = DeadlineGauge(database, desk, at_risk_days=config.case_risk_days)
+    gauge = DeadlineGauge(database, desk)
     follower = ReportFollower(desk, config.poll_interval)
     modifications = ModificationFollower(organ_notices, config.poll_interval)
 

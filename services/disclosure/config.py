@@ -36,9 +36,6 @@ class DisclosureConfig:
     public entity (JUKI_NOTICE_PREFECTURE), the responsible section (JUKI_NOTICE_SECTION), its address
     (JUKI_NOTICE_ADDRESS) and telephone (JUKI_NOTICE_TELEPHONE), and the document number's prefix
     (JUKI_NOTICE_NUMBER_PREFIX). Defaults: the seed's 請求先 for 開示・訂正・利用停止 and 群馬県知事."""
-    case_risk_days: int = 5
-    """A running case counts as at risk in the metrics (`juki_cases_at_risk`) when its deadline, or the
-    prefecture's target, is this many days away or less (JUKI_CASE_RISK_DAYS): the operators' warning."""
 
 
 def load(environ: Mapping[str, str] | None = None) -> DisclosureConfig:
@@ -53,7 +50,6 @@ def load(environ: Mapping[str, str] | None = None) -> DisclosureConfig:
         poll_interval=env.seconds("JUKI_DISCLOSURE_POLL_SECONDS", 30.0),
         call_timeout=call_timeout(env),
         office=load_office(env),
-        case_risk_days=env.integer("JUKI_CASE_RISK_DAYS", 5),
     )
 
 
