@@ -22,8 +22,9 @@ $(UV): requirements-uv.txt
 		-r requirements-uv.txt
 	touch $@
 
+# --inexact: `make run` after `make test` must not remove the test tools `make test` then believes installed
 $(VENV)/.installed: pyproject.toml setup.py uv.lock | $(UV)
-	$(SYNC)
+	$(SYNC) --inexact
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml setup.py uv.lock | $(UV)

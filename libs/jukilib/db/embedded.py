@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,6 +33,9 @@ from urllib.parse import parse_qs, urlsplit
 import psutil  # type: ignore[import-untyped]
 
 logger = logging.getLogger(__name__)
+
+POSTMASTER_STATUS_LINE = 7
+"""`postmaster.pid`'s eighth line: the server's status (`starting`, `ready`, `standby`, `stopping`)."""
 
 SERVER_LOG_SETTINGS = {
     # The server log names the error, never the row: no DETAIL (`Key (resident_code)=(…) already exists`),
@@ -105,9 +109,7 @@ class EmbeddedPostgres:
                 if (self._data_dir / "postmaster.pid").exists() and running_postmaster(self._data_dir) is None:
                     (self._data_dir / "postmaster.pid").unlink()
                 fcntl.flock(users, fcntl.LOCK_SH)
-            # The constructor, not get_server(): get_server returns a cached handle per process, which
-            # would not restart a server this process stopped earlier.
-            self._server = PostgresServer(self._data_dir, cleanup_mode=None)
+            self._server = self._start_wheel(PostgresServer)
         except BaseException:
             users.close()
             raise
@@ -121,6 +123,31 @@ class EmbeddedPostgres:
         url: str = self._server.get_uri()
         logger.info("embedded PostgreSQL ready", extra={"data_dir": str(self._data_dir)})
         return url
+
+    def _start_wheel(self, server_class: Any) -> Any:
+        """The wheel's handle on a started server. The constructor, not get_server(): get_server returns a
+        cached handle per process, which would not restart a server this process stopped earlier.
+
+        `pg_ctl start` is tried a second time when the tool itself was ended by a signal (CI saw it die of
+        SIGSEGV once, starting a restored cluster that starts cleanly in every other run): the server it may
+        have launched is waited for until it is ready or gone, and then attached to or started again."""
+        try:
+            return server_class(self._data_dir, cleanup_mode=None)
+        except subprocess.CalledProcessError as error:
+            if error.returncode >= 0:
+                raise
+            logger.warning("pg_ctl was ended by a signal; starting again", extra={"signal": -error.returncode})
+        self._wait_until_settled()
+        return server_class(self._data_dir, cleanup_mode=None)
+
+    def _wait_until_settled(self, timeout: float = 120.0) -> None:
+        """Until the postmaster of `data_dir` says it is ready, or none runs there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and running_postmaster(self._data_dir) is not None:
+            lines = (self._data_dir / "postmaster.pid").read_text(errors="replace").split("\n")
+            if len(lines) > POSTMASTER_STATUS_LINE and lines[POSTMASTER_STATUS_LINE].strip() == "ready":
+                return
+            time.sleep(0.2)
 
     @property
     def system_user(self) -> str | None:
