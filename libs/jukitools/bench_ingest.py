@@ -177,8 +177,8 @@ def _residents(count: int, seed: int) -> list[SyntheticResident]:
 
 async def _workload(args: argparse.Namespace, config: IdentityConfig) -> _Workload:
     """The run's residents. Into a loaded register (`measure_ingest`), a synthetic 住民票コード or 個人番号 drawn
-    again from another seed would be refused as another person's (番号法 7 ②, 住基法 30-2): such residents
-    are left out, and as many more generated (a share of `spare`)."""
+    again from another seed would be refused as another person's (one code, one number, one person; 番号法
+    7 ②): such residents are left out, and as many more generated (at most `spare`)."""
     from juki_services.identity import app as identity_app
 
     workload = _Workload(args.seed, (args.baseline_notifications, args.notifications, args.stream_notifications))
@@ -187,19 +187,24 @@ async def _workload(args: argparse.Namespace, config: IdentityConfig) -> _Worklo
         return workload
     workload = dataclasses.replace(workload, spare=workload.total // 50 + 100)
     hooks = identity_app.api(config, Database(config.common.database)).engine.hooks  # never connected
-    residents = workload.generated()
+    held = await _held(url, hooks, workload.generated())
+    if len(held) > workload.spare:
+        raise RuntimeError(f"{len(held)} generated residents are held by the register, more than the "
+                           f"{workload.spare} spare")
+    return dataclasses.replace(workload, held=held)
+
+
+async def _held(url: str, hooks: Any, residents: list[SyntheticResident]) -> tuple[int, ...]:
+    """Positions of the residents whose 住民票コード or 個人番号 (its keyed hash, as the engine checks it) the
+    register holds."""
     codes = [r.resident_code for r in residents]
     keys = [hooks.unique_keys(r.individual_number) for r in residents]
     held_codes = set(await _query(url, "SELECT array_agg(resident_code) FROM person WHERE resident_code = ANY($1)",
                                   codes) or ())
     held_keys = set(await _query(url, "SELECT array_agg(key) FROM person_key WHERE key = ANY($1::bytea[])",
                                  [key for each in keys for key in each]) or ())
-    held = tuple(index for index, (code, each) in enumerate(zip(codes, keys, strict=True))
+    return tuple(index for index, (code, each) in enumerate(zip(codes, keys, strict=True))
                  if code in held_codes or held_keys.intersection(each))
-    if len(held) > workload.spare:
-        raise RuntimeError(f"{len(held)} generated residents are held by the register, more than the "
-                           f"{workload.spare} spare")
-    return dataclasses.replace(workload, held=held)
 
 
 async def _query(url: str, sql: str, *args: Any) -> Any:

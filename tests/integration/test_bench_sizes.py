@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from jukilib.devcerts import DevPki
+from jukitools.bench_ingest import _config, _workload, add_bench_ingest
+from jukitools.bench_lookup import load_persons
+from jukitools.bench_sizes import _parsed
+from tests.conftest import fresh_database
 from tests.integration.bench_runs import run_bench
 
 PROCESSES = {
@@ -45,3 +50,18 @@ def test_bench_sizes_prints_every_process_cpu_per_operation_for_each_size_with_r
     table = (tmp_path / "table.md").read_text(encoding="utf-8")
     assert table in finished.stderr and "| streamed notification: agency CPU µs |" in table
     assert not list(tmp_path.glob("juki-bench-sizes-*"))  # the temporary directories are gone
+
+
+async def test_new_persons_whose_code_the_loaded_file_holds_are_left_out_of_the_ingest(
+        admin_url: str, home: Path, pki: DevPki) -> None:
+    databases = await fresh_database(admin_url)
+    await load_persons(home, databases["identity"].migration_url, 100, 5, workers=0)
+    # the same seed draws the same 住民票コード first: the 100 loaded are held, the workload takes others
+    args = _parsed(add_bench_ingest, ["--seed", "5", "--notifications", "10", "--stream-notifications", "10",
+                                      "--baseline-notifications", "10"])
+    config = _config(args, home, pki, databases["identity"].url, "127.0.0.1:1")
+    workload = await _workload(args, config)
+    assert workload.held == tuple(range(100)) and workload.spare >= 100
+    loaded = {r.resident_code for r in workload.generated()[:100]}
+    assert len(workload.residents()) == workload.total
+    assert not loaded.intersection(r.resident_code for r in workload.residents())
