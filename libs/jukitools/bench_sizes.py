@@ -135,7 +135,6 @@ async def _one_size(args: argparse.Namespace, persons: int) -> dict[str, Any]:
         disk = await _disk(owner_url, home / "pgdata", persons)
         codes = await bench_lookup.sample_codes(owner_url, bench_lookup.run_draws(lookup_args), args.seed)
         figures = await bench_lookup.serve_and_measure(lookup_args, home, databases, codes)
-        del codes
         lookup = bench_lookup.lookup_result(
             lookup_args, {**figures, "persons": persons, "load_seconds": round(report.seconds, 2)})
         ingest = bench_ingest.ingest_result(ingest_args, *await bench_ingest.measure_ingest(ingest_args, home,
