@@ -137,22 +137,33 @@ def run(args: argparse.Namespace) -> int:
 
 @dataclass(frozen=True)
 class _Workload:
-    """Which residents each path gets: consecutive slices (warm-up first) of one seeded generation."""
+    """Which residents each path gets: consecutive slices (warm-up first) of one seeded generation, less the
+    residents at positions `held` (whose 住民票コード or 個人番号 the loaded register already holds) of the
+    `spare` generated beyond the workload's total for them."""
 
     seed: int
     sizes: tuple[int, int, int]
     """Measured notifications of baseline, unary, stream."""
+    spare: int = 0
+    held: tuple[int, ...] = ()
 
     @property
     def total(self) -> int:
         return sum(self.sizes) + len(self.sizes) * WARM_UP
+
+    def generated(self) -> list[SyntheticResident]:
+        return _residents(self.total + self.spare, self.seed)
+
+    def residents(self) -> list[SyntheticResident]:
+        held = set(self.held)
+        return [r for index, r in enumerate(self.generated()) if index not in held][:self.total]
 
     def requests(self, path: str, residents: Sequence[SyntheticResident] | None = None,
                  ) -> list[identity_pb2.ApplyNotificationRequest]:
         """The requests of `path`, warm-up first."""
         position = PATHS.index(path)
         start = sum(self.sizes[:position]) + position * WARM_UP
-        chosen = (residents or _residents(self.total, self.seed))[start:start + WARM_UP + self.sizes[position]]
+        chosen = (residents or self.residents())[start:start + WARM_UP + self.sizes[position]]
         event = dt.date.today() - dt.timedelta(days=1)
         return [birth_notification(r, f"bench-{path}-{i}", event, NOTIFY_TIME) for i, r in enumerate(chosen)]
 
@@ -164,36 +175,94 @@ def _residents(count: int, seed: int) -> list[SyntheticResident]:
     return [dataclasses.replace(r, municipality_code=MUNICIPALITY) for r in generate_residents(count, seed=seed)]
 
 
+async def _workload(args: argparse.Namespace, config: IdentityConfig) -> _Workload:
+    """The run's residents. Into a loaded register (`measure_ingest`), a synthetic 住民票コード or 個人番号 drawn
+    again from another seed would be refused as another person's (one code, one number, one person; 番号法
+    7 ②): such residents are left out, and as many more generated (at most `spare`)."""
+    from juki_services.identity import app as identity_app
+
+    workload = _Workload(args.seed, (args.baseline_notifications, args.notifications, args.stream_notifications))
+    url = config.common.database.url
+    if not await _query(url, "SELECT EXISTS (SELECT 1 FROM person)"):
+        return workload
+    workload = dataclasses.replace(workload, spare=workload.total // 50 + 100)
+    hooks = identity_app.api(config, Database(config.common.database)).engine.hooks  # never connected
+    held = await _held(url, hooks, workload.generated())
+    if len(held) > workload.spare:
+        raise RuntimeError(f"{len(held)} generated residents are held by the register, more than the "
+                           f"{workload.spare} spare")
+    return dataclasses.replace(workload, held=held)
+
+
+async def _held(url: str, hooks: Any, residents: list[SyntheticResident]) -> tuple[int, ...]:
+    """Positions of the residents whose 住民票コード or 個人番号 (its keyed hash, as the engine checks it) the
+    register holds."""
+    codes = [r.resident_code for r in residents]
+    keys = [hooks.unique_keys(r.individual_number) for r in residents]
+    held_codes = set(await _query(url, "SELECT array_agg(resident_code) FROM person WHERE resident_code = ANY($1)",
+                                  codes) or ())
+    held_keys = set(await _query(url, "SELECT array_agg(key) FROM person_key WHERE key = ANY($1::bytea[])",
+                                 [key for each in keys for key in each]) or ())
+    return tuple(index for index, (code, each) in enumerate(zip(codes, keys, strict=True))
+                 if code in held_codes or held_keys.intersection(each))
+
+
+async def _query(url: str, sql: str, *args: Any) -> Any:
+    """The one value `sql` answers."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        return await connection.fetchval(sql, *args)
+    finally:
+        await connection.close()
+
+
 # --- the run ---------------------------------------------------------------------------------------
 
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    async with benchkit.bench_databases("juki-bench-", wal_archive=args.wal_archive) as (home, databases):
+        figures, total = await measure_ingest(args, home, databases)
+    return ingest_result(args, figures, total)
+
+
+async def measure_ingest(args: argparse.Namespace, home: Path, databases: dict[str, Any]
+                         ) -> tuple[dict[str, Any], int]:
+    """The three paths against the identity register of `databases` as it stands (empty, or loaded: see
+    `_workload`), the agency stand-in started for them and stopped after; the figures and the
+    notifications sent, warm-ups included."""
+    pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway", "agency"),
+                                  clients={})
+    async with _agency(args, home, pki, databases) as agency:
+        config = _config(args, home, pki, databases["identity"].url, agency.target if agency else "127.0.0.1:1")
+        workload = await _workload(args, config)
+        gateway = pki.servers["gateway"]
+        client = _ClientSpec(target="", cert=str(gateway.cert), key=str(gateway.key), ca=str(pki.ca_cert),
+                             seed=args.seed, sizes=workload.sizes, path="", concurrency=args.concurrency,
+                             chunk=args.stream_chunk, spare=workload.spare, held=list(workload.held))
+        services = {"agency": agency.process.pid} if agency else {}
+        figures = await _measure(args, config, client, workload, benchkit.Cpu(home / "pgdata", services))
+    figures["rows"] = await _count_rows(databases["identity"].url)
+    return figures, workload.total
+
+
+def _config(args: argparse.Namespace, home: Path, pki: Any, url: str, agency_target: str) -> IdentityConfig:
+    """The identity service's configuration, like `juki serve`'s defaults with the run's pool and relay."""
     from juki_services.identity.config import IdentityConfig
     from jukitools.suite import ensure_keyring
 
-    workload = _Workload(args.seed, (args.baseline_notifications, args.notifications, args.stream_notifications))
-    async with benchkit.bench_databases("juki-bench-", wal_archive=args.wal_archive) as (home, databases):
-        pki = await asyncio.to_thread(ensure_dev_pki, home / "pki", servers=("identity", "gateway", "agency"),
-                                      clients={})
-        pair, gateway = pki.servers["identity"], pki.servers["gateway"]
-        async with _agency(args, home, pki, databases) as agency:
-            config = IdentityConfig(
-                common=CommonConfig(
-                    service="identity", listen="127.0.0.1:0",
-                    tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
-                    database=DatabaseConfig(url=databases["identity"].url, migration_url=None, pool_max=args.pool,
-                                            plan_cache_mode=default_plan_cache_mode("identity")),
-                    trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home, shutdown_grace=1.0),
-                agency_target=agency.target if agency else "127.0.0.1:1",
-                relay=RelayConfig(workers=args.relay_workers, batch_size=args.relay_batch),
-                keyring_file=ensure_keyring(home),
-            )
-            client = _ClientSpec(target="", cert=str(gateway.cert), key=str(gateway.key), ca=str(pki.ca_cert),
-                                 seed=args.seed, sizes=workload.sizes, path="", concurrency=args.concurrency,
-                                 chunk=args.stream_chunk)
-            services = {"agency": agency.process.pid} if agency else {}
-            figures = await _measure(args, config, client, workload, benchkit.Cpu(home / "pgdata", services))
-        figures["rows"] = await _count_rows(databases["identity"].url)
-    return _result(args, figures, workload.total)
+    pair = pki.servers["identity"]
+    return IdentityConfig(
+        common=CommonConfig(
+            service="identity", listen="127.0.0.1:0",
+            tls=TlsConfig(cert=pair.cert, key=pair.key, ca=pki.ca_cert),
+            database=DatabaseConfig(url=url, migration_url=None, pool_max=args.pool,
+                                    plan_cache_mode=default_plan_cache_mode("identity")),
+            trusted_peers=DEFAULT_TRUSTED_PEERS["identity"], home=home, shutdown_grace=1.0),
+        agency_target=agency_target,
+        relay=RelayConfig(workers=args.relay_workers, batch_size=args.relay_batch),
+        keyring_file=ensure_keyring(home),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -267,7 +336,8 @@ async def _measure(args: argparse.Namespace, config: IdentityConfig, client: _Cl
     return figures
 
 
-def _result(args: argparse.Namespace, figures: dict[str, Any], total: int) -> dict[str, Any]:
+def ingest_result(args: argparse.Namespace, figures: dict[str, Any], total: int) -> dict[str, Any]:
+    """The JSON object of a run from the figures of `measure_ingest` and its notifications."""
     from jukilib.register.streaming import MAX_BATCH
 
     baseline, unary, streamed = figures["baseline"], figures["unary"], figures["stream"]
@@ -406,6 +476,9 @@ class _ClientSpec:
     concurrency: int
     chunk: int = STREAM_CHUNK
     """Notifications per stream message."""
+    spare: int = 0
+    held: list[int] = dataclasses.field(default_factory=list)
+    """The workload's residents left out (`_Workload`)."""
 
 
 async def _client_process(spec: _ClientSpec) -> dict[str, Any]:
@@ -425,7 +498,7 @@ async def _client_run(spec: _ClientSpec, cpu: benchkit.Cpu | None) -> dict[str, 
     """Warm up, then measure one path. With the service in this process (`cpu` given), `cpu_started`
     is the CPU reading at the start of the measured part; else `client_cpu` is this (child) process's
     CPU time over the measured part."""
-    requests = _Workload(spec.seed, spec.sizes).requests(spec.path)
+    requests = _Workload(spec.seed, spec.sizes, spec.spare, tuple(spec.held)).requests(spec.path)
     tls = TlsConfig(cert=Path(spec.cert), key=Path(spec.key), ca=Path(spec.ca))
     async with secure_channel(spec.target, tls) as channel:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)

@@ -24,8 +24,10 @@ temporary directory) in which `--purpose` allows the run's own volume (`--volume
 the run makes, warm-ups included); the shipped catalogue is not touched.
 
 Three phases, each run by child processes (as an organ's system would be another process) with one
-channel, each warmed up first (`--warm-up` single lookups, `BATCH_WARM_UP` batches), on codes drawn
-(seeded) from the loaded residents:
+channel, each warmed up first (`--warm-up` single lookups, `BATCH_WARM_UP` batches). The codes asked are a
+seeded random sample of the loaded residents (`sample_codes`, drawn in the server: only as many codes as
+the run asks reach the benchmark, whatever the size of the file), taken in turn: every call, warm-ups
+included, asks another resident, as long as the file holds one not asked yet:
 
 - `direct`: `--lookups` LookupResident calls to identity, `--concurrency` in flight;
 - `gateway`: the same calls through the gateway;
@@ -119,34 +121,86 @@ def run(args: argparse.Namespace) -> int:
 
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     async with benchkit.bench_databases("juki-bench-lookup-") as (home, databases):
+        owner_url = databases["identity"].migration_url
         started = time.perf_counter()
-        codes = await _load(args, home, databases["identity"].migration_url)
+        await load_persons(home, owner_url, args.persons, args.seed, workers=1)
+        codes = await sample_codes(owner_url, run_draws(args), args.seed)
         load_seconds = time.perf_counter() - started
-        figures = await _serve_and_measure(args, home, databases, codes)
-        figures["load_seconds"] = round(load_seconds, 2)
-    return _result(args, figures)
+        figures = await serve_and_measure(args, home, databases, codes)
+    return lookup_result(args, {**figures, "persons": args.persons, "load_seconds": round(load_seconds, 2)})
 
 
-async def _load(args: argparse.Namespace, home: Path, owner_url: str) -> list[str]:
-    """Load the synthetic residents with the initial-load fast path; returns their 住民票コード."""
-    import asyncpg
-
+async def load_persons(home: Path, owner_url: str, persons: int, seed: int, *, workers: int,
+                       progress: Any = None) -> Any:
+    """Load `persons` synthetic residents (seeded) into the identity file with the initial-load fast path and
+    `workers` worker processes; returns the `LoadReport`. The file is written under `home` and removed."""
     from jukilib.register.load import LoadOptions, load_file
     from jukitools.cli_bulk import register_api
     from jukitools.demo.fast import write_jsonl
     from jukitools.suite import ensure_keyring
 
     data = home / "identity.jsonl"
-    await asyncio.to_thread(write_jsonl, data, args.persons, seed=args.seed, register="identity")
+    await asyncio.to_thread(write_jsonl, data, persons, seed=seed, register="identity")
     api = register_api("identity", owner_url, keyring_file=ensure_keyring(home))
-    await load_file(owner_url, api, data, LoadOptions(mode="fast", workers=1))
-    data.unlink()
+    try:
+        return await load_file(owner_url, api, data, LoadOptions(mode="fast", workers=workers, progress=progress))
+    finally:
+        data.unlink()
+
+
+async def sample_codes(owner_url: str, count: int, seed: int) -> list[str]:
+    """`count` 住民票コード of the identity file drawn at random (seeded), in random order; all of them when it
+    holds no more. The rows are sampled in the server (TABLESAMPLE BERNOULLI: each row kept with the
+    same probability, a little above count / persons), so that only the sample reaches this process
+    whatever the size of the file."""
+    import asyncpg
+
     connection = await asyncpg.connect(owner_url)
     try:
-        rows = await connection.fetch("SELECT resident_code FROM identity.person ORDER BY resident_code")
+        persons = int(await connection.fetchval("SELECT count(*) FROM identity.person"))
+        percent = min(100.0, 120.0 * count / max(persons, 1) + 0.01)
+        while True:
+            rows = await connection.fetch(
+                "SELECT resident_code FROM identity.person TABLESAMPLE BERNOULLI ($1) REPEATABLE ($2)",
+                percent, seed)
+            if len(rows) >= min(count, persons) or percent >= 100.0:
+                break
+            percent = min(100.0, percent * 2)  # an unlucky draw: sample again, wider
     finally:
         await connection.close()
-    return [row["resident_code"] for row in rows]
+    codes = sorted(row["resident_code"] for row in rows)  # independent of the rows' order on disk
+    random.Random(seed).shuffle(codes)
+    return codes[:count]
+
+
+def run_draws(args: argparse.Namespace) -> int:
+    """Codes the run asks for on every path (single lookups of both paths and batches, warm-ups included)."""
+    rounds = len(_shares(args.lookups, args.rounds))
+    draws: int = run_volume(args) + args.lookups + args.warm_up * rounds
+    return draws
+
+
+class _Codes:
+    """The codes the calls ask, in turn: each call the next code of the run's sample (from the first again
+    when the run asks more codes than the file holds), so that every call asks another resident as long
+    as the file has one not asked yet."""
+
+    def __init__(self, codes: list[str]) -> None:
+        if not codes:
+            raise ValueError("the identity file holds no resident to look up")
+        self._codes = codes
+        self._next = 0
+
+    def take(self, count: int) -> list[str]:
+        taken = [self._codes[(self._next + index) % len(self._codes)] for index in range(count)]
+        self._next = (self._next + count) % len(self._codes)
+        return taken
+
+    def batches(self, calls: int, size: int) -> tuple[list[str], int]:
+        """The codes of `calls` batches of `size` codes (fewer when the file holds fewer: codes within a batch
+        differ), one after the other, and the size of each."""
+        size = min(size, len(self._codes))
+        return self.take(calls * size), size
 
 
 def run_volume(args: argparse.Namespace) -> int:
@@ -206,8 +260,10 @@ def _environments(args: argparse.Namespace, home: Path, pki: Any, databases: dic
     return environments
 
 
-async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: dict[str, Any], codes: list[str]
-                             ) -> dict[str, Any]:
+async def serve_and_measure(args: argparse.Namespace, home: Path, databases: dict[str, Any], codes: list[str]
+                            ) -> dict[str, Any]:
+    """The three phases against the register of `databases` as loaded, asking the codes of `codes` (a random
+    sample of its residents, `sample_codes`): identity and the gateway started for them and stopped after."""
     from jukilib.devcerts import ensure_dev_pki
     from jukilib.operator_credential import issue, load_signing_key
     from jukitools.suite import ensure_operator_auth_key, register_demo_operators
@@ -226,19 +282,23 @@ async def _serve_and_measure(args: argparse.Namespace, home: Path, databases: di
             ca=str(pki.ca_cert), client_cert=str(client.cert), client_key=str(client.key),
             gateway_cert=str(server_pair.cert), gateway_key=str(server_pair.key), purpose=args.purpose,
             fields=_purpose_fields(args.purpose),
-            credential=credential, codes=codes, lookups=args.lookups, warm_up=args.warm_up,
+            credential=credential, codes=[], lookups=args.lookups, warm_up=args.warm_up,
             concurrency=args.concurrency, batch_calls=args.batch_calls, batch_size=args.batch_size,
-            batch_concurrency=args.batch_concurrency, seed=args.seed)
+            batch_concurrency=args.batch_concurrency)
         cpu = benchkit.Cpu(home / "pgdata", {name: child.process.pid for name, child in services.items()})
-        figures: dict[str, Any] = {"persons": len(codes)}
+        figures: dict[str, Any] = {}
+        asked = _Codes(codes)
         wanted = args.phases.split(",")
         rounds: dict[str, list[dict[str, Any]]] = {phase: [] for phase in ("direct", "gateway") if phase in wanted}
-        for index, share in enumerate(_shares(args.lookups, args.rounds)):
-            for phase, done in rounds.items():  # each round asks other codes (its own seed)
-                done.append(await _phase(phase, replace(spec, phase=phase, lookups=share, seed=spec.seed + index), cpu))
+        for share in _shares(args.lookups, args.rounds):
+            for phase, done in rounds.items():  # each round asks the next codes of the sample
+                phase_codes = asked.take(args.warm_up + share)
+                done.append(await _phase(phase, replace(spec, phase=phase, lookups=share, codes=phase_codes), cpu))
         figures.update({phase: _combined(done) for phase, done in rounds.items()})
         if "batch" in wanted:
-            figures["batch"] = await _phase("batch", replace(spec, phase="batch"), cpu)
+            batch_codes, size = asked.batches(BATCH_WARM_UP + args.batch_calls, args.batch_size)
+            figures["batch"] = await _phase("batch", replace(spec, phase="batch", codes=batch_codes, batch_size=size),
+                                            cpu)
         figures["operation_log_rows"], figures["operation_log_commits"] = await _count_log(databases["gateway"].url)
     return figures
 
@@ -304,7 +364,8 @@ async def _count_log(url: str) -> tuple[int, int]:
 _NOT_RUN: dict[str, Any] = {"per_second": 0.0, "seconds": None, "errors": 0, "latency_ms": {}, "cpu_us": {}}
 
 
-def _result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]:
+def lookup_result(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object of a run from the figures of `serve_and_measure` with `persons` and `load_seconds`."""
     direct, gateway, batch = (figures.get(phase, _NOT_RUN) for phase in PHASES)
     # The gateway and batch phases go through the gateway: one log row per call, warm-up included.
     expected_log = ((args.warm_up * gateway.get("rounds", 0) + args.lookups if "gateway" in figures else 0)
@@ -366,13 +427,13 @@ class _ClientSpec:
     """The purpose's field mask as the gateway forwards it (None: every field)."""
     credential: str
     codes: list[str]
+    """The codes asked, in order, warm-up first (for a batch phase, `batch_size` per call)."""
     lookups: int
     warm_up: int
     concurrency: int
     batch_calls: int
     batch_size: int
     batch_concurrency: int
-    seed: int
 
 
 async def _client_process(spec: _ClientSpec) -> dict[str, Any]:
@@ -393,7 +454,6 @@ async def _client_run(spec: _ClientSpec) -> dict[str, Any]:
     from jukilib import caller
     from jukitools.client import purpose_metadata
 
-    rng = random.Random(f"{spec.seed}/{spec.phase}")
     if spec.phase == "direct":
         target = spec.identity
         tls = TlsConfig(cert=Path(spec.gateway_cert), key=Path(spec.gateway_key), ca=Path(spec.ca))
@@ -422,16 +482,15 @@ async def _client_run(spec: _ClientSpec) -> dict[str, Any]:
                            for result, code in zip(answer.results, codes, strict=True)))
 
         if spec.phase == "batch":
-            batches = [rng.sample(spec.codes, min(spec.batch_size, len(spec.codes)))
-                       for _ in range(BATCH_WARM_UP + spec.batch_calls)]
+            batches = [spec.codes[start:start + spec.batch_size]
+                       for start in range(0, len(spec.codes), spec.batch_size)]
             await benchkit.timed(batches[:BATCH_WARM_UP], spec.batch_concurrency, batch)
             started = time.process_time()
             result = await benchkit.timed(batches[BATCH_WARM_UP:], spec.batch_concurrency, batch)
         else:
-            codes = [rng.choice(spec.codes) for _ in range(spec.warm_up + spec.lookups)]
-            await benchkit.timed(codes[:spec.warm_up], spec.concurrency, lookup)
+            await benchkit.timed(spec.codes[:spec.warm_up], spec.concurrency, lookup)
             started = time.process_time()
-            result = await benchkit.timed(codes[spec.warm_up:], spec.concurrency, lookup, keep_samples=True)
+            result = await benchkit.timed(spec.codes[spec.warm_up:], spec.concurrency, lookup, keep_samples=True)
         result["client_cpu"] = time.process_time() - started
     return result
 

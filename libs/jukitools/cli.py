@@ -222,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
         bench_lookup,
         bench_reconcile,
         bench_restore,
+        bench_sizes,
         calls,
         cli_audit,
         cli_backup,
@@ -292,14 +293,12 @@ def _parser() -> argparse.ArgumentParser:
     cli_purposes.add_parser(commands)
     cli_status.add_parser(commands)
     cli_bulk.add_parsers(commands)
-    ingest = bench_ingest.add_bench_ingest(cli_bulk.bench_group(commands))
-    ingest.set_defaults(bench_run=bench_ingest.run)
-    lookup = bench_lookup.add_bench_lookup(cli_bulk.bench_group(commands))
-    lookup.set_defaults(bench_run=bench_lookup.run)
-    restore = bench_restore.add_bench_restore(cli_bulk.bench_group(commands))
-    restore.set_defaults(bench_run=bench_restore.run)
-    reconcile = bench_reconcile.add_bench_reconcile(cli_bulk.bench_group(commands))
-    reconcile.set_defaults(bench_run=bench_reconcile.run)
+    for add, bench_run in ((bench_ingest.add_bench_ingest, bench_ingest.run),
+                           (bench_lookup.add_bench_lookup, bench_lookup.run),
+                           (bench_restore.add_bench_restore, bench_restore.run),
+                           (bench_reconcile.add_bench_reconcile, bench_reconcile.run),
+                           (bench_sizes.add_bench_sizes, bench_sizes.run)):
+        add(cli_bulk.bench_group(commands)).set_defaults(bench_run=bench_run)
     return parser
 
 

@@ -5,25 +5,16 @@ speed)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
+
+from tests.integration.bench_runs import run_bench
 
 
 def test_bench_ingest_reports_what_the_relay_forwarded_beside_what_was_ingested(tmp_path: Path) -> None:
-    runtime = Path(tempfile.mkdtemp(prefix="jr-", dir="/tmp"))  # a short socket path for PostgreSQL
-    try:
-        finished = subprocess.run(
-            [sys.executable, "-m", "jukitools.cli", "bench", "ingest", "--notifications", "100",
-             "--stream-notifications", "500", "--baseline-notifications", "100", "--concurrency", "8",
-             "--pool", "4", "--relay-workers", "2", "--relay-batch", "100", "--agency-latency-ms", "5"],
-            capture_output=True, text=True, timeout=300, check=False,
-            env={**os.environ, "TMPDIR": str(tmp_path), "XDG_RUNTIME_DIR": str(runtime)})
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+    finished = run_bench(tmp_path, [
+        "ingest", "--notifications", "100", "--stream-notifications", "500", "--baseline-notifications", "100",
+        "--concurrency", "8", "--pool", "4", "--relay-workers", "2", "--relay-batch", "100",
+        "--agency-latency-ms", "5"], timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     result = json.loads(finished.stdout)
     assert result["errors"] == 0 and result["rows"]["outbox"] == result["expected_rows"]

@@ -4,32 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
+
+from tests.integration.bench_runs import run_bench
 
 KEYS = ("gateway_per_second", "direct_per_second", "ratio", "gateway_p99_ms", "batch_records_per_second")
 
 
-def _bench(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jukitools.cli", "bench", "lookup", "--persons", "300", "--lookups", "200",
-         "--warm-up", "20", "--concurrency", "8", "--batch-calls", "3", "--batch-size", "100",
-         "--batch-concurrency", "2", "--pool", "4", "--rounds", "2"],
-        capture_output=True, text=True, timeout=240, env=environment, check=False)
-
-
 def test_bench_lookup_prints_one_json_object_with_the_figures_and_no_errors(tmp_path: Path) -> None:
-    # The benchmark's temporary directory goes under tmp_path (to see it removed); PostgreSQL's socket then
-    # needs a short runtime directory: pytest's paths can exceed the 107 bytes a socket path may have.
-    runtime = Path(tempfile.mkdtemp(prefix="jr-", dir="/tmp"))
-    try:
-        finished = _bench({**os.environ, "TMPDIR": str(tmp_path), "XDG_RUNTIME_DIR": str(runtime)})
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+    finished = run_bench(tmp_path, [
+        "lookup", "--persons", "300", "--lookups", "200", "--warm-up", "20", "--concurrency", "8",
+        "--batch-calls", "3", "--batch-size", "100", "--batch-concurrency", "2", "--pool", "4", "--rounds", "2"],
+        timeout=240)
 
     assert finished.returncode == 0, finished.stderr[-2000:]
     lines = finished.stdout.strip().splitlines()
