@@ -38,6 +38,11 @@ from jukilib.config import (
 )
 from jukilib.db.bootstrap import ServiceDatabase
 from jukilib.db.embedded import EmbeddedPostgres
+from jukilib.db.sizing import SIZING_VARIABLE
+
+# The tests' many short-lived servers keep PostgreSQL's stock settings (no 6 GB cache each, short shutdown
+# checkpoints); `test_embedded_postgres` proves the sizing on a server of its own. Child processes inherit it.
+os.environ.setdefault(SIZING_VARIABLE, "off")
 from jukilib.devcerts import DevPki, ensure_dev_pki, issue_untrusted_client
 from jukilib.errors import STATUS_DETAILS_KEY
 from jukilib.grpc.server import GrpcService

@@ -132,6 +132,7 @@ async def _one_size(args: argparse.Namespace, persons: int) -> dict[str, Any]:
         report = await bench_lookup.load_persons(home, owner_url, persons, args.seed, workers=args.workers,
                                                  progress=bar)
         bar.close()
+        vacuum_seconds = await bench_lookup.settle(owner_url)
         disk = await _disk(owner_url, home / "pgdata", persons)
         codes = await bench_lookup.sample_codes(owner_url, bench_lookup.run_draws(lookup_args), args.seed)
         figures = await bench_lookup.serve_and_measure(lookup_args, home, databases, codes)
@@ -140,6 +141,7 @@ async def _one_size(args: argparse.Namespace, persons: int) -> dict[str, Any]:
         ingest = bench_ingest.ingest_result(ingest_args, *await bench_ingest.measure_ingest(ingest_args, home,
                                                                                             databases))
     load = {"seconds": round(report.seconds, 2), "index_seconds": round(report.index_seconds, 2),
+            "vacuum_seconds": vacuum_seconds,
             "persons_per_second": round(report.persons / report.seconds) if report.seconds else None}
     return {"persons": persons, **summary(lookup, ingest), "load": load, "disk": disk,
             "errors": lookup["errors"] + ingest["errors"], "lookup": lookup, "ingest": ingest}

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from jukilib.db.embedded import EmbeddedPostgres
+from jukilib.db.sizing import SIZING_VARIABLE, machine_settings
 
 _USE_AND_HANG = """
 import sys, time
@@ -88,3 +89,37 @@ async def test_a_postmaster_pid_naming_another_process_does_not_pass_for_a_serve
     assert await _answers(await asyncio.to_thread(server.start))
     await asyncio.to_thread(server.stop)
     assert not _servers(data)
+
+
+async def _shown(url: str, *names: str) -> list[str]:
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        return [await connection.fetchval(f"SHOW {name}") for name in names]
+    finally:
+        await connection.close()
+
+
+async def test_a_new_server_is_sized_to_the_machine_from_its_first_start(
+        data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SIZING_VARIABLE, "machine")
+    wanted = machine_settings()
+    server = EmbeddedPostgres(data, delete_on_stop=True)
+    url = await asyncio.to_thread(server.start)
+    try:
+        started = (data / "postmaster.pid").read_text().splitlines()[0]
+        shown = await _shown(url, "shared_buffers", "effective_cache_size", "max_wal_size", "shared_preload_libraries")
+        assert shown == [wanted["shared_buffers"], wanted["effective_cache_size"], "8GB", "pg_prewarm"]
+        # Sized when created, so not restarted for it: the postmaster that answered is the first one.
+        assert (data / "postmaster.pid").read_text().splitlines()[0] == started
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_a_server_kept_unsized_has_postgresql_stock_cache(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SIZING_VARIABLE, "off")
+    server = EmbeddedPostgres(data, delete_on_stop=True)
+    url = await asyncio.to_thread(server.start)
+    try:
+        assert await _shown(url, "shared_buffers") == ["128MB"]
+    finally:
+        await asyncio.to_thread(server.stop)

