@@ -155,13 +155,31 @@ async def bench_databases(prefix: str, *, wal_archive: bool = False
                 await asyncio.to_thread(enable_archiving, server, settings)
                 sealing = asyncio.get_running_loop().create_task(seal_periodically(settings, SEAL_INTERVAL))
             passwords = {role(s): secrets.token_urlsafe(24) for s in SERVICES for role in (runtime_role, owner_role)}
-            yield home, await prepare_database(admin_url, passwords, database="juki_bench")
+            databases = await prepare_database(admin_url, passwords, database="juki_bench")
+            await _allow_prewarm(admin_url, "juki_bench")
+            yield home, databases
         finally:
             if sealing is not None:
                 sealing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sealing
             await asyncio.to_thread(server.stop)
+
+
+async def _allow_prewarm(admin_url: str, database: str) -> None:
+    """`pg_prewarm` in the bench database (a superuser's step) for the identity schema's owner, in a schema of
+    its own (nobody may use `public`): for `bench_lookup.settle`."""
+    import asyncpg
+
+    from jukilib.db.bootstrap import owner_role
+
+    connection = await asyncpg.connect(admin_url, database=database)
+    try:
+        await connection.execute(f"""CREATE SCHEMA IF NOT EXISTS prewarm;
+                                     CREATE EXTENSION IF NOT EXISTS pg_prewarm SCHEMA prewarm;
+                                     GRANT USAGE ON SCHEMA prewarm TO {owner_role("identity")}""")
+    finally:
+        await connection.close()
 
 
 @contextlib.asynccontextmanager
