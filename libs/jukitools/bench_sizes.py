@@ -34,7 +34,7 @@ from jukitools import bench_ingest, bench_lookup, benchkit, runner
 
 DEFAULT_SIZES = "20000,2000000,14000000"
 MB = 1_000_000
-COMPARED = ("cpu_us_per_operation", "rates", "load", "disk")
+COMPARED = ("cpu_us_per_operation", "rates", "load", "disk", "cache")
 """The parts of a size's figures compared with the first size's."""
 OPERATIONS = (
     ("lookup_gateway", "single lookup (gateway path)"),
@@ -58,6 +58,8 @@ LOAD_AND_DISK = (
     ("disk", "identity_mb_per_million_persons", "disk, identity schema, MB per million persons"),
     ("disk", "database_mb_per_million_persons", "disk, database, MB per million persons"),
     ("disk", "cluster_mb_per_million_persons", "disk, cluster (WAL included), MB per million persons"),
+    ("cache", "lookup_hit_percent", "PostgreSQL cache hits during the lookups, %"),
+    ("cache", "ingest_hit_percent", "PostgreSQL cache hits during the ingest, %"),
 )
 
 
@@ -135,16 +137,41 @@ async def _one_size(args: argparse.Namespace, persons: int) -> dict[str, Any]:
         vacuum_seconds = await bench_lookup.settle(owner_url)
         disk = await _disk(owner_url, home / "pgdata", persons)
         codes = await bench_lookup.sample_codes(owner_url, bench_lookup.run_draws(lookup_args), args.seed)
+        before_lookups = await _blocks(owner_url)
         figures = await bench_lookup.serve_and_measure(lookup_args, home, databases, codes)
+        before_ingest = await _blocks(owner_url)
         lookup = bench_lookup.lookup_result(
             lookup_args, {**figures, "persons": persons, "load_seconds": round(report.seconds, 2)})
         ingest = bench_ingest.ingest_result(ingest_args, *await bench_ingest.measure_ingest(ingest_args, home,
                                                                                             databases))
+        after = await _blocks(owner_url)
+    cache = {"lookup_hit_percent": _hit_percent(before_lookups, before_ingest),
+             "ingest_hit_percent": _hit_percent(before_ingest, after)}
     load = {"seconds": round(report.seconds, 2), "index_seconds": round(report.index_seconds, 2),
             "vacuum_seconds": vacuum_seconds,
             "persons_per_second": round(report.persons / report.seconds) if report.seconds else None}
-    return {"persons": persons, **summary(lookup, ingest), "load": load, "disk": disk,
+    return {"persons": persons, **summary(lookup, ingest), "load": load, "disk": disk, "cache": cache,
             "errors": lookup["errors"] + ingest["errors"], "lookup": lookup, "ingest": ingest}
+
+
+async def _blocks(url: str) -> tuple[int, int]:
+    """The database's blocks found in PostgreSQL's cache and read from outside it (the operating system's
+    cache or the disk: a read costs the server CPU a hit does not), so far."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()")
+    finally:
+        await connection.close()
+    assert row is not None  # the database connected to is in the view
+    return int(row["blks_hit"]), int(row["blks_read"])
+
+
+def _hit_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    hits, reads = after[0] - before[0], after[1] - before[1]
+    return round(100 * hits / (hits + reads), 2) if hits + reads else None
 
 
 def _parsed(add: Callable[[Any], argparse.ArgumentParser], argv: list[str]) -> argparse.Namespace:
