@@ -277,8 +277,9 @@ async def test_repeated_codes_and_malformed_rows_are_reported_by_line(identity: 
 
 
 
+@pytest.mark.parametrize("workers", [0, 1])
 async def test_a_fast_load_repeating_a_resident_code_fails_naming_the_line_and_leaves_nothing(
-        identity: Loaded, tmp_path: Path) -> None:
+        identity: Loaded, tmp_path: Path, workers: int) -> None:
     """Fast mode remembers no values per row: the rebuilt unique key finds the repetition, a second pass over
     the file its line (across chunks: one row per chunk here)."""
     before = await _keys_and_indexes(identity)
@@ -288,7 +289,7 @@ async def test_a_fast_load_repeating_a_resident_code_fails_naming_the_line_and_l
         _identity_row(first), _identity_row(new_person()), _identity_row(again), _identity_row(new_person())])
 
     with pytest.raises(BulkLoadError) as refused:
-        await identity.load(path, mode="fast", workers=0, chunk_bytes=64)
+        await identity.load(path, mode="fast", workers=workers, chunk_bytes=64)
 
     assert [(p.line, p.field, p.description) for p in refused.value.problems] == [
         (3, "resident_code", "appears on an earlier line")]

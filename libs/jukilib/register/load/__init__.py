@@ -14,7 +14,7 @@ notification id of an earlier row, or of the register, are bad rows.
 
 Memory stays bounded whatever the size of the file in fast mode (the usual initial load): rows repeating
 an earlier row are found by the database, by the unique keys rebuilt at the end (or, when the load fails
-anyway, by a bounded query), and their lines by a second pass over the file (`_Loader.repeats`). In
+anyway, by a bounded query), and their lines by a second pass over the file (`_Loader.fail_on_repeats`). In
 indexed mode and with `skip_invalid` the values seen are remembered per row instead: a repeated row must
 be found before its chunk is written (the unique indexes exist, or the row is to be left out).
 
@@ -107,8 +107,10 @@ class _Loader:
                                                  initializer=install, initargs=(self._preparer,))
 
     def close(self) -> None:
+        """End the worker processes (before the rebuild: their memory is PostgreSQL's meanwhile)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
 
     async def _in_order(self, tasks: Iterator[Task]) -> AsyncIterator[tuple[Task, Prepared]]:
         """The tasks prepared, in file order, a few at a time in preparation."""
@@ -194,7 +196,7 @@ class _Loader:
         return self._seen is None
 
     async def finish(self, chunks: Callable[[], Iterator[Chunk]]) -> None:
-        """Fail (BulkLoadError) when a row was bad; in fast mode with every row repeating an earlier one."""
+        """Fail (BulkLoadError) when a row was bad, naming in fast mode the rows repeating an earlier one too."""
         if self._invalid and not self._options.skip_invalid:
             if self._seen is None:
                 await self.fail_on_repeats(await tables.repeated_values(self._connection, self._plan), chunks)
@@ -214,6 +216,8 @@ class _Loader:
         first: set[object] = set()
         wanted: set[object] = {*repeated.codes, *repeated.receipts, *repeated.keys}
         key_field = self._preparer.unique_key_field
+        if self._executor is None:
+            self.start(self._workers)
         tasks = (Task(index, chunk, check_only=True) for index, chunk in enumerate(chunks()))
         async for _, prepared in self._in_order(tasks):
             for line, code, receipt, keys in zip(prepared.lines, prepared.resident_codes, prepared.receipts,
@@ -283,6 +287,7 @@ async def load_file(owner_url: str, api: RegisterApi, path: Path, options: LoadO
                 loader.start(workers)
                 await loader.run(chunks())
                 await loader.finish(chunks)
+                loader.close()
                 await connection.execute(f"DROP TABLE {copy.STAGING}")
                 report.stream_seconds = time.perf_counter() - started
                 rebuilding = time.perf_counter()
