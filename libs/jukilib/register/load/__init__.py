@@ -41,6 +41,7 @@ from pathlib import Path
 
 import asyncpg
 
+from jukilib.collector import return_large_buffers
 from jukilib.recordfile import (
     FORMATS,
     Chunk,
@@ -272,6 +273,7 @@ async def load_file(owner_url: str, api: RegisterApi, path: Path, options: LoadO
     except RecordFileError as error:
         raise BulkLoadError(str(error)) from None
     size, workers = await asyncio.to_thread(os.path.getsize, path), worker_count(path, options.workers)
+    return_large_buffers()  # memory flat whatever the file size; the workers inherit it
     report = LoadReport()
     connection = await asyncpg.connect(owner_url)
     try:
