@@ -30,6 +30,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
+import gc
 import logging
 import multiprocessing
 import os
@@ -67,6 +68,10 @@ from jukilib.register.load.workers import LOAD_DIGEST, ChunkPreparer, Prepared, 
 
 logger = logging.getLogger(__name__)
 _SMALL_FILE = 8 << 20  # below this, rows are prepared in-process (no worker start-up)
+_COLLECT_EVERY = 16
+"""Chunks between full collections in the main process: finished chunks leave reference cycles that hold
+their rows, and with the young-generation threshold of a load (`collect_young_rarely`) these reach the
+oldest generation, collected only after millions of rows (docs/performance.md, "Initial load")."""
 
 
 class _Loader:
@@ -117,6 +122,8 @@ class _Loader:
         """The tasks prepared, in file order, a few at a time in preparation."""
         window: deque[tuple[Task, asyncio.Future[Prepared]]] = deque()
         for task in tasks:
+            if task.index % _COLLECT_EVERY == _COLLECT_EVERY - 1:
+                gc.collect()
             window.append((task, self._submit(task)))
             if len(window) > max(2 * self._workers, 1):
                 done, pending = window.popleft()
