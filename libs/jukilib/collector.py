@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 
 YOUNG_COLLECTION_THRESHOLD = 50_000
@@ -22,3 +23,22 @@ def collect_young_rarely() -> None:
     """
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+LARGE_BUFFER_BYTES = 128 << 10
+
+
+def return_large_buffers() -> None:
+    """Have the C allocator map buffers of `LARGE_BUFFER_BYTES` and more apart, and give them back to the
+    system when freed (glibc, Linux; elsewhere nothing changes).
+
+    glibc raises this threshold to the largest mapped buffer freed (up to 32 MB): after that, the
+    multi-megabyte buffers of a bulk load (a file's chunks, their COPY text, the pickles between its
+    processes) come from the heap, whose freed pieces the process keeps, and its memory grows with the
+    file. A fixed threshold keeps it flat (figures: docs/performance.md, "Initial load")."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(_M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)

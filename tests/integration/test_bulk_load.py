@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -274,6 +275,30 @@ async def test_repeated_codes_and_malformed_rows_are_reported_by_line(identity: 
         (3, "row"), (4, "colour"), (5, "birth_date"), (6, "resident_code"), (6, "individual_number")]
     assert await identity.count("person") == 0
 
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+async def test_a_fast_load_repeating_a_resident_code_fails_naming_the_line_and_leaves_nothing(
+        identity: Loaded, tmp_path: Path, workers: int) -> None:
+    """Fast mode remembers no values per row: the rebuilt unique key finds the repetition, a second pass over
+    the file its line (across chunks: one row per chunk here)."""
+    before = await _keys_and_indexes(identity)
+    first = new_person()
+    again = dataclasses.replace(new_person(), code=first.code)
+    path = _write_jsonl(tmp_path / "repeated.jsonl", [
+        _identity_row(first), _identity_row(new_person()), _identity_row(again), _identity_row(new_person())])
+
+    with pytest.raises(BulkLoadError) as refused:
+        await identity.load(path, mode="fast", workers=workers, chunk_bytes=64)
+
+    assert [(p.line, p.field, p.description) for p in refused.value.problems] == [
+        (3, "resident_code", "appears on an earlier line")]
+    assert refused.value.invalid_rows == 1
+    text = str(refused.value) + " ".join(str(p) for p in refused.value.problems)
+    assert first.code not in text, "values are never reported"
+    for table in ("person", "person_version", "person_key", "individual_number"):
+        assert await identity.count(table) == 0
+    assert await _keys_and_indexes(identity) == before, "the dropped keys and indexes came back with the rollback"
 
 
 async def test_change_information_is_checked_by_type_and_presence(identity: Loaded, tmp_path: Path) -> None:

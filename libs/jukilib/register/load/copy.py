@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from jukilib.register.model import REPORT_AT_MUNICIPALITY_SQL, REPORT_CORRECTED, REPORT_RESOLVED
-from jukilib.register.rows import ReviewRow, Rows
+from jukilib.register.rows import PersonRow, ReviewRow, Rows
 from jukilib.register.store import queue_accepted
 
 STAGING = "juki_bulk_load_staging"
@@ -73,8 +73,45 @@ def encode(rows: Rows) -> Encoded:
     # What a load gives every version alike, from its first: the worker decides every row with the load's
     # time and digest as a 記載 of a new person (`jukilib.register.load.workers`).
     uniform = _uniform_of(rows.new_persons[0].decision) if rows.new_persons else None
+    staging = _staging_unescaped(rows.new_persons)
+    if staging is None:
+        staging = _staging_escaped(rows.new_persons)
+    tables = [(table.table, [name for name, _ in table.columns], _copy_rows(table.records).encode())
+              for table in rows.kept]
+    return Encoded(staging.encode(), uniform, _copy_rows(rows.outbox).encode(),
+                   _copy_rows(rows.claimed_keys).encode(), rows.review, tables)
+
+
+_STAGING_TABS = len(_STAGING_COLUMNS) - 1
+
+
+def _staging_unescaped(persons: list[PersonRow]) -> str | None:
+    """The staging rows written as they are, or None when a value needs COPY's escapes: nearly never, so the
+    text is checked once, not each value. A value holding a tab, newline, carriage return or backslash
+    changes the count of these the rows must hold (their separators and NULL markers)."""
     lines: list[str] = []
-    for decision, _, record_json in rows.new_persons:
+    nulls = 0
+    for decision, _, record_json in persons:
+        notification = decision.notification
+        change, keys = notification.change, notification.search
+        kana, year, month, day = keys.kana_key, keys.birth_year, keys.birth_month, keys.birth_day
+        nulls += (kana is None) + (year is None) + (month is None) + (day is None)
+        lines.append(
+            f"{decision.person_id}\t{notification.resident_code}\t{change.event_date.isoformat()}\t{record_json}\t"
+            f"{keys.name_key}\t{NULL if kana is None else kana}\t{NULL if year is None else year}\t"
+            f"{NULL if month is None else month}\t{NULL if day is None else day}\t{keys.sex_code}\t"
+            f"{keys.municipality_code}\t{change.reason}\t{change.municipality_code}\t{change.notification_id}\n")
+    text = "".join(lines)
+    if (text.count("\t") != _STAGING_TABS * len(lines) or text.count("\n") != len(lines)
+            or text.count("\\") != nulls or "\r" in text):
+        return None
+    return text
+
+
+def _staging_escaped(persons: list[PersonRow]) -> str:
+    """The staging rows with every text value escaped for COPY."""
+    lines: list[str] = []
+    for decision, _, record_json in persons:
         notification = decision.notification
         change, keys = notification.change, notification.search
         kana = keys.kana_key
@@ -84,10 +121,7 @@ def encode(rows: Rows) -> Encoded:
             f"{_nullable(keys.birth_year)}\t{_nullable(keys.birth_month)}\t{_nullable(keys.birth_day)}\t"
             f"{copy_text(keys.sex_code)}\t{copy_text(keys.municipality_code)}\t{change.reason}\t"
             f"{change.municipality_code}\t{copy_text(change.notification_id)}\n")
-    tables = [(table.table, [name for name, _ in table.columns], _copy_rows(table.records).encode())
-              for table in rows.kept]
-    return Encoded("".join(lines).encode(), uniform, _copy_rows(rows.outbox).encode(),
-                   _copy_rows(rows.claimed_keys).encode(), rows.review, tables)
+    return "".join(lines)
 
 
 def _uniform_of(decision: Any) -> Uniform:

@@ -123,6 +123,37 @@ async def rebuild_keys_and_indexes(connection: asyncpg.Connection, plan: Plan) -
         logger.info("rebuilt", extra={"statement": statement, "seconds": round(time.perf_counter() - started, 3)})
 
 
+REPEATS_LISTED = 10_000
+"""Repeated values fetched per field when a fast load finds some: what the second pass over the file holds."""
+
+
+@dataclass
+class Repeated:
+    """Values that more than one loaded row holds (at most `REPEATS_LISTED` of each kind)."""
+
+    codes: list[str] = field(default_factory=list)
+    receipts: list[tuple[str, str]] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.codes or self.receipts or self.keys)
+
+
+async def repeated_values(connection: asyncpg.Connection, plan: Plan) -> Repeated:
+    """The values the unique keys dropped by fast mode would refuse, as loaded (the tables held nothing
+    before: `plan_and_lock`)."""
+    repeated = Repeated()
+    repeated.codes = [row["resident_code"] for row in await connection.fetch(
+        "SELECT resident_code FROM person GROUP BY resident_code HAVING count(*) > 1 LIMIT $1", REPEATS_LISTED)]
+    repeated.receipts = [(row["municipality_code"], row["notification_id"]) for row in await connection.fetch(
+        """SELECT municipality_code, notification_id FROM person_version
+           GROUP BY municipality_code, notification_id HAVING count(*) > 1 LIMIT $1""", REPEATS_LISTED)]
+    if "person_key" in plan.filled:
+        repeated.keys = [bytes(row["key"]) for row in await connection.fetch(
+            "SELECT key FROM person_key GROUP BY key HAVING count(*) > 1 LIMIT $1", REPEATS_LISTED)]
+    return repeated
+
+
 async def already_known(connection: asyncpg.Connection, prepared: Prepared, key_field: str) -> list[RowProblem]:
     """Rows whose 住民票コード, notification id or unique key the register already holds (indexed mode)."""
     taken = set(await connection.fetchval(
