@@ -37,8 +37,14 @@ def test_bench_sizes_prints_every_process_cpu_per_operation_for_each_size_with_r
         assert figures["lookup"]["persons"] == int(size)
         cpu = figures["cpu_us_per_operation"]
         assert {operation: set(processes) for operation, processes in cpu.items()} == PROCESSES
-        assert all(value > 0 for processes in cpu.values() for value in processes.values()), cpu
-        assert all(rate > 0 for rate in figures["rates"].values()), figures["rates"]
+        # The relay forwards in the background: in a phase of 100 notifications it may not have run yet, so its
+        # process's CPU and rates are figures (>= 0), and every other is positive.
+        assert all(value > 0 for processes in cpu.values() for process, value in processes.items()
+                   if process != "agency"), cpu
+        assert all(value is not None and value >= 0 for processes in cpu.values() for value in processes.values())
+        rates = figures["rates"]
+        assert all(rate > 0 for name, rate in rates.items() if not name.startswith("relay_")), rates
+        assert all(rate is not None and rate >= 0 for rate in rates.values()), rates
         assert figures["load"]["seconds"] > 0 and figures["load"]["persons_per_second"] > 0
         disk = figures["disk"]
         assert all(disk[f"{part}_mb_per_million_persons"] > 0 for part in ("identity", "database", "cluster"))
