@@ -88,9 +88,15 @@ async def test_relay_survives_sigkill_and_the_agency_holds_every_change_once(
             return await agency_db.fetchval("SELECT count(*) FROM received_change") == CHANGES
 
         await eventually(all_received, timeout=60)
-        await asyncio.sleep(0.5)  # anything still in flight would show up as an extra row
         service_db = await asyncpg.connect(databases[register_name].url)
+
+        async def all_delivered() -> bool:
+            # The relay marks a change delivered after the agency's answer: on a slow machine, a moment later.
+            return await service_db.fetchval("SELECT count(*) FROM outbox WHERE state <> 'delivered'") == 0
+
         try:
+            await eventually(all_delivered, timeout=30)
+            await asyncio.sleep(0.5)  # anything still in flight would show up as an extra row
             keys = {r["idempotency_key"] for r in await service_db.fetch("SELECT idempotency_key FROM outbox")}
             states = await service_db.fetchval("SELECT count(*) FROM outbox WHERE state <> 'delivered'")
         finally:
