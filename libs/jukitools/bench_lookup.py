@@ -149,7 +149,7 @@ async def load_persons(home: Path, owner_url: str, persons: int, seed: int, *, w
         data.unlink()
 
 
-PREWARMED = ("identity.person", "identity.person_resident_code_key", "identity.person_version_pkey")
+PREWARMED = ("identity.person", "identity.person_resident_code_key")
 """What a lookup reads (`jukilib.register.store._CURRENT_COLUMNS`), in the order it is loaded into the cache:
 the indexes last, so that they stay when the file is larger than the cache."""
 

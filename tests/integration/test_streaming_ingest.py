@@ -447,7 +447,7 @@ async def _rows(setup: Setup, person: Person) -> dict[str, Any]:
 
     history, _ = await setup.api.list_versions(f"{setup.api.binding.collection}/{person_id}", 0, "")
     return {
-        "person": plain(row, "id", "updated_at"),
+        "person": plain(row, "id", "updated_at", "receive_time", "version_created_at"),
         "versions": [plain(v, "person_id", "created_at", "receive_time", "request_digest", "commit_xid")
                      for v in versions],
         "outbox": [(o["version"], o["idempotency_key"] == outbox_key(setup.reg.name, o["municipality_code"],

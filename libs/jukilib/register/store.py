@@ -76,14 +76,14 @@ async def person_of_code(connection: asyncpg.Connection, resident_code: str, fol
 
 
 
-# A person's current version (aliases p and v), and the columns `current_from_row` reads: `VERSION_COLUMNS`
-# in their order, the current row's own where `person` holds them (the record, state, code, event date), the
-# rest from the history's key index, which includes them (migration 0017): a lookup reads no history row.
-_CURRENT = "person p JOIN person_version v ON v.person_id = p.id AND v.version = p.current_version"
+# A person's current version, and the columns `current_from_row` reads: `VERSION_COLUMNS` in their order, all
+# from `person`, which holds the current version's record and change information (migration 0018): a lookup
+# reads one row.
+_CURRENT = "person p"
 _CURRENT_COLUMNS = """
-    p.id AS person_id, p.current_version AS version, p.resident_code, p.state, p.record, v.change_kind,
-    v.change_reason, p.event_date, v.notify_time, v.receive_time, v.municipality_code, v.notification_id,
-    v.created_at, p.updated_at AS person_updated_at"""
+    p.id AS person_id, p.current_version AS version, p.resident_code, p.state, p.record, p.change_kind,
+    p.change_reason, p.event_date, p.notify_time, p.receive_time, p.notifying_municipality_code AS municipality_code,
+    p.notification_id, p.version_created_at AS created_at, p.updated_at AS person_updated_at"""
 
 
 def current_from_row(row: asyncpg.Record) -> CurrentRecord:
@@ -214,7 +214,7 @@ async def lock_persons(connection: asyncpg.Connection, resident_codes: list[str]
         return [], []
     rows = await connection.fetch(
         f"""SELECT p.id, p.resident_code, p.state, p.last_version,
-                   v.event_date, v.notify_time, v.municipality_code, v.notification_id,
+                   p.event_date, p.notify_time, p.notifying_municipality_code AS municipality_code, p.notification_id,
                    ARRAY(SELECT k.key FROM person_key k WHERE k.person_id = p.id AND k.current) AS keys,
                    (SELECT r.awaited_municipality FROM review_item r
                     WHERE r.person_id = p.id AND r.kind = {REVIEW_MOVE_HALF} AND r.state = {REVIEW_OPEN}
@@ -338,27 +338,40 @@ async def _settle_moves(connection: asyncpg.Connection, departures: list[tuple[P
 
 
 def _person_columns(rows: list[PersonRow]) -> list[list[object]]:
-    """Columns (id, resident code, state, current version, last version, event date, record, search keys)."""
+    """Columns (id, resident code, state, current version, last version, event date, record, search keys,
+    change information of the current version)."""
     values = [(d.person_id, d.notification.resident_code, int(d.state), d.version, last,
-               d.notification.change.event_date, record, *_search_values(d.notification.search))
+               d.notification.change.event_date, record, *_search_values(d.notification.search),
+               *_change_values(d.notification.change))
               for d, last, record in rows]
     return [list(column) for column in zip(*values, strict=True)]
 
 
+def _change_values(change: Change) -> tuple[object, ...]:
+    return (int(change.kind), change.reason, change.notify_time, change.receive_time, change.municipality_code,
+            change.notification_id)
+
+
 _PERSON_ROWS = """unnest($1::uuid[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::date[], $7::text[],
-                         $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::text[], $14::text[])
+                         $8::text[], $9::text[], $10::int[], $11::int[], $12::int[], $13::text[], $14::text[],
+                         $15::smallint[], $16::smallint[], $17::timestamptz[], $18::timestamptz[], $19::text[],
+                         $20::text[])
              AS u (id, resident_code, state, current_version, last_version, event_date, record, name_key, kana_key,
-                   birth_year, birth_month, birth_day, sex_code, municipality_code)"""
+                   birth_year, birth_month, birth_day, sex_code, municipality_code, change_kind, change_reason,
+                   notify_time, receive_time, notifying_municipality_code, notification_id)"""
 
 
 async def _insert_persons(connection: asyncpg.Connection, rows: list[PersonRow]) -> None:
     if rows:
         await connection.execute(
             f"""INSERT INTO person (id, resident_code, state, current_version, last_version, event_date, record,
-                    updated_at, name_key, kana_key, birth_year, birth_month, birth_day, sex_code, municipality_code)
+                    updated_at, name_key, kana_key, birth_year, birth_month, birth_day, sex_code, municipality_code,
+                    change_kind, change_reason, notify_time, receive_time, notifying_municipality_code,
+                    notification_id, version_created_at)
                 SELECT u.id, u.resident_code, u.state, u.current_version, u.last_version, u.event_date,
                        u.record::jsonb, now(), u.name_key, u.kana_key, u.birth_year, u.birth_month, u.birth_day,
-                       u.sex_code, u.municipality_code
+                       u.sex_code, u.municipality_code, u.change_kind, u.change_reason, u.notify_time,
+                       u.receive_time, u.notifying_municipality_code, u.notification_id, now()
                 FROM {_PERSON_ROWS}""",
             *_person_columns(rows))
 
@@ -370,7 +383,10 @@ async def _advance_persons(connection: asyncpg.Connection, rows: list[PersonRow]
                     current_version = u.current_version, last_version = u.last_version, event_date = u.event_date,
                     record = u.record::jsonb, updated_at = now(), name_key = u.name_key, kana_key = u.kana_key,
                     birth_year = u.birth_year, birth_month = u.birth_month, birth_day = u.birth_day,
-                    sex_code = u.sex_code, municipality_code = u.municipality_code
+                    sex_code = u.sex_code, municipality_code = u.municipality_code, change_kind = u.change_kind,
+                    change_reason = u.change_reason, notify_time = u.notify_time, receive_time = u.receive_time,
+                    notifying_municipality_code = u.notifying_municipality_code,
+                    notification_id = u.notification_id, version_created_at = now()
                 FROM {_PERSON_ROWS}
                 WHERE p.id = u.id""",
             *_person_columns(rows))

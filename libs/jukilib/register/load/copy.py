@@ -36,9 +36,12 @@ CREATE UNLOGGED TABLE {STAGING} (
     notification_id text NOT NULL)"""
 _INSERT_PERSONS = f"""
 INSERT INTO person (id, resident_code, state, current_version, last_version, event_date, record, updated_at,
-                    name_key, kana_key, birth_year, birth_month, birth_day, sex_code, municipality_code)
+                    name_key, kana_key, birth_year, birth_month, birth_day, sex_code, municipality_code,
+                    change_kind, change_reason, notify_time, receive_time, notifying_municipality_code,
+                    notification_id, version_created_at)
 SELECT person_id, resident_code, $1, $2, $2, event_date, record, now(), name_key, kana_key,
-       birth_year, birth_month, birth_day, sex_code, search_municipality_code
+       birth_year, birth_month, birth_day, sex_code, search_municipality_code,
+       $3, change_reason, $4, $5, municipality_code, notification_id, now()
 FROM {STAGING}"""
 _INSERT_VERSIONS = f"""
 INSERT INTO person_version (person_id, version, resident_code, state, record, change_kind, change_reason,
@@ -135,7 +138,7 @@ async def write(connection: asyncpg.Connection, encoded: Encoded) -> None:
     if encoded.uniform is not None:
         await connection.copy_to_table(STAGING, source=io.BytesIO(encoded.staging), columns=_STAGING_COLUMNS,
                                        format="text")
-        await connection.execute(_INSERT_PERSONS, *encoded.uniform[:2])
+        await connection.execute(_INSERT_PERSONS, *encoded.uniform[:5])
         await connection.execute(_INSERT_VERSIONS, *encoded.uniform)
         await connection.execute(f"TRUNCATE {STAGING}")
     if encoded.outbox:
