@@ -34,7 +34,7 @@ from jukitools import bench_ingest, bench_lookup, benchkit, runner
 
 DEFAULT_SIZES = "20000,2000000,14000000"
 MB = 1_000_000
-COMPARED = ("cpu_us_per_operation", "rates", "load", "disk", "cache")
+COMPARED = ("cpu_us_per_operation", "rates", "load", "disk", "cache", "wal")
 """The parts of a size's figures compared with the first size's."""
 OPERATIONS = (
     ("lookup_gateway", "single lookup (gateway path)"),
@@ -60,6 +60,8 @@ LOAD_AND_DISK = (
     ("disk", "cluster_mb_per_million_persons", "disk, cluster (WAL included), MB per million persons"),
     ("cache", "lookup_hit_percent", "PostgreSQL cache hits during the lookups, %"),
     ("cache", "ingest_hit_percent", "PostgreSQL cache hits during the ingest, %"),
+    ("wal", "kb_per_version", "WAL written during the ingest, kB per version recorded"),
+    ("wal", "full_page_images_per_version", "full-page images in that WAL, per version recorded"),
 )
 
 
@@ -139,18 +141,19 @@ async def _one_size(args: argparse.Namespace, persons: int) -> dict[str, Any]:
         codes = await bench_lookup.sample_codes(owner_url, bench_lookup.run_draws(lookup_args), args.seed)
         before_lookups = await _blocks(owner_url)
         figures = await bench_lookup.serve_and_measure(lookup_args, home, databases, codes)
-        before_ingest = await _blocks(owner_url)
+        before_ingest, wal_before = await _blocks(owner_url), await _wal(owner_url)
         lookup = bench_lookup.lookup_result(
             lookup_args, {**figures, "persons": persons, "load_seconds": round(report.seconds, 2)})
         ingest = bench_ingest.ingest_result(ingest_args, *await bench_ingest.measure_ingest(ingest_args, home,
                                                                                             databases))
-        after = await _blocks(owner_url)
+        after, wal_after = await _blocks(owner_url), await _wal(owner_url)
     cache = {"lookup_hit_percent": _hit_percent(before_lookups, before_ingest),
              "ingest_hit_percent": _hit_percent(before_ingest, after)}
     load = {"seconds": round(report.seconds, 2), "index_seconds": round(report.index_seconds, 2),
             "vacuum_seconds": vacuum_seconds,
             "persons_per_second": round(report.persons / report.seconds) if report.seconds else None}
     return {"persons": persons, **summary(lookup, ingest), "load": load, "disk": disk, "cache": cache,
+            "wal": _wal_per_version(wal_before, wal_after),
             "errors": lookup["errors"] + ingest["errors"], "lookup": lookup, "ingest": ingest}
 
 
@@ -167,6 +170,30 @@ async def _blocks(url: str) -> tuple[int, int]:
         await connection.close()
     assert row is not None  # the database connected to is in the view
     return int(row["blks_hit"]), int(row["blks_read"])
+
+
+async def _wal(url: str) -> tuple[int, int, int]:
+    """(WAL bytes, full-page images, versions recorded) so far. A write that is the first to change a page
+    since the last checkpoint puts the whole 8 kB page in the WAL: the more distinct pages the writes of an
+    interval touch (random keys in large indexes), the more WAL each write costs the server."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        wal = await connection.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
+        versions = await connection.fetchval("SELECT count(*) FROM identity.person_version")
+    finally:
+        await connection.close()
+    assert wal is not None  # the view has one row
+    return int(wal["wal_bytes"]), int(wal["wal_fpi"]), int(versions)
+
+
+def _wal_per_version(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[str, float | None]:
+    versions = after[2] - before[2]
+    if versions <= 0:
+        return {"kb_per_version": None, "full_page_images_per_version": None}
+    return {"kb_per_version": round((after[0] - before[0]) / 1024 / versions, 2),
+            "full_page_images_per_version": round((after[1] - before[1]) / versions, 2)}
 
 
 def _hit_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:

@@ -149,3 +149,29 @@ async def test_0005_stops_on_a_version_without_its_receipt_and_changes_nothing(a
     finally:
         await connection.close()
     assert receipts == 1 and column == 0
+
+
+async def test_0018_copies_each_current_change_into_its_person_and_keeps_the_history_key(admin_url: str) -> None:
+    """An upgraded register answers a lookup with the change that made the current record (0018 fills
+    `person`'s new columns from the current version), and the history's key keeps every foreign key."""
+    from jukilib.register.wiring import register_migrations
+
+    connection = await _register_before_0005(admin_url, "upgrade_probe_0018")
+    referring = ("SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
+                 "AND confrelid = 'upgrade_probe_0018.person_version'::regclass")
+    try:
+        before = [m for m in register_migrations() if m.version < 18]
+        await migrations.apply(connection, "upgrade_probe_0018", before, "juki_annex")
+        references_before = await connection.fetchval(referring)
+        applied = await migrations.apply(connection, "upgrade_probe_0018", register_migrations(), "juki_annex")
+        person = await connection.fetchrow(
+            "SELECT change_kind, change_reason, notifying_municipality_code, notification_id FROM person")
+        key = await connection.fetchval(
+            "SELECT pg_get_indexdef('upgrade_probe_0018.person_version_pkey'::regclass)")
+        references_after = await connection.fetchval(referring)
+    finally:
+        await connection.close()
+    assert applied[0].startswith("0018")
+    assert tuple(person) == (3, 1, "102016", "n-2")  # version 2, the current one: a 修正 by 102016
+    assert "(person_id, version)" in key and "INCLUDE" not in key
+    assert references_after == references_before > 0

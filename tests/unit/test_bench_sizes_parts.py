@@ -33,7 +33,7 @@ def test_residents_the_register_holds_are_left_out_of_the_workload_and_others_ta
 
 
 def _figures(postgres: float, seconds: float) -> dict[str, Any]:
-    parts: dict[str, Any] = {"load": {}, "disk": {}, "cache": {}}
+    parts: dict[str, Any] = {"load": {}, "disk": {}, "cache": {}, "wal": {}}
     for part, key, _ in LOAD_AND_DISK:
         parts[part][key] = seconds if key == "seconds" else 0
     return {"persons": 1, "lookup": {"batch_size": 1000},
