@@ -168,7 +168,7 @@ async def bench_databases(prefix: str, *, wal_archive: bool = False
 
 async def _allow_prewarm(admin_url: str, database: str) -> None:
     """`pg_prewarm` in the bench database (a superuser's step) for the identity schema's owner, in a schema of
-    its own (nobody may use `public`): for `bench_lookup.settle`."""
+    its own (nobody may use `public`), and the right to run CHECKPOINT: for `bench_lookup.settle`."""
     import asyncpg
 
     from jukilib.db.bootstrap import owner_role
@@ -177,7 +177,8 @@ async def _allow_prewarm(admin_url: str, database: str) -> None:
     try:
         await connection.execute(f"""CREATE SCHEMA IF NOT EXISTS prewarm;
                                      CREATE EXTENSION IF NOT EXISTS pg_prewarm SCHEMA prewarm;
-                                     GRANT USAGE ON SCHEMA prewarm TO {owner_role("identity")}""")
+                                     GRANT USAGE ON SCHEMA prewarm TO {owner_role("identity")};
+                                     GRANT pg_checkpoint TO {owner_role("identity")}""")
     finally:
         await connection.close()
 
