@@ -10,6 +10,7 @@ import datetime as dt
 import itertools
 import logging
 import os
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,7 +304,10 @@ async def eventually(check: object, timeout: float = 10.0, interval: float = 0.0
         if result:
             return
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
+            # Named by where it was awaited: CI's summary line is often all there is to read.
+            waiter = traceback.extract_stack(limit=2)[0]
+            raise AssertionError(f"condition of {Path(waiter.filename).name}:{waiter.lineno} not reached "
+                                 f"in {timeout:g} s")
         await asyncio.sleep(interval)
 
 

@@ -76,7 +76,10 @@ class Records:
     async def _call(self, method: Any, request: Any, purpose: str, case: str) -> Any:
         try:
             with tracing.outgoing(tracing.method_name(method), self._metadata(purpose, case)) as metadata:
-                return await method(request, metadata=metadata, timeout=deadlines.timeout(self._call_timeout))
+                # wait_for_ready: the disclosure service starts before the gateway (each calls the other), so
+                # a call may meet the channel between two connection attempts; it waits, within its deadline.
+                return await method(request, metadata=metadata, timeout=deadlines.timeout(self._call_timeout),
+                                    wait_for_ready=True)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise
