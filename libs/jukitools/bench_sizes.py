@@ -139,13 +139,16 @@ async def _one_size(args: argparse.Namespace, persons: int) -> dict[str, Any]:
         vacuum_seconds = await bench_lookup.settle(owner_url)
         disk = await _disk(owner_url, home / "pgdata", persons)
         codes = await bench_lookup.sample_codes(owner_url, bench_lookup.run_draws(lookup_args), args.seed)
-        before_lookups = await _blocks(owner_url)
+        before_lookups, profiled = await _blocks(owner_url), await _profile_start(owner_url)
         figures = await bench_lookup.serve_and_measure(lookup_args, home, databases, codes)
+        profile = {"lookups": await _profile(owner_url, profiled)}
         before_ingest, wal_before = await _blocks(owner_url), await _wal(owner_url)
+        profiled = await _profile_start(owner_url)
         lookup = bench_lookup.lookup_result(
             lookup_args, {**figures, "persons": persons, "load_seconds": round(report.seconds, 2)})
         ingest = bench_ingest.ingest_result(ingest_args, *await bench_ingest.measure_ingest(ingest_args, home,
                                                                                             databases))
+        profile["ingest"] = await _profile(owner_url, profiled)
         after, wal_after = await _blocks(owner_url), await _wal(owner_url)
     cache = {"lookup_hit_percent": _hit_percent(before_lookups, before_ingest),
              "ingest_hit_percent": _hit_percent(before_ingest, after)}
@@ -153,7 +156,7 @@ async def _one_size(args: argparse.Namespace, persons: int) -> dict[str, Any]:
             "vacuum_seconds": vacuum_seconds,
             "persons_per_second": round(report.persons / report.seconds) if report.seconds else None}
     return {"persons": persons, **summary(lookup, ingest), "load": load, "disk": disk, "cache": cache,
-            "wal": _wal_per_version(wal_before, wal_after),
+            "wal": _wal_per_version(wal_before, wal_after), "profile": profile,
             "errors": lookup["errors"] + ingest["errors"], "lookup": lookup, "ingest": ingest}
 
 
@@ -194,6 +197,70 @@ def _wal_per_version(before: tuple[int, int, int], after: tuple[int, int, int]) 
         return {"kb_per_version": None, "full_page_images_per_version": None}
     return {"kb_per_version": round((after[0] - before[0]) / 1024 / versions, 2),
             "full_page_images_per_version": round((after[1] - before[1]) / versions, 2)}
+
+
+PROFILED = 8
+"""Statements listed per phase: those that took the server the most time."""
+_STATEMENTS = """
+SELECT calls, total_exec_time, rows, shared_blks_hit, shared_blks_read, shared_blks_dirtied, shared_blks_written,
+       wal_fpi, wal_bytes, regexp_replace(query, '\\s+', ' ', 'g') AS query
+FROM prewarm.pg_stat_statements(true)
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND calls > 0
+ORDER BY total_exec_time DESC LIMIT $1
+"""
+_IO = """
+SELECT backend_type, sum(reads) AS reads, sum(writes) AS writes, sum(evictions) AS evictions
+FROM pg_stat_io GROUP BY backend_type
+"""
+
+
+async def _profile_start(url: str) -> dict[str, dict[str, int]]:
+    """Start a phase's profile: the statement statistics reset, and the server's I/O so far (`_profile`)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("SELECT prewarm.pg_stat_statements_reset()")
+        return await _io(connection)
+    finally:
+        await connection.close()
+
+
+async def _io(connection: Any) -> dict[str, dict[str, int]]:
+    rows = await connection.fetch(_IO)
+    checkpoints = await connection.fetchrow("SELECT num_timed + num_requested AS done, buffers_written "
+                                            "FROM pg_stat_checkpointer")
+    return {**{row["backend_type"]: {key: int(row[key] or 0) for key in ("reads", "writes", "evictions")}
+               for row in rows},
+            "checkpointer": {"checkpoints": int(checkpoints["done"]), "writes": int(checkpoints["buffers_written"])}}
+
+
+async def _profile(url: str, started: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Where the server's time went in a phase, from `pg_stat_statements` (the statements that took the most,
+    each with its time, blocks and WAL per call; parameters are placeholders, no value is shown) and the
+    blocks each kind of server process read, wrote and evicted (`pg_stat_io`), with the checkpoints made."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        statements = await connection.fetch(_STATEMENTS, PROFILED)
+        io = await _io(connection)
+    finally:
+        await connection.close()
+    by_process = {process: {key: value - started.get(process, {}).get(key, 0) for key, value in counts.items()}
+                  for process, counts in io.items()}
+    return {"statements": [_per_call(row) for row in statements],
+            "io": {process: counts for process, counts in by_process.items() if any(counts.values())}}
+
+
+def _per_call(row: Any) -> dict[str, Any]:
+    calls = row["calls"]
+    return {"query": row["query"][:200], "calls": calls, "total_ms": round(row["total_exec_time"], 1),
+            "us_per_call": round(1000 * row["total_exec_time"] / calls, 1),
+            "rows_per_call": round(row["rows"] / calls, 2),
+            **{f"{name}_per_call": round(row[f"shared_blks_{name}"] / calls, 2)
+               for name in ("hit", "read", "dirtied", "written")},
+            "fpi_per_call": round(row["wal_fpi"] / calls, 2), "wal_bytes_per_call": round(row["wal_bytes"] / calls)}
 
 
 def _hit_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:
@@ -310,7 +377,23 @@ def markdown_table(result: dict[str, Any]) -> str:
         row(label, "rates", key)
     for part, key, label in LOAD_AND_DISK:
         row(label, part, key)
-    return "\n".join(lines)
+    profiles = [_profile_table(int(size), phase, by_size[size].get("profile", {}).get(phase))
+                for size in sizes for phase in ("lookups", "ingest")]
+    return "\n".join(lines + [line for profile in profiles for line in profile])
+
+
+def _profile_table(persons: int, phase: str, profile: dict[str, Any] | None) -> list[str]:
+    """The statements that took the server the most time in one phase, per call, and its processes' I/O."""
+    if not profile:
+        return []
+    lines = ["", f"PostgreSQL during the {phase}, {persons:,} persons: statements by total time",
+             "", "| statement | calls | µs/call | blocks hit/call | read/call | dirtied/call | full-page images/call |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| `{s['query'][:90]}` | {s['calls']:,} | {s['us_per_call']:,.1f} | {s['hit_per_call']:,.2f} | "
+              f"{s['read_per_call']:,.2f} | {s['dirtied_per_call']:,.2f} | {s['fpi_per_call']:,.2f} |"
+              for s in profile["statements"]]
+    io = ", ".join(f"{process} {counts}" for process, counts in profile["io"].items())
+    return [*lines, "", f"Blocks read, written, evicted by process: {io or 'none'}"]
 
 
 def _at(figures: dict[str, Any], path: tuple[str, ...]) -> Any:

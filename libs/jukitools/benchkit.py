@@ -141,6 +141,7 @@ async def bench_databases(prefix: str, *, wal_archive: bool = False
     everything is removed afterwards."""
     from jukilib.db.bootstrap import owner_role, runtime_role
     from jukilib.db.embedded import EmbeddedPostgres
+    from jukilib.db.sizing import PRELOADED
     from jukitools.backup import BackupSettings, enable_archiving, seal_periodically
     from jukitools.suite import SEAL_INTERVAL, prepare_database
 
@@ -148,6 +149,9 @@ async def bench_databases(prefix: str, *, wal_archive: bool = False
         home = Path(directory)
         server = EmbeddedPostgres(home / "pgdata", delete_on_stop=True)
         admin_url = await asyncio.to_thread(server.start)
+        # The statement profile of `juki bench sizes`, whatever the sizing (a restart when it is off).
+        await asyncio.to_thread(server.apply_settings, {"shared_preload_libraries": PRELOADED},
+                                at_start=("shared_preload_libraries",))
         sealing: asyncio.Task[None] | None = None
         try:
             if wal_archive:
@@ -156,7 +160,7 @@ async def bench_databases(prefix: str, *, wal_archive: bool = False
                 sealing = asyncio.get_running_loop().create_task(seal_periodically(settings, SEAL_INTERVAL))
             passwords = {role(s): secrets.token_urlsafe(24) for s in SERVICES for role in (runtime_role, owner_role)}
             databases = await prepare_database(admin_url, passwords, database="juki_bench")
-            await _allow_prewarm(admin_url, "juki_bench")
+            await _grant_bench_tools(admin_url, "juki_bench")
             yield home, databases
         finally:
             if sealing is not None:
@@ -166,19 +170,26 @@ async def bench_databases(prefix: str, *, wal_archive: bool = False
             await asyncio.to_thread(server.stop)
 
 
-async def _allow_prewarm(admin_url: str, database: str) -> None:
-    """`pg_prewarm` in the bench database (a superuser's step) for the identity schema's owner, in a schema of
-    its own (nobody may use `public`), and the right to run CHECKPOINT: for `bench_lookup.settle`."""
+async def _grant_bench_tools(admin_url: str, database: str) -> None:
+    """A superuser's steps in the bench database for the identity schema's owner: `pg_prewarm` and
+    `pg_stat_statements` in a schema of their own (nobody may use `public`), the right to run CHECKPOINT
+    (`bench_lookup.settle`), to read every role's statistics and to reset the statement profile
+    (`bench_sizes`)."""
     import asyncpg
 
     from jukilib.db.bootstrap import owner_role
 
+    owner = owner_role("identity")
     connection = await asyncpg.connect(admin_url, database=database)
     try:
         await connection.execute(f"""CREATE SCHEMA IF NOT EXISTS prewarm;
                                      CREATE EXTENSION IF NOT EXISTS pg_prewarm SCHEMA prewarm;
-                                     GRANT USAGE ON SCHEMA prewarm TO {owner_role("identity")};
-                                     GRANT pg_checkpoint TO {owner_role("identity")}""")
+                                     CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA prewarm;
+                                     GRANT USAGE ON SCHEMA prewarm TO {owner};
+                                     GRANT pg_checkpoint, pg_read_all_stats TO {owner};
+                                     GRANT EXECUTE ON FUNCTION prewarm.pg_stat_statements_reset(oid, oid, bigint,
+                                                                                                boolean)
+                                         TO {owner}""")
     finally:
         await connection.close()
 

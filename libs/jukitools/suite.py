@@ -21,6 +21,7 @@ import importlib
 import json
 import logging
 import os
+import random
 import secrets
 import signal
 import socket
@@ -139,8 +140,31 @@ async def register_demo_operators(url: str) -> list[str]:
     return registered
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    """A port of 127.0.0.1 nothing listens on, for a child to listen on, never the same twice here. Drawn below
+    the kernel's range of ephemeral ports: a port from that range, probed free, can be taken as the source port
+    of any outgoing connection on the machine before the child binds it (CI saw a service exit at start-up,
+    its metrics port taken so)."""
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 16384), low)
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # a crowded machine: any free port
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 

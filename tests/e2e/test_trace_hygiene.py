@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from juki.identity.v1 import identity_pb2, identity_pb2_grpc
 from jukilib.grpc.channels import secure_channel
@@ -44,8 +45,9 @@ async def test_the_gateways_refreshes_make_at_most_one_trace_a_minute(suite: Run
     # suspension read's client and server spans.
     assert len(registry) <= 2, [span.name for span in registry]
     assert len(suspensions) <= 2
-    # The disclosure service's side joins the gateway's trace (never a trace of its own).
-    assert all(span.parent is not None for span in suspensions)
+    # The disclosure service's side joins the gateway's trace (never a trace of its own). The gateway's side
+    # starts the pass's trace: a root, sampled once a minute, or kept because it was slow (a loaded machine).
+    assert all(span.parent is not None for span in suspensions if span.kind == SpanKind.SERVER)
 
 
 async def test_an_operation_log_append_links_to_every_call_it_writes(suite: RunningSuite,

@@ -48,6 +48,11 @@ def test_bench_sizes_prints_every_process_cpu_per_operation_for_each_size_with_r
         assert figures["load"]["seconds"] > 0 and figures["load"]["persons_per_second"] > 0
         disk = figures["disk"]
         assert all(disk[f"{part}_mb_per_million_persons"] > 0 for part in ("identity", "database", "cluster"))
+        # where PostgreSQL's time went in each phase: its statements, with no value of any call
+        for phase, statement in (("lookups", "SELECT p.id AS person_id"), ("ingest", "INSERT INTO person")):
+            profile = figures["profile"][phase]
+            assert profile["statements"] and all(s["calls"] > 0 for s in profile["statements"])
+            assert any(statement in s["query"] for s in profile["statements"]), profile["statements"]
         # the new persons of the ingest were recorded beside the loaded ones
         assert figures["ingest"]["rows"]["person"] == int(size) + figures["ingest"]["expected_rows"]
     ratios = result["ratios"]["5000"]
@@ -55,6 +60,7 @@ def test_bench_sizes_prints_every_process_cpu_per_operation_for_each_size_with_r
     assert ratios["disk"]["identity_mb_per_million_persons"] > 0
     table = (tmp_path / "table.md").read_text(encoding="utf-8")
     assert table in finished.stderr and "| streamed notification: agency CPU µs |" in table
+    assert "PostgreSQL during the ingest, 5,000 persons: statements by total time" in table
     assert not list(tmp_path.glob("juki-bench-sizes-*"))  # the temporary directories are gone
 
 

@@ -108,7 +108,8 @@ async def test_a_new_server_is_sized_to_the_machine_from_its_first_start(
     try:
         started = (data / "postmaster.pid").read_text().splitlines()[0]
         shown = await _shown(url, "shared_buffers", "effective_cache_size", "max_wal_size", "shared_preload_libraries")
-        assert shown == [wanted["shared_buffers"], wanted["effective_cache_size"], "8GB", "pg_prewarm"]
+        assert shown == [wanted["shared_buffers"], wanted["effective_cache_size"], "8GB",
+                         "pg_prewarm, pg_stat_statements"]
         # Sized when created, so not restarted for it: the postmaster that answered is the first one.
         assert (data / "postmaster.pid").read_text().splitlines()[0] == started
     finally:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from jukilib.db.sizing import GB, MB, server_settings
+from jukilib.db.embedded import setting_literal
+from jukilib.db.sizing import GB, MB, PRELOADED, server_settings
 
 
 def test_a_dedicated_server_caches_a_quarter_of_memory_and_plans_for_three_quarters() -> None:
@@ -30,3 +31,9 @@ def test_index_builds_get_at_most_two_gigabytes_and_parallel_workers_follow_the_
     assert settings["maintenance_work_mem"] == "2GB"
     assert settings["max_parallel_maintenance_workers"] == "8"
     assert int(settings["max_worker_processes"]) >= 8 + 8
+
+
+def test_a_list_setting_is_set_as_separate_literals_so_that_the_server_starts() -> None:
+    # One literal 'a, b' would make PostgreSQL look for a library named "a, b" and refuse to start.
+    assert setting_literal("shared_preload_libraries", PRELOADED) == "'pg_prewarm', 'pg_stat_statements'"
+    assert setting_literal("log_line_prefix", "%m [%p] it's, here") == "'%m [%p] it''s, here'"

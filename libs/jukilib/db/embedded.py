@@ -48,6 +48,17 @@ SERVER_LOG_SETTINGS = {
 }
 
 
+LIST_SETTINGS = frozenset({"shared_preload_libraries"})
+"""Settings that hold a list: ALTER SYSTEM takes their items as separate literals ('a', 'b'); one literal
+'a,b' would name a single library called "a,b", and the server would not start."""
+
+
+def setting_literal(name: str, value: str) -> str:
+    """`value` as ALTER SYSTEM SET's literal(s) for setting `name`."""
+    items = value.split(",") if name in LIST_SETTINGS else [value]
+    return ", ".join("'" + item.strip().replace("'", "''") + "'" for item in items)
+
+
 def running_postmaster(data_dir: Path) -> psutil.Process | None:
     """The server that `data_dir/postmaster.pid` names, if that pid really is a postgres of `data_dir`:
     after a power loss the file survives, and its pid may since belong to any other process."""
@@ -192,7 +203,7 @@ class EmbeddedPostgres:
             raise RuntimeError("the embedded server was not started here")
         running = {name: self._server.psql(f"SELECT 'value=' || current_setting('{name}');\n")
                    for name in at_start if name in settings}
-        lines = "".join(f"ALTER SYSTEM SET {name} = '{value.replace(chr(39), chr(39) * 2)}';\n"
+        lines = "".join(f"ALTER SYSTEM SET {name} = {setting_literal(name, value)};\n"
                         for name, value in settings.items())
         self._server.psql(lines + "SELECT pg_reload_conf();\n")
         if any(f"value={settings[name]}\n" not in shown for name, shown in running.items()):

@@ -13,7 +13,9 @@ juki's own processes, so it is given what PostgreSQL's documentation recommends 
   checkpoint (and its full-page writes) every gigabyte;
 - `random_page_cost` 1.1 and `effective_io_concurrency` 200: solid-state disks;
 - parallel workers per core, and `pg_prewarm` preloaded: its autoprewarm worker records which pages are in
-  `shared_buffers` and reloads them when the server starts again, so a restart does not start cold.
+  `shared_buffers` and reloads them when the server starts again, so a restart does not start cold;
+- `pg_stat_statements` preloaded: what each statement costs the server (time, blocks read and dirtied, WAL
+  and full-page images), the profile an SRE asks for first (`juki bench sizes` reads it per phase).
 
 The README's production guide lists the same settings for an external PostgreSQL.
 """
@@ -28,6 +30,9 @@ MB = 1 << 20
 GB = 1 << 30
 _CGROUP_LIMIT = Path("/sys/fs/cgroup/memory.max")
 
+PRELOADED = "pg_prewarm, pg_stat_statements"
+"""`shared_preload_libraries` of a server sized to the machine (and of every benchmark's server), as
+PostgreSQL shows a list it was given by ALTER SYSTEM (", " between items), so that it compares equal."""
 RESTART_SETTINGS = ("shared_buffers", "shared_preload_libraries", "max_worker_processes")
 """The settings below that take effect only when the server starts."""
 
@@ -64,7 +69,7 @@ def server_settings(memory: int, cores: int) -> dict[str, str]:
         "max_worker_processes": str(max(8, cores + 4)),
         "max_parallel_workers_per_gather": str(half_the_cores),
         "max_parallel_maintenance_workers": str(half_the_cores),
-        "shared_preload_libraries": "pg_prewarm",
+        "shared_preload_libraries": PRELOADED,
     }
 
 
