@@ -247,3 +247,35 @@ async def test_a_relay_stopped_mid_delivery_gives_its_changes_back_at_once(
         await stopping
     async with database.connection() as connection:
         assert await connection.fetchval("SELECT count(*) FROM outbox WHERE claimed_until IS NOT NULL") == 0
+
+
+@pytest.mark.parametrize("name", ["identity", "annex"])
+async def test_claiming_changes_for_delivery_adds_no_index_entries(name: str, admin_url: str, pki: DevPki,
+                                                                 home: Path) -> None:
+    """住基法 30-7 / 30-42: every change is forwarded, and the relay's claim of it (its lease, in no index) is an
+    update in place on the outbox's page (HOT), which leaves half of each page free for it (register
+    migration 0019): no new index entries per claim, none left dead in the index of pending changes."""
+    async with open_register(name, admin_url, pki, home) as (reg, api, database, service_database):
+        await _changes(reg, api, persons=120, per_person=2)  # a few full pages of outbox rows
+        delivered: list[str] = []
+
+        async def deliver(version: StoredVersion, key: str) -> None:
+            delivered.append(key)
+
+        async def all_delivered() -> bool:
+            async with database.connection() as connection:
+                return (await outbox_backlog(connection))[0] == 0
+
+        await _run([OutboxRelay(database, reg.name, deliver, dataclasses.replace(FAST, batch_size=20),
+                                api.engine.hooks)], all_delivered)
+        await database.close()  # the relay's connections end, and flush their statistics as they do
+        connection = await asyncpg.connect(service_database.url)
+        try:
+            updates, hot = await connection.fetchrow(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass")
+        finally:
+            await connection.close()
+    assert len(delivered) == len(set(delivered)) == 240
+    # Each change: claimed (HOT), then marked delivered (its state leaves the partial indexes: a new version).
+    assert updates >= 2 * len(delivered)
+    assert hot >= 0.9 * len(delivered), (hot, updates)
