@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import asyncpg
 import grpc
@@ -21,7 +24,7 @@ from jukilib.devcerts import DevPki
 from jukilib.register.api import RegisterApi
 from jukilib.register.config import RelayConfig
 from jukilib.register.model import StoredVersion
-from jukilib.register.relay import OutboxRelay, dead_letters, outbox_backlog, retry_dead
+from jukilib.register.relay import CLAIM, ORDERED_WALK, OutboxRelay, dead_letters, outbox_backlog, retry_dead
 from jukilib.retry import RetryPolicy
 from tests.conftest import eventually
 from tests.integration.registers import Register, apply, new_person, open_register
@@ -279,3 +282,39 @@ async def test_claiming_changes_for_delivery_adds_no_index_entries(name: str, ad
     # Each change: claimed (HOT), then marked delivered (its state leaves the partial indexes: a new version).
     assert updates >= 2 * len(delivered)
     assert hot >= 0.9 * len(delivered), (hot, updates)
+
+
+_SYNTHETIC_CHANGES = """INSERT INTO outbox (person_id, version, idempotency_key)
+                        SELECT gen_random_uuid(), 1, 'synthetic/' || n FROM generate_series($1::int, $2::int) AS n"""
+
+
+@pytest.mark.parametrize("name", ["identity", "annex"])
+async def test_the_claim_reads_a_batch_of_a_large_backlog_whatever_the_statistics(name: str, admin_url: str,
+                                                                                  pki: DevPki, home: Path) -> None:
+    """住基法 30-7 / 30-42: the relay drains a backlog only if a claim costs the same whatever the backlog. After a
+    quiet spell the planner's statistics say nothing is undelivered (autovacuum analyses after a tenth of the
+    table changed), and it checked each candidate's earlier undelivered changes with a scan of every
+    undelivered change: 600,000 index entries for a claim of 10 out of 60,000 pending. The claim looks up each
+    candidate's own earlier changes, and walks the pending ones in id order."""
+    async with open_register(name, admin_url, pki, home) as (_, _, _, service_database):
+        # Synthetic changes of persons not in the register: the superuser's session skips the foreign keys.
+        admin = await asyncpg.connect(admin_url, database=urlparse(service_database.url).path.lstrip("/"),
+                                      server_settings={"search_path": service_database.schema,
+                                                       "session_replication_role": "replica"})
+        try:
+            await admin.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")
+            await admin.execute(_SYNTHETIC_CHANGES, 1, 2_000)
+            await admin.execute("UPDATE outbox SET state = 'delivered'")
+            await admin.execute("ANALYZE outbox")  # the statistics of a quiet outbox: nothing pending
+            await admin.execute(_SYNTHETIC_CHANGES, 2_001, 62_000)  # then a backlog
+            async with admin.transaction():  # the relay's claim, as `OutboxRelay` runs it
+                await admin.execute(ORDERED_WALK)
+                plan = await admin.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {CLAIM}", 10, 30.0,
+                                            uuid.uuid4())
+            claimed = await admin.fetchval("SELECT count(*) FROM outbox WHERE claim_token IS NOT NULL")
+        finally:
+            await admin.close()
+    top = json.loads(plan)[0]["Plan"]
+    blocks = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    assert claimed == 10
+    assert blocks < 500, blocks  # ~150; the scan of every undelivered change: ~606,000

@@ -69,14 +69,15 @@ TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 MAX_LINKS = 128
 """OpenTelemetry's default limit of links per span: a larger batch links to its first changes."""
 
-_CLAIM = f"""
+CLAIM = f"""
 WITH due AS (
     SELECT o.id FROM outbox o
     WHERE o.state = 'pending' AND o.next_attempt_at <= now()
       AND (o.claimed_until IS NULL OR o.claimed_until <= now())
       AND NOT EXISTS (
           SELECT 1 FROM outbox earlier
-          WHERE earlier.person_id = o.person_id AND earlier.id < o.id AND earlier.state <> 'delivered')
+          WHERE earlier.person_id = o.person_id AND earlier.id < o.id AND earlier.state <> 'delivered'
+          OFFSET 0)
     ORDER BY o.id
     LIMIT $1
     FOR UPDATE SKIP LOCKED),
@@ -89,12 +90,16 @@ FROM claimed c JOIN person_version v ON v.person_id = c.person_id AND v.version 
 ORDER BY c.id
 """
 
-# The claim must walk the pending index in id order and stop at its batch. Planned from statistics taken while
-# the outbox was small or mostly pending, PostgreSQL reads that index as a bitmap instead: every entry, live,
-# claimed or dead, and a sort of every pending row before the LIMIT, a cost that grows with the backlog (in
-# `juki bench sizes` a claim took 17,000 blocks and the relay fell to 47 changes/s beside 1,346 ingested). These
-# settings, for the claim's transaction only, leave the ordered index walk as the plan whatever the statistics.
-_ORDERED_WALK = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off"
+# The claim's cost must not grow with the backlog, whatever the planner's statistics say:
+# - taken while the outbox was small or mostly pending, they made it read the pending index as a bitmap: every
+#   entry, live, claimed or dead, and a sort of every pending row before the LIMIT (in `juki bench sizes` a claim
+#   took 17,000 blocks and the relay fell to 47 changes/s beside 1,346 ingested). These settings, for the claim's
+#   transaction only, leave the ordered walk of the pending index, stopped at the batch;
+# - after a quiet spell they say nothing is undelivered (autovacuum analyses the outbox after a tenth of it
+#   changed), and it checked each candidate against a scan of every undelivered change instead of looking up the
+#   candidate's own: 606,000 index entries for a claim of 10 out of 60,000 pending. OFFSET 0 keeps that check a
+#   lookup per candidate (PostgreSQL does not turn such a subquery into a join).
+ORDERED_WALK = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off"
 
 _DELIVERED = """
 UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = now(), last_error = NULL,
@@ -201,8 +206,8 @@ class OutboxRelay:
             # delivery is (outbox.deliver, linked to the requests that caused the changes).
             with suppress_instrumentation():
                 async with connection.transaction():
-                    await connection.execute(_ORDERED_WALK)
-                    rows = await connection.fetch(_CLAIM, self._config.batch_size, self._config.lease, token)
+                    await connection.execute(ORDERED_WALK)
+                    rows = await connection.fetch(CLAIM, self._config.batch_size, self._config.lease, token)
             if not rows:
                 return []
             versions = await self._hooks.reveal(connection, [store.version_from_row(row) for row in rows])
