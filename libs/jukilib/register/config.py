@@ -32,6 +32,8 @@ class RelayConfig:
     """When a change the agency did not acknowledge is sent again (JUKI_RELAY_BASE_DELAY, JUKI_RELAY_MAX_DELAY);
     after `attempts` failed deliveries (JUKI_RELAY_MAX_ATTEMPTS) it is dead-lettered for `juki outbox retry`."""
     poll_interval: float = 0.2
+    """Seconds a worker waits after a pass that found less than a full batch: the most a change waits before it
+    leaves (one pass per change of the same person, which leave in order)."""
     call_timeout: float = 5.0
     lease: float = 30.0
     """Seconds a worker holds the changes it claimed (JUKI_RELAY_LEASE_SECONDS); a crashed worker's changes are

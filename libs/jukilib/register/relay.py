@@ -19,6 +19,10 @@ A relay worker repeats one *pass*:
 3. **record** the outcomes: delivered rows (whoever holds the lease: the agency has them), failed rows
    (only by the holder of the lease) with their next attempt or as dead letters.
 
+A pass that found a full batch is followed at once by the next (a backlog drains at full speed); after a
+smaller one the worker waits `poll_interval` (0.2 s by default), so that under a steady trickle of
+notifications the changes leave in batches rather than a claim and an agency call for every few.
+
 Several workers, in one process or several replicas, run passes side by side: that is the parallelism
 across persons. A worker that crashes between 2 and 3 leaves rows that another takes over after the lease
 (`lease`, longer than `call_timeout`); the agency's idempotency key turns the second delivery into a
@@ -158,7 +162,9 @@ class OutboxRelay:
                 # pool busy for long still shows as a relay without progress.
                 continue
             heartbeat.beat()
-            if handled == 0:
+            if handled < self._config.batch_size:
+                # Less than a batch was due: the relay keeps up. Waiting for the next poll lets the changes
+                # notified meanwhile leave together, in fewer claims and agency calls than a pass each.
                 with heartbeat.idle():
                     await asyncio.sleep(self._config.poll_interval)
 
