@@ -9,9 +9,11 @@
   that is not valid UTF-8 when it decodes the message.
 - Enums: proto3 enums are open, so a decoded message can carry any int32; only the values the contract
   defines are accepted (a value beyond them reached SQL as an out-of-range smallint).
-- Timestamps: a `google.protobuf.Timestamp` outside what the contract defines (years 0001-9999, nanos
-  below one second) cannot be converted to a time. Whether a valid time is plausible for its field (a
-  notification's time, a receipt time) is the owning service's rule.
+- Timestamps and durations: a `google.protobuf.Timestamp` outside what the contract defines (years
+  0001-9999, nanos below one second), or a `google.protobuf.Duration` outside its (±10,000 years, nanos
+  below one second and of the seconds' sign), cannot be converted to a time or an interval. Whether a
+  valid one is plausible for its field (a notification's time, a status window) is the owning service's
+  rule.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ _FORBIDDEN = re.compile("[\x00\ufffe\uffff]")
 # google.protobuf.Timestamp's defined range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z
 _TIMESTAMP = "google.protobuf.Timestamp"
 _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+# google.protobuf.Duration's defined range: ±315,576,000,000 seconds (about 10,000 years)
+_DURATION = "google.protobuf.Duration"
+_MAX_DURATION_SECONDS = 315_576_000_000
 
 
 def storable(text: str) -> str:
@@ -108,5 +113,14 @@ def _message_violations(message_type: Descriptor, repeated: bool, value: Any, pa
         if message_type.full_name == _TIMESTAMP:
             if not (_MIN_SECONDS <= item.seconds <= _MAX_SECONDS and 0 <= item.nanos < 1_000_000_000):
                 yield FieldViolation(item_path, "is not a time between the years 1 and 9999", "TIMESTAMP_OUT_OF_RANGE")
+        elif message_type.full_name == _DURATION:
+            if not _is_duration(item.seconds, item.nanos):
+                yield FieldViolation(item_path, "is not a duration of at most 10,000 years", "DURATION_OUT_OF_RANGE")
         else:
             yield from _violations(item, f"{item_path}.")
+
+
+def _is_duration(seconds: int, nanos: int) -> bool:
+    """Whether (seconds, nanos) is a `google.protobuf.Duration` as its definition allows."""
+    return (abs(seconds) <= _MAX_DURATION_SECONDS and abs(nanos) < 1_000_000_000
+            and not (seconds > 0 > nanos or seconds < 0 < nanos))

@@ -176,7 +176,8 @@ async def test_no_transaction_or_row_lock_is_held_while_the_agency_is_called(
             checked.append(len(await connection.fetch("SELECT id FROM outbox FOR UPDATE NOWAIT")))
             assert not await connection.fetchval(
                 """SELECT count(*) FROM pg_stat_activity
-                   WHERE usename = current_user AND state LIKE 'idle in transaction%'""")
+                   WHERE datname = current_database() AND usename = current_user
+                     AND state LIKE 'idle in transaction%'""")
 
     assert await OutboxRelay(database, reg.name, deliver, FAST, api.engine.hooks).run_once() == 2
     assert checked == [2, 2]

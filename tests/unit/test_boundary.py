@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from juki.gateway.v1.operation_log_pb2 import GetOperationLogStatusRequest
 from juki.identity.v1 import identity_pb2
 from juki.register.v1.register_pb2 import REPORT_STATE_OPEN, ListMunicipalityReportsRequest, SearchQuery
 from jukilib.boundary import MAX_TEXT_LENGTH, check_request, storable
@@ -64,4 +65,15 @@ def test_a_timestamp_outside_years_1_to_9999_is_refused_naming_the_field() -> No
     request.change.notify_time.seconds, request.change.notify_time.nanos = 0, -1
     assert _violations(request) == [("change.notify_time", "TIMESTAMP_OUT_OF_RANGE")]
     request.change.notify_time.nanos = 0
+    check_request(request)
+
+
+def test_a_duration_beyond_ten_thousand_years_is_refused_naming_the_field() -> None:
+    # found by the gateway's fuzzing: a window of -86,399,999,913,601 s overflowed Python's timedelta (INTERNAL)
+    request = GetOperationLogStatusRequest()
+    request.window.seconds = -86_399_999_913_601
+    assert _violations(request) == [("window", "DURATION_OUT_OF_RANGE")]
+    request.window.seconds, request.window.nanos = 1, -1  # nanos of the other sign
+    assert _violations(request) == [("window", "DURATION_OUT_OF_RANGE")]
+    request.window.seconds, request.window.nanos = -315_576_000_000, -999_999_999
     check_request(request)
