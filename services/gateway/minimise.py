@@ -131,17 +131,6 @@ def _collect_codes(msg: message.Message, found: list[str]) -> None:
     _descend(msg, children, _collect_codes, found)
 
 
-def _set_paths(msg: message.Message, prefix: str = "") -> list[str]:
-    paths: list[str] = []
-    for descriptor, value in msg.ListFields():
-        path = f"{prefix}{descriptor.name}"
-        if prefix == "" and descriptor.name == "record" and descriptor.type == FieldDescriptor.TYPE_MESSAGE:
-            paths.extend(_set_paths(value, "record."))
-            continue
-        paths.append(path)
-    return paths
-
-
 def clear_resident_codes(msg: message.Message) -> None:
     """Clear, in place, every 住民票コード anywhere in `msg` (the fields `resident_codes` reads)."""
     codes, lists, children = _code_plan(msg.DESCRIPTOR)
@@ -165,12 +154,10 @@ def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigra
     `no_resident_code` (an answer from the annex file, 住基法 30-44-6) no 住民票コード is left anywhere in it."""
     if no_resident_code:
         clear_resident_codes(answer)
-    if hide_person_id:
-        for resource in resources(answer) if found is None else found:
-            resource.ClearField("name")
     disclosed: set[str] = set()
-    everything = tuple(allowed) == ("*",)
-    complete = False  # every path the mask lets a resource disclose was disclosed already
+    mask = tuple(allowed)
+    plans: dict[str, _PrunePlan] = {}  # per resource type, looked up once per answer, not once per record
+    undisclosed: dict[str, tuple[_PathTest, ...]] = {}  # per resource type: paths no resource set yet
     for resource in resources(answer) if found is None else found:
         record: Any = getattr(resource, "record")  # noqa: B009 - every resource has one, by construction
         if overseas_emigrant_only and not getattr(record, "overseas_emigrant", False):
@@ -180,20 +167,67 @@ def minimise(answer: message.Message, allowed: Sequence[str], *, overseas_emigra
         if overseas_emigrant_only:
             # 住基法 30-44-6: annex data leaves without 住民票コード, whatever the mask.
             record.ClearField("resident_code")
-        if not everything:
-            _prune(resource, _prune_plan(resource.DESCRIPTOR, tuple(allowed)))
-        if not complete:
-            disclosed.update(_set_paths(resource))
-            complete = disclosed >= _possible_paths(resource.DESCRIPTOR, tuple(allowed))
+        kind = resource.DESCRIPTOR.full_name
+        plan = plans.get(kind)
+        if plan is None:
+            plan = plans[kind] = _prune_plan(resource.DESCRIPTOR, mask, hide_person_id)
+            undisclosed[kind] = _path_tests(resource.DESCRIPTOR, mask)
+        _prune(resource, plan)
+        if tests := undisclosed[kind]:  # a batch of 1,000 reads only the paths no record before it disclosed
+            undisclosed[kind] = _disclose(resource, tests, disclosed)
     return sorted(disclosed)
 
 
+@dataclasses.dataclass(frozen=True)
+class _PathTest:
+    """One path a resource may disclose (`record.x` or a field of the resource) and how to see it set:
+    as `ListFields` does, by presence for a field that has it, else by a value other than the default."""
+
+    path: str
+    in_record: bool
+    name: str
+    has_presence: bool
+
+    def is_set(self, resource: message.Message) -> bool:
+        msg = getattr(resource, "record") if self.in_record else resource  # noqa: B009 - a resource has one
+        return msg.HasField(self.name) if self.has_presence else bool(getattr(msg, self.name))
+
+
 @functools.lru_cache(maxsize=1024)
-def _possible_paths(descriptor: Descriptor, allowed: tuple[str, ...]) -> frozenset[str]:
-    """Every path `_set_paths` can report for a resource of this type under this mask: once all were
-    disclosed, the other resources of the answer cannot add any (a batch of 1,000 lists them once)."""
+def _path_tests(descriptor: Descriptor, allowed: tuple[str, ...]) -> tuple[_PathTest, ...]:
+    """A test for every path a resource of this type can disclose under this mask (`_possible_paths`)."""
+    record = _record_type(descriptor)
+    tests = []
+    for path in sorted(_possible_paths(descriptor, allowed)):
+        in_record = path.startswith("record.")
+        field = (record.fields_by_name[path.removeprefix("record.")] if in_record
+                 else descriptor.fields_by_name[path])
+        tests.append(_PathTest(path, in_record, field.name, field.has_presence))
+    return tuple(tests)
+
+
+def _disclose(resource: message.Message, tests: tuple[_PathTest, ...], disclosed: set[str]
+              ) -> tuple[_PathTest, ...]:
+    """Add to `disclosed` the paths of `tests` set in `resource` (after pruning); returns the others."""
+    left = []
+    for test in tests:
+        if test.is_set(resource):
+            disclosed.add(test.path)
+        else:
+            left.append(test)
+    return tuple(left)
+
+
+def _record_type(descriptor: Descriptor) -> Descriptor:
     record = descriptor.fields_by_name["record"].message_type
     assert record is not None  # a resource's record is a message, by construction
+    return record
+
+
+def _possible_paths(descriptor: Descriptor, allowed: tuple[str, ...]) -> frozenset[str]:
+    """Every path a resource of this type can disclose under this mask: a field of the resource other than
+    `record`, or `record.x` for a field of its record (deeper paths disclose their `record.x`)."""
+    record = _record_type(descriptor)
     record_paths = {f"record.{f.name}" for f in record.fields}
     top = {f.name for f in descriptor.fields if f.name != "record"}
     if allowed == ("*",):
@@ -246,8 +280,13 @@ class _PrunePlan:
 
 
 @functools.lru_cache(maxsize=1024)
-def _prune_plan(descriptor: Descriptor, allowed: tuple[str, ...]) -> _PrunePlan:
-    return _plan_of(descriptor, _mask_tree(descriptor, allowed))
+def _prune_plan(descriptor: Descriptor, allowed: tuple[str, ...], hide_person_id: bool) -> _PrunePlan:
+    """What `minimise` clears in a resource of this type: what is outside the mask (nothing under "*"),
+    and its `name` when the person's id is hidden."""
+    plan = _PrunePlan((), ()) if allowed == ("*",) else _plan_of(descriptor, _mask_tree(descriptor, allowed))
+    if hide_person_id and "name" not in plan.clear:
+        return _PrunePlan((*plan.clear, "name"), plan.partly)
+    return plan
 
 
 def _plan_of(descriptor: Descriptor, tree: MaskTree) -> _PrunePlan:

@@ -139,6 +139,32 @@ def test_disclosed_paths_omit_allowed_fields_that_were_empty() -> None:
     assert disclosed == ["name", "record.full_name"]
 
 
+def test_disclosed_paths_of_a_list_are_every_path_any_of_its_records_left_with() -> None:
+    # The operation log names each field that left (住基法 30-29's record of provision), so a path set in
+    # only the last record of a batch counts as much as one set in all of them.
+    answer = identity_pb2.ListResidentVersionsResponse(resident_versions=[_version(1), _version(2), _version(3)])
+    for version in answer.resident_versions[:2]:
+        version.record.ClearField("alias")
+        version.record.ClearField("birth_date")
+    answer.resident_versions[2].record.ClearField("full_name")
+
+    disclosed = minimise(answer, ["record.full_name", "record.alias", "record.birth_date"],
+                         overseas_emigrant_only=False)
+
+    assert disclosed == ["record.alias", "record.birth_date", "record.full_name"]
+
+
+def test_a_field_set_to_its_default_is_disclosed_only_when_the_field_has_presence() -> None:
+    resident = _resident()
+    resident.record.kana_confirmed = False  # no presence: the default value does not leave
+    resident.record.birth_date.Clear()  # a message present though empty: it leaves
+    assert resident.record.HasField("birth_date")
+
+    disclosed = minimise(resident, ["record.kana_confirmed", "record.birth_date"], overseas_emigrant_only=False)
+
+    assert disclosed == ["record.birth_date"]
+
+
 def test_allowed_paths_unknown_to_the_resource_are_ignored() -> None:
     resident = _resident()
 
