@@ -196,8 +196,35 @@ def _instrument_asyncpg(provider: TracerProvider) -> None:
         return
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-    AsyncPGInstrumentor(capture_parameters=False).instrument(tracer_provider=_DatabaseErrorsByCode(provider))
+    class SampledOnlyInstrumentor(AsyncPGInstrumentor):  # type: ignore[misc]  # untyped base
+        """The asyncpg instrumentation, skipped in a trace that is sampled out: no sampler records a span
+        there (`jukilib.grpc.tracing._server_span`), and the instrumentation would still, per query, read
+        the statement's first word, build its attributes and make and enter a span that records nothing."""
+
+        async def _do_execute(self, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if sampled_out():
+                return await func(*args, **kwargs)
+            return await super()._do_execute(func, instance, args, kwargs)
+
+        async def _do_cursor_execute(self, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if sampled_out():
+                return await func(*args, **kwargs)
+            return await super()._do_cursor_execute(func, instance, args, kwargs)
+
+        async def _do_prepared_execute(self, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if sampled_out():
+                return await func(*args, **kwargs)
+            return await super()._do_prepared_execute(func, instance, args, kwargs)
+
+    SampledOnlyInstrumentor(capture_parameters=False).instrument(tracer_provider=_DatabaseErrorsByCode(provider))
     _instrumented.add("asyncpg")
+
+
+def sampled_out() -> bool:
+    """Whether the current trace is sampled out (a valid context whose sampled flag is off): spans started
+    under it are not recorded by a parent-based sampler, nor by a trace-id ratio, which decides alike."""
+    context = trace.get_current_span().get_span_context()
+    return context.is_valid and not context.trace_flags.sampled
 
 
 class _DatabaseErrorsByCode:
