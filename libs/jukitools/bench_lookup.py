@@ -5,8 +5,8 @@ Everything runs from nothing in a temporary directory: an embedded PostgreSQL, t
 migrations (`prepare_database`), a development PKI, keyring, operation-log key and operator-
 authentication key; `--persons` synthetic residents (`jukitools.demo.fast`) loaded into the identity
 file by the initial-load fast path (`jukilib.register.load`, as `juki bench load`); then identity and
-the gateway in this process (`GrpcService` with each service's own `build`, mTLS, `--pool` database
-connections each; relay workers 0). The gateway routes to every backend, but its channels connect only
+the gateway, each in its own process as `juki up` starts them (`benchkit.service_processes`: mTLS, `--pool`
+database connections each; relay workers 0). The gateway routes to every backend, but its channels connect only
 when used: annex, disclosure and the agency are not started and their targets are unused addresses.
 
 The caller is an executive organ (`kyoiku-iinkai`, 教育委員会) with its demo operator `kyoiku-0001`
