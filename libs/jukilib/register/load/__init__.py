@@ -36,7 +36,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -72,6 +72,15 @@ _COLLECT_EVERY = 16
 """Chunks between full collections in the main process: finished chunks leave reference cycles that hold
 their rows, and with the young-generation threshold of a load (`collect_young_rarely`) these reach the
 oldest generation, collected only after millions of rows (docs/performance.md, "Initial load")."""
+
+
+def _abandon(futures: Iterable[asyncio.Future[Prepared]]) -> None:
+    """Chunks still in preparation when a load stops (a failed chunk, a worker that died: every pending
+    chunk then fails alike): cancelled, or their outcome taken, so that the load fails with its first error
+    and not also with one "exception was never retrieved" per chunk."""
+    for future in futures:
+        if not future.cancel() and not future.cancelled():
+            future.exception()
 
 
 class _Loader:
@@ -121,16 +130,19 @@ class _Loader:
     async def _in_order(self, tasks: Iterator[Task]) -> AsyncIterator[tuple[Task, Prepared]]:
         """The tasks prepared, in file order, a few at a time in preparation."""
         window: deque[tuple[Task, asyncio.Future[Prepared]]] = deque()
-        for task in tasks:
-            if task.index % _COLLECT_EVERY == _COLLECT_EVERY - 1:
-                gc.collect()
-            window.append((task, self._submit(task)))
-            if len(window) > max(2 * self._workers, 1):
+        try:
+            for task in tasks:
+                if task.index % _COLLECT_EVERY == _COLLECT_EVERY - 1:
+                    gc.collect()
+                window.append((task, self._submit(task)))
+                if len(window) > max(2 * self._workers, 1):
+                    done, pending = window.popleft()
+                    yield done, await pending
+            while window:
                 done, pending = window.popleft()
                 yield done, await pending
-        while window:
-            done, pending = window.popleft()
-            yield done, await pending
+        finally:
+            _abandon(future for _, future in window)
 
     async def run(self, chunks: Iterator[Chunk]) -> None:
         # In fast mode without remembered values, rows are written after a failure too (the transaction is
